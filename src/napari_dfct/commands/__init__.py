@@ -1,0 +1,1 @@
+"""Subcommands of ``dfct``: one module each, discovered by :mod:`napari_dfct.cli`."""

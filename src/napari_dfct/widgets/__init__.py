@@ -1,0 +1,1 @@
+"""napari dock widgets. Thin: they gather inputs, start workers and show results."""
