@@ -1,0 +1,571 @@
+"""Pixel-wise L1/L2 losses with structured (spatial / frequency) amplification.
+
+Notation: ``p`` prediction, ``t`` target, ``L`` the pixel-wise loss map (``|p - t|`` for
+L1, ``(p - t)^2`` for L2), ``A_S`` the spatial and ``A_F`` the frequency amplification map
+(:mod:`napari_dfct.weights`), ``F(X) = Re{IFFT2(A_F * FFT2(X))}`` the frequency filter
+over the last two axes. The scalar loss is the mean of the amplified map.
+
+Mode ``"paper"`` (the paper's formulas, exactly)
+------------------------------------------------
+=========  ==========================
+scheme     amplified map
+=========  ==========================
+none       ``L``
+S          ``A_S * L``
+F          ``F(L)``
+S+F        ``F(A_S * L)``
+F+S        ``A_S * F(L)``
+=========  ==========================
+
+**The DC identity.** Summing an inverse DFT over all pixels keeps only the DC bin, so for
+any map ``X``: ``mean(F(X)) = A_F(DC) * mean(X)``. With the mean reduction this means
+
+* ``F`` alone only rescales the plain loss: ``mean(F(L)) = A_F(DC) * mean(L)``; with
+  ``A_F(DC) = 1`` (the default weights) it *equals* the plain loss, value and gradient;
+* ``S+F`` equals ``S`` times ``A_F(DC)`` (equal for the default weights);
+* ``F+S`` equals ``S`` with ``A_S`` replaced by the filtered map ``F(A_S)`` (``A_F`` is
+  real and Hermitian-symmetric, so the filter is self-adjoint:
+  ``sum(A_S * F(L)) = sum(F(A_S) * L)``).
+
+So in ``paper`` mode the frequency weighting changes nothing but a scale (and, for F+S, a
+smoothed/sharpened copy of ``A_S``). Scales still matter with coupled weight decay (Adam's
+``weight_decay``), so :func:`effective_scale` reports them.
+
+Mode ``"spectral"`` (beyond the paper)
+--------------------------------------
+The frequency weight acts on the *signed* error ``e = p - t`` before the pointwise loss,
+where it does change the gradient. With ``ell`` the pointwise loss (``|.|`` or ``(.)^2``)
+and ``w_S = A_S ** (1 / q)`` (``q = 1`` for L1, ``q = 2`` for L2, so that
+``ell(w_S * e) = A_S * ell(e)``):
+
+=========  ====================================
+scheme     amplified map
+=========  ====================================
+none       ``ell(e)``                 (= plain)
+S          ``A_S * ell(e)``           (= paper S)
+F          ``ell(F(e))``
+S+F        ``ell(F(w_S * e))``        (weight the error spatially, then filter)
+F+S        ``A_S * ell(F(e))``        (filter the error, then weight the loss)
+=========  ====================================
+
+Both orders reduce to ``S`` when ``A_F = 1`` and to ``F`` when ``A_S = 1``. For L2,
+``mean(F(e)^2) = sum_k A_F(k)^2 |E(k)|^2 / (HW)^2`` (Parseval): a frequency-weighted MSE
+with weights ``A_F^2``.
+
+``normalize=True`` divides ``A_S`` by its mean over the **full slice** and ``A_F`` by its
+mean over the spectrum, so a comparison tests the weighting rather than the loss scale.
+When a cropped ``spatial_weight`` is passed to the loss it is used **as given**: take it
+from :meth:`AmplifiedLoss.full_spatial_weight`, which applies the normalisation, and crop
+that (:func:`napari_dfct.weights.crop_batch`).
+
+All loss arithmetic runs in float32 with autocast disabled (FFTs in bfloat16/float16 are
+unsupported or inaccurate); inputs are cast to float32 first.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import re
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+
+from . import weights as _w
+
+__all__ = [
+    "LOSSES",
+    "SCHEMES",
+    "MODES",
+    "ORDERS",
+    "LossConfig",
+    "paper_configs",
+    "paper_names",
+    "pixel_loss",
+    "frequency_filter",
+    "AmplifiedLoss",
+    "effective_scale",
+]
+
+LOSSES = ("l1", "l2")
+SCHEMES = ("none", "S", "F", "S+F", "F+S")
+MODES = ("paper", "spectral")
+ORDERS = ("sf", "fs")
+_PROFILES_ON = ("linear", "nonlinear")
+
+
+def _norm_choice(value, valid, what):
+    v = value.lower() if isinstance(value, str) else value
+    if v not in valid:
+        raise ValueError(f"unknown {what} {value!r}; valid: {', '.join(valid)}")
+    return v
+
+
+@dataclass(frozen=True)
+class LossConfig:
+    """Which loss and which amplification.
+
+    Parameters
+    ----------
+    loss : {"l1", "l2"}
+        Pixel-wise loss.
+    spatial, frequency : {"none", "linear", "nonlinear"}
+        Profile of ``A_S`` and ``A_F``.
+    order : {"sf", "fs"}
+        ``sf``: S then F (S+F); ``fs``: F then S (F+S). Only meaningful when both weights
+        are on; otherwise it is stored as ``"sf"`` so equal losses compare equal.
+    mode : {"paper", "spectral"}
+        See the module docstring.
+    normalize : bool
+        Rescale the weight maps to mean 1.
+
+    Notes
+    -----
+    ``name`` is ``<loss>[+<terms>][-spectral][-norm]`` where the terms are ``s-<profile>``,
+    ``f-<profile>``, ``s+f-<profile>`` or ``f+s-<profile>`` (both weights with one profile),
+    or ``s-<p>+f-<q>`` / ``f-<q>+s-<p>`` (different profiles). Examples: ``"l2"``,
+    ``"l2+s-linear"``, ``"l2+s+f-nonlinear"``, ``"l1+f+s-linear"``,
+    ``"l2+f-linear-spectral-norm"``.
+    """
+
+    loss: str = "l2"
+    spatial: str = "none"
+    frequency: str = "none"
+    order: str = "sf"
+    mode: str = "paper"
+    normalize: bool = False
+
+    def __post_init__(self):
+        set_ = lambda k, v: object.__setattr__(self, k, v)  # noqa: E731  (frozen)
+        set_("loss", _norm_choice(self.loss, LOSSES, "loss"))
+        set_("spatial", _norm_choice(self.spatial, _w.PROFILES, "spatial profile"))
+        set_("frequency", _norm_choice(self.frequency, _w.PROFILES, "frequency profile"))
+        order = _norm_choice(self.order, ORDERS, "order")
+        set_("order", order if (self.spatial != "none" and self.frequency != "none") else "sf")
+        set_("mode", _norm_choice(self.mode, MODES, "mode"))
+        if not isinstance(self.normalize, (bool, np.bool_)):
+            raise ValueError(f"normalize must be a bool, got {self.normalize!r}")
+        set_("normalize", bool(self.normalize))
+
+    # ------------------------------------------------------------------ naming
+    @property
+    def scheme(self) -> str:
+        """``"none"``, ``"S"``, ``"F"``, ``"S+F"`` or ``"F+S"``."""
+        s, f = self.spatial != "none", self.frequency != "none"
+        if s and f:
+            return "S+F" if self.order == "sf" else "F+S"
+        return "S" if s else ("F" if f else "none")
+
+    @property
+    def profile(self) -> str:
+        """The weights' profile when they share one (``"none"`` for the baseline).
+
+        ``"mixed"`` when spatial and frequency profiles differ.
+        """
+        on = {p for p in (self.spatial, self.frequency) if p != "none"}
+        return "none" if not on else (on.pop() if len(on) == 1 else "mixed")
+
+    @property
+    def name(self) -> str:
+        """Canonical name, the inverse of :meth:`from_name`."""
+        sch = self.scheme
+        if sch == "none":
+            core = self.loss
+        elif sch == "S":
+            core = f"{self.loss}+s-{self.spatial}"
+        elif sch == "F":
+            core = f"{self.loss}+f-{self.frequency}"
+        else:
+            first, second = ("s", "f") if sch == "S+F" else ("f", "s")
+            prof = {"s": self.spatial, "f": self.frequency}
+            if self.spatial == self.frequency:
+                core = f"{self.loss}+{first}+{second}-{self.spatial}"
+            else:
+                core = f"{self.loss}+{first}-{prof[first]}+{second}-{prof[second]}"
+        if self.mode == "spectral":
+            core += "-spectral"
+        if self.normalize:
+            core += "-norm"
+        return core
+
+    def __str__(self) -> str:
+        return self.name
+
+    @classmethod
+    def from_name(cls, name: str, **overrides) -> "LossConfig":
+        """Parse a name made by :attr:`name`; keyword ``overrides`` replace fields after.
+
+        Raises
+        ------
+        ValueError
+            On an unknown name (the message lists the valid paper names).
+        """
+        cfg = _parse_name(name)
+        return dataclasses.replace(cfg, **overrides) if overrides else cfg
+
+    # ----------------------------------------------------------- (de)serialising
+    def to_dict(self) -> dict:
+        """JSON-friendly dict of the fields plus ``name`` and ``scheme`` (informative)."""
+        d = dataclasses.asdict(self)
+        d["name"] = self.name
+        d["scheme"] = self.scheme
+        return d
+
+    @classmethod
+    def from_dict(cls, d: dict) -> "LossConfig":
+        """Inverse of :meth:`to_dict`; a dict holding only ``name`` also works."""
+        if not isinstance(d, dict):
+            raise ValueError(f"expected a dict for a loss config, got {type(d).__name__}")
+        fields = {f.name for f in dataclasses.fields(cls)}
+        unknown = set(d) - fields - {"name", "scheme"}
+        if unknown:
+            raise ValueError(f"unknown loss-config keys: {', '.join(sorted(unknown))}")
+        kw = {k: v for k, v in d.items() if k in fields}
+        if not kw and "name" in d:
+            return cls.from_name(d["name"])
+        cfg = cls(**kw)
+        if "name" in d and kw.keys() == fields and d["name"] != cfg.name:
+            raise ValueError(f"loss-config name {d['name']!r} disagrees with its fields ({cfg.name})")
+        return cfg
+
+
+_TERM = re.compile(r"^(s|f)(?:-(linear|nonlinear))?$")
+
+
+def _invalid(name) -> ValueError:
+    valid = ", ".join(paper_names())
+    return ValueError(
+        f"unknown loss configuration {name!r}. Valid names: {valid} "
+        "(append '-spectral' and/or '-norm' for the spectral mode / normalised weights)"
+    )
+
+
+def _parse_name(name: str) -> LossConfig:
+    if not isinstance(name, str) or not name.strip():
+        raise _invalid(name)
+    s = name.strip().lower()
+    normalize = mode_spectral = False
+    if s.endswith("-norm"):
+        normalize, s = True, s[: -len("-norm")]
+    if s.endswith("-spectral"):
+        mode_spectral, s = True, s[: -len("-spectral")]
+    parts = s.split("+")
+    loss, terms = parts[0], parts[1:]
+    if loss not in LOSSES:
+        raise _invalid(name)
+    matches = [_TERM.match(t) for t in terms]
+    if any(m is None for m in matches) or len(terms) > 2:
+        raise _invalid(name)
+    kinds = [m.group(1) for m in matches]
+    profs = [m.group(2) for m in matches]
+    spatial = frequency = "none"
+    order = "sf"
+    if len(terms) == 1:
+        if profs[0] is None:
+            raise _invalid(name)
+        if kinds[0] == "s":
+            spatial = profs[0]
+        else:
+            frequency = profs[0]
+    elif len(terms) == 2:
+        if kinds[0] == kinds[1] or profs[1] is None:
+            raise _invalid(name)
+        first_prof = profs[0] if profs[0] is not None else profs[1]
+        prof = {kinds[0]: first_prof, kinds[1]: profs[1]}
+        spatial, frequency = prof["s"], prof["f"]
+        order = "sf" if kinds[0] == "s" else "fs"
+    return LossConfig(
+        loss=loss,
+        spatial=spatial,
+        frequency=frequency,
+        order=order,
+        mode="spectral" if mode_spectral else "paper",
+        normalize=normalize,
+    )
+
+
+def paper_configs(
+    losses: Sequence[str] = LOSSES,
+    schemes: Sequence[str] = SCHEMES,
+    profiles: Sequence[str] = _PROFILES_ON,
+    *,
+    mode: str = "paper",
+    normalize: bool = False,
+) -> list[LossConfig]:
+    """The paper's grid: per loss, the baseline once and every scheme x profile.
+
+    Parameters
+    ----------
+    losses : sequence of {"l1", "l2"}
+    schemes : sequence of {"none", "S", "F", "S+F", "F+S"}
+    profiles : sequence of {"linear", "nonlinear"}
+    mode, normalize
+        Applied to every configuration (``"paper"``, ``False`` reproduce the paper).
+
+    Returns
+    -------
+    list of LossConfig
+        18 for the defaults: 2 losses x (1 baseline + 4 schemes x 2 profiles).
+    """
+    out: list[LossConfig] = []
+    for sch in schemes:
+        if sch not in SCHEMES:
+            raise ValueError(f"unknown scheme {sch!r}; valid: {', '.join(SCHEMES)}")
+    for p in profiles:
+        if p not in _PROFILES_ON:
+            raise ValueError(f"unknown profile {p!r}; valid: {', '.join(_PROFILES_ON)}")
+    for loss in losses:
+        if "none" in schemes:
+            out.append(LossConfig(loss=loss, mode=mode, normalize=normalize))
+        for sch in schemes:
+            if sch == "none":
+                continue
+            for p in profiles:
+                out.append(
+                    LossConfig(
+                        loss=loss,
+                        spatial=p if "S" in sch else "none",
+                        frequency=p if "F" in sch else "none",
+                        order="fs" if sch == "F+S" else "sf",
+                        mode=mode,
+                        normalize=normalize,
+                    )
+                )
+    return out
+
+
+def paper_names() -> list[str]:
+    """Names of the 18 paper configurations."""
+    return [c.name for c in paper_configs()]
+
+
+# --------------------------------------------------------------------------- functions
+def pixel_loss(pred: torch.Tensor, target: torch.Tensor, loss: str = "l2") -> torch.Tensor:
+    """Pixel-wise loss map: ``|pred - target|`` (L1) or ``(pred - target)^2`` (L2)."""
+    d = pred - target
+    if loss == "l1":
+        return d.abs()
+    if loss == "l2":
+        return d * d
+    raise ValueError(f"unknown loss {loss!r}; valid: {', '.join(LOSSES)}")
+
+
+def frequency_filter(x: torch.Tensor, a_f: torch.Tensor) -> torch.Tensor:
+    """``Re{IFFT2(a_f * FFT2(x))}`` over the last two axes, computed in float32.
+
+    Parameters
+    ----------
+    x : torch.Tensor
+        ``(..., H, W)`` real.
+    a_f : torch.Tensor
+        ``(H, W)`` real, ``fft2`` layout.
+
+    Returns
+    -------
+    torch.Tensor
+        float32, same shape as ``x``.
+    """
+    dev = x.device.type
+    with torch.autocast(device_type=dev, enabled=False) if _autocast_ok(dev) else _null():
+        x = x.float()
+        spec = torch.fft.fft2(x, dim=(-2, -1))
+        return torch.fft.ifft2(spec * a_f.to(device=x.device, dtype=torch.float32), dim=(-2, -1)).real
+
+
+class _null:
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        return False
+
+
+def _autocast_ok(device_type: str) -> bool:
+    try:
+        return torch.amp.is_autocast_available(device_type)
+    except Exception:  # pragma: no cover - older torch
+        return device_type in ("cuda", "cpu")
+
+
+def _coerce_config(config) -> LossConfig:
+    if isinstance(config, LossConfig):
+        return config
+    if isinstance(config, str):
+        return LossConfig.from_name(config)
+    if isinstance(config, dict):
+        return LossConfig.from_dict(config)
+    raise ValueError(f"expected a LossConfig, a name or a dict, got {type(config).__name__}")
+
+
+# ------------------------------------------------------------------------------ module
+class AmplifiedLoss(torch.nn.Module):
+    """Amplified L1/L2 loss; see the module docstring for the formulas.
+
+    Parameters
+    ----------
+    config : LossConfig or str or dict
+        The configuration (a name such as ``"l2+s+f-nonlinear"`` works too).
+
+    Notes
+    -----
+    ``pred`` and ``target`` are ``(B, C, H, W)`` (``C = 1`` for DFCT slices). ``A_F`` is
+    built for the ``(H, W)`` being compared (the patch). ``spatial_weight`` is the spatial
+    map cropped like the patch, ``(B, 1, h, w)``, ``(1, 1, h, w)`` or ``(h, w)``; it is used
+    as given (no normalisation) and ignored when the spatial weight is off. When it is
+    ``None`` and S is on, ``A_S`` of the full ``(H, W)`` is used (full slices).
+    """
+
+    def __init__(self, config: LossConfig | str | dict = LossConfig()):
+        super().__init__()
+        self.config = _coerce_config(config)
+
+    def extra_repr(self) -> str:
+        return f"config={self.config.name!r}"
+
+    # --------------------------------------------------------------- weight maps
+    def full_spatial_weight(self, shape, device=None) -> torch.Tensor | None:
+        """``A_S`` for a full slice of ``shape`` as this loss wants it (normalised if so
+        configured), float32, cached and read-only; ``None`` when S is off.
+
+        Crop it like the patch (:func:`napari_dfct.weights.crop_batch`) and pass the crop
+        as ``spatial_weight``.
+        """
+        if self.config.spatial == "none":
+            return None
+        return _w.spatial_weight(
+            shape, self.config.spatial, device=device, normalize=self.config.normalize
+        )
+
+    def frequency_weight(self, shape, device=None) -> torch.Tensor | None:
+        """``A_F`` for ``shape`` (normalised if so configured); ``None`` when F is off."""
+        if self.config.frequency == "none":
+            return None
+        return _w.frequency_weight(
+            shape, self.config.frequency, device=device, normalize=self.config.normalize
+        )
+
+    def _spatial(self, spatial_weight, ref: torch.Tensor) -> torch.Tensor | None:
+        if self.config.spatial == "none":
+            return None
+        b, c, h, w = ref.shape
+        if spatial_weight is None:
+            return self.full_spatial_weight((h, w), device=ref.device)
+        sw = torch.as_tensor(spatial_weight)
+        if sw.ndim == 2:
+            sw = sw[None, None]
+        elif sw.ndim == 3:
+            sw = sw[:, None]
+        if (
+            sw.ndim != 4
+            or tuple(sw.shape[-2:]) != (h, w)
+            or sw.shape[0] not in (1, b)
+            or sw.shape[1] not in (1, c)
+        ):
+            raise ValueError(
+                f"spatial_weight of shape {tuple(torch.as_tensor(spatial_weight).shape)} does "
+                f"not match the prediction {tuple(ref.shape)}; expected (B, 1, {h}, {w}), "
+                f"(1, 1, {h}, {w}) or ({h}, {w})"
+            )
+        return sw.to(device=ref.device, dtype=torch.float32)
+
+    # ---------------------------------------------------------------------- maps
+    def loss_map(self, pred: torch.Tensor, target: torch.Tensor, spatial_weight=None) -> torch.Tensor:
+        """Amplified pixel-wise loss map, float32, same shape as ``pred`` (``(B, 1, H, W)``)."""
+        if pred.shape != target.shape:
+            raise ValueError(f"pred {tuple(pred.shape)} and target {tuple(target.shape)} differ in shape")
+        if pred.ndim != 4:
+            raise ValueError(f"expected (B, C, H, W) tensors, got shape {tuple(pred.shape)}")
+        cfg = self.config
+        dev = pred.device.type
+        with torch.autocast(device_type=dev, enabled=False) if _autocast_ok(dev) else _null():
+            p, t = pred.float(), target.float()
+            h, w = p.shape[-2:]
+            a_s = self._spatial(spatial_weight, p)
+            a_f = self.frequency_weight((h, w), device=p.device)
+            if cfg.mode == "paper":
+                lmap = pixel_loss(p, t, cfg.loss)
+                sch = cfg.scheme
+                if sch == "S":
+                    return a_s * lmap
+                if sch == "F":
+                    return frequency_filter(lmap, a_f)
+                if sch == "S+F":
+                    return frequency_filter(a_s * lmap, a_f)
+                if sch == "F+S":
+                    return a_s * frequency_filter(lmap, a_f)
+                return lmap
+            # spectral mode: weight the spectrum of the signed error
+            e = p - t
+            sch = cfg.scheme
+            if sch == "S+F":
+                w_s = a_s if cfg.loss == "l1" else torch.sqrt(a_s)
+                return pixel_loss(frequency_filter(w_s * e, a_f), 0.0, cfg.loss)
+            if a_f is not None:
+                e = frequency_filter(e, a_f)
+            lmap = pixel_loss(e, 0.0, cfg.loss)
+            return lmap if a_s is None else a_s * lmap
+
+    def forward(self, pred: torch.Tensor, target: torch.Tensor, spatial_weight=None) -> torch.Tensor:
+        """Scalar loss: the mean of :meth:`loss_map` (float32)."""
+        return self.loss_map(pred, target, spatial_weight).mean()
+
+
+# ------------------------------------------------------------------------ scale report
+def effective_scale(config: LossConfig | str, shape: Sequence[int] = (800, 800)) -> dict:
+    """Scale factors a configuration puts on the loss, for reporting.
+
+    Parameters
+    ----------
+    config : LossConfig or str
+        The configuration.
+    shape : (int, int)
+        Slice shape for ``A_S`` (full slice) and shape the loss is computed on for ``A_F``
+        (use the patch shape, e.g. ``(128, 128)``, for patch training).
+
+    Returns
+    -------
+    dict
+        ``a_s_mean``, ``a_s_min``, ``a_s_max`` (1 when S is off), ``a_f_dc``, ``a_f_mean``,
+        ``a_f_rms`` (``sqrt(mean(A_F^2))``; 1 when F is off), and
+
+        ``frequency_factor``
+            ``paper`` mode: ``A_F(DC)`` — the exact factor F puts on the loss (and on its
+            gradient). ``spectral`` mode: the gain on a white (uncorrelated) error,
+            ``mean(A_F^2)`` for L2 and ``sqrt(mean(A_F^2))`` for L1 (exact in expectation
+            for Gaussian errors).
+        ``spatial_factor``
+            ``mean(A_S)``: the factor S puts on a spatially uniform loss map.
+        ``scale``
+            Their product: the loss relative to the plain loss for a uniform (paper mode)
+            or white (spectral mode) error. For spectral L1 with S+F it approximates
+            (upper bound, by Jensen) the non-stationary case.
+    """
+    cfg = _coerce_config(config)
+    shape = tuple(int(s) for s in shape)
+    a_s = _w.spatial_weight_np(shape, cfg.spatial, normalize=cfg.normalize)
+    a_f = _w.frequency_weight_np(shape, cfg.frequency, normalize=cfg.normalize)
+    s_on, f_on = cfg.spatial != "none", cfg.frequency != "none"
+    a_f_ms = float(np.mean(a_f**2))
+    if not f_on:
+        ff = 1.0
+    elif cfg.mode == "paper":
+        ff = float(a_f[0, 0])
+    else:
+        ff = a_f_ms if cfg.loss == "l2" else float(np.sqrt(a_f_ms))
+    sf = float(a_s.mean()) if s_on else 1.0
+    return {
+        "name": cfg.name,
+        "scheme": cfg.scheme,
+        "mode": cfg.mode,
+        "shape": list(shape),
+        "a_s_mean": float(a_s.mean()),
+        "a_s_min": float(a_s.min()),
+        "a_s_max": float(a_s.max()),
+        "a_f_dc": float(a_f[0, 0]),
+        "a_f_mean": float(a_f.mean()),
+        "a_f_rms": float(np.sqrt(a_f_ms)),
+        "frequency_factor": ff,
+        "spatial_factor": sf,
+        "scale": ff * sf,
+    }
