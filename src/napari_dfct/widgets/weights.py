@@ -1,0 +1,359 @@
+"""Loss amplification dock widget: see A_S, A_F and the amplified loss map live.
+
+The widget is a view on :mod:`napari_dfct.weights` and :mod:`napari_dfct.losses`: it
+picks an input and a target image layer, normalises the displayed slice with the
+training window (:func:`napari_dfct.data.window_from_percentiles`), and shows
+
+* ``A_S`` - the spatial weight (1 at the border, 2 at the iso-centre),
+* ``A_F (fftshift)`` - the frequency weight with DC in the centre for viewing,
+* ``loss map`` - the plain pixel-wise L1/L2 map between input and target,
+* ``amplified loss map`` - :meth:`napari_dfct.losses.AmplifiedLoss.loss_map`,
+
+as image layers that are updated in place whenever an option or the slice changes, a
+plot of the radial profiles (linear vs non-linear) and the effective scale of the
+configuration (A_F at DC, mean A_S, mean amplified / mean plain loss).
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+import numpy as np
+from magicgui.widgets import CheckBox, ComboBox, Container
+from napari.utils.notifications import show_error
+from qtpy.QtCore import Qt, QTimer
+from qtpy.QtWidgets import QLabel, QVBoxLayout, QWidget
+
+from . import _models
+from ._plot import PlotCanvas
+
+if TYPE_CHECKING:
+    import napari
+
+__all__ = ["WeightsWidget", "LAYER_NAMES"]
+
+#: Names of the layers this widget draws (reused, never piled up).
+LAYER_NAMES = {
+    "spatial": "A_S",
+    "frequency": "A_F (fftshift)",
+    "loss": "loss map",
+    "amplified": "amplified loss map",
+}
+ROLE = "weights"
+PATCH = 128
+_EXCLUDE = ("weights", "preview")
+
+_SPATIAL_CHOICES = [("none", "none"), ("linear", "linear"), ("non-linear", "nonlinear")]
+_ORDER_CHOICES = [("S then F (S+F)", "sf"), ("F then S (F+S)", "fs")]
+_LOSS_CHOICES = [("L1", "l1"), ("L2", "l2")]
+_MODE_CHOICES = [("paper", "paper"), ("spectral", "spectral")]
+_SIZE_CHOICES = [(f"patch {PATCH} (centre)", "patch"), ("full slice", "full")]
+
+_DC_PAPER = (
+    "Paper mode: mean(Re IFFT(A_F \u00b7 FFT(L))) = A_F(DC) \u00b7 mean(L), so F alone only "
+    "rescales the loss, S+F equals S, and F+S is S with A_S filtered by A_F."
+)
+_DC_SPECTRAL = (
+    "Spectral mode: A_F weights the spectrum of the signed error before the pointwise "
+    "loss, so F changes the gradient, not only the scale."
+)
+
+
+class WeightsWidget(QWidget):
+    """Explore the structured loss amplification on the displayed slice.
+
+    Parameters
+    ----------
+    napari_viewer : napari.viewer.Viewer
+        The viewer whose image layers are used and where the maps are drawn.
+    """
+
+    def __init__(self, napari_viewer: napari.viewer.Viewer, parent: QWidget | None = None):
+        super().__init__(parent)
+        self._viewer = napari_viewer
+        self._busy = False
+        self._window_cache: tuple | None = None
+
+        self.form = Container(
+            widgets=[
+                ComboBox(name="input", label="input", choices=self._layer_choices,
+                         nullable=True, tooltip="Single-rotation reconstruction (3-D)"),
+                ComboBox(name="target", label="target", choices=self._layer_choices,
+                         nullable=True, tooltip="Multi-rotation reconstruction (same shape)"),
+                ComboBox(name="spatial", label="spatial", choices=_SPATIAL_CHOICES,
+                         value="linear", tooltip="A_S: weight rising towards the iso-centre"),
+                ComboBox(name="frequency", label="frequency", choices=_SPATIAL_CHOICES,
+                         value="linear", tooltip="A_F: weight rising towards high frequencies"),
+                ComboBox(name="order", label="order", choices=_ORDER_CHOICES, value="sf",
+                         tooltip="Order of the two amplifications when both are on"),
+                ComboBox(name="loss", label="loss", choices=_LOSS_CHOICES, value="l2"),
+                ComboBox(name="mode", label="mode", choices=_MODE_CHOICES, value="paper",
+                         tooltip="paper: the paper's formula; spectral: weight the error "
+                         "spectrum before the pointwise loss"),
+                CheckBox(name="normalize", text="normalise weights to mean 1", value=False),
+                ComboBox(name="size", label="size", choices=_SIZE_CHOICES, value="patch",
+                         tooltip="A training patch (A_S cropped from the whole slice) or "
+                         "the full slice (as in inference)"),
+            ],
+            labels=True,
+        )
+        self.form.native.layout().setContentsMargins(0, 0, 0, 0)
+
+        self.plot = PlotCanvas(
+            ncols=2,
+            xlabel=["radius (0 centre, 1 corner)", "frequency (0 DC, 1 corner)"],
+            ylabel=["weight", ""],
+            title=["A_S radial profile", "A_F radial profile"],
+            height=2.2,
+        )
+        self.info = QLabel()
+        self.info.setWordWrap(True)
+        self.info.setTextInteractionFlags(Qt.TextInteractionFlag.TextSelectableByMouse)
+        self.info.setObjectName("dfct_weights_info")
+
+        layout = QVBoxLayout(self)
+        layout.addWidget(self.form.native)
+        layout.addWidget(self.plot)
+        layout.addWidget(self.info)
+        layout.addStretch(1)
+
+        # Debounce: many events (dragging the slider) collapse into one update.
+        self._timer = QTimer(self)
+        self._timer.setSingleShot(True)
+        self._timer.setInterval(40)
+        self._timer.timeout.connect(self.update_maps)
+
+        self._pick_defaults()
+        for w in self.form:
+            w.changed.connect(self._schedule)
+        self._viewer.dims.events.current_step.connect(self._on_step)
+        ev = self._viewer.layers.events
+        for name in ("inserted", "removed", "reordered"):
+            getattr(ev, name).connect(self.reset_choices)
+        self.update_maps()
+
+    # ------------------------------------------------------------------ choices
+    def _layer_choices(self, _widget=None):
+        return _models.image_layers(self._viewer, exclude_roles=_EXCLUDE)
+
+    def reset_choices(self, *_args) -> None:
+        """Refresh the layer pickers (called by napari when layers change)."""
+        if self._busy:
+            return
+        had = (self.form.input.value, self.form.target.value)
+        self.form.reset_choices()
+        if self.form.input.value is None or self.form.target.value is None:
+            self._pick_defaults()
+        if had != (self.form.input.value, self.form.target.value):
+            self._schedule()
+
+    def _pick_defaults(self) -> None:
+        choices = [layer for _, layer in self._layer_choices()]
+        if not choices:
+            return
+        by_prefix = {}
+        for layer in choices:
+            low = layer.name.lower()
+            for prefix in ("input", "target"):
+                if low.startswith(prefix) and prefix not in by_prefix:
+                    by_prefix[prefix] = layer
+        if self.form.input.value is None:
+            self.form.input.value = by_prefix.get("input", choices[0])
+        if self.form.target.value is None:
+            rest = [c for c in choices if c is not self.form.input.value]
+            default = by_prefix.get("target", rest[0] if rest else None)
+            if default is not None:
+                self.form.target.value = default
+
+    # ------------------------------------------------------------------ config
+    def loss_config(self):
+        """The :class:`napari_dfct.losses.LossConfig` the form describes."""
+        from napari_dfct.losses import LossConfig
+
+        f = self.form
+        return LossConfig(
+            loss=f.loss.value,
+            spatial=f.spatial.value,
+            frequency=f.frequency.value,
+            order=f.order.value,
+            mode=f.mode.value,
+            normalize=bool(f.normalize.value),
+        )
+
+    # ------------------------------------------------------------------ updates
+    def _on_step(self, _event=None) -> None:
+        self._schedule()
+
+    def _schedule(self, *_args) -> None:
+        self._timer.start()
+
+    def update_maps(self) -> None:
+        """Recompute every map and the profiles for the current options and slice.
+
+        Problems (no layers, mismatched shapes) are reported as napari notifications.
+        """
+        if self._busy:
+            return
+        self._busy = True
+        try:
+            self._update()
+        except ValueError as err:
+            show_error(f"Loss amplification: {err}")
+        except Exception as err:  # noqa: BLE001 - never a traceback in the viewer
+            show_error(f"Loss amplification failed: {type(err).__name__}: {err}")
+        finally:
+            self._busy = False
+
+    def _update(self) -> None:
+        import torch
+
+        from napari_dfct import losses, weights
+
+        config = self.loss_config()
+        inp, tgt = self.form.input.value, self.form.target.value
+        if inp is None:
+            self._set_info("Add an input and a target image layer to see the maps.")
+            return
+        shape = tuple(int(s) for s in inp.data.shape[-2:])
+        size_mode = self.form.size.value
+        patch = min(PATCH, *shape)
+        if size_mode == "patch":
+            r0, c0 = (shape[0] - patch) // 2, (shape[1] - patch) // 2
+            crop = (slice(r0, r0 + patch), slice(c0, c0 + patch))
+            offset = (r0, c0)
+        else:
+            crop = (slice(None), slice(None))
+            offset = (0, 0)
+
+        # A_S on the whole slice, cropped like a training patch; A_F on the map's shape.
+        amplified = losses.AmplifiedLoss(config)
+        a_s_full = amplified.full_spatial_weight(shape)
+        if a_s_full is None:
+            a_s_full = weights.spatial_weight(shape, "none")
+        a_s = a_s_full[crop].contiguous()
+        map_shape = tuple(int(n) for n in a_s.shape)
+        a_f = amplified.frequency_weight(map_shape)
+        if a_f is None:
+            a_f = weights.frequency_weight(map_shape, "none")
+        placement = _models.spatial_placement(inp, offset)
+        a_s_np, a_f_np = _np(a_s), _np(weights.fftshift(a_f))
+        weight_limits = (min(1.0, float(a_s_np.min()), float(a_f_np.min())),
+                         max(2.0, float(a_s_np.max()), float(a_f_np.max())))
+
+        v = self._viewer
+        _models.upsert_image(v, LAYER_NAMES["spatial"], a_s_np, role=ROLE,
+                             contrast_limits=weight_limits, colormap="magma", **placement)
+        _models.upsert_image(v, LAYER_NAMES["frequency"], a_f_np, role=ROLE,
+                             contrast_limits=weight_limits, colormap="magma", **placement)
+
+        notes = []
+        scale_text = ""
+        if tgt is not None and tgt is not inp:
+            if tuple(tgt.data.shape) != tuple(inp.data.shape):
+                raise ValueError(
+                    f"input {inp.name!r} {tuple(inp.data.shape)} and target {tgt.name!r} "
+                    f"{tuple(tgt.data.shape)} differ in shape"
+                )
+            z = _models.current_index(v, inp)
+            window = self._window(inp, tgt)
+            x = window.normalize(np.asarray(_slice(inp.data, z), dtype=np.float32))[crop]
+            y = window.normalize(np.asarray(_slice(tgt.data, z), dtype=np.float32))[crop]
+            pred = torch.from_numpy(np.ascontiguousarray(x))[None, None]
+            target = torch.from_numpy(np.ascontiguousarray(y))[None, None]
+            spatial = a_s[None, None] if config.spatial != "none" else None
+            with torch.no_grad():
+                plain_cfg = losses.LossConfig(loss=config.loss, mode=config.mode)
+                plain = losses.AmplifiedLoss(plain_cfg).loss_map(pred, target)
+                amp = amplified.loss_map(pred, target, spatial_weight=spatial)
+            plain_np, amp_np = _np(plain)[0, 0], _np(amp)[0, 0]
+            _models.upsert_image(v, LAYER_NAMES["loss"], plain_np, role=ROLE,
+                                 contrast_limits=_limits(plain_np), colormap="inferno",
+                                 **placement)
+            _models.upsert_image(v, LAYER_NAMES["amplified"], amp_np, role=ROLE,
+                                 contrast_limits=_limits(amp_np), colormap="inferno",
+                                 **placement)
+            scale_text = self._scale_text(config, map_shape, a_s, a_f, plain_np, amp_np)
+            notes.append(f"slice {z}, window [{window.low:.4g}, {window.high:.4g}]")
+        else:
+            notes.append("Choose a target layer (different from the input) for the loss maps.")
+            scale_text = self._scale_text(config, map_shape, a_s, a_f, None, None)
+        self._update_profiles(config)
+        dc = _DC_PAPER if config.mode == "paper" else _DC_SPECTRAL
+        self._set_info(
+            f"<b>{config.name}</b> ({config.scheme}) on {map_shape[0]}\u00d7{map_shape[1]}"
+            f"{' patch' if size_mode == 'patch' else ''}; {'; '.join(notes)}<br>"
+            f"{scale_text}<br><i>{dc}</i>"
+        )
+
+    def _window(self, inp, tgt):
+        from napari_dfct.data import window_from_percentiles
+
+        key = (id(inp), id(inp.data), id(tgt), id(tgt.data))
+        if self._window_cache is None or self._window_cache[0] != key:
+            window = window_from_percentiles(
+                np.asarray(inp.data, dtype=np.float32), np.asarray(tgt.data, dtype=np.float32)
+            )
+            self._window_cache = (key, window)
+        return self._window_cache[1]
+
+    def _scale_text(self, config, shape, a_s, a_f, plain, amp) -> str:
+        from napari_dfct import losses
+
+        scale = losses.effective_scale(config, shape)
+        parts = [
+            f"A_F(DC) = {float(a_f[0, 0]):.3f}",
+            f"mean A_S = {float(a_s.mean()):.3f}",
+            f"frequency factor = {scale['frequency_factor']:.3f}",
+            f"scale = {scale['scale']:.3f}",
+        ]
+        if plain is not None and amp is not None:
+            mean_plain = float(np.mean(plain))
+            ratio = float(np.mean(amp)) / mean_plain if mean_plain > 0 else float("nan")
+            parts.append(f"mean amplified / plain loss (this slice) = {ratio:.3f}")
+        return "; ".join(parts)
+
+    def _update_profiles(self, config) -> None:
+        from napari_dfct import weights
+
+        plot = self.plot
+        colors = {"linear": "#4fa3ff", "nonlinear": "#ff9f40"}
+        for profile, color in colors.items():
+            label = "non-linear" if profile == "nonlinear" else "linear"
+            for axes, kind, chosen in ((0, "spatial", config.spatial),
+                                       (1, "frequency", config.frequency)):
+                r, w = weights.radial_profile(kind, profile, n=129)
+                on = chosen == profile
+                plot.set_line(profile, r, w, axes=axes, color=color, label=label,
+                              linewidth=2.6 if on else 1.0, alpha=1.0 if on else 0.55)
+        for ax in plot.axes:
+            ax.set_ylim(0.95, 2.05)
+            ax.set_xlim(0.0, 1.0)
+        plot.legend(0, loc="upper right")
+        plot.canvas.draw_idle()
+
+    def _set_info(self, text: str) -> None:
+        self.info.setText(text)
+
+
+# ---------------------------------------------------------------------- helpers
+def _np(t) -> np.ndarray:
+    """A float32 numpy copy of a tensor or array."""
+    if hasattr(t, "detach"):
+        t = t.detach().to("cpu").float().numpy()
+    return np.asarray(t, dtype=np.float32)
+
+
+def _slice(data, z: int) -> np.ndarray:
+    return np.asarray(data[z] if data.ndim >= 3 else data)
+
+
+def _limits(img: np.ndarray) -> tuple[float, float]:
+    finite = img[np.isfinite(img)]
+    if finite.size == 0:
+        return (0.0, 1.0)
+    lo = min(0.0, float(np.percentile(finite, 0.5)))
+    hi = float(np.percentile(finite, 99.5))
+    return (lo, hi if hi > lo else lo + 1e-6)
+
+
+
