@@ -29,9 +29,11 @@ so everything outside the reconstruction circle weighs 1.)
   .. math:: s(r) = \\frac{1}{1 + e^{k (r - r_0)}}, \\qquad
             A_S(r) = 1 + \\frac{s(r) - s(1)}{s(0) - s(1)}
 
-  with ``r_0 = 0.5`` (transition radius) and ``k = 10`` (steepness). Its slope is
-  ``k/4 / (s(0) - s(1)) ~ 2.53`` at ``r_0`` (linear: 1) — a sharper ROI / background
-  transition — and ``~0.067`` at ``r = 1`` (linear: 1), a smoother decay to the edges.
+  with ``r_0 = 0.45`` (transition radius) and ``k = 12`` (steepness). Its slope is
+  ``k/4 / (s(0) - s(1)) ~ 3.0`` at ``r_0`` (linear: 1) — a sharper ROI / background
+  transition — and falls to ``0.18`` at ``r = 0.8`` and ``0.016`` at ``r = 1`` (linear: 1
+  everywhere): a smoother decay to the edges. The centre is a plateau too
+  (``A_S(0.2) = 1.96``).
 
 Frequency map ``A_F`` (Fourier domain)
 --------------------------------------
@@ -94,9 +96,9 @@ PROFILES = ("none", "linear", "nonlinear")
 EDGES = ("corner", "inscribed")
 
 #: Transition radius of the non-linear spatial profile (fraction of the edge radius).
-SPATIAL_NONLINEAR_R0 = 0.5
+SPATIAL_NONLINEAR_R0 = 0.45
 #: Steepness of the non-linear spatial profile's logistic step.
-SPATIAL_NONLINEAR_K = 10.0
+SPATIAL_NONLINEAR_K = 12.0
 #: Exponent of the non-linear frequency profile ``1 + rho ** gamma``.
 FREQUENCY_NONLINEAR_GAMMA = 0.5
 
