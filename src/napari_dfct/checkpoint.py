@@ -1,0 +1,487 @@
+"""Model folders: safetensors weights + JSON metadata, written atomically.
+
+A model folder holds
+
+``model.safetensors``
+    the weights (``safetensors.torch``), the best model of a training run;
+``config.json``
+    everything needed to rebuild and use the model: architecture kwargs (``"model"``),
+    preset, loss configuration, intensity window, training parameters, package and torch
+    versions, creation time, best epoch;
+``history.json``
+    one record per finished epoch (losses, learning rate, best so far, seconds);
+``training-state.safetensors`` + ``training-state.json`` (optional)
+    what resuming needs: the *current* weights, optimizer tensors (flattened, with a JSON
+    index), scheduler, epoch, early-stopping counters and RNG states.
+
+Nothing is ever pickled and nothing is read with ``torch.load``: loading a folder from an
+untrusted source cannot run code. Every file is written to a temporary file in the same
+folder, flushed to disk and moved into place with :func:`os.replace`, so an interrupted
+save leaves the previous version intact.
+"""
+
+from __future__ import annotations
+
+import datetime as _dt
+import json
+import math
+import os
+import tempfile
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+__all__ = [
+    "CONFIG_FILE",
+    "HISTORY_FILE",
+    "STATE_FILE",
+    "STATE_TENSORS_FILE",
+    "WEIGHTS_FILE",
+    "CheckpointError",
+    "LoadedModel",
+    "delete_training_state",
+    "is_model_dir",
+    "load_config",
+    "load_history",
+    "load_model",
+    "load_training_state",
+    "save_checkpoint",
+    "save_training_state",
+    "write_history",
+]
+
+WEIGHTS_FILE = "model.safetensors"
+CONFIG_FILE = "config.json"
+HISTORY_FILE = "history.json"
+STATE_TENSORS_FILE = "training-state.safetensors"
+STATE_FILE = "training-state.json"
+FORMAT_VERSION = 1
+
+
+class CheckpointError(ValueError):
+    """A model folder is missing, incomplete, corrupt or does not match its config."""
+
+
+@dataclass
+class LoadedModel:
+    """A model read back from a model folder.
+
+    Attributes
+    ----------
+    model : torch.nn.Module
+        The network, in eval mode, on the requested device.
+    config : dict
+        ``config.json`` (keys include ``"model"``, ``"preset"``, ``"loss"``, ``"window"``,
+        ``"train"``, ``"best_epoch"``).
+    history : list of dict
+        ``history.json`` (empty when absent).
+    path : pathlib.Path
+        The folder.
+    name : str
+        A display name: the loss name when known, else the folder name.
+    """
+
+    model: torch.nn.Module
+    config: dict
+    history: list = field(default_factory=list)
+    path: Path | None = None
+    name: str = ""
+
+    @property
+    def window(self):
+        """The :class:`~napari_dfct.data.IntensityWindow` of the config, or None."""
+        from .data import IntensityWindow
+
+        w = self.config.get("window")
+        return IntensityWindow.from_dict(w) if w else None
+
+
+# --------------------------------------------------------------------------- atomic io
+def _fsync_dir(folder: Path) -> None:
+    try:
+        fd = os.open(folder, os.O_RDONLY)
+    except OSError:  # pragma: no cover - e.g. Windows
+        return
+    try:
+        os.fsync(fd)
+    except OSError:  # pragma: no cover
+        pass
+    finally:
+        os.close(fd)
+
+
+def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> Path:
+    """Write ``data`` to ``path`` atomically (temp file, fsync, :func:`os.replace`).
+
+    An exception at any point leaves an existing ``path`` untouched and removes the
+    temporary file.
+    """
+    path = Path(path)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "wb") as fh:
+            fh.write(data)
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        try:
+            os.unlink(tmp)
+        except OSError:
+            pass
+        raise
+    _fsync_dir(path.parent)
+    return path
+
+
+def _json_default(obj: Any) -> Any:
+    if isinstance(obj, np.generic):
+        return obj.item()
+    if isinstance(obj, np.ndarray):
+        return obj.tolist()
+    if isinstance(obj, Path):
+        return str(obj)
+    if isinstance(obj, torch.Tensor) and obj.numel() == 1:
+        return obj.item()
+    raise TypeError(f"not JSON serialisable: {type(obj).__name__}")
+
+
+def atomic_write_json(path: str | os.PathLike, obj: Any) -> Path:
+    """Write ``obj`` as indented JSON, atomically."""
+    text = json.dumps(obj, indent=2, default=_json_default)
+    return atomic_write_bytes(path, (text + "\n").encode("utf-8"))
+
+
+def _read_json(path: Path, what: str) -> Any:
+    try:
+        with open(path, encoding="utf-8") as fh:
+            return json.load(fh)
+    except FileNotFoundError as exc:
+        raise CheckpointError(f"{what} is missing: {path}") from exc
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        raise CheckpointError(f"{what} is corrupt (not valid JSON): {path}: {exc}") from exc
+    except OSError as exc:
+        raise CheckpointError(f"cannot read {what}: {path}: {exc}") from exc
+
+
+def _state_dict_bytes(tensors: dict[str, torch.Tensor], metadata: dict | None = None) -> bytes:
+    from safetensors.torch import save
+
+    clean = {k: v.detach().to("cpu").contiguous() for k, v in tensors.items()}
+    return save(clean, metadata=metadata)
+
+
+def _read_safetensors(path: Path, what: str) -> dict[str, torch.Tensor]:
+    from safetensors.torch import load
+
+    if not path.is_file():
+        raise CheckpointError(f"{what} is missing: {path}")
+    try:
+        data = path.read_bytes()
+        return load(data)
+    except CheckpointError:
+        raise
+    except Exception as exc:  # safetensors raises its own error types
+        raise CheckpointError(f"{what} is corrupt or not a safetensors file: {path}: {exc}") from exc
+
+
+# --------------------------------------------------------------------------- metadata
+def _versions() -> dict:
+    from . import __version__
+
+    return {
+        "napari_dfct": __version__,
+        "torch": torch.__version__.split("+")[0],
+        "numpy": np.__version__,
+    }
+
+
+def _model_config(model: torch.nn.Module) -> dict | None:
+    try:
+        from .model import model_config
+    except ImportError:  # pragma: no cover - model module missing
+        return None
+    try:
+        return model_config(model)
+    except Exception:
+        return None
+
+
+def is_model_dir(path: str | os.PathLike) -> bool:
+    """True when ``path`` holds ``model.safetensors`` and ``config.json``."""
+    p = Path(path)
+    return (p / WEIGHTS_FILE).is_file() and (p / CONFIG_FILE).is_file()
+
+
+# --------------------------------------------------------------------------- save
+def save_checkpoint(
+    model_dir: str | os.PathLike,
+    model: torch.nn.Module,
+    config: dict,
+    history: list[dict] | None = None,
+    *,
+    state: dict | None = None,
+) -> Path:
+    """Save a model folder atomically.
+
+    Parameters
+    ----------
+    model_dir : path
+        The folder (created if needed).
+    model : torch.nn.Module
+        Its ``state_dict`` goes to ``model.safetensors``.
+    config : dict
+        JSON-serialisable metadata. ``"model"`` (architecture kwargs) is filled from
+        :func:`napari_dfct.model.model_config` when absent; ``"versions"``, ``"created"``
+        and ``"format_version"`` are added.
+    history : list of dict, optional
+        Written to ``history.json`` (previews and other arrays must be left out).
+    state : dict, optional
+        Resume state, written with :func:`save_training_state`.
+
+    Returns
+    -------
+    pathlib.Path
+        The folder.
+    """
+    folder = Path(model_dir)
+    folder.mkdir(parents=True, exist_ok=True)
+    cfg = dict(config)
+    if "model" not in cfg:
+        mc = _model_config(model)
+        if mc is not None:
+            cfg["model"] = mc
+    cfg.setdefault("format_version", FORMAT_VERSION)
+    cfg["versions"] = _versions()
+    cfg["created"] = _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds")
+    sd = model.state_dict()
+    atomic_write_bytes(
+        folder / WEIGHTS_FILE,
+        _state_dict_bytes(sd, metadata={"format": "pt", "napari_dfct": "model"}),
+    )
+    atomic_write_json(folder / CONFIG_FILE, cfg)
+    if history is not None:
+        write_history(folder, history)
+    if state is not None:
+        save_training_state(folder, state)
+    return folder
+
+
+def write_history(model_dir: str | os.PathLike, history: list[dict]) -> Path:
+    """Write ``history.json`` atomically (arrays and ``preview`` entries are dropped)."""
+    clean = []
+    for rec in history:
+        clean.append(
+            {
+                k: v
+                for k, v in dict(rec).items()
+                if k != "preview" and not isinstance(v, np.ndarray | torch.Tensor)
+            }
+        )
+    return atomic_write_json(Path(model_dir) / HISTORY_FILE, clean)
+
+
+# ------------------------------------------------------------- nested state <-> flat
+def _flatten(obj: Any, tensors: dict[str, torch.Tensor]) -> Any:
+    """Replace tensors by references into ``tensors``; keep the rest JSON-able."""
+    if isinstance(obj, torch.Tensor):
+        key = f"t{len(tensors)}"
+        tensors[key] = obj
+        return {"__tensor__": key}
+    if isinstance(obj, dict):
+        if all(isinstance(k, str) for k in obj):
+            return {k: _flatten(v, tensors) for k, v in obj.items()}
+        return {"__items__": [[_flatten(k, tensors), _flatten(v, tensors)] for k, v in obj.items()]}
+    if isinstance(obj, tuple):
+        return {"__tuple__": [_flatten(v, tensors) for v in obj]}
+    if isinstance(obj, list):
+        return [_flatten(v, tensors) for v in obj]
+    if isinstance(obj, np.ndarray):
+        return {"__ndarray__": obj.tolist(), "dtype": str(obj.dtype)}
+    if isinstance(obj, np.generic):
+        return obj.item()
+    if isinstance(obj, float) and not math.isfinite(obj):
+        return {"__float__": repr(obj)}
+    if obj is None or isinstance(obj, bool | int | float | str):
+        return obj
+    raise TypeError(f"cannot store {type(obj).__name__} in a training state")
+
+
+def _unflatten(obj: Any, tensors: dict[str, torch.Tensor]) -> Any:
+    if isinstance(obj, dict):
+        if "__tensor__" in obj:
+            key = obj["__tensor__"]
+            if key not in tensors:
+                raise CheckpointError(f"training state refers to a missing tensor {key!r}")
+            return tensors[key]
+        if "__items__" in obj:
+            return {_unflatten(k, tensors): _unflatten(v, tensors) for k, v in obj["__items__"]}
+        if "__tuple__" in obj:
+            return tuple(_unflatten(v, tensors) for v in obj["__tuple__"])
+        if "__ndarray__" in obj:
+            return np.asarray(obj["__ndarray__"], dtype=obj.get("dtype"))
+        if "__float__" in obj:
+            return float(obj["__float__"])
+        return {k: _unflatten(v, tensors) for k, v in obj.items()}
+    if isinstance(obj, list):
+        return [_unflatten(v, tensors) for v in obj]
+    return obj
+
+
+def save_training_state(model_dir: str | os.PathLike, state: dict) -> Path:
+    """Save a resume state: tensors to safetensors, the rest (with an index) to JSON.
+
+    ``state`` is any nesting of dicts (keys may be ints, as in an optimizer state dict),
+    lists, tuples, tensors, NumPy arrays and JSON scalars. The tensor file is written
+    first, so ``training-state.json`` never refers to tensors that are not on disk.
+    """
+    folder = Path(model_dir)
+    folder.mkdir(parents=True, exist_ok=True)
+    tensors: dict[str, torch.Tensor] = {}
+    index = _flatten(state, tensors)
+    atomic_write_bytes(
+        folder / STATE_TENSORS_FILE,
+        _state_dict_bytes(tensors, metadata={"napari_dfct": "training-state"}),
+    )
+    atomic_write_json(
+        folder / STATE_FILE, {"format_version": FORMAT_VERSION, "tensors": len(tensors), "state": index}
+    )
+    return folder
+
+
+def load_training_state(model_dir: str | os.PathLike) -> dict:
+    """Read back :func:`save_training_state`; :class:`CheckpointError` on any problem."""
+    folder = Path(model_dir)
+    doc = _read_json(folder / STATE_FILE, "training state")
+    if not isinstance(doc, dict) or "state" not in doc:
+        raise CheckpointError(f"training state is malformed: {folder / STATE_FILE}")
+    tensors = _read_safetensors(folder / STATE_TENSORS_FILE, "training-state tensors")
+    if len(tensors) != int(doc.get("tensors", len(tensors))):
+        raise CheckpointError(
+            f"training state in {folder} is inconsistent: {len(tensors)} tensors on disk, "
+            f"{doc.get('tensors')} in the index"
+        )
+    return _unflatten(doc["state"], tensors)
+
+
+def delete_training_state(model_dir: str | os.PathLike) -> None:
+    """Remove the resume files of a model folder (if any)."""
+    for name in (STATE_FILE, STATE_TENSORS_FILE):
+        try:
+            (Path(model_dir) / name).unlink()
+        except FileNotFoundError:
+            pass
+
+
+# --------------------------------------------------------------------------- load
+def load_config(model_dir: str | os.PathLike) -> dict:
+    """``config.json`` of a model folder, validated to be a JSON object."""
+    folder = Path(model_dir)
+    if not folder.is_dir():
+        raise CheckpointError(f"model folder not found: {folder}")
+    cfg = _read_json(folder / CONFIG_FILE, "model config (config.json)")
+    if not isinstance(cfg, dict):
+        raise CheckpointError(f"model config is not a JSON object: {folder / CONFIG_FILE}")
+    return cfg
+
+
+def load_history(model_dir: str | os.PathLike) -> list[dict]:
+    """``history.json`` of a model folder (empty list when absent)."""
+    path = Path(model_dir) / HISTORY_FILE
+    if not path.exists():
+        return []
+    hist = _read_json(path, "training history (history.json)")
+    if not isinstance(hist, list):
+        raise CheckpointError(f"training history is not a JSON list: {path}")
+    return hist
+
+
+def _build_from_config(cfg: dict, folder: Path) -> torch.nn.Module:
+    from .model import ResidualUNet
+
+    kwargs = cfg.get("model")
+    if not isinstance(kwargs, dict):
+        raise CheckpointError(
+            f"config.json in {folder} has no architecture ('model' entry); "
+            "it was not written by napari-dfct"
+        )
+    try:
+        return ResidualUNet(**kwargs)
+    except Exception as exc:
+        raise CheckpointError(
+            f"cannot build the network described in {folder / CONFIG_FILE}: {exc}"
+        ) from exc
+
+
+def _check_and_load(model: torch.nn.Module, sd: dict[str, torch.Tensor], folder: Path) -> None:
+    expected = model.state_dict()
+    missing = sorted(set(expected) - set(sd))
+    unexpected = sorted(set(sd) - set(expected))
+    wrong = sorted(
+        f"{k}: file {tuple(sd[k].shape)} vs config {tuple(expected[k].shape)}"
+        for k in set(sd) & set(expected)
+        if tuple(sd[k].shape) != tuple(expected[k].shape)
+    )
+    if missing or unexpected or wrong:
+        parts = []
+        if missing:
+            parts.append(f"{len(missing)} missing (e.g. {missing[0]})")
+        if unexpected:
+            parts.append(f"{len(unexpected)} unexpected (e.g. {unexpected[0]})")
+        if wrong:
+            parts.append(f"{len(wrong)} with the wrong shape (e.g. {wrong[0]})")
+        raise CheckpointError(
+            f"weights in {folder / WEIGHTS_FILE} do not match the architecture in "
+            f"config.json: " + "; ".join(parts)
+        )
+    for k, v in sd.items():
+        if v.is_floating_point() and not bool(torch.isfinite(v).all()):
+            raise CheckpointError(f"weights in {folder / WEIGHTS_FILE} contain NaN/inf ({k})")
+    model.load_state_dict(sd, strict=True)
+
+
+def load_model(model_dir: str | os.PathLike, device: str | torch.device = "cpu") -> LoadedModel:
+    """Load a model folder written by :func:`save_checkpoint`.
+
+    Parameters
+    ----------
+    model_dir : path
+        The folder.
+    device : str or torch.device
+        Where the network goes (``"auto"`` picks CUDA, MPS, then CPU).
+
+    Returns
+    -------
+    LoadedModel
+        Network in eval mode, config, history, path, name.
+
+    Raises
+    ------
+    CheckpointError
+        Missing files, corrupt JSON or safetensors, weights that do not match the
+        architecture in the config.
+    """
+    folder = Path(model_dir)
+    if not folder.exists():
+        raise CheckpointError(f"model folder not found: {folder}")
+    if not folder.is_dir():
+        raise CheckpointError(f"not a model folder (expected a directory): {folder}")
+    if not (folder / WEIGHTS_FILE).is_file():
+        raise CheckpointError(
+            f"{folder} is not a napari-dfct model folder: {WEIGHTS_FILE} is missing"
+        )
+    cfg = load_config(folder)
+    model = _build_from_config(cfg, folder)
+    sd = _read_safetensors(folder / WEIGHTS_FILE, f"model weights ({WEIGHTS_FILE})")
+    _check_and_load(model, sd, folder)
+    history = load_history(folder)
+    if device == "auto":
+        from .train import resolve_device
+
+        device = resolve_device("auto")
+    model = model.to(device).eval()
+    name = cfg.get("name") or (cfg.get("loss") or {}).get("name") or folder.name
+    return LoadedModel(model=model, config=cfg, history=history, path=folder, name=str(name))

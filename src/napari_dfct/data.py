@@ -1,0 +1,542 @@
+"""Training data: intensity window, train/validation split, on-device patch sampling.
+
+The paper clips input and ground truth with the *same* intensity window, to emphasise the
+streaks, and scales the result to [0, 1] (:class:`IntensityWindow`). Training draws one
+random 128x128 patch per training slice and step, with horizontal and vertical flips and an
+in-plane rotation of up to +-15 degrees, each with 50 % chance; the spatial amplification
+map A_S is computed on the whole slice and cropped (and transformed) exactly like the patch
+(:class:`PatchSampler`).
+
+The sampler keeps the whole normalised training set on the training device (when it fits)
+and draws a batch with a handful of tensor operations: one bilinear gather at per-sample
+affine coordinates covers crop, flips and rotation for input, target and A_S at once. No
+Python loop runs per sample, and the random draws come from a seeded
+:class:`torch.Generator`, so a run is reproducible.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterator
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import torch
+
+__all__ = [
+    "IntensityWindow",
+    "PatchSampler",
+    "sample_coordinates",
+    "split_slices",
+    "validate_pair",
+    "window_from_percentiles",
+]
+
+
+# --------------------------------------------------------------------------- window
+@dataclass
+class IntensityWindow:
+    """An intensity window shared by input and target.
+
+    ``normalize`` clips to ``[low, high]`` and scales linearly to ``[0, 1]``;
+    ``denormalize`` maps model outputs back to the input's units (without clipping, so a
+    prediction outside [0, 1] stays outside ``[low, high]``).
+
+    Parameters
+    ----------
+    low, high : float
+        Window limits in the input's units; ``high > low``, both finite.
+    """
+
+    low: float
+    high: float
+
+    def __post_init__(self) -> None:
+        self.low = float(self.low)
+        self.high = float(self.high)
+        if not (math.isfinite(self.low) and math.isfinite(self.high)):
+            raise ValueError(f"intensity window must be finite, got [{self.low}, {self.high}]")
+        if not self.high > self.low:
+            raise ValueError(
+                f"intensity window needs high > low, got [{self.low}, {self.high}]"
+            )
+
+    @property
+    def width(self) -> float:
+        """``high - low``."""
+        return self.high - self.low
+
+    def normalize(self, x: Any) -> Any:
+        """Clip ``x`` to ``[low, high]`` and scale to ``[0, 1]``.
+
+        Parameters
+        ----------
+        x : numpy.ndarray or torch.Tensor or float
+            Values in the input's units.
+
+        Returns
+        -------
+        Same type as ``x``; NumPy arrays come back as float32.
+        """
+        if isinstance(x, torch.Tensor):
+            return (x.clamp(self.low, self.high) - self.low) / self.width
+        if np.isscalar(x):
+            return (min(max(float(x), self.low), self.high) - self.low) / self.width
+        arr = np.asarray(x, dtype=np.float32)
+        out = np.clip(arr, np.float32(self.low), np.float32(self.high))
+        out -= np.float32(self.low)
+        out /= np.float32(self.width)
+        return out
+
+    def denormalize(self, y: Any) -> Any:
+        """Map values in ``[0, 1]`` model units back to the input's units.
+
+        Parameters
+        ----------
+        y : numpy.ndarray or torch.Tensor or float
+
+        Returns
+        -------
+        Same type as ``y``; NumPy arrays come back as float32.
+        """
+        if isinstance(y, torch.Tensor):
+            return y * self.width + self.low
+        if np.isscalar(y):
+            return float(y) * self.width + self.low
+        arr = np.asarray(y, dtype=np.float32)
+        return (arr * np.float32(self.width) + np.float32(self.low)).astype(np.float32)
+
+    def to_dict(self) -> dict:
+        """JSON-friendly ``{"low": ..., "high": ...}``."""
+        return {"low": self.low, "high": self.high}
+
+    @classmethod
+    def from_dict(cls, d: dict) -> IntensityWindow:
+        """Inverse of :meth:`to_dict`."""
+        try:
+            return cls(low=float(d["low"]), high=float(d["high"]))
+        except (KeyError, TypeError) as exc:
+            raise ValueError(f"not an intensity window: {d!r}") from exc
+
+
+def window_from_percentiles(
+    *volumes: np.ndarray, lower: float = 1.0, upper: float = 99.0, max_samples: int = 4_000_000
+) -> IntensityWindow:
+    """Intensity window from percentiles of the pooled values of ``volumes``.
+
+    Parameters
+    ----------
+    *volumes : numpy.ndarray
+        One or more arrays (e.g. the training input and target); pooled.
+    lower, upper : float
+        Percentiles (0-100) for ``low`` and ``high``.
+    max_samples : int
+        Large data are subsampled with a regular stride to at most this many values
+        (deterministic).
+
+    Returns
+    -------
+    IntensityWindow
+        A constant image gets the window ``[v, v + 1]``.
+    """
+    if not volumes:
+        raise ValueError("window_from_percentiles needs at least one array")
+    if not 0.0 <= lower < upper <= 100.0:
+        raise ValueError(f"need 0 <= lower < upper <= 100, got {lower}, {upper}")
+    flat = []
+    total = sum(int(np.asarray(v).size) for v in volumes)
+    stride = max(1, total // max_samples)
+    for v in volumes:
+        a = np.asarray(v, dtype=np.float32).ravel()[::stride]
+        flat.append(a[np.isfinite(a)])
+    values = np.concatenate(flat)
+    if values.size == 0:
+        raise ValueError("cannot compute an intensity window: no finite values")
+    low, high = np.percentile(values, [lower, upper])
+    if not high > low:
+        low, high = float(values.min()), float(values.max())
+    if not high > low:
+        high = low + 1.0
+    return IntensityWindow(float(low), float(high))
+
+
+# --------------------------------------------------------------------------- split
+def split_slices(
+    n_slices: int, val_fraction: float = 0.2, seed: int = 0
+) -> tuple[np.ndarray, np.ndarray]:
+    """Split slice indices into training and validation sets.
+
+    Parameters
+    ----------
+    n_slices : int
+        Number of slices (at least 2).
+    val_fraction : float
+        Fraction of slices for validation, in (0, 1). The count is rounded and clamped so
+        that both sides hold at least one slice.
+    seed : int
+        Seed of the random permutation.
+
+    Returns
+    -------
+    train, val : numpy.ndarray of int64
+        Sorted, disjoint index arrays that together cover ``range(n_slices)``.
+    """
+    n = int(n_slices)
+    if n < 2:
+        raise ValueError(
+            f"need at least 2 slices to split into training and validation, got {n}"
+        )
+    if not 0.0 < float(val_fraction) < 1.0:
+        raise ValueError(f"val_fraction must be between 0 and 1, got {val_fraction}")
+    n_val = int(min(max(round(n * float(val_fraction)), 1), n - 1))
+    perm = np.random.default_rng(seed).permutation(n)
+    return np.sort(perm[n_val:]).astype(np.int64), np.sort(perm[:n_val]).astype(np.int64)
+
+
+def validate_pair(
+    input: np.ndarray, target: np.ndarray | None = None, *, patch: int | None = None
+) -> None:
+    """Check a training pair and raise :class:`ValueError` with a clear message.
+
+    Parameters
+    ----------
+    input, target : numpy.ndarray
+        Volumes (Z, Y, X) with Z >= 2, same shape, finite values.
+    patch : int, optional
+        Patch size that must fit into a slice.
+    """
+    arrays = [("input", input)] + ([("target", target)] if target is not None else [])
+    for name, a in arrays:
+        if not isinstance(a, np.ndarray | torch.Tensor):
+            raise ValueError(f"{name} must be an array, got {type(a).__name__}")
+        if a.ndim != 3:
+            raise ValueError(
+                f"{name} must be a 3-D volume (slices, rows, cols), got shape {tuple(a.shape)}"
+            )
+        if a.shape[0] < 2:
+            raise ValueError(
+                f"{name} has {a.shape[0]} slice; training needs at least 2 "
+                "(one for training, one for validation)"
+            )
+    if target is not None and tuple(input.shape) != tuple(target.shape):
+        raise ValueError(
+            f"input and target shapes differ: {tuple(input.shape)} vs {tuple(target.shape)}"
+        )
+    if patch is not None:
+        h, w = input.shape[1:]
+        if int(patch) < 1:
+            raise ValueError(f"patch size must be positive, got {patch}")
+        if int(patch) > min(h, w):
+            raise ValueError(
+                f"patch size {patch} is larger than the slices ({h}x{w}); "
+                f"use a patch of at most {min(h, w)}"
+            )
+    for name, a in arrays:
+        finite = torch.isfinite(a).all() if isinstance(a, torch.Tensor) else np.isfinite(a).all()
+        if not bool(finite):
+            raise ValueError(f"{name} contains NaN or infinite values")
+
+
+# --------------------------------------------------------------------------- sampler
+def _bilinear_gather(
+    table: torch.Tensor,
+    shape: tuple[int, int],
+    index: torch.Tensor | None,
+    rows: torch.Tensor,
+    cols: torch.Tensor,
+) -> torch.Tensor:
+    """Bilinear samples of an image stack at (rows, cols), border-clamped.
+
+    Parameters
+    ----------
+    table : torch.Tensor
+        The images in channels-last pixel-table layout: (N * H * W, C), i.e.
+        ``images.permute(0, 2, 3, 1).reshape(-1, C)`` of an (N, C, H, W) stack.
+    shape : (int, int)
+        (H, W).
+    index : torch.Tensor or None
+        (B,) image index per sample; None means image 0 for every sample.
+    rows, cols : torch.Tensor
+        (B, P, Q) float source coordinates in pixels.
+
+    Returns
+    -------
+    torch.Tensor
+        (B, C, P, Q). Integer coordinates give the pixel values exactly.
+    """
+    h, w = shape
+    c = table.shape[1]
+    r0f = torch.floor(rows)
+    c0f = torch.floor(cols)
+    fr = (rows - r0f).unsqueeze(-1)
+    fc = (cols - c0f).unsqueeze(-1)
+    r0 = r0f.long()
+    c0 = c0f.long()
+    r1 = (r0 + 1).clamp_(0, h - 1)
+    c1 = (c0 + 1).clamp_(0, w - 1)
+    r0 = r0.clamp_(0, h - 1)
+    c0 = c0.clamp_(0, w - 1)
+    if index is None:
+        base = torch.zeros((), dtype=torch.long, device=rows.device)
+    else:
+        base = (index.to(rows.device) * (h * w)).view(-1, 1, 1)
+    r0 = r0 * w + base
+    r1 = r1 * w + base
+
+    def take(r: torch.Tensor, cc: torch.Tensor) -> torch.Tensor:
+        return table.index_select(0, (r + cc).reshape(-1)).view(*rows.shape, c)
+
+    top = torch.lerp(take(r0, c0), take(r0, c1), fc)
+    bottom = torch.lerp(take(r1, c0), take(r1, c1), fc)
+    return torch.lerp(top, bottom, fr).permute(0, 3, 1, 2)
+
+
+def sample_coordinates(
+    n: int,
+    shape: tuple[int, int],
+    patch: int,
+    generator: torch.Generator,
+    *,
+    augment: bool = True,
+    max_angle: float = 15.0,
+    p_flip: float = 0.5,
+    p_rotate: float = 0.5,
+    device: torch.device | str = "cpu",
+) -> tuple[torch.Tensor, torch.Tensor, dict]:
+    """Source coordinates of ``n`` random, augmented square patches.
+
+    Each patch is a ``patch`` x ``patch`` grid centred at a random position, optionally
+    flipped horizontally and/or vertically and rotated in-plane by a random angle in
+    ``[-max_angle, max_angle]`` degrees (each with its own probability). Without rotation
+    the grid sits on integer pixel positions, so the crop is exact slicing. A rotated patch
+    is placed so that it lies inside the slice; if it cannot (patch too large for the
+    rotated square), it is centred and sampled with border clamping.
+
+    Parameters
+    ----------
+    n : int
+        Number of patches.
+    shape : (int, int)
+        Slice shape (H, W).
+    patch : int
+        Patch side length.
+    generator : torch.Generator
+        CPU generator for all random draws.
+    augment : bool
+        When False, plain random crops (no flips, no rotation).
+    max_angle, p_flip, p_rotate : float
+        Augmentation parameters.
+    device : torch.device or str
+        Where the coordinate grids are built.
+
+    Returns
+    -------
+    rows, cols : torch.Tensor
+        (n, patch, patch) float32 source coordinates.
+    params : dict
+        The drawn parameters (CPU tensors): ``center`` (n, 2), ``flip_h``, ``flip_v``,
+        ``angle`` (degrees).
+    """
+    h, w = int(shape[0]), int(shape[1])
+    p = int(patch)
+    if p > min(h, w):
+        raise ValueError(f"patch size {p} is larger than the slices ({h}x{w})")
+    u = torch.rand((n, 6), generator=generator, dtype=torch.float64)
+    if augment:
+        flip_h = u[:, 0] < p_flip
+        flip_v = u[:, 1] < p_flip
+        rotate = u[:, 2] < p_rotate
+        angle = torch.where(rotate, (u[:, 3] * 2 - 1) * max_angle, torch.zeros_like(u[:, 3]))
+    else:
+        flip_h = torch.zeros(n, dtype=torch.bool)
+        flip_v = torch.zeros(n, dtype=torch.bool)
+        rotate = torch.zeros(n, dtype=torch.bool)
+        angle = torch.zeros(n, dtype=torch.float64)
+    half = (p - 1) / 2.0
+    # unrotated: integer top-left corner in [0, H - P]
+    top = torch.floor(u[:, 4] * (h - p + 1)).clamp_(max=h - p)
+    left = torch.floor(u[:, 5] * (w - p + 1)).clamp_(max=w - p)
+    center_r = top + half
+    center_c = left + half
+    # rotated: centre anywhere the rotated square stays inside the slice
+    theta = torch.deg2rad(angle)
+    extent = half * (theta.cos().abs() + theta.sin().abs())
+    lo_r, hi_r = extent, (h - 1) - extent
+    lo_c, hi_c = extent, (w - 1) - extent
+    rot_r = torch.where(hi_r >= lo_r, lo_r + u[:, 4] * (hi_r - lo_r), torch.full_like(lo_r, (h - 1) / 2))
+    rot_c = torch.where(hi_c >= lo_c, lo_c + u[:, 5] * (hi_c - lo_c), torch.full_like(lo_c, (w - 1) / 2))
+    center_r = torch.where(rotate, rot_r, center_r)
+    center_c = torch.where(rotate, rot_c, center_c)
+
+    dev = torch.device(device)
+    f32 = torch.float32
+    grid = torch.arange(p, dtype=f32, device=dev) - half  # exact for half-integers
+    sy = torch.where(flip_v, -1.0, 1.0).to(dev, f32).view(n, 1, 1)
+    sx = torch.where(flip_h, -1.0, 1.0).to(dev, f32).view(n, 1, 1)
+    v = grid.view(1, p, 1) * sy  # row offset of output pixel (i, j)
+    uu = grid.view(1, 1, p) * sx  # col offset
+    cos = theta.cos().to(dev, f32).view(n, 1, 1)
+    sin = theta.sin().to(dev, f32).view(n, 1, 1)
+    # rotation by +theta (counter-clockwise in (row, col) display): exact identity at 0
+    rows = center_r.to(dev, f32).view(n, 1, 1) + cos * v - sin * uu
+    cols = center_c.to(dev, f32).view(n, 1, 1) + sin * v + cos * uu
+    params = {
+        "center": torch.stack([center_r, center_c], 1),
+        "flip_h": flip_h,
+        "flip_v": flip_v,
+        "angle": angle,
+    }
+    return rows, cols, params
+
+
+class PatchSampler:
+    """Random, augmented patches of a (normalised) training set, drawn on the device.
+
+    Parameters
+    ----------
+    input, target : numpy.ndarray or torch.Tensor
+        Normalised training slices, (N, H, W).
+    spatial_weight : torch.Tensor, optional
+        A_S for the full slice, (H, W); its crop travels with each patch. None when the
+        loss uses no spatial weight.
+    patch : int
+        Patch side length (default 128).
+    patches_per_slice : int
+        Patches per training slice per epoch.
+    augment : bool
+        Flips and rotation (each with 50 % chance).
+    seed : int
+        Seed of the sampler's own :class:`torch.Generator` (CPU; its state is saved for
+        resuming).
+    device : torch.device or str
+        Training device: the batches are returned there.
+    storage : "auto" or torch.device or str
+        Where the data live. ``"auto"`` keeps them on ``device`` when they fit in free
+        device memory (with room to spare), otherwise on the CPU (pinned on CUDA); batches
+        are then gathered on the CPU and copied.
+    max_angle : float
+        Largest rotation, degrees.
+    """
+
+    def __init__(
+        self,
+        input: np.ndarray | torch.Tensor,
+        target: np.ndarray | torch.Tensor,
+        spatial_weight: torch.Tensor | None = None,
+        *,
+        patch: int = 128,
+        patches_per_slice: int = 1,
+        augment: bool = True,
+        seed: int = 0,
+        device: torch.device | str = "cpu",
+        storage: torch.device | str = "auto",
+        max_angle: float = 15.0,
+    ) -> None:
+        x = torch.as_tensor(np.asarray(input) if not isinstance(input, torch.Tensor) else input)
+        y = torch.as_tensor(np.asarray(target) if not isinstance(target, torch.Tensor) else target)
+        if x.ndim != 3 or x.shape != y.shape:
+            raise ValueError(
+                f"input and target must be (N, H, W) of the same shape, got "
+                f"{tuple(x.shape)} and {tuple(y.shape)}"
+            )
+        n, h, w = x.shape
+        if n < 1:
+            raise ValueError("the sampler needs at least one training slice")
+        if int(patch) > min(h, w):
+            raise ValueError(
+                f"patch size {patch} is larger than the slices ({h}x{w}); "
+                f"use a patch of at most {min(h, w)}"
+            )
+        if int(patches_per_slice) < 1:
+            raise ValueError(f"patches_per_slice must be >= 1, got {patches_per_slice}")
+        self.device = torch.device(device)
+        self.patch = int(patch)
+        self.patches_per_slice = int(patches_per_slice)
+        self.augment = bool(augment)
+        self.max_angle = float(max_angle)
+        self.shape = (int(h), int(w))
+        self.n_slices = int(n)
+        self.storage = self._choose_storage(2 * x.numel() * 4, storage)
+        # pixel table (N*H*W, 2): one index_select fetches input and target together
+        x = x.to(self.storage, torch.float32)
+        y = y.to(self.storage, torch.float32)
+        self.data = torch.stack([x, y], -1).reshape(-1, 2).contiguous()
+        self.weight = None
+        if spatial_weight is not None:
+            sw = torch.as_tensor(spatial_weight, dtype=torch.float32)
+            if tuple(sw.shape) != self.shape:
+                raise ValueError(
+                    f"spatial weight shape {tuple(sw.shape)} does not match slices {self.shape}"
+                )
+            self.weight = sw.to(self.storage).reshape(-1, 1).contiguous()
+        self.generator = torch.Generator(device="cpu")
+        self.generator.manual_seed(int(seed))
+
+    def _choose_storage(self, nbytes: int, storage) -> torch.device:
+        if storage != "auto":
+            return torch.device(storage)
+        if self.device.type == "cuda":
+            try:
+                free, _ = torch.cuda.mem_get_info(self.device)
+            except Exception:  # pragma: no cover - driver specific
+                return torch.device("cpu")
+            return self.device if nbytes < 0.5 * free else torch.device("cpu")
+        return self.device
+
+    @property
+    def samples_per_epoch(self) -> int:
+        """Patches per epoch: training slices x patches_per_slice."""
+        return self.n_slices * self.patches_per_slice
+
+    def steps_per_epoch(self, batch_size: int) -> int:
+        """Number of batches per epoch (the last one may be smaller)."""
+        return -(-self.samples_per_epoch // int(batch_size))
+
+    def sample(
+        self, slice_index: torch.Tensor | np.ndarray | list[int]
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]:
+        """Draw one random augmented patch per entry of ``slice_index``.
+
+        Returns
+        -------
+        x, y : torch.Tensor
+            (B, 1, P, P) float32 on the training device.
+        w : torch.Tensor or None
+            (B, 1, P, P) A_S crop, transformed like the patch (None without weight).
+        """
+        index = torch.as_tensor(np.asarray(slice_index), dtype=torch.long)
+        b = int(index.numel())
+        rows, cols, _ = sample_coordinates(
+            b,
+            self.shape,
+            self.patch,
+            self.generator,
+            augment=self.augment,
+            max_angle=self.max_angle,
+            device=self.storage,
+        )
+        xy = _bilinear_gather(self.data, self.shape, index.to(self.storage), rows, cols)
+        xy = xy.to(self.device, non_blocking=True)
+        w = None
+        if self.weight is not None:
+            w = _bilinear_gather(self.weight, self.shape, None, rows, cols)
+            w = w.to(self.device, non_blocking=True)
+        return xy[:, 0:1], xy[:, 1:2], w
+
+    def epoch(
+        self, batch_size: int
+    ) -> Iterator[tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]]:
+        """Batches of one epoch: every slice ``patches_per_slice`` times, shuffled."""
+        order = torch.arange(self.n_slices).repeat(self.patches_per_slice)
+        order = order[torch.randperm(order.numel(), generator=self.generator)]
+        for start in range(0, order.numel(), int(batch_size)):
+            yield self.sample(order[start : start + int(batch_size)])
+
+    def get_state(self) -> list[int]:
+        """RNG state of the sampler (a list of bytes, JSON-friendly)."""
+        return self.generator.get_state().tolist()
+
+    def set_state(self, state: list[int]) -> None:
+        """Restore :meth:`get_state`."""
+        self.generator.set_state(torch.tensor(state, dtype=torch.uint8))

@@ -1,0 +1,366 @@
+"""Inference: slices and volumes, batched, optionally tiled, back in the input's units.
+
+:func:`predict` runs a trained model on a 2-D slice, on chosen slices of a volume, or on a
+whole volume; :func:`predict_iter` streams ``(z, slice)`` pairs (for progress bars and
+for a GUI that can stop between batches). Inputs are normalised with the model's
+intensity window, predictions are mapped back with its inverse, and the result is float32
+in the input's units.
+
+Tiling
+------
+With ``tile=N`` (or automatically after an out-of-memory error at batch size 1) a slice is
+processed as overlapping ``N x N`` tiles and blended. The image is first padded to a
+multiple of ``2**depth`` exactly as the network pads internally, tiles start at multiples
+of ``2**depth`` (so every tile sees the same pooling grid as the full image), and each
+tile's blending weight is zero in the outer ``overlap // 4`` pixels of an inner edge,
+rises along a cosine ramp over the next ``overlap // 2`` pixels and is one inside.
+Pixels closer to a tile edge than the receptive radius of the network are affected by the
+tile's zero padding; when ``overlap // 4`` is at least that radius
+(:func:`receptive_radius`) every pixel with non-zero weight is computed from exactly the
+same inputs as in the untiled pass, so tiled and untiled predictions agree to float
+rounding. With smaller overlaps the ramp hides the (small) seams.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+from collections.abc import Callable, Iterator, Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from .data import IntensityWindow
+from .train import _autocast, _cancel_check, _free_device_memory, _is_oom, resolve_device
+
+__all__ = ["PredictionCancelled", "predict", "predict_iter", "receptive_radius", "tile_starts"]
+
+
+class PredictionCancelled(RuntimeError):
+    """:func:`predict` was cancelled through its ``cancel`` flag."""
+
+
+def receptive_radius(model: torch.nn.Module) -> int:
+    """A conservative bound (pixels) on how far an output pixel sees into the input.
+
+    For the residual U-Net of depth ``D`` (3x3 convolutions, 2x2 max pooling, x2
+    bilinear upsampling): every level ``l < D`` contributes two convolutions, a pooling
+    and an upsampling in the encoder/decoder (``7 * 2**l``), the bottleneck two
+    convolutions (``2 * 2**D``): ``7 * (2**D - 1) + 2**(D + 1)``; 29 for depth 2 (preset
+    ``tiny``) and 137 for depth 4 (``small`` and ``paper``).
+    """
+    d = int(getattr(model, "depth", 4))
+    return 7 * (2**d - 1) + 2 ** (d + 1)
+
+
+def _multiple(model: torch.nn.Module) -> int:
+    return int(getattr(model, "multiple", 2 ** int(getattr(model, "depth", 4))))
+
+
+def _pad_like_model(x: torch.Tensor, m: int) -> tuple[torch.Tensor, tuple[int, int, int, int]]:
+    """Pad (B, C, H, W) to a multiple of ``m`` the way :class:`ResidualUNet` does."""
+    h, w = x.shape[-2:]
+    ph, pw = (-h) % m, (-w) % m
+    if ph == 0 and pw == 0:
+        return x, (0, 0, 0, 0)
+    top, left = ph // 2, pw // 2
+    pad = (left, pw - left, top, ph - top)
+    mode = "reflect" if max(pad[0], pad[1]) < w and max(pad[2], pad[3]) < h else "replicate"
+    return F.pad(x, pad, mode=mode), pad
+
+
+def tile_starts(length: int, tile: int, overlap: int, align: int = 1) -> list[int]:
+    """Start offsets of tiles covering ``range(length)``.
+
+    Consecutive tiles overlap by at least ``overlap`` pixels, every start is a multiple of
+    ``align`` (``length`` and ``tile`` must be multiples of ``align``), the first is 0
+    and the last is ``length - tile``.
+    """
+    if tile >= length:
+        return [0]
+    step = max(tile - overlap, align)
+    n = math.ceil((length - tile) / step) + 1
+    last = length - tile
+    starts = []
+    for i in range(n):
+        s = round(i * last / (n - 1) / align) * align if n > 1 else 0
+        starts.append(int(min(s, last)))
+    return sorted(set(starts))
+
+
+def _ramp(length: int, margin: int, ramp: int, lead: bool, trail: bool) -> torch.Tensor:
+    w = torch.ones(length, dtype=torch.float64)
+    i = torch.arange(length, dtype=torch.float64)
+    rise = torch.where(
+        i < margin,
+        torch.zeros_like(i),
+        torch.where(
+            i < margin + ramp, 0.5 - 0.5 * torch.cos(math.pi * (i - margin + 0.5) / max(ramp, 1)), torch.ones_like(i)
+        ),
+    )
+    if lead:
+        w = w * rise
+    if trail:
+        w = w * rise.flip(0)
+    return w
+
+
+def _blend_weight(shape, starts_r, starts_c, r0, c0, tile_h, tile_w, overlap) -> torch.Tensor:
+    margin = overlap // 4
+    ramp = max(overlap - 2 * margin, 1)
+    wr = _ramp(tile_h, margin, ramp, r0 > starts_r[0], r0 < starts_r[-1])
+    wc = _ramp(tile_w, margin, ramp, c0 > starts_c[0], c0 < starts_c[-1])
+    return (wr[:, None] * wc[None, :]).to(torch.float32)
+
+
+class _Runner:
+    """Forward passes with the device, autocast and memory-format settings."""
+
+    def __init__(self, model: torch.nn.Module, device: torch.device, amp: bool):
+        self.model = model
+        self.device = device
+        self.amp = bool(amp) and device.type == "cuda"
+        self.channels_last = device.type == "cuda"
+
+    @torch.inference_mode()
+    def __call__(self, x: torch.Tensor) -> torch.Tensor:
+        x = x.to(self.device, non_blocking=True)
+        if self.channels_last:
+            x = x.contiguous(memory_format=torch.channels_last)
+        with _autocast(self.device, self.amp):
+            y = self.model(x)
+        return y.float()
+
+    def tiled(self, x: torch.Tensor, tile: int, overlap: int, batch_size: int) -> torch.Tensor:
+        """Tiled forward of (B, 1, H, W); returns (B, 1, H, W) float32 on the CPU."""
+        m = _multiple(self.model)
+        xp, (left, _, top, _) = _pad_like_model(x, m)
+        hp, wp = xp.shape[-2:]
+        th = max(m, min(int(tile), hp) // m * m)
+        tw = max(m, min(int(tile), wp) // m * m)
+        ov = int(overlap)
+        rs = tile_starts(hp, th, ov, m)
+        cs = tile_starts(wp, tw, ov, m)
+        acc = torch.zeros(xp.shape, dtype=torch.float32)
+        norm = torch.zeros((hp, wp), dtype=torch.float32)
+        jobs = [(r, c) for r in rs for c in cs]
+        b = x.shape[0]
+        per = max(1, int(batch_size) // max(b, 1))
+        for k in range(0, len(jobs), per):
+            chunk = jobs[k : k + per]
+            tiles = torch.cat([xp[..., r : r + th, c : c + tw] for r, c in chunk], 0)
+            out = self(tiles).to("cpu")
+            for j, (r, c) in enumerate(chunk):
+                wgt = _blend_weight((hp, wp), rs, cs, r, c, th, tw, ov)
+                acc[..., r : r + th, c : c + tw] += out[j * b : (j + 1) * b] * wgt
+                norm[r : r + th, c : c + tw] += wgt
+        out = acc / norm
+        h, w = x.shape[-2:]
+        return out[..., top : top + h, left : left + w]
+
+
+def _resolve_model(model: Any, window: IntensityWindow | dict | None, device: torch.device):
+    from .checkpoint import LoadedModel, load_model
+
+    if isinstance(model, str | os.PathLike):
+        model = load_model(Path(model), device="cpu")
+    if isinstance(model, LoadedModel):
+        if window is None:
+            window = model.window
+        net = model.model
+    elif isinstance(model, torch.nn.Module):
+        net = model
+    else:
+        raise ValueError(
+            f"model must be a LoadedModel, a model folder or a torch module, got {type(model).__name__}"
+        )
+    if isinstance(window, dict):
+        window = IntensityWindow.from_dict(window)
+    net = net.to(device).eval()
+    return net, window
+
+
+def _parse_slices(slices, n: int) -> list[int]:
+    if slices is None:
+        return list(range(n))
+    if isinstance(slices, int | np.integer):
+        slices = [int(slices)]
+    out = []
+    for s in slices:
+        i = int(s)
+        if i < 0:
+            i += n
+        if not 0 <= i < n:
+            raise ValueError(f"slice index {s} is out of range for a volume of {n} slices")
+        out.append(i)
+    return out
+
+
+def predict_iter(
+    model: Any,
+    volume: np.ndarray,
+    slices: Sequence[int] | int | None = None,
+    *,
+    window: IntensityWindow | dict | None = None,
+    batch_size: int = 4,
+    tile: int | None = None,
+    overlap: int = 32,
+    device: str | torch.device = "auto",
+    amp: bool = True,
+    cancel: Any = None,
+) -> Iterator[tuple[int, np.ndarray]]:
+    """Stream predictions ``(z, slice)`` for slices of a volume (or one 2-D image, z = 0).
+
+    Parameters
+    ----------
+    model : LoadedModel or path or torch.nn.Module
+        A loaded model folder (its intensity window is used), a folder path, or a bare
+        network (then ``window`` normalises; None feeds the values unchanged).
+    volume : numpy.ndarray
+        (Z, Y, X) or (Y, X).
+    slices : sequence of int or int, optional
+        Slice indices (negative counts from the end); default all.
+    window : IntensityWindow or dict, optional
+        Overrides the model's window.
+    batch_size : int
+        Slices (or tiles) per forward pass.
+    tile : int, optional
+        Tile side; None runs whole slices (and falls back to tiles after running out of
+        memory at batch size 1).
+    overlap : int
+        Tile overlap in pixels (see the module docstring).
+    device : str or torch.device
+        ``"auto"``: CUDA, MPS, CPU.
+    amp : bool
+        bf16 autocast on CUDA.
+    cancel : threading.Event or callable, optional
+        Checked before every batch; when set the iterator stops.
+
+    Yields
+    ------
+    (int, numpy.ndarray)
+        Slice index and float32 (Y, X) prediction in the input's units.
+    """
+    arr = np.asarray(volume)
+    if arr.ndim == 2:
+        if slices is not None:
+            raise ValueError("slices cannot be given for a 2-D image")
+        arr = arr[None]
+    if arr.ndim != 3:
+        raise ValueError(f"expected a 2-D slice or a 3-D volume, got shape {arr.shape}")
+    if arr.dtype.kind not in "fiub":
+        raise ValueError(f"image must be numeric, got dtype {arr.dtype}")
+    if int(batch_size) < 1:
+        raise ValueError(f"batch_size must be >= 1, got {batch_size}")
+    if tile is not None and int(tile) < 1:
+        raise ValueError(f"tile must be positive, got {tile}")
+    if int(overlap) < 0:
+        raise ValueError(f"overlap must be >= 0, got {overlap}")
+    index = _parse_slices(slices, arr.shape[0])
+    dev = resolve_device(device)
+    net, win = _resolve_model(model, window, dev)
+    run = _Runner(net, dev, amp)
+    check = _cancel_check(cancel)
+    bs = int(batch_size)
+    cur_tile = int(tile) if tile is not None else None
+    h, w = arr.shape[1:]
+    pos = 0
+    try:
+        while pos < len(index):
+            if check():
+                return
+            chunk = index[pos : pos + (1 if cur_tile else bs)]
+            x = np.asarray(arr[chunk], dtype=np.float32)
+            if not np.isfinite(x).all():
+                raise ValueError(f"slice(s) {chunk} contain NaN or infinite values")
+            xn = win.normalize(x) if win is not None else x
+            xt = torch.from_numpy(np.ascontiguousarray(xn)).unsqueeze(1)
+            try:
+                if cur_tile:
+                    y = run.tiled(xt, cur_tile, overlap, bs)
+                else:
+                    y = run(xt).to("cpu")
+            except Exception as exc:
+                if not _is_oom(exc):
+                    raise
+                _free_device_memory(dev)
+                if bs > 1 and not cur_tile:
+                    bs = max(1, bs // 2)
+                    continue
+                next_tile = (cur_tile or 2 ** math.ceil(math.log2(max(h, w)))) // 2
+                if next_tile < 64:
+                    raise MemoryError(
+                        f"out of {dev.type.upper()} memory even with {2 * next_tile}px tiles; "
+                        "use --device cpu"
+                    ) from None
+                cur_tile = next_tile
+                continue
+            y = y[:, 0].numpy()
+            if win is not None:
+                y = win.denormalize(y)
+            for j, z in enumerate(chunk):
+                yield z, np.ascontiguousarray(y[j], dtype=np.float32)
+            pos += len(chunk)
+    finally:
+        _free_device_memory(dev)
+
+
+def predict(
+    model: Any,
+    image: np.ndarray,
+    *,
+    window: IntensityWindow | dict | None = None,
+    slices: Sequence[int] | int | None = None,
+    batch_size: int = 4,
+    tile: int | None = None,
+    overlap: int = 32,
+    device: str | torch.device = "auto",
+    cancel: Any = None,
+    amp: bool = True,
+    progress: Callable[[int, int], Any] | None = None,
+) -> np.ndarray:
+    """Predict a 2-D slice or (slices of) a volume; float32 in the input's units.
+
+    Parameters
+    ----------
+    model, window, batch_size, tile, overlap, device, cancel, amp
+        As for :func:`predict_iter`.
+    image : numpy.ndarray
+        (Y, X) or (Z, Y, X).
+    slices : sequence of int or int, optional
+        For a volume: which slices (in this order); default all.
+    progress : callable, optional
+        ``progress(done, total)`` after every slice.
+
+    Returns
+    -------
+    numpy.ndarray
+        (Y, X) for a 2-D image, (len(slices), Y, X) for a volume.
+
+    Raises
+    ------
+    PredictionCancelled
+        When ``cancel`` was set before all slices were done.
+    """
+    arr = np.asarray(image)
+    two_d = arr.ndim == 2
+    n = 1 if two_d else (arr.shape[0] if arr.ndim == 3 else 0)
+    index = _parse_slices(slices, n) if arr.ndim == 3 else [0]
+    out = np.empty((len(index), *arr.shape[-2:]), dtype=np.float32) if arr.ndim in (2, 3) else None
+    done = 0
+    for k, (_, y) in enumerate(
+        predict_iter(
+            model, arr, slices if not two_d else None, window=window, batch_size=batch_size,
+            tile=tile, overlap=overlap, device=device, amp=amp, cancel=cancel,
+        )
+    ):
+        out[k] = y
+        done += 1
+        if progress is not None:
+            progress(done, len(index))
+    if done < len(index):
+        raise PredictionCancelled(f"prediction cancelled after {done} of {len(index)} slices")
+    return out[0] if two_d else out

@@ -1,0 +1,721 @@
+"""The training loop: one generator used by the GUI, the CLI and the experiment grid.
+
+:func:`fit` trains a residual U-Net on pairs of single-rotation inputs and multi-rotation
+targets with the paper's recipe (:class:`TrainConfig` defaults): Adam (lr 1e-3, coupled
+weight decay 0.1), StepLR (step 3, gamma 0.9), batch 32, one random 128x128 patch per
+training slice and step, flips and +-15 degree rotations, 20 % of the slices for
+validation, early stopping with patience 20 on the validation loss over *full-size*
+validation slices (the same amplified loss, with A_S of the full slice), at most 100
+epochs. The best model is saved as a checkpoint whenever the validation loss improves.
+
+It is a generator: every finished epoch yields an :class:`EpochEvent` and the generator
+``return``\\ s a :class:`FitResult` (``StopIteration.value``; :func:`run_fit` drives it for
+you). A ``cancel`` flag is checked before every batch; a cancelled run keeps its best
+checkpoint and the resume state of its last finished epoch, and ``fit(..., resume=True)``
+continues it where it stopped, bit for bit on the CPU.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import copy
+import math
+import threading
+import time
+from collections.abc import Callable, Generator
+from dataclasses import asdict, dataclass, field, fields
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from .data import IntensityWindow, PatchSampler, split_slices, validate_pair, window_from_percentiles
+
+__all__ = [
+    "EpochEvent",
+    "FitResult",
+    "OutOfMemory",
+    "TrainConfig",
+    "fit",
+    "resolve_device",
+    "run_fit",
+]
+
+
+def _default_loss():
+    from .losses import LossConfig
+
+    return LossConfig()
+
+
+@dataclass
+class TrainConfig:
+    """Training parameters; defaults follow the paper.
+
+    Attributes
+    ----------
+    loss : LossConfig
+        Pixel loss and amplification (:class:`napari_dfct.losses.LossConfig`).
+    preset : str
+        Model preset (``"paper"``, ``"small"``, ``"tiny"``).
+    epochs, patience : int
+        At most ``epochs`` epochs; stop after ``patience`` epochs without a better
+        validation loss.
+    batch_size, patch, patches_per_slice : int
+        Patches per optimiser step, patch side, patches per training slice per epoch.
+    lr, weight_decay : float
+        Learning rate and weight decay (coupled L2 for ``"adam"``, decoupled for
+        ``"adamw"``).
+    optimizer : str
+        ``"adam"`` or ``"adamw"``.
+    step_size, gamma : int, float
+        StepLR schedule (per epoch).
+    val_fraction : float
+        Fraction of slices held out for validation.
+    seed : int
+        Seeds the split, the initial weights and the patch sampler.
+    device : str
+        ``"auto"`` (CUDA, MPS, CPU), ``"cpu"``, ``"cuda"``, ``"cuda:1"``, ``"mps"``.
+    window : IntensityWindow or None
+        Shared clip window; None takes the 1st/99th percentiles of the training slices
+        (input and target pooled).
+    augment : bool
+        Flips and rotations.
+    amp : bool
+        bf16 autocast (and channels_last) on CUDA; ignored elsewhere.
+    keep_state : bool
+        Keep the resume files after a run that finished (completed or early stopping);
+        a cancelled run always keeps them.
+    model_kwargs : dict
+        Overrides of the preset's architecture (passed to ``build_model``).
+    """
+
+    loss: Any = field(default_factory=_default_loss)
+    preset: str = "paper"
+    epochs: int = 100
+    patience: int = 20
+    batch_size: int = 32
+    patch: int = 128
+    patches_per_slice: int = 1
+    lr: float = 1e-3
+    weight_decay: float = 0.1
+    optimizer: str = "adam"
+    step_size: int = 3
+    gamma: float = 0.9
+    val_fraction: float = 0.2
+    seed: int = 0
+    device: str = "auto"
+    window: IntensityWindow | None = None
+    augment: bool = True
+    amp: bool = True
+    keep_state: bool = True
+    model_kwargs: dict = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        if isinstance(self.loss, dict):
+            from .losses import LossConfig
+
+            self.loss = LossConfig.from_dict(self.loss)
+        elif isinstance(self.loss, str):
+            from .losses import LossConfig
+
+            self.loss = LossConfig.from_name(self.loss)
+        if isinstance(self.window, dict):
+            self.window = IntensityWindow.from_dict(self.window)
+
+    def validate(self) -> None:
+        """Raise :class:`ValueError` for out-of-range parameters."""
+        from .model import PRESETS
+
+        if self.preset not in PRESETS:
+            raise ValueError(f"unknown preset {self.preset!r}; choose from {sorted(PRESETS)}")
+        for name in ("epochs", "batch_size", "patch", "patches_per_slice", "step_size"):
+            if int(getattr(self, name)) < 1:
+                raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
+        if int(self.patience) < 1:
+            raise ValueError(f"patience must be >= 1, got {self.patience}")
+        if not (self.lr > 0 and math.isfinite(self.lr)):
+            raise ValueError(f"learning rate must be positive, got {self.lr}")
+        if not (self.weight_decay >= 0 and math.isfinite(self.weight_decay)):
+            raise ValueError(f"weight decay must be >= 0, got {self.weight_decay}")
+        if not 0 < self.gamma <= 1:
+            raise ValueError(f"gamma must be in (0, 1], got {self.gamma}")
+        if self.optimizer not in ("adam", "adamw"):
+            raise ValueError(f"optimizer must be 'adam' or 'adamw', got {self.optimizer!r}")
+        if not 0 < self.val_fraction < 1:
+            raise ValueError(f"val_fraction must be in (0, 1), got {self.val_fraction}")
+
+    def to_dict(self) -> dict:
+        """JSON-friendly dict (the loss and window as nested dicts)."""
+        d = {f.name: getattr(self, f.name) for f in fields(self)}
+        d["loss"] = self.loss.to_dict()
+        d["window"] = self.window.to_dict() if self.window is not None else None
+        d["model_kwargs"] = dict(self.model_kwargs)
+        return d
+
+    @classmethod
+    def from_dict(cls, d: dict) -> TrainConfig:
+        """Inverse of :meth:`to_dict` (unknown keys are ignored)."""
+        names = {f.name for f in fields(cls)}
+        return cls(**{k: v for k, v in dict(d).items() if k in names})
+
+
+@dataclass
+class EpochEvent:
+    """What :func:`fit` yields after every epoch.
+
+    ``preview`` is the prediction (denormalised, float32 (Y, X)) on the preview slice, or
+    None when no preview was requested.
+    """
+
+    epoch: int
+    epochs: int
+    train_loss: float
+    val_loss: float
+    lr: float
+    best_epoch: int
+    best_val_loss: float
+    improved: bool
+    seconds: float
+    preview: np.ndarray | None = None
+    steps: int = 0
+    preview_index: int | None = None
+
+    def to_dict(self) -> dict:
+        """JSON-friendly record (without the preview)."""
+        d = asdict(self)
+        d.pop("preview")
+        return d
+
+
+@dataclass
+class FitResult:
+    """What :func:`fit` returns.
+
+    Attributes
+    ----------
+    model_dir : pathlib.Path or None
+        The model folder (None when ``out_dir`` was None).
+    best_epoch, best_val_loss : int, float
+        The best epoch (0 when none finished) and its validation loss.
+    epochs_run : int
+        The last finished epoch (counting epochs before a resume).
+    stopped : str
+        ``"completed"``, ``"early_stopping"`` or ``"cancelled"``.
+    history : list of dict
+        Per-epoch records (without previews).
+    model : torch.nn.Module or None
+        The best network (CPU, eval mode), when an epoch finished.
+    window : IntensityWindow or None
+        The intensity window used.
+    config : dict
+        The model config as saved in ``config.json``.
+    """
+
+    model_dir: Path | None
+    best_epoch: int
+    best_val_loss: float
+    epochs_run: int
+    stopped: str
+    history: list[dict]
+    model: torch.nn.Module | None = None
+    window: IntensityWindow | None = None
+    config: dict = field(default_factory=dict)
+
+
+class OutOfMemory(RuntimeError):
+    """The device ran out of memory; the message names a smaller batch size to try."""
+
+
+def resolve_device(device: str | torch.device = "auto") -> torch.device:
+    """Turn ``"auto"`` into CUDA, then MPS, then CPU; check that a named device exists.
+
+    Raises
+    ------
+    ValueError
+        Unknown device name, or CUDA/MPS asked for but not available.
+    """
+    if isinstance(device, torch.device):
+        dev = device
+    else:
+        name = str(device or "auto").strip().lower()
+        if name == "auto":
+            if torch.cuda.is_available():
+                return torch.device("cuda")
+            mps = getattr(torch.backends, "mps", None)
+            if mps is not None and mps.is_available():
+                return torch.device("mps")
+            return torch.device("cpu")
+        try:
+            dev = torch.device(name)
+        except RuntimeError as exc:
+            raise ValueError(f"unknown device {device!r} (use auto, cpu, cuda, cuda:N or mps)") from exc
+    if dev.type == "cuda" and not torch.cuda.is_available():
+        raise ValueError("device 'cuda' requested but CUDA is not available; use --device cpu")
+    if dev.type == "mps":
+        mps = getattr(torch.backends, "mps", None)
+        if mps is None or not mps.is_available():
+            raise ValueError("device 'mps' requested but MPS is not available; use --device cpu")
+    if dev.type not in ("cpu", "cuda", "mps"):
+        raise ValueError(f"unsupported device {device!r}")
+    return dev
+
+
+def _is_oom(exc: BaseException) -> bool:
+    oom_type = getattr(torch, "OutOfMemoryError", None) or getattr(torch.cuda, "OutOfMemoryError", None)
+    if oom_type is not None and isinstance(exc, oom_type):
+        return True
+    return isinstance(exc, RuntimeError) and "out of memory" in str(exc).lower()
+
+
+def _cancel_check(cancel) -> Callable[[], bool]:
+    if cancel is None:
+        return lambda: False
+    if isinstance(cancel, threading.Event) or hasattr(cancel, "is_set"):
+        return cancel.is_set
+    if callable(cancel):
+        return lambda: bool(cancel())
+    raise TypeError("cancel must be a threading.Event or a zero-argument callable")
+
+
+def _free_device_memory(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.empty_cache()
+    elif device.type == "mps":  # pragma: no cover - macOS only
+        with contextlib.suppress(Exception):
+            torch.mps.empty_cache()
+
+
+# --------------------------------------------------------------------------- RNG state
+def _rng_state(sampler: PatchSampler) -> dict:
+    np_state = np.random.get_state()
+    state = {
+        "sampler": sampler.get_state(),
+        "torch_cpu": torch.get_rng_state().tolist(),
+        "numpy": {
+            "name": np_state[0],
+            "keys": np_state[1].tolist(),
+            "pos": int(np_state[2]),
+            "has_gauss": int(np_state[3]),
+            "cached_gaussian": float(np_state[4]),
+        },
+        "torch_cuda": [],
+    }
+    if torch.cuda.is_available() and torch.cuda.is_initialized():
+        state["torch_cuda"] = [s.tolist() for s in torch.cuda.get_rng_state_all()]
+    return state
+
+
+def _set_rng_state(state: dict, sampler: PatchSampler) -> None:
+    sampler.set_state(state["sampler"])
+    torch.set_rng_state(torch.tensor(state["torch_cpu"], dtype=torch.uint8))
+    ns = state["numpy"]
+    np.random.set_state(
+        (ns["name"], np.asarray(ns["keys"], dtype=np.uint32), ns["pos"], ns["has_gauss"], ns["cached_gaussian"])
+    )
+    cuda = state.get("torch_cuda") or []
+    if cuda and torch.cuda.is_available() and len(cuda) == torch.cuda.device_count():
+        torch.cuda.set_rng_state_all([torch.tensor(s, dtype=torch.uint8) for s in cuda])
+
+
+# --------------------------------------------------------------------------- helpers
+def _as_volume(a: Any, name: str) -> np.ndarray:
+    if isinstance(a, torch.Tensor):
+        a = a.detach().cpu().numpy()
+    try:
+        arr = np.asarray(a)
+    except Exception as exc:
+        raise ValueError(f"{name} is not an array: {exc}") from exc
+    if arr.dtype.kind not in "fiub":
+        raise ValueError(f"{name} must be numeric, got dtype {arr.dtype}")
+    return np.ascontiguousarray(arr, dtype=np.float32)
+
+
+def _build_optimizer(model: torch.nn.Module, cfg: TrainConfig) -> torch.optim.Optimizer:
+    cls = torch.optim.AdamW if cfg.optimizer == "adamw" else torch.optim.Adam
+    return cls(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
+
+
+def _model_config_dict(model: torch.nn.Module, cfg: TrainConfig) -> dict:
+    from .model import model_config
+
+    return model_config(model)
+
+
+def _autocast(device: torch.device, enabled: bool):
+    if enabled and device.type == "cuda":
+        return torch.autocast("cuda", dtype=torch.bfloat16)
+    return contextlib.nullcontext()
+
+
+@torch.no_grad()
+def _validate(
+    model: torch.nn.Module,
+    loss_fn: torch.nn.Module,
+    x_val: torch.Tensor,
+    y_val: torch.Tensor,
+    batch: int,
+    device: torch.device,
+    amp: bool,
+    channels_last: bool,
+    keep: int | None,
+) -> tuple[float, torch.Tensor | None]:
+    """Mean loss over full validation slices; optionally keep one slice's prediction."""
+    model.eval()
+    total = torch.zeros((), dtype=torch.float64, device=device)
+    kept = None
+    n = x_val.shape[0]
+    for start in range(0, n, batch):
+        xb = x_val[start : start + batch].to(device, non_blocking=True).unsqueeze(1)
+        yb = y_val[start : start + batch].to(device, non_blocking=True).unsqueeze(1)
+        if channels_last:
+            xb = xb.contiguous(memory_format=torch.channels_last)
+        with _autocast(device, amp):
+            pred = model(xb)
+        pred = pred.float()
+        loss = loss_fn(pred, yb)
+        total += loss.double() * xb.shape[0]
+        if keep is not None and start <= keep < start + xb.shape[0]:
+            kept = pred[keep - start, 0].detach().to("cpu", torch.float32)
+    return float(total.item()) / n, kept
+
+
+@torch.no_grad()
+def _predict_one(model, x2d: torch.Tensor, device, amp, channels_last) -> torch.Tensor:
+    model.eval()
+    xb = x2d.to(device).reshape(1, 1, *x2d.shape[-2:])
+    if channels_last:
+        xb = xb.contiguous(memory_format=torch.channels_last)
+    with _autocast(device, amp):
+        pred = model(xb)
+    return pred.float()[0, 0].to("cpu")
+
+
+# --------------------------------------------------------------------------- fit
+def fit(
+    input: np.ndarray,
+    target: np.ndarray,
+    config: TrainConfig | None = None,
+    out_dir: str | Path | None = None,
+    *,
+    cancel: threading.Event | Callable[[], bool] | None = None,
+    resume: bool = False,
+    preview_index: int | None = None,
+    preview: bool = True,
+) -> Generator[EpochEvent, None, FitResult]:
+    """Train a residual U-Net; yield an :class:`EpochEvent` per epoch, return a :class:`FitResult`.
+
+    Parameters
+    ----------
+    input, target : numpy.ndarray
+        float32 (Z, Y, X) volumes of the same shape, Z >= 2, finite. Slices are split into
+        training and validation sets (``config.val_fraction``, seeded).
+    config : TrainConfig, optional
+        Training parameters (paper defaults).
+    out_dir : path, optional
+        Model folder: the best model (``model.safetensors`` + ``config.json``) is saved
+        whenever the validation loss improves, ``history.json`` and the resume state after
+        every epoch. None keeps everything in memory (``FitResult.model``).
+    cancel : threading.Event or callable, optional
+        Checked before every batch; when set, the run stops within one batch and returns
+        ``stopped="cancelled"`` (the best checkpoint so far stays).
+    resume : bool
+        Continue the run saved in ``out_dir`` (weights, optimizer, scheduler, epoch,
+        early-stopping counters and RNG states). Data, loss, model, window, split and seed
+        come from the saved config; ``config.epochs`` and ``config.patience`` may raise the
+        limits (``config=None`` keeps the saved ones).
+    preview_index : int, optional
+        Slice (index into the volume) to preview; default: the first validation slice.
+    preview : bool
+        Put a prediction of the preview slice (input units) into each event.
+
+    Yields
+    ------
+    EpochEvent
+
+    Returns
+    -------
+    FitResult
+        As the generator's return value (``StopIteration.value``).
+
+    Raises
+    ------
+    ValueError
+        Bad inputs or parameters, or a resume without a saved state.
+    OutOfMemory
+        The device ran out of memory (a :class:`RuntimeError`; the message names a smaller
+        batch size).
+    FloatingPointError
+        The training loss became NaN or infinite.
+    """
+    from . import checkpoint as ckpt
+    from .losses import AmplifiedLoss
+    from .model import build_model
+
+    config = copy.deepcopy(config) if config is not None else None
+    out_path = Path(out_dir) if out_dir is not None else None
+    saved_state = None
+    if resume:
+        if out_path is None:
+            raise ValueError("resume=True needs out_dir (the model folder of the stopped run)")
+        if not (out_path / ckpt.STATE_FILE).exists():
+            raise ValueError(
+                f"nothing to resume in {out_path}: no {ckpt.STATE_FILE} "
+                "(the run finished without keeping its state, or never finished an epoch)"
+            )
+        saved_cfg = ckpt.load_config(out_path)
+        saved_train = TrainConfig.from_dict(saved_cfg["train"])
+        if config is not None:
+            saved_train.epochs = int(config.epochs)
+            saved_train.patience = int(config.patience)
+            saved_train.device = config.device
+            saved_train.keep_state = config.keep_state
+        config = saved_train
+    if config is None:
+        config = TrainConfig()
+    config.validate()
+
+    x_all = _as_volume(input, "input")
+    y_all = _as_volume(target, "target")
+    validate_pair(x_all, y_all, patch=config.patch)
+    n, h, w = x_all.shape
+    train_idx, val_idx = split_slices(n, config.val_fraction, config.seed)
+    if preview_index is None:
+        preview_index = int(val_idx[0])
+    if not 0 <= int(preview_index) < n:
+        raise ValueError(f"preview_index {preview_index} is out of range for {n} slices")
+    preview_index = int(preview_index)
+    window = config.window
+    if window is None:
+        window = window_from_percentiles(x_all[train_idx], y_all[train_idx])
+        config.window = window
+    device = resolve_device(config.device)
+    use_amp = bool(config.amp) and device.type == "cuda"
+    channels_last = device.type == "cuda"
+    check_cancel = _cancel_check(cancel)
+
+    # deterministic kernels on the CPU (cheap there); restored at the end
+    prev_det = torch.are_deterministic_algorithms_enabled()
+    if device.type == "cpu":
+        torch.use_deterministic_algorithms(True)
+
+    model = optimizer = scheduler = sampler = loss_fn = None
+    x_val = y_val = None
+    best_state = None
+    try:
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(config.seed)
+            model = build_model(config.preset, **config.model_kwargs)
+        model = model.to(device)
+        if channels_last:
+            model = model.to(memory_format=torch.channels_last)
+        loss_fn = AmplifiedLoss(config.loss).to(device)
+        optimizer = _build_optimizer(model, config)
+        scheduler = torch.optim.lr_scheduler.StepLR(
+            optimizer, step_size=config.step_size, gamma=config.gamma
+        )
+        # A_S of the full slice (None when S is off), cropped with every patch
+        a_s = loss_fn.full_spatial_weight((h, w), device=device)
+        xn = window.normalize(x_all)
+        yn = window.normalize(y_all)
+        sampler = PatchSampler(
+            xn[train_idx],
+            yn[train_idx],
+            a_s,
+            patch=config.patch,
+            patches_per_slice=config.patches_per_slice,
+            augment=config.augment,
+            seed=config.seed + 1,
+            device=device,
+        )
+        x_val = torch.from_numpy(xn[val_idx]).to(sampler.storage)
+        y_val = torch.from_numpy(yn[val_idx]).to(sampler.storage)
+        preview_x = torch.from_numpy(xn[preview_index])
+        preview_in_val = preview_index in set(val_idx.tolist())
+        keep = int(np.searchsorted(val_idx, preview_index)) if preview_in_val else None
+        del xn, yn
+        val_batch = max(1, (config.batch_size * config.patch * config.patch) // (h * w))
+
+        model_cfg = {
+            "name": config.loss.name,
+            "preset": config.preset,
+            "model": _model_config_dict(model, config),
+            "loss": config.loss.to_dict(),
+            "window": window.to_dict(),
+            "train": config.to_dict(),
+            "split": {"train": train_idx.tolist(), "val": val_idx.tolist()},
+            "data_shape": [int(n), int(h), int(w)],
+        }
+
+        history: list[dict] = []
+        start_epoch = 0
+        best_epoch, best_val, bad_epochs = 0, math.inf, 0
+        if resume:
+            st = ckpt.load_training_state(out_path)
+            try:
+                model.load_state_dict(st["model"])
+                optimizer.load_state_dict(st["optimizer"])
+                scheduler.load_state_dict(st["scheduler"])
+                start_epoch = int(st["epoch"])
+                es = st["early_stopping"]
+                best_epoch, best_val, bad_epochs = int(es["best_epoch"]), float(es["best_val_loss"]), int(es["bad_epochs"])
+                _set_rng_state(st["rng"], sampler)
+            except (KeyError, RuntimeError, ValueError, TypeError) as exc:
+                raise ckpt.CheckpointError(f"cannot resume from {out_path}: {exc}") from exc
+            history = [h_ for h_ in ckpt.load_history(out_path) if int(h_.get("epoch", 0)) <= start_epoch]
+            if best_epoch > 0:
+                best_model = ckpt.load_model(out_path, device="cpu").model
+                best_state = {k: v.detach().clone() for k, v in best_model.state_dict().items()}
+                del best_model
+
+        stopped = "completed"
+        if bad_epochs >= config.patience and start_epoch > 0:
+            stopped = "early_stopping"
+        epoch = start_epoch
+        cancelled = False
+        while stopped == "completed" and epoch < config.epochs:
+            epoch += 1
+            t0 = time.perf_counter()
+            lr = float(optimizer.param_groups[0]["lr"])
+            model.train()
+            running = torch.zeros((), dtype=torch.float64, device=device)
+            seen = 0
+            steps = 0
+            for xb, yb, wb in sampler.epoch(config.batch_size):
+                if check_cancel():
+                    cancelled = True
+                    break
+                if channels_last:
+                    xb = xb.contiguous(memory_format=torch.channels_last)
+                try:
+                    with _autocast(device, use_amp):
+                        pred = model(xb)
+                    loss = loss_fn(pred.float(), yb, wb)
+                    optimizer.zero_grad(set_to_none=True)
+                    loss.backward()
+                    optimizer.step()
+                except Exception as exc:
+                    if _is_oom(exc):
+                        raise OutOfMemory(
+                            f"out of {device.type.upper()} memory at batch size "
+                            f"{config.batch_size} with {config.patch}x{config.patch} patches "
+                            f"(preset {config.preset!r}); try batch size "
+                            f"{max(1, config.batch_size // 2)}"
+                        ) from None
+                    raise
+                running += loss.detach().double() * xb.shape[0]
+                seen += xb.shape[0]
+                steps += 1
+            if cancelled:
+                epoch -= 1
+                stopped = "cancelled"
+                break
+            train_loss = float(running.item()) / max(seen, 1)
+            if not math.isfinite(train_loss):
+                raise FloatingPointError(
+                    f"training diverged in epoch {epoch} (loss {train_loss}); "
+                    f"try a smaller learning rate than {lr:g}"
+                )
+            scheduler.step()
+            if check_cancel():
+                epoch -= 1
+                stopped = "cancelled"
+                break
+            try:
+                val_loss, kept = _validate(
+                    model, loss_fn, x_val, y_val, val_batch, device, use_amp, channels_last,
+                    keep if preview else None,
+                )
+                if preview and not preview_in_val:
+                    kept = _predict_one(model, preview_x, device, use_amp, channels_last)
+            except Exception as exc:
+                if _is_oom(exc):
+                    raise OutOfMemory(
+                        f"out of {device.type.upper()} memory validating full {h}x{w} slices "
+                        f"(preset {config.preset!r}); try a smaller preset or --device cpu"
+                    ) from None
+                raise
+            improved = math.isfinite(val_loss) and val_loss < best_val
+            if improved:
+                best_val, best_epoch, bad_epochs = val_loss, epoch, 0
+                best_state = {k: v.detach().to("cpu", copy=True) for k, v in model.state_dict().items()}
+            else:
+                bad_epochs += 1
+            event = EpochEvent(
+                epoch=epoch,
+                epochs=int(config.epochs),
+                train_loss=train_loss,
+                val_loss=float(val_loss),
+                lr=lr,
+                best_epoch=best_epoch,
+                best_val_loss=float(best_val),
+                improved=bool(improved),
+                seconds=time.perf_counter() - t0,
+                preview=window.denormalize(kept.numpy()) if (preview and kept is not None) else None,
+                steps=steps,
+                preview_index=preview_index if preview else None,
+            )
+            history.append(event.to_dict())
+            if out_path is not None:
+                model_cfg["best_epoch"] = best_epoch
+                model_cfg["best_val_loss"] = best_val
+                model_cfg["epochs_run"] = epoch
+                if improved:
+                    ckpt.save_checkpoint(out_path, model, model_cfg, history)
+                else:
+                    ckpt.write_history(out_path, history)
+                ckpt.save_training_state(
+                    out_path,
+                    {
+                        "epoch": epoch,
+                        "model": model.state_dict(),
+                        "optimizer": optimizer.state_dict(),
+                        "scheduler": scheduler.state_dict(),
+                        "early_stopping": {
+                            "best_epoch": best_epoch,
+                            "best_val_loss": best_val,
+                            "bad_epochs": bad_epochs,
+                        },
+                        "rng": _rng_state(sampler),
+                    },
+                )
+            yield event
+            if bad_epochs >= config.patience:
+                stopped = "early_stopping"
+
+        if out_path is not None and stopped != "cancelled" and not config.keep_state:
+            ckpt.delete_training_state(out_path)
+        best_model = None
+        if best_state is not None:
+            model.load_state_dict(best_state)
+            best_model = model.to("cpu", memory_format=torch.contiguous_format).eval()
+        model_cfg["best_epoch"] = best_epoch
+        model_cfg["best_val_loss"] = best_val
+        return FitResult(
+            model_dir=out_path if (out_path is not None and best_epoch > 0) else None,
+            best_epoch=best_epoch,
+            best_val_loss=float(best_val),
+            epochs_run=epoch,
+            stopped=stopped,
+            history=history,
+            model=best_model,
+            window=window,
+            config=model_cfg,
+        )
+    finally:
+        torch.use_deterministic_algorithms(prev_det)
+        del model, optimizer, scheduler, sampler, loss_fn, x_val, y_val, best_state
+        _free_device_memory(device)
+
+
+def run_fit(*args, callback: Callable[[EpochEvent], Any] | None = None, **kwargs) -> FitResult:
+    """Drive :func:`fit` to the end, calling ``callback(event)`` per epoch; return the result."""
+    gen = fit(*args, **kwargs)
+    while True:
+        try:
+            event = next(gen)
+        except StopIteration as stop:
+            return stop.value
+        if callback is not None:
+            callback(event)
