@@ -1,0 +1,266 @@
+"""``dfct train``: train a streak-reduction U-Net on an input/target pair."""
+
+from __future__ import annotations
+
+import argparse
+import math
+import sys
+import threading
+from pathlib import Path
+
+NAME = "train"
+HELP = "train a residual U-Net with an amplified loss on input/target volumes"
+DESCRIPTION = """\
+Train a residual U-Net on single-rotation inputs and multi-rotation targets (float volumes
+of the same shape, at least 2 slices; 20 % of the slices are held out for validation). The
+defaults are the paper's: Adam, lr 1e-3, weight decay 0.1, StepLR(3, 0.9), batch 32,
+128x128 patches with flips and +-15 degree rotations, early stopping with patience 20,
+at most 100 epochs. The best model is saved to --out (model.safetensors, config.json,
+history.json) whenever the validation loss improves; Ctrl-C stops after the current batch
+and keeps it. --resume continues a stopped run in the same folder.
+
+The loss: --loss l1|l2 with --spatial / --frequency amplification profiles, or a full
+loss name such as --loss l2+s+f-nonlinear.
+
+Examples:
+  dfct simulate data/sim
+  dfct train --data data/sim --out models/l2-s --spatial nonlinear --preset small
+  dfct train --input in.tif --target gt.tif --out models/l2sf --loss l2+s+f-nonlinear
+  dfct train --data data/sim --out models/l2-s --resume --epochs 150
+"""
+ORDER = 20
+
+
+class _Explicit(argparse.Action):
+    """Store the value and remember that the option was given (for --resume)."""
+
+    def __call__(self, parser, namespace, values, option_string=None):
+        setattr(namespace, self.dest, values)
+        given = set(getattr(namespace, "_explicit", ()))
+        given.add(self.dest)
+        setattr(namespace, "_explicit", given)
+
+
+def register(parser: argparse.ArgumentParser) -> None:
+    """Add the ``dfct train`` arguments."""
+    d = parser.add_argument_group("data")
+    d.add_argument("--input", help="single-rotation input volume (TIFF, .npy, .npz, DICOM)")
+    d.add_argument("--target", help="multi-rotation target volume, same shape as --input")
+    d.add_argument("--data", metavar="DIR",
+                   help="a `dfct simulate` folder (input.tif and target.tif) instead of "
+                        "--input/--target")
+    parser.add_argument("--out", required=True, metavar="MODEL_DIR", help="model folder")
+    lo = parser.add_argument_group("loss")
+    lo.add_argument("--loss", default="l2",
+                    help="l1 or l2, or a full loss name such as l2+s+f-nonlinear")
+    lo.add_argument("--spatial", default="none", help="A_S profile: none, linear, nonlinear")
+    lo.add_argument("--frequency", default="none", help="A_F profile: none, linear, nonlinear")
+    lo.add_argument("--order", default="sf", help="sf (S then F) or fs (F then S)")
+    lo.add_argument("--mode", default="paper", help="paper or spectral")
+    lo.add_argument("--normalize-weights", action="store_true",
+                    help="rescale the weight maps to mean 1")
+    t = parser.add_argument_group("training")
+    t.add_argument("--preset", default="paper", help="model preset: paper, small or tiny")
+    t.add_argument("--epochs", type=int, default=100, action=_Explicit,
+                   help="at most this many epochs")
+    t.add_argument("--patience", type=int, default=20, action=_Explicit,
+                   help="early-stopping patience (epochs)")
+    t.add_argument("--batch-size", type=int, default=32, help="patches per step")
+    t.add_argument("--patch", type=int, default=128, help="patch side in pixels")
+    t.add_argument("--patches-per-slice", type=int, default=1,
+                   help="patches per training slice per epoch")
+    t.add_argument("--lr", type=float, default=1e-3, help="learning rate")
+    t.add_argument("--weight-decay", type=float, default=0.1, help="weight decay")
+    t.add_argument("--optimizer", default="adam",
+                   help="adam (coupled L2 decay, the paper's) or adamw")
+    t.add_argument("--val-fraction", type=float, default=0.2,
+                   help="fraction of slices for validation")
+    t.add_argument("--window", metavar="LOW,HIGH",
+                   help="intensity clip window (default: 1st/99th percentiles of the "
+                        "training slices)")
+    t.add_argument("--no-augment", dest="augment", action="store_false",
+                   help="no flips and rotations")
+    t.add_argument("--seed", type=int, default=0, help="seed of split, weights and sampling")
+    t.add_argument("--device", default="auto",
+                   help="auto (CUDA, then MPS, then CPU), cpu, cuda, cuda:1, mps")
+    t.add_argument("--resume", action="store_true",
+                   help="continue the stopped run in --out (loss, model and data settings "
+                        "come from its config; --epochs/--patience may be raised)")
+    t.add_argument("--no-progress", dest="progress", action="store_false",
+                   help="no progress bar")
+
+
+def _read(path: str, what: str):
+    from ..cli import CLIError
+    from ..io import read_volume
+
+    p = Path(path)
+    if not p.exists():
+        raise CLIError(f"{what} not found: {p}")
+    try:
+        data, _ = read_volume(p)
+    except ValueError as exc:
+        raise CLIError(f"cannot read {what} {p}: {exc}") from None
+    return data
+
+
+def _inputs(args):
+    from ..cli import CLIError
+
+    if args.data:
+        folder = Path(args.data)
+        if not folder.is_dir():
+            raise CLIError(f"--data folder not found: {folder}")
+        if args.input or args.target:
+            raise CLIError("give either --data or --input/--target, not both")
+        return folder / "input.tif", folder / "target.tif"
+    if not args.input or not args.target:
+        raise CLIError("give --input and --target (or --data DIR with input.tif/target.tif)")
+    return Path(args.input), Path(args.target)
+
+
+def _loss_config(args):
+    from ..cli import CLIError
+    from ..losses import LossConfig
+
+    try:
+        name = str(args.loss).strip().lower()
+        if name in ("l1", "l2"):
+            return LossConfig(
+                loss=name, spatial=args.spatial, frequency=args.frequency, order=args.order,
+                mode=args.mode, normalize=bool(args.normalize_weights),
+            )
+        overrides = {}
+        if args.mode != "paper":
+            overrides["mode"] = args.mode
+        if args.normalize_weights:
+            overrides["normalize"] = True
+        return LossConfig.from_name(name, **overrides)
+    except ValueError as exc:
+        raise CLIError(str(exc).splitlines()[0]) from None
+
+
+def _window(text):
+    from ..cli import CLIError
+    from ..data import IntensityWindow
+
+    if text is None:
+        return None
+    try:
+        low, high = (float(v) for v in str(text).split(","))
+        return IntensityWindow(low, high)
+    except ValueError as exc:
+        raise CLIError(f"--window must be LOW,HIGH with LOW < HIGH, got {text!r} ({exc})") from None
+
+
+def _resume_config(args, out: Path):
+    """The saved TrainConfig of a stopped run, with --epochs/--patience/--device applied."""
+    from ..checkpoint import CheckpointError, load_config
+    from ..cli import CLIError
+    from ..train import TrainConfig
+
+    if not (out / "training-state.json").exists():
+        raise CLIError(f"nothing to resume in {out}: no training-state.json there")
+    try:
+        config = TrainConfig.from_dict(load_config(out)["train"])
+    except (CheckpointError, KeyError, TypeError, ValueError) as exc:
+        raise CLIError(f"cannot resume from {out}: {exc}") from None
+    given = getattr(args, "_explicit", set())
+    if "epochs" in given:
+        config.epochs = args.epochs
+    if "patience" in given:
+        config.patience = args.patience
+    config.device = args.device
+    return config
+
+
+def _fmt(v: float) -> str:
+    return "nan" if not math.isfinite(v) else f"{v:.4g}"
+
+
+def run(args: argparse.Namespace) -> int:
+    """Train; print one summary line; exit status 0 (2 on bad input, 130 on Ctrl-C)."""
+    from tqdm import tqdm
+
+    from ..checkpoint import CheckpointError
+    from ..cli import CLIError
+    from ..data import validate_pair
+    from ..train import OutOfMemory, TrainConfig, fit
+
+    in_path, tg_path = _inputs(args)
+    out = Path(args.out)
+    if args.resume:
+        config = _resume_config(args, out)
+        loss = config.loss
+    else:
+        loss = _loss_config(args)
+        config = None
+    try:
+        config = config or TrainConfig(
+            loss=loss, preset=args.preset, epochs=args.epochs, patience=args.patience,
+            batch_size=args.batch_size, patch=args.patch,
+            patches_per_slice=args.patches_per_slice, lr=args.lr,
+            weight_decay=args.weight_decay, optimizer=str(args.optimizer).lower(),
+            val_fraction=args.val_fraction, seed=args.seed, device=args.device,
+            window=_window(args.window), augment=args.augment,
+        )
+        config.validate()
+    except ValueError as exc:
+        raise CLIError(str(exc)) from None
+    x = _read(str(in_path), "input")
+    y = _read(str(tg_path), "target")
+    if x.ndim == 2:
+        raise CLIError(f"input {in_path} is a single 2-D slice; training needs at least 2 slices")
+    try:
+        validate_pair(x, y, patch=config.patch)
+    except ValueError as exc:
+        raise CLIError(str(exc)) from None
+    if not args.resume and (out / "model.safetensors").exists():
+        raise CLIError(
+            f"{out} already holds a model; choose another --out or continue it with --resume"
+        )
+
+    cancel = threading.Event()
+    gen = fit(x, y, config, out, cancel=cancel, resume=bool(args.resume), preview=False)
+    bar = tqdm(total=config.epochs, desc=f"train {loss.name}", unit="epoch",
+               file=sys.stderr, disable=not args.progress, dynamic_ncols=True)
+    result = None
+    try:
+        while True:
+            try:
+                ev = next(gen)
+            except StopIteration as stop:
+                result = stop.value
+                break
+            if bar.n == 0 and ev.epoch > 1:
+                bar.update(ev.epoch - 1)
+            bar.update(1)
+            bar.set_postfix(
+                train=_fmt(ev.train_loss), val=_fmt(ev.val_loss), lr=f"{ev.lr:.2e}",
+                best=f"{_fmt(ev.best_val_loss)}@{ev.best_epoch}",
+            )
+    except KeyboardInterrupt:
+        cancel.set()
+        gen.close()
+        bar.close()
+        print(
+            f"dfct train: interrupted; the best model so far is in {out} "
+            "(continue with --resume)", file=sys.stderr,
+        )
+        return 130
+    except (OutOfMemory, FloatingPointError) as exc:
+        bar.close()
+        raise CLIError(str(exc)) from None
+    except CheckpointError as exc:
+        bar.close()
+        raise CLIError(str(exc)) from None
+    except ValueError as exc:
+        bar.close()
+        raise CLIError(str(exc).splitlines()[0]) from None
+    bar.close()
+    where = result.model_dir if result.model_dir is not None else "(nothing saved)"
+    print(
+        f"{result.stopped}: {result.epochs_run} epochs, best validation loss "
+        f"{_fmt(result.best_val_loss)} at epoch {result.best_epoch}; model in {where}"
+    )
+    return 0
