@@ -1,0 +1,261 @@
+"""``dfct measure``: CNR and edge FWHM (and PSNR/SSIM against a reference) on one slice."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+from pathlib import Path
+
+import numpy as np
+
+NAME = "measure"
+HELP = "Measure CNR and edge FWHM (PSNR/SSIM with a reference) on one slice"
+DESCRIPTION = (
+    "Measure the paper's image-quality figures on one slice of IMAGE: the CNR between a "
+    "signal (lung) ROI and a background (air) ROI, and the FWHM in pixels of the line "
+    "spread function along a line across the edge (erf fit; default line: from the signal "
+    "centre to the background centre). With --reference (e.g. the simulation's truth.tif), "
+    "PSNR and SSIM as well. Coordinates are (row, col) pixels of the slice. When "
+    "--signal/--background are not given and IMAGE's folder holds a meta.json written by "
+    "'dfct simulate', its ROIs, line, ROI size and slice are used."
+)
+ORDER = 40
+
+META_NAME = "meta.json"
+
+
+def register(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("image", help="TIFF, .npy/.npz or DICOM image or volume")
+    # defaults are resolved in run() (options, then meta.json, then built-ins): SUPPRESS
+    # keeps the help formatter from printing "(default: None)"
+    parser.add_argument("--signal", metavar="R,C", default=argparse.SUPPRESS,
+                        help="signal (lung) ROI centre, row,col (default: from meta.json)")
+    parser.add_argument("--background", metavar="R,C", default=argparse.SUPPRESS,
+                        help="background (air) ROI centre, row,col (default: from meta.json)")
+    parser.add_argument("--roi-size", type=int, default=argparse.SUPPRESS, metavar="N",
+                        help="ROI side length in pixels (default: meta.json's roi_size, else 30)")
+    parser.add_argument("--line", metavar="R0,C0,R1,C1", default=argparse.SUPPRESS,
+                        help="FWHM line (default: meta.json's line, else signal -> background "
+                             "centre)")
+    parser.add_argument("--slice", type=int, default=argparse.SUPPRESS, metavar="K",
+                        help="slice index of a volume (default: meta.json's slice, else the "
+                             "central slice)")
+    parser.add_argument("--reference", metavar="REF", default=argparse.SUPPRESS,
+                        help="reference image or volume (same shape) for PSNR and SSIM")
+    parser.add_argument("--linewidth", type=int, default=1, metavar="W",
+                        help="width in pixels of the profile across the edge (averaged)")
+    parser.add_argument("--json", action="store_true",
+                        help="print one JSON object (undefined values are null; an infinite "
+                             "PSNR is written as Infinity)")
+
+
+# --------------------------------------------------------------------------------------
+def _numbers(text: str, n: int, option: str) -> list[float]:
+    from ..cli import CLIError
+
+    parts = [p for p in str(text).replace(";", ",").split(",") if p.strip() != ""]
+    try:
+        vals = [float(p) for p in parts]
+    except ValueError:
+        raise CLIError(f"{option} expects {n} comma-separated numbers, got {text!r}") from None
+    if len(vals) != n or not all(math.isfinite(v) for v in vals):
+        raise CLIError(f"{option} expects {n} comma-separated finite numbers, got {text!r}")
+    return vals
+
+
+def _read(path: str, what: str) -> tuple[np.ndarray, dict]:
+    from ..cli import CLIError
+    from ..io import read_volume
+
+    p = Path(path)
+    if not p.exists():
+        raise CLIError(f"{what} {path!r} does not exist")
+    try:
+        data, info = read_volume(p)
+    except (ValueError, OSError) as exc:
+        raise CLIError(f"cannot read {what} {path!r}: {exc}") from None
+    data = np.asarray(data)
+    if data.ndim not in (2, 3):
+        raise CLIError(f"{what} {path!r} has shape {data.shape}; expected (Y, X) or (Z, Y, X)")
+    return data, info
+
+
+def _meta_for(image: Path) -> tuple[dict | None, Path]:
+    from ..cli import CLIError
+
+    folder = image if image.is_dir() else image.parent
+    path = folder / META_NAME
+    if not path.is_file():
+        return None, path
+    try:
+        meta = json.loads(path.read_text())
+    except (OSError, ValueError) as exc:
+        raise CLIError(f"cannot read {path}: {exc}") from None
+    if not isinstance(meta, dict):
+        raise CLIError(f"{path} does not hold a JSON object")
+    return meta, path
+
+
+def _meta_point(meta: dict, key: str, path: Path) -> list[float]:
+    from ..cli import CLIError
+
+    try:
+        vals = [float(v) for v in meta[key]]
+    except KeyError:
+        raise CLIError(f"{path} has no {key!r}; give --signal and --background") from None
+    except (TypeError, ValueError):
+        raise CLIError(f"{path}: {key!r} must be [row, col]") from None
+    if len(vals) != 2:
+        raise CLIError(f"{path}: {key!r} must be [row, col]")
+    return vals
+
+
+def _pick_slice(data: np.ndarray, k: int | None, what: str) -> tuple[np.ndarray, int | None]:
+    from ..cli import CLIError
+
+    if data.ndim == 2:
+        if k not in (None, 0):
+            raise CLIError(f"--slice {k}: {what} is a single 2-D slice")
+        return data, None
+    z = data.shape[0]
+    if k is None:
+        k = z // 2
+    if not -z <= k < z:
+        raise CLIError(f"--slice {k} is out of range for {what} with {z} slices")
+    k = k % z
+    return data[k], k
+
+
+def _num(v, fmt="{:.4g}") -> str:
+    if v is None:
+        return "n/a"
+    if isinstance(v, float) and math.isinf(v):
+        return "inf"
+    return fmt.format(v)
+
+
+# --------------------------------------------------------------------------------------
+def run(args: argparse.Namespace) -> int:
+    from .. import metrics
+    from ..cli import CLIError
+
+    for name in ("signal", "background", "roi_size", "line", "slice", "reference"):
+        if not hasattr(args, name):
+            setattr(args, name, None)
+    image_path = Path(args.image)
+    volume, _info = _read(args.image, "image")
+
+    # ROIs: options, else meta.json from `dfct simulate`
+    meta = None
+    meta_path = None
+    if args.signal is None and args.background is None:
+        meta, meta_path = _meta_for(image_path)
+        if meta is None:
+            raise CLIError("give --signal R,C and --background R,C (no meta.json next to "
+                           f"{args.image})")
+        signal = _meta_point(meta, "signal_center", meta_path)
+        background = _meta_point(meta, "background_center", meta_path)
+    elif args.signal is None or args.background is None:
+        raise CLIError("give both --signal R,C and --background R,C")
+    else:
+        signal = _numbers(args.signal, 2, "--signal")
+        background = _numbers(args.background, 2, "--background")
+
+    if args.roi_size is not None:
+        size = args.roi_size
+    elif meta is not None and meta.get("roi_size") is not None:
+        try:
+            size = int(meta["roi_size"])
+        except (TypeError, ValueError):
+            raise CLIError(f"{meta_path}: 'roi_size' must be an integer") from None
+    else:
+        size = 30
+    if size < 2:
+        raise CLIError(f"--roi-size must be at least 2, got {size}")
+
+    if args.line is not None:
+        v = _numbers(args.line, 4, "--line")
+        line = [[v[0], v[1]], [v[2], v[3]]]
+    elif meta is not None and meta.get("line") is not None:
+        try:
+            arr = np.asarray(meta["line"], dtype=float)
+            if arr.shape != (2, 2):
+                raise ValueError
+        except (TypeError, ValueError):
+            raise CLIError(f"{meta_path}: 'line' must be [[r0, c0], [r1, c1]]") from None
+        line = arr.tolist()
+    else:
+        line = [signal, background]
+
+    if args.linewidth < 1:
+        raise CLIError(f"--linewidth must be at least 1, got {args.linewidth}")
+
+    k = args.slice
+    if k is None and meta is not None and volume.ndim == 3 and meta.get("slice") is not None:
+        try:
+            k = int(meta["slice"])
+        except (TypeError, ValueError):
+            raise CLIError(f"{meta_path}: 'slice' must be an integer") from None
+    image2d, k = _pick_slice(volume, k, f"image {args.image!r}")
+
+    reference2d = None
+    if args.reference is not None:
+        ref_volume, _ = _read(args.reference, "reference")
+        if ref_volume.shape != volume.shape:
+            raise CLIError(f"reference shape {ref_volume.shape} differs from image shape "
+                           f"{volume.shape}")
+        reference2d = ref_volume if ref_volume.ndim == 2 else ref_volume[k]
+
+    result = metrics.measure(image2d, signal, background, line=line, size=size,
+                             reference=reference2d, linewidth=args.linewidth)
+
+    if args.json:
+        out = {
+            "image": str(args.image),
+            "slice": k,
+            "shape": list(image2d.shape),
+            "roi_size": size,
+            "reference": args.reference,
+            "rois_from": str(meta_path) if meta is not None else "options",
+            **result,
+        }
+        print(json.dumps(out))
+        return 0
+
+    print(_table(args, result, image2d.shape, k, volume, size, meta_path if meta else None))
+    return 0
+
+
+def _table(args, r: dict, shape, k, volume, size, meta_path) -> str:
+    where = f"slice {k} of {volume.shape[0]}" if k is not None else "2-D image"
+    rows = [
+        ("image", f"{args.image}  ({where}, {shape[0]}x{shape[1]})"),
+        ("ROIs", f"{size}x{size} px" + (f", from {meta_path}" if meta_path else "")),
+    ]
+    for role in ("signal", "background"):
+        c = r[f"{role}_center"]
+        rows.append((role, f"centre ({c[0]:g}, {c[1]:g})   mean {_num(r[f'{role}_mean'])}   "
+                           f"std {_num(r[f'{role}_std'])}   n {r[f'{role}_n']}"))
+    reasons = r["reasons"]
+    cnr = (f"{r['cnr']:.3f} +/- {r['cnr_stderr']:.3f}" if r["cnr"] is not None
+           else f"n/a ({reasons.get('cnr')})")
+    rows.append(("CNR", cnr))
+    (r0, c0), (r1, c1) = r["line"]
+    if r["fwhm"] is not None:
+        extra = f"edge at {r['edge_position']:.1f} px along the line"
+        if r["fwhm_halfmax"] is not None:
+            extra += f"; half-max check {r['fwhm_halfmax']:.2f} px"
+        fwhm = f"{r['fwhm']:.2f} +/- {r['fwhm_stderr']:.2f} px   ({extra})"
+    else:
+        fwhm = f"n/a ({reasons.get('fwhm')})"
+    rows.append(("FWHM", fwhm))
+    rows.append(("line", f"({r0:g}, {c0:g}) -> ({r1:g}, {c1:g})"))
+    if args.reference is not None:
+        rows.append(("PSNR", f"{_num(r['psnr'], '{:.2f}')} dB" if r["psnr"] is not None
+                     else f"n/a ({reasons.get('psnr')})"))
+        rows.append(("SSIM", _num(r["ssim"], "{:.4f}") if r["ssim"] is not None
+                     else f"n/a ({reasons.get('ssim', reasons.get('psnr'))})"))
+        rows.append(("reference", str(args.reference)))
+    width = max(len(k) for k, _ in rows)
+    return "\n".join(f"{k:<{width}}  {v}" for k, v in rows)
