@@ -96,7 +96,12 @@ def test_tiff_ome_physical_size_becomes_scale(tmp_path):
         path,
         data,
         ome=True,
-        metadata={"axes": "ZYX", "PhysicalSizeX": 0.3, "PhysicalSizeY": 0.4, "PhysicalSizeZ": 1.5},
+        metadata={
+            "axes": "ZYX",
+            "PhysicalSizeX": 0.3,
+            "PhysicalSizeY": 0.4,
+            "PhysicalSizeZ": 1.5,
+        },
     )
     out, info = io.read_volume(path)
     np.testing.assert_array_equal(out, data)
@@ -107,7 +112,9 @@ def test_tiff_ome_physical_size_becomes_scale(tmp_path):
 def test_tiff_plain_resolution_tags_in_centimetres_give_mm(tmp_path):
     path = tmp_path / "res.tif"
     # 20 px/cm along x -> 0.5 mm, 40 px/cm along y -> 0.25 mm
-    tifffile.imwrite(path, np.zeros((4, 5), np.uint16), resolution=(20, 40), resolutionunit="CENTIMETER")
+    tifffile.imwrite(
+        path, np.zeros((4, 5), np.uint16), resolution=(20, 40), resolutionunit="CENTIMETER"
+    )
     _, info = io.read_volume(path)
     assert info["scale"] == pytest.approx((0.25, 0.5))
     assert info["metadata"]["unit"] == "mm"
@@ -248,7 +255,8 @@ def _write_bad(tmp_path, case):
         np.save(p, np.zeros((16, 16, 4), np.uint8))
     elif case == "channels-tif":
         p = tmp_path / "channels.tif"
-        tifffile.imwrite(p, np.zeros((2, 3, 8, 8), np.float32), imagej=True, metadata={"axes": "ZCYX"})
+        data = np.zeros((2, 3, 8, 8), np.float32)
+        tifffile.imwrite(p, data, imagej=True, metadata={"axes": "ZCYX"})
     elif case == "complex-npy":
         p = tmp_path / "complex.npy"
         np.save(p, np.ones((8, 8), np.complex64))
@@ -351,7 +359,8 @@ def test_nan_and_inf_load_with_a_counted_warning(tmp_path):
     data[3, 4, 5] = -np.inf
     path = tmp_path / "holes.npy"
     np.save(path, data)
-    with pytest.warns(UserWarning, match=r"holes\.npy holds 5 non-finite value\(s\).*3 NaN, 2 Inf"):
+    msg = r"holes\.npy holds 5 non-finite value\(s\).*3 NaN, 2 Inf"
+    with pytest.warns(UserWarning, match=msg):
         (out, kwargs, _), = _layers(path)
     np.testing.assert_array_equal(out, data)  # kept, not altered
     finite = data[np.isfinite(data)]
@@ -379,6 +388,9 @@ def test_list_of_2d_files_is_stacked(tmp_path):
     io.write_volume(tmp_path / "odd.tif", np.zeros((2, 2)))
     with pytest.raises(ValueError, match="different shapes"):
         reader([*paths, str(tmp_path / "odd.tif")])
+    np.save(tmp_path / "other.npy", slices[0])
+    mixed = [paths[0], str(tmp_path / "other.npy")]
+    assert [kw["name"] for _, kw, _ in reader(mixed)] == ["s0", "other"]  # formats not mixed
 
 
 # --------------------------------------------------------------------------------------
@@ -440,6 +452,7 @@ def _ct_file(
     description="Thorax DFCT",
     instance=1,
     photometric="MONOCHROME2",
+    window=None,
 ):
     """Write one small CT slice with pydicom's own dataset and file APIs."""
     from pydicom.dataset import Dataset, FileMetaDataset
@@ -479,6 +492,8 @@ def _ct_file(
     ds.BitsStored = 16
     ds.HighBit = 15
     ds.PixelRepresentation = 1
+    if window is not None:
+        ds.WindowCenter, ds.WindowWidth = window
     ds.PixelData = raw.astype("<i2").tobytes()
     if int(pydicom.__version__.split(".")[0]) >= 3:
         ds.save_as(path, enforce_file_format=True)
@@ -620,6 +635,19 @@ def test_dicom_uneven_spacing_warns(tmp_path):
     assert info["scale"][0] == pytest.approx(1.0)
 
 
+def test_single_dicom_slice_uses_its_display_window(tmp_path):
+    raw = np.arange(12, dtype=np.int16).reshape(3, 4) * 100
+    path = _ct_file(
+        tmp_path / "w.dcm", raw, position=(0, 0, 5), slope=2.0, intercept=-1000.0,
+        spacing=(0.4, 0.6), window=(-600, 1500),
+    )
+    (data, kwargs, _), = _layers(path)
+    np.testing.assert_array_equal(data, raw * 2.0 - 1000.0)
+    assert kwargs["scale"] == pytest.approx((0.4, 0.6))
+    assert kwargs["contrast_limits"] == pytest.approx((-1350.0, 150.0))  # lung window
+    assert kwargs["name"] == "w"
+
+
 def test_dicom_colour_and_empty_folders(tmp_path):
     path = _ct_file(
         tmp_path / "rgb.dcm", np.zeros((4, 4, 3), np.int16), position=(0, 0, 0), photometric="RGB"
@@ -658,7 +686,8 @@ def test_real_scanner_ct_file_through_the_napari_reader():
     path = _real_ct_file()
     (data, kwargs, layer_type), = _layers(path)
     ds = pydicom.dcmread(path)
-    truth = ds.pixel_array.astype(np.float64) * float(ds.RescaleSlope) + float(ds.RescaleIntercept)
+    slope, intercept = float(ds.RescaleSlope), float(ds.RescaleIntercept)
+    truth = ds.pixel_array.astype(np.float64) * slope + intercept
     assert layer_type == "image" and data.dtype == np.float32 and data.shape == (128, 128)
     np.testing.assert_array_equal(data, truth.astype(np.float32))
     assert kwargs["scale"] == pytest.approx([float(v) for v in ds.PixelSpacing])

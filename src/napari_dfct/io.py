@@ -398,9 +398,7 @@ def _read_tiff(path: Path) -> list[_Image]:
             if len(series) == 1:
                 array, axes = series[0].asarray(), series[0].axes
                 scale, meta = _tiff_scale(tif, series[0], axes)
-            elif len(series) > 1 and len({(s.shape, s.dtype) for s in series}) == 1 and len(
-                shapes[0]
-            ) == 2:
+            elif len(shapes[0]) == 2 and len({(s.shape, s.dtype) for s in series}) == 1:
                 # pages written one by one: a stack of equally sized slices
                 array = np.stack([s.asarray() for s in series])
                 axes = "Z" + series[0].axes
@@ -525,11 +523,14 @@ def _read_npz(path: Path, key: str | None = None) -> list[_Image]:
 # --------------------------------------------------------------------------------------
 # DICOM
 # --------------------------------------------------------------------------------------
-def _import_pydicom():
+def _import_pydicom(source):
     try:
         import pydicom
     except ImportError as exc:
-        raise MissingDependencyError(f"Reading DICOM needs pydicom, which is not installed. {_DICOM_HINT}") from exc
+        raise MissingDependencyError(
+            f"Cannot read {_display(source)}: reading DICOM needs pydicom, which is not "
+            f"installed. {_DICOM_HINT}"
+        ) from exc
     return pydicom
 
 
@@ -743,8 +744,6 @@ def _sort_slices(members: list, source) -> tuple[list, float, dict]:
         info["slice_normal"] = [float(v) for v in normal]
         info["slice_positions"] = [float(v) for v in proj]
         info["origin"] = [float(v) for v in positions[order[0]]]
-        if len(members) < 2:
-            return members, _nominal_spacing(members[0][1]), info
         steps = np.diff(proj)
         if steps.min() < 1e-4:
             dup = int(np.count_nonzero(steps < 1e-4))
@@ -890,7 +889,7 @@ def read_dicom(path, *, series: str | None = None) -> LayerData:
 
 
 def _read_dicom(path, *, series: str | None = None) -> _Image:
-    pydicom = _import_pydicom()
+    pydicom = _import_pydicom(path if isinstance(path, str | os.PathLike) else path[0])
     if isinstance(path, str | os.PathLike):
         p = Path(path)
         if p.is_dir():
@@ -1011,6 +1010,8 @@ def _read_images(path) -> list[_Image]:
             raise _unsupported(p)
     images = [img for p in paths for img in _read_path(p)]
     shapes = {img.data.shape for img in images}
+    if len(set(kinds)) > 1:  # different formats are never stacked together
+        return images
     if len(shapes) == 1 and images[0].data.ndim == 2:
         # a list of equally sized 2-D images is a stack (napari's "stack" open)
         limits = None
@@ -1072,7 +1073,9 @@ def napari_get_reader(path):
     return None
 
 
-def read_volume(path, *, key: str | None = None, series: str | None = None) -> tuple[np.ndarray, dict]:
+def read_volume(
+    path, *, key: str | None = None, series: str | None = None
+) -> tuple[np.ndarray, dict]:
     """Read one image or volume, for scripts and the CLI.
 
     Parameters
@@ -1129,7 +1132,9 @@ def _atomic_target(path: Path):
     """Yield an open binary file next to ``path``; on success it replaces ``path``."""
     folder = path.parent
     if not folder.is_dir():
-        raise ValueError(f"Cannot write {_display(path)}: the folder {_display(folder)} does not exist.")
+        raise ValueError(
+            f"Cannot write {_display(path)}: the folder {_display(folder)} does not exist."
+        )
     if path.is_dir():
         raise ValueError(f"Cannot write {_display(path)}: it is a folder.")
     tmp = folder / f".{path.name}.{secrets.token_hex(6)}.tmp"
