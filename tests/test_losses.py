@@ -202,7 +202,8 @@ def test_spectral_orders(loss):
     assert AmplifiedLoss(f"{loss}+s-linear-spectral")(p, t).item() == pytest.approx(
         AmplifiedLoss(f"{loss}+s-linear")(p, t).item(), rel=1e-6
     )
-    assert AmplifiedLoss(f"{loss}-spectral")(p, t).item() == pytest.approx(_plain(p, t, loss), rel=1e-6)
+    plain = _plain(p, t, loss)
+    assert AmplifiedLoss(f"{loss}-spectral")(p, t).item() == pytest.approx(plain, rel=1e-6)
 
 
 # ---------------------------------------------------------------- weights handling
@@ -224,13 +225,16 @@ def test_spatial_weight_crop_used_as_given():
     assert fn(p, t, spatial_weight=sw).item() != pytest.approx(fn(p, t).item(), rel=1e-3)
     # broadcast forms
     one = sw[:1]
-    assert fn(p, t, spatial_weight=one).item() == pytest.approx((one * lmap).mean().item(), rel=1e-6)
-    assert fn(p, t, spatial_weight=one[0, 0]).item() == pytest.approx((one * lmap).mean().item(), rel=1e-6)
+    expected = (one * lmap).mean().item()
+    assert fn(p, t, spatial_weight=one).item() == pytest.approx(expected, rel=1e-6)
+    assert fn(p, t, spatial_weight=one[0, 0]).item() == pytest.approx(expected, rel=1e-6)
     # also with normalize=True: no renormalisation of a given crop
     fn_n = AmplifiedLoss("l2+s-linear-norm")
-    assert fn_n(p, t, spatial_weight=sw).item() == pytest.approx((sw * lmap).mean().item(), rel=1e-6)
+    expected = (sw * lmap).mean().item()
+    assert fn_n(p, t, spatial_weight=sw).item() == pytest.approx(expected, rel=1e-6)
     # ignored when S is off
-    assert AmplifiedLoss("l2")(p, t, spatial_weight=sw).item() == pytest.approx(lmap.mean().item(), rel=1e-6)
+    plain = lmap.mean().item()
+    assert AmplifiedLoss("l2")(p, t, spatial_weight=sw).item() == pytest.approx(plain, rel=1e-6)
     with pytest.raises(ValueError, match="spatial_weight"):
         fn(p, t, spatial_weight=torch.ones(3, 1, 8, 9))
     with pytest.raises(ValueError, match="spatial_weight"):
@@ -315,7 +319,8 @@ def test_effective_scale_matches_constant_error(name):
     shape = (24, 30)
     p = torch.full((1, 1, *shape), 0.7)
     t = torch.full((1, 1, *shape), 0.2)
-    ratio = AmplifiedLoss(name)(p, t).item() / AmplifiedLoss(name.split("+")[0].split("-")[0])(p, t).item()
+    plain = AmplifiedLoss(LossConfig.from_name(name).loss)(p, t).item()
+    ratio = AmplifiedLoss(name)(p, t).item() / plain
     assert ratio == pytest.approx(effective_scale(name, shape)["scale"], rel=1e-5)
 
 
@@ -331,3 +336,18 @@ def test_effective_scale_spectral_white_noise():
     info = effective_scale("l2+f-linear", shape)
     assert info["a_f_dc"] == 1.0 and info["frequency_factor"] == 1.0 and info["scale"] == 1.0
     assert 1 < effective_scale("l2+s-nonlinear", (800, 800))["spatial_factor"] < 2
+
+
+def test_effective_scale_patch_mean_by_enumeration():
+    shape, patch = (20, 24), 7
+    a_s = W.spatial_weight_np(shape, "nonlinear")
+    means = [a_s[r : r + patch, c : c + patch].mean()
+             for r in range(shape[0] - patch + 1) for c in range(shape[1] - patch + 1)]
+    info = effective_scale("l2+s+f-nonlinear", shape, patch=patch)
+    assert info["a_s_patch_mean"] == pytest.approx(np.mean(means), rel=1e-12)
+    assert info["spatial_factor"] == info["a_s_patch_mean"]
+    assert info["patch"] == [7, 7]
+    # A_F is built for the patch
+    assert info["a_f_mean"] == pytest.approx(W.frequency_weight_np((7, 7), "nonlinear").mean())
+    with pytest.raises(ValueError):
+        effective_scale("l2", shape, patch=25)

@@ -152,7 +152,8 @@ def test_config_round_trip():
         x = torch.rand(1, 1, 13, 17)
         with torch.no_grad():
             assert torch.equal(rebuilt.eval()(x), m.eval()(x))
-    assert model_config(build_model("paper")) == {**PRESETS["paper"], "in_channels": 1, "out_channels": 1}
+    expected = {**PRESETS["paper"], "in_channels": 1, "out_channels": 1}
+    assert model_config(build_model("paper")) == expected
 
 
 def test_channels_last():

@@ -66,6 +66,7 @@ unsupported or inaccurate); inputs are cast to float32 first.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import re
 from collections.abc import Sequence
@@ -228,7 +229,9 @@ class LossConfig:
             return cls.from_name(d["name"])
         cfg = cls(**kw)
         if "name" in d and kw.keys() == fields and d["name"] != cfg.name:
-            raise ValueError(f"loss-config name {d['name']!r} disagrees with its fields ({cfg.name})")
+            raise ValueError(
+                f"loss-config name {d['name']!r} disagrees with its fields ({cfg.name})"
+            )
         return cfg
 
 
@@ -369,25 +372,22 @@ def frequency_filter(x: torch.Tensor, a_f: torch.Tensor) -> torch.Tensor:
         float32, same shape as ``x``.
     """
     dev = x.device.type
-    with torch.autocast(device_type=dev, enabled=False) if _autocast_ok(dev) else _null():
+    with _no_autocast(dev):
         x = x.float()
         spec = torch.fft.fft2(x, dim=(-2, -1))
-        return torch.fft.ifft2(spec * a_f.to(device=x.device, dtype=torch.float32), dim=(-2, -1)).real
+        a_f = a_f.to(device=x.device, dtype=torch.float32)
+        return torch.fft.ifft2(spec * a_f, dim=(-2, -1)).real
 
 
-class _null:
-    def __enter__(self):
-        return self
-
-    def __exit__(self, *exc):
-        return False
-
-
-def _autocast_ok(device_type: str) -> bool:
+def _no_autocast(device_type: str):
+    """A context that disables autocast on ``device_type`` (a no-op where there is none)."""
     try:
-        return torch.amp.is_autocast_available(device_type)
+        ok = torch.amp.is_autocast_available(device_type)
     except Exception:  # pragma: no cover - older torch
-        return device_type in ("cuda", "cpu")
+        ok = device_type in ("cuda", "cpu")
+    if not ok:
+        return contextlib.nullcontext()
+    return torch.autocast(device_type=device_type, enabled=False)
 
 
 def _coerce_config(config) -> LossConfig:
@@ -472,15 +472,19 @@ class AmplifiedLoss(torch.nn.Module):
         return sw.to(device=ref.device, dtype=torch.float32)
 
     # ---------------------------------------------------------------------- maps
-    def loss_map(self, pred: torch.Tensor, target: torch.Tensor, spatial_weight=None) -> torch.Tensor:
+    def loss_map(
+        self, pred: torch.Tensor, target: torch.Tensor, spatial_weight=None
+    ) -> torch.Tensor:
         """Amplified pixel-wise loss map, float32, same shape as ``pred`` (``(B, 1, H, W)``)."""
         if pred.shape != target.shape:
-            raise ValueError(f"pred {tuple(pred.shape)} and target {tuple(target.shape)} differ in shape")
+            raise ValueError(
+                f"pred {tuple(pred.shape)} and target {tuple(target.shape)} differ in shape"
+            )
         if pred.ndim != 4:
             raise ValueError(f"expected (B, C, H, W) tensors, got shape {tuple(pred.shape)}")
         cfg = self.config
         dev = pred.device.type
-        with torch.autocast(device_type=dev, enabled=False) if _autocast_ok(dev) else _null():
+        with _no_autocast(dev):
             p, t = pred.float(), target.float()
             h, w = p.shape[-2:]
             a_s = self._spatial(spatial_weight, p)
@@ -508,13 +512,27 @@ class AmplifiedLoss(torch.nn.Module):
             lmap = pixel_loss(e, 0.0, cfg.loss)
             return lmap if a_s is None else a_s * lmap
 
-    def forward(self, pred: torch.Tensor, target: torch.Tensor, spatial_weight=None) -> torch.Tensor:
+    def forward(
+        self, pred: torch.Tensor, target: torch.Tensor, spatial_weight=None
+    ) -> torch.Tensor:
         """Scalar loss: the mean of :meth:`loss_map` (float32)."""
         return self.loss_map(pred, target, spatial_weight).mean()
 
 
 # ------------------------------------------------------------------------ scale report
-def effective_scale(config: LossConfig | str, shape: Sequence[int] = (800, 800)) -> dict:
+def _patch_coverage(n: int, p: int) -> np.ndarray:
+    """How many of the ``n - p + 1`` patch positions along one axis cover each pixel."""
+    starts = np.arange(n - p + 1)
+    cov = np.zeros(n)
+    np.add.at(cov, (starts[:, None] + np.arange(p)[None, :]).ravel(), 1.0)
+    return cov
+
+
+def effective_scale(
+    config: LossConfig | str,
+    shape: Sequence[int] = (800, 800),
+    patch: int | Sequence[int] | None = None,
+) -> dict:
     """Scale factors a configuration puts on the loss, for reporting.
 
     Parameters
@@ -522,31 +540,45 @@ def effective_scale(config: LossConfig | str, shape: Sequence[int] = (800, 800))
     config : LossConfig or str
         The configuration.
     shape : (int, int)
-        Slice shape for ``A_S`` (full slice) and shape the loss is computed on for ``A_F``
-        (use the patch shape, e.g. ``(128, 128)``, for patch training).
+        Full slice shape: ``A_S`` is computed on it (and normalised over it).
+    patch : int or (int, int), optional
+        Training patch size. ``A_F`` is built for the shape the loss sees: the patch when
+        given, else the full slice. With a patch, the spatial factor is the expected mean of
+        an ``A_S`` crop over uniformly random patch positions (no rotation), which weights
+        the centre more than the corners.
 
     Returns
     -------
     dict
-        ``a_s_mean``, ``a_s_min``, ``a_s_max`` (1 when S is off), ``a_f_dc``, ``a_f_mean``,
-        ``a_f_rms`` (``sqrt(mean(A_F^2))``; 1 when F is off), and
+        ``a_s_mean``, ``a_s_min``, ``a_s_max`` over the slice and ``a_s_patch_mean`` (the
+        expected crop mean; equals ``a_s_mean`` without a patch) — all 1 when S is off;
+        ``a_f_dc``, ``a_f_mean``, ``a_f_rms`` (``sqrt(mean(A_F^2))``) — 1 when F is off;
+        and
 
         ``frequency_factor``
-            ``paper`` mode: ``A_F(DC)`` — the exact factor F puts on the loss (and on its
-            gradient). ``spectral`` mode: the gain on a white (uncorrelated) error,
+            ``paper`` mode: ``A_F(DC)`` — the exact factor F puts on the loss and on its
+            gradient. ``spectral`` mode: the gain on a white (uncorrelated) error,
             ``mean(A_F^2)`` for L2 and ``sqrt(mean(A_F^2))`` for L1 (exact in expectation
             for Gaussian errors).
         ``spatial_factor``
-            ``mean(A_S)``: the factor S puts on a spatially uniform loss map.
+            ``a_s_patch_mean``: the factor S puts on a spatially uniform loss map.
         ``scale``
             Their product: the loss relative to the plain loss for a uniform (paper mode)
-            or white (spectral mode) error. For spectral L1 with S+F it approximates
-            (upper bound, by Jensen) the non-stationary case.
+            or white (spectral mode) error. For spectral L1 with S+F it is a close lower
+            bound (the exact value lies below ``sqrt(mean(A_S^2)) * a_f_rms``).
     """
     cfg = _coerce_config(config)
-    shape = tuple(int(s) for s in shape)
+    shape = _w._check_shape(shape)
+    if patch is None:
+        pshape = shape
+    else:
+        pshape = (int(patch), int(patch)) if np.isscalar(patch) else _w._check_shape(patch)
+        if pshape[0] > shape[0] or pshape[1] > shape[1] or min(pshape) < 1:
+            raise ValueError(f"patch {pshape} does not fit in the slice {shape}")
     a_s = _w.spatial_weight_np(shape, cfg.spatial, normalize=cfg.normalize)
-    a_f = _w.frequency_weight_np(shape, cfg.frequency, normalize=cfg.normalize)
+    a_f = _w.frequency_weight_np(pshape, cfg.frequency, normalize=cfg.normalize)
+    cov = np.outer(_patch_coverage(shape[0], pshape[0]), _patch_coverage(shape[1], pshape[1]))
+    a_s_patch = float(np.sum(a_s * cov) / np.sum(cov))
     s_on, f_on = cfg.spatial != "none", cfg.frequency != "none"
     a_f_ms = float(np.mean(a_f**2))
     if not f_on:
@@ -555,15 +587,17 @@ def effective_scale(config: LossConfig | str, shape: Sequence[int] = (800, 800))
         ff = float(a_f[0, 0])
     else:
         ff = a_f_ms if cfg.loss == "l2" else float(np.sqrt(a_f_ms))
-    sf = float(a_s.mean()) if s_on else 1.0
+    sf = a_s_patch if s_on else 1.0
     return {
         "name": cfg.name,
         "scheme": cfg.scheme,
         "mode": cfg.mode,
         "shape": list(shape),
+        "patch": list(pshape),
         "a_s_mean": float(a_s.mean()),
         "a_s_min": float(a_s.min()),
         "a_s_max": float(a_s.max()),
+        "a_s_patch_mean": a_s_patch,
         "a_f_dc": float(a_f[0, 0]),
         "a_f_mean": float(a_f.mean()),
         "a_f_rms": float(np.sqrt(a_f_ms)),

@@ -36,7 +36,14 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-__all__ = ["PRESETS", "DoubleConv", "ResidualUNet", "build_model", "model_config", "count_parameters"]
+__all__ = [
+    "PRESETS",
+    "DoubleConv",
+    "ResidualUNet",
+    "build_model",
+    "model_config",
+    "count_parameters",
+]
 
 PRESETS: dict[str, dict] = {
     "paper": {"base_channels": 64, "depth": 4, "bilinear": True},
@@ -124,7 +131,9 @@ class ResidualUNet(nn.Module):
         ch = [base_channels * 2**i for i in range(depth + 1)]
         self.inc = DoubleConv(in_channels, ch[0])
         self.downs = nn.ModuleList(_Down(ch[i], ch[i + 1]) for i in range(depth))
-        self.ups = nn.ModuleList(_Up(ch[i + 1], ch[i], self.bilinear) for i in reversed(range(depth)))
+        self.ups = nn.ModuleList(
+            _Up(ch[i + 1], ch[i], self.bilinear) for i in reversed(range(depth))
+        )
         self.outc = nn.Conv2d(ch[0], out_channels, kernel_size=1)
         if zero_init:
             nn.init.zeros_(self.outc.weight)

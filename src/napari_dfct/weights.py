@@ -106,7 +106,9 @@ FREQUENCY_NONLINEAR_GAMMA = 0.5
 # ----------------------------------------------------------------------------- validation
 def _check_profile(profile: str) -> str:
     if not isinstance(profile, str) or profile.lower() not in PROFILES:
-        raise ValueError(f"unknown weight profile {profile!r}; valid profiles: {', '.join(PROFILES)}")
+        raise ValueError(
+            f"unknown weight profile {profile!r}; valid profiles: {', '.join(PROFILES)}"
+        )
     return profile.lower()
 
 
