@@ -369,10 +369,11 @@ def test_nan_and_inf_load_with_a_counted_warning(tmp_path):
 
 def test_float64_overflow_is_reported_as_non_finite(tmp_path):
     path = tmp_path / "huge.npy"
-    np.save(path, np.array([[1.0, 1e300], [2.0, 3.0]]))
-    with pytest.warns(UserWarning, match=r"1 non-finite.*float32 range"):
+    np.save(path, np.array([[1.0, 1e300], [np.inf, 3.0]]))
+    msg = r"2 non-finite.*0 NaN, 2 Inf, 1 of them beyond the float32 range"
+    with pytest.warns(UserWarning, match=msg):
         out, _ = io.read_volume(path)
-    assert np.isinf(out[0, 1]) and out[1, 1] == 3.0
+    assert np.isinf(out[0, 1]) and np.isinf(out[1, 0]) and out[1, 1] == 3.0
 
 
 # --------------------------------------------------------------------------------------

@@ -264,14 +264,14 @@ def _as_image(
             )
         n_nan = int(np.count_nonzero(np.isnan(data)))
         if warn_nonfinite:
-            overflow = (
-                " (some exceed the float32 range)"
-                if dtype.kind == "f" and dtype.itemsize > 4 and n_bad > n_nan
-                else ""
-            )
+            overflow = ""
+            if dtype.kind == "f" and dtype.itemsize > 4:
+                n_over = n_bad - int(arr.size - np.count_nonzero(np.isfinite(arr)))
+                if n_over:
+                    overflow = f", {n_over} of them beyond the float32 range"
             warnings.warn(
                 f"{where} holds {n_bad} non-finite value(s) out of {data.size} "
-                f"({n_nan} NaN, {n_bad - n_nan} Inf){overflow}; they are kept as is.",
+                f"({n_nan} NaN, {n_bad - n_nan} Inf{overflow}); they are kept as is.",
                 UserWarning,
                 stacklevel=3,
             )
