@@ -87,8 +87,14 @@ def draw(path: Path = OUT, slice_shape=(800, 800), patch=128) -> Path:
             ax[row, col].set_axis_off()
         fig.colorbar(im, ax=ax[row, 1:], shrink=0.85, label="weight")
     path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=100)
+    fig.savefig(path, dpi=90)
     plt.close(fig)
+    # a 256-colour palette keeps the PNG small without visible loss
+    from PIL import Image
+
+    with Image.open(path) as im:
+        small = im.convert("RGB").quantize(colors=256, method=Image.Quantize.MEDIANCUT)
+    small.save(path, optimize=True)
     return path
 
 
