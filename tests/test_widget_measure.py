@@ -1,0 +1,271 @@
+"""Tests of the Measure CNR / FWHM dock widget (run under ``xvfb-run -a``)."""
+
+from __future__ import annotations
+
+import csv
+import importlib.util
+import math
+
+import numpy as np
+import pytest
+from scipy.special import erf
+
+pytest.importorskip("napari")
+pytestmark = pytest.mark.gui
+
+from napari_dfct import metrics  # noqa: E402
+from napari_dfct.widgets.measure import (  # noqa: E402
+    EXPORT_COLUMNS,
+    ROI_LAYER_NAME,
+    MeasureWidget,
+)
+
+Z, H, W = 4, 120, 160
+SIG, BG, SIZE = (60.0, 120.0), (60.0, 40.0), 30
+
+
+def _square(c, size=SIZE):
+    h = size / 2
+    return np.array([[c[0] - h, c[1] - h], [c[0] - h, c[1] + h],
+                     [c[0] + h, c[1] + h], [c[0] + h, c[1] - h]])
+
+
+def _roi_data(sig=SIG, bg=BG, size=SIZE, line=None):
+    line = np.array([sig, bg]) if line is None else np.asarray(line, float)
+    return [_square(sig, size), _square(bg, size), line]
+
+
+@pytest.fixture(scope="module")
+def stacks():
+    """A (Z, Y, X) stack: air (0.2) left, tissue (1.0) right of a blurred edge at col 80;
+    the noise grows with z, so the CNR falls from slice to slice."""
+    rng = np.random.default_rng(0)
+    c = np.arange(W, dtype=np.float64)
+    clean2d = np.broadcast_to(0.2 + 0.8 * 0.5 * (1 + erf((c - 80) / (np.sqrt(2) * 3.0))),
+                              (H, W))
+    noisy = np.stack([clean2d + rng.normal(0, 0.04 * (z + 1), (H, W)) for z in range(Z)])
+    truth = np.stack([clean2d] * Z)
+    return noisy.astype(np.float32), truth.astype(np.float32)
+
+
+def _add_rois(viewer, data=None, **kw):
+    data = _roi_data() if data is None else data
+    return viewer.add_shapes(data, shape_type=["rectangle", "rectangle", "line"],
+                             features={"role": ["signal", "background", "line"]},
+                             name=ROI_LAYER_NAME, ndim=2, **kw)
+
+
+@pytest.fixture
+def setup(make_napari_viewer, stacks, qtbot):
+    noisy, truth = stacks
+    viewer = make_napari_viewer()
+    viewer.add_image(noisy, name="input")
+    viewer.add_image(truth, name="truth")
+    rois = _add_rois(viewer)
+    viewer.dims.set_current_step(0, 1)
+    widget = MeasureWidget(viewer)
+    qtbot.addWidget(widget)
+    return viewer, widget, rois
+
+
+def _row(widget, name):
+    for r in widget.rows:
+        if r.layer == name:
+            return r
+    raise KeyError(name)
+
+
+def _cell(widget, name, column):
+    from napari_dfct.widgets.measure import _HEADERS
+
+    i = [r.layer for r in widget.rows].index(name)
+    return widget.table.item(i, _HEADERS.index(column))
+
+
+def test_rows_match_the_metrics_of_the_displayed_slice(setup, stacks):
+    viewer, widget, _ = setup
+    noisy, truth = stacks
+    assert [r.layer for r in widget.rows] == ["input", "truth"]
+    assert widget.table.rowCount() == 2
+    m = _row(widget, "input").measurement
+    expected_c = metrics.cnr(noisy[1], SIG, BG, SIZE)
+    expected_f = metrics.fwhm(noisy[1], SIG, BG)
+    assert m.cnr.cnr == pytest.approx(expected_c.cnr, rel=1e-12)
+    assert m.cnr.stderr == pytest.approx(expected_c.stderr, rel=1e-12)
+    assert m.fwhm.fwhm == pytest.approx(expected_f.fwhm, rel=1e-9)
+    assert m.cnr.signal.n == 900
+    # the reference defaults to the layer named "truth"
+    assert widget.reference_combo.currentText() == "truth"
+    assert m.psnr == pytest.approx(metrics.psnr(noisy[1], truth[1]))
+    assert m.ssim == pytest.approx(metrics.ssim(noisy[1], truth[1]))
+    assert _cell(widget, "input", "CNR").text().startswith(f"{expected_c.cnr:.3g}")
+    assert "\u00b1" in _cell(widget, "input", "FWHM (px)").text()
+    # the noise-free truth: CNR undefined (zero noise) with a visible reason
+    t = _row(widget, "truth")
+    assert math.isnan(t.measurement.cnr.cnr)
+    assert _cell(widget, "truth", "CNR").text() == "n/a"
+    assert "zero noise" in _cell(widget, "truth", "CNR").toolTip()
+    assert "zero noise" in _cell(widget, "truth", "Reason").text()
+    assert _cell(widget, "truth", "PSNR (dB)").text() == "\u221e"
+    # the plot shows the selected row's profile and fit
+    x = widget.plot.l_profile.get_xdata()
+    assert len(x) == expected_f.distance.size
+    assert len(widget.plot.l_fit.get_xdata()) == len(x)
+
+
+def test_live_updates_move_drag_slice_and_off_image(setup, stacks, qtbot):
+    viewer, widget, rois = setup
+    noisy, _ = stacks
+
+    def cnr_is(value):
+        qtbot.waitUntil(
+            lambda: _row(widget, "input").measurement.cnr.cnr == pytest.approx(value),
+            timeout=3000)
+
+    # 1. a new position set programmatically (events.data)
+    before = _row(widget, "input").measurement.cnr.cnr
+    new_sig = (40.0, 110.0)
+    rois.data = _roi_data(sig=new_sig)
+    expected = metrics.cnr(noisy[1], new_sig, BG, SIZE).cnr
+    assert expected != pytest.approx(before)
+    cnr_is(expected)
+
+    # 2. a drag: napari shifts the shape and refreshes (events.set_data, no data event);
+    #    three steps are coalesced by the throttling timer
+    for _ in range(3):
+        rois._data_view.shift(1, np.array([0.0, 4.0]))
+        rois.refresh()
+    new_bg = (BG[0], BG[1] + 12.0)
+    cnr_is(metrics.cnr(noisy[1], new_sig, new_bg, SIZE).cnr)
+    assert _row(widget, "input").measurement.cnr.background.center == pytest.approx(new_bg)
+
+    # 3. another slice
+    viewer.dims.set_current_step(0, 3)
+    expected3 = metrics.cnr(noisy[3], new_sig, new_bg, SIZE).cnr
+    cnr_is(expected3)
+    assert expected3 < expected  # more noise on slice 3
+    assert _row(widget, "input").slice == "3"
+
+    # 4. the background ROI dragged off the image: NaN with a visible reason
+    rois.data = _roi_data(bg=(60.0, -5.0))
+    qtbot.waitUntil(lambda: math.isnan(_row(widget, "input").measurement.cnr.cnr),
+                    timeout=3000)
+    cell = _cell(widget, "input", "CNR")
+    assert cell.text() == "n/a"
+    assert "outside" in cell.toolTip()
+    assert "outside" in _cell(widget, "input", "Reason").text()
+    assert _cell(widget, "input", "Bkg mean").text() == "n/a"
+    assert _cell(widget, "input", "Signal mean").text() != "n/a"  # the valid ROI stays
+    # the line now ends outside as well: FWHM undefined too, with its reason
+    assert "leaves the image" in _row(widget, "input").reason
+
+
+def test_scaled_layer_measures_like_unscaled(make_napari_viewer, stacks, qtbot):
+    """Same pixels, then scale 2 and an offset: ROIs drawn at the corresponding world
+    place (twice as large in world units) give the same numbers."""
+    noisy, _ = stacks
+    viewer = make_napari_viewer()
+    layer = viewer.add_image(noisy, name="img")
+    rois = _add_rois(viewer)
+    viewer.dims.set_current_step(0, 2)
+    widget = MeasureWidget(viewer)
+    qtbot.addWidget(widget)
+    plain = _row(widget, "img").measurement
+
+    scale, shift = np.array([2.0, 2.0]), np.array([10.0, -30.0])
+    layer.scale = (1.0, 2.0, 2.0)
+    layer.translate = (0.0, 10.0, -30.0)
+    rois.data = [d * scale + shift for d in _roi_data()]  # unscaled Shapes: world coords
+    qtbot.waitUntil(lambda: _row(widget, "img").measurement.cnr.signal.center
+                    == pytest.approx(SIG), timeout=3000)
+    widget.refresh()  # make sure both changes are in
+    scaled = _row(widget, "img").measurement
+    assert scaled.cnr.signal.n == 900
+    assert scaled.cnr.cnr == pytest.approx(plain.cnr.cnr, rel=1e-9)
+    assert scaled.fwhm.fwhm == pytest.approx(plain.fwhm.fwhm, rel=1e-6)
+    # FWHM is in pixels of the layer, not world units
+    assert scaled.fwhm.fwhm == pytest.approx(2.3548 * 3.0, rel=0.25)
+    # and the unscaled ROIs now sit elsewhere on the scaled image: different numbers
+    rois.data = _roi_data()
+    qtbot.waitUntil(lambda: _row(widget, "img").measurement.cnr.cnr
+                    != pytest.approx(plain.cnr.cnr), timeout=3000)
+
+
+def test_csv_export_and_clipboard(setup, tmp_path, qtbot):
+    from qtpy.QtWidgets import QApplication
+
+    viewer, widget, _ = setup
+    path = widget.export_csv(str(tmp_path / "m.csv"))
+    with open(path, newline="") as fh:
+        rows = list(csv.DictReader(fh))
+    assert list(rows[0].keys()) == list(EXPORT_COLUMNS)
+    assert [r["layer"] for r in rows] == ["input", "truth"]
+    m = _row(widget, "input").measurement
+    assert float(rows[0]["cnr"]) == m.cnr.cnr  # full precision
+    assert float(rows[0]["fwhm"]) == m.fwhm.fwhm
+    assert rows[1]["cnr"] == "" and "zero noise" in rows[1]["reason"]
+    assert rows[1]["psnr"] == "inf" and rows[0]["reference"] == "truth"
+    widget.copy_to_clipboard()
+    text = QApplication.clipboard().text()
+    assert text.splitlines()[0].split("\t") == list(EXPORT_COLUMNS)
+    assert len(text.strip().splitlines()) == 3
+
+
+def test_layers_added_renamed_removed_and_reference(setup, stacks, qtbot):
+    viewer, widget, _ = setup
+    noisy, truth = stacks
+    layer = viewer.add_image(noisy[::-1].copy(), name="prediction")
+    qtbot.waitUntil(lambda: "prediction" in [r.layer for r in widget.rows], timeout=3000)
+    layer.name = "renamed"
+    qtbot.waitUntil(lambda: "renamed" in [r.layer for r in widget.rows], timeout=3000)
+    assert widget.reference_combo.findText("renamed") >= 0
+    widget.set_reference(None)
+    qtbot.waitUntil(lambda: not _row(widget, "input").measurement.has_reference,
+                    timeout=3000)
+    assert _cell(widget, "input", "PSNR (dB)").text() == ""
+    viewer.layers.remove(layer)
+    qtbot.waitUntil(lambda: [r.layer for r in widget.rows] == ["input", "truth"],
+                    timeout=3000)
+    # the ROI layer removed: reported, not silently re-created; "Reset ROIs" brings it back
+    viewer.layers.remove(ROI_LAYER_NAME)
+    qtbot.waitUntil(lambda: _row(widget, "input").measurement is None, timeout=3000)
+    assert "Reset ROIs" in _row(widget, "input").reason
+    assert _cell(widget, "input", "CNR").text() == "n/a"
+    widget.reset_rois()
+    qtbot.waitUntil(lambda: _row(widget, "input").measurement is not None, timeout=3000)
+    assert ROI_LAYER_NAME in viewer.layers
+
+
+def test_creates_default_rois_when_missing(make_napari_viewer, stacks, qtbot):
+    noisy, _ = stacks
+    viewer = make_napari_viewer()
+    viewer.add_image(noisy, name="input", scale=(1.0, 0.5, 0.5))
+    widget = MeasureWidget(viewer)
+    qtbot.addWidget(widget)
+    assert ROI_LAYER_NAME in viewer.layers
+    rois = viewer.layers[ROI_LAYER_NAME]
+    assert list(rois.shape_type) == ["rectangle", "rectangle", "line"]
+    assert list(rois.features["role"]) == ["signal", "background", "line"]
+    m = _row(widget, "input").measurement
+    # 30x30 pixels of the image, on either side of the edge at col 80
+    assert m.cnr.signal.n == m.cnr.background.n == 900
+    assert math.isfinite(m.cnr.cnr) and math.isfinite(m.fwhm.fwhm)
+    assert m.cnr.signal.mean < 0.3 < 0.9 < m.cnr.background.mean
+
+
+@pytest.mark.skipif(importlib.util.find_spec("napari_dfct._sample_data") is None,
+                    reason="sample data module not available")
+def test_on_the_sample_data(make_napari_viewer, qtbot):
+    viewer = make_napari_viewer()
+    viewer.open_sample("napari-dfct", "thorax")
+    widget = MeasureWidget(viewer)
+    qtbot.addWidget(widget)
+    assert ROI_LAYER_NAME in viewer.layers
+    names = [r.layer for r in widget.rows]
+    assert {"input", "target", "truth"} <= set(names)
+    assert widget.reference_combo.currentText() == "truth"
+    for name in ("input", "target"):
+        m = _row(widget, name).measurement
+        assert m is not None and m.cnr.signal.n > 0, _row(widget, name).reason
+        assert math.isfinite(m.cnr.cnr), m.reason
+        assert math.isfinite(m.psnr)
