@@ -432,7 +432,11 @@ def line_profile(image2d: Any, start: Any, end: Any, *, linewidth: int = 1, orde
     linewidth = int(linewidth)
     if linewidth < 1:
         raise ValueError(f"linewidth must be >= 1, got {linewidth}")
-    coords = _profile_coordinates(p0, p1, linewidth)
+    return _sample_line(arr, p0, p1, _profile_coordinates(p0, p1, linewidth), order, mode,
+                        cval, reduce_func)
+
+
+def _sample_line(arr, p0, p1, coords, order, mode, cval, reduce_func):
     n = coords.shape[1]
     length = math.hypot(*(p1 - p0))
     spacing = length / (n - 1) if n > 1 else 0.0
@@ -708,8 +712,7 @@ def fwhm(image2d: Any, start: Any, end: Any, *, linewidth: int = 1, smooth: floa
         return _failed(
             f"line leaves the image ({_fmt(p0[0])}, {_fmt(p0[1])}) -> "
             f"({_fmt(p1[0])}, {_fmt(p1[1])}) in a {rows}x{cols} image", p0, p1, length=length)
-    x, prof = line_profile(arr, p0, p1, linewidth=linewidth, order=1, mode=mode,
-                           reduce_func=np.mean)
+    x, prof = _sample_line(arr, p0, p1, coords, 1, mode, 0.0, np.mean)
     interp_var = _interpolation_variance(coords, p0, p1)
     n = x.size
     spacing = float(x[1] - x[0]) if n > 1 else 0.0
