@@ -347,6 +347,8 @@ def predict(
     """
     arr = np.asarray(image)
     two_d = arr.ndim == 2
+    if two_d and slices is not None:
+        raise ValueError("slices cannot be given for a 2-D image")
     n = 1 if two_d else (arr.shape[0] if arr.ndim == 3 else 0)
     index = _parse_slices(slices, n) if arr.ndim == 3 else [0]
     out = np.empty((len(index), *arr.shape[-2:]), dtype=np.float32) if arr.ndim in (2, 3) else None
