@@ -1,0 +1,294 @@
+"""``dfct grid``: the paper's experiment grid (losses x amplification x profiles x seeds)."""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+NAME = "grid"
+HELP = "train and evaluate the paper's grid of loss configurations and seeds (local or Slurm)"
+DESCRIPTION = """\
+Train one model per (loss configuration, seed) on a training pair, predict the held-out test
+slice with each and measure CNR, FWHM (and PSNR/SSIM against the truth when the test set has
+one). The default grid is the paper's: L1 and L2, amplification none / S / F / S+F / F+S,
+linear and non-linear weights (18 configurations), ten seeds (180 runs).
+
+Each run writes OUT/runs/<config>/seed-<k>/ (model/, prediction.tif, metrics.json; the
+metrics file is written last and marks the run as finished). Starting the grid again skips
+finished runs; a run folder without metrics.json (crash, killed job) is moved aside to
+seed-<k>.incomplete-<time> and redone (or continued with --resume). The report (tables,
+violin plots, panels) is written to OUT/report at the end; `dfct grid-report OUT` redraws it.
+
+Examples:
+  dfct simulate data/train --seed 0 && dfct simulate data/test --seed 1000
+  dfct grid runs/paper --train data/train --test data/test --seeds 0-9 --jobs 2
+  dfct grid runs/small --simulate --sim-size 128 --preset small --epochs 20 --seeds 0-2
+  dfct grid runs/paper --train data/train --test data/test --executor slurm \\
+      --partition gpu --gpus-per-job 1 --cpus-per-job 8 --time 240 --mem 32
+"""
+ORDER = 50
+
+_TRAIN_OPTIONS = (
+    # flag, dest, type, help
+    ("--preset", "preset", str, "model preset: paper, small or tiny (default: paper)"),
+    ("--epochs", "epochs", int, "at most this many epochs (default: 100)"),
+    ("--patience", "patience", int, "early-stopping patience in epochs (default: 20)"),
+    ("--batch-size", "batch_size", int, "patches per step (default: 32)"),
+    ("--patch", "patch", int, "patch side in pixels (default: 128)"),
+    ("--patches-per-slice", "patches_per_slice", int,
+     "patches per training slice per epoch (default: 1)"),
+    ("--lr", "lr", float, "learning rate (default: 1e-3)"),
+    ("--weight-decay", "weight_decay", float, "weight decay (default: 0.1)"),
+    ("--optimizer", "optimizer", str, "adam (coupled L2 decay, the paper's) or adamw "
+     "(default: adam)"),
+    ("--step-size", "step_size", int, "StepLR step in epochs (default: 3)"),
+    ("--gamma", "gamma", float, "StepLR factor (default: 0.9)"),
+    ("--val-fraction", "val_fraction", float, "fraction of slices for validation "
+     "(default: 0.2)"),
+)
+
+
+def add_training_arguments(parser: argparse.ArgumentParser) -> None:
+    """Training options passed through to :class:`napari_dfct.train.TrainConfig`.
+
+    Options left out keep TrainConfig's defaults (the paper's), so they are not repeated
+    here as argparse defaults.
+    """
+    g = parser.add_argument_group("training (passed to TrainConfig; defaults: the paper's)")
+    for flag, dest, typ, text in _TRAIN_OPTIONS:
+        g.add_argument(flag, dest=dest, type=typ, default=argparse.SUPPRESS, help=text)
+    g.add_argument("--window", default=argparse.SUPPRESS, metavar="LOW,HIGH",
+                   help="intensity clip window (default: 1st/99th percentiles of the "
+                        "training data)")
+    g.add_argument("--no-augment", dest="augment", action="store_false",
+                   default=argparse.SUPPRESS, help="no flips and rotations")
+    g.add_argument("--no-amp", dest="amp", action="store_false", default=argparse.SUPPRESS,
+                   help="no bf16 autocast on CUDA")
+    g.add_argument("--device", default="auto",
+                   help="auto (CUDA, then MPS, then CPU), cpu, cuda, cuda:1, mps")
+
+
+def train_config_from_args(args: argparse.Namespace):
+    """A :class:`~napari_dfct.train.TrainConfig` from the options that were given."""
+    from ..cli import CLIError
+    from ..train import TrainConfig
+
+    kw = {dest: getattr(args, dest) for _, dest, _, _ in _TRAIN_OPTIONS if hasattr(args, dest)}
+    for dest in ("augment", "amp"):
+        if hasattr(args, dest):
+            kw[dest] = getattr(args, dest)
+    if hasattr(args, "window"):
+        try:
+            low, high = (float(v) for v in str(args.window).split(","))
+        except ValueError:
+            raise CLIError(f"bad --window {args.window!r}: use LOW,HIGH") from None
+        kw["window"] = {"low": low, "high": high}
+    kw["device"] = args.device
+    try:
+        config = TrainConfig(**kw)
+        config.validate()
+    except (TypeError, ValueError) as exc:
+        raise CLIError(str(exc)) from None
+    return config
+
+
+def add_executor_arguments(parser: argparse.ArgumentParser) -> None:
+    """``--executor``, ``--jobs`` and the Slurm resources."""
+    g = parser.add_argument_group("execution")
+    g.add_argument("--executor", default="local", metavar="{local,slurm}",
+                   help="local: this machine (--jobs runs at a time); slurm: a job array "
+                        "through submitit")
+    g.add_argument("--jobs", type=int, default=1,
+                   help="local runs at a time (separate processes; one GPU each when "
+                        "several are visible)")
+    g.add_argument("--partition", default=None, help="Slurm partition")
+    g.add_argument("--gpus-per-job", type=int, default=1, help="GPUs per Slurm task")
+    g.add_argument("--cpus-per-job", type=int, default=8, help="CPUs per Slurm task")
+    g.add_argument("--time", type=int, default=240, help="time limit per run, minutes")
+    g.add_argument("--mem", type=float, default=None, help="memory per run, GB")
+    g.add_argument("--array-parallelism", type=int, default=32,
+                   help="at most this many array tasks at a time")
+    g.add_argument("--slurm-folder", default=None,
+                   help="submitit's folder for job scripts and logs (default: OUT/slurm)")
+    g.add_argument("--no-wait", dest="wait", action="store_false",
+                   help="submit and return (then `dfct grid-report OUT` when the jobs are done)")
+
+
+def register(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("out", metavar="OUT", help="grid folder (created, or continued)")
+
+    g = parser.add_argument_group("data")
+    g.add_argument("--train", metavar="DIR", help="training pair: a `dfct simulate` folder "
+                   "(input.tif, target.tif)")
+    g.add_argument("--train-input", metavar="FILE", help="training input volume (with "
+                   "--train-target)")
+    g.add_argument("--train-target", metavar="FILE", help="training target volume")
+    g.add_argument("--test", metavar="DIR", help="held-out test set: a folder with input.tif, "
+                   "target.tif, optional truth.tif and meta.json (ROIs, line, slice)")
+    g.add_argument("--test-input", metavar="FILE", help="test input volume (with --test-target)")
+    g.add_argument("--test-target", metavar="FILE", help="test target volume")
+    g.add_argument("--test-truth", metavar="FILE", help="test truth volume (PSNR/SSIM)")
+    g.add_argument("--simulate", action="store_true",
+                   help="simulate the training set (seed S) and a test specimen (seed S+1000) "
+                        "into OUT/data")
+    g.add_argument("--sim-size", type=int, default=256, help="simulated slice size")
+    g.add_argument("--sim-slices", type=int, default=16, help="simulated training slices")
+    g.add_argument("--sim-test-slices", type=int, default=3, help="simulated test slices")
+    g.add_argument("--sim-seed", type=int, default=0, help="simulation seed S of the training set")
+    g.add_argument("--sim-views", type=int, default=None,
+                   help="projections per rotation (default: the simulator's)")
+    g.add_argument("--sim-rotations", type=int, default=None,
+                   help="rotations averaged into the target (default: the simulator's)")
+
+    g = parser.add_argument_group("test slice and ROIs (default: the test set's meta.json)")
+    g.add_argument("--signal", metavar="R,C", help="signal (lung) ROI centre")
+    g.add_argument("--background", metavar="R,C", help="background (air) ROI centre")
+    g.add_argument("--line", metavar="R0,C0,R1,C1", help="FWHM line (default: signal centre "
+                   "to background centre)")
+    g.add_argument("--roi-size", type=int, default=None, help="ROI side in pixels (default 30)")
+    g.add_argument("--test-slice", type=int, default=None,
+                   help="test slice index (default: meta.json's, else the central slice)")
+
+    g = parser.add_argument_group("configurations")
+    g.add_argument("--losses", default="l1,l2", help="pixel losses")
+    g.add_argument("--schemes", default="none,S,F,S+F,F+S", help="amplification schemes")
+    g.add_argument("--profiles", default="linear,nonlinear", help="weight profiles")
+    g.add_argument("--configs", default=None, metavar="NAMES",
+                   help="explicit configuration names instead of the product above, e.g. "
+                        "l2,l2+s+f-nonlinear")
+    g.add_argument("--seeds", default="0-9", help="seeds: 3, 0-9 or 0,2,5-7")
+    g.add_argument("--mode", choices=("paper", "spectral"), default="paper",
+                   help="frequency weighting: the paper's formula or the spectral variant")
+    g.add_argument("--normalize-weights", action="store_true",
+                   help="rescale the amplification maps to mean 1")
+
+    add_training_arguments(parser)
+    g = parser.add_argument_group("runs")
+    g.add_argument("--resume", action="store_true",
+                   help="continue interrupted runs from their last saved epoch instead of "
+                        "redoing them (the partial folder is otherwise moved aside)")
+    g.add_argument("--keep-state", action="store_true",
+                   help="keep each finished run's resume files (optimizer state)")
+    add_executor_arguments(parser)
+    parser.add_argument("--no-report", dest="report", action="store_false",
+                        help="do not write OUT/report at the end")
+    parser.add_argument("--quiet", action="store_true", help="no progress bar and run lines")
+
+
+def _split(text: str) -> list[str]:
+    return [p.strip() for p in str(text).split(",") if p.strip()]
+
+
+def simulate_pair(out_dir: Path, size: int, slices: int, seed: int, test_slices: int = 3,
+                  views: int | None = None, rotations: int | None = None,
+                  log=print) -> tuple[Path, Path]:
+    """Simulate a training set (``seed``) and a test specimen (``seed + 1000``) once.
+
+    Existing folders made with the same parameters are reused; other parameters are an
+    error (nothing is overwritten).
+    """
+    from ..cli import CLIError
+    from ..simulate import save_simulation, simulate_dfct
+
+    phys = {}
+    if views:
+        phys["n_views"] = int(views)
+    if rotations:
+        phys["rotations"] = int(rotations)
+    out = {}
+    for role, n, s in (("train", slices, seed), ("test", test_slices, seed + 1000)):
+        folder = out_dir / "data" / role
+        wanted = {"n_slices": int(n), "size": int(size), "seed": int(s), **phys}
+        stamp = folder / "simulation-request.json"
+        if (folder / "meta.json").is_file() and (folder / "input.tif").is_file():
+            import json
+
+            old = json.loads(stamp.read_text()) if stamp.is_file() else None
+            if old != wanted:
+                raise CLIError(f"{folder} holds a simulation with other parameters ({old}); "
+                               "use another OUT or remove that folder")
+            log(f"reusing the simulated {role} set in {folder}")
+        else:
+            log(f"simulating the {role} set: {n} slices of {size}x{size}, seed {s}")
+            sim = simulate_dfct(n_slices=int(n), size=int(size), seed=int(s), **phys)
+            save_simulation(sim, folder)
+            from ..experiment._util import atomic_write_json
+
+            atomic_write_json(stamp, wanted)
+        out[role] = folder
+    return out["train"], out["test"]
+
+
+def run(args: argparse.Namespace) -> int:
+    import sys
+
+    from ..cli import CLIError
+    from ..experiment import EXECUTORS, GridRunError, SlurmOptions, make_configs, run_grid
+    from ..experiment._util import parse_seeds
+
+    out = Path(args.out)
+    if args.executor not in EXECUTORS:
+        raise CLIError(f"unknown executor {args.executor!r}: use local or slurm")
+    if args.jobs < 1:
+        raise CLIError("--jobs must be at least 1")
+
+    def log(msg):
+        if not args.quiet:
+            print(msg, file=sys.stderr)
+
+    # data
+    if args.simulate:
+        if args.train or args.train_input or args.test or args.test_input:
+            raise CLIError("--simulate makes its own data: leave out --train/--test")
+        train, test = simulate_pair(out, args.sim_size, args.sim_slices, args.sim_seed,
+                                    args.sim_test_slices, args.sim_views, args.sim_rotations,
+                                    log=log)
+    else:
+        if args.train and (args.train_input or args.train_target):
+            raise CLIError("give either --train DIR or --train-input/--train-target")
+        if args.train:
+            train = Path(args.train)
+        elif args.train_input and args.train_target:
+            train = (Path(args.train_input), Path(args.train_target))
+        else:
+            raise CLIError("no training data: give --train DIR, --train-input and "
+                           "--train-target, or --simulate")
+        if args.test and (args.test_input or args.test_target or args.test_truth):
+            raise CLIError("give either --test DIR or --test-input/--test-target/--test-truth")
+        if args.test:
+            test = Path(args.test)
+        elif args.test_input and args.test_target:
+            test = {"input": args.test_input, "target": args.test_target,
+                    "truth": args.test_truth}
+        else:
+            raise CLIError("no held-out test set: give --test DIR (e.g. `dfct simulate` with "
+                           "another seed), --test-input and --test-target, or --simulate")
+
+    try:
+        configs = make_configs(_split(args.losses), _split(args.schemes), _split(args.profiles),
+                               mode=args.mode, normalize=args.normalize_weights,
+                               names=_split(args.configs) if args.configs else None)
+        seeds = parse_seeds(args.seeds)
+    except ValueError as exc:
+        raise CLIError(str(exc)) from None
+    config = train_config_from_args(args)
+    roi = {"signal_center": args.signal, "background_center": args.background,
+           "line": args.line, "roi_size": args.roi_size, "slice": args.test_slice}
+    slurm = SlurmOptions(partition=args.partition, gpus_per_job=args.gpus_per_job,
+                         cpus_per_job=args.cpus_per_job, time=args.time, mem=args.mem,
+                         array_parallelism=args.array_parallelism, folder=args.slurm_folder)
+    log(f"grid: {len(configs)} configurations x {len(seeds)} seeds = "
+        f"{len(configs) * len(seeds)} runs -> {out}")
+    try:
+        run_grid(train, test, out, configs, seeds, config, executor=args.executor,
+                 jobs=args.jobs, roi=roi, device=args.device, slurm=slurm, wait=args.wait,
+                 report=args.report, progress=not args.quiet, keep_state=args.keep_state,
+                 resume=args.resume)
+    except (ValueError, GridRunError) as exc:
+        raise CLIError(str(exc)) from None
+    if args.report and args.wait:
+        from .grid_report import print_tables
+
+        print_tables(out)
+        log(f"report: {out / 'report' / 'report.md'}")
+    return 0

@@ -1,0 +1,58 @@
+"""``dfct grid-report``: tables, violin plots and panels of a grid folder."""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+NAME = "grid-report"
+HELP = "write the tables (Markdown, CSV), violin plots and panels of a grid folder"
+DESCRIPTION = """\
+Read every finished run of a `dfct grid` folder (OUT/runs/*/seed-*/metrics.json) and write
+OUT/report: per loss the paper's table (rows baseline, +S, +F, +S+F, +F+S; CNR and FWHM,
+linear and non-linear; median ± standard deviation over seeds, n per cell, best CNR in bold)
+with the input's, target's and truth's values as reference rows; a summary of all metrics;
+violin plots per configuration; and Fig.-3-like panels with the representative prediction of
+each configuration (the seed whose CNR is closest to the median). Works on incomplete grids,
+so it can follow a running Slurm array. Nothing is trained or predicted.
+"""
+ORDER = 55
+
+
+def register(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("out", metavar="OUT", help="grid folder (made by `dfct grid`)")
+    parser.add_argument("--report-dir", default=None,
+                        help="where to write (default: OUT/report)")
+    parser.add_argument("--quiet", action="store_true", help="do not print the tables")
+
+
+def print_tables(out: Path, report_dir: Path | None = None) -> None:
+    """Print the per-loss tables and the summary of a written report to stdout."""
+    rdir = Path(report_dir) if report_dir else Path(out) / "report"
+    for path in sorted(rdir.glob("table-*.md")):
+        print(f"\n{path.stem[len('table-'):].upper()} (median ± std over seeds)\n")
+        print(path.read_text(encoding="utf-8"))
+    summary = rdir / "summary.md"
+    if summary.is_file():
+        print("\nAll metrics on the test slice\n")
+        print(summary.read_text(encoding="utf-8"))
+
+
+def run(args: argparse.Namespace) -> int:
+    import sys
+
+    from ..cli import CLIError
+    from ..experiment import grid_report, grid_status
+
+    out = Path(args.out)
+    try:
+        files = grid_report(out, args.report_dir)
+        status = grid_status(out)
+    except (ValueError, OSError) as exc:
+        raise CLIError(str(exc)) from None
+    if not args.quiet:
+        print_tables(out, args.report_dir)
+        print(f"runs finished: {len(status['done'])}, incomplete: {len(status['incomplete'])}, "
+              f"not started: {len(status['missing'])}", file=sys.stderr)
+        print(f"report: {files['report.md']}", file=sys.stderr)
+    return 0

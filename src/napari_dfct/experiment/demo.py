@@ -1,0 +1,173 @@
+"""The demo: a small grid on the built-in simulator, on a CPU, in minutes.
+
+It simulates a training set (seed 0) and a held-out test specimen (seed 1000, as the paper
+tests on lungs not seen in training), trains the L2 baseline and L2 + S+F non-linear (preset
+``small``) for a few seeds through the grid machinery (:func:`run_grid`), predicts the
+test slice and compares input, models (median over seeds), target and truth by CNR, FWHM,
+PSNR and SSIM.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from ._util import atomic_write_json, atomic_write_text, read_json
+
+__all__ = ["DEMO_CONFIGS", "DemoSettings", "demo_settings", "run_demo"]
+
+#: The two configurations of the demo: the baseline and the paper's best L2 configuration.
+DEMO_CONFIGS = ("l2", "l2+s+f-nonlinear")
+
+
+@dataclass(frozen=True)
+class DemoSettings:
+    """Sizes of the demo (chosen to finish in minutes on two CPU cores)."""
+
+    size: int = 128
+    train_slices: int = 12
+    test_slices: int = 3
+    n_views: int | None = None
+    rotations: int | None = None
+    preset: str = "small"
+    epochs: int = 12
+    patience: int = 12
+    batch_size: int = 8
+    patch: int = 64
+    patches_per_slice: int = 8
+    lr: float = 1e-3
+    weight_decay: float = 0.1
+    step_size: int = 3
+    gamma: float = 0.9
+    seeds: int = 2
+
+
+def demo_settings(quick: bool = False) -> DemoSettings:
+    """The demo's sizes; ``quick``: a smoke version of about a minute."""
+    if quick:
+        return DemoSettings(size=64, train_slices=6, test_slices=3, preset="tiny", epochs=3,
+                            patience=3, batch_size=8, patch=32, patches_per_slice=4, seeds=1)
+    return DemoSettings()
+
+
+def _simulate(folder: Path, n_slices: int, size: int, seed: int, s: DemoSettings,
+              say: Callable[[str], None]) -> Path:
+    from ..simulate import save_simulation, simulate_dfct
+
+    wanted = {"n_slices": n_slices, "size": size, "seed": seed, "n_views": s.n_views,
+              "rotations": s.rotations}
+    stamp = folder / "simulation-request.json"
+    if (folder / "meta.json").is_file() and stamp.is_file() and read_json(stamp) == wanted:
+        say(f"reusing the simulation in {folder}")
+        return folder
+    if folder.exists() and any(folder.iterdir()):
+        raise ValueError(f"{folder} holds other data; use another demo folder (--out)")
+    phys = {k: v for k, v in (("n_views", s.n_views), ("rotations", s.rotations)) if v}
+    t0 = time.perf_counter()
+    sim = simulate_dfct(n_slices=n_slices, size=size, seed=seed, **phys)
+    save_simulation(sim, folder)
+    atomic_write_json(stamp, wanted)
+    say(f"simulated {n_slices} slices of {size}x{size} (seed {seed}) in "
+        f"{time.perf_counter() - t0:.0f} s -> {folder}")
+    return folder
+
+
+def run_demo(out_dir: str | os.PathLike = "dfct-demo", *, seeds: int | None = None,
+             epochs: int | None = None, device: str = "auto", quick: bool = False,
+             jobs: int = 1, progress: bool = True,
+             print_fn: Callable[[str], None] | None = None) -> dict:
+    """Run the demo end to end and write its table and figures under ``out_dir``.
+
+    Parameters
+    ----------
+    out_dir : path
+        Demo folder: ``data/`` (simulated train and test sets), ``grid/`` (the runs and
+        ``grid/report``), ``demo-table.md``/``.csv`` and the figures (``demo-*.png``).
+        Running the demo again reuses finished runs.
+    seeds : int, optional
+        Seeds per configuration (default 2, 1 with ``quick``).
+    epochs : int, optional
+        Epochs per run (default 12, 3 with ``quick``).
+    device : str
+        ``auto``, ``cpu``, ``cuda``...
+    quick : bool
+        A smoke version (tiny model, 64x64 slices, about a minute).
+    jobs : int
+        Parallel runs (processes).
+    progress : bool
+        Progress bar and per-run lines on stderr.
+    print_fn : callable, optional
+        Where messages go (default: stderr).
+
+    Returns
+    -------
+    dict
+        ``{"out_dir", "table_md", "table_csv", "rows", "files", "seconds", "settings"}``;
+        ``rows`` holds per image (input, each configuration, target, truth) the median,
+        std and n of CNR, FWHM, PSNR and SSIM (PSNR/SSIM against the truth).
+    """
+    from ..train import TrainConfig
+    from .grid import run_grid
+    from .report import _comparison_tables, comparison_rows, grid_report, summarize
+    from .report import collect_runs
+
+    t_start = time.perf_counter()
+    say = print_fn or (lambda m: print(m, file=sys.stderr))
+    s = demo_settings(quick)
+    n_seeds = int(seeds) if seeds is not None else s.seeds
+    n_epochs = int(epochs) if epochs is not None else s.epochs
+    if n_seeds < 1 or n_epochs < 1:
+        raise ValueError("the demo needs at least one seed and one epoch")
+    out = Path(out_dir).resolve()
+    out.mkdir(parents=True, exist_ok=True)
+
+    train_dir = _simulate(out / "data" / "train", s.train_slices, s.size, 0, s, say)
+    test_dir = _simulate(out / "data" / "test", s.test_slices, s.size, 1000, s, say)
+    config = TrainConfig(preset=s.preset, epochs=n_epochs, patience=min(s.patience, n_epochs),
+                         batch_size=s.batch_size, patch=s.patch,
+                         patches_per_slice=s.patches_per_slice, lr=s.lr,
+                         weight_decay=s.weight_decay, step_size=s.step_size, gamma=s.gamma,
+                         device=device)
+    grid_dir = out / "grid"
+    say(f"training {len(DEMO_CONFIGS)} configurations x {n_seeds} seeds (preset {s.preset}, "
+        f"{n_epochs} epochs, {s.patches_per_slice} patches of {s.patch}x{s.patch} per slice)")
+    run_grid(train_dir, test_dir, grid_dir, list(DEMO_CONFIGS), list(range(n_seeds)), config,
+             executor="local", jobs=jobs, device=device, progress=progress, print_fn=print_fn,
+             report=False)
+    files = grid_report(grid_dir)
+
+    reference = read_json(grid_dir / "reference.json")
+    summary = summarize(collect_runs(grid_dir))
+    metrics = ("cnr", "fwhm", "psnr", "ssim")
+    rows = comparison_rows(summary, reference, metrics)
+    table_md, table_csv = _comparison_tables(rows, list(metrics))
+    written = {
+        "demo-table.md": atomic_write_text(out / "demo-table.md", table_md),
+        "demo-table.csv": atomic_write_text(out / "demo-table.csv", table_csv),
+    }
+    import shutil
+
+    for key, name in (("panel-l2", "demo-panel.png"), ("violin-cnr", "demo-violin-cnr.png"),
+                      ("violin-fwhm", "demo-violin-fwhm.png"),
+                      ("violin-psnr", "demo-violin-psnr.png"),
+                      ("violin-ssim", "demo-violin-ssim.png")):
+        if key in files:
+            written[name] = Path(shutil.copyfile(files[key], out / name))
+    seconds = time.perf_counter() - t_start
+    result: dict[str, Any] = {
+        "out_dir": out,
+        "table_md": table_md,
+        "table_csv": table_csv,
+        "rows": rows,
+        "files": {**{k: Path(v) for k, v in files.items()}, **written},
+        "seconds": seconds,
+        "settings": {**s.__dict__, "seeds": n_seeds, "epochs": n_epochs, "device": device,
+                     "quick": quick},
+    }
+    atomic_write_json(out / "demo.json", {"seconds": seconds, "settings": result["settings"]})
+    return result

@@ -1,0 +1,516 @@
+"""Tables and figures of a grid folder: the paper's tables, violin plots and Fig.-3-like panels.
+
+Everything is computed from the files of the grid folder (``metrics.json`` of each run,
+``reference.json``, ``test-slice/*.tif`` and each run's ``prediction.tif``): the report
+never trains nor predicts, so it can be drawn at any time, also for an incomplete grid.
+
+Statistics: per configuration, the **median** and the **sample standard deviation**
+(``ddof=1``) over the seeds whose value is finite; ``n`` counts those seeds (a cell shows it
+when fewer than all finished runs have a finite value, or always in the CSV files). A
+standard deviation needs two values; with one it is NaN (shown as ``n/a``).
+"""
+
+from __future__ import annotations
+
+import csv
+import io as _io
+import math
+import os
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from ._util import atomic_write_text, read_json, to_float
+from .grid import (GRID_FILE, METRICS_FILE, PREDICTION_FILE, REFERENCE_FILE, RUNS_DIR,
+                   TEST_SLICE_DIR, grid_status)
+
+__all__ = [
+    "METRICS",
+    "ROW_ORDER",
+    "collect_runs",
+    "comparison_rows",
+    "grid_report",
+    "paper_table",
+    "representative_seed",
+    "summarize",
+]
+
+#: Metrics summarised per configuration (key in metrics.json, label, format, higher is better).
+METRICS = {
+    "cnr": ("CNR", ".2f", True),
+    "fwhm": ("FWHM (px)", ".2f", False),
+    "psnr": ("PSNR (dB) vs truth", ".2f", True),
+    "ssim": ("SSIM vs truth", ".3f", True),
+    "psnr_target": ("PSNR (dB) vs target", ".2f", True),
+    "ssim_target": ("SSIM vs target", ".3f", True),
+}
+#: Rows of the paper's table, from the amplification scheme.
+ROW_ORDER = {"none": "baseline", "S": "+S", "F": "+F", "S+F": "+S+F", "F+S": "+F+S"}
+PROFILES = ("linear", "nonlinear")
+PROFILE_LABEL = {"linear": "linear", "nonlinear": "non-linear"}
+
+
+# --------------------------------------------------------------------------- collecting
+def collect_runs(out_dir: str | os.PathLike) -> list[dict]:
+    """Every finished run of a grid folder: the content of each ``metrics.json``.
+
+    Each record gains ``run_dir`` (its folder). Moved-aside attempts
+    (``seed-k.incomplete-*``) and folders without ``metrics.json`` are ignored.
+    """
+    runs = Path(out_dir) / RUNS_DIR
+    records = []
+    if not runs.is_dir():
+        return records
+    for path in sorted(runs.glob(f"*/seed-*/{METRICS_FILE}")):
+        if ".incomplete-" in path.parent.name:
+            continue
+        rec = read_json(path)
+        rec["run_dir"] = str(path.parent)
+        records.append(rec)
+    return records
+
+
+def _stats(values: Sequence[float]) -> dict:
+    arr = np.asarray([to_float(v) for v in values], dtype=np.float64)
+    finite = arr[np.isfinite(arr)]
+    n = int(finite.size)
+    return {
+        "median": float(np.median(finite)) if n else float("nan"),
+        "std": float(np.std(finite, ddof=1)) if n >= 2 else float("nan"),
+        "n": n,
+        "n_runs": int(arr.size),
+        "values": [float(v) for v in arr],
+    }
+
+
+def _config_info(rec_or_dict: dict) -> dict:
+    """loss, scheme and profile of a configuration from its loss dict."""
+    from ..losses import LossConfig
+
+    cfg = LossConfig.from_dict(rec_or_dict)
+    return {"name": cfg.name, "loss": cfg.loss, "scheme": cfg.scheme, "profile": cfg.profile}
+
+
+def summarize(records: Sequence[dict], metrics: Sequence[str] = tuple(METRICS)) -> dict:
+    """Median, standard deviation (ddof=1) and n per configuration and metric.
+
+    Returns
+    -------
+    dict
+        ``{name: {"loss", "scheme", "profile", "seeds": [...], <metric>: {"median", "std",
+        "n", "n_runs", "values"}}}``, configurations in first-seen order.
+    """
+    by_name: dict[str, list[dict]] = {}
+    for rec in records:
+        by_name.setdefault(rec["name"], []).append(rec)
+    out = {}
+    for name, recs in by_name.items():
+        recs = sorted(recs, key=lambda r: int(r["seed"]))
+        info = _config_info(recs[0]["loss"])
+        entry = {**info, "name": name, "seeds": [int(r["seed"]) for r in recs]}
+        for m in metrics:
+            entry[m] = _stats([r.get(m) for r in recs])
+        for m in ("epochs_run", "best_epoch", "seconds"):
+            entry[m] = _stats([r.get(m) for r in recs])
+        out[name] = entry
+    return out
+
+
+def representative_seed(records: Sequence[dict], metric: str = "cnr") -> int | None:
+    """The seed whose ``metric`` is closest to the median over seeds (ties: lowest seed).
+
+    Runs with a non-finite value are passed over; if none is finite, the lowest seed.
+    """
+    if not records:
+        return None
+    pairs = sorted((int(r["seed"]), to_float(r.get(metric))) for r in records)
+    finite = [(s, v) for s, v in pairs if math.isfinite(v)]
+    if not finite:
+        return pairs[0][0]
+    med = float(np.median([v for _, v in finite]))
+    return min(finite, key=lambda sv: (abs(sv[1] - med), sv[0]))[0]
+
+
+# --------------------------------------------------------------------------- formatting
+def _num(v: float, fmt: str) -> str:
+    return "n/a" if not math.isfinite(v) else format(v, fmt)
+
+
+def _cell(stats: dict | None, fmt: str, n_expected: int | None = None, bold: bool = False) -> str:
+    if stats is None or stats["n_runs"] == 0:
+        return "–"
+    if stats["n"] == 0:
+        text = "n/a"
+    elif stats["n"] == 1:
+        text = _num(stats["median"], fmt)
+    else:
+        text = f"{_num(stats['median'], fmt)} ± {_num(stats['std'], fmt)}"
+    if bold and stats["n"]:
+        text = f"**{text}**"
+    full = n_expected if n_expected is not None else stats["n_runs"]
+    if stats["n"] != full:
+        text += f" (n={stats['n']}/{full})"
+    else:
+        text += f" (n={stats['n']})"
+    return text
+
+
+def _md_table(header: Sequence[str], rows: Sequence[Sequence[str]]) -> str:
+    def esc(s):
+        return str(s).replace("|", "\\|")
+
+    lines = ["| " + " | ".join(esc(h) for h in header) + " |",
+             "| " + " | ".join("---" if i == 0 else "---:" for i in range(len(header))) + " |"]
+    lines += ["| " + " | ".join(esc(c) for c in row) + " |" for row in rows]
+    return "\n".join(lines) + "\n"
+
+
+def _csv_text(header: Sequence[str], rows: Sequence[Sequence[Any]]) -> str:
+    buf = _io.StringIO()
+    w = csv.writer(buf, lineterminator="\n")
+    w.writerow(header)
+    for row in rows:
+        w.writerow(["" if (isinstance(v, float) and not math.isfinite(v)) else v for v in row])
+    return buf.getvalue()
+
+
+# --------------------------------------------------------------------------- tables
+def paper_table(summary: dict, loss: str, reference: dict | None = None,
+                n_expected: int | None = None) -> dict:
+    """The paper's table for one loss: rows baseline, +S, +F, +S+F, +F+S.
+
+    Columns: CNR linear, CNR non-linear, FWHM linear, FWHM non-linear (median ± std over
+    seeds). The baseline has no profile: its runs fill both columns. The best (highest)
+    median CNR of each CNR column is marked bold. ``reference`` (``reference.json``) adds
+    rows for the input, the target and the truth on the test slice.
+
+    Returns
+    -------
+    dict
+        ``{"markdown": str, "csv": str, "rows": [...]}``; ``rows`` holds, per row, the
+        label and for each column the stats dict (or None).
+    """
+    columns = [(m, p) for m in ("cnr", "fwhm") for p in PROFILES]
+    table_rows = []
+    for scheme, label in ROW_ORDER.items():
+        cells = {}
+        for m, p in columns:
+            entry = None
+            for e in summary.values():
+                if e["loss"] != loss or e["scheme"] != scheme:
+                    continue
+                if scheme == "none" or e["profile"] == p:
+                    entry = e
+                    break
+            cells[(m, p)] = entry[m] if entry else None
+        if any(c is not None for c in cells.values()):
+            table_rows.append({"label": label, "scheme": scheme, "cells": cells})
+
+    best = {}
+    for col in columns:
+        if col[0] != "cnr":
+            continue
+        meds = [(r["cells"][col]["median"], i) for i, r in enumerate(table_rows)
+                if r["cells"][col] is not None and math.isfinite(r["cells"][col]["median"])]
+        if meds:
+            best[col] = max(meds)[0]
+
+    header = [loss.upper()] + [f"{METRICS[m][0].split(' ')[0]} {PROFILE_LABEL[p]}"
+                               for m, p in columns]
+    md_rows, csv_rows = [], []
+    for r in table_rows:
+        md = [r["label"]]
+        cs: list[Any] = [r["label"]]
+        for col in columns:
+            st = r["cells"][col]
+            fmt = METRICS[col[0]][1]
+            is_best = col in best and st is not None and st["median"] == best[col]
+            md.append(_cell(st, fmt, n_expected, bold=is_best))
+            if st is None:
+                cs += [float("nan"), float("nan"), 0]
+            else:
+                cs += [st["median"], st["std"], st["n"]]
+        md_rows.append(md)
+        csv_rows.append(cs)
+    if reference:
+        for key in ("input", "target", "truth"):
+            ref = reference.get(key)
+            if not ref:
+                continue
+            md = [f"*{key}*"]
+            cs = [key]
+            for m, _ in columns:
+                v = to_float(ref.get(m))
+                md.append(_num(v, METRICS[m][1]))
+                cs += [v, float("nan"), 1]
+            md_rows.append(md)
+            csv_rows.append(cs)
+    csv_header = ["row"] + [f"{m}_{p}_{s}" for m, p in columns for s in ("median", "std", "n")]
+    return {"markdown": _md_table(header, md_rows), "csv": _csv_text(csv_header, csv_rows),
+            "rows": table_rows}
+
+
+def comparison_rows(summary: dict, reference: dict | None,
+                    metrics: Sequence[str] = ("cnr", "fwhm", "psnr", "ssim")) -> list[dict]:
+    """Rows input, every configuration (median over seeds), target, truth, for ``metrics``."""
+    rows = []
+    ref = reference or {}
+    if ref.get("input"):
+        rows.append({"label": "input", "kind": "reference",
+                     **{m: _stats([ref["input"].get(m)]) for m in metrics}})
+    for name, e in summary.items():
+        rows.append({"label": name, "kind": "model", **{m: e[m] for m in metrics}})
+    for key in ("target", "truth"):
+        if ref.get(key):
+            rows.append({"label": key, "kind": "reference",
+                         **{m: _stats([ref[key].get(m)]) for m in metrics}})
+    return rows
+
+
+def _comparison_tables(rows: list[dict], metrics: Sequence[str]) -> tuple[str, str]:
+    header = ["image"] + [METRICS[m][0] for m in metrics] + ["n"]
+    md_rows, csv_rows = [], []
+    for r in rows:
+        md = [r["label"] if r["kind"] == "model" else f"*{r['label']}*"]
+        for m in metrics:
+            st = r[m]
+            fmt = METRICS[m][1]
+            if st["n"] >= 2:
+                md.append(f"{_num(st['median'], fmt)} ± {_num(st['std'], fmt)}")
+            else:
+                md.append(_num(st["median"], fmt))
+        md.append(str(r[metrics[0]]["n_runs"]) if r["kind"] == "model" else "")
+        md_rows.append(md)
+        csv_rows.append([r["label"]] + [x for m in metrics for x in (r[m]["median"], r[m]["std"],
+                                                                     r[m]["n"])])
+    csv_header = ["image"] + [f"{m}_{s}" for m in metrics for s in ("median", "std", "n")]
+    return _md_table(header, md_rows), _csv_text(csv_header, csv_rows)
+
+
+# --------------------------------------------------------------------------- figures
+def _plt():
+    import matplotlib
+
+    matplotlib.use("Agg", force=False)
+    import matplotlib.pyplot as plt
+
+    return plt
+
+
+_SCHEME_COLORS = {"none": "0.55", "S": "#1f77b4", "F": "#ff7f0e", "S+F": "#2ca02c",
+                  "F+S": "#9467bd"}
+
+
+def _violin(summary: dict, metric: str, reference: dict | None, path: Path) -> Path:
+    plt = _plt()
+    names = list(summary)
+    fig_w = max(4.5, 0.55 * len(names) + 2.0)
+    fig, ax = plt.subplots(figsize=(fig_w, 4.2), dpi=110)
+    rng = np.random.default_rng(0)
+    for i, name in enumerate(names):
+        e = summary[name]
+        vals = np.asarray(e[metric]["values"], dtype=float)
+        vals = vals[np.isfinite(vals)]
+        color = _SCHEME_COLORS.get(e["scheme"], "0.3")
+        if vals.size >= 2 and np.ptp(vals) > 0:
+            parts = ax.violinplot([vals], positions=[i], widths=0.8, showmedians=True,
+                                  showextrema=False)
+            for body in parts["bodies"]:
+                body.set_facecolor(color)
+                body.set_edgecolor("k")
+                body.set_alpha(0.45 if e["profile"] != "linear" else 0.25)
+            parts["cmedians"].set_color("k")
+        elif vals.size:
+            ax.hlines(np.median(vals), i - 0.3, i + 0.3, color="k", lw=1.5)
+        if vals.size:
+            ax.scatter(i + rng.uniform(-0.08, 0.08, vals.size), vals, s=12, color=color,
+                       edgecolor="k", linewidths=0.4, zorder=3)
+    # the truth's own CNR can be orders of magnitude off the scale (no noise): not drawn
+    styles = {"input": ("--", "C3"), "target": (":", "0.2")}
+    for key, (ls, col) in styles.items():
+        v = to_float(((reference or {}).get(key) or {}).get(metric))
+        if math.isfinite(v):
+            ax.axhline(v, ls=ls, color=col, lw=1.2, label=key)
+    ax.set_xticks(range(len(names)))
+    ax.set_xticklabels(names, rotation=40, ha="right", fontsize=8)
+    ax.set_xlim(-0.7, len(names) - 0.3)
+    ax.set_ylabel(METRICS[metric][0])
+    ax.set_title(f"{METRICS[metric][0]} per configuration (test slice)")
+    ax.grid(axis="y", alpha=0.3)
+    if ax.get_legend_handles_labels()[0]:
+        ax.legend(fontsize=8, loc="best")
+    fig.tight_layout()
+    fig.savefig(path)
+    plt.close(fig)
+    return path
+
+
+def _read2d(path: Path) -> np.ndarray | None:
+    if not path.is_file():
+        return None
+    from ..io import read_volume
+
+    data, _ = read_volume(path)
+    data = np.asarray(data, dtype=np.float32)
+    return data if data.ndim == 2 else data[data.shape[0] // 2]
+
+
+def _draw_rois(ax, roi: dict) -> None:
+    from matplotlib.patches import Rectangle
+
+    size = float(roi["roi_size"])
+    for key, color in (("signal_center", "#ff3b30"), ("background_center", "#00c7ff")):
+        r, c = roi[key]
+        ax.add_patch(Rectangle((c - size / 2, r - size / 2), size, size, fill=False,
+                               edgecolor=color, lw=1.0))
+    (r0, c0), (r1, c1) = roi["line"]
+    ax.plot([c0, c1], [r0, r1], color="#ffd60a", lw=1.0)
+
+
+def _panel(images: list[tuple[str, np.ndarray]], roi: dict, path: Path, title: str) -> Path:
+    plt = _plt()
+    n = len(images)
+    ncols = n if n <= 6 else (math.ceil(n / 2) if n <= 12 else 6)
+    nrows = math.ceil(n / ncols)
+    fig, axes = plt.subplots(nrows, ncols, figsize=(2.6 * ncols, 2.85 * nrows + 0.3), dpi=110,
+                             squeeze=False)
+    ref = next((img for label, img in images if label.startswith("target")), images[0][1])
+    vmin, vmax = (float(v) for v in np.nanpercentile(ref, [1, 99]))
+    if not vmax > vmin:
+        vmax = vmin + 1.0
+    for ax in axes.ravel():
+        ax.axis("off")
+    for ax, (label, img) in zip(axes.ravel(), images):
+        ax.imshow(img, cmap="gray", vmin=vmin, vmax=vmax, interpolation="nearest")
+        _draw_rois(ax, roi)
+        ax.set_title(label, fontsize=8)
+    fig.suptitle(title, fontsize=10)
+    fig.tight_layout()
+    fig.savefig(path)
+    plt.close(fig)
+    return path
+
+
+# --------------------------------------------------------------------------- the report
+def grid_report(out_dir: str | os.PathLike, report_dir: str | os.PathLike | None = None) -> dict:
+    """Write the tables and figures of a grid folder (complete or not).
+
+    Files (under ``OUT/report`` unless ``report_dir`` is given):
+
+    - ``table-<loss>.md`` / ``.csv``: the paper's table per loss (median ± std, n),
+      with the input's, target's and truth's values on the test slice as reference rows;
+    - ``summary.md`` / ``.csv``: every configuration with CNR, FWHM, PSNR and SSIM (and the
+      same for input, target, truth), ``runs.csv``: one row per run;
+    - ``violin-<metric>.png``: violin plots per configuration, the input as a dashed line;
+    - ``panel-<loss>.png``: input, target, truth and the representative prediction of each
+      configuration (the seed whose CNR is closest to the median), ROIs and line drawn;
+    - ``report.md``: all of the above in one page.
+
+    Returns
+    -------
+    dict of str to Path
+        The files written, by short name (``"table-l2.md"``, ``"violin-cnr"``...).
+    """
+    out_dir = Path(out_dir)
+    if not (out_dir / GRID_FILE).is_file():
+        raise ValueError(f"{out_dir} is not a grid folder (no {GRID_FILE})")
+    rdir = Path(report_dir) if report_dir else out_dir / "report"
+    rdir.mkdir(parents=True, exist_ok=True)
+    settings = read_json(out_dir / GRID_FILE)
+    reference = read_json(out_dir / REFERENCE_FILE) if (out_dir / REFERENCE_FILE).is_file() \
+        else {}
+    roi = reference.get("roi") or settings["roi"]
+    records = collect_runs(out_dir)
+    status = grid_status(out_dir)
+    summary = summarize(records)
+    # order configurations as in the grid settings, then anything else found on disk
+    order = [n for n in settings.get("configs", {}) if n in summary]
+    order += [n for n in summary if n not in order]
+    summary = {n: summary[n] for n in order}
+    n_seeds = len(settings.get("seeds", [])) or None
+    has_truth = bool(reference.get("truth"))
+    files: dict[str, Path] = {}
+
+    losses = list(dict.fromkeys(e["loss"] for e in summary.values()))
+    tables_md = []
+    for loss in losses:
+        t = paper_table(summary, loss, reference, n_expected=n_seeds)
+        files[f"table-{loss}.md"] = atomic_write_text(rdir / f"table-{loss}.md", t["markdown"])
+        files[f"table-{loss}.csv"] = atomic_write_text(rdir / f"table-{loss}.csv", t["csv"])
+        tables_md.append((loss, t["markdown"]))
+
+    metrics = ["cnr", "fwhm"] + (["psnr", "ssim"] if has_truth else []) + \
+        (["psnr_target", "ssim_target"] if not has_truth else [])
+    rows = comparison_rows(summary, reference, metrics)
+    comp_md, comp_csv = _comparison_tables(rows, metrics)
+    files["summary.md"] = atomic_write_text(rdir / "summary.md", comp_md)
+    files["summary.csv"] = atomic_write_text(rdir / "summary.csv", comp_csv)
+
+    run_keys = ["name", "seed", "cnr", "cnr_stderr", "fwhm", "fwhm_stderr", "psnr", "ssim",
+                "psnr_target", "ssim_target", "signal_mean", "signal_std", "background_mean",
+                "background_std", "epochs_run", "best_epoch", "best_val_loss", "stopped",
+                "seconds", "device"]
+    run_rows = [[r.get(k) if r.get(k) is not None else "" for k in run_keys] for r in records]
+    files["runs.csv"] = atomic_write_text(rdir / "runs.csv", _csv_text(run_keys, run_rows))
+
+    figures = []
+    if summary:
+        for m in metrics:
+            files[f"violin-{m}"] = _violin(summary, m, reference, rdir / f"violin-{m}.png")
+            figures.append(f"violin-{m}.png")
+
+    slices = {k: _read2d(out_dir / TEST_SLICE_DIR / f"{k}.tif")
+              for k in ("input", "target", "truth")}
+    by_name: dict[str, list[dict]] = {}
+    for rec in records:
+        by_name.setdefault(rec["name"], []).append(rec)
+    representatives = {}
+    for loss in losses:
+        images = []
+        for k in ("input", "target", "truth"):
+            if slices[k] is not None:
+                cnr = to_float((reference.get(k) or {}).get("cnr"))
+                images.append((f"{k}\nCNR {_num(cnr, '.2f')}", slices[k]))
+        for name, e in summary.items():
+            if e["loss"] != loss:
+                continue
+            seed = representative_seed(by_name[name])
+            rec = next(r for r in by_name[name] if int(r["seed"]) == seed)
+            pred = _read2d(Path(rec["run_dir"]) / PREDICTION_FILE)
+            representatives[name] = seed
+            if pred is None:
+                continue
+            images.append((f"{name} (seed {seed})\nCNR {_num(to_float(rec.get('cnr')), '.2f')}"
+                           f"  FWHM {_num(to_float(rec.get('fwhm')), '.1f')}", pred))
+        if len(images) > 0:
+            files[f"panel-{loss}"] = _panel(
+                images, roi, rdir / f"panel-{loss}.png",
+                f"{loss.upper()}: test slice {reference.get('slice', roi.get('slice'))}, "
+                "representative seeds (CNR closest to the median)")
+            figures.append(f"panel-{loss}.png")
+
+    # one page
+    n_done, n_inc, n_miss = (len(status[k]) for k in ("done", "incomplete", "missing"))
+    lines = [
+        "# Grid report\n",
+        f"Grid folder: `{out_dir}`. Runs finished: {n_done}; incomplete: {n_inc}; "
+        f"not started: {n_miss}; moved-aside attempts: {len(status['aside'])}.\n",
+        f"Test slice {roi.get('slice')}; ROIs {roi['roi_size']}x{roi['roi_size']} px at "
+        f"{roi['signal_center']} (signal) and {roi['background_center']} (background); "
+        f"edge line {roi['line']}.\n",
+        "Values: median ± sample standard deviation (ddof=1) over seeds, with n the number "
+        "of seeds with a finite value; bold: the best CNR of each column. Reference rows "
+        "(in italics) are single measurements on the test slice.\n",
+    ]
+    for loss, md in tables_md:
+        lines += [f"## {loss.upper()}\n", md]
+    lines += ["## All metrics\n", comp_md]
+    if representatives:
+        lines.append("Representative seeds: " + ", ".join(
+            f"{n}: {s}" for n, s in representatives.items()) + ".\n")
+    for f in figures:
+        lines.append(f"![{f}]({f})\n")
+    files["report.md"] = atomic_write_text(rdir / "report.md", "\n".join(lines))
+    return files
