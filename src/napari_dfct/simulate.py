@@ -161,7 +161,8 @@ class Physics:
     Attributes
     ----------
     fov_mm : float
-        Width of the square field of view; sets the pixel size ``fov_mm / size``.
+        Width of the square field of view (>= 380; the thorax is 344 mm wide); sets the
+        pixel size ``fov_mm / size``.
     z_extent_mm : float
         Axial extent covered by the stack (slice spacing ``z_extent_mm / n_slices``).
     n0 : float
@@ -202,7 +203,7 @@ class Physics:
         Slices processed together (memory / progress granularity).
     """
 
-    fov_mm: float = 400.0
+    fov_mm: float = 460.0
     z_extent_mm: float = 80.0
     n0: float = 4.0e6
     visibility: float = 0.25
@@ -233,6 +234,9 @@ class Physics:
         for name in positive:
             if not float(getattr(self, name)) > 0:
                 raise ValueError(f"{name} must be > 0, got {getattr(self, name)!r}")
+        if self.fov_mm < 380.0:
+            raise ValueError(f"fov_mm must be >= 380 (the thorax is 344 mm wide), "
+                             f"got {self.fov_mm!r}")
         if not 0 < self.visibility <= 1:
             raise ValueError(f"visibility must be in (0, 1], got {self.visibility!r}")
         if not self.jitter_dof > 2:
@@ -263,8 +267,8 @@ class Physics:
 class _Canvas:
     """Material index map on a regular grid, painted shape by shape (later wins).
 
-    ``u1`` (columns) and ``v1`` (rows) are ascending 1-D coordinates in units of the image
-    half-width; each shape only touches its bounding box.
+    ``u1`` (columns) and ``v1`` (rows) are ascending 1-D coordinates; each shape only
+    touches its bounding box.
     """
 
     def __init__(self, u1: np.ndarray, v1: np.ndarray):
@@ -296,11 +300,15 @@ class _Canvas:
         sub[inside] = _MAT[material]
 
 
+_ANATOMY_MM = 200.0  # length unit of the anatomy drawn by _paint_slice
+
+
 def _paint_slice(u1: np.ndarray, v1: np.ndarray, z: float) -> np.ndarray:
     """Material index map of one axial slice (anterior up, patient right on the left).
 
-    ``u1`` (columns) and ``v1`` (rows) are 1-D coordinates in units of the image
-    half-width, ``z`` in [-1, 1] across the stack.
+    ``u1`` (columns) and ``v1`` (rows) are 1-D coordinates in units of ``_ANATOMY_MM``
+    from the image centre (the body is 2 x 0.86 units wide), ``z`` in [-1, 1] across the
+    stack.
     """
     cv = _Canvas(u1, v1)
     paint = cv.shape
@@ -317,7 +325,7 @@ def _paint_slice(u1: np.ndarray, v1: np.ndarray, z: float) -> np.ndarray:
     paint("lung", *cav_l[:4], angle=cav_l[4], power=cav_l[5])
     # Air in the right pleural cavity, anterior to the lung, which has sunk dorsally:
     # the anterior lung surface is a gently curved, slightly wavy line.
-    v_surf = -0.05 + 0.012 * z
+    v_surf = 0.0 + 0.012 * z
 
     def above_right_lung(uu, vv):
         return vv < v_surf + 0.8 * (uu + 0.30) ** 2 + 0.012 * np.sin(9.0 * uu + 2.0 * z)
@@ -383,7 +391,7 @@ def thorax_phantom(
     n_slices: int = 16,
     *,
     seed: int = 0,
-    fov_mm: float = 400.0,
+    fov_mm: float = 460.0,
     z_extent_mm: float = 80.0,
     texture: float = 0.15,
     vessel_fraction: float = 0.05,
@@ -400,7 +408,7 @@ def thorax_phantom(
     seed : int
         Seed of the lung texture and vessels (the anatomy itself is fixed).
     fov_mm : float
-        Field of view; the pixel size is ``fov_mm / size``.
+        Field of view (>= 380 mm); the pixel size is ``fov_mm / size``.
     z_extent_mm : float
         Axial extent of the stack.
     texture : float
@@ -422,17 +430,21 @@ def thorax_phantom(
         raise ValueError(f"n_slices must be >= 1, got {n_slices}")
     if supersample < 1:
         raise ValueError(f"supersample must be >= 1, got {supersample}")
+    if fov_mm < 380.0:
+        raise ValueError(f"fov_mm must be >= 380 (the thorax is 344 mm wide), got {fov_mm}")
     c = (size - 1) / 2.0
     pix_mm = fov_mm / size
     spacing_mm = z_extent_mm / n_slices
     zs = np.linspace(-1.0, 1.0, n_slices) if n_slices > 1 else np.zeros(1)
     zs = zs * (1.0 - 1.0 / max(n_slices, 1))  # slice centres inside the extent
 
-    # Sub-pixel sample grid (in units of the half-width c).
+    # Sub-pixel sample grid.
     ss = supersample
     offs = (np.arange(ss) + 0.5) / ss - 0.5
-    coord_ss = ((np.arange(size)[:, None] + offs[None, :]).ravel() - c) / c
-    coord_1 = (np.arange(size) - c) / c
+    # Anatomy is drawn in units of _ANATOMY_MM from the image centre.
+    unit = pix_mm / _ANATOMY_MM
+    coord_ss = ((np.arange(size)[:, None] + offs[None, :]).ravel() - c) * unit
+    coord_1 = (np.arange(size) - c) * unit
     u_1, v_1 = coord_1[None, :], coord_1[:, None]
 
     n_mat = len(_MAT_NAMES)
@@ -477,7 +489,7 @@ def thorax_phantom(
             eps += f * m_eps
 
     # Nothing outside the inscribed circle (complete projections).
-    rr = np.hypot(u_1, v_1) * c
+    rr = np.hypot(u_1, v_1) / unit
     outside = rr > c - 1.0
     mu[:, outside] = 0.0
     eps[:, outside] = 0.0
@@ -879,10 +891,10 @@ def _error_fields(phys: Physics, seed: int, rotations: int, n_views: int, n_det:
 
 
 def roi_size_for(size: int) -> int:
-    """Default ROI side: 30 px (the paper's) for ``size >= 128``, proportionally smaller
-    below (at least 4)."""
+    """Default ROI side: 30 px (the paper's) for ``size >= 256``, proportionally smaller
+    below (at least 4), so that a lung square and an air square fit the phantom."""
     size = int(size)
-    return 30 if size >= 128 else max(4, int(round(30 * size / 128)))
+    return 30 if size >= 256 else max(4, int(round(30 * size / 256)))
 
 
 def _feasible(mask2d: np.ndarray, roi_size: int, margin: int) -> np.ndarray:
@@ -902,7 +914,8 @@ def _nearest(ok: np.ndarray, point: Sequence[float]) -> tuple[int, int] | None:
     return int(rows[i]), int(cols[i])
 
 
-def suggest_rois(labels: np.ndarray, roi_size: int | None = None, margin: int = 2) -> dict:
+def suggest_rois(labels: np.ndarray, roi_size: int | None = None,
+                 margin: int | None = None) -> dict:
     """Lung (signal) and air (background) ROI centres valid in every slice.
 
     The air ROI is the air square closest to the image centre, in an air cavity inside
@@ -917,8 +930,8 @@ def suggest_rois(labels: np.ndarray, roi_size: int | None = None, margin: int = 
         ``(Z, Y, X)`` or ``(Y, X)`` label map of :func:`thorax_phantom`.
     roi_size : int, optional
         ROI side; :func:`roi_size_for` by default.
-    margin : int
-        Extra pixels of tissue required around each square.
+    margin : int, optional
+        Extra pixels of tissue required around each square (2, or 1 below 128 px).
 
     Returns
     -------
@@ -932,6 +945,8 @@ def suggest_rois(labels: np.ndarray, roi_size: int | None = None, margin: int = 
         lab = lab[None]
     size = lab.shape[-1]
     roi = roi_size_for(size) if roi_size is None else int(roi_size)
+    if margin is None:
+        margin = 2 if size >= 128 else 1
     lung = np.all(lab == LABELS["lung"], axis=0)
     cavity = np.all(lab == LABELS["air_cavity"], axis=0)
     outside = np.all(lab == LABELS["air"], axis=0)
