@@ -23,6 +23,7 @@ from matplotlib.axes import Axes
 from matplotlib.backends.backend_qtagg import FigureCanvasQTAgg
 from matplotlib.figure import Figure
 from matplotlib.lines import Line2D
+from matplotlib.ticker import FuncFormatter, LogLocator, NullFormatter
 from qtpy.QtWidgets import QSizePolicy, QVBoxLayout, QWidget
 
 __all__ = ["PlotCanvas", "theme_colors"]
@@ -82,7 +83,9 @@ class PlotCanvas(QWidget):
     ) -> None:
         super().__init__(parent)
         self._colors = theme_colors(theme)
-        self.figure = Figure(figsize=(4.0, height), dpi=100, layout="constrained")
+        # Fixed margins (in inches, see _apply_margins) instead of a layout engine: a
+        # constrained layout costs more than the drawing itself on every live update.
+        self.figure = Figure(figsize=(4.0, height), dpi=100)
         self.canvas = FigureCanvasQTAgg(self.figure)
         self.canvas.setSizePolicy(QSizePolicy.Policy.Expanding, QSizePolicy.Policy.Expanding)
         self.canvas.setMinimumHeight(int(height * 72))
@@ -99,6 +102,9 @@ class PlotCanvas(QWidget):
             "title": _per_axes(title, ncols),
         }
         self._style()
+        self._apply_margins()
+        # keep the margins fixed in inches when the dock is resized
+        self.canvas.mpl_connect("resize_event", lambda _event: self._apply_margins())
 
     # ------------------------------------------------------------------ styling
     @property
@@ -111,6 +117,25 @@ class PlotCanvas(QWidget):
         self._colors = theme_colors(theme)
         self._style()
         self.redraw()
+
+    #: Margins around the axes in inches (left, right, bottom, top) and between axes.
+    MARGINS = (0.62, 0.15, 0.45, 0.32)
+    WSPACE = 0.55
+
+    def _apply_margins(self) -> None:
+        w, h = self.figure.get_size_inches()
+        if w <= 0 or h <= 0:
+            return
+        left, right, bottom, top = self.MARGINS
+        n = len(self.axes)
+        frac_w = max(w - left - right - (n - 1) * self.WSPACE, 0.5)
+        self.figure.subplots_adjust(
+            left=min(left / w, 0.4),
+            right=max(1 - right / w, 0.6),
+            bottom=min(bottom / h, 0.45),
+            top=max(1 - top / h, 0.55),
+            wspace=(self.WSPACE * n / frac_w) if n > 1 else 0.2,
+        )
 
     def _style(self) -> None:
         c = self._colors
@@ -210,9 +235,23 @@ class PlotCanvas(QWidget):
                 self._labels[name][axes] = value
         self._style()
 
+    def set_title(self, title: str, axes: int = 0) -> None:
+        """Change one axes' title only (cheaper than :meth:`set_labels` in live updates)."""
+        self._labels["title"][axes] = title
+        self.axes[axes].set_title(title, color=self._colors["text"], fontsize=8)
+
     def set_yscale(self, scale: str, axes: int = 0) -> None:
-        """Set ``"linear"`` or ``"log"`` y scale on one axes."""
-        self.axes[axes].set_yscale(scale)
+        """Set ``"linear"`` or ``"log"`` y scale on one axes.
+
+        Log axes get ticks at 1, 2 and 5 per decade labelled as plain numbers (no
+        mathtext, which is slow to render on every live update).
+        """
+        ax = self.axes[axes]
+        ax.set_yscale(scale)
+        if scale == "log":
+            ax.yaxis.set_major_locator(LogLocator(base=10, subs=(1.0, 2.0, 5.0)))
+            ax.yaxis.set_major_formatter(FuncFormatter(lambda v, _pos: f"{v:.3g}"))
+            ax.yaxis.set_minor_formatter(NullFormatter())
 
     def legend(self, axes: int = 0, **kwargs) -> None:
         """(Re)draw the legend of one axes from the labelled lines."""

@@ -1,0 +1,689 @@
+"""Training dock widget: train a residual U-Net on an input/target pair, live.
+
+The widget gathers a pair of volumes (two image layers, or two files), a loss
+configuration and the paper's hyper-parameters, validates them, and runs
+:func:`napari_dfct.train.fit` in a :func:`napari.qt.threading.create_worker` generator
+worker. Every :class:`~napari_dfct.train.EpochEvent` updates a progress bar, a live plot
+of the training and validation loss, the learning rate and best epoch, and a preview
+layer ``<input> [training preview]`` with the prediction on one validation slice.
+
+*Stop* sets the cancel flag that :func:`~napari_dfct.train.fit` checks before every batch;
+the best checkpoint so far is kept. When the run ends (completed, early stopping or
+stopped), the model folder is registered in :mod:`napari_dfct.widgets._models` so the
+Predict widget offers it.
+"""
+
+from __future__ import annotations
+
+import datetime as _dt
+import math
+import os
+import threading
+import time
+from pathlib import Path
+from types import SimpleNamespace
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+from magicgui.widgets import (
+    CheckBox,
+    ComboBox,
+    Container,
+    FileEdit,
+    FloatSpinBox,
+    Label,
+    LineEdit,
+    ProgressBar,
+    PushButton,
+    SpinBox,
+)
+from napari.utils.notifications import show_error, show_info, show_warning
+from qtpy.QtCore import QTimer
+from qtpy.QtWidgets import QHBoxLayout, QLabel, QTabWidget, QVBoxLayout, QWidget
+
+from . import _models
+from ._plot import PlotCanvas
+
+if TYPE_CHECKING:
+    import napari
+
+__all__ = ["TrainWidget", "default_models_dir"]
+
+PREVIEW_SUFFIX = " [training preview]"
+_EXCLUDE = ("weights", "preview")
+_PROFILE_CHOICES = [("none", "none"), ("linear", "linear"), ("non-linear", "nonlinear")]
+
+
+def default_models_dir() -> Path:
+    """Where new model folders go by default: ``~/napari-dfct/models``."""
+    return Path.home() / "napari-dfct" / "models"
+
+
+def _default_preset() -> str:
+    try:
+        import torch
+
+        return "paper" if torch.cuda.is_available() else "small"
+    except Exception:  # noqa: BLE001 - torch import problems surface at start
+        return "small"
+
+
+def _training_threads() -> int:
+    """Intra-op threads for CPU training: leave one core to the GUI thread."""
+    return max(1, (os.cpu_count() or 2) - 1)
+
+
+def _train_job(
+    input: Any,
+    target: Any,
+    config: Any,
+    out_dir: Path,
+    cancel: threading.Event,
+    resume: bool,
+    preview_index: int | None,
+    threads: int | None,
+):
+    """Worker body: read files if needed, then drive :func:`napari_dfct.train.fit`.
+
+    Yields a ``dict(kind="data", ...)`` first (shapes and placement of file inputs), then
+    every :class:`~napari_dfct.train.EpochEvent`; returns the
+    :class:`~napari_dfct.train.FitResult`.
+    """
+    import torch
+
+    from napari_dfct import train as _train
+
+    info: dict[str, Any] = {"kind": "data"}
+    if isinstance(input, str | os.PathLike):
+        from napari_dfct import io as _io
+
+        input, meta = _io.read_volume(input)
+        info["scale"] = tuple(meta.get("scale") or ())
+        info["name"] = meta.get("name")
+    if isinstance(target, str | os.PathLike):
+        from napari_dfct import io as _io
+
+        target, _ = _io.read_volume(target)
+    info["shape"] = tuple(int(s) for s in np.shape(input))
+    yield info
+
+    previous = torch.get_num_threads()
+    if threads:
+        torch.set_num_threads(int(threads))
+    try:
+        gen = _train.fit(
+            input, target, config, out_dir, cancel=cancel, resume=resume,
+            preview_index=preview_index,
+        )
+        result = yield from gen
+    finally:
+        if threads:
+            torch.set_num_threads(previous)
+    return result
+
+
+class TrainWidget(QWidget):
+    """Train a model on the layers (or files) of the viewer and watch it learn.
+
+    Parameters
+    ----------
+    napari_viewer : napari.viewer.Viewer
+        The viewer: source of the input/target layers, home of the preview layer.
+    """
+
+    #: Shortest interval between two GUI updates from training events.
+    GUI_INTERVAL_MS = 250
+
+    def __init__(self, napari_viewer: napari.viewer.Viewer, parent: QWidget | None = None):
+        super().__init__(parent)
+        self._viewer = napari_viewer
+        self._worker = None
+        self._cancel: threading.Event | None = None
+        self._pbar = None
+        self._run: SimpleNamespace | None = None
+        self.last_result = None
+        self._history: list = []
+        self._pending = None
+        self._preview_event = None
+        self._preview_shown = False
+        self._last_flush = 0.0
+        self._gui_timer = QTimer(self)
+        self._gui_timer.setSingleShot(True)
+        self._gui_timer.timeout.connect(self._flush)
+
+        layer_choices = self._layer_choices
+        self.data_form = Container(
+            widgets=[
+                ComboBox(name="source", label="source", choices=["layers", "files"],
+                         value="layers"),
+                ComboBox(name="input", label="input", choices=layer_choices, nullable=True,
+                         tooltip="Single-rotation reconstruction (Z, Y, X)"),
+                ComboBox(name="target", label="target", choices=layer_choices, nullable=True,
+                         tooltip="Multi-rotation reconstruction, same shape"),
+                FileEdit(name="input_file", label="input file", mode="r", nullable=True,
+                         filter="Volumes (*.tif *.tiff *.npy *.npz *.dcm)"),
+                FileEdit(name="target_file", label="target file", mode="r", nullable=True,
+                         filter="Volumes (*.tif *.tiff *.npy *.npz *.dcm)"),
+                SpinBox(name="preview", label="preview slice", value=-1, min=-1,
+                        max=100_000, tooltip="Slice shown in the preview layer each epoch "
+                        "(auto: the first validation slice)"),
+            ],
+            labels=True,
+        )
+        self.loss_form = Container(
+            widgets=[
+                ComboBox(name="loss", label="loss", choices=[("L1", "l1"), ("L2", "l2")],
+                         value="l2"),
+                ComboBox(name="spatial", label="spatial", choices=_PROFILE_CHOICES,
+                         value="none"),
+                ComboBox(name="frequency", label="frequency", choices=_PROFILE_CHOICES,
+                         value="none"),
+                ComboBox(name="order", label="order",
+                         choices=[("S then F (S+F)", "sf"), ("F then S (F+S)", "fs")],
+                         value="sf"),
+                ComboBox(name="mode", label="mode", choices=["paper", "spectral"],
+                         value="paper"),
+                CheckBox(name="normalize", text="normalise weights to mean 1", value=False),
+                Label(name="loss_name", label="name", value=""),
+            ],
+            labels=True,
+        )
+        self.params_form = Container(
+            widgets=[
+                ComboBox(name="preset", label="model preset", choices=["paper", "small", "tiny"],
+                         value=_default_preset(),
+                         tooltip="paper: 64-1024 channels (GPU); small: 16 channels; tiny: tests"),
+                SpinBox(name="epochs", label="epochs", value=100, min=1, max=100_000),
+                SpinBox(name="patience", label="patience", value=20, min=1, max=100_000),
+                SpinBox(name="batch_size", label="batch size", value=32, min=1, max=4096),
+                SpinBox(name="patch", label="patch", value=128, min=8, max=8192, step=8),
+                LineEdit(name="lr", label="learning rate", value="1e-3"),
+                FloatSpinBox(name="weight_decay", label="weight decay", value=0.1, min=0.0,
+                             max=10.0, step=0.01),
+                ComboBox(name="optimizer", label="optimizer", choices=["adam", "adamw"],
+                         value="adam", tooltip="adam: coupled L2 weight decay (paper); "
+                         "adamw: decoupled"),
+                FloatSpinBox(name="val_fraction", label="validation fraction", value=0.2,
+                             min=0.01, max=0.99, step=0.05),
+                SpinBox(name="seed", label="seed", value=0, min=0, max=2**31 - 1),
+                ComboBox(name="device", label="device", choices=["auto", "cpu", "cuda", "mps"],
+                         value="auto"),
+            ],
+            labels=True,
+        )
+        self.output_form = Container(
+            widgets=[
+                FileEdit(name="save_under", label="save under", mode="d",
+                         value=str(default_models_dir())),
+                LineEdit(name="run_name", label="run name", value=""),
+                FileEdit(name="resume", label="resume from", mode="d", nullable=True,
+                         tooltip="A stopped run's model folder: continue where it stopped"),
+            ],
+            labels=True,
+        )
+        forms = (self.data_form, self.loss_form, self.params_form, self.output_form)
+        #: every input widget by name (``widget.fields.epochs.value = 2``)
+        self.fields = SimpleNamespace(**{w.name: w for form in forms for w in form})
+        self.fields.lr.native.setPlaceholderText("1e-3")
+        self.fields.run_name.native.setPlaceholderText("auto: <loss>-<date>-<time>")
+        self.fields.preview.native.setSpecialValueText("auto")
+
+        self.tabs = QTabWidget()
+        for form, title in zip(forms, ("Data", "Loss", "Training", "Output"), strict=True):
+            form.native.layout().setContentsMargins(6, 6, 6, 6)
+            self.tabs.addTab(form.native, title)
+
+        self.start_button = PushButton(name="start", text="Start training")
+        self.stop_button = PushButton(name="stop", text="Stop", enabled=False)
+        self.start_button.changed.connect(self.start)
+        self.stop_button.changed.connect(self.stop)
+        self.progress = ProgressBar(value=0, min=0, max=1, label="epochs")
+        self.status = QLabel("Ready.")
+        self.status.setWordWrap(True)
+        self.plot = PlotCanvas(xlabel="epoch", ylabel="loss", title="", height=2.3)
+        self.plot.set_yscale("log")
+
+        buttons = QHBoxLayout()
+        buttons.addWidget(self.start_button.native, 2)
+        buttons.addWidget(self.stop_button.native, 1)
+        layout = QVBoxLayout(self)
+        layout.addWidget(self.tabs)
+        layout.addLayout(buttons)
+        layout.addWidget(self.progress.native)
+        layout.addWidget(self.status)
+        layout.addWidget(self.plot, 1)
+
+        self.fields.source.changed.connect(self._on_source)
+        for name in ("loss", "spatial", "frequency", "order", "mode", "normalize"):
+            getattr(self.fields, name).changed.connect(self._on_loss)
+        self.fields.resume.changed.connect(self._on_resume)
+        ev = self._viewer.layers.events
+        for name in ("inserted", "removed", "reordered"):
+            getattr(ev, name).connect(self.reset_choices)
+        self._on_source()
+        self._on_loss()
+        self._pick_defaults()
+
+    # ------------------------------------------------------------------ form helpers
+    def _layer_choices(self, _widget=None):
+        return _models.image_layers(self._viewer, exclude_roles=_EXCLUDE)
+
+    def reset_choices(self, *_args) -> None:
+        """Refresh the layer pickers (napari calls this when layers change)."""
+        self.data_form.reset_choices()
+        self._pick_defaults()
+
+    def _pick_defaults(self) -> None:
+        layers = [layer for _, layer in self._layer_choices()]
+        if not layers:
+            return
+        f = self.fields
+
+        def find(prefix):
+            for layer in layers:
+                if layer.name.lower().startswith(prefix):
+                    return layer
+            return None
+
+        if f.input.value is None:
+            f.input.value = find("input") or layers[0]
+        if f.target.value is None:
+            rest = [la for la in layers if la is not f.input.value]
+            choice = find("target") or (rest[0] if rest else None)
+            if choice is not None:
+                f.target.value = choice
+
+    def _on_source(self, *_args) -> None:
+        files = self.fields.source.value == "files"
+        for name in ("input", "target"):
+            getattr(self.fields, name).visible = not files
+            getattr(self.fields, f"{name}_file").visible = files
+
+    def loss_config(self):
+        """The :class:`napari_dfct.losses.LossConfig` of the form."""
+        from napari_dfct.losses import LossConfig
+
+        f = self.fields
+        return LossConfig(loss=f.loss.value, spatial=f.spatial.value,
+                          frequency=f.frequency.value, order=f.order.value,
+                          mode=f.mode.value, normalize=bool(f.normalize.value))
+
+    def _on_loss(self, *_args) -> None:
+        try:
+            cfg = self.loss_config()
+            self.fields.loss_name.value = f"{cfg.name}  ({cfg.scheme})"
+        except ValueError as err:
+            self.fields.loss_name.value = str(err)
+
+    def _on_resume(self, *_args) -> None:
+        """Fill the form from a stopped run's config so the user sees what continues."""
+        path = self.fields.resume.value
+        if not path or str(path) in ("", "."):
+            return
+        from napari_dfct import checkpoint
+
+        try:
+            cfg = checkpoint.load_config(path)
+        except ValueError as err:
+            show_error(f"Cannot resume from {path}: {err}")
+            return
+        f = self.fields
+        loss = cfg.get("loss") or {}
+        for key in ("loss", "spatial", "frequency", "order", "mode"):
+            if key in loss:
+                getattr(f, key).value = loss[key]
+        if "normalize" in loss:
+            f.normalize.value = bool(loss["normalize"])
+        train = cfg.get("train") or {}
+        for key in ("preset", "epochs", "patience", "batch_size", "patch", "optimizer",
+                    "seed"):
+            if key in train:
+                getattr(f, key).value = train[key]
+        for key in ("weight_decay", "val_fraction"):
+            if key in train:
+                getattr(f, key).value = float(train[key])
+        if "lr" in train:
+            f.lr.value = f"{float(train['lr']):g}"
+        show_info(
+            f"Resuming {cfg.get('name', Path(path).name)} after epoch "
+            f"{cfg.get('epochs_run', '?')}; raise 'epochs' to train longer."
+        )
+
+    # ------------------------------------------------------------------ gather/validate
+    def train_config(self):
+        """The :class:`napari_dfct.train.TrainConfig` of the form (validated)."""
+        from napari_dfct.train import TrainConfig
+
+        f = self.fields
+        try:
+            lr = float(str(f.lr.value).strip())
+        except ValueError:
+            raise ValueError(f"learning rate {f.lr.value!r} is not a number") from None
+        config = TrainConfig(
+            loss=self.loss_config(), preset=f.preset.value, epochs=int(f.epochs.value),
+            patience=int(f.patience.value), batch_size=int(f.batch_size.value),
+            patch=int(f.patch.value), lr=lr, weight_decay=float(f.weight_decay.value),
+            optimizer=f.optimizer.value, val_fraction=float(f.val_fraction.value),
+            seed=int(f.seed.value), device=f.device.value,
+        )
+        config.validate()
+        return config
+
+    def _gather(self) -> SimpleNamespace:
+        """Collect and check everything a run needs; raise ValueError with a clear message."""
+        from napari_dfct import checkpoint
+        from napari_dfct.data import validate_pair
+        from napari_dfct.train import resolve_device
+
+        f = self.fields
+        config = self.train_config()
+        resolve_device(config.device)  # CUDA/MPS asked for but absent -> ValueError
+
+        resume_dir = f.resume.value
+        resume = bool(resume_dir) and str(resume_dir) not in ("", ".")
+        run = SimpleNamespace(config=config, resume=resume, layer=None, name="input",
+                              placement=None)
+        if f.source.value == "layers":
+            inp, tgt = f.input.value, f.target.value
+            if inp is None or tgt is None:
+                raise ValueError("choose an input and a target image layer")
+            if inp is tgt:
+                raise ValueError(
+                    f"input and target are the same layer ({inp.name!r}); choose the "
+                    "multi-rotation reconstruction as target"
+                )
+            for layer in (inp, tgt):
+                if layer.multiscale:
+                    raise ValueError(f"layer {layer.name!r} is multiscale; not supported")
+            x = np.asarray(inp.data, dtype=np.float32)
+            y = np.asarray(tgt.data, dtype=np.float32)
+            try:
+                validate_pair(x, y, patch=None if resume else config.patch)
+            except ValueError as err:
+                raise ValueError(f"{err} (input {inp.name!r}, target {tgt.name!r})") from None
+            run.input, run.target = x, y
+            run.layer, run.name = inp, inp.name
+            run.placement = _models.spatial_placement(inp)
+            run.shape = x.shape
+        else:
+            paths = []
+            for key in ("input_file", "target_file"):
+                p = getattr(f, key).value
+                if not p or not Path(p).exists() or str(p) == ".":
+                    raise ValueError(f"choose an existing {key.replace('_', ' ')}")
+                paths.append(Path(p))
+            if paths[0].resolve() == paths[1].resolve():
+                raise ValueError("input file and target file are the same file")
+            run.input, run.target = str(paths[0]), str(paths[1])
+            run.name = paths[0].stem
+            run.shape = None
+
+        if resume:
+            out_dir = Path(resume_dir)
+            if not (out_dir / checkpoint.STATE_FILE).exists():
+                raise ValueError(
+                    f"nothing to resume in {out_dir}: no {checkpoint.STATE_FILE} (the run "
+                    "finished without keeping its state, or never finished an epoch)"
+                )
+        else:
+            parent = Path(f.save_under.value or default_models_dir()).expanduser()
+            name = str(f.run_name.value).strip()
+            if not name:
+                stamp = _dt.datetime.now().strftime("%Y%m%d-%H%M%S")
+                name = f"{config.loss.name}-{stamp}"
+            out_dir = parent / name
+            if checkpoint.is_model_dir(out_dir):
+                raise ValueError(
+                    f"{out_dir} already holds a model; choose another run name, or "
+                    "'resume from' it"
+                )
+            try:
+                parent.mkdir(parents=True, exist_ok=True)
+            except OSError as err:
+                raise ValueError(f"cannot create the output folder {parent}: {err}") from None
+        run.out_dir = out_dir
+        preview = int(f.preview.value)
+        if preview >= 0 and run.shape is not None and preview >= run.shape[0]:
+            raise ValueError(
+                f"preview slice {preview} is out of range for {run.shape[0]} slices"
+            )
+        run.preview_index = preview if preview >= 0 else None
+        return run
+
+    # ------------------------------------------------------------------ run control
+    @property
+    def is_running(self) -> bool:
+        """True while a training worker is alive."""
+        return self._worker is not None
+
+    def start(self, *_args) -> None:
+        """Validate the form and start training in a worker thread."""
+        if self.is_running:
+            show_warning("Training is already running; press Stop first.")
+            return
+        try:
+            run = self._gather()
+        except ValueError as err:
+            show_error(f"Cannot start training: {err}")
+            return
+        except Exception as err:  # noqa: BLE001 - never a traceback in the viewer
+            show_error(f"Cannot start training: {type(err).__name__}: {err}")
+            return
+
+        from napari.qt.threading import create_worker
+
+        self._run = run
+        self._cancel = threading.Event()
+        threads = _training_threads() if self._is_cpu(run.config.device) else None
+        self._worker = create_worker(
+            _train_job, run.input, run.target, run.config, run.out_dir, self._cancel,
+            run.resume, run.preview_index, threads,
+            _start_thread=False,
+            _connect={
+                "yielded": self._on_yielded,
+                "returned": self._on_returned,
+                "errored": self._on_errored,
+                "finished": self._on_finished,
+            },
+        )
+        self._history = []
+        self._pending = self._preview_event = None
+        self._preview_shown = False
+        self.plot.clear()
+        self.progress.max = max(int(run.config.epochs), 1)
+        self.progress.value = 0
+        self._open_pbar(run)
+        self._prepare_preview(run)
+        self.start_button.enabled = False
+        self.stop_button.enabled = True
+        self.tabs.setEnabled(False)
+        self.status.setText(f"Starting {run.config.loss.name} ({run.config.preset}) \u2192 "
+                            f"{run.out_dir}")
+        self._worker.start()
+
+    def stop(self, *_args) -> None:
+        """Ask the running training to stop after the current batch."""
+        if self._cancel is not None and self.is_running:
+            self._cancel.set()
+            self.stop_button.enabled = False
+            self.status.setText("Stopping after the current batch (the best model is kept)...")
+
+    @staticmethod
+    def _is_cpu(device: str) -> bool:
+        from napari_dfct.train import resolve_device
+
+        try:
+            return resolve_device(device).type == "cpu"
+        except ValueError:
+            return True
+
+    def _prepare_preview(self, run) -> None:
+        """Create the preview layer (hidden) now, so the first epoch only updates data.
+
+        Adding a layer builds its controls and canvas node, the most expensive GUI step;
+        doing it on the click keeps the event loop free while the worker trains.
+        """
+        if run.layer is None:
+            return
+        name = f"{run.name}{PREVIEW_SUFFIX}"
+        if name in self._viewer.layers:
+            return
+        shape = tuple(int(s) for s in run.shape[-2:])
+        layer = _models.upsert_image(
+            self._viewer, name, np.zeros(shape, np.float32), role="preview",
+            contrast_limits=tuple(run.layer.contrast_limits), colormap="gray",
+            **(run.placement or {}),
+        )
+        layer.visible = False
+
+    def _open_pbar(self, run) -> None:
+        from napari.utils import progress
+
+        self._close_pbar()
+        self._pbar = progress(total=max(int(run.config.epochs), 1),
+                              desc=f"Training {run.config.loss.name}")
+
+    def _close_pbar(self) -> None:
+        if self._pbar is not None:
+            self._pbar.close()
+            self._pbar = None
+
+    # ------------------------------------------------------------------ worker signals
+    def _on_yielded(self, item) -> None:
+        if isinstance(item, dict) and item.get("kind") == "data":
+            if self._run is not None and self._run.placement is None:
+                scale = item.get("scale") or ()
+                if len(scale) >= 2:
+                    self._run.placement = {"scale": tuple(scale[-2:])}
+            return
+        self._on_epoch(item)
+
+    def _on_epoch(self, event) -> None:
+        """Record an epoch; apply it to the GUI at most every ``GUI_INTERVAL_MS``.
+
+        Each GUI step (progress and status, the plot, the preview layer) runs as its own
+        short event-loop task, so no single task blocks the event loop for long; when
+        epochs come faster than the interval, only the latest one is shown (the plot
+        always holds every epoch).
+        """
+        self._history.append(event)
+        self._pending = event
+        if not self._gui_timer.isActive():
+            elapsed = (time.perf_counter() - self._last_flush) * 1000.0
+            self._gui_timer.start(int(max(0.0, self.GUI_INTERVAL_MS - elapsed)))
+
+    def _flush(self) -> None:
+        """Show the latest recorded epoch: progress, status and plot, then the preview."""
+        event, self._pending = self._pending, None
+        if event is None:
+            return
+        self._last_flush = time.perf_counter()
+        self.progress.max = max(int(event.epochs), 1)
+        self.progress.value = min(int(event.epoch), int(event.epochs))
+        if self._pbar is not None:
+            self._pbar.total = max(int(event.epochs), 1)
+            self._pbar.update(max(int(event.epoch) - int(self._pbar.n), 0))
+        self.status.setText(
+            f"Epoch {event.epoch}/{event.epochs}: training {event.train_loss:.4g}, "
+            f"validation {event.val_loss:.4g}, lr {event.lr:.2e}, best epoch "
+            f"{event.best_epoch} ({event.seconds:.1f} s/epoch)"
+        )
+        history = list(self._history)
+        epochs = [e.epoch for e in history]
+        self.plot.set_line("train", epochs, [e.train_loss for e in history],
+                           label="training", color="#4fa3ff", marker=".")
+        self.plot.set_line("val", epochs, [e.val_loss for e in history],
+                           label="validation", color="#ff9f40", marker=".")
+        if event.best_epoch > 0 and math.isfinite(event.best_val_loss):
+            self.plot.set_marker("best", event.best_epoch, event.best_val_loss, marker="*",
+                                 markersize=11, color="#ffd166", label="best")
+        self.plot.set_title(
+            f"lr {event.lr:.2e}  \u00b7  best epoch {event.best_epoch} "
+            f"(val {event.best_val_loss:.4g})"
+        )
+        if self.plot.ax.get_legend() is None:
+            self.plot.legend(loc="upper right")
+        self.plot.redraw()  # deferred: draws in its own event-loop task
+        if event.preview is not None:
+            self._preview_event = event
+            QTimer.singleShot(0, self._show_preview)
+
+    def _show_preview(self) -> None:
+        event, self._preview_event = self._preview_event, None
+        run = self._run
+        if event is None or run is None or event.preview is None:
+            return
+        name = f"{run.name}{PREVIEW_SUFFIX}"
+        first = not self._preview_shown
+        limits = tuple(run.layer.contrast_limits) if run.layer is not None else None
+        layer = _models.upsert_image(
+            self._viewer, name, np.asarray(event.preview, np.float32), role="preview",
+            contrast_limits=limits if first else None, colormap="gray",
+            **dict(run.placement or {}),
+        )
+        if first:
+            self._preview_shown = True
+            layer.visible = True
+            if run.layer is not None and run.layer.ndim >= 3 and \
+                    event.preview_index is not None:
+                self._show_slice(run.layer, int(event.preview_index))
+
+    def _show_slice(self, layer, z: int) -> None:
+        """Move the viewer to slice ``z`` of ``layer`` (where the preview is computed)."""
+        try:
+            axis = self._viewer.dims.ndim - layer.ndim
+            world = float(layer.translate[0] + z * layer.scale[0])
+            self._viewer.dims.set_point(axis, world)
+        except Exception:  # noqa: BLE001 - cosmetic only
+            pass
+
+    def _on_returned(self, result) -> None:
+        self._gui_timer.stop()
+        self._flush()
+        self._show_preview()
+        self.last_result = result
+        if result is None:
+            return
+        if result.model_dir is not None:
+            _models.register_model(result.model_dir)
+            how = {"completed": "finished", "early_stopping": "stopped early (patience)",
+                   "cancelled": "stopped"}.get(result.stopped, result.stopped)
+            text = (f"Training {how} after {result.epochs_run} epochs; best epoch "
+                    f"{result.best_epoch} (validation loss {result.best_val_loss:.4g}). "
+                    f"Model saved in {result.model_dir}")
+            self.status.setText(text)
+            show_info(text)
+        else:
+            text = "Training stopped before the first epoch finished; nothing was saved."
+            self.status.setText(text)
+            show_warning(text)
+
+    def _on_errored(self, exc: BaseException) -> None:
+        msg = str(exc) or type(exc).__name__
+        name = type(exc).__name__
+        if name == "OutOfMemory" or "out of memory" in msg.lower():
+            text = (f"Training ran out of memory: {msg}. Lower the batch size or the patch, "
+                    "or choose a smaller preset.")
+        elif isinstance(exc, ValueError):
+            text = f"Training failed: {msg}"
+        else:
+            text = f"Training failed: {name}: {msg}"
+        self.status.setText(text)
+        show_error(text)
+
+    def _on_finished(self) -> None:
+        self._gui_timer.stop()
+        self._flush()
+        self._show_preview()
+        self._worker = None
+        self._close_pbar()
+        self.start_button.enabled = True
+        self.stop_button.enabled = False
+        self.tabs.setEnabled(True)
+
+    # ------------------------------------------------------------------ teardown
+    def closeEvent(self, event) -> None:  # noqa: N802 - Qt API
+        """Stop a running training when the widget closes."""
+        if self._cancel is not None:
+            self._cancel.set()
+        super().closeEvent(event)

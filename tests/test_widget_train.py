@@ -1,0 +1,211 @@
+"""The training widget in a real viewer: tiny runs to completion, Stop, bad inputs."""
+
+from __future__ import annotations
+
+import json
+import time
+
+import numpy as np
+import pytest
+
+pytest.importorskip("napari")
+pytestmark = pytest.mark.gui
+
+SCALE = (1.0, 0.7, 0.7)
+TRANSLATE = (0.0, 5.0, -2.0)
+
+
+@pytest.fixture
+def notes(monkeypatch):
+    """Capture the widget's notifications instead of showing them."""
+    from napari_dfct.widgets import train as mod
+
+    seen = {"error": [], "warning": [], "info": []}
+    monkeypatch.setattr(mod, "show_error", lambda m: seen["error"].append(str(m)))
+    monkeypatch.setattr(mod, "show_warning", lambda m: seen["warning"].append(str(m)))
+    monkeypatch.setattr(mod, "show_info", lambda m: seen["info"].append(str(m)))
+    return seen
+
+
+@pytest.fixture
+def registry():
+    from napari_dfct.widgets import _models
+
+    _models.clear()
+    yield _models
+    _models.clear()
+
+
+@pytest.fixture
+def viewer(make_napari_viewer, small_sim):
+    v = make_napari_viewer()
+    v.add_image(small_sim.input.copy(), name="input (1 rotation)", scale=SCALE,
+                translate=TRANSLATE)
+    v.add_image(small_sim.target.copy(), name="target (20 rotations)", scale=SCALE,
+                translate=TRANSLATE)
+    return v
+
+
+def _widget(viewer, tmp_path, **overrides):
+    from napari_dfct.widgets.train import TrainWidget
+
+    widget = TrainWidget(viewer)
+    viewer.window.add_dock_widget(widget, name="Train")
+    settings = dict(preset="tiny", epochs=2, patience=5, batch_size=4, patch=32,
+                    save_under=str(tmp_path), run_name="run", device="cpu")
+    settings.update(overrides)
+    for name, value in settings.items():
+        getattr(widget.fields, name).value = value
+    return widget
+
+
+def _click(qtbot, button):
+    from qtpy.QtCore import Qt
+
+    qtbot.mouseClick(button.native, Qt.MouseButton.LeftButton)
+
+
+def test_defaults(viewer, tmp_path):
+    from napari_dfct.widgets.train import TrainWidget
+
+    widget = TrainWidget(viewer)
+    viewer.window.add_dock_widget(widget, name="Train")
+    f = widget.fields
+    assert f.input.value.name == "input (1 rotation)"
+    assert f.target.value.name == "target (20 rotations)"
+    assert (f.epochs.value, f.patience.value, f.batch_size.value, f.patch.value) == (
+        100, 20, 32, 128)
+    assert float(f.lr.value) == pytest.approx(1e-3)
+    assert f.weight_decay.value == pytest.approx(0.1)
+    assert f.val_fraction.value == pytest.approx(0.2)
+    import torch
+
+    assert f.preset.value == ("paper" if torch.cuda.is_available() else "small")
+    f.spatial.value = "nonlinear"
+    f.frequency.value = "nonlinear"
+    assert widget.loss_config().name in f.loss_name.value
+
+
+def test_train_to_completion_keeps_the_gui_responsive(viewer, tmp_path, qtbot, notes,
+                                                      registry):
+    from qtpy.QtCore import QTimer
+
+    widget = _widget(viewer, tmp_path, epochs=3, patch=64, batch_size=8)
+    ticks: list[float] = []
+    timer = QTimer()
+    timer.setInterval(10)
+    timer.timeout.connect(lambda: ticks.append(time.perf_counter()))
+    timer.start()
+    b0 = time.perf_counter()
+    qtbot.wait(1000)  # baseline: the same viewer, idle, on the same (shared) machine
+    b1 = time.perf_counter()
+    events = []
+    _click(qtbot, widget.start_button)
+    assert widget.is_running
+    widget._worker.yielded.connect(lambda e: events.append((time.perf_counter(), e)))
+    t0 = time.perf_counter()
+    qtbot.waitUntil(lambda: not widget.is_running, timeout=90_000)
+    t1 = time.perf_counter()
+    timer.stop()
+    assert notes["error"] == [], notes["error"]
+
+    # the checkpoint and its history
+    out = tmp_path / "run"
+    for name in ("model.safetensors", "config.json", "history.json"):
+        assert (out / name).is_file(), name
+    history = json.loads((out / "history.json").read_text())
+    assert [h["epoch"] for h in history] == [1, 2, 3]
+    config = json.loads((out / "config.json").read_text())
+    assert config["preset"] == "tiny"
+    assert widget.last_result.stopped == "completed"
+    assert registry.registered_models() == [out.resolve()]
+    assert any(str(out) in m for m in notes["info"])
+
+    # live plot, progress and the preview layer on the input's grid
+    assert len(widget.plot.line("val").get_xdata()) == 3
+    assert widget.progress.value == 3
+    preview = viewer.layers["input (1 rotation) [training preview]"]
+    assert preview.data.shape == viewer.layers[0].data.shape[1:]
+    np.testing.assert_allclose(preview.scale, SCALE[1:])
+    np.testing.assert_allclose(preview.translate, TRANSLATE[1:])
+
+    # responsiveness: the Qt event loop kept ticking while the worker trained
+    during = np.array([t for t in ticks if t0 <= t <= t1])
+    epoch_events = [t for t, e in events if hasattr(e, "epoch")]
+    assert len(epoch_events) == 3
+    assert len(during) >= 3, "the event loop did not run while training"
+    worst = float(np.diff(np.concatenate([[t0], during, [t1]])).max())
+    idle = np.array([t for t in ticks if b0 <= t <= b1])
+    baseline = float(np.diff(np.concatenate([[b0], idle, [b1]])).max())
+    print(f"\n[responsiveness] training {t1 - t0:.2f} s: {len(during)} ticks of a 10 ms "
+          f"QTimer, worst gap {worst * 1000:.0f} ms; idle viewer baseline worst gap "
+          f"{baseline * 1000:.0f} ms; ratio {worst / baseline:.1f}")
+
+
+def test_stop_keeps_a_loadable_checkpoint(viewer, tmp_path, qtbot, notes, registry):
+    from napari_dfct.checkpoint import load_model
+
+    widget = _widget(viewer, tmp_path, epochs=200, patience=200)
+    _click(qtbot, widget.start_button)
+    seen = []
+
+    def on_event(event):
+        if hasattr(event, "epoch"):
+            seen.append(event.epoch)
+            if len(seen) == 1:
+                assert not widget.start_button.enabled
+                widget.start()  # refused while running (the button is disabled too)
+                _click(qtbot, widget.stop_button)
+
+    widget._worker.yielded.connect(on_event)
+    qtbot.waitUntil(lambda: not widget.is_running, timeout=90_000)
+    assert any("already running" in m for m in notes["warning"])
+    result = widget.last_result
+    assert result.stopped == "cancelled"
+    assert 1 <= result.epochs_run < 200
+    loaded = load_model(tmp_path / "run")
+    assert loaded.config["preset"] == "tiny"
+    assert registry.registered_models() == [(tmp_path / "run").resolve()]
+    assert notes["error"] == []
+    assert widget.start_button.enabled and not widget.stop_button.enabled
+
+
+def test_bad_inputs_notify(make_napari_viewer, small_sim, tmp_path, qtbot, notes):
+    viewer = make_napari_viewer()
+    a = viewer.add_image(small_sim.input.copy(), name="input")
+    b = viewer.add_image(small_sim.target.copy(), name="target")
+    small = viewer.add_image(small_sim.target[:, :32, :32].copy(), name="cropped")
+    flat = viewer.add_image(small_sim.input[0].copy(), name="one slice")
+    flat2 = viewer.add_image(small_sim.target[0].copy(), name="one target slice")
+    single = viewer.add_image(small_sim.input[:1].copy(), name="single slice")
+    single2 = viewer.add_image(small_sim.target[:1].copy(), name="single target slice")
+    widget = _widget(viewer, tmp_path)
+    f = widget.fields
+    cases = [
+        ((a, a, 32), "same layer"),
+        ((a, small, 32), "shape"),
+        ((flat, flat2, 32), "3-D"),
+        ((single, single2, 32), "at least 2"),
+        ((a, b, 128), "patch"),
+    ]
+    for (inp, tgt, patch), expected in cases:
+        notes["error"].clear()
+        f.input.value, f.target.value, f.patch.value = inp, tgt, patch
+        _click(qtbot, widget.start_button)
+        assert not widget.is_running
+        assert len(notes["error"]) == 1, (inp.name, tgt.name, notes)
+        assert expected in notes["error"][0], notes["error"][0]
+    # a device that is not there
+    f.input.value, f.target.value, f.patch.value = a, b, 32
+    import torch
+
+    if not torch.cuda.is_available():
+        notes["error"].clear()
+        f.device.value = "cuda"
+        _click(qtbot, widget.start_button)
+        assert not widget.is_running and "CUDA" in notes["error"][0]
+    # a learning rate that is not a number
+    notes["error"].clear()
+    f.device.value, f.lr.value = "cpu", "fast"
+    _click(qtbot, widget.start_button)
+    assert not widget.is_running and "learning rate" in notes["error"][0]

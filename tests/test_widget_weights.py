@@ -1,0 +1,163 @@
+"""The loss amplification widget in a real viewer."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+pytest.importorskip("napari")
+pytestmark = pytest.mark.gui
+
+SCALE = (2.0, 0.5, 0.5)
+TRANSLATE = (1.0, -3.0, 4.0)
+
+
+@pytest.fixture
+def viewer_with_pair(make_napari_viewer, small_sim):
+    viewer = make_napari_viewer()
+    viewer.add_image(small_sim.input.copy(), name="input (1 rotation)", scale=SCALE,
+                     translate=TRANSLATE)
+    viewer.add_image(small_sim.target.copy(), name="target (4 rotations)", scale=SCALE,
+                     translate=TRANSLATE)
+    return viewer
+
+
+@pytest.fixture
+def errors(monkeypatch):
+    from napari_dfct.widgets import weights as mod
+
+    seen = []
+    monkeypatch.setattr(mod, "show_error", lambda msg: seen.append(str(msg)))
+    return seen
+
+
+def _widget(viewer, qtbot):
+    from napari_dfct.widgets.weights import WeightsWidget
+
+    widget = WeightsWidget(viewer)
+    viewer.window.add_dock_widget(widget, name="Loss amplification")
+    return widget
+
+
+def _layer(viewer, key):
+    from napari_dfct.widgets.weights import LAYER_NAMES
+
+    return viewer.layers[LAYER_NAMES[key]]
+
+
+def _set(widget, qtbot, **values):
+    for name, value in values.items():
+        getattr(widget.form, name).value = value
+    widget.update_maps()  # what the debounce timer calls
+
+
+def test_builds_layers_on_the_current_slice(viewer_with_pair, qtbot, errors, small_sim):
+    from napari_dfct.data import window_from_percentiles
+    from napari_dfct.widgets.weights import LAYER_NAMES
+
+    viewer = viewer_with_pair
+    widget = _widget(viewer, qtbot)
+    assert widget.form.input.value.name == "input (1 rotation)"
+    assert widget.form.target.value.name == "target (4 rotations)"
+    _set(widget, qtbot, spatial="linear", frequency="none", loss="l2", mode="paper",
+         normalize=False, size="full")
+    for name in LAYER_NAMES.values():
+        assert name in viewer.layers
+    a_s = _layer(viewer, "spatial").data
+    assert a_s.shape == small_sim.input.shape[1:]
+    assert a_s.max() == pytest.approx(2.0)
+    assert a_s.min() == pytest.approx(1.0)
+    h, w = a_s.shape
+    assert a_s[h // 2, w // 2] == pytest.approx(2.0)  # peak at the iso-centre
+    # maps sit on the input's pixel grid
+    for key in LAYER_NAMES:
+        np.testing.assert_allclose(_layer(viewer, key).scale, SCALE[1:])
+        np.testing.assert_allclose(_layer(viewer, key).translate, TRANSLATE[1:])
+
+    # the plain map is the L2 error of the windowed slice the viewer shows
+    z = 2
+    viewer.dims.set_point(0, TRANSLATE[0] + z * SCALE[0])
+    widget.update_maps()
+    win = window_from_percentiles(small_sim.input, small_sim.target)
+    expected = (win.normalize(small_sim.input[z]) - win.normalize(small_sim.target[z])) ** 2
+    np.testing.assert_allclose(_layer(viewer, "loss").data, expected, rtol=1e-5, atol=1e-7)
+    # spatial only: the amplified map is A_S times the plain map
+    np.testing.assert_allclose(
+        _layer(viewer, "amplified").data, a_s * expected, rtol=1e-5, atol=1e-7
+    )
+    assert "A_F(DC)" in widget.info.text()
+    assert errors == []
+
+
+def test_options_update_layers_in_place(viewer_with_pair, qtbot, errors):
+    viewer = viewer_with_pair
+    widget = _widget(viewer, qtbot)
+    _set(widget, qtbot, spatial="linear", frequency="linear", size="full")
+    n_layers = len(viewer.layers)
+    a_s_layer = _layer(viewer, "spatial")
+    a_s_lin = a_s_layer.data.copy()
+    a_f_lin = _layer(viewer, "frequency").data.copy()
+    amp_lin = _layer(viewer, "amplified").data.copy()
+
+    _set(widget, qtbot, spatial="nonlinear", frequency="nonlinear")
+    assert len(viewer.layers) == n_layers  # reused, not piled up
+    assert _layer(viewer, "spatial") is a_s_layer
+    a_s_non = a_s_layer.data
+    assert not np.allclose(a_s_non, a_s_lin)
+    assert a_s_non.max() == pytest.approx(2.0) and a_s_non.min() == pytest.approx(1.0)
+    a_f_non = _layer(viewer, "frequency").data
+    assert not np.allclose(a_f_non, a_f_lin)
+    # the non-linear frequency weight lies on or above the linear one (raises mid bands)
+    assert np.all(a_f_non >= a_f_lin - 1e-6)
+    # DC sits in the middle of the shifted view and weighs 1
+    h, w = a_f_non.shape
+    assert a_f_non[h // 2, w // 2] == pytest.approx(1.0)
+    assert not np.allclose(_layer(viewer, "amplified").data, amp_lin)
+
+    # a patch: maps shrink to the centred patch (clamped to the slice) and move with it
+    _set(widget, qtbot, size="patch")
+    assert len(viewer.layers) == n_layers
+    assert _layer(viewer, "loss").data.shape == a_s_lin.shape  # 64x64 slice < 128 patch
+    assert errors == []
+
+
+def test_paper_mode_frequency_only_rescales(viewer_with_pair, qtbot, errors):
+    """DC identity: with F alone in paper mode, mean(L_F) = A_F(DC) * mean(L) = mean(L)."""
+    viewer = viewer_with_pair
+    widget = _widget(viewer, qtbot)
+    _set(widget, qtbot, spatial="none", frequency="nonlinear", mode="paper", size="full")
+    plain = _layer(viewer, "loss").data.astype(np.float64)
+    amp = _layer(viewer, "amplified").data.astype(np.float64)
+    assert not np.allclose(amp, plain)  # the map changes ...
+    assert amp.mean() == pytest.approx(plain.mean(), rel=1e-4)  # ... its mean does not
+    # spectral mode changes the mean (white-ish error gains > 1)
+    _set(widget, qtbot, mode="spectral")
+    assert _layer(viewer, "amplified").data.mean() > 1.05 * plain.mean()
+    assert "Spectral mode" in widget.info.text()
+    assert errors == []
+
+
+def test_slice_change_updates_maps(viewer_with_pair, qtbot, errors):
+    viewer = viewer_with_pair
+    widget = _widget(viewer, qtbot)
+    _set(widget, qtbot, size="full")
+    viewer.dims.set_point(0, TRANSLATE[0] + 0 * SCALE[0])
+    qtbot.waitUntil(lambda: not widget._timer.isActive(), timeout=2000)
+    widget.update_maps()
+    first = _layer(viewer, "loss").data.copy()
+    viewer.dims.set_point(0, TRANSLATE[0] + 3 * SCALE[0])
+    # the debounced update follows the slider by itself
+    qtbot.waitUntil(
+        lambda: not np.allclose(_layer(viewer, "loss").data, first), timeout=3000
+    )
+    assert errors == []
+
+
+def test_bad_inputs_notify(make_napari_viewer, qtbot, errors, small_sim):
+    viewer = make_napari_viewer()
+    viewer.add_image(small_sim.input.copy(), name="input")
+    viewer.add_image(small_sim.target[:, :32, :32].copy(), name="target")
+    widget = _widget(viewer, qtbot)
+    widget.update_maps()
+    assert errors and "shape" in errors[-1]
+
