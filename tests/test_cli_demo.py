@@ -1,0 +1,71 @@
+"""``dfct demo``: the quick version end to end, and its table against the runs."""
+
+from __future__ import annotations
+
+import csv
+import json
+
+import numpy as np
+import pytest
+
+from napari_dfct.cli import main
+
+
+@pytest.fixture(scope="module")
+def quick_demo(tmp_path_factory):
+    out = tmp_path_factory.mktemp("demo") / "quick"
+    status = main(["demo", "--quick", "--out", str(out), "--device", "cpu", "--quiet"])
+    return status, out
+
+
+def test_demo_quick_runs_end_to_end(quick_demo, capsys):
+    status, out = quick_demo
+    assert status == 0
+    for name in ("demo-table.md", "demo-table.csv", "demo-panel.png", "demo-violin-cnr.png",
+                 "demo-violin-fwhm.png", "demo.json", "grid/report/report.md"):
+        assert (out / name).is_file(), name
+    meta = json.loads((out / "data" / "test" / "meta.json").read_text())
+    train_meta = json.loads((out / "data" / "train" / "meta.json").read_text())
+    assert meta["seed"] != train_meta["seed"]  # the test specimen is held out
+
+
+def test_demo_table_matches_the_runs(quick_demo):
+    _, out = quick_demo
+    rows = {r["image"]: r for r in csv.DictReader((out / "demo-table.csv").open())}
+    assert list(rows) == ["input", "l2", "l2+s+f-nonlinear", "target", "truth"]
+    ref = json.loads((out / "grid" / "reference.json").read_text())
+    for key in ("input", "target"):
+        for m in ("cnr", "psnr", "ssim"):
+            assert float(rows[key][f"{m}_median"]) == pytest.approx(ref[key][m])
+    for name in ("l2", "l2+s+f-nonlinear"):
+        runs = [json.loads(p.read_text())
+                for p in (out / "grid" / "runs" / name).glob("seed-*/metrics.json")]
+        assert len(runs) == 1  # --quick: one seed
+        for m in ("cnr", "psnr", "ssim"):
+            assert float(rows[name][f"{m}_median"]) == pytest.approx(
+                np.median([r[m] for r in runs]))
+    md = (out / "demo-table.md").read_text()
+    assert md.startswith("| image |") and "l2+s+f-nonlinear" in md
+
+
+def test_demo_again_reuses_the_runs(quick_demo, capsys):
+    _, out = quick_demo
+    before = sorted(p.stat().st_mtime_ns for p in (out / "grid" / "runs").rglob("metrics.json"))
+    assert main(["demo", "--quick", "--out", str(out), "--device", "cpu", "--quiet"]) == 0
+    after = sorted(p.stat().st_mtime_ns for p in (out / "grid" / "runs").rglob("metrics.json"))
+    assert before == after
+    assert "| *input* |" in capsys.readouterr().out
+
+
+def test_demo_refuses_other_settings_in_the_same_folder(quick_demo, capsys):
+    _, out = quick_demo
+    assert main(["demo", "--quick", "--out", str(out), "--epochs", "1", "--quiet"]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("dfct demo: error:") and "other settings" in err
+
+
+def test_demo_rejects_bad_arguments(tmp_path, capsys):
+    assert main(["demo", "--out", str(tmp_path), "--jobs", "0"]) == 2
+    assert "--jobs" in capsys.readouterr().err
+    assert main(["demo", "--out", str(tmp_path), "--seeds", "0", "--quick"]) == 2
+    assert "at least one seed" in capsys.readouterr().err
