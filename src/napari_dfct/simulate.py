@@ -205,15 +205,15 @@ class Physics:
 
     fov_mm: float = 460.0
     z_extent_mm: float = 80.0
-    n0: float = 4.0e6
+    n0: float = 7.0e5
     visibility: float = 0.25
-    filter: str = "ramp"
+    filter: str = "hann"
     n_modes: int = 6
     max_mode: float = 0.25
-    phase_amplitude: float = 0.13
-    phase_jitter: float = 0.25
-    visibility_amplitude: float = 0.015
-    visibility_jitter: float = 0.04
+    phase_amplitude: float = 0.18
+    phase_jitter: float = 0.35
+    visibility_amplitude: float = 0.022
+    visibility_jitter: float = 0.06
     jitter_dof: float = 3.0
     window: int = 3
     correlated_fraction: float = 0.05

@@ -30,7 +30,7 @@ def register(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--rotations", type=int, default=20, metavar="R",
                         help="rotations averaged into the target (>= 1)")
     parser.add_argument("--seed", type=int, default=0, help="random seed (>= 0)")
-    parser.add_argument("--filter", choices=("ramp", "hann"), default="ramp",
+    parser.add_argument("--filter", choices=("ramp", "hann"), default="hann",
                         help="FBP filter")
     parser.add_argument("--quiet", action="store_true", help="no progress bar")
 

@@ -1,0 +1,188 @@
+"""The ``thorax`` sample of the napari manifest: a simulated DFCT set with ROIs.
+
+:func:`make_sample_data` returns napari ``LayerData`` tuples (no napari import needed):
+three image layers, ``input (1 rotation)``, ``target (20 rotations)`` and ``truth``, with
+shared contrast limits, and the ``DFCT ROIs`` Shapes layer of the project's ROI convention
+(signal square, background square, line; ``features["role"]``).
+
+The arrays come from :func:`napari_dfct.simulate.simulate_dfct` (16 slices of 256 x 256,
+360 views, 20 rotations) and are cached after the first call in
+``$NAPARI_DFCT_CACHE_DIR``, else ``$XDG_CACHE_HOME/napari-dfct``, else
+``~/.cache/napari-dfct``, as a float32 ``.npz`` plus a JSON file, keyed by the parameters
+and the package version. An unwritable or damaged cache is ignored.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import tempfile
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from . import __version__
+
+__all__ = [
+    "SAMPLE_PARAMS", "cache_dir", "contrast_limits", "load_sample", "make_sample_data",
+    "roi_layer_data",
+]
+
+#: Parameters of the sample simulation.
+SAMPLE_PARAMS: dict[str, Any] = {
+    "n_slices": 16,
+    "size": 256,
+    "n_views": 360,
+    "rotations": 20,
+    "seed": 0,
+}
+
+_ARRAYS = ("input", "target", "truth")
+
+#: Edge colours of the ROI shapes, by role.
+ROI_COLORS = {"signal": "orange", "background": "cyan", "line": "yellow"}
+
+
+def cache_dir() -> Path:
+    """Folder of the sample cache (see the module docstring)."""
+    env = os.environ.get("NAPARI_DFCT_CACHE_DIR")
+    if env:
+        return Path(env)
+    xdg = os.environ.get("XDG_CACHE_HOME")
+    base = Path(xdg) if xdg else Path.home() / ".cache"
+    return base / "napari-dfct"
+
+
+def _key(params: dict) -> str:
+    blob = json.dumps({"params": params, "version": __version__}, sort_keys=True)
+    return hashlib.sha256(blob.encode()).hexdigest()[:16]
+
+
+def _read_cache(folder: Path, key: str, params: dict) -> tuple[dict, dict] | None:
+    npz, js = folder / f"thorax-{key}.npz", folder / f"thorax-{key}.json"
+    try:
+        meta = json.loads(js.read_text())
+        shape = (params["n_slices"], params["size"], params["size"])
+        with np.load(npz, allow_pickle=False) as f:
+            arrays = {k: np.asarray(f[k], dtype=np.float32) for k in _ARRAYS}
+        if any(a.shape != shape for a in arrays.values()):
+            return None
+        return arrays, meta
+    except (OSError, ValueError, KeyError, EOFError):
+        return None
+
+
+def _write_cache(folder: Path, key: str, arrays: dict, meta: dict) -> None:
+    """Write atomically (temporary file + rename); ignore any failure."""
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+        for suffix, write in (
+            (".npz", lambda f: np.savez(f, **arrays)),
+            (".json", lambda f: f.write(json.dumps(meta, indent=1).encode())),
+        ):
+            fd, tmp = tempfile.mkstemp(prefix=".thorax-", suffix=suffix, dir=folder)
+            try:
+                with os.fdopen(fd, "wb") as f:
+                    write(f)
+                os.replace(tmp, folder / f"thorax-{key}{suffix}")
+            except BaseException:
+                Path(tmp).unlink(missing_ok=True)
+                raise
+    except OSError:
+        pass
+
+
+def load_sample(**overrides: Any) -> tuple[dict[str, np.ndarray], dict]:
+    """Arrays (``input``, ``target``, ``truth``) and meta of the sample, cached.
+
+    Parameters
+    ----------
+    **overrides
+        Replace entries of :data:`SAMPLE_PARAMS` (mainly for tests).
+    """
+    params = {**SAMPLE_PARAMS, **overrides}
+    key = _key(params)
+    folder = cache_dir()
+    hit = _read_cache(folder, key, params)
+    if hit is not None:
+        return hit
+    from .simulate import simulate_dfct
+
+    sim = simulate_dfct(**params)
+    arrays = {k: np.ascontiguousarray(getattr(sim, k), dtype=np.float32) for k in _ARRAYS}
+    _write_cache(folder, key, arrays, sim.meta)
+    return arrays, sim.meta
+
+
+def _square(center, size) -> np.ndarray:
+    r, c = float(center[0]), float(center[1])
+    h = size / 2.0
+    return np.array(
+        [[r - h, c - h], [r - h, c + h], [r + h, c + h], [r + h, c - h]], dtype=float
+    )
+
+
+def roi_layer_data(meta: dict) -> tuple[list[np.ndarray], dict, str]:
+    """The ``DFCT ROIs`` Shapes ``LayerData`` for a simulation's meta.
+
+    Three 2-D shapes (they broadcast over z): the signal (lung) square, the background
+    (air) square, both ``roi_size`` wide with corners at ``centre -/+ roi_size / 2``, and
+    the line from the signal centre to the background centre.
+    """
+    size = float(meta.get("roi_size", 30))
+    sig, bg = meta["signal_center"], meta["background_center"]
+    line = np.asarray(meta.get("line", [sig, bg]), dtype=float)
+    data = [_square(sig, size), _square(bg, size), line]
+    roles = ["signal", "background", "line"]
+    kwargs = {
+        "name": "DFCT ROIs",
+        "shape_type": ["rectangle", "rectangle", "line"],
+        "features": {"role": roles},
+        "edge_color": [ROI_COLORS[r] for r in roles],
+        "face_color": "transparent",
+        "edge_width": 2,
+        "opacity": 1.0,
+    }
+    return data, kwargs, "shapes"
+
+
+def contrast_limits(truth: np.ndarray) -> list[float]:
+    """Display window shared by the image layers, from the truth's percentiles.
+
+    Air (0) and the lung (its 99.5th percentile) sit inside the window with room below
+    and above, so negative and positive streaks stay visible instead of clipping.
+    """
+    lo, hi = np.percentile(truth, [0.5, 99.5])
+    span = float(hi - lo) or 1.0
+    return [float(lo - 0.35 * span), float(hi + 0.25 * span)]
+
+
+def make_sample_data(**overrides: Any) -> list[tuple]:
+    """Simulated DFCT thorax: input, target, truth image layers and the ROI layer.
+
+    Returns
+    -------
+    list of LayerData
+        ``(data, kwargs, layer_type)`` tuples, as napari sample-data providers return.
+    """
+    arrays, meta = load_sample(**overrides)
+    limits = contrast_limits(arrays["truth"])
+    rotations = int(meta.get("rotations", SAMPLE_PARAMS["rotations"]))
+    names = {
+        "input": "input (1 rotation)",
+        "target": f"target ({rotations} rotations)",
+        "truth": "truth",
+    }
+    layers: list[tuple] = []
+    for key in _ARRAYS:
+        kwargs = {
+            "name": names[key],
+            "colormap": "gray",
+            "contrast_limits": limits,
+            "metadata": {"dfct": meta, "role": key},
+        }
+        layers.append((arrays[key], kwargs, "image"))
+    layers.append(roi_layer_data(meta))
+    return layers
