@@ -85,7 +85,7 @@ def _cell(widget, name, column):
 def test_rows_match_the_metrics_of_the_displayed_slice(setup, stacks):
     viewer, widget, _ = setup
     noisy, truth = stacks
-    assert [r.layer for r in widget.rows] == ["input", "truth"]
+    assert [r.layer for r in widget.rows] == ["truth", "input"]  # as in the layer list
     assert widget.table.rowCount() == 2
     m = _row(widget, "input").measurement
     expected_c = metrics.cnr(noisy[1], SIG, BG, SIZE)
@@ -108,9 +108,12 @@ def test_rows_match_the_metrics_of_the_displayed_slice(setup, stacks):
     assert "zero noise" in _cell(widget, "truth", "Reason").text()
     assert _cell(widget, "truth", "PSNR (dB)").text() == "\u221e"
     # the plot shows the selected row's profile and fit
+    widget.select_layer("input")
     x = widget.plot.l_profile.get_xdata()
-    assert len(x) == expected_f.distance.size
-    assert len(widget.plot.l_fit.get_xdata()) == len(x)
+    np.testing.assert_allclose(x, expected_f.distance)
+    np.testing.assert_allclose(widget.plot.l_profile.get_ydata(), expected_f.profile)
+    xf = widget.plot.l_fit.get_xdata()  # the fitted erf, on a finer grid over the line
+    assert xf[0] == 0.0 and xf[-1] == pytest.approx(x[-1]) and len(xf) > len(x)
 
 
 def test_live_updates_move_drag_slice_and_off_image(setup, stacks, qtbot):
@@ -154,8 +157,9 @@ def test_live_updates_move_drag_slice_and_off_image(setup, stacks, qtbot):
     assert cell.text() == "n/a"
     assert "outside" in cell.toolTip()
     assert "outside" in _cell(widget, "input", "Reason").text()
-    assert _cell(widget, "input", "Bkg mean").text() == "n/a"
-    assert _cell(widget, "input", "Signal mean").text() != "n/a"  # the valid ROI stays
+    assert _cell(widget, "input", "Bkg \u03bc / \u03c3").text() == "n/a"
+    # the valid ROI stays
+    assert _cell(widget, "input", "Signal \u03bc / \u03c3").text().count("/") == 1
     # the line now ends outside as well: FWHM undefined too, with its reason
     assert "leaves the image" in _row(widget, "input").reason
 
@@ -199,12 +203,14 @@ def test_csv_export_and_clipboard(setup, tmp_path, qtbot):
     with open(path, newline="") as fh:
         rows = list(csv.DictReader(fh))
     assert list(rows[0].keys()) == list(EXPORT_COLUMNS)
-    assert [r["layer"] for r in rows] == ["input", "truth"]
+    rows = {r["layer"]: r for r in rows}
+    assert set(rows) == {"input", "truth"}
     m = _row(widget, "input").measurement
-    assert float(rows[0]["cnr"]) == m.cnr.cnr  # full precision
-    assert float(rows[0]["fwhm"]) == m.fwhm.fwhm
-    assert rows[1]["cnr"] == "" and "zero noise" in rows[1]["reason"]
-    assert rows[1]["psnr"] == "inf" and rows[0]["reference"] == "truth"
+    assert float(rows["input"]["cnr"]) == m.cnr.cnr  # full precision
+    assert float(rows["input"]["fwhm"]) == m.fwhm.fwhm
+    assert int(rows["input"]["signal_n"]) == 900
+    assert rows["truth"]["cnr"] == "" and "zero noise" in rows["truth"]["reason"]
+    assert rows["truth"]["psnr"] == "inf" and rows["input"]["reference"] == "truth"
     widget.copy_to_clipboard()
     text = QApplication.clipboard().text()
     assert text.splitlines()[0].split("\t") == list(EXPORT_COLUMNS)
@@ -224,7 +230,7 @@ def test_layers_added_renamed_removed_and_reference(setup, stacks, qtbot):
                     timeout=3000)
     assert _cell(widget, "input", "PSNR (dB)").text() == ""
     viewer.layers.remove(layer)
-    qtbot.waitUntil(lambda: [r.layer for r in widget.rows] == ["input", "truth"],
+    qtbot.waitUntil(lambda: [r.layer for r in widget.rows] == ["truth", "input"],
                     timeout=3000)
     # the ROI layer removed: reported, not silently re-created; "Reset ROIs" brings it back
     viewer.layers.remove(ROI_LAYER_NAME)
@@ -261,11 +267,17 @@ def test_on_the_sample_data(make_napari_viewer, qtbot):
     widget = MeasureWidget(viewer)
     qtbot.addWidget(widget)
     assert ROI_LAYER_NAME in viewer.layers
-    names = [r.layer for r in widget.rows]
-    assert {"input", "target", "truth"} <= set(names)
-    assert widget.reference_combo.currentText() == "truth"
-    for name in ("input", "target"):
-        m = _row(widget, name).measurement
-        assert m is not None and m.cnr.signal.n > 0, _row(widget, name).reason
+    role = {ly.metadata.get("role"): ly.name for ly in viewer.layers
+            if ly.metadata.get("role") in ("input", "target", "truth")}
+    assert set(role) == {"input", "target", "truth"}
+    assert {r.layer for r in widget.rows} >= set(role.values())
+    assert widget.reference_combo.currentText() == role["truth"]
+    for key in ("input", "target"):
+        row = _row(widget, role[key])
+        m = row.measurement
+        assert m is not None and m.cnr.signal.n > 0, row.reason
         assert math.isfinite(m.cnr.cnr), m.reason
-        assert math.isfinite(m.psnr)
+        assert math.isfinite(m.psnr) and 0 < m.ssim < 1
+    # the multi-rotation target has less noise than the single-rotation input
+    assert (_row(widget, role["target"]).measurement.cnr.cnr
+            > _row(widget, role["input"]).measurement.cnr.cnr)

@@ -791,6 +791,9 @@ def fwhm(image2d: Any, start: Any, end: Any, *, linewidth: int = 1, smooth: floa
                        halfmax, interp_var)
 
     if not all(np.isfinite(perr)):
+        if s_fit < spacing:
+            # the fit collapsed to a step: its width has no gradient left
+            return fail(f"edge sharper than the sampling resolves (sigma {_fmt(s_fit)} px)")
         return fail("edge fit failed (parameter uncertainty undefined)")
     if not s_fit > 0:
         return fail("edge fit failed (zero width)")
@@ -801,13 +804,13 @@ def fwhm(image2d: Any, start: Any, end: Any, *, linewidth: int = 1, smooth: floa
     if x0 - margin < 0.0 or x0 + margin > length:
         return fail(f"edge at the end of the line (edge at {_fmt(x0)} px, width sigma "
                     f"{_fmt(s_fit)} px, line {_fmt(length)} px): extend the line across the edge")
-    if perr[3] > s_fit:
-        return fail(f"edge width not resolved (sigma {_fmt(s_fit)} +/- {_fmt(perr[3])} px)")
     var = s_fit * s_fit - interp_var
     if not var > 0:
         return fail(f"edge sharper than the sampling resolves (sigma {_fmt(s_fit)} px)")
     s = math.sqrt(var)
     s_err = perr[3] * s_fit / s
+    if s_err > s:
+        return fail(f"edge width not resolved (sigma {_fmt(s)} +/- {_fmt(s_err)} px)")
 
     return FWHMResult(
         fwhm=FWHM_PER_SIGMA * s, fwhm_stderr=FWHM_PER_SIGMA * s_err,

@@ -41,6 +41,7 @@ from qtpy.QtWidgets import (
     QLabel,
     QPushButton,
     QSizePolicy,
+    QSpinBox,
     QSplitter,
     QTableWidget,
     QTableWidgetItem,
@@ -67,10 +68,10 @@ NO_REFERENCE = "none"
 EXPORT_COLUMNS = (
     "layer", "slice", "cnr", "cnr_stderr", "fwhm", "fwhm_stderr", "fwhm_halfmax",
     "signal_mean", "signal_std", "signal_n", "background_mean", "background_std",
-    "background_n", "psnr", "ssim", "reference", "reason",
+    "background_n", "psnr", "ssim", "reference", "line_width", "reason",
 )
 
-_HEADERS = ("Layer", "CNR", "FWHM (px)", "Signal mean", "Signal std", "Bkg mean", "Bkg std",
+_HEADERS = ("Layer", "CNR", "FWHM (px)", "Signal \u03bc / \u03c3", "Bkg \u03bc / \u03c3",
             "PSNR (dB)", "SSIM", "Reason")
 _NA = "n/a"
 _WARN = QColor("#ffb454")
@@ -112,12 +113,28 @@ def _fmt(v: float, digits: int = 4) -> str:
     return f"{v:.{digits}g}"
 
 
-def _pm(v: float, e: float, digits: int = 3) -> str:
+def _decimals(v: float, sig: int = 3) -> int:
+    """Decimals that show ``v`` with ``sig`` significant digits (at least 0)."""
+    if v == 0 or not math.isfinite(v):
+        return sig - 1
+    return max(0, sig - 1 - int(math.floor(math.log10(abs(v)))))
+
+
+def _pm(v: float, e: float, sig: int = 3) -> str:
+    """``v +/- e`` with the error rounded to the value's decimals."""
     if v is None or math.isnan(v):
         return _NA
+    d = _decimals(v, sig)
     if e is None or math.isnan(e):
-        return f"{v:.{digits}g}"
-    return f"{v:.{digits}g} \u00b1 {e:.2g}"
+        return f"{v:.{d}f}"
+    return f"{v:.{d}f} \u00b1 {e:.{d}f}"
+
+
+def _ms(mean: float, std: float) -> str:
+    """``mean / std`` with 4 significant digits each."""
+    if mean is None or math.isnan(mean):
+        return _NA
+    return f"{_fmt(mean)} / {_fmt(std)}"
 
 
 def _csv_value(v: Any) -> Any:
@@ -137,6 +154,7 @@ class Row:
     measurement: metrics.Measurement | None
     reason: str | None
     reference: str | None = None
+    line_width: int = 1
 
     def record(self) -> dict[str, Any]:
         nan = float("nan")
@@ -155,7 +173,7 @@ class Row:
                 "ssim": m.ssim if m.has_reference else nan,
             }
         vals.update(layer=self.layer, slice=self.slice, reference=self.reference or "",
-                    reason=self.reason or "")
+                    line_width=self.line_width, reason=self.reason or "")
         return {k: vals[k] for k in EXPORT_COLUMNS}
 
 
@@ -209,12 +227,12 @@ class _ProfilePlot(QWidget):
         (self.l_fwhm,) = self.ax_lsf.plot([], [], "-", lw=2.2, color=c["fwhm"],
                                           solid_capstyle="butt", label="FWHM")
         self.v_edge = self.ax_esf.axvline(0, color=c["edge"], lw=0.9, ls="--", visible=False)
-        leg_kw = dict(fontsize=7, loc="best", frameon=False, labelcolor=colors["text"])
+        leg_kw = dict(fontsize=7, loc="best", frameon=True, facecolor=colors["axes"],
+                      edgecolor=colors["grid"], framealpha=0.85, labelcolor=colors["text"])
         self.ax_esf.legend(**leg_kw)
         self.ax_lsf.legend(**leg_kw)
-        self.title = self.ax_esf.set_title("", color=colors["text"], fontsize=9)
-        self.note = self.ax_lsf.text(0.02, 0.92, "", transform=self.ax_lsf.transAxes,
-                                     color=colors["text"], fontsize=8, va="top")
+        self.title = self.ax_esf.set_title("", color=colors["text"], fontsize=9, loc="left")
+        self.note = self.ax_lsf.set_title("", color=colors["text"], fontsize=9, loc="left")
 
     def show_result(self, title: str, res: metrics.FWHMResult | None, reason: str | None):
         self.title.set_text(title)
@@ -223,18 +241,24 @@ class _ProfilePlot(QWidget):
             for ln in (self.l_profile, self.l_fit, self.l_lsf, self.l_gauss, self.l_fwhm):
                 ln.set_data(empty, empty)
             self.v_edge.set_visible(False)
-            self.note.set_text(f"FWHM n/a: {reason}" if reason else "")
+            self.note.set_text(_short(f"FWHM n/a: {reason}") if reason else "")
             self.note.set_color(_WARN.name())
             self.canvas.draw_idle()
             return
         x = res.distance
         self.l_profile.set_data(x, res.profile)
         ok = res.reason is None
-        self.l_fit.set_data(x if ok else empty, res.fit if ok else empty)
+        # the fitted curves on a fine grid (sharp edges would look jagged at the samples)
+        xf = np.linspace(x[0], x[-1], max(8 * x.size, 200)) if ok else empty
+        sp = res.sigma_profile
+        fit = metrics.erf_edge(xf, res.offset, res.amplitude, res.edge_position, sp)
+        gauss = (abs(res.amplitude) * math.sqrt(2 / math.pi) / sp
+                 * np.exp(-0.5 * ((xf - res.edge_position) / sp) ** 2)) if ok else empty
+        self.l_fit.set_data(xf, fit if ok else empty)
         self.l_lsf.set_data(x, res.derivative if res.derivative.size else np.zeros_like(x))
-        self.l_gauss.set_data(x if ok else empty, res.lsf_fit if ok else empty)
+        self.l_gauss.set_data(xf, gauss)
         if ok:
-            peak = float(np.max(res.lsf_fit)) if res.lsf_fit.size else 0.0
+            peak = float(np.max(gauss)) if gauss.size else 0.0
             half = res.sigma_profile * metrics.FWHM_PER_SIGMA / 2.0
             self.l_fwhm.set_data([res.edge_position - half, res.edge_position + half],
                                  [peak / 2.0, peak / 2.0])
@@ -248,12 +272,16 @@ class _ProfilePlot(QWidget):
         else:
             self.l_fwhm.set_data(empty, empty)
             self.v_edge.set_visible(False)
-            self.note.set_text(f"FWHM n/a: {res.reason}")
+            self.note.set_text(_short(f"FWHM n/a: {res.reason}"))
             self.note.set_color(_WARN.name())
         for ax in (self.ax_esf, self.ax_lsf):
             ax.relim()
             ax.autoscale_view()
         self.canvas.draw_idle()
+
+
+def _short(text: str, n: int = 70) -> str:
+    return text if len(text) <= n else text[: n - 1] + "\u2026"
 
 
 def _theme_colors(viewer) -> dict[str, str]:
@@ -315,9 +343,19 @@ class MeasureWidget(QWidget):
         self.reference_combo.setToolTip("PSNR and SSIM are computed against this layer")
         self.reference_combo.currentIndexChanged.connect(self._schedule)
         self.reference_combo.activated.connect(self._on_user_reference)
+        self.linewidth_spin = QSpinBox()
+        self.linewidth_spin.setRange(1, 99)
+        self.linewidth_spin.setValue(1)
+        self.linewidth_spin.setSuffix(" px")
+        self.linewidth_spin.setToolTip(
+            "Width of the edge profile across the line: the samples across it are averaged "
+            "(1 px: a single line, as in the paper)")
+        self.linewidth_spin.valueChanged.connect(self._schedule)
         top = QHBoxLayout()
         top.addWidget(QLabel("Reference:"))
         top.addWidget(self.reference_combo, 1)
+        top.addWidget(QLabel("Line width:"))
+        top.addWidget(self.linewidth_spin)
         top.addWidget(self.add_rois_button)
 
         self.table = QTableWidget(0, len(_HEADERS))
@@ -330,7 +368,6 @@ class MeasureWidget(QWidget):
         self.table.horizontalHeader().setSectionResizeMode(
             QHeaderView.ResizeMode.ResizeToContents)
         self.table.setWordWrap(False)
-        self.table.setAlternatingRowColors(True)
         self.table.itemSelectionChanged.connect(self._on_selection)
         self._set_header_tooltips()
 
@@ -346,17 +383,20 @@ class MeasureWidget(QWidget):
 
         self.plot = _ProfilePlot(_theme_colors(napari_viewer))
 
-        upper = QWidget()
+        upper = self._upper = QWidget()
         ul = QVBoxLayout(upper)
         ul.setContentsMargins(0, 0, 0, 0)
         ul.addLayout(top)
         ul.addWidget(self.table, 1)
         ul.addLayout(buttons)
-        splitter = QSplitter(Qt.Orientation.Vertical)
+        splitter = self._splitter = QSplitter(Qt.Orientation.Vertical)
         splitter.addWidget(upper)
         splitter.addWidget(self.plot)
-        splitter.setStretchFactor(0, 1)
-        splitter.setStretchFactor(1, 1)
+        splitter.setStretchFactor(0, 2)
+        splitter.setStretchFactor(1, 3)
+        splitter.setChildrenCollapsible(False)
+        splitter.setSizes([190, 420])
+        self.table.setMinimumHeight(110)
         layout = QVBoxLayout(self)
         layout.addWidget(splitter, 1)
         layout.addWidget(self.status)
@@ -459,10 +499,10 @@ class MeasureWidget(QWidget):
 
     # ------------------------------------------------------------------ layers
     def image_layers(self) -> list:
-        """Image layers that can be measured (not RGB), in layer-list order."""
+        """Image layers that can be measured (not RGB), top first as in the layer list."""
         from napari.layers import Image
 
-        return [ly for ly in self.viewer.layers
+        return [ly for ly in reversed(self.viewer.layers)
                 if isinstance(ly, Image) and not ly.rgb and ly.ndim >= 2]
 
     def roi_layer(self):
@@ -665,14 +705,14 @@ class MeasureWidget(QWidget):
             line = np.array([s_center, b_center])
         c = metrics.cnr(img, s_center, b_center, size=tuple(s_size),
                         background_size=tuple(b_size))
-        f = metrics.fwhm(img, line[0], line[1])
+        f = metrics.fwhm(img, line[0], line[1], linewidth=self.linewidth_spin.value())
         if ref_layer is None:
             m = metrics.Measurement(c, f)
         else:
             p, s, pr, sr = self._reference_metrics(layer, img, idx, ref_layer, ref,
                                                    ref_reason)
             m = metrics.Measurement(c, f, p, s, pr, sr, True)
-        return Row(layer.name, slice_txt, m, m.reason, ref_name)
+        return Row(layer.name, slice_txt, m, m.reason, ref_name, self.linewidth_spin.value())
 
     def _reference_metrics(self, layer, img, idx, ref_layer, ref, ref_reason):
         """PSNR/SSIM, cached per (layer, slice, reference, slice): they read the whole
@@ -703,8 +743,8 @@ class MeasureWidget(QWidget):
                    "error (delta method, uncorrelated pixels)",
             "FWHM (px)": "FWHM of the line spread function from an erf fit to the edge "
                          "profile \u00b1 fit error, in pixels of the layer",
-            "Signal std": "sample standard deviation (ddof = 1)",
-            "Bkg std": "sample standard deviation (ddof = 1)",
+            _HEADERS[3]: "signal ROI mean / sample standard deviation (ddof = 1)",
+            _HEADERS[4]: "background ROI mean / sample standard deviation (ddof = 1)",
             "PSNR (dB)": "against the reference layer; data range = reference max - min",
             "SSIM": "against the reference layer (7x7 window)",
             "Reason": "why a value is n/a",
@@ -731,17 +771,15 @@ class MeasureWidget(QWidget):
                     (row.layer, None),
                     (_pm(c.cnr, c.stderr), reasons.get("cnr")),
                     (_pm(f.fwhm, f.fwhm_stderr), reasons.get("fwhm")),
-                    (_fmt(c.signal.mean), c.signal.reason),
-                    (_fmt(c.signal.std), c.signal.reason),
-                    (_fmt(c.background.mean), c.background.reason),
-                    (_fmt(c.background.std), c.background.reason),
+                    (_ms(c.signal.mean, c.signal.std), c.signal.reason),
+                    (_ms(c.background.mean, c.background.std), c.background.reason),
                     (_fmt(m.psnr, 4) if m.has_reference else "", reasons.get("psnr")),
                     (_fmt(m.ssim, 3) if m.has_reference else "",
                      reasons.get("ssim", reasons.get("psnr"))),
                     (generic or "", None),
                 ]
             else:
-                cells = [(row.layer, None)] + [(_NA, generic)] * 6
+                cells = [(row.layer, None)] + [(_NA, generic)] * 4
                 cells += [(_NA if row.reference else "", generic), (_NA if row.reference
                                                                     else "", generic)]
                 cells += [(generic or "", None)]
@@ -761,6 +799,21 @@ class MeasureWidget(QWidget):
                 else:
                     item.setData(Qt.ItemDataRole.ForegroundRole, None)
                     item.setToolTip(tip or "")
+        # fit the table to its rows (up to a limit) so the plot gets the rest
+        rows_h = sum(t.rowHeight(i) for i in range(t.rowCount()))
+        needed = (t.horizontalHeader().height() + rows_h + 2 * t.frameWidth()
+                  + t.horizontalScrollBar().sizeHint().height() + 4)
+        table_h = int(min(max(needed, 110), 360))
+        t.setMaximumHeight(table_h)
+        if t.rowCount() != getattr(self, "_fitted_rows", -1):
+            # give the plot the space the table does not need (only when the number of
+            # rows changes, so a splitter position chosen by the user is kept otherwise)
+            self._fitted_rows = t.rowCount()
+            sizes = self._splitter.sizes()
+            total = sum(sizes)
+            upper = self._upper.sizeHint().height() - t.sizeHint().height() + table_h
+            if total > upper + 150:
+                self._splitter.setSizes([upper, total - upper])
         if self.rows:
             t.selectRow(selected_row)
         self._updating_table = False
@@ -773,6 +826,14 @@ class MeasureWidget(QWidget):
         if rows and rows[0].row() < len(self.rows):
             self._selected_layer = self.rows[rows[0].row()].layer
         self._update_plot()
+
+    def select_layer(self, name: str) -> None:
+        """Select the row of the layer called ``name`` (its profile is plotted)."""
+        for i, r in enumerate(self.rows):
+            if r.layer == name:
+                self.table.selectRow(i)
+                return
+        raise KeyError(name)
 
     def selected_row(self) -> Row | None:
         rows = self.table.selectionModel().selectedRows()
