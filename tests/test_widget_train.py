@@ -144,7 +144,11 @@ def test_train_to_completion_keeps_the_gui_responsive(viewer, tmp_path, qtbot, n
 
 def test_stop_keeps_a_loadable_checkpoint(viewer, tmp_path, qtbot, notes, registry):
     from napari_dfct.checkpoint import load_model
+    from napari_dfct.widgets.predict import PredictWidget
 
+    predict = PredictWidget(viewer)
+    viewer.window.add_dock_widget(predict, name="Predict")
+    assert predict.fields.model.value is None
     widget = _widget(viewer, tmp_path, epochs=200, patience=200)
     _click(qtbot, widget.start_button)
     seen = []
@@ -166,6 +170,8 @@ def test_stop_keeps_a_loadable_checkpoint(viewer, tmp_path, qtbot, notes, regist
     loaded = load_model(tmp_path / "run")
     assert loaded.config["preset"] == "tiny"
     assert registry.registered_models() == [(tmp_path / "run").resolve()]
+    # the stopped model is offered (and selected) in the Predict widget
+    assert predict.fields.model.value == (tmp_path / "run").resolve()
     assert notes["error"] == []
     assert widget.start_button.enabled and not widget.stop_button.enabled
 

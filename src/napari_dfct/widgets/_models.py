@@ -20,6 +20,8 @@ an output layer by name so repeated clicks never pile up layers.
 from __future__ import annotations
 
 import os
+import weakref
+from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -35,6 +37,7 @@ __all__ = [
     "OWNER_KEY",
     "register_model",
     "registered_models",
+    "connect_registry",
     "clear",
     "image_layers",
     "current_index",
@@ -74,6 +77,42 @@ def register_model(path: str | os.PathLike) -> Path:
         MODELS.remove(key)
     MODELS.append(key)
     return key
+
+
+def connect_registry(widget, callback: Callable[[], None]) -> Callable:
+    """Call ``callback()`` whenever :data:`MODELS` changes, for as long as ``widget`` lives.
+
+    The registry outlives any dock widget; the connection is dropped when the Qt widget
+    is destroyed (so a closed widget is never called), and it does not keep the widget
+    alive.
+
+    Parameters
+    ----------
+    widget : QObject
+        Owner of the connection (its ``destroyed`` signal ends it).
+    callback : callable
+        A bound method of ``widget`` taking no arguments.
+
+    Returns
+    -------
+    callable
+        The slot connected to the registry events.
+    """
+    ref = weakref.WeakMethod(callback)
+
+    def slot(*_args) -> None:
+        method = ref()
+        if method is not None:
+            method()
+
+    def disconnect(*_args) -> None:
+        for signal in (MODELS.events.inserted, MODELS.events.removed):
+            signal.disconnect(slot)
+
+    MODELS.events.inserted.connect(slot)
+    MODELS.events.removed.connect(slot)
+    widget.destroyed.connect(disconnect)
+    return slot
 
 
 def registered_models() -> list[Path]:

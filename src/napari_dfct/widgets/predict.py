@@ -1,0 +1,459 @@
+"""Predict dock widget: apply a trained model to the current slice or the whole volume.
+
+Pick a model (trained in this session, see :mod:`napari_dfct.widgets._models`, or a model
+folder on disk) and an image layer; *Current slice* and *Whole volume* add or update the
+layer ``<layer name> [prediction: <model name>]`` with the input's scale, translate and
+contrast limits. Work runs in a worker thread through :func:`napari_dfct.infer.predict_iter`;
+a whole volume streams into the layer slice by slice (slices not computed yet are NaN) and
+*Cancel* stops it between batches. A read-only panel shows what the model is: its loss,
+preset, intensity window, and how its training went.
+"""
+
+from __future__ import annotations
+
+import os
+import threading
+import time
+from pathlib import Path
+from types import SimpleNamespace
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+from magicgui.widgets import ComboBox, Container, FileEdit, ProgressBar, PushButton
+from napari.utils.notifications import show_error, show_info, show_warning
+from qtpy.QtCore import QTimer
+from qtpy.QtWidgets import QHBoxLayout, QLabel, QPlainTextEdit, QVBoxLayout, QWidget
+
+from . import _models
+
+if TYPE_CHECKING:
+    import napari
+
+__all__ = ["PredictWidget", "prediction_name", "describe_model"]
+
+ROLE = "prediction"
+_EXCLUDE = ("weights", "preview", "prediction")
+
+
+def prediction_name(layer_name: str, model_name: str) -> str:
+    """Name of the output layer: ``<layer name> [prediction: <model name>]``."""
+    return f"{layer_name} [prediction: {model_name}]"
+
+
+def model_name(model_dir: str | os.PathLike) -> str:
+    """Display name of a model folder: the folder name (the run name, unique per run)."""
+    return Path(model_dir).name
+
+
+def describe_model(model_dir: str | os.PathLike) -> str:
+    """A plain-text summary of a model folder's ``config.json`` and ``history.json``.
+
+    Parameters
+    ----------
+    model_dir : path
+        A model folder.
+
+    Returns
+    -------
+    str
+        Loss, preset, intensity window, data and training parameters, epochs run, best
+        epoch and validation loss.
+
+    Raises
+    ------
+    ValueError
+        The folder is not a readable model folder
+        (:class:`napari_dfct.checkpoint.CheckpointError`).
+    """
+    from napari_dfct import checkpoint
+
+    folder = Path(model_dir)
+    if not checkpoint.is_model_dir(folder):
+        raise checkpoint.CheckpointError(
+            f"{folder} is not a model folder (no {checkpoint.WEIGHTS_FILE} and "
+            f"{checkpoint.CONFIG_FILE})"
+        )
+    cfg = checkpoint.load_config(folder)
+    history = checkpoint.load_history(folder)
+    loss = cfg.get("loss") or {}
+    train = cfg.get("train") or {}
+    arch = cfg.get("model") or {}
+    window = cfg.get("window") or {}
+    lines = [f"model    {folder.name}", f"folder   {folder}"]
+    name = cfg.get("name") or loss.get("name") or "?"
+    scheme = _scheme(loss)
+    lines.append(
+        f"loss     {name}  ({scheme}; {loss.get('mode', 'paper')} mode"
+        f"{', normalised weights' if loss.get('normalize') else ''})"
+    )
+    arch_text = ", ".join(f"{k} {v}" for k, v in arch.items() if k in ("base_channels", "depth"))
+    lines.append(f"preset   {cfg.get('preset', '?')}" + (f"  ({arch_text})" if arch_text else ""))
+    if window:
+        lines.append(f"window   [{float(window['low']):.6g}, {float(window['high']):.6g}]  "
+                     "(training data, input units)")
+    shape = cfg.get("data_shape")
+    if shape:
+        split = cfg.get("split") or {}
+        n_val = len(split.get("val", []))
+        lines.append(f"data     {' x '.join(str(s) for s in shape)}"
+                     + (f"  ({n_val} validation slices)" if n_val else ""))
+    if train:
+        lines.append(
+            f"training patch {train.get('patch')}, batch {train.get('batch_size')}, "
+            f"lr {float(train.get('lr', float('nan'))):g}, weight decay "
+            f"{train.get('weight_decay')}, {train.get('optimizer')}, seed {train.get('seed')}"
+        )
+    epochs_run = cfg.get("epochs_run", len(history) or None)
+    if history:
+        epochs_run = max(int(h.get("epoch", 0)) for h in history)
+    max_epochs = train.get("epochs")
+    lines.append(
+        f"epochs   {epochs_run if epochs_run is not None else '?'}"
+        + (f" of {max_epochs}" if max_epochs else "")
+        + f", best epoch {cfg.get('best_epoch', '?')}"
+    )
+    best = cfg.get("best_val_loss")
+    if best is not None:
+        lines.append(f"val loss {float(best):.6g} (best)")
+    if cfg.get("created"):
+        lines.append(f"saved    {cfg['created']}")
+    return "\n".join(lines)
+
+
+def _scheme(loss: dict) -> str:
+    s, f = loss.get("spatial", "none"), loss.get("frequency", "none")
+    if s != "none" and f != "none":
+        return "S+F" if loss.get("order", "sf") == "sf" else "F+S"
+    if s != "none":
+        return "S"
+    if f != "none":
+        return "F"
+    return "no amplification"
+
+
+def _predict_job(model_dir, loaded, device, volume, slices, cancel):
+    """Worker body: load the model if needed, then stream ``(z, slice)`` predictions."""
+    from napari_dfct import checkpoint, infer
+
+    if loaded is None:
+        loaded = checkpoint.load_model(model_dir, device="cpu")
+    yield ("loaded", loaded)
+    for z, y in infer.predict_iter(loaded, volume, slices, device=device, cancel=cancel):
+        yield ("slice", int(z), y)
+
+
+class PredictWidget(QWidget):
+    """Run a trained model on the displayed slice or the whole volume of a layer.
+
+    Parameters
+    ----------
+    napari_viewer : napari.viewer.Viewer
+        The viewer holding the image layers; predictions are added to it.
+    """
+
+    #: Shortest interval between two canvas refreshes while a volume streams in.
+    REFRESH_MS = 100
+
+    def __init__(self, napari_viewer: napari.viewer.Viewer, parent: QWidget | None = None):
+        super().__init__(parent)
+        self._viewer = napari_viewer
+        self._worker = None
+        self._cancel: threading.Event | None = None
+        self._job: SimpleNamespace | None = None
+        self._cache: dict[tuple, Any] = {}
+        self._pbar = None
+        self.last_layer = None
+
+        self.form = Container(
+            widgets=[
+                ComboBox(name="model", label="model", choices=self._model_choices,
+                         nullable=True, tooltip="Models trained in this session, and "
+                         "folders opened below"),
+                FileEdit(name="model_dir", label="open folder", mode="d", nullable=True,
+                         tooltip="A model folder (model.safetensors + config.json)"),
+                ComboBox(name="image", label="image", choices=self._layer_choices,
+                         nullable=True),
+                ComboBox(name="device", label="device", choices=["auto", "cpu", "cuda", "mps"],
+                         value="auto"),
+            ],
+            labels=True,
+        )
+        self.form.native.layout().setContentsMargins(0, 0, 0, 0)
+        self.fields = SimpleNamespace(**{w.name: w for w in self.form})
+        self.slice_button = PushButton(name="current_slice", text="Current slice")
+        self.volume_button = PushButton(name="whole_volume", text="Whole volume")
+        self.cancel_button = PushButton(name="cancel", text="Cancel", enabled=False)
+        self.slice_button.changed.connect(self.predict_current_slice)
+        self.volume_button.changed.connect(self.predict_volume)
+        self.cancel_button.changed.connect(self.cancel)
+        self.progress = ProgressBar(value=0, min=0, max=1, label="slices")
+        self.status = QLabel("Choose a model and an image layer.")
+        self.status.setWordWrap(True)
+        self.info = QPlainTextEdit()
+        self.info.setReadOnly(True)
+        self.info.setLineWrapMode(QPlainTextEdit.LineWrapMode.NoWrap)
+        self.info.setPlaceholderText("The model's configuration appears here.")
+        self.info.setMinimumHeight(150)
+
+        buttons = QHBoxLayout()
+        buttons.addWidget(self.slice_button.native)
+        buttons.addWidget(self.volume_button.native)
+        buttons.addWidget(self.cancel_button.native)
+        layout = QVBoxLayout(self)
+        layout.addWidget(self.form.native)
+        layout.addLayout(buttons)
+        layout.addWidget(self.progress.native)
+        layout.addWidget(self.status)
+        layout.addWidget(QLabel("<b>Model</b>"))
+        layout.addWidget(self.info, 1)
+
+        self._refresh_timer = QTimer(self)
+        self._refresh_timer.setSingleShot(True)
+        self._refresh_timer.timeout.connect(self._refresh_output)
+
+        self.fields.model.changed.connect(self._on_model)
+        self.fields.model_dir.changed.connect(self._on_model_dir)
+        _models.connect_registry(self, self._on_registry)
+        ev = self._viewer.layers.events
+        for name in ("inserted", "removed", "reordered"):
+            getattr(ev, name).connect(self.reset_choices)
+        self.reset_choices()
+        self._select_newest()
+        self._on_model()
+
+    # ------------------------------------------------------------------ choices
+    def _model_choices(self, _widget=None):
+        models = list(reversed(_models.registered_models()))  # newest first
+        return [(model_name(p), p) for p in models]
+
+    def _layer_choices(self, _widget=None):
+        return _models.image_layers(self._viewer, exclude_roles=_EXCLUDE)
+
+    def reset_choices(self, *_args) -> None:
+        """Refresh the model and layer pickers."""
+        self.form.reset_choices()
+        if self.fields.image.value is None:
+            layers = [la for _, la in self._layer_choices()]
+            preferred = [la for la in layers if la.name.lower().startswith("input")]
+            if preferred or layers:
+                self.fields.image.value = (preferred or layers)[0]
+
+    def _select_newest(self) -> None:
+        choices = self._model_choices()
+        if choices:
+            self.fields.model.value = choices[0][1]
+
+    def _on_registry(self, *_args) -> None:
+        self.fields.model.reset_choices()
+        self._select_newest()
+
+    def _on_model_dir(self, *_args) -> None:
+        path = self.fields.model_dir.value
+        if not path or str(path) in ("", "."):
+            return
+        from napari_dfct import checkpoint
+
+        if not checkpoint.is_model_dir(path):
+            show_error(
+                f"{path} is not a model folder: it needs {checkpoint.WEIGHTS_FILE} and "
+                f"{checkpoint.CONFIG_FILE}"
+            )
+            return
+        key = _models.register_model(path)  # offered in every Predict widget
+        self.fields.model.value = key
+
+    def _on_model(self, *_args) -> None:
+        path = self.fields.model.value
+        if path is None:
+            self.info.setPlainText("")
+            return
+        try:
+            self.info.setPlainText(describe_model(path))
+        except ValueError as err:
+            self.info.setPlainText(str(err))
+            show_error(f"Cannot read the model: {err}")
+
+    # ------------------------------------------------------------------ actions
+    @property
+    def is_running(self) -> bool:
+        """True while a prediction worker is alive."""
+        return self._worker is not None
+
+    def predict_current_slice(self, *_args) -> None:
+        """Predict the slice of the chosen layer that the viewer shows."""
+        self._start(whole=False)
+
+    def predict_volume(self, *_args) -> None:
+        """Predict every slice of the chosen layer, streaming them into the output."""
+        self._start(whole=True)
+
+    def cancel(self, *_args) -> None:
+        """Stop a running prediction between batches."""
+        if self._cancel is not None and self.is_running:
+            self._cancel.set()
+            self.cancel_button.enabled = False
+            self.status.setText("Cancelling...")
+
+    def _start(self, whole: bool) -> None:
+        if self.is_running:
+            show_warning("A prediction is running; wait for it or press Cancel.")
+            return
+        try:
+            job = self._gather(whole)
+        except ValueError as err:
+            show_error(f"Cannot predict: {err}")
+            return
+        except Exception as err:  # noqa: BLE001 - never a traceback in the viewer
+            show_error(f"Cannot predict: {type(err).__name__}: {err}")
+            return
+        from napari.qt.threading import create_worker
+        from napari.utils import progress
+
+        self._job = job
+        self._cancel = threading.Event()
+        job.output = self._output_layer(job)
+        self.last_layer = job.output
+        job.done = 0
+        self.progress.max = max(len(job.slices), 1)
+        self.progress.value = 0
+        if whole:
+            self._pbar = progress(total=len(job.slices), desc=f"Predicting {job.model_name}")
+        self._worker = create_worker(
+            _predict_job, job.model_dir, job.loaded, job.device, job.volume,
+            job.slices if job.volume.ndim == 3 else None, self._cancel,
+            _start_thread=False,
+            _connect={
+                "yielded": self._on_yielded,
+                "errored": self._on_errored,
+                "finished": self._on_finished,
+            },
+        )
+        for b in (self.slice_button, self.volume_button):
+            b.enabled = False
+        self.cancel_button.enabled = True
+        what = f"{len(job.slices)} slices" if whole else f"slice {job.slices[0]}"
+        self.status.setText(f"Predicting {what} of {job.layer.name!r} with {job.model_name}...")
+        self._worker.start()
+
+    def _gather(self, whole: bool) -> SimpleNamespace:
+        from napari_dfct import checkpoint
+
+        model_dir = self.fields.model.value
+        if model_dir is None:
+            raise ValueError("choose a model (train one, or open a model folder)")
+        if not checkpoint.is_model_dir(model_dir):
+            raise ValueError(f"{model_dir} is no longer a model folder")
+        layer = self.fields.image.value
+        if layer is None:
+            raise ValueError("choose an image layer")
+        if layer.multiscale:
+            raise ValueError(f"layer {layer.name!r} is multiscale; not supported")
+        if layer.ndim not in (2, 3):
+            raise ValueError(
+                f"layer {layer.name!r} has {layer.ndim} dimensions; expected a 2-D slice "
+                "or a 3-D volume"
+            )
+        volume = np.asarray(layer.data)
+        if volume.dtype.kind not in "fiub":
+            raise ValueError(f"layer {layer.name!r} is not numeric ({volume.dtype})")
+        if volume.ndim == 3:
+            slices = list(range(volume.shape[0])) if whole else [
+                _models.current_index(self._viewer, layer)]
+        else:
+            slices = [0]
+        device = self.fields.device.value
+        key = (str(model_dir), _mtime(model_dir))
+        return SimpleNamespace(
+            model_dir=Path(model_dir), model_name=model_name(model_dir), layer=layer,
+            volume=volume, slices=slices, whole=whole, device=device,
+            loaded=self._cache.get(key), cache_key=key,
+        )
+
+    def _output_layer(self, job):
+        """Add (or reuse) the prediction layer: same shape, placement and contrast."""
+        layer = job.layer
+        name = prediction_name(layer.name, job.model_name)
+        placement = {"scale": tuple(layer.scale), "translate": tuple(layer.translate)}
+        limits = tuple(layer.contrast_limits)
+        existing = self._viewer.layers[name] if name in self._viewer.layers else None
+        shape = tuple(job.volume.shape)
+        if existing is not None and tuple(existing.data.shape) == shape and \
+                existing.metadata.get(_models.OWNER_KEY) == ROLE:
+            existing.scale = placement["scale"]
+            existing.translate = placement["translate"]
+            return existing
+        data = np.full(shape, np.nan, dtype=np.float32)
+        out = _models.upsert_image(self._viewer, name, data, role=ROLE,
+                                   contrast_limits=limits, colormap=layer.colormap.name,
+                                   **placement)
+        out.metadata["model_dir"] = str(job.model_dir)
+        out.metadata["source_layer"] = layer.name
+        return out
+
+    # ------------------------------------------------------------------ worker signals
+    def _on_yielded(self, item) -> None:
+        job = self._job
+        if job is None:
+            return
+        if item[0] == "loaded":
+            self._cache.clear()
+            self._cache[job.cache_key] = item[1]
+            return
+        _, z, y = item
+        out = job.output
+        if out.data.ndim == 3:
+            out.data[z] = y
+        else:
+            out.data = y
+        job.done += 1
+        self.progress.value = job.done
+        if self._pbar is not None:
+            self._pbar.update(1)
+        if not self._refresh_timer.isActive():
+            self._refresh_timer.start(self.REFRESH_MS)
+
+    def _refresh_output(self) -> None:
+        job = self._job
+        if job is not None and job.output is not None:
+            job.output.refresh()
+
+    def _on_errored(self, exc: BaseException) -> None:
+        msg = str(exc) or type(exc).__name__
+        if isinstance(exc, ValueError):
+            text = f"Prediction failed: {msg}"
+        elif "out of memory" in msg.lower() or isinstance(exc, MemoryError):
+            text = f"Prediction ran out of memory: {msg}"
+        else:
+            text = f"Prediction failed: {type(exc).__name__}: {msg}"
+        self.status.setText(text)
+        show_error(text)
+
+    def _on_finished(self) -> None:
+        job, self._job = self._job, None
+        self._worker = None
+        self._refresh_timer.stop()
+        if self._pbar is not None:
+            self._pbar.close()
+            self._pbar = None
+        for b in (self.slice_button, self.volume_button):
+            b.enabled = True
+        self.cancel_button.enabled = False
+        if job is None:
+            return
+        if job.output is not None:
+            job.output.refresh()
+        n = len(job.slices)
+        if job.done == n:
+            what = f"{n} slices" if job.whole else f"slice {job.slices[0]}"
+            self.status.setText(f"Predicted {what} \u2192 {job.output.name!r}")
+        elif self._cancel is not None and self._cancel.is_set():
+            text = f"Prediction cancelled after {job.done} of {n} slices (the rest are NaN)."
+            self.status.setText(text)
+            show_info(text)
+
+
+def _mtime(model_dir) -> float:
+    try:
+        return (Path(model_dir) / "model.safetensors").stat().st_mtime
+    except OSError:
+        return time.time()

@@ -1,0 +1,180 @@
+"""The predict widget in a real viewer: registry, current slice, whole volume, cancel."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+pytest.importorskip("napari")
+pytestmark = pytest.mark.gui
+
+SCALE = (2.0, 0.5, 0.25)
+TRANSLATE = (10.0, -4.0, 3.0)
+
+
+@pytest.fixture(scope="module")
+def model_dir(tmp_path_factory, small_sim):
+    """A tiny model trained for one epoch by the core loop (not by a widget)."""
+    from napari_dfct.losses import LossConfig
+    from napari_dfct.train import TrainConfig, run_fit
+
+    out = tmp_path_factory.mktemp("models") / "l2+s-linear-test"
+    config = TrainConfig(loss=LossConfig(spatial="linear"), preset="tiny", epochs=1,
+                         batch_size=4, patch=32, device="cpu")
+    result = run_fit(small_sim.input, small_sim.target, config, out)
+    assert result.model_dir is not None
+    return out
+
+
+@pytest.fixture
+def registry():
+    from napari_dfct.widgets import _models
+
+    _models.clear()
+    yield _models
+    _models.clear()
+
+
+@pytest.fixture
+def notes(monkeypatch):
+    from napari_dfct.widgets import predict as mod
+
+    seen = {"error": [], "warning": [], "info": []}
+    monkeypatch.setattr(mod, "show_error", lambda m: seen["error"].append(str(m)))
+    monkeypatch.setattr(mod, "show_warning", lambda m: seen["warning"].append(str(m)))
+    monkeypatch.setattr(mod, "show_info", lambda m: seen["info"].append(str(m)))
+    return seen
+
+
+@pytest.fixture
+def viewer(make_napari_viewer, small_sim):
+    v = make_napari_viewer()
+    v.add_image(small_sim.input.copy(), name="input (1 rotation)", scale=SCALE,
+                translate=TRANSLATE, contrast_limits=(0.0, 0.5))
+    return v
+
+
+def _widget(viewer):
+    from napari_dfct.widgets.predict import PredictWidget
+
+    widget = PredictWidget(viewer)
+    viewer.window.add_dock_widget(widget, name="Predict")
+    return widget
+
+
+def _click(qtbot, button):
+    from qtpy.QtCore import Qt
+
+    qtbot.mouseClick(button.native, Qt.MouseButton.LeftButton)
+
+
+def _wait(qtbot, widget):
+    qtbot.waitUntil(lambda: not widget.is_running, timeout=60_000)
+
+
+def test_registry_offers_models(viewer, registry, model_dir, notes):
+    widget = _widget(viewer)
+    assert widget.fields.model.value is None  # nothing trained yet
+    registry.register_model(model_dir)  # what the Train widget does when a run ends
+    assert widget.fields.model.value == model_dir.resolve()
+    text = widget.info.toPlainText()
+    assert "l2+s-linear" in text and "preset   tiny" in text and "best epoch 1" in text
+    assert "window" in text
+    assert notes["error"] == []
+
+
+def test_current_slice_and_whole_volume(viewer, registry, model_dir, qtbot, notes,
+                                        small_sim):
+    from napari_dfct.checkpoint import load_model
+    from napari_dfct.infer import predict
+
+    registry.register_model(model_dir)
+    widget = _widget(viewer)
+    widget.fields.device.value = "cpu"
+    source = viewer.layers["input (1 rotation)"]
+    name = f"input (1 rotation) [prediction: {model_dir.name}]"
+
+    z = 2
+    viewer.dims.set_point(0, TRANSLATE[0] + z * SCALE[0])
+    _click(qtbot, widget.slice_button)
+    _wait(qtbot, widget)
+    assert notes["error"] == []
+    out = viewer.layers[name]
+    assert out.data.shape == small_sim.input.shape
+    np.testing.assert_allclose(out.scale, SCALE)
+    np.testing.assert_allclose(out.translate, TRANSLATE)
+    np.testing.assert_allclose(out.contrast_limits, source.contrast_limits)
+    finite = np.isfinite(out.data).all(axis=(1, 2))
+    assert finite.tolist() == [i == z for i in range(small_sim.input.shape[0])]
+    loaded = load_model(model_dir)
+    expected = predict(loaded, small_sim.input, slices=[z], device="cpu")[0]
+    np.testing.assert_allclose(out.data[z], expected, rtol=1e-4, atol=1e-5)
+
+    # the whole volume reuses the same layer (no pile-up) and fills every slice
+    n_layers = len(viewer.layers)
+    _click(qtbot, widget.volume_button)
+    _wait(qtbot, widget)
+    assert len(viewer.layers) == n_layers
+    assert viewer.layers[name] is out
+    assert np.isfinite(out.data).all()
+    np.testing.assert_allclose(out.data, predict(loaded, small_sim.input, device="cpu"),
+                               rtol=1e-4, atol=1e-5)
+    assert widget.progress.value == small_sim.input.shape[0]
+    assert notes["error"] == []
+
+
+def test_open_folder_and_2d_layer(make_napari_viewer, registry, model_dir, qtbot, notes,
+                                  small_sim, tmp_path):
+    viewer = make_napari_viewer()
+    viewer.add_image(small_sim.input[1].copy(), name="slice", scale=(0.5, 0.5),
+                     translate=(1.0, 2.0))
+    widget = _widget(viewer)
+    widget.fields.device.value = "cpu"
+    # a folder that is not a model
+    widget.fields.model_dir.value = str(tmp_path)
+    assert notes["error"] and "not a model folder" in notes["error"][-1]
+    assert widget.fields.model.value is None
+    # a model folder from disk
+    widget.fields.model_dir.value = str(model_dir)
+    assert widget.fields.model.value == model_dir.resolve()
+    assert registry.registered_models() == [model_dir.resolve()]
+    _click(qtbot, widget.slice_button)
+    _wait(qtbot, widget)
+    out = viewer.layers[f"slice [prediction: {model_dir.name}]"]
+    assert out.data.shape == small_sim.input.shape[1:]
+    assert np.isfinite(out.data).all()
+    np.testing.assert_allclose(out.scale, (0.5, 0.5))
+    np.testing.assert_allclose(out.translate, (1.0, 2.0))
+
+
+def test_cancel_and_refusals(make_napari_viewer, registry, model_dir, qtbot, notes,
+                             small_sim):
+    viewer = make_napari_viewer()
+    widget = _widget(viewer)
+    _click(qtbot, widget.volume_button)  # no model, no layer
+    assert notes["error"] and "choose a model" in notes["error"][-1]
+    registry.register_model(model_dir)
+    _click(qtbot, widget.volume_button)
+    assert "choose an image layer" in notes["error"][-1]
+
+    big = np.tile(small_sim.input, (16, 1, 1))  # 64 slices
+    viewer.add_image(big, name="stack")
+    widget.fields.device.value = "cpu"
+    seen = []
+
+    def on_item(item):
+        if item[0] == "slice":
+            seen.append(item[1])
+            if len(seen) == 1:
+                widget.predict_current_slice()  # refused while running
+                _click(qtbot, widget.cancel_button)
+
+    _click(qtbot, widget.volume_button)
+    widget._worker.yielded.connect(on_item)
+    _wait(qtbot, widget)
+    assert any("running" in m for m in notes["warning"])
+    out = viewer.layers[f"stack [prediction: {model_dir.name}]"]
+    done = np.isfinite(out.data).all(axis=(1, 2))
+    assert 1 <= done.sum() < big.shape[0]
+    assert any("cancelled" in m for m in notes["info"])
+    assert widget.slice_button.enabled and not widget.cancel_button.enabled
