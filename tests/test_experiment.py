@@ -11,6 +11,7 @@ from __future__ import annotations
 import csv
 import json
 import math
+import os
 import shutil
 from pathlib import Path
 
@@ -408,3 +409,80 @@ def test_cli_grid_report_on_a_non_grid_folder(tmp_path, capsys):
 
     assert main(["grid-report", str(tmp_path)]) == 2
     assert "not a grid folder" in capsys.readouterr().err
+
+
+# --------------------------------------------------------------------------- concurrency
+def test_a_run_with_a_live_heartbeat_is_left_alone(grid_copy, data_dirs):
+    import os
+    import socket
+    import time
+
+    train, test = data_dirs
+    run_dir = grid_copy / "runs" / "l2" / "seed-0"
+    (run_dir / "metrics.json").unlink()
+    beat = {"host": socket.gethostname(), "pid": os.getpid(), "heartbeat": time.time()}
+    (run_dir / "running.json").write_text(json.dumps(beat))
+    n_log = len(read_log(grid_copy))
+    run_grid(train, test, grid_copy, CONFIGS, SEEDS, _train_config(), progress=False,
+             report=False)
+    assert not (run_dir / "metrics.json").exists()          # not trained twice ...
+    assert not list(run_dir.parent.glob("seed-0.incomplete-*"))  # ... nor moved away
+    events = read_log(grid_copy)[n_log:]
+    assert [(e["status"], e["name"], e["seed"]) for e in events
+            if e["status"] != "skipped"] == [("running-elsewhere", "l2", 0)]
+    # once the heartbeat is older than stale_after, the run is taken over
+    beat["heartbeat"] = time.time() - 120
+    (run_dir / "running.json").write_text(json.dumps(beat))
+    run_grid(train, test, grid_copy, CONFIGS, SEEDS, _train_config(), progress=False,
+             report=False, stale_after=60)
+    assert (run_dir / "metrics.json").is_file() and not (run_dir / "running.json").exists()
+    assert len(list(run_dir.parent.glob("seed-0.incomplete-*"))) == 1
+
+
+def _fake_slurm(tmp_path, monkeypatch, states):
+    """``sbatch``/``srun``/``sacct`` stand-ins: submission is recorded, nothing runs."""
+    bindir = tmp_path / "fakebin"
+    bindir.mkdir()
+    (bindir / "sbatch").write_text(
+        f'#!/bin/sh\necho "$@" >> {tmp_path}/sbatch.log\necho "Submitted batch job 4242"\n')
+    (bindir / "srun").write_text("#!/bin/sh\nexit 0\n")
+    lines = "\\n".join(f"{j}|{s}|None" for j, s in states)
+    (bindir / "sacct").write_text(f'#!/bin/sh\nprintf "JobID|State|NodeList\\n{lines}\\n"\n')
+    for p in bindir.iterdir():
+        p.chmod(0o755)
+    monkeypatch.setenv("PATH", f"{bindir}{os.pathsep}{os.environ['PATH']}")
+
+
+def test_slurm_submission_is_one_job_array(tmp_path, data_dirs, monkeypatch):
+    pytest.importorskip("submitit")
+    import pickle
+
+    train, test = data_dirs
+    _fake_slurm(tmp_path, monkeypatch, [("4242_0", "COMPLETED"), ("4242_[1-3]", "PENDING")])
+    out = tmp_path / "slurm-grid"
+    opts = SlurmOptions(partition="gpu", gpus_per_job=1, cpus_per_job=4, time=90, mem=16,
+                        array_parallelism=2, setup=["module load cuda"],
+                        extra={"account": "lab"})
+    run_grid(train, test, out, CONFIGS, SEEDS, _train_config(), executor="slurm", slurm=opts,
+             wait=False, progress=False)
+    script = next((out / "slurm").glob("*_submission.sh")).read_text()
+    for line in ("#SBATCH --array=0-3%2", "#SBATCH --partition=gpu", "#SBATCH --cpus-per-task=4",
+                 "#SBATCH --gpus-per-node=1", "#SBATCH --time=90", "#SBATCH --mem=16GB",
+                 "#SBATCH --account=lab", "module load cuda"):
+        assert line in script, line
+    # each array task calls run_one with its own small spec
+    calls = sorted((out / "slurm").glob("4242_*_submitted.pkl"))
+    assert len(calls) == 4
+    with calls[0].open("rb") as fh:
+        delayed = pickle.load(fh)  # our own submission file, written by submitit just now
+    assert delayed.function is run_one
+    spec = delayed.args[0]
+    assert spec["threads"] == 4 and Path(spec["run_dir"]).parent.parent.name == "runs"
+    # a second start leaves the pending array tasks alone and resubmits only the others
+    run_grid(train, test, out, CONFIGS, SEEDS, _train_config(), executor="slurm", slurm=opts,
+             wait=False, progress=False)
+    events = read_log(out)
+    assert sorted((e["name"], e["seed"]) for e in events if e["status"] == "queued") == [
+        ("l2", 1), ("l2+s+f-nonlinear", 0), ("l2+s+f-nonlinear", 1)]
+    assert [(e["name"], e["seed"]) for e in events[-1:]] == [("l2", 0)]
+    assert events[-1]["status"] == "submitted"

@@ -110,6 +110,15 @@ def add_executor_arguments(parser: argparse.ArgumentParser) -> None:
                    help="at most this many array tasks at a time")
     g.add_argument("--slurm-folder", default=None,
                    help="submitit's folder for job scripts and logs (default: OUT/slurm)")
+    g.add_argument("--slurm-setup", action="append", default=[], metavar="LINE",
+                   help="shell line run before each Slurm job (repeatable), e.g. "
+                        "'source ~/venv/bin/activate'")
+    g.add_argument("--slurm-param", action="append", default=[], metavar="KEY=VALUE",
+                   help="more submitit Slurm parameters (repeatable): account=..., qos=..., "
+                        "constraint=...")
+    g.add_argument("--stale-after", type=float, default=30.0, metavar="MINUTES",
+                   help="an unfinished run whose heartbeat is older counts as dead and is "
+                        "redone; younger ones are left to the process training them")
     g.add_argument("--no-wait", dest="wait", action="store_false",
                    help="submit and return (then `dfct grid-report OUT` when the jobs are done)")
 
@@ -173,6 +182,16 @@ def register(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--no-report", dest="report", action="store_false",
                         help="do not write OUT/report at the end")
     parser.add_argument("--quiet", action="store_true", help="no progress bar and run lines")
+
+
+def _value(text: str):
+    """``"4"`` -> 4, ``"1.5"`` -> 1.5, anything else stays a string."""
+    for cast in (int, float):
+        try:
+            return cast(text)
+        except ValueError:
+            pass
+    return text
 
 
 def _split(text: str) -> list[str]:
@@ -274,16 +293,23 @@ def run(args: argparse.Namespace) -> int:
     config = train_config_from_args(args)
     roi = {"signal_center": args.signal, "background_center": args.background,
            "line": args.line, "roi_size": args.roi_size, "slice": args.test_slice}
+    extra = {}
+    for item in args.slurm_param:
+        key, sep, value = item.partition("=")
+        if not sep or not key.strip():
+            raise CLIError(f"bad --slurm-param {item!r}: use KEY=VALUE")
+        extra[key.strip().removeprefix("slurm_")] = _value(value.strip())
     slurm = SlurmOptions(partition=args.partition, gpus_per_job=args.gpus_per_job,
                          cpus_per_job=args.cpus_per_job, time=args.time, mem=args.mem,
-                         array_parallelism=args.array_parallelism, folder=args.slurm_folder)
+                         array_parallelism=args.array_parallelism, folder=args.slurm_folder,
+                         setup=list(args.slurm_setup), extra=extra)
     log(f"grid: {len(configs)} configurations x {len(seeds)} seeds = "
         f"{len(configs) * len(seeds)} runs -> {out}")
     try:
         run_grid(train, test, out, configs, seeds, config, executor=args.executor,
                  jobs=args.jobs, roi=roi, device=args.device, slurm=slurm, wait=args.wait,
                  report=args.report, progress=not args.quiet, keep_state=args.keep_state,
-                 resume=args.resume)
+                 resume=args.resume, stale_after=60.0 * args.stale_after)
     except (ValueError, GridRunError) as exc:
         raise CLIError(str(exc)) from None
     if args.report and args.wait:

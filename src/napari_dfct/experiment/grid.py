@@ -51,7 +51,9 @@ __all__ = [
     "prepare_grid",
     "read_log",
     "run_grid",
+    "queued_runs",
     "run_one",
+    "running_elsewhere",
 ]
 
 GRID_FILE = "grid.json"
@@ -59,6 +61,7 @@ LOG_FILE = "grid-log.jsonl"
 REFERENCE_FILE = "reference.json"
 METRICS_FILE = "metrics.json"
 PREDICTION_FILE = "prediction.tif"
+RUNNING_FILE = "running.json"
 TEST_SLICE_DIR = "test-slice"
 RUNS_DIR = "runs"
 EXECUTORS = ("local", "slurm", "submitit-local")
@@ -354,14 +357,73 @@ def run_one(spec: dict, callback: Callable | None = None) -> dict:
     run_dir.mkdir(parents=True, exist_ok=resume)
     started = time.time()
     atomic_write_json(run_dir / "spec.json", spec)
+    _heartbeat(run_dir, started)
+
+    def on_epoch(event):
+        _heartbeat(run_dir, started, event.epoch)
+        if callback is not None:
+            callback(event)
+
     try:
-        return _train_and_measure(spec, run_dir, started, moved, callback, resume)
+        record = _train_and_measure(spec, run_dir, started, moved, on_epoch, resume)
     except BaseException:
         # keep the reason next to the partial run (the folder is moved aside on restart)
         import traceback
 
         (run_dir / "error.txt").write_text(traceback.format_exc(), encoding="utf-8")
+        (run_dir / RUNNING_FILE).unlink(missing_ok=True)
         raise
+    (run_dir / RUNNING_FILE).unlink(missing_ok=True)
+    return record
+
+
+def _heartbeat(run_dir: Path, started: float, epoch: int | None = None) -> None:
+    """Write ``running.json``: who runs this folder, and when it last finished an epoch."""
+    atomic_write_json(run_dir / RUNNING_FILE, {
+        "host": socket.gethostname(),
+        "pid": os.getpid(),
+        "slurm_job_id": os.environ.get("SLURM_JOB_ID"),
+        "slurm_array": (f"{os.environ['SLURM_ARRAY_JOB_ID']}_{os.environ['SLURM_ARRAY_TASK_ID']}"
+                        if "SLURM_ARRAY_JOB_ID" in os.environ
+                        and "SLURM_ARRAY_TASK_ID" in os.environ else None),
+        "started": started,
+        "heartbeat": time.time(),
+        "epoch": epoch,
+    })
+
+
+def _pid_alive(pid: int) -> bool:
+    try:
+        os.kill(int(pid), 0)
+    except ProcessLookupError:
+        return False
+    except (PermissionError, OSError, ValueError, TypeError):
+        return True
+    return True
+
+
+def running_elsewhere(run_dir: str | os.PathLike, stale_after: float = 1800.0) -> dict | None:
+    """The ``running.json`` of a run folder if another process seems to be training it.
+
+    A folder counts as running when its heartbeat (written at the start and after every
+    epoch) is younger than ``stale_after`` seconds and, on this host, its process is alive.
+    A crashed or killed run stops beating and is taken over after ``stale_after``; a run
+    of this host whose process is gone is taken over at once.
+    """
+    path = Path(run_dir) / RUNNING_FILE
+    if not path.is_file() or (Path(run_dir) / METRICS_FILE).is_file():
+        return None
+    try:
+        info = read_json(path)
+        age = time.time() - float(info["heartbeat"])
+    except (OSError, ValueError, KeyError, TypeError):
+        return None
+    if age > stale_after:
+        return None
+    if info.get("host") == socket.gethostname() and not _pid_alive(info.get("pid", -1)):
+        return None
+    info["age_s"] = age
+    return info
 
 
 def _can_resume(spec: dict) -> bool:
@@ -480,6 +542,11 @@ class SlurmOptions:
         At most this many runs at a time.
     folder : str or None
         Where submitit keeps job scripts, pickled calls and logs (default ``OUT/slurm``).
+    setup : list of str
+        Shell lines run before each job (``module load cuda``, ``source venv/bin/activate``).
+    extra : dict
+        More submitit Slurm parameters without the ``slurm_`` prefix (``account``, ``qos``,
+        ``constraint``, ``exclude``...).
     """
 
     partition: str | None = None
@@ -489,6 +556,8 @@ class SlurmOptions:
     mem: float | None = None
     array_parallelism: int = 32
     folder: str | None = None
+    setup: list = dataclasses.field(default_factory=list)
+    extra: dict = dataclasses.field(default_factory=dict)
 
 
 def _train_dict(train_config: Any) -> dict:
@@ -503,8 +572,27 @@ def _train_dict(train_config: Any) -> dict:
 
 
 def _comparable(settings: dict) -> dict:
-    keys = ("train_data", "test", "roi", "train")
+    # the data are compared by content (a moved data folder is still the same data)
+    keys = ("data", "roi", "train")
     return {k: settings.get(k) for k in keys}
+
+
+def fingerprint(path: str | os.PathLike, chunk: int = 1 << 20) -> dict:
+    """Size and SHA-256 of a file (of its first and last 64 MiB beyond 1 GiB)."""
+    import hashlib
+
+    path = Path(path)
+    size = path.stat().st_size
+    h = hashlib.sha256()
+    with open(path, "rb") as fh:
+        if size <= (1 << 30):
+            for block in iter(lambda: fh.read(chunk), b""):
+                h.update(block)
+        else:  # pragma: no cover - large files
+            h.update(fh.read(64 << 20))
+            fh.seek(size - (64 << 20))
+            h.update(fh.read(64 << 20))
+    return {"bytes": size, "sha256": h.hexdigest()}
 
 
 def prepare_grid(train: Any, test: Any, out_dir: str | os.PathLike, configs: Iterable | None = None,
@@ -567,6 +655,11 @@ def prepare_grid(train: Any, test: Any, out_dir: str | os.PathLike, configs: Ite
         "format": "napari-dfct-grid/1",
         "train_data": train_data,
         "test": {k: test_paths[k] for k in ("input", "target", "truth")},
+        "data": {
+            **{f"train_{k}": fingerprint(v) for k, v in train_data.items()},
+            **{f"test_{k}": fingerprint(test_paths[k]) if test_paths[k] else None
+               for k in ("input", "target", "truth")},
+        },
         "roi": roi,
         "train": tdict,
         "device": run_device,
@@ -663,6 +756,64 @@ def grid_status(out_dir: str | os.PathLike) -> dict:
     return status
 
 
+_ACTIVE_SLURM_STATES = {"PENDING", "RUNNING", "REQUEUED", "CONFIGURING", "COMPLETING",
+                        "SUSPENDED", "RESIZING", "READY", "REQUEUE_HOLD", "REQUEUE_FED"}
+
+
+def queued_runs(out_dir: str | os.PathLike, pending: Iterable[tuple[str, int]] | None = None
+                ) -> tuple[dict, list[str]]:
+    """Runs of earlier Slurm submissions (``OUT/submitted-*.json``) still queued or running.
+
+    Asks Slurm (``sacct``, through submitit) once for all earlier arrays.
+
+    Parameters
+    ----------
+    out_dir : path
+        The grid folder.
+    pending : iterable of (name, seed), optional
+        Only these runs are looked up (default: all submitted ones).
+
+    Returns
+    -------
+    active : dict
+        ``{(name, seed): {"job_id", "state"}}`` for the runs in an active Slurm state
+        (pending, running, requeued...).
+    unknown : list of str
+        Job ids whose state Slurm did not report (``sacct`` missing or the job too old).
+    """
+    out_dir = Path(out_dir)
+    wanted = None if pending is None else {(str(n), int(s)) for n, s in pending}
+    items = []
+    for path in sorted(out_dir.glob("submitted-*.json")):
+        try:
+            doc = read_json(path)
+        except (OSError, ValueError):
+            continue
+        if doc.get("executor") != "slurm":
+            continue
+        for item in doc.get("jobs", []):
+            key = (str(item["name"]), int(item["seed"]))
+            if wanted is None or key in wanted:
+                items.append((key, str(item["job_id"]), doc.get("folder", str(out_dir))))
+    if not items:
+        return {}, []
+    try:
+        import submitit
+    except ImportError:  # pragma: no cover
+        return {}, [job_id for _, job_id, _ in items]
+    jobs = [(key, submitit.SlurmJob(folder=folder, job_id=job_id)) for key, job_id, folder in items]
+    jobs[0][1].get_info(mode="force")  # one sacct call for every registered array
+    active, unknown = {}, []
+    for key, job in jobs:
+        info = job.watcher.get_info(job.job_id, mode="cache")
+        state = str(info.get("State") or "UNKNOWN").split()[0].upper()
+        if state in _ACTIVE_SLURM_STATES:
+            active[key] = {"job_id": job.job_id, "state": state}
+        elif state == "UNKNOWN":
+            unknown.append(job.job_id)
+    return active, unknown
+
+
 # --------------------------------------------------------------------------- logging
 def _log(out_dir: Path, event: dict) -> None:
     event = {"time": time.strftime("%Y-%m-%dT%H:%M:%S"), **event}
@@ -747,13 +898,11 @@ def _run_local(specs, jobs, on_done, bar):
     device = str(specs[0].get("device", "auto")) if specs else "auto"
     n_gpu = _cuda_count(device)
     queue = None
-    threads = None
+    threads = max(1, (os.cpu_count() or 1) // jobs)
     if n_gpu > 1:
         queue = ctx.Queue()
         for i in range(jobs):
             queue.put(i % n_gpu)
-    elif n_gpu == 0:
-        threads = max(1, (os.cpu_count() or 1) // jobs)
     pool = cf.ProcessPoolExecutor(max_workers=jobs, mp_context=ctx, initializer=_init_worker,
                                   initargs=(queue, threads))
     try:
@@ -799,7 +948,14 @@ def _run_submitit(specs, cluster, slurm: SlurmOptions, out_dir: Path, wait: bool
         params["slurm_array_parallelism"] = int(slurm.array_parallelism)
         if slurm.partition:
             params["slurm_partition"] = slurm.partition
-    executor.update_parameters(**params)
+        if slurm.setup:
+            params["slurm_setup"] = list(slurm.setup)
+        for key, value in (slurm.extra or {}).items():
+            params[f"slurm_{key}"] = value
+    try:
+        executor.update_parameters(**params)
+    except (ValueError, TypeError, NameError) as exc:  # submitit: NameError on unknown names
+        raise ValueError(f"bad Slurm parameters: {str(exc).splitlines()[0]}") from None
     specs = [dict(s, threads=int(slurm.cpus_per_job) if slurm.cpus_per_job else None)
              for s in specs]
     jobs = executor.map_array(run_one, specs)
@@ -835,7 +991,8 @@ def run_grid(train: Any, test: Any, out_dir: str | os.PathLike, configs: Iterabl
              jobs: int = 1, *, roi: dict | None = None, device: str | None = None,
              slurm: SlurmOptions | dict | None = None, wait: bool = True, report: bool = True,
              progress: bool = True, print_fn: Callable[[str], None] | None = None,
-             keep_state: bool = False, resume: bool = False) -> Path:
+             keep_state: bool = False, resume: bool = False,
+             stale_after: float = 1800.0) -> Path:
     """Train and evaluate every (configuration, seed) of a grid; skip finished runs.
 
     Parameters
@@ -885,6 +1042,10 @@ def run_grid(train: Any, test: Any, out_dir: str | os.PathLike, configs: Iterabl
         (saved after every epoch) continues from its last epoch
         (:func:`napari_dfct.train.fit` with ``resume=True``) instead of being moved aside
         and redone. Off by default: an interrupted run is redone from scratch.
+    stale_after : float
+        Seconds after which an unfinished run folder whose ``running.json`` heartbeat
+        stopped counts as dead (see :func:`running_elsewhere`); younger ones are left
+        alone, so two grids on one folder never train the same run twice at once.
 
     Returns
     -------
@@ -909,12 +1070,30 @@ def run_grid(train: Any, test: Any, out_dir: str | os.PathLike, configs: Iterabl
     out_dir = Path(out_dir).resolve()
     settings, specs = prepare_grid(train, test, out_dir, configs, seeds, train_config, roi=roi,
                                    device=device, keep_state=keep_state, resume=resume)
-    todo, skipped = [], 0
+    unfinished = [(s["name"], s["seed"]) for s in specs
+                  if not (Path(s["run_dir"]) / METRICS_FILE).is_file()]
+    queued, unknown = queued_runs(out_dir, unfinished)
+    todo, skipped, busy = [], 0, []
     for spec in specs:
         run_dir = Path(spec["run_dir"])
         if (run_dir / METRICS_FILE).is_file():
             skipped += 1
             _log(out_dir, {"status": "skipped", "name": spec["name"], "seed": spec["seed"]})
+            continue
+        info = running_elsewhere(run_dir, stale_after)
+        q = queued.get((spec["name"], spec["seed"]))
+        if info is not None:
+            why = (f"is being trained elsewhere (host {info.get('host')}, pid "
+                   f"{info.get('pid')}, last heartbeat {info['age_s']:.0f} s ago)")
+            busy.append((spec, why))
+            _log(out_dir, {"status": "running-elsewhere", "name": spec["name"],
+                           "seed": spec["seed"], "host": info.get("host"),
+                           "pid": info.get("pid"), "heartbeat_age_s": info["age_s"]})
+            continue
+        if q is not None:
+            busy.append((spec, f"is {q['state'].lower()} as Slurm job {q['job_id']}"))
+            _log(out_dir, {"status": "queued", "name": spec["name"], "seed": spec["seed"],
+                           **q})
             continue
         if run_dir.exists() and not _can_resume(spec):
             dest = _move_aside(run_dir)
@@ -922,11 +1101,17 @@ def run_grid(train: Any, test: Any, out_dir: str | os.PathLike, configs: Iterabl
                            "to": str(dest)})
         todo.append(spec)
 
-    bar = tqdm(total=len(specs), initial=skipped, desc="grid", unit="run", file=sys.stderr,
-               disable=not progress, dynamic_ncols=True)
+    bar = tqdm(total=len(specs) - len(busy), initial=skipped, desc="grid", unit="run",
+               file=sys.stderr, disable=not progress, dynamic_ncols=True)
     say = print_fn or (lambda s: tqdm.write(s, file=sys.stderr))
     if progress and skipped:
         say(f"{skipped} of {len(specs)} runs already finished in {out_dir}: skipped")
+    if progress and unknown:
+        say(f"could not ask Slurm about {len(unknown)} earlier job(s) (e.g. {unknown[0]}); if "
+            "they are still queued, their runs will be trained twice")
+    if progress:
+        for spec, why in busy:
+            say(f"{spec['name']} seed {spec['seed']} {why}: left alone")
     failures: list[tuple[dict, BaseException]] = []
 
     def on_done(spec, rec, exc):
