@@ -239,57 +239,86 @@ def validate_pair(
 
 
 # --------------------------------------------------------------------------- sampler
-def _bilinear_gather(
-    table: torch.Tensor,
+def _gather(
+    tables: list[tuple[torch.Tensor, bool]],
     shape: tuple[int, int],
-    index: torch.Tensor | None,
+    index: torch.Tensor,
     rows: torch.Tensor,
     cols: torch.Tensor,
-) -> torch.Tensor:
-    """Bilinear samples of an image stack at (rows, cols), border-clamped.
+    exact: bool = False,
+) -> list[torch.Tensor]:
+    """Sample pixel tables at (rows, cols): bilinear, border-clamped.
 
     Parameters
     ----------
-    table : torch.Tensor
-        The images in channels-last pixel-table layout: (N * H * W, C), i.e.
-        ``images.permute(0, 2, 3, 1).reshape(-1, C)`` of an (N, C, H, W) stack.
+    tables : list of (torch.Tensor, bool)
+        Images in channels-last pixel-table layout, (N * H * W, C) — i.e.
+        ``images.permute(0, 2, 3, 1).reshape(-1, C)`` of an (N, C, H, W) stack — each with
+        a flag: True when it holds one image per slice (offset by ``index``), False when it
+        holds a single image shared by all samples.
     shape : (int, int)
         (H, W).
-    index : torch.Tensor or None
-        (B,) image index per sample; None means image 0 for every sample.
+    index : torch.Tensor
+        (B,) slice index per sample.
     rows, cols : torch.Tensor
         (B, P, Q) float source coordinates in pixels.
+    exact : bool
+        The coordinates are integers (no rotation): one gather, no interpolation.
 
     Returns
     -------
-    torch.Tensor
-        (B, C, P, Q). Integer coordinates give the pixel values exactly.
+    list of torch.Tensor
+        (B, C, P, Q) per table. Integer coordinates give the pixel values exactly.
     """
     h, w = shape
-    c = table.shape[1]
+    rows = rows.clamp(0, h - 1)
+    cols = cols.clamp(0, w - 1)
     r0f = torch.floor(rows)
     c0f = torch.floor(cols)
+    i00 = r0f.long() * w + c0f.long()  # flat index of the top-left neighbour in a slice
+    base = (index.to(rows.device) * (h * w)).view(-1, 1, 1)
+    out = []
+    if exact:
+        for table, per_slice in tables:
+            i = (i00 + base if per_slice else i00).reshape(-1)
+            out.append(table.index_select(0, i).view(*rows.shape, -1).permute(0, 3, 1, 2))
+        return out
     fr = (rows - r0f).unsqueeze(-1)
     fc = (cols - c0f).unsqueeze(-1)
-    r0 = r0f.long()
-    c0 = c0f.long()
-    r1 = (r0 + 1).clamp_(0, h - 1)
-    c1 = (c0 + 1).clamp_(0, w - 1)
-    r0 = r0.clamp_(0, h - 1)
-    c0 = c0.clamp_(0, w - 1)
-    if index is None:
-        base = torch.zeros((), dtype=torch.long, device=rows.device)
-    else:
-        base = (index.to(rows.device) * (h * w)).view(-1, 1, 1)
-    r0 = r0 * w + base
-    r1 = r1 * w + base
+    dc = (c0f < w - 1).long()  # step to the right neighbour (0 at the last column)
+    dr = (r0f < h - 1).long() * w  # step to the neighbour below
+    for table, per_slice in tables:
+        i = i00 + base if per_slice else i00
 
-    def take(r: torch.Tensor, cc: torch.Tensor) -> torch.Tensor:
-        return table.index_select(0, (r + cc).reshape(-1)).view(*rows.shape, c)
+        def take(j: torch.Tensor, table=table) -> torch.Tensor:
+            return table.index_select(0, j.reshape(-1)).view(*rows.shape, -1)
 
-    top = torch.lerp(take(r0, c0), take(r0, c1), fc)
-    bottom = torch.lerp(take(r1, c0), take(r1, c1), fc)
-    return torch.lerp(top, bottom, fr).permute(0, 3, 1, 2)
+        top = torch.lerp(take(i), take(i + dc), fc)
+        i10 = i + dr
+        bottom = torch.lerp(take(i10), take(i10 + dc), fc)
+        out.append(torch.lerp(top, bottom, fr).permute(0, 3, 1, 2))
+    return out
+
+
+def _gather_mixed(tables, shape, index, rows, cols, rotated: torch.Tensor) -> list[torch.Tensor]:
+    """:func:`_gather` with the exact path for unrotated and bilinear for rotated samples
+    (two batched calls; ``rotated`` is a (B,) bool mask on the CPU)."""
+    if bool(rotated.all()):
+        return _gather(tables, shape, index, rows, cols)
+    if not bool(rotated.any()):
+        return _gather(tables, shape, index, rows, cols, exact=True)
+    dev = rows.device
+    rot = rotated.to(dev)
+    keep = ~rot
+    a = _gather(tables, shape, index[keep], rows[keep], cols[keep], exact=True)
+    b = _gather(tables, shape, index[rot], rows[rot], cols[rot])
+    out = []
+    for ta, tb in zip(a, b):
+        t = torch.empty((rows.shape[0], ta.shape[1], *rows.shape[1:]), dtype=ta.dtype, device=dev)
+        t[keep] = ta
+        t[rot] = tb
+        out.append(t)
+    return out
 
 
 def sample_coordinates(
@@ -507,7 +536,7 @@ class PatchSampler:
         """
         index = torch.as_tensor(np.asarray(slice_index), dtype=torch.long)
         b = int(index.numel())
-        rows, cols, _ = sample_coordinates(
+        rows, cols, params = sample_coordinates(
             b,
             self.shape,
             self.patch,
@@ -516,13 +545,18 @@ class PatchSampler:
             max_angle=self.max_angle,
             device=self.storage,
         )
-        xy = _bilinear_gather(self.data, self.shape, index.to(self.storage), rows, cols)
-        xy = xy.to(self.device, non_blocking=True)
+        tables = [(self.data, True)]
+        if self.weight is not None:
+            tables.append((self.weight, False))
+        got = _gather_mixed(
+            tables, self.shape, index.to(self.storage), rows, cols, params["angle"] != 0
+        )
+        x = got[0][:, 0:1].contiguous().to(self.device, non_blocking=True)
+        y = got[0][:, 1:2].contiguous().to(self.device, non_blocking=True)
         w = None
         if self.weight is not None:
-            w = _bilinear_gather(self.weight, self.shape, None, rows, cols)
-            w = w.to(self.device, non_blocking=True)
-        return xy[:, 0:1], xy[:, 1:2], w
+            w = got[1].contiguous().to(self.device, non_blocking=True)
+        return x, y, w
 
     def epoch(
         self, batch_size: int
