@@ -397,6 +397,24 @@ def test_psnr_ssim_identities():
     assert M.ssim(ref + np.random.default_rng(4).normal(0, 0.2, ref.shape), ref) < 0.9
 
 
+def test_psnr_ssim_agree_with_scikit_image():
+    from skimage.metrics import peak_signal_noise_ratio, structural_similarity
+
+    rng = np.random.default_rng(5)
+    ref = rng.random((50, 60)).astype(np.float32)
+    img = (ref + rng.normal(0, 0.1, ref.shape)).astype(np.float32)
+    dr = float(ref.max()) - float(ref.min())
+    r64, i64 = ref.astype(np.float64), img.astype(np.float64)
+    assert M.psnr(img, ref) == pytest.approx(peak_signal_noise_ratio(r64, i64, data_range=dr),
+                                             rel=1e-9)
+    assert M.ssim(img, ref) == pytest.approx(structural_similarity(r64, i64, data_range=dr),
+                                             rel=1e-6)
+    both = M.reference_metrics(img, ref)
+    assert both["psnr"] == M.psnr(img, ref) and both["ssim"] == M.ssim(img, ref)
+    assert M.psnr(img, ref, data_range=2.0) == pytest.approx(
+        peak_signal_noise_ratio(r64, i64, data_range=2.0), rel=1e-9)
+
+
 def test_psnr_ssim_degenerate():
     a = np.zeros((32, 32))
     for fn in (M.psnr, M.ssim):
