@@ -855,34 +855,32 @@ def _error_fields(phys: Physics, seed: int, rotations: int, n_views: int, n_det:
                   zeta: np.ndarray):
     """Per-view error fields ``(Z, V, D)`` for the first rotation and the R-mean.
 
+    Rotation ``r`` carries ``sqrt(1 - rho) * e_r + sqrt(rho) * e_locked``, where ``e_r``
+    (drawn afresh per rotation) and ``e_locked`` (the same in every rotation) are each a
+    view series times a detector profile and ``rho = correlated_fraction``.
+
     Returns ``(eV_in, ePhi_in, eV_mean, ePhi_mean)`` (float32); the error in the sinogram
     is ``eV * (offset + kappa * p_mu) + ePhi * L * dp_mu/du``.
     """
     rho = phys.correlated_fraction
     a_ind, a_com = math.sqrt(1.0 - rho), math.sqrt(rho)
     com = _rotation_errors(phys, seed, None, n_views, n_det, zeta)
-    dvs, dps, pvs, pps = [], [], [], []
-    for r in range(rotations):
-        dv, dphi, pv, pp = _rotation_errors(phys, seed, r, n_views, n_det, zeta)
-        dvs.append(a_ind * dv + a_com * com[0])
-        dps.append(a_ind * dphi + a_com * com[1])
-        # the detector profile of the locked part blends in with the same weights
-        pvs.append(a_ind * pv + a_com * com[2])
-        pps.append(a_ind * pp + a_com * com[3])
-    dv = np.stack(dvs)  # (R, V)
-    dp = np.stack(dps)
-    pv = np.stack(pvs)  # (R, Z, D)
-    pp = np.stack(pps)
+    rots = [_rotation_errors(phys, seed, r, n_views, n_det, zeta) for r in range(rotations)]
     nz = len(zeta)
 
-    def outer_mean(series, prof):
-        # mean_r series[r, v] * prof[r, z, d]  ->  (Z, V, D)   (one BLAS call)
-        m = series.T @ prof.reshape(len(series), -1) / len(series)  # (V, Z*D)
-        return m.reshape(n_views, nz, n_det).transpose(1, 0, 2).astype(np.float32)
+    def field(which: int, weights, members) -> np.ndarray:
+        # sum_k weights[k] * series_k[v] * profile_k[z, d]  ->  (Z, V, D), one BLAS call
+        series = np.stack([w * m[which] for w, m in zip(weights, members)])  # (K, V)
+        prof = np.stack([m[which + 2] for m in members]).reshape(len(members), -1)
+        out = series.T @ prof  # (V, Z*D)
+        return out.reshape(n_views, nz, n_det).transpose(1, 0, 2).astype(np.float32)
 
-    e_v_in = (dv[0][None, :, None] * pv[0][:, None, :]).astype(np.float32)
-    e_p_in = (dp[0][None, :, None] * pp[0][:, None, :]).astype(np.float32)
-    return e_v_in, e_p_in, outer_mean(dv, pv), outer_mean(dp, pp)
+    w_in = (a_ind, a_com)
+    first = (rots[0], com)
+    w_mean = [a_ind / rotations] * rotations + [a_com]
+    members = rots + [com]
+    return (field(0, w_in, first), field(1, w_in, first),
+            field(0, w_mean, members), field(1, w_mean, members))
 
 
 # --------------------------------------------------------------------------------------
@@ -1154,7 +1152,8 @@ def save_simulation(sim: Simulation, out_dir: str | Path) -> dict[str, Path]:
     for name in _FILES:
         arr = np.ascontiguousarray(getattr(sim, name), dtype=np.float32)
         p = out / f"{name}.tif"
-        tifffile.imwrite(p, arr, metadata={"axes": "ZYX" if arr.ndim == 3 else "YX"})
+        tifffile.imwrite(p, arr, photometric="minisblack",
+                         metadata={"axes": "ZYX" if arr.ndim == 3 else "YX"})
         paths[name] = p
     p = out / "meta.json"
     p.write_text(json.dumps(sim.meta, indent=2, default=_json_default) + "\n")
