@@ -278,6 +278,7 @@ def predict_iter(
                 raise ValueError(f"slice(s) {chunk} contain NaN or infinite values")
             xn = win.normalize(x) if win is not None else x
             xt = torch.from_numpy(np.ascontiguousarray(xn)).unsqueeze(1)
+            oom = False
             try:
                 if cur_tile:
                     y = run.tiled(xt, cur_tile, overlap, bs)
@@ -286,6 +287,9 @@ def predict_iter(
             except Exception as exc:
                 if not _is_oom(exc):
                     raise
+                oom = True
+            if oom:
+                # outside the handler, so the failed pass's tensors are already released
                 _free_device_memory(dev)
                 if bs > 1 and not cur_tile:
                     bs = max(1, bs // 2)

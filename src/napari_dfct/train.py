@@ -480,6 +480,13 @@ def fit(
     y_all = _as_volume(target, "target")
     validate_pair(x_all, y_all, patch=config.patch)
     n, h, w = x_all.shape
+    if resume:
+        saved_shape = saved_cfg.get("data_shape")
+        if saved_shape is not None and [int(v) for v in saved_shape] != [n, h, w]:
+            raise ValueError(
+                f"cannot resume {out_path}: it was trained on data of shape "
+                f"{tuple(saved_shape)}, got {(n, h, w)}"
+            )
     train_idx, val_idx = split_slices(n, config.val_fraction, config.seed)
     if preview_index is None:
         preview_index = int(val_idx[0])
@@ -588,6 +595,7 @@ def fit(
                     break
                 if channels_last:
                     xb = xb.contiguous(memory_format=torch.channels_last)
+                oom = None
                 try:
                     with _autocast(device, use_amp):
                         pred = model(xb)
@@ -596,14 +604,18 @@ def fit(
                     loss.backward()
                     optimizer.step()
                 except Exception as exc:
-                    if _is_oom(exc):
-                        raise OutOfMemory(
-                            f"out of {device.type.upper()} memory at batch size "
-                            f"{config.batch_size} with {config.patch}x{config.patch} patches "
-                            f"(preset {config.preset!r}); try batch size "
-                            f"{max(1, config.batch_size // 2)}"
-                        ) from None
-                    raise
+                    if not _is_oom(exc):
+                        raise
+                    oom = (
+                        f"out of {device.type.upper()} memory at batch size "
+                        f"{config.batch_size} with {config.patch}x{config.patch} patches "
+                        f"(preset {config.preset!r}); try batch size "
+                        f"{max(1, config.batch_size // 2)}"
+                    )
+                if oom is not None:
+                    # raised outside the handler: no traceback keeps the activations alive
+                    pred = loss = xb = yb = wb = None
+                    raise OutOfMemory(oom)
                 running += loss.detach().double() * xb.shape[0]
                 seen += xb.shape[0]
                 steps += 1
@@ -622,6 +634,7 @@ def fit(
                 epoch -= 1
                 stopped = "cancelled"
                 break
+            oom = None
             try:
                 val_loss, kept = _validate(
                     model, loss_fn, x_val, y_val, val_batch, device, use_amp, channels_last,
@@ -630,12 +643,14 @@ def fit(
                 if preview and not preview_in_val:
                     kept = _predict_one(model, preview_x, device, use_amp, channels_last)
             except Exception as exc:
-                if _is_oom(exc):
-                    raise OutOfMemory(
-                        f"out of {device.type.upper()} memory validating full {h}x{w} slices "
-                        f"(preset {config.preset!r}); try a smaller preset or --device cpu"
-                    ) from None
-                raise
+                if not _is_oom(exc):
+                    raise
+                oom = (
+                    f"out of {device.type.upper()} memory validating full {h}x{w} slices "
+                    f"(preset {config.preset!r}); try a smaller preset or --device cpu"
+                )
+            if oom is not None:
+                raise OutOfMemory(oom)
             improved = math.isfinite(val_loss) and val_loss < best_val
             if improved:
                 best_val, best_epoch, bad_epochs = val_loss, epoch, 0
@@ -705,7 +720,9 @@ def fit(
         )
     finally:
         torch.use_deterministic_algorithms(prev_det)
-        del model, optimizer, scheduler, sampler, loss_fn, x_val, y_val, best_state
+        # drop every device tensor held by this frame (a traceback may keep the frame)
+        model = optimizer = scheduler = sampler = loss_fn = x_val = y_val = None
+        best_state = pred = loss = xb = yb = wb = a_s = kept = running = None
         _free_device_memory(device)
 
 
