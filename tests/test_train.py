@@ -183,6 +183,9 @@ def test_resume_errors(pair, tmp_path):
         run_fit(x, y, _cfg(), tmp_path / "empty", resume=True)
     with pytest.raises(ValueError, match="out_dir"):
         run_fit(x, y, _cfg(), None, resume=True)
+    run_fit(x, y, _cfg(epochs=1), tmp_path / "m")
+    with pytest.raises(ValueError, match="trained on data of shape"):
+        run_fit(x[:5], y[:5], _cfg(epochs=2), tmp_path / "m", resume=True)
 
 
 def test_out_of_memory_names_smaller_batch(pair, monkeypatch):
