@@ -528,10 +528,13 @@ class _Geometry:
 
     Both operators are gathers with fixed indices and weights, evaluated by
     :func:`torch.nn.functional.embedding_bag` on channels-last tables, so any number of
-    images (slices, maps) share one pass. Symmetries cut the index work: opposite views
-    see mirrored rays (even ``n_views``), and a view at ``theta + 90 deg`` sees the image
-    turned by 90 degrees (``n_views % 4 == 0``): such views become extra channels of the
-    first quarter. Indices are kept between calls while they fit ``cache_bytes``.
+    images (slices, maps) share one pass. Symmetries of the square pixel grid cut the
+    index work (they are exact permutations of pixels, so results are unchanged):
+    opposite views see mirrored rays (even ``n_views``); a view at ``theta + 90 deg`` sees
+    the image turned by 90 degrees (``n_views % 4 == 0``); a view at ``90 deg - theta``
+    sees the transposed image (``n_views % 8 == 0``). Such views become extra channels
+    of the first octant (``n_views / 8 + 1`` views for 360). Indices are kept between
+    calls while they fit ``cache_bytes``.
     """
 
     def __init__(self, size: int, n_views: int, symmetry: bool = True,
@@ -539,7 +542,9 @@ class _Geometry:
         self.size = n = int(size)
         self.n_views = v = int(n_views)
         self.n_det = detector_bins(n)
-        if symmetry and v % 4 == 0:
+        if symmetry and v % 8 == 0:
+            self.fold, n_base = 8, v // 8 + 1
+        elif symmetry and v % 4 == 0:
             self.fold, n_base = 4, v // 4
         elif v % 2 == 0:
             self.fold, n_base = 2, v // 2
@@ -610,20 +615,33 @@ class _Geometry:
 
     def project(self, images: np.ndarray) -> np.ndarray:
         """``(Z, n, n)`` images -> ``(Z, n_views, D)`` line integrals (value x pixel)."""
-        z, n = images.shape[0], self.size
-        chans = [images]
-        if self.fold == 4:  # theta + 90 deg sees the image turned by +90 deg
-            chans.append(np.rot90(images, 1, axes=(1, 2)))
+        z, n, v = images.shape[0], self.size, self.n_views
+        turned = np.rot90(images, 1, axes=(1, 2))  # theta + 90 deg sees it turned by +90
+        if self.fold == 8:  # 90 deg - theta sees the transposed image
+            chans = [images, images.transpose(0, 2, 1), turned, turned.transpose(0, 2, 1)]
+        elif self.fold == 4:
+            chans = [images, turned]
+        else:
+            chans = [images]
         stack = np.concatenate(chans, axis=0)
         padded = np.zeros((stack.shape[0], n + 3, n + 3), dtype=np.float32)
         padded[:, 1 : n + 1, 1 : n + 1] = stack
         table = torch.from_numpy(np.ascontiguousarray(padded.reshape(len(stack), -1).T))
-        base = self._project_table(table)  # (C, n_base, D)
-        if self.fold == 4:
-            base = torch.cat([base[:z], base[z:]], dim=1)
+        base = self._project_table(table).reshape(len(chans), z, -1, self.n_det)
+        if self.fold == 8:
+            h = v // 8
+
+            def quarter(direct, transposed):  # views 0..h direct, h+1..2h-1 transposed
+                return torch.cat([direct[:, : h + 1], transposed[:, 1:h].flip(1)], dim=1)
+
+            half = torch.cat([quarter(base[0], base[1]), quarter(base[2], base[3])], dim=1)
+        elif self.fold == 4:
+            half = torch.cat([base[0], base[1]], dim=1)
+        else:
+            half = base[0]
         if self.fold >= 2:  # theta + 180 deg: mirrored detector
-            base = torch.cat([base, base.flip(-1)], dim=1)
-        return base.numpy()
+            half = torch.cat([half, half.flip(-1)], dim=1)
+        return half.numpy()
 
     # -- back-projection (pixel driven, linear interpolation) --------------------------
     def _bp_chunks(self):
@@ -682,18 +700,31 @@ class _Geometry:
         if self.fold >= 2:  # fold opposite views onto the first half rotation
             h = v // 2
             q = q[:, :h] + q[:, h:, ::-1]
-        if self.fold == 4:  # second quarter as extra channels
-            h = v // 4
-            q = np.concatenate([q[:, :h], q[:, h:]], axis=0)
         if filter is not None:
             q = filter_sinogram(q, filter)
+        quarters = [q[:, : v // 4], q[:, v // 4 :]] if self.fold >= 4 else [q]
+        if self.fold == 8:  # views h+1..2h-1 of a quarter: transposed octant views 1..h-1
+            h = v // 8
+            chans = []
+            for qq in quarters:
+                mirrored = np.zeros_like(qq[:, : h + 1])
+                mirrored[:, 1:h] = qq[:, h + 1 :][:, ::-1]
+                chans += [qq[:, : h + 1], mirrored]
+        else:
+            chans = quarters
+        q = np.concatenate(chans, axis=0)
         table = torch.from_numpy(
             np.ascontiguousarray(q.reshape(q.shape[0], -1).T, dtype=np.float32)
         )
-        img = self._backproject_table(table).numpy()
-        if self.fold == 4:  # undo the turn of the second quarter
-            img = img[:z] + np.rot90(img[z:], -1, axes=(1, 2))
-        return (img * np.float32(math.pi / (2.0 * v))).astype(np.float32, copy=False)
+        img = self._backproject_table(table).numpy().reshape(len(chans), z, self.size, -1)
+        if self.fold == 8:
+            parts = [img[0] + img[1].transpose(0, 2, 1), img[2] + img[3].transpose(0, 2, 1)]
+        else:
+            parts = list(img)
+        out = parts[0]
+        if self.fold >= 4:  # undo the turn of the second quarter
+            out = out + np.rot90(parts[1], -1, axes=(1, 2))
+        return (out * np.float32(math.pi / (2.0 * v))).astype(np.float32, copy=False)
 
 
 def forward_project(images: np.ndarray, n_views: int) -> np.ndarray:
