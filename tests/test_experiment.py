@@ -486,3 +486,22 @@ def test_slurm_submission_is_one_job_array(tmp_path, data_dirs, monkeypatch):
         ("l2", 1), ("l2+s+f-nonlinear", 0), ("l2+s+f-nonlinear", 1)]
     assert [(e["name"], e["seed"]) for e in events[-1:]] == [("l2", 0)]
     assert events[-1]["status"] == "submitted"
+
+
+def test_arrays_and_simulations_are_saved_once_and_never_overwritten(tmp_path, small_sim):
+    from napari_dfct.io import read_volume
+
+    out = tmp_path / "arrays"
+    settings, specs = prepare_grid((small_sim.input, small_sim.target), small_sim, out, ["l2"],
+                                   [0], _train_config())
+    x, _ = read_volume(settings["train_data"]["input"])
+    np.testing.assert_array_equal(x, small_sim.input)
+    truth, _ = read_volume(settings["test"]["truth"])
+    np.testing.assert_array_equal(truth, small_sim.truth)
+    assert settings["roi"]["signal_center"] == [float(v) for v in small_sim.meta["signal_center"]]
+    prepare_grid(small_sim, small_sim, out, ["l2"], [0], _train_config())  # same data: fine
+    with pytest.raises(ValueError, match="other data"):
+        prepare_grid((small_sim.input + 1, small_sim.target), small_sim, out, ["l2"], [0],
+                     _train_config())
+    x, _ = read_volume(settings["train_data"]["input"])
+    np.testing.assert_array_equal(x, small_sim.input)  # still the first data

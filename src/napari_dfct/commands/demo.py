@@ -21,6 +21,9 @@ ORDER = 5
 
 
 def register(parser: argparse.ArgumentParser) -> None:
+    from .grid import HelpFormatter
+
+    parser.formatter_class = HelpFormatter
     parser.add_argument("--out", default=None,
                         help="demo folder (default: dfct-demo, or dfct-demo-quick with --quick)")
     parser.add_argument("--seeds", type=int, default=None,

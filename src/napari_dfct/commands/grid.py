@@ -123,7 +123,17 @@ def add_executor_arguments(parser: argparse.ArgumentParser) -> None:
                    help="submit and return (then `dfct grid-report OUT` when the jobs are done)")
 
 
+class HelpFormatter(argparse.RawDescriptionHelpFormatter, argparse.ArgumentDefaultsHelpFormatter):
+    """Keeps the description's layout (examples); shows defaults except None and flags."""
+
+    def _get_help_string(self, action):
+        if action.default is None or isinstance(action.default, bool) or action.default == []:
+            return action.help
+        return super()._get_help_string(action)
+
+
 def register(parser: argparse.ArgumentParser) -> None:
+    parser.formatter_class = HelpFormatter
     parser.add_argument("out", metavar="OUT", help="grid folder (created, or continued)")
 
     g = parser.add_argument_group("data")

@@ -20,6 +20,9 @@ ORDER = 55
 
 
 def register(parser: argparse.ArgumentParser) -> None:
+    from .grid import HelpFormatter
+
+    parser.formatter_class = HelpFormatter
     parser.add_argument("out", metavar="OUT", help="grid folder (made by `dfct grid`)")
     parser.add_argument("--report-dir", default=None,
                         help="where to write (default: OUT/report)")

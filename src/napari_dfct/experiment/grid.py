@@ -154,17 +154,32 @@ def _is_pair_of_arrays(obj: Any) -> bool:
     )
 
 
-def _resolve_train(train: Any, out_dir: Path) -> dict:
-    """Paths of the training input and target volumes (arrays are saved under OUT/data)."""
+def _save_array(path: Path, data: np.ndarray) -> Path:
+    """Save ``data`` to ``path`` unless the file exists: equal content is reused, other
+    content is refused (never overwritten)."""
     from ..io import write_volume
 
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.stem}-{os.getpid()}-{time.monotonic_ns()}{path.suffix}")
+    write_volume(tmp, np.asarray(data, dtype=np.float32))
+    if path.exists():
+        same = fingerprint(tmp) == fingerprint(path)
+        tmp.unlink()
+        if not same:
+            raise ValueError(f"{path} holds other data; use another output folder")
+        return path
+    os.replace(tmp, path)
+    return path
+
+
+def _resolve_train(train: Any, out_dir: Path) -> dict:
+    """Paths of the training input and target volumes (arrays are saved under OUT/data)."""
     if hasattr(train, "input") and hasattr(train, "target") and not isinstance(train, (str, Path)):
         train = (np.asarray(train.input), np.asarray(train.target))
     if _is_pair_of_arrays(train):
         folder = out_dir / "data" / "train"
-        folder.mkdir(parents=True, exist_ok=True)
-        write_volume(folder / "input.tif", np.asarray(train[0], dtype=np.float32))
-        write_volume(folder / "target.tif", np.asarray(train[1], dtype=np.float32))
+        _save_array(folder / "input.tif", train[0])
+        _save_array(folder / "target.tif", train[1])
         train = folder
     if isinstance(train, (str, os.PathLike)):
         folder = Path(train)
@@ -186,20 +201,21 @@ def _resolve_train(train: Any, out_dir: Path) -> dict:
 
 def _resolve_test(test: Any, out_dir: Path) -> dict:
     """Paths of the test volumes (input, target, optional truth) and the test meta.json."""
-    from ..io import write_volume
-
     meta = None
     if hasattr(test, "input") and hasattr(test, "target") and not isinstance(test, (str, Path)):
         meta = dict(getattr(test, "meta", None) or {})
         arrays = {"input": test.input, "target": test.target,
                   "truth": getattr(test, "truth", None)}
         folder = out_dir / "data" / "test"
-        folder.mkdir(parents=True, exist_ok=True)
         for k, a in arrays.items():
             if a is not None:
-                write_volume(folder / f"{k}.tif", np.asarray(a, dtype=np.float32))
+                _save_array(folder / f"{k}.tif", a)
         if meta:
-            atomic_write_json(folder / "meta.json", meta)
+            meta_path = folder / "meta.json"
+            if meta_path.is_file() and read_json(meta_path) != json_safe(meta):
+                raise ValueError(f"{meta_path} holds another test set; use another output "
+                                 "folder")
+            atomic_write_json(meta_path, meta)
         test = folder
     if isinstance(test, (str, os.PathLike)):
         folder = Path(test)
@@ -837,6 +853,14 @@ def _fmt(v, spec=".3g") -> str:
     return "n/a" if not np.isfinite(v) else format(v, spec)
 
 
+def _short_error(exc: BaseException) -> str:
+    """One line for an exception (submitit's FailedJobError carries a whole traceback)."""
+    lines = [ln.strip() for ln in str(exc).strip().splitlines() if ln.strip()]
+    text = lines[-1] if lines else ""
+    text = text if len(text) <= 300 else text[:297] + "..."
+    return f"{type(exc).__name__}: {text}"
+
+
 def _summary_line(rec: dict) -> str:
     return (f"{rec['name']:<22} seed {rec['seed']:<3} CNR {_fmt(rec.get('cnr'))}"
             f"  FWHM {_fmt(rec.get('fwhm'))}  PSNR {_fmt(rec.get('psnr'))}"
@@ -1118,10 +1142,10 @@ def run_grid(train: Any, test: Any, out_dir: str | os.PathLike, configs: Iterabl
         if exc is not None:
             failures.append((spec, exc))
             _log(out_dir, {"status": "failed", "name": spec["name"], "seed": spec["seed"],
-                           "error": f"{type(exc).__name__}: {exc}"})
+                           "error": _short_error(exc)})
             if progress:
-                say(f"{spec['name']:<22} seed {spec['seed']:<3} FAILED: {type(exc).__name__}: "
-                    f"{exc}")
+                say(f"{spec['name']:<22} seed {spec['seed']:<3} FAILED: {_short_error(exc)} "
+                    f"(see {Path(spec['run_dir']) / 'error.txt'})")
         else:
             _log(out_dir, {"status": rec.get("status", "trained"), "name": rec["name"],
                            "seed": rec["seed"], "cnr": rec.get("cnr"), "fwhm": rec.get("fwhm"),
