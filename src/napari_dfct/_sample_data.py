@@ -8,8 +8,9 @@ shared contrast limits, and the ``DFCT ROIs`` Shapes layer of the project's ROI 
 The arrays come from :func:`napari_dfct.simulate.simulate_dfct` (16 slices of 256 x 256,
 360 views, 20 rotations) and are cached after the first call in
 ``$NAPARI_DFCT_CACHE_DIR``, else ``$XDG_CACHE_HOME/napari-dfct``, else
-``~/.cache/napari-dfct``, as a float32 ``.npz`` plus a JSON file, keyed by the parameters
-and the package version. An unwritable or damaged cache is ignored.
+``~/.cache/napari-dfct``, as a float32 ``.npz`` plus a JSON file (never a pickle), keyed by
+the parameters, the package version and the simulator's source. An unwritable or damaged
+cache is ignored.
 """
 
 from __future__ import annotations
@@ -56,7 +57,16 @@ def cache_dir() -> Path:
 
 
 def _key(params: dict) -> str:
-    blob = json.dumps({"params": params, "version": __version__}, sort_keys=True)
+    """Cache key: the parameters, the package version and the simulator's source (so an
+    edited simulator never serves stale arrays)."""
+    from . import simulate
+
+    try:
+        source = hashlib.sha256(Path(simulate.__file__).read_bytes()).hexdigest()
+    except OSError:
+        source = ""
+    blob = json.dumps({"params": params, "version": __version__, "simulator": source},
+                      sort_keys=True)
     return hashlib.sha256(blob.encode()).hexdigest()[:16]
 
 
