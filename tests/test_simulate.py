@@ -363,3 +363,20 @@ def test_cli_simulate_out_dir_is_a_file(tmp_path, capsys):
     f.write_text("x")
     assert main(["simulate", str(f), "--size", "32", "--slices", "1", "--quiet"]) == 2
     assert "not a directory" in capsys.readouterr().err
+
+
+def test_seed_varies_the_specimen_but_rois_still_fit():
+    a, b = thorax_phantom(128, 3, seed=0), thorax_phantom(128, 3, seed=7)
+    assert (a.labels != b.labels).mean() > 0.005  # other anatomy, not only other texture
+    for seed in (0, 7, 11):
+        ph = thorax_phantom(256, 4, seed=seed)
+        rois = suggest_rois(ph.labels)
+        assert rois["roi_size"] == 30
+        _assert_rois_valid(ph.labels, rois)
+
+
+def test_results_do_not_depend_on_the_slice_block_size():
+    kw = dict(n_slices=5, size=32, n_views=16, rotations=3, seed=2)
+    one, other = simulate_dfct(chunk=1, **kw), simulate_dfct(chunk=4, **kw)
+    for name in ("input", "target", "truth"):
+        np.testing.assert_array_equal(getattr(one, name), getattr(other, name))

@@ -22,9 +22,10 @@ a fat layer, chest wall and mediastinum (soft tissue), heart and aorta, spine, s
 ribs (cortical shell, cancellous core), two lungs whose parenchyma carries a seeded
 random texture and vessels, main bronchi and an air gap in the right pleural cavity
 (near the image centre: it holds the air ROI), and air outside. All shapes vary smoothly
-along z over ``z_extent_mm``. Each material has an attenuation ``mu`` and a dark-field
-coefficient ``eps`` (both in 1/m): lung scatters strongly, soft tissue and bone little,
-air not at all.
+along z over ``z_extent_mm``; the seed varies the specimen a little (size, body aspect,
+air gap, heart, ribs) besides the lung texture. Each material has an attenuation ``mu``
+and a dark-field coefficient ``eps`` (both in 1/m): lung scatters strongly, soft tissue
+and bone little, air not at all.
 
 Acquisition model
 -----------------
@@ -309,18 +310,38 @@ class _Canvas:
 _ANATOMY_MM = 200.0  # length unit of the anatomy drawn by _paint_slice
 
 
-def _paint_slice(u1: np.ndarray, v1: np.ndarray, z: float) -> np.ndarray:
+#: Specimen-to-specimen variation of the anatomy (uniform ranges), drawn from the seed.
+_SPECIMEN_RANGES = {
+    "scale": (0.97, 1.03),      # overall size
+    "aspect": (0.97, 1.03),     # body width / height
+    "gap": (-0.015, 0.03),      # depth of the air gap in the right pleural cavity
+    "heart": (0.92, 1.08),      # heart size
+    "heart_shift": (-0.02, 0.02),
+    "rib_phase": (-0.12, 0.12),  # where the ribs cut the slice
+    "bronchi": (-0.015, 0.015),
+}
+
+
+def _specimen(rng) -> dict[str, float]:
+    return {k: float(rng.uniform(*r)) for k, r in _SPECIMEN_RANGES.items()}
+
+
+def _paint_slice(u1: np.ndarray, v1: np.ndarray, z: float,
+                 specimen: dict[str, float] | None = None) -> np.ndarray:
     """Material index map of one axial slice (anterior up, patient right on the left).
 
     ``u1`` (columns) and ``v1`` (rows) are 1-D coordinates in units of ``_ANATOMY_MM``
     from the image centre (the body is 2 x 0.86 units wide), ``z`` in [-1, 1] across the
-    stack.
+    stack; ``specimen`` holds the variations of :data:`_SPECIMEN_RANGES` (none if None).
     """
+    sp = {"scale": 1.0, "aspect": 1.0, "gap": 0.0, "heart": 1.0, "heart_shift": 0.0,
+          "rib_phase": 0.0, "bronchi": 0.0, **(specimen or {})}
+    u1, v1 = u1 / sp["scale"], v1 / sp["scale"]
     cv = _Canvas(u1, v1)
     paint = cv.shape
 
     # Body outline with a subcutaneous fat layer.
-    bu, bv, bc = 0.86 - 0.02 * z, 0.60 + 0.01 * z, 0.02
+    bu, bv, bc = (0.86 - 0.02 * z) * sp["aspect"], 0.60 + 0.01 * z, 0.02
     paint("fat", 0.0, bc, bu, bv, power=2.4)
     paint("soft", 0.0, bc, bu - 0.045, bv - 0.045, power=2.4)
 
@@ -331,7 +352,7 @@ def _paint_slice(u1: np.ndarray, v1: np.ndarray, z: float) -> np.ndarray:
     paint("lung", *cav_l[:4], angle=cav_l[4], power=cav_l[5])
     # Air in the right pleural cavity, anterior to the lung, which has sunk dorsally:
     # the anterior lung surface is a gently curved, slightly wavy line.
-    v_surf = 0.0 + 0.012 * z
+    v_surf = sp["gap"] + 0.012 * z
 
     def above_right_lung(uu, vv):
         return vv < v_surf + 0.8 * (uu + 0.30) ** 2 + 0.012 * np.sin(9.0 * uu + 2.0 * z)
@@ -347,12 +368,14 @@ def _paint_slice(u1: np.ndarray, v1: np.ndarray, z: float) -> np.ndarray:
 
     # Mediastinum, heart, aorta, oesophagus.
     paint("soft", 0.01, 0.02, 0.13, 0.46, power=2.6)
-    paint("blood", 0.10 - 0.02 * z, -0.13, 0.23 * (1 - 0.15 * z * z), 0.24, angle=0.55)
+    hs = sp["heart"]
+    paint("blood", 0.10 - 0.02 * z + sp["heart_shift"], -0.13, 0.23 * (1 - 0.15 * z * z) * hs,
+          0.24 * hs, angle=0.55)
     paint("blood", 0.11, 0.25, 0.065, 0.065)
     paint("soft", -0.04, 0.25, 0.035, 0.03)
 
     # Main bronchi (air with soft-tissue walls), converging towards the trachea.
-    sep = 0.12 - 0.04 * z
+    sep = 0.12 - 0.04 * z + sp["bronchi"]
     for side in (-1, 1):
         paint("soft", side * sep, 0.05, 0.05, 0.05)
         paint("cavity", side * sep, 0.05, 0.033, 0.033)
@@ -374,7 +397,7 @@ def _paint_slice(u1: np.ndarray, v1: np.ndarray, z: float) -> np.ndarray:
     ru, rv = bu - 0.075, bv - 0.075
     for side in (-1, 1):
         for k in range(7):
-            a = 0.42 + 0.36 * k + 0.12 * z + 0.05 * (k % 2)  # 0 anterior, pi posterior
+            a = 0.42 + 0.36 * k + 0.12 * z + 0.05 * (k % 2) + sp["rib_phase"]  # 0: anterior
             cu = side * ru * math.sin(a)
             cvv = bc - rv * math.cos(a)
             tang = math.atan2(rv * math.sin(a), side * ru * math.cos(a))
@@ -412,7 +435,8 @@ def thorax_phantom(
     n_slices : int
         Number of axial slices (>= 1); they span ``z_extent_mm``.
     seed : int
-        Seed of the lung texture and vessels (the anatomy itself is fixed).
+        Seed of the specimen: small variations of the anatomy (size, body aspect, air gap,
+        heart, ribs, bronchi), the lung texture and the vessels.
     fov_mm : float
         Field of view (>= 380 mm); the pixel size is ``fov_mm / size``.
     z_extent_mm : float
@@ -457,16 +481,18 @@ def thorax_phantom(
     frac = np.zeros((n_mat, n_slices, size, size), dtype=np.float32)
     labels = np.zeros((n_slices, size, size), dtype=np.uint8)
     cls_of_mat = np.array([LABELS[MATERIALS[m][0]] for m in _MAT_NAMES], dtype=np.uint8)
+    rng = np.random.default_rng(np.random.SeedSequence(int(seed), spawn_key=(0,)))
+    specimen = _specimen(rng)
     pix = np.arange(size * size, dtype=np.intp)[:, None]
     for k, z in enumerate(zs):
-        mat = _paint_slice(coord_ss, coord_ss, float(z)).reshape(size, ss, size, ss)
+        mat = _paint_slice(coord_ss, coord_ss, float(z), specimen)
+        mat = mat.reshape(size, ss, size, ss)
         mat = mat.transpose(0, 2, 1, 3).reshape(size * size, ss * ss).astype(np.intp)
         counts = np.bincount((pix * n_mat + mat).ravel(), minlength=size * size * n_mat)
         frac[:, k] = (counts.reshape(size, size, n_mat) / (ss * ss)).transpose(2, 0, 1)
         labels[k] = cls_of_mat[np.argmax(frac[:, k], axis=0)]
 
     # Lung parenchyma: fine texture, a gentle gravity gradient, vessels.
-    rng = np.random.default_rng(np.random.SeedSequence(int(seed), spawn_key=(0,)))
     sz_fine = max(2.5 / spacing_mm, 0.3)
     fine = _smooth_field(rng, (n_slices, size, size), (sz_fine, 1.2 / pix_mm * 1.0,
                                                        1.2 / pix_mm * 1.0))
