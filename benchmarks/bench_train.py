@@ -83,7 +83,8 @@ class BaselineDataset(torch.utils.data.Dataset):
                  self.a_s[r : r + big, c : c + big]]
         if rng.random() < 0.5:
             angle = rng.uniform(-15, 15)
-            crops = [ndimage.rotate(a, angle, reshape=False, order=1, mode="nearest") for a in crops]
+            crops = [ndimage.rotate(a, angle, reshape=False, order=1, mode="nearest")
+                     for a in crops]
         o = (big - self.patch) // 2
         crops = [a[o : o + self.patch, o : o + self.patch] for a in crops]
         if rng.random() < 0.5:
@@ -235,15 +236,21 @@ def main(argv=None):
     window = window_from_percentiles(x, y)
     xn, yn = window.normalize(x), window.normalize(y)
     a_s = AmplifiedLoss(LOSS).full_spatial_weight((args.size, args.size))
-    name = torch.cuda.get_device_name(device) if device.type == "cuda" else platform.processor() or platform.machine()
-    print(f"device: {device} ({name}); torch {torch.__version__}, {torch.get_num_threads()} threads, "
+    if device.type == "cuda":
+        name = torch.cuda.get_device_name(device)
+    else:
+        name = platform.processor() or platform.machine()
+    print(f"device: {device} ({name}); torch {torch.__version__}, "
+          f"{torch.get_num_threads()} threads, "
           f"{os.cpu_count()} CPUs")
     print(f"data: {n_slices} slices {args.size}x{args.size}; patch {args.patch}; batch {batch}; "
-          f"{steps} timed steps x {rounds} alternating rounds (best kept); loss {LOSS.name}; baseline workers {workers}")
+          f"{steps} timed steps x {rounds} alternating rounds (best kept); loss {LOSS.name}; "
+          f"baseline workers {workers}")
 
     s_ours, s_base = bench_sampler(xn, yn, a_s, args.patch, batch, max(steps, 5), rounds,
                                    device, workers)
-    print(f"\nsampler only          ours {s_ours:10.1f} patches/s   baseline {s_base:10.1f} patches/s"
+    print(f"\nsampler only          ours {s_ours:10.1f} patches/s   "
+          f"baseline {s_base:10.1f} patches/s"
           f"   ratio {s_ours / s_base:6.2f}x")
     for preset in [s.strip() for s in args.presets.split(",") if s.strip()]:
         m = build_model(preset)

@@ -49,7 +49,8 @@ def test_roundtrip(tmp_path):
     m = _model()
     hist = [{"epoch": 1, "val_loss": 0.5, "preview": np.zeros(3)}]
     folder = save_checkpoint(tmp_path / "m", m, _config(), hist)
-    assert sorted(p.name for p in folder.iterdir()) == ["config.json", "history.json", "model.safetensors"]
+    names = sorted(p.name for p in folder.iterdir())
+    assert names == ["config.json", "history.json", "model.safetensors"]
     lm = load_model(folder)
     assert _same_weights(lm.model, m)
     assert not lm.model.training

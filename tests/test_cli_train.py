@@ -153,10 +153,12 @@ def test_predict_errors(args, match, files, tmp_path, capsys):
     folder, _ = files
     model = folder / "model-for-errors"
     if not model.exists():
-        assert main(["train", "--input", str(folder / "in.tif"), "--target", str(folder / "gt.tif"),
-                     "--out", str(model), "--epochs", "1", *TINY]) == 0
+        argv = ["train", "--input", str(folder / "in.tif"), "--target", str(folder / "gt.tif"),
+                "--out", str(model), "--epochs", "1", *TINY]
+        assert main(argv) == 0
         capsys.readouterr()
-    opts = {"--model": str(model), "--input": str(folder / "in.tif"), "--out": str(tmp_path / "p.tif")}
+    opts = {"--model": str(model), "--input": str(folder / "in.tif"),
+            "--out": str(tmp_path / "p.tif")}
     extra = []
     for i in range(0, len(args), 2):
         key, val = args[i], args[i + 1]

@@ -46,7 +46,9 @@ def test_window_normalize_clips_scales_and_inverts():
     assert IntensityWindow.from_dict(w.to_dict()) == w
 
 
-@pytest.mark.parametrize("low,high", [(1.0, 1.0), (2.0, 1.0), (0.0, float("nan")), (float("-inf"), 0)])
+@pytest.mark.parametrize(
+    "low,high", [(1.0, 1.0), (2.0, 1.0), (0.0, float("nan")), (float("-inf"), 0)]
+)
 def test_window_rejects_degenerate(low, high):
     with pytest.raises(ValueError, match="window"):
         IntensityWindow(low, high)
@@ -151,8 +153,9 @@ def test_no_augment_crop_equals_slicing():
     for k, z in enumerate(idx):
         top, left = int(r[k, 0, 0, 0]), int(c[k, 0, 0, 0])
         # integer positions, unit steps: an exact crop
-        assert torch.equal(r[k, 0], torch.arange(top, top + 16, dtype=torch.float32)[:, None].expand(16, 16))
-        assert torch.equal(c[k, 0], torch.arange(left, left + 16, dtype=torch.float32)[None, :].expand(16, 16))
+        ramp = torch.arange(16, dtype=torch.float32)
+        assert torch.equal(r[k, 0], (top + ramp)[:, None].expand(16, 16))
+        assert torch.equal(c[k, 0], (left + ramp)[None, :].expand(16, 16))
         np.testing.assert_array_equal(xi[k, 0].numpy(), x[z, top : top + 16, left : left + 16])
         torch.testing.assert_close(wi[k, 0], a_s[top : top + 16, left : left + 16], rtol=0, atol=0)
         torch.testing.assert_close(wgt[k, 0], wi[k, 0], rtol=0, atol=0)

@@ -98,7 +98,8 @@ def test_tiled_equals_untiled(net):
 
 
 def test_tile_starts_cover_and_align():
-    for length, tile, ov, align in [(200, 64, 16, 4), (256, 128, 32, 16), (100, 100, 8, 4), (96, 40, 12, 4)]:
+    cases = [(200, 64, 16, 4), (256, 128, 32, 16), (100, 100, 8, 4), (96, 40, 12, 4)]
+    for length, tile, ov, align in cases:
         starts = tile_starts(length, tile, ov, align)
         assert starts[0] == 0 and starts[-1] == max(length - tile, 0)
         assert all(s % align == 0 for s in starts)

@@ -37,7 +37,8 @@ def pair():
     """Six 48x48 slices: smooth structure (target) plus stripes and noise (input)."""
     rng = np.random.default_rng(0)
     yy, xx = np.mgrid[0:48, 0:48] / 48.0
-    target = np.stack([np.sin(6 * xx + k) * np.cos(4 * yy - k) for k in range(6)]).astype(np.float32)
+    target = np.stack([np.sin(6 * xx + k) * np.cos(4 * yy - k) for k in range(6)])
+    target = target.astype(np.float32)
     stripes = 0.3 * np.sin(40 * (xx + 0.3 * yy))
     noisy = target + stripes + 0.1 * rng.standard_normal(target.shape)
     return noisy.astype(np.float32), target
@@ -166,7 +167,9 @@ def test_resume_equals_straight_run(pair, tmp_path):
     cont = run_fit(x, y, None, tmp_path / "c", resume=True)
     for other in (resumed, cont):
         assert [h["val_loss"] for h in other.history] == [h["val_loss"] for h in straight.history]
-        assert [h["train_loss"] for h in other.history] == [h["train_loss"] for h in straight.history]
+        assert [h["train_loss"] for h in other.history] == [
+            h["train_loss"] for h in straight.history
+        ]
         assert other.best_epoch == straight.best_epoch and other.epochs_run == 4
     wa = _final_weights(tmp_path / "a")
     for folder in ("b", "c"):

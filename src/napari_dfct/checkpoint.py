@@ -185,7 +185,9 @@ def _read_safetensors(path: Path, what: str) -> dict[str, torch.Tensor]:
     except CheckpointError:
         raise
     except Exception as exc:  # safetensors raises its own error types
-        raise CheckpointError(f"{what} is corrupt or not a safetensors file: {path}: {exc}") from exc
+        raise CheckpointError(
+            f"{what} is corrupt or not a safetensors file: {path}: {exc}"
+        ) from exc
 
 
 # --------------------------------------------------------------------------- metadata
@@ -294,7 +296,8 @@ def _flatten(obj: Any, tensors: dict[str, torch.Tensor]) -> Any:
     if isinstance(obj, dict):
         if all(isinstance(k, str) for k in obj):
             return {k: _flatten(v, tensors) for k, v in obj.items()}
-        return {"__items__": [[_flatten(k, tensors), _flatten(v, tensors)] for k, v in obj.items()]}
+        items = [[_flatten(k, tensors), _flatten(v, tensors)] for k, v in obj.items()]
+        return {"__items__": items}
     if isinstance(obj, tuple):
         return {"__tuple__": [_flatten(v, tensors) for v in obj]}
     if isinstance(obj, list):
@@ -347,7 +350,8 @@ def save_training_state(model_dir: str | os.PathLike, state: dict) -> Path:
         _state_dict_bytes(tensors, metadata={"napari_dfct": "training-state"}),
     )
     atomic_write_json(
-        folder / STATE_FILE, {"format_version": FORMAT_VERSION, "tensors": len(tensors), "state": index}
+        folder / STATE_FILE,
+        {"format_version": FORMAT_VERSION, "tensors": len(tensors), "state": index},
     )
     return folder
 

@@ -393,8 +393,10 @@ def sample_coordinates(
     extent = half * (theta.cos().abs() + theta.sin().abs())
     lo_r, hi_r = extent, (h - 1) - extent
     lo_c, hi_c = extent, (w - 1) - extent
-    rot_r = torch.where(hi_r >= lo_r, lo_r + u[:, 4] * (hi_r - lo_r), torch.full_like(lo_r, (h - 1) / 2))
-    rot_c = torch.where(hi_c >= lo_c, lo_c + u[:, 5] * (hi_c - lo_c), torch.full_like(lo_c, (w - 1) / 2))
+    mid_r = torch.full_like(lo_r, (h - 1) / 2)
+    mid_c = torch.full_like(lo_c, (w - 1) / 2)
+    rot_r = torch.where(hi_r >= lo_r, lo_r + u[:, 4] * (hi_r - lo_r), mid_r)
+    rot_c = torch.where(hi_c >= lo_c, lo_c + u[:, 5] * (hi_c - lo_c), mid_c)
     center_r = torch.where(rotate, rot_r, center_r)
     center_c = torch.where(rotate, rot_c, center_c)
 

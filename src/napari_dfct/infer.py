@@ -94,12 +94,11 @@ def tile_starts(length: int, tile: int, overlap: int, align: int = 1) -> list[in
 def _ramp(length: int, margin: int, ramp: int, lead: bool, trail: bool) -> torch.Tensor:
     w = torch.ones(length, dtype=torch.float64)
     i = torch.arange(length, dtype=torch.float64)
+    cosine = 0.5 - 0.5 * torch.cos(math.pi * (i - margin + 0.5) / max(ramp, 1))
     rise = torch.where(
         i < margin,
         torch.zeros_like(i),
-        torch.where(
-            i < margin + ramp, 0.5 - 0.5 * torch.cos(math.pi * (i - margin + 0.5) / max(ramp, 1)), torch.ones_like(i)
-        ),
+        torch.where(i < margin + ramp, cosine, torch.ones_like(i)),
     )
     if lead:
         w = w * rise
@@ -175,7 +174,8 @@ def _resolve_model(model: Any, window: IntensityWindow | dict | None, device: to
         net = model
     else:
         raise ValueError(
-            f"model must be a LoadedModel, a model folder or a torch module, got {type(model).__name__}"
+            "model must be a LoadedModel, a model folder or a torch module, got "
+            f"{type(model).__name__}"
         )
     if isinstance(window, dict):
         window = IntensityWindow.from_dict(window)

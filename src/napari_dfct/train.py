@@ -30,7 +30,13 @@ from typing import Any
 import numpy as np
 import torch
 
-from .data import IntensityWindow, PatchSampler, split_slices, validate_pair, window_from_percentiles
+from .data import (
+    IntensityWindow,
+    PatchSampler,
+    split_slices,
+    validate_pair,
+    window_from_percentiles,
+)
 
 __all__ = [
     "EpochEvent",
@@ -250,7 +256,9 @@ def resolve_device(device: str | torch.device = "auto") -> torch.device:
         try:
             dev = torch.device(name)
         except RuntimeError as exc:
-            raise ValueError(f"unknown device {device!r} (use auto, cpu, cuda, cuda:N or mps)") from exc
+            raise ValueError(
+                f"unknown device {device!r} (use auto, cpu, cuda, cuda:N or mps)"
+            ) from exc
     if dev.type == "cuda" and not torch.cuda.is_available():
         raise ValueError("device 'cuda' requested but CUDA is not available; use --device cpu")
     if dev.type == "mps":
@@ -263,7 +271,9 @@ def resolve_device(device: str | torch.device = "auto") -> torch.device:
 
 
 def _is_oom(exc: BaseException) -> bool:
-    oom_type = getattr(torch, "OutOfMemoryError", None) or getattr(torch.cuda, "OutOfMemoryError", None)
+    oom_type = getattr(torch, "OutOfMemoryError", None) or getattr(
+        torch.cuda, "OutOfMemoryError", None
+    )
     if oom_type is not None and isinstance(exc, oom_type):
         return True
     return isinstance(exc, RuntimeError) and "out of memory" in str(exc).lower()
@@ -312,7 +322,13 @@ def _set_rng_state(state: dict, sampler: PatchSampler) -> None:
     torch.set_rng_state(torch.tensor(state["torch_cpu"], dtype=torch.uint8))
     ns = state["numpy"]
     np.random.set_state(
-        (ns["name"], np.asarray(ns["keys"], dtype=np.uint32), ns["pos"], ns["has_gauss"], ns["cached_gaussian"])
+        (
+            ns["name"],
+            np.asarray(ns["keys"], dtype=np.uint32),
+            ns["pos"],
+            ns["has_gauss"],
+            ns["cached_gaussian"],
+        )
     )
     cuda = state.get("torch_cuda") or []
     if cuda and torch.cuda.is_available() and len(cuda) == torch.cuda.device_count():
@@ -566,11 +582,16 @@ def fit(
                 scheduler.load_state_dict(st["scheduler"])
                 start_epoch = int(st["epoch"])
                 es = st["early_stopping"]
-                best_epoch, best_val, bad_epochs = int(es["best_epoch"]), float(es["best_val_loss"]), int(es["bad_epochs"])
+                best_epoch = int(es["best_epoch"])
+                best_val = float(es["best_val_loss"])
+                bad_epochs = int(es["bad_epochs"])
                 _set_rng_state(st["rng"], sampler)
             except (KeyError, RuntimeError, ValueError, TypeError) as exc:
                 raise ckpt.CheckpointError(f"cannot resume from {out_path}: {exc}") from exc
-            history = [h_ for h_ in ckpt.load_history(out_path) if int(h_.get("epoch", 0)) <= start_epoch]
+            history = [
+                rec for rec in ckpt.load_history(out_path)
+                if int(rec.get("epoch", 0)) <= start_epoch
+            ]
             if best_epoch > 0:
                 best_model = ckpt.load_model(out_path, device="cpu").model
                 best_state = {k: v.detach().clone() for k, v in best_model.state_dict().items()}
@@ -654,7 +675,9 @@ def fit(
             improved = math.isfinite(val_loss) and val_loss < best_val
             if improved:
                 best_val, best_epoch, bad_epochs = val_loss, epoch, 0
-                best_state = {k: v.detach().to("cpu", copy=True) for k, v in model.state_dict().items()}
+                best_state = {
+                    k: v.detach().to("cpu", copy=True) for k, v in model.state_dict().items()
+                }
             else:
                 bad_epochs += 1
             event = EpochEvent(
@@ -667,7 +690,9 @@ def fit(
                 best_val_loss=float(best_val),
                 improved=bool(improved),
                 seconds=time.perf_counter() - t0,
-                preview=window.denormalize(kept.numpy()) if (preview and kept is not None) else None,
+                preview=(
+                    window.denormalize(kept.numpy()) if (preview and kept is not None) else None
+                ),
                 steps=steps,
                 preview_index=preview_index if preview else None,
             )

@@ -150,7 +150,9 @@ def _window(text):
         low, high = (float(v) for v in str(text).split(","))
         return IntensityWindow(low, high)
     except ValueError as exc:
-        raise CLIError(f"--window must be LOW,HIGH with LOW < HIGH, got {text!r} ({exc})") from None
+        raise CLIError(
+            f"--window must be LOW,HIGH with LOW < HIGH, got {text!r} ({exc})"
+        ) from None
 
 
 def _resume_config(args, out: Path):
