@@ -25,7 +25,7 @@ The phantom is built inside each timed region (same function for all). The basel
 run on fewer slices (they cost the same per slice; nothing is batched). Run::
 
     python benchmarks/bench_simulate.py [--size 256] [--views 360] [--rotations 20]
-        [--slices 16] [--baseline-slices 2]
+        [--slices 16] [--baseline-slices 2] [--threads N]
 """
 
 from __future__ import annotations
@@ -95,9 +95,14 @@ def naive_pipeline(n_slices, size, n_views, rotations, seed=0, linear=False):
 
 
 def timed(fn, *args, **kwargs):
-    t0 = time.perf_counter()
+    """Wall-clock seconds (and the result); the process CPU seconds go to ``CPU``."""
+    t0, c0 = time.perf_counter(), time.process_time()
     res = fn(*args, **kwargs)
+    CPU[fn.__name__] = time.process_time() - c0
     return time.perf_counter() - t0, res
+
+
+CPU: dict[str, float] = {}
 
 
 def main(argv=None):
@@ -108,21 +113,31 @@ def main(argv=None):
     ap.add_argument("--slices", type=int, default=16, help="slices for ours")
     ap.add_argument("--baseline-slices", type=int, default=2, help="slices for the naive")
     ap.add_argument("--skip-naive", action="store_true", help="only the linear baseline")
+    ap.add_argument("--threads", type=int, default=0,
+                    help="torch intra-op threads (0: torch's default); on a machine whose "
+                         "cores are busy with other work, 1 avoids thread contention")
     args = ap.parse_args(argv)
     n, v, r = args.size, args.views, args.rotations
+    if args.threads > 0:
+        torch.set_num_threads(args.threads)
 
     print(f"machine: {platform.processor() or platform.machine()}, {os.cpu_count()} CPUs, "
           f"torch {torch.__version__} ({torch.get_num_threads()} threads), "
           f"numpy {np.__version__}")
+    load = os.getloadavg()[0] if hasattr(os, "getloadavg") else float("nan")
+    print(f"load average at start: {load:.2f} (other processes share the CPUs)")
     print(f"slices {n}x{n}, {v} views over 360 deg, {r} rotations (target), Hann FBP\n")
 
     S.simulate_dfct(n_slices=1, size=64, n_views=32, rotations=2)  # warm-up (imports)
     t1, _ = timed(S.simulate_dfct, n_slices=1, size=n, n_views=v, rotations=r)
+    c1 = CPU["simulate_dfct"]
     tz, ours = timed(S.simulate_dfct, n_slices=args.slices, size=n, n_views=v, rotations=r)
+    cz = CPU["simulate_dfct"]
     ours_1 = 1 / t1
     ours_z = args.slices / tz
-    print(f"ours     1 slice : {t1:7.2f} s  -> {ours_1:7.2f} slices/s")
-    print(f"ours    {args.slices:2d} slices: {tz:7.2f} s  -> {ours_z:7.2f} slices/s")
+    print(f"ours     1 slice : {t1:7.2f} s  -> {ours_1:7.2f} slices/s   (CPU {c1:.2f} s)")
+    print(f"ours    {args.slices:2d} slices: {tz:7.2f} s  -> {ours_z:7.2f} slices/s   "
+          f"(CPU {cz:.2f} s)")
 
     zb = args.baseline_slices
     tl, lin = timed(naive_pipeline, zb, n, v, r, linear=True)
