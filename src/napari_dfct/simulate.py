@@ -47,10 +47,11 @@ Acquisition model
   ``n_modes`` sinusoids over the view index (random frequencies, amplitudes and phases)
   plus view-to-view jitter (Student t with ``jitter_dof`` degrees of freedom: occasional
   vibration bursts that give a few distinct strong streaks), smoothed by the sliding
-  window of the phase retrieval (``window`` views). Each carries a smooth random profile across the detector (and a
-  slow drift along z). A fraction ``correlated_fraction`` of the error variance is the same
-  in every rotation (vibration locked to the gantry angle); it survives averaging and
-  leaves the fine residual streaks seen in multi-rotation references.
+  window of the phase retrieval (``window`` views). Each carries a smooth random profile
+  across the detector (and a slow drift along z). All detector rows (slices) see the same
+  vibration. A fraction ``correlated_fraction`` of the error variance is the same in
+  every rotation (vibration locked to the gantry angle); it survives averaging and leaves
+  the fine residual streaks seen in multi-rotation references.
 * Error in the dark-field sinogram (first order in the small errors)::
 
       dp_r = dV_r(v) * prof_V(u, z) * (offset_coupling + attenuation_coupling * p_mu)
