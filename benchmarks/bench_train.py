@@ -220,10 +220,16 @@ def main(argv=None):
     p.add_argument("--steps", type=int, default=None, help="timed steps (quick: 2)")
     p.add_argument("--rounds", type=int, default=None,
                    help="alternating rounds; the best of each side is kept (quick: 2)")
+    p.add_argument("--threads", type=int, default=None,
+                   help="torch CPU threads (default: torch's); 1 is steadier on a busy machine")
+    p.add_argument("--no-train", dest="train", action="store_false",
+                   help="sampler only: skip the training and inference figures")
     p.add_argument("--workers", type=int, default=None,
                    help="baseline DataLoader workers (default: 0 on CPU, 4 on CUDA)")
     args = p.parse_args(argv)
     device = resolve_device(args.device)
+    if args.threads:
+        torch.set_num_threads(args.threads)
     quick = args.quick
     batch = args.batch_size or (8 if quick else 32)
     steps = args.steps or (2 if quick else 10)
@@ -247,12 +253,13 @@ def main(argv=None):
           f"{steps} timed steps x {rounds} alternating rounds (best kept); loss {LOSS.name}; "
           f"baseline workers {workers}")
 
-    s_ours, s_base = bench_sampler(xn, yn, a_s, args.patch, batch, max(steps, 5), rounds,
+    s_ours, s_base = bench_sampler(xn, yn, a_s, args.patch, batch, max(5 * steps, 10), rounds,
                                    device, workers)
     print(f"\nsampler only          ours {s_ours:10.1f} patches/s   "
           f"baseline {s_base:10.1f} patches/s"
           f"   ratio {s_ours / s_base:6.2f}x")
-    for preset in [s.strip() for s in args.presets.split(",") if s.strip()]:
+    presets = [s.strip() for s in args.presets.split(",") if s.strip()] if args.train else []
+    for preset in presets:
         m = build_model(preset)
         print(f"\npreset {preset}: {count_parameters(m) / 1e6:.2f} M parameters")
         del m
