@@ -86,8 +86,19 @@ def test_defaults(viewer, tmp_path):
     assert widget.loss_config().name in f.loss_name.value
 
 
+def _worst_gap(ticks, t0, t1) -> tuple[float, int]:
+    inside = [t for t in ticks if t0 <= t <= t1]
+    return float(np.diff(np.concatenate([[t0], inside, [t1]])).max()), len(inside)
+
+
 def test_train_to_completion_keeps_the_gui_responsive(viewer, tmp_path, qtbot, notes,
                                                       registry):
+    """Two tiny runs through the widget while a 10 ms QTimer measures the event loop.
+
+    The first run of a session also pays one-time imports inside the training engine;
+    the second shows the steady state. The gaps are printed (wall-clock bounds are not
+    asserted); the test asserts that the event loop really ran during training.
+    """
     from qtpy.QtCore import QTimer
 
     widget = _widget(viewer, tmp_path, epochs=3, patch=64, batch_size=8)
@@ -99,15 +110,20 @@ def test_train_to_completion_keeps_the_gui_responsive(viewer, tmp_path, qtbot, n
     b0 = time.perf_counter()
     qtbot.wait(1000)  # baseline: the same viewer, idle, on the same (shared) machine
     b1 = time.perf_counter()
-    events = []
-    _click(qtbot, widget.start_button)
-    assert widget.is_running
-    widget._worker.yielded.connect(lambda e: events.append((time.perf_counter(), e)))
-    t0 = time.perf_counter()
-    qtbot.waitUntil(lambda: not widget.is_running, timeout=90_000)
-    t1 = time.perf_counter()
+    runs = []
+    for name in ("run", "again"):
+        widget.fields.run_name.value = name
+        events = []
+        _click(qtbot, widget.start_button)
+        assert widget.is_running
+        widget._worker.yielded.connect(lambda e, ev=events: ev.append(e))
+        t0 = time.perf_counter()
+        qtbot.waitUntil(lambda: not widget.is_running, timeout=90_000)
+        t1 = time.perf_counter()
+        assert notes["error"] == [], notes["error"]
+        assert len([e for e in events if hasattr(e, "epoch")]) == 3
+        runs.append((t0, t1))
     timer.stop()
-    assert notes["error"] == [], notes["error"]
 
     # the checkpoint and its history
     out = tmp_path / "run"
@@ -118,7 +134,7 @@ def test_train_to_completion_keeps_the_gui_responsive(viewer, tmp_path, qtbot, n
     config = json.loads((out / "config.json").read_text())
     assert config["preset"] == "tiny"
     assert widget.last_result.stopped == "completed"
-    assert registry.registered_models() == [out.resolve()]
+    assert registry.registered_models() == [out.resolve(), (tmp_path / "again").resolve()]
     assert any(str(out) in m for m in notes["info"])
 
     # live plot, progress and the preview layer on the input's grid
@@ -130,16 +146,14 @@ def test_train_to_completion_keeps_the_gui_responsive(viewer, tmp_path, qtbot, n
     np.testing.assert_allclose(preview.translate, TRANSLATE[1:])
 
     # responsiveness: the Qt event loop kept ticking while the worker trained
-    during = np.array([t for t in ticks if t0 <= t <= t1])
-    epoch_events = [t for t, e in events if hasattr(e, "epoch")]
-    assert len(epoch_events) == 3
-    assert len(during) >= 3, "the event loop did not run while training"
-    worst = float(np.diff(np.concatenate([[t0], during, [t1]])).max())
-    idle = np.array([t for t in ticks if b0 <= t <= b1])
-    baseline = float(np.diff(np.concatenate([[b0], idle, [b1]])).max())
-    print(f"\n[responsiveness] training {t1 - t0:.2f} s: {len(during)} ticks of a 10 ms "
-          f"QTimer, worst gap {worst * 1000:.0f} ms; idle viewer baseline worst gap "
-          f"{baseline * 1000:.0f} ms; ratio {worst / baseline:.1f}")
+    baseline, _ = _worst_gap(ticks, b0, b1)
+    report = [f"idle viewer baseline worst gap {baseline * 1000:.0f} ms"]
+    for label, (t0, t1) in zip(("first run", "second run"), runs, strict=True):
+        worst, n = _worst_gap(ticks, t0, t1)
+        assert n >= 3, "the event loop did not run while training"
+        report.append(f"{label} {t1 - t0:.2f} s: {n} ticks, worst gap {worst * 1000:.0f} ms "
+                      f"({worst / baseline:.1f}x baseline)")
+    print("\n[responsiveness, 10 ms QTimer] " + "; ".join(report))
 
 
 def test_stop_keeps_a_loadable_checkpoint(viewer, tmp_path, qtbot, notes, registry):
@@ -174,6 +188,41 @@ def test_stop_keeps_a_loadable_checkpoint(viewer, tmp_path, qtbot, notes, regist
     assert predict.fields.model.value == (tmp_path / "run").resolve()
     assert notes["error"] == []
     assert widget.start_button.enabled and not widget.stop_button.enabled
+
+    # resume the stopped run in its folder for one more epoch
+    done = result.epochs_run
+    widget.fields.resume.value = str(tmp_path / "run")
+    assert any("Resuming" in m for m in notes["info"])
+    widget.fields.epochs.value = done + 1
+    _click(qtbot, widget.start_button)
+    qtbot.waitUntil(lambda: not widget.is_running, timeout=90_000)
+    assert notes["error"] == []
+    assert widget.last_result.stopped == "completed"
+    history = json.loads((tmp_path / "run" / "history.json").read_text())
+    assert [h["epoch"] for h in history] == list(range(1, done + 2))
+
+
+def test_train_from_files(make_napari_viewer, small_sim, tmp_path, qtbot, notes, registry):
+    from napari_dfct.io import write_volume
+
+    viewer = make_napari_viewer()
+    paths = [write_volume(tmp_path / "in.tif", small_sim.input),
+             write_volume(tmp_path / "gt.tif", small_sim.target)]
+    widget = _widget(viewer, tmp_path, epochs=1)
+    widget.fields.source.value = "files"
+    assert widget.fields.input.native.isHidden()
+    assert not widget.fields.input_file.native.isHidden()
+    widget.fields.input_file.value = str(paths[0])
+    _click(qtbot, widget.start_button)
+    assert notes["error"] and "target file" in notes["error"][-1]
+    widget.fields.target_file.value = str(paths[1])
+    notes["error"].clear()
+    _click(qtbot, widget.start_button)
+    qtbot.waitUntil(lambda: not widget.is_running, timeout=90_000)
+    assert notes["error"] == []
+    assert (tmp_path / "run" / "model.safetensors").is_file()
+    preview = viewer.layers["in [training preview]"]
+    assert preview.data.shape == small_sim.input.shape[1:]
 
 
 def test_bad_inputs_notify(make_napari_viewer, small_sim, tmp_path, qtbot, notes):
@@ -215,3 +264,32 @@ def test_bad_inputs_notify(make_napari_viewer, small_sim, tmp_path, qtbot, notes
     f.device.value, f.lr.value = "cpu", "fast"
     _click(qtbot, widget.start_button)
     assert not widget.is_running and "learning rate" in notes["error"][0]
+
+
+def test_training_thread_yields_the_cpu():
+    """The worker thread's OS priority drops (Linux) and only that thread's."""
+    import os
+    import sys
+    import threading
+
+    from napari_dfct.widgets._models import lower_thread_priority
+
+    if not sys.platform.startswith("linux"):
+        pytest.skip("per-thread priorities are a Linux feature")
+    main_before = os.getpriority(os.PRIO_PROCESS, threading.get_native_id())
+    seen = {}
+
+    def body():
+        tid = threading.get_native_id()
+        before = os.getpriority(os.PRIO_PROCESS, tid)
+        restore = lower_thread_priority(5)
+        seen["during"] = os.getpriority(os.PRIO_PROCESS, tid) - before
+        seen["main"] = os.getpriority(os.PRIO_PROCESS, main_tid)
+        restore()
+
+    main_tid = threading.get_native_id()
+    t = threading.Thread(target=body)
+    t.start()
+    t.join()
+    assert seen["during"] == min(5, 19 - main_before)
+    assert seen["main"] == main_before

@@ -1,4 +1,4 @@
-"""Session state shared by the dock widgets: trained models and layer helpers.
+"""Shared glue for the dock widgets: trained models, layer and worker helpers.
 
 The Train widget registers every model folder it finishes (or stops) here; the Predict
 widget lists them. The registry is a module-level :class:`psygnal.containers.EventedList`
@@ -15,11 +15,14 @@ Examples
 The layer helpers (:func:`image_layers`, :func:`current_index`, :func:`upsert_image`)
 are display glue only: picking layers, finding the displayed slice, and adding or updating
 an output layer by name so repeated clicks never pile up layers.
+:func:`lower_thread_priority` lets a worker thread yield the CPU to the GUI thread.
 """
 
 from __future__ import annotations
 
 import os
+import sys
+import threading
 import weakref
 from collections.abc import Callable
 from pathlib import Path
@@ -43,6 +46,7 @@ __all__ = [
     "current_index",
     "upsert_image",
     "spatial_placement",
+    "lower_thread_priority",
 ]
 
 #: ``layer.metadata`` key naming the widget that made a derived layer
@@ -246,3 +250,36 @@ def _safe_limits(limits: tuple[float, float]) -> tuple[float, float]:
     if not np.isfinite(hi) or hi <= lo:
         hi = lo + 1.0
     return lo, hi
+
+
+# ---------------------------------------------------------------------------- workers
+def lower_thread_priority(step: int = 10) -> Callable[[], None]:
+    """Lower the OS priority of the calling thread (Linux only), so the GUI thread wins.
+
+    Training and the Qt event loop compete for the same cores; a lower priority
+    (``nice``) for the training thread keeps the event loop responsive on small
+    machines. Linux schedules threads individually, so this touches no other thread.
+
+    Returns
+    -------
+    callable
+        Restores the previous priority (best effort: unprivileged users cannot raise
+        a priority again; the worker thread then stays ``nice`` until the thread pool
+        retires it).
+    """
+    if not sys.platform.startswith("linux"):
+        return lambda: None
+    try:
+        tid = threading.get_native_id()
+        old = os.getpriority(os.PRIO_PROCESS, tid)
+        os.setpriority(os.PRIO_PROCESS, tid, min(old + int(step), 19))
+    except (AttributeError, OSError):
+        return lambda: None
+
+    def restore() -> None:
+        try:
+            os.setpriority(os.PRIO_PROCESS, tid, old)
+        except OSError:
+            pass
+
+    return restore

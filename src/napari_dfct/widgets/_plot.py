@@ -23,7 +23,7 @@ from matplotlib.axes import Axes
 from matplotlib.backends.backend_qtagg import FigureCanvasQTAgg
 from matplotlib.figure import Figure
 from matplotlib.lines import Line2D
-from matplotlib.ticker import FuncFormatter, LogLocator, NullFormatter
+from matplotlib.ticker import FuncFormatter, LogLocator, MaxNLocator, NullFormatter
 from qtpy.QtWidgets import QSizePolicy, QVBoxLayout, QWidget
 
 __all__ = ["PlotCanvas", "theme_colors"]
@@ -68,6 +68,8 @@ class PlotCanvas(QWidget):
         Figure height in inches (the width follows the dock).
     theme : str
         napari theme name for the colours.
+    integer_x : bool
+        Put x ticks on integers only (epochs, slice indices).
     """
 
     def __init__(
@@ -80,6 +82,7 @@ class PlotCanvas(QWidget):
         title: str | Sequence[str] = "",
         height: float = 2.4,
         theme: str = "dark",
+        integer_x: bool = False,
     ) -> None:
         super().__init__(parent)
         self._colors = theme_colors(theme)
@@ -101,6 +104,9 @@ class PlotCanvas(QWidget):
             "ylabel": _per_axes(ylabel, ncols),
             "title": _per_axes(title, ncols),
         }
+        if integer_x:
+            for ax in self.axes:
+                ax.xaxis.set_major_locator(MaxNLocator(integer=True))
         self._style()
         self._apply_margins()
         # keep the margins fixed in inches when the dock is resized

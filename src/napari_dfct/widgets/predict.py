@@ -22,6 +22,7 @@ import numpy as np
 from magicgui.widgets import ComboBox, Container, FileEdit, ProgressBar, PushButton
 from napari.utils.notifications import show_error, show_info, show_warning
 from qtpy.QtCore import QTimer
+from qtpy.QtGui import QFontDatabase
 from qtpy.QtWidgets import QHBoxLayout, QLabel, QPlainTextEdit, QVBoxLayout, QWidget
 
 from . import _models
@@ -79,44 +80,42 @@ def describe_model(model_dir: str | os.PathLike) -> str:
     train = cfg.get("train") or {}
     arch = cfg.get("model") or {}
     window = cfg.get("window") or {}
-    lines = [f"model    {folder.name}", f"folder   {folder}"]
+    lines: list[str] = []
+
+    def row(label: str, text: str) -> None:
+        lines.append(f"{label:<9}{text}")
+
+    row("model", folder.name)
+    row("folder", str(folder))
     name = cfg.get("name") or loss.get("name") or "?"
-    scheme = _scheme(loss)
-    lines.append(
-        f"loss     {name}  ({scheme}; {loss.get('mode', 'paper')} mode"
-        f"{', normalised weights' if loss.get('normalize') else ''})"
-    )
+    row("loss", f"{name}  ({_scheme(loss)}; {loss.get('mode', 'paper')} mode"
+        f"{', normalised weights' if loss.get('normalize') else ''})")
     arch_text = ", ".join(f"{k} {v}" for k, v in arch.items() if k in ("base_channels", "depth"))
-    lines.append(f"preset   {cfg.get('preset', '?')}" + (f"  ({arch_text})" if arch_text else ""))
+    row("preset", f"{cfg.get('preset', '?')}" + (f"  ({arch_text})" if arch_text else ""))
     if window:
-        lines.append(f"window   [{float(window['low']):.6g}, {float(window['high']):.6g}]  "
-                     "(training data, input units)")
+        row("window", f"[{float(window['low']):.6g}, {float(window['high']):.6g}]  "
+            "(of the training data, input units)")
     shape = cfg.get("data_shape")
     if shape:
-        split = cfg.get("split") or {}
-        n_val = len(split.get("val", []))
-        lines.append(f"data     {' x '.join(str(s) for s in shape)}"
-                     + (f"  ({n_val} validation slices)" if n_val else ""))
+        n_val = len((cfg.get("split") or {}).get("val", []))
+        row("data", " x ".join(str(s) for s in shape)
+            + (f"  ({n_val} validation slices)" if n_val else ""))
     if train:
-        lines.append(
-            f"training patch {train.get('patch')}, batch {train.get('batch_size')}, "
+        row("train", f"patch {train.get('patch')}, batch {train.get('batch_size')}, "
             f"lr {float(train.get('lr', float('nan'))):g}, weight decay "
-            f"{train.get('weight_decay')}, {train.get('optimizer')}, seed {train.get('seed')}"
-        )
-    epochs_run = cfg.get("epochs_run", len(history) or None)
+            f"{train.get('weight_decay')}, {train.get('optimizer')}, seed {train.get('seed')}")
+    epochs_run = cfg.get("epochs_run")
     if history:
         epochs_run = max(int(h.get("epoch", 0)) for h in history)
     max_epochs = train.get("epochs")
-    lines.append(
-        f"epochs   {epochs_run if epochs_run is not None else '?'}"
+    row("epochs", f"{epochs_run if epochs_run is not None else '?'}"
         + (f" of {max_epochs}" if max_epochs else "")
-        + f", best epoch {cfg.get('best_epoch', '?')}"
-    )
+        + f", best epoch {cfg.get('best_epoch', '?')}")
     best = cfg.get("best_val_loss")
     if best is not None:
-        lines.append(f"val loss {float(best):.6g} (best)")
+        row("val loss", f"{float(best):.6g} (best epoch)")
     if cfg.get("created"):
-        lines.append(f"saved    {cfg['created']}")
+        row("saved", str(cfg["created"]))
     return "\n".join(lines)
 
 
@@ -135,11 +134,15 @@ def _predict_job(model_dir, loaded, device, volume, slices, cancel):
     """Worker body: load the model if needed, then stream ``(z, slice)`` predictions."""
     from napari_dfct import checkpoint, infer
 
-    if loaded is None:
-        loaded = checkpoint.load_model(model_dir, device="cpu")
-    yield ("loaded", loaded)
-    for z, y in infer.predict_iter(loaded, volume, slices, device=device, cancel=cancel):
-        yield ("slice", int(z), y)
+    restore_priority = _models.lower_thread_priority()
+    try:
+        if loaded is None:
+            loaded = checkpoint.load_model(model_dir, device="cpu")
+        yield ("loaded", loaded)
+        for z, y in infer.predict_iter(loaded, volume, slices, device=device, cancel=cancel):
+            yield ("slice", int(z), y)
+    finally:
+        restore_priority()
 
 
 class PredictWidget(QWidget):
@@ -191,7 +194,10 @@ class PredictWidget(QWidget):
         self.status.setWordWrap(True)
         self.info = QPlainTextEdit()
         self.info.setReadOnly(True)
-        self.info.setLineWrapMode(QPlainTextEdit.LineWrapMode.NoWrap)
+        self.info.setLineWrapMode(QPlainTextEdit.LineWrapMode.WidgetWidth)
+        font = QFontDatabase.systemFont(QFontDatabase.SystemFont.FixedFont)
+        font.setPointSizeF(max(font.pointSizeF() - 1.0, 7.0))
+        self.info.setFont(font)
         self.info.setPlaceholderText("The model's configuration appears here.")
         self.info.setMinimumHeight(150)
 

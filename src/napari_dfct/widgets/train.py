@@ -110,6 +110,7 @@ def _train_job(
     previous = torch.get_num_threads()
     if threads:
         torch.set_num_threads(int(threads))
+    restore_priority = _models.lower_thread_priority()
     try:
         gen = _train.fit(
             input, target, config, out_dir, cancel=cancel, resume=resume,
@@ -117,6 +118,7 @@ def _train_job(
         )
         result = yield from gen
     finally:
+        restore_priority()
         if threads:
             torch.set_num_threads(previous)
     return result
@@ -197,6 +199,9 @@ class TrainWidget(QWidget):
                 SpinBox(name="patience", label="patience", value=20, min=1, max=100_000),
                 SpinBox(name="batch_size", label="batch size", value=32, min=1, max=4096),
                 SpinBox(name="patch", label="patch", value=128, min=8, max=8192, step=8),
+                SpinBox(name="patches_per_slice", label="patches per slice", value=1, min=1,
+                        max=1024, tooltip="Random patches per training slice and epoch "
+                        "(paper: 1; raise it for few slices)"),
                 LineEdit(name="lr", label="learning rate", value="1e-3"),
                 FloatSpinBox(name="weight_decay", label="weight decay", value=0.1, min=0.0,
                              max=10.0, step=0.01),
@@ -206,6 +211,8 @@ class TrainWidget(QWidget):
                 FloatSpinBox(name="val_fraction", label="validation fraction", value=0.2,
                              min=0.01, max=0.99, step=0.05),
                 SpinBox(name="seed", label="seed", value=0, min=0, max=2**31 - 1),
+                CheckBox(name="augment", text="augment (flips, \u00b115\u00b0 rotations)",
+                         value=True),
                 ComboBox(name="device", label="device", choices=["auto", "cpu", "cuda", "mps"],
                          value="auto"),
             ],
@@ -240,7 +247,8 @@ class TrainWidget(QWidget):
         self.progress = ProgressBar(value=0, min=0, max=1, label="epochs")
         self.status = QLabel("Ready.")
         self.status.setWordWrap(True)
-        self.plot = PlotCanvas(xlabel="epoch", ylabel="loss", title="", height=2.3)
+        self.plot = PlotCanvas(xlabel="epoch", ylabel="loss", title="", height=2.3,
+                               integer_x=True)
         self.plot.set_yscale("log")
 
         buttons = QHBoxLayout()
@@ -335,10 +343,12 @@ class TrainWidget(QWidget):
         if "normalize" in loss:
             f.normalize.value = bool(loss["normalize"])
         train = cfg.get("train") or {}
-        for key in ("preset", "epochs", "patience", "batch_size", "patch", "optimizer",
-                    "seed"):
+        for key in ("preset", "epochs", "patience", "batch_size", "patch",
+                    "patches_per_slice", "optimizer", "seed"):
             if key in train:
                 getattr(f, key).value = train[key]
+        if "augment" in train:
+            f.augment.value = bool(train["augment"])
         for key in ("weight_decay", "val_fraction"):
             if key in train:
                 getattr(f, key).value = float(train[key])
@@ -362,9 +372,10 @@ class TrainWidget(QWidget):
         config = TrainConfig(
             loss=self.loss_config(), preset=f.preset.value, epochs=int(f.epochs.value),
             patience=int(f.patience.value), batch_size=int(f.batch_size.value),
-            patch=int(f.patch.value), lr=lr, weight_decay=float(f.weight_decay.value),
+            patch=int(f.patch.value), patches_per_slice=int(f.patches_per_slice.value),
+            lr=lr, weight_decay=float(f.weight_decay.value),
             optimizer=f.optimizer.value, val_fraction=float(f.val_fraction.value),
-            seed=int(f.seed.value), device=f.device.value,
+            seed=int(f.seed.value), device=f.device.value, augment=bool(f.augment.value),
         )
         config.validate()
         return config

@@ -273,15 +273,18 @@ class WeightsWidget(QWidget):
                                  contrast_limits=_limits(amp_np), colormap="inferno",
                                  **placement)
             scale_text = self._scale_text(config, map_shape, a_s, a_f, plain_np, amp_np)
-            notes.append(f"slice {z}, window [{window.low:.4g}, {window.high:.4g}]")
+            notes.append(f"slice {z}")
+            notes.append(f"window [{window.low:.4g}, {window.high:.4g}]")
         else:
             notes.append("Choose a target layer (different from the input) for the loss maps.")
             scale_text = self._scale_text(config, map_shape, a_s, a_f, None, None)
         self._update_profiles(config)
         dc = _DC_PAPER if config.mode == "paper" else _DC_SPECTRAL
+        where = "patch (centre)" if size_mode == "patch" else "full slice"
+        details = " \u00b7 ".join(notes)
         self._set_info(
-            f"<b>{config.name}</b> ({config.scheme}) on {map_shape[0]}\u00d7{map_shape[1]}"
-            f"{' patch' if size_mode == 'patch' else ''}; {'; '.join(notes)}<br>"
+            f"<b>{config.name}</b> ({config.scheme}, {config.mode} mode) \u00b7 {where} "
+            f"{map_shape[0]}\u00d7{map_shape[1]}<br>{details}<br>"
             f"{scale_text}<br><i>{dc}</i>"
         )
 
@@ -301,16 +304,15 @@ class WeightsWidget(QWidget):
 
         scale = losses.effective_scale(config, shape)
         parts = [
-            f"A_F(DC) = {float(a_f[0, 0]):.3f}",
-            f"mean A_S = {float(a_s.mean()):.3f}",
-            f"frequency factor = {scale['frequency_factor']:.3f}",
-            f"scale = {scale['scale']:.3f}",
+            f"A_F(DC) = {float(a_f[0, 0]):.3f} \u00b7 mean A_S = {float(a_s.mean()):.3f}",
+            f"frequency factor {scale['frequency_factor']:.3f} \u00d7 spatial factor "
+            f"{scale['spatial_factor']:.3f} = scale {scale['scale']:.3f}",
         ]
         if plain is not None and amp is not None:
             mean_plain = float(np.mean(plain))
             ratio = float(np.mean(amp)) / mean_plain if mean_plain > 0 else float("nan")
-            parts.append(f"mean amplified / plain loss (this slice) = {ratio:.3f}")
-        return "; ".join(parts)
+            parts.append(f"mean amplified / mean plain loss on this slice: <b>{ratio:.3f}</b>")
+        return "<br>".join(parts)
 
     def _update_profiles(self, config) -> None:
         from napari_dfct import weights
