@@ -35,8 +35,8 @@ class DemoSettings:
     n_views: int | None = None
     rotations: int | None = None
     preset: str = "small"
-    epochs: int = 12
-    patience: int = 12
+    epochs: int = 20
+    patience: int = 20
     batch_size: int = 8
     patch: int = 64
     patches_per_slice: int = 8
@@ -92,7 +92,7 @@ def run_demo(out_dir: str | os.PathLike = "dfct-demo", *, seeds: int | None = No
     seeds : int, optional
         Seeds per configuration (default 2, 1 with ``quick``).
     epochs : int, optional
-        Epochs per run (default 12, 3 with ``quick``).
+        Epochs per run (default 20, 3 with ``quick``).
     device : str
         ``auto``, ``cpu``, ``cuda``...
     quick : bool

@@ -935,9 +935,7 @@ def _run_local(specs, jobs, on_done, bar):
             spec = futures[fut]
             try:
                 rec = fut.result()
-            except cf.process.BrokenProcessPool:
-                raise
-            except Exception as exc:  # noqa: BLE001
+            except Exception as exc:  # noqa: BLE001 - incl. a worker killed (BrokenProcessPool)
                 on_done(spec, None, exc)
             else:
                 on_done(spec, rec, None)
