@@ -265,6 +265,15 @@ def test_bad_inputs_notify(make_napari_viewer, small_sim, tmp_path, qtbot, notes
     _click(qtbot, widget.start_button)
     assert not widget.is_running and "learning rate" in notes["error"][0]
 
+    # a failure inside the worker (the loss diverges) is a notification, not a traceback
+    notes["error"].clear()
+    f.lr.value, f.run_name.value = "1e30", "diverged"
+    _click(qtbot, widget.start_button)
+    assert widget.is_running
+    qtbot.waitUntil(lambda: not widget.is_running, timeout=60_000)
+    assert len(notes["error"]) == 1 and "diverged" in notes["error"][0], notes["error"]
+    assert widget.start_button.enabled
+
 
 def test_training_thread_yields_the_cpu():
     """The worker thread's OS priority drops (Linux) and only that thread's."""

@@ -317,6 +317,7 @@ class PredictWidget(QWidget):
 
         self._job = job
         self._cancel = threading.Event()
+        self.destroyed.connect(self._cancel.set)  # widget closed: stop between batches
         job.output = self._output_layer(job)
         self.last_layer = job.output
         job.done = 0

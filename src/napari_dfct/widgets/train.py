@@ -485,6 +485,7 @@ class TrainWidget(QWidget):
 
         self._run = run
         self._cancel = threading.Event()
+        self.destroyed.connect(self._cancel.set)  # widget closed: stop within a batch
         threads = _training_threads() if self._is_cpu(run.config.device) else None
         self._worker = create_worker(
             _train_job, run.input, run.target, run.config, run.out_dir, self._cancel,
@@ -679,6 +680,13 @@ class TrainWidget(QWidget):
             text = f"Training failed: {msg}"
         else:
             text = f"Training failed: {name}: {msg}"
+        run = self._run
+        if run is not None and getattr(run, "out_dir", None) is not None:
+            from napari_dfct import checkpoint
+
+            if checkpoint.is_model_dir(run.out_dir):
+                _models.register_model(run.out_dir)
+                text += f" The best model so far is kept in {run.out_dir}."
         self.status.setText(text)
         show_error(text)
 
