@@ -501,8 +501,9 @@ def grid_report(out_dir: str | os.PathLike, report_dir: str | os.PathLike | None
         f"{roi['signal_center']} (signal) and {roi['background_center']} (background); "
         f"edge line {roi['line']}.\n",
         "Values: median ± sample standard deviation (ddof=1) over seeds, with n the number "
-        "of seeds with a finite value; bold: the best CNR of each column. Reference rows "
-        "(in italics) are single measurements on the test slice.\n",
+        "of seeds with a finite value; bold: the best CNR of each column. The baseline has "
+        "no weight profile: the same runs fill its linear and non-linear cells. Reference "
+        "rows (in italics) are single measurements on the test slice.\n",
     ]
     for loss, md in tables_md:
         lines += [f"## {loss.upper()}\n", md]
