@@ -21,8 +21,8 @@ def quick_demo(tmp_path_factory):
 def test_demo_quick_runs_end_to_end(quick_demo, capsys):
     status, out = quick_demo
     assert status == 0
-    for name in ("demo-table.md", "demo-table.csv", "demo-panel.png", "demo-violin-cnr.png",
-                 "demo-violin-fwhm.png", "demo.json", "grid/report/report.md"):
+    for name in ("demo-table.md", "demo-table.csv", "demo-panel.png", "demo-violins.png",
+                 "demo.json", "grid/report/report.md", "grid/report/violin-cnr.png"):
         assert (out / name).is_file(), name
     meta = json.loads((out / "data" / "test" / "meta.json").read_text())
     train_meta = json.loads((out / "data" / "train" / "meta.json").read_text())

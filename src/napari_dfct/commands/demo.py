@@ -14,7 +14,8 @@ same machinery as `dfct grid`, predict the test slice and print the comparison: 
 input, each model (median over seeds), the multi-rotation target and the truth.
 
 Writes OUT/demo-table.md and .csv, OUT/demo-panel.png (input, target, truth, predictions
-with ROIs and line) and OUT/demo-violin-*.png; the runs and the full report are in OUT/grid.
+with ROIs and line) and OUT/demo-violins.png (CNR, FWHM, PSNR, SSIM over seeds); the runs
+and the full report are in OUT/grid.
 Running it again reuses finished runs. --quick is a one-minute smoke version.
 """
 ORDER = 5

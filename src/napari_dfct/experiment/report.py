@@ -35,6 +35,7 @@ __all__ = [
     "paper_table",
     "representative_seed",
     "summarize",
+    "violin_figure",
 ]
 
 #: Metrics summarised per configuration (key in metrics.json, label, format, higher is better).
@@ -303,11 +304,9 @@ _SCHEME_COLORS = {"none": "0.55", "S": "#1f77b4", "F": "#ff7f0e", "S+F": "#2ca02
                   "F+S": "#9467bd"}
 
 
-def _violin(summary: dict, metric: str, reference: dict | None, path: Path) -> Path:
-    plt = _plt()
+def _violin_ax(ax, summary: dict, metric: str, reference: dict | None, rotate: bool = True
+               ) -> None:
     names = list(summary)
-    fig_w = max(4.5, 0.55 * len(names) + 2.0)
-    fig, ax = plt.subplots(figsize=(fig_w, 4.2), dpi=110)
     rng = np.random.default_rng(0)
     for i, name in enumerate(names):
         e = summary[name]
@@ -327,24 +326,55 @@ def _violin(summary: dict, metric: str, reference: dict | None, path: Path) -> P
         if vals.size:
             ax.scatter(i + rng.uniform(-0.08, 0.08, vals.size), vals, s=12, color=color,
                        edgecolor="k", linewidths=0.4, zorder=3)
-    # the truth's own CNR can be orders of magnitude off the scale (no noise): not drawn
+    # the truth's own CNR can be far off the scale (no noise), and it is the PSNR/SSIM
+    # reference itself: only the input and the target are drawn
     styles = {"input": ("--", "C3"), "target": (":", "0.2")}
     for key, (ls, col) in styles.items():
         v = to_float(((reference or {}).get(key) or {}).get(metric))
         if math.isfinite(v):
             ax.axhline(v, ls=ls, color=col, lw=1.2, label=key)
     ax.set_xticks(range(len(names)))
-    ax.set_xticklabels(names, rotation=40, ha="right", fontsize=8)
+    ax.set_xticklabels(names, rotation=40 if rotate else 0, ha="right" if rotate else "center",
+                       fontsize=8)
     ax.set_xlim(-0.7, len(names) - 0.3)
     ax.set_ylabel(METRICS[metric][0])
-    ax.set_title(f"{METRICS[metric][0]} per configuration (test slice)")
     ax.grid(axis="y", alpha=0.3)
     if ax.get_legend_handles_labels()[0]:
-        ax.legend(fontsize=8, loc="best")
+        ax.legend(fontsize=7, loc="best")
+
+
+def _violin(summary: dict, metric: str, reference: dict | None, path: Path) -> Path:
+    plt = _plt()
+    fig_w = max(4.5, 0.55 * len(summary) + 2.0)
+    fig, ax = plt.subplots(figsize=(fig_w, 4.2), dpi=110)
+    _violin_ax(ax, summary, metric, reference)
+    ax.set_title(f"{METRICS[metric][0]} per configuration (test slice)")
     fig.tight_layout()
     fig.savefig(path)
     plt.close(fig)
     return path
+
+
+def violin_figure(summary: dict, metrics: Sequence[str], reference: dict | None,
+                  path: str | os.PathLike, title: str | None = None) -> Path:
+    """Violin plots of several metrics side by side, one panel per metric.
+
+    Each configuration is a violin over its seeds (points: the seeds), the input's value a
+    dashed line and the target's a dotted one.
+    """
+    plt = _plt()
+    n = len(metrics)
+    width = max(2.6, 0.5 * len(summary) + 1.4)
+    fig, axes = plt.subplots(1, n, figsize=(width * n, 3.9), dpi=110, squeeze=False)
+    for ax, m in zip(axes[0], metrics):
+        _violin_ax(ax, summary, m, reference)
+        ax.set_title(METRICS[m][0], fontsize=9)
+    if title:
+        fig.suptitle(title, fontsize=10)
+    fig.tight_layout()
+    fig.savefig(path)
+    plt.close(fig)
+    return Path(path)
 
 
 def _read2d(path: Path) -> np.ndarray | None:
