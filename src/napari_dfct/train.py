@@ -518,10 +518,10 @@ def fit(
     channels_last = device.type == "cuda"
     check_cancel = _cancel_check(cancel)
 
-    # deterministic kernels on the CPU (cheap there); restored at the end
-    prev_det = torch.are_deterministic_algorithms_enabled()
-    if device.type == "cpu":
-        torch.use_deterministic_algorithms(True)
+    # The CPU kernels used here are deterministic for a fixed thread count, so seeded CPU
+    # runs reproduce without the process-wide `torch.use_deterministic_algorithms`
+    # switch, which would also import torch's compiler stack (about a second holding the
+    # GIL: a visible stall when training runs in a napari worker thread).
 
     model = optimizer = scheduler = sampler = loss_fn = None
     x_val = y_val = None
@@ -744,7 +744,6 @@ def fit(
             config=model_cfg,
         )
     finally:
-        torch.use_deterministic_algorithms(prev_det)
         # drop every device tensor held by this frame (a traceback may keep the frame)
         model = optimizer = scheduler = sampler = loss_fn = x_val = y_val = None
         best_state = pred = loss = xb = yb = wb = a_s = kept = running = None
