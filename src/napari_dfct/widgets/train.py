@@ -68,6 +68,19 @@ def _default_preset() -> str:
         return "small"
 
 
+def _warm_up_torch_optim() -> None:
+    """Import what ``torch.optim`` imports lazily on first use (torch's compiler stack).
+
+    Creating the first optimizer imports ``torch._dynamo``, about a second of module
+    loading; done in a worker thread when the widget opens, it no longer stalls the event
+    loop at the start of the first training.
+    """
+    try:
+        import torch._dynamo  # noqa: F401
+    except Exception:  # noqa: BLE001 - an optional speed-up only
+        pass
+
+
 def _training_threads() -> int:
     """Intra-op threads for CPU training: leave one core to the GUI thread."""
     return max(1, (os.cpu_count() or 2) - 1)
@@ -152,6 +165,7 @@ class TrainWidget(QWidget):
         self._gui_timer = QTimer(self)
         self._gui_timer.setSingleShot(True)
         self._gui_timer.timeout.connect(self._flush)
+        threading.Thread(target=_warm_up_torch_optim, name="dfct-warm-up", daemon=True).start()
 
         layer_choices = self._layer_choices
         self.data_form = Container(
