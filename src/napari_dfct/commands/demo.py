@@ -30,7 +30,7 @@ def register(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--seeds", type=int, default=None,
                         help="seeds per configuration (default: 2; 1 with --quick)")
     parser.add_argument("--epochs", type=int, default=None,
-                        help="epochs per run (default: 20; 3 with --quick)")
+                        help="epochs per run (default: 40; 3 with --quick)")
     parser.add_argument("--device", default="auto", help="auto, cpu, cuda, mps")
     parser.add_argument("--jobs", type=int, default=1, help="runs at a time (processes)")
     parser.add_argument("--quick", action="store_true",

@@ -35,7 +35,7 @@ class DemoSettings:
     n_views: int | None = None
     rotations: int | None = None
     preset: str = "small"
-    epochs: int = 20
+    epochs: int = 40
     patience: int = 20
     batch_size: int = 8
     patch: int = 64
@@ -94,7 +94,7 @@ def run_demo(out_dir: str | os.PathLike = "dfct-demo", *, seeds: int | None = No
     seeds : int, optional
         Seeds per configuration (default 2, 1 with ``quick``).
     epochs : int, optional
-        Epochs per run (default 20, 3 with ``quick``).
+        Epochs per run (default 40, 3 with ``quick``).
     device : str
         ``auto``, ``cpu``, ``cuda``...
     quick : bool
