@@ -505,3 +505,28 @@ def test_arrays_and_simulations_are_saved_once_and_never_overwritten(tmp_path, s
                      _train_config())
     x, _ = read_volume(settings["train_data"]["input"])
     np.testing.assert_array_equal(x, small_sim.input)  # still the first data
+
+
+def test_resume_continues_an_interrupted_run_to_the_same_result(tmp_path, data_dirs, base_grid):
+    from napari_dfct.io import read_volume
+    from napari_dfct.train import TrainConfig, run_fit
+
+    train, test = data_dirs
+    out = tmp_path / "resume"
+    _, specs = prepare_grid(train, test, out, ["l2"], [0], _train_config(), resume=True)
+    spec = specs[0]
+    run_dir = Path(spec["run_dir"])
+    # an attempt that stopped after its first epoch (its training state saved)
+    first = TrainConfig.from_dict({**spec["train"], "loss": spec["loss"], "seed": spec["seed"],
+                                   "device": "cpu", "epochs": 1, "keep_state": True})
+    x, _ = read_volume(train / "input.tif")
+    y, _ = read_volume(train / "target.tif")
+    run_fit(x, y, first, out_dir=run_dir / "model", preview=False)
+    assert (run_dir / "model" / "training-state.json").is_file()
+    run_grid(train, test, out, ["l2"], [0], _train_config(), progress=False, report=False,
+             resume=True)
+    rec = json.loads((run_dir / "metrics.json").read_text())
+    assert rec["resumed_from_epoch"] == 1 and rec["epochs_run"] == TINY["epochs"]
+    assert not list(run_dir.parent.glob("seed-0.incomplete-*"))
+    assert not (run_dir / "model" / "training-state.json").exists()  # keep_state=False
+    _close(rec, _records(base_grid)[("l2", 0)])  # as if never interrupted
