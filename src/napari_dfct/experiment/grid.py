@@ -12,8 +12,11 @@ Layout of a grid folder ``OUT``::
 
 Restarting a grid skips every run whose ``metrics.json`` exists. A run folder without it
 (a crash, a killed job, a Slurm time-out) is moved aside to
-``seed-<k>.incomplete-<timestamp>`` and the run is done again from scratch: nothing
-finished is overwritten and nothing partial is deleted.
+``seed-<k>.incomplete-<timestamp>`` and the run is done again from scratch, or, with
+``resume=True``, continued from the training state saved after its last epoch: nothing
+finished is overwritten and nothing partial is deleted. A run whose ``running.json``
+heartbeat is fresh (another process is training it) and a run of an earlier Slurm
+submission still in the queue are left alone.
 
 Every run goes through :func:`run_one`, a top-level function of a small JSON-able spec, so
 the same code runs in this process, in a pool of spawned processes (``executor="local"``,
@@ -45,13 +48,14 @@ __all__ = [
     "GridRunError",
     "LOG_FILE",
     "SlurmOptions",
+    "fingerprint",
     "grid_status",
     "make_configs",
     "measure_slice",
     "prepare_grid",
+    "queued_runs",
     "read_log",
     "run_grid",
-    "queued_runs",
     "run_one",
     "running_elsewhere",
 ]
@@ -611,8 +615,9 @@ def fingerprint(path: str | os.PathLike, chunk: int = 1 << 20) -> dict:
     return {"bytes": size, "sha256": h.hexdigest()}
 
 
-def prepare_grid(train: Any, test: Any, out_dir: str | os.PathLike, configs: Iterable | None = None,
-                 seeds: Iterable[int] | str = (0,), train_config: Any = None, *,
+def prepare_grid(train: Any, test: Any, out_dir: str | os.PathLike,
+                 configs: Iterable | None = None, seeds: Iterable[int] | str = (0,),
+                 train_config: Any = None, *,
                  roi: dict | None = None, device: str | None = None, keep_state: bool = False,
                  resume: bool = False) -> tuple[dict, list[dict]]:
     """Write the grid's settings and test slice, and return them with one spec per run.
@@ -686,7 +691,8 @@ def prepare_grid(train: Any, test: Any, out_dir: str | os.PathLike, configs: Ite
     if grid_file.is_file():
         old = read_json(grid_file)
         a, b = _comparable(json_safe(old)), _comparable(json_safe(settings))
-        diff = [k for k in a if json.dumps(a[k], sort_keys=True) != json.dumps(b[k], sort_keys=True)]
+        diff = [k for k in a
+                if json.dumps(a[k], sort_keys=True) != json.dumps(b[k], sort_keys=True)]
         if diff:
             raise ValueError(
                 f"{out_dir} holds a grid made with other settings ({', '.join(diff)} differ); "
@@ -750,7 +756,8 @@ def grid_status(out_dir: str | os.PathLike) -> dict:
     out_dir = Path(out_dir)
     settings = read_json(out_dir / GRID_FILE)
     status = {"done": [], "incomplete": [], "missing": [], "aside": []}
-    expected = [(n, int(s)) for n in settings.get("configs", {}) for s in settings.get("seeds", [])]
+    expected = [(n, int(s)) for n in settings.get("configs", {})
+                for s in settings.get("seeds", [])]
     runs = out_dir / RUNS_DIR
     found = set()
     if runs.is_dir():
@@ -817,7 +824,8 @@ def queued_runs(out_dir: str | os.PathLike, pending: Iterable[tuple[str, int]] |
         import submitit
     except ImportError:  # pragma: no cover
         return {}, [job_id for _, job_id, _ in items]
-    jobs = [(key, submitit.SlurmJob(folder=folder, job_id=job_id)) for key, job_id, folder in items]
+    jobs = [(key, submitit.SlurmJob(folder=folder, job_id=job_id))
+            for key, job_id, folder in items]
     jobs[0][1].get_info(mode="force")  # one sacct call for every registered array
     active, unknown = {}, []
     for key, job in jobs:
@@ -907,7 +915,8 @@ def _run_local(specs, jobs, on_done, bar):
             def callback(ev, label=label):
                 if bar is not None:
                     bar.set_postfix_str(
-                        f"{label} epoch {ev.epoch}/{ev.epochs} val {ev.val_loss:.4g}", refresh=True)
+                        f"{label} epoch {ev.epoch}/{ev.epochs} val {ev.val_loss:.4g}",
+                        refresh=True)
 
             try:
                 rec = run_one(spec, callback=callback)
