@@ -289,6 +289,7 @@ def test_other_settings_in_the_same_folder_are_refused(grid_copy, data_dirs):
     assert len(specs) == 2
 
 
+@pytest.mark.filterwarnings("ignore:.*non-finite value")
 def test_failed_runs_are_reported_after_the_others(tmp_path, data_dirs):
     from napari_dfct.io import read_volume, write_volume
 
@@ -358,6 +359,28 @@ def test_submitit_local_executor_runs_the_job_array(tmp_path, data_dirs, base_gr
     assert submitted["executor"] == "local" and len(submitted["jobs"]) == 2
     assert any((out / "slurm").rglob("*_log.out"))
     assert (out / "report" / "table-l2.md").is_file()
+
+
+def test_pool_workers_take_one_gpu_each(monkeypatch):
+    import queue
+
+    from napari_dfct.experiment.grid import _init_worker
+
+    q = queue.Queue()
+    for gpu in (2, 3):
+        q.put(gpu)
+    monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "0,1,2,3")
+    _init_worker(q, None)
+    assert os.environ["CUDA_VISIBLE_DEVICES"] == "2"
+    _init_worker(q, None)
+    assert os.environ["CUDA_VISIBLE_DEVICES"] == "3"
+    # the ids handed out are those this process may see
+    from napari_dfct.experiment.grid import _visible_gpus
+
+    monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "4,6")
+    assert _visible_gpus(2) == ["4", "6"]
+    monkeypatch.delenv("CUDA_VISIBLE_DEVICES")
+    assert _visible_gpus(3) == ["0", "1", "2"]
 
 
 def test_unknown_executor_is_refused(tmp_path, data_dirs):

@@ -907,6 +907,13 @@ def _cuda_count(device: str) -> int:
         return 0
 
 
+def _visible_gpus(n_gpu: int) -> list[str]:
+    """The GPU ids to hand to workers: this process's ``CUDA_VISIBLE_DEVICES`` if set."""
+    env = os.environ.get("CUDA_VISIBLE_DEVICES")
+    ids = [g.strip() for g in env.split(",") if g.strip()] if env else []
+    return ids[:n_gpu] if ids else [str(i) for i in range(n_gpu)]
+
+
 def _run_local(specs, jobs, on_done, bar):
     if jobs <= 1:
         for spec in specs:
@@ -933,9 +940,10 @@ def _run_local(specs, jobs, on_done, bar):
     queue = None
     threads = max(1, (os.cpu_count() or 1) // jobs)
     if n_gpu > 1:
+        gpus = _visible_gpus(n_gpu)
         queue = ctx.Queue()
         for i in range(jobs):
-            queue.put(i % n_gpu)
+            queue.put(gpus[i % len(gpus)])
     pool = cf.ProcessPoolExecutor(max_workers=jobs, mp_context=ctx, initializer=_init_worker,
                                   initargs=(queue, threads))
     try:
