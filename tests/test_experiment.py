@@ -553,3 +553,16 @@ def test_resume_continues_an_interrupted_run_to_the_same_result(tmp_path, data_d
     assert not list(run_dir.parent.glob("seed-0.incomplete-*"))
     assert not (run_dir / "model" / "training-state.json").exists()  # keep_state=False
     _close(rec, _records(base_grid)[("l2", 0)])  # as if never interrupted
+
+
+def test_other_loss_modes_get_their_own_table():
+    recs = [{"name": n, "seed": s, "loss": d, "cnr": c + s, "fwhm": 3.0}
+            for n, d, c in [("l2", {"loss": "l2"}, 1.0),
+                            ("l2-spectral", {"loss": "l2", "mode": "spectral"}, 5.0)]
+            for s in (0, 1)]
+    summary = summarize(recs)
+    assert {e["family"] for e in summary.values()} == {"l2", "l2-spectral"}
+    paper = list(csv.DictReader(paper_table(summary, "l2")["csv"].splitlines()))
+    spectral = list(csv.DictReader(paper_table(summary, "l2-spectral")["csv"].splitlines()))
+    assert float(paper[0]["cnr_linear_median"]) == pytest.approx(1.5)
+    assert float(spectral[0]["cnr_linear_median"]) == pytest.approx(5.5)

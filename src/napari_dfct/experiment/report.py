@@ -91,7 +91,10 @@ def _config_info(rec_or_dict: dict) -> dict:
     from ..losses import LossConfig
 
     cfg = LossConfig.from_dict(rec_or_dict)
-    return {"name": cfg.name, "loss": cfg.loss, "scheme": cfg.scheme, "profile": cfg.profile}
+    family = cfg.loss + ("-spectral" if cfg.mode == "spectral" else "") + \
+        ("-norm" if cfg.normalize else "")
+    return {"name": cfg.name, "loss": cfg.loss, "scheme": cfg.scheme, "profile": cfg.profile,
+            "family": family}
 
 
 def summarize(records: Sequence[dict], metrics: Sequence[str] = tuple(METRICS)) -> dict:
@@ -100,8 +103,10 @@ def summarize(records: Sequence[dict], metrics: Sequence[str] = tuple(METRICS)) 
     Returns
     -------
     dict
-        ``{name: {"loss", "scheme", "profile", "seeds": [...], <metric>: {"median", "std",
-        "n", "n_runs", "values"}}}``, configurations in first-seen order.
+        ``{name: {"loss", "scheme", "profile", "family", "seeds": [...], <metric>: {"median",
+        "std", "n", "n_runs", "values"}}}``, configurations in first-seen order. ``family``
+        is the loss with the mode and normalisation suffixes (``"l2"``,
+        ``"l2-spectral"``...): one paper table per family.
     """
     by_name: dict[str, list[dict]] = {}
     for rec in records:
@@ -182,6 +187,10 @@ def paper_table(summary: dict, loss: str, reference: dict | None = None,
                 n_expected: int | None = None) -> dict:
     """The paper's table for one loss: rows baseline, +S, +F, +S+F, +F+S.
 
+    ``loss`` is a family (``"l2"``, or ``"l2-spectral"`` / ``"l2-norm"`` for the other
+    modes). Configurations whose spatial and frequency profiles differ have no cell here
+    (they are in the summary table).
+
     Columns: CNR linear, CNR non-linear, FWHM linear, FWHM non-linear (median ± std over
     seeds). The baseline has no profile: its runs fill both columns. The best (highest)
     median CNR of each CNR column is marked bold. ``reference`` (``reference.json``) adds
@@ -200,7 +209,7 @@ def paper_table(summary: dict, loss: str, reference: dict | None = None,
         for m, p in columns:
             entry = None
             for e in summary.values():
-                if e["loss"] != loss or e["scheme"] != scheme:
+                if e.get("family", e["loss"]) != loss or e["scheme"] != scheme:
                     continue
                 if scheme == "none" or e["profile"] == p:
                     entry = e
@@ -463,7 +472,7 @@ def grid_report(out_dir: str | os.PathLike, report_dir: str | os.PathLike | None
     has_truth = bool(reference.get("truth"))
     files: dict[str, Path] = {}
 
-    losses = list(dict.fromkeys(e["loss"] for e in summary.values()))
+    losses = list(dict.fromkeys(e["family"] for e in summary.values()))
     tables_md = []
     for loss in losses:
         t = paper_table(summary, loss, reference, n_expected=n_seeds)
@@ -504,7 +513,7 @@ def grid_report(out_dir: str | os.PathLike, report_dir: str | os.PathLike | None
                 cnr = to_float((reference.get(k) or {}).get("cnr"))
                 images.append((f"{k}\nCNR {_num(cnr, '.2f')}", slices[k]))
         for name, e in summary.items():
-            if e["loss"] != loss:
+            if e["family"] != loss:
                 continue
             seed = representative_seed(by_name[name])
             rec = next(r for r in by_name[name] if int(r["seed"]) == seed)
