@@ -10,7 +10,7 @@ from pathlib import Path
 import numpy as np
 
 NAME = "measure"
-HELP = "Measure CNR and edge FWHM (PSNR/SSIM with a reference) on one slice"
+HELP = "measure CNR and edge FWHM (PSNR/SSIM with a reference) on one slice"
 DESCRIPTION = (
     "Measure the paper's image-quality figures on one slice of IMAGE: the CNR between a "
     "signal (lung) ROI and a background (air) ROI, and the FWHM in pixels of the line "

@@ -7,7 +7,7 @@ import sys
 from pathlib import Path
 
 NAME = "simulate"
-HELP = "Simulate a thorax DFCT set: 1-rotation input, multi-rotation target, clean truth"
+HELP = "simulate a thorax DFCT set: 1-rotation input, multi-rotation target, clean truth"
 DESCRIPTION = (
     "Simulate X-ray dark-field CT of a thorax phantom (lungs, airways, air cavities, ribs, "
     "spine) with grating-vibration streaks and photon noise, reconstructed by filtered "
