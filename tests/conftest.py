@@ -19,3 +19,15 @@ def small_sim():
     from napari_dfct.simulate import simulate_dfct
 
     return simulate_dfct(n_slices=4, size=64, n_views=96, rotations=4, seed=1)
+
+
+@pytest.fixture(scope="module")
+def one_torch_thread():
+    """Run a module's torch work on one thread (tiny convolutions are faster that way,
+    above all on a shared CI machine); the previous count is restored afterwards."""
+    import torch
+
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(n)

@@ -16,13 +16,7 @@ from napari_dfct.checkpoint import CheckpointError, load_model, save_checkpoint
 from napari_dfct.model import build_model
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    """Tiny convolutions run faster on one thread, above all on a shared CI machine."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 def _model(seed=0, **kw):

@@ -7,20 +7,13 @@ import json
 import numpy as np
 import pytest
 import tifffile
-import torch
 
 from napari_dfct.cli import main
 from napari_dfct.commands.predict import parse_slices
 from napari_dfct.io import write_volume
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    """Tiny convolutions run faster on one thread, above all on a shared CI machine."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 @pytest.fixture(scope="module")

@@ -471,7 +471,6 @@ def fit(
 
     config = copy.deepcopy(config) if config is not None else None
     out_path = Path(out_dir) if out_dir is not None else None
-    saved_state = None
     if resume:
         if out_path is None:
             raise ValueError("resume=True needs out_dir (the model folder of the stopped run)")
