@@ -31,3 +31,29 @@ def one_torch_thread():
     torch.set_num_threads(1)
     yield
     torch.set_num_threads(n)
+
+
+@pytest.fixture
+def registry():
+    """The widgets' session model registry, emptied before and after the test."""
+    from napari_dfct.widgets import _models
+
+    _models.clear()
+    yield _models
+    _models.clear()
+
+
+@pytest.fixture
+def capture_notifications(monkeypatch):
+    """``capture(module)`` records a widget module's ``show_error/show_warning/show_info``
+    calls instead of showing them and returns ``{"error": [...], "warning": [...],
+    "info": [...]}``."""
+
+    def capture(module) -> dict[str, list[str]]:
+        seen: dict[str, list[str]] = {"error": [], "warning": [], "info": []}
+        for kind in seen:
+            monkeypatch.setattr(module, f"show_{kind}",
+                                lambda m, k=kind: seen[k].append(str(m)))
+        return seen
+
+    return capture

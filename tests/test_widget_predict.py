@@ -27,23 +27,11 @@ def model_dir(tmp_path_factory, small_sim):
 
 
 @pytest.fixture
-def registry():
-    from napari_dfct.widgets import _models
-
-    _models.clear()
-    yield _models
-    _models.clear()
-
-
-@pytest.fixture
-def notes(monkeypatch):
+def notes(capture_notifications):
+    """Capture the widget's notifications instead of showing them."""
     from napari_dfct.widgets import predict as mod
 
-    seen = {"error": [], "warning": [], "info": []}
-    monkeypatch.setattr(mod, "show_error", lambda m: seen["error"].append(str(m)))
-    monkeypatch.setattr(mod, "show_warning", lambda m: seen["warning"].append(str(m)))
-    monkeypatch.setattr(mod, "show_info", lambda m: seen["info"].append(str(m)))
-    return seen
+    return capture_notifications(mod)
 
 
 @pytest.fixture
