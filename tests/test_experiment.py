@@ -566,3 +566,31 @@ def test_other_loss_modes_get_their_own_table():
     spectral = list(csv.DictReader(paper_table(summary, "l2-spectral")["csv"].splitlines()))
     assert float(paper[0]["cnr_linear_median"]) == pytest.approx(1.5)
     assert float(spectral[0]["cnr_linear_median"]) == pytest.approx(5.5)
+
+
+def test_controls_add_scale_matched_baselines_and_a_report_table(tmp_path, data_dirs):
+    from napari_dfct.losses import effective_scale
+
+    train, test = data_dirs
+    out = tmp_path / "ctrl"
+    cfg = _train_config(epochs=1, patience=1)
+    run_grid(train, test, out, ["l2", "l2+s-nonlinear", "l2+f-nonlinear"], [0], cfg,
+             progress=False, controls=True)
+    settings = json.loads((out / "grid.json").read_text())
+    # S on 32x32 patches of 64x64 slices: the control carries that effective scale
+    scale = effective_scale("l2+s-nonlinear", (64, 64), 32)["scale"]
+    control = f"l2@{float(f'{scale:.3g}'):g}"
+    # paper-mode F alone has A_F(DC) = 1: no control, the baseline is its own
+    assert settings["controls"] == {"l2+s-nonlinear": control}
+    assert list(settings["configs"]) == ["l2", "l2+s-nonlinear", control, "l2+f-nonlinear"]
+    rec = json.loads((out / "runs" / control / "seed-0" / "metrics.json").read_text())
+    assert rec["loss"]["scale"] == pytest.approx(float(f"{scale:.3g}"))
+    report = (out / "report" / "report.md").read_text()
+    assert "## Scale-matched controls" in report
+    table = (out / "report" / "controls.md").read_text().splitlines()
+    assert len(table) == 3 and table[2].startswith(f"| l2+s-nonlinear | {control} |")
+    # the control is not the paper table's baseline row
+    l2_table = (out / "report" / "table-l2.csv").read_text()
+    base_cnr = json.loads((out / "runs" / "l2" / "seed-0" / "metrics.json").read_text())["cnr"]
+    row = next(r for r in csv.DictReader(l2_table.splitlines()) if r["row"] == "baseline")
+    assert float(row["cnr_linear_median"]) == pytest.approx(base_cnr)

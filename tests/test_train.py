@@ -67,8 +67,13 @@ def test_fit_yields_events_and_saves_best(pair, tmp_path):
     xv = torch.from_numpy(win.normalize(x[val]))[:, None]
     yv = torch.from_numpy(win.normalize(y[val]))[:, None]
     with torch.no_grad():
-        loss = AmplifiedLoss(lm.config["loss"])(lm.model(xv), yv)
-    assert float(loss) == pytest.approx(best.val_loss, rel=1e-5)
+        pred = lm.model(xv)
+        amplified = AmplifiedLoss(lm.config["loss"])(pred, yv)
+        plain = AmplifiedLoss("l2")(pred, yv)
+    # selection by the plain loss (the default); the amplified one is recorded too
+    assert float(plain) == pytest.approx(best.val_loss, rel=1e-5)
+    assert float(plain) == pytest.approx(best.val_plain, rel=1e-5)
+    assert float(amplified) == pytest.approx(best.val_amplified, rel=1e-5)
     hist = json.loads((tmp_path / "m" / "history.json").read_text())
     assert [h["epoch"] for h in hist] == [1, 2, 3] and "preview" not in hist[0]
     assert lm.config["train"]["preset"] == "tiny" and lm.config["window"] == win.to_dict()

@@ -525,9 +525,13 @@ class PatchSampler:
         return -(-self.samples_per_epoch // int(batch_size))
 
     def sample(
-        self, slice_index: torch.Tensor | np.ndarray | list[int]
+        self, slice_index: torch.Tensor | np.ndarray | list[int],
+        generator: torch.Generator | None = None,
     ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]:
         """Draw one random augmented patch per entry of ``slice_index``.
+
+        ``generator`` (a CPU :class:`torch.Generator`) replaces the sampler's own, whose
+        state then stays untouched.
 
         Returns
         -------
@@ -542,7 +546,7 @@ class PatchSampler:
             b,
             self.shape,
             self.patch,
-            self.generator,
+            self.generator if generator is None else generator,
             augment=self.augment,
             max_angle=self.max_angle,
             device=self.storage,
@@ -568,6 +572,16 @@ class PatchSampler:
         order = order[torch.randperm(order.numel(), generator=self.generator)]
         for start in range(0, order.numel(), int(batch_size)):
             yield self.sample(order[start : start + int(batch_size)])
+
+    def extra_batches(self, n_batches: int, batch_size: int, seed: int
+                      ) -> Iterator[tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]]:
+        """``n_batches`` batches drawn with their own generator (``seed``), leaving the
+        sampler's training sequence untouched (for BatchNorm re-estimation)."""
+        gen = torch.Generator(device="cpu")
+        gen.manual_seed(int(seed))
+        for _ in range(int(n_batches)):
+            index = torch.randint(0, self.n_slices, (int(batch_size),), generator=gen)
+            yield self.sample(index, generator=gen)
 
     def get_state(self) -> list[int]:
         """RNG state of the sampler (a list of bytes, JSON-friendly)."""

@@ -89,6 +89,7 @@ __all__ = [
     "frequency_filter",
     "AmplifiedLoss",
     "effective_scale",
+    "scale_matched_control",
 ]
 
 LOSSES = ("l1", "l2")
@@ -122,14 +123,18 @@ class LossConfig:
         See the module docstring.
     normalize : bool
         Rescale the weight maps to mean 1.
+    scale : float
+        A constant factor on the loss (default 1). A scale-matched control is the plain
+        loss with the :func:`effective_scale` of an amplified configuration: with Adam's
+        coupled weight decay a loss scale alone changes training.
 
     Notes
     -----
     ``name`` is ``<loss>[+<terms>][-spectral][-norm]`` where the terms are ``s-<profile>``,
     ``f-<profile>``, ``s+f-<profile>`` or ``f+s-<profile>`` (both weights with one profile),
-    or ``s-<p>+f-<q>`` / ``f-<q>+s-<p>`` (different profiles). Examples: ``"l2"``,
-    ``"l2+s-linear"``, ``"l2+s+f-nonlinear"``, ``"l1+f+s-linear"``,
-    ``"l2+f-linear-spectral-norm"``.
+    or ``s-<p>+f-<q>`` / ``f-<q>+s-<p>`` (different profiles), and ``@<scale>`` when the
+    scale is not 1. Examples: ``"l2"``, ``"l2+s-linear"``, ``"l2+s+f-nonlinear"``,
+    ``"l1+f+s-linear"``, ``"l2+f-linear-spectral-norm"``, ``"l2@1.47"``.
     """
 
     loss: str = "l2"
@@ -138,6 +143,7 @@ class LossConfig:
     order: str = "sf"
     mode: str = "paper"
     normalize: bool = False
+    scale: float = 1.0
 
     def __post_init__(self):
         set_ = lambda k, v: object.__setattr__(self, k, v)  # noqa: E731  (frozen)
@@ -150,6 +156,13 @@ class LossConfig:
         if not isinstance(self.normalize, (bool, np.bool_)):
             raise ValueError(f"normalize must be a bool, got {self.normalize!r}")
         set_("normalize", bool(self.normalize))
+        try:
+            scale = float(self.scale)
+        except (TypeError, ValueError):
+            raise ValueError(f"loss scale must be a number, got {self.scale!r}") from None
+        if not (np.isfinite(scale) and scale > 0):
+            raise ValueError(f"loss scale must be positive and finite, got {self.scale!r}")
+        set_("scale", scale)
 
     # ------------------------------------------------------------------ naming
     @property
@@ -190,7 +203,15 @@ class LossConfig:
             core += "-spectral"
         if self.normalize:
             core += "-norm"
+        if self.scale != 1.0:
+            core += f"@{self.scale:g}"
         return core
+
+    @property
+    def plain(self) -> "LossConfig":
+        """The un-amplified loss of the same kind (L1 or L2, scale 1): the selection
+        criterion that every configuration shares."""
+        return LossConfig(loss=self.loss)
 
     def __str__(self) -> str:
         return self.name
@@ -242,7 +263,8 @@ def _invalid(name) -> ValueError:
     valid = ", ".join(paper_names())
     return ValueError(
         f"unknown loss configuration {name!r}. Valid names: {valid} "
-        "(append '-spectral' and/or '-norm' for the spectral mode / normalised weights)"
+        "(append '-spectral' and/or '-norm' for the spectral mode / normalised weights, "
+        "'@X' for a constant loss scale X)"
     )
 
 
@@ -250,6 +272,15 @@ def _parse_name(name: str) -> LossConfig:
     if not isinstance(name, str) or not name.strip():
         raise _invalid(name)
     s = name.strip().lower()
+    scale = 1.0
+    if "@" in s:
+        s, _, scale_text = s.partition("@")
+        try:
+            scale = float(scale_text)
+        except ValueError:
+            raise _invalid(name) from None
+        if not (np.isfinite(scale) and scale > 0):
+            raise _invalid(name)
     normalize = mode_spectral = False
     if s.endswith("-norm"):
         normalize, s = True, s[: -len("-norm")]
@@ -287,6 +318,7 @@ def _parse_name(name: str) -> LossConfig:
         order=order,
         mode="spectral" if mode_spectral else "paper",
         normalize=normalize,
+        scale=scale,
     )
 
 
@@ -475,7 +507,12 @@ class AmplifiedLoss(torch.nn.Module):
     def loss_map(
         self, pred: torch.Tensor, target: torch.Tensor, spatial_weight=None
     ) -> torch.Tensor:
-        """Amplified pixel-wise loss map, float32, same shape as ``pred`` (``(B, 1, H, W)``)."""
+        """Amplified pixel-wise loss map, float32, same shape as ``pred`` (``(B, 1, H, W)``),
+        times the configuration's ``scale``."""
+        lmap = self._unscaled_map(pred, target, spatial_weight)
+        return lmap if self.config.scale == 1.0 else lmap * self.config.scale
+
+    def _unscaled_map(self, pred, target, spatial_weight) -> torch.Tensor:
         if pred.shape != target.shape:
             raise ValueError(
                 f"pred {tuple(pred.shape)} and target {tuple(target.shape)} differ in shape"
@@ -562,8 +599,10 @@ def effective_scale(
             for Gaussian errors).
         ``spatial_factor``
             ``a_s_patch_mean``: the factor S puts on a spatially uniform loss map.
+        ``loss_scale``
+            The configuration's constant factor (``LossConfig.scale``).
         ``scale``
-            Their product: the loss relative to the plain loss for a uniform (paper mode)
+            The product of the three: the loss relative to the plain loss for a uniform (paper mode)
             or white (spectral mode) error. For spectral L1 with S+F it is a close lower
             bound (the exact value lies below ``sqrt(mean(A_S^2)) * a_f_rms``).
     """
@@ -603,5 +642,31 @@ def effective_scale(
         "a_f_rms": float(np.sqrt(a_f_ms)),
         "frequency_factor": ff,
         "spatial_factor": sf,
-        "scale": ff * sf,
+        "loss_scale": cfg.scale,
+        "scale": ff * sf * cfg.scale,
     }
+
+
+def scale_matched_control(
+    config: LossConfig | str,
+    shape: Sequence[int] = (800, 800),
+    patch: int | Sequence[int] | None = None,
+) -> LossConfig | None:
+    """The scale-matched control of an amplified configuration.
+
+    The plain loss of the same kind (L1 or L2, paper mode) multiplied by the
+    configuration's :func:`effective_scale` (``scale``, rounded to three significant
+    digits, so that the name ``l2@1.47`` states the value exactly). Training it separates
+    what the amplification's *structure* does from what its *scale* does: with Adam's
+    coupled weight decay a constant factor on the loss changes training too.
+
+    Returns None for a plain configuration and when the scale rounds to 1 (the baseline
+    is then its own control).
+    """
+    cfg = _coerce_config(config)
+    if cfg.scheme == "none":
+        return None
+    scale = float(f"{effective_scale(cfg, shape, patch)['scale']:.3g}")
+    if scale == 1.0:
+        return None
+    return LossConfig(loss=cfg.loss, scale=scale)

@@ -55,6 +55,14 @@ def _default_loss():
     return LossConfig()
 
 
+def _option(default, help: str, choices: tuple | None = None):
+    """A TrainConfig field that is also a command-line option (help text and choices)."""
+    meta = {"help": help}
+    if choices is not None:
+        meta["choices"] = tuple(choices)
+    return field(default=default, metadata=meta)
+
+
 @dataclass
 class TrainConfig:
     """Training parameters; defaults follow the paper.
@@ -98,18 +106,20 @@ class TrainConfig:
     """
 
     loss: Any = field(default_factory=_default_loss)
-    preset: str = "paper"
-    epochs: int = 100
-    patience: int = 20
-    batch_size: int = 32
-    patch: int = 128
-    patches_per_slice: int = 1
-    lr: float = 1e-3
-    weight_decay: float = 0.1
-    optimizer: str = "adam"
-    step_size: int = 3
-    gamma: float = 0.9
-    val_fraction: float = 0.2
+    preset: str = _option("paper", "model preset", choices=("paper", "small", "tiny"))
+    epochs: int = _option(100, "at most this many epochs")
+    patience: int = _option(20, "early-stopping patience in epochs")
+    batch_size: int = _option(32, "patches per optimiser step")
+    patch: int = _option(128, "patch side in pixels")
+    patches_per_slice: int = _option(1, "patches per training slice per epoch")
+    lr: float = _option(1e-3, "learning rate")
+    weight_decay: float = _option(0.1, "weight decay (coupled L2 with adam, decoupled with "
+                                       "adamw)")
+    optimizer: str = _option("adam", "optimiser (adam: coupled L2 decay, the paper's)",
+                             choices=("adam", "adamw"))
+    step_size: int = _option(3, "StepLR step in epochs")
+    gamma: float = _option(0.9, "StepLR factor")
+    val_fraction: float = _option(0.2, "fraction of slices held out for validation")
     seed: int = 0
     device: str = "auto"
     window: IntensityWindow | None = None
@@ -117,6 +127,16 @@ class TrainConfig:
     amp: bool = True
     keep_state: bool = True
     model_kwargs: dict = field(default_factory=dict)
+    recipe: str = "stable"
+    decay_scope: str = _option("all", "parameters weight decay applies to: all, no-norm (not "
+                                      "BatchNorm gamma/beta nor biases), no-scale-invariant "
+                                      "(not those, nor conv weights that feed a BatchNorm)",
+                               choices=("all", "no-norm", "no-scale-invariant"))
+    bn_recalibrate: int = _option(8, "re-estimate the BatchNorm running statistics on this "
+                                     "many batches before every validation (0: off)")
+    select: str = _option("plain", "model-selection criterion for early stopping and the "
+                                   "best checkpoint: the plain (un-amplified) or the amplified "
+                                   "validation loss", choices=("plain", "amplified"))
 
     def __post_init__(self) -> None:
         if isinstance(self.loss, dict):
@@ -151,6 +171,14 @@ class TrainConfig:
             raise ValueError(f"optimizer must be 'adam' or 'adamw', got {self.optimizer!r}")
         if not 0 < self.val_fraction < 1:
             raise ValueError(f"val_fraction must be in (0, 1), got {self.val_fraction}")
+        if self.select not in SELECT_CHOICES:
+            raise ValueError(f"select must be one of {', '.join(SELECT_CHOICES)}, "
+                             f"got {self.select!r}")
+        if self.decay_scope not in DECAY_SCOPES:
+            raise ValueError(f"decay scope must be one of {', '.join(DECAY_SCOPES)}, "
+                             f"got {self.decay_scope!r}")
+        if int(self.bn_recalibrate) < 0:
+            raise ValueError(f"bn_recalibrate must be >= 0, got {self.bn_recalibrate}")
 
     def to_dict(self) -> dict:
         """JSON-friendly dict (the loss and window as nested dicts)."""
@@ -167,12 +195,20 @@ class TrainConfig:
         return cls(**{k: v for k, v in dict(d).items() if k in names})
 
 
+#: Model-selection criteria: the plain (un-amplified) or the amplified validation loss.
+SELECT_CHOICES = ("plain", "amplified")
+#: Which parameters weight decay applies to (:func:`parameter_groups`).
+DECAY_SCOPES = ("all", "no-norm", "no-scale-invariant")
+
+
 @dataclass
 class EpochEvent:
     """What :func:`fit` yields after every epoch.
 
     ``preview`` is the prediction (denormalised, float32 (Y, X)) on the preview slice, or
-    None when no preview was requested.
+    None when no preview was requested. ``val_loss`` is the selection criterion
+    (``TrainConfig.select``): ``val_plain`` (the un-amplified loss, the default) or
+    ``val_amplified`` (the training loss's configuration on full validation slices).
     """
 
     epoch: int
@@ -187,6 +223,8 @@ class EpochEvent:
     preview: np.ndarray | None = None
     steps: int = 0
     preview_index: int | None = None
+    val_plain: float = math.nan
+    val_amplified: float = math.nan
 
     def to_dict(self) -> dict:
         """JSON-friendly record (without the preview)."""
@@ -348,9 +386,85 @@ def _as_volume(a: Any, name: str) -> np.ndarray:
     return np.ascontiguousarray(arr, dtype=np.float32)
 
 
+def scale_invariant_parameters(model: torch.nn.Module) -> set[int]:
+    """``id`` of every conv weight whose output goes straight into a BatchNorm.
+
+    Such a weight (a bias-free conv followed by BatchNorm in one ``nn.Sequential``) is
+    *scale invariant*: the network's output does not change when it is multiplied by a
+    positive constant (in training mode, and in eval mode once the running statistics have
+    caught up).
+    """
+    ids: set[int] = set()
+    for mod in model.modules():
+        if isinstance(mod, torch.nn.Sequential):
+            kids = list(mod.children())
+            for a, b in zip(kids, kids[1:]):
+                if (isinstance(a, torch.nn.modules.conv._ConvNd) and a.bias is None
+                        and isinstance(b, torch.nn.modules.batchnorm._BatchNorm)):
+                    ids.add(id(a.weight))
+    return ids
+
+
+def parameter_groups(model: torch.nn.Module, weight_decay: float, scope: str) -> list[dict]:
+    """Optimizer parameter groups: which parameters weight decay applies to.
+
+    ``scope``: ``"all"`` (every parameter, as ``Adam(model.parameters(), weight_decay=...)``),
+    ``"no-norm"`` (not BatchNorm gamma/beta nor biases), ``"no-scale-invariant"`` (not
+    those, nor the conv weights that feed a BatchNorm).
+    """
+    if scope == "all":
+        return [{"params": [p for p in model.parameters() if p.requires_grad],
+                 "weight_decay": weight_decay}]
+    skip: set[int] = set()
+    for mod in model.modules():
+        if isinstance(mod, torch.nn.modules.batchnorm._BatchNorm):
+            skip.update(id(p) for p in mod.parameters(recurse=False))
+        bias = getattr(mod, "bias", None)
+        if isinstance(bias, torch.nn.Parameter):
+            skip.add(id(bias))
+    if scope == "no-scale-invariant":
+        skip |= scale_invariant_parameters(model)
+    elif scope != "no-norm":
+        raise ValueError(f"unknown weight-decay scope {scope!r}")
+    params = [p for p in model.parameters() if p.requires_grad]
+    return [
+        {"params": [p for p in params if id(p) not in skip], "weight_decay": weight_decay},
+        {"params": [p for p in params if id(p) in skip], "weight_decay": 0.0},
+    ]
+
+
 def _build_optimizer(model: torch.nn.Module, cfg: TrainConfig) -> torch.optim.Optimizer:
     cls = torch.optim.AdamW if cfg.optimizer == "adamw" else torch.optim.Adam
-    return cls(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
+    groups = parameter_groups(model, cfg.weight_decay, cfg.decay_scope)
+    return cls(groups, lr=cfg.lr, weight_decay=cfg.weight_decay)
+
+
+@torch.no_grad()
+def recalibrate_batchnorm(model: torch.nn.Module, batches) -> int:
+    """Re-estimate every BatchNorm's running statistics on the current weights.
+
+    The running mean and variance are reset and replaced by the plain average over
+    ``batches`` (an iterable of input tensors, (B, 1, P, P)), in training mode and without
+    gradients; the model is left in eval mode. Returns the number of batches used.
+    """
+    bns = [m for m in model.modules() if isinstance(m, torch.nn.modules.batchnorm._BatchNorm)]
+    if not bns:
+        return 0
+    momenta = [m.momentum for m in bns]
+    for m in bns:
+        m.reset_running_stats()
+        m.momentum = None  # cumulative average
+    model.train()
+    n = 0
+    try:
+        for xb in batches:
+            model(xb)
+            n += 1
+    finally:
+        for m, mom in zip(bns, momenta):
+            m.momentum = mom
+        model.eval()
+    return n
 
 
 def _model_config_dict(model: torch.nn.Module, cfg: TrainConfig) -> dict:
@@ -368,7 +482,7 @@ def _autocast(device: torch.device, enabled: bool):
 @torch.no_grad()
 def _validate(
     model: torch.nn.Module,
-    loss_fn: torch.nn.Module,
+    loss_fns: tuple[torch.nn.Module, ...],
     x_val: torch.Tensor,
     y_val: torch.Tensor,
     batch: int,
@@ -376,10 +490,11 @@ def _validate(
     amp: bool,
     channels_last: bool,
     keep: int | None,
-) -> tuple[float, torch.Tensor | None]:
-    """Mean loss over full validation slices; optionally keep one slice's prediction."""
+) -> tuple[list[float], torch.Tensor | None]:
+    """Mean of each loss over full validation slices; optionally keep one slice's
+    prediction."""
     model.eval()
-    total = torch.zeros((), dtype=torch.float64, device=device)
+    totals = [torch.zeros((), dtype=torch.float64, device=device) for _ in loss_fns]
     kept = None
     n = x_val.shape[0]
     for start in range(0, n, batch):
@@ -390,11 +505,11 @@ def _validate(
         with _autocast(device, amp):
             pred = model(xb)
         pred = pred.float()
-        loss = loss_fn(pred, yb)
-        total += loss.double() * xb.shape[0]
+        for total, loss_fn in zip(totals, loss_fns):
+            total += loss_fn(pred, yb).double() * xb.shape[0]
         if keep is not None and start <= keep < start + xb.shape[0]:
             kept = pred[keep - start, 0].detach().to("cpu", torch.float32)
-    return float(total.item()) / n, kept
+    return [float(t.item()) / n for t in totals], kept
 
 
 @torch.no_grad()
@@ -522,7 +637,7 @@ def fit(
     # switch, which would also import torch's compiler stack (about a second holding the
     # GIL: a visible stall when training runs in a napari worker thread).
 
-    model = optimizer = scheduler = sampler = loss_fn = None
+    model = optimizer = scheduler = sampler = loss_fn = plain_fn = None
     x_val = y_val = None
     best_state = None
     try:
@@ -533,6 +648,7 @@ def fit(
         if channels_last:
             model = model.to(memory_format=torch.channels_last)
         loss_fn = AmplifiedLoss(config.loss).to(device)
+        plain_fn = AmplifiedLoss(config.loss.plain).to(device)
         optimizer = _build_optimizer(model, config)
         scheduler = torch.optim.lr_scheduler.StepLR(
             optimizer, step_size=config.step_size, gamma=config.gamma
@@ -654,10 +770,17 @@ def fit(
                 epoch -= 1
                 stopped = "cancelled"
                 break
+            if config.bn_recalibrate > 0:
+                recalibrate_batchnorm(model, (
+                    (xb.contiguous(memory_format=torch.channels_last) if channels_last else xb)
+                    for xb, _, _ in sampler.extra_batches(
+                        config.bn_recalibrate, config.batch_size,
+                        seed=config.seed * 1_000_003 + epoch)))
             oom = None
             try:
-                val_loss, kept = _validate(
-                    model, loss_fn, x_val, y_val, val_batch, device, use_amp, channels_last,
+                (val_plain, val_amp), kept = _validate(
+                    model, (plain_fn, loss_fn), x_val, y_val, val_batch, device, use_amp,
+                    channels_last,
                     keep if preview else None,
                 )
                 if preview and not preview_in_val:
@@ -671,6 +794,7 @@ def fit(
                 )
             if oom is not None:
                 raise OutOfMemory(oom)
+            val_loss = val_plain if config.select == "plain" else val_amp
             improved = math.isfinite(val_loss) and val_loss < best_val
             if improved:
                 best_val, best_epoch, bad_epochs = val_loss, epoch, 0
@@ -694,6 +818,8 @@ def fit(
                 ),
                 steps=steps,
                 preview_index=preview_index if preview else None,
+                val_plain=float(val_plain),
+                val_amplified=float(val_amp),
             )
             history.append(event.to_dict())
             if out_path is not None:
@@ -744,9 +870,38 @@ def fit(
         )
     finally:
         # drop every device tensor held by this frame (a traceback may keep the frame)
-        model = optimizer = scheduler = sampler = loss_fn = x_val = y_val = None
+        model = optimizer = scheduler = sampler = loss_fn = plain_fn = x_val = y_val = None
         best_state = pred = loss = xb = yb = wb = a_s = kept = running = None
         _free_device_memory(device)
+
+
+#: The recipe used when none is named.
+DEFAULT_RECIPE = "stable"
+
+#: Named recipes: the :class:`TrainConfig` values that differ from its defaults.
+RECIPES: dict[str, dict] = {
+    "stable": {},
+    "paper": {"bn_recalibrate": 0},
+}
+
+#: One line per recipe: what it is, and every difference from the paper's protocol.
+RECIPE_NOTES: dict[str, str] = {
+    "stable": "the paper's protocol (same optimiser, schedule and weight updates), except "
+              "that BatchNorm's running statistics are re-estimated on the current weights "
+              "(8 batches of training patches) before every validation, so that validation "
+              "and the saved model use statistics that match the weights: no validation "
+              "spikes",
+    "paper": "the paper's protocol exactly: Adam lr 1e-3 with coupled weight decay 0.1, "
+             "StepLR(3, 0.9), batch 32, 128x128 patches, patience 20, at most 100 epochs; "
+             "BatchNorm's running statistics are the usual moving averages (momentum 0.1)",
+}
+
+
+def recipe_config(name: str = "paper", **overrides) -> TrainConfig:
+    """A :class:`TrainConfig` of recipe ``name`` with ``overrides`` applied on top."""
+    if name not in RECIPES:
+        raise ValueError(f"unknown recipe {name!r}; choose from {sorted(RECIPES)}")
+    return TrainConfig(**{**RECIPES[name], "recipe": name, **overrides})
 
 
 def run_fit(*args, callback: Callable[[EpochEvent], Any] | None = None, **kwargs) -> FitResult:

@@ -5,6 +5,11 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
+from ._training import add_training_arguments, train_config_from_args
+
+__all__ = ["add_training_arguments", "register", "run", "simulate_pair",
+           "train_config_from_args"]
+
 NAME = "grid"
 HELP = "train and evaluate the paper's grid of loss configurations and seeds (local or Slurm)"
 DESCRIPTION = """\
@@ -27,70 +32,6 @@ Examples:
       --partition gpu --gpus-per-job 1 --cpus-per-job 8 --time 240 --mem 32
 """
 ORDER = 50
-
-_TRAIN_OPTIONS = (
-    # flag, dest, type, help
-    ("--preset", "preset", str, "model preset: paper, small or tiny (default: paper)"),
-    ("--epochs", "epochs", int, "at most this many epochs (default: 100)"),
-    ("--patience", "patience", int, "early-stopping patience in epochs (default: 20)"),
-    ("--batch-size", "batch_size", int, "patches per step (default: 32)"),
-    ("--patch", "patch", int, "patch side in pixels (default: 128)"),
-    ("--patches-per-slice", "patches_per_slice", int,
-     "patches per training slice per epoch (default: 1)"),
-    ("--lr", "lr", float, "learning rate (default: 1e-3)"),
-    ("--weight-decay", "weight_decay", float, "weight decay (default: 0.1)"),
-    ("--optimizer", "optimizer", str, "adam (coupled L2 decay, the paper's) or adamw "
-     "(default: adam)"),
-    ("--step-size", "step_size", int, "StepLR step in epochs (default: 3)"),
-    ("--gamma", "gamma", float, "StepLR factor (default: 0.9)"),
-    ("--val-fraction", "val_fraction", float, "fraction of slices for validation "
-     "(default: 0.2)"),
-)
-
-
-def add_training_arguments(parser: argparse.ArgumentParser) -> None:
-    """Training options passed through to :class:`napari_dfct.train.TrainConfig`.
-
-    Options left out keep TrainConfig's defaults (the paper's), so they are not repeated
-    here as argparse defaults.
-    """
-    g = parser.add_argument_group("training (passed to TrainConfig; defaults: the paper's)")
-    for flag, dest, typ, text in _TRAIN_OPTIONS:
-        g.add_argument(flag, dest=dest, type=typ, default=argparse.SUPPRESS, help=text)
-    g.add_argument("--window", default=argparse.SUPPRESS, metavar="LOW,HIGH",
-                   help="intensity clip window (default: 1st/99th percentiles of the "
-                        "training data)")
-    g.add_argument("--no-augment", dest="augment", action="store_false",
-                   default=argparse.SUPPRESS, help="no flips and rotations")
-    g.add_argument("--no-amp", dest="amp", action="store_false", default=argparse.SUPPRESS,
-                   help="no bf16 autocast on CUDA")
-    g.add_argument("--device", default="auto",
-                   help="auto (CUDA, then MPS, then CPU), cpu, cuda, cuda:1, mps")
-
-
-def train_config_from_args(args: argparse.Namespace):
-    """A :class:`~napari_dfct.train.TrainConfig` from the options that were given."""
-    from ..cli import CLIError
-    from ..train import TrainConfig
-
-    kw = {dest: getattr(args, dest) for _, dest, _, _ in _TRAIN_OPTIONS if hasattr(args, dest)}
-    for dest in ("augment", "amp"):
-        if hasattr(args, dest):
-            kw[dest] = getattr(args, dest)
-    if hasattr(args, "window"):
-        try:
-            low, high = (float(v) for v in str(args.window).split(","))
-        except ValueError:
-            raise CLIError(f"bad --window {args.window!r}: use LOW,HIGH") from None
-        kw["window"] = {"low": low, "high": high}
-    kw["device"] = args.device
-    try:
-        config = TrainConfig(**kw)
-        config.validate()
-    except (TypeError, ValueError) as exc:
-        raise CLIError(str(exc)) from None
-    return config
-
 
 def add_executor_arguments(parser: argparse.ArgumentParser) -> None:
     """``--executor``, ``--jobs`` and the Slurm resources."""
@@ -180,6 +121,11 @@ def register(parser: argparse.ArgumentParser) -> None:
                    help="frequency weighting: the paper's formula or the spectral variant")
     g.add_argument("--normalize-weights", action="store_true",
                    help="rescale the amplification maps to mean 1")
+    g.add_argument("--controls", action="store_true",
+                   help="also train, for each amplified configuration, the plain loss "
+                        "multiplied by that configuration's effective loss scale (a "
+                        "scale-matched control, named e.g. l2@1.47); the report shows each "
+                        "next to the configuration it controls for")
 
     add_training_arguments(parser)
     g = parser.add_argument_group("runs")
@@ -319,7 +265,8 @@ def run(args: argparse.Namespace) -> int:
         run_grid(train, test, out, configs, seeds, config, executor=args.executor,
                  jobs=args.jobs, roi=roi, device=args.device, slurm=slurm, wait=args.wait,
                  report=args.report, progress=not args.quiet, keep_state=args.keep_state,
-                 resume=args.resume, stale_after=60.0 * args.stale_after)
+                 resume=args.resume, stale_after=60.0 * args.stale_after,
+                 controls=args.controls)
     except (ValueError, GridRunError) as exc:
         raise CLIError(str(exc)) from None
     if args.report and args.wait:

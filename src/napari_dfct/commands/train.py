@@ -13,36 +13,34 @@ HELP = "train a residual U-Net with an amplified loss on input/target volumes"
 DESCRIPTION = """\
 Train a residual U-Net on single-rotation inputs and multi-rotation targets (float volumes
 of the same shape, at least 2 slices; 20 % of the slices are held out for validation). The
-defaults are the paper's: Adam, lr 1e-3, weight decay 0.1, StepLR(3, 0.9), batch 32,
-128x128 patches with flips and +-15 degree rotations, early stopping with patience 20,
-at most 100 epochs. The best model is saved to --out (model.safetensors, config.json,
-history.json) whenever the validation loss improves; Ctrl-C stops after the current batch
-and keeps it. --resume continues a stopped run in the same folder.
+best model is saved to --out (model.safetensors, config.json, history.json) whenever the
+plain (un-amplified) validation loss improves; Ctrl-C stops after the current batch and
+keeps it. --resume continues a stopped run in the same folder.
+
+Recipes (--recipe; every option below can still be set on its own):
+{recipes}
 
 The loss: --loss l1|l2 with --spatial / --frequency amplification profiles, or a full
-loss name such as --loss l2+s+f-nonlinear.
+loss name such as --loss l2+s+f-nonlinear; --loss-scale X multiplies it by X (a
+scale-matched control of an amplified loss).
 
 Examples:
   dfct simulate data/sim
   dfct train --data data/sim --out models/l2-s --spatial nonlinear --preset small
   dfct train --input in.tif --target gt.tif --out models/l2sf --loss l2+s+f-nonlinear
+  dfct train --data data/sim --out models/l2-paper --recipe paper --preset small
   dfct train --data data/sim --out models/l2-s --resume --epochs 150
 """
 ORDER = 20
 
 
-class _Explicit(argparse.Action):
-    """Store the value and remember that the option was given (for --resume)."""
-
-    def __call__(self, parser, namespace, values, option_string=None):
-        setattr(namespace, self.dest, values)
-        given = set(getattr(namespace, "_explicit", ()))
-        given.add(self.dest)
-        setattr(namespace, "_explicit", given)
-
-
 def register(parser: argparse.ArgumentParser) -> None:
     """Add the ``dfct train`` arguments."""
+    from ._training import add_training_arguments, recipe_help
+    from .grid import HelpFormatter
+
+    parser.formatter_class = HelpFormatter
+    parser.description = DESCRIPTION.format(recipes=recipe_help())
     d = parser.add_argument_group("data")
     d.add_argument("--input", help="single-rotation input volume (TIFF, .npy, .npz, DICOM)")
     d.add_argument("--target", help="multi-rotation target volume, same shape as --input")
@@ -59,35 +57,16 @@ def register(parser: argparse.ArgumentParser) -> None:
     lo.add_argument("--mode", default="paper", help="paper or spectral")
     lo.add_argument("--normalize-weights", action="store_true",
                     help="rescale the weight maps to mean 1")
-    t = parser.add_argument_group("training")
-    t.add_argument("--preset", default="paper", help="model preset: paper, small or tiny")
-    t.add_argument("--epochs", type=int, default=100, action=_Explicit,
-                   help="at most this many epochs")
-    t.add_argument("--patience", type=int, default=20, action=_Explicit,
-                   help="early-stopping patience (epochs)")
-    t.add_argument("--batch-size", type=int, default=32, help="patches per step")
-    t.add_argument("--patch", type=int, default=128, help="patch side in pixels")
-    t.add_argument("--patches-per-slice", type=int, default=1,
-                   help="patches per training slice per epoch")
-    t.add_argument("--lr", type=float, default=1e-3, help="learning rate")
-    t.add_argument("--weight-decay", type=float, default=0.1, help="weight decay")
-    t.add_argument("--optimizer", default="adam",
-                   help="adam (coupled L2 decay, the paper's) or adamw")
-    t.add_argument("--val-fraction", type=float, default=0.2,
-                   help="fraction of slices for validation")
-    t.add_argument("--window", metavar="LOW,HIGH",
-                   help="intensity clip window (default: 1st/99th percentiles of the "
-                        "training slices)")
-    t.add_argument("--no-augment", dest="augment", action="store_false",
-                   help="no flips and rotations")
-    t.add_argument("--seed", type=int, default=0, help="seed of split, weights and sampling")
-    t.add_argument("--device", default="auto",
-                   help="auto (CUDA, then MPS, then CPU), cpu, cuda, cuda:1, mps")
+    lo.add_argument("--loss-scale", type=float, default=1.0, metavar="X",
+                    help="multiply the loss by X (the scale-matched control of an amplified "
+                         "loss: the plain loss with its effective scale)")
+    add_training_arguments(parser, seed=True)
+    t = parser.add_argument_group("run")
     t.add_argument("--resume", action="store_true",
                    help="continue the stopped run in --out (loss, model and data settings "
                         "come from its config; --epochs/--patience may be raised)")
     t.add_argument("--no-progress", dest="progress", action="store_false",
-                   help="no progress bar")
+                   help="no progress bar (shown by default)")
 
 
 def _read(path: str, what: str):
@@ -128,9 +107,11 @@ def _loss_config(args):
         if name in ("l1", "l2"):
             return LossConfig(
                 loss=name, spatial=args.spatial, frequency=args.frequency, order=args.order,
-                mode=args.mode, normalize=bool(args.normalize_weights),
+                mode=args.mode, normalize=bool(args.normalize_weights), scale=args.loss_scale,
             )
         overrides = {}
+        if args.loss_scale != 1.0:
+            overrides["scale"] = args.loss_scale
         if args.mode != "paper":
             overrides["mode"] = args.mode
         if args.normalize_weights:
@@ -138,21 +119,6 @@ def _loss_config(args):
         return LossConfig.from_name(name, **overrides)
     except ValueError as exc:
         raise CLIError(str(exc).splitlines()[0]) from None
-
-
-def _window(text):
-    from ..cli import CLIError
-    from ..data import IntensityWindow
-
-    if text is None:
-        return None
-    try:
-        low, high = (float(v) for v in str(text).split(","))
-        return IntensityWindow(low, high)
-    except ValueError as exc:
-        raise CLIError(
-            f"--window must be LOW,HIGH with LOW < HIGH, got {text!r} ({exc})"
-        ) from None
 
 
 def _resume_config(args, out: Path):
@@ -167,10 +133,9 @@ def _resume_config(args, out: Path):
         config = TrainConfig.from_dict(load_config(out)["train"])
     except (CheckpointError, KeyError, TypeError, ValueError) as exc:
         raise CLIError(f"cannot resume from {out}: {exc}") from None
-    given = getattr(args, "_explicit", set())
-    if "epochs" in given:
+    if hasattr(args, "epochs"):
         config.epochs = args.epochs
-    if "patience" in given:
+    if hasattr(args, "patience"):
         config.patience = args.patience
     config.device = args.device
     return config
@@ -187,7 +152,7 @@ def run(args: argparse.Namespace) -> int:
     from ..checkpoint import CheckpointError
     from ..cli import CLIError
     from ..data import validate_pair
-    from ..train import OutOfMemory, TrainConfig, fit
+    from ..train import OutOfMemory, fit
 
     in_path, tg_path = _inputs(args)
     out = Path(args.out)
@@ -197,18 +162,15 @@ def run(args: argparse.Namespace) -> int:
     else:
         loss = _loss_config(args)
         config = None
-    try:
-        config = config or TrainConfig(
-            loss=loss, preset=args.preset, epochs=args.epochs, patience=args.patience,
-            batch_size=args.batch_size, patch=args.patch,
-            patches_per_slice=args.patches_per_slice, lr=args.lr,
-            weight_decay=args.weight_decay, optimizer=str(args.optimizer).lower(),
-            val_fraction=args.val_fraction, seed=args.seed, device=args.device,
-            window=_window(args.window), augment=args.augment,
-        )
-        config.validate()
-    except ValueError as exc:
-        raise CLIError(str(exc)) from None
+    if config is None:
+        from ._training import train_config_from_args
+
+        config = train_config_from_args(args, loss=loss)
+    else:
+        try:
+            config.validate()
+        except ValueError as exc:
+            raise CLIError(str(exc)) from None
     x = _read(str(in_path), "input")
     y = _read(str(tg_path), "target")
     if x.ndim == 2:

@@ -44,6 +44,7 @@ from ._util import atomic_write_json, json_safe, read_json, timestamp
 
 __all__ = [
     "EXECUTORS",
+    "add_controls",
     "GRID_FILE",
     "GridRunError",
     "LOG_FILE",
@@ -127,6 +128,41 @@ def make_configs(
     if not out:
         raise ValueError("the selection gives no loss configuration")
     return out
+
+
+def add_controls(configs: Sequence, shape: Sequence[int], patch: int | None
+                 ) -> tuple[list, dict[str, str]]:
+    """Append each amplified configuration's scale-matched control to ``configs``.
+
+    The control is the plain loss times the configuration's effective loss scale on
+    ``patch``-sized patches of ``shape`` slices
+    (:func:`napari_dfct.losses.scale_matched_control`, e.g. ``l2@1.47``), placed right after
+    the first configuration it controls for. Returns the new list and ``{configuration:
+    control}`` for every configuration that has one.
+    """
+    from ..losses import scale_matched_control
+
+    h, w = int(shape[0]), int(shape[1])
+    p = min(int(patch), h, w) if patch else None
+    names = {c.name for c in configs}
+    out, control_of = [], {}
+    for c in configs:
+        out.append(c)
+        ctrl = scale_matched_control(c, (h, w), p)
+        if ctrl is None:
+            continue
+        control_of[c.name] = ctrl.name
+        if ctrl.name not in names:
+            names.add(ctrl.name)
+            out.append(ctrl)
+    return out, control_of
+
+
+def _volume_shape(path: str | os.PathLike) -> tuple[int, ...]:
+    from ..io import read_volume
+
+    data, _ = read_volume(path)
+    return tuple(np.shape(data))
 
 
 def _canonical_scheme(s: str) -> str:
@@ -619,7 +655,7 @@ def prepare_grid(train: Any, test: Any, out_dir: str | os.PathLike,
                  configs: Iterable | None = None, seeds: Iterable[int] | str = (0,),
                  train_config: Any = None, *,
                  roi: dict | None = None, device: str | None = None, keep_state: bool = False,
-                 resume: bool = False) -> tuple[dict, list[dict]]:
+                 resume: bool = False, controls: bool = False) -> tuple[dict, list[dict]]:
     """Write the grid's settings and test slice, and return them with one spec per run.
 
     Creates ``OUT/grid.json``, ``OUT/test-slice/*.tif`` and ``OUT/reference.json``. A grid
@@ -635,6 +671,8 @@ def prepare_grid(train: Any, test: Any, out_dir: str | os.PathLike,
         Keep each run's resume files (optimizer state) after it finished.
     resume : bool
         Let each run resume an interrupted attempt that saved a training state.
+    controls : bool
+        Add each amplified configuration's scale-matched control (see :func:`add_controls`).
 
     Returns
     -------
@@ -658,6 +696,10 @@ def prepare_grid(train: Any, test: Any, out_dir: str | os.PathLike,
     test_paths = _resolve_test(test, out_dir)
     tdict = _train_dict(train_config)
     run_device = device or tdict.get("device") or "auto"
+    control_of: dict[str, str] = {}
+    if controls:
+        configs, control_of = add_controls(configs, _volume_shape(train_data["input"])[-2:],
+                                           tdict.get("patch"))
     for k in _PER_RUN_KEYS:
         tdict.pop(k, None)
 
@@ -685,6 +727,7 @@ def prepare_grid(train: Any, test: Any, out_dir: str | os.PathLike,
         "train": tdict,
         "device": run_device,
         "configs": {c.name: json_safe(c.to_dict()) for c in configs},
+        "controls": control_of,
         "seeds": seeds,
     }
     grid_file = out_dir / GRID_FILE
@@ -706,6 +749,7 @@ def prepare_grid(train: Any, test: Any, out_dir: str | os.PathLike,
                                  "loss settings (mode/normalisation); use another output folder")
             merged[name] = d
         settings["configs"] = merged
+        settings["controls"] = {**old.get("controls", {}), **control_of}
         settings["seeds"] = list(dict.fromkeys(list(old.get("seeds", [])) + seeds))
         settings["created"] = old.get("created")
     settings.setdefault("created", time.strftime("%Y-%m-%dT%H:%M:%S"))
@@ -1031,7 +1075,7 @@ def run_grid(train: Any, test: Any, out_dir: str | os.PathLike, configs: Iterabl
              slurm: SlurmOptions | dict | None = None, wait: bool = True, report: bool = True,
              progress: bool = True, print_fn: Callable[[str], None] | None = None,
              keep_state: bool = False, resume: bool = False,
-             stale_after: float = 1800.0) -> Path:
+             stale_after: float = 1800.0, controls: bool = False) -> Path:
     """Train and evaluate every (configuration, seed) of a grid; skip finished runs.
 
     Parameters
@@ -1085,6 +1129,10 @@ def run_grid(train: Any, test: Any, out_dir: str | os.PathLike, configs: Iterabl
         Seconds after which an unfinished run folder whose ``running.json`` heartbeat
         stopped counts as dead (see :func:`running_elsewhere`); younger ones are left
         alone, so two grids on one folder never train the same run twice at once.
+    controls : bool
+        Also train each amplified configuration's scale-matched control (the plain loss
+        times the configuration's effective loss scale, e.g. ``l2@1.47``;
+        :func:`add_controls`).
 
     Returns
     -------
@@ -1108,7 +1156,8 @@ def run_grid(train: Any, test: Any, out_dir: str | os.PathLike, configs: Iterabl
         raise ValueError(f"jobs must be >= 1, got {jobs}")
     out_dir = Path(out_dir).resolve()
     settings, specs = prepare_grid(train, test, out_dir, configs, seeds, train_config, roi=roi,
-                                   device=device, keep_state=keep_state, resume=resume)
+                                   device=device, keep_state=keep_state, resume=resume,
+                                   controls=controls)
     unfinished = [(s["name"], s["seed"]) for s in specs
                   if not (Path(s["run_dir"]) / METRICS_FILE).is_file()]
     queued, unknown = queued_runs(out_dir, unfinished)

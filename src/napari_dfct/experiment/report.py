@@ -94,7 +94,7 @@ def _config_info(rec_or_dict: dict) -> dict:
     family = cfg.loss + ("-spectral" if cfg.mode == "spectral" else "") + \
         ("-norm" if cfg.normalize else "")
     return {"name": cfg.name, "loss": cfg.loss, "scheme": cfg.scheme, "profile": cfg.profile,
-            "family": family}
+            "family": family, "scale": cfg.scale}
 
 
 def summarize(records: Sequence[dict], metrics: Sequence[str] = tuple(METRICS)) -> dict:
@@ -211,6 +211,8 @@ def paper_table(summary: dict, loss: str, reference: dict | None = None,
             for e in summary.values():
                 if e.get("family", e["loss"]) != loss or e["scheme"] != scheme:
                     continue
+                if e.get("scale", 1.0) != 1.0:
+                    continue  # a scale-matched control: in its own table
                 if scheme == "none" or e["profile"] == p:
                     entry = e
                     break
@@ -260,6 +262,45 @@ def paper_table(summary: dict, loss: str, reference: dict | None = None,
     csv_header = ["row"] + [f"{m}_{p}_{s}" for m, p in columns for s in ("median", "std", "n")]
     return {"markdown": _md_table(header, md_rows), "csv": _csv_text(csv_header, csv_rows),
             "rows": table_rows}
+
+
+def controls_table(summary: dict, control_of: dict[str, str],
+                   metrics: Sequence[str] = ("cnr", "fwhm")) -> dict | None:
+    """Each amplified configuration next to its scale-matched control and the baseline.
+
+    ``control_of`` maps configuration names to control names (``grid.json``'s
+    ``controls``). Columns per metric: the configuration, its control (the plain loss with
+    the same loss scale) and the plain baseline, median ± std over seeds. None when no
+    configuration of ``summary`` has a control there.
+    """
+    rows = []
+    for name, e in summary.items():
+        ctrl = control_of.get(name)
+        if ctrl is None or ctrl not in summary:
+            continue
+        base = next((b for b in summary.values() if b["scheme"] == "none"
+                     and b.get("scale", 1.0) == 1.0 and b["family"] == e["loss"]), None)
+        rows.append((name, summary[ctrl], e, base))
+    if not rows:
+        return None
+    header = ["configuration", "control"]
+    for m in metrics:
+        label = METRICS[m][0].split(" ")[0]
+        header += [f"{label}", f"{label} control", f"{label} baseline"]
+    md_rows, csv_rows = [], []
+    for name, ctrl, e, base in rows:
+        md = [name, ctrl["name"]]
+        cs: list[Any] = [name, ctrl["name"]]
+        for m in metrics:
+            fmt = METRICS[m][1]
+            for st in (e[m], ctrl[m], base[m] if base else None):
+                md.append(_cell(st, fmt))
+                cs.append(st["median"] if st else float("nan"))
+        md_rows.append(md)
+        csv_rows.append(cs)
+    csv_header = ["configuration", "control"] + [f"{m}_{k}" for m in metrics
+                                                 for k in ("config", "control", "baseline")]
+    return {"markdown": _md_table(header, md_rows), "csv": _csv_text(csv_header, csv_rows)}
 
 
 def comparison_rows(summary: dict, reference: dict | None,
@@ -440,6 +481,8 @@ def grid_report(out_dir: str | os.PathLike, report_dir: str | os.PathLike | None
 
     - ``table-<loss>.md`` / ``.csv``: the paper's table per loss (median ± std, n),
       with the input's, target's and truth's values on the test slice as reference rows;
+    - ``controls.md`` / ``.csv`` (grids with ``controls``): each amplified configuration
+      next to its scale-matched control and the baseline;
     - ``summary.md`` / ``.csv``: every configuration with CNR, FWHM, PSNR and SSIM (and the
       same for input, target, truth), ``runs.csv``: one row per run;
     - ``violin-<metric>.png``: violin plots per configuration, the input as a dashed line;
@@ -486,6 +529,10 @@ def grid_report(out_dir: str | os.PathLike, report_dir: str | os.PathLike | None
     comp_md, comp_csv = _comparison_tables(rows, metrics)
     files["summary.md"] = atomic_write_text(rdir / "summary.md", comp_md)
     files["summary.csv"] = atomic_write_text(rdir / "summary.csv", comp_csv)
+    ctrl = controls_table(summary, settings.get("controls") or {}, metrics[:2])
+    if ctrl is not None:
+        files["controls.md"] = atomic_write_text(rdir / "controls.md", ctrl["markdown"])
+        files["controls.csv"] = atomic_write_text(rdir / "controls.csv", ctrl["csv"])
 
     run_keys = ["name", "seed", "cnr", "cnr_stderr", "fwhm", "fwhm_stderr", "psnr", "ssim",
                 "psnr_target", "ssim_target", "signal_mean", "signal_std", "background_mean",
@@ -546,6 +593,13 @@ def grid_report(out_dir: str | os.PathLike, report_dir: str | os.PathLike | None
     ]
     for loss, md in tables_md:
         lines += [f"## {loss.upper()}\n", md]
+    if ctrl is not None:
+        lines += ["## Scale-matched controls\n",
+                  "Each amplified configuration next to its control: the plain loss "
+                  "multiplied by the configuration's effective loss scale (`l2@1.47` is L2 "
+                  "times 1.47). With Adam's coupled weight decay a loss scale alone changes "
+                  "training: a difference between a configuration and its control is what "
+                  "the amplification's structure does.\n", ctrl["markdown"]]
     lines += ["## All metrics\n", comp_md]
     if representatives:
         lines.append("Representative seeds: " + ", ".join(

@@ -101,6 +101,9 @@ def describe_model(model_dir: str | os.PathLike) -> str:
         row("data", " x ".join(str(s) for s in shape)
             + (f"  ({n_val} validation slices)" if n_val else ""))
     if train:
+        recipe = train.get("recipe")
+        row("recipe", f"{recipe}" if recipe else "paper (saved before recipes existed)")
+        row("select", f"{train.get('select', 'amplified')} validation loss")
         row("train", f"patch {train.get('patch')}, batch {train.get('batch_size')}, "
             f"lr {float(train.get('lr', float('nan'))):g}, weight decay "
             f"{train.get('weight_decay')}, {train.get('optimizer')}, seed {train.get('seed')}")
@@ -113,7 +116,7 @@ def describe_model(model_dir: str | os.PathLike) -> str:
         + f", best epoch {cfg.get('best_epoch', '?')}")
     best = cfg.get("best_val_loss")
     if best is not None:
-        row("val loss", f"{float(best):.6g} (best epoch)")
+        row("val loss", f"{float(best):.6g} (best epoch, {train.get('select', 'amplified')})")
     if cfg.get("created"):
         row("saved", str(cfg["created"]))
     return "\n".join(lines)

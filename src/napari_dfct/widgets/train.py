@@ -204,8 +204,20 @@ class TrainWidget(QWidget):
             ],
             labels=True,
         )
+        from napari_dfct.train import DEFAULT_RECIPE, RECIPES, SELECT_CHOICES
+
         self.params_form = Container(
             widgets=[
+                ComboBox(name="recipe", label="recipe", choices=list(RECIPES),
+                         value=DEFAULT_RECIPE,
+                         tooltip="stable: the paper's protocol with the fix for validation "
+                         "spikes; paper: the paper's protocol exactly. Choosing one fills "
+                         "the fields below"),
+                Label(name="recipe_note", label="", value=""),
+                ComboBox(name="select", label="select by", choices=list(SELECT_CHOICES),
+                         value="plain", tooltip="Early stopping and the best checkpoint "
+                         "use the plain (un-amplified) validation loss, the same criterion "
+                         "for every configuration, or the amplified one"),
                 ComboBox(name="preset", label="model preset", choices=["paper", "small", "tiny"],
                          value=_default_preset(),
                          tooltip="paper: 64-1024 channels (GPU); small: 16 channels; tiny: tests"),
@@ -275,6 +287,7 @@ class TrainWidget(QWidget):
         layout.addWidget(self.status)
         layout.addWidget(self.plot, 1)
 
+        self.fields.recipe.changed.connect(self._on_recipe)
         self.fields.source.changed.connect(self._on_source)
         for name in ("loss", "spatial", "frequency", "order", "mode", "normalize"):
             getattr(self.fields, name).changed.connect(self._on_loss)
@@ -284,6 +297,7 @@ class TrainWidget(QWidget):
             getattr(ev, name).connect(self.reset_choices)
         self._on_source()
         self._on_loss()
+        self._on_recipe()
         self._pick_defaults()
 
     # ------------------------------------------------------------------ form helpers
@@ -314,6 +328,22 @@ class TrainWidget(QWidget):
             choice = find("target") or (rest[0] if rest else None)
             if choice is not None:
                 f.target.value = choice
+
+    def _on_recipe(self, *_args) -> None:
+        """Fill the training fields with the chosen recipe's values."""
+        from napari_dfct.train import RECIPE_NOTES, recipe_config
+
+        name = self.fields.recipe.value
+        cfg = recipe_config(name)
+        f = self.fields
+        for key in ("epochs", "patience", "batch_size", "patch", "patches_per_slice",
+                    "optimizer", "select"):
+            getattr(f, key).value = getattr(cfg, key)
+        f.weight_decay.value = float(cfg.weight_decay)
+        f.val_fraction.value = float(cfg.val_fraction)
+        f.lr.value = f"{cfg.lr:g}"
+        f.recipe_note.value = RECIPE_NOTES[name]
+        f.recipe_note.native.setWordWrap(True)
 
     def _on_source(self, *_args) -> None:
         files = self.fields.source.value == "files"
@@ -357,6 +387,8 @@ class TrainWidget(QWidget):
         if "normalize" in loss:
             f.normalize.value = bool(loss["normalize"])
         train = cfg.get("train") or {}
+        if train.get("recipe") in self.fields.recipe.choices:
+            f.recipe.value = train["recipe"]
         for key in ("preset", "epochs", "patience", "batch_size", "patch",
                     "patches_per_slice", "optimizer", "seed"):
             if key in train:
@@ -376,15 +408,15 @@ class TrainWidget(QWidget):
     # ------------------------------------------------------------------ gather/validate
     def train_config(self):
         """The :class:`napari_dfct.train.TrainConfig` of the form (validated)."""
-        from napari_dfct.train import TrainConfig
+        from napari_dfct.train import recipe_config
 
         f = self.fields
         try:
             lr = float(str(f.lr.value).strip())
         except ValueError:
             raise ValueError(f"learning rate {f.lr.value!r} is not a number") from None
-        config = TrainConfig(
-            loss=self.loss_config(), preset=f.preset.value, epochs=int(f.epochs.value),
+        config = recipe_config(
+            f.recipe.value, select=f.select.value, loss=self.loss_config(), preset=f.preset.value, epochs=int(f.epochs.value),
             patience=int(f.patience.value), batch_size=int(f.batch_size.value),
             patch=int(f.patch.value), patches_per_slice=int(f.patches_per_slice.value),
             lr=lr, weight_decay=float(f.weight_decay.value),

@@ -1,0 +1,109 @@
+"""Training options shared by ``dfct train`` and ``dfct grid``, generated from
+:class:`napari_dfct.train.TrainConfig`.
+
+Every option whose field carries help text (``TrainConfig`` field metadata) becomes a flag
+(``batch_size`` -> ``--batch-size``). Options left out keep the chosen recipe's value
+(:data:`napari_dfct.train.RECIPES`), so no default is restated here: the help shows each
+recipe's value instead.
+"""
+
+from __future__ import annotations
+
+import argparse
+from dataclasses import MISSING, fields
+
+
+def _flag(name: str) -> str:
+    return "--" + name.replace("_", "-")
+
+
+def _recipe_values(name: str) -> dict:
+    from ..train import RECIPES, recipe_config
+
+    return {r: getattr(recipe_config(r), name) for r in RECIPES}
+
+
+def _default_text(name: str) -> str:
+    from ..train import DEFAULT_RECIPE
+
+    values = _recipe_values(name)
+    if len(set(map(repr, values.values()))) == 1:
+        return f"(default: {values[DEFAULT_RECIPE]})"
+    return "(" + "; ".join(f"recipe {r}: {v}" for r, v in values.items()) + ")"
+
+
+def recipe_help() -> str:
+    """One paragraph per recipe: what it is and how it differs from the paper's."""
+    from ..train import DEFAULT_RECIPE, RECIPE_NOTES, RECIPES
+
+    lines = []
+    for name in RECIPES:
+        mark = " (default)" if name == DEFAULT_RECIPE else ""
+        lines.append(f"  {name}{mark}: {RECIPE_NOTES[name]}")
+    return "\n".join(lines)
+
+
+def add_training_arguments(parser: argparse.ArgumentParser, *, seed: bool = False) -> None:
+    """Add ``--recipe`` and one flag per :class:`TrainConfig` option to ``parser``."""
+    from ..train import DEFAULT_RECIPE, RECIPES, TrainConfig
+
+    g = parser.add_argument_group(
+        "training (options left out take the recipe's value; --recipe paper is the paper's "
+        "protocol)")
+    g.add_argument("--recipe", default=DEFAULT_RECIPE, choices=tuple(RECIPES),
+                   help=f"training recipe (default: {DEFAULT_RECIPE}); see the description")
+    for f in fields(TrainConfig):
+        if "help" not in f.metadata or f.default is MISSING:
+            continue
+        typ = type(f.default)
+        kw = {"choices": f.metadata["choices"]} if "choices" in f.metadata else {}
+        g.add_argument(_flag(f.name), dest=f.name, type=typ, default=argparse.SUPPRESS,
+                       metavar=f.name.upper() if not kw else None,
+                       help=f"{f.metadata['help']} {_default_text(f.name)}", **kw)
+    if seed:
+        g.add_argument("--seed", type=int, default=argparse.SUPPRESS,
+                       help="seed of the split, the initial weights and the patch order "
+                            "(default: 0)")
+    g.add_argument("--window", default=argparse.SUPPRESS, metavar="LOW,HIGH",
+                   help="intensity clip window (default: 1st/99th percentiles of the "
+                        "training slices)")
+    g.add_argument("--no-augment", dest="augment", action="store_false",
+                   default=argparse.SUPPRESS,
+                   help="train without flips and rotations (augmentation is on by default)")
+    g.add_argument("--no-amp", dest="amp", action="store_false", default=argparse.SUPPRESS,
+                   help="no bf16 autocast on CUDA (on by default)")
+    g.add_argument("--device", default="auto",
+                   help="auto (CUDA, then MPS, then CPU), cpu, cuda, cuda:1, mps")
+
+
+def given_options(args: argparse.Namespace) -> dict:
+    """The :class:`TrainConfig` fields given on the command line, by name."""
+    from ..cli import CLIError
+    from ..train import TrainConfig
+
+    names = [f.name for f in fields(TrainConfig) if "help" in f.metadata]
+    kw = {n: getattr(args, n) for n in names + ["seed", "augment", "amp"] if hasattr(args, n)}
+    if hasattr(args, "window"):
+        try:
+            low, high = (float(v) for v in str(args.window).split(","))
+        except ValueError:
+            raise CLIError(f"bad --window {args.window!r}: use LOW,HIGH with LOW < HIGH") \
+                from None
+        kw["window"] = {"low": low, "high": high}
+    return kw
+
+
+def train_config_from_args(args: argparse.Namespace, **extra):
+    """A :class:`~napari_dfct.train.TrainConfig`: the recipe, then the given options."""
+    from ..cli import CLIError
+    from ..train import recipe_config
+
+    kw = given_options(args)
+    kw.update(extra)
+    kw["device"] = args.device
+    try:
+        config = recipe_config(args.recipe, **kw)
+        config.validate()
+    except (TypeError, ValueError) as exc:
+        raise CLIError(str(exc)) from None
+    return config
