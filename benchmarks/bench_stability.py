@@ -150,8 +150,12 @@ def run_one(job: dict) -> dict:
                         patience=20, batch_size=8, patch=64, patches_per_slice=8,
                         seed=int(job["seed"]), device="cpu")
     for key, value in job["set"].items():
-        setattr(cfg, key, type(getattr(cfg, key))(value) if getattr(cfg, key) is not None
-                else value)
+        old = getattr(cfg, key)
+        if isinstance(old, bool):
+            value = value.strip().lower() in ("1", "true", "yes", "on")
+        elif old is not None:
+            value = type(old)(value)
+        setattr(cfg, key, value)
     diag = None
     if job["diagnose"]:
         from napari_dfct.data import split_slices

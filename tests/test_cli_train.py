@@ -70,6 +70,45 @@ def test_train_then_predict(files, capsys):
     assert "3 epochs" in capsys.readouterr().out
 
 
+def test_train_recipe_scale_and_selection_are_saved(files, tmp_path, capsys):
+    folder, sim_dir = files
+    model = tmp_path / "paper"
+    rc = main(["train", "--data", str(sim_dir), "--out", str(model), "--epochs", "2",
+               "--recipe", "paper", "--loss-scale", "1.5", "--select", "amplified",
+               "--bn-recalibrate", "2", *TINY])
+    assert rc == 0
+    cfg = json.loads((model / "config.json").read_text())
+    train = cfg["train"]
+    # the recipe's values, then the options given on top of it
+    assert train["recipe"] == "paper" and train["select"] == "amplified"
+    assert train["bn_recalibrate"] == 2 and train["weight_decay"] == 0.1
+    assert cfg["loss"]["scale"] == 1.5 and cfg["name"] == "l2@1.5"
+    hist = json.loads((model / "history.json").read_text())
+    assert all(h["val_loss"] == h["val_amplified"] for h in hist)
+    # the plain loss ignores the scale: the amplified one is exactly 1.5 times it
+    assert all(h["val_amplified"] == pytest.approx(1.5 * h["val_plain"], rel=1e-5)
+               for h in hist)
+    # the default recipe is the stable one
+    rc = main(["train", "--data", str(sim_dir), "--out", str(tmp_path / "stable"),
+               "--epochs", "1", *TINY])
+    assert rc == 0
+    train = json.loads((tmp_path / "stable" / "config.json").read_text())["train"]
+    assert train["recipe"] == "stable" and train["bn_recalibrate"] > 0
+    assert train["select"] == "plain"
+
+
+def test_train_help_lists_the_recipes_and_their_differences(capsys):
+    with pytest.raises(SystemExit):
+        main(["train", "--help"])
+    out = capsys.readouterr().out
+    assert "stable (default):" in out and "paper: the paper's protocol exactly" in out
+    assert "recipe stable: 8; recipe paper: 0" in " ".join(out.split())
+    with pytest.raises(SystemExit) as exc:
+        main(["train", "--data", "x", "--out", "y", "--recipe", "fast"])
+    assert exc.value.code == 2
+    assert "invalid choice: 'fast'" in capsys.readouterr().err
+
+
 def test_train_from_simulation_folder(files, capsys, tmp_path):
     _, sim_dir = files
     rc = main(["train", "--data", str(sim_dir), "--out", str(tmp_path / "m"), "--epochs", "1",
@@ -95,6 +134,7 @@ def _write(path, arr):
         ("loss", "unknown"),
         ("exists", "already holds a model"),
         ("resume", "nothing to resume"),
+        ("scale", "loss scale must be positive"),
     ],
 )
 def test_train_errors(case, match, files, tmp_path, capsys):
@@ -123,6 +163,8 @@ def test_train_errors(case, match, files, tmp_path, capsys):
         (out / "model.safetensors").write_bytes(b"")
     elif case == "resume":
         extra = ["--resume"]
+    elif case == "scale":
+        extra = ["--loss-scale", "-1"]
     argv = ["train", "--input", inp, "--target", tgt, "--out", str(out), "--epochs", "1",
             "--preset", "tiny", "--batch-size", "4", "--no-progress"]
     argv += ["--patch", "32"] if "--patch" not in extra else []

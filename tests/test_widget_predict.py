@@ -68,6 +68,7 @@ def test_registry_offers_models(viewer, registry, model_dir, notes):
     text = widget.info.toPlainText()
     assert "l2+s-linear" in text and "preset   tiny" in text and "best epoch 1" in text
     assert "window" in text
+    assert "recipe" in text and "select" in text
     assert notes["error"] == []
 
 

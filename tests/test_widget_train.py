@@ -71,6 +71,17 @@ def test_defaults(viewer, tmp_path):
     f.spatial.value = "nonlinear"
     f.frequency.value = "nonlinear"
     assert widget.loss_config().name in f.loss_name.value
+    # the stable recipe is the default, shown with its difference from the paper
+    assert f.recipe.value == "stable" and "BatchNorm" in f.recipe_note.value
+    assert f.select.value == "plain"
+    cfg = widget.train_config()
+    assert cfg.recipe == "stable" and cfg.bn_recalibrate > 0
+    f.recipe.value = "paper"
+    assert "exactly" in f.recipe_note.value
+    cfg = widget.train_config()
+    assert cfg.recipe == "paper" and cfg.bn_recalibrate == 0 and cfg.weight_decay == 0.1
+    f.select.value = "amplified"
+    assert widget.train_config().select == "amplified"
 
 
 def _worst_gap(ticks, t0, t1) -> tuple[float, int]:

@@ -36,10 +36,13 @@ def recipe_help() -> str:
     """One paragraph per recipe: what it is and how it differs from the paper's."""
     from ..train import DEFAULT_RECIPE, RECIPE_NOTES, RECIPES
 
+    import textwrap
+
     lines = []
     for name in RECIPES:
         mark = " (default)" if name == DEFAULT_RECIPE else ""
-        lines.append(f"  {name}{mark}: {RECIPE_NOTES[name]}")
+        lines.append(textwrap.fill(f"{name}{mark}: {RECIPE_NOTES[name]}", width=88,
+                                   initial_indent="  ", subsequent_indent="    "))
     return "\n".join(lines)
 
 
@@ -51,7 +54,7 @@ def add_training_arguments(parser: argparse.ArgumentParser, *, seed: bool = Fals
         "training (options left out take the recipe's value; --recipe paper is the paper's "
         "protocol)")
     g.add_argument("--recipe", default=DEFAULT_RECIPE, choices=tuple(RECIPES),
-                   help=f"training recipe (default: {DEFAULT_RECIPE}); see the description")
+                   help="training recipe; see the description")
     for f in fields(TrainConfig):
         if "help" not in f.metadata or f.default is MISSING:
             continue

@@ -74,7 +74,11 @@ class HelpFormatter(argparse.RawDescriptionHelpFormatter, argparse.ArgumentDefau
 
 
 def register(parser: argparse.ArgumentParser) -> None:
+    from ._training import recipe_help
+
     parser.formatter_class = HelpFormatter
+    parser.description = (DESCRIPTION + "\nTraining recipes (--recipe):\n" + recipe_help()
+                          + "\n")
     parser.add_argument("out", metavar="OUT", help="grid folder (created, or continued)")
 
     g = parser.add_argument_group("data")
