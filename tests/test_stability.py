@@ -121,7 +121,7 @@ def _weight_norm_ratio_and_min_var(**overrides):
     torch.manual_seed(0)
     start_model = build_model("tiny")
     si0 = scale_invariant_parameters(start_model)
-    start = math.sqrt(sum(float((p ** 2).sum()) for p in start_model.parameters()
+    start = math.sqrt(sum(float((p.detach() ** 2).sum()) for p in start_model.parameters()
                           if id(p) in si0))
     model, _, _ = _train_steps(150, **overrides)
     si = scale_invariant_parameters(model)

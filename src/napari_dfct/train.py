@@ -45,6 +45,8 @@ __all__ = [
     "TrainConfig",
     "fit",
     "resolve_device",
+    "recipe_config",
+    "resume_config",
     "run_fit",
 ]
 
@@ -589,19 +591,11 @@ def fit(
     if resume:
         if out_path is None:
             raise ValueError("resume=True needs out_dir (the model folder of the stopped run)")
-        if not (out_path / ckpt.STATE_FILE).exists():
-            raise ValueError(
-                f"nothing to resume in {out_path}: no {ckpt.STATE_FILE} "
-                "(the run finished without keeping its state, or never finished an epoch)"
-            )
         saved_cfg = ckpt.load_config(out_path)
-        saved_train = TrainConfig.from_dict(saved_cfg["train"])
-        if config is not None:
-            saved_train.epochs = int(config.epochs)
-            saved_train.patience = int(config.patience)
-            saved_train.device = config.device
-            saved_train.keep_state = config.keep_state
-        config = saved_train
+        config = resume_config(
+            out_path, **({} if config is None else {
+                "epochs": config.epochs, "patience": config.patience,
+                "device": config.device, "keep_state": config.keep_state}))
     if config is None:
         config = TrainConfig()
     config.validate()
@@ -698,7 +692,8 @@ def fit(
                 start_epoch = int(st["epoch"])
                 es = st["early_stopping"]
                 best_epoch = int(es["best_epoch"])
-                best_val = float(es["best_val_loss"])
+                best_val = math.inf if es["best_val_loss"] is None \
+                    else float(es["best_val_loss"])
                 bad_epochs = int(es["bad_epochs"])
                 _set_rng_state(st["rng"], sampler)
             except (KeyError, RuntimeError, ValueError, TypeError) as exc:
@@ -902,6 +897,48 @@ def recipe_config(name: str = "paper", **overrides) -> TrainConfig:
     if name not in RECIPES:
         raise ValueError(f"unknown recipe {name!r}; choose from {sorted(RECIPES)}")
     return TrainConfig(**{**RECIPES[name], "recipe": name, **overrides})
+
+
+def resume_config(model_dir: str | Path, *, epochs: int | None = None,
+                  patience: int | None = None, device: str | None = None,
+                  keep_state: bool | None = None) -> TrainConfig:
+    """The :class:`TrainConfig` of the stopped run in ``model_dir``, ready to continue.
+
+    Data, loss, model, window, split and seed are the saved ones; ``epochs`` and
+    ``patience`` may raise the limits, ``device`` and ``keep_state`` replace the saved ones.
+
+    Raises
+    ------
+    ValueError
+        Nothing to resume there (no saved training state), or a config that cannot be
+        resumed (a :class:`napari_dfct.checkpoint.CheckpointError` for unreadable files).
+    """
+    from . import checkpoint as ckpt
+
+    folder = Path(model_dir)
+    if not (folder / ckpt.STATE_FILE).exists():
+        raise ValueError(
+            f"nothing to resume in {folder}: it holds no saved training state (the run "
+            "finished without keeping it, or never finished an epoch)"
+        )
+    saved = ckpt.load_config(folder)
+    if not isinstance(saved.get("train"), dict):
+        raise ValueError(f"cannot resume from {folder}: its config.json holds no training "
+                         "settings")
+    try:
+        config = TrainConfig.from_dict(saved["train"])
+    except (TypeError, ValueError) as exc:
+        raise ValueError(f"cannot resume from {folder}: {exc}") from None
+    if saved["train"].get("recipe") is None:
+        config.recipe = "paper"  # saved before recipes existed: the paper's protocol
+        config.bn_recalibrate = 0
+    if saved["train"].get("select") is None:
+        config.select = "amplified"  # saved before the plain criterion existed
+    for name, value in (("epochs", epochs), ("patience", patience), ("device", device),
+                        ("keep_state", keep_state)):
+        if value is not None:
+            setattr(config, name, type(getattr(config, name))(value))
+    return config
 
 
 def run_fit(*args, callback: Callable[[EpochEvent], Any] | None = None, **kwargs) -> FitResult:

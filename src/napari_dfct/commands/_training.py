@@ -34,9 +34,9 @@ def _default_text(name: str) -> str:
 
 def recipe_help() -> str:
     """One paragraph per recipe: what it is and how it differs from the paper's."""
-    from ..train import DEFAULT_RECIPE, RECIPE_NOTES, RECIPES
-
     import textwrap
+
+    from ..train import DEFAULT_RECIPE, RECIPE_NOTES, RECIPES
 
     lines = []
     for name in RECIPES:

@@ -123,22 +123,15 @@ def _loss_config(args):
 
 def _resume_config(args, out: Path):
     """The saved TrainConfig of a stopped run, with --epochs/--patience/--device applied."""
-    from ..checkpoint import CheckpointError, load_config
+    from ..checkpoint import CheckpointError
     from ..cli import CLIError
-    from ..train import TrainConfig
+    from ..train import resume_config
 
-    if not (out / "training-state.json").exists():
-        raise CLIError(f"nothing to resume in {out}: no training-state.json there")
     try:
-        config = TrainConfig.from_dict(load_config(out)["train"])
-    except (CheckpointError, KeyError, TypeError, ValueError) as exc:
-        raise CLIError(f"cannot resume from {out}: {exc}") from None
-    if hasattr(args, "epochs"):
-        config.epochs = args.epochs
-    if hasattr(args, "patience"):
-        config.patience = args.patience
-    config.device = args.device
-    return config
+        return resume_config(out, epochs=getattr(args, "epochs", None),
+                             patience=getattr(args, "patience", None), device=args.device)
+    except (CheckpointError, ValueError) as exc:
+        raise CLIError(str(exc)) from None
 
 
 def _fmt(v: float) -> str:

@@ -2,18 +2,15 @@
 
 from __future__ import annotations
 
-import json
-import math
-import os
 import re
 import time
 from collections.abc import Iterable
-from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from ..checkpoint import atomic_write_bytes
+from .._files import atomic_write_text, json_safe, read_json
+from .._files import write_json as atomic_write_json
 
 __all__ = [
     "atomic_write_json",
@@ -31,51 +28,6 @@ __all__ = [
 def timestamp() -> str:
     """Local time as ``YYYYmmdd-HHMMSS`` (for folder names)."""
     return time.strftime("%Y%m%d-%H%M%S")
-
-
-def json_safe(obj: Any) -> Any:
-    """Return ``obj`` with NumPy scalars/arrays, paths and non-finite floats made JSON-safe.
-
-    Non-finite floats (NaN, inf) become ``None`` so that the files are strict JSON.
-    """
-    if isinstance(obj, dict):
-        return {str(k): json_safe(v) for k, v in obj.items()}
-    if isinstance(obj, (list, tuple)):
-        return [json_safe(v) for v in obj]
-    if isinstance(obj, np.ndarray):
-        return json_safe(obj.tolist())
-    if isinstance(obj, (np.bool_, bool)):
-        return bool(obj)
-    if isinstance(obj, (np.integer,)):
-        return int(obj)
-    if isinstance(obj, (float, np.floating)):
-        value = float(obj)
-        return value if math.isfinite(value) else None
-    if isinstance(obj, Path):
-        return str(obj)
-    return obj
-
-
-def atomic_write_text(path: str | os.PathLike, text: str) -> Path:
-    """Write ``text`` to ``path`` atomically (temporary file in the same folder, then rename).
-
-    A reader never sees a half-written file: either the old one, or the complete new one.
-    """
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    return atomic_write_bytes(path, text.encode("utf-8"))
-
-
-def atomic_write_json(path: str | os.PathLike, data: Any) -> Path:
-    """Write ``data`` as indented strict JSON, atomically (see :func:`atomic_write_text`)."""
-    text = json.dumps(json_safe(data), indent=2, allow_nan=False) + "\n"
-    return atomic_write_text(path, text)
-
-
-def read_json(path: str | os.PathLike) -> Any:
-    """Read a JSON file."""
-    with open(path, encoding="utf-8") as fh:
-        return json.load(fh)
 
 
 def to_float(value: Any) -> float:

@@ -1,0 +1,125 @@
+"""Writing files safely: one atomic-write helper and one JSON writer for the whole package.
+
+* :func:`atomic_write` yields a binary file next to the destination; when the block ends
+  without an exception the data are flushed to disk and the file replaces the destination
+  in one :func:`os.replace` (then the folder entry is flushed too). A reader therefore sees
+  the old file or the complete new one, never a half-written one; an exception removes
+  the temporary file and leaves the destination untouched. The temporary file is created
+  with a plain ``open`` (mode ``"xb"``), so it honours the umask like any other file the
+  package writes.
+* :func:`json_safe` is the one NaN rule: NumPy scalars and arrays become Python values,
+  paths strings, and **non-finite floats (NaN, +-inf) become** ``null``, so every JSON file
+  written by :func:`write_json` is strict JSON that any reader accepts.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import math
+import os
+import secrets
+from collections.abc import Iterator
+from pathlib import Path
+from typing import IO, Any
+
+import numpy as np
+
+__all__ = [
+    "atomic_write",
+    "atomic_write_bytes",
+    "atomic_write_text",
+    "json_safe",
+    "read_json",
+    "write_json",
+]
+
+
+def _fsync_dir(folder: Path) -> None:
+    """Flush a folder entry to disk (POSIX); a no-op where folders cannot be opened."""
+    try:
+        fd = os.open(folder, os.O_RDONLY)
+    except OSError:  # pragma: no cover - e.g. Windows
+        return
+    try:
+        os.fsync(fd)
+    except OSError:  # pragma: no cover
+        pass
+    finally:
+        os.close(fd)
+
+
+@contextlib.contextmanager
+def atomic_write(path: str | os.PathLike) -> Iterator[IO[bytes]]:
+    """Yield a binary file that replaces ``path`` atomically when the block succeeds.
+
+    The folder must exist. Raises :class:`IsADirectoryError` when ``path`` is a folder.
+    """
+    path = Path(path)
+    if path.is_dir():
+        raise IsADirectoryError(f"{path} is a folder")
+    tmp = path.with_name(f".{path.name}.{secrets.token_hex(6)}.tmp")
+    try:
+        with open(tmp, "xb") as fh:  # honours the umask, like a plain open()
+            yield fh
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        with contextlib.suppress(OSError):
+            tmp.unlink()
+        raise
+    _fsync_dir(path.parent)
+
+
+def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> Path:
+    """Write ``data`` to ``path`` atomically (:func:`atomic_write`); return the path."""
+    with atomic_write(path) as fh:
+        fh.write(data)
+    return Path(path)
+
+
+def atomic_write_text(path: str | os.PathLike, text: str) -> Path:
+    """Write UTF-8 ``text`` to ``path`` atomically, creating missing parent folders."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    return atomic_write_bytes(path, text.encode("utf-8"))
+
+
+def json_safe(obj: Any) -> Any:
+    """``obj`` made strict-JSON-safe: the package's one rule for NaN and friends.
+
+    Dicts (keys as strings), lists and tuples are walked; NumPy arrays and scalars become
+    lists and Python numbers; paths become strings; one-element tensors their value;
+    non-finite floats (NaN, +inf, -inf) become ``None``.
+    """
+    if isinstance(obj, dict):
+        return {str(k): json_safe(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [json_safe(v) for v in obj]
+    if isinstance(obj, np.ndarray):
+        return json_safe(obj.tolist())
+    if isinstance(obj, (bool, np.bool_)):
+        return bool(obj)
+    if isinstance(obj, np.integer):
+        return int(obj)
+    if isinstance(obj, (float, np.floating)):
+        value = float(obj)
+        return value if math.isfinite(value) else None
+    if isinstance(obj, os.PathLike):
+        return os.fspath(obj)
+    if type(obj).__name__ == "Tensor" and hasattr(obj, "numel") and obj.numel() == 1:
+        return json_safe(obj.item())
+    return obj
+
+
+def write_json(path: str | os.PathLike, data: Any, indent: int | None = 2) -> Path:
+    """Write ``data`` as strict JSON (:func:`json_safe`), atomically, parents created."""
+    text = json.dumps(json_safe(data), indent=indent, allow_nan=False) + "\n"
+    return atomic_write_text(path, text)
+
+
+def read_json(path: str | os.PathLike) -> Any:
+    """Read a UTF-8 JSON file."""
+    with open(path, encoding="utf-8") as fh:
+        return json.load(fh)
