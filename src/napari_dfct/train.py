@@ -591,11 +591,11 @@ def fit(
     if resume:
         if out_path is None:
             raise ValueError("resume=True needs out_dir (the model folder of the stopped run)")
-        saved_cfg = ckpt.load_config(out_path)
         config = resume_config(
             out_path, **({} if config is None else {
                 "epochs": config.epochs, "patience": config.patience,
                 "device": config.device, "keep_state": config.keep_state}))
+        saved_cfg = ckpt.load_config(out_path)
     if config is None:
         config = TrainConfig()
     config.validate()
