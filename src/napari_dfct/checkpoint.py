@@ -433,9 +433,138 @@ def load_model(model_dir: str | os.PathLike, device: str | torch.device = "cpu")
     _check_and_load(model, sd, folder)
     history = load_history(folder)
     if device == "auto":
-        from .train import resolve_device
+        from .device import resolve_device
 
         device = resolve_device("auto")
     model = model.to(device).eval()
     name = cfg.get("name") or (cfg.get("loss") or {}).get("name") or folder.name
     return LoadedModel(model=model, config=cfg, history=history, path=folder, name=str(name))
+
+
+# ------------------------------------------------------------------- run folders, summary
+def new_run_dir(parent: str | os.PathLike, name: str | None, loss_name: str,
+                now: _dt.datetime | None = None) -> Path:
+    """The folder of a new training run: ``parent / name``, created parent included.
+
+    Parameters
+    ----------
+    parent : path
+        Where model folders go (created if missing).
+    name : str, optional
+        The run name; empty or None: ``<loss_name>-<YYYYmmdd>-<HHMMSS>``.
+    loss_name : str
+        The loss configuration's name, for the default run name.
+    now : datetime.datetime, optional
+        The time stamp of the default name (the current local time by default).
+
+    Returns
+    -------
+    pathlib.Path
+        The run folder (not created: training creates it).
+
+    Raises
+    ------
+    ValueError
+        The folder already holds a model (a new run never overwrites one), or ``parent``
+        cannot be created.
+    """
+    base = Path(parent).expanduser()
+    run = str(name or "").strip()
+    if not run:
+        run = f"{loss_name}-{(now or _dt.datetime.now()).strftime('%Y%m%d-%H%M%S')}"
+    out = base / run
+    if is_model_dir(out):
+        raise ValueError(
+            f"{out} already holds a model; write the new run to another folder, or resume "
+            "this one"
+        )
+    try:
+        base.mkdir(parents=True, exist_ok=True)
+    except OSError as err:
+        raise ValueError(f"cannot create the output folder {base}: {err}") from None
+    return out
+
+
+def describe_model(folder: str | os.PathLike) -> str:
+    """A plain-text summary of a model folder's ``config.json`` and ``history.json``.
+
+    Parameters
+    ----------
+    folder : path
+        A model folder.
+
+    Returns
+    -------
+    str
+        One ``label  text`` line each: model, folder, loss, preset, intensity window, data,
+        recipe, selection criterion and training parameters, epochs run, best epoch and
+        validation loss, creation time.
+
+    Raises
+    ------
+    CheckpointError
+        The folder is not a readable model folder (a :class:`ValueError`).
+    """
+    folder = Path(folder)
+    if not is_model_dir(folder):
+        raise CheckpointError(
+            f"{folder} is not a model folder (no {WEIGHTS_FILE} and {CONFIG_FILE})"
+        )
+    cfg = load_config(folder)
+    history = load_history(folder)
+    loss = cfg.get("loss") or {}
+    train = cfg.get("train") or {}
+    arch = cfg.get("model") or {}
+    window = cfg.get("window") or {}
+    lines: list[str] = []
+
+    def row(label: str, text: str) -> None:
+        lines.append(f"{label:<9}{text}")
+
+    row("model", folder.name)
+    row("folder", str(folder))
+    name = cfg.get("name") or loss.get("name") or "?"
+    row("loss", f"{name}  ({_scheme_text(loss)}; {loss.get('mode', 'paper')} mode"
+        f"{', normalised weights' if loss.get('normalize') else ''})")
+    arch_text = ", ".join(f"{k} {v}" for k, v in arch.items() if k in ("base_channels", "depth"))
+    row("preset", f"{cfg.get('preset', '?')}" + (f"  ({arch_text})" if arch_text else ""))
+    if window:
+        row("window", f"[{float(window['low']):.6g}, {float(window['high']):.6g}]  "
+            "(of the training data, input units)")
+    shape = cfg.get("data_shape")
+    if shape:
+        n_val = len((cfg.get("split") or {}).get("val", []))
+        row("data", " x ".join(str(s) for s in shape)
+            + (f"  ({n_val} validation slices)" if n_val else ""))
+    if train:
+        recipe = train.get("recipe")
+        row("recipe", f"{recipe}" if recipe else "paper (saved before recipes existed)")
+        row("select", f"{train.get('select', 'amplified')} validation loss")
+        row("train", f"patch {train.get('patch')}, batch {train.get('batch_size')}, "
+            f"lr {float(train.get('lr', float('nan'))):g}, weight decay "
+            f"{train.get('weight_decay')}, {train.get('optimizer')}, seed {train.get('seed')}")
+    epochs_run = cfg.get("epochs_run")
+    if history:
+        epochs_run = max(int(h.get("epoch", 0)) for h in history)
+    max_epochs = train.get("epochs")
+    row("epochs", f"{epochs_run if epochs_run is not None else '?'}"
+        + (f" of {max_epochs}" if max_epochs else "")
+        + f", best epoch {cfg.get('best_epoch', '?')}")
+    best = cfg.get("best_val_loss")
+    if best is not None:
+        row("val loss", f"{float(best):.6g} (best epoch, {train.get('select', 'amplified')})")
+    if cfg.get("created"):
+        row("saved", str(cfg["created"]))
+    return "\n".join(lines)
+
+
+def _scheme_text(loss: dict) -> str:
+    """The amplification scheme of a saved loss configuration, in words."""
+    s, f = loss.get("spatial", "none"), loss.get("frequency", "none")
+    if s != "none" and f != "none":
+        return "S+F" if loss.get("order", "sf") == "sf" else "F+S"
+    if s != "none":
+        return "S"
+    if f != "none":
+        return "F"
+    return "no amplification"

@@ -26,6 +26,7 @@ import sys
 from collections.abc import Sequence
 
 from . import __version__, commands
+from .commands._help import HelpFormatter
 
 
 class CLIError(Exception):
@@ -58,7 +59,7 @@ def build_parser() -> argparse.ArgumentParser:
             mod.NAME,
             help=mod.HELP,
             description=getattr(mod, "DESCRIPTION", mod.HELP),
-            formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+            formatter_class=HelpFormatter,
         )
         mod.register(p)
         p.set_defaults(_run=mod.run, _name=mod.NAME)

@@ -34,7 +34,11 @@ import torch
 import torch.nn.functional as F
 
 from .data import IntensityWindow
-from .train import _autocast, _cancel_check, _free_device_memory, _is_oom, resolve_device
+from .device import autocast as _autocast
+from .device import cancel_check as _cancel_check
+from .device import free_memory as _free_device_memory
+from .device import is_out_of_memory as _is_oom
+from .device import resolve_device
 
 __all__ = ["PredictionCancelled", "predict", "predict_iter", "receptive_radius", "tile_starts"]
 
@@ -298,7 +302,7 @@ def predict_iter(
                 if next_tile < 64:
                     raise MemoryError(
                         f"out of {dev.type.upper()} memory even with {2 * next_tile}px tiles; "
-                        "use --device cpu"
+                        "choose the device cpu"
                     ) from None
                 cur_tile = next_tile
                 continue

@@ -17,7 +17,6 @@ continues it where it stopped, bit for bit on the CPU.
 
 from __future__ import annotations
 
-import contextlib
 import copy
 import math
 import threading
@@ -37,6 +36,11 @@ from .data import (
     validate_pair,
     window_from_percentiles,
 )
+from .device import autocast as _autocast
+from .device import cancel_check as _cancel_check
+from .device import free_memory as _free_device_memory
+from .device import is_out_of_memory as _is_oom
+from .device import resolve_device
 
 __all__ = [
     "EpochEvent",
@@ -274,69 +278,6 @@ class OutOfMemory(RuntimeError):
     """The device ran out of memory; the message names a smaller batch size to try."""
 
 
-def resolve_device(device: str | torch.device = "auto") -> torch.device:
-    """Turn ``"auto"`` into CUDA, then MPS, then CPU; check that a named device exists.
-
-    Raises
-    ------
-    ValueError
-        Unknown device name, or CUDA/MPS asked for but not available.
-    """
-    if isinstance(device, torch.device):
-        dev = device
-    else:
-        name = str(device or "auto").strip().lower()
-        if name == "auto":
-            if torch.cuda.is_available():
-                return torch.device("cuda")
-            mps = getattr(torch.backends, "mps", None)
-            if mps is not None and mps.is_available():
-                return torch.device("mps")
-            return torch.device("cpu")
-        try:
-            dev = torch.device(name)
-        except RuntimeError as exc:
-            raise ValueError(
-                f"unknown device {device!r} (use auto, cpu, cuda, cuda:N or mps)"
-            ) from exc
-    if dev.type == "cuda" and not torch.cuda.is_available():
-        raise ValueError("device 'cuda' requested but CUDA is not available; use --device cpu")
-    if dev.type == "mps":
-        mps = getattr(torch.backends, "mps", None)
-        if mps is None or not mps.is_available():
-            raise ValueError("device 'mps' requested but MPS is not available; use --device cpu")
-    if dev.type not in ("cpu", "cuda", "mps"):
-        raise ValueError(f"unsupported device {device!r}")
-    return dev
-
-
-def _is_oom(exc: BaseException) -> bool:
-    oom_type = getattr(torch, "OutOfMemoryError", None) or getattr(
-        torch.cuda, "OutOfMemoryError", None
-    )
-    if oom_type is not None and isinstance(exc, oom_type):
-        return True
-    return isinstance(exc, RuntimeError) and "out of memory" in str(exc).lower()
-
-
-def _cancel_check(cancel) -> Callable[[], bool]:
-    if cancel is None:
-        return lambda: False
-    if isinstance(cancel, threading.Event) or hasattr(cancel, "is_set"):
-        return cancel.is_set
-    if callable(cancel):
-        return lambda: bool(cancel())
-    raise TypeError("cancel must be a threading.Event or a zero-argument callable")
-
-
-def _free_device_memory(device: torch.device) -> None:
-    if device.type == "cuda":
-        torch.cuda.empty_cache()
-    elif device.type == "mps":  # pragma: no cover - macOS only
-        with contextlib.suppress(Exception):
-            torch.mps.empty_cache()
-
-
 # --------------------------------------------------------------------------- RNG state
 def _rng_state(sampler: PatchSampler) -> dict:
     np_state = np.random.get_state()
@@ -475,12 +416,6 @@ def _model_config_dict(model: torch.nn.Module, cfg: TrainConfig) -> dict:
     return model_config(model)
 
 
-def _autocast(device: torch.device, enabled: bool):
-    if enabled and device.type == "cuda":
-        return torch.autocast("cuda", dtype=torch.bfloat16)
-    return contextlib.nullcontext()
-
-
 @torch.no_grad()
 def _validate(
     model: torch.nn.Module,
@@ -582,12 +517,98 @@ def fit(
     FloatingPointError
         The training loss became NaN or infinite.
     """
+    config, saved_cfg, out_path = _start_config(config, out_dir, resume)
+    x_all = _as_volume(input, "input")
+    y_all = _as_volume(target, "target")
+    validate_pair(x_all, y_all, patch=config.patch)
+    _check_resumed_shape(saved_cfg, out_path, x_all.shape)
+    run = _Run(config=config, out_path=out_path, preview=bool(preview))
+    _plan(run, x_all, y_all, preview_index)
+    check_cancel = _cancel_check(cancel)
+
+    # The CPU kernels used here are deterministic for a fixed thread count, so seeded CPU
+    # runs reproduce without the process-wide `torch.use_deterministic_algorithms`
+    # switch, which would also import torch's compiler stack (about a second holding the
+    # GIL: a visible stall when training runs in a napari worker thread).
+    try:
+        _build(run, x_all, y_all)
+        del x_all, y_all
+        if resume:
+            _restore(run)
+        stopped = "completed"
+        if run.bad_epochs >= config.patience and run.epoch > 0:
+            stopped = "early_stopping"
+        while stopped == "completed" and run.epoch < config.epochs:
+            t0 = time.perf_counter()
+            lr = float(run.optimizer.param_groups[0]["lr"])
+            trained = _train_one_epoch(run, check_cancel)
+            if trained is None or check_cancel():
+                stopped = "cancelled"
+                break
+            train_loss, steps = trained
+            run.epoch += 1
+            event = _validate_and_select(run, train_loss, lr, steps)
+            event.seconds = time.perf_counter() - t0
+            run.history.append(event.to_dict())
+            _save_epoch(run, event.improved)
+            yield event
+            if run.bad_epochs >= config.patience:
+                stopped = "early_stopping"
+        return _finish(run, stopped)
+    finally:
+        # drop every device tensor held by the run (a traceback may keep this frame)
+        device = run.device
+        run.release()
+        _free_device_memory(device)
+
+
+@dataclass
+class _Run:
+    """Everything one :func:`fit` call holds, passed between its named steps."""
+
+    config: TrainConfig
+    out_path: Path | None
+    preview: bool
+    device: torch.device = torch.device("cpu")
+    use_amp: bool = False
+    channels_last: bool = False
+    window: IntensityWindow | None = None
+    train_idx: np.ndarray | None = None
+    val_idx: np.ndarray | None = None
+    preview_index: int = 0
+    shape: tuple[int, int, int] = (0, 0, 0)
+    model: Any = None
+    optimizer: Any = None
+    scheduler: Any = None
+    sampler: Any = None
+    loss_fn: Any = None
+    plain_fn: Any = None
+    x_val: Any = None
+    y_val: Any = None
+    preview_x: Any = None
+    keep: int | None = None
+    val_batch: int = 1
+    model_cfg: dict = field(default_factory=dict)
+    history: list = field(default_factory=list)
+    epoch: int = 0
+    best_epoch: int = 0
+    best_val: float = math.inf
+    bad_epochs: int = 0
+    best_state: dict | None = None
+
+    def release(self) -> None:
+        self.model = self.optimizer = self.scheduler = self.sampler = None
+        self.loss_fn = self.plain_fn = self.x_val = self.y_val = self.preview_x = None
+        self.best_state = None
+
+
+def _start_config(config, out_dir, resume) -> tuple[TrainConfig, dict | None, Path | None]:
+    """Step 1: the run's configuration (a copy; the saved one when resuming)."""
     from . import checkpoint as ckpt
-    from .losses import AmplifiedLoss
-    from .model import build_model
 
     config = copy.deepcopy(config) if config is not None else None
     out_path = Path(out_dir) if out_dir is not None else None
+    saved_cfg = None
     if resume:
         if out_path is None:
             raise ValueError("resume=True needs out_dir (the model folder of the stopped run)")
@@ -599,275 +620,248 @@ def fit(
     if config is None:
         config = TrainConfig()
     config.validate()
+    return config, saved_cfg, out_path
 
-    x_all = _as_volume(input, "input")
-    y_all = _as_volume(target, "target")
-    validate_pair(x_all, y_all, patch=config.patch)
-    n, h, w = x_all.shape
-    if resume:
-        saved_shape = saved_cfg.get("data_shape")
-        if saved_shape is not None and [int(v) for v in saved_shape] != [n, h, w]:
-            raise ValueError(
-                f"cannot resume {out_path}: it was trained on data of shape "
-                f"{tuple(saved_shape)}, got {(n, h, w)}"
-            )
-    train_idx, val_idx = split_slices(n, config.val_fraction, config.seed)
+
+def _check_resumed_shape(saved_cfg: dict | None, out_path, shape) -> None:
+    if saved_cfg is None:
+        return
+    saved_shape = saved_cfg.get("data_shape")
+    if saved_shape is not None and [int(v) for v in saved_shape] != list(shape):
+        raise ValueError(
+            f"cannot resume {out_path}: it was trained on data of shape "
+            f"{tuple(saved_shape)}, got {tuple(shape)}"
+        )
+
+
+def _plan(run: _Run, x_all: np.ndarray, y_all: np.ndarray, preview_index) -> None:
+    """Step 2: split, preview slice, intensity window and device."""
+    config = run.config
+    n = x_all.shape[0]
+    run.shape = tuple(int(v) for v in x_all.shape)
+    run.train_idx, run.val_idx = split_slices(n, config.val_fraction, config.seed)
     if preview_index is None:
-        preview_index = int(val_idx[0])
+        preview_index = int(run.val_idx[0])
     if not 0 <= int(preview_index) < n:
         raise ValueError(f"preview_index {preview_index} is out of range for {n} slices")
-    preview_index = int(preview_index)
-    window = config.window
-    if window is None:
-        window = window_from_percentiles(x_all[train_idx], y_all[train_idx])
-        config.window = window
-    device = resolve_device(config.device)
-    use_amp = bool(config.amp) and device.type == "cuda"
-    channels_last = device.type == "cuda"
-    check_cancel = _cancel_check(cancel)
+    run.preview_index = int(preview_index)
+    if config.window is None:
+        config.window = window_from_percentiles(x_all[run.train_idx], y_all[run.train_idx])
+    run.window = config.window
+    run.device = resolve_device(config.device)
+    run.use_amp = bool(config.amp) and run.device.type == "cuda"
+    run.channels_last = run.device.type == "cuda"
 
-    # The CPU kernels used here are deterministic for a fixed thread count, so seeded CPU
-    # runs reproduce without the process-wide `torch.use_deterministic_algorithms`
-    # switch, which would also import torch's compiler stack (about a second holding the
-    # GIL: a visible stall when training runs in a napari worker thread).
 
-    model = optimizer = scheduler = sampler = loss_fn = plain_fn = None
-    x_val = y_val = None
-    best_state = None
+def _build(run: _Run, x_all: np.ndarray, y_all: np.ndarray) -> None:
+    """Step 3: model, loss, optimiser, schedule, patch sampler and validation tensors."""
+    from .losses import AmplifiedLoss
+    from .model import build_model
+
+    config, device = run.config, run.device
+    n, h, w = run.shape
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(config.seed)
+        model = build_model(config.preset, **config.model_kwargs)
+    model = model.to(device)
+    if run.channels_last:
+        model = model.to(memory_format=torch.channels_last)
+    run.model = model
+    run.loss_fn = AmplifiedLoss(config.loss).to(device)
+    run.plain_fn = AmplifiedLoss(config.loss.plain).to(device)
+    run.optimizer = _build_optimizer(model, config)
+    run.scheduler = torch.optim.lr_scheduler.StepLR(
+        run.optimizer, step_size=config.step_size, gamma=config.gamma
+    )
+    # A_S of the full slice (None when S is off), cropped with every patch
+    a_s = run.loss_fn.full_spatial_weight((h, w), device=device)
+    xn = run.window.normalize(x_all)
+    yn = run.window.normalize(y_all)
+    run.sampler = PatchSampler(
+        xn[run.train_idx], yn[run.train_idx], a_s, patch=config.patch,
+        patches_per_slice=config.patches_per_slice, augment=config.augment,
+        seed=config.seed + 1, device=device,
+    )
+    run.x_val = torch.from_numpy(xn[run.val_idx]).to(run.sampler.storage)
+    run.y_val = torch.from_numpy(yn[run.val_idx]).to(run.sampler.storage)
+    run.preview_x = torch.from_numpy(xn[run.preview_index])
+    if run.preview_index in set(run.val_idx.tolist()):
+        run.keep = int(np.searchsorted(run.val_idx, run.preview_index))
+    run.val_batch = max(1, (config.batch_size * config.patch * config.patch) // (h * w))
+    run.model_cfg = {
+        "name": config.loss.name,
+        "preset": config.preset,
+        "model": _model_config_dict(model, config),
+        "loss": config.loss.to_dict(),
+        "window": run.window.to_dict(),
+        "train": config.to_dict(),
+        "split": {"train": run.train_idx.tolist(), "val": run.val_idx.tolist()},
+        "data_shape": [int(n), int(h), int(w)],
+    }
+
+
+def _restore(run: _Run) -> None:
+    """Step 3b: weights, optimiser, schedule, counters and RNG states of a stopped run."""
+    from . import checkpoint as ckpt
+
+    out_path = run.out_path
+    st = ckpt.load_training_state(out_path)
     try:
-        with torch.random.fork_rng(devices=[]):
-            torch.manual_seed(config.seed)
-            model = build_model(config.preset, **config.model_kwargs)
-        model = model.to(device)
-        if channels_last:
-            model = model.to(memory_format=torch.channels_last)
-        loss_fn = AmplifiedLoss(config.loss).to(device)
-        plain_fn = AmplifiedLoss(config.loss.plain).to(device)
-        optimizer = _build_optimizer(model, config)
-        scheduler = torch.optim.lr_scheduler.StepLR(
-            optimizer, step_size=config.step_size, gamma=config.gamma
+        run.model.load_state_dict(st["model"])
+        run.optimizer.load_state_dict(st["optimizer"])
+        run.scheduler.load_state_dict(st["scheduler"])
+        run.epoch = int(st["epoch"])
+        es = st["early_stopping"]
+        run.best_epoch = int(es["best_epoch"])
+        run.best_val = math.inf if es["best_val_loss"] is None else float(es["best_val_loss"])
+        run.bad_epochs = int(es["bad_epochs"])
+        _set_rng_state(st["rng"], run.sampler)
+    except (KeyError, RuntimeError, ValueError, TypeError) as exc:
+        raise ckpt.CheckpointError(f"cannot resume from {out_path}: {exc}") from exc
+    run.history = [rec for rec in ckpt.load_history(out_path)
+                   if int(rec.get("epoch", 0)) <= run.epoch]
+    if run.best_epoch > 0:
+        best_model = ckpt.load_model(out_path, device="cpu").model
+        run.best_state = {k: v.detach().clone() for k, v in best_model.state_dict().items()}
+
+
+def _oom_message(run: _Run) -> str:
+    c = run.config
+    return (f"out of {run.device.type.upper()} memory at batch size {c.batch_size} with "
+            f"{c.patch}x{c.patch} patches (preset {c.preset!r}); try batch size "
+            f"{max(1, c.batch_size // 2)}")
+
+
+def _train_one_epoch(run: _Run, check_cancel) -> tuple[float, int] | None:
+    """Step 4: one epoch of optimiser steps; None when cancelled (within one batch)."""
+    config, device, model = run.config, run.device, run.model
+    model.train()
+    running = torch.zeros((), dtype=torch.float64, device=device)
+    seen = steps = 0
+    for xb, yb, wb in run.sampler.epoch(config.batch_size):
+        if check_cancel():
+            return None
+        if run.channels_last:
+            xb = xb.contiguous(memory_format=torch.channels_last)
+        oom = False
+        try:
+            with _autocast(device, run.use_amp):
+                pred = model(xb)
+            loss = run.loss_fn(pred.float(), yb, wb)
+            run.optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            run.optimizer.step()
+        except Exception as exc:
+            if not _is_oom(exc):
+                raise
+            oom = True
+        if oom:
+            # raised outside the handler: no traceback keeps the activations alive
+            pred = loss = xb = yb = wb = None
+            raise OutOfMemory(_oom_message(run))
+        running += loss.detach().double() * xb.shape[0]
+        seen += xb.shape[0]
+        steps += 1
+    train_loss = float(running.item()) / max(seen, 1)
+    if not math.isfinite(train_loss):
+        lr = float(run.optimizer.param_groups[0]["lr"])
+        raise FloatingPointError(
+            f"training diverged in epoch {run.epoch + 1} (loss {train_loss}); "
+            f"try a smaller learning rate than {lr:g}"
         )
-        # A_S of the full slice (None when S is off), cropped with every patch
-        a_s = loss_fn.full_spatial_weight((h, w), device=device)
-        xn = window.normalize(x_all)
-        yn = window.normalize(y_all)
-        sampler = PatchSampler(
-            xn[train_idx],
-            yn[train_idx],
-            a_s,
-            patch=config.patch,
-            patches_per_slice=config.patches_per_slice,
-            augment=config.augment,
-            seed=config.seed + 1,
-            device=device,
-        )
-        x_val = torch.from_numpy(xn[val_idx]).to(sampler.storage)
-        y_val = torch.from_numpy(yn[val_idx]).to(sampler.storage)
-        preview_x = torch.from_numpy(xn[preview_index])
-        preview_in_val = preview_index in set(val_idx.tolist())
-        keep = int(np.searchsorted(val_idx, preview_index)) if preview_in_val else None
-        del xn, yn
-        val_batch = max(1, (config.batch_size * config.patch * config.patch) // (h * w))
+    run.scheduler.step()
+    return train_loss, steps
 
-        model_cfg = {
-            "name": config.loss.name,
-            "preset": config.preset,
-            "model": _model_config_dict(model, config),
-            "loss": config.loss.to_dict(),
-            "window": window.to_dict(),
-            "train": config.to_dict(),
-            "split": {"train": train_idx.tolist(), "val": val_idx.tolist()},
-            "data_shape": [int(n), int(h), int(w)],
-        }
 
-        history: list[dict] = []
-        start_epoch = 0
-        best_epoch, best_val, bad_epochs = 0, math.inf, 0
-        if resume:
-            st = ckpt.load_training_state(out_path)
-            try:
-                model.load_state_dict(st["model"])
-                optimizer.load_state_dict(st["optimizer"])
-                scheduler.load_state_dict(st["scheduler"])
-                start_epoch = int(st["epoch"])
-                es = st["early_stopping"]
-                best_epoch = int(es["best_epoch"])
-                best_val = math.inf if es["best_val_loss"] is None \
-                    else float(es["best_val_loss"])
-                bad_epochs = int(es["bad_epochs"])
-                _set_rng_state(st["rng"], sampler)
-            except (KeyError, RuntimeError, ValueError, TypeError) as exc:
-                raise ckpt.CheckpointError(f"cannot resume from {out_path}: {exc}") from exc
-            history = [
-                rec for rec in ckpt.load_history(out_path)
-                if int(rec.get("epoch", 0)) <= start_epoch
-            ]
-            if best_epoch > 0:
-                best_model = ckpt.load_model(out_path, device="cpu").model
-                best_state = {k: v.detach().clone() for k, v in best_model.state_dict().items()}
-                del best_model
+def _validate_and_select(run: _Run, train_loss: float, lr: float, steps: int) -> EpochEvent:
+    """Step 5: (re-estimate BatchNorm statistics,) validate, update the best model."""
+    config, device = run.config, run.device
+    if config.bn_recalibrate > 0:
+        recalibrate_batchnorm(run.model, (
+            (xb.contiguous(memory_format=torch.channels_last) if run.channels_last else xb)
+            for xb, _, _ in run.sampler.extra_batches(
+                config.bn_recalibrate, config.batch_size,
+                seed=config.seed * 1_000_003 + run.epoch)))
+    oom = False
+    try:
+        (val_plain, val_amp), kept = _validate(
+            run.model, (run.plain_fn, run.loss_fn), run.x_val, run.y_val, run.val_batch,
+            device, run.use_amp, run.channels_last, run.keep if run.preview else None)
+        if run.preview and run.keep is None:
+            kept = _predict_one(run.model, run.preview_x, device, run.use_amp,
+                                run.channels_last)
+    except Exception as exc:
+        if not _is_oom(exc):
+            raise
+        oom = True
+    if oom:
+        _, h, w = run.shape
+        raise OutOfMemory(
+            f"out of {device.type.upper()} memory validating full {h}x{w} slices "
+            f"(preset {config.preset!r}); try a smaller preset, or the device cpu")
+    val_loss = val_plain if config.select == "plain" else val_amp
+    improved = math.isfinite(val_loss) and val_loss < run.best_val
+    if improved:
+        run.best_val, run.best_epoch, run.bad_epochs = val_loss, run.epoch, 0
+        run.best_state = {k: v.detach().to("cpu", copy=True)
+                          for k, v in run.model.state_dict().items()}
+    else:
+        run.bad_epochs += 1
+    preview = None
+    if run.preview and kept is not None:
+        preview = run.window.denormalize(kept.numpy())
+    return EpochEvent(
+        epoch=run.epoch, epochs=int(config.epochs), train_loss=train_loss,
+        val_loss=float(val_loss), lr=lr, best_epoch=run.best_epoch,
+        best_val_loss=float(run.best_val), improved=bool(improved), seconds=0.0,
+        preview=preview, steps=steps,
+        preview_index=run.preview_index if run.preview else None,
+        val_plain=float(val_plain), val_amplified=float(val_amp),
+    )
 
-        stopped = "completed"
-        if bad_epochs >= config.patience and start_epoch > 0:
-            stopped = "early_stopping"
-        epoch = start_epoch
-        cancelled = False
-        while stopped == "completed" and epoch < config.epochs:
-            epoch += 1
-            t0 = time.perf_counter()
-            lr = float(optimizer.param_groups[0]["lr"])
-            model.train()
-            running = torch.zeros((), dtype=torch.float64, device=device)
-            seen = 0
-            steps = 0
-            for xb, yb, wb in sampler.epoch(config.batch_size):
-                if check_cancel():
-                    cancelled = True
-                    break
-                if channels_last:
-                    xb = xb.contiguous(memory_format=torch.channels_last)
-                oom = None
-                try:
-                    with _autocast(device, use_amp):
-                        pred = model(xb)
-                    loss = loss_fn(pred.float(), yb, wb)
-                    optimizer.zero_grad(set_to_none=True)
-                    loss.backward()
-                    optimizer.step()
-                except Exception as exc:
-                    if not _is_oom(exc):
-                        raise
-                    oom = (
-                        f"out of {device.type.upper()} memory at batch size "
-                        f"{config.batch_size} with {config.patch}x{config.patch} patches "
-                        f"(preset {config.preset!r}); try batch size "
-                        f"{max(1, config.batch_size // 2)}"
-                    )
-                if oom is not None:
-                    # raised outside the handler: no traceback keeps the activations alive
-                    pred = loss = xb = yb = wb = None
-                    raise OutOfMemory(oom)
-                running += loss.detach().double() * xb.shape[0]
-                seen += xb.shape[0]
-                steps += 1
-            if cancelled:
-                epoch -= 1
-                stopped = "cancelled"
-                break
-            train_loss = float(running.item()) / max(seen, 1)
-            if not math.isfinite(train_loss):
-                raise FloatingPointError(
-                    f"training diverged in epoch {epoch} (loss {train_loss}); "
-                    f"try a smaller learning rate than {lr:g}"
-                )
-            scheduler.step()
-            if check_cancel():
-                epoch -= 1
-                stopped = "cancelled"
-                break
-            if config.bn_recalibrate > 0:
-                recalibrate_batchnorm(model, (
-                    (xb.contiguous(memory_format=torch.channels_last) if channels_last else xb)
-                    for xb, _, _ in sampler.extra_batches(
-                        config.bn_recalibrate, config.batch_size,
-                        seed=config.seed * 1_000_003 + epoch)))
-            oom = None
-            try:
-                (val_plain, val_amp), kept = _validate(
-                    model, (plain_fn, loss_fn), x_val, y_val, val_batch, device, use_amp,
-                    channels_last,
-                    keep if preview else None,
-                )
-                if preview and not preview_in_val:
-                    kept = _predict_one(model, preview_x, device, use_amp, channels_last)
-            except Exception as exc:
-                if not _is_oom(exc):
-                    raise
-                oom = (
-                    f"out of {device.type.upper()} memory validating full {h}x{w} slices "
-                    f"(preset {config.preset!r}); try a smaller preset or --device cpu"
-                )
-            if oom is not None:
-                raise OutOfMemory(oom)
-            val_loss = val_plain if config.select == "plain" else val_amp
-            improved = math.isfinite(val_loss) and val_loss < best_val
-            if improved:
-                best_val, best_epoch, bad_epochs = val_loss, epoch, 0
-                best_state = {
-                    k: v.detach().to("cpu", copy=True) for k, v in model.state_dict().items()
-                }
-            else:
-                bad_epochs += 1
-            event = EpochEvent(
-                epoch=epoch,
-                epochs=int(config.epochs),
-                train_loss=train_loss,
-                val_loss=float(val_loss),
-                lr=lr,
-                best_epoch=best_epoch,
-                best_val_loss=float(best_val),
-                improved=bool(improved),
-                seconds=time.perf_counter() - t0,
-                preview=(
-                    window.denormalize(kept.numpy()) if (preview and kept is not None) else None
-                ),
-                steps=steps,
-                preview_index=preview_index if preview else None,
-                val_plain=float(val_plain),
-                val_amplified=float(val_amp),
-            )
-            history.append(event.to_dict())
-            if out_path is not None:
-                model_cfg["best_epoch"] = best_epoch
-                model_cfg["best_val_loss"] = best_val
-                model_cfg["epochs_run"] = epoch
-                if improved:
-                    ckpt.save_checkpoint(out_path, model, model_cfg, history)
-                else:
-                    ckpt.write_history(out_path, history)
-                ckpt.save_training_state(
-                    out_path,
-                    {
-                        "epoch": epoch,
-                        "model": model.state_dict(),
-                        "optimizer": optimizer.state_dict(),
-                        "scheduler": scheduler.state_dict(),
-                        "early_stopping": {
-                            "best_epoch": best_epoch,
-                            "best_val_loss": best_val,
-                            "bad_epochs": bad_epochs,
-                        },
-                        "rng": _rng_state(sampler),
-                    },
-                )
-            yield event
-            if bad_epochs >= config.patience:
-                stopped = "early_stopping"
 
-        if out_path is not None and stopped != "cancelled" and not config.keep_state:
-            ckpt.delete_training_state(out_path)
-        best_model = None
-        if best_state is not None:
-            model.load_state_dict(best_state)
-            best_model = model.to("cpu", memory_format=torch.contiguous_format).eval()
-        model_cfg["best_epoch"] = best_epoch
-        model_cfg["best_val_loss"] = best_val
-        return FitResult(
-            model_dir=out_path if (out_path is not None and best_epoch > 0) else None,
-            best_epoch=best_epoch,
-            best_val_loss=float(best_val),
-            epochs_run=epoch,
-            stopped=stopped,
-            history=history,
-            model=best_model,
-            window=window,
-            config=model_cfg,
-        )
-    finally:
-        # drop every device tensor held by this frame (a traceback may keep the frame)
-        model = optimizer = scheduler = sampler = loss_fn = plain_fn = x_val = y_val = None
-        best_state = pred = loss = xb = yb = wb = a_s = kept = running = None
-        _free_device_memory(device)
+def _save_epoch(run: _Run, improved: bool) -> None:
+    """Step 6: best checkpoint (when improved), history and the resume state."""
+    from . import checkpoint as ckpt
+
+    if run.out_path is None:
+        return
+    run.model_cfg["best_epoch"] = run.best_epoch
+    run.model_cfg["best_val_loss"] = run.best_val
+    run.model_cfg["epochs_run"] = run.epoch
+    if improved:
+        ckpt.save_checkpoint(run.out_path, run.model, run.model_cfg, run.history)
+    else:
+        ckpt.write_history(run.out_path, run.history)
+    ckpt.save_training_state(run.out_path, {
+        "epoch": run.epoch,
+        "model": run.model.state_dict(),
+        "optimizer": run.optimizer.state_dict(),
+        "scheduler": run.scheduler.state_dict(),
+        "early_stopping": {"best_epoch": run.best_epoch, "best_val_loss": run.best_val,
+                           "bad_epochs": run.bad_epochs},
+        "rng": _rng_state(run.sampler),
+    })
+
+
+def _finish(run: _Run, stopped: str) -> FitResult:
+    """Step 7: drop the resume state if asked, and return the best model."""
+    from . import checkpoint as ckpt
+
+    if run.out_path is not None and stopped != "cancelled" and not run.config.keep_state:
+        ckpt.delete_training_state(run.out_path)
+    best_model = None
+    if run.best_state is not None:
+        run.model.load_state_dict(run.best_state)
+        best_model = run.model.to("cpu", memory_format=torch.contiguous_format).eval()
+    run.model_cfg["best_epoch"] = run.best_epoch
+    run.model_cfg["best_val_loss"] = run.best_val
+    return FitResult(
+        model_dir=run.out_path if (run.out_path is not None and run.best_epoch > 0) else None,
+        best_epoch=run.best_epoch, best_val_loss=float(run.best_val), epochs_run=run.epoch,
+        stopped=stopped, history=run.history, model=best_model, window=run.window,
+        config=run.model_cfg,
+    )
 
 
 #: The recipe used when none is named.
@@ -892,7 +886,7 @@ RECIPE_NOTES: dict[str, str] = {
 }
 
 
-def recipe_config(name: str = "paper", **overrides) -> TrainConfig:
+def recipe_config(name: str = DEFAULT_RECIPE, **overrides) -> TrainConfig:
     """A :class:`TrainConfig` of recipe ``name`` with ``overrides`` applied on top."""
     if name not in RECIPES:
         raise ValueError(f"unknown recipe {name!r}; choose from {sorted(RECIPES)}")

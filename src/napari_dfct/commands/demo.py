@@ -22,7 +22,7 @@ ORDER = 5
 
 
 def register(parser: argparse.ArgumentParser) -> None:
-    from .grid import HelpFormatter
+    from ._help import HelpFormatter
 
     parser.formatter_class = HelpFormatter
     parser.add_argument("--out", default=None,

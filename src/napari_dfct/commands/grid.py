@@ -5,9 +5,10 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
+from ._help import HelpFormatter
 from ._training import add_training_arguments, train_config_from_args
 
-__all__ = ["add_training_arguments", "register", "run", "simulate_pair",
+__all__ = ["HelpFormatter", "add_training_arguments", "register", "run", "simulate_pair",
            "train_config_from_args"]
 
 NAME = "grid"
@@ -62,15 +63,6 @@ def add_executor_arguments(parser: argparse.ArgumentParser) -> None:
                         "redone; younger ones are left to the process training them")
     g.add_argument("--no-wait", dest="wait", action="store_false",
                    help="submit and return (then `dfct grid-report OUT` when the jobs are done)")
-
-
-class HelpFormatter(argparse.RawDescriptionHelpFormatter, argparse.ArgumentDefaultsHelpFormatter):
-    """Keeps the description's layout (examples); shows defaults except None and flags."""
-
-    def _get_help_string(self, action):
-        if action.default is None or isinstance(action.default, bool) or action.default == []:
-            return action.help
-        return super()._get_help_string(action)
 
 
 def register(parser: argparse.ArgumentParser) -> None:

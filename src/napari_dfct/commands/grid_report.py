@@ -20,7 +20,7 @@ ORDER = 55
 
 
 def register(parser: argparse.ArgumentParser) -> None:
-    from .grid import HelpFormatter
+    from ._help import HelpFormatter
 
     parser.formatter_class = HelpFormatter
     parser.add_argument("out", metavar="OUT", help="grid folder (made by `dfct grid`)")

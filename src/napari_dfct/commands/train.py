@@ -37,7 +37,7 @@ ORDER = 20
 def register(parser: argparse.ArgumentParser) -> None:
     """Add the ``dfct train`` arguments."""
     from ._training import add_training_arguments, recipe_help
-    from .grid import HelpFormatter
+    from ._help import HelpFormatter
 
     parser.formatter_class = HelpFormatter
     parser.description = DESCRIPTION.format(recipes=recipe_help())
