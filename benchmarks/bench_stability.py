@@ -181,6 +181,7 @@ def run_one(job: dict) -> dict:
         "recipe": job["recipe"], "config": job["config"], "seed": job["seed"],
         "set": job["set"], "val_loss": val,
         "val_plain": [h.get("val_plain") for h in res.history],
+        "val_amplified": [h.get("val_amplified") for h in res.history],
         "spike_ratio": spike_ratio(val),
         "spike_ratio_plain": spike_ratio([h.get("val_plain", h["val_loss"])
                                           for h in res.history]),
@@ -198,6 +199,32 @@ def _summary(rows: list[dict], key: str) -> str:
            f"min {min(vals):.3g}, max {max(vals):.3g}"
 
 
+def report(files: list[str]) -> int:
+    """Per (file, recipe, configuration): runs, spike ratio (worst, runs over 3), first
+    spike epoch, test CNR and PSNR (median, sd, range) -- a Markdown table."""
+    print("| runs | recipe / change | configuration | n | worst spike ratio | runs > 3 | "
+          "test CNR median (sd) [min, max] | test PSNR median (sd) |")
+    print("| --- | --- | --- | ---: | ---: | ---: | --- | --- |")
+    for f in files:
+        rows = [json.loads(line) for line in open(f) if line.strip()]
+        keys = list(dict.fromkeys((r["recipe"], json.dumps(r["set"]), r["config"])
+                                  for r in rows))
+        for recipe, sets, config in keys:
+            sel = [r for r in rows if (r["recipe"], json.dumps(r["set"]), r["config"])
+                   == (recipe, sets, config)]
+            ratios = [r["spike_ratio"] for r in sel]
+            cnr = [r["cnr"] for r in sel]
+            psnr = [r["psnr"] for r in sel]
+            change = recipe + (" " + ", ".join(f"{k}={v}" for k, v in json.loads(sets).items())
+                               if json.loads(sets) else "")
+            print(f"| {Path(f).name} | {change} | {config} | {len(sel)} | {max(ratios):.3g} | "
+                  f"{sum(x > 3 for x in ratios)} | {statistics.median(cnr):.2f} "
+                  f"({statistics.stdev(cnr) if len(cnr) > 1 else float('nan'):.2f}) "
+                  f"[{min(cnr):.2f}, {max(cnr):.2f}] | {statistics.median(psnr):.2f} "
+                  f"({statistics.stdev(psnr) if len(psnr) > 1 else float('nan'):.2f}) |")
+    return 0
+
+
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--recipe", default="paper,stable", help="comma list: paper, stable")
@@ -209,7 +236,11 @@ def main(argv=None) -> int:
     p.add_argument("--jobs", type=int, default=2, help="parallel runs (1 torch thread each)")
     p.add_argument("--data", default=".bench-stability-data")
     p.add_argument("--out", default=None, help="append one JSON line per run")
+    p.add_argument("--report", nargs="+", metavar="JSONL", default=None,
+                   help="summarise earlier --out files instead of training")
     args = p.parse_args(argv)
+    if args.report:
+        return report(args.report)
 
     sets = dict(s.split("=", 1) for s in args.set)
     jobs = [{"recipe": r, "config": c, "seed": s, "set": sets, "diagnose": args.diagnose,
