@@ -10,9 +10,11 @@
 """
 
 from .demo import run_demo
-from .grid import (EXECUTORS, GridRunError, SlurmOptions, grid_status, make_configs, measure_slice,
-                   prepare_grid, read_log, run_grid, run_one)
+from .executors import EXECUTORS, GridRunError, SlurmOptions, run_grid
+from .layout import grid_status, make_configs, prepare_grid, read_log
 from .report import collect_runs, grid_report, paper_table, representative_seed, summarize
+from .run import run_one
+from .scoring import measure_slice
 
 __all__ = [
     "EXECUTORS",

@@ -114,9 +114,8 @@ def run_demo(out_dir: str | os.PathLike = "dfct-demo", *, seeds: int | None = No
         std and n of CNR, FWHM, PSNR and SSIM (PSNR/SSIM against the truth).
     """
     from ..train import TrainConfig
-    from .grid import run_grid
-    from .report import _comparison_tables, comparison_rows, grid_report, summarize
-    from .report import collect_runs
+    from .executors import run_grid
+    from .report import _comparison_tables, collect_runs, comparison_rows, grid_report, summarize
 
     t_start = time.perf_counter()
     say = print_fn or (lambda m: print(m, file=sys.stderr))

@@ -23,8 +23,8 @@ from typing import Any
 import numpy as np
 
 from ._util import atomic_write_text, read_json, to_float
-from .grid import (GRID_FILE, METRICS_FILE, PREDICTION_FILE, REFERENCE_FILE, RUNS_DIR,
-                   TEST_SLICE_DIR, grid_status)
+from .layout import (GRID_FILE, METRICS_FILE, PREDICTION_FILE, REFERENCE_FILE, RUNS_DIR,
+                     TEST_SLICE_DIR, grid_status)
 
 __all__ = [
     "METRICS",

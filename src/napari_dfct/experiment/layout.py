@@ -1,0 +1,634 @@
+"""The layout of a grid folder: configurations, data, settings, status and log.
+
+Layout of a grid folder ``OUT``::
+
+    OUT/grid.json                   settings shared by every run (data, ROIs, training options)
+    OUT/grid-log.jsonl              one line per event (trained, skipped, failed, moved aside)
+    OUT/test-slice/                 the test slice: input.tif, target.tif (truth.tif), 2-D float32
+    OUT/reference.json              metrics of input / target / truth on the test slice
+    OUT/runs/<config>/seed-<k>/     one run: spec.json, model/ (checkpoint), prediction.tif,
+                                    metrics.json (written atomically LAST: the completion marker)
+    OUT/report/                     tables and figures (:func:`napari_dfct.experiment.grid_report`)
+
+:func:`prepare_grid` resolves the training and test data, the ROIs and the loss
+configurations (:func:`make_configs`, :func:`add_controls`), writes ``grid.json``, the test
+slice and ``reference.json``, and returns one JSON-able spec per run for
+:func:`napari_dfct.experiment.run.run_one`. :func:`grid_status` and :func:`queued_runs`
+tell which runs are done, incomplete, missing or still queued in Slurm; :func:`read_log`
+reads the event log.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+from collections.abc import Iterable, Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from ._util import atomic_write_json, json_safe, read_json, timestamp
+from .scoring import measure_slice
+
+__all__ = [
+    "GRID_FILE",
+    "LOG_FILE",
+    "METRICS_FILE",
+    "PREDICTION_FILE",
+    "REFERENCE_FILE",
+    "RUNNING_FILE",
+    "RUNS_DIR",
+    "TEST_SLICE_DIR",
+    "add_controls",
+    "fingerprint",
+    "grid_status",
+    "make_configs",
+    "prepare_grid",
+    "queued_runs",
+    "read_log",
+]
+
+GRID_FILE = "grid.json"
+LOG_FILE = "grid-log.jsonl"
+REFERENCE_FILE = "reference.json"
+METRICS_FILE = "metrics.json"
+PREDICTION_FILE = "prediction.tif"
+RUNNING_FILE = "running.json"
+TEST_SLICE_DIR = "test-slice"
+RUNS_DIR = "runs"
+
+#: Training options that belong to one run rather than to the grid (never compared).
+_PER_RUN_KEYS = ("loss", "seed", "device", "keep_state")
+
+
+# --------------------------------------------------------------------------- configurations
+def make_configs(
+    losses: Sequence[str] = ("l1", "l2"),
+    schemes: Sequence[str] = ("none", "S", "F", "S+F", "F+S"),
+    profiles: Sequence[str] = ("linear", "nonlinear"),
+    *,
+    mode: str = "paper",
+    normalize: bool = False,
+    names: Sequence[str] | None = None,
+) -> list:
+    """The loss configurations of a grid (:class:`napari_dfct.losses.LossConfig`).
+
+    Parameters
+    ----------
+    losses, schemes, profiles : sequence of str
+        Passed to :func:`napari_dfct.losses.paper_configs` (the baseline appears once per
+        loss, so the defaults give the paper's 18 configurations).
+    mode : {"paper", "spectral"}
+        Frequency-weighting mode, applied to every configuration.
+    normalize : bool
+        Rescale the amplification weights to mean 1.
+    names : sequence of str, optional
+        Explicit configuration names (``"l2"``, ``"l2+s+f-nonlinear"``); when given, they
+        replace the product of ``losses``, ``schemes`` and ``profiles``.
+
+    Returns
+    -------
+    list of LossConfig
+        Without duplicates, in grid order.
+    """
+    from ..losses import LossConfig, paper_configs
+
+    if names:
+        configs = [LossConfig.from_name(str(n).strip(), mode=mode, normalize=normalize)
+                   for n in names]
+    else:
+        schemes = [_canonical_scheme(s) for s in schemes]
+        configs = paper_configs(losses=tuple(str(x).strip().lower() for x in losses),
+                                schemes=tuple(schemes),
+                                profiles=tuple(str(p).strip().lower() for p in profiles),
+                                mode=mode, normalize=normalize)
+    out, seen = [], set()
+    for c in configs:
+        if c.name not in seen:
+            seen.add(c.name)
+            out.append(c)
+    if not out:
+        raise ValueError("the selection gives no loss configuration")
+    return out
+
+
+def add_controls(configs: Sequence, shape: Sequence[int], patch: int | None
+                 ) -> tuple[list, dict[str, str]]:
+    """Append each amplified configuration's scale-matched control to ``configs``.
+
+    The control is the plain loss times the configuration's effective loss scale on
+    ``patch``-sized patches of ``shape`` slices
+    (:func:`napari_dfct.losses.scale_matched_control`, e.g. ``l2@1.47``), placed right after
+    the first configuration it controls for. Returns the new list and ``{configuration:
+    control}`` for every configuration that has one.
+    """
+    from ..losses import scale_matched_control
+
+    h, w = int(shape[0]), int(shape[1])
+    p = min(int(patch), h, w) if patch else None
+    names = {c.name for c in configs}
+    out, control_of = [], {}
+    for c in configs:
+        out.append(c)
+        ctrl = scale_matched_control(c, (h, w), p)
+        if ctrl is None:
+            continue
+        control_of[c.name] = ctrl.name
+        if ctrl.name not in names:
+            names.add(ctrl.name)
+            out.append(ctrl)
+    return out, control_of
+
+
+def _volume_shape(path: str | os.PathLike) -> tuple[int, ...]:
+    from ..io import read_volume
+
+    data, _ = read_volume(path)
+    return tuple(np.shape(data))
+
+
+def _canonical_scheme(s: str) -> str:
+    key = str(s).strip().upper().replace(" ", "")
+    table = {"NONE": "none", "BASELINE": "none", "S": "S", "F": "F", "S+F": "S+F", "SF": "S+F",
+             "F+S": "F+S", "FS": "F+S"}
+    if key not in table:
+        raise ValueError(f"unknown amplification scheme {s!r}: use none, S, F, S+F or F+S")
+    return table[key]
+
+
+# --------------------------------------------------------------------------- data resolution
+_SUFFIXES = (".tif", ".tiff", ".npy")
+
+
+def _find_file(folder: Path, stem: str, required: bool = True) -> Path | None:
+    for suffix in _SUFFIXES:
+        p = folder / f"{stem}{suffix}"
+        if p.is_file():
+            return p
+    if required:
+        raise ValueError(f"{folder} has no {stem}.tif (expected a `dfct simulate` folder)")
+    return None
+
+
+def _is_pair_of_arrays(obj: Any) -> bool:
+    return isinstance(obj, (tuple, list)) and len(obj) in (2, 3) and all(
+        isinstance(a, np.ndarray) for a in obj
+    )
+
+
+def _save_array(path: Path, data: np.ndarray) -> Path:
+    """Save ``data`` to ``path`` unless the file exists: equal content is reused, other
+    content is refused (never overwritten)."""
+    from ..io import write_volume
+
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.stem}-{os.getpid()}-{time.monotonic_ns()}{path.suffix}")
+    write_volume(tmp, np.asarray(data, dtype=np.float32))
+    if path.exists():
+        same = fingerprint(tmp) == fingerprint(path)
+        tmp.unlink()
+        if not same:
+            raise ValueError(f"{path} holds other data; use another output folder")
+        return path
+    os.replace(tmp, path)
+    return path
+
+
+def _resolve_train(train: Any, out_dir: Path) -> dict:
+    """Paths of the training input and target volumes (arrays are saved under OUT/data)."""
+    if hasattr(train, "input") and hasattr(train, "target") and not isinstance(train, (str, Path)):
+        train = (np.asarray(train.input), np.asarray(train.target))
+    if _is_pair_of_arrays(train):
+        folder = out_dir / "data" / "train"
+        _save_array(folder / "input.tif", train[0])
+        _save_array(folder / "target.tif", train[1])
+        train = folder
+    if isinstance(train, (str, os.PathLike)):
+        folder = Path(train)
+        if not folder.is_dir():
+            raise ValueError(f"training data folder {folder} does not exist")
+        return {"input": str(_find_file(folder, "input").resolve()),
+                "target": str(_find_file(folder, "target").resolve())}
+    if isinstance(train, dict):
+        paths = {k: Path(train[k]) for k in ("input", "target")}
+    elif isinstance(train, (tuple, list)) and len(train) == 2:
+        paths = {"input": Path(train[0]), "target": Path(train[1])}
+    else:
+        raise ValueError("train must be a folder, (input, target) paths or (input, target) arrays")
+    for k, p in paths.items():
+        if not p.is_file():
+            raise ValueError(f"training {k} file {p} does not exist")
+    return {k: str(p.resolve()) for k, p in paths.items()}
+
+
+def _resolve_test(test: Any, out_dir: Path) -> dict:
+    """Paths of the test volumes (input, target, optional truth) and the test meta.json."""
+    meta = None
+    if hasattr(test, "input") and hasattr(test, "target") and not isinstance(test, (str, Path)):
+        meta = dict(getattr(test, "meta", None) or {})
+        arrays = {"input": test.input, "target": test.target,
+                  "truth": getattr(test, "truth", None)}
+        folder = out_dir / "data" / "test"
+        for k, a in arrays.items():
+            if a is not None:
+                _save_array(folder / f"{k}.tif", a)
+        if meta:
+            meta_path = folder / "meta.json"
+            if meta_path.is_file() and read_json(meta_path) != json_safe(meta):
+                raise ValueError(f"{meta_path} holds another test set; use another output "
+                                 "folder")
+            atomic_write_json(meta_path, meta)
+        test = folder
+    if isinstance(test, (str, os.PathLike)):
+        folder = Path(test)
+        if not folder.is_dir():
+            raise ValueError(f"test data folder {folder} does not exist")
+        out = {"input": _find_file(folder, "input"), "target": _find_file(folder, "target"),
+               "truth": _find_file(folder, "truth", required=False)}
+        meta_path = folder / "meta.json"
+        out["meta"] = read_json(meta_path) if meta_path.is_file() else None
+    elif isinstance(test, dict):
+        out = {k: (Path(test[k]) if test.get(k) else None) for k in ("input", "target", "truth")}
+        if out["input"] is None or out["target"] is None:
+            raise ValueError("the test set needs an input and a target")
+        meta = test.get("meta")
+        if isinstance(meta, (str, os.PathLike)):
+            meta = read_json(meta)
+        out["meta"] = meta
+    else:
+        raise ValueError("test must be a folder or a dict of input/target/truth paths")
+    for k in ("input", "target", "truth"):
+        if out[k] is not None:
+            if not Path(out[k]).is_file():
+                raise ValueError(f"test {k} file {out[k]} does not exist")
+            out[k] = str(Path(out[k]).resolve())
+    return out
+
+
+def _resolve_roi(meta: dict | None, roi: dict | None, n_slices: int) -> dict:
+    """Merge the ROIs/line/slice of the test ``meta.json`` with explicit options."""
+    from ._util import parse_line, parse_point
+
+    meta = dict(meta or {})
+    roi = {k: v for k, v in dict(roi or {}).items() if v is not None}
+    signal = roi.get("signal_center", meta.get("signal_center"))
+    background = roi.get("background_center", meta.get("background_center"))
+    if signal is None or background is None:
+        raise ValueError(
+            "the test set has no ROIs: give the signal and background ROI centres "
+            "(--signal R,C --background R,C) or use a test folder with a meta.json"
+        )
+    signal, background = parse_point(signal), parse_point(background)
+    line = roi.get("line")
+    if line is None:
+        # an explicit ROI moves the default line with it (the convention: signal -> background)
+        line = meta.get("line") if "signal_center" not in roi and "background_center" not in roi \
+            else None
+    line = parse_line(line) if line is not None else [list(signal), list(background)]
+    size = int(roi.get("roi_size", meta.get("roi_size", 30)))
+    if size < 2:
+        raise ValueError(f"ROI size must be at least 2 pixels, got {size}")
+    z = roi.get("slice", meta.get("slice"))
+    z = n_slices // 2 if z is None else int(z)
+    if not -n_slices <= z < n_slices:
+        raise ValueError(f"test slice {z} is outside the test volume ({n_slices} slices)")
+    z = z % n_slices
+    return {"signal_center": signal, "background_center": background, "line": line,
+            "roi_size": size, "slice": z}
+
+
+def _to_slice(vol: np.ndarray, z: int) -> np.ndarray:
+    vol = np.asarray(vol, dtype=np.float32)
+    if vol.ndim == 2:
+        return vol
+    if vol.ndim != 3:
+        raise ValueError(f"expected a 2-D or 3-D test image, got shape {vol.shape}")
+    return np.ascontiguousarray(vol[z])
+
+
+def _read_slice(path: str | None) -> np.ndarray | None:
+    if not path:
+        return None
+    from ..io import read_volume
+
+    data, _ = read_volume(path)
+    return np.asarray(data, dtype=np.float32)
+
+
+# --------------------------------------------------------------------------- run folders
+def _move_aside(run_dir: Path) -> Path:
+    """Rename an incomplete run folder to ``<name>.incomplete-<timestamp>`` (never delete)."""
+    base = run_dir.with_name(f"{run_dir.name}.incomplete-{timestamp()}")
+    dest, k = base, 1
+    while dest.exists():
+        dest = base.with_name(f"{base.name}-{k}")
+        k += 1
+    os.replace(run_dir, dest)
+    return dest
+
+
+# --------------------------------------------------------------------------- grid settings
+def _train_dict(train_config: Any) -> dict:
+    from ..train import TrainConfig
+
+    if train_config is None:
+        train_config = TrainConfig()
+    elif isinstance(train_config, dict):
+        train_config = TrainConfig.from_dict(train_config)
+    d = dict(train_config.to_dict())
+    return json_safe(d)
+
+
+def _comparable(settings: dict) -> dict:
+    # the data are compared by content (a moved data folder is still the same data)
+    keys = ("data", "roi", "train")
+    return {k: settings.get(k) for k in keys}
+
+
+def fingerprint(path: str | os.PathLike, chunk: int = 1 << 20) -> dict:
+    """Size and SHA-256 of a file (of its first and last 64 MiB beyond 1 GiB)."""
+    import hashlib
+
+    path = Path(path)
+    size = path.stat().st_size
+    h = hashlib.sha256()
+    with open(path, "rb") as fh:
+        if size <= (1 << 30):
+            for block in iter(lambda: fh.read(chunk), b""):
+                h.update(block)
+        else:  # pragma: no cover - large files
+            h.update(fh.read(64 << 20))
+            fh.seek(size - (64 << 20))
+            h.update(fh.read(64 << 20))
+    return {"bytes": size, "sha256": h.hexdigest()}
+
+
+def prepare_grid(train: Any, test: Any, out_dir: str | os.PathLike,
+                 configs: Iterable | None = None, seeds: Iterable[int] | str = (0,),
+                 train_config: Any = None, *,
+                 roi: dict | None = None, device: str | None = None, keep_state: bool = False,
+                 resume: bool = False, controls: bool = False) -> tuple[dict, list[dict]]:
+    """Write the grid's settings and test slice, and return them with one spec per run.
+
+    Creates ``OUT/grid.json``, ``OUT/test-slice/*.tif`` and ``OUT/reference.json``. A grid
+    folder made earlier with other data, ROIs or training options is refused
+    (``ValueError``): results of different settings are never mixed. New configurations
+    and seeds are added to an existing grid.
+
+    Parameters
+    ----------
+    train, test, out_dir, configs, seeds, train_config, roi, device
+        See :func:`run_grid`.
+    keep_state : bool
+        Keep each run's resume files (optimizer state) after it finished.
+    resume : bool
+        Let each run resume an interrupted attempt that saved a training state.
+    controls : bool
+        Add each amplified configuration's scale-matched control (see :func:`add_controls`).
+
+    Returns
+    -------
+    settings : dict
+        The content of ``grid.json``.
+    specs : list of dict
+        One spec per (configuration, seed), in grid order, for :func:`run_one`.
+    """
+    from ..losses import LossConfig
+    from ._util import parse_seeds
+
+    out_dir = Path(out_dir).resolve()
+    out_dir.mkdir(parents=True, exist_ok=True)
+    if configs is None:
+        configs = make_configs()
+    configs = [LossConfig.from_name(c) if isinstance(c, str)
+               else (LossConfig.from_dict(c) if isinstance(c, dict) else c) for c in configs]
+    seeds = parse_seeds(seeds)
+    train_data = _resolve_train(train, out_dir)
+    test_paths = _resolve_test(test, out_dir)
+    tdict = _train_dict(train_config)
+    run_device = device or tdict.get("device") or "auto"
+    control_of: dict[str, str] = {}
+    if controls:
+        configs, control_of = add_controls(configs, _volume_shape(train_data["input"])[-2:],
+                                           tdict.get("patch"))
+    for k in _PER_RUN_KEYS:
+        tdict.pop(k, None)
+
+    roi, slices = _test_slices(test_paths, roi)
+    settings = {
+        "format": "napari-dfct-grid/1",
+        "train_data": train_data,
+        "test": {k: test_paths[k] for k in ("input", "target", "truth")},
+        "data": {
+            **{f"train_{k}": fingerprint(v) for k, v in train_data.items()},
+            **{f"test_{k}": fingerprint(test_paths[k]) if test_paths[k] else None
+               for k in ("input", "target", "truth")},
+        },
+        "roi": roi,
+        "train": tdict,
+        "device": run_device,
+        "configs": {c.name: json_safe(c.to_dict()) for c in configs},
+        "controls": control_of,
+        "seeds": seeds,
+    }
+    grid_file = out_dir / GRID_FILE
+    if grid_file.is_file():
+        _merge_settings(settings, read_json(grid_file), out_dir)
+    settings.setdefault("created", time.strftime("%Y-%m-%dT%H:%M:%S"))
+    settings["updated"] = time.strftime("%Y-%m-%dT%H:%M:%S")
+
+    slice_paths = _write_test_slice(out_dir, slices, roi)
+    atomic_write_json(grid_file, settings)
+
+    specs = []
+    for c in configs:
+        for s in seeds:
+            specs.append({
+                "name": c.name,
+                "seed": int(s),
+                "run_dir": str(out_dir / RUNS_DIR / c.name / f"seed-{s}"),
+                "loss": json_safe(c.to_dict()),
+                "train": tdict,
+                "device": run_device,
+                "threads": None,
+                "keep_state": bool(keep_state),
+                "resume": bool(resume),
+                "train_data": train_data,
+                "test_slice": {k: slice_paths.get(k) for k in ("input", "target", "truth")},
+                "roi": roi,
+            })
+    return settings, specs
+
+
+def _test_slices(test_paths: dict, roi: dict | None) -> tuple[dict, dict]:
+    """The resolved ROIs and the 2-D test slices (input, target, truth) they refer to."""
+    test_in = _read_slice(test_paths["input"])
+    n_slices = 1 if test_in.ndim == 2 else test_in.shape[0]
+    roi = _resolve_roi(test_paths.get("meta"), roi, n_slices)
+    z = roi["slice"]
+    slices = {"input": _to_slice(test_in, z)}
+    for k in ("target", "truth"):
+        if test_paths[k]:
+            slices[k] = _to_slice(_read_slice(test_paths[k]), z)
+            if slices[k].shape != slices["input"].shape:
+                raise ValueError(f"test {k} slice has shape {slices[k].shape}, the input "
+                                 f"{slices['input'].shape}")
+    return roi, slices
+
+
+def _merge_settings(settings: dict, old: dict, out_dir: Path) -> None:
+    """Merge the ``grid.json`` of an earlier start (``old``) into ``settings``.
+
+    Refuses (``ValueError``) other data, ROIs or training options, and a configuration
+    name with other loss settings; adds the earlier configurations, controls and seeds and
+    keeps the creation time.
+    """
+    a, b = _comparable(json_safe(old)), _comparable(json_safe(settings))
+    diff = [k for k in a
+            if json.dumps(a[k], sort_keys=True) != json.dumps(b[k], sort_keys=True)]
+    if diff:
+        raise ValueError(
+            f"{out_dir} holds a grid made with other settings ({', '.join(diff)} differ); "
+            "use another output folder to keep results of different settings apart"
+        )
+    merged = dict(old.get("configs", {}))
+    for name, d in settings["configs"].items():
+        if name in merged and json.dumps(merged[name], sort_keys=True) != json.dumps(
+                d, sort_keys=True):
+            raise ValueError(f"{out_dir} already has a configuration {name!r} with other "
+                             "loss settings (mode/normalisation); use another output folder")
+        merged[name] = d
+    settings["configs"] = merged
+    settings["controls"] = {**old.get("controls", {}), **settings["controls"]}
+    settings["seeds"] = list(dict.fromkeys(list(old.get("seeds", [])) + settings["seeds"]))
+    settings["created"] = old.get("created")
+
+
+def _write_test_slice(out_dir: Path, slices: dict, roi: dict) -> dict:
+    """Write ``OUT/test-slice/*.tif`` and ``OUT/reference.json``; return the slice paths."""
+    from ..io import write_volume
+
+    slice_dir = out_dir / TEST_SLICE_DIR
+    slice_dir.mkdir(exist_ok=True)
+    slice_paths = {}
+    for k, img in slices.items():
+        slice_paths[k] = str(write_volume(slice_dir / f"{k}.tif", img))
+    reference = {"slice": roi["slice"], "roi": roi}
+    for k, img in slices.items():
+        reference[k] = measure_slice(img, roi, truth=slices.get("truth"),
+                                     target=slices.get("target"))
+    atomic_write_json(out_dir / REFERENCE_FILE, reference)
+    return slice_paths
+
+
+def grid_status(out_dir: str | os.PathLike) -> dict:
+    """Which runs of a grid are done, incomplete (folder without metrics.json) or missing.
+
+    Returns
+    -------
+    dict
+        ``{"done": [(name, seed)], "incomplete": [...], "missing": [...],
+        "aside": [paths of moved-aside attempts]}`` for the configurations and seeds listed
+        in ``grid.json``, plus any finished run found on disk.
+    """
+    out_dir = Path(out_dir)
+    settings = read_json(out_dir / GRID_FILE)
+    status = {"done": [], "incomplete": [], "missing": [], "aside": []}
+    expected = [(n, int(s)) for n in settings.get("configs", {})
+                for s in settings.get("seeds", [])]
+    runs = out_dir / RUNS_DIR
+    found = set()
+    if runs.is_dir():
+        for cdir in sorted(p for p in runs.iterdir() if p.is_dir()):
+            for rdir in sorted(p for p in cdir.iterdir() if p.is_dir()):
+                if ".incomplete-" in rdir.name:
+                    status["aside"].append(str(rdir))
+                    continue
+                if not rdir.name.startswith("seed-"):
+                    continue
+                try:
+                    seed = int(rdir.name[5:])
+                except ValueError:
+                    continue
+                found.add((cdir.name, seed))
+                key = "done" if (rdir / METRICS_FILE).is_file() else "incomplete"
+                status[key].append((cdir.name, seed))
+    status["missing"] = [k for k in expected if k not in found]
+    return status
+
+
+_ACTIVE_SLURM_STATES = {"PENDING", "RUNNING", "REQUEUED", "CONFIGURING", "COMPLETING",
+                        "SUSPENDED", "RESIZING", "READY", "REQUEUE_HOLD", "REQUEUE_FED"}
+
+
+def queued_runs(out_dir: str | os.PathLike, pending: Iterable[tuple[str, int]] | None = None
+                ) -> tuple[dict, list[str]]:
+    """Runs of earlier Slurm submissions (``OUT/submitted-*.json``) still queued or running.
+
+    Asks Slurm (``sacct``, through submitit) once for all earlier arrays.
+
+    Parameters
+    ----------
+    out_dir : path
+        The grid folder.
+    pending : iterable of (name, seed), optional
+        Only these runs are looked up (default: all submitted ones).
+
+    Returns
+    -------
+    active : dict
+        ``{(name, seed): {"job_id", "state"}}`` for the runs in an active Slurm state
+        (pending, running, requeued...).
+    unknown : list of str
+        Job ids whose state Slurm did not report (``sacct`` missing or the job too old).
+    """
+    out_dir = Path(out_dir)
+    wanted = None if pending is None else {(str(n), int(s)) for n, s in pending}
+    items = []
+    for path in sorted(out_dir.glob("submitted-*.json")):
+        try:
+            doc = read_json(path)
+        except (OSError, ValueError):
+            continue
+        if doc.get("executor") != "slurm":
+            continue
+        for item in doc.get("jobs", []):
+            key = (str(item["name"]), int(item["seed"]))
+            if wanted is None or key in wanted:
+                items.append((key, str(item["job_id"]), doc.get("folder", str(out_dir))))
+    if not items:
+        return {}, []
+    try:
+        import submitit
+    except ImportError:  # pragma: no cover
+        return {}, [job_id for _, job_id, _ in items]
+    jobs = [(key, submitit.SlurmJob(folder=folder, job_id=job_id))
+            for key, job_id, folder in items]
+    jobs[0][1].get_info(mode="force")  # one sacct call for every registered array
+    active, unknown = {}, []
+    for key, job in jobs:
+        info = job.watcher.get_info(job.job_id, mode="cache")
+        state = str(info.get("State") or "UNKNOWN").split()[0].upper()
+        if state in _ACTIVE_SLURM_STATES:
+            active[key] = {"job_id": job.job_id, "state": state}
+        elif state == "UNKNOWN":
+            unknown.append(job.job_id)
+    return active, unknown
+
+
+# --------------------------------------------------------------------------- logging
+def _log(out_dir: Path, event: dict) -> None:
+    event = {"time": time.strftime("%Y-%m-%dT%H:%M:%S"), **event}
+    with open(out_dir / LOG_FILE, "a", encoding="utf-8") as fh:
+        fh.write(json.dumps(json_safe(event), allow_nan=False) + "\n")
+
+
+def read_log(out_dir: str | os.PathLike) -> list[dict]:
+    """The events of ``OUT/grid-log.jsonl`` (trained, skipped, failed, moved-aside, submitted)."""
+    path = Path(out_dir) / LOG_FILE
+    if not path.is_file():
+        return []
+    return [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines() if line]
+
