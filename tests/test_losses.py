@@ -351,3 +351,61 @@ def test_effective_scale_patch_mean_by_enumeration():
     assert info["a_f_mean"] == pytest.approx(W.frequency_weight_np((7, 7), "nonlinear").mean())
     with pytest.raises(ValueError):
         effective_scale("l2", shape, patch=25)
+
+
+@pytest.mark.parametrize("name", ["l2+s-linear", "l1+f-nonlinear", "l2+s+f-nonlinear",
+                                  "l2+f+s-linear-spectral", "l2@1.5"])
+@pytest.mark.parametrize("patch", [None, 16, 64])
+def test_loss_maps_match_loss_map(name, patch):
+    from napari_dfct.losses import loss_maps
+
+    shape = (40, 52)
+    rng = np.random.default_rng(3)
+    x = rng.random(shape, dtype=np.float32)
+    y = rng.random(shape, dtype=np.float32)
+    cfg = LossConfig.from_name(name)
+    maps = loss_maps(x, y, cfg, patch=patch)
+
+    side = None if patch is None else min(patch, *shape)
+    if side is None:
+        crop, offset = (slice(None), slice(None)), (0, 0)
+    else:
+        r0, c0 = (shape[0] - side) // 2, (shape[1] - side) // 2
+        crop, offset = (slice(r0, r0 + side), slice(c0, c0 + side)), (r0, c0)
+    assert maps.offset == offset
+    amp = AmplifiedLoss(cfg)
+    a_s_full = amp.full_spatial_weight(shape)
+    a_s = (torch.ones(shape) if a_s_full is None else a_s_full)[crop]
+    a_f = amp.frequency_weight(tuple(a_s.shape))
+    a_f = torch.ones(tuple(a_s.shape)) if a_f is None else a_f
+    p = torch.from_numpy(x[crop].copy())[None, None]
+    t = torch.from_numpy(y[crop].copy())[None, None]
+    expected = amp.loss_map(p, t, spatial_weight=a_s[None, None])[0, 0].numpy()
+    plain = AmplifiedLoss(LossConfig(loss=cfg.loss, mode=cfg.mode)).loss_map(p, t)[0, 0]
+
+    assert maps.shape == tuple(a_s.shape)
+    for arr in (maps.a_s, maps.a_f, maps.loss, maps.amplified):
+        assert arr.dtype == np.float32 and arr.shape == maps.shape
+    np.testing.assert_allclose(maps.a_s, a_s.numpy(), rtol=1e-6)
+    np.testing.assert_allclose(maps.a_f, np.fft.fftshift(a_f.numpy()), rtol=1e-6)
+    h, w = maps.shape
+    assert maps.a_f_dc == pytest.approx(float(a_f[0, 0]))
+    assert maps.a_f[h // 2, w // 2] == pytest.approx(maps.a_f_dc)  # DC in the centre
+    np.testing.assert_allclose(maps.amplified, expected, rtol=1e-5, atol=1e-7)
+    np.testing.assert_allclose(maps.loss, plain.numpy(), rtol=1e-5, atol=1e-7)
+    assert maps.ratio == pytest.approx(float(expected.mean()) / float(plain.mean()), rel=1e-5)
+
+
+def test_loss_maps_without_target_and_bad_input():
+    from napari_dfct.losses import loss_maps
+
+    maps = loss_maps(np.zeros((30, 20), np.float32), None, "l2+s+f-linear", patch=128)
+    assert maps.loss is None and maps.amplified is None and maps.ratio is None
+    assert maps.shape == (20, 20) and maps.offset == (5, 0)  # clamped to the slice
+    assert maps.a_s.max() <= 2.0 and maps.a_f_dc == pytest.approx(1.0)
+    plain = loss_maps(np.zeros((8, 8)), None, "l1")
+    assert np.all(plain.a_s == 1.0) and np.all(plain.a_f == 1.0)
+    with pytest.raises(ValueError, match="differ in shape"):
+        loss_maps(np.zeros((8, 8)), np.zeros((8, 9)), "l2")
+    with pytest.raises(ValueError, match="2-D"):
+        loss_maps(np.zeros((2, 8, 8)), None, "l2")

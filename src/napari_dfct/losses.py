@@ -90,6 +90,8 @@ __all__ = [
     "AmplifiedLoss",
     "effective_scale",
     "scale_matched_control",
+    "LossMaps",
+    "loss_maps",
 ]
 
 LOSSES = ("l1", "l2")
@@ -670,3 +672,115 @@ def scale_matched_control(
     if scale == 1.0:
         return None
     return LossConfig(loss=cfg.loss, scale=scale)
+
+
+# ------------------------------------------------------------------------- loss maps
+@dataclass(frozen=True)
+class LossMaps:
+    """The weight and loss maps of one slice (:func:`loss_maps`), float32 NumPy arrays.
+
+    Attributes
+    ----------
+    a_s : numpy.ndarray
+        ``A_S`` of the full slice (normalised if so configured) cropped like the maps;
+        ones when S is off.
+    a_f : numpy.ndarray
+        ``A_F`` for the maps' shape, DC in the centre (``fftshift``); ones when F is off.
+    a_f_dc : float
+        ``A_F`` at DC.
+    loss, amplified : numpy.ndarray or None
+        The plain pixel-wise L1/L2 map (same loss and mode, no amplification, no scale)
+        and :meth:`AmplifiedLoss.loss_map`; None without a target.
+    offset : (int, int)
+        Row and column of the maps' top-left pixel in the slice.
+    """
+
+    a_s: np.ndarray
+    a_f: np.ndarray
+    a_f_dc: float
+    loss: np.ndarray | None
+    amplified: np.ndarray | None
+    offset: tuple[int, int]
+
+    @property
+    def shape(self) -> tuple[int, int]:
+        """``(h, w)`` of the maps."""
+        return (int(self.a_s.shape[0]), int(self.a_s.shape[1]))
+
+    @property
+    def ratio(self) -> float | None:
+        """Mean amplified / mean plain loss (NaN if the plain mean is 0; None without a
+        target)."""
+        if self.loss is None or self.amplified is None:
+            return None
+        plain = float(np.mean(self.loss))
+        return float(np.mean(self.amplified)) / plain if plain > 0 else float("nan")
+
+
+def loss_maps(image, target, config: LossConfig | str | dict, patch: int | None = None
+              ) -> LossMaps:
+    """``A_S``, ``A_F`` and the plain and amplified loss maps of one slice, for viewing.
+
+    Parameters
+    ----------
+    image : array_like, (H, W)
+        The compared image (a prediction, or the network input), windowed like the
+        training data. Without a target only its shape is used.
+    target : array_like, (H, W), optional
+        The target, windowed the same way. None: the weight maps only.
+    config : LossConfig or str or dict
+        The loss configuration.
+    patch : int, optional
+        Side of a centred square patch, clamped to the slice: ``A_S`` of the full slice is
+        cropped like a training patch and ``A_F`` is built for the patch. None: the full
+        slice (as in inference).
+
+    Raises
+    ------
+    ValueError
+        Not a 2-D slice, a target of another shape, or a patch below 1 pixel.
+    """
+    cfg = _coerce_config(config)
+    img = np.asarray(image)
+    if img.ndim != 2:
+        raise ValueError(f"expected a 2-D slice, got shape {tuple(img.shape)}")
+    shape = (int(img.shape[0]), int(img.shape[1]))
+    side = None if patch is None else min(int(patch), *shape)
+    if side is not None and side < 1:
+        raise ValueError(f"patch {patch} is below 1 pixel")
+    r0, c0 = (0, 0) if side is None else ((shape[0] - side) // 2, (shape[1] - side) // 2)
+    crop = (slice(r0, None if side is None else r0 + side),
+            slice(c0, None if side is None else c0 + side))
+
+    amplified = AmplifiedLoss(cfg)
+    a_s_full = amplified.full_spatial_weight(shape)
+    if a_s_full is None:
+        a_s_full = _w.spatial_weight(shape, "none")
+    a_s = a_s_full[crop].contiguous()
+    map_shape = (int(a_s.shape[0]), int(a_s.shape[1]))
+    a_f = amplified.frequency_weight(map_shape)
+    if a_f is None:
+        a_f = _w.frequency_weight(map_shape, "none")
+
+    plain = amp = None
+    if target is not None:
+        tgt = np.asarray(target)
+        if tgt.shape != img.shape:
+            raise ValueError(
+                f"image {tuple(img.shape)} and target {tuple(tgt.shape)} differ in shape")
+        p, t = (torch.from_numpy(np.ascontiguousarray(a[crop], dtype=np.float32))[None, None]
+                for a in (img, tgt))
+        spatial = a_s[None, None] if cfg.spatial != "none" else None
+        with torch.no_grad():
+            plain = AmplifiedLoss(LossConfig(loss=cfg.loss, mode=cfg.mode)).loss_map(p, t)
+            amp = amplified.loss_map(p, t, spatial_weight=spatial)
+    return LossMaps(
+        a_s=_map_np(a_s), a_f=_map_np(_w.fftshift(a_f)), a_f_dc=float(a_f[0, 0]),
+        loss=None if plain is None else _map_np(plain[0, 0]),
+        amplified=None if amp is None else _map_np(amp[0, 0]), offset=(r0, c0),
+    )
+
+
+def _map_np(t: torch.Tensor) -> np.ndarray:
+    """A float32 NumPy copy of a tensor (never a view of a cached weight)."""
+    return np.array(t.detach().to("cpu", torch.float32).numpy(), dtype=np.float32, copy=True)
