@@ -151,9 +151,9 @@ def test_cancel_and_refusals(make_napari_viewer, registry, model_dir, qtbot, not
     widget.fields.device.value = "cpu"
     seen = []
 
-    def on_item(item):
-        if item[0] == "slice":
-            seen.append(item[1])
+    def on_item(event):
+        if event.kind == "slice":
+            seen.append(event.index)
             if len(seen) == 1:
                 widget.predict_current_slice()  # refused while running
                 _click(qtbot, widget.cancel_button)

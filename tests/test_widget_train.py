@@ -126,7 +126,9 @@ def test_train_to_completion_keeps_the_gui_responsive(viewer, tmp_path, qtbot, n
         qtbot.waitUntil(lambda: not widget.is_running, timeout=90_000)
         t1 = time.perf_counter()
         assert notes["error"] == [], notes["error"]
-        assert len([e for e in events if hasattr(e, "epoch")]) == 3
+        # one typed event per report ("data" may come before the test connects)
+        assert [e.kind for e in events if e.kind != "data"] == ["epoch"] * 3
+        assert [e.value.epoch for e in events if e.kind == "epoch"] == [1, 2, 3]
         runs.append((t0, t1))
     timer.stop()
 
@@ -173,8 +175,8 @@ def test_stop_keeps_a_loadable_checkpoint(viewer, tmp_path, qtbot, notes, regist
     seen = []
 
     def on_event(event):
-        if hasattr(event, "epoch"):
-            seen.append(event.epoch)
+        if event.kind == "epoch":
+            seen.append(event.value.epoch)
             if len(seen) == 1:
                 assert not widget.start_button.enabled
                 widget.start()  # refused while running (the button is disabled too)
@@ -286,7 +288,7 @@ def test_training_thread_yields_the_cpu():
     import sys
     import threading
 
-    from napari_dfct.widgets._models import lower_thread_priority
+    from napari_dfct.widgets._workers import lower_thread_priority
 
     if not sys.platform.startswith("linux"):
         pytest.skip("per-thread priorities are a Linux feature")
@@ -307,3 +309,49 @@ def test_training_thread_yields_the_cpu():
     t.join()
     assert seen["during"] == min(5, 19 - main_before)
     assert seen["main"] == main_before
+
+
+def test_output_folder_rules(viewer, tmp_path, qtbot, notes):
+    """New runs: ``<loss>-<date>-<time>`` by default, never over a model; resume needs a
+    saved state."""
+    import re
+
+    widget = _widget(viewer, tmp_path, run_name="")
+    run = widget._gather()
+    assert run.out_dir.parent == tmp_path and not run.resume
+    assert re.fullmatch(r"l2-\d{8}-\d{6}", run.out_dir.name), run.out_dir.name
+
+    taken = tmp_path / "taken"
+    taken.mkdir()
+    for name in ("model.safetensors", "config.json"):
+        (taken / name).write_text("{}")
+    widget.fields.run_name.value = "taken"
+    _click(qtbot, widget.start_button)
+    assert not widget.is_running
+    assert len(notes["error"]) == 1 and "already holds a model" in notes["error"][0]
+
+    notes["error"].clear()
+    widget.fields.resume.value = str(taken)  # a model, but no saved training state
+    assert notes["error"] == []
+    _click(qtbot, widget.start_button)
+    assert not widget.is_running
+    assert len(notes["error"]) == 1 and "nothing to resume" in notes["error"][0]
+
+
+def test_job_events_and_error_texts():
+    from napari_dfct.widgets._workers import JobEvent, failure_text, problem_text
+
+    event = JobEvent("slice", value=np.zeros((2, 2)), index=3)
+    assert (event.kind, event.index, dict(event.info)) == ("slice", 3, {})
+    with pytest.raises(AttributeError):
+        event.kind = "epoch"  # frozen
+    assert problem_text(ValueError("choose a layer")) == "choose a layer"
+    assert problem_text(KeyError("x")) == "KeyError: 'x'"
+    assert failure_text("Training", ValueError("diverged")) == "Training failed: diverged"
+    assert failure_text("Prediction", RuntimeError("boom")) == (
+        "Prediction failed: RuntimeError: boom")
+    oom = RuntimeError("CUDA out of memory")
+    assert failure_text("Training", oom, "Lower the batch size.") == (
+        "Training ran out of memory: CUDA out of memory. Lower the batch size.")
+    assert failure_text("Prediction", MemoryError("out of CUDA memory")) == (
+        "Prediction ran out of memory: out of CUDA memory")

@@ -3,9 +3,11 @@
 Pick a model (trained in this session, see :mod:`napari_dfct.widgets._models`, or a model
 folder on disk) and an image layer; *Current slice* and *Whole volume* add or update the
 layer ``<layer name> [prediction: <model name>]`` with the input's scale, translate and
-contrast limits. Work runs in a worker thread through :func:`napari_dfct.infer.predict_iter`;
-a whole volume streams into the layer slice by slice (slices not computed yet are NaN) and
-*Cancel* stops it between batches. A read-only panel shows what the model is: its loss,
+contrast limits. Work runs in a background job
+(:func:`napari_dfct.widgets._workers.predict_job`, through
+:func:`napari_dfct.infer.predict_iter`); a whole volume streams into the layer slice by
+slice (slices not computed yet are NaN) and *Cancel* stops it between batches. A read-only
+panel shows what the model is (:func:`napari_dfct.checkpoint.describe_model`): its loss,
 preset, intensity window, and how its training went.
 """
 
@@ -21,16 +23,15 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 from magicgui.widgets import ComboBox, Container, FileEdit, ProgressBar, PushButton
 from napari.utils.notifications import show_error, show_info, show_warning
-from qtpy.QtCore import QTimer
 from qtpy.QtGui import QFontDatabase
 from qtpy.QtWidgets import QHBoxLayout, QLabel, QPlainTextEdit, QVBoxLayout, QWidget
 
-from . import _models
+from . import _layers, _models, _workers
 
 if TYPE_CHECKING:
     import napari
 
-__all__ = ["PredictWidget", "prediction_name", "describe_model"]
+__all__ = ["PredictWidget", "prediction_name"]
 
 ROLE = "prediction"
 _EXCLUDE = ("weights", "preview", "prediction")
@@ -44,108 +45,6 @@ def prediction_name(layer_name: str, model_name: str) -> str:
 def model_name(model_dir: str | os.PathLike) -> str:
     """Display name of a model folder: the folder name (the run name, unique per run)."""
     return Path(model_dir).name
-
-
-def describe_model(model_dir: str | os.PathLike) -> str:
-    """A plain-text summary of a model folder's ``config.json`` and ``history.json``.
-
-    Parameters
-    ----------
-    model_dir : path
-        A model folder.
-
-    Returns
-    -------
-    str
-        Loss, preset, intensity window, data and training parameters, epochs run, best
-        epoch and validation loss.
-
-    Raises
-    ------
-    ValueError
-        The folder is not a readable model folder
-        (:class:`napari_dfct.checkpoint.CheckpointError`).
-    """
-    from napari_dfct import checkpoint
-
-    folder = Path(model_dir)
-    if not checkpoint.is_model_dir(folder):
-        raise checkpoint.CheckpointError(
-            f"{folder} is not a model folder (no {checkpoint.WEIGHTS_FILE} and "
-            f"{checkpoint.CONFIG_FILE})"
-        )
-    cfg = checkpoint.load_config(folder)
-    history = checkpoint.load_history(folder)
-    loss = cfg.get("loss") or {}
-    train = cfg.get("train") or {}
-    arch = cfg.get("model") or {}
-    window = cfg.get("window") or {}
-    lines: list[str] = []
-
-    def row(label: str, text: str) -> None:
-        lines.append(f"{label:<9}{text}")
-
-    row("model", folder.name)
-    row("folder", str(folder))
-    name = cfg.get("name") or loss.get("name") or "?"
-    row("loss", f"{name}  ({_scheme(loss)}; {loss.get('mode', 'paper')} mode"
-        f"{', normalised weights' if loss.get('normalize') else ''})")
-    arch_text = ", ".join(f"{k} {v}" for k, v in arch.items() if k in ("base_channels", "depth"))
-    row("preset", f"{cfg.get('preset', '?')}" + (f"  ({arch_text})" if arch_text else ""))
-    if window:
-        row("window", f"[{float(window['low']):.6g}, {float(window['high']):.6g}]  "
-            "(of the training data, input units)")
-    shape = cfg.get("data_shape")
-    if shape:
-        n_val = len((cfg.get("split") or {}).get("val", []))
-        row("data", " x ".join(str(s) for s in shape)
-            + (f"  ({n_val} validation slices)" if n_val else ""))
-    if train:
-        recipe = train.get("recipe")
-        row("recipe", f"{recipe}" if recipe else "paper (saved before recipes existed)")
-        row("select", f"{train.get('select', 'amplified')} validation loss")
-        row("train", f"patch {train.get('patch')}, batch {train.get('batch_size')}, "
-            f"lr {float(train.get('lr', float('nan'))):g}, weight decay "
-            f"{train.get('weight_decay')}, {train.get('optimizer')}, seed {train.get('seed')}")
-    epochs_run = cfg.get("epochs_run")
-    if history:
-        epochs_run = max(int(h.get("epoch", 0)) for h in history)
-    max_epochs = train.get("epochs")
-    row("epochs", f"{epochs_run if epochs_run is not None else '?'}"
-        + (f" of {max_epochs}" if max_epochs else "")
-        + f", best epoch {cfg.get('best_epoch', '?')}")
-    best = cfg.get("best_val_loss")
-    if best is not None:
-        row("val loss", f"{float(best):.6g} (best epoch, {train.get('select', 'amplified')})")
-    if cfg.get("created"):
-        row("saved", str(cfg["created"]))
-    return "\n".join(lines)
-
-
-def _scheme(loss: dict) -> str:
-    s, f = loss.get("spatial", "none"), loss.get("frequency", "none")
-    if s != "none" and f != "none":
-        return "S+F" if loss.get("order", "sf") == "sf" else "F+S"
-    if s != "none":
-        return "S"
-    if f != "none":
-        return "F"
-    return "no amplification"
-
-
-def _predict_job(model_dir, loaded, device, volume, slices, cancel):
-    """Worker body: load the model if needed, then stream ``(z, slice)`` predictions."""
-    from napari_dfct import checkpoint, infer
-
-    restore_priority = _models.lower_thread_priority()
-    try:
-        if loaded is None:
-            loaded = checkpoint.load_model(model_dir, device="cpu")
-        yield ("loaded", loaded)
-        for z, y in infer.predict_iter(loaded, volume, slices, device=device, cancel=cancel):
-            yield ("slice", int(z), y)
-    finally:
-        restore_priority()
 
 
 class PredictWidget(QWidget):
@@ -216,9 +115,7 @@ class PredictWidget(QWidget):
         layout.addWidget(QLabel("<b>Model</b>"))
         layout.addWidget(self.info, 1)
 
-        self._refresh_timer = QTimer(self)
-        self._refresh_timer.setSingleShot(True)
-        self._refresh_timer.timeout.connect(self._refresh_output)
+        self._refresh = _workers.Throttle(self, self.REFRESH_MS, self._refresh_output)
 
         self.fields.model.changed.connect(self._on_model)
         self.fields.model_dir.changed.connect(self._on_model_dir)
@@ -236,7 +133,7 @@ class PredictWidget(QWidget):
         return [(model_name(p), p) for p in models]
 
     def _layer_choices(self, _widget=None):
-        return _models.image_layers(self._viewer, exclude_roles=_EXCLUDE)
+        return _layers.image_layers(self._viewer, exclude_roles=_EXCLUDE)
 
     def reset_choices(self, *_args) -> None:
         """Refresh the model and layer pickers."""
@@ -272,6 +169,8 @@ class PredictWidget(QWidget):
         self.fields.model.value = key
 
     def _on_model(self, *_args) -> None:
+        from napari_dfct.checkpoint import describe_model
+
         path = self.fields.model.value
         if path is None:
             self.info.setPlainText("")
@@ -309,18 +208,12 @@ class PredictWidget(QWidget):
             return
         try:
             job = self._gather(whole)
-        except ValueError as err:
-            show_error(f"Cannot predict: {err}")
-            return
         except Exception as err:  # noqa: BLE001 - never a traceback in the viewer
-            show_error(f"Cannot predict: {type(err).__name__}: {err}")
+            show_error(f"Cannot predict: {_workers.problem_text(err)}")
             return
-        from napari.qt.threading import create_worker
         from napari.utils import progress
 
         self._job = job
-        self._cancel = threading.Event()
-        self.destroyed.connect(self._cancel.set)  # widget closed: stop between batches
         job.output = self._output_layer(job)
         self.last_layer = job.output
         job.done = 0
@@ -328,22 +221,18 @@ class PredictWidget(QWidget):
         self.progress.value = 0
         if whole:
             self._pbar = progress(total=len(job.slices), desc=f"Predicting {job.model_name}")
-        self._worker = create_worker(
-            _predict_job, job.model_dir, job.loaded, job.device, job.volume,
-            job.slices if job.volume.ndim == 3 else None, self._cancel,
-            _start_thread=False,
-            _connect={
-                "yielded": self._on_yielded,
-                "errored": self._on_errored,
-                "finished": self._on_finished,
-            },
-        )
         for b in (self.slice_button, self.volume_button):
             b.enabled = False
         self.cancel_button.enabled = True
         what = f"{len(job.slices)} slices" if whole else f"slice {job.slices[0]}"
         self.status.setText(f"Predicting {what} of {job.layer.name!r} with {job.model_name}...")
-        self._worker.start()
+        # closing the widget sets the cancel flag: prediction stops between batches
+        self._worker, self._cancel = _workers.start_job(
+            self, _workers.predict_job, job.model_dir, job.loaded, job.device, job.volume,
+            job.slices if job.volume.ndim == 3 else None,
+            on_event=self._on_event, on_error=self._on_errored,
+            on_finished=self._on_finished,
+        )
 
     def _gather(self, whole: bool) -> SimpleNamespace:
         from napari_dfct import checkpoint
@@ -368,7 +257,7 @@ class PredictWidget(QWidget):
             raise ValueError(f"layer {layer.name!r} is not numeric ({volume.dtype})")
         if volume.ndim == 3:
             slices = list(range(volume.shape[0])) if whole else [
-                _models.current_index(self._viewer, layer)]
+                _layers.current_index(self._viewer, layer)]
         else:
             slices = [0]
         device = self.fields.device.value
@@ -388,12 +277,12 @@ class PredictWidget(QWidget):
         existing = self._viewer.layers[name] if name in self._viewer.layers else None
         shape = tuple(job.volume.shape)
         if existing is not None and tuple(existing.data.shape) == shape and \
-                existing.metadata.get(_models.OWNER_KEY) == ROLE:
+                existing.metadata.get(_layers.OWNER_KEY) == ROLE:
             existing.scale = placement["scale"]
             existing.translate = placement["translate"]
             return existing
         data = np.full(shape, np.nan, dtype=np.float32)
-        out = _models.upsert_image(self._viewer, name, data, role=ROLE,
+        out = _layers.upsert_image(self._viewer, name, data, role=ROLE,
                                    contrast_limits=limits, colormap=layer.colormap.name,
                                    **placement)
         out.metadata["model_dir"] = str(job.model_dir)
@@ -401,15 +290,17 @@ class PredictWidget(QWidget):
         return out
 
     # ------------------------------------------------------------------ worker signals
-    def _on_yielded(self, item) -> None:
+    def _on_event(self, event: _workers.JobEvent) -> None:
         job = self._job
         if job is None:
             return
-        if item[0] == "loaded":
+        if event.kind == "model":
             self._cache.clear()
-            self._cache[job.cache_key] = item[1]
+            self._cache[job.cache_key] = event.value
             return
-        _, z, y = item
+        if event.kind != "slice":
+            return
+        z, y = event.index, event.value
         out = job.output
         if out.data.ndim == 3:
             out.data[z] = y
@@ -419,8 +310,7 @@ class PredictWidget(QWidget):
         self.progress.value = job.done
         if self._pbar is not None:
             self._pbar.update(1)
-        if not self._refresh_timer.isActive():
-            self._refresh_timer.start(self.REFRESH_MS)
+        self._refresh.poke()
 
     def _refresh_output(self) -> None:
         job = self._job
@@ -428,20 +318,14 @@ class PredictWidget(QWidget):
             job.output.refresh()
 
     def _on_errored(self, exc: BaseException) -> None:
-        msg = str(exc) or type(exc).__name__
-        if isinstance(exc, ValueError):
-            text = f"Prediction failed: {msg}"
-        elif "out of memory" in msg.lower() or isinstance(exc, MemoryError):
-            text = f"Prediction ran out of memory: {msg}"
-        else:
-            text = f"Prediction failed: {type(exc).__name__}: {msg}"
+        text = _workers.failure_text("Prediction", exc)
         self.status.setText(text)
         show_error(text)
 
     def _on_finished(self) -> None:
         job, self._job = self._job, None
         self._worker = None
-        self._refresh_timer.stop()
+        self._refresh.stop()
         if self._pbar is not None:
             self._pbar.close()
             self._pbar = None

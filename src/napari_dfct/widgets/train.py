@@ -2,10 +2,13 @@
 
 The widget gathers a pair of volumes (two image layers, or two files), a loss
 configuration and the paper's hyper-parameters, validates them, and runs
-:func:`napari_dfct.train.fit` in a :func:`napari.qt.threading.create_worker` generator
-worker. Every :class:`~napari_dfct.train.EpochEvent` updates a progress bar, a live plot
-of the training and validation loss, the learning rate and best epoch, and a preview
-layer ``<input> [training preview]`` with the prediction on one validation slice.
+:func:`napari_dfct.train.fit` in a background job
+(:func:`napari_dfct.widgets._workers.train_job`). Every epoch event updates, at most every
+``GUI_INTERVAL_MS``, a progress bar, a live plot of the training and validation loss, the
+learning rate and best epoch, and a preview layer ``<input> [training preview]`` with the
+prediction on one validation slice. New runs go to ``<save under>/<run name>``
+(:func:`napari_dfct.checkpoint.new_run_dir`); *resume from* continues a stopped run in
+its folder (:func:`napari_dfct.train.resume_config`).
 
 *Stop* sets the cancel flag that :func:`~napari_dfct.train.fit` checks before every batch;
 the best checkpoint so far is kept. When the run ends (completed, early stopping or
@@ -15,14 +18,11 @@ Predict widget offers it.
 
 from __future__ import annotations
 
-import datetime as _dt
 import math
-import os
 import threading
-import time
 from pathlib import Path
 from types import SimpleNamespace
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 import numpy as np
 from magicgui.widgets import (
@@ -41,7 +41,7 @@ from napari.utils.notifications import show_error, show_info, show_warning
 from qtpy.QtCore import QTimer
 from qtpy.QtWidgets import QHBoxLayout, QLabel, QTabWidget, QVBoxLayout, QWidget
 
-from . import _models
+from . import _layers, _models, _workers
 from ._plot import PlotCanvas
 
 if TYPE_CHECKING:
@@ -68,75 +68,6 @@ def _default_preset() -> str:
         return "small"
 
 
-def _warm_up_torch_optim() -> None:
-    """Import what ``torch.optim`` imports lazily on first use (torch's compiler stack).
-
-    Creating the first optimizer imports ``torch._dynamo``, about a second of module
-    loading; done in a worker thread when the widget opens, it no longer stalls the event
-    loop at the start of the first training.
-    """
-    try:
-        import torch._dynamo  # noqa: F401
-    except Exception:  # noqa: BLE001 - an optional speed-up only
-        pass
-
-
-def _training_threads() -> int:
-    """Intra-op threads for CPU training: leave one core to the GUI thread."""
-    return max(1, (os.cpu_count() or 2) - 1)
-
-
-def _train_job(
-    input: Any,
-    target: Any,
-    config: Any,
-    out_dir: Path,
-    cancel: threading.Event,
-    resume: bool,
-    preview_index: int | None,
-    threads: int | None,
-):
-    """Worker body: read files if needed, then drive :func:`napari_dfct.train.fit`.
-
-    Yields a ``dict(kind="data", ...)`` first (shapes and placement of file inputs), then
-    every :class:`~napari_dfct.train.EpochEvent`; returns the
-    :class:`~napari_dfct.train.FitResult`.
-    """
-    import torch
-
-    from napari_dfct import train as _train
-
-    info: dict[str, Any] = {"kind": "data"}
-    if isinstance(input, str | os.PathLike):
-        from napari_dfct import io as _io
-
-        input, meta = _io.read_volume(input)
-        info["scale"] = tuple(meta.get("scale") or ())
-        info["name"] = meta.get("name")
-    if isinstance(target, str | os.PathLike):
-        from napari_dfct import io as _io
-
-        target, _ = _io.read_volume(target)
-    info["shape"] = tuple(int(s) for s in np.shape(input))
-    yield info
-
-    previous = torch.get_num_threads()
-    if threads:
-        torch.set_num_threads(int(threads))
-    restore_priority = _models.lower_thread_priority()
-    try:
-        gen = _train.fit(
-            input, target, config, out_dir, cancel=cancel, resume=resume,
-            preview_index=preview_index,
-        )
-        result = yield from gen
-    finally:
-        restore_priority()
-        if threads:
-            torch.set_num_threads(previous)
-    return result
-
-
 class TrainWidget(QWidget):
     """Train a model on the layers (or files) of the viewer and watch it learn.
 
@@ -161,14 +92,30 @@ class TrainWidget(QWidget):
         self._pending = None
         self._preview_event = None
         self._preview_shown = False
-        self._last_flush = 0.0
-        self._gui_timer = QTimer(self)
-        self._gui_timer.setSingleShot(True)
-        self._gui_timer.timeout.connect(self._flush)
-        threading.Thread(target=_warm_up_torch_optim, name="dfct-warm-up", daemon=True).start()
+        self._updates = _workers.Throttle(self, self.GUI_INTERVAL_MS, self._flush)
+        _workers.warm_up_torch()
 
+        self.data_form = self._data_form()
+        self.loss_form = self._loss_form()
+        self.params_form = self._params_form()
+        self.output_form = self._output_form()
+        forms = (self.data_form, self.loss_form, self.params_form, self.output_form)
+        #: every input widget by name (``widget.fields.epochs.value = 2``)
+        self.fields = SimpleNamespace(**{w.name: w for form in forms for w in form})
+        self.fields.lr.native.setPlaceholderText("1e-3")
+        self.fields.run_name.native.setPlaceholderText("auto: <loss>-<date>-<time>")
+        self.fields.preview.native.setSpecialValueText("auto")
+        self._build_layout(forms)
+        self._connect_fields()
+        self._on_source()
+        self._on_loss()
+        self._on_recipe()
+        self._pick_defaults()
+
+    # ------------------------------------------------------------------ form building
+    def _data_form(self) -> Container:
         layer_choices = self._layer_choices
-        self.data_form = Container(
+        return Container(
             widgets=[
                 ComboBox(name="source", label="source", choices=["layers", "files"],
                          value="layers"),
@@ -186,7 +133,10 @@ class TrainWidget(QWidget):
             ],
             labels=True,
         )
-        self.loss_form = Container(
+
+    @staticmethod
+    def _loss_form() -> Container:
+        return Container(
             widgets=[
                 ComboBox(name="loss", label="loss", choices=[("L1", "l1"), ("L2", "l2")],
                          value="l2"),
@@ -204,9 +154,12 @@ class TrainWidget(QWidget):
             ],
             labels=True,
         )
+
+    @staticmethod
+    def _params_form() -> Container:
         from napari_dfct.train import DEFAULT_RECIPE, RECIPES, SELECT_CHOICES
 
-        self.params_form = Container(
+        return Container(
             widgets=[
                 ComboBox(name="recipe", label="recipe", choices=list(RECIPES),
                          value=DEFAULT_RECIPE,
@@ -244,7 +197,10 @@ class TrainWidget(QWidget):
             ],
             labels=True,
         )
-        self.output_form = Container(
+
+    @staticmethod
+    def _output_form() -> Container:
+        return Container(
             widgets=[
                 FileEdit(name="save_under", label="save under", mode="d",
                          value=str(default_models_dir())),
@@ -254,13 +210,8 @@ class TrainWidget(QWidget):
             ],
             labels=True,
         )
-        forms = (self.data_form, self.loss_form, self.params_form, self.output_form)
-        #: every input widget by name (``widget.fields.epochs.value = 2``)
-        self.fields = SimpleNamespace(**{w.name: w for form in forms for w in form})
-        self.fields.lr.native.setPlaceholderText("1e-3")
-        self.fields.run_name.native.setPlaceholderText("auto: <loss>-<date>-<time>")
-        self.fields.preview.native.setSpecialValueText("auto")
 
+    def _build_layout(self, forms) -> None:
         self.tabs = QTabWidget()
         for form, title in zip(forms, ("Data", "Loss", "Training", "Output"), strict=True):
             form.native.layout().setContentsMargins(6, 6, 6, 6)
@@ -287,6 +238,7 @@ class TrainWidget(QWidget):
         layout.addWidget(self.status)
         layout.addWidget(self.plot, 1)
 
+    def _connect_fields(self) -> None:
         self.fields.recipe.changed.connect(self._on_recipe)
         self.fields.source.changed.connect(self._on_source)
         for name in ("loss", "spatial", "frequency", "order", "mode", "normalize"):
@@ -295,14 +247,10 @@ class TrainWidget(QWidget):
         ev = self._viewer.layers.events
         for name in ("inserted", "removed", "reordered"):
             getattr(ev, name).connect(self.reset_choices)
-        self._on_source()
-        self._on_loss()
-        self._on_recipe()
-        self._pick_defaults()
 
     # ------------------------------------------------------------------ form helpers
     def _layer_choices(self, _widget=None):
-        return _models.image_layers(self._viewer, exclude_roles=_EXCLUDE)
+        return _layers.image_layers(self._viewer, exclude_roles=_EXCLUDE)
 
     def reset_choices(self, *_args) -> None:
         """Refresh the layer pickers (napari calls this when layers change)."""
@@ -416,7 +364,8 @@ class TrainWidget(QWidget):
         except ValueError:
             raise ValueError(f"learning rate {f.lr.value!r} is not a number") from None
         config = recipe_config(
-            f.recipe.value, select=f.select.value, loss=self.loss_config(), preset=f.preset.value, epochs=int(f.epochs.value),
+            f.recipe.value, select=f.select.value, loss=self.loss_config(),
+            preset=f.preset.value, epochs=int(f.epochs.value),
             patience=int(f.patience.value), batch_size=int(f.batch_size.value),
             patch=int(f.patch.value), patches_per_slice=int(f.patches_per_slice.value),
             lr=lr, weight_decay=float(f.weight_decay.value),
@@ -430,7 +379,7 @@ class TrainWidget(QWidget):
         """Collect and check everything a run needs; raise ValueError with a clear message."""
         from napari_dfct import checkpoint
         from napari_dfct.data import validate_pair
-        from napari_dfct.train import resolve_device
+        from napari_dfct.train import resolve_device, resume_config
 
         f = self.fields
         config = self.train_config()
@@ -460,7 +409,7 @@ class TrainWidget(QWidget):
                 raise ValueError(f"{err} (input {inp.name!r}, target {tgt.name!r})") from None
             run.input, run.target = x, y
             run.layer, run.name = inp, inp.name
-            run.placement = _models.spatial_placement(inp)
+            run.placement = _layers.spatial_placement(inp)
             run.shape = x.shape
         else:
             paths = []
@@ -476,29 +425,17 @@ class TrainWidget(QWidget):
             run.shape = None
 
         if resume:
-            out_dir = Path(resume_dir)
-            if not (out_dir / checkpoint.STATE_FILE).exists():
-                raise ValueError(
-                    f"nothing to resume in {out_dir}: no {checkpoint.STATE_FILE} (the run "
-                    "finished without keeping its state, or never finished an epoch)"
-                )
+            run.out_dir = Path(resume_dir)
+            # what fit() continues: the saved run, with the form's limits and device
+            run.config = resume_config(
+                run.out_dir, epochs=config.epochs, patience=config.patience,
+                device=config.device, keep_state=config.keep_state,
+            )
         else:
-            parent = Path(f.save_under.value or default_models_dir()).expanduser()
-            name = str(f.run_name.value).strip()
-            if not name:
-                stamp = _dt.datetime.now().strftime("%Y%m%d-%H%M%S")
-                name = f"{config.loss.name}-{stamp}"
-            out_dir = parent / name
-            if checkpoint.is_model_dir(out_dir):
-                raise ValueError(
-                    f"{out_dir} already holds a model; choose another run name, or "
-                    "'resume from' it"
-                )
-            try:
-                parent.mkdir(parents=True, exist_ok=True)
-            except OSError as err:
-                raise ValueError(f"cannot create the output folder {parent}: {err}") from None
-        run.out_dir = out_dir
+            run.out_dir = checkpoint.new_run_dir(
+                f.save_under.value or default_models_dir(), f.run_name.value,
+                config.loss.name,
+            )
         preview = int(f.preview.value)
         if preview >= 0 and run.shape is not None and preview >= run.shape[0]:
             raise ValueError(
@@ -520,30 +457,11 @@ class TrainWidget(QWidget):
             return
         try:
             run = self._gather()
-        except ValueError as err:
-            show_error(f"Cannot start training: {err}")
-            return
         except Exception as err:  # noqa: BLE001 - never a traceback in the viewer
-            show_error(f"Cannot start training: {type(err).__name__}: {err}")
+            show_error(f"Cannot start training: {_workers.problem_text(err)}")
             return
-
-        from napari.qt.threading import create_worker
 
         self._run = run
-        self._cancel = threading.Event()
-        self.destroyed.connect(self._cancel.set)  # widget closed: stop within a batch
-        threads = _training_threads() if self._is_cpu(run.config.device) else None
-        self._worker = create_worker(
-            _train_job, run.input, run.target, run.config, run.out_dir, self._cancel,
-            run.resume, run.preview_index, threads,
-            _start_thread=False,
-            _connect={
-                "yielded": self._on_yielded,
-                "returned": self._on_returned,
-                "errored": self._on_errored,
-                "finished": self._on_finished,
-            },
-        )
         self._history = []
         self._pending = self._preview_event = None
         self._preview_shown = False
@@ -557,7 +475,14 @@ class TrainWidget(QWidget):
         self.tabs.setEnabled(False)
         self.status.setText(f"Starting {run.config.loss.name} ({run.config.preset}) \u2192 "
                             f"{run.out_dir}")
-        self._worker.start()
+        # closing the widget sets the cancel flag: training stops within a batch
+        self._worker, self._cancel = _workers.start_job(
+            self, _workers.train_job, run.input, run.target, run.config, run.out_dir,
+            resume=run.resume, preview_index=run.preview_index,
+            threads=_workers.training_threads(run.config.device),
+            on_event=self._on_event, on_returned=self._on_returned,
+            on_error=self._on_errored, on_finished=self._on_finished,
+        )
 
     def stop(self, *_args) -> None:
         """Ask the running training to stop after the current batch."""
@@ -565,15 +490,6 @@ class TrainWidget(QWidget):
             self._cancel.set()
             self.stop_button.enabled = False
             self.status.setText("Stopping after the current batch (the best model is kept)...")
-
-    @staticmethod
-    def _is_cpu(device: str) -> bool:
-        from napari_dfct.train import resolve_device
-
-        try:
-            return resolve_device(device).type == "cpu"
-        except ValueError:
-            return True
 
     def _prepare_preview(self, run) -> None:
         """Create the preview layer (hidden) now, so the first epoch only updates data.
@@ -587,7 +503,7 @@ class TrainWidget(QWidget):
         if name in self._viewer.layers:
             return
         shape = tuple(int(s) for s in run.shape[-2:])
-        layer = _models.upsert_image(
+        layer = _layers.upsert_image(
             self._viewer, name, np.zeros(shape, np.float32), role="preview",
             contrast_limits=tuple(run.layer.contrast_limits), colormap="gray",
             **(run.placement or {}),
@@ -607,14 +523,14 @@ class TrainWidget(QWidget):
             self._pbar = None
 
     # ------------------------------------------------------------------ worker signals
-    def _on_yielded(self, item) -> None:
-        if isinstance(item, dict) and item.get("kind") == "data":
+    def _on_event(self, event: _workers.JobEvent) -> None:
+        if event.kind == "data":
             if self._run is not None and self._run.placement is None:
-                scale = item.get("scale") or ()
+                scale = event.info.get("scale") or ()
                 if len(scale) >= 2:
                     self._run.placement = {"scale": tuple(scale[-2:])}
-            return
-        self._on_epoch(item)
+        elif event.kind == "epoch":
+            self._on_epoch(event.value)
 
     def _on_epoch(self, event) -> None:
         """Record an epoch; apply it to the GUI at most every ``GUI_INTERVAL_MS``.
@@ -626,16 +542,13 @@ class TrainWidget(QWidget):
         """
         self._history.append(event)
         self._pending = event
-        if not self._gui_timer.isActive():
-            elapsed = (time.perf_counter() - self._last_flush) * 1000.0
-            self._gui_timer.start(int(max(0.0, self.GUI_INTERVAL_MS - elapsed)))
+        self._updates.poke()
 
     def _flush(self) -> None:
         """Show the latest recorded epoch: progress, status and plot, then the preview."""
         event, self._pending = self._pending, None
         if event is None:
             return
-        self._last_flush = time.perf_counter()
         self.progress.max = max(int(event.epochs), 1)
         self.progress.value = min(int(event.epoch), int(event.epochs))
         if self._pbar is not None:
@@ -674,7 +587,7 @@ class TrainWidget(QWidget):
         name = f"{run.name}{PREVIEW_SUFFIX}"
         first = not self._preview_shown
         limits = tuple(run.layer.contrast_limits) if run.layer is not None else None
-        layer = _models.upsert_image(
+        layer = _layers.upsert_image(
             self._viewer, name, np.asarray(event.preview, np.float32), role="preview",
             contrast_limits=limits if first else None, colormap="gray",
             **dict(run.placement or {}),
@@ -696,8 +609,7 @@ class TrainWidget(QWidget):
             pass
 
     def _on_returned(self, result) -> None:
-        self._gui_timer.stop()
-        self._flush()
+        self._updates.flush()
         self._show_preview()
         self.last_result = result
         if result is None:
@@ -717,15 +629,8 @@ class TrainWidget(QWidget):
             show_warning(text)
 
     def _on_errored(self, exc: BaseException) -> None:
-        msg = str(exc) or type(exc).__name__
-        name = type(exc).__name__
-        if name == "OutOfMemory" or "out of memory" in msg.lower():
-            text = (f"Training ran out of memory: {msg}. Lower the batch size or the patch, "
-                    "or choose a smaller preset.")
-        elif isinstance(exc, ValueError):
-            text = f"Training failed: {msg}"
-        else:
-            text = f"Training failed: {name}: {msg}"
+        text = _workers.failure_text(
+            "Training", exc, "Lower the batch size or the patch, or choose a smaller preset.")
         run = self._run
         if run is not None and getattr(run, "out_dir", None) is not None:
             from napari_dfct import checkpoint
@@ -737,8 +642,7 @@ class TrainWidget(QWidget):
         show_error(text)
 
     def _on_finished(self) -> None:
-        self._gui_timer.stop()
-        self._flush()
+        self._updates.flush()
         self._show_preview()
         self._worker = None
         self._close_pbar()

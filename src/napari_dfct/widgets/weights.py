@@ -1,8 +1,8 @@
 """Loss amplification dock widget: see A_S, A_F and the amplified loss map live.
 
-The widget is a view on :mod:`napari_dfct.weights` and :mod:`napari_dfct.losses`: it
-picks an input and a target image layer, normalises the displayed slice with the
-training window (:func:`napari_dfct.data.window_from_percentiles`), and shows
+The widget is a view on :func:`napari_dfct.losses.loss_maps`: it picks an input and a
+target image layer, normalises the displayed slice with the training window
+(:func:`napari_dfct.data.window_from_percentiles`), and shows
 
 * ``A_S`` - the spatial weight (1 at the border, 2 at the iso-centre),
 * ``A_F (fftshift)`` - the frequency weight with DC in the centre for viewing,
@@ -24,7 +24,7 @@ from napari.utils.notifications import show_error
 from qtpy.QtCore import Qt, QTimer
 from qtpy.QtWidgets import QLabel, QVBoxLayout, QWidget
 
-from . import _models
+from . import _layers
 from ._plot import PlotCanvas
 
 if TYPE_CHECKING:
@@ -134,7 +134,7 @@ class WeightsWidget(QWidget):
 
     # ------------------------------------------------------------------ choices
     def _layer_choices(self, _widget=None):
-        return _models.image_layers(self._viewer, exclude_roles=_EXCLUDE)
+        return _layers.image_layers(self._viewer, exclude_roles=_EXCLUDE)
 
     def reset_choices(self, *_args) -> None:
         """Refresh the layer pickers (called by napari when layers change)."""
@@ -205,87 +205,61 @@ class WeightsWidget(QWidget):
             self._busy = False
 
     def _update(self) -> None:
-        import torch
-
-        from napari_dfct import losses, weights
+        from napari_dfct import losses
 
         config = self.loss_config()
         inp, tgt = self.form.input.value, self.form.target.value
         if inp is None:
             self._set_info("Add an input and a target image layer to see the maps.")
             return
-        shape = tuple(int(s) for s in inp.data.shape[-2:])
         size_mode = self.form.size.value
-        patch = min(PATCH, *shape)
-        if size_mode == "patch":
-            r0, c0 = (shape[0] - patch) // 2, (shape[1] - patch) // 2
-            crop = (slice(r0, r0 + patch), slice(c0, c0 + patch))
-            offset = (r0, c0)
-        else:
-            crop = (slice(None), slice(None))
-            offset = (0, 0)
-
-        # A_S on the whole slice, cropped like a training patch; A_F on the map's shape.
-        amplified = losses.AmplifiedLoss(config)
-        a_s_full = amplified.full_spatial_weight(shape)
-        if a_s_full is None:
-            a_s_full = weights.spatial_weight(shape, "none")
-        a_s = a_s_full[crop].contiguous()
-        map_shape = tuple(int(n) for n in a_s.shape)
-        a_f = amplified.frequency_weight(map_shape)
-        if a_f is None:
-            a_f = weights.frequency_weight(map_shape, "none")
-        placement = _models.spatial_placement(inp, offset)
-        a_s_np, a_f_np = _np(a_s), _np(weights.fftshift(a_f))
-        weight_limits = (min(1.0, float(a_s_np.min()), float(a_f_np.min())),
-                         max(2.0, float(a_s_np.max()), float(a_f_np.max())))
-
+        patch = PATCH if size_mode == "patch" else None
         v = self._viewer
-        _models.upsert_image(v, LAYER_NAMES["spatial"], a_s_np, role=ROLE,
-                             contrast_limits=weight_limits, colormap="magma", **placement)
-        _models.upsert_image(v, LAYER_NAMES["frequency"], a_f_np, role=ROLE,
-                             contrast_limits=weight_limits, colormap="magma", **placement)
-
         notes = []
-        scale_text = ""
-        if tgt is not None and tgt is not inp:
-            if tuple(tgt.data.shape) != tuple(inp.data.shape):
-                raise ValueError(
-                    f"input {inp.name!r} {tuple(inp.data.shape)} and target {tgt.name!r} "
-                    f"{tuple(tgt.data.shape)} differ in shape"
-                )
-            z = _models.current_index(v, inp)
+        pair = tgt is not None and tgt is not inp
+        mismatch = pair and tuple(tgt.data.shape) != tuple(inp.data.shape)
+        if pair and not mismatch:
+            z = _layers.current_index(v, inp)
             window = self._window(inp, tgt)
-            x = window.normalize(np.asarray(_slice(inp.data, z), dtype=np.float32))[crop]
-            y = window.normalize(np.asarray(_slice(tgt.data, z), dtype=np.float32))[crop]
-            pred = torch.from_numpy(np.ascontiguousarray(x))[None, None]
-            target = torch.from_numpy(np.ascontiguousarray(y))[None, None]
-            spatial = a_s[None, None] if config.spatial != "none" else None
-            with torch.no_grad():
-                plain_cfg = losses.LossConfig(loss=config.loss, mode=config.mode)
-                plain = losses.AmplifiedLoss(plain_cfg).loss_map(pred, target)
-                amp = amplified.loss_map(pred, target, spatial_weight=spatial)
-            plain_np, amp_np = _np(plain)[0, 0], _np(amp)[0, 0]
-            _models.upsert_image(v, LAYER_NAMES["loss"], plain_np, role=ROLE,
-                                 contrast_limits=_limits(plain_np), colormap="inferno",
-                                 **placement)
-            _models.upsert_image(v, LAYER_NAMES["amplified"], amp_np, role=ROLE,
-                                 contrast_limits=_limits(amp_np), colormap="inferno",
-                                 **placement)
-            scale_text = self._scale_text(config, map_shape, a_s, a_f, plain_np, amp_np)
+            x = window.normalize(np.asarray(_slice(inp.data, z), dtype=np.float32))
+            y = window.normalize(np.asarray(_slice(tgt.data, z), dtype=np.float32))
+            maps = losses.loss_maps(x, y, config, patch=patch)
             notes.append(f"slice {z}")
             notes.append(f"window [{window.low:.4g}, {window.high:.4g}]")
         else:
+            # the weight maps only: of the input slice, only its shape matters
+            maps = losses.loss_maps(np.zeros(inp.data.shape[-2:], np.float32), None, config,
+                                    patch=patch)
             notes.append("Choose a target layer (different from the input) for the loss maps.")
-            scale_text = self._scale_text(config, map_shape, a_s, a_f, None, None)
+
+        placement = _layers.spatial_placement(inp, maps.offset)
+        weight_limits = (min(1.0, float(maps.a_s.min()), float(maps.a_f.min())),
+                         max(2.0, float(maps.a_s.max()), float(maps.a_f.max())))
+        _layers.upsert_image(v, LAYER_NAMES["spatial"], maps.a_s, role=ROLE,
+                             contrast_limits=weight_limits, colormap="magma", **placement)
+        _layers.upsert_image(v, LAYER_NAMES["frequency"], maps.a_f, role=ROLE,
+                             contrast_limits=weight_limits, colormap="magma", **placement)
+        if mismatch:
+            raise ValueError(
+                f"input {inp.name!r} {tuple(inp.data.shape)} and target {tgt.name!r} "
+                f"{tuple(tgt.data.shape)} differ in shape"
+            )
+        if maps.loss is not None:
+            _layers.upsert_image(v, LAYER_NAMES["loss"], maps.loss, role=ROLE,
+                                 contrast_limits=_limits(maps.loss), colormap="inferno",
+                                 **placement)
+            _layers.upsert_image(v, LAYER_NAMES["amplified"], maps.amplified, role=ROLE,
+                                 contrast_limits=_limits(maps.amplified), colormap="inferno",
+                                 **placement)
         self._update_profiles(config)
         dc = _DC_PAPER if config.mode == "paper" else _DC_SPECTRAL
         where = "patch (centre)" if size_mode == "patch" else "full slice"
+        h, w = maps.shape
         details = " \u00b7 ".join(notes)
         self._set_info(
             f"<b>{config.name}</b> ({config.scheme}, {config.mode} mode) \u00b7 {where} "
-            f"{map_shape[0]}\u00d7{map_shape[1]}<br>{details}<br>"
-            f"{scale_text}<br><i>{dc}</i>"
+            f"{h}\u00d7{w}<br>{details}<br>"
+            f"{self._scale_text(config, maps)}<br><i>{dc}</i>"
         )
 
     def _window(self, inp, tgt):
@@ -299,19 +273,19 @@ class WeightsWidget(QWidget):
             self._window_cache = (key, window)
         return self._window_cache[1]
 
-    def _scale_text(self, config, shape, a_s, a_f, plain, amp) -> str:
+    @staticmethod
+    def _scale_text(config, maps) -> str:
         from napari_dfct import losses
 
-        scale = losses.effective_scale(config, shape)
+        scale = losses.effective_scale(config, maps.shape)
         parts = [
-            f"A_F(DC) = {float(a_f[0, 0]):.3f} \u00b7 mean A_S = {float(a_s.mean()):.3f}",
-            f"frequency factor {scale['frequency_factor']:.3f} \u00d7 spatial factor "
-            f"{scale['spatial_factor']:.3f} = scale {scale['scale']:.3f}",
+            f"A_F(DC) = {maps.a_f_dc:.3f} \u00b7 mean A_S = {float(maps.a_s.mean()):.3f}",
+            (f"frequency factor {scale['frequency_factor']:.3f} \u00d7 spatial factor "
+             f"{scale['spatial_factor']:.3f} = scale {scale['scale']:.3f}"),
         ]
-        if plain is not None and amp is not None:
-            mean_plain = float(np.mean(plain))
-            ratio = float(np.mean(amp)) / mean_plain if mean_plain > 0 else float("nan")
-            parts.append(f"mean amplified / mean plain loss on this slice: <b>{ratio:.3f}</b>")
+        if maps.ratio is not None:
+            parts.append(f"mean amplified / mean plain loss on this slice: "
+                         f"<b>{maps.ratio:.3f}</b>")
         return "<br>".join(parts)
 
     def _update_profiles(self, config) -> None:
@@ -338,13 +312,6 @@ class WeightsWidget(QWidget):
 
 
 # ---------------------------------------------------------------------- helpers
-def _np(t) -> np.ndarray:
-    """A float32 numpy copy of a tensor or array."""
-    if hasattr(t, "detach"):
-        t = t.detach().to("cpu").float().numpy()
-    return np.asarray(t, dtype=np.float32)
-
-
 def _slice(data, z: int) -> np.ndarray:
     return np.asarray(data[z] if data.ndim >= 3 else data)
 
@@ -356,6 +323,3 @@ def _limits(img: np.ndarray) -> tuple[float, float]:
     lo = min(0.0, float(np.percentile(finite, 0.5)))
     hi = float(np.percentile(finite, 99.5))
     return (lo, hi if hi > lo else lo + 1e-6)
-
-
-

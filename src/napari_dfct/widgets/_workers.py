@@ -1,0 +1,326 @@
+"""Background jobs of the dock widgets: training and prediction off the GUI thread.
+
+One path starts every job (:func:`start_job`: a napari generator worker, a cancel flag
+that the widget's destruction sets, the widget's handlers connected) and one event type
+reports progress (:class:`JobEvent`). The job bodies (:func:`train_job`,
+:func:`predict_job`) drive :func:`napari_dfct.train.fit` and
+:func:`napari_dfct.infer.predict_iter`; the widgets only start them and show the events.
+
+Responsiveness on small machines: job threads run at a lower OS priority
+(:func:`lower_thread_priority`), CPU training leaves one core to the GUI thread
+(:func:`training_threads`), torch's lazy imports are done once when a widget opens
+(:func:`warm_up_torch`), and :class:`Throttle` coalesces bursts of events into GUI updates
+at a bounded rate.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+import threading
+import time
+from collections.abc import Callable, Generator, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+
+import numpy as np
+from qtpy.QtCore import QObject, QTimer
+
+__all__ = [
+    "JobEvent",
+    "Throttle",
+    "failure_text",
+    "lower_thread_priority",
+    "predict_job",
+    "problem_text",
+    "start_job",
+    "train_job",
+    "training_threads",
+    "warm_up_torch",
+]
+
+#: Name of the thread that imports torch's lazy modules when a widget opens.
+WARM_UP_THREAD = "dfct-warm-up"
+
+
+@dataclass(frozen=True)
+class JobEvent:
+    """One progress report of a background job, delivered to the widget's GUI thread.
+
+    Attributes
+    ----------
+    kind : {"data", "epoch", "model", "slice"}
+        ``"data"``: training read its data; ``info`` holds ``shape`` and, for files,
+        ``scale`` and ``name``.
+        ``"epoch"``: a training epoch finished; ``value`` is the
+        :class:`napari_dfct.train.EpochEvent`.
+        ``"model"``: prediction has its model; ``value`` is the
+        :class:`napari_dfct.checkpoint.LoadedModel`.
+        ``"slice"``: one slice is predicted; ``index`` is its position along the first
+        axis, ``value`` the 2-D prediction.
+    value : object, optional
+    index : int, optional
+    info : mapping, optional
+    """
+
+    kind: Literal["data", "epoch", "model", "slice"]
+    value: Any = None
+    index: int | None = None
+    info: Mapping[str, Any] = field(default_factory=dict)
+
+
+# ------------------------------------------------------------------------ start, errors
+def start_job(
+    owner: QObject,
+    body: Callable[..., Generator[JobEvent, None, Any]],
+    *args,
+    on_event: Callable[[JobEvent], None],
+    on_error: Callable[[BaseException], None],
+    on_finished: Callable[[], None],
+    on_returned: Callable[[Any], None] | None = None,
+    **kwargs,
+):
+    """Run ``body(*args, cancel=cancel, **kwargs)`` in a napari generator worker.
+
+    Every yielded :class:`JobEvent` goes to ``on_event``, the body's return value to
+    ``on_returned``, an exception to ``on_error`` (never a traceback in the viewer), and
+    ``on_finished`` runs last in every case; all on the GUI thread. The cancel flag is set
+    when ``owner`` is destroyed, so a closed widget stops its job.
+
+    Returns
+    -------
+    (worker, threading.Event)
+        The started worker and the cancel flag the body checks.
+    """
+    from napari.qt.threading import create_worker
+
+    cancel = threading.Event()
+    owner.destroyed.connect(cancel.set)
+    connect = {"yielded": on_event, "errored": on_error, "finished": on_finished}
+    if on_returned is not None:
+        connect["returned"] = on_returned
+    worker = create_worker(body, *args, cancel=cancel, **kwargs, _start_thread=False,
+                           _connect=connect)
+    worker.start()
+    return worker, cancel
+
+
+def problem_text(exc: BaseException) -> str:
+    """A one-line account of ``exc``: the message of a :class:`ValueError` (bad input,
+    worded for the user), else ``Type: message``."""
+    name = type(exc).__name__
+    msg = str(exc)
+    if isinstance(exc, ValueError):
+        return msg or name
+    return f"{name}: {msg}" if msg else name
+
+
+def failure_text(action: str, exc: BaseException, oom_advice: str = "") -> str:
+    """The message for a job that raised: ``"<action> failed: ..."``, or
+    ``"<action> ran out of memory: ..."`` followed by ``oom_advice``."""
+    msg = str(exc) or type(exc).__name__
+    if _is_out_of_memory(exc, msg):
+        return f"{action} ran out of memory: {msg}" + (f". {oom_advice}" if oom_advice else "")
+    return f"{action} failed: {problem_text(exc)}"
+
+
+def _is_out_of_memory(exc: BaseException, msg: str) -> bool:
+    return (type(exc).__name__ == "OutOfMemory" or isinstance(exc, MemoryError)
+            or "out of memory" in msg.lower())
+
+
+# ------------------------------------------------------------------------ GUI updates
+class Throttle:
+    """Coalesce bursts of updates into calls of ``callback``, at most every ``interval_ms``.
+
+    :meth:`poke` after each event; the callback runs once the interval since its last run
+    has passed (at once after a quiet spell), so fast events never flood the event loop.
+    :meth:`flush` runs it now (e.g. when the job ends).
+    """
+
+    def __init__(self, parent: QObject, interval_ms: int, callback: Callable[[], None]):
+        self.interval_ms = int(interval_ms)
+        self._callback = callback
+        self._last = 0.0
+        self._timer = QTimer(parent)
+        self._timer.setSingleShot(True)
+        self._timer.timeout.connect(self._fire)
+
+    def poke(self) -> None:
+        """Schedule a call, unless one is already scheduled."""
+        if not self._timer.isActive():
+            elapsed = (time.perf_counter() - self._last) * 1000.0
+            self._timer.start(int(max(0.0, self.interval_ms - elapsed)))
+
+    def flush(self) -> None:
+        """Cancel the scheduled call and run the callback now."""
+        self._timer.stop()
+        self._fire()
+
+    def stop(self) -> None:
+        """Cancel the scheduled call."""
+        self._timer.stop()
+
+    def _fire(self) -> None:
+        self._last = time.perf_counter()
+        self._callback()
+
+
+# ------------------------------------------------------------------------ CPU sharing
+def lower_thread_priority(step: int = 10) -> Callable[[], None]:
+    """Lower the OS priority of the calling thread (Linux only), so the GUI thread wins.
+
+    Training and the Qt event loop compete for the same cores; a lower priority
+    (``nice``) for the training thread keeps the event loop responsive on small
+    machines. Linux schedules threads individually, so this touches no other thread.
+
+    Returns
+    -------
+    callable
+        Restores the previous priority (best effort: unprivileged users cannot raise
+        a priority again; the worker thread then stays ``nice`` until the thread pool
+        retires it).
+    """
+    if not sys.platform.startswith("linux"):
+        return lambda: None
+    try:
+        tid = threading.get_native_id()
+        old = os.getpriority(os.PRIO_PROCESS, tid)
+        os.setpriority(os.PRIO_PROCESS, tid, min(old + int(step), 19))
+    except (AttributeError, OSError):
+        return lambda: None
+
+    def restore() -> None:
+        try:
+            os.setpriority(os.PRIO_PROCESS, tid, old)
+        except OSError:
+            pass
+
+    return restore
+
+
+def training_threads(device: str) -> int | None:
+    """Intra-op threads for training on ``device``: all cores but one (left to the GUI
+    thread) on the CPU; None (torch's choice) on an accelerator."""
+    from napari_dfct.train import resolve_device
+
+    try:
+        cpu = resolve_device(device).type == "cpu"
+    except ValueError:
+        cpu = True
+    return max(1, (os.cpu_count() or 2) - 1) if cpu else None
+
+
+def _import_torch_compiler() -> None:
+    try:
+        import torch._dynamo  # noqa: F401
+    except Exception:  # noqa: BLE001 - an optional speed-up only
+        pass
+
+
+def warm_up_torch() -> threading.Thread:
+    """Import what ``torch.optim`` imports lazily on first use (torch's compiler stack),
+    in a daemon thread named :data:`WARM_UP_THREAD`.
+
+    Creating the first optimizer imports ``torch._dynamo``, about a second of module
+    loading; done when the widget opens, it no longer stalls the event loop at the start
+    of the first training.
+    """
+    thread = threading.Thread(target=_import_torch_compiler, name=WARM_UP_THREAD,
+                              daemon=True)
+    thread.start()
+    return thread
+
+
+# ------------------------------------------------------------------------ job bodies
+def _relay(gen: Generator, kind: str) -> Generator[JobEvent, None, Any]:
+    """Yield ``JobEvent(kind, value=item)`` for each item of ``gen``; return its value."""
+    try:
+        while True:
+            try:
+                item = next(gen)
+            except StopIteration as stop:
+                return stop.value
+            yield JobEvent(kind, value=item)
+    finally:
+        gen.close()
+
+
+def train_job(
+    input: Any,
+    target: Any,
+    config: Any,
+    out_dir: Path,
+    *,
+    cancel: threading.Event,
+    resume: bool = False,
+    preview_index: int | None = None,
+    threads: int | None = None,
+) -> Generator[JobEvent, None, Any]:
+    """Read files if needed, then drive :func:`napari_dfct.train.fit`.
+
+    ``input`` and ``target`` are arrays or volume files. Yields one ``"data"`` event, then
+    an ``"epoch"`` event per epoch; returns the :class:`~napari_dfct.train.FitResult`.
+    ``threads`` sets torch's intra-op threads for the run (None: unchanged).
+    """
+    import torch
+
+    from napari_dfct import train as _train
+
+    info: dict[str, Any] = {}
+    if isinstance(input, str | os.PathLike):
+        from napari_dfct import io as _io
+
+        input, meta = _io.read_volume(input)
+        info["scale"] = tuple(meta.get("scale") or ())
+        info["name"] = meta.get("name")
+    if isinstance(target, str | os.PathLike):
+        from napari_dfct import io as _io
+
+        target, _ = _io.read_volume(target)
+    info["shape"] = tuple(int(s) for s in np.shape(input))
+    yield JobEvent("data", info=info)
+
+    previous = torch.get_num_threads()
+    if threads:
+        torch.set_num_threads(int(threads))
+    restore_priority = lower_thread_priority()
+    try:
+        gen = _train.fit(
+            input, target, config, out_dir, cancel=cancel, resume=resume,
+            preview_index=preview_index,
+        )
+        result = yield from _relay(gen, "epoch")
+    finally:
+        restore_priority()
+        if threads:
+            torch.set_num_threads(previous)
+    return result
+
+
+def predict_job(
+    model_dir: Path,
+    loaded: Any,
+    device: str,
+    volume: np.ndarray,
+    slices: list[int] | None,
+    *,
+    cancel: threading.Event,
+) -> Generator[JobEvent, None, None]:
+    """Load the model unless ``loaded`` is given, then predict ``slices`` of ``volume``.
+
+    Yields a ``"model"`` event, then a ``"slice"`` event per predicted slice
+    (:func:`napari_dfct.infer.predict_iter`; ``slices`` None for a 2-D ``volume``).
+    """
+    from napari_dfct import checkpoint, infer
+
+    restore_priority = lower_thread_priority()
+    try:
+        if loaded is None:
+            loaded = checkpoint.load_model(model_dir, device="cpu")
+        yield JobEvent("model", value=loaded)
+        for z, y in infer.predict_iter(loaded, volume, slices, device=device, cancel=cancel):
+            yield JobEvent("slice", value=y, index=int(z))
+    finally:
+        restore_priority()
