@@ -84,7 +84,7 @@ def _diagnose_hook(train_mod, x_train, batch, patch):
     from napari_dfct.data import PatchSampler
 
     records = []
-    orig = train_mod._validate
+    orig = train_mod.loop._validate
     calib = PatchSampler(x_train[0], x_train[1], None, patch=patch, patches_per_slice=8,
                          augment=True, seed=12345)
 
@@ -131,7 +131,7 @@ def _diagnose_hook(train_mod, x_train, batch, patch):
         })
         return val, kept
 
-    train_mod._validate = wrapped
+    train_mod.loop._validate = wrapped
     return records
 
 

@@ -39,7 +39,8 @@ from napari_dfct.data import PatchSampler, window_from_percentiles
 from napari_dfct.infer import predict
 from napari_dfct.losses import AmplifiedLoss, LossConfig
 from napari_dfct.model import build_model, count_parameters
-from napari_dfct.train import _autocast, resolve_device
+from napari_dfct.device import autocast as _autocast
+from napari_dfct.device import resolve_device
 
 LOSS = LossConfig.from_name("l2+s+f-nonlinear")
 

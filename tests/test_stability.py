@@ -22,7 +22,7 @@ from napari_dfct.model import build_model
 from napari_dfct.train import (
     RECIPES,
     TrainConfig,
-    _build_optimizer,
+    build_optimizer,
     parameter_groups,
     recalibrate_batchnorm,
     recipe_config,
@@ -104,7 +104,7 @@ def _train_steps(steps: int = 150, **overrides):
     torch.manual_seed(0)
     cfg = recipe_config("paper", preset="tiny", **overrides)
     model = build_model("tiny")
-    opt = _build_optimizer(model, cfg)
+    opt = build_optimizer(model, cfg)
     loss_fn = AmplifiedLoss("l2")
     gen = torch.Generator().manual_seed(1)
     model.train()

@@ -1,0 +1,60 @@
+"""The training loop: one generator used by the GUI, the CLI and the experiment grid.
+
+:func:`fit` trains a residual U-Net on pairs of single-rotation inputs and multi-rotation
+targets with the paper's recipe (:class:`TrainConfig` defaults): Adam (lr 1e-3, coupled
+weight decay 0.1), StepLR (step 3, gamma 0.9), batch 32, one random 128x128 patch per
+training slice and step, flips and +-15 degree rotations, 20 % of the slices for
+validation, early stopping with patience 20 on the validation loss over *full-size*
+validation slices (the same amplified loss, with A_S of the full slice), at most 100
+epochs. The best model is saved as a checkpoint whenever the validation loss improves.
+
+It is a generator: every finished epoch yields an :class:`EpochEvent` and the generator
+``return``\\ s a :class:`FitResult` (``StopIteration.value``; :func:`run_fit` drives it for
+you). A ``cancel`` flag is checked before every batch; a cancelled run keeps its best
+checkpoint and the resume state of its last finished epoch, and ``fit(..., resume=True)``
+continues it where it stopped, bit for bit on the CPU.
+
+The package: :mod:`~napari_dfct.train.config` (:class:`TrainConfig`, recipes, resuming),
+:mod:`~napari_dfct.train.optim` (parameter groups, BatchNorm re-estimation) and
+:mod:`~napari_dfct.train.loop` (:func:`fit` in named steps).
+"""
+
+from ..device import resolve_device
+from .config import (
+    DECAY_SCOPES,
+    DEFAULT_RECIPE,
+    RECIPE_NOTES,
+    RECIPES,
+    SELECT_CHOICES,
+    TrainConfig,
+    recipe_config,
+    resume_config,
+)
+from .loop import EpochEvent, FitResult, OutOfMemory, fit, run_fit
+from .optim import (
+    build_optimizer,
+    parameter_groups,
+    recalibrate_batchnorm,
+    scale_invariant_parameters,
+)
+
+__all__ = [
+    "DECAY_SCOPES",
+    "DEFAULT_RECIPE",
+    "RECIPES",
+    "RECIPE_NOTES",
+    "SELECT_CHOICES",
+    "EpochEvent",
+    "FitResult",
+    "OutOfMemory",
+    "TrainConfig",
+    "build_optimizer",
+    "fit",
+    "parameter_groups",
+    "recalibrate_batchnorm",
+    "recipe_config",
+    "resolve_device",
+    "resume_config",
+    "run_fit",
+    "scale_invariant_parameters",
+]

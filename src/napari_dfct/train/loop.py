@@ -1,0 +1,637 @@
+"""The training loop: one generator used by the GUI, the CLI and the experiment grid.
+
+:func:`fit` trains a residual U-Net on pairs of single-rotation inputs and multi-rotation
+targets with the paper's recipe (:class:`TrainConfig` defaults): Adam (lr 1e-3, coupled
+weight decay 0.1), StepLR (step 3, gamma 0.9), batch 32, one random 128x128 patch per
+training slice and step, flips and +-15 degree rotations, 20 % of the slices for
+validation, early stopping with patience 20 on the validation loss over *full-size*
+validation slices (the same amplified loss, with A_S of the full slice), at most 100
+epochs. The best model is saved as a checkpoint whenever the validation loss improves.
+
+It is a generator: every finished epoch yields an :class:`EpochEvent` and the generator
+``return``\\ s a :class:`FitResult` (``StopIteration.value``; :func:`run_fit` drives it for
+you). A ``cancel`` flag is checked before every batch; a cancelled run keeps its best
+checkpoint and the resume state of its last finished epoch, and ``fit(..., resume=True)``
+continues it where it stopped, bit for bit on the CPU.
+"""
+
+from __future__ import annotations
+
+import copy
+import math
+import threading
+import time
+from collections.abc import Callable, Generator
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from ..data import (
+    IntensityWindow,
+    PatchSampler,
+    split_slices,
+    validate_pair,
+    window_from_percentiles,
+)
+from ..device import autocast as _autocast
+from ..device import cancel_check as _cancel_check
+from ..device import free_memory as _free_device_memory
+from ..device import is_out_of_memory as _is_oom
+from ..device import resolve_device
+from .config import TrainConfig, resume_config
+from .optim import build_optimizer as _build_optimizer
+from .optim import recalibrate_batchnorm
+
+__all__ = ["EpochEvent", "FitResult", "OutOfMemory", "fit", "run_fit"]
+
+
+@dataclass
+class EpochEvent:
+    """What :func:`fit` yields after every epoch.
+
+    ``preview`` is the prediction (denormalised, float32 (Y, X)) on the preview slice, or
+    None when no preview was requested. ``val_loss`` is the selection criterion
+    (``TrainConfig.select``): ``val_plain`` (the un-amplified loss, the default) or
+    ``val_amplified`` (the training loss's configuration on full validation slices).
+    """
+
+    epoch: int
+    epochs: int
+    train_loss: float
+    val_loss: float
+    lr: float
+    best_epoch: int
+    best_val_loss: float
+    improved: bool
+    seconds: float
+    preview: np.ndarray | None = None
+    steps: int = 0
+    preview_index: int | None = None
+    val_plain: float = math.nan
+    val_amplified: float = math.nan
+
+    def to_dict(self) -> dict:
+        """JSON-friendly record (without the preview)."""
+        d = asdict(self)
+        d.pop("preview")
+        return d
+
+
+@dataclass
+class FitResult:
+    """What :func:`fit` returns.
+
+    Attributes
+    ----------
+    model_dir : pathlib.Path or None
+        The model folder (None when ``out_dir`` was None).
+    best_epoch, best_val_loss : int, float
+        The best epoch (0 when none finished) and its validation loss.
+    epochs_run : int
+        The last finished epoch (counting epochs before a resume).
+    stopped : str
+        ``"completed"``, ``"early_stopping"`` or ``"cancelled"``.
+    history : list of dict
+        Per-epoch records (without previews).
+    model : torch.nn.Module or None
+        The best network (CPU, eval mode), when an epoch finished.
+    window : IntensityWindow or None
+        The intensity window used.
+    config : dict
+        The model config as saved in ``config.json``.
+    """
+
+    model_dir: Path | None
+    best_epoch: int
+    best_val_loss: float
+    epochs_run: int
+    stopped: str
+    history: list[dict]
+    model: torch.nn.Module | None = None
+    window: IntensityWindow | None = None
+    config: dict = field(default_factory=dict)
+
+
+class OutOfMemory(RuntimeError):
+    """The device ran out of memory; the message names a smaller batch size to try."""
+
+
+# --------------------------------------------------------------------------- RNG state
+def _rng_state(sampler: PatchSampler) -> dict:
+    np_state = np.random.get_state()
+    state = {
+        "sampler": sampler.get_state(),
+        "torch_cpu": torch.get_rng_state().tolist(),
+        "numpy": {
+            "name": np_state[0],
+            "keys": np_state[1].tolist(),
+            "pos": int(np_state[2]),
+            "has_gauss": int(np_state[3]),
+            "cached_gaussian": float(np_state[4]),
+        },
+        "torch_cuda": [],
+    }
+    if torch.cuda.is_available() and torch.cuda.is_initialized():
+        state["torch_cuda"] = [s.tolist() for s in torch.cuda.get_rng_state_all()]
+    return state
+
+
+def _set_rng_state(state: dict, sampler: PatchSampler) -> None:
+    sampler.set_state(state["sampler"])
+    torch.set_rng_state(torch.tensor(state["torch_cpu"], dtype=torch.uint8))
+    ns = state["numpy"]
+    np.random.set_state(
+        (
+            ns["name"],
+            np.asarray(ns["keys"], dtype=np.uint32),
+            ns["pos"],
+            ns["has_gauss"],
+            ns["cached_gaussian"],
+        )
+    )
+    cuda = state.get("torch_cuda") or []
+    if cuda and torch.cuda.is_available() and len(cuda) == torch.cuda.device_count():
+        torch.cuda.set_rng_state_all([torch.tensor(s, dtype=torch.uint8) for s in cuda])
+
+
+# --------------------------------------------------------------------------- helpers
+def _as_volume(a: Any, name: str) -> np.ndarray:
+    if isinstance(a, torch.Tensor):
+        a = a.detach().cpu().numpy()
+    try:
+        arr = np.asarray(a)
+    except Exception as exc:
+        raise ValueError(f"{name} is not an array: {exc}") from exc
+    if arr.dtype.kind not in "fiub":
+        raise ValueError(f"{name} must be numeric, got dtype {arr.dtype}")
+    return np.ascontiguousarray(arr, dtype=np.float32)
+
+
+
+def _model_config_dict(model: torch.nn.Module, cfg: TrainConfig) -> dict:
+    from ..model import model_config
+
+    return model_config(model)
+
+
+@torch.no_grad()
+def _validate(
+    model: torch.nn.Module,
+    loss_fns: tuple[torch.nn.Module, ...],
+    x_val: torch.Tensor,
+    y_val: torch.Tensor,
+    batch: int,
+    device: torch.device,
+    amp: bool,
+    channels_last: bool,
+    keep: int | None,
+) -> tuple[list[float], torch.Tensor | None]:
+    """Mean of each loss over full validation slices; optionally keep one slice's
+    prediction."""
+    model.eval()
+    totals = [torch.zeros((), dtype=torch.float64, device=device) for _ in loss_fns]
+    kept = None
+    n = x_val.shape[0]
+    for start in range(0, n, batch):
+        xb = x_val[start : start + batch].to(device, non_blocking=True).unsqueeze(1)
+        yb = y_val[start : start + batch].to(device, non_blocking=True).unsqueeze(1)
+        if channels_last:
+            xb = xb.contiguous(memory_format=torch.channels_last)
+        with _autocast(device, amp):
+            pred = model(xb)
+        pred = pred.float()
+        for total, loss_fn in zip(totals, loss_fns):
+            total += loss_fn(pred, yb).double() * xb.shape[0]
+        if keep is not None and start <= keep < start + xb.shape[0]:
+            kept = pred[keep - start, 0].detach().to("cpu", torch.float32)
+    return [float(t.item()) / n for t in totals], kept
+
+
+@torch.no_grad()
+def _predict_one(model, x2d: torch.Tensor, device, amp, channels_last) -> torch.Tensor:
+    model.eval()
+    xb = x2d.to(device).reshape(1, 1, *x2d.shape[-2:])
+    if channels_last:
+        xb = xb.contiguous(memory_format=torch.channels_last)
+    with _autocast(device, amp):
+        pred = model(xb)
+    return pred.float()[0, 0].to("cpu")
+
+
+# --------------------------------------------------------------------------- fit
+def fit(
+    input: np.ndarray,
+    target: np.ndarray,
+    config: TrainConfig | None = None,
+    out_dir: str | Path | None = None,
+    *,
+    cancel: threading.Event | Callable[[], bool] | None = None,
+    resume: bool = False,
+    preview_index: int | None = None,
+    preview: bool = True,
+) -> Generator[EpochEvent, None, FitResult]:
+    """Train a residual U-Net; yield an :class:`EpochEvent` per epoch, return a :class:`FitResult`.
+
+    Parameters
+    ----------
+    input, target : numpy.ndarray
+        float32 (Z, Y, X) volumes of the same shape, Z >= 2, finite. Slices are split into
+        training and validation sets (``config.val_fraction``, seeded).
+    config : TrainConfig, optional
+        Training parameters (paper defaults).
+    out_dir : path, optional
+        Model folder: the best model (``model.safetensors`` + ``config.json``) is saved
+        whenever the validation loss improves, ``history.json`` and the resume state after
+        every epoch. None keeps everything in memory (``FitResult.model``).
+    cancel : threading.Event or callable, optional
+        Checked before every batch; when set, the run stops within one batch and returns
+        ``stopped="cancelled"`` (the best checkpoint so far stays).
+    resume : bool
+        Continue the run saved in ``out_dir`` (weights, optimizer, scheduler, epoch,
+        early-stopping counters and RNG states). Data, loss, model, window, split and seed
+        come from the saved config; ``config.epochs`` and ``config.patience`` may raise the
+        limits (``config=None`` keeps the saved ones).
+    preview_index : int, optional
+        Slice (index into the volume) to preview; default: the first validation slice.
+    preview : bool
+        Put a prediction of the preview slice (input units) into each event.
+
+    Yields
+    ------
+    EpochEvent
+
+    Returns
+    -------
+    FitResult
+        As the generator's return value (``StopIteration.value``).
+
+    Raises
+    ------
+    ValueError
+        Bad inputs or parameters, or a resume without a saved state.
+    OutOfMemory
+        The device ran out of memory (a :class:`RuntimeError`; the message names a smaller
+        batch size).
+    FloatingPointError
+        The training loss became NaN or infinite.
+    """
+    config, saved_cfg, out_path = _start_config(config, out_dir, resume)
+    x_all = _as_volume(input, "input")
+    y_all = _as_volume(target, "target")
+    validate_pair(x_all, y_all, patch=config.patch)
+    _check_resumed_shape(saved_cfg, out_path, x_all.shape)
+    run = _Run(config=config, out_path=out_path, preview=bool(preview))
+    _plan(run, x_all, y_all, preview_index)
+    check_cancel = _cancel_check(cancel)
+
+    # The CPU kernels used here are deterministic for a fixed thread count, so seeded CPU
+    # runs reproduce without the process-wide `torch.use_deterministic_algorithms`
+    # switch, which would also import torch's compiler stack (about a second holding the
+    # GIL: a visible stall when training runs in a napari worker thread).
+    try:
+        _build(run, x_all, y_all)
+        del x_all, y_all
+        if resume:
+            _restore(run)
+        stopped = "completed"
+        if run.bad_epochs >= config.patience and run.epoch > 0:
+            stopped = "early_stopping"
+        while stopped == "completed" and run.epoch < config.epochs:
+            t0 = time.perf_counter()
+            lr = float(run.optimizer.param_groups[0]["lr"])
+            trained = _train_one_epoch(run, check_cancel)
+            if trained is None or check_cancel():
+                stopped = "cancelled"
+                break
+            train_loss, steps = trained
+            run.epoch += 1
+            event = _validate_and_select(run, train_loss, lr, steps)
+            event.seconds = time.perf_counter() - t0
+            run.history.append(event.to_dict())
+            _save_epoch(run, event.improved)
+            yield event
+            if run.bad_epochs >= config.patience:
+                stopped = "early_stopping"
+        return _finish(run, stopped)
+    finally:
+        # drop every device tensor held by the run (a traceback may keep this frame)
+        device = run.device
+        run.release()
+        _free_device_memory(device)
+
+
+@dataclass
+class _Run:
+    """Everything one :func:`fit` call holds, passed between its named steps."""
+
+    config: TrainConfig
+    out_path: Path | None
+    preview: bool
+    device: torch.device = torch.device("cpu")
+    use_amp: bool = False
+    channels_last: bool = False
+    window: IntensityWindow | None = None
+    train_idx: np.ndarray | None = None
+    val_idx: np.ndarray | None = None
+    preview_index: int = 0
+    shape: tuple[int, int, int] = (0, 0, 0)
+    model: Any = None
+    optimizer: Any = None
+    scheduler: Any = None
+    sampler: Any = None
+    loss_fn: Any = None
+    plain_fn: Any = None
+    x_val: Any = None
+    y_val: Any = None
+    preview_x: Any = None
+    keep: int | None = None
+    val_batch: int = 1
+    model_cfg: dict = field(default_factory=dict)
+    history: list = field(default_factory=list)
+    epoch: int = 0
+    best_epoch: int = 0
+    best_val: float = math.inf
+    bad_epochs: int = 0
+    best_state: dict | None = None
+
+    def release(self) -> None:
+        self.model = self.optimizer = self.scheduler = self.sampler = None
+        self.loss_fn = self.plain_fn = self.x_val = self.y_val = self.preview_x = None
+        self.best_state = None
+
+
+def _start_config(config, out_dir, resume) -> tuple[TrainConfig, dict | None, Path | None]:
+    """Step 1: the run's configuration (a copy; the saved one when resuming)."""
+    from .. import checkpoint as ckpt
+
+    config = copy.deepcopy(config) if config is not None else None
+    out_path = Path(out_dir) if out_dir is not None else None
+    saved_cfg = None
+    if resume:
+        if out_path is None:
+            raise ValueError("resume=True needs out_dir (the model folder of the stopped run)")
+        config = resume_config(
+            out_path, **({} if config is None else {
+                "epochs": config.epochs, "patience": config.patience,
+                "device": config.device, "keep_state": config.keep_state}))
+        saved_cfg = ckpt.load_config(out_path)
+    if config is None:
+        config = TrainConfig()
+    config.validate()
+    return config, saved_cfg, out_path
+
+
+def _check_resumed_shape(saved_cfg: dict | None, out_path, shape) -> None:
+    if saved_cfg is None:
+        return
+    saved_shape = saved_cfg.get("data_shape")
+    if saved_shape is not None and [int(v) for v in saved_shape] != list(shape):
+        raise ValueError(
+            f"cannot resume {out_path}: it was trained on data of shape "
+            f"{tuple(saved_shape)}, got {tuple(shape)}"
+        )
+
+
+def _plan(run: _Run, x_all: np.ndarray, y_all: np.ndarray, preview_index) -> None:
+    """Step 2: split, preview slice, intensity window and device."""
+    config = run.config
+    n = x_all.shape[0]
+    run.shape = tuple(int(v) for v in x_all.shape)
+    run.train_idx, run.val_idx = split_slices(n, config.val_fraction, config.seed)
+    if preview_index is None:
+        preview_index = int(run.val_idx[0])
+    if not 0 <= int(preview_index) < n:
+        raise ValueError(f"preview_index {preview_index} is out of range for {n} slices")
+    run.preview_index = int(preview_index)
+    if config.window is None:
+        config.window = window_from_percentiles(x_all[run.train_idx], y_all[run.train_idx])
+    run.window = config.window
+    run.device = resolve_device(config.device)
+    run.use_amp = bool(config.amp) and run.device.type == "cuda"
+    run.channels_last = run.device.type == "cuda"
+
+
+def _build(run: _Run, x_all: np.ndarray, y_all: np.ndarray) -> None:
+    """Step 3: model, loss, optimiser, schedule, patch sampler and validation tensors."""
+    from ..losses import AmplifiedLoss
+    from ..model import build_model
+
+    config, device = run.config, run.device
+    n, h, w = run.shape
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(config.seed)
+        model = build_model(config.preset, **config.model_kwargs)
+    model = model.to(device)
+    if run.channels_last:
+        model = model.to(memory_format=torch.channels_last)
+    run.model = model
+    run.loss_fn = AmplifiedLoss(config.loss).to(device)
+    run.plain_fn = AmplifiedLoss(config.loss.plain).to(device)
+    run.optimizer = _build_optimizer(model, config)
+    run.scheduler = torch.optim.lr_scheduler.StepLR(
+        run.optimizer, step_size=config.step_size, gamma=config.gamma
+    )
+    # A_S of the full slice (None when S is off), cropped with every patch
+    a_s = run.loss_fn.full_spatial_weight((h, w), device=device)
+    xn = run.window.normalize(x_all)
+    yn = run.window.normalize(y_all)
+    run.sampler = PatchSampler(
+        xn[run.train_idx], yn[run.train_idx], a_s, patch=config.patch,
+        patches_per_slice=config.patches_per_slice, augment=config.augment,
+        seed=config.seed + 1, device=device,
+    )
+    run.x_val = torch.from_numpy(xn[run.val_idx]).to(run.sampler.storage)
+    run.y_val = torch.from_numpy(yn[run.val_idx]).to(run.sampler.storage)
+    run.preview_x = torch.from_numpy(xn[run.preview_index])
+    if run.preview_index in set(run.val_idx.tolist()):
+        run.keep = int(np.searchsorted(run.val_idx, run.preview_index))
+    run.val_batch = max(1, (config.batch_size * config.patch * config.patch) // (h * w))
+    run.model_cfg = {
+        "name": config.loss.name,
+        "preset": config.preset,
+        "model": _model_config_dict(model, config),
+        "loss": config.loss.to_dict(),
+        "window": run.window.to_dict(),
+        "train": config.to_dict(),
+        "split": {"train": run.train_idx.tolist(), "val": run.val_idx.tolist()},
+        "data_shape": [int(n), int(h), int(w)],
+    }
+
+
+def _restore(run: _Run) -> None:
+    """Step 3b: weights, optimiser, schedule, counters and RNG states of a stopped run."""
+    from .. import checkpoint as ckpt
+
+    out_path = run.out_path
+    st = ckpt.load_training_state(out_path)
+    try:
+        run.model.load_state_dict(st["model"])
+        run.optimizer.load_state_dict(st["optimizer"])
+        run.scheduler.load_state_dict(st["scheduler"])
+        run.epoch = int(st["epoch"])
+        es = st["early_stopping"]
+        run.best_epoch = int(es["best_epoch"])
+        run.best_val = math.inf if es["best_val_loss"] is None else float(es["best_val_loss"])
+        run.bad_epochs = int(es["bad_epochs"])
+        _set_rng_state(st["rng"], run.sampler)
+    except (KeyError, RuntimeError, ValueError, TypeError) as exc:
+        raise ckpt.CheckpointError(f"cannot resume from {out_path}: {exc}") from exc
+    run.history = [rec for rec in ckpt.load_history(out_path)
+                   if int(rec.get("epoch", 0)) <= run.epoch]
+    if run.best_epoch > 0:
+        best_model = ckpt.load_model(out_path, device="cpu").model
+        run.best_state = {k: v.detach().clone() for k, v in best_model.state_dict().items()}
+
+
+def _oom_message(run: _Run) -> str:
+    c = run.config
+    return (f"out of {run.device.type.upper()} memory at batch size {c.batch_size} with "
+            f"{c.patch}x{c.patch} patches (preset {c.preset!r}); try batch size "
+            f"{max(1, c.batch_size // 2)}")
+
+
+def _train_one_epoch(run: _Run, check_cancel) -> tuple[float, int] | None:
+    """Step 4: one epoch of optimiser steps; None when cancelled (within one batch)."""
+    config, device, model = run.config, run.device, run.model
+    model.train()
+    running = torch.zeros((), dtype=torch.float64, device=device)
+    seen = steps = 0
+    for xb, yb, wb in run.sampler.epoch(config.batch_size):
+        if check_cancel():
+            return None
+        if run.channels_last:
+            xb = xb.contiguous(memory_format=torch.channels_last)
+        oom = False
+        try:
+            with _autocast(device, run.use_amp):
+                pred = model(xb)
+            loss = run.loss_fn(pred.float(), yb, wb)
+            run.optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            run.optimizer.step()
+        except Exception as exc:
+            if not _is_oom(exc):
+                raise
+            oom = True
+        if oom:
+            # raised outside the handler: no traceback keeps the activations alive
+            pred = loss = xb = yb = wb = None
+            raise OutOfMemory(_oom_message(run))
+        running += loss.detach().double() * xb.shape[0]
+        seen += xb.shape[0]
+        steps += 1
+    train_loss = float(running.item()) / max(seen, 1)
+    if not math.isfinite(train_loss):
+        lr = float(run.optimizer.param_groups[0]["lr"])
+        raise FloatingPointError(
+            f"training diverged in epoch {run.epoch + 1} (loss {train_loss}); "
+            f"try a smaller learning rate than {lr:g}"
+        )
+    run.scheduler.step()
+    return train_loss, steps
+
+
+def _validate_and_select(run: _Run, train_loss: float, lr: float, steps: int) -> EpochEvent:
+    """Step 5: (re-estimate BatchNorm statistics,) validate, update the best model."""
+    config, device = run.config, run.device
+    if config.bn_recalibrate > 0:
+        recalibrate_batchnorm(run.model, (
+            (xb.contiguous(memory_format=torch.channels_last) if run.channels_last else xb)
+            for xb, _, _ in run.sampler.extra_batches(
+                config.bn_recalibrate, config.batch_size,
+                seed=config.seed * 1_000_003 + run.epoch)))
+    oom = False
+    try:
+        (val_plain, val_amp), kept = _validate(
+            run.model, (run.plain_fn, run.loss_fn), run.x_val, run.y_val, run.val_batch,
+            device, run.use_amp, run.channels_last, run.keep if run.preview else None)
+        if run.preview and run.keep is None:
+            kept = _predict_one(run.model, run.preview_x, device, run.use_amp,
+                                run.channels_last)
+    except Exception as exc:
+        if not _is_oom(exc):
+            raise
+        oom = True
+    if oom:
+        _, h, w = run.shape
+        raise OutOfMemory(
+            f"out of {device.type.upper()} memory validating full {h}x{w} slices "
+            f"(preset {config.preset!r}); try a smaller preset, or the device cpu")
+    val_loss = val_plain if config.select == "plain" else val_amp
+    improved = math.isfinite(val_loss) and val_loss < run.best_val
+    if improved:
+        run.best_val, run.best_epoch, run.bad_epochs = val_loss, run.epoch, 0
+        run.best_state = {k: v.detach().to("cpu", copy=True)
+                          for k, v in run.model.state_dict().items()}
+    else:
+        run.bad_epochs += 1
+    preview = None
+    if run.preview and kept is not None:
+        preview = run.window.denormalize(kept.numpy())
+    return EpochEvent(
+        epoch=run.epoch, epochs=int(config.epochs), train_loss=train_loss,
+        val_loss=float(val_loss), lr=lr, best_epoch=run.best_epoch,
+        best_val_loss=float(run.best_val), improved=bool(improved), seconds=0.0,
+        preview=preview, steps=steps,
+        preview_index=run.preview_index if run.preview else None,
+        val_plain=float(val_plain), val_amplified=float(val_amp),
+    )
+
+
+def _save_epoch(run: _Run, improved: bool) -> None:
+    """Step 6: best checkpoint (when improved), history and the resume state."""
+    from .. import checkpoint as ckpt
+
+    if run.out_path is None:
+        return
+    run.model_cfg["best_epoch"] = run.best_epoch
+    run.model_cfg["best_val_loss"] = run.best_val
+    run.model_cfg["epochs_run"] = run.epoch
+    if improved:
+        ckpt.save_checkpoint(run.out_path, run.model, run.model_cfg, run.history)
+    else:
+        ckpt.write_history(run.out_path, run.history)
+    ckpt.save_training_state(run.out_path, {
+        "epoch": run.epoch,
+        "model": run.model.state_dict(),
+        "optimizer": run.optimizer.state_dict(),
+        "scheduler": run.scheduler.state_dict(),
+        "early_stopping": {"best_epoch": run.best_epoch, "best_val_loss": run.best_val,
+                           "bad_epochs": run.bad_epochs},
+        "rng": _rng_state(run.sampler),
+    })
+
+
+def _finish(run: _Run, stopped: str) -> FitResult:
+    """Step 7: drop the resume state if asked, and return the best model."""
+    from .. import checkpoint as ckpt
+
+    if run.out_path is not None and stopped != "cancelled" and not run.config.keep_state:
+        ckpt.delete_training_state(run.out_path)
+    best_model = None
+    if run.best_state is not None:
+        run.model.load_state_dict(run.best_state)
+        best_model = run.model.to("cpu", memory_format=torch.contiguous_format).eval()
+    run.model_cfg["best_epoch"] = run.best_epoch
+    run.model_cfg["best_val_loss"] = run.best_val
+    return FitResult(
+        model_dir=run.out_path if (run.out_path is not None and run.best_epoch > 0) else None,
+        best_epoch=run.best_epoch, best_val_loss=float(run.best_val), epochs_run=run.epoch,
+        stopped=stopped, history=run.history, model=best_model, window=run.window,
+        config=run.model_cfg,
+    )
+
+
+def run_fit(*args, callback: Callable[[EpochEvent], Any] | None = None, **kwargs) -> FitResult:
+    """Drive :func:`fit` to the end, calling ``callback(event)`` per epoch; return the result."""
+    gen = fit(*args, **kwargs)
+    while True:
+        try:
+            event = next(gen)
+        except StopIteration as stop:
+            return stop.value
+        if callback is not None:
+            callback(event)
