@@ -484,5 +484,12 @@ def test_measure_reads_only_the_rois_and_the_line():
 def test_measure_identical_reference():
     ref = erf_edge_image((64, 64), (32, 32), 0, 2.0) + np.random.default_rng(1).normal(
         0, 0.05, (64, 64))
+    full = M.measure_all(ref, (32, 48), (32, 16), reference=ref)
+    assert full.psnr == math.inf and full.ssim == pytest.approx(1.0)
+    assert "psnr" not in full.reasons  # infinite, not undefined
+    # the JSON dict follows the package's one NaN rule: non-finite numbers are None, so
+    # the infinite PSNR is None there, without a reason, and the dict is strict JSON
     out = M.measure(ref, (32, 48), (32, 16), reference=ref)
-    assert out["psnr"] == math.inf and out["ssim"] == pytest.approx(1.0)
+    assert out["psnr"] is None and "psnr" not in out["reasons"]
+    assert out["ssim"] == pytest.approx(1.0)
+    json.dumps(out, allow_nan=False)

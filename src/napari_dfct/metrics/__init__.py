@@ -1,0 +1,61 @@
+"""Image-quality metrics for dark-field CT slices: CNR, edge FWHM, PSNR and SSIM.
+
+The paper judges streak reduction by two numbers measured on one axial slice:
+
+* the **contrast-to-noise ratio** between a lung-tissue ROI (signal) and an air ROI
+  (background), ``CNR = (mu_s - mu_b) / sqrt(sigma_s**2 + sigma_b**2)``;
+* the **FWHM** (pixels) of the line spread function (LSF), the derivative of the edge
+  spread function sampled along the line between the two ROI centres.
+
+With a streak-free truth (simulations), PSNR and SSIM against it are reported as well.
+
+Every function takes one 2-D slice. Data- or geometry-dependent degeneracies (an ROI
+partly outside the image, NaNs, zero noise, a line that is too short or leaves the image,
+a flat profile, an edge at the end of the line, a failed fit, a non-2-D array) never raise
+and never produce a misleading number: the value is NaN and ``reason`` says why. Only
+malformed arguments (a centre that is not a pair of numbers, an unknown option) raise
+``ValueError``.
+
+Only the two ROIs and the pixels next to the line are read, so CNR and FWHM cost well
+under a few milliseconds on an 800x800 slice. PSNR and SSIM read the whole slice (SSIM is
+by far the most expensive metric): :func:`measure` computes them only when a reference is
+given, and interactive callers should cache them per slice, since they do not depend on
+the ROIs.
+
+The package is split by concern: :mod:`.cnr` (ROIs and CNR), :mod:`.edge` (line profile,
+erf fit, FWHM), :mod:`.image` (PSNR, SSIM) and :mod:`.measurement` (everything at once);
+every public name is available from ``napari_dfct.metrics`` itself.
+
+This package imports neither Qt nor napari.
+"""
+
+from __future__ import annotations
+
+# the optimiser of the edge fit; edge._fit_erf looks it up here when called, so replacing
+# napari_dfct.metrics.curve_fit reaches the fit
+from scipy.optimize import curve_fit as curve_fit
+
+from .cnr import CNRResult, ROIStats, cnr, cnr_stderr, roi_bounds, roi_stats
+from .edge import FWHM_PER_SIGMA, FWHMResult, erf_edge, fwhm, line_profile
+from .image import psnr, reference_metrics, ssim
+from .measurement import Measurement, measure, measure_all
+
+__all__ = [
+    "FWHM_PER_SIGMA",
+    "CNRResult",
+    "FWHMResult",
+    "Measurement",
+    "ROIStats",
+    "cnr",
+    "cnr_stderr",
+    "erf_edge",
+    "fwhm",
+    "line_profile",
+    "measure",
+    "measure_all",
+    "psnr",
+    "reference_metrics",
+    "roi_bounds",
+    "roi_stats",
+    "ssim",
+]
