@@ -9,8 +9,8 @@ The arrays come from :func:`napari_dfct.simulate.simulate_dfct` (16 slices of 25
 360 views, 20 rotations) and are cached after the first call in
 ``$NAPARI_DFCT_CACHE_DIR``, else ``$XDG_CACHE_HOME/napari-dfct``, else
 ``~/.cache/napari-dfct``, as a float32 ``.npz`` plus a JSON file (never a pickle), keyed by
-the parameters, the package version and the simulator's source. An unwritable or damaged
-cache is ignored.
+the parameters, the package version and the simulator's source (every ``*.py`` file of the
+simulator). An unwritable or damaged cache is ignored.
 """
 
 from __future__ import annotations
@@ -18,13 +18,14 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-import tempfile
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
 from . import __version__
+from ._files import atomic_write
+from .roi import LAYER_NAME, ROISet
 
 __all__ = [
     "SAMPLE_PARAMS", "cache_dir", "contrast_limits", "load_sample", "make_sample_data",
@@ -56,13 +57,27 @@ def cache_dir() -> Path:
     return base / "napari-dfct"
 
 
-def _key(params: dict) -> str:
-    """Cache key: the parameters, the package version and the simulator's source (so an
-    edited simulator never serves stale arrays)."""
+def _simulator_sources() -> list[tuple[str, Path]]:
+    """The simulator's Python files as sorted ``(name, path)`` pairs: every ``*.py`` of the
+    ``napari_dfct.simulate`` package folder (names relative to it), or the single module
+    file."""
     from . import simulate
 
+    path = Path(simulate.__file__)
+    if path.name != "__init__.py":
+        return [(path.name, path)]
+    root = path.parent
+    return sorted((p.relative_to(root).as_posix(), p) for p in root.rglob("*.py"))
+
+
+def _key(params: dict) -> str:
+    """Cache key: the parameters, the package version and the simulator's source (every
+    file of it, so an edited simulator never serves stale arrays)."""
+    digest = hashlib.sha256()
     try:
-        source = hashlib.sha256(Path(simulate.__file__).read_bytes()).hexdigest()
+        for name, path in _simulator_sources():
+            digest.update(name.encode() + b"\0" + hashlib.sha256(path.read_bytes()).digest())
+        source = digest.hexdigest()
     except OSError:
         source = ""
     blob = json.dumps({"params": params, "version": __version__, "simulator": source},
@@ -85,21 +100,13 @@ def _read_cache(folder: Path, key: str, params: dict) -> tuple[dict, dict] | Non
 
 
 def _write_cache(folder: Path, key: str, arrays: dict, meta: dict) -> None:
-    """Write atomically (temporary file + rename); ignore any failure."""
+    """Write atomically (:func:`napari_dfct._files.atomic_write`); ignore any failure."""
     try:
         folder.mkdir(parents=True, exist_ok=True)
-        for suffix, write in (
-            (".npz", lambda f: np.savez(f, **arrays)),
-            (".json", lambda f: f.write(json.dumps(meta, indent=1).encode())),
-        ):
-            fd, tmp = tempfile.mkstemp(prefix=".thorax-", suffix=suffix, dir=folder)
-            try:
-                with os.fdopen(fd, "wb") as f:
-                    write(f)
-                os.replace(tmp, folder / f"thorax-{key}{suffix}")
-            except BaseException:
-                Path(tmp).unlink(missing_ok=True)
-                raise
+        with atomic_write(folder / f"thorax-{key}.npz") as fh:
+            np.savez(fh, **arrays)
+        with atomic_write(folder / f"thorax-{key}.json") as fh:
+            fh.write(json.dumps(meta, indent=1).encode())
     except OSError:
         pass
 
@@ -126,31 +133,21 @@ def load_sample(**overrides: Any) -> tuple[dict[str, np.ndarray], dict]:
     return arrays, sim.meta
 
 
-def _square(center, size) -> np.ndarray:
-    r, c = float(center[0]), float(center[1])
-    h = size / 2.0
-    return np.array(
-        [[r - h, c - h], [r - h, c + h], [r + h, c + h], [r + h, c - h]], dtype=float
-    )
-
-
 def roi_layer_data(meta: dict) -> tuple[list[np.ndarray], dict, str]:
     """The ``DFCT ROIs`` Shapes ``LayerData`` for a simulation's meta.
 
-    Three 2-D shapes (they broadcast over z): the signal (lung) square, the background
-    (air) square, both ``roi_size`` wide with corners at ``centre -/+ roi_size / 2``, and
-    the line from the signal centre to the background centre.
+    Three 2-D shapes (they broadcast over z), :meth:`napari_dfct.roi.ROISet.shapes`: the
+    signal (lung) square, the background (air) square, both ``roi_size`` wide with corners
+    at ``centre -/+ roi_size / 2``, and the line (by default from the signal centre to the
+    background centre).
     """
-    size = float(meta.get("roi_size", 30))
-    sig, bg = meta["signal_center"], meta["background_center"]
-    line = np.asarray(meta.get("line", [sig, bg]), dtype=float)
-    data = [_square(sig, size), _square(bg, size), line]
-    roles = ["signal", "background", "line"]
+    rois = ROISet.from_meta(meta, image_size=meta.get("size"))
+    data, shape_types, features = rois.shapes()
     kwargs = {
-        "name": "DFCT ROIs",
-        "shape_type": ["rectangle", "rectangle", "line"],
-        "features": {"role": roles},
-        "edge_color": [ROI_COLORS[r] for r in roles],
+        "name": LAYER_NAME,
+        "shape_type": shape_types,
+        "features": features,
+        "edge_color": [ROI_COLORS[r] for r in features["role"]],
         "face_color": "transparent",
         "edge_width": 2,
         "opacity": 1.0,

@@ -22,8 +22,6 @@ DESCRIPTION = (
 )
 ORDER = 40
 
-META_NAME = "meta.json"
-
 
 def register(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("image", help="TIFF, .npy/.npz or DICOM image or volume")
@@ -46,8 +44,8 @@ def register(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--linewidth", type=int, default=1, metavar="W",
                         help="width in pixels of the profile across the edge (averaged)")
     parser.add_argument("--json", action="store_true",
-                        help="print one JSON object (undefined values are null; an infinite "
-                             "PSNR is written as Infinity)")
+                        help="print one JSON object (strict JSON: undefined and infinite "
+                             "values, such as the PSNR of identical images, are null)")
 
 
 # --------------------------------------------------------------------------------------
@@ -81,50 +79,17 @@ def _read(path: str, what: str) -> tuple[np.ndarray, dict]:
     return data, info
 
 
-def _meta_for(image: Path) -> tuple[dict | None, Path]:
-    from ..cli import CLIError
-
-    folder = image if image.is_dir() else image.parent
-    path = folder / META_NAME
-    if not path.is_file():
-        return None, path
-    try:
-        meta = json.loads(path.read_text())
-    except (OSError, ValueError) as exc:
-        raise CLIError(f"cannot read {path}: {exc}") from None
-    if not isinstance(meta, dict):
-        raise CLIError(f"{path} does not hold a JSON object")
-    return meta, path
-
-
-def _meta_point(meta: dict, key: str, path: Path) -> list[float]:
-    from ..cli import CLIError
-
-    try:
-        vals = [float(v) for v in meta[key]]
-    except KeyError:
-        raise CLIError(f"{path} has no {key!r}; give --signal and --background") from None
-    except (TypeError, ValueError):
-        raise CLIError(f"{path}: {key!r} must be [row, col]") from None
-    if len(vals) != 2:
-        raise CLIError(f"{path}: {key!r} must be [row, col]")
-    return vals
-
-
-def _pick_slice(data: np.ndarray, k: int | None, what: str) -> tuple[np.ndarray, int | None]:
+def _check_slice(data: np.ndarray, k: int | None, what: str) -> None:
+    """The --slice option against the image (2-D: only 0; 3-D: a valid index)."""
     from ..cli import CLIError
 
     if data.ndim == 2:
         if k not in (None, 0):
             raise CLIError(f"--slice {k}: {what} is a single 2-D slice")
-        return data, None
+        return
     z = data.shape[0]
-    if k is None:
-        k = z // 2
-    if not -z <= k < z:
+    if k is not None and not -z <= k < z:
         raise CLIError(f"--slice {k} is out of range for {what} with {z} slices")
-    k = k % z
-    return data[k], k
 
 
 def _num(v, fmt="{:.4g}") -> str:
@@ -136,6 +101,48 @@ def _num(v, fmt="{:.4g}") -> str:
 
 
 # --------------------------------------------------------------------------------------
+def _rois(args: argparse.Namespace, volume: np.ndarray):
+    """The ROIs (:class:`napari_dfct.roi.ROISet`): the options, else the meta.json next
+    to the image (of ``dfct simulate``), which is then the source of every default."""
+    from ..cli import CLIError
+    from ..roi import ROISet, read_meta
+
+    meta = meta_path = None
+    if args.signal is None and args.background is None:
+        try:
+            meta, meta_path = read_meta(Path(args.image))
+        except ValueError as exc:
+            raise CLIError(str(exc)) from None
+        if meta is None:
+            raise CLIError("give --signal R,C and --background R,C (no meta.json next to "
+                           f"{args.image})")
+    elif args.signal is None or args.background is None:
+        raise CLIError("give both --signal R,C and --background R,C")
+    options = {
+        "signal_center": _numbers(args.signal, 2, "--signal") if meta is None else None,
+        "background_center": (_numbers(args.background, 2, "--background") if meta is None
+                              else None),
+        "roi_size": args.roi_size,
+        "line": None,
+        # a 2-D image has one slice: meta.json's slice does not apply to it
+        "slice": args.slice if volume.ndim == 3 else 0,
+    }
+    if args.roi_size is not None and args.roi_size < 2:
+        raise CLIError(f"--roi-size must be at least 2, got {args.roi_size}")
+    if args.line is not None:
+        v = _numbers(args.line, 4, "--line")
+        options["line"] = [[v[0], v[1]], [v[2], v[3]]]
+    if args.linewidth < 1:
+        raise CLIError(f"--linewidth must be at least 1, got {args.linewidth}")
+    _check_slice(volume, args.slice, f"image {args.image!r}")
+    n_slices = volume.shape[0] if volume.ndim == 3 else None
+    try:
+        rois = ROISet.from_meta(meta, n_slices, **options)
+    except ValueError as exc:  # only meta.json's values are left unchecked here
+        raise CLIError(f"{meta_path}: {exc}") from None
+    return rois, meta_path
+
+
 def run(args: argparse.Namespace) -> int:
     from .. import metrics
     from ..cli import CLIError
@@ -143,61 +150,10 @@ def run(args: argparse.Namespace) -> int:
     for name in ("signal", "background", "roi_size", "line", "slice", "reference"):
         if not hasattr(args, name):
             setattr(args, name, None)
-    image_path = Path(args.image)
     volume, _info = _read(args.image, "image")
-
-    # ROIs: options, else meta.json from `dfct simulate`
-    meta = None
-    meta_path = None
-    if args.signal is None and args.background is None:
-        meta, meta_path = _meta_for(image_path)
-        if meta is None:
-            raise CLIError("give --signal R,C and --background R,C (no meta.json next to "
-                           f"{args.image})")
-        signal = _meta_point(meta, "signal_center", meta_path)
-        background = _meta_point(meta, "background_center", meta_path)
-    elif args.signal is None or args.background is None:
-        raise CLIError("give both --signal R,C and --background R,C")
-    else:
-        signal = _numbers(args.signal, 2, "--signal")
-        background = _numbers(args.background, 2, "--background")
-
-    if args.roi_size is not None:
-        size = args.roi_size
-    elif meta is not None and meta.get("roi_size") is not None:
-        try:
-            size = int(meta["roi_size"])
-        except (TypeError, ValueError):
-            raise CLIError(f"{meta_path}: 'roi_size' must be an integer") from None
-    else:
-        size = 30
-    if size < 2:
-        raise CLIError(f"--roi-size must be at least 2, got {size}")
-
-    if args.line is not None:
-        v = _numbers(args.line, 4, "--line")
-        line = [[v[0], v[1]], [v[2], v[3]]]
-    elif meta is not None and meta.get("line") is not None:
-        try:
-            arr = np.asarray(meta["line"], dtype=float)
-            if arr.shape != (2, 2):
-                raise ValueError
-        except (TypeError, ValueError):
-            raise CLIError(f"{meta_path}: 'line' must be [[r0, c0], [r1, c1]]") from None
-        line = arr.tolist()
-    else:
-        line = [signal, background]
-
-    if args.linewidth < 1:
-        raise CLIError(f"--linewidth must be at least 1, got {args.linewidth}")
-
-    k = args.slice
-    if k is None and meta is not None and volume.ndim == 3 and meta.get("slice") is not None:
-        try:
-            k = int(meta["slice"])
-        except (TypeError, ValueError):
-            raise CLIError(f"{meta_path}: 'slice' must be an integer") from None
-    image2d, k = _pick_slice(volume, k, f"image {args.image!r}")
+    rois, meta_path = _rois(args, volume)
+    k = rois.slice if volume.ndim == 3 else None
+    image2d = volume if k is None else volume[k]
 
     reference2d = None
     if args.reference is not None:
@@ -207,27 +163,28 @@ def run(args: argparse.Namespace) -> int:
                            f"{volume.shape}")
         reference2d = ref_volume if ref_volume.ndim == 2 else ref_volume[k]
 
-    result = metrics.measure(image2d, signal, background, line=line, size=size,
-                             reference=reference2d, linewidth=args.linewidth)
-
+    m = metrics.measure_all(image2d, rois.signal_center, rois.background_center,
+                            line=rois.line, size=rois.roi_size, reference=reference2d,
+                            linewidth=args.linewidth)
+    result = m.to_dict()
     if args.json:
         out = {
             "image": str(args.image),
             "slice": k,
             "shape": list(image2d.shape),
-            "roi_size": size,
+            "roi_size": rois.roi_size,
             "reference": args.reference,
-            "rois_from": str(meta_path) if meta is not None else "options",
+            "rois_from": str(meta_path) if meta_path is not None else "options",
             **result,
         }
-        print(json.dumps(out))
+        print(json.dumps(out, allow_nan=False))
         return 0
 
-    print(_table(args, result, image2d.shape, k, volume, size, meta_path if meta else None))
+    print(_table(args, result, m, image2d.shape, k, volume, rois.roi_size, meta_path))
     return 0
 
 
-def _table(args, r: dict, shape, k, volume, size, meta_path) -> str:
+def _table(args, r: dict, m, shape, k, volume, size, meta_path) -> str:
     where = f"slice {k} of {volume.shape[0]}" if k is not None else "2-D image"
     rows = [
         ("image", f"{args.image}  ({where}, {shape[0]}x{shape[1]})"),
@@ -252,7 +209,8 @@ def _table(args, r: dict, shape, k, volume, size, meta_path) -> str:
     rows.append(("FWHM", fwhm))
     rows.append(("line", f"({r0:g}, {c0:g}) -> ({r1:g}, {c1:g})"))
     if args.reference is not None:
-        rows.append(("PSNR", f"{_num(r['psnr'], '{:.2f}')} dB" if r["psnr"] is not None
+        # from the Measurement: the dict has None for an infinite PSNR too
+        rows.append(("PSNR", f"{_num(m.psnr, '{:.2f}')} dB" if not math.isnan(m.psnr)
                      else f"n/a ({reasons.get('psnr')})"))
         rows.append(("SSIM", _num(r["ssim"], "{:.4f}") if r["ssim"] is not None
                      else f"n/a ({reasons.get('ssim', reasons.get('psnr'))})"))

@@ -23,12 +23,10 @@ import itertools
 import math
 import time
 from collections import OrderedDict
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
-from matplotlib.backends.backend_qtagg import FigureCanvasQTAgg
-from matplotlib.figure import Figure
 from qtpy.QtCore import Qt, QTimer
 from qtpy.QtGui import QColor
 from qtpy.QtWidgets import (
@@ -40,7 +38,6 @@ from qtpy.QtWidgets import (
     QHeaderView,
     QLabel,
     QPushButton,
-    QSizePolicy,
     QSpinBox,
     QSplitter,
     QTableWidget,
@@ -49,17 +46,18 @@ from qtpy.QtWidgets import (
     QWidget,
 )
 
-from .. import metrics
+from .. import metrics, roi
+from ._plot import PlotCanvas, theme_colors
 
 if TYPE_CHECKING:
     import napari
 
 __all__ = ["MeasureWidget", "ROI_LAYER_NAME", "ROLES", "EXPORT_COLUMNS", "default_roi_data"]
 
-#: Name of the Shapes layer holding the ROIs (project convention).
-ROI_LAYER_NAME = "DFCT ROIs"
+#: Name of the Shapes layer holding the ROIs (project convention, :mod:`napari_dfct.roi`).
+ROI_LAYER_NAME = roi.LAYER_NAME
 #: Roles of the three shapes, in order.
-ROLES = ("signal", "background", "line")
+ROLES = roi.ROLES
 #: Refresh at most once per this many milliseconds while shapes are dragged.
 THROTTLE_MS = 40
 NO_REFERENCE = "none"
@@ -73,6 +71,17 @@ EXPORT_COLUMNS = (
 
 _HEADERS = ("Layer", "CNR", "FWHM (px)", "Signal \u03bc / \u03c3", "Bkg \u03bc / \u03c3",
             "PSNR (dB)", "SSIM", "Reason")
+_HEADER_TIPS = {
+    "CNR": "(mean_signal - mean_bkg) / sqrt(std_signal^2 + std_bkg^2) \u00b1 standard "
+           "error (delta method, uncorrelated pixels)",
+    "FWHM (px)": "FWHM of the line spread function from an erf fit to the edge "
+                 "profile \u00b1 fit error, in pixels of the layer",
+    _HEADERS[3]: "signal ROI mean / sample standard deviation (ddof = 1)",
+    _HEADERS[4]: "background ROI mean / sample standard deviation (ddof = 1)",
+    "PSNR (dB)": "against the reference layer; data range = reference max - min",
+    "SSIM": "against the reference layer (7x7 window)",
+    "Reason": "why a value is n/a",
+}
 _NA = "n/a"
 _WARN = QColor("#ffb454")
 _COLORS = {"profile": "#9aa5b1", "fit": "#ff9f40", "lsf": "#4fa3ff", "gauss": "#ff9f40",
@@ -82,7 +91,8 @@ _COLORS = {"profile": "#9aa5b1", "fit": "#ff9f40", "lsf": "#4fa3ff", "gauss": "#
 # --------------------------------------------------------------------------------------
 # pure helpers (no Qt)
 # --------------------------------------------------------------------------------------
-def default_roi_data(shape2d, scale=(1.0, 1.0), translate=(0.0, 0.0), size: int = 30):
+def default_roi_data(shape2d, scale=(1.0, 1.0), translate=(0.0, 0.0),
+                     size: int = roi.DEFAULT_ROI_SIZE):
     """Default ROI shapes near the centre of a slice, in that slice's data coordinates.
 
     Two ``size`` x ``size`` squares left and right of the centre, a sixth of the width
@@ -93,16 +103,7 @@ def default_roi_data(shape2d, scale=(1.0, 1.0), translate=(0.0, 0.0), size: int 
     size = int(max(2, min(size, rows // 3, cols // 4)))
     cr, cc = (rows - 1) / 2.0, (cols - 1) / 2.0
     off = max(cols / 6.0, size * 0.75)
-    sig = (cr, cc - off)
-    bg = (cr, cc + off)
-
-    def square(c):
-        h = size / 2.0
-        return np.array([[c[0] - h, c[1] - h], [c[0] - h, c[1] + h],
-                         [c[0] + h, c[1] + h], [c[0] + h, c[1] - h]])
-
-    data = [square(sig), square(bg), np.array([sig, bg])]
-    return data, ["rectangle", "rectangle", "line"], {"role": list(ROLES)}
+    return roi.ROISet((cr, cc - off), (cr, cc + off), roi_size=size).shapes()
 
 
 def _fmt(v: float, digits: int = 4) -> str:
@@ -157,24 +158,13 @@ class Row:
     line_width: int = 1
 
     def record(self) -> dict[str, Any]:
-        nan = float("nan")
+        """The export columns: :meth:`napari_dfct.metrics.Measurement.record` (NaN where
+        undefined) and the row's layer, slice, reference, line width and reason."""
         m = self.measurement
-        if m is None:
-            vals = dict.fromkeys(EXPORT_COLUMNS, nan)
-        else:
-            c, f = m.cnr, m.fwhm
-            vals = {
-                "cnr": c.cnr, "cnr_stderr": c.stderr, "fwhm": f.fwhm,
-                "fwhm_stderr": f.fwhm_stderr, "fwhm_halfmax": f.halfmax_fwhm,
-                "signal_mean": c.signal.mean, "signal_std": c.signal.std,
-                "signal_n": c.signal.n, "background_mean": c.background.mean,
-                "background_std": c.background.std, "background_n": c.background.n,
-                "psnr": m.psnr if m.has_reference else nan,
-                "ssim": m.ssim if m.has_reference else nan,
-            }
+        vals = m.record() if m is not None else {}
         vals.update(layer=self.layer, slice=self.slice, reference=self.reference or "",
                     line_width=self.line_width, reason=self.reason or "")
-        return {k: vals[k] for k in EXPORT_COLUMNS}
+        return {k: vals.get(k, float("nan")) for k in EXPORT_COLUMNS}
 
 
 def rows_to_text(rows: list[Row], delimiter: str) -> str:
@@ -192,47 +182,40 @@ def rows_to_text(rows: list[Row], delimiter: str) -> str:
 # the plot
 # --------------------------------------------------------------------------------------
 class _ProfilePlot(QWidget):
-    """Edge profile with the erf fit (top) and the LSF with the FWHM marked (bottom)."""
+    """Edge profile with the erf fit (top) and the LSF with the FWHM marked (bottom): two
+    stacked :class:`~napari_dfct.widgets._plot.PlotCanvas` panels over the same distance."""
 
-    def __init__(self, colors: dict[str, str], parent: QWidget | None = None):
+    def __init__(self, theme: str = "dark", parent: QWidget | None = None):
         super().__init__(parent)
-        self._c = colors
-        self.figure = Figure(figsize=(4.8, 3.6), dpi=100, facecolor=colors["background"],
-                             layout="constrained")
-        self.canvas = FigureCanvasQTAgg(self.figure)
-        self.canvas.setSizePolicy(QSizePolicy.Policy.Expanding, QSizePolicy.Policy.Expanding)
-        self.canvas.setMinimumHeight(220)
+        self._c = colors = theme_colors(theme)
+        self.esf = PlotCanvas(ylabel="profile", height=1.6, theme=theme)
+        self.lsf = PlotCanvas(xlabel="distance along the line (px)", ylabel="LSF",
+                              height=1.6, theme=theme)
         lay = QVBoxLayout(self)
         lay.setContentsMargins(0, 0, 0, 0)
-        lay.addWidget(self.canvas)
-        self.ax_esf, self.ax_lsf = self.figure.subplots(2, 1, sharex=True)
-        for ax in (self.ax_esf, self.ax_lsf):
-            ax.set_facecolor(colors["axes"])
-            ax.tick_params(colors=colors["text"], labelsize=8)
-            for sp in ax.spines.values():
-                sp.set_color(colors["grid"])
-            ax.grid(True, color=colors["grid"], alpha=0.35, linewidth=0.6)
-        self.ax_esf.set_ylabel("profile", color=colors["text"], fontsize=9)
-        self.ax_lsf.set_ylabel("LSF", color=colors["text"], fontsize=9)
-        self.ax_lsf.set_xlabel("distance along the line (px)", color=colors["text"],
-                               fontsize=9)
-        c = _COLORS
-        (self.l_profile,) = self.ax_esf.plot([], [], ".", ms=3, color=c["profile"],
-                                             label="profile")
-        (self.l_fit,) = self.ax_esf.plot([], [], "-", lw=1.6, color=c["fit"], label="erf fit")
-        (self.l_lsf,) = self.ax_lsf.plot([], [], "-", lw=1.2, color=c["lsf"],
-                                         label="d/dx smoothed")
-        (self.l_gauss,) = self.ax_lsf.plot([], [], "-", lw=1.4, color=c["gauss"],
-                                           label="fit (Gaussian)")
-        (self.l_fwhm,) = self.ax_lsf.plot([], [], "-", lw=2.2, color=c["fwhm"],
-                                          solid_capstyle="butt", label="FWHM")
-        self.v_edge = self.ax_esf.axvline(0, color=c["edge"], lw=0.9, ls="--", visible=False)
-        leg_kw = dict(fontsize=7, loc="best", frameon=True, facecolor=colors["axes"],
-                      edgecolor=colors["grid"], framealpha=0.85, labelcolor=colors["text"])
-        self.ax_esf.legend(**leg_kw)
-        self.ax_lsf.legend(**leg_kw)
-        self.title = self.ax_esf.set_title("", color=colors["text"], fontsize=9, loc="left")
-        self.note = self.ax_lsf.set_title("", color=colors["text"], fontsize=9, loc="left")
+        lay.setSpacing(0)
+        lay.addWidget(self.esf, 1)
+        lay.addWidget(self.lsf, 1)
+        c, esf, lsf = _COLORS, self.esf, self.lsf
+        self.l_profile = esf.set_line("profile", [], [], linestyle="none", marker=".",
+                                      markersize=3, color=c["profile"], label="profile")
+        self.l_fit = esf.set_line("fit", [], [], linewidth=1.6, color=c["fit"],
+                                  label="erf fit")
+        self.l_lsf = lsf.set_line("lsf", [], [], linewidth=1.2, color=c["lsf"],
+                                  label="d/dx smoothed")
+        self.l_gauss = lsf.set_line("gauss", [], [], linewidth=1.4, color=c["gauss"],
+                                    label="fit (Gaussian)")
+        self.l_fwhm = lsf.set_line("fwhm", [], [], linewidth=2.2, color=c["fwhm"],
+                                   solid_capstyle="butt", label="FWHM")
+        self.v_edge = esf.ax.axvline(0, color=c["edge"], lw=0.9, ls="--", visible=False)
+        esf.legend()
+        lsf.legend()
+        self.title = esf.ax.set_title("", color=colors["text"], fontsize=8, loc="left")
+        self.note = lsf.ax.set_title("", color=colors["text"], fontsize=8, loc="left")
+
+    def _redraw(self) -> None:
+        self.esf.redraw()
+        self.lsf.redraw()
 
     def show_result(self, title: str, res: metrics.FWHMResult | None, reason: str | None):
         self.title.set_text(title)
@@ -243,7 +226,7 @@ class _ProfilePlot(QWidget):
             self.v_edge.set_visible(False)
             self.note.set_text(_short(f"FWHM n/a: {reason}") if reason else "")
             self.note.set_color(_WARN.name())
-            self.canvas.draw_idle()
+            self._redraw()
             return
         x = res.distance
         self.l_profile.set_data(x, res.profile)
@@ -274,28 +257,11 @@ class _ProfilePlot(QWidget):
             self.v_edge.set_visible(False)
             self.note.set_text(_short(f"FWHM n/a: {res.reason}"))
             self.note.set_color(_WARN.name())
-        for ax in (self.ax_esf, self.ax_lsf):
-            ax.relim()
-            ax.autoscale_view()
-        self.canvas.draw_idle()
+        self._redraw()
 
 
 def _short(text: str, n: int = 70) -> str:
     return text if len(text) <= n else text[: n - 1] + "\u2026"
-
-
-def _theme_colors(viewer) -> dict[str, str]:
-    colors = {"background": "#262930", "axes": "#2f333c", "text": "#f0f1f2",
-              "grid": "#5a626c"}
-    try:
-        from napari.utils.theme import get_theme
-
-        t = get_theme(viewer.theme)
-        colors.update(background=t.background.as_hex(), axes=t.foreground.as_hex(),
-                      text=t.text.as_hex(), grid=t.secondary.as_hex())
-    except Exception:  # noqa: BLE001 - unknown theme: keep the dark defaults
-        pass
-    return colors
 
 
 # --------------------------------------------------------------------------------------
@@ -325,6 +291,7 @@ class MeasureWidget(QWidget):
         self._data_version: dict[int, int] = {}
         self._selected_layer: str | None = None
         self._updating_table = False
+        self._user_picked_ref = False  # until then the layer named 'truth' is preferred
 
         self._timer = QTimer(self)
         self._timer.setSingleShot(True)
@@ -336,7 +303,8 @@ class MeasureWidget(QWidget):
         self.status.setWordWrap(True)
         self.add_rois_button = QPushButton("Reset ROIs")
         self.add_rois_button.setToolTip(
-            f"Create the '{ROI_LAYER_NAME}' Shapes layer (or reset it) with two 30x30 "
+            f"Create the '{ROI_LAYER_NAME}' Shapes layer (or reset it) with two "
+            f"{roi.DEFAULT_ROI_SIZE}x{roi.DEFAULT_ROI_SIZE} "
             "squares near the image centre and the line between them")
         self.add_rois_button.clicked.connect(self.reset_rois)
         self.reference_combo = QComboBox()
@@ -369,7 +337,8 @@ class MeasureWidget(QWidget):
             QHeaderView.ResizeMode.ResizeToContents)
         self.table.setWordWrap(False)
         self.table.itemSelectionChanged.connect(self._on_selection)
-        self._set_header_tooltips()
+        for col, name in enumerate(_HEADERS):
+            self.table.horizontalHeaderItem(col).setToolTip(_HEADER_TIPS.get(name, ""))
 
         self.copy_button = QPushButton("Copy (TSV)")
         self.copy_button.setToolTip("Copy the table to the clipboard, tab-separated")
@@ -381,7 +350,7 @@ class MeasureWidget(QWidget):
         buttons.addWidget(self.export_button)
         buttons.addStretch(1)
 
-        self.plot = _ProfilePlot(_theme_colors(napari_viewer))
+        self.plot = _ProfilePlot(napari_viewer.theme)
 
         upper = self._upper = QWidget()
         ul = QVBoxLayout(upper)
@@ -403,12 +372,13 @@ class MeasureWidget(QWidget):
 
         # --- events
         v = self.viewer
-        v.layers.events.inserted.connect(self._on_layers_changed)
-        v.layers.events.removed.connect(self._on_layers_changed)
-        v.layers.events.moved.connect(self._on_layers_changed)
-        v.dims.events.current_step.connect(self._schedule)
-        v.dims.events.ndisplay.connect(self._schedule)
-        v.dims.events.order.connect(self._schedule)
+        ev, dims = v.layers.events, v.dims.events
+        self._viewer_connections = [
+            *((e, self._on_layers_changed) for e in (ev.inserted, ev.removed, ev.moved)),
+            *((e, self._schedule) for e in (dims.current_step, dims.ndisplay, dims.order)),
+        ]
+        for emitter, cb in self._viewer_connections:
+            emitter.connect(cb)
         for layer in list(v.layers):
             self._connect_layer(layer)
         self._sync_reference_choices()
@@ -485,13 +455,7 @@ class MeasureWidget(QWidget):
         self._timer.stop()
         for layer, _ in list(self._connected.values()):
             self._disconnect_layer(layer)
-        v = self.viewer
-        for emitter, cb in ((v.layers.events.inserted, self._on_layers_changed),
-                            (v.layers.events.removed, self._on_layers_changed),
-                            (v.layers.events.moved, self._on_layers_changed),
-                            (v.dims.events.current_step, self._schedule),
-                            (v.dims.events.ndisplay, self._schedule),
-                            (v.dims.events.order, self._schedule)):
+        for emitter, cb in self._viewer_connections:
             try:
                 emitter.disconnect(cb)
             except (TypeError, ValueError, RuntimeError):  # pragma: no cover
@@ -540,14 +504,13 @@ class MeasureWidget(QWidget):
         ref = images[0]
         shape2d = ref.data.shape[-2:] if not ref.multiscale else ref.data[0].shape[-2:]
         data, types, features = default_roi_data(shape2d)
-        scale = tuple(ref.scale[-2:])
-        translate = tuple(ref.translate[-2:])
         existing = self.roi_layer()
         if existing is not None:
             self.viewer.layers.remove(existing)
         layer = self.viewer.add_shapes(
             data, shape_type=types, features=features, name=ROI_LAYER_NAME, ndim=2,
-            scale=scale, translate=translate, edge_width=max(1.0, shape2d[1] / 300),
+            scale=tuple(ref.scale[-2:]), translate=tuple(ref.translate[-2:]),
+            edge_width=max(1.0, shape2d[1] / 300),
             edge_color=["#ff9f40", "#4fa3ff", "#5fd38d"], face_color="transparent",
         )
         self._roi_layer = layer
@@ -564,7 +527,7 @@ class MeasureWidget(QWidget):
         combo.blockSignals(True)
         combo.clear()
         combo.addItems(wanted)
-        if current and current in wanted and (current != NO_REFERENCE or not self._auto_ref):
+        if current and current in wanted and (current != NO_REFERENCE or self._user_picked_ref):
             combo.setCurrentText(current)
         elif "truth" in names:
             combo.setCurrentText("truth")
@@ -573,12 +536,7 @@ class MeasureWidget(QWidget):
         combo.blockSignals(False)
 
     def _on_user_reference(self, *_args) -> None:
-        self._user_picked_ref = True
-
-    @property
-    def _auto_ref(self) -> bool:
-        """Whether the user has not picked a reference yet (then 'truth' is preferred)."""
-        return not getattr(self, "_user_picked_ref", False)
+        self._user_picked_ref = True  # from now on 'truth' is no longer preferred
 
     def set_reference(self, name: str | None) -> None:
         """Choose the reference layer by name (None or 'none': no PSNR/SSIM)."""
@@ -602,25 +560,9 @@ class MeasureWidget(QWidget):
         if layer is None:
             return None, f"no '{ROI_LAYER_NAME}' Shapes layer (press 'Reset ROIs')"
         data = layer.data
-        types = list(layer.shape_type)
-        idx = {}
-        roles = None
         feats = layer.features
-        if "role" in getattr(feats, "columns", ()):
-            roles = [str(r) for r in feats["role"]]
-        if roles is not None and len(roles) == len(data):
-            for role in ROLES:
-                if role in roles:
-                    idx[role] = roles.index(role)
-        if "signal" not in idx or "background" not in idx:
-            boxes = [i for i, t in enumerate(types) if t in ("rectangle", "polygon", "ellipse")]
-            if len(boxes) >= 2:
-                idx.setdefault("signal", boxes[0])
-                idx.setdefault("background", boxes[1] if boxes[1] != idx["signal"] else boxes[0])
-        if "line" not in idx:
-            lines = [i for i, t in enumerate(types) if t in ("line", "path")]
-            if lines:
-                idx["line"] = lines[0]
+        roles = feats["role"] if "role" in getattr(feats, "columns", ()) else None
+        idx = roi.shape_indices(layer.shape_type, roles)
         if "signal" not in idx or "background" not in idx:
             return None, (f"'{ROI_LAYER_NAME}' needs a signal and a background rectangle "
                           f"(found {len(data)} shape(s))")
@@ -699,19 +641,14 @@ class MeasureWidget(QWidget):
         bg = self._to_layer(layer, geo["background"], point)
         s_center, s_size = sig.mean(axis=0), np.ptp(sig, axis=0)
         b_center, b_size = bg.mean(axis=0), np.ptp(bg, axis=0)
-        if geo["line"] is not None:
-            line = self._to_layer(layer, geo["line"], point)
-        else:
-            line = np.array([s_center, b_center])
-        c = metrics.cnr(img, s_center, b_center, size=tuple(s_size),
-                        background_size=tuple(b_size))
-        f = metrics.fwhm(img, line[0], line[1], linewidth=self.linewidth_spin.value())
-        if ref_layer is None:
-            m = metrics.Measurement(c, f)
-        else:
+        line = self._to_layer(layer, geo["line"], point) if geo["line"] is not None else None
+        m = metrics.measure_all(img, s_center, b_center, line, size=tuple(s_size),
+                                background_size=tuple(b_size),
+                                linewidth=self.linewidth_spin.value())
+        if ref_layer is not None:
             p, s, pr, sr = self._reference_metrics(layer, img, idx, ref_layer, ref,
                                                    ref_reason)
-            m = metrics.Measurement(c, f, p, s, pr, sr, True)
+            m = replace(m, psnr=p, ssim=s, psnr_reason=pr, ssim_reason=sr, has_reference=True)
         return Row(layer.name, slice_txt, m, m.reason, ref_name, self.linewidth_spin.value())
 
     def _reference_metrics(self, layer, img, idx, ref_layer, ref, ref_reason):
@@ -737,23 +674,6 @@ class MeasureWidget(QWidget):
         return hit
 
     # ------------------------------------------------------------------ table
-    def _set_header_tooltips(self) -> None:
-        tips = {
-            "CNR": "(mean_signal - mean_bkg) / sqrt(std_signal^2 + std_bkg^2) \u00b1 standard "
-                   "error (delta method, uncorrelated pixels)",
-            "FWHM (px)": "FWHM of the line spread function from an erf fit to the edge "
-                         "profile \u00b1 fit error, in pixels of the layer",
-            _HEADERS[3]: "signal ROI mean / sample standard deviation (ddof = 1)",
-            _HEADERS[4]: "background ROI mean / sample standard deviation (ddof = 1)",
-            "PSNR (dB)": "against the reference layer; data range = reference max - min",
-            "SSIM": "against the reference layer (7x7 window)",
-            "Reason": "why a value is n/a",
-        }
-        for col, name in enumerate(_HEADERS):
-            item = self.table.horizontalHeaderItem(col)
-            if item is not None and name in tips:
-                item.setToolTip(tips[name])
-
     def _fill_table(self) -> None:
         self._updating_table = True
         t = self.table
