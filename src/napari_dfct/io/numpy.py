@@ -1,0 +1,112 @@
+"""Reading NumPy files (``.npy`` and ``.npz``).
+
+Reading rules
+-------------
+* NumPy: ``.npy`` gives one layer named after the file stem; ``.npz`` gives one layer per
+  array, named ``<stem>:<key>`` (arrays that are not images are skipped with a warning).
+  Files are always loaded with ``allow_pickle=False``.
+
+``.npy`` files are written by :mod:`napari_dfct.io.write`.
+"""
+
+from __future__ import annotations
+
+import warnings
+import zipfile
+from pathlib import Path
+
+import numpy as np
+
+from ._common import _as_image, _check_file, _display, _Image, _stem
+
+
+def _load_numpy_error(path: Path, exc: Exception, what: str = "") -> ValueError:
+    if "pickle" in str(exc).lower():
+        return ValueError(
+            f"{_display(path)}{what} holds Python objects (pickled data), which are never "
+            "loaded for safety; save a plain numeric array instead."
+        )
+    return ValueError(
+        f"{_display(path)}{what} is not a readable NumPy file ({type(exc).__name__}: {exc})."
+    )
+
+
+_NPY_MAGIC = b"\x93NUMPY"
+_ZIP_MAGICS = (b"PK\x03\x04", b"PK\x05\x06")
+
+
+def _check_numpy_header(path: Path, kind: str) -> None:
+    """Refuse files that are neither .npy nor zip before np.load tries to unpickle them."""
+    with open(path, "rb") as fh:
+        head = fh.read(6)
+    if head == _NPY_MAGIC or head[:4] in _ZIP_MAGICS:
+        return
+    expected = "a NumPy .npy file" if kind == "npy" else "a NumPy .npz archive"
+    raise ValueError(f"{_display(path)} is not {expected} (unknown file header).")
+
+
+def _read_npy(path: Path) -> list[_Image]:
+    _check_file(path)
+    _check_numpy_header(path, "npy")
+    try:
+        array = np.load(path, allow_pickle=False)
+    except (ValueError, OSError, EOFError, zipfile.BadZipFile) as exc:
+        raise _load_numpy_error(path, exc) from exc
+    if not isinstance(array, np.ndarray):
+        raise ValueError(f"{_display(path)} is a .npz archive, not a .npy file; rename it.")  # noqa: TRY004
+    data, scale, limits = _as_image(array, path)
+    metadata = {"source": str(path), "format": "npy"}
+    return [_Image(data, _stem(path), scale, metadata, limits)]
+
+
+def _read_npz(path: Path, key: str | None = None) -> list[_Image]:
+    _check_file(path)
+    _check_numpy_header(path, "npz")
+    try:
+        npz = np.load(path, allow_pickle=False)
+    except (ValueError, OSError, EOFError, zipfile.BadZipFile) as exc:
+        raise ValueError(
+            f"{_display(path)} is not a readable .npz archive ({type(exc).__name__}: {exc})."
+        ) from exc
+    if not isinstance(npz, np.lib.npyio.NpzFile):
+        raise ValueError(f"{_display(path)} is a .npy file, not a .npz archive; rename it.")  # noqa: TRY004
+    images: list[_Image] = []
+    skipped: list[str] = []
+    with npz:
+        keys = list(npz.files)
+        if not keys:
+            raise ValueError(f"{_display(path)} is an empty .npz archive (no arrays).")
+        if key is not None:
+            if key not in keys:
+                raise ValueError(f"{_display(path)} has no array named {key!r}; it holds {keys}.")
+            keys = [key]
+        strict = len(keys) == 1  # a single array's problem is the file's problem
+        for k in keys:
+            what = f" (array {k!r})"
+            try:
+                array = npz[k]
+            except (ValueError, OSError, EOFError, zipfile.BadZipFile) as exc:
+                err = _load_numpy_error(path, exc, what)
+                if strict:
+                    raise err from exc
+                skipped.append(str(err))
+                continue
+            try:
+                data, scale, limits = _as_image(array, path, what=what)
+            except ValueError as exc:
+                if strict:
+                    raise
+                skipped.append(str(exc))
+                continue
+            metadata = {"source": str(path), "format": "npz", "key": k}
+            images.append(_Image(data, f"{_stem(path)}:{k}", scale, metadata, limits))
+    if not images:
+        raise ValueError(f"{_display(path)} holds no usable image: " + "; ".join(skipped))
+    if skipped:
+        warnings.warn(
+            f"Skipped {len(skipped)} array(s) of {_display(path)} that are not images: "
+            + "; ".join(skipped),
+            UserWarning,
+            stacklevel=3,
+        )
+    return images
