@@ -268,35 +268,11 @@ def _resolve_test(test: Any, out_dir: Path) -> dict:
 
 
 def _resolve_roi(meta: dict | None, roi: dict | None, n_slices: int) -> dict:
-    """Merge the ROIs/line/slice of the test ``meta.json`` with explicit options."""
-    from ._util import parse_line, parse_point
+    """Merge the ROIs/line/slice of the test ``meta.json`` with explicit options
+    (:meth:`napari_dfct.roi.ROISet.from_meta`)."""
+    from ..roi import ROISet
 
-    meta = dict(meta or {})
-    roi = {k: v for k, v in dict(roi or {}).items() if v is not None}
-    signal = roi.get("signal_center", meta.get("signal_center"))
-    background = roi.get("background_center", meta.get("background_center"))
-    if signal is None or background is None:
-        raise ValueError(
-            "the test set has no ROIs: give the signal and background ROI centres "
-            "(--signal R,C --background R,C) or use a test folder with a meta.json"
-        )
-    signal, background = parse_point(signal), parse_point(background)
-    line = roi.get("line")
-    if line is None:
-        # an explicit ROI moves the default line with it (the convention: signal -> background)
-        line = meta.get("line") if "signal_center" not in roi and "background_center" not in roi \
-            else None
-    line = parse_line(line) if line is not None else [list(signal), list(background)]
-    size = int(roi.get("roi_size", meta.get("roi_size", 30)))
-    if size < 2:
-        raise ValueError(f"ROI size must be at least 2 pixels, got {size}")
-    z = roi.get("slice", meta.get("slice"))
-    z = n_slices // 2 if z is None else int(z)
-    if not -n_slices <= z < n_slices:
-        raise ValueError(f"test slice {z} is outside the test volume ({n_slices} slices)")
-    z = z % n_slices
-    return {"signal_center": signal, "background_center": background, "line": line,
-            "roi_size": size, "slice": z}
+    return ROISet.from_meta(meta, n_slices, **dict(roi or {})).to_dict()
 
 
 def _to_slice(vol: np.ndarray, z: int) -> np.ndarray:
