@@ -164,3 +164,85 @@ def test_bad_files_exit_2(tmp_path, stack_files, capsys):
     (tmp_path / "meta.json").write_text("{broken")
     assert main(["measure", str(img)]) == 2
     assert "meta.json" in capsys.readouterr().err
+
+
+# --------------------------------------------------------------------------------------
+# truth-based metrics: error CNR and the body mask
+# --------------------------------------------------------------------------------------
+def _sim_folder(tmp_path, with_meta_mask=True):
+    """A simulation-like folder: input (noisy), truth, body.tif (uint8 0/1) and meta.json."""
+    vol, clean = _stack()
+    truth = np.broadcast_to(clean, vol.shape).copy()
+    body = np.zeros(vol.shape, np.uint8)
+    body[:, 8:88, 30:90] = 1
+    tifffile.imwrite(tmp_path / "input.tif", vol)
+    tifffile.imwrite(tmp_path / "truth.tif", truth)
+    tifffile.imwrite(tmp_path / "body.tif", body)
+    meta = {"signal_center": list(SIG), "background_center": list(BG), "roi_size": 30,
+            "slice": 1}
+    if with_meta_mask:
+        meta["mask"] = "body.tif"
+    (tmp_path / "meta.json").write_text(json.dumps(meta))
+    return vol, truth, body
+
+
+@pytest.mark.parametrize("with_meta_mask", [True, False])
+def test_reference_gives_the_error_cnr_and_the_folders_body_mask(tmp_path, capsys,
+                                                                  with_meta_mask):
+    vol, truth, body = _sim_folder(tmp_path, with_meta_mask)
+    res = _json(capsys, ["measure", str(tmp_path / "input.tif"), "--reference",
+                         str(tmp_path / "truth.tif"), "--json"])
+    assert res["slice"] == 1 and res["mask"] == str(tmp_path / "body.tif")
+    e = metrics.error_cnr(vol[1], truth[1], SIG, BG, 30)
+    assert res["error_cnr"] == pytest.approx(e.error_cnr)
+    assert res["psnr_body"] == pytest.approx(metrics.psnr_body(vol[1], truth[1], body[1]))
+    assert res["ssim_body"] == pytest.approx(metrics.ssim_body(vol[1], truth[1], body[1]))
+    assert res["rmse_body"] == pytest.approx(metrics.rmse_body(vol[1], truth[1], body[1]))
+    # the classic metrics stay as they are
+    plain = metrics.measure(vol[1], SIG, BG, reference=truth[1])
+    for key in ("cnr", "fwhm", "psnr", "ssim"):
+        assert res[key] == pytest.approx(plain[key])
+
+
+def test_mask_option_and_no_mask(tmp_path, capsys):
+    vol, truth, _ = _sim_folder(tmp_path)
+    other = np.zeros(vol.shape[1:], np.uint8)  # one 2-D mask for every slice
+    other[40:60, 10:90] = 1
+    np.save(tmp_path / "other.npy", other)
+    res = _json(capsys, ["measure", str(tmp_path / "input.tif"), "--reference",
+                         str(tmp_path / "truth.tif"), "--mask", str(tmp_path / "other.npy"),
+                         "--slice", "3", "--json"])
+    assert res["slice"] == 3 and res["mask"].endswith("other.npy")
+    assert res["rmse_body"] == pytest.approx(metrics.rmse_body(vol[3], truth[3], other))
+    # a folder without body.tif: no body metrics, and no complaint about them
+    (tmp_path / "body.tif").unlink()
+    res = _json(capsys, ["measure", str(tmp_path / "input.tif"), "--reference",
+                         str(tmp_path / "truth.tif"), "--json"])
+    assert res["mask"] is None and res["psnr_body"] is None and res["reason"] is None
+    assert res["error_cnr"] is not None
+    # without a reference there are no truth metrics
+    res = _json(capsys, ["measure", str(tmp_path / "input.tif"), "--json"])
+    assert res["error_cnr"] is None and res["psnr_body"] is None
+
+
+def test_table_shows_the_truth_metrics(tmp_path, capsys):
+    _sim_folder(tmp_path)
+    assert main(["measure", str(tmp_path / "input.tif"), "--reference",
+                 str(tmp_path / "truth.tif")]) == 0
+    out = capsys.readouterr().out
+    for label in ("error CNR", "PSNR body", "SSIM body", "RMSE body", "mask"):
+        assert any(ln.startswith(label) for ln in out.splitlines()), label
+
+
+@pytest.mark.parametrize("extra,message", [
+    (["--mask", "body.tif"], "--mask needs --reference"),
+    (["--reference", "truth.tif", "--mask", "missing.tif"], "does not exist"),
+    (["--reference", "truth.tif", "--mask", "small.npy"], "mask shape"),
+])
+def test_mask_errors_are_one_line(tmp_path, capsys, monkeypatch, extra, message):
+    _sim_folder(tmp_path)
+    np.save(tmp_path / "small.npy", np.ones((4, 4), np.uint8))
+    monkeypatch.chdir(tmp_path)
+    assert main(["measure", "input.tif", *extra]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.count("\n") == 0 and message in err

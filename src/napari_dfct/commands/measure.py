@@ -1,4 +1,5 @@
-"""``dfct measure``: CNR and edge FWHM (and PSNR/SSIM against a reference) on one slice."""
+"""``dfct measure``: CNR and edge FWHM (and, against a reference, PSNR/SSIM, the error CNR
+and the body-masked PSNR/SSIM/RMSE) on one slice."""
 
 from __future__ import annotations
 
@@ -10,15 +11,18 @@ from pathlib import Path
 import numpy as np
 
 NAME = "measure"
-HELP = "measure CNR and edge FWHM (PSNR/SSIM with a reference) on one slice"
+HELP = "measure CNR and edge FWHM (truth-based metrics with a reference) on one slice"
 DESCRIPTION = (
     "Measure the paper's image-quality figures on one slice of IMAGE: the CNR between a "
     "signal (lung) ROI and a background (air) ROI, and the FWHM in pixels of the line "
     "spread function along a line across the edge (erf fit; default line: from the signal "
     "centre to the background centre). With --reference (e.g. the simulation's truth.tif), "
-    "PSNR and SSIM as well. Coordinates are (row, col) pixels of the slice. When "
-    "--signal/--background are not given and IMAGE's folder holds a meta.json written by "
-    "'dfct simulate', its ROIs, line, ROI size and slice are used."
+    "PSNR and SSIM as well, and the error CNR: the same contrast over the standard "
+    "deviations of IMAGE - REF in the two ROIs (texture removed by smoothing counts as "
+    "error). With a body mask as well (--mask, or by default the simulation's body.tif "
+    "next to IMAGE), PSNR, SSIM and RMSE inside the body. Coordinates are (row, col) pixels "
+    "of the slice. When --signal/--background are not given and IMAGE's folder holds a "
+    "meta.json written by 'dfct simulate', its ROIs, line, ROI size and slice are used."
 )
 ORDER = 40
 
@@ -40,7 +44,13 @@ def register(parser: argparse.ArgumentParser) -> None:
                         help="slice index of a volume (default: meta.json's slice, else the "
                              "central slice)")
     parser.add_argument("--reference", metavar="REF", default=argparse.SUPPRESS,
-                        help="reference image or volume (same shape) for PSNR and SSIM")
+                        help="reference image or volume (same shape) for PSNR, SSIM and the "
+                             "error CNR")
+    parser.add_argument("--mask", metavar="FILE", default=argparse.SUPPRESS,
+                        help="body mask (same shape as IMAGE, or one slice; non-zero inside) "
+                             "for PSNR, SSIM and RMSE inside the body; needs --reference "
+                             "(default: the mask named in meta.json, else body.tif next to "
+                             "IMAGE, when present)")
     parser.add_argument("--linewidth", type=int, default=1, metavar="W",
                         help="width in pixels of the profile across the edge (averaged)")
     parser.add_argument("--json", action="store_true",
@@ -147,9 +157,12 @@ def run(args: argparse.Namespace) -> int:
     from .. import metrics
     from ..cli import CLIError
 
-    for name in ("signal", "background", "roi_size", "line", "slice", "reference"):
+    for name in ("signal", "background", "roi_size", "line", "slice", "reference", "mask"):
         if not hasattr(args, name):
             setattr(args, name, None)
+    if args.mask is not None and args.reference is None:
+        raise CLIError("--mask needs --reference (the body metrics compare IMAGE with a "
+                       "reference inside the mask)")
     volume, _info = _read(args.image, "image")
     rois, meta_path = _rois(args, volume)
     k = rois.slice if volume.ndim == 3 else None
@@ -162,10 +175,11 @@ def run(args: argparse.Namespace) -> int:
             raise CLIError(f"reference shape {ref_volume.shape} differs from image shape "
                            f"{volume.shape}")
         reference2d = ref_volume if ref_volume.ndim == 2 else ref_volume[k]
+    mask2d, mask_path = _mask(args, volume, k) if reference2d is not None else (None, None)
 
     m = metrics.measure_all(image2d, rois.signal_center, rois.background_center,
                             line=rois.line, size=rois.roi_size, reference=reference2d,
-                            linewidth=args.linewidth)
+                            mask=mask2d, linewidth=args.linewidth)
     result = m.to_dict()
     if args.json:
         out = {
@@ -174,17 +188,51 @@ def run(args: argparse.Namespace) -> int:
             "shape": list(image2d.shape),
             "roi_size": rois.roi_size,
             "reference": args.reference,
+            "mask": str(mask_path) if mask_path is not None else None,
             "rois_from": str(meta_path) if meta_path is not None else "options",
             **result,
         }
         print(json.dumps(out, allow_nan=False))
         return 0
 
-    print(_table(args, result, m, image2d.shape, k, volume, rois.roi_size, meta_path))
+    print(_table(args, result, m, image2d.shape, k, volume, rois.roi_size, meta_path,
+                 mask_path))
     return 0
 
 
-def _table(args, r: dict, m, shape, k, volume, size, meta_path) -> str:
+def _default_mask(image: str) -> Path | None:
+    """The body mask of a simulation folder: the file meta.json names (``"mask"``), else
+    ``body.tif`` next to IMAGE; None when there is none."""
+    from ..roi import read_meta
+
+    try:
+        meta, meta_path = read_meta(Path(image))
+    except ValueError:
+        meta, meta_path = None, Path(image).parent / "meta.json"
+    name = meta.get("mask") if isinstance(meta, dict) else None
+    candidate = meta_path.parent / (name if isinstance(name, str) and name else "body.tif")
+    return candidate if candidate.is_file() else None
+
+
+def _mask(args: argparse.Namespace, volume: np.ndarray, k: int | None
+          ) -> tuple[np.ndarray | None, Path | None]:
+    """The body mask's slice and its path: --mask, else the simulation's default."""
+    from ..cli import CLIError
+
+    path = Path(args.mask) if args.mask is not None else _default_mask(args.image)
+    if path is None:
+        return None, None
+    data, _ = _read(str(path), "mask")
+    if data.shape == volume.shape:
+        mask2d = data if data.ndim == 2 else data[k]
+    elif data.ndim == 2 and volume.ndim == 3 and data.shape == volume.shape[1:]:
+        mask2d = data  # one mask for every slice
+    else:
+        raise CLIError(f"mask shape {data.shape} differs from image shape {volume.shape}")
+    return np.asarray(mask2d) != 0, path
+
+
+def _table(args, r: dict, m, shape, k, volume, size, meta_path, mask_path=None) -> str:
     where = f"slice {k} of {volume.shape[0]}" if k is not None else "2-D image"
     rows = [
         ("image", f"{args.image}  ({where}, {shape[0]}x{shape[1]})"),
@@ -214,6 +262,18 @@ def _table(args, r: dict, m, shape, k, volume, size, meta_path) -> str:
                      else f"n/a ({reasons.get('psnr')})"))
         rows.append(("SSIM", _num(r["ssim"], "{:.4f}") if r["ssim"] is not None
                      else f"n/a ({reasons.get('ssim', reasons.get('psnr'))})"))
+        ecnr = m.error_cnr.error_cnr if m.error_cnr is not None else float("nan")
+        rows.append(("error CNR", _num(ecnr, "{:.3f}") if not math.isnan(ecnr)
+                     else f"n/a ({reasons.get('error_cnr')})"))
         rows.append(("reference", str(args.reference)))
+    if mask_path is not None:
+        why = reasons.get("psnr_body")
+        rows.append(("PSNR body", f"{_num(m.psnr_body, '{:.2f}')} dB"
+                     if not math.isnan(m.psnr_body) else f"n/a ({why})"))
+        rows.append(("SSIM body", _num(m.ssim_body, "{:.4f}") if not math.isnan(m.ssim_body)
+                     else f"n/a ({reasons.get('ssim_body', why)})"))
+        rows.append(("RMSE body", _num(m.rmse_body) if not math.isnan(m.rmse_body)
+                     else f"n/a ({why})"))
+        rows.append(("mask", str(mask_path)))
     width = max(len(k) for k, _ in rows)
     return "\n".join(f"{k:<{width}}  {v}" for k, v in rows)

@@ -1,4 +1,5 @@
-"""Image-quality metrics for dark-field CT slices: CNR, edge FWHM, PSNR and SSIM.
+"""Image-quality metrics for dark-field CT slices: CNR, edge FWHM, PSNR and SSIM, and the
+truth-based error CNR and body-masked PSNR/SSIM/RMSE.
 
 The paper judges streak reduction by two numbers measured on one axial slice:
 
@@ -7,7 +8,14 @@ The paper judges streak reduction by two numbers measured on one axial slice:
 * the **FWHM** (pixels) of the line spread function (LSF), the derivative of the edge
   spread function sampled along the line between the two ROI centres.
 
-With a streak-free truth (simulations), PSNR and SSIM against it are reported as well.
+With a streak-free truth (simulations), PSNR and SSIM against it are reported as well,
+and two truth-based metrics that the classic ones lack (:mod:`.truth`):
+
+* the **error CNR**, ``(mu_s - mu_b) / sqrt(var(e_s) + var(e_b))`` with
+  ``e = image - truth`` in each ROI: the paper's CNR with the lung's real texture taken out
+  of the noise term, so smoothing texture is penalised instead of rewarded;
+* **PSNR, SSIM and RMSE inside a body mask** (``body.tif`` of a simulation), since the
+  whole-slice values are dominated by the air around the body.
 
 Every function takes one 2-D slice. Data- or geometry-dependent degeneracies (an ROI
 partly outside the image, NaNs, zero noise, a line that is too short or leaves the image,
@@ -23,7 +31,8 @@ given, and interactive callers should cache them per slice, since they do not de
 the ROIs.
 
 The package is split by concern: :mod:`.cnr` (ROIs and CNR), :mod:`.edge` (line profile,
-erf fit, FWHM), :mod:`.image` (PSNR, SSIM) and :mod:`.measurement` (everything at once);
+erf fit, FWHM), :mod:`.image` (PSNR, SSIM), :mod:`.truth` (error CNR, body-masked PSNR,
+SSIM, RMSE) and :mod:`.measurement` (everything at once);
 every public name is available from ``napari_dfct.metrics`` itself.
 
 This package imports neither Qt nor napari.
@@ -39,23 +48,30 @@ from .cnr import CNRResult, ROIStats, cnr, cnr_stderr, roi_bounds, roi_stats
 from .edge import FWHM_PER_SIGMA, FWHMResult, erf_edge, fwhm, line_profile
 from .image import psnr, reference_metrics, ssim
 from .measurement import Measurement, measure, measure_all
+from .truth import ErrorCNRResult, body_metrics, error_cnr, psnr_body, rmse_body, ssim_body
 
 __all__ = [
     "FWHM_PER_SIGMA",
     "CNRResult",
+    "ErrorCNRResult",
     "FWHMResult",
     "Measurement",
     "ROIStats",
+    "body_metrics",
     "cnr",
     "cnr_stderr",
+    "error_cnr",
     "erf_edge",
     "fwhm",
     "line_profile",
     "measure",
     "measure_all",
     "psnr",
+    "psnr_body",
     "reference_metrics",
+    "rmse_body",
     "roi_bounds",
     "roi_stats",
     "ssim",
+    "ssim_body",
 ]
