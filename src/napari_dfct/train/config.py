@@ -226,7 +226,7 @@ def resume_config(model_dir: str | Path, *, epochs: int | None = None,
     from .. import checkpoint as ckpt
 
     folder = Path(model_dir)
-    if not (folder / ckpt.STATE_FILE).exists():
+    if not ckpt.has_training_state(folder):
         raise ValueError(
             f"nothing to resume in {folder}: it holds no saved training state (the run "
             "finished without keeping it, or never finished an epoch)"

@@ -356,6 +356,7 @@ class _Run:
     best_val: float = math.inf
     bad_epochs: int = 0
     best_state: dict | None = None
+    saved: bool = False
 
     def release(self) -> None:
         self.model = self.optimizer = self.scheduler = self.sampler = None
@@ -381,6 +382,13 @@ def _start_config(config, out_dir, resume) -> tuple[TrainConfig, dict | None, Pa
     if config is None:
         config = TrainConfig()
     config.validate()
+    if out_path is not None:
+        # before any work: a new run never lands on a model, and the folder is writable
+        if resume:
+            ckpt.check_writable(out_path)
+        else:
+            ckpt.check_new_run_dir(out_path)
+        ckpt.clean_stale(out_path)
     return config, saved_cfg, out_path
 
 
@@ -479,11 +487,23 @@ def _restore(run: _Run) -> None:
         _set_rng_state(st["rng"], run.sampler)
     except (KeyError, RuntimeError, ValueError, TypeError) as exc:
         raise ckpt.CheckpointError(f"cannot resume from {out_path}: {exc}") from exc
+    run.saved = True
     run.history = [rec for rec in ckpt.load_history(out_path)
                    if int(rec.get("epoch", 0)) <= run.epoch]
-    if run.best_epoch > 0:
-        best_model = ckpt.load_model(out_path, device="cpu").model
-        run.best_state = {k: v.detach().clone() for k, v in best_model.state_dict().items()}
+    if run.best_epoch == 0:
+        return
+    if "best_model" in st:
+        best = st["best_model"]
+    elif run.best_epoch == run.epoch:
+        best = st["model"]
+    else:  # a state saved before it held the best weights: they are the folder's
+        best = ckpt.load_model(out_path, device="cpu").model.state_dict()
+    run.best_state = {k: v.detach().to("cpu", copy=True) for k, v in best.items()}
+    if ckpt.weights_epoch(out_path) != run.best_epoch:
+        # killed after new weights were written but before their state: put the state's
+        # best model back, so the folder matches the run it continues
+        _set_best_fields(run)
+        ckpt.save_run(out_path, run.model_cfg, run.history, weights=run.best_state)
 
 
 def _oom_message(run: _Run) -> str:
@@ -587,14 +607,8 @@ def _save_epoch(run: _Run, improved: bool) -> None:
 
     if run.out_path is None:
         return
-    run.model_cfg["best_epoch"] = run.best_epoch
-    run.model_cfg["best_val_loss"] = run.best_val
-    run.model_cfg["epochs_run"] = run.epoch
-    if improved:
-        ckpt.save_checkpoint(run.out_path, run.model, run.model_cfg, run.history)
-    else:
-        ckpt.write_history(run.out_path, run.history)
-    ckpt.save_training_state(run.out_path, {
+    _set_best_fields(run)
+    state = {
         "epoch": run.epoch,
         "model": run.model.state_dict(),
         "optimizer": run.optimizer.state_dict(),
@@ -602,7 +616,20 @@ def _save_epoch(run: _Run, improved: bool) -> None:
         "early_stopping": {"best_epoch": run.best_epoch, "best_val_loss": run.best_val,
                            "bad_epochs": run.bad_epochs},
         "rng": _rng_state(run.sampler),
-    })
+    }
+    if run.best_state is not None and run.best_epoch != run.epoch:
+        state["best_model"] = run.best_state  # the state alone restores the whole run
+    # weights, config, history, then the state; the first save of a new run writes them
+    # all into a hidden folder and renames it into place
+    ckpt.save_run(run.out_path, run.model_cfg, run.history, state,
+                  weights=run.model.state_dict() if improved else None, new=not run.saved)
+    run.saved = True
+
+
+def _set_best_fields(run: _Run) -> None:
+    run.model_cfg["best_epoch"] = run.best_epoch
+    run.model_cfg["best_val_loss"] = run.best_val
+    run.model_cfg["epochs_run"] = run.epoch
 
 
 def _finish(run: _Run, stopped: str) -> FitResult:
