@@ -199,6 +199,30 @@ def _summary(rows: list[dict], key: str) -> str:
            f"min {min(vals):.3g}, max {max(vals):.3g}"
 
 
+def cost(data_dir: Path, epochs: int = 4, repeats: int = 3) -> int:
+    """Seconds per epoch of both recipes (the baseline: the paper's), interleaved so that
+    a changing machine load hits both alike; prints the medians and their ratio."""
+    import torch
+
+    from napari_dfct.train import recipe_config, run_fit
+
+    torch.set_num_threads(1)
+    tr = _data(data_dir)["train"]
+    times: dict[str, list[float]] = {"paper": [], "stable": []}
+    for _ in range(repeats):
+        for recipe in ("paper", "stable"):
+            cfg = recipe_config(recipe, preset="small", epochs=epochs, patience=epochs,
+                                batch_size=8, patch=64, patches_per_slice=8, device="cpu")
+            res = run_fit(tr.input, tr.target, cfg, preview=False)
+            times[recipe] += [h["seconds"] for h in res.history[1:]]  # skip the first epoch
+    med = {k: statistics.median(v) for k, v in times.items()}
+    print(f"# {platform.machine()}, {os.cpu_count()} CPUs, load average "
+          f"{os.getloadavg()[0]:.1f}; one torch thread; {len(times['paper'])} epochs each")
+    print(f"paper (baseline): {med['paper']:.2f} s/epoch; stable: {med['stable']:.2f} "
+          f"s/epoch; ratio {med['stable'] / med['paper']:.2f}")
+    return 0
+
+
 def report(files: list[str]) -> int:
     """Per (file, recipe, configuration): runs, spike ratio (worst, runs over 3), first
     spike epoch, test CNR and PSNR (median, sd, range) -- a Markdown table."""
@@ -238,9 +262,14 @@ def main(argv=None) -> int:
     p.add_argument("--out", default=None, help="append one JSON line per run")
     p.add_argument("--report", nargs="+", metavar="JSONL", default=None,
                    help="summarise earlier --out files instead of training")
+    p.add_argument("--cost", action="store_true",
+                   help="time epochs of the paper and the stable recipe, interleaved, in "
+                        "this process (one torch thread) and print the ratio")
     args = p.parse_args(argv)
     if args.report:
         return report(args.report)
+    if args.cost:
+        return cost(Path(args.data))
 
     sets = dict(s.split("=", 1) for s in args.set)
     jobs = [{"recipe": r, "config": c, "seed": s, "set": sets, "diagnose": args.diagnose,
