@@ -7,9 +7,16 @@ import math
 import numpy as np
 import pytest
 
-from napari_dfct.experiment.stats import (PairedResult, bootstrap_median_ci, holm,
-                                          paired_comparison, paired_differences, verdict,
-                                          wilcoxon_test, with_holm)
+from napari_dfct.experiment.stats import (
+    PairedResult,
+    bootstrap_median_ci,
+    holm,
+    paired_comparison,
+    paired_differences,
+    verdict,
+    wilcoxon_test,
+    with_holm,
+)
 
 
 def test_holm_on_a_known_vector():

@@ -6,15 +6,22 @@ import argparse
 from pathlib import Path
 
 NAME = "grid-report"
-HELP = "write the tables (Markdown, CSV), violin plots and panels of a grid folder"
+HELP = ("write the tables (Markdown, CSV), paired statistics, violin plots and panels of a "
+        "grid folder")
 DESCRIPTION = """\
 Read every finished run of a `dfct grid` folder (OUT/runs/*/seed-*/metrics.json) and write
 OUT/report: per loss the paper's table (rows baseline, +S, +F, +S+F, +F+S; CNR and FWHM,
 linear and non-linear; median ± standard deviation over seeds, n per cell, best CNR in bold)
 with the input's, target's and truth's values as reference rows; a summary of all metrics;
-violin plots per configuration; and Fig.-3-like panels with the representative prediction of
-each configuration (the seed whose CNR is closest to the median). Works on incomplete grids,
-so it can follow a running Slurm array. Nothing is trained or predicted.
+the paired comparisons (paired.md, paired.csv, paired.png): each configuration against its
+family's baseline (and each amplified one against its scale-matched control) paired by
+seed, for CNR, FWHM, error CNR and PSNR in the body: the median per-seed difference with a
+95 % bootstrap interval, a Wilcoxon signed-rank p-value, its Holm correction over the table
+and a verdict (better: the interval excludes zero on the good side and the corrected p is
+below 0.05; worse: the other side; else no evidence); violin plots per configuration; and
+Fig.-3-like panels with the representative prediction of each configuration (the seed whose
+CNR is closest to the median). A run's value is its median over the test slices. Works on
+incomplete grids, so it can follow a running Slurm array. Nothing is trained or predicted.
 """
 ORDER = 55
 
@@ -26,6 +33,8 @@ def register(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("out", metavar="OUT", help="grid folder (made by `dfct grid`)")
     parser.add_argument("--report-dir", default=None,
                         help="where to write (default: OUT/report)")
+    parser.add_argument("--bootstrap", type=int, default=10_000, metavar="N",
+                        help="bootstrap resamples of the paired intervals")
     parser.add_argument("--quiet", action="store_true", help="do not print the tables")
 
 
@@ -37,8 +46,12 @@ def print_tables(out: Path, report_dir: Path | None = None) -> None:
         print(path.read_text(encoding="utf-8"))
     summary = rdir / "summary.md"
     if summary.is_file():
-        print("\nAll metrics on the test slice\n")
+        print("\nAll metrics (medians over the test slices, median ± std over seeds)\n")
         print(summary.read_text(encoding="utf-8"))
+    paired = rdir / "paired.md"
+    if paired.is_file():
+        print("\nPaired by seed: configuration − reference\n")
+        print(paired.read_text(encoding="utf-8"))
 
 
 def run(args: argparse.Namespace) -> int:
@@ -48,8 +61,10 @@ def run(args: argparse.Namespace) -> int:
     from ..experiment import grid_report, grid_status
 
     out = Path(args.out)
+    if args.bootstrap < 1:
+        raise CLIError(f"--bootstrap must be at least 1, got {args.bootstrap}")
     try:
-        files = grid_report(out, args.report_dir)
+        files = grid_report(out, args.report_dir, n_boot=args.bootstrap)
         status = grid_status(out)
     except (ValueError, OSError) as exc:
         raise CLIError(str(exc)) from None

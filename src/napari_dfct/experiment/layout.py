@@ -2,13 +2,30 @@
 
 Layout of a grid folder ``OUT``::
 
-    OUT/grid.json                   settings shared by every run (data, ROIs, training options)
+    OUT/grid.json                   settings shared by every run (data, ROIs per test slice,
+                                    training options)
     OUT/grid-log.jsonl              one line per event (trained, skipped, failed, moved aside)
-    OUT/test-slice/                 the test slice: input.tif, target.tif (truth.tif), 2-D float32
-    OUT/reference.json              metrics of input / target / truth on the test slice
-    OUT/runs/<config>/seed-<k>/     one run: spec.json, model/ (checkpoint), prediction.tif,
-                                    metrics.json (written atomically LAST: the completion marker)
+    OUT/test-slice/                 the representative test slice (the one figures show):
+                                    input.tif, target.tif (truth.tif), 2-D float32
+    OUT/reference.json              metrics of input / target / truth: medians over the test
+                                    slices and the values of every slice (per_slice)
+    OUT/runs/<config>/seed-<k>/     one run: spec.json, model/ (checkpoint), prediction.tif
+                                    (the representative slice), metrics.json (medians over
+                                    the test slices and per_slice; written atomically LAST:
+                                    the completion marker)
     OUT/report/                     tables and figures (:func:`napari_dfct.experiment.grid_report`)
+
+Every run is measured on **every slice of the test volume** (e.g. 16 independent simulated
+specimens), each with its own ROIs (``ROISet.from_meta(meta, n_slices, slice=k)``), and a
+metric's value for the run is the median over the slices
+(:func:`napari_dfct.experiment.scoring.measure_slices`). Only the representative slice's
+prediction is stored (``prediction.tif``, for the report's panels): the predictions of all
+slices of every run would multiply the grid's size by the number of test slices (16 x 800²
+float32 is 41 MB per run, 7 GB for the paper's 180 runs), and any slice can be predicted
+again from the run's ``model/``. The test data are read from where they are (their paths
+and fingerprints are in ``grid.json``), like the training data. A test volume whose slices
+are not independent specimens (a real scan) is measured on every slice as well; pass only
+the slices that the ROIs fit.
 
 :func:`prepare_grid` resolves the training and test data, the ROIs and the loss
 configurations (:func:`make_configs`, :func:`add_controls`), writes ``grid.json``, the test
@@ -30,7 +47,7 @@ from typing import Any
 import numpy as np
 
 from ._util import atomic_write_json, json_safe, read_json, timestamp
-from .scoring import measure_slice
+from .scoring import measure_slices
 
 __all__ = [
     "GRID_FILE",
@@ -48,6 +65,7 @@ __all__ = [
     "prepare_grid",
     "queued_runs",
     "read_log",
+    "read_test_set",
 ]
 
 GRID_FILE = "grid.json"
@@ -58,6 +76,10 @@ PREDICTION_FILE = "prediction.tif"
 RUNNING_FILE = "running.json"
 TEST_SLICE_DIR = "test-slice"
 RUNS_DIR = "runs"
+#: Version of ``grid.json``: 2 measures every test slice (1: one test slice).
+GRID_FORMAT = "napari-dfct-grid/2"
+#: Test volumes of a grid, in the order they are listed.
+_TEST_KEYS = ("input", "target", "truth", "mask")
 
 #: Training options that belong to one run rather than to the grid (never compared).
 _PER_RUN_KEYS = ("loss", "seed", "device", "keep_state")
@@ -178,14 +200,14 @@ def _is_pair_of_arrays(obj: Any) -> bool:
     )
 
 
-def _save_array(path: Path, data: np.ndarray) -> Path:
+def _save_array(path: Path, data: np.ndarray, dtype: Any = np.float32) -> Path:
     """Save ``data`` to ``path`` unless the file exists: equal content is reused, other
     content is refused (never overwritten)."""
     from ..io import write_volume
 
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f".{path.stem}-{os.getpid()}-{time.monotonic_ns()}{path.suffix}")
-    write_volume(tmp, np.asarray(data, dtype=np.float32))
+    write_volume(tmp, np.asarray(data, dtype=dtype))
     if path.exists():
         same = fingerprint(tmp) == fingerprint(path)
         tmp.unlink()
@@ -223,8 +245,15 @@ def _resolve_train(train: Any, out_dir: Path) -> dict:
     return {k: str(p.resolve()) for k, p in paths.items()}
 
 
+def _mask_name(meta: dict | None) -> str:
+    """File name of a test folder's body mask: meta.json's ``"mask"``, else body.tif."""
+    name = (meta or {}).get("mask")
+    return name if isinstance(name, str) and name else "body.tif"
+
+
 def _resolve_test(test: Any, out_dir: Path) -> dict:
-    """Paths of the test volumes (input, target, optional truth) and the test meta.json."""
+    """Paths of the test volumes (input, target, optional truth and body mask) and the
+    test meta.json."""
     meta = None
     if hasattr(test, "input") and hasattr(test, "target") and not isinstance(test, (str, Path)):
         meta = dict(getattr(test, "meta", None) or {})
@@ -234,6 +263,8 @@ def _resolve_test(test: Any, out_dir: Path) -> dict:
         for k, a in arrays.items():
             if a is not None:
                 _save_array(folder / f"{k}.tif", a)
+        if getattr(test, "mask", None) is not None:
+            _save_array(folder / _mask_name(meta), test.mask, dtype=np.uint8)
         if meta:
             meta_path = folder / "meta.json"
             if meta_path.is_file() and read_json(meta_path) != json_safe(meta):
@@ -249,8 +280,10 @@ def _resolve_test(test: Any, out_dir: Path) -> dict:
                "truth": _find_file(folder, "truth", required=False)}
         meta_path = folder / "meta.json"
         out["meta"] = read_json(meta_path) if meta_path.is_file() else None
+        mask = folder / _mask_name(out["meta"])
+        out["mask"] = mask if mask.is_file() else None
     elif isinstance(test, dict):
-        out = {k: (Path(test[k]) if test.get(k) else None) for k in ("input", "target", "truth")}
+        out = {k: (Path(test[k]) if test.get(k) else None) for k in _TEST_KEYS}
         if out["input"] is None or out["target"] is None:
             raise ValueError("the test set needs an input and a target")
         meta = test.get("meta")
@@ -259,7 +292,7 @@ def _resolve_test(test: Any, out_dir: Path) -> dict:
         out["meta"] = meta
     else:
         raise ValueError("test must be a folder or a dict of input/target/truth paths")
-    for k in ("input", "target", "truth"):
+    for k in _TEST_KEYS:
         if out[k] is not None:
             if not Path(out[k]).is_file():
                 raise ValueError(f"test {k} file {out[k]} does not exist")
@@ -269,10 +302,20 @@ def _resolve_test(test: Any, out_dir: Path) -> dict:
 
 def _resolve_roi(meta: dict | None, roi: dict | None, n_slices: int) -> dict:
     """Merge the ROIs/line/slice of the test ``meta.json`` with explicit options
-    (:meth:`napari_dfct.roi.ROISet.from_meta`)."""
+    (:meth:`napari_dfct.roi.ROISet.from_meta`): the representative slice's ROIs."""
     from ..roi import ROISet
 
     return ROISet.from_meta(meta, n_slices, **dict(roi or {})).to_dict()
+
+
+def _resolve_rois(meta: dict | None, roi: dict | None, n_slices: int) -> list[dict]:
+    """The ROIs of every test slice: slice ``k``'s own where ``meta.json`` has per-slice
+    ROIs, explicit options first (:meth:`napari_dfct.roi.ROISet.from_meta`)."""
+    from ..roi import ROISet
+
+    options = {k: v for k, v in dict(roi or {}).items() if k != "slice"}
+    return [ROISet.from_meta(meta, n_slices, **options, slice=k).to_dict()
+            for k in range(n_slices)]
 
 
 def _to_slice(vol: np.ndarray, z: int) -> np.ndarray:
@@ -319,7 +362,7 @@ def _train_dict(train_config: Any) -> dict:
 
 def _comparable(settings: dict) -> dict:
     # the data are compared by content (a moved data folder is still the same data)
-    keys = ("data", "roi", "train")
+    keys = ("data", "roi", "rois", "train")
     return {k: settings.get(k) for k in keys}
 
 
@@ -392,17 +435,20 @@ def prepare_grid(train: Any, test: Any, out_dir: str | os.PathLike,
     for k in _PER_RUN_KEYS:
         tdict.pop(k, None)
 
-    roi, slices = _test_slices(test_paths, roi)
+    roi, rois, volumes = _test_set(test_paths, roi)
+    test_files = {k: test_paths[k] for k in ("input", "target", "truth")}
+    data = {**{f"train_{k}": fingerprint(v) for k, v in train_data.items()},
+            **{f"test_{k}": fingerprint(v) if v else None for k, v in test_files.items()}}
+    if test_paths.get("mask"):  # only then: grids without a mask keep their settings
+        test_files["mask"] = test_paths["mask"]
+        data["test_mask"] = fingerprint(test_paths["mask"])
     settings = {
-        "format": "napari-dfct-grid/1",
+        "format": GRID_FORMAT,
         "train_data": train_data,
-        "test": {k: test_paths[k] for k in ("input", "target", "truth")},
-        "data": {
-            **{f"train_{k}": fingerprint(v) for k, v in train_data.items()},
-            **{f"test_{k}": fingerprint(test_paths[k]) if test_paths[k] else None
-               for k in ("input", "target", "truth")},
-        },
+        "test": test_files,
+        "data": data,
         "roi": roi,
+        "rois": rois,
         "train": tdict,
         "device": run_device,
         "configs": {c.name: json_safe(c.to_dict()) for c in configs},
@@ -415,7 +461,7 @@ def prepare_grid(train: Any, test: Any, out_dir: str | os.PathLike,
     settings.setdefault("created", time.strftime("%Y-%m-%dT%H:%M:%S"))
     settings["updated"] = time.strftime("%Y-%m-%dT%H:%M:%S")
 
-    slice_paths = _write_test_slice(out_dir, slices, roi)
+    slice_paths = _write_test_slice(out_dir, volumes, roi, rois)
     atomic_write_json(grid_file, settings)
 
     specs = []
@@ -433,25 +479,50 @@ def prepare_grid(train: Any, test: Any, out_dir: str | os.PathLike,
                 "resume": bool(resume),
                 "train_data": train_data,
                 "test_slice": {k: slice_paths.get(k) for k in ("input", "target", "truth")},
+                "test": test_files,
                 "roi": roi,
+                "rois": rois,
             })
     return settings, specs
 
 
-def _test_slices(test_paths: dict, roi: dict | None) -> tuple[dict, dict]:
-    """The resolved ROIs and the 2-D test slices (input, target, truth) they refer to."""
-    test_in = _read_slice(test_paths["input"])
-    n_slices = 1 if test_in.ndim == 2 else test_in.shape[0]
-    roi = _resolve_roi(test_paths.get("meta"), roi, n_slices)
-    z = roi["slice"]
-    slices = {"input": _to_slice(test_in, z)}
-    for k in ("target", "truth"):
-        if test_paths[k]:
-            slices[k] = _to_slice(_read_slice(test_paths[k]), z)
-            if slices[k].shape != slices["input"].shape:
-                raise ValueError(f"test {k} slice has shape {slices[k].shape}, the input "
-                                 f"{slices['input'].shape}")
-    return roi, slices
+def read_test_set(paths: dict) -> dict[str, np.ndarray | None]:
+    """The test volumes of ``paths`` (``input``, ``target``, ``truth``, ``mask``; the last
+    two optional) as arrays: float32 images and a boolean mask (non-zero inside).
+
+    ``ValueError`` when they are not 2-D or 3-D or their shapes differ (a 2-D mask may
+    serve every slice of a volume).
+    """
+    volumes: dict[str, np.ndarray | None] = {}
+    for k in _TEST_KEYS:
+        data = _read_slice(paths.get(k))
+        volumes[k] = data
+    first = volumes["input"]
+    if first is None or first.ndim not in (2, 3):
+        shape = None if first is None else first.shape
+        raise ValueError(f"expected a 2-D or 3-D test input, got shape {shape}")
+    for k in ("target", "truth", "mask"):
+        v = volumes[k]
+        if v is None:
+            continue
+        if k == "mask" and v.ndim == 2 and v.shape == first.shape[-2:]:
+            pass
+        elif v.shape != first.shape:
+            raise ValueError(f"test {k} has shape {v.shape}, the input {first.shape}")
+        if k == "mask":
+            volumes[k] = v != 0
+    return volumes
+
+
+def _test_set(test_paths: dict, roi: dict | None) -> tuple[dict, list[dict], dict]:
+    """The representative slice's ROIs, the ROIs of every test slice and the test
+    volumes."""
+    volumes = read_test_set(test_paths)
+    n_slices = 1 if volumes["input"].ndim == 2 else volumes["input"].shape[0]
+    meta = test_paths.get("meta")
+    z = _resolve_roi(meta, roi, n_slices)["slice"]
+    rois = _resolve_rois(meta, roi, n_slices)
+    return rois[z], rois, volumes
 
 
 def _merge_settings(settings: dict, old: dict, out_dir: Path) -> None:
@@ -461,6 +532,11 @@ def _merge_settings(settings: dict, old: dict, out_dir: Path) -> None:
     name with other loss settings; adds the earlier configurations, controls and seeds and
     keeps the creation time.
     """
+    if "rois" not in old:
+        raise ValueError(
+            f"{out_dir} holds a grid measured on one test slice (an earlier format); runs "
+            "measured on every test slice are not mixed with it: use another output folder"
+        )
     a, b = _comparable(json_safe(old)), _comparable(json_safe(settings))
     diff = [k for k in a
             if json.dumps(a[k], sort_keys=True) != json.dumps(b[k], sort_keys=True)]
@@ -482,19 +558,23 @@ def _merge_settings(settings: dict, old: dict, out_dir: Path) -> None:
     settings["created"] = old.get("created")
 
 
-def _write_test_slice(out_dir: Path, slices: dict, roi: dict) -> dict:
-    """Write ``OUT/test-slice/*.tif`` and ``OUT/reference.json``; return the slice paths."""
+def _write_test_slice(out_dir: Path, volumes: dict, roi: dict, rois: list[dict]) -> dict:
+    """Write the representative slice (``OUT/test-slice/*.tif``) and ``OUT/reference.json``
+    (input, target and truth measured on every test slice); return the slice paths."""
     from ..io import write_volume
 
     slice_dir = out_dir / TEST_SLICE_DIR
     slice_dir.mkdir(exist_ok=True)
+    z = roi["slice"]
     slice_paths = {}
-    for k, img in slices.items():
-        slice_paths[k] = str(write_volume(slice_dir / f"{k}.tif", img))
-    reference = {"slice": roi["slice"], "roi": roi}
-    for k, img in slices.items():
-        reference[k] = measure_slice(img, roi, truth=slices.get("truth"),
-                                     target=slices.get("target"))
+    images = {k: volumes[k] for k in ("input", "target", "truth") if volumes[k] is not None}
+    for k, vol in images.items():
+        slice_paths[k] = str(write_volume(slice_dir / f"{k}.tif", _to_slice(vol, z)))
+    reference = {"slice": z, "roi": roi, "n_slices": len(rois)}
+    for k, vol in images.items():
+        reference[k] = measure_slices(vol, rois, truth=volumes["truth"],
+                                      target=volumes["target"], mask=volumes["mask"],
+                                      representative=z)
     atomic_write_json(out_dir / REFERENCE_FILE, reference)
     return slice_paths
 

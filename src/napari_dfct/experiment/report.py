@@ -4,16 +4,17 @@ Everything is computed from the files of the grid folder (``metrics.json`` of ea
 ``reference.json``, ``test-slice/*.tif`` and each run's ``prediction.tif``): the report
 never trains nor predicts, so it can be drawn at any time, also for an incomplete grid.
 
+A run's value of a metric is its median over the test slices (``metrics.json``; grids that
+measured one test slice, an earlier format, hold that slice's value and stay readable).
 Statistics: per configuration, the **median** and the **sample standard deviation**
 (``ddof=1``) over the seeds whose value is finite; ``n`` counts those seeds (a cell shows it
 when fewer than all finished runs have a finite value, or always in the CSV files). A
-standard deviation needs two values; with one it is NaN (shown as ``n/a``).
+standard deviation needs two values; with one it is NaN (shown as ``n/a``). Comparisons
+between configurations are paired by seed (:mod:`.paired`, :mod:`.stats`).
 """
 
 from __future__ import annotations
 
-import csv
-import io as _io
 import math
 import os
 from collections.abc import Sequence
@@ -22,9 +23,21 @@ from typing import Any
 
 import numpy as np
 
+from ._tables import METRICS
+from ._tables import csv_text as _csv_text
+from ._tables import md_table as _md_table
+from ._tables import num as _num
+from ._tables import plt as _plt
 from ._util import atomic_write_text, read_json, to_float
-from .layout import (GRID_FILE, METRICS_FILE, PREDICTION_FILE, REFERENCE_FILE, RUNS_DIR,
-                     TEST_SLICE_DIR, grid_status)
+from .layout import (
+    GRID_FILE,
+    METRICS_FILE,
+    PREDICTION_FILE,
+    REFERENCE_FILE,
+    RUNS_DIR,
+    TEST_SLICE_DIR,
+    grid_status,
+)
 
 __all__ = [
     "METRICS",
@@ -38,15 +51,6 @@ __all__ = [
     "violin_figure",
 ]
 
-#: Metrics summarised per configuration (key in metrics.json, label, format, higher is better).
-METRICS = {
-    "cnr": ("CNR", ".2f", True),
-    "fwhm": ("FWHM (px)", ".2f", False),
-    "psnr": ("PSNR (dB) vs truth", ".2f", True),
-    "ssim": ("SSIM vs truth", ".3f", True),
-    "psnr_target": ("PSNR (dB) vs target", ".2f", True),
-    "ssim_target": ("SSIM vs target", ".3f", True),
-}
 #: Rows of the paper's table, from the amplification scheme.
 ROW_ORDER = {"none": "baseline", "S": "+S", "F": "+F", "S+F": "+S+F", "F+S": "+F+S"}
 PROFILES = ("linear", "nonlinear")
@@ -140,10 +144,6 @@ def representative_seed(records: Sequence[dict], metric: str = "cnr") -> int | N
 
 
 # --------------------------------------------------------------------------- formatting
-def _num(v: float, fmt: str) -> str:
-    return "n/a" if not math.isfinite(v) else format(v, fmt)
-
-
 def _cell(stats: dict | None, fmt: str, n_expected: int | None = None, bold: bool = False) -> str:
     if stats is None or stats["n_runs"] == 0:
         return "–"
@@ -161,25 +161,6 @@ def _cell(stats: dict | None, fmt: str, n_expected: int | None = None, bold: boo
     else:
         text += f" (n={stats['n']})"
     return text
-
-
-def _md_table(header: Sequence[str], rows: Sequence[Sequence[str]]) -> str:
-    def esc(s):
-        return str(s).replace("|", "\\|")
-
-    lines = ["| " + " | ".join(esc(h) for h in header) + " |",
-             "| " + " | ".join("---" if i == 0 else "---:" for i in range(len(header))) + " |"]
-    lines += ["| " + " | ".join(esc(c) for c in row) + " |" for row in rows]
-    return "\n".join(lines) + "\n"
-
-
-def _csv_text(header: Sequence[str], rows: Sequence[Sequence[Any]]) -> str:
-    buf = _io.StringIO()
-    w = csv.writer(buf, lineterminator="\n")
-    w.writerow(header)
-    for row in rows:
-        w.writerow(["" if (isinstance(v, float) and not math.isfinite(v)) else v for v in row])
-    return buf.getvalue()
 
 
 # --------------------------------------------------------------------------- tables
@@ -341,15 +322,6 @@ def _comparison_tables(rows: list[dict], metrics: Sequence[str]) -> tuple[str, s
 
 
 # --------------------------------------------------------------------------- figures
-def _plt():
-    import matplotlib
-
-    matplotlib.use("Agg", force=False)
-    import matplotlib.pyplot as plt
-
-    return plt
-
-
 _SCHEME_COLORS = {"none": "0.55", "S": "#1f77b4", "F": "#ff7f0e", "S+F": "#2ca02c",
                   "F+S": "#9467bd"}
 
@@ -398,7 +370,7 @@ def _violin(summary: dict, metric: str, reference: dict | None, path: Path) -> P
     fig_w = max(4.5, 0.55 * len(summary) + 2.0)
     fig, ax = plt.subplots(figsize=(fig_w, 4.2), dpi=110)
     _violin_ax(ax, summary, metric, reference)
-    ax.set_title(f"{METRICS[metric][0]} per configuration (test slice)")
+    ax.set_title(f"{METRICS[metric][0]} per configuration (over seeds)")
     fig.tight_layout()
     fig.savefig(path)
     plt.close(fig)
@@ -474,90 +446,73 @@ def _panel(images: list[tuple[str, np.ndarray]], roi: dict, path: Path, title: s
 
 
 # --------------------------------------------------------------------------- the report
-def grid_report(out_dir: str | os.PathLike, report_dir: str | os.PathLike | None = None) -> dict:
-    """Write the tables and figures of a grid folder (complete or not).
+def _present(metric: str, summary: dict, reference: dict) -> bool:
+    """Whether any run or reference image has a finite value of ``metric``."""
+    if any(metric in e and e[metric]["n"] > 0 for e in summary.values()):
+        return True
+    return any(math.isfinite(to_float((reference.get(k) or {}).get(metric)))
+               for k in ("input", "target"))
 
-    Files (under ``OUT/report`` unless ``report_dir`` is given):
 
-    - ``table-<loss>.md`` / ``.csv``: the paper's table per loss (median ± std, n),
-      with the input's, target's and truth's values on the test slice as reference rows;
-    - ``controls.md`` / ``.csv`` (grids with ``controls``): each amplified configuration
-      next to its scale-matched control and the baseline;
-    - ``summary.md`` / ``.csv``: every configuration with CNR, FWHM, PSNR and SSIM (and the
-      same for input, target, truth), ``runs.csv``: one row per run;
-    - ``violin-<metric>.png``: violin plots per configuration, the input as a dashed line;
-    - ``panel-<loss>.png``: input, target, truth and the representative prediction of each
-      configuration (the seed whose CNR is closest to the median), ROIs and line drawn;
-    - ``report.md``: all of the above in one page.
+def _report_metrics(summary: dict, reference: dict) -> list[str]:
+    """The metrics of the summary table and the violins: CNR and FWHM; with a truth the
+    error CNR, PSNR and SSIM (and the body metrics where a mask was given); without one
+    PSNR and SSIM against the target."""
+    if not reference.get("truth"):
+        return ["cnr", "fwhm", "psnr_target", "ssim_target"]
+    optional = ("error_cnr", "psnr_body", "ssim_body", "rmse_body")
+    return ["cnr", "fwhm"] + [m for m in optional[:1] if _present(m, summary, reference)] + \
+        ["psnr", "ssim"] + [m for m in optional[1:] if _present(m, summary, reference)]
 
-    Returns
-    -------
-    dict of str to Path
-        The files written, by short name (``"table-l2.md"``, ``"violin-cnr"``...).
-    """
-    out_dir = Path(out_dir)
+
+def _slice_value(record: dict, key: str, z: int | None) -> float:
+    """``key`` of slice ``z`` (a grid measuring every test slice keeps them in
+    ``per_slice``), else the record's own value (a one-slice grid)."""
+    for entry in record.get("per_slice") or ():
+        if entry.get("slice") == z:
+            return to_float(entry.get(key))
+    return to_float(record.get(key))
+
+
+_RUN_KEYS = ["name", "seed", "cnr", "cnr_stderr", "fwhm", "fwhm_stderr", "error_cnr", "psnr",
+             "ssim", "psnr_body", "ssim_body", "rmse_body", "psnr_target", "ssim_target",
+             "signal_mean", "signal_std", "background_mean", "background_std", "n_slices",
+             "epochs_run", "best_epoch", "best_val_loss", "stopped", "seconds", "device"]
+
+
+def _load(out_dir: Path) -> tuple[dict, dict, list[dict], dict]:
+    """``grid.json``, ``reference.json`` (or {}), the finished runs and their summary in
+    grid order."""
     if not (out_dir / GRID_FILE).is_file():
         raise ValueError(f"{out_dir} is not a grid folder (no {GRID_FILE})")
-    rdir = Path(report_dir) if report_dir else out_dir / "report"
-    rdir.mkdir(parents=True, exist_ok=True)
     settings = read_json(out_dir / GRID_FILE)
     reference = read_json(out_dir / REFERENCE_FILE) if (out_dir / REFERENCE_FILE).is_file() \
         else {}
-    roi = reference.get("roi") or settings["roi"]
     records = collect_runs(out_dir)
-    status = grid_status(out_dir)
     summary = summarize(records)
     # order configurations as in the grid settings, then anything else found on disk
     order = [n for n in settings.get("configs", {}) if n in summary]
     order += [n for n in summary if n not in order]
-    summary = {n: summary[n] for n in order}
-    n_seeds = len(settings.get("seeds", [])) or None
-    has_truth = bool(reference.get("truth"))
-    files: dict[str, Path] = {}
+    return settings, reference, records, {n: summary[n] for n in order}
 
-    losses = list(dict.fromkeys(e["family"] for e in summary.values()))
-    tables_md = []
-    for loss in losses:
-        t = paper_table(summary, loss, reference, n_expected=n_seeds)
-        files[f"table-{loss}.md"] = atomic_write_text(rdir / f"table-{loss}.md", t["markdown"])
-        files[f"table-{loss}.csv"] = atomic_write_text(rdir / f"table-{loss}.csv", t["csv"])
-        tables_md.append((loss, t["markdown"]))
 
-    metrics = ["cnr", "fwhm"] + (["psnr", "ssim"] if has_truth else []) + \
-        (["psnr_target", "ssim_target"] if not has_truth else [])
-    rows = comparison_rows(summary, reference, metrics)
-    comp_md, comp_csv = _comparison_tables(rows, metrics)
-    files["summary.md"] = atomic_write_text(rdir / "summary.md", comp_md)
-    files["summary.csv"] = atomic_write_text(rdir / "summary.csv", comp_csv)
-    ctrl = controls_table(summary, settings.get("controls") or {}, metrics[:2])
-    if ctrl is not None:
-        files["controls.md"] = atomic_write_text(rdir / "controls.md", ctrl["markdown"])
-        files["controls.csv"] = atomic_write_text(rdir / "controls.csv", ctrl["csv"])
-
-    run_keys = ["name", "seed", "cnr", "cnr_stderr", "fwhm", "fwhm_stderr", "psnr", "ssim",
-                "psnr_target", "ssim_target", "signal_mean", "signal_std", "background_mean",
-                "background_std", "epochs_run", "best_epoch", "best_val_loss", "stopped",
-                "seconds", "device"]
-    run_rows = [[r.get(k) if r.get(k) is not None else "" for k in run_keys] for r in records]
-    files["runs.csv"] = atomic_write_text(rdir / "runs.csv", _csv_text(run_keys, run_rows))
-
-    figures = []
-    if summary:
-        for m in metrics:
-            files[f"violin-{m}"] = _violin(summary, m, reference, rdir / f"violin-{m}.png")
-            figures.append(f"violin-{m}.png")
-
+def _panels(out_dir: Path, rdir: Path, summary: dict, records: list[dict], reference: dict,
+            roi: dict, files: dict) -> tuple[list[str], dict]:
+    """The Fig.-3-like panel of each loss family: input, target, truth and each
+    configuration's representative prediction on the representative test slice."""
+    z = reference.get("slice", roi.get("slice"))
+    n_slices = reference.get("n_slices")
     slices = {k: _read2d(out_dir / TEST_SLICE_DIR / f"{k}.tif")
               for k in ("input", "target", "truth")}
     by_name: dict[str, list[dict]] = {}
     for rec in records:
         by_name.setdefault(rec["name"], []).append(rec)
-    representatives = {}
-    for loss in losses:
+    figures, representatives = [], {}
+    for loss in dict.fromkeys(e["family"] for e in summary.values()):
         images = []
         for k in ("input", "target", "truth"):
             if slices[k] is not None:
-                cnr = to_float((reference.get(k) or {}).get("cnr"))
+                cnr = _slice_value(reference.get(k) or {}, "cnr", z)
                 images.append((f"{k}\nCNR {_num(cnr, '.2f')}", slices[k]))
         for name, e in summary.items():
             if e["family"] != loss:
@@ -568,31 +523,139 @@ def grid_report(out_dir: str | os.PathLike, report_dir: str | os.PathLike | None
             representatives[name] = seed
             if pred is None:
                 continue
-            images.append((f"{name} (seed {seed})\nCNR {_num(to_float(rec.get('cnr')), '.2f')}"
-                           f"  FWHM {_num(to_float(rec.get('fwhm')), '.1f')}", pred))
-        if len(images) > 0:
+            images.append((f"{name} (seed {seed})\n"
+                           f"CNR {_num(_slice_value(rec, 'cnr', z), '.2f')}  "
+                           f"FWHM {_num(_slice_value(rec, 'fwhm', z), '.1f')}", pred))
+        if images:
+            where = f"test slice {z}" + (f" of {n_slices}" if n_slices else "")
             files[f"panel-{loss}"] = _panel(
                 images, roi, rdir / f"panel-{loss}.png",
-                f"{loss.upper()}: test slice {reference.get('slice', roi.get('slice'))}, "
-                "representative seeds (CNR closest to the median)")
+                f"{loss.upper()}: {where}, representative seeds (median CNR over the test "
+                "slices closest to the median over seeds); values on this slice")
             figures.append(f"panel-{loss}.png")
+    return figures, representatives
+
+
+def _paired_section(summary: dict, settings: dict, rdir: Path, files: dict, n_boot: int
+                    ) -> list[str]:
+    """Write ``paired.md``/``.csv``/``.png`` (:mod:`.paired`); the report's section."""
+    from .paired import paired_figure, paired_results, paired_tables
+
+    rows = paired_results(summary, settings.get("controls") or {}, n_boot=n_boot)
+    if not rows:
+        return []
+    t = paired_tables(rows)
+    files["paired.md"] = atomic_write_text(rdir / "paired.md", t["markdown"])
+    files["paired.csv"] = atomic_write_text(rdir / "paired.csv", t["csv"])
+    files["paired"] = paired_figure(rows, rdir / "paired.png")
+    return [
+        "## Paired comparisons (by seed)\n",
+        "Runs with the same seed share the split, the initialisation and the patch order, "
+        "so each configuration is compared with its family's baseline seed by seed (and, "
+        "in the second kind of table, with its scale-matched control). Δ: median over seeds "
+        "of the per-seed difference (configuration − reference) of the runs' values; CI: "
+        f"95 % percentile bootstrap interval of that median ({n_boot} resamples, seeded); "
+        "p: two-sided Wilcoxon signed-rank test (exact for small n); p (Holm): corrected "
+        "over the rows of the table. Verdict **better** / **worse**: the interval excludes "
+        "zero on the good (bad) side of the metric and p (Holm) < 0.05; otherwise no "
+        "evidence. With 5 seeds or fewer the smallest possible p is 0.0625: such a grid "
+        "can give no verdict.\n",
+        t["markdown"], "![paired.png](paired.png)\n"]
+
+
+def grid_report(out_dir: str | os.PathLike, report_dir: str | os.PathLike | None = None, *,
+                n_boot: int = 10_000) -> dict:
+    """Write the tables and figures of a grid folder (complete or not).
+
+    Files (under ``OUT/report`` unless ``report_dir`` is given):
+
+    - ``table-<loss>.md`` / ``.csv``: the paper's table per loss (median ± std, n),
+      with the input's, target's and truth's values as reference rows;
+    - ``controls.md`` / ``.csv`` (grids with ``controls``): each amplified configuration
+      next to its scale-matched control and the baseline;
+    - ``summary.md`` / ``.csv``: every configuration with CNR, FWHM, the error CNR, PSNR
+      and SSIM (in the body too, with a mask) (and the same for input, target, truth),
+      ``runs.csv``: one row per run;
+    - ``paired.md`` / ``.csv`` / ``.png``: each configuration against its baseline (and
+      its scale-matched control) paired by seed, with bootstrap intervals, Holm-corrected
+      Wilcoxon p-values and verdicts (:mod:`.paired`);
+    - ``violin-<metric>.png``: violin plots per configuration, the input as a dashed line;
+    - ``panel-<loss>.png``: input, target, truth and the representative prediction of each
+      configuration (the seed whose CNR is closest to the median), ROIs and line drawn;
+    - ``report.md``: all of the above in one page.
+
+    A run's value is its median over the test slices (one value for grids of one test
+    slice, which stay readable); statistics over seeds are taken of those.
+
+    Parameters
+    ----------
+    n_boot : int
+        Bootstrap resamples of the paired intervals.
+
+    Returns
+    -------
+    dict of str to Path
+        The files written, by short name (``"table-l2.md"``, ``"violin-cnr"``...).
+    """
+    out_dir = Path(out_dir)
+    settings, reference, records, summary = _load(out_dir)
+    rdir = Path(report_dir) if report_dir else out_dir / "report"
+    rdir.mkdir(parents=True, exist_ok=True)
+    roi = reference.get("roi") or settings["roi"]
+    status = grid_status(out_dir)
+    n_seeds = len(settings.get("seeds", [])) or None
+    files: dict[str, Path] = {}
+
+    tables_md = []
+    for loss in dict.fromkeys(e["family"] for e in summary.values()):
+        t = paper_table(summary, loss, reference, n_expected=n_seeds)
+        files[f"table-{loss}.md"] = atomic_write_text(rdir / f"table-{loss}.md", t["markdown"])
+        files[f"table-{loss}.csv"] = atomic_write_text(rdir / f"table-{loss}.csv", t["csv"])
+        tables_md.append((loss, t["markdown"]))
+
+    metrics = _report_metrics(summary, reference)
+    comp_md, comp_csv = _comparison_tables(comparison_rows(summary, reference, metrics),
+                                           metrics)
+    files["summary.md"] = atomic_write_text(rdir / "summary.md", comp_md)
+    files["summary.csv"] = atomic_write_text(rdir / "summary.csv", comp_csv)
+    ctrl = controls_table(summary, settings.get("controls") or {}, metrics[:2])
+    if ctrl is not None:
+        files["controls.md"] = atomic_write_text(rdir / "controls.md", ctrl["markdown"])
+        files["controls.csv"] = atomic_write_text(rdir / "controls.csv", ctrl["csv"])
+    run_rows = [[r.get(k) if r.get(k) is not None else "" for k in _RUN_KEYS] for r in records]
+    files["runs.csv"] = atomic_write_text(rdir / "runs.csv", _csv_text(_RUN_KEYS, run_rows))
+    paired_md = _paired_section(summary, settings, rdir, files, n_boot)
+
+    figures = []
+    if summary:
+        for m in metrics:
+            files[f"violin-{m}"] = _violin(summary, m, reference, rdir / f"violin-{m}.png")
+            figures.append(f"violin-{m}.png")
+    panels, representatives = _panels(out_dir, rdir, summary, records, reference, roi, files)
+    figures += panels
 
     # one page
     n_done, n_inc, n_miss = (len(status[k]) for k in ("done", "incomplete", "missing"))
+    n_slices = reference.get("n_slices") or 1
     lines = [
         "# Grid report\n",
         f"Grid folder: `{out_dir}`. Runs finished: {n_done}; incomplete: {n_inc}; "
         f"not started: {n_miss}; moved-aside attempts: {len(status['aside'])}.\n",
-        f"Test slice {roi.get('slice')}; ROIs {roi['roi_size']}x{roi['roi_size']} px at "
+        (f"Every run is measured on all {n_slices} test slices, each with its own ROIs; a "
+         "run's value is its median over the slices (per-slice values in each run's "
+         "metrics.json). Panels show " if n_slices > 1 else "One test slice: ")
+        + f"test slice {roi.get('slice')}; ROIs {roi['roi_size']}x{roi['roi_size']} px at "
         f"{roi['signal_center']} (signal) and {roi['background_center']} (background); "
         f"edge line {roi['line']}.\n",
         "Values: median ± sample standard deviation (ddof=1) over seeds, with n the number "
         "of seeds with a finite value; bold: the best CNR of each column. The baseline has "
         "no weight profile: the same runs fill its linear and non-linear cells. Reference "
-        "rows (in italics) are single measurements on the test slice.\n",
+        "rows (in italics) are the input's, target's and truth's values "
+        + ("(medians over the test slices).\n" if n_slices > 1 else "on the test slice.\n"),
     ]
     for loss, md in tables_md:
         lines += [f"## {loss.upper()}\n", md]
+    lines += paired_md
     if ctrl is not None:
         lines += ["## Scale-matched controls\n",
                   "Each amplified configuration next to its control: the plain loss "
