@@ -197,3 +197,135 @@ def test_no_pickle_anywhere(tmp_path):
     for module in Path(ckpt.__file__).parent.glob("*.py"):
         src = module.read_text()
         assert "torch.load(" not in src and "import pickle" not in src, module.name
+
+
+# ------------------------------------------------------------------ crash-safe folders
+def _old_two_file_state(folder, state):
+    """A resume state as versions before the single file wrote it: tensors in
+    training-state.safetensors, the index in training-state.json."""
+    from napari_dfct.checkpoint.state import _flatten
+
+    tensors = {}
+    index = _flatten(state, tensors)
+    from safetensors.torch import save
+
+    (folder / ckpt.STATE_TENSORS_FILE).write_bytes(
+        save({k: v.contiguous() for k, v in tensors.items()},
+             metadata={"napari_dfct": "training-state"}))
+    (folder / ckpt.STATE_FILE).write_text(json.dumps(
+        {"format_version": 1, "tensors": len(tensors), "state": index}))
+
+
+def test_training_state_is_one_file_and_old_pairs_still_read(tmp_path):
+    m = _model()
+    state = {"epoch": 2, "model": m.state_dict(), "early_stopping": {"best_epoch": 1}}
+    ckpt.save_training_state(tmp_path / "new", state)
+    # the one file holds everything: without the summary it still loads
+    (tmp_path / "new" / ckpt.STATE_FILE).unlink()
+    assert ckpt.has_training_state(tmp_path / "new")
+    assert ckpt.training_state_epoch(tmp_path / "new") == 2
+    back = ckpt.load_training_state(tmp_path / "new")
+    assert _same_weights_dict(back["model"], m.state_dict())
+    # an older folder's pair
+    (tmp_path / "old").mkdir()
+    _old_two_file_state(tmp_path / "old", state)
+    assert ckpt.has_training_state(tmp_path / "old")
+    back = ckpt.load_training_state(tmp_path / "old")
+    assert back["epoch"] == 2 and _same_weights_dict(back["model"], m.state_dict())
+    # an older pair missing its index is no state
+    (tmp_path / "old" / ckpt.STATE_FILE).unlink()
+    assert not ckpt.has_training_state(tmp_path / "old")
+    assert not ckpt.has_training_state(tmp_path / "none")
+    assert ckpt.training_state_epoch(tmp_path / "none") is None
+
+
+def _same_weights_dict(a, b):
+    return a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+
+
+def test_first_save_appears_in_one_rename(tmp_path, monkeypatch):
+    """Until the rename the folder does not exist; a failed rename leaves nothing."""
+    seen = []
+    real_rename = os.rename
+
+    def watch(src, dst):
+        seen.append((Path(src).name, Path(dst).name,
+                     sorted(p.name for p in Path(src).iterdir())))
+        raise OSError("killed here (simulated)")
+
+    monkeypatch.setattr(os, "rename", watch)
+    with pytest.raises(OSError, match="simulated"):
+        save_checkpoint(tmp_path / "m", _model(), _config(), [], state={"epoch": 1})
+    monkeypatch.setattr(os, "rename", real_rename)
+    src, dst, content = seen[0]
+    assert src.startswith(".m.partial-") and dst == "m"
+    assert content == sorted(["model.safetensors", "config.json", "history.json",
+                              ckpt.STATE_TENSORS_FILE, ckpt.STATE_FILE])
+    assert list(tmp_path.iterdir()) == []  # no folder, no hidden leftovers
+    save_checkpoint(tmp_path / "m", _model(), _config(), [])
+    assert [p.name for p in tmp_path.iterdir()] == ["m"]
+    assert ckpt.weights_epoch(tmp_path / "m") == 4  # the config's best epoch
+
+
+def test_check_new_run_dir(tmp_path):
+    check = ckpt.check_new_run_dir
+    assert check(tmp_path / "new") == tmp_path / "new"
+    (tmp_path / "empty").mkdir()
+    check(tmp_path / "empty")
+    ckpt.save_training_state(tmp_path / "stale", {"epoch": 1})  # never saved a model
+    check(tmp_path / "stale")
+    save_checkpoint(tmp_path / "model", _model(), _config())
+    with pytest.raises(CheckpointError, match="already holds a model"):
+        check(tmp_path / "model")
+    (tmp_path / "mine").mkdir()
+    (tmp_path / "mine" / "notes.txt").write_text("x")
+    with pytest.raises(CheckpointError, match="not empty.*'notes.txt'"):
+        check(tmp_path / "mine")
+    (tmp_path / "file").write_text("x")
+    with pytest.raises(CheckpointError, match="is a file"):
+        check(tmp_path / "file")
+    with pytest.raises(CheckpointError, match="is a file, not a folder"):
+        check(tmp_path / "file" / "below")
+    with pytest.raises(ValueError, match="already holds a model"):
+        ckpt.new_run_dir(tmp_path, "model", "l2")
+
+
+@pytest.mark.parametrize("before", ["empty", "stale"])
+def test_new_run_replaces_an_empty_or_stale_folder_whole(tmp_path, before):
+    folder = tmp_path / "m"
+    if before == "empty":
+        folder.mkdir()
+    else:
+        ckpt.save_training_state(folder, {"epoch": 7})
+        (folder / "history.json").write_text("[]")
+    m = _model()
+    ckpt.save_run(folder, {**_config(), "model": {"base_channels": m.base_channels,
+                                                  "depth": 2}},
+                  [{"epoch": 1}], {"epoch": 1}, weights=m.state_dict(), new=True)
+    assert ckpt.training_state_epoch(folder) == 1
+    assert ckpt.load_history(folder) == [{"epoch": 1}]
+    assert _same_weights(load_model(folder).model, m)
+    assert [p.name for p in tmp_path.iterdir()] == ["m"]
+
+
+def test_clean_stale_removes_only_what_dead_processes_left(tmp_path, monkeypatch):
+    import subprocess
+
+    from napari_dfct.checkpoint.save import _sibling
+
+    folder = save_checkpoint(tmp_path / "m", _model(), _config())
+    gone = subprocess.Popen(["true"])  # noqa: S607 - a process that has ended
+    gone.wait()
+    monkeypatch.setattr(os, "getpid", lambda: gone.pid)
+    dead = _sibling(folder, "partial")
+    monkeypatch.undo()
+    live = _sibling(folder, "partial")  # this process: still writing
+    for d in (dead, live):
+        d.mkdir()
+    (folder / ".history.json.0123456789ab.tmp").write_text("half")
+    (tmp_path / ".other").mkdir()
+    (folder / "notes.txt").write_text("not ours: kept")
+    removed = {p.name for p in ckpt.clean_stale(folder)}
+    assert removed == {dead.name, ".history.json.0123456789ab.tmp"}
+    assert live.is_dir() and (tmp_path / ".other").is_dir()
+    assert (folder / "notes.txt").is_file() and load_model(folder)

@@ -32,7 +32,9 @@ TINY = ["--preset", "tiny", "--patch", "32", "--batch-size", "4", "--no-progress
 
 
 def _one_line_error(capsys, cmd):
-    err = capsys.readouterr().err.strip().splitlines()
+    # on a CPU, `dfct train` prints the measured time per epoch once training started
+    err = [line for line in capsys.readouterr().err.strip().splitlines()
+           if not line.startswith("dfct train: on the CPU one epoch takes")]
     assert len(err) == 1, err
     assert err[0].startswith(f"dfct {cmd}: error: ")
     return err[0]
@@ -159,8 +161,10 @@ def test_train_errors(case, match, files, tmp_path, capsys):
     elif case == "loss":
         extra = ["--loss", "l3+q"]
     elif case == "exists":
-        out.mkdir()
-        (out / "model.safetensors").write_bytes(b"")
+        from napari_dfct.checkpoint import save_checkpoint
+        from napari_dfct.model import build_model
+
+        save_checkpoint(out, build_model("tiny"), {"preset": "tiny"})
     elif case == "resume":
         extra = ["--resume"]
     elif case == "scale":
@@ -214,3 +218,203 @@ def test_parse_slices():
             parse_slices(bad, 10)
     with pytest.raises(ValueError, match="out of range"):
         parse_slices("10", 10)
+
+
+# ------------------------------------------------------------ output location, I/O, size
+def _unwritable_dir(tmp_path):
+    """A folder nobody may create files in: read-only for a normal user; for root (who
+    ignores permissions) a kernel file system that refuses new entries."""
+    import os
+    import tempfile
+    from pathlib import Path
+
+    if os.geteuid() != 0:
+        ro = tmp_path / "read-only"
+        ro.mkdir()
+        ro.chmod(0o555)
+        return ro
+    for candidate in (Path("/sys/kernel"), Path("/sys"), Path("/proc")):
+        try:
+            os.rmdir(tempfile.mkdtemp(dir=candidate))
+        except OSError:
+            return candidate
+    pytest.skip("no folder here refuses new files")
+
+
+@pytest.mark.parametrize(
+    "case,match",
+    [
+        ("file", "is a file, not a model folder"),
+        ("under_file", "is a file, not a folder"),
+        ("unwritable", "cannot write to"),
+        ("foreign", "is not empty and is not a model folder"),
+        ("patches", "just to shuffle one epoch"),
+        ("batch", "needs at least"),
+    ],
+)
+def test_train_refuses_before_training(case, match, files, tmp_path, capsys):
+    """Output location and memory are checked up front: one line, exit 2, nothing
+    trained and nothing written."""
+    _, sim_dir = files
+    out = tmp_path / "m"
+    extra = []
+    if case == "file":
+        out.write_text("not a folder")
+    elif case == "under_file":
+        (tmp_path / "f").write_text("x")
+        out = tmp_path / "f" / "m"
+    elif case == "unwritable":
+        out = _unwritable_dir(tmp_path) / "dfct-model"
+    elif case == "foreign":
+        out.mkdir()
+        (out / "notes.txt").write_text("mine")
+    elif case == "patches":
+        extra = ["--patches-per-slice", str(10**13)]
+    elif case == "batch":
+        extra = ["--batch-size", str(10**9)]
+    before = sorted(p.name for p in tmp_path.iterdir())
+    rc = main(["train", "--data", str(sim_dir), "--out", str(out), "--epochs", "1",
+               *TINY, *extra])
+    assert rc == 2
+    assert match in _one_line_error(capsys, "train")
+    assert sorted(p.name for p in tmp_path.iterdir()) == before  # nothing written
+    assert not (out / "model.safetensors").exists() if out.is_dir() else True
+
+
+def test_train_full_disk_is_one_line_and_keeps_the_last_save(files, tmp_path, capsys,
+                                                             monkeypatch):
+    import errno
+    import os
+
+    from napari_dfct.checkpoint import load_model
+
+    _, sim_dir = files
+    real_replace = os.replace
+    calls = []
+
+    def full_after(n):
+        def replace(src, dst):
+            calls.append(dst)
+            if len(calls) > n:
+                raise OSError(errno.ENOSPC, "No space left on device", str(dst))
+            return real_replace(src, dst)
+        return replace
+
+    # the very first file: nothing appears, nothing is left behind
+    monkeypatch.setattr(os, "replace", full_after(0))
+    out = tmp_path / "m"
+    rc = main(["train", "--data", str(sim_dir), "--out", str(out), "--epochs", "2", *TINY])
+    assert rc == 2
+    line = _one_line_error(capsys, "train")
+    assert f"cannot save the model in {out}: No space left on device" in line
+    assert list(tmp_path.iterdir()) == []
+    # after the first epoch was saved: the folder keeps epoch 1 and still loads
+    calls.clear()
+    monkeypatch.setattr(os, "replace", full_after(5))  # the 5 files of the first save
+    rc = main(["train", "--data", str(sim_dir), "--out", str(out), "--epochs", "2", *TINY])
+    assert rc == 2
+    assert "No space left on device" in _one_line_error(capsys, "train")
+    monkeypatch.setattr(os, "replace", real_replace)
+    assert load_model(out).config["best_epoch"] == 1
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["m"]
+    assert not [p for p in out.iterdir() if p.name.endswith(".tmp")]
+
+
+def test_ctrl_c_before_the_first_epoch_claims_nothing(files, tmp_path, capsys, monkeypatch):
+    """On a CPU the time per epoch is printed after the first timed steps, with a hint for
+    the paper preset; Ctrl-C right after it (inside epoch 1) says nothing was saved."""
+    from napari_dfct.commands import train as train_cmd
+
+    _, sim_dir = files
+    printed = []
+    original = train_cmd._on_estimate
+
+    def estimate_then_ctrl_c(est):
+        printed.append(est)
+        original(est)
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(train_cmd, "_on_estimate", estimate_then_ctrl_c)
+    out = tmp_path / "m"
+    rc = main(["train", "--data", str(sim_dir), "--out", str(out), "--epochs", "5",
+               "--preset", "paper", "--patch", "32", "--batch-size", "2", "--device", "cpu",
+               "--no-progress"])
+    assert rc == 130
+    err = capsys.readouterr().err.strip().splitlines()
+    est = printed[0]
+    # 3 training slices (1 of 4 held out) x 1 patch / batch 2 = 2 steps
+    assert est.steps == 2 and est.epochs == 5 and est.device == "cpu"
+    assert len(err) == 2
+    assert err[0].startswith("dfct train: on the CPU one epoch takes about")
+    assert f"({est.steps} steps of" in err[0] and "for 5 epochs" in err[0]
+    assert "--preset small" in err[0]
+    assert err[1] == "dfct train: interrupted before the first epoch finished; nothing " \
+                     "was saved"
+    assert not out.exists() and list(tmp_path.iterdir()) == []
+
+
+def test_estimate_is_printed_on_cpu_without_hint_for_small_presets(files, tmp_path, capsys):
+    _, sim_dir = files
+    rc = main(["train", "--data", str(sim_dir), "--out", str(tmp_path / "m"), "--epochs",
+               "1", "--device", "cpu", *TINY])
+    assert rc == 0
+    err = capsys.readouterr().err
+    assert "dfct train: on the CPU one epoch takes about" in err
+    assert "--preset small" not in err
+
+
+def test_interrupted_text_names_what_the_folder_holds(tmp_path):
+    from napari_dfct.checkpoint import save_checkpoint, save_training_state
+    from napari_dfct.commands.train import _interrupted_text
+    from napari_dfct.model import build_model
+
+    assert "nothing was saved" in _interrupted_text(tmp_path / "absent")
+    save_training_state(tmp_path / "state-only", {"epoch": 1})
+    assert "continue the run" in _interrupted_text(tmp_path / "state-only")
+    save_checkpoint(tmp_path / "model", build_model("tiny"), {"preset": "tiny"})
+    text = _interrupted_text(tmp_path / "model")
+    assert "best model so far" in text and "--resume" not in text
+    save_training_state(tmp_path / "model", {"epoch": 1})
+    assert _interrupted_text(tmp_path / "model").endswith("(continue with --resume)")
+
+
+def test_plain_run_restarts_a_dead_folder(files, tmp_path, capsys, monkeypatch):
+    """What an older version left when killed in its first save (weights without a
+    config), plus a hidden folder of a killed save: a plain run replaces and cleans."""
+    import os
+    import subprocess
+
+    from napari_dfct.checkpoint import is_model_dir, load_model
+    from napari_dfct.checkpoint.save import _sibling
+
+    _, sim_dir = files
+    out = tmp_path / "m"
+    out.mkdir()
+    (out / "model.safetensors").write_bytes(b"half a file")
+    gone = subprocess.Popen(["true"])  # noqa: S607 - a process that has ended
+    gone.wait()
+    monkeypatch.setattr(os, "getpid", lambda: gone.pid)
+    stale = _sibling(out, "partial")  # the name a save of that process would use
+    monkeypatch.undo()
+    stale.mkdir()
+    (stale / "config.json").write_text("{}")
+    assert not is_model_dir(out)
+    rc = main(["train", "--data", str(sim_dir), "--out", str(out), "--epochs", "1", *TINY])
+    assert rc == 0, capsys.readouterr().err
+    assert load_model(out).config["best_epoch"] == 1
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["m"]
+
+
+def test_resume_without_training_settings_is_one_line(files, tmp_path, capsys):
+    _, sim_dir = files
+    out = tmp_path / "m"
+    assert main(["train", "--data", str(sim_dir), "--out", str(out), "--epochs", "1",
+                 *TINY]) == 0
+    cfg = json.loads((out / "config.json").read_text())
+    del cfg["train"]
+    (out / "config.json").write_text(json.dumps(cfg))
+    capsys.readouterr()
+    rc = main(["train", "--data", str(sim_dir), "--out", str(out), "--resume", "--epochs",
+               "2", "--no-progress"])
+    assert rc == 2
+    assert "holds no training settings" in _one_line_error(capsys, "train")

@@ -246,3 +246,99 @@ def test_resolve_device():
             resolve_device("cuda")
     with pytest.raises(ValueError, match="unknown device"):
         resolve_device("tpu9")
+
+
+# ------------------------------------------------------- time, memory, folders, old states
+def test_epoch_estimate_is_measured_once_per_call_before_the_first_event(pair, tmp_path):
+    from napari_dfct.train import EpochEstimate
+
+    x, y = pair
+    seen = []
+    gen = fit(x, y, _cfg(epochs=2), tmp_path / "m", preview=False,
+              on_estimate=lambda est: seen.append(est))
+    first = next(gen)
+    assert len(seen) == 1 and first.epoch == 1  # reported inside epoch 1
+    list(gen)
+    assert len(seen) == 1
+    est = seen[0]
+    assert isinstance(est, EpochEstimate)
+    # 5 training slices x 2 patches / batch 4: 3 steps, as the epoch then ran
+    assert est.steps == 3 == first.steps and est.epochs == 2 and est.device == "cpu"
+    assert est.seconds_per_step > 0 and est.seconds == est.seconds_per_step * est.steps
+    assert est.preset == "tiny"
+    # a resumed call measures again, for the epochs it has left
+    run_fit(x, y, _cfg(epochs=3), tmp_path / "m", resume=True,
+            on_estimate=lambda est: seen.append(est))
+    assert len(seen) == 2 and seen[1].epochs == 1
+
+
+def test_huge_sizes_are_refused_before_allocating(pair):
+    from napari_dfct.data import PatchSampler
+    from napari_dfct.train import check_memory
+
+    x, y = pair
+    with pytest.raises(ValueError, match=r"just to shuffle one epoch.*use at most \d+"):
+        PatchSampler(x, y, patch=24, patches_per_slice=10**13)
+    with pytest.raises(ValueError, match="just to shuffle"):
+        run_fit(x, y, _cfg(patches_per_slice=10**13), None)
+    with pytest.raises(OutOfMemory, match=r"needs at least .* try batch size \d+"):
+        check_memory(_cfg(batch_size=10**9), torch.device("cpu"))
+    with pytest.raises(OutOfMemory, match="needs at least"):
+        run_fit(x, y, _cfg(batch_size=10**9), None)
+    check_memory(_cfg(), torch.device("cpu"))  # the usual sizes pass
+
+
+def test_activation_bytes_count_every_layer_output():
+    """Independent count: the tiny U-Net's layer outputs on one 24x24 patch."""
+    from napari_dfct.model import build_model
+    from napari_dfct.train.resources import activation_bytes
+
+    model = build_model("tiny")
+    outputs = []
+    hooks = [m.register_forward_hook(lambda _m, _i, o: outputs.append(o.numel()))
+             for m in model.modules() if not list(m.children())]
+    with torch.no_grad():
+        model.eval()(torch.zeros(1, 1, 24, 24))
+    for h in hooks:
+        h.remove()
+    per_sample, params = activation_bytes(_cfg())
+    assert per_sample == 4 * sum(outputs)
+    assert params == 4 * sum(p.numel() for p in model.parameters())
+
+
+def test_new_run_never_lands_on_a_model(pair, tmp_path):
+    x, y = pair
+    run_fit(x, y, _cfg(epochs=1), tmp_path / "m")
+    with pytest.raises(ValueError, match="already holds a model"):
+        run_fit(x, y, _cfg(epochs=1), tmp_path / "m")
+    (tmp_path / "f").write_text("x")
+    with pytest.raises(ValueError, match="is a file"):
+        run_fit(x, y, _cfg(epochs=1), tmp_path / "f")
+
+
+def test_resume_from_a_folder_with_the_old_two_file_state(pair, tmp_path):
+    """A folder written before the state was one file (no best weights in it, the index
+    in training-state.json) resumes to the same end as a straight run."""
+    from napari_dfct import checkpoint as ckpt
+
+    from test_checkpoint import _old_two_file_state  # tests/ is on sys.path
+
+    x, y = pair
+    straight = run_fit(x, y, _cfg(epochs=4, lr=0.3), tmp_path / "a")
+    run_fit(x, y, _cfg(epochs=3, lr=0.3), tmp_path / "b")
+    state = load_training_state(tmp_path / "b")
+    # the best epoch is not the last one: its weights come from model.safetensors
+    assert state["early_stopping"]["best_epoch"] < state["epoch"] == 3
+    state.pop("best_model")
+    for name in (ckpt.STATE_FILE, ckpt.STATE_TENSORS_FILE):
+        (tmp_path / "b" / name).unlink()
+    _old_two_file_state(tmp_path / "b", state)
+    resumed = run_fit(x, y, _cfg(epochs=4, lr=0.3), tmp_path / "b", resume=True)
+    assert [h["val_loss"] for h in resumed.history] == [
+        h["val_loss"] for h in straight.history]
+    assert resumed.best_epoch == straight.best_epoch
+    la, lb = load_model(tmp_path / "a").model, load_model(tmp_path / "b").model
+    assert all(torch.equal(a, b) for a, b in zip(la.state_dict().values(),
+                                                 lb.state_dict().values()))
+    wa, wb = _final_weights(tmp_path / "a"), _final_weights(tmp_path / "b")
+    assert all(torch.equal(wa[k], wb[k]) for k in wa)

@@ -27,6 +27,8 @@ import torch
 __all__ = [
     "IntensityWindow",
     "PatchSampler",
+    "available_memory",
+    "format_bytes",
     "sample_coordinates",
     "split_slices",
     "validate_pair",
@@ -421,6 +423,62 @@ def sample_coordinates(
     return rows, cols, params
 
 
+# --------------------------------------------------------------------------- memory
+def _cgroup_free() -> int | None:
+    """Memory left under this process's cgroup (v2) limit, or None without one."""
+    try:
+        limit = open("/sys/fs/cgroup/memory.max").read().strip()
+        if limit == "max":
+            return None
+        used = int(open("/sys/fs/cgroup/memory.current").read().strip())
+        return max(0, int(limit) - used)
+    except (OSError, ValueError):
+        return None
+
+
+def available_memory(device: torch.device | str = "cpu") -> int | None:
+    """Bytes that new allocations on ``device`` can use, or None when unknown.
+
+    CUDA: the device's free memory. CPU (and MPS, which shares it): the host's available
+    memory (Linux ``MemAvailable``, or :mod:`psutil` where installed), capped by a cgroup
+    limit.
+    """
+    device = torch.device(device)
+    if device.type == "cuda":
+        try:
+            free, _ = torch.cuda.mem_get_info(device)
+            return int(free)
+        except Exception:  # pragma: no cover - driver specific
+            return None
+    host = None
+    try:
+        with open("/proc/meminfo", encoding="ascii") as fh:
+            for line in fh:
+                if line.startswith("MemAvailable:"):
+                    host = int(line.split()[1]) * 1024
+                    break
+    except (OSError, ValueError):
+        pass
+    if host is None:
+        try:
+            import psutil
+
+            host = int(psutil.virtual_memory().available)
+        except Exception:  # pragma: no cover - psutil missing or unsupported
+            return None
+    group = _cgroup_free()
+    return host if group is None else min(host, group)
+
+
+def format_bytes(n: float) -> str:
+    """``n`` bytes in words: ``"512 B"``, ``"3.2 GiB"``."""
+    for unit in ("B", "KiB", "MiB", "GiB", "TiB", "PiB"):
+        if abs(n) < 1024 or unit == "PiB":
+            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
+        n /= 1024
+    return f"{n:.1f} PiB"  # pragma: no cover
+
+
 class PatchSampler:
     """Random, augmented patches of a (normalised) training set, drawn on the device.
 
@@ -481,6 +539,7 @@ class PatchSampler:
             )
         if int(patches_per_slice) < 1:
             raise ValueError(f"patches_per_slice must be >= 1, got {patches_per_slice}")
+        self._check_order_memory(int(n), int(patches_per_slice))
         self.device = torch.device(device)
         self.patch = int(patch)
         self.patches_per_slice = int(patches_per_slice)
@@ -503,6 +562,23 @@ class PatchSampler:
             self.weight = sw.to(self.storage).reshape(-1, 1).contiguous()
         self.generator = torch.Generator(device="cpu")
         self.generator.manual_seed(int(seed))
+
+    #: Bytes per patch of an epoch's shuffled order (:meth:`epoch`): the repeated slice
+    #: indices, their permutation and the permuted copy, int64 each.
+    ORDER_BYTES_PER_PATCH = 3 * 8
+
+    @classmethod
+    def _check_order_memory(cls, n_slices: int, patches_per_slice: int) -> None:
+        """Refuse, before allocating, an epoch whose patch order alone does not fit in
+        the available memory."""
+        need = cls.ORDER_BYTES_PER_PATCH * n_slices * patches_per_slice
+        free = available_memory("cpu")
+        if free is not None and need > free:
+            raise ValueError(
+                f"{patches_per_slice} patches per slice for {n_slices} training slices "
+                f"need {format_bytes(need)} of memory just to shuffle one epoch, more than "
+                f"the {format_bytes(free)} available; use at most "
+                f"{max(1, free // (cls.ORDER_BYTES_PER_PATCH * n_slices))} patches per slice")
 
     def _choose_storage(self, nbytes: int, storage) -> torch.device:
         if storage != "auto":

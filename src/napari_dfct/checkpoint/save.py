@@ -292,7 +292,7 @@ def check_writable(folder: str | os.PathLike) -> Path:
             break
         probe_in = probe_in.parent
     if not probe_in.is_dir():
-        raise CheckpointError(f"cannot create {target}: {probe_in} is a file, not a folder")
+        raise CheckpointError(f"cannot write to {probe_in}: it is a file, not a folder")
     try:
         tmp = tempfile.mkdtemp(prefix=f".{target.name}.probe-", dir=probe_in)
         os.rmdir(tmp)

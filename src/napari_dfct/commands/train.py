@@ -80,6 +80,8 @@ def _read(path: str, what: str):
         data, _ = read_volume(p)
     except ValueError as exc:
         raise CLIError(f"cannot read {what} {p}: {exc}") from None
+    except OSError as exc:
+        raise CLIError(f"cannot read {what} {p}: {exc.strerror or exc}") from None
     return data
 
 
@@ -134,8 +136,68 @@ def _resume_config(args, out: Path):
         raise CLIError(str(exc)) from None
 
 
+def _check_out(args, out: Path) -> None:
+    """Before any work: a new run needs a new, empty or never-finished folder, a resumed
+    one a writable folder (the one rule: :mod:`napari_dfct.checkpoint`)."""
+    from ..checkpoint import CheckpointError, check_new_run_dir, check_writable
+    from ..cli import CLIError
+
+    try:
+        if args.resume:
+            check_writable(out)
+        else:
+            check_new_run_dir(out)
+    except CheckpointError as exc:
+        raise CLIError(str(exc)) from None
+
+
 def _fmt(v: float) -> str:
     return "nan" if not math.isfinite(v) else f"{v:.4g}"
+
+
+def _duration(seconds: float) -> str:
+    """A duration in words: ``"40 s"``, ``"12 min"``, ``"3.5 h"``, ``"2.1 days"``."""
+    if seconds < 90:
+        return f"{seconds:.0f} s"
+    if seconds < 90 * 60:
+        return f"{seconds / 60:.0f} min"
+    if seconds < 48 * 3600:
+        return f"{seconds / 3600:.1f} h"
+    return f"{seconds / 86400:.1f} days"
+
+
+def estimate_text(est) -> str:
+    """The line ``dfct train`` prints on a CPU once the first steps are timed."""
+    text = (f"on the CPU one epoch takes about {_duration(est.seconds)} ({est.steps} steps "
+            f"of {est.seconds_per_step:.2g} s, timed on the first steps)")
+    if est.epochs > 1:
+        text += f", up to {_duration(est.seconds * est.epochs)} for {est.epochs} epochs"
+    if est.preset == "paper":
+        text += ("; the paper preset (31 M parameters) is meant for a GPU: --preset small "
+                 "trains much faster")
+    return text
+
+
+def _on_estimate(est) -> None:
+    """Print the CPU time estimate (through tqdm, so the progress bar stays intact)."""
+    from tqdm import tqdm
+
+    if est.device == "cpu":
+        tqdm.write(f"dfct train: {estimate_text(est)}", file=sys.stderr)
+
+
+def _interrupted_text(out: Path) -> str:
+    """What Ctrl-C leaves: the folder's real state, never a folder that does not exist."""
+    from ..checkpoint import has_training_state, is_model_dir
+
+    if is_model_dir(out):
+        text = f"interrupted; the best model so far is in {out}"
+        if has_training_state(out):
+            text += " (continue with --resume)"
+        return text
+    if has_training_state(out):
+        return f"interrupted before any model was saved; continue the run in {out} with --resume"
+    return "interrupted before the first epoch finished; nothing was saved"
 
 
 def run(args: argparse.Namespace) -> int:
@@ -148,7 +210,8 @@ def run(args: argparse.Namespace) -> int:
     from ..train import OutOfMemory, fit
 
     in_path, tg_path = _inputs(args)
-    out = Path(args.out)
+    out = Path(args.out).expanduser()
+    _check_out(args, out)
     if args.resume:
         config = _resume_config(args, out)
         loss = config.loss
@@ -172,13 +235,10 @@ def run(args: argparse.Namespace) -> int:
         validate_pair(x, y, patch=config.patch)
     except ValueError as exc:
         raise CLIError(str(exc)) from None
-    if not args.resume and (out / "model.safetensors").exists():
-        raise CLIError(
-            f"{out} already holds a model; choose another --out or continue it with --resume"
-        )
 
     cancel = threading.Event()
-    gen = fit(x, y, config, out, cancel=cancel, resume=bool(args.resume), preview=False)
+    gen = fit(x, y, config, out, cancel=cancel, resume=bool(args.resume), preview=False,
+              on_estimate=_on_estimate)
     bar = tqdm(total=config.epochs, desc=f"train {loss.name}", unit="epoch",
                file=sys.stderr, disable=not args.progress, dynamic_ncols=True)
     result = None
@@ -200,10 +260,7 @@ def run(args: argparse.Namespace) -> int:
         cancel.set()
         gen.close()
         bar.close()
-        print(
-            f"dfct train: interrupted; the best model so far is in {out} "
-            "(continue with --resume)", file=sys.stderr,
-        )
+        print(f"dfct train: {_interrupted_text(out)}", file=sys.stderr)
         return 130
     except (OutOfMemory, FloatingPointError) as exc:
         bar.close()
@@ -214,6 +271,9 @@ def run(args: argparse.Namespace) -> int:
     except ValueError as exc:
         bar.close()
         raise CLIError(str(exc).splitlines()[0]) from None
+    except OSError as exc:  # a full disk, a folder gone read-only: the last save stays
+        bar.close()
+        raise CLIError(f"cannot save the model in {out}: {exc.strerror or exc}") from None
     bar.close()
     where = result.model_dir if result.model_dir is not None else "(nothing saved)"
     print(

@@ -15,7 +15,8 @@ checkpoint and the resume state of its last finished epoch, and ``fit(..., resum
 continues it where it stopped, bit for bit on the CPU.
 
 The package: :mod:`~napari_dfct.train.config` (:class:`TrainConfig`, recipes, resuming),
-:mod:`~napari_dfct.train.optim` (parameter groups, BatchNorm re-estimation) and
+:mod:`~napari_dfct.train.optim` (parameter groups, BatchNorm re-estimation),
+:mod:`~napari_dfct.train.resources` (memory checked up front, time per epoch measured) and
 :mod:`~napari_dfct.train.loop` (:func:`fit` in named steps).
 """
 
@@ -30,13 +31,14 @@ from .config import (
     recipe_config,
     resume_config,
 )
-from .loop import EpochEvent, FitResult, OutOfMemory, fit, run_fit
+from .loop import EpochEvent, FitResult, fit, run_fit
 from .optim import (
     build_optimizer,
     parameter_groups,
     recalibrate_batchnorm,
     scale_invariant_parameters,
 )
+from .resources import EpochEstimate, OutOfMemory, check_memory
 
 __all__ = [
     "DECAY_SCOPES",
@@ -44,11 +46,13 @@ __all__ = [
     "RECIPES",
     "RECIPE_NOTES",
     "SELECT_CHOICES",
+    "EpochEstimate",
     "EpochEvent",
     "FitResult",
     "OutOfMemory",
     "TrainConfig",
     "build_optimizer",
+    "check_memory",
     "fit",
     "parameter_groups",
     "recalibrate_batchnorm",

@@ -44,8 +44,9 @@ from ..device import resolve_device
 from .config import TrainConfig, resume_config
 from .optim import build_optimizer as _build_optimizer
 from .optim import recalibrate_batchnorm
+from .resources import EpochEstimate, OutOfMemory, StepTimer, check_memory
 
-__all__ = ["EpochEvent", "FitResult", "OutOfMemory", "fit", "run_fit"]
+__all__ = ["EpochEstimate", "EpochEvent", "FitResult", "OutOfMemory", "fit", "run_fit"]
 
 
 @dataclass
@@ -113,10 +114,6 @@ class FitResult:
     model: torch.nn.Module | None = None
     window: IntensityWindow | None = None
     config: dict = field(default_factory=dict)
-
-
-class OutOfMemory(RuntimeError):
-    """The device ran out of memory; the message names a smaller batch size to try."""
 
 
 # --------------------------------------------------------------------------- RNG state
@@ -232,6 +229,7 @@ def fit(
     resume: bool = False,
     preview_index: int | None = None,
     preview: bool = True,
+    on_estimate: Callable[[EpochEstimate], Any] | None = None,
 ) -> Generator[EpochEvent, None, FitResult]:
     """Train a residual U-Net; yield an :class:`EpochEvent` per epoch, return a :class:`FitResult`.
 
@@ -258,6 +256,9 @@ def fit(
         Slice (index into the volume) to preview; default: the first validation slice.
     preview : bool
         Put a prediction of the preview slice (input units) into each event.
+    on_estimate : callable, optional
+        Called once, after the first two optimiser steps of this call, with an
+        :class:`EpochEstimate` (measured, not guessed) of the time per epoch.
 
     Yields
     ------
@@ -271,10 +272,16 @@ def fit(
     Raises
     ------
     ValueError
-        Bad inputs or parameters, or a resume without a saved state.
+        Bad inputs or parameters, or a resume without a saved state; ``out_dir`` holds a
+        model or other files (a new run), or cannot be written to (checked before any
+        work; a :class:`napari_dfct.checkpoint.CheckpointError`).
     OutOfMemory
-        The device ran out of memory (a :class:`RuntimeError`; the message names a smaller
-        batch size).
+        The device ran out of memory, or a batch's activations would not fit in the
+        available memory (checked before training; a :class:`RuntimeError`; the message
+        names a smaller batch size).
+    OSError
+        A model file could not be written (a full disk): the folder keeps its last
+        complete state.
     FloatingPointError
         The training loss became NaN or infinite.
     """
@@ -283,7 +290,8 @@ def fit(
     y_all = _as_volume(target, "target")
     validate_pair(x_all, y_all, patch=config.patch)
     _check_resumed_shape(saved_cfg, out_path, x_all.shape)
-    run = _Run(config=config, out_path=out_path, preview=bool(preview))
+    run = _Run(config=config, out_path=out_path, preview=bool(preview),
+               on_estimate=on_estimate)
     _plan(run, x_all, y_all, preview_index)
     check_cancel = _cancel_check(cancel)
 
@@ -357,6 +365,7 @@ class _Run:
     bad_epochs: int = 0
     best_state: dict | None = None
     saved: bool = False
+    on_estimate: Any = None
 
     def release(self) -> None:
         self.model = self.optimizer = self.scheduler = self.sampler = None
@@ -420,6 +429,7 @@ def _plan(run: _Run, x_all: np.ndarray, y_all: np.ndarray, preview_index) -> Non
     run.device = resolve_device(config.device)
     run.use_amp = bool(config.amp) and run.device.type == "cuda"
     run.channels_last = run.device.type == "cuda"
+    check_memory(config, run.device)
 
 
 def _build(run: _Run, x_all: np.ndarray, y_all: np.ndarray) -> None:
@@ -519,6 +529,7 @@ def _train_one_epoch(run: _Run, check_cancel) -> tuple[float, int] | None:
     model.train()
     running = torch.zeros((), dtype=torch.float64, device=device)
     seen = steps = 0
+    timer = StepTimer(run) if run.on_estimate is not None else None
     for xb, yb, wb in run.sampler.epoch(config.batch_size):
         if check_cancel():
             return None
@@ -543,6 +554,8 @@ def _train_one_epoch(run: _Run, check_cancel) -> tuple[float, int] | None:
         running += loss.detach().double() * xb.shape[0]
         seen += xb.shape[0]
         steps += 1
+        if timer is not None and timer.step():
+            timer = None
     train_loss = float(running.item()) / max(seen, 1)
     if not math.isfinite(train_loss):
         lr = float(run.optimizer.param_groups[0]["lr"])

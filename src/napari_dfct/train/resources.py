@@ -1,0 +1,129 @@
+"""What a training run needs: memory, checked before anything is allocated, and time per
+epoch, measured on its first optimiser steps."""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+
+import torch
+
+from ..data import available_memory, format_bytes
+from .config import TrainConfig
+
+__all__ = ["EpochEstimate", "OutOfMemory", "StepTimer", "activation_bytes", "check_memory"]
+
+
+class OutOfMemory(RuntimeError):
+    """The device ran out of memory; the message names a smaller batch size to try."""
+
+
+@dataclass
+class EpochEstimate:
+    """How long an epoch takes: timed on the first optimiser steps of a :func:`fit` call.
+
+    Attributes
+    ----------
+    seconds_per_step : float
+        The second step's time (the first one's when an epoch has only one), data
+        sampling included.
+    steps : int
+        Optimiser steps per epoch.
+    seconds : float
+        ``seconds_per_step * steps``: the training part of one epoch (validation adds a
+        little).
+    epochs : int
+        Epochs this call has left to run (the current one included).
+    device : str
+        The device type (``"cpu"``, ``"cuda"``, ``"mps"``).
+    preset : str
+        The model preset.
+    """
+
+    seconds_per_step: float
+    steps: int
+    seconds: float
+    epochs: int
+    device: str
+    preset: str
+
+
+class StepTimer:
+    """Times the first optimiser steps of a :func:`~napari_dfct.train.fit` call and
+    reports an :class:`EpochEstimate` to ``run.on_estimate`` once (the second step's
+    time: the first one also warms up)."""
+
+    def __init__(self, run) -> None:
+        self.run = run
+        self.total = run.sampler.steps_per_epoch(run.config.batch_size)
+        self.last = time.perf_counter()
+        self.times: list[float] = []
+
+    def step(self) -> bool:
+        """Record one step; True once the estimate has been reported."""
+        run = self.run
+        if run.device.type == "cuda":
+            torch.cuda.synchronize(run.device)
+        now = time.perf_counter()
+        self.times.append(now - self.last)
+        self.last = now
+        if len(self.times) < min(2, self.total):
+            return False
+        per_step = self.times[-1]
+        report, run.on_estimate = run.on_estimate, None
+        report(EpochEstimate(
+            seconds_per_step=per_step, steps=self.total, seconds=per_step * self.total,
+            epochs=int(run.config.epochs) - run.epoch, device=run.device.type,
+            preset=run.config.preset))
+        return True
+
+
+def activation_bytes(config: TrainConfig) -> tuple[int, int]:
+    """Bytes of one training sample's activations (every layer's output on one patch,
+    float32: what autograd keeps at least) and of the parameters, counted on the meta
+    device, where nothing is allocated (and nothing is computed)."""
+    from ..model import build_model
+
+    total = 0
+
+    def count(_module, _inputs, output):
+        nonlocal total
+        if isinstance(output, torch.Tensor):
+            total += output.numel() * 4
+
+    with torch.device("meta"):
+        model = build_model(config.preset, **config.model_kwargs)
+    hooks = [m.register_forward_hook(count) for m in model.modules()
+             if not any(True for _ in m.children())]
+    try:
+        model.eval()  # the same layer outputs as in training, without touching statistics
+        model(torch.empty(1, 1, config.patch, config.patch, device="meta"))
+    finally:
+        for h in hooks:
+            h.remove()
+    params = sum(p.numel() for p in model.parameters()) * 4
+    return total, params
+
+
+def check_memory(config: TrainConfig, device: torch.device) -> None:
+    """Refuse a batch whose activations cannot fit in the memory ``device`` has
+    available, before anything is allocated (:class:`OutOfMemory`)."""
+    device = torch.device(device)
+    free = available_memory(device)
+    if free is None:
+        return
+    try:
+        per_sample, params = activation_bytes(config)
+    except Exception:  # an operation without a meta kernel: no estimate, no check
+        return
+    fixed = 4 * params  # weights, gradients and the optimiser's two moments
+    need = fixed + per_sample * int(config.batch_size)
+    if need > free:
+        fits = max(0, (free - fixed) // max(per_sample, 1))
+        hint = (f"try batch size {fits}" if fits >= 1 else
+                "try a smaller patch or preset")
+        raise OutOfMemory(
+            f"batch size {config.batch_size} with {config.patch}x{config.patch} patches "
+            f"(preset {config.preset!r}) needs at least {format_bytes(need)} of "
+            f"{device.type.upper()} memory, more than the {format_bytes(free)} "
+            f"available; {hint}")
