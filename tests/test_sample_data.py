@@ -29,7 +29,10 @@ def test_open_sample_in_viewer(make_napari_viewer, cache):
     viewer = make_napari_viewer()
     viewer.open_sample("napari-dfct", "thorax")
     names = [layer.name for layer in viewer.layers]
-    assert names == IMAGE_NAMES + ["DFCT ROIs"]
+    # bottom to top: the streaky single-rotation input is the image on top, seen first
+    assert names == IMAGE_NAMES[::-1] + ["DFCT ROIs"]
+    images = [layer for layer in viewer.layers if isinstance(layer, napari.layers.Image)]
+    assert images[-1].name == "input (1 rotation)" and images[-1].visible
     limits = None
     for name in IMAGE_NAMES:
         layer = viewer.layers[name]
@@ -64,7 +67,7 @@ def test_roi_layer_follows_the_convention(cache):
     np.testing.assert_allclose(data[2], [meta["signal_center"], meta["background_center"]])
     assert kwargs["face_color"] == "transparent"
     # the squares sit on lung (bright) and air (about 0) in the truth
-    truth = layers[2][0][meta["slice"]]
+    truth = next(d for d, kw, _ in layers if kw["name"] == "truth")[meta["slice"]]
     h = s // 2
     (sr, sc), (br, bc) = meta["signal_center"], meta["background_center"]
     lung = truth[sr - h : sr + h, sc - h : sc + h].mean()
@@ -106,5 +109,5 @@ def test_unwritable_cache_is_tolerated(tmp_path, monkeypatch):
     monkeypatch.setenv("NAPARI_DFCT_CACHE_DIR", str(blocker / "sub"))
     layers = make_sample_data(**TINY)
     assert [layer[1]["name"] for layer in layers] == [
-        "input (1 rotation)", "target (2 rotations)", "truth", "DFCT ROIs"]
+        "truth", "target (2 rotations)", "input (1 rotation)", "DFCT ROIs"]
     assert layers[0][0].shape == (2, 64, 64)

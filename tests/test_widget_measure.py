@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import csv
+import json
 import importlib.util
 import math
 
@@ -75,18 +76,19 @@ def _row(widget, name):
     raise KeyError(name)
 
 
-def _cell(widget, name, column):
-    from napari_dfct.widgets.measure import _HEADERS
+def _cell(widget, name, metric):
+    """The table cell of layer ``name`` (a column) and ``metric`` (a row)."""
+    from napari_dfct.widgets.measure import METRICS
 
-    i = [r.layer for r in widget.rows].index(name)
-    return widget.table.item(i, _HEADERS.index(column))
+    j = [r.layer for r in widget.rows].index(name)
+    return widget.table.item(METRICS.index(metric), j)
 
 
 def test_rows_match_the_metrics_of_the_displayed_slice(setup, stacks):
     viewer, widget, _ = setup
     noisy, truth = stacks
     assert [r.layer for r in widget.rows] == ["truth", "input"]  # as in the layer list
-    assert widget.table.rowCount() == 2
+    assert widget.table.columnCount() == 2
     m = _row(widget, "input").measurement
     expected_c = metrics.cnr(noisy[1], SIG, BG, SIZE)
     expected_f = metrics.fwhm(noisy[1], SIG, BG)
@@ -105,7 +107,7 @@ def test_rows_match_the_metrics_of_the_displayed_slice(setup, stacks):
     assert math.isnan(t.measurement.cnr.cnr)
     assert _cell(widget, "truth", "CNR").text() == "n/a"
     assert "zero noise" in _cell(widget, "truth", "CNR").toolTip()
-    assert "zero noise" in _cell(widget, "truth", "Reason").text()
+    assert "zero noise" in _cell(widget, "truth", "Note").text()
     assert _cell(widget, "truth", "PSNR (dB)").text() == "\u221e"
     # the plot shows the selected row's profile and fit
     widget.select_layer("input")
@@ -156,7 +158,7 @@ def test_live_updates_move_drag_slice_and_off_image(setup, stacks, qtbot):
     cell = _cell(widget, "input", "CNR")
     assert cell.text() == "n/a"
     assert "outside" in cell.toolTip()
-    assert "outside" in _cell(widget, "input", "Reason").text()
+    assert "outside" in _cell(widget, "input", "Note").text()
     assert _cell(widget, "input", "Bkg \u03bc / \u03c3").text() == "n/a"
     # the valid ROI stays
     assert _cell(widget, "input", "Signal \u03bc / \u03c3").text().count("/") == 1
@@ -242,7 +244,10 @@ def test_layers_added_renamed_removed_and_reference(setup, stacks, qtbot):
     assert ROI_LAYER_NAME in viewer.layers
 
 
-def test_creates_default_rois_when_missing(make_napari_viewer, stacks, qtbot):
+def test_creates_default_rois_when_missing(make_napari_viewer, stacks, qtbot,
+                                          measure_notes):
+    """Data without ROIs of their own: generic squares, said so; here the signal square
+    lands on the darker side, which is flagged."""
     noisy, _ = stacks
     viewer = make_napari_viewer()
     viewer.add_image(noisy, name="input", scale=(1.0, 0.5, 0.5))
@@ -257,6 +262,8 @@ def test_creates_default_rois_when_missing(make_napari_viewer, stacks, qtbot):
     assert m.cnr.signal.n == m.cnr.background.n == 900
     assert math.isfinite(m.cnr.cnr) and math.isfinite(m.fwhm.fwhm)
     assert m.cnr.signal.mean < 0.3 < 0.9 < m.cnr.background.mean
+    assert "generic" in widget.status.text()
+    assert len(measure_notes["warning"]) == 1 and "below" in measure_notes["warning"][0]
 
 
 @pytest.mark.skipif(importlib.util.find_spec("napari_dfct._sample_data") is None,
@@ -281,3 +288,74 @@ def test_on_the_sample_data(make_napari_viewer, qtbot):
     # the multi-rotation target has less noise than the single-rotation input
     assert (_row(widget, role["target"]).measurement.cnr.cnr
             > _row(widget, role["input"]).measurement.cnr.cnr)
+
+
+def _same_shapes(layer, expected):
+    data, types, features = expected
+    assert list(layer.shape_type) == list(types)
+    assert list(layer.features["role"]) == list(features["role"])
+    for got, want in zip(layer.data, data, strict=True):
+        np.testing.assert_allclose(np.asarray(got)[:, -2:], want)
+
+
+@pytest.fixture
+def measure_notes(capture_notifications):
+    from napari_dfct.widgets import measure as mod
+
+    return capture_notifications(mod)
+
+
+def test_reset_rois_restores_the_datas_own_rois(make_napari_viewer, small_sim, qtbot,
+                                               tmp_path, measure_notes):
+    """The sample's ROIs (layer metadata) and a data folder's meta.json, not generic
+    squares; the lung ROI is brighter than the air ROI, so the CNR is positive."""
+    from napari_dfct import roi
+    from napari_dfct.io import write_volume
+
+    meta = small_sim.meta
+    viewer = make_napari_viewer()
+    viewer.add_image(small_sim.input.copy(), name="input", metadata={"dfct": meta})
+    viewer.dims.set_current_step(0, meta["slice"])
+    widget = MeasureWidget(viewer)
+    qtbot.addWidget(widget)
+    own = roi.ROISet.from_meta(meta, image_size=meta["size"]).shapes()
+    _same_shapes(viewer.layers[ROI_LAYER_NAME], own)  # created from the data
+    viewer.layers[ROI_LAYER_NAME].data = _roi_data((20.0, 20.0), (40.0, 40.0), 8)
+    widget.reset_rois()
+    _same_shapes(viewer.layers[ROI_LAYER_NAME], own)
+    widget.refresh()
+    m = _row(widget, "input").measurement
+    assert m.cnr.signal.mean > m.cnr.background.mean and m.cnr.cnr > 0
+    assert measure_notes["warning"] == []
+
+    # a volume opened from a folder with a meta.json: its ROIs (moved, to tell them apart)
+    folder = tmp_path / "scan"
+    folder.mkdir()
+    moved = dict(meta, signal_center=[30, 30], background_center=[12, 50], line=None,
+                 roi_size=8)
+    (folder / "meta.json").write_text(json.dumps(moved))
+    write_volume(folder / "input.tif", small_sim.input)
+    viewer.layers.clear()
+    viewer.open(str(folder / "input.tif"), plugin="napari-dfct")
+    widget.reset_rois()
+    _same_shapes(viewer.layers[ROI_LAYER_NAME],
+                 roi.ROISet.from_meta(moved, image_size=meta["size"]).shapes())
+
+
+def test_warns_when_the_signal_is_darker_than_the_background(setup, qtbot, measure_notes):
+    """ROIs on the wrong tissues (signal on air): a notification once and a visible note
+    in the table, while the values stay shown."""
+    _, widget, rois = setup
+    assert measure_notes["warning"] == []
+    rois.data = _roi_data(sig=BG, bg=SIG)  # swapped: the signal square on air
+    qtbot.waitUntil(lambda: _row(widget, "input").measurement.cnr.cnr < 0, timeout=3000)
+    assert len(measure_notes["warning"]) == 1
+    assert "below" in measure_notes["warning"][0] and "input" in measure_notes["warning"][0]
+    assert "below" in _cell(widget, "input", "Note").text()
+    assert "below" in widget.warning_label.text() and widget.warning_label.isVisibleTo(widget)
+    widget.refresh()  # still swapped: no second notification
+    assert len(measure_notes["warning"]) == 1
+    rois.data = _roi_data()
+    qtbot.waitUntil(lambda: _row(widget, "input").measurement.cnr.cnr > 0, timeout=3000)
+    assert "below" not in _cell(widget, "input", "Note").text()
+    assert not widget.warning_label.isVisibleTo(widget)

@@ -167,3 +167,111 @@ def test_cancel_and_refusals(make_napari_viewer, registry, model_dir, qtbot, not
     assert 1 <= done.sum() < big.shape[0]
     assert any("cancelled" in m for m in notes["info"])
     assert widget.slice_button.enabled and not widget.cancel_button.enabled
+
+
+def _measure_column(widget, name):
+    for row in widget.rows:
+        if row.layer == name:
+            return row
+    return None
+
+
+def test_measure_follows_the_prediction(viewer, registry, model_dir, qtbot, notes,
+                                        small_sim, capture_notifications):
+    """Measure recomputes as the prediction fills slices (no stale n/a, no stale cached
+    PSNR/SSIM), and a slice not predicted yet is never handed to a metric as NaN."""
+    from napari_dfct import metrics
+    from napari_dfct.widgets import train as train_mod
+    from napari_dfct.widgets.measure import MeasureWidget
+    from napari_dfct.widgets.train import TrainWidget
+
+    viewer.add_image(small_sim.truth.copy(), name="truth", scale=SCALE, translate=TRANSLATE)
+    viewer.layers.move(viewer.layers.index("truth"), 0)  # the input stays on top
+    registry.register_model(model_dir)
+    measure = MeasureWidget(viewer)
+    viewer.window.add_dock_widget(measure, name="Measure")
+    measure.set_reference("truth")
+    widget = _widget(viewer)
+    widget.fields.device.value = "cpu"
+    name = f"input (1 rotation) [prediction: {model_dir.name}]"
+    truth = small_sim.truth
+
+    def at(z):
+        viewer.dims.set_point(0, TRANSLATE[0] + z * SCALE[0])
+
+    def measured(z):
+        row = _measure_column(measure, name)
+        return (row is not None and row.slice == str(z) and row.measurement is not None
+                and np.isfinite(row.measurement.cnr.cnr)
+                and np.isfinite(row.measurement.psnr))
+
+    at(2)
+    _click(qtbot, widget.slice_button)
+    _wait(qtbot, widget)
+    qtbot.waitUntil(lambda: measured(2), timeout=5000)
+    out = viewer.layers[name]
+    m = _measure_column(measure, name).measurement
+    assert m.psnr == pytest.approx(metrics.psnr(out.data[2], truth[2]))
+    assert m.ssim == pytest.approx(metrics.ssim(out.data[2], truth[2]))
+
+    # a slice not predicted yet: said so, never "non-finite pixels"
+    at(0)
+    qtbot.waitUntil(lambda: _measure_column(measure, name).slice == "0", timeout=5000)
+    row = _measure_column(measure, name)
+    assert row.measurement is None and "not predicted" in row.reason
+    assert "non-finite" not in row.reason
+    # the Train widget refuses a partly predicted layer with one clear message
+    train_notes = capture_notifications(train_mod)
+    train = TrainWidget(viewer)
+    viewer.window.add_dock_widget(train, name="Train")
+    train.fields.input.value = out
+    train.fields.target.value = viewer.layers["input (1 rotation)"]
+    train.start()
+    assert not train.is_running
+    assert len(train_notes["error"]) == 1 and "not predicted" in train_notes["error"][0]
+
+    # the whole volume fills every slice: the values follow (no stale cache)
+    _click(qtbot, widget.volume_button)
+    _wait(qtbot, widget)
+    qtbot.waitUntil(lambda: measured(0), timeout=5000)
+    m = _measure_column(measure, name).measurement
+    assert m.psnr == pytest.approx(metrics.psnr(out.data[0], truth[0]))
+    assert m.ssim == pytest.approx(metrics.ssim(out.data[0], truth[0]))
+    at(1)
+    qtbot.waitUntil(lambda: measured(1), timeout=5000)
+    assert notes["error"] == []
+
+
+def test_failed_prediction_leaves_no_layer(viewer, registry, model_dir, qtbot, notes,
+                                           monkeypatch):
+    from napari_dfct import infer
+
+    def broken(*_args, **_kwargs):
+        raise RuntimeError("the model could not run")
+        yield  # a generator, like the real one
+
+    monkeypatch.setattr(infer, "predict_iter", broken)
+    registry.register_model(model_dir)
+    widget = _widget(viewer)
+    widget.fields.device.value = "cpu"
+    before = [layer.name for layer in viewer.layers]
+    for button in (widget.slice_button, widget.volume_button):
+        notes["error"].clear()
+        _click(qtbot, button)
+        _wait(qtbot, widget)
+        assert len(notes["error"]) == 1 and "could not run" in notes["error"][0]
+        assert [layer.name for layer in viewer.layers] == before
+        assert "could not run" in widget.status.text()
+    assert widget.slice_button.enabled
+
+
+def test_status_says_what_is_missing(viewer, registry, model_dir):
+    widget = _widget(viewer)  # an image layer, no model yet
+    text = widget.status.text()
+    assert "model" in text.lower() and "image layer" not in text
+    registry.register_model(model_dir)
+    text = widget.status.text()
+    assert "Choose" not in text
+    assert model_dir.name in text and "input (1 rotation)" in text
+    widget.fields.image.value = None
+    assert "image layer" in widget.status.text()

@@ -355,3 +355,81 @@ def test_job_events_and_error_texts():
         "Training ran out of memory: CUDA out of memory. Lower the batch size.")
     assert failure_text("Prediction", MemoryError("out of CUDA memory")) == (
         "Prediction ran out of memory: out of CUDA memory")
+
+
+def test_training_does_not_move_the_view(viewer, tmp_path, qtbot, notes, registry):
+    """The preview layer shows the preview slice; the viewer stays where the user was."""
+    viewer.dims.set_current_step(0, 1)
+    widget = _widget(viewer, tmp_path, epochs=1)
+    widget.fields.preview.value = "3"
+    before = tuple(viewer.dims.current_step), tuple(viewer.dims.point)
+    events = []
+    _click(qtbot, widget.start_button)
+    widget._worker.yielded.connect(lambda e: events.append(e))
+    qtbot.waitUntil(lambda: not widget.is_running, timeout=90_000)
+    assert notes["error"] == []
+    assert (tuple(viewer.dims.current_step), tuple(viewer.dims.point)) == before
+    epoch = [e.value for e in events if e.kind == "epoch"][-1]
+    assert epoch.preview_index == 3
+    preview = viewer.layers["input (1 rotation) [training preview]"]
+    assert preview.visible
+    np.testing.assert_array_equal(preview.data, np.asarray(epoch.preview, np.float32))
+    assert preview.metadata["preview_slice"] == 3
+
+
+def test_preview_field_reads_auto(viewer, tmp_path, notes):
+    widget = _widget(viewer, tmp_path)
+    field = widget.fields.preview
+    assert field.native.text() == "auto"
+    assert widget._gather().preview_index is None
+    field.value = "2"
+    assert widget._gather().preview_index == 2
+    for bad, expected in (("9", "out of range"), ("two", "auto")):
+        field.value = bad
+        with pytest.raises(ValueError, match=expected):
+            widget._gather()
+
+
+def test_legend_never_hides_the_best_epoch(viewer, tmp_path):
+    """The legend sits outside the axes, so no point of the plot (the best-epoch star
+    included) can be under it, even where the star is in the upper right corner."""
+    from napari_dfct.train import EpochEvent
+
+    widget = _widget(viewer, tmp_path)
+    # validation far above training and falling: the best epoch is the last, top right
+    val = [1.0, 0.95, 0.9, 0.85, 0.8]
+    for i, v in enumerate(val, start=1):
+        widget._on_epoch(EpochEvent(epoch=i, epochs=5, train_loss=1e-3 / i, val_loss=v,
+                                    lr=1e-3, best_epoch=i, best_val_loss=v, improved=True,
+                                    seconds=0.1))
+    widget._updates.flush()
+    plot = widget.plot
+    plot.figure.canvas.draw()
+    renderer = plot.figure.canvas.get_renderer()
+    legend = plot.ax.get_legend() or plot.figure.legends[0]
+    box = legend.get_window_extent(renderer)
+    axes_box = plot.ax.get_window_extent(renderer)
+    star = plot._markers[(0, "best")]
+    x, y = plot.ax.transData.transform((star.get_xdata()[0], star.get_ydata()[0]))
+    assert axes_box.contains(x, y)  # the star is drawn inside the axes
+    assert not box.contains(x, y)
+    assert not box.overlaps(axes_box)  # nothing inside the axes is covered
+
+
+def test_a_runtime_error_in_the_worker_is_reported(viewer, tmp_path, qtbot, notes,
+                                                   monkeypatch):
+    """torch reports most failures (running out of memory too) as RuntimeError: the
+    widget says so and is ready again, rather than waiting for a job that never ends."""
+    from napari_dfct import train as core
+
+    def broken(*_args, **_kwargs):
+        raise RuntimeError("CUDA out of memory. Tried to allocate 2.00 GiB")
+        yield  # a generator, like the real one
+
+    monkeypatch.setattr(core, "fit", broken)
+    widget = _widget(viewer, tmp_path, epochs=1)
+    _click(qtbot, widget.start_button)
+    qtbot.waitUntil(lambda: not widget.is_running, timeout=30_000)
+    assert len(notes["error"]) == 1 and "ran out of memory" in notes["error"][0]
+    assert "batch size" in notes["error"][0]
+    assert widget.start_button.enabled and widget.tabs.isEnabled()

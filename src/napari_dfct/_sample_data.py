@@ -1,9 +1,12 @@
 """The ``thorax`` sample of the napari manifest: a simulated DFCT set with ROIs.
 
 :func:`make_sample_data` returns napari ``LayerData`` tuples (no napari import needed):
-three image layers, ``input (1 rotation)``, ``target (20 rotations)`` and ``truth``, with
-shared contrast limits, and the ``DFCT ROIs`` Shapes layer of the project's ROI convention
-(signal square, background square, line; ``features["role"]``).
+three image layers with shared contrast limits, bottom to top ``truth``,
+``target (20 rotations)`` and ``input (1 rotation)`` (so the streaky input, the image to
+improve, is what a user sees first), and the ``DFCT ROIs`` Shapes layer of the project's
+ROI convention (signal square, background square, line; ``features["role"]``). Each image
+layer carries the simulation record (with the ROIs) in ``metadata["dfct"]``, where the
+Measure widget's *Reset ROIs* finds them again.
 
 The arrays come from :func:`napari_dfct.simulate.simulate_dfct` (16 slices of 256 x 256,
 360 views, 20 rotations) and are cached after the first call in
@@ -42,6 +45,8 @@ SAMPLE_PARAMS: dict[str, Any] = {
 }
 
 _ARRAYS = ("input", "target", "truth")
+#: Image layers of the sample, bottom to top: the streaky input is on top.
+LAYER_ORDER = ("truth", "target", "input")
 
 #: Edge colours of the ROI shapes, by role.
 ROI_COLORS = {"signal": "orange", "background": "cyan", "line": "yellow"}
@@ -167,7 +172,8 @@ def contrast_limits(truth: np.ndarray) -> list[float]:
 
 
 def make_sample_data(**overrides: Any) -> list[tuple]:
-    """Simulated DFCT thorax: input, target, truth image layers and the ROI layer.
+    """Simulated DFCT thorax: truth, target and input image layers (input on top) and
+    the ROI layer.
 
     Returns
     -------
@@ -183,7 +189,7 @@ def make_sample_data(**overrides: Any) -> list[tuple]:
         "truth": "truth",
     }
     layers: list[tuple] = []
-    for key in _ARRAYS:
+    for key in LAYER_ORDER:
         kwargs = {
             "name": names[key],
             "colormap": "gray",

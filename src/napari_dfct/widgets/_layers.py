@@ -5,6 +5,10 @@ Display helpers only: :func:`image_layers` offers layers to a combo box,
 2-D derived layer on its source's pixel grid, and :func:`upsert_image` adds or updates an
 output layer by name so repeated clicks never pile up layers. Derived layers carry the
 name of the widget that made them in ``layer.metadata[OWNER_KEY]``.
+
+A prediction layer that does not hold every slice yet lists the slices it holds in
+``layer.metadata[PREDICTED_KEY]``; the others are placeholders (NaN) that no widget
+measures or trains on: :func:`missing_slices` and :func:`slice_ready` tell them apart.
 """
 
 from __future__ import annotations
@@ -19,8 +23,11 @@ if TYPE_CHECKING:
 
 __all__ = [
     "OWNER_KEY",
+    "PREDICTED_KEY",
     "current_index",
     "image_layers",
+    "missing_slices",
+    "slice_ready",
     "spatial_placement",
     "upsert_image",
 ]
@@ -28,6 +35,25 @@ __all__ = [
 #: ``layer.metadata`` key naming the widget that made a derived layer
 #: (e.g. ``"weights"``, ``"preview"``, ``"prediction"``).
 OWNER_KEY = "napari_dfct"
+#: ``layer.metadata`` key listing the slices (first axis) a prediction layer holds; a
+#: layer without it holds all of its slices.
+PREDICTED_KEY = "napari_dfct_predicted"
+
+
+def missing_slices(layer) -> list[int]:
+    """Slices along the first axis of a 3-D ``layer`` that hold no data yet (placeholders
+    of a prediction in progress), ascending; empty for any other layer."""
+    done = layer.metadata.get(PREDICTED_KEY)
+    if done is None or layer.ndim < 3:
+        return []
+    done = {int(z) for z in done}
+    return [z for z in range(int(layer.data.shape[0])) if z not in done]
+
+
+def slice_ready(layer, z: int) -> bool:
+    """False when slice ``z`` of ``layer`` is a placeholder (not predicted yet)."""
+    done = layer.metadata.get(PREDICTED_KEY)
+    return done is None or layer.ndim < 3 or int(z) in done
 
 
 def image_layers(

@@ -29,6 +29,7 @@ from qtpy.QtCore import QObject, QTimer
 
 __all__ = [
     "JobEvent",
+    "JobFailed",
     "Throttle",
     "failure_text",
     "lower_thread_priority",
@@ -97,13 +98,41 @@ def start_job(
 
     cancel = threading.Event()
     owner.destroyed.connect(cancel.set)
-    connect = {"yielded": on_event, "errored": on_error, "finished": on_finished}
+
+    def errored(exc: BaseException) -> None:
+        on_error(exc.error if isinstance(exc, JobFailed) else exc)
+
+    connect = {"yielded": on_event, "errored": errored, "finished": on_finished}
     if on_returned is not None:
         connect["returned"] = on_returned
-    worker = create_worker(body, *args, cancel=cancel, **kwargs, _start_thread=False,
-                           _connect=connect)
+    worker = create_worker(_guarded, body, *args, cancel=cancel, **kwargs,
+                           _start_thread=False, _connect=connect)
     worker.start()
     return worker, cancel
+
+
+class JobFailed(Exception):
+    """A :class:`RuntimeError` raised by a job body, carried to the widget's error handler.
+
+    The worker thread takes a :class:`RuntimeError` escaping a generator for a deleted Qt
+    object: it emits neither ``errored`` nor ``finished``, and the widget would wait for
+    the job forever (torch reports most failures, out-of-memory included, as
+    RuntimeErrors). :func:`start_job` wraps them in this exception and hands the original
+    to ``on_error``.
+    """
+
+    def __init__(self, error: BaseException):
+        super().__init__(str(error))
+        self.error = error
+
+
+def _guarded(body: Callable[..., Generator], *args, **kwargs) -> Generator:
+    """Run the generator ``body(*args, **kwargs)``, re-raising a RuntimeError as
+    :class:`JobFailed`."""
+    try:
+        return (yield from body(*args, **kwargs))
+    except RuntimeError as exc:
+        raise JobFailed(exc) from exc
 
 
 def problem_text(exc: BaseException) -> str:

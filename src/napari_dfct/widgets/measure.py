@@ -1,58 +1,76 @@
-"""Measure CNR / FWHM: live image-quality figures for every image layer.
+"""Measure CNR / FWHM: live image-quality figures for the image layers.
 
-The widget reads the ``DFCT ROIs`` Shapes layer (the project's ROI convention: a signal
-square, a background square and a line, found by the ``role`` feature or else by order and
-shape type), maps the shapes through world coordinates into each image layer's data
-coordinates (so scaled or translated layers measure the same anatomy), takes each layer's
-2-D slice at the viewer's current dims point and shows, one row per image layer:
+The widget reads the ``DFCT ROIs`` Shapes layer (the project's ROI convention,
+:mod:`napari_dfct.roi`: a signal square, a background square and a line, found by the
+``role`` feature or else by order and shape type), maps the shapes through world
+coordinates into each image layer's data coordinates (so scaled or translated layers
+measure the same anatomy), takes each layer's 2-D slice at the viewer's current dims point
+and shows one column per measured layer (:mod:`napari_dfct.widgets._measure_table`):
 
 CNR +/- standard error, FWHM +/- error (erf fit), the ROI means and standard deviations,
-PSNR and SSIM against a reference layer, and the reason when a value is undefined.
+PSNR and SSIM against a reference layer, and a note saying why a value is undefined.
 
-The selected row's edge profile, the fitted erf and the line spread function (with the
-FWHM marked) are plotted below the table. Updates are live: while a shape is dragged
-(throttled by a single-shot coalescing timer), when the slice changes, and when layers are
-added, removed, renamed or changed. All science is in :mod:`napari_dfct.metrics`.
+*Layers* chooses the measured layers: every image layer except the maps other widgets draw
+(A_S, A_F, loss maps, training previews), which are measured on request. *Reset ROIs*
+restores the data's own ROIs (:func:`data_rois`: the sample's, or a ``meta.json`` next to
+the opened file, through :class:`napari_dfct.roi.ROISet`); only data without them get
+generic squares near the centre. When the signal ROI is darker than the background ROI
+(CNR < 0: on a dark-field slice lung scatters more than air, so the ROIs are probably
+swapped or misplaced) a notification says so once and a note stays in the table.
+
+The selected column's edge profile, the fitted erf and the line spread function (with the
+FWHM marked) are plotted below the table. Updates are live, throttled by a single-shot
+coalescing timer: while a shape is dragged, when the slice changes, and when layers are
+added, removed, renamed or their data change (``layer.events.data``: a prediction filling
+its slices is measured at once). A slice that a prediction has not filled yet is shown as
+"not predicted on this slice", never measured. All science is in :mod:`napari_dfct.metrics`.
 """
 
 from __future__ import annotations
 
-import csv
-import io
 import itertools
-import math
 import time
 from collections import OrderedDict
-from dataclasses import dataclass, replace
+from dataclasses import replace
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
+from napari.utils.notifications import show_error, show_info, show_warning
 from qtpy.QtCore import Qt, QTimer
-from qtpy.QtGui import QColor
 from qtpy.QtWidgets import (
-    QAbstractItemView,
     QApplication,
     QComboBox,
     QFileDialog,
     QHBoxLayout,
-    QHeaderView,
     QLabel,
+    QMenu,
     QPushButton,
     QSpinBox,
-    QSplitter,
-    QTableWidget,
-    QTableWidgetItem,
-    QVBoxLayout,
+    QToolButton,
     QWidget,
 )
 
 from .. import metrics, roi
-from ._plot import PlotCanvas, theme_colors
+from . import _layers
+from ._layout import scroll_body
+from ._measure_plot import ProfilePlot
+from ._measure_table import (
+    BELOW_NOTE,
+    EXPORT_COLUMNS,
+    METRICS,
+    WARN,
+    MetricsTable,
+    Row,
+    rows_to_text,
+    signal_below_background,
+)
 
 if TYPE_CHECKING:
     import napari
 
-__all__ = ["MeasureWidget", "ROI_LAYER_NAME", "ROLES", "EXPORT_COLUMNS", "default_roi_data"]
+__all__ = ["EXPORT_COLUMNS", "METRICS", "ROI_LAYER_NAME", "ROLES", "MeasureWidget",
+           "data_rois", "default_roi_data"]
 
 #: Name of the Shapes layer holding the ROIs (project convention, :mod:`napari_dfct.roi`).
 ROI_LAYER_NAME = roi.LAYER_NAME
@@ -61,39 +79,17 @@ ROLES = roi.ROLES
 #: Refresh at most once per this many milliseconds while shapes are dragged.
 THROTTLE_MS = 40
 NO_REFERENCE = "none"
-
-#: Columns of the copied / exported table (numbers unformatted; NaN as empty).
-EXPORT_COLUMNS = (
-    "layer", "slice", "cnr", "cnr_stderr", "fwhm", "fwhm_stderr", "fwhm_halfmax",
-    "signal_mean", "signal_std", "signal_n", "background_mean", "background_std",
-    "background_n", "psnr", "ssim", "reference", "line_width", "reason",
-)
-
-_HEADERS = ("Layer", "CNR", "FWHM (px)", "Signal \u03bc / \u03c3", "Bkg \u03bc / \u03c3",
-            "PSNR (dB)", "SSIM", "Reason")
-_HEADER_TIPS = {
-    "CNR": "(mean_signal - mean_bkg) / sqrt(std_signal^2 + std_bkg^2) \u00b1 standard "
-           "error (delta method, uncorrelated pixels)",
-    "FWHM (px)": "FWHM of the line spread function from an erf fit to the edge "
-                 "profile \u00b1 fit error, in pixels of the layer",
-    _HEADERS[3]: "signal ROI mean / sample standard deviation (ddof = 1)",
-    _HEADERS[4]: "background ROI mean / sample standard deviation (ddof = 1)",
-    "PSNR (dB)": "against the reference layer; data range = reference max - min",
-    "SSIM": "against the reference layer (7x7 window)",
-    "Reason": "why a value is n/a",
-}
-_NA = "n/a"
-_WARN = QColor("#ffb454")
-_COLORS = {"profile": "#9aa5b1", "fit": "#ff9f40", "lsf": "#4fa3ff", "gauss": "#ff9f40",
-           "fwhm": "#5fd38d", "edge": "#c792ea"}
+#: Layers drawn by these widgets (``metadata[OWNER_KEY]``) are measured only on request.
+UNMEASURED_ROLES = ("weights", "preview")
 
 
 # --------------------------------------------------------------------------------------
-# pure helpers (no Qt)
+# the ROIs of the data
 # --------------------------------------------------------------------------------------
 def default_roi_data(shape2d, scale=(1.0, 1.0), translate=(0.0, 0.0),
                      size: int = roi.DEFAULT_ROI_SIZE):
-    """Default ROI shapes near the centre of a slice, in that slice's data coordinates.
+    """Generic ROI shapes near the centre of a slice, in that slice's data coordinates,
+    for data that bring no ROIs of their own.
 
     Two ``size`` x ``size`` squares left and right of the centre, a sixth of the width
     apart from it, and the line between their centres. Returns ``(data, shape_types,
@@ -106,169 +102,55 @@ def default_roi_data(shape2d, scale=(1.0, 1.0), translate=(0.0, 0.0),
     return roi.ROISet((cr, cc - off), (cr, cc + off), roi_size=size).shapes()
 
 
-def _fmt(v: float, digits: int = 4) -> str:
-    if v is None or (isinstance(v, float) and math.isnan(v)):
-        return _NA
-    if math.isinf(v):
-        return "\u221e" if v > 0 else "-\u221e"
-    return f"{v:.{digits}g}"
+def _source_path(layer) -> str | None:
+    src = layer.metadata.get("source")
+    if isinstance(src, list | tuple):
+        src = src[0] if src else None
+    if not src:
+        src = getattr(getattr(layer, "source", None), "path", None)
+    return str(src) if src else None
 
 
-def _decimals(v: float, sig: int = 3) -> int:
-    """Decimals that show ``v`` with ``sig`` significant digits (at least 0)."""
-    if v == 0 or not math.isfinite(v):
-        return sig - 1
-    return max(0, sig - 1 - int(math.floor(math.log10(abs(v)))))
+def data_rois(layer) -> tuple[roi.ROISet | None, str]:
+    """The ROIs that come with the data of an image ``layer``, and where they come from.
+
+    The sample's simulation record (``layer.metadata["dfct"]``), else the ``meta.json``
+    next to the file the layer was read from (``metadata["source"]`` or napari's
+    ``layer.source.path``), read by :class:`napari_dfct.roi.ROISet`. ``(None, "")`` when
+    the data bring no ROIs.
+    """
+    meta, where = layer.metadata.get("dfct"), "the sample's ROIs"
+    if not isinstance(meta, dict) or "signal_center" not in meta:
+        path = _source_path(layer)
+        if path is None:
+            return None, ""
+        try:
+            meta, meta_path = roi.read_meta(Path(path))
+        except (ValueError, OSError):
+            return None, ""
+        where = f"ROIs of {meta_path}"
+    if not meta:
+        return None, ""
+    data = layer.data[0] if layer.multiscale else layer.data
+    try:
+        return roi.ROISet.from_meta(meta, image_size=int(data.shape[-1])), where
+    except (ValueError, TypeError):
+        return None, ""
 
 
-def _pm(v: float, e: float, sig: int = 3) -> str:
-    """``v +/- e`` with the error rounded to the value's decimals."""
-    if v is None or math.isnan(v):
-        return _NA
-    d = _decimals(v, sig)
-    if e is None or math.isnan(e):
-        return f"{v:.{d}f}"
-    return f"{v:.{d}f} \u00b1 {e:.{d}f}"
+def _roi_layer_kwargs(features) -> dict[str, Any]:
+    """Display of the ROI layer: the sample's colours (one home for them)."""
+    from .._sample_data import ROI_COLORS
 
-
-def _ms(mean: float, std: float) -> str:
-    """``mean / std`` with 4 significant digits each."""
-    if mean is None or math.isnan(mean):
-        return _NA
-    return f"{_fmt(mean)} / {_fmt(std)}"
-
-
-def _csv_value(v: Any) -> Any:
-    if isinstance(v, float):
-        if math.isnan(v):
-            return ""
-        return repr(v) if math.isfinite(v) else ("inf" if v > 0 else "-inf")
-    return "" if v is None else v
-
-
-@dataclass
-class Row:
-    """One table row: a layer's measurement on the current slice."""
-
-    layer: str
-    slice: str
-    measurement: metrics.Measurement | None
-    reason: str | None
-    reference: str | None = None
-    line_width: int = 1
-
-    def record(self) -> dict[str, Any]:
-        """The export columns: :meth:`napari_dfct.metrics.Measurement.record` (NaN where
-        undefined) and the row's layer, slice, reference, line width and reason."""
-        m = self.measurement
-        vals = m.record() if m is not None else {}
-        vals.update(layer=self.layer, slice=self.slice, reference=self.reference or "",
-                    line_width=self.line_width, reason=self.reason or "")
-        return {k: vals.get(k, float("nan")) for k in EXPORT_COLUMNS}
-
-
-def rows_to_text(rows: list[Row], delimiter: str) -> str:
-    """The rows as CSV (``","``) or TSV (``"\\t"``) text with a header line."""
-    buf = io.StringIO()
-    w = csv.writer(buf, delimiter=delimiter, lineterminator="\n")
-    w.writerow(EXPORT_COLUMNS)
-    for r in rows:
-        rec = r.record()
-        w.writerow([_csv_value(rec[k]) for k in EXPORT_COLUMNS])
-    return buf.getvalue()
-
-
-# --------------------------------------------------------------------------------------
-# the plot
-# --------------------------------------------------------------------------------------
-class _ProfilePlot(QWidget):
-    """Edge profile with the erf fit (top) and the LSF with the FWHM marked (bottom): two
-    stacked :class:`~napari_dfct.widgets._plot.PlotCanvas` panels over the same distance."""
-
-    def __init__(self, theme: str = "dark", parent: QWidget | None = None):
-        super().__init__(parent)
-        self._c = colors = theme_colors(theme)
-        self.esf = PlotCanvas(ylabel="profile", height=1.6, theme=theme)
-        self.lsf = PlotCanvas(xlabel="distance along the line (px)", ylabel="LSF",
-                              height=1.6, theme=theme)
-        lay = QVBoxLayout(self)
-        lay.setContentsMargins(0, 0, 0, 0)
-        lay.setSpacing(0)
-        lay.addWidget(self.esf, 1)
-        lay.addWidget(self.lsf, 1)
-        c, esf, lsf = _COLORS, self.esf, self.lsf
-        self.l_profile = esf.set_line("profile", [], [], linestyle="none", marker=".",
-                                      markersize=3, color=c["profile"], label="profile")
-        self.l_fit = esf.set_line("fit", [], [], linewidth=1.6, color=c["fit"],
-                                  label="erf fit")
-        self.l_lsf = lsf.set_line("lsf", [], [], linewidth=1.2, color=c["lsf"],
-                                  label="d/dx smoothed")
-        self.l_gauss = lsf.set_line("gauss", [], [], linewidth=1.4, color=c["gauss"],
-                                    label="fit (Gaussian)")
-        self.l_fwhm = lsf.set_line("fwhm", [], [], linewidth=2.2, color=c["fwhm"],
-                                   solid_capstyle="butt", label="FWHM")
-        self.v_edge = esf.ax.axvline(0, color=c["edge"], lw=0.9, ls="--", visible=False)
-        esf.legend()
-        lsf.legend()
-        self.title = esf.ax.set_title("", color=colors["text"], fontsize=8, loc="left")
-        self.note = lsf.ax.set_title("", color=colors["text"], fontsize=8, loc="left")
-
-    def _redraw(self) -> None:
-        self.esf.redraw()
-        self.lsf.redraw()
-
-    def show_result(self, title: str, res: metrics.FWHMResult | None, reason: str | None):
-        self.title.set_text(title)
-        empty = np.zeros(0)
-        if res is None or res.distance.size == 0:
-            for ln in (self.l_profile, self.l_fit, self.l_lsf, self.l_gauss, self.l_fwhm):
-                ln.set_data(empty, empty)
-            self.v_edge.set_visible(False)
-            self.note.set_text(_short(f"FWHM n/a: {reason}") if reason else "")
-            self.note.set_color(_WARN.name())
-            self._redraw()
-            return
-        x = res.distance
-        self.l_profile.set_data(x, res.profile)
-        ok = res.reason is None
-        # the fitted curves on a fine grid (sharp edges would look jagged at the samples)
-        xf = np.linspace(x[0], x[-1], max(8 * x.size, 200)) if ok else empty
-        sp = res.sigma_profile
-        fit = metrics.erf_edge(xf, res.offset, res.amplitude, res.edge_position, sp)
-        gauss = (abs(res.amplitude) * math.sqrt(2 / math.pi) / sp
-                 * np.exp(-0.5 * ((xf - res.edge_position) / sp) ** 2)) if ok else empty
-        self.l_fit.set_data(xf, fit if ok else empty)
-        self.l_lsf.set_data(x, res.derivative if res.derivative.size else np.zeros_like(x))
-        self.l_gauss.set_data(xf, gauss)
-        if ok:
-            peak = float(np.max(gauss)) if gauss.size else 0.0
-            half = res.sigma_profile * metrics.FWHM_PER_SIGMA / 2.0
-            self.l_fwhm.set_data([res.edge_position - half, res.edge_position + half],
-                                 [peak / 2.0, peak / 2.0])
-            self.v_edge.set_xdata([res.edge_position, res.edge_position])
-            self.v_edge.set_visible(True)
-            text = f"FWHM {res.fwhm:.2f} \u00b1 {res.fwhm_stderr:.2f} px"
-            if not math.isnan(res.halfmax_fwhm):
-                text += f"   (half-max check {res.halfmax_fwhm:.2f})"
-            self.note.set_text(text)
-            self.note.set_color(self._c["text"])
-        else:
-            self.l_fwhm.set_data(empty, empty)
-            self.v_edge.set_visible(False)
-            self.note.set_text(_short(f"FWHM n/a: {res.reason}"))
-            self.note.set_color(_WARN.name())
-        self._redraw()
-
-
-def _short(text: str, n: int = 70) -> str:
-    return text if len(text) <= n else text[: n - 1] + "\u2026"
+    return {"edge_color": [ROI_COLORS[r] for r in features["role"]],
+            "face_color": "transparent"}
 
 
 # --------------------------------------------------------------------------------------
 # the widget
 # --------------------------------------------------------------------------------------
 class MeasureWidget(QWidget):
-    """Dock widget: live CNR / FWHM (and PSNR / SSIM) of every image layer.
+    """Dock widget: live CNR / FWHM (and PSNR / SSIM) of the image layers.
 
     Parameters
     ----------
@@ -282,6 +164,7 @@ class MeasureWidget(QWidget):
         self.rows: list[Row] = []
         self.last_update_ms = float("nan")
         self._roi_layer = None
+        self._roi_source = ""
         self._created_rois = False
         self._connected: dict[int, Any] = {}
         self._ref_cache: OrderedDict = OrderedDict()
@@ -289,26 +172,28 @@ class MeasureWidget(QWidget):
         # when Python reuses the id of a removed layer
         self._versions = itertools.count(1)
         self._data_version: dict[int, int] = {}
+        self._chosen: dict[str, bool] = {}  # the user's choices in the Layers menu
         self._selected_layer: str | None = None
         self._updating_table = False
+        self._warned: tuple[str, ...] = ()
         self._user_picked_ref = False  # until then the layer named 'truth' is preferred
 
         self._timer = QTimer(self)
         self._timer.setSingleShot(True)
         self._timer.setInterval(THROTTLE_MS)
         self._timer.timeout.connect(self.refresh)
+        self._build()
+        self._connect_viewer()
+        self._sync_reference_choices()
+        self._ensure_rois()
+        self.refresh()
 
-        # --- controls
-        self.status = QLabel("")
-        self.status.setWordWrap(True)
-        self.add_rois_button = QPushButton("Reset ROIs")
-        self.add_rois_button.setToolTip(
-            f"Create the '{ROI_LAYER_NAME}' Shapes layer (or reset it) with two "
-            f"{roi.DEFAULT_ROI_SIZE}x{roi.DEFAULT_ROI_SIZE} "
-            "squares near the image centre and the line between them")
-        self.add_rois_button.clicked.connect(self.reset_rois)
+    def _build(self) -> None:
         self.reference_combo = QComboBox()
         self.reference_combo.setToolTip("PSNR and SSIM are computed against this layer")
+        self.reference_combo.setSizeAdjustPolicy(
+            QComboBox.SizeAdjustPolicy.AdjustToMinimumContentsLengthWithIcon)
+        self.reference_combo.setMinimumContentsLength(8)
         self.reference_combo.currentIndexChanged.connect(self._schedule)
         self.reference_combo.activated.connect(self._on_user_reference)
         self.linewidth_spin = QSpinBox()
@@ -319,58 +204,63 @@ class MeasureWidget(QWidget):
             "Width of the edge profile across the line: the samples across it are averaged "
             "(1 px: a single line, as in the paper)")
         self.linewidth_spin.valueChanged.connect(self._schedule)
-        top = QHBoxLayout()
-        top.addWidget(QLabel("Reference:"))
-        top.addWidget(self.reference_combo, 1)
-        top.addWidget(QLabel("Line width:"))
-        top.addWidget(self.linewidth_spin)
-        top.addWidget(self.add_rois_button)
-
-        self.table = QTableWidget(0, len(_HEADERS))
-        self.table.setHorizontalHeaderLabels(list(_HEADERS))
-        self.table.setEditTriggers(QAbstractItemView.EditTrigger.NoEditTriggers)
-        self.table.setSelectionBehavior(QAbstractItemView.SelectionBehavior.SelectRows)
-        self.table.setSelectionMode(QAbstractItemView.SelectionMode.SingleSelection)
-        self.table.verticalHeader().setVisible(False)
-        self.table.horizontalHeader().setStretchLastSection(True)
-        self.table.horizontalHeader().setSectionResizeMode(
-            QHeaderView.ResizeMode.ResizeToContents)
-        self.table.setWordWrap(False)
-        self.table.itemSelectionChanged.connect(self._on_selection)
-        for col, name in enumerate(_HEADERS):
-            self.table.horizontalHeaderItem(col).setToolTip(_HEADER_TIPS.get(name, ""))
-
-        self.copy_button = QPushButton("Copy (TSV)")
+        self.layers_button = QToolButton()
+        self.layers_button.setText("Layers")
+        self.layers_button.setToolTip(
+            "The measured layers (the maps drawn by Loss amplification and the training "
+            "previews only on request)")
+        self.layers_button.setPopupMode(QToolButton.ToolButtonPopupMode.InstantPopup)
+        self._layers_menu = QMenu(self.layers_button)
+        self._layers_menu.aboutToShow.connect(self._fill_layers_menu)
+        self.layers_button.setMenu(self._layers_menu)
+        self.add_rois_button = QPushButton("Reset ROIs")
+        self.add_rois_button.setToolTip(
+            f"Create the '{ROI_LAYER_NAME}' Shapes layer (or reset it) with the data's own "
+            "ROIs (the sample's, or a meta.json next to the opened file); generic squares "
+            "near the centre for data without them")
+        self.add_rois_button.clicked.connect(lambda: self.reset_rois(notify=True))
+        self.copy_button = QPushButton("Copy")
         self.copy_button.setToolTip("Copy the table to the clipboard, tab-separated")
         self.copy_button.clicked.connect(self.copy_to_clipboard)
-        self.export_button = QPushButton("Export CSV\u2026")
+        self.export_button = QPushButton("CSV\u2026")
+        self.export_button.setToolTip("Export the table as a CSV file")
         self.export_button.clicked.connect(lambda: self.export_csv())
-        buttons = QHBoxLayout()
-        buttons.addWidget(self.copy_button)
-        buttons.addWidget(self.export_button)
-        buttons.addStretch(1)
 
-        self.plot = _ProfilePlot(napari_viewer.theme)
+        self.warning_label = QLabel("")
+        self.warning_label.setWordWrap(True)
+        self.warning_label.setStyleSheet(f"color: {WARN.name()};")
+        self.warning_label.hide()
+        self.table = MetricsTable()
+        self.table.itemSelectionChanged.connect(self._on_selection)
+        self.detail = QLabel("")
+        self.detail.setWordWrap(True)
+        self.detail.setTextInteractionFlags(Qt.TextInteractionFlag.TextSelectableByMouse)
+        self.plot = ProfilePlot(self.viewer.theme)
+        self.plot.setMinimumHeight(200)
+        self.status = QLabel("")
+        self.status.setWordWrap(True)
 
-        upper = self._upper = QWidget()
-        ul = QVBoxLayout(upper)
-        ul.setContentsMargins(0, 0, 0, 0)
-        ul.addLayout(top)
-        ul.addWidget(self.table, 1)
-        ul.addLayout(buttons)
-        splitter = self._splitter = QSplitter(Qt.Orientation.Vertical)
-        splitter.addWidget(upper)
-        splitter.addWidget(self.plot)
-        splitter.setStretchFactor(0, 2)
-        splitter.setStretchFactor(1, 3)
-        splitter.setChildrenCollapsible(False)
-        splitter.setSizes([190, 420])
-        self.table.setMinimumHeight(110)
-        layout = QVBoxLayout(self)
-        layout.addWidget(splitter, 1)
+        top = QHBoxLayout()
+        top.addWidget(QLabel("Reference"))
+        top.addWidget(self.reference_combo, 1)
+        top.addWidget(QLabel("Line"))
+        top.addWidget(self.linewidth_spin)
+        actions = QHBoxLayout()
+        for w in (self.layers_button, self.add_rois_button, self.copy_button,
+                  self.export_button):
+            actions.addWidget(w)
+        actions.addStretch(1)
+        _body, layout = scroll_body(self)
+        layout.setSpacing(4)
+        layout.addLayout(top)
+        layout.addLayout(actions)
+        layout.addWidget(self.warning_label)
+        layout.addWidget(self.table)
+        layout.addWidget(self.detail)
+        layout.addWidget(self.plot, 1)
         layout.addWidget(self.status)
 
-        # --- events
+    def _connect_viewer(self) -> None:
         v = self.viewer
         ev, dims = v.layers.events, v.dims.events
         self._viewer_connections = [
@@ -381,9 +271,6 @@ class MeasureWidget(QWidget):
             emitter.connect(cb)
         for layer in list(v.layers):
             self._connect_layer(layer)
-        self._sync_reference_choices()
-        self._ensure_rois()
-        self.refresh()
 
     # ------------------------------------------------------------------ events
     def _schedule(self, *_args) -> None:
@@ -400,7 +287,11 @@ class MeasureWidget(QWidget):
             self._data_version[id(layer)] = next(self._versions)
         self._schedule()
 
-    def _on_name_changed(self, *_args) -> None:
+    def _on_name_changed(self, event=None) -> None:
+        old = getattr(event, "old", None) if event is not None else None
+        layer = getattr(event, "source", None)
+        if old in self._chosen and layer is not None:  # keep the user's choice
+            self._chosen[layer.name] = self._chosen.pop(old)
         self._sync_reference_choices()
         self._schedule()
 
@@ -427,8 +318,8 @@ class MeasureWidget(QWidget):
             # set_data fires on every refresh during a drag, data on press/release
             conns += [(ev.data, self._schedule), (ev.set_data, self._schedule)]
         elif hasattr(ev, "data"):
-            # new pixel data: invalidate cached PSNR/SSIM (set_data would fire on every
-            # re-slice of an image, so it is not used here)
+            # new pixel data (set, or filled in place and announced): recompute, and
+            # invalidate cached PSNR/SSIM (set_data would fire on every re-slice)
             conns.append((ev.data, self._on_data_changed))
         for name in ("scale", "translate", "rotate", "shear", "affine"):
             if hasattr(ev, name):
@@ -469,6 +360,35 @@ class MeasureWidget(QWidget):
         return [ly for ly in reversed(self.viewer.layers)
                 if isinstance(ly, Image) and not ly.rgb and ly.ndim >= 2]
 
+    def _measured_by_default(self, layer) -> bool:
+        return layer.metadata.get(_layers.OWNER_KEY) not in UNMEASURED_ROLES
+
+    def is_measured(self, layer) -> bool:
+        """Whether ``layer`` has a column: the user's choice, else the default (every
+        image layer except maps drawn by other widgets)."""
+        return self._chosen.get(layer.name, self._measured_by_default(layer))
+
+    def measured_layers(self) -> list:
+        """The layers with a column, top first."""
+        return [ly for ly in self.image_layers() if self.is_measured(ly)]
+
+    def set_measured(self, name: str, measured: bool) -> None:
+        """Measure the image layer called ``name`` or not (as the *Layers* menu does)."""
+        if not any(ly.name == name for ly in self.image_layers()):
+            raise KeyError(name)
+        self._chosen[name] = bool(measured)
+        self._sync_reference_choices()
+        self._schedule()
+
+    def _fill_layers_menu(self) -> None:
+        menu = self._layers_menu
+        menu.clear()
+        for layer in self.image_layers():
+            action = menu.addAction(layer.name)
+            action.setCheckable(True)
+            action.setChecked(self.is_measured(layer))
+            action.toggled.connect(lambda on, n=layer.name: self.set_measured(n, on))
+
     def roi_layer(self):
         """The ``DFCT ROIs`` Shapes layer, or None."""
         from napari.layers import Shapes
@@ -486,39 +406,65 @@ class MeasureWidget(QWidget):
             # ROIs exist (ours or the sample's): never re-create them behind the user's
             # back after a deletion; "Reset ROIs" does that on request
             self._created_rois = True
+            if not self._roi_source:
+                self._roi_source = "the ROI layer"
         if self._created_rois or existing is not None:
             self._roi_layer = existing
             return
         if self.image_layers():
             self._created_rois = True
-            self.reset_rois()
+            self.reset_rois(notify=False)
 
-    def reset_rois(self) -> None:
-        """(Re)create the ROI shapes near the centre of the first image layer."""
+    def _rois_of_data(self):
+        """``(ROISet or None, source text, the layer they belong to)``: the active layer's
+        data first, then the measured layers' (top first)."""
         images = self.image_layers()
-        if not images:
-            from napari.utils.notifications import show_warning
+        active = self.viewer.layers.selection.active
+        candidates = ([active] if active in images else []) + self.measured_layers() \
+            + images
+        for layer in candidates:
+            rois, where = data_rois(layer)
+            if rois is not None:
+                return rois, where, layer
+        return None, "", (self.measured_layers() or images)[0]
 
+    def reset_rois(self, notify: bool = False) -> None:
+        """(Re)create the ROI shapes: the data's own ROIs (:func:`data_rois`), or generic
+        squares near the centre of the first measured layer for data without them.
+        ``notify``: say where the ROIs came from in a notification (the button does)."""
+        if not self.image_layers():
             show_warning("Measure CNR / FWHM: add an image layer first.")
             return
-        ref = images[0]
+        rois, where, ref = self._rois_of_data()
         shape2d = ref.data.shape[-2:] if not ref.multiscale else ref.data[0].shape[-2:]
-        data, types, features = default_roi_data(shape2d)
+        if rois is not None:
+            data, types, features = rois.shapes()
+            self._roi_source = where
+        else:
+            data, types, features = default_roi_data(shape2d)
+            self._roi_source = ("generic squares (the data bring no ROIs): move them onto "
+                                "lung (signal) and air (background)")
         existing = self.roi_layer()
+        index = None
         if existing is not None:
+            index = self.viewer.layers.index(existing)
             self.viewer.layers.remove(existing)
         layer = self.viewer.add_shapes(
             data, shape_type=types, features=features, name=ROI_LAYER_NAME, ndim=2,
             scale=tuple(ref.scale[-2:]), translate=tuple(ref.translate[-2:]),
-            edge_width=max(1.0, shape2d[1] / 300),
-            edge_color=["#ff9f40", "#4fa3ff", "#5fd38d"], face_color="transparent",
+            edge_width=max(1.0, shape2d[1] / 128), **_roi_layer_kwargs(features),
         )
+        if index is not None:
+            self.viewer.layers.move(self.viewer.layers.index(layer), index)
         self._roi_layer = layer
         layer.mode = "select"
+        if notify:
+            show_info(f"Measure CNR / FWHM: ROIs reset to {self._roi_source}.")
         self._schedule()
 
     def _sync_reference_choices(self) -> None:
-        names = [ly.name for ly in self.image_layers()]
+        names = [ly.name for ly in self.image_layers() if self._measured_by_default(ly)
+                 or self._chosen.get(ly.name)]
         combo = self.reference_combo
         current = combo.currentText() if combo.count() else None
         wanted = [NO_REFERENCE, *names]
@@ -600,11 +546,14 @@ class MeasureWidget(QWidget):
             if not 0 <= k < data.shape[ax]:
                 return None, (), "the current slice is outside this layer"
             idx.append(k)
+        if len(idx) == 1 and not _layers.slice_ready(layer, idx[0]):
+            return None, tuple(idx), (f"not predicted on slice {idx[0]} yet (Predict: "
+                                      "Current slice or Whole volume)")
         return np.asarray(data[tuple(idx)]), tuple(idx), None
 
     # ------------------------------------------------------------------ update
     def refresh(self) -> None:
-        """Recompute every row now (normally called by the throttling timer)."""
+        """Recompute every column now (normally called by the throttling timer)."""
         t0 = time.perf_counter()
         self._ensure_rois()
         v = self.viewer
@@ -619,17 +568,39 @@ class MeasureWidget(QWidget):
             if why:
                 ref_reason = f"reference {ref_layer.name!r}: {why}"
 
-        rows: list[Row] = []
-        for layer in self.image_layers():
-            rows.append(self._measure_layer(layer, point, geo, geo_reason, ref_layer,
-                                            (ref_slice, ref_idx), ref_reason))
+        rows = [self._measure_layer(layer, point, geo, geo_reason, ref_layer,
+                                    (ref_slice, ref_idx), ref_reason)
+                for layer in self.measured_layers()]
         self.rows = rows
+        self._check_roi_order(rows)
         self._fill_table()
         self.last_update_ms = (time.perf_counter() - t0) * 1e3
         step = v.dims.current_step
         where = f"slice {step[0]}" if len(step) >= 3 else "2-D"
-        self.status.setText(f"{len(rows)} layer(s), {where}; updated in "
+        source = f"; ROIs: {self._roi_source}" if self._roi_source else ""
+        self.status.setText(f"{len(rows)} layer(s), {where}{source}; updated in "
                             f"{self.last_update_ms:.0f} ms")
+
+    def _check_roi_order(self, rows: list[Row]) -> None:
+        """Note (and notify once) the layers whose signal ROI is darker than the
+        background ROI."""
+        below = tuple(r.layer for r in rows if signal_below_background(r.measurement))
+        for r in rows:
+            if r.layer in below:
+                r.note = BELOW_NOTE
+        if not below:
+            self._warned = ()
+            self.warning_label.hide()
+            return
+        names = ", ".join(repr(n) for n in below)
+        text = (f"The signal ROI mean is below the background ROI mean in {names} (CNR < 0). "
+                "On a dark-field slice lung (signal) scatters more than air (background): "
+                "are the ROIs swapped or misplaced? 'Reset ROIs' restores the data's own.")
+        self.warning_label.setText("\u26a0 " + text)
+        self.warning_label.show()
+        if not self._warned:
+            show_warning(f"Measure CNR / FWHM: {text}")
+        self._warned = below
 
     def _measure_layer(self, layer, point, geo, geo_reason, ref_layer, ref, ref_reason) -> Row:
         img, idx, why = self._slice_of(layer, point)
@@ -676,108 +647,55 @@ class MeasureWidget(QWidget):
     # ------------------------------------------------------------------ table
     def _fill_table(self) -> None:
         self._updating_table = True
-        t = self.table
-        t.setRowCount(len(self.rows))
-        selected_row = 0
-        for i, row in enumerate(self.rows):
-            if row.layer == self._selected_layer:
-                selected_row = i
-            m = row.measurement
-            reasons = m.reasons if m is not None else {}
-            generic = row.reason
-            if m is not None:
-                c, f = m.cnr, m.fwhm
-                cells = [
-                    (row.layer, None),
-                    (_pm(c.cnr, c.stderr), reasons.get("cnr")),
-                    (_pm(f.fwhm, f.fwhm_stderr), reasons.get("fwhm")),
-                    (_ms(c.signal.mean, c.signal.std), c.signal.reason),
-                    (_ms(c.background.mean, c.background.std), c.background.reason),
-                    (_fmt(m.psnr, 4) if m.has_reference else "", reasons.get("psnr")),
-                    (_fmt(m.ssim, 3) if m.has_reference else "",
-                     reasons.get("ssim", reasons.get("psnr"))),
-                    (generic or "", None),
-                ]
-            else:
-                cells = [(row.layer, None)] + [(_NA, generic)] * 4
-                cells += [(_NA if row.reference else "", generic), (_NA if row.reference
-                                                                    else "", generic)]
-                cells += [(generic or "", None)]
-            for j, (text, tip) in enumerate(cells):
-                item = t.item(i, j)
-                if item is None:
-                    item = QTableWidgetItem()
-                    t.setItem(i, j, item)
-                item.setText(text)
-                align = (Qt.AlignmentFlag.AlignRight | Qt.AlignmentFlag.AlignVCenter
-                         if 0 < j < len(cells) - 1 else
-                         Qt.AlignmentFlag.AlignLeft | Qt.AlignmentFlag.AlignVCenter)
-                item.setTextAlignment(align)
-                if text == _NA or (j == len(cells) - 1 and text):
-                    item.setForeground(_WARN)
-                    item.setToolTip(tip or generic or "")
-                else:
-                    item.setData(Qt.ItemDataRole.ForegroundRole, None)
-                    item.setToolTip(tip or "")
-        # fit the table to its rows (up to a limit) so the plot gets the rest
-        rows_h = sum(t.rowHeight(i) for i in range(t.rowCount()))
-        needed = (t.horizontalHeader().height() + rows_h + 2 * t.frameWidth()
-                  + t.horizontalScrollBar().sizeHint().height() + 4)
-        table_h = int(min(max(needed, 110), 360))
-        t.setMaximumHeight(table_h)
-        if t.rowCount() != getattr(self, "_fitted_rows", -1):
-            # give the plot the space the table does not need (only when the number of
-            # rows changes, so a splitter position chosen by the user is kept otherwise)
-            self._fitted_rows = t.rowCount()
-            sizes = self._splitter.sizes()
-            total = sum(sizes)
-            upper = self._upper.sizeHint().height() - t.sizeHint().height() + table_h
-            if total > upper + 150:
-                self._splitter.setSizes([upper, total - upper])
-        if self.rows:
-            t.selectRow(selected_row)
+        names = [r.layer for r in self.rows]
+        selected = names.index(self._selected_layer) if self._selected_layer in names else 0
+        self.table.show_rows(self.rows, selected)
         self._updating_table = False
         self._update_plot()
 
     def _on_selection(self) -> None:
         if self._updating_table:
             return
-        rows = self.table.selectionModel().selectedRows()
-        if rows and rows[0].row() < len(self.rows):
-            self._selected_layer = self.rows[rows[0].row()].layer
+        col = self.table.selected_column()
+        if col is not None and col < len(self.rows):
+            self._selected_layer = self.rows[col].layer
         self._update_plot()
 
     def select_layer(self, name: str) -> None:
-        """Select the row of the layer called ``name`` (its profile is plotted)."""
+        """Select the column of the layer called ``name`` (its profile is plotted)."""
         for i, r in enumerate(self.rows):
             if r.layer == name:
-                self.table.selectRow(i)
+                self.table.selectColumn(i)
                 return
         raise KeyError(name)
 
     def selected_row(self) -> Row | None:
-        rows = self.table.selectionModel().selectedRows()
-        if rows and rows[0].row() < len(self.rows):
-            return self.rows[rows[0].row()]
+        """The measurement of the selected column (the first when none is selected)."""
+        col = self.table.selected_column()
+        if col is not None and col < len(self.rows):
+            return self.rows[col]
         return self.rows[0] if self.rows else None
 
     def _update_plot(self) -> None:
         row = self.selected_row()
         if row is None:
+            self.detail.setText("")
             self.plot.show_result("", None, "no image layer")
             return
         title = row.layer + (f"  (slice {row.slice})" if row.slice else "")
+        notes = "; ".join(t for t in (row.note, row.reason) if t)
+        self.detail.setText(f"<b>{row.layer}</b>: {notes}" if notes else "")
         m = row.measurement
         self.plot.show_result(title, m.fwhm if m is not None else None, row.reason)
 
     # ------------------------------------------------------------------ export
     def table_text(self, delimiter: str = "\t") -> str:
-        """The current table as delimited text (full precision, one row per layer)."""
+        """The current table as delimited text (full precision, one line per layer)."""
         return rows_to_text(self.rows, delimiter)
 
     def copy_to_clipboard(self) -> None:
         QApplication.clipboard().setText(self.table_text("\t"))
-        self.status.setText(f"copied {len(self.rows)} row(s) to the clipboard")
+        self.status.setText(f"copied {len(self.rows)} layer(s) to the clipboard")
 
     def export_csv(self, path: str | None = None) -> str | None:
         """Write the table as CSV; asks for a file name when ``path`` is None."""
@@ -791,9 +709,7 @@ class MeasureWidget(QWidget):
             with open(path, "w", newline="", encoding="utf-8") as fh:
                 fh.write(self.table_text(","))
         except OSError as exc:
-            from napari.utils.notifications import show_error
-
             show_error(f"Could not write {path}: {exc}")
             return None
-        self.status.setText(f"exported {len(self.rows)} row(s) to {path}")
+        self.status.setText(f"exported {len(self.rows)} layer(s) to {path}")
         return str(path)

@@ -6,9 +6,21 @@ layer ``<layer name> [prediction: <model name>]`` with the input's scale, transl
 contrast limits. Work runs in a background job
 (:func:`napari_dfct.widgets._workers.predict_job`, through
 :func:`napari_dfct.infer.predict_iter`); a whole volume streams into the layer slice by
-slice (slices not computed yet are NaN) and *Cancel* stops it between batches. A read-only
-panel shows what the model is (:func:`napari_dfct.checkpoint.describe_model`): its loss,
-preset, intensity window, and how its training went.
+slice and *Cancel* stops it between batches. A read-only panel shows what the model is
+(:func:`napari_dfct.checkpoint.describe_model`): its loss, preset, intensity window, and
+how its training went.
+
+What other widgets see of a prediction:
+
+* the layer is added when its first slice is ready, never before, so a prediction that
+  fails or is cancelled at once leaves no empty layer behind;
+* a volume layer has the input's shape; the slices not predicted yet hold NaN
+  placeholders and the layer lists the predicted ones in its metadata
+  (:data:`napari_dfct.widgets._layers.PREDICTED_KEY`). Measure shows "not predicted on
+  this slice" for a placeholder slice, and Train and Loss amplification refuse it with
+  a message, so no placeholder reaches a metric or a training run;
+* every filled slice is announced as a change of the layer's data (``layer.events.data``,
+  at most every :attr:`PredictWidget.REFRESH_MS`), so Measure recomputes at once.
 """
 
 from __future__ import annotations
@@ -24,9 +36,10 @@ import numpy as np
 from magicgui.widgets import ComboBox, Container, FileEdit, ProgressBar, PushButton
 from napari.utils.notifications import show_error, show_info, show_warning
 from qtpy.QtGui import QFontDatabase
-from qtpy.QtWidgets import QHBoxLayout, QLabel, QPlainTextEdit, QVBoxLayout, QWidget
+from qtpy.QtWidgets import QHBoxLayout, QLabel, QPlainTextEdit, QWidget
 
 from . import _layers, _models, _workers
+from ._layout import Section, scroll_body
 
 if TYPE_CHECKING:
     import napari
@@ -92,7 +105,7 @@ class PredictWidget(QWidget):
         self.volume_button.changed.connect(self.predict_volume)
         self.cancel_button.changed.connect(self.cancel)
         self.progress = ProgressBar(value=0, min=0, max=1, label="slices")
-        self.status = QLabel("Choose a model and an image layer.")
+        self.status = QLabel("")
         self.status.setWordWrap(True)
         self.info = QPlainTextEdit()
         self.info.setReadOnly(True)
@@ -101,24 +114,26 @@ class PredictWidget(QWidget):
         font.setPointSizeF(max(font.pointSizeF() - 1.0, 7.0))
         self.info.setFont(font)
         self.info.setPlaceholderText("The model's configuration appears here.")
-        self.info.setMinimumHeight(150)
+        self.info.setMinimumHeight(90)
+        self.model_section = Section("Model", self.info)
 
         buttons = QHBoxLayout()
         buttons.addWidget(self.slice_button.native)
         buttons.addWidget(self.volume_button.native)
         buttons.addWidget(self.cancel_button.native)
-        layout = QVBoxLayout(self)
+        _body, layout = scroll_body(self)
         layout.addWidget(self.form.native)
         layout.addLayout(buttons)
         layout.addWidget(self.progress.native)
         layout.addWidget(self.status)
-        layout.addWidget(QLabel("<b>Model</b>"))
-        layout.addWidget(self.info, 1)
+        layout.addWidget(self.model_section, 1)
+        self._shown_choice: tuple | None = None
 
         self._refresh = _workers.Throttle(self, self.REFRESH_MS, self._refresh_output)
 
         self.fields.model.changed.connect(self._on_model)
         self.fields.model_dir.changed.connect(self._on_model_dir)
+        self.fields.image.changed.connect(self._update_status)
         _models.connect_registry(self, self._on_registry)
         ev = self._viewer.layers.events
         for name in ("inserted", "removed", "reordered"):
@@ -126,6 +141,7 @@ class PredictWidget(QWidget):
         self.reset_choices()
         self._select_newest()
         self._on_model()
+        self._update_status()
 
     # ------------------------------------------------------------------ choices
     def _model_choices(self, _widget=None):
@@ -143,6 +159,24 @@ class PredictWidget(QWidget):
             preferred = [la for la in layers if la.name.lower().startswith("input")]
             if preferred or layers:
                 self.fields.image.value = (preferred or layers)[0]
+        self._update_status()
+
+    def _update_status(self, *_args) -> None:
+        """Say what is missing, or that a prediction can start (when the choice changes
+        and no prediction runs, so a result stays shown until then)."""
+        model, layer = self.fields.model.value, self.fields.image.value
+        choice = (model, None if layer is None else layer.name)
+        if self.is_running or choice == self._shown_choice:
+            return
+        self._shown_choice = choice
+        missing = [what for what, value in (
+            ("a model (train one, or open a model folder)", model),
+            ("an image layer", layer)) if value is None]
+        if missing:
+            self.status.setText("Choose " + " and ".join(missing) + ".")
+        else:
+            self.status.setText(f"Ready: {model_name(model)} on {layer.name!r}. "
+                                "Current slice predicts the slice on view.")
 
     def _select_newest(self) -> None:
         choices = self._model_choices()
@@ -171,6 +205,7 @@ class PredictWidget(QWidget):
     def _on_model(self, *_args) -> None:
         from napari_dfct.checkpoint import describe_model
 
+        self._update_status()
         path = self.fields.model.value
         if path is None:
             self.info.setPlainText("")
@@ -214,8 +249,7 @@ class PredictWidget(QWidget):
         from napari.utils import progress
 
         self._job = job
-        job.output = self._output_layer(job)
-        self.last_layer = job.output
+        job.output = self._reusable_output(job)  # a new layer waits for the first slice
         job.done = 0
         self.progress.max = max(len(job.slices), 1)
         self.progress.value = 0
@@ -268,25 +302,38 @@ class PredictWidget(QWidget):
             loaded=self._cache.get(key), cache_key=key,
         )
 
-    def _output_layer(self, job):
-        """Add (or reuse) the prediction layer: same shape, placement and contrast."""
+    def _reusable_output(self, job):
+        """The existing prediction layer of this input and model, when it has the input's
+        shape (its predicted slices are kept), else None."""
         layer = job.layer
         name = prediction_name(layer.name, job.model_name)
-        placement = {"scale": tuple(layer.scale), "translate": tuple(layer.translate)}
-        limits = tuple(layer.contrast_limits)
         existing = self._viewer.layers[name] if name in self._viewer.layers else None
-        shape = tuple(job.volume.shape)
-        if existing is not None and tuple(existing.data.shape) == shape and \
-                existing.metadata.get(_layers.OWNER_KEY) == ROLE:
-            existing.scale = placement["scale"]
-            existing.translate = placement["translate"]
-            return existing
-        data = np.full(shape, np.nan, dtype=np.float32)
-        out = _layers.upsert_image(self._viewer, name, data, role=ROLE,
-                                   contrast_limits=limits, colormap=layer.colormap.name,
-                                   **placement)
+        if existing is None or tuple(existing.data.shape) != tuple(job.volume.shape) or \
+                existing.metadata.get(_layers.OWNER_KEY) != ROLE:
+            return None
+        existing.scale = tuple(layer.scale)
+        existing.translate = tuple(layer.translate)
+        return existing
+
+    def _new_output(self, job, z: int, y: np.ndarray):
+        """Add the prediction layer holding its first slice: the input's shape, placement
+        and contrast; the other slices are placeholders listed as not predicted."""
+        layer = job.layer
+        if job.volume.ndim == 3:
+            data = np.full(job.volume.shape, np.nan, dtype=np.float32)
+            data[z] = y
+        else:
+            data = np.asarray(y, dtype=np.float32)
+        out = _layers.upsert_image(
+            self._viewer, prediction_name(layer.name, job.model_name), data, role=ROLE,
+            contrast_limits=tuple(layer.contrast_limits), colormap=layer.colormap.name,
+            scale=tuple(layer.scale), translate=tuple(layer.translate))
         out.metadata["model_dir"] = str(job.model_dir)
         out.metadata["source_layer"] = layer.name
+        if data.ndim == 3:
+            out.metadata[_layers.PREDICTED_KEY] = [int(z)]
+        else:
+            out.metadata.pop(_layers.PREDICTED_KEY, None)
         return out
 
     # ------------------------------------------------------------------ worker signals
@@ -302,20 +349,38 @@ class PredictWidget(QWidget):
             return
         z, y = event.index, event.value
         out = job.output
-        if out.data.ndim == 3:
+        if out is None:
+            out = job.output = self.last_layer = self._new_output(job, z, y)
+        elif out.data.ndim == 3:
             out.data[z] = y
+            done = out.metadata.get(_layers.PREDICTED_KEY)
+            if done is not None and z not in done:
+                done = sorted({*done, int(z)})
+                # every slice predicted: a plain layer again
+                if len(done) == out.data.shape[0]:
+                    out.metadata.pop(_layers.PREDICTED_KEY)
+                else:
+                    out.metadata[_layers.PREDICTED_KEY] = done
         else:
             out.data = y
+        self.last_layer = out
+        job.changed = True
         job.done += 1
         self.progress.value = job.done
         if self._pbar is not None:
             self._pbar.update(1)
         self._refresh.poke()
 
-    def _refresh_output(self) -> None:
-        job = self._job
-        if job is not None and job.output is not None:
-            job.output.refresh()
+    def _refresh_output(self, job=None) -> None:
+        """Announce the slices written in place since the last call: a data event (Measure
+        and any other listener recompute) and a redraw."""
+        job = job or self._job
+        if job is None or job.output is None or not getattr(job, "changed", False):
+            return
+        job.changed = False
+        out = job.output
+        out.events.data(value=out.data)
+        out.refresh()
 
     def _on_errored(self, exc: BaseException) -> None:
         text = _workers.failure_text("Prediction", exc)
@@ -334,14 +399,17 @@ class PredictWidget(QWidget):
         self.cancel_button.enabled = False
         if job is None:
             return
-        if job.output is not None:
-            job.output.refresh()
+        self._refresh_output(job)
         n = len(job.slices)
         if job.done == n:
             what = f"{n} slices" if job.whole else f"slice {job.slices[0]}"
             self.status.setText(f"Predicted {what} \u2192 {job.output.name!r}")
         elif self._cancel is not None and self._cancel.is_set():
-            text = f"Prediction cancelled after {job.done} of {n} slices (the rest are NaN)."
+            if job.output is None:
+                text = "Prediction cancelled before the first slice; no layer was added."
+            else:
+                text = (f"Prediction cancelled after {job.done} of {n} slices; the others "
+                        "are marked as not predicted.")
             self.status.setText(text)
             show_info(text)
 

@@ -6,7 +6,8 @@ configuration and the paper's hyper-parameters, validates them, and runs
 (:func:`napari_dfct.widgets._workers.train_job`). Every epoch event updates, at most every
 ``GUI_INTERVAL_MS``, a progress bar, a live plot of the training and validation loss, the
 learning rate and best epoch, and a preview layer ``<input> [training preview]`` with the
-prediction on one validation slice. New runs go to ``<save under>/<run name>``
+prediction on one validation slice (the layer shows that slice on every slice; the viewer
+stays where the user is). New runs go to ``<save under>/<run name>``
 (:func:`napari_dfct.checkpoint.new_run_dir`); *resume from* continues a stopped run in
 its folder (:func:`napari_dfct.train.resume_config`).
 
@@ -38,10 +39,11 @@ from magicgui.widgets import (
     SpinBox,
 )
 from napari.utils.notifications import show_error, show_info, show_warning
-from qtpy.QtCore import QTimer
-from qtpy.QtWidgets import QHBoxLayout, QLabel, QTabWidget, QVBoxLayout, QWidget
+from qtpy.QtCore import Qt, QTimer
+from qtpy.QtWidgets import QFrame, QHBoxLayout, QLabel, QScrollArea, QTabWidget, QWidget
 
 from . import _layers, _models, _workers
+from ._layout import scroll_body
 from ._plot import PlotCanvas
 
 if TYPE_CHECKING:
@@ -104,7 +106,7 @@ class TrainWidget(QWidget):
         self.fields = SimpleNamespace(**{w.name: w for form in forms for w in form})
         self.fields.lr.native.setPlaceholderText("1e-3")
         self.fields.run_name.native.setPlaceholderText("auto: <loss>-<date>-<time>")
-        self.fields.preview.native.setSpecialValueText("auto")
+        self.fields.preview.native.setPlaceholderText("auto")
         self._build_layout(forms)
         self._connect_fields()
         self._on_source()
@@ -127,9 +129,9 @@ class TrainWidget(QWidget):
                          filter="Volumes (*.tif *.tiff *.npy *.npz *.dcm)"),
                 FileEdit(name="target_file", label="target file", mode="r", nullable=True,
                          filter="Volumes (*.tif *.tiff *.npy *.npz *.dcm)"),
-                SpinBox(name="preview", label="preview slice", value=-1, min=-1,
-                        max=100_000, tooltip="Slice shown in the preview layer each epoch "
-                        "(auto: the first validation slice)"),
+                LineEdit(name="preview", label="preview slice", value="auto",
+                         tooltip="Slice shown in the preview layer each epoch: a slice "
+                         "number, or auto (the first validation slice)"),
             ],
             labels=True,
         )
@@ -211,11 +213,20 @@ class TrainWidget(QWidget):
             labels=True,
         )
 
+    #: Height of the settings tabs before they scroll (the loss plot gets the rest).
+    TABS_HEIGHT = 250
+
     def _build_layout(self, forms) -> None:
         self.tabs = QTabWidget()
         for form, title in zip(forms, ("Data", "Loss", "Training", "Output"), strict=True):
             form.native.layout().setContentsMargins(6, 6, 6, 6)
-            self.tabs.addTab(form.native, title)
+            page = QScrollArea()
+            page.setWidgetResizable(True)
+            page.setFrameShape(QFrame.Shape.NoFrame)
+            page.setHorizontalScrollBarPolicy(Qt.ScrollBarPolicy.ScrollBarAlwaysOff)
+            page.setWidget(form.native)
+            self.tabs.addTab(page, title)
+        self.tabs.setMaximumHeight(self.TABS_HEIGHT)
 
         self.start_button = PushButton(name="start", text="Start training")
         self.stop_button = PushButton(name="stop", text="Stop", enabled=False)
@@ -224,18 +235,19 @@ class TrainWidget(QWidget):
         self.progress = ProgressBar(value=0, min=0, max=1, label="epochs")
         self.status = QLabel("Ready.")
         self.status.setWordWrap(True)
-        self.plot = PlotCanvas(xlabel="epoch", ylabel="loss", title="", height=2.3,
+        self.plot = PlotCanvas(xlabel="epoch", ylabel="loss", title="", height=2.0,
                                integer_x=True)
         self.plot.set_yscale("log")
 
         buttons = QHBoxLayout()
         buttons.addWidget(self.start_button.native, 2)
         buttons.addWidget(self.stop_button.native, 1)
-        layout = QVBoxLayout(self)
-        layout.addWidget(self.tabs)
+        # run controls first: in a short dock they stay in view above the settings
+        _body, layout = scroll_body(self)
         layout.addLayout(buttons)
         layout.addWidget(self.progress.native)
         layout.addWidget(self.status)
+        layout.addWidget(self.tabs)
         layout.addWidget(self.plot, 1)
 
     def _connect_fields(self) -> None:
@@ -401,6 +413,11 @@ class TrainWidget(QWidget):
             for layer in (inp, tgt):
                 if layer.multiscale:
                     raise ValueError(f"layer {layer.name!r} is multiscale; not supported")
+                missing = _layers.missing_slices(layer)
+                if missing:
+                    raise ValueError(
+                        f"layer {layer.name!r} is not predicted on {len(missing)} of its "
+                        f"{layer.data.shape[0]} slices; predict the whole volume first")
             x = np.asarray(inp.data, dtype=np.float32)
             y = np.asarray(tgt.data, dtype=np.float32)
             try:
@@ -436,13 +453,23 @@ class TrainWidget(QWidget):
                 f.save_under.value or default_models_dir(), f.run_name.value,
                 config.loss.name,
             )
-        preview = int(f.preview.value)
-        if preview >= 0 and run.shape is not None and preview >= run.shape[0]:
-            raise ValueError(
-                f"preview slice {preview} is out of range for {run.shape[0]} slices"
-            )
-        run.preview_index = preview if preview >= 0 else None
+        run.preview_index = self._preview_index(run.shape)
         return run
+
+    def _preview_index(self, shape) -> int | None:
+        """The preview slice of the form: None for auto, else a checked slice number."""
+        text = str(self.fields.preview.value or "").strip()
+        if text.lower() in ("", "auto"):
+            return None
+        try:
+            preview = int(text)
+        except ValueError:
+            raise ValueError(
+                f"preview slice {text!r} must be a slice number or auto") from None
+        if preview < 0 or (shape is not None and preview >= shape[0]):
+            n = f"{shape[0]} slices" if shape is not None else "the volume"
+            raise ValueError(f"preview slice {preview} is out of range for {n}")
+        return preview
 
     # ------------------------------------------------------------------ run control
     @property
@@ -554,10 +581,13 @@ class TrainWidget(QWidget):
         if self._pbar is not None:
             self._pbar.total = max(int(event.epochs), 1)
             self._pbar.update(max(int(event.epoch) - int(self._pbar.n), 0))
+        where = ("" if event.preview_index is None
+                 else f"; preview: slice {event.preview_index}")
         self.status.setText(
             f"Epoch {event.epoch}/{event.epochs}: training {event.train_loss:.4g}, "
             f"validation {event.val_loss:.4g}, lr {event.lr:.2e}, best epoch "
-            f"{event.best_epoch} ({event.seconds:.1f} s/epoch)"
+            f"{event.best_epoch} (validation {event.best_val_loss:.4g}; "
+            f"{event.seconds:.1f} s/epoch){where}"
         )
         history = list(self._history)
         epochs = [e.epoch for e in history]
@@ -568,12 +598,11 @@ class TrainWidget(QWidget):
         if event.best_epoch > 0 and math.isfinite(event.best_val_loss):
             self.plot.set_marker("best", event.best_epoch, event.best_val_loss, marker="*",
                                  markersize=11, color="#ffd166", label="best")
-        self.plot.set_title(
-            f"lr {event.lr:.2e}  \u00b7  best epoch {event.best_epoch} "
-            f"(val {event.best_val_loss:.4g})"
-        )
         if self.plot.ax.get_legend() is None:
-            self.plot.legend(loc="upper right")
+            # above the axes, in the top margin: it never covers a point (the best star)
+            self.plot.legend(loc="lower left", bbox_to_anchor=(0.0, 1.0), ncol=3,
+                             frameon=False, borderaxespad=0.1, handletextpad=0.3,
+                             columnspacing=1.0)
         self.plot.redraw()  # deferred: draws in its own event-loop task
         if event.preview is not None:
             self._preview_event = event
@@ -592,21 +621,12 @@ class TrainWidget(QWidget):
             contrast_limits=limits if first else None, colormap="gray",
             **dict(run.placement or {}),
         )
+        layer.metadata["preview_slice"] = event.preview_index
         if first:
+            # shown on top of every slice; the viewer's slice is the user's (Predict's
+            # "Current slice" works on it), so it is never moved
             self._preview_shown = True
             layer.visible = True
-            if run.layer is not None and run.layer.ndim >= 3 and \
-                    event.preview_index is not None:
-                self._show_slice(run.layer, int(event.preview_index))
-
-    def _show_slice(self, layer, z: int) -> None:
-        """Move the viewer to slice ``z`` of ``layer`` (where the preview is computed)."""
-        try:
-            axis = self._viewer.dims.ndim - layer.ndim
-            world = float(layer.translate[0] + z * layer.scale[0])
-            self._viewer.dims.set_point(axis, world)
-        except Exception:  # noqa: BLE001 - cosmetic only
-            pass
 
     def _on_returned(self, result) -> None:
         self._updates.flush()
