@@ -66,12 +66,16 @@ def _pair():
     return noisy.astype(np.float32), target.astype(np.float32)
 
 
-def _config():
-    # epoch 1 improves (the first save), epoch 2 does not (history and state only),
-    # epoch 3 improves again (new weights over old ones): every kind of save happens
+def _config(lr=0.1, seed=0):
     return TrainConfig(loss=LossConfig(spatial="linear"), preset="tiny", epochs=3,
-                       batch_size=4, patch=24, patches_per_slice=2, lr=0.1, seed=0,
-                       device="cpu", keep_state=True)
+                       batch_size=4, patch=24, patches_per_slice=2, lr=lr, seed=seed,
+                       device="cpu", keep_state=True, window={"low": -1.5, "high": 1.5})
+
+
+#: The first of these settings whose run improves in epochs 1 and 3 but not in 2 is
+#: used: the first save, a save without new weights (history and state) and new weights
+#: over old ones then all happen.
+CANDIDATES = [(lr, seed) for lr in (0.1, 0.3, 0.03, 1.0) for seed in (0, 1, 2)]
 
 
 def _record(history):
@@ -98,18 +102,21 @@ def reference(tmp_path_factory):
     exported = {}
 
     def snapshot(ev):
-        exported[ev.epoch] = _weights(folder / "ref" / ckpt.WEIGHTS_FILE)
+        exported[ev.epoch] = _weights(ref / ckpt.WEIGHTS_FILE)
 
-    res = run_fit(x, y, _config(), folder / "ref", callback=snapshot, preview=False)
-    improved = [h["improved"] for h in res.history]
-    assert improved == [True, False, True], f"the settings no longer cover every save: " \
-                                            f"{improved}"
+    for i, (lr, seed) in enumerate(CANDIDATES):
+        ref, exported = folder / f"ref{i}", {}
+        config = _config(lr, seed)
+        res = run_fit(x, y, config, ref, callback=snapshot, preview=False)
+        if [h["improved"] for h in res.history] == [True, False, True]:
+            break
+    else:
+        pytest.fail("no candidate setting improves in epochs 1 and 3 only")
     np.savez(folder / "data.npz", x=x, y=y)
     (folder / "child.py").write_text(CHILD)
     return {"folder": folder, "x": x, "y": y, "result": res, "exported": exported,
-            "final": ckpt.load_training_state(folder / "ref")["model"],
-            "best": _weights(folder / "ref" / ckpt.WEIGHTS_FILE),
-            "cfg": json.dumps(_config().to_dict())}
+            "config": config, "final": ckpt.load_training_state(ref)["model"],
+            "best": _weights(ref / ckpt.WEIGHTS_FILE), "cfg": json.dumps(config.to_dict())}
 
 
 def _child(ref, kill_at, when, out):
@@ -183,7 +190,7 @@ def test_kill_at_every_replace_point(reference, tmp_path, when, points):
             outcomes[k] = "resumed"
         else:
             # absent: a plain new run starts (and cleans what the killed one left)
-            res = run_fit(x, y, _config(), out, preview=False)
+            res = run_fit(x, y, reference["config"], out, preview=False)
             outcomes[k] = "restarted"
         _assert_ends_like_reference(reference, res, out)
         assert _leftovers(out) == [], (k, _leftovers(out))

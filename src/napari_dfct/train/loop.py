@@ -509,9 +509,11 @@ def _restore(run: _Run) -> None:
     else:  # a state saved before it held the best weights: they are the folder's
         best = ckpt.load_model(out_path, device="cpu").model.state_dict()
     run.best_state = {k: v.detach().to("cpu", copy=True) for k, v in best.items()}
-    if ckpt.weights_epoch(out_path) != run.best_epoch:
-        # killed after new weights were written but before their state: put the state's
-        # best model back, so the folder matches the run it continues
+    exported = (ckpt.weights_epoch(out_path), ckpt.load_config(out_path).get("best_epoch"))
+    if exported != (run.best_epoch, run.best_epoch):
+        # killed after new weights (or their config) were written but before their
+        # state: put the state's best model back, so the folder matches the run it
+        # continues
         _set_best_fields(run)
         ckpt.save_run(out_path, run.model_cfg, run.history, weights=run.best_state)
 
