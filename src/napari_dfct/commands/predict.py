@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import os
 import re
 import sys
 from pathlib import Path
@@ -14,7 +15,9 @@ Run a model folder written by `dfct train` on full slices of a volume and write 
 prediction (float32, in the input's units) as TIFF or .npy (by the --out extension).
 --slices picks slices (0-based; e.g. 3,5-7); the output then holds just those, in that
 order. --tile N processes N x N tiles with blending (also used automatically when a slice
-does not fit in GPU memory).
+does not fit in GPU memory). An existing --out is replaced only with --overwrite, and never
+when it is the input file itself; the file is written atomically (a reader sees the old
+file or the complete new one).
 
 Examples:
   dfct predict --model models/l2-s --input data/sim/input.tif --out pred.tif
@@ -35,6 +38,8 @@ def register(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--overlap", type=int, default=32, help="tile overlap in pixels")
     parser.add_argument("--device", default="auto",
                         help="auto (CUDA, then MPS, then CPU), cpu, cuda, cuda:1, mps")
+    parser.add_argument("--overwrite", action="store_true",
+                        help="replace an existing --out file (never the --input file)")
     parser.add_argument("--no-progress", dest="progress", action="store_false",
                         help="no progress bar")
 
@@ -71,6 +76,29 @@ def parse_slices(text: str, n: int) -> list[int]:
     return out
 
 
+def _same_file(a: Path, b: Path) -> bool:
+    """Whether ``a`` and ``b`` name one file (the same path, a link, a hard link)."""
+    try:
+        if os.path.samefile(a, b):
+            return True
+    except OSError:  # one of them does not exist (yet)
+        pass
+    return a.resolve() == b.resolve()
+
+
+def check_output(in_path: Path, out: Path, overwrite: bool) -> None:
+    """Refuse an ``--out`` that is the input file, a folder, or (without ``overwrite``) an
+    existing file: :class:`napari_dfct.cli.CLIError` with one line."""
+    from ..cli import CLIError
+
+    if _same_file(in_path, out):
+        raise CLIError(f"--out {out} is the input file: write the prediction to another file")
+    if out.is_dir():
+        raise CLIError(f"--out {out} is a folder: give a file ending in .tif, .tiff or .npy")
+    if os.path.lexists(out) and not overwrite:
+        raise CLIError(f"{out} already exists: use --overwrite to replace it")
+
+
 def run(args: argparse.Namespace) -> int:
     """Predict; write the output file; exit status 0 (2 on bad input)."""
     import numpy as np
@@ -88,6 +116,7 @@ def run(args: argparse.Namespace) -> int:
     out = Path(args.out)
     if out.suffix.lower() not in (".tif", ".tiff", ".npy"):
         raise CLIError(f"--out must end in .tif, .tiff or .npy, got {out.name}")
+    check_output(in_path, out, args.overwrite)
     if args.batch_size < 1:
         raise CLIError(f"--batch-size must be >= 1, got {args.batch_size}")
     if args.tile is not None and args.tile < 16:
@@ -137,6 +166,7 @@ def run(args: argparse.Namespace) -> int:
     scale = info.get("scale") if isinstance(info, dict) else None
     if scale is not None and len(scale) != result.ndim:
         scale = tuple(scale)[-result.ndim:]
+    check_output(in_path, out, args.overwrite)  # again: it may have appeared meanwhile
     try:
         path = write_volume(out, result, scale=scale)
     except (ValueError, OSError) as exc:
