@@ -210,6 +210,10 @@ def test_measure_follows_the_prediction(viewer, registry, model_dir, qtbot, note
     _wait(qtbot, widget)
     qtbot.waitUntil(lambda: measured(2), timeout=5000)
     out = viewer.layers[name]
+    # right above its input, under the ROI shapes (which stay visible)
+    order = [layer.name for layer in viewer.layers]
+    assert order.index(name) == order.index("input (1 rotation)") + 1
+    assert order.index("DFCT ROIs") > order.index(name)
     m = _measure_column(measure, name).measurement
     assert m.psnr == pytest.approx(metrics.psnr(out.data[2], truth[2]))
     assert m.ssim == pytest.approx(metrics.ssim(out.data[2], truth[2]))

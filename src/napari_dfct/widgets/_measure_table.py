@@ -1,9 +1,11 @@
 """The Measure widget's table and rows: one column per measured layer, one row per metric.
 
 Metrics run down the rows (CNR, FWHM, the ROI means and standard deviations, PSNR, SSIM
-and a note), layers across the columns, so every metric stays visible in a narrow dock;
-the columns share the dock's width (a long layer name is shortened in the header and
-shown in full in its tool tip), and the table is exactly as tall as its rows.
+and a note), layers across the columns, so every metric stays visible in a narrow dock.
+A value and its error (or a mean and its standard deviation) share a cell on two short
+lines; the columns share the dock's width (a long layer name is shortened in the header,
+line by line, and shown in full in its tool tip); the table is exactly as tall as its
+rows.
 
 :class:`Row` is one layer's measurement (the export unit: :data:`EXPORT_COLUMNS`,
 :func:`rows_to_text`); nothing here computes a metric (:mod:`napari_dfct.metrics` does).
@@ -18,7 +20,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from qtpy.QtCore import Qt
-from qtpy.QtGui import QColor
+from qtpy.QtGui import QColor, QFontMetrics
 from qtpy.QtWidgets import (
     QAbstractItemView,
     QHeaderView,
@@ -40,15 +42,15 @@ EXPORT_COLUMNS = (
 )
 
 #: The metric rows of the table, top to bottom.
-METRICS = ("CNR", "FWHM (px)", "Signal \u03bc / \u03c3", "Bkg \u03bc / \u03c3", "PSNR (dB)",
-           "SSIM", "Note")
+METRICS = ("CNR", "FWHM (px)", "Signal", "Background", "PSNR (dB)", "SSIM", "Note")
 _TIPS = {
     "CNR": "(mean_signal - mean_bkg) / sqrt(std_signal^2 + std_bkg^2) \u00b1 standard "
            "error (delta method, uncorrelated pixels)",
     "FWHM (px)": "FWHM of the line spread function from an erf fit to the edge "
                  "profile \u00b1 fit error, in pixels of the layer",
-    METRICS[2]: "signal ROI mean / sample standard deviation (ddof = 1)",
-    METRICS[3]: "background ROI mean / sample standard deviation (ddof = 1)",
+    "Signal": "signal ROI mean \u03bc and sample standard deviation \u03c3 (ddof = 1)",
+    "Background": "background ROI mean \u03bc and sample standard deviation \u03c3 "
+                  "(ddof = 1)",
     "PSNR (dB)": "against the reference layer; data range = reference max - min",
     "SSIM": "against the reference layer (7x7 window)",
     "Note": "why a value is n/a, and warnings about the ROIs",
@@ -77,21 +79,21 @@ def _decimals(v: float, sig: int = 3) -> int:
     return max(0, sig - 1 - math.floor(math.log10(abs(v))))
 
 
-def _pm(v: float, e: float, sig: int = 3) -> str:
-    """``v +/- e`` with the error rounded to the value's decimals."""
+def _pm(v: float, e: float, sig: int = 3, sep: str = " ") -> str:
+    """``v +/- e`` with the error rounded to the value's decimals (``sep`` between)."""
     if v is None or math.isnan(v):
         return NA
     d = _decimals(v, sig)
     if e is None or math.isnan(e):
         return f"{v:.{d}f}"
-    return f"{v:.{d}f} \u00b1 {e:.{d}f}"
+    return f"{v:.{d}f}{sep}\u00b1 {e:.{d}f}"
 
 
-def _ms(mean: float, std: float) -> str:
-    """``mean / std`` with 3 significant digits each."""
+def _ms(mean: float, std: float, sep: str = " ") -> str:
+    """``mean`` and ``std`` with 3 significant digits each (``sep`` between)."""
     if mean is None or math.isnan(mean):
         return NA
-    return f"{_fmt(mean, 3)} / {_fmt(std, 3)}"
+    return f"\u03bc {_fmt(mean, 3)}{sep}\u03c3 {_fmt(std, 3)}"
 
 
 def _csv_value(v: Any) -> Any:
@@ -111,13 +113,17 @@ def signal_below_background(m: metrics.Measurement | None) -> bool:
     return math.isfinite(s) and math.isfinite(b) and s < b
 
 
-def header_label(name: str) -> str:
-    """A layer name on two lines where it has a bracketed part (``input\\n(1 rotation)``)."""
+def header_lines(name: str) -> list[str]:
+    """A layer name as header lines: a prediction as ``prediction`` and its model, else
+    the name and its bracketed part (``input``, ``(1 rotation)``)."""
+    mark = " [prediction: "
+    if mark in name and name.endswith("]"):
+        return ["prediction", name[name.index(mark) + len(mark):-1]]
     for mark in (" [", " ("):
         i = name.find(mark)
         if i > 0:
-            return name[:i] + "\n" + name[i + 1:]
-    return name
+            return [name[:i], name[i + 1:]]
+    return [name]
 
 
 @dataclass
@@ -153,10 +159,10 @@ class Row:
         reasons = m.reasons
         c, f = m.cnr, m.fwhm
         return [
-            (_pm(c.cnr, c.stderr), reasons.get("cnr", "")),
-            (_pm(f.fwhm, f.fwhm_stderr), reasons.get("fwhm", "")),
-            (_ms(c.signal.mean, c.signal.std), c.signal.reason or ""),
-            (_ms(c.background.mean, c.background.std), c.background.reason or ""),
+            (_pm(c.cnr, c.stderr, sep="\n"), reasons.get("cnr", "")),
+            (_pm(f.fwhm, f.fwhm_stderr, sep="\n"), reasons.get("fwhm", "")),
+            (_ms(c.signal.mean, c.signal.std, "\n"), c.signal.reason or ""),
+            (_ms(c.background.mean, c.background.std, "\n"), c.background.reason or ""),
             (_fmt(m.psnr, 4) if m.has_reference else "", reasons.get("psnr", "")),
             (_fmt(m.ssim, 3) if m.has_reference else "",
              reasons.get("ssim", reasons.get("psnr", ""))),
@@ -196,14 +202,17 @@ class MetricsTable(QTableWidget):
         header = self.horizontalHeader()
         header.setSectionResizeMode(QHeaderView.ResizeMode.Stretch)
         header.setMinimumSectionSize(40)
-        header.setTextElideMode(Qt.TextElideMode.ElideMiddle)
+        header.setTextElideMode(Qt.TextElideMode.ElideNone)  # elided line by line below
+        header.sectionResized.connect(lambda *_: self._elide_headers())
         self.verticalHeader().setSectionResizeMode(QHeaderView.ResizeMode.Fixed)
+        self._names: list[str] = []
         self.setSizePolicy(QSizePolicy.Policy.Expanding, QSizePolicy.Policy.Fixed)
         self._fit_height()
 
     def show_rows(self, rows: list[Row], selected: int) -> None:
         """One column per row (layer), ``selected`` column selected."""
         self.setColumnCount(len(rows))
+        self._names = [row.layer for row in rows]
         right = Qt.AlignmentFlag.AlignRight | Qt.AlignmentFlag.AlignVCenter
         left = Qt.AlignmentFlag.AlignLeft | Qt.AlignmentFlag.AlignVCenter
         for j, row in enumerate(rows):
@@ -211,7 +220,6 @@ class MetricsTable(QTableWidget):
             if head is None:
                 head = QTableWidgetItem()
                 self.setHorizontalHeaderItem(j, head)
-            head.setText(header_label(row.layer))
             head.setToolTip(row.layer)
             for i, (text, tip) in enumerate(row.cells()):
                 item = self.item(i, j)
@@ -226,10 +234,25 @@ class MetricsTable(QTableWidget):
                     item.setForeground(WARN)
                 else:
                     item.setData(Qt.ItemDataRole.ForegroundRole, None)
-                item.setToolTip(tip or (text if last else ""))
+                item.setToolTip(tip or text)  # the full text where a cell is too narrow
+        self._elide_headers()
         self._fit_height()
         if rows:
             self.selectColumn(min(max(selected, 0), len(rows) - 1))
+
+    def _elide_headers(self) -> None:
+        """Header texts shortened line by line to their column's width."""
+        header = self.horizontalHeader()
+        fm = QFontMetrics(header.font())
+        for j, name in enumerate(self._names):
+            head = self.horizontalHeaderItem(j)
+            if head is None:
+                continue
+            width = max(header.sectionSize(j) - 10, 12)
+            text = "\n".join(fm.elidedText(line, Qt.TextElideMode.ElideRight, width)
+                             for line in header_lines(name))
+            if head.text() != text:
+                head.setText(text)
 
     def selected_column(self) -> int | None:
         """The selected column, or None."""
@@ -237,6 +260,11 @@ class MetricsTable(QTableWidget):
         return cols[0].column() if cols else None
 
     def _fit_height(self) -> None:
+        v = self.verticalHeader()
+        line = QFontMetrics(self.font()).lineSpacing()
+        for i, name in enumerate(METRICS):
+            two = name in ("CNR", "FWHM (px)", "Signal", "Background")
+            v.resizeSection(i, (2 * line if two else line) + 8)
         header = self.horizontalHeader()
         head_h = max(header.sizeHint().height(), header.height() if header.isVisible()
                      else 0)

@@ -205,7 +205,8 @@ class MeasureWidget(QWidget):
             "(1 px: a single line, as in the paper)")
         self.linewidth_spin.valueChanged.connect(self._schedule)
         self.layers_button = QToolButton()
-        self.layers_button.setText("Layers")
+        self.layers_button.setText("Layers \u25be")
+        self.layers_button.setStyleSheet("QToolButton::menu-indicator { image: none; }")
         self.layers_button.setToolTip(
             "The measured layers (the maps drawn by Loss amplification and the training "
             "previews only on request)")
@@ -407,7 +408,7 @@ class MeasureWidget(QWidget):
             # back after a deletion; "Reset ROIs" does that on request
             self._created_rois = True
             if not self._roi_source:
-                self._roi_source = "the ROI layer"
+                self._roi_source = f"the {ROI_LAYER_NAME!r} layer"
         if self._created_rois or existing is not None:
             self._roi_layer = existing
             return
@@ -680,11 +681,13 @@ class MeasureWidget(QWidget):
         row = self.selected_row()
         if row is None:
             self.detail.setText("")
+            self.detail.hide()
             self.plot.show_result("", None, "no image layer")
             return
         title = row.layer + (f"  (slice {row.slice})" if row.slice else "")
         notes = "; ".join(t for t in (row.note, row.reason) if t)
         self.detail.setText(f"<b>{row.layer}</b>: {notes}" if notes else "")
+        self.detail.setVisible(bool(notes))
         m = row.measurement
         self.plot.show_result(title, m.fwhm if m is not None else None, row.reason)
 

@@ -13,7 +13,8 @@ how its training went.
 What other widgets see of a prediction:
 
 * the layer is added when its first slice is ready, never before, so a prediction that
-  fails or is cancelled at once leaves no empty layer behind;
+  fails or is cancelled at once leaves no empty layer behind; it goes right above its
+  input layer (under the ROI shapes);
 * a volume layer has the input's shape; the slices not predicted yet hold NaN
   placeholders and the layer lists the predicted ones in its metadata
   (:data:`napari_dfct.widgets._layers.PREDICTED_KEY`). Measure shows "not predicted on
@@ -324,10 +325,16 @@ class PredictWidget(QWidget):
             data[z] = y
         else:
             data = np.asarray(y, dtype=np.float32)
+        name = prediction_name(layer.name, job.model_name)
+        new = name not in self._viewer.layers
         out = _layers.upsert_image(
-            self._viewer, prediction_name(layer.name, job.model_name), data, role=ROLE,
+            self._viewer, name, data, role=ROLE,
             contrast_limits=tuple(layer.contrast_limits), colormap=layer.colormap.name,
             scale=tuple(layer.scale), translate=tuple(layer.translate))
+        layers = self._viewer.layers
+        if new and layer in layers:
+            # right above its input: over the image it improves, under the ROI shapes
+            layers.move(layers.index(out), layers.index(layer) + 1)
         out.metadata["model_dir"] = str(job.model_dir)
         out.metadata["source_layer"] = layer.name
         if data.ndim == 3:

@@ -219,7 +219,10 @@ class TrainWidget(QWidget):
     def _build_layout(self, forms) -> None:
         self.tabs = QTabWidget()
         for form, title in zip(forms, ("Data", "Loss", "Training", "Output"), strict=True):
-            form.native.layout().setContentsMargins(6, 6, 6, 6)
+            form_layout = form.native.layout()
+            form_layout.setContentsMargins(6, 6, 6, 6)
+            if hasattr(form_layout, "addStretch"):
+                form_layout.addStretch(1)  # rows at the top, not spread over the page
             page = QScrollArea()
             page.setWidgetResizable(True)
             page.setFrameShape(QFrame.Shape.NoFrame)
@@ -536,6 +539,9 @@ class TrainWidget(QWidget):
             **(run.placement or {}),
         )
         layer.visible = False
+        layers = self._viewer.layers
+        if run.layer in layers:  # right above its input, under the ROI shapes
+            layers.move(layers.index(layer), layers.index(run.layer) + 1)
 
     def _open_pbar(self, run) -> None:
         from napari.utils import progress
@@ -640,7 +646,12 @@ class TrainWidget(QWidget):
                    "cancelled": "stopped"}.get(result.stopped, result.stopped)
             text = (f"Training {how} after {result.epochs_run} epochs; best epoch "
                     f"{result.best_epoch} (validation loss {result.best_val_loss:.4g}). "
-                    f"Model saved in {result.model_dir}")
+                    f"Model saved in {result.model_dir}.")
+            shown = [e.preview_index for e in self._history if e.preview_index is not None]
+            run = self._run
+            preview = None if run is None else f"{run.name}{PREVIEW_SUFFIX}"
+            if shown and preview in self._viewer.layers:
+                text += f" The preview layer shows slice {shown[-1]}."
             self.status.setText(text)
             show_info(text)
         else:

@@ -10,8 +10,10 @@ target image layer, normalises the displayed slice with the training window
 * ``amplified loss map`` - :meth:`napari_dfct.losses.AmplifiedLoss.loss_map`,
 
 as image layers that are updated in place whenever an option or the slice changes, a
-plot of the radial profiles (linear vs non-linear) and the effective scale of the
-configuration (A_F at DC, mean A_S, mean amplified / mean plain loss).
+plot of the radial profiles (linear vs non-linear, in a section that folds away) and the
+effective scale of the configuration (A_F at DC, mean A_S, mean amplified / mean plain
+loss). A prediction layer that is not predicted on every slice yet gives no loss maps
+(its placeholders would be NaN): the widget says so and shows the weights only.
 """
 
 from __future__ import annotations
@@ -22,9 +24,10 @@ import numpy as np
 from magicgui.widgets import CheckBox, ComboBox, Container
 from napari.utils.notifications import show_error
 from qtpy.QtCore import Qt, QTimer
-from qtpy.QtWidgets import QLabel, QVBoxLayout, QWidget
+from qtpy.QtWidgets import QLabel, QWidget
 
 from . import _layers
+from ._layout import Section, scroll_body
 from ._plot import PlotCanvas
 
 if TYPE_CHECKING:
@@ -104,17 +107,18 @@ class WeightsWidget(QWidget):
             xlabel=["radius (0 centre, 1 corner)", "frequency (0 DC, 1 corner)"],
             ylabel=["weight", ""],
             title=["A_S radial profile", "A_F radial profile"],
-            height=2.2,
+            height=1.9,
         )
+        self.plot_section = Section("Radial profiles", self.plot)
         self.info = QLabel()
         self.info.setWordWrap(True)
         self.info.setTextInteractionFlags(Qt.TextInteractionFlag.TextSelectableByMouse)
         self.info.setObjectName("dfct_weights_info")
 
-        layout = QVBoxLayout(self)
+        _body, layout = scroll_body(self)
         layout.addWidget(self.form.native)
-        layout.addWidget(self.plot)
         layout.addWidget(self.info)
+        layout.addWidget(self.plot_section)
         layout.addStretch(1)
 
         # Debounce: many events (dragging the slider) collapse into one update.
@@ -218,7 +222,9 @@ class WeightsWidget(QWidget):
         notes = []
         pair = tgt is not None and tgt is not inp
         mismatch = pair and tuple(tgt.data.shape) != tuple(inp.data.shape)
-        if pair and not mismatch:
+        partial = [la.name for la in (inp, tgt) if la is not None
+                   and _layers.missing_slices(la)] if pair else []
+        if pair and not mismatch and not partial:
             z = _layers.current_index(v, inp)
             window = self._window(inp, tgt)
             x = window.normalize(np.asarray(_slice(inp.data, z), dtype=np.float32))
@@ -230,7 +236,10 @@ class WeightsWidget(QWidget):
             # the weight maps only: of the input slice, only its shape matters
             maps = losses.loss_maps(np.zeros(inp.data.shape[-2:], np.float32), None, config,
                                     patch=patch)
-            notes.append("Choose a target layer (different from the input) for the loss maps.")
+            notes.append(
+                f"{', '.join(map(repr, partial))} is not predicted on every slice yet "
+                "(Predict: Whole volume); the loss maps need it." if partial else
+                "Choose a target layer (different from the input) for the loss maps.")
 
         placement = _layers.spatial_placement(inp, maps.offset)
         weight_limits = (min(1.0, float(maps.a_s.min()), float(maps.a_f.min())),
