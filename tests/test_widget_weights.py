@@ -161,3 +161,34 @@ def test_bad_inputs_notify(make_napari_viewer, qtbot, errors, small_sim):
     widget.update_maps()
     assert errors and "shape" in errors[-1]
 
+
+
+def test_partly_predicted_layer_gives_no_nan_maps(viewer_with_pair, qtbot, errors,
+                                                  small_sim):
+    """A prediction still filling its slices (NaN placeholders, the predicted slices in
+    its metadata): loss maps on a predicted slice, a message and the weights only on a
+    placeholder slice, never NaN maps."""
+    from napari_dfct.widgets import _layers
+    from napari_dfct.widgets.weights import LAYER_NAMES
+
+    viewer = viewer_with_pair
+    partial = np.full(small_sim.input.shape, np.nan, np.float32)
+    partial[1] = small_sim.target[1]
+    viewer.add_image(partial, name="input [prediction: m]", scale=SCALE,
+                     translate=TRANSLATE,
+                     metadata={_layers.OWNER_KEY: "prediction", _layers.PREDICTED_KEY: [1]})
+    widget = _widget(viewer, qtbot)
+    for name in LAYER_NAMES.values():  # no maps of the pair before
+        if name in viewer.layers:
+            viewer.layers.remove(name)
+    viewer.dims.set_point(0, TRANSLATE[0] + 2 * SCALE[0])
+    _set(widget, qtbot, target=viewer.layers["input [prediction: m]"], size="full")
+    assert "Slice 2 of 'input [prediction: m]' is not predicted" in widget.info.text()
+    assert _layer(viewer, "spatial").data.min() == pytest.approx(1.0)
+    assert LAYER_NAMES["loss"] not in viewer.layers
+    viewer.dims.set_point(0, TRANSLATE[0] + 1 * SCALE[0])
+    widget.update_maps()
+    assert "not predicted" not in widget.info.text()
+    for key in ("loss", "amplified"):
+        assert np.isfinite(_layer(viewer, key).data).all()
+    assert errors == []

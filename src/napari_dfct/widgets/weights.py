@@ -12,8 +12,8 @@ target image layer, normalises the displayed slice with the training window
 as image layers that are updated in place whenever an option or the slice changes, a
 plot of the radial profiles (linear vs non-linear, in a section that folds away) and the
 effective scale of the configuration (A_F at DC, mean A_S, mean amplified / mean plain
-loss). A prediction layer that is not predicted on every slice yet gives no loss maps
-(its placeholders would be NaN): the widget says so and shows the weights only.
+loss). On a slice that a prediction layer has not filled yet (a NaN placeholder) there
+are no loss maps: the widget says so and shows the weights only.
 """
 
 from __future__ import annotations
@@ -222,10 +222,10 @@ class WeightsWidget(QWidget):
         notes = []
         pair = tgt is not None and tgt is not inp
         mismatch = pair and tuple(tgt.data.shape) != tuple(inp.data.shape)
-        partial = [la.name for la in (inp, tgt) if la is not None
-                   and _layers.missing_slices(la)] if pair else []
-        if pair and not mismatch and not partial:
-            z = _layers.current_index(v, inp)
+        z = _layers.current_index(v, inp)
+        unready = [la.name for la in (inp, tgt)
+                   if pair and not _layers.slice_ready(la, z)]
+        if pair and not mismatch and not unready:
             window = self._window(inp, tgt)
             x = window.normalize(np.asarray(_slice(inp.data, z), dtype=np.float32))
             y = window.normalize(np.asarray(_slice(tgt.data, z), dtype=np.float32))
@@ -237,8 +237,9 @@ class WeightsWidget(QWidget):
             maps = losses.loss_maps(np.zeros(inp.data.shape[-2:], np.float32), None, config,
                                     patch=patch)
             notes.append(
-                f"{', '.join(map(repr, partial))} is not predicted on every slice yet "
-                "(Predict: Whole volume); the loss maps need it." if partial else
+                f"Slice {z} of {', '.join(map(repr, unready))} is not predicted yet "
+                "(Predict: Current slice or Whole volume); the loss maps need it."
+                if unready else
                 "Choose a target layer (different from the input) for the loss maps.")
 
         placement = _layers.spatial_placement(inp, maps.offset)
@@ -274,7 +275,9 @@ class WeightsWidget(QWidget):
     def _window(self, inp, tgt):
         from napari_dfct.data import window_from_percentiles
 
-        key = (id(inp), id(inp.data), id(tgt), id(tgt.data))
+        # a prediction filling its slices in place changes the window: count them too
+        key = (id(inp), id(inp.data), len(_layers.missing_slices(inp)), id(tgt),
+               id(tgt.data), len(_layers.missing_slices(tgt)))
         if self._window_cache is None or self._window_cache[0] != key:
             window = window_from_percentiles(
                 np.asarray(inp.data, dtype=np.float32), np.asarray(tgt.data, dtype=np.float32)
