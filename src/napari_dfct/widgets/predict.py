@@ -14,7 +14,7 @@ What other widgets see of a prediction:
 
 * the layer is added when its first slice is ready, never before, so a prediction that
   fails or is cancelled at once leaves no empty layer behind; it goes right above its
-  input layer (under the ROI shapes);
+  input layer and its training preview (under the ROI shapes);
 * a volume layer has the input's shape; the slices not predicted yet hold NaN
   placeholders and the layer lists the predicted ones in its metadata
   (:data:`napari_dfct.widgets._layers.PREDICTED_KEY`). Measure shows "not predicted on
@@ -333,8 +333,13 @@ class PredictWidget(QWidget):
             scale=tuple(layer.scale), translate=tuple(layer.translate))
         layers = self._viewer.layers
         if new and layer in layers:
-            # right above its input: over the image it improves, under the ROI shapes
-            layers.move(layers.index(out), layers.index(layer) + 1)
+            # right above its input (and a training preview there): over the image it
+            # improves, under the ROI shapes
+            at = layers.index(layer) + 1
+            while at < len(layers) and layers[at] is not out and \
+                    layers[at].metadata.get(_layers.OWNER_KEY) == "preview":
+                at += 1
+            layers.move(layers.index(out), at)
         out.metadata["model_dir"] = str(job.model_dir)
         out.metadata["source_layer"] = layer.name
         if data.ndim == 3:
