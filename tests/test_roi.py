@@ -84,6 +84,71 @@ def test_default_roi_size_follows_the_simulator_for_small_images():
     assert roi.default_roi_size() == 30
 
 
+# --------------------------------------------------------------------------------------
+# per-slice ROIs (independent specimens: each slice has its own anatomy)
+# --------------------------------------------------------------------------------------
+PER_SLICE = {
+    **META,  # the top level: the ROIs of meta's own slice (1), for readers of one set
+    "rois": [
+        {"signal_center": [10, 11], "background_center": [20, 21], "line": [[1, 2], [3, 4]],
+         "roi_size": 6},
+        {"signal_center": [40, 70], "background_center": [44, 20],
+         "line": [[48, 30], [48, 66]], "roi_size": 20},
+        {"signal_center": [30, 31], "background_center": [50, 51], "roi_size": 8},
+    ],
+}
+
+
+def test_each_slice_gets_its_own_rois():
+    for k, entry in enumerate(PER_SLICE["rois"]):
+        r = ROISet.from_meta(PER_SLICE, 3, slice=k)
+        assert r.slice == k
+        assert list(r.signal_center) == [float(v) for v in entry["signal_center"]]
+        assert list(r.background_center) == [float(v) for v in entry["background_center"]]
+        assert r.roi_size == entry["roi_size"]
+        # an entry without a line gets the default line, not another slice's
+        expected = entry.get("line", [entry["signal_center"], entry["background_center"]])
+        assert [list(p) for p in r.line] == [[float(v) for v in p] for p in expected]
+    # negative slices count from the end; without a slice, meta's own slice
+    assert ROISet.from_meta(PER_SLICE, 3, slice=-1) == ROISet.from_meta(PER_SLICE, 3, slice=2)
+    assert ROISet.from_meta(PER_SLICE, 3).signal_center == (40.0, 70.0)
+    no_slice = {k: v for k, v in PER_SLICE.items() if k != "slice"}
+    assert ROISet.from_meta(no_slice, 3).signal_center == (40.0, 70.0)  # central: 3 // 2
+
+
+def test_explicit_values_still_win_over_a_slice_entry():
+    r = ROISet.from_meta(PER_SLICE, 3, slice=0, signal_center=[5, 5], roi_size=4)
+    assert r.signal_center == (5.0, 5.0) and r.roi_size == 4
+    assert r.background_center == (20.0, 21.0)  # the slice's own
+    assert r.line == (r.signal_center, r.background_center)  # entry's line discarded
+    r = ROISet.from_meta(PER_SLICE, 3, slice=0, line="0,0,9,9")
+    assert r.line == ((0.0, 0.0), (9.0, 9.0)) and r.signal_center == (10.0, 11.0)
+
+
+def test_without_a_slice_count_the_top_level_rois_apply():
+    # e.g. a 2-D image next to the meta.json of a volume: no slice to pick an entry by
+    r = ROISet.from_meta(PER_SLICE, None, slice=0)
+    assert r.signal_center == (40.0, 70.0) and r.roi_size == 20
+
+
+@pytest.mark.parametrize("rois, n, message", [
+    (PER_SLICE["rois"], 4, "'rois' holds the ROIs of 3 slice(s), but the volume has 4"),
+    ({"signal_center": [1, 2]}, 3, "'rois' must be a list"),
+    ([1, 2, 3], 3, "'rois' must be a list"),
+])
+def test_bad_per_slice_rois(rois, n, message):
+    with pytest.raises(ValueError) as exc:
+        ROISet.from_meta({**PER_SLICE, "rois": rois}, n)
+    assert message in str(exc.value)
+
+
+def test_a_bad_slice_is_reported_as_before_with_per_slice_rois():
+    with pytest.raises(ValueError, match="slice 3 is outside the volume"):
+        ROISet.from_meta(PER_SLICE, 3, slice=3)
+    with pytest.raises(ValueError, match="slice must be an integer"):
+        ROISet.from_meta(PER_SLICE, 3, slice="mid")
+
+
 def test_direct_construction_normalises_and_defaults_the_line():
     r = ROISet("5,6", [7, 8], roi_size="12")
     assert r.signal_center == (5.0, 6.0) and r.line == ((5.0, 6.0), (7.0, 8.0))

@@ -312,7 +312,7 @@ def test_bad_values_raise_clear_errors(kwargs, match):
 def test_save_load_round_trip(tmp_path, small_sim):
     paths = save_simulation(small_sim, tmp_path / "sim")
     assert {p.name for p in paths.values()} == {"input.tif", "target.tif", "truth.tif",
-                                                "meta.json"}
+                                                "body.tif", "meta.json"}
     back = load_simulation(tmp_path / "sim")
     assert isinstance(back, Simulation)
     for name in ("input", "target", "truth"):

@@ -122,17 +122,40 @@ class IntensityWindow:
             raise ValueError(f"not an intensity window: {d!r}") from exc
 
 
+#: Percentiles (lower, upper) of the default window of :func:`window_from_percentiles`.
+DEFAULT_WINDOW_PERCENTILES = (0.1, 99.9)
+#: How far the default window reaches beyond those percentiles, as a fraction of their
+#: distance on each side.
+DEFAULT_WINDOW_MARGIN = 0.2
+
+
 def window_from_percentiles(
-    *volumes: np.ndarray, lower: float = 1.0, upper: float = 99.0, max_samples: int = 4_000_000
+    *volumes: np.ndarray, lower: float | None = None, upper: float | None = None,
+    margin: float | None = None, max_samples: int = 4_000_000
 ) -> IntensityWindow:
     """Intensity window from percentiles of the pooled values of ``volumes``.
+
+    The default (neither ``lower`` nor ``upper`` given) is the 0.1st to 99.9th
+    percentile, widened by 20 % of that distance on each side
+    (:data:`DEFAULT_WINDOW_PERCENTILES`, :data:`DEFAULT_WINDOW_MARGIN`). It clips the
+    extreme tails of the streaks but not the lung: on the simulator's data (128 and 256
+    px, one acquisition or independent specimens, default and benchmark presets, four
+    seeds each) it clips at most 0.04 % of the input's lung-ROI pixels of the data it is
+    computed from and at most 0.4 % of those of another test set. Training without an
+    explicit window (``dfct train`` without ``--window``) uses this default; the former
+    default, the 1st to 99th percentile without margin, clipped 10 to 34 % of the lung
+    ROI there, so models trained with it saw a cut lung. Given percentiles are used as
+    they are (no margin unless ``margin`` is given).
 
     Parameters
     ----------
     *volumes : numpy.ndarray
         One or more arrays (e.g. the training input and target); pooled.
-    lower, upper : float
-        Percentiles (0-100) for ``low`` and ``high``.
+    lower, upper : float, optional
+        Percentiles (0-100) for ``low`` and ``high``; a missing one takes its default.
+    margin : float, optional
+        Widen the window by this fraction of ``high - low`` on each side (>= 0). Default:
+        :data:`DEFAULT_WINDOW_MARGIN` when neither percentile is given, else 0.
     max_samples : int
         Large data are subsampled with a regular stride to at most this many values
         (deterministic).
@@ -144,8 +167,14 @@ def window_from_percentiles(
     """
     if not volumes:
         raise ValueError("window_from_percentiles needs at least one array")
+    if margin is None:
+        margin = DEFAULT_WINDOW_MARGIN if lower is None and upper is None else 0.0
+    lower = DEFAULT_WINDOW_PERCENTILES[0] if lower is None else lower
+    upper = DEFAULT_WINDOW_PERCENTILES[1] if upper is None else upper
     if not 0.0 <= lower < upper <= 100.0:
         raise ValueError(f"need 0 <= lower < upper <= 100, got {lower}, {upper}")
+    if not margin >= 0:
+        raise ValueError(f"the window margin must be >= 0, got {margin}")
     flat = []
     total = sum(int(np.asarray(v).size) for v in volumes)
     stride = max(1, total // max_samples)
@@ -160,6 +189,9 @@ def window_from_percentiles(
         low, high = float(values.min()), float(values.max())
     if not high > low:
         high = low + 1.0
+    elif margin > 0:
+        width = float(high) - float(low)
+        low, high = float(low) - margin * width, float(high) + margin * width
     return IntensityWindow(float(low), float(high))
 
 

@@ -8,6 +8,11 @@ rules that resolve them:
 
 * explicit values (options) override those of a ``meta.json`` (as written by
   ``dfct simulate``);
+* a ``meta.json`` may hold the ROIs of every slice (``"rois"``: a list with one dict per
+  slice, as ``dfct simulate`` writes, whose independent specimens each have their own
+  anatomy); for a volume of that many slices, slice ``k`` then has the ROIs of entry
+  ``k``, else the top-level ``signal_center``, ``background_center``, ``line`` and
+  ``roi_size`` apply (those of ``meta.json``'s own ``slice``);
 * an explicit ROI centre moves the default line with it: ``meta.json``'s line is used only
   when neither centre is given explicitly;
 * the default line runs from the signal centre to the background centre;
@@ -196,11 +201,13 @@ class ROISet:
         ----------
         meta : dict or None
             May hold ``signal_center``, ``background_center``, ``line``, ``roi_size`` and
-            ``slice``.
+            ``slice``, and ``rois``: one dict per slice with the first four.
         n_slices : int, optional
-            Slices of the volume: the slice then defaults to ``n_slices // 2`` and is
-            checked (negative indices count from the end) and returned in
-            ``[0, n_slices)``. Without it the slice is that given, or None.
+            Slices of the volume: the slice then defaults to meta's ``slice``, else
+            ``n_slices // 2``, and is checked (negative indices count from the end) and
+            returned in ``[0, n_slices)``; with per-slice ``rois`` (there must then be
+            ``n_slices`` of them) the slice's own entry gives the defaults. Without it
+            the slice is that given, or None, and the top-level values apply.
         image_size : int, optional
             Image side in pixels: without an ROI size, the simulator's rule for it
             (:func:`default_roi_size`) instead of :data:`DEFAULT_ROI_SIZE`.
@@ -214,7 +221,8 @@ class ROISet:
         ------
         ValueError
             No signal or background centre anywhere, a malformed point or line, an ROI
-            size below 2, a slice that is not an integer or lies outside the volume.
+            size below 2, a slice that is not an integer or lies outside the volume,
+            per-slice ``rois`` that are not a list of dicts or not one per slice.
         TypeError
             An unknown keyword.
         """
@@ -223,6 +231,8 @@ class ROISet:
             raise TypeError(f"unknown ROI field(s): {', '.join(unknown)}")
         meta = dict(meta or {})
         given = {k: v for k, v in overrides.items() if v is not None}
+        if n_slices is not None and meta.get("rois") is not None:
+            meta = _slice_entry(meta, int(n_slices), given.get("slice", meta.get("slice")))
         signal = given.get("signal_center", meta.get("signal_center"))
         background = given.get("background_center", meta.get("background_center"))
         if signal is None or background is None:
@@ -263,6 +273,29 @@ class ROISet:
                 square(self.background_center, self.roi_size),
                 np.asarray(self.line, dtype=float)]
         return data, list(SHAPE_TYPES), {"role": list(ROLES)}
+
+
+def _slice_entry(meta: dict, n_slices: int, z: Any) -> dict:
+    """``meta`` with the top-level ROI values replaced by those of the slice's entry in
+    ``meta["rois"]``; unchanged when the slice is not (yet) a valid index, so that the
+    caller's checks report it."""
+    per = meta["rois"]
+    if not isinstance(per, list) or not all(isinstance(e, dict) for e in per):
+        raise ValueError("'rois' must be a list with one dict of ROIs per slice")
+    if len(per) != n_slices:
+        raise ValueError(f"'rois' holds the ROIs of {len(per)} slice(s), but the volume "
+                         f"has {n_slices}")
+    if z is None:
+        z = n_slices // 2
+    try:
+        z = int(z)
+    except (TypeError, ValueError):
+        return meta
+    if not -n_slices <= z < n_slices:
+        return meta
+    own = {k: v for k, v in per[z % n_slices].items() if k in _FIELDS and k != "slice"}
+    return {**{k: v for k, v in meta.items()
+               if k not in ("signal_center", "background_center", "line")}, **own}
 
 
 def shape_indices(shape_types: Sequence[str], roles: Sequence[Any] | None = None

@@ -14,9 +14,23 @@ volumes ``(Z, Y, X)`` in units of 1/m (linear diffusion coefficient):
 ``truth``
     the clean dark-field map through the very same projector and FBP (no errors, no noise).
 
-All slices of one :func:`simulate_dfct` volume share one acquisition's vibration (the
-same view series in every detector row, as in a real cone-beam volume); only the smooth
-error profiles drift slowly along z, and the photon noise is drawn per slice.
+Two kinds of stack:
+
+* **one acquisition** (the default, and the napari sample): all slices of one
+  :func:`simulate_dfct` volume share that acquisition's vibration (the same view series
+  in every detector row, as in a real cone-beam volume); only the smooth error profiles
+  drift slowly along z, and the photon noise is drawn per slice. The streaks of
+  neighbouring slices are therefore strongly correlated (about 0.8), so such a volume
+  holds about one streak pattern, however many slices it has;
+* **independent specimens** (``specimens=True``, ``dfct simulate --specimens N``): each
+  slice is the central slice of its own scan of its own specimen (its own anatomy,
+  vibration and noise), as the paper's training set of central slices of 89 independent
+  scans. Use these to train and test a model.
+
+The number of views defaults to three per pixel of width (2400 at 800 px, the paper's
+shots per rotation); tiled gratings (ring artefacts), the noise level and the lung
+texture are options (:class:`Physics`, :data:`PRESETS`); :func:`variance_shares` reports
+how much of the input's lung-ROI variance streaks make up, against texture.
 
 Modules
 -------
@@ -31,8 +45,17 @@ Modules
     noise, :func:`simulate_dfct` and :class:`Simulation`.
 :mod:`.rois`
     Lung and air ROIs (:func:`roi_size_for`, :func:`suggest_rois`).
+:mod:`.realism`
+    Default views (:func:`views_for`), specimen seeds (:func:`specimen_seeds`), the body
+    mask (:func:`body_mask`) and the streak share of the ROI variance
+    (:func:`variance_shares`).
+:mod:`.presets`
+    Named realism options (:data:`PRESETS`, :func:`preset_physics`).
+:mod:`.budget`
+    Memory estimate and check (:func:`estimate_memory`, :func:`check_memory`).
 :mod:`.files`
-    :func:`save_simulation` and :func:`load_simulation`.
+    :func:`save_simulation` (input, target, truth, ``body.tif``, ``meta.json``),
+    :func:`load_simulation` and :func:`dataset_files`.
 
 Nothing here imports Qt or napari.
 """
@@ -40,8 +63,10 @@ Nothing here imports Qt or napari.
 from __future__ import annotations
 
 from .acquisition import Physics, Simulation, simulate_dfct
-from .files import load_simulation, save_simulation
+from .budget import check_memory, estimate_memory
+from .files import dataset_files, load_simulation, save_simulation
 from .phantom import LABELS, MATERIALS, Phantom, thorax_phantom
+from .presets import PRESETS, preset_physics
 from .projector import _Geometry as _Geometry  # private, used by the projector tests
 from .projector import (
     back_project,
@@ -51,24 +76,35 @@ from .projector import (
     forward_project,
     view_angles,
 )
+from .realism import MASK_FILE, body_mask, specimen_seeds, variance_shares, views_for
 from .rois import roi_size_for, suggest_rois
 
 __all__ = [
     "LABELS",
+    "MASK_FILE",
     "MATERIALS",
+    "PRESETS",
     "Phantom",
     "Physics",
     "Simulation",
     "back_project",
+    "body_mask",
+    "check_memory",
+    "dataset_files",
     "detector_bins",
+    "estimate_memory",
     "fbp",
     "filter_sinogram",
     "forward_project",
     "load_simulation",
+    "preset_physics",
     "roi_size_for",
     "save_simulation",
     "simulate_dfct",
+    "specimen_seeds",
     "suggest_rois",
     "thorax_phantom",
+    "variance_shares",
     "view_angles",
+    "views_for",
 ]

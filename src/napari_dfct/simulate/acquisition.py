@@ -8,8 +8,10 @@
   plus view-to-view jitter (Student t with ``jitter_dof`` degrees of freedom: occasional
   vibration bursts that give a few distinct strong streaks), smoothed by the sliding
   window of the phase retrieval (``window`` views). Each carries a smooth random profile
-  across the detector (and a slow drift along z). All detector rows (slices) see the same
-  vibration. A fraction ``correlated_fraction`` of the error variance is the same in
+  across the detector (and a slow drift along z). All detector rows (slices) of one
+  acquisition see the same vibration, as in a real cone-beam volume; with
+  ``specimens=True`` every slice is its own acquisition of its own specimen (own
+  vibration, noise and anatomy). A fraction ``correlated_fraction`` of the error variance is the same in
   every rotation (vibration locked to the gantry angle); it survives averaging and leaves
   the fine residual streaks seen in multi-rotation references.
 * Error in the dark-field sinogram (first order in the small errors)::
@@ -21,10 +23,15 @@
   visibility hardens with attenuation); the phase error leaks the intensity gradient at
   attenuation edges into the visibility estimate. Both are object-shaped per view, which
   FBP turns into streaks tangent to the body outline, ribs, spine and lung borders.
+* Tiled gratings (``tiles > 0``): a visibility error per tile and rotation that hardly
+  changes from view to view (an offset and a linear drift, plus extra errors at the tile
+  seams), added to ``dV``; FBP turns view-constant detector-column errors into rings and
+  ring bands.
 * Photon noise: Gaussian with variance ``2 exp(p_mu) / (n0 * V**2)``, where
   ``V = visibility * exp(-p_eps)`` is the visibility behind the object and ``n0`` the
   photons per detector pixel and view without object. The target's noise is the mean of
-  R such draws, one of which is the input's (the input is one of the R rotations).
+  R such draws, one of which is the input's (the input is one of the R rotations);
+  ``noise`` multiplies its standard deviation.
 * Reconstruction: FBP (Hann-windowed ramp by default, :mod:`.projector`). FBP is linear,
   so the R-rotation mean is one FBP of the mean sinogram: a simulation costs two
   projections and three back-projections per slice, whatever ``rotations`` is.
@@ -39,8 +46,10 @@ from typing import Any
 
 import numpy as np
 
+from .budget import check_memory
 from .phantom import LABELS, Phantom, thorax_phantom
-from .projector import _Geometry, detector_bins
+from .projector import _Geometry, detector_bins, geometry_plan
+from .realism import MASK_FILE, body_mask, specimen_seeds, variance_shares, views_for
 from .rois import suggest_rois
 
 __all__ = ["Physics", "Simulation", "simulate_dfct"]
@@ -91,8 +100,25 @@ class Physics:
         Relative amplitude of the smooth error profile across the detector.
     texture : float
         Relative RMS of the fine lung parenchyma texture.
+    coarse_texture : float
+        Relative RMS of the coarse (about 10 mm) modulation of the lung signal.
     vessel_fraction : float
         Approximate area fraction of vessels in the lung.
+    noise : float
+        Multiplier of the photon-noise standard deviation (1: ``n0`` photons; 2 is the
+        noise of ``n0 / 4`` photons).
+    tiles : int
+        Grating tiles across the detector (0: one seamless grating). Each tile has its
+        own visibility error per rotation, an offset plus a linear drift over the
+        rotation (RMS ``tile_amplitude`` each), and the two detector bins at every seam
+        between tiles an extra error (RMS ``3 * tile_amplitude``). These errors hardly
+        change from view to view, so FBP turns them into rings and ring bands around the
+        iso-centre, the ring artefacts of tiled-grating DFCT. They enter the sinogram like
+        the visibility error of the vibration (``offset_coupling`` and
+        ``attenuation_coupling``) and share its ``correlated_fraction``.
+    tile_amplitude : float
+        RMS of the relative visibility error of one tile (0.002: 0.2 per cent; rings
+        about as visible as the vibration streaks of the input at 256 px).
     supersample : int
         Sub-pixel sampling of the phantom (partial-volume edges).
     chunk : int
@@ -118,7 +144,11 @@ class Physics:
     edge_coupling_mm: float = 1.0
     profile_strength: float = 0.3
     texture: float = 0.15
+    coarse_texture: float = 0.08
     vessel_fraction: float = 0.05
+    noise: float = 1.0
+    tiles: int = 0
+    tile_amplitude: float = 0.002
     supersample: int = 2
     chunk: int = 4
 
@@ -141,15 +171,16 @@ class Physics:
             raise ValueError(
                 f"correlated_fraction must be in [0, 1], got {self.correlated_fraction!r}"
             )
-        for name in ("n_modes", "window", "supersample", "chunk"):
+        for name in ("n_modes", "window", "supersample", "chunk", "tiles"):
             value = getattr(self, name)
-            minimum = 0 if name == "n_modes" else 1
+            minimum = 0 if name in ("n_modes", "tiles") else 1
             if int(value) != value or value < minimum:
                 raise ValueError(f"{name} must be an integer >= {minimum}, got {value!r}")
         for name in (
             "phase_amplitude", "phase_jitter", "visibility_amplitude", "visibility_jitter",
             "offset_coupling", "attenuation_coupling", "edge_coupling_mm",
-            "profile_strength", "texture", "vessel_fraction",
+            "profile_strength", "texture", "coarse_texture", "vessel_fraction", "noise",
+            "tile_amplitude",
         ):
             if float(getattr(self, name)) < 0:
                 raise ValueError(f"{name} must be >= 0, got {getattr(self, name)!r}")
@@ -242,8 +273,55 @@ def _error_fields(phys: Physics, seed: int, rotations: int, n_views: int, n_det:
     first = (rots[0], com)
     w_mean = [a_ind / rotations] * rotations + [a_com]
     members = rots + [com]
-    return (field(0, w_in, first), field(1, w_in, first),
-            field(0, w_mean, members), field(1, w_mean, members))
+    e_v_in, e_v_mean = field(0, w_in, first), field(0, w_mean, members)
+    tiles = _tile_fields(phys, seed, rotations, n_views, n_det)
+    if tiles is not None:  # the same tiles in every detector row
+        e_v_in += tiles[0][None]
+        e_v_mean += tiles[1][None]
+    return e_v_in, field(1, w_in, first), e_v_mean, field(1, w_mean, members)
+
+
+def _tile_profiles(rng, n_det: int, tiles: int, amplitude: float):
+    """(offset, drift) visibility-error profiles of one rotation across the detector:
+    one value per tile, plus an extra error on the two bins at each seam. The tiling is
+    shifted by a third of a tile, so that no seam meets the iso-centre."""
+    tile_of = ((np.arange(n_det) + n_det / (3.0 * tiles)) * tiles // n_det).astype(int)
+    tile_of = np.minimum(tile_of, tiles - 1)
+    offset = (amplitude * rng.standard_normal(tiles))[tile_of]
+    drift = (amplitude * rng.standard_normal(tiles))[tile_of]
+    seams = np.nonzero(np.diff(tile_of))[0]
+    extra = 3.0 * amplitude * rng.standard_normal(len(seams))
+    offset[seams] += extra
+    offset[seams + 1] += extra
+    return offset, drift
+
+
+def _tile_fields(phys: Physics, seed: int, rotations: int, n_views: int, n_det: int):
+    """Tile visibility errors ``(V, D)`` of the input rotation and of the R-mean, or None
+    without tiles. Rotation ``r`` carries ``sqrt(1 - rho) * t_r + sqrt(rho) * t_locked``
+    as the vibration does; each is ``offset(u) + drift(u) * s(v)``, with ``s`` rising
+    linearly over the rotation with unit RMS."""
+    if phys.tiles == 0 or phys.tile_amplitude == 0:
+        return None
+    rho = phys.correlated_fraction
+    a_ind, a_com = math.sqrt(1.0 - rho), math.sqrt(rho)
+
+    def draw(key):
+        rng = np.random.default_rng(np.random.SeedSequence(int(seed), spawn_key=key))
+        return _tile_profiles(rng, n_det, int(phys.tiles), phys.tile_amplitude)
+
+    com = draw((6,))
+    rots = [draw((5, r)) for r in range(rotations)]
+    ramp = math.sqrt(12.0) * ((np.arange(n_views) + 0.5) / n_views - 0.5)
+
+    def field(weighted) -> np.ndarray:
+        off = sum(w * m[0] for w, m in weighted)
+        drift = sum(w * m[1] for w, m in weighted)
+        return (off[None, :] + ramp[:, None] * drift[None, :]).astype(np.float32)
+
+    first = field([(a_ind, rots[0]), (a_com, com)])
+    mean = field([(a_ind / rotations, m) for m in rots] + [(a_com, com)])
+    return first, mean
 
 
 # --------------------------------------------------------------------------------------
@@ -260,10 +338,15 @@ class Simulation:
     input, target, truth : np.ndarray
         float32 ``(Z, Y, X)`` reconstructions in 1/m.
     meta : dict
-        JSON-serialisable parameters and suggested ROIs (``signal_center``,
-        ``background_center``, ``line``, ``roi_size``, ``slice``).
+        JSON-serialisable parameters and suggested ROIs: per slice in ``rois`` (one dict
+        per slice: ``signal_center``, ``background_center``, ``line``, ``roi_size``), and
+        those of slice ``slice`` at the top level as well (``signal_center``,
+        ``background_center``, ``line``, ``roi_size``), for readers of one ROI set.
     phantom : Phantom or None
         The phantom maps (not saved by :func:`save_simulation`).
+    mask : np.ndarray or None
+        uint8 ``(Z, Y, X)`` body mask (1 inside the body), saved as ``body.tif``
+        (:data:`~napari_dfct.simulate.realism.MASK_FILE`, named by ``meta["mask"]``).
     """
 
     input: np.ndarray = field(repr=False)
@@ -271,6 +354,7 @@ class Simulation:
     truth: np.ndarray = field(repr=False)
     meta: dict = field(default_factory=dict)
     phantom: Phantom | None = field(default=None, repr=False)
+    mask: np.ndarray | None = field(default=None, repr=False)
 
 
 def _check_int(name: str, value: Any, minimum: int) -> int:
@@ -287,10 +371,11 @@ def _check_int(name: str, value: Any, minimum: int) -> int:
 def simulate_dfct(
     n_slices: int = 16,
     size: int = 256,
-    n_views: int = 360,
+    n_views: int | None = None,
     rotations: int = 20,
     seed: int = 0,
     *,
+    specimens: bool = False,
     progress: Callable[[int, int], None] | None = None,
     **physics: Any,
 ) -> Simulation:
@@ -299,62 +384,151 @@ def simulate_dfct(
     Parameters
     ----------
     n_slices : int
-        Axial slices (>= 1).
+        Axial slices (>= 1), or independent specimens with ``specimens=True``.
     size : int
         Image width and height (>= 32).
-    n_views : int
-        Views over one 360-degree rotation (>= 8; even counts are twice as fast to
-        project).
+    n_views : int, optional
+        Views over one 360-degree rotation (>= 8; multiples of 8 are fastest to
+        project). Default: :func:`~napari_dfct.simulate.realism.views_for` (three per
+        pixel of width, the paper's 2400 at 800 px).
     rotations : int
         Rotations averaged into the target (>= 1); the input is the first of them.
     seed : int
         Seed of the phantom texture, the vibration of every rotation and the noise.
+    specimens : bool
+        False (default): one acquisition of one specimen, whose slices share the
+        vibration of each rotation, as the detector rows of a real cone-beam volume do
+        (streaks of neighbouring slices are strongly correlated). True: each slice is
+        the central slice of its own scan of its own specimen (anatomy, vibration and
+        noise of its own; seeds from
+        :func:`~napari_dfct.simulate.realism.specimen_seeds`), as the paper's training
+        set of central slices of independent scans. Slice ``k`` is then exactly
+        ``simulate_dfct(1, size, n_views, rotations, meta["specimen_seeds"][k])``.
     progress : callable, optional
         ``progress(done, total)`` after each block of slices.
     **physics
-        Any field of :class:`Physics` (e.g. ``n0``, ``filter``, ``correlated_fraction``).
+        Any field of :class:`Physics` (e.g. ``n0``, ``filter``, ``noise``, ``tiles``);
+        :func:`~napari_dfct.simulate.realism.preset_physics` gives those of a preset.
 
     Returns
     -------
     Simulation
-        ``input``, ``target``, ``truth`` float32 ``(n_slices, size, size)`` in 1/m, and
-        ``meta`` (all parameters, ROIs, ``slice`` = central index).
+        ``input``, ``target``, ``truth`` float32 ``(n_slices, size, size)`` in 1/m, the
+        body ``mask``, and ``meta`` (all parameters, per-slice ROIs, ``slice`` = central
+        index, ``streak_share``: :func:`~napari_dfct.simulate.realism.variance_shares`).
+
+    Raises
+    ------
+    ValueError
+        Out-of-range values, or more memory than is available
+        (:func:`~napari_dfct.simulate.budget.check_memory`).
     """
     n_slices = _check_int("n_slices", n_slices, 1)
     size = _check_int("size", size, 32)
-    n_views = _check_int("n_views", n_views, 8)
+    n_views = views_for(size) if n_views is None else _check_int("n_views", n_views, 8)
     rotations = _check_int("rotations", rotations, 1)
     seed = _check_int("seed", seed, 0)
     phys = _physics(physics)
-
-    ph = thorax_phantom(size, n_slices, seed=seed, fov_mm=phys.fov_mm,
-                        z_extent_mm=phys.z_extent_mm, texture=phys.texture,
-                        vessel_fraction=phys.vessel_fraction, supersample=phys.supersample)
     n_det = detector_bins(size)
-    zeta = np.linspace(-1.0, 1.0, n_slices) if n_slices > 1 else np.zeros(1)
-    errors = _error_fields(phys, seed, rotations, n_views, n_det, zeta)
+    if phys.tiles > n_det // 4:
+        raise ValueError(f"tiles must be <= {n_det // 4} for {size} px slices (at least 4 "
+                         f"detector bins per tile), got {phys.tiles}")
+    check_memory(n_slices, size, n_views, specimens=bool(specimens), chunk=int(phys.chunk),
+                 supersample=int(phys.supersample))
+    run = _Run(phys, size, n_views, rotations, n_det)
+    if specimens:
+        ph, seeds, rec = _simulate_specimens(run, n_slices, seed, progress)
+        rois = [suggest_rois(ph.labels[k]) for k in range(n_slices)]
+    else:
+        ph, rec = _simulate_shared(run, n_slices, seed, progress)
+        seeds = None
+        rois = [suggest_rois(ph.labels)] * n_slices
+    shares = variance_shares(rec["input"], rec["truth"], rois, target=rec["target"])
+    meta = _meta(phys, ph, rois, n_slices=n_slices, size=size, n_views=n_views,
+                 rotations=rotations, seed=seed, n_det=n_det, specimen_seeds=seeds,
+                 shares=shares)
+    return Simulation(input=rec["input"], target=rec["target"], truth=rec["truth"],
+                      meta=meta, phantom=ph, mask=body_mask(ph.labels))
 
-    out = {k: np.empty((n_slices, size, size), dtype=np.float32)
-           for k in ("input", "target", "truth")}
-    geom = _Geometry(size, n_views)
-    chunk = int(phys.chunk)
-    if max(geom.index_bytes()) > geom.cache_bytes:  # indices rebuilt per block: fewer blocks
-        chunk = max(chunk, 16)
-    for z0 in range(0, n_slices, chunk):
-        z1 = min(n_slices, z0 + chunk)
-        nz = z1 - z0
-        rec = _simulate_block(geom, ph, phys, errors, z0, z1, seed, rotations)
-        out["input"][z0:z1] = rec[:nz]
-        out["target"][z0:z1] = rec[nz : 2 * nz]
-        out["truth"][z0:z1] = rec[2 * nz :]
+
+@dataclass
+class _Run:
+    """What every block of one simulation shares: physics, sizes and the projector."""
+
+    phys: Physics
+    size: int
+    n_views: int
+    rotations: int
+    n_det: int
+    geom: _Geometry = field(init=False, repr=False)
+    chunk: int = field(init=False)
+
+    def __post_init__(self) -> None:
+        self.geom = _Geometry(self.size, self.n_views)
+        self.chunk = geometry_plan(self.size, self.n_views, self.phys.chunk)[2]
+
+    def phantom(self, n_slices: int, seed: int) -> Phantom:
+        p = self.phys
+        return thorax_phantom(self.size, n_slices, seed=seed, fov_mm=p.fov_mm,
+                              z_extent_mm=p.z_extent_mm, texture=p.texture,
+                              vessel_fraction=p.vessel_fraction, supersample=p.supersample,
+                              coarse_texture=p.coarse_texture)
+
+    def outputs(self, n_slices: int) -> dict[str, np.ndarray]:
+        return {k: np.empty((n_slices, self.size, self.size), dtype=np.float32)
+                for k in ("input", "target", "truth")}
+
+
+def _store(out: dict[str, np.ndarray], rec: np.ndarray, z0: int, z1: int) -> None:
+    nz = z1 - z0
+    out["input"][z0:z1] = rec[:nz]
+    out["target"][z0:z1] = rec[nz : 2 * nz]
+    out["truth"][z0:z1] = rec[2 * nz :]
+
+
+def _simulate_shared(run: _Run, n_slices: int, seed: int, progress):
+    """One specimen, one acquisition: every slice sees the same vibration."""
+    ph = run.phantom(n_slices, seed)
+    zeta = np.linspace(-1.0, 1.0, n_slices) if n_slices > 1 else np.zeros(1)
+    errors = _error_fields(run.phys, seed, run.rotations, run.n_views, run.n_det, zeta)
+    out = run.outputs(n_slices)
+    for z0 in range(0, n_slices, run.chunk):
+        z1 = min(n_slices, z0 + run.chunk)
+        rec = _simulate_block(run, ph.mu[z0:z1], ph.eps[z0:z1], ph.pixel_size_mm,
+                              tuple(e[z0:z1] for e in errors),
+                              [(seed, z) for z in range(z0, z1)])
+        _store(out, rec, z0, z1)
         if progress is not None:
             progress(z1, n_slices)
+    return ph, out
 
-    rois = suggest_rois(ph.labels)
-    meta = _meta(phys, ph, rois, n_slices=n_slices, size=size, n_views=n_views,
-                 rotations=rotations, seed=seed, n_det=n_det)
-    return Simulation(input=out["input"], target=out["target"], truth=out["truth"],
-                      meta=meta, phantom=ph)
+
+def _simulate_specimens(run: _Run, n: int, seed: int, progress):
+    """``n`` specimens, each the central slice of its own acquisition."""
+    seeds = specimen_seeds(seed, n)
+    out = run.outputs(n)
+    maps = {k: np.empty((n, run.size, run.size), dtype=dt)
+            for k, dt in (("mu", np.float32), ("eps", np.float32), ("labels", np.uint8))}
+    pixel_mm = spacing_mm = 1.0
+    for z0 in range(0, n, run.chunk):
+        z1 = min(n, z0 + run.chunk)
+        errors = []
+        for k in range(z0, z1):
+            ph = run.phantom(1, seeds[k])
+            for name, volume in maps.items():
+                volume[k] = getattr(ph, name)[0]
+            pixel_mm, spacing_mm = ph.pixel_size_mm, ph.slice_spacing_mm
+            errors.append(_error_fields(run.phys, seeds[k], run.rotations, run.n_views,
+                                        run.n_det, np.zeros(1)))
+        block_errors = tuple(np.concatenate([e[i] for e in errors]) for i in range(4))
+        rec = _simulate_block(run, maps["mu"][z0:z1], maps["eps"][z0:z1], pixel_mm,
+                              block_errors, [(seeds[k], 0) for k in range(z0, z1)])
+        _store(out, rec, z0, z1)
+        if progress is not None:
+            progress(z1, n)
+    ph = Phantom(mu=maps["mu"], eps=maps["eps"], labels=maps["labels"],
+                 pixel_size_mm=pixel_mm, slice_spacing_mm=spacing_mm)
+    return ph, seeds, out
 
 
 def _physics(physics: dict[str, Any]) -> Physics:
@@ -371,53 +545,63 @@ def _physics(physics: dict[str, Any]) -> Physics:
     return phys
 
 
-def _block_noise(p_eps: np.ndarray, seed: int, z0: int) -> tuple[np.ndarray, np.ndarray]:
-    """Two unit Gaussian draws shaped like ``p_eps`` ``(nz, V, D)``, seeded per slice
-    (``z0`` is the index of the block's first slice in the stack)."""
+def _block_noise(p_eps: np.ndarray, keys) -> tuple[np.ndarray, np.ndarray]:
+    """Two unit Gaussian draws shaped like ``p_eps`` ``(nz, V, D)``; slice ``k`` is
+    seeded by ``keys[k] = (seed, index)`` (the simulation's seed and the slice's index in
+    the stack, or a specimen's seed and 0)."""
     n1 = np.empty_like(p_eps)
     n2 = np.empty_like(p_eps)
-    for k in range(p_eps.shape[0]):
-        rng = np.random.default_rng(np.random.SeedSequence(seed, spawn_key=(2, z0 + k)))
+    for k, (seed, index) in enumerate(keys):
+        rng = np.random.default_rng(np.random.SeedSequence(seed, spawn_key=(2, index)))
         n1[k] = rng.standard_normal(p_eps.shape[1:], dtype=np.float32)
         n2[k] = rng.standard_normal(p_eps.shape[1:], dtype=np.float32)
     return n1, n2
 
 
-def _simulate_block(geom: _Geometry, ph: Phantom, phys: Physics, errors, z0: int, z1: int,
-                    seed: int, rotations: int) -> np.ndarray:
-    """Input, target and truth reconstructions of slices ``z0:z1``, stacked ``(3 nz, n, n)``.
+def _simulate_block(run: _Run, mu: np.ndarray, eps: np.ndarray, pixel_size_mm: float,
+                    errors, noise_keys) -> np.ndarray:
+    """Input, target and truth reconstructions of a block of ``nz`` slices, stacked
+    ``(3 nz, n, n)``.
 
-    ``errors`` are the error fields of :func:`_error_fields` for the whole stack.
+    ``mu``, ``eps`` are the block's phantom maps, ``errors`` the four error fields of
+    :func:`_error_fields` for its slices ``(nz, V, D)``, ``noise_keys`` the noise seeds
+    of its slices (:func:`_block_noise`).
     """
-    nz = z1 - z0
+    phys, rotations = run.phys, run.rotations
+    nz = mu.shape[0]
     e_v_in, e_p_in, e_v_tg, e_p_tg = errors
-    pix_m = ph.pixel_size_mm * 1e-3
+    pix_m = pixel_size_mm * 1e-3
     kappa, off = phys.attenuation_coupling, phys.offset_coupling
-    edge = phys.edge_coupling_mm / ph.pixel_size_mm  # per-pixel gradient -> per mm x L
+    edge = phys.edge_coupling_mm / pixel_size_mm  # per-pixel gradient -> per mm x L
     v0sq = phys.visibility**2
-    maps = np.concatenate([ph.mu[z0:z1], ph.eps[z0:z1]], axis=0) * np.float32(pix_m)
-    sino = geom.project(maps)  # (2nz, V, D), dimensionless
+    maps = np.concatenate([mu, eps], axis=0) * np.float32(pix_m)
+    sino = run.geom.project(maps)  # (2nz, V, D), dimensionless
     p_mu, p_eps = sino[:nz], sino[nz:]
     grad = np.gradient(p_mu, axis=-1).astype(np.float32) * np.float32(edge)
     att = off + kappa * p_mu
     sigma = np.sqrt(2.0 * np.exp(p_mu + 2.0 * p_eps) / (phys.n0 * v0sq)).astype(
         np.float32
     )
-    n1, n2 = _block_noise(p_eps, seed, z0)
-    err_in = e_v_in[z0:z1] * att + e_p_in[z0:z1] * grad + sigma * n1
+    if phys.noise != 1.0:
+        sigma *= np.float32(phys.noise)
+    n1, n2 = _block_noise(p_eps, noise_keys)
+    err_in = e_v_in * att + e_p_in * grad + sigma * n1
     # mean noise of R rotations whose first is the input rotation
     noise_tg = sigma * (n1 + math.sqrt(rotations - 1) * n2) / rotations
-    err_tg = e_v_tg[z0:z1] * att + e_p_tg[z0:z1] * grad + noise_tg
+    err_tg = e_v_tg * att + e_p_tg * grad + noise_tg
     stack = np.concatenate([p_eps + err_in, p_eps + err_tg, p_eps], axis=0)
-    return geom.back_project(stack, filter=phys.filter) / np.float32(pix_m)
+    return run.geom.back_project(stack, filter=phys.filter) / np.float32(pix_m)
 
 
-def _meta(phys: Physics, ph: Phantom, rois: dict, *, n_slices: int, size: int,
-          n_views: int, rotations: int, seed: int, n_det: int) -> dict:
+def _meta(phys: Physics, ph: Phantom, rois: list[dict], *, n_slices: int, size: int,
+          n_views: int, rotations: int, seed: int, n_det: int,
+          specimen_seeds: list[int] | None, shares: dict) -> dict:
     """The JSON-serialisable ``meta`` of a :class:`Simulation`."""
     from .. import __version__
 
-    return {
+    central = n_slices // 2
+    independent = specimen_seeds is not None
+    meta = {
         "generator": "napari_dfct.simulate.simulate_dfct",
         "version": __version__,
         "n_slices": n_slices,
@@ -425,6 +609,7 @@ def _meta(phys: Physics, ph: Phantom, rois: dict, *, n_slices: int, size: int,
         "n_views": n_views,
         "rotations": rotations,
         "seed": seed,
+        "acquisition": "independent" if independent else "shared",
         "geometry": "parallel",
         "arc_degrees": 360.0,
         "detector_bins": n_det,
@@ -435,6 +620,13 @@ def _meta(phys: Physics, ph: Phantom, rois: dict, *, n_slices: int, size: int,
         "input_rotation": 0,
         "physics": asdict(phys),
         "labels": dict(LABELS),
-        "slice": n_slices // 2,
-        **rois,
+        "mask": MASK_FILE,
+        "slice": central,
+        **rois[central],
+        "rois": [{k: r[k] for k in ("signal_center", "background_center", "line",
+                                    "roi_size", "background_region")} for r in rois],
+        "streak_share": shares,
     }
+    if independent:
+        meta["specimen_seeds"] = list(specimen_seeds)
+    return meta

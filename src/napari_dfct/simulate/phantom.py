@@ -230,6 +230,7 @@ def thorax_phantom(
     texture: float = 0.15,
     vessel_fraction: float = 0.05,
     supersample: int = 2,
+    coarse_texture: float = 0.08,
 ) -> Phantom:
     """Draw the thorax phantom.
 
@@ -252,6 +253,8 @@ def thorax_phantom(
         Approximate area fraction of lung vessels (no dark-field, soft-tissue attenuation).
     supersample : int
         Sub-samples per pixel and axis for partial-volume edges.
+    coarse_texture : float
+        Relative RMS of the coarse (about 10 mm) modulation of the lung dark-field signal.
 
     Returns
     -------
@@ -308,7 +311,8 @@ def thorax_phantom(
     thr = float(np.quantile(vess, 1.0 - vessel_fraction)) if vessel_fraction > 0 else np.inf
     vessel = np.clip((vess - thr) / 0.3, 0.0, 1.0)  # soft vessel edges
     gravity = 1.0 - 0.12 * v_1[None]  # posterior (dependent) lung is denser: less scatter
-    lung_eps_mod = np.clip(gravity * (1.0 + texture * fine + 0.08 * coarse), 0.2, None)
+    lung_eps_mod = np.clip(gravity * (1.0 + texture * fine + coarse_texture * coarse),
+                           0.2, None)
     lung_mu_mod = np.clip(1.0 - 0.5 * texture * fine + 0.1 * (1 - gravity), 0.3, None)
 
     mu = np.zeros((n_slices, size, size), dtype=np.float32)

@@ -48,6 +48,39 @@ def _as_stack(a: np.ndarray, ndim: int) -> tuple[np.ndarray, bool]:
     return a, False
 
 
+#: Bytes of projector indices kept between calls, per operator (projection and
+#: back-projection); larger index sets are rebuilt on every call, in bounded chunks.
+CACHE_BYTES = 320 * 2**20
+
+
+def _fold(n_views: int, symmetry: bool = True) -> tuple[int, int]:
+    """(views per symmetry class, base views computed) for ``n_views`` (see
+    :class:`_Geometry`)."""
+    v = int(n_views)
+    if symmetry and v % 8 == 0:
+        return 8, v // 8 + 1
+    if symmetry and v % 4 == 0:
+        return 4, v // 4
+    if v % 2 == 0:
+        return 2, v // 2
+    return 1, v
+
+
+def _index_bytes(size: int, n_base: int, n_det: int) -> tuple[int, int]:
+    n = int(size)
+    rays = min(n_det, 2 * (int(math.ceil((n - 1) / 2.0)) + 1) + 1)
+    return n_base * rays * 2 * n * 8, n_base * n * n * 2 * 8
+
+
+def geometry_plan(size: int, n_views: int, chunk: int) -> tuple[int, int, int]:
+    """``(projection index bytes, back-projection index bytes, slices per block)`` of a
+    :class:`_Geometry`, without building it. Slices per block: ``chunk``, or at least 16
+    when the indices do not fit :data:`CACHE_BYTES` (they are then rebuilt on every call:
+    fewer, bigger calls)."""
+    fp, bp = _index_bytes(size, _fold(n_views)[1], detector_bins(size))
+    return fp, bp, max(int(chunk), 16) if max(fp, bp) > CACHE_BYTES else int(chunk)
+
+
 class _Geometry:
     """Parallel-beam projector and back-projector for one (size, n_views), 360 degrees.
 
@@ -63,18 +96,11 @@ class _Geometry:
     """
 
     def __init__(self, size: int, n_views: int, symmetry: bool = True,
-                 cache_bytes: int = 320 * 2**20):
+                 cache_bytes: int = CACHE_BYTES):
         self.size = n = int(size)
         self.n_views = v = int(n_views)
         self.n_det = detector_bins(n)
-        if symmetry and v % 8 == 0:
-            self.fold, n_base = 8, v // 8 + 1
-        elif symmetry and v % 4 == 0:
-            self.fold, n_base = 4, v // 4
-        elif v % 2 == 0:
-            self.fold, n_base = 2, v // 2
-        else:
-            self.fold, n_base = 1, v
+        self.fold, n_base = _fold(v, symmetry)
         self.theta = view_angles(v)[:n_base]
         self.cache_bytes = int(cache_bytes)
         self._fp: list | None = None
@@ -82,9 +108,7 @@ class _Geometry:
 
     def index_bytes(self) -> tuple[int, int]:
         """Bytes of the (projection, back-projection) indices and weights."""
-        n, nb = self.size, len(self.theta)
-        rays = min(self.n_det, 2 * (int(math.ceil((n - 1) / 2.0)) + 1) + 1)
-        return nb * rays * 2 * n * 8, nb * n * n * 2 * 8
+        return _index_bytes(self.size, len(self.theta), self.n_det)
 
     # -- forward projection (Joseph's method) -----------------------------------------
     def _fp_chunks(self):
@@ -132,15 +156,19 @@ class _Geometry:
         n_ch = table.shape[1]
         out = torch.zeros((len(self.theta), self.n_det, n_ch), dtype=torch.float32)
         chunks = self._fp if self._fp is not None else self._fp_chunks()
-        keep, nbytes = [], 0
+        keep: list | None = [] if self._fp is None else None
+        nbytes = 0
         for vs, js, idx, w in chunks:
             vals = torch.nn.functional.embedding_bag(idx, table, per_sample_weights=w,
                                                      mode="sum")
             out[vs, js] = vals.reshape(vs.stop - vs.start, js.stop - js.start, n_ch)
-            if self._fp is None:
+            if keep is not None:  # keep the indices while they fit the cache
                 nbytes += idx.numel() * 4 + w.numel() * 4
-                keep.append((vs, js, idx, w))
-        if self._fp is None and nbytes <= self.cache_bytes:
+                if nbytes <= self.cache_bytes:
+                    keep.append((vs, js, idx, w))
+                else:
+                    keep = None
+        if keep is not None:
             self._fp = keep
         return out.permute(2, 0, 1)
 
@@ -205,14 +233,18 @@ class _Geometry:
         n = self.size
         out = torch.empty((n * n, q.shape[1]), dtype=torch.float32)
         chunks = self._bp if self._bp is not None else self._bp_chunks()
-        keep, nbytes = [], 0
+        keep: list | None = [] if self._bp is None else None
+        nbytes = 0
         for ps, idx, w in chunks:
             out[ps] = torch.nn.functional.embedding_bag(idx, q, per_sample_weights=w,
                                                         mode="sum")
-            if self._bp is None:
+            if keep is not None:  # keep the indices while they fit the cache
                 nbytes += idx.numel() * 4 + w.numel() * 4
-                keep.append((ps, idx, w))
-        if self._bp is None and nbytes <= self.cache_bytes:
+                if nbytes <= self.cache_bytes:
+                    keep.append((ps, idx, w))
+                else:
+                    keep = None
+        if keep is not None:
             self._bp = keep
         return out.T.reshape(q.shape[1], n, n)
 
