@@ -266,7 +266,9 @@ def test_epoch_estimate_is_measured_once_per_call_before_the_first_event(pair, t
     assert isinstance(est, EpochEstimate)
     # 5 training slices x 2 patches / batch 4: 3 steps, as the epoch then ran
     assert est.steps == 3 == first.steps and est.epochs == 2 and est.device == "cpu"
-    assert est.seconds_per_step > 0 and est.seconds == est.seconds_per_step * est.steps
+    # the 10 patches of an epoch at the timed step's pace, plus forward-only work
+    # (BatchNorm re-estimation and validation)
+    assert est.seconds_per_step > 0 and est.seconds > est.seconds_per_step * 10 / 4
     assert est.preset == "tiny"
     # a resumed call measures again, for the epochs it has left
     run_fit(x, y, _cfg(epochs=3), tmp_path / "m", resume=True,

@@ -136,14 +136,14 @@ def _resume_config(args, out: Path):
         raise CLIError(str(exc)) from None
 
 
-def _check_out(args, out: Path) -> None:
+def _check_out(out: Path, resume: bool) -> None:
     """Before any work: a new run needs a new, empty or never-finished folder, a resumed
     one a writable folder (the one rule: :mod:`napari_dfct.checkpoint`)."""
     from ..checkpoint import CheckpointError, check_new_run_dir, check_writable
     from ..cli import CLIError
 
     try:
-        if args.resume:
+        if resume:
             check_writable(out)
         else:
             check_new_run_dir(out)
@@ -156,7 +156,10 @@ def _fmt(v: float) -> str:
 
 
 def _duration(seconds: float) -> str:
-    """A duration in words: ``"40 s"``, ``"12 min"``, ``"3.5 h"``, ``"2.1 days"``."""
+    """A duration in words: ``"0.4 s"``, ``"40 s"``, ``"12 min"``, ``"3.5 h"``,
+    ``"2.1 days"``."""
+    if seconds < 10:
+        return f"{seconds:.2g} s"
     if seconds < 90:
         return f"{seconds:.0f} s"
     if seconds < 90 * 60:
@@ -168,8 +171,9 @@ def _duration(seconds: float) -> str:
 
 def estimate_text(est) -> str:
     """The line ``dfct train`` prints on a CPU once the first steps are timed."""
-    text = (f"on the CPU one epoch takes about {_duration(est.seconds)} ({est.steps} steps "
-            f"of {est.seconds_per_step:.2g} s, timed on the first steps)")
+    steps = f"{est.steps} step{'s' if est.steps != 1 else ''}"
+    text = (f"on the CPU one epoch takes about {_duration(est.seconds)} ({steps} of "
+            f"{_duration(est.seconds_per_step)} and validation, timed on the first steps)")
     if est.epochs > 1:
         text += f", up to {_duration(est.seconds * est.epochs)} for {est.epochs} epochs"
     if est.preset == "paper":
@@ -211,13 +215,13 @@ def run(args: argparse.Namespace) -> int:
 
     in_path, tg_path = _inputs(args)
     out = Path(args.out).expanduser()
-    _check_out(args, out)
     if args.resume:
         config = _resume_config(args, out)
         loss = config.loss
     else:
         loss = _loss_config(args)
         config = None
+    _check_out(out, bool(args.resume))
     if config is None:
         from ._training import train_config_from_args
 

@@ -541,6 +541,8 @@ def _train_one_epoch(run: _Run, check_cancel) -> tuple[float, int] | None:
         try:
             with _autocast(device, run.use_amp):
                 pred = model(xb)
+            if timer is not None:
+                timer.forward_done()
             loss = run.loss_fn(pred.float(), yb, wb)
             run.optimizer.zero_grad(set_to_none=True)
             loss.backward()
@@ -556,7 +558,7 @@ def _train_one_epoch(run: _Run, check_cancel) -> tuple[float, int] | None:
         running += loss.detach().double() * xb.shape[0]
         seen += xb.shape[0]
         steps += 1
-        if timer is not None and timer.step():
+        if timer is not None and timer.step(int(xb.shape[0])):
             timer = None
     train_loss = float(running.item()) / max(seen, 1)
     if not math.isfinite(train_loss):

@@ -25,13 +25,14 @@ class EpochEstimate:
     Attributes
     ----------
     seconds_per_step : float
-        The second step's time (the first one's when an epoch has only one), data
-        sampling included.
+        One optimiser step (the second one: the first also warms up), data sampling
+        included.
     steps : int
         Optimiser steps per epoch.
     seconds : float
-        ``seconds_per_step * steps``: the training part of one epoch (validation adds a
-        little).
+        One epoch: the training steps, then the forward-only passes (BatchNorm
+        re-estimation batches, validation slices), each from the timed step's seconds
+        per patch (the forward pass's, for forward-only work).
     epochs : int
         Epochs this call has left to run (the current one included).
     device : str
@@ -51,28 +52,43 @@ class EpochEstimate:
 class StepTimer:
     """Times the first optimiser steps of a :func:`~napari_dfct.train.fit` call and
     reports an :class:`EpochEstimate` to ``run.on_estimate`` once (the second step's
-    time: the first one also warms up)."""
+    times: the first one also warms up)."""
 
     def __init__(self, run) -> None:
         self.run = run
-        self.total = run.sampler.steps_per_epoch(run.config.batch_size)
+        config = run.config
+        self.total = run.sampler.steps_per_epoch(config.batch_size)
+        self.samples = run.sampler.samples_per_epoch
+        n_val, h, w = (int(v) for v in run.x_val.shape)
+        # forward-only work per epoch, in patches: re-estimation batches, validation
+        self.forward_patches = (int(config.bn_recalibrate) * int(config.batch_size)
+                                + n_val * h * w / int(config.patch) ** 2)
         self.last = time.perf_counter()
-        self.times: list[float] = []
+        self.forward = 0.0
+        self.done = 0
 
-    def step(self) -> bool:
-        """Record one step; True once the estimate has been reported."""
+    def _now(self) -> float:
+        if self.run.device.type == "cuda":
+            torch.cuda.synchronize(self.run.device)
+        return time.perf_counter()
+
+    def forward_done(self) -> None:
+        """Mark the end of a step's forward pass."""
+        self.forward = self._now() - self.last
+
+    def step(self, batch: int) -> bool:
+        """Mark the end of a step of ``batch`` patches; True once the estimate has been
+        reported."""
         run = self.run
-        if run.device.type == "cuda":
-            torch.cuda.synchronize(run.device)
-        now = time.perf_counter()
-        self.times.append(now - self.last)
-        self.last = now
-        if len(self.times) < min(2, self.total):
+        now = self._now()
+        per_step, self.last = now - self.last, now
+        self.done += 1
+        if self.done < min(2, self.total):
             return False
-        per_step = self.times[-1]
+        seconds = (per_step * self.samples + self.forward * self.forward_patches) / batch
         report, run.on_estimate = run.on_estimate, None
         report(EpochEstimate(
-            seconds_per_step=per_step, steps=self.total, seconds=per_step * self.total,
+            seconds_per_step=per_step, steps=self.total, seconds=seconds,
             epochs=int(run.config.epochs) - run.epoch, device=run.device.type,
             preset=run.config.preset))
         return True
