@@ -9,7 +9,7 @@ from ._help import HelpFormatter
 from ._training import add_training_arguments, train_config_from_args
 
 __all__ = ["HelpFormatter", "add_training_arguments", "register", "run", "simulate_pair",
-           "train_config_from_args"]
+           "stopped_message", "train_config_from_args"]
 
 NAME = "grid"
 HELP = "train and evaluate the paper's grid of loss configurations and seeds (local or Slurm)"
@@ -24,6 +24,8 @@ metrics file is written last and marks the run as finished). Starting the grid a
 finished runs; a run folder without metrics.json (crash, killed job) is moved aside to
 seed-<k>.incomplete-<time> and redone (or continued with --resume). The report (tables,
 violin plots, panels) is written to OUT/report at the end; `dfct grid-report OUT` redraws it.
+Ctrl-C or SIGTERM stops the grid (exit 130 or 143): running runs are stopped, finished ones
+kept, and no worker process outlives the grid, even after SIGKILL.
 
 Examples:
   dfct simulate data/train --seed 0 && dfct simulate data/test --seed 1000
@@ -190,11 +192,25 @@ def simulate_pair(out_dir: Path, size: int, slices: int, seed: int, test_slices:
     return out["train"], out["test"]
 
 
+def stopped_message(out: Path, exc: BaseException) -> str:
+    """The one line of a grid stopped by a signal: what is kept and how to go on."""
+    from ..experiment import grid_status
+
+    try:
+        done = len(grid_status(out)["done"])
+    except (OSError, ValueError):
+        done = 0
+    return (f"{exc} (exit {getattr(exc, 'exit_status', 130)}): running runs were stopped, "
+            f"{done} finished run(s) are kept in {out}; run the same command again to "
+            "finish the grid")
+
+
 def run(args: argparse.Namespace) -> int:
     import sys
 
     from ..cli import CLIError
     from ..experiment import EXECUTORS, GridRunError, SlurmOptions, make_configs, run_grid
+    from ..experiment._procs import GridStopped, stop_on_signals
     from ..experiment._util import parse_seeds
 
     out = Path(args.out)
@@ -258,13 +274,17 @@ def run(args: argparse.Namespace) -> int:
     log(f"grid: {len(configs)} configurations x {len(seeds)} seeds = "
         f"{len(configs) * len(seeds)} runs -> {out}")
     try:
-        run_grid(train, test, out, configs, seeds, config, executor=args.executor,
-                 jobs=args.jobs, roi=roi, device=args.device, slurm=slurm, wait=args.wait,
-                 report=args.report, progress=not args.quiet, keep_state=args.keep_state,
-                 resume=args.resume, stale_after=60.0 * args.stale_after,
-                 controls=args.controls)
+        with stop_on_signals():
+            run_grid(train, test, out, configs, seeds, config, executor=args.executor,
+                     jobs=args.jobs, roi=roi, device=args.device, slurm=slurm,
+                     wait=args.wait, report=args.report, progress=not args.quiet,
+                     keep_state=args.keep_state, resume=args.resume,
+                     stale_after=60.0 * args.stale_after, controls=args.controls)
     except (ValueError, GridRunError) as exc:
         raise CLIError(str(exc)) from None
+    except GridStopped as exc:
+        print(f"dfct grid: {stopped_message(out, exc)}", file=sys.stderr)
+        return exc.exit_status
     if args.report and args.wait:
         from .grid_report import print_tables
 

@@ -11,15 +11,24 @@ earlier Slurm submission still holds, and hands the others to an executor:
 
 Every run goes through :func:`napari_dfct.experiment.run.run_one`, so the executors only
 differ in where it runs.
+
+No pool worker outlives the grid: each ends when the grid's process ends, by any signal,
+``SIGKILL`` included (:func:`napari_dfct.experiment._procs.die_with_parent`). When the grid
+stops early (``SIGINT``/``SIGTERM`` as :class:`GridStopped`, or an error), the queued runs
+are cancelled and the running ones stopped (their folders stay incomplete, with an
+``error.txt``, and are moved aside or resumed on the next start); finished runs are kept.
 """
 
 from __future__ import annotations
 
 import concurrent.futures as cf
+import contextlib
 import dataclasses
 import multiprocessing as mp
 import os
+import signal
 import sys
+import threading
 import time
 from collections.abc import Callable, Iterable
 from pathlib import Path
@@ -27,6 +36,7 @@ from typing import Any
 
 import numpy as np
 
+from ._procs import GridStopped, die_with_parent
 from ._util import atomic_write_json, timestamp
 from .layout import LOG_FILE, METRICS_FILE, _log, _move_aside, prepare_grid, queued_runs
 from .run import _can_resume, run_one, running_elsewhere
@@ -34,11 +44,14 @@ from .run import _can_resume, run_one, running_elsewhere
 __all__ = [
     "EXECUTORS",
     "GridRunError",
+    "GridStopped",
     "SlurmOptions",
     "run_grid",
 ]
 
 EXECUTORS = ("local", "slurm", "submitit-local")
+STOP_GRACE = 10.0
+"""Seconds a stopped grid gives its pool workers to end their runs before killing them."""
 
 
 class GridRunError(RuntimeError):
@@ -108,8 +121,20 @@ def _summary_line(rec: dict) -> str:
 
 
 # --------------------------------------------------------------------------- executors
-def _init_worker(gpu_queue, threads: int | None) -> None:  # pragma: no cover - subprocess
-    """Pool initializer: pin this worker to one GPU and bound its CPU threads."""
+_WORKER = {"in_run": False, "stopping": False}
+"""A pool worker's state: inside a run, and whether a stop signal has come."""
+
+
+def _init_worker(gpu_queue, threads: int | None,
+                 parent_pid: int | None = None) -> None:  # pragma: no cover - subprocess
+    """Pool initializer: pin this worker to one GPU, bound its CPU threads, end it with
+    its parent (:func:`die_with_parent`), leave ``SIGINT`` to the parent (Ctrl-C reaches
+    the whole process group; the parent stops the workers) and stop the current run on
+    ``SIGTERM`` (:func:`_worker_signal`)."""
+    if parent_pid is not None:
+        die_with_parent(parent_pid)
+        signal.signal(signal.SIGINT, signal.SIG_IGN)
+        signal.signal(signal.SIGTERM, _worker_signal)
     if gpu_queue is not None:
         try:
             gpu = gpu_queue.get_nowait()
@@ -122,6 +147,59 @@ def _init_worker(gpu_queue, threads: int | None) -> None:  # pragma: no cover - 
         import torch
 
         torch.set_num_threads(int(threads))
+
+
+def _worker_signal(signum, frame) -> None:  # pragma: no cover - subprocess
+    """``SIGTERM`` in a pool worker: stop the current run through an exception (so
+    :func:`run_one` writes ``error.txt`` and removes its heartbeat), then end the worker
+    (:func:`_pool_run`); between runs, end it at once. Further signals while the run
+    cleans up are ignored (the pool sends one to every worker when one of them ends; the
+    parent kills a worker that takes too long)."""
+    if not _WORKER["in_run"]:
+        os._exit(128 + int(signum))
+    if not _WORKER["stopping"]:
+        _WORKER["stopping"] = True
+        # the exception can be lost (raised inside an import or a finalizer that
+        # swallows it): end the worker a little later in any case
+        timer = threading.Timer(STOP_GRACE / 2, os._exit, args=(128 + int(signum),))
+        timer.daemon = True
+        timer.start()
+        raise GridStopped(signum)
+
+
+def _pool_run(spec: dict) -> dict:  # pragma: no cover - subprocess
+    """:func:`run_one` in a pool worker; a stopped run ends the worker (it takes no
+    further run from the queue)."""
+    if _WORKER["stopping"]:
+        os._exit(128 + int(signal.SIGTERM))
+    _WORKER["in_run"] = True
+    try:
+        return run_one(spec)
+    except GridStopped as exc:
+        os._exit(exc.exit_status)
+    finally:
+        _WORKER["in_run"] = False
+
+
+def _stop_pool(pool: cf.ProcessPoolExecutor, futures, grace: float = STOP_GRACE) -> None:
+    """Stop a process pool now: cancel queued runs, ask every worker to stop
+    (``SIGTERM``), wait up to ``grace`` seconds, kill those still alive, shut down."""
+    for fut in futures:
+        fut.cancel()
+    procs = list((getattr(pool, "_processes", None) or {}).values())
+    for proc in procs:
+        with contextlib.suppress(OSError, ValueError, AttributeError):
+            proc.terminate()
+    deadline = time.monotonic() + grace
+    for proc in procs:
+        with contextlib.suppress(OSError, ValueError, AssertionError):
+            proc.join(max(0.0, deadline - time.monotonic()))
+    for proc in procs:
+        with contextlib.suppress(OSError, ValueError, AssertionError, AttributeError):
+            if proc.is_alive():
+                proc.kill()
+                proc.join(5.0)
+    pool.shutdown(wait=False, cancel_futures=True)
 
 
 def _cuda_count(device: str) -> int:
@@ -175,9 +253,10 @@ def _run_local(specs, jobs, on_done, bar):
         for i in range(jobs):
             queue.put(gpus[i % len(gpus)])
     pool = cf.ProcessPoolExecutor(max_workers=jobs, mp_context=ctx, initializer=_init_worker,
-                                  initargs=(queue, threads))
+                                  initargs=(queue, threads, os.getpid()))
+    futures: dict = {}
     try:
-        futures = {pool.submit(run_one, spec): spec for spec in specs}
+        futures = {pool.submit(_pool_run, spec): spec for spec in specs}
         for fut in cf.as_completed(futures):
             spec = futures[fut]
             try:
@@ -187,7 +266,8 @@ def _run_local(specs, jobs, on_done, bar):
             else:
                 on_done(spec, rec, None)
     except BaseException:
-        pool.shutdown(wait=False, cancel_futures=True)
+        # SIGINT/SIGTERM (GridStopped), Ctrl-C or an error of ours: no worker outlives this
+        _stop_pool(pool, futures)
         raise
     else:
         pool.shutdown(wait=True)

@@ -20,6 +20,7 @@ from pathlib import Path
 
 import numpy as np
 
+from ._procs import pid_alive, process_start
 from ._util import atomic_write_json, atomic_write_text, read_json
 from .layout import METRICS_FILE, PREDICTION_FILE, RUNNING_FILE, _move_aside, _read_slice
 from .scoring import measure_slice
@@ -99,6 +100,7 @@ def _heartbeat(run_dir: Path, started: float, epoch: int | None = None) -> None:
     atomic_write_json(run_dir / RUNNING_FILE, {
         "host": socket.gethostname(),
         "pid": os.getpid(),
+        "pid_start": process_start(),
         "slurm_job_id": os.environ.get("SLURM_JOB_ID"),
         "slurm_array": (f"{os.environ['SLURM_ARRAY_JOB_ID']}_{os.environ['SLURM_ARRAY_TASK_ID']}"
                         if "SLURM_ARRAY_JOB_ID" in os.environ
@@ -109,23 +111,16 @@ def _heartbeat(run_dir: Path, started: float, epoch: int | None = None) -> None:
     })
 
 
-def _pid_alive(pid: int) -> bool:
-    try:
-        os.kill(int(pid), 0)
-    except ProcessLookupError:
-        return False
-    except (PermissionError, OSError, ValueError, TypeError):
-        return True
-    return True
-
-
 def running_elsewhere(run_dir: str | os.PathLike, stale_after: float = 1800.0) -> dict | None:
     """The ``running.json`` of a run folder if another process seems to be training it.
 
     A folder counts as running when its heartbeat (written at the start and after every
     epoch) is younger than ``stale_after`` seconds and, on this host, its process is alive.
     A crashed or killed run stops beating and is taken over after ``stale_after``; a run
-    of this host whose process is gone is taken over at once.
+    of this host whose process is gone is taken over at once: a pid that no longer exists,
+    a zombie (an ended process nobody reaped) and a pid now used by a process that started
+    at another time than the recorded one (``pid_start``) all count as gone
+    (:func:`napari_dfct.experiment._procs.pid_alive`).
     """
     path = Path(run_dir) / RUNNING_FILE
     if not path.is_file() or (Path(run_dir) / METRICS_FILE).is_file():
@@ -137,7 +132,8 @@ def running_elsewhere(run_dir: str | os.PathLike, stale_after: float = 1800.0) -
         return None
     if age > stale_after:
         return None
-    if info.get("host") == socket.gethostname() and not _pid_alive(info.get("pid", -1)):
+    if info.get("host") == socket.gethostname() and not pid_alive(info.get("pid", -1),
+                                                                   info.get("pid_start")):
         return None
     info["age_s"] = age
     return info
