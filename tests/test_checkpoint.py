@@ -290,11 +290,15 @@ def test_check_new_run_dir(tmp_path):
         ckpt.new_run_dir(tmp_path, "model", "l2")
 
 
-@pytest.mark.parametrize("before", ["empty", "stale"])
+@pytest.mark.parametrize("before", ["empty", "stale", "link"])
 def test_new_run_replaces_an_empty_or_stale_folder_whole(tmp_path, before):
     folder = tmp_path / "m"
     if before == "empty":
         folder.mkdir()
+    elif before == "link":  # a link to an empty folder elsewhere: the files go there
+        (tmp_path / "elsewhere").mkdir()
+        folder.symlink_to(tmp_path / "elsewhere")
+        ckpt.check_new_run_dir(folder)
     else:
         ckpt.save_training_state(folder, {"epoch": 7})
         (folder / "history.json").write_text("[]")
@@ -305,7 +309,9 @@ def test_new_run_replaces_an_empty_or_stale_folder_whole(tmp_path, before):
     assert ckpt.training_state_epoch(folder) == 1
     assert ckpt.load_history(folder) == [{"epoch": 1}]
     assert _same_weights(load_model(folder).model, m)
-    assert [p.name for p in tmp_path.iterdir()] == ["m"]
+    expected = ["elsewhere", "m"] if before == "link" else ["m"]
+    assert sorted(p.name for p in tmp_path.iterdir()) == expected
+    assert folder.is_symlink() == (before == "link")
 
 
 def test_clean_stale_removes_only_what_dead_processes_left(tmp_path, monkeypatch):

@@ -63,6 +63,11 @@ def _write_parts(folder: Path, weights, config, history, state) -> None:
         save_training_state(folder, state)
 
 
+def _followed(folder: Path) -> Path:
+    """``folder``, or the folder a symbolic link there points to (the files go there)."""
+    return folder.resolve() if folder.is_symlink() else folder
+
+
 def _sibling(folder: Path, kind: str) -> Path:
     host = "".join(c if c.isalnum() else "_" for c in socket.gethostname()) or "host"
     return folder.with_name(f".{folder.name}.{kind}-{host}-{os.getpid()}-"
@@ -89,6 +94,7 @@ def _replaceable(folder: Path) -> bool:
 
 def _commit_new_folder(folder: Path, weights, config, history, state) -> None:
     """Write a whole model folder into a hidden sibling and rename it into place."""
+    folder = _followed(folder)
     folder.parent.mkdir(parents=True, exist_ok=True)
     clean_stale(folder)
     tmp = _sibling(folder, "partial")
@@ -306,7 +312,7 @@ def check_new_run_dir(model_dir: str | os.PathLike) -> Path:
     """Raise :class:`CheckpointError` unless a new training run may be saved to
     ``model_dir``: it must be new, an empty folder, or a folder of a run that never saved
     a model (replaced as a whole at the first save), and its parent must be writable."""
-    folder = Path(model_dir).expanduser()
+    folder = _followed(Path(model_dir).expanduser())
     if folder.exists() and not folder.is_dir():
         raise CheckpointError(f"{folder} is a file, not a model folder; choose a folder")
     if is_model_dir(folder):
