@@ -22,8 +22,8 @@ import numpy as np
 
 from ._procs import pid_alive, process_start
 from ._util import atomic_write_json, atomic_write_text, read_json
-from .layout import METRICS_FILE, PREDICTION_FILE, RUNNING_FILE, _move_aside, _read_slice
-from .scoring import measure_slice
+from .layout import METRICS_FILE, PREDICTION_FILE, RUNNING_FILE, _move_aside, read_test_set
+from .scoring import measure_slice, measure_slices
 
 __all__ = [
     "measure_slice",
@@ -233,22 +233,26 @@ def _train(spec: dict, run_dir: Path, config, callback, resume: bool):
 
 
 def _predict_and_measure(spec: dict, run_dir: Path, result, device) -> tuple[dict, float]:
-    """Predict the test slice with the trained model, write ``prediction.tif`` and measure
-    it (:func:`measure_slice`). Returns the metrics and the prediction time in seconds."""
+    """Predict every test slice with the trained model, write the representative slice's
+    prediction (``prediction.tif``) and measure every slice with its own ROIs
+    (:func:`measure_slices`: medians over the slices and ``per_slice``). Returns the
+    metrics and the prediction time in seconds."""
     from ..checkpoint import load_model
     from ..infer import predict
     from ..io import write_volume
 
-    test = spec["test_slice"]
-    image = _read_slice(test["input"])
-    truth = _read_slice(test.get("truth"))
-    target = _read_slice(test.get("target"))
+    if "rois" not in spec:  # a spec of a grid that measured one test slice
+        spec = {**spec, "test": spec["test_slice"], "rois": [spec["roi"]],
+                "roi": {**spec["roi"], "slice": 0}}
+    test = read_test_set(spec["test"])
     loaded = load_model(result.model_dir or (run_dir / "model"), device=str(device))
     t1 = time.perf_counter()
-    pred = np.asarray(predict(loaded, image, device=str(device)), dtype=np.float32)
+    pred = np.asarray(predict(loaded, test["input"], device=str(device)), dtype=np.float32)
     seconds_predict = time.perf_counter() - t1
-    write_volume(run_dir / PREDICTION_FILE, pred)
-    return measure_slice(pred, spec["roi"], truth=truth, target=target), seconds_predict
+    z = int(spec["roi"]["slice"])
+    write_volume(run_dir / PREDICTION_FILE, pred if pred.ndim == 2 else pred[z])
+    return measure_slices(pred, spec["rois"], truth=test["truth"], target=test["target"],
+                          mask=test["mask"], representative=z), seconds_predict
 
 
 def _device_name(device) -> str:
