@@ -161,3 +161,27 @@ def test_a_run_is_measured_on_every_test_slice(tmp_path, test_folder, one_torch_
     saved, _ = read_volume(run_dir / "prediction.tif")
     assert saved.shape == inp.shape[1:]
     np.testing.assert_allclose(saved, pred[1], rtol=1e-4, atol=1e-5)
+
+
+def test_independent_specimens_give_each_slice_its_own_rois(tmp_path):
+    """A ``dfct simulate --specimens`` test set: per-slice ROIs in meta.json reach the
+    grid (grid.json's ``rois``) and each slice of reference.json is measured with them."""
+    from napari_dfct.simulate import save_simulation, simulate_dfct
+
+    sim = simulate_dfct(n_slices=3, size=64, n_views=96, rotations=4, seed=5, specimens=True)
+    folder = tmp_path / "test"
+    save_simulation(sim, folder)
+    meta = json.loads((folder / "meta.json").read_text())
+    settings, _ = prepare_grid(folder, folder, tmp_path / "grid", ["l2"], [0], _tiny_config())
+    for k in range(3):
+        own = meta["rois"][k]
+        got = settings["rois"][k]
+        assert got["signal_center"] == pytest.approx(own["signal_center"])
+        assert got["background_center"] == pytest.approx(own["background_center"])
+    ref = json.loads((tmp_path / "grid" / "reference.json").read_text())
+    for k in range(3):
+        r = settings["rois"][k]
+        c = metrics.cnr(sim.input[k], r["signal_center"], r["background_center"],
+                        r["roi_size"])
+        assert ref["input"]["per_slice"][k]["cnr"] == pytest.approx(c.cnr, rel=1e-5)
+    assert ref["input"]["psnr_body"] is not None  # the body mask was found and used
