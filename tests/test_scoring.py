@@ -172,7 +172,13 @@ def test_independent_specimens_give_each_slice_its_own_rois(tmp_path):
     folder = tmp_path / "test"
     save_simulation(sim, folder)
     meta = json.loads((folder / "meta.json").read_text())
+    # slice 2's own signal ROI moved by two pixels (small anatomies may share the centres)
+    r2 = meta["rois"][2]
+    r2["signal_center"] = [r2["signal_center"][0] + 2, r2["signal_center"][1]]
+    r2.pop("line", None)
+    (folder / "meta.json").write_text(json.dumps(meta))
     settings, _ = prepare_grid(folder, folder, tmp_path / "grid", ["l2"], [0], _tiny_config())
+    assert settings["rois"][2]["signal_center"] != settings["rois"][0]["signal_center"]
     for k in range(3):
         own = meta["rois"][k]
         got = settings["rois"][k]
