@@ -331,7 +331,8 @@ def test_reset_rois_restores_the_datas_own_rois(make_napari_viewer, small_sim, q
     # a volume opened from a folder with a meta.json: its ROIs (moved, to tell them apart)
     folder = tmp_path / "scan"
     folder.mkdir()
-    moved = dict(meta, signal_center=[30, 30], background_center=[12, 50], line=None,
+    moved = {k: v for k, v in meta.items() if k != "rois"}  # one set for every slice
+    moved.update(signal_center=[30, 30], background_center=[12, 50], line=None,
                  roi_size=8)
     (folder / "meta.json").write_text(json.dumps(moved))
     write_volume(folder / "input.tif", small_sim.input)
@@ -340,6 +341,26 @@ def test_reset_rois_restores_the_datas_own_rois(make_napari_viewer, small_sim, q
     widget.reset_rois()
     _same_shapes(viewer.layers[ROI_LAYER_NAME],
                  roi.ROISet.from_meta(moved, image_size=meta["size"]).shapes())
+
+
+def test_reset_rois_takes_the_slices_own_rois(make_napari_viewer, small_sim, qtbot):
+    """Per-slice ROIs in the data's record (independent specimens): those of the slice
+    on view."""
+    from napari_dfct import roi
+
+    per_slice = [{"signal_center": [30 + z, 20], "background_center": [12, 40 + z],
+                  "roi_size": 6} for z in range(small_sim.input.shape[0])]
+    meta = dict(small_sim.meta, rois=per_slice)
+    viewer = make_napari_viewer()
+    viewer.add_image(small_sim.input.copy(), name="input", metadata={"dfct": meta})
+    viewer.dims.set_current_step(0, 3)
+    widget = MeasureWidget(viewer)
+    qtbot.addWidget(widget)
+    widget.reset_rois()
+    own = roi.ROISet.from_meta(meta, 4, image_size=meta["size"], slice=3)
+    assert own.signal_center == (33.0, 20.0)
+    _same_shapes(viewer.layers[ROI_LAYER_NAME], own.shapes())
+    assert "slice 3" in widget.status.text() or "slice 3" in widget._roi_source
 
 
 def test_warns_when_the_signal_is_darker_than_the_background(setup, qtbot, measure_notes):

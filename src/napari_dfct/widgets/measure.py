@@ -111,13 +111,13 @@ def _source_path(layer) -> str | None:
     return str(src) if src else None
 
 
-def data_rois(layer) -> tuple[roi.ROISet | None, str]:
+def data_rois(layer, z: int | None = None) -> tuple[roi.ROISet | None, str]:
     """The ROIs that come with the data of an image ``layer``, and where they come from.
 
     The sample's simulation record (``layer.metadata["dfct"]``), else the ``meta.json``
     next to the file the layer was read from (``metadata["source"]`` or napari's
-    ``layer.source.path``), read by :class:`napari_dfct.roi.ROISet`. ``(None, "")`` when
-    the data bring no ROIs.
+    ``layer.source.path``), read by :class:`napari_dfct.roi.ROISet` (with per-slice ROIs,
+    those of slice ``z`` of a volume). ``(None, "")`` when the data bring no ROIs.
     """
     meta, where = layer.metadata.get("dfct"), "the sample's ROIs"
     if not isinstance(meta, dict) or "signal_center" not in meta:
@@ -132,8 +132,15 @@ def data_rois(layer) -> tuple[roi.ROISet | None, str]:
     if not meta:
         return None, ""
     data = layer.data[0] if layer.multiscale else layer.data
+    size = int(data.shape[-1])
+    if data.ndim >= 3 and z is not None and isinstance(meta.get("rois"), list):
+        try:  # the ROIs of the slice on view
+            rois = roi.ROISet.from_meta(meta, int(data.shape[0]), image_size=size, slice=z)
+            return rois, f"{where} (slice {rois.slice})"
+        except (ValueError, TypeError):
+            pass
     try:
-        return roi.ROISet.from_meta(meta, image_size=int(data.shape[-1])), where
+        return roi.ROISet.from_meta(meta, image_size=size), where
     except (ValueError, TypeError):
         return None, ""
 
@@ -424,7 +431,7 @@ class MeasureWidget(QWidget):
         candidates = ([active] if active in images else []) + self.measured_layers() \
             + images
         for layer in candidates:
-            rois, where = data_rois(layer)
+            rois, where = data_rois(layer, _layers.current_index(self.viewer, layer))
             if rois is not None:
                 return rois, where, layer
         return None, "", (self.measured_layers() or images)[0]
