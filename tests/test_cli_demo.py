@@ -14,7 +14,8 @@ from napari_dfct.cli import main
 @pytest.fixture(scope="module")
 def quick_demo(tmp_path_factory):
     out = tmp_path_factory.mktemp("demo") / "quick"
-    status = main(["demo", "--quick", "--out", str(out), "--device", "cpu", "--quiet"])
+    status = main(["demo", "--quick", "--out", str(out), "--device", "cpu", "--quiet",
+                   "--jobs", "1"])
     return status, out
 
 
@@ -22,11 +23,26 @@ def test_demo_quick_runs_end_to_end(quick_demo, capsys):
     status, out = quick_demo
     assert status == 0
     for name in ("demo-table.md", "demo-table.csv", "demo-panel.png", "demo-violins.png",
-                 "demo.json", "grid/report/report.md", "grid/report/violin-cnr.png"):
+                 "demo-verdict.md", "demo-verdict.csv", "demo.json", "grid/report/report.md",
+                 "grid/report/violin-cnr.png"):
         assert (out / name).is_file(), name
     meta = json.loads((out / "data" / "test" / "meta.json").read_text())
     train_meta = json.loads((out / "data" / "train" / "meta.json").read_text())
-    assert meta["seed"] != train_meta["seed"]  # the test specimen is held out
+    assert meta["seed"] != train_meta["seed"]  # the test specimens are held out
+    # independent specimens: every test slice has ROIs of its own
+    assert len(meta["rois"]) == 3 and len(train_meta["rois"]) == 8
+
+
+def test_demo_prints_the_paired_verdict(quick_demo):
+    _, out = quick_demo
+    rows = list(csv.DictReader((out / "demo-verdict.csv").open()))
+    assert {r["metric"] for r in rows} == {"cnr", "fwhm", "error_cnr", "psnr_body"}
+    for r in rows:
+        assert r["configuration"] == "l2+s+f-nonlinear" and r["reference"] == "l2"
+        # two seeds: the smallest possible Wilcoxon p is 0.5, so never a verdict
+        assert r["verdict"] == "no evidence" and int(r["n"]) == 2
+        diffs = [float(d) for d in r["differences"].split()]
+        assert float(r["median_diff"]) == pytest.approx(float(np.median(diffs)))
 
 
 def test_demo_table_matches_the_runs(quick_demo):
@@ -35,13 +51,13 @@ def test_demo_table_matches_the_runs(quick_demo):
     assert list(rows) == ["input", "l2", "l2+s+f-nonlinear", "target", "truth"]
     ref = json.loads((out / "grid" / "reference.json").read_text())
     for key in ("input", "target"):
-        for m in ("cnr", "psnr", "ssim"):
+        for m in ("cnr", "error_cnr", "psnr_body"):
             assert float(rows[key][f"{m}_median"]) == pytest.approx(ref[key][m])
     for name in ("l2", "l2+s+f-nonlinear"):
         runs = [json.loads(p.read_text())
                 for p in (out / "grid" / "runs" / name).glob("seed-*/metrics.json")]
-        assert len(runs) == 1  # --quick: one seed
-        for m in ("cnr", "psnr", "ssim"):
+        assert len(runs) == 2  # --quick: two seeds
+        for m in ("cnr", "fwhm", "error_cnr", "psnr_body"):
             assert float(rows[name][f"{m}_median"]) == pytest.approx(
                 np.median([r[m] for r in runs]))
     md = (out / "demo-table.md").read_text()
@@ -51,7 +67,8 @@ def test_demo_table_matches_the_runs(quick_demo):
 def test_demo_again_reuses_the_runs(quick_demo, capsys):
     _, out = quick_demo
     before = sorted(p.stat().st_mtime_ns for p in (out / "grid" / "runs").rglob("metrics.json"))
-    assert main(["demo", "--quick", "--out", str(out), "--device", "cpu", "--quiet"]) == 0
+    assert main(["demo", "--quick", "--out", str(out), "--device", "cpu", "--quiet",
+                 "--jobs", "1"]) == 0
     after = sorted(p.stat().st_mtime_ns for p in (out / "grid" / "runs").rglob("metrics.json"))
     assert before == after
     assert "| *input* |" in capsys.readouterr().out
