@@ -68,8 +68,9 @@ def add_training_arguments(parser: argparse.ArgumentParser, *, seed: bool = Fals
                        help="seed of the split, the initial weights and the patch order "
                             "(default: 0)")
     g.add_argument("--window", default=argparse.SUPPRESS, metavar="LOW,HIGH",
-                   help="intensity clip window (default: 1st/99th percentiles of the "
-                        "training slices)")
+                   help="intensity clip window (default: the 0.1/99.9 percentiles of the "
+                        "training slices, input and target pooled, widened by 20 %% on each "
+                        "side)")
     g.add_argument("--no-augment", dest="augment", action="store_false",
                    default=argparse.SUPPRESS,
                    help="train without flips and rotations (augmentation is on by default)")

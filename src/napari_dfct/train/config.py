@@ -71,8 +71,9 @@ class TrainConfig:
     device : str
         ``"auto"`` (CUDA, MPS, CPU), ``"cpu"``, ``"cuda"``, ``"cuda:1"``, ``"mps"``.
     window : IntensityWindow or None
-        Shared clip window; None takes the 1st/99th percentiles of the training slices
-        (input and target pooled).
+        Shared clip window; None takes :func:`napari_dfct.data.window_from_percentiles` of
+        the training slices (input and target pooled: the 0.1/99.9 percentiles widened by
+        20 % on each side, which clips at most 1 % of the lung on the simulator's data).
     augment : bool
         Flips and rotations.
     amp : bool
