@@ -10,6 +10,7 @@ from typing import Any
 import numpy as np
 
 from .._files import atomic_write_text, json_safe, read_json
+from ..roi import parse_line, parse_point
 from .._files import write_json as atomic_write_json
 
 __all__ = [
@@ -76,35 +77,3 @@ def parse_seeds(text: str | int | Iterable[int]) -> list[int]:
     if not out:
         raise ValueError(f"empty seed selection {text!r}")
     return out
-
-
-def parse_point(text: str | Iterable[float]) -> list[float]:
-    """Parse ``"R,C"`` (or a pair) into ``[row, col]``."""
-    if isinstance(text, str):
-        parts = [p for p in re.split(r"[,\s]+", text.strip()) if p]
-    else:
-        parts = list(text)
-    try:
-        values = [float(p) for p in parts]
-    except (TypeError, ValueError):
-        raise ValueError(f"bad point {text!r}: use ROW,COL") from None
-    if len(values) != 2:
-        raise ValueError(f"bad point {text!r}: use ROW,COL")
-    return values
-
-
-def parse_line(text: str | Iterable[Any]) -> list[list[float]]:
-    """Parse ``"R0,C0,R1,C1"`` (or ``[[r0, c0], [r1, c1]]``) into two points."""
-    if isinstance(text, str):
-        parts = [p for p in re.split(r"[,\s;:]+", text.strip()) if p]
-        try:
-            values = [float(p) for p in parts]
-        except ValueError:
-            raise ValueError(f"bad line {text!r}: use R0,C0,R1,C1") from None
-        if len(values) != 4:
-            raise ValueError(f"bad line {text!r}: use R0,C0,R1,C1")
-        return [values[:2], values[2:]]
-    pts = [parse_point(p) for p in text]
-    if len(pts) != 2:
-        raise ValueError(f"bad line {text!r}: give two points")
-    return pts

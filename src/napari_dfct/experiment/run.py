@@ -141,9 +141,9 @@ def running_elsewhere(run_dir: str | os.PathLike, stale_after: float = 1800.0) -
 
 def _can_resume(spec: dict) -> bool:
     """Whether ``spec`` asks to resume and its run folder holds a training state."""
-    from ..checkpoint import STATE_FILE
+    from ..checkpoint import has_training_state
 
-    return bool(spec.get("resume")) and (Path(spec["run_dir"]) / "model" / STATE_FILE).is_file()
+    return bool(spec.get("resume")) and has_training_state(Path(spec["run_dir"]) / "model")
 
 
 def _train_and_measure(spec, run_dir, started, moved, callback, resume):
@@ -215,11 +215,10 @@ def _train(spec: dict, run_dir: Path, config, callback, resume: bool):
     t0 = time.perf_counter()
     resumed_from = None
     if resume:
-        from ..checkpoint import STATE_FILE
+        from ..checkpoint import training_state_epoch
 
-        try:
-            resumed_from = int(read_json(run_dir / "model" / STATE_FILE)["state"]["epoch"])
-        except (OSError, ValueError, KeyError, TypeError):
+        resumed_from = training_state_epoch(run_dir / "model")
+        if resumed_from is None:
             resumed_from = -1  # unknown: fit() checks the state itself
     result = run_fit(np.asarray(x, dtype=np.float32), np.asarray(y, dtype=np.float32), config,
                      out_dir=run_dir / "model", callback=callback, resume=resume, preview=False)

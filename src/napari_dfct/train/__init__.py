@@ -1,12 +1,14 @@
 """The training loop: one generator used by the GUI, the CLI and the experiment grid.
 
 :func:`fit` trains a residual U-Net on pairs of single-rotation inputs and multi-rotation
-targets with the paper's recipe (:class:`TrainConfig` defaults): Adam (lr 1e-3, coupled
-weight decay 0.1), StepLR (step 3, gamma 0.9), batch 32, one random 128x128 patch per
-training slice and step, flips and +-15 degree rotations, 20 % of the slices for
-validation, early stopping with patience 20 on the validation loss over *full-size*
-validation slices (the same amplified loss, with A_S of the full slice), at most 100
-epochs. The best model is saved as a checkpoint whenever the validation loss improves.
+targets with the paper's protocol: Adam (lr 1e-3, coupled weight decay 0.1), StepLR
+(step 3, gamma 0.9), batch 32, one random 128x128 patch per training slice and step, flips
+and +-15 degree rotations, 20 % of the slices for validation, early stopping with patience
+20, at most 100 epochs. Validation runs on *full-size* slices and records the plain and
+the amplified loss; early stopping and the best checkpoint use the one chosen by
+``TrainConfig.select`` (the plain one by default). The default recipe, ``stable``,
+re-estimates BatchNorm's running statistics before every validation; ``paper`` does not
+(:data:`RECIPES`, ``docs/training-stability.md``).
 
 It is a generator: every finished epoch yields an :class:`EpochEvent` and the generator
 ``return``\\ s a :class:`FitResult` (``StopIteration.value``; :func:`run_fit` drives it for

@@ -1,19 +1,5 @@
-"""The training loop: one generator used by the GUI, the CLI and the experiment grid.
-
-:func:`fit` trains a residual U-Net on pairs of single-rotation inputs and multi-rotation
-targets with the paper's recipe (:class:`TrainConfig` defaults): Adam (lr 1e-3, coupled
-weight decay 0.1), StepLR (step 3, gamma 0.9), batch 32, one random 128x128 patch per
-training slice and step, flips and +-15 degree rotations, 20 % of the slices for
-validation, early stopping with patience 20 on the validation loss over *full-size*
-validation slices (the same amplified loss, with A_S of the full slice), at most 100
-epochs. The best model is saved as a checkpoint whenever the validation loss improves.
-
-It is a generator: every finished epoch yields an :class:`EpochEvent` and the generator
-``return``\\ s a :class:`FitResult` (``StopIteration.value``; :func:`run_fit` drives it for
-you). A ``cancel`` flag is checked before every batch; a cancelled run keeps its best
-checkpoint and the resume state of its last finished epoch, and ``fit(..., resume=True)``
-continues it where it stopped, bit for bit on the CPU.
-"""
+"""The training loop, :func:`fit`, in named steps (the package docstring of
+:mod:`napari_dfct.train` describes what it does)."""
 
 from __future__ import annotations
 
