@@ -109,6 +109,12 @@ def test_make_configs_is_the_paper_grid():
     spectral = make_configs(["l1"], ["F"], ["linear"], mode="spectral", normalize=True)
     assert spectral[0].mode == "spectral" and spectral[0].normalize
     assert [c.name for c in make_configs(names=["l2", "l2"])] == ["l2"]
+    # explicit names keep their own mode: one grid can compare paper and spectral F
+    mixed = make_configs(names=["l2+f-nonlinear", "l2+f-nonlinear-spectral"])
+    assert [(c.mode, c.name) for c in mixed] == [
+        ("paper", "l2+f-nonlinear"), ("spectral", "l2+f-nonlinear-spectral")]
+    forced = make_configs(names=["l2+f-linear"], mode="spectral", normalize=True)
+    assert forced[0].name == "l2+f-linear-spectral-norm"
     with pytest.raises(ValueError):
         make_configs(schemes=["X"])
 

@@ -58,10 +58,10 @@ def test_linear_closed_forms_match_independent_grids(shape):
     np.testing.assert_allclose(W.frequency_weight_np(shape, "linear"), 1 + f / f.max(), atol=1e-12)
     rho = f / f.max()
     np.testing.assert_allclose(
-        W.frequency_weight_np(shape, "nonlinear"),
-        1 + rho**W.FREQUENCY_NONLINEAR_GAMMA,
-        atol=1e-12,
+        W.frequency_weight_np(shape, "nonlinear"), 2 - (1 - rho) ** 3, atol=1e-12
     )
+    np.testing.assert_allclose(W.frequency_weight_np(shape, "sqrt"), 1 + np.sqrt(rho),
+                               atol=1e-12)
 
 
 def test_none_is_ones():
@@ -101,10 +101,25 @@ def test_nonlinear_frequency_raises_mid_and_high_bands():
     assert np.all(non[inner] > lin[inner])
     mid_high = (r >= 0.25) & (r <= 0.8)
     assert np.all(non[mid_high] - lin[mid_high] >= 0.05)
+    # the lift over linear peaks in the mid band (rho = 1 - 1/sqrt(3) = 0.42); the 0.1
+    # profile (sqrt) peaks at 0.25 and lies above the new one below rho = 0.152 only:
+    # mid and high bands are raised further, low bands less
+    lift = non - lin
+    assert r[np.argmax(lift)] == pytest.approx(1 - 3 ** -0.5, abs=0.006)
+    sq = W.frequency_profile(r, "sqrt")
+    assert r[np.argmax(sq - lin)] == pytest.approx(0.25, abs=0.006)
+    assert np.all(non[(r >= 0.35) & (r < 1)] > sq[(r >= 0.35) & (r < 1)])
+    assert np.all(non[(r > 0) & (r <= 0.1)] < sq[(r > 0) & (r <= 0.1)])
     # and on a real spectrum
     shape = (32, 40)
     lin_map = W.frequency_weight_np(shape, "linear")
     assert np.all(W.frequency_weight_np(shape, "nonlinear") >= lin_map)
+
+
+def test_sqrt_is_a_frequency_profile_only():
+    assert W.frequency_weight((8, 8), "sqrt").max() == 2.0
+    with pytest.raises(ValueError, match="valid profiles"):
+        W.spatial_weight((8, 8), "sqrt")
 
 
 def test_nonlinear_spatial_smoother_edges_sharper_transition():

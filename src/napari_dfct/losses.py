@@ -151,7 +151,8 @@ class LossConfig:
         set_ = lambda k, v: object.__setattr__(self, k, v)  # noqa: E731  (frozen)
         set_("loss", _norm_choice(self.loss, LOSSES, "loss"))
         set_("spatial", _norm_choice(self.spatial, _w.PROFILES, "spatial profile"))
-        set_("frequency", _norm_choice(self.frequency, _w.PROFILES, "frequency profile"))
+        set_("frequency", _norm_choice(self.frequency, _w.FREQUENCY_PROFILES,
+                                       "frequency profile"))
         order = _norm_choice(self.order, ORDERS, "order")
         set_("order", order if (self.spatial != "none" and self.frequency != "none") else "sf")
         set_("mode", _norm_choice(self.mode, MODES, "mode"))
@@ -258,7 +259,7 @@ class LossConfig:
         return cfg
 
 
-_TERM = re.compile(r"^(s|f)(?:-(linear|nonlinear))?$")
+_TERM = re.compile(r"^(s|f)(?:-(linear|nonlinear|sqrt))?$")
 
 
 def _invalid(name) -> ValueError:

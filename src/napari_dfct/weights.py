@@ -73,10 +73,12 @@ import torch
 
 __all__ = [
     "PROFILES",
+    "FREQUENCY_PROFILES",
     "EDGES",
     "SPATIAL_NONLINEAR_R0",
     "SPATIAL_NONLINEAR_K",
     "FREQUENCY_NONLINEAR_GAMMA",
+    "FREQUENCY_NONLINEAR_POWER",
     "spatial_profile",
     "frequency_profile",
     "spatial_radius",
@@ -93,21 +95,26 @@ __all__ = [
 ]
 
 PROFILES = ("none", "linear", "nonlinear")
+#: Frequency profiles: the spatial ones plus ``sqrt`` (``1 + sqrt(rho)``, the non-linear
+#: profile of version 0.1, kept selectable under its own name).
+FREQUENCY_PROFILES = PROFILES + ("sqrt",)
 EDGES = ("corner", "inscribed")
 
 #: Transition radius of the non-linear spatial profile (fraction of the edge radius).
 SPATIAL_NONLINEAR_R0 = 0.45
 #: Steepness of the non-linear spatial profile's logistic step.
 SPATIAL_NONLINEAR_K = 12.0
-#: Exponent of the non-linear frequency profile ``1 + rho ** gamma``.
+#: Exponent of the ``sqrt`` frequency profile ``1 + rho ** gamma``.
 FREQUENCY_NONLINEAR_GAMMA = 0.5
+#: Power of the non-linear frequency profile ``2 - (1 - rho) ** n``.
+FREQUENCY_NONLINEAR_POWER = 3.0
 
 
 # ----------------------------------------------------------------------------- validation
-def _check_profile(profile: str) -> str:
-    if not isinstance(profile, str) or profile.lower() not in PROFILES:
+def _check_profile(profile: str, valid: Sequence[str] = PROFILES) -> str:
+    if not isinstance(profile, str) or profile.lower() not in valid:
         raise ValueError(
-            f"unknown weight profile {profile!r}; valid profiles: {', '.join(PROFILES)}"
+            f"unknown weight profile {profile!r}; valid profiles: {', '.join(valid)}"
         )
     return profile.lower()
 
@@ -173,7 +180,11 @@ def spatial_profile(
 
 
 def frequency_profile(
-    rho, profile: str = "linear", *, gamma: float = FREQUENCY_NONLINEAR_GAMMA
+    rho,
+    profile: str = "linear",
+    *,
+    gamma: float = FREQUENCY_NONLINEAR_GAMMA,
+    power: float = FREQUENCY_NONLINEAR_POWER,
 ) -> np.ndarray:
     """Frequency amplification as a function of the normalised radial frequency.
 
@@ -181,22 +192,32 @@ def frequency_profile(
     ----------
     rho : array_like
         Normalised radial frequency; values are clipped to ``[0, 1]``.
-    profile : {"none", "linear", "nonlinear"}
-        ``none``: 1; ``linear``: ``1 + rho``; ``nonlinear``: ``1 + rho ** gamma``.
+    profile : {"none", "linear", "nonlinear", "sqrt"}
+        ``none``: 1; ``linear``: ``1 + rho``; ``nonlinear``: ``2 - (1 - rho) ** power``
+        (above the linear profile everywhere in between, most at mid bands, flat at the
+        top: it follows where the simulator's streaks outweigh the anatomy, see
+        ``docs/loss-amplification.md``); ``sqrt``: ``1 + rho ** gamma`` (the non-linear
+        profile of version 0.1, which lifts the low-to-mid bands most).
     gamma : float
-        Exponent of the non-linear profile, ``0 < gamma <= 1``.
+        Exponent of the ``sqrt`` profile, ``0 < gamma <= 1``.
+    power : float
+        Power of the non-linear profile, ``>= 1``.
 
     Returns
     -------
     numpy.ndarray
         float64, same shape as ``rho``, in ``[1, 2]``; 1 at DC and 2 at ``rho = 1``.
     """
-    profile = _check_profile(profile)
+    profile = _check_profile(profile, FREQUENCY_PROFILES)
     rho = np.clip(np.asarray(rho, dtype=np.float64), 0.0, 1.0)
     if profile == "none":
         return np.ones_like(rho)
     if profile == "linear":
         return 1.0 + rho
+    if profile == "nonlinear":
+        if not power >= 1:
+            raise ValueError(f"power must be at least 1, got {power}")
+        return 2.0 - (1.0 - rho) ** power
     if not 0 < gamma <= 1:
         raise ValueError(f"gamma must lie in (0, 1], got {gamma}")
     return 1.0 + rho**gamma
@@ -312,7 +333,7 @@ def frequency_weight_np(
     ----------
     shape : (int, int)
         Image / spectrum shape ``(H, W)``.
-    profile : {"none", "linear", "nonlinear"}
+    profile : {"none", "linear", "nonlinear", "sqrt"}
         Radial profile, see :func:`frequency_profile`.
     normalize : bool
         Divide by the mean over the spectrum, so the map has mean 1 (``A_F(DC)`` becomes
@@ -323,7 +344,7 @@ def frequency_weight_np(
     numpy.ndarray
         float64 ``(H, W)``; use :func:`fftshift` to put DC in the middle for display.
     """
-    profile = _check_profile(profile)
+    profile = _check_profile(profile, FREQUENCY_PROFILES)
     h, w = _check_shape(shape)
     if profile == "none":
         return np.ones((h, w))
@@ -425,7 +446,8 @@ def frequency_weight(
         arguments: do not modify it in place.
     """
     return _frequency_cached(
-        _check_shape(shape), _check_profile(profile), bool(normalize), _device_key(device), dtype
+        _check_shape(shape), _check_profile(profile, FREQUENCY_PROFILES), bool(normalize),
+        _device_key(device), dtype
     )
 
 

@@ -52,7 +52,7 @@ def register(parser: argparse.ArgumentParser) -> None:
     lo.add_argument("--loss", default="l2",
                     help="l1 or l2, or a full loss name such as l2+s+f-nonlinear")
     lo.add_argument("--spatial", default="none", help="A_S profile: none, linear, nonlinear")
-    lo.add_argument("--frequency", default="none", help="A_F profile: none, linear, nonlinear")
+    lo.add_argument("--frequency", default="none", help="A_F profile: none, linear, nonlinear, sqrt")
     lo.add_argument("--order", default="sf", help="sf (S then F) or fs (F then S)")
     lo.add_argument("--mode", default="paper", help="paper or spectral")
     lo.add_argument("--normalize-weights", action="store_true",

@@ -103,12 +103,15 @@ def make_configs(
         Passed to :func:`napari_dfct.losses.paper_configs` (the baseline appears once per
         loss, so the defaults give the paper's 18 configurations).
     mode : {"paper", "spectral"}
-        Frequency-weighting mode, applied to every configuration.
+        Frequency-weighting mode, applied to every configuration (``"spectral"`` also to
+        every name; a name ending in ``-spectral`` is spectral whatever ``mode`` says).
     normalize : bool
-        Rescale the amplification weights to mean 1.
+        Rescale the amplification weights to mean 1 (a name ending in ``-norm`` is
+        normalised whatever ``normalize`` says).
     names : sequence of str, optional
-        Explicit configuration names (``"l2"``, ``"l2+s+f-nonlinear"``); when given, they
-        replace the product of ``losses``, ``schemes`` and ``profiles``.
+        Explicit configuration names (``"l2"``, ``"l2+s+f-nonlinear"``,
+        ``"l2+f-nonlinear-spectral"``); when given, they replace the product of
+        ``losses``, ``schemes`` and ``profiles``, so that one grid can mix modes.
 
     Returns
     -------
@@ -118,8 +121,11 @@ def make_configs(
     from ..losses import LossConfig, paper_configs
 
     if names:
-        configs = [LossConfig.from_name(str(n).strip(), mode=mode, normalize=normalize)
-                   for n in names]
+        # a name says its own mode and normalisation ("-spectral", "-norm"); the options
+        # switch them on for every name, never off
+        over = {**({"mode": mode} if mode != "paper" else {}),
+                **({"normalize": True} if normalize else {})}
+        configs = [LossConfig.from_name(str(n).strip(), **over) for n in names]
     else:
         schemes = [_canonical_scheme(s) for s in schemes]
         configs = paper_configs(losses=tuple(str(x).strip().lower() for x in losses),

@@ -54,6 +54,7 @@ __all__ = ["TrainWidget", "default_models_dir"]
 PREVIEW_SUFFIX = " [training preview]"
 _EXCLUDE = ("weights", "preview")
 _PROFILE_CHOICES = [("none", "none"), ("linear", "linear"), ("non-linear", "nonlinear")]
+_FREQUENCY_CHOICES = _PROFILE_CHOICES + [("sqrt (0.1)", "sqrt")]
 
 
 def default_models_dir() -> Path:
@@ -144,7 +145,7 @@ class TrainWidget(QWidget):
                          value="l2"),
                 ComboBox(name="spatial", label="spatial", choices=_PROFILE_CHOICES,
                          value="none"),
-                ComboBox(name="frequency", label="frequency", choices=_PROFILE_CHOICES,
+                ComboBox(name="frequency", label="frequency", choices=_FREQUENCY_CHOICES,
                          value="none"),
                 ComboBox(name="order", label="order",
                          choices=[("S then F (S+F)", "sf"), ("F then S (F+S)", "fs")],

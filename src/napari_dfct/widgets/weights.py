@@ -47,6 +47,7 @@ PATCH = 128
 _EXCLUDE = ("weights", "preview")
 
 _PROFILE_CHOICES = [("none", "none"), ("linear", "linear"), ("non-linear", "nonlinear")]
+_FREQUENCY_CHOICES = _PROFILE_CHOICES + [("sqrt (0.1)", "sqrt")]
 _ORDER_CHOICES = [("S then F (S+F)", "sf"), ("F then S (F+S)", "fs")]
 _LOSS_CHOICES = [("L1", "l1"), ("L2", "l2")]
 _MODE_CHOICES = [("paper", "paper"), ("spectral", "spectral")]
@@ -85,7 +86,7 @@ class WeightsWidget(QWidget):
                          nullable=True, tooltip="Multi-rotation reconstruction (same shape)"),
                 ComboBox(name="spatial", label="spatial", choices=_PROFILE_CHOICES,
                          value="linear", tooltip="A_S: weight rising towards the iso-centre"),
-                ComboBox(name="frequency", label="frequency", choices=_PROFILE_CHOICES,
+                ComboBox(name="frequency", label="frequency", choices=_FREQUENCY_CHOICES,
                          value="linear", tooltip="A_F: weight rising towards high frequencies"),
                 ComboBox(name="order", label="order", choices=_ORDER_CHOICES, value="sf",
                          tooltip="Order of the two amplifications when both are on"),
