@@ -380,3 +380,57 @@ def test_warns_when_the_signal_is_darker_than_the_background(setup, qtbot, measu
     qtbot.waitUntil(lambda: _row(widget, "input").measurement.cnr.cnr > 0, timeout=3000)
     assert "below" not in _cell(widget, "input", "Note").text()
     assert not widget.warning_label.isVisibleTo(widget)
+
+
+def _hand_error_cnr(img, ref, sig, bg, size=SIZE):
+    """(mu_s - mu_b) / sqrt(var(e_s) + var(e_b)) with e = img - ref, computed here."""
+    h = size // 2
+
+    def box(a, c):
+        r, q = int(round(c[0])), int(round(c[1]))
+        return np.asarray(a, np.float64)[r - h:r - h + size, q - h:q - h + size]
+
+    e = np.asarray(img, np.float64) - np.asarray(ref, np.float64)
+    return ((box(img, sig).mean() - box(img, bg).mean())
+            / np.sqrt(box(e, sig).var(ddof=1) + box(e, bg).var(ddof=1)))
+
+
+def test_error_cnr_and_body_psnr_against_the_reference(setup, stacks, qtbot):
+    from scipy.ndimage import gaussian_filter
+
+    viewer, widget, _ = setup
+    noisy, truth = stacks
+    m = _row(widget, "input").measurement
+    assert m.error_cnr is not None
+    assert m.error_cnr.error_cnr == pytest.approx(
+        _hand_error_cnr(noisy[1], truth[1], SIG, BG), rel=1e-9)
+    assert float(_cell(widget, "input", "Error CNR").text()) == pytest.approx(
+        m.error_cnr.error_cnr, rel=1e-3)
+    # a textured reference blurred: classic CNR rises (less ROI spread), the error CNR
+    # falls (the texture it removed is now error)
+    rng = np.random.default_rng(3)
+    textured = truth + rng.normal(0, 0.05, truth.shape).astype(np.float32)
+    blurred = np.stack([gaussian_filter(t, 2.0) for t in textured]).astype(np.float32)
+    viewer.layers["truth"].data = textured
+    viewer.add_image(blurred, name="blurred")
+    qtbot.waitUntil(lambda: "blurred" in [r.layer for r in widget.rows], timeout=3000)
+    widget.refresh()
+    b, t = _row(widget, "blurred").measurement, _row(widget, "truth").measurement
+    assert b.cnr.cnr > t.cnr.cnr
+    assert b.error_cnr.error_cnr < t.error_cnr.error_cnr  # the reference itself: inf
+    assert math.isinf(t.error_cnr.error_cnr)
+    # no body layer: no body PSNR; a Labels layer named 'body': PSNR inside it
+    assert not b.has_mask and _cell(widget, "blurred", "PSNR body (dB)").text() == ""
+    mask = np.zeros(truth.shape, np.uint8)
+    mask[:, 20:100, 30:150] = 1
+    viewer.add_labels(mask, name="body")
+    widget.refresh()
+    b = _row(widget, "blurred").measurement
+    inside = mask[1] > 0
+    rmse = np.sqrt(np.mean((blurred[1][inside].astype(np.float64)
+                            - textured[1][inside]) ** 2))
+    assert b.has_mask and b.rmse_body == pytest.approx(rmse, rel=1e-6)
+    assert np.isfinite(b.psnr_body) and _cell(widget, "blurred", "PSNR body (dB)").text()
+    rec = _row(widget, "blurred").record()
+    assert rec["error_cnr"] == pytest.approx(b.error_cnr.error_cnr)
+    assert rec["psnr_body"] == pytest.approx(b.psnr_body)

@@ -38,11 +38,13 @@ __all__ = ["EXPORT_COLUMNS", "METRICS", "MetricsTable", "Row", "rows_to_text",
 EXPORT_COLUMNS = (
     "layer", "slice", "cnr", "cnr_stderr", "fwhm", "fwhm_stderr", "fwhm_halfmax",
     "signal_mean", "signal_std", "signal_n", "background_mean", "background_std",
-    "background_n", "psnr", "ssim", "reference", "line_width", "reason", "note",
+    "background_n", "psnr", "ssim", "error_cnr", "psnr_body", "ssim_body", "rmse_body",
+    "reference", "line_width", "reason", "note",
 )
 
 #: The metric rows of the table, top to bottom.
-METRICS = ("CNR", "FWHM (px)", "Signal", "Background", "PSNR (dB)", "SSIM", "Note")
+METRICS = ("CNR", "FWHM (px)", "Signal", "Background", "PSNR (dB)", "SSIM", "Error CNR",
+           "PSNR body (dB)", "Note")
 _TIPS = {
     "CNR": "(mean_signal - mean_bkg) / sqrt(std_signal^2 + std_bkg^2) \u00b1 standard "
            "error (delta method, uncorrelated pixels)",
@@ -53,6 +55,11 @@ _TIPS = {
                   "(ddof = 1)",
     "PSNR (dB)": "against the reference layer; data range = reference max - min",
     "SSIM": "against the reference layer (7x7 window)",
+    "Error CNR": "(mean_signal - mean_bkg) / sqrt(var(e_signal) + var(e_bkg)), e = layer - "
+                 "reference in each ROI: the CNR with the reference's own texture removed, "
+                 "so smoothing real texture lowers it",
+    "PSNR body (dB)": "PSNR against the reference inside the body mask (a Labels layer "
+                      "named 'body', e.g. the body.tif of a simulated set)",
     "Note": "why a value is n/a, and warnings about the ROIs",
 }
 NA = "n/a"
@@ -155,7 +162,7 @@ class Row:
         note = "; ".join(t for t in (self.note, generic) if t)
         if m is None:
             ref = NA if self.reference else ""
-            return [(NA, generic)] * 4 + [(ref, generic), (ref, generic), (note, note)]
+            return [(NA, generic)] * 4 + [(ref, generic)] * 4 + [(note, note)]
         reasons = m.reasons
         c, f = m.cnr, m.fwhm
         return [
@@ -166,6 +173,9 @@ class Row:
             (_fmt(m.psnr, 4) if m.has_reference else "", reasons.get("psnr", "")),
             (_fmt(m.ssim, 3) if m.has_reference else "",
              reasons.get("ssim", reasons.get("psnr", ""))),
+            (_fmt(m.error_cnr.error_cnr, 4) if m.error_cnr is not None else "",
+             reasons.get("error_cnr", "")),
+            (_fmt(m.psnr_body, 4) if m.has_mask else "", reasons.get("psnr_body", "")),
             (note, note),
         ]
 

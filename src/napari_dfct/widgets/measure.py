@@ -8,7 +8,9 @@ measure the same anatomy), takes each layer's 2-D slice at the viewer's current 
 and shows one column per measured layer (:mod:`napari_dfct.widgets._measure_table`):
 
 CNR +/- standard error, FWHM +/- error (erf fit), the ROI means and standard deviations,
-PSNR and SSIM against a reference layer, and a note saying why a value is undefined.
+PSNR and SSIM against a reference layer, the error CNR against it (the CNR with the
+reference's own texture removed: :func:`napari_dfct.metrics.error_cnr`), PSNR inside the
+body when a Labels layer named ``body`` is open, and a note saying why a value is undefined.
 
 *Layers* chooses the measured layers: every image layer except the maps other widgets draw
 (A_S, A_F, loss maps, training previews), which are measured on request. *Reset ROIs*
@@ -37,6 +39,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 from napari.utils.notifications import show_error, show_info, show_warning
+from napari.layers import Labels
 from qtpy.QtCore import Qt, QTimer
 from qtpy.QtWidgets import (
     QApplication,
@@ -628,7 +631,39 @@ class MeasureWidget(QWidget):
             p, s, pr, sr = self._reference_metrics(layer, img, idx, ref_layer, ref,
                                                    ref_reason)
             m = replace(m, psnr=p, ssim=s, psnr_reason=pr, ssim_reason=sr, has_reference=True)
+            m = self._truth_metrics(m, layer, img, idx, ref_layer, ref, ref_reason, point,
+                                    (s_center, tuple(s_size), b_center, tuple(b_size)))
         return Row(layer.name, slice_txt, m, m.reason, ref_name, self.linewidth_spin.value())
+
+    def _truth_metrics(self, m, layer, img, idx, ref_layer, ref, ref_reason, point, rois):
+        """The error CNR against the reference in the same ROIs and, when a Labels layer
+        named ``body`` exists, PSNR/SSIM/RMSE inside it (cached like PSNR/SSIM)."""
+        ref_slice = ref[0]
+        if ref_reason or ref_slice is None:
+            return m
+        s_center, s_size, b_center, b_size = rois
+        e = metrics.error_cnr(img, ref_slice, s_center, b_center, s_size,
+                              background_size=b_size)
+        m = replace(m, error_cnr=e)
+        mask_layer = next((ly for ly in self.viewer.layers
+                           if ly.name == "body" and isinstance(ly, Labels)), None)
+        if mask_layer is None:
+            return m
+        mask, mask_idx, why = self._slice_of(mask_layer, point)
+        if why:
+            return replace(m, has_mask=True, body_reason=f"body mask: {why}")
+        version = self._data_version.get
+        key = ("body", id(layer), version(id(layer), 0), idx, id(ref_layer),
+               version(id(ref_layer), 0), ref[1], id(mask_layer),
+               version(id(mask_layer), 0), mask_idx)
+        body = self._ref_cache.get(key)
+        if body is None:
+            body = metrics.body_metrics(img, ref_slice, mask)
+            self._ref_cache[key] = body
+        return replace(m, has_mask=True, psnr_body=body["psnr_body"],
+                       ssim_body=body["ssim_body"], rmse_body=body["rmse_body"],
+                       body_reason=body.get("body_reason"),
+                       ssim_body_reason=body.get("ssim_body_reason"))
 
     def _reference_metrics(self, layer, img, idx, ref_layer, ref, ref_reason):
         """PSNR/SSIM, cached per (layer, slice, reference, slice): they read the whole
