@@ -181,9 +181,27 @@ def _pool_run(spec: dict) -> dict:  # pragma: no cover - subprocess
         _WORKER["in_run"] = False
 
 
+def _quiet_cancelled_race(manager: threading.Thread | None) -> None:
+    """Silence one known race of ``ProcessPoolExecutor`` before Python 3.12: when the
+    workers of a stopping pool die, its manager thread sets an exception on the futures
+    of queued runs that were already cancelled and dies with ``InvalidStateError`` (a
+    traceback on stderr, nothing lost). Only that exception of that thread is dropped."""
+    if manager is None or sys.version_info >= (3, 12):
+        return
+    previous = threading.excepthook
+
+    def hook(args):
+        if args.thread is manager and issubclass(args.exc_type, cf.InvalidStateError):
+            return
+        previous(args)
+
+    threading.excepthook = hook
+
+
 def _stop_pool(pool: cf.ProcessPoolExecutor, futures, grace: float = STOP_GRACE) -> None:
     """Stop a process pool now: cancel queued runs, ask every worker to stop
     (``SIGTERM``), wait up to ``grace`` seconds, kill those still alive, shut down."""
+    _quiet_cancelled_race(getattr(pool, "_executor_manager_thread", None))
     for fut in futures:
         fut.cancel()
     procs = list((getattr(pool, "_processes", None) or {}).values())
