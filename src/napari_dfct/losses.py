@@ -48,6 +48,13 @@ S+F        ``ell(F(w_S * e))``        (weight the error spatially, then filter)
 F+S        ``A_S * ell(F(e))``        (filter the error, then weight the loss)
 =========  ====================================
 
+``D`` (directional, :mod:`napari_dfct.directional`) is spectral only: ``A_D`` is built
+per sample from ``FFT2(input - target)`` and acts exactly like ``A_F`` above (``D``:
+``ell(D(e))``, ``S+D``: ``ell(D(w_S * e))``, ``D+S``: ``A_S * ell(D(e))``); the loss then
+needs the input batch (``input=`` of :meth:`AmplifiedLoss.forward`). In mode ``paper`` a
+directional configuration is refused (the DC identity below makes any frequency weight on
+the loss map the baseline).
+
 Both orders reduce to ``S`` when ``A_F = 1`` and to ``F`` when ``A_S = 1``. They differ
 by the commutator of the (smooth) spatial weighting and the (nearly local) filter, so in
 practice the two orders give similar losses (maps differ by about a percent). For L2,
@@ -67,19 +74,30 @@ unsupported or inaccurate); inputs are cast to float32 first.
 from __future__ import annotations
 
 import contextlib
-import dataclasses
-import re
 from collections.abc import Sequence
 from dataclasses import dataclass
 
 import numpy as np
 import torch
 
+from . import directional as _d
 from . import weights as _w
+from .loss_config import (
+    DIRECTIONAL_SCHEMES,
+    LOSSES,
+    MODES,
+    ORDERS,
+    SCHEMES,
+    LossConfig,
+    paper_configs,
+    paper_names,
+)
+from .loss_config import coerce_config as _coerce_config
 
 __all__ = [
     "LOSSES",
     "SCHEMES",
+    "DIRECTIONAL_SCHEMES",
     "MODES",
     "ORDERS",
     "LossConfig",
@@ -93,291 +111,6 @@ __all__ = [
     "LossMaps",
     "loss_maps",
 ]
-
-LOSSES = ("l1", "l2")
-SCHEMES = ("none", "S", "F", "S+F", "F+S")
-MODES = ("paper", "spectral")
-ORDERS = ("sf", "fs")
-_PROFILES_ON = ("linear", "nonlinear")
-
-
-def _norm_choice(value, valid, what):
-    v = value.lower() if isinstance(value, str) else value
-    if v not in valid:
-        raise ValueError(f"unknown {what} {value!r}; valid: {', '.join(valid)}")
-    return v
-
-
-@dataclass(frozen=True)
-class LossConfig:
-    """Which loss and which amplification.
-
-    Parameters
-    ----------
-    loss : {"l1", "l2"}
-        Pixel-wise loss.
-    spatial, frequency : {"none", "linear", "nonlinear"}
-        Profile of ``A_S`` and ``A_F``.
-    order : {"sf", "fs"}
-        ``sf``: S then F (S+F); ``fs``: F then S (F+S). Only meaningful when both weights
-        are on; otherwise it is stored as ``"sf"`` so equal losses compare equal.
-    mode : {"paper", "spectral"}
-        See the module docstring.
-    normalize : bool
-        Rescale the weight maps to mean 1.
-    scale : float
-        A constant factor on the loss (default 1). A scale-matched control is the plain
-        loss with the :func:`effective_scale` of an amplified configuration: with Adam's
-        coupled weight decay a loss scale alone changes training.
-
-    Notes
-    -----
-    ``name`` is ``<loss>[+<terms>][-spectral][-norm]`` where the terms are ``s-<profile>``,
-    ``f-<profile>``, ``s+f-<profile>`` or ``f+s-<profile>`` (both weights with one profile),
-    or ``s-<p>+f-<q>`` / ``f-<q>+s-<p>`` (different profiles), and ``@<scale>`` when the
-    scale is not 1. Examples: ``"l2"``, ``"l2+s-linear"``, ``"l2+s+f-nonlinear"``,
-    ``"l1+f+s-linear"``, ``"l2+f-linear-spectral-norm"``, ``"l2@1.47"``.
-    """
-
-    loss: str = "l2"
-    spatial: str = "none"
-    frequency: str = "none"
-    order: str = "sf"
-    mode: str = "paper"
-    normalize: bool = False
-    scale: float = 1.0
-
-    def __post_init__(self):
-        set_ = lambda k, v: object.__setattr__(self, k, v)  # noqa: E731  (frozen)
-        set_("loss", _norm_choice(self.loss, LOSSES, "loss"))
-        set_("spatial", _norm_choice(self.spatial, _w.PROFILES, "spatial profile"))
-        set_("frequency", _norm_choice(self.frequency, _w.FREQUENCY_PROFILES,
-                                       "frequency profile"))
-        order = _norm_choice(self.order, ORDERS, "order")
-        set_("order", order if (self.spatial != "none" and self.frequency != "none") else "sf")
-        set_("mode", _norm_choice(self.mode, MODES, "mode"))
-        if not isinstance(self.normalize, (bool, np.bool_)):
-            raise ValueError(f"normalize must be a bool, got {self.normalize!r}")
-        set_("normalize", bool(self.normalize))
-        try:
-            scale = float(self.scale)
-        except (TypeError, ValueError):
-            raise ValueError(f"loss scale must be a number, got {self.scale!r}") from None
-        if not (np.isfinite(scale) and scale > 0):
-            raise ValueError(f"loss scale must be positive and finite, got {self.scale!r}")
-        set_("scale", scale)
-
-    # ------------------------------------------------------------------ naming
-    @property
-    def scheme(self) -> str:
-        """``"none"``, ``"S"``, ``"F"``, ``"S+F"`` or ``"F+S"``."""
-        s, f = self.spatial != "none", self.frequency != "none"
-        if s and f:
-            return "S+F" if self.order == "sf" else "F+S"
-        return "S" if s else ("F" if f else "none")
-
-    @property
-    def profile(self) -> str:
-        """The weights' profile when they share one (``"none"`` for the baseline).
-
-        ``"mixed"`` when spatial and frequency profiles differ.
-        """
-        on = {p for p in (self.spatial, self.frequency) if p != "none"}
-        return "none" if not on else (on.pop() if len(on) == 1 else "mixed")
-
-    @property
-    def name(self) -> str:
-        """Canonical name, the inverse of :meth:`from_name`."""
-        sch = self.scheme
-        if sch == "none":
-            core = self.loss
-        elif sch == "S":
-            core = f"{self.loss}+s-{self.spatial}"
-        elif sch == "F":
-            core = f"{self.loss}+f-{self.frequency}"
-        else:
-            first, second = ("s", "f") if sch == "S+F" else ("f", "s")
-            prof = {"s": self.spatial, "f": self.frequency}
-            if self.spatial == self.frequency:
-                core = f"{self.loss}+{first}+{second}-{self.spatial}"
-            else:
-                core = f"{self.loss}+{first}-{prof[first]}+{second}-{prof[second]}"
-        if self.mode == "spectral":
-            core += "-spectral"
-        if self.normalize:
-            core += "-norm"
-        if self.scale != 1.0:
-            core += f"@{self.scale:g}"
-        return core
-
-    @property
-    def plain(self) -> "LossConfig":
-        """The un-amplified loss of the same kind (L1 or L2, scale 1): the selection
-        criterion that every configuration shares."""
-        return LossConfig(loss=self.loss)
-
-    def __str__(self) -> str:
-        return self.name
-
-    @classmethod
-    def from_name(cls, name: str, **overrides) -> "LossConfig":
-        """Parse a name made by :attr:`name`; keyword ``overrides`` replace fields after.
-
-        Raises
-        ------
-        ValueError
-            On an unknown name (the message lists the valid paper names).
-        """
-        cfg = _parse_name(name)
-        return dataclasses.replace(cfg, **overrides) if overrides else cfg
-
-    # ----------------------------------------------------------- (de)serialising
-    def to_dict(self) -> dict:
-        """JSON-friendly dict of the fields plus ``name`` and ``scheme`` (informative)."""
-        d = dataclasses.asdict(self)
-        d["name"] = self.name
-        d["scheme"] = self.scheme
-        return d
-
-    @classmethod
-    def from_dict(cls, d: dict) -> "LossConfig":
-        """Inverse of :meth:`to_dict`; a dict holding only ``name`` also works."""
-        if not isinstance(d, dict):
-            raise ValueError(f"expected a dict for a loss config, got {type(d).__name__}")
-        fields = {f.name for f in dataclasses.fields(cls)}
-        unknown = set(d) - fields - {"name", "scheme"}
-        if unknown:
-            raise ValueError(f"unknown loss-config keys: {', '.join(sorted(unknown))}")
-        kw = {k: v for k, v in d.items() if k in fields}
-        if not kw and "name" in d:
-            return cls.from_name(d["name"])
-        cfg = cls(**kw)
-        if "name" in d and kw.keys() == fields and d["name"] != cfg.name:
-            raise ValueError(
-                f"loss-config name {d['name']!r} disagrees with its fields ({cfg.name})"
-            )
-        return cfg
-
-
-_TERM = re.compile(r"^(s|f)(?:-(linear|nonlinear|sqrt))?$")
-
-
-def _invalid(name) -> ValueError:
-    valid = ", ".join(paper_names())
-    return ValueError(
-        f"unknown loss configuration {name!r}. Valid names: {valid} "
-        "(append '-spectral' and/or '-norm' for the spectral mode / normalised weights, "
-        "'@X' for a constant loss scale X)"
-    )
-
-
-def _parse_name(name: str) -> LossConfig:
-    if not isinstance(name, str) or not name.strip():
-        raise _invalid(name)
-    s = name.strip().lower()
-    scale = 1.0
-    if "@" in s:
-        s, _, scale_text = s.partition("@")
-        try:
-            scale = float(scale_text)
-        except ValueError:
-            raise _invalid(name) from None
-        if not (np.isfinite(scale) and scale > 0):
-            raise _invalid(name)
-    normalize = mode_spectral = False
-    if s.endswith("-norm"):
-        normalize, s = True, s[: -len("-norm")]
-    if s.endswith("-spectral"):
-        mode_spectral, s = True, s[: -len("-spectral")]
-    parts = s.split("+")
-    loss, terms = parts[0], parts[1:]
-    if loss not in LOSSES:
-        raise _invalid(name)
-    matches = [_TERM.match(t) for t in terms]
-    if any(m is None for m in matches) or len(terms) > 2:
-        raise _invalid(name)
-    kinds = [m.group(1) for m in matches]
-    profs = [m.group(2) for m in matches]
-    spatial = frequency = "none"
-    order = "sf"
-    if len(terms) == 1:
-        if profs[0] is None:
-            raise _invalid(name)
-        if kinds[0] == "s":
-            spatial = profs[0]
-        else:
-            frequency = profs[0]
-    elif len(terms) == 2:
-        if kinds[0] == kinds[1] or profs[1] is None:
-            raise _invalid(name)
-        first_prof = profs[0] if profs[0] is not None else profs[1]
-        prof = {kinds[0]: first_prof, kinds[1]: profs[1]}
-        spatial, frequency = prof["s"], prof["f"]
-        order = "sf" if kinds[0] == "s" else "fs"
-    return LossConfig(
-        loss=loss,
-        spatial=spatial,
-        frequency=frequency,
-        order=order,
-        mode="spectral" if mode_spectral else "paper",
-        normalize=normalize,
-        scale=scale,
-    )
-
-
-def paper_configs(
-    losses: Sequence[str] = LOSSES,
-    schemes: Sequence[str] = SCHEMES,
-    profiles: Sequence[str] = _PROFILES_ON,
-    *,
-    mode: str = "paper",
-    normalize: bool = False,
-) -> list[LossConfig]:
-    """The paper's grid: per loss, the baseline once and every scheme x profile.
-
-    Parameters
-    ----------
-    losses : sequence of {"l1", "l2"}
-    schemes : sequence of {"none", "S", "F", "S+F", "F+S"}
-    profiles : sequence of {"linear", "nonlinear"}
-    mode, normalize
-        Applied to every configuration (``"paper"``, ``False`` reproduce the paper).
-
-    Returns
-    -------
-    list of LossConfig
-        18 for the defaults: 2 losses x (1 baseline + 4 schemes x 2 profiles).
-    """
-    out: list[LossConfig] = []
-    for sch in schemes:
-        if sch not in SCHEMES:
-            raise ValueError(f"unknown scheme {sch!r}; valid: {', '.join(SCHEMES)}")
-    for p in profiles:
-        if p not in _PROFILES_ON:
-            raise ValueError(f"unknown profile {p!r}; valid: {', '.join(_PROFILES_ON)}")
-    for loss in losses:
-        if "none" in schemes:
-            out.append(LossConfig(loss=loss, mode=mode, normalize=normalize))
-        for sch in schemes:
-            if sch == "none":
-                continue
-            for p in profiles:
-                out.append(
-                    LossConfig(
-                        loss=loss,
-                        spatial=p if "S" in sch else "none",
-                        frequency=p if "F" in sch else "none",
-                        order="fs" if sch == "F+S" else "sf",
-                        mode=mode,
-                        normalize=normalize,
-                    )
-                )
-    return out
-
-
-def paper_names() -> list[str]:
-    """Names of the 18 paper configurations."""
-    return [c.name for c in paper_configs()]
 
 
 # --------------------------------------------------------------------------- functions
@@ -425,16 +158,6 @@ def _no_autocast(device_type: str):
     return torch.autocast(device_type=device_type, enabled=False)
 
 
-def _coerce_config(config) -> LossConfig:
-    if isinstance(config, LossConfig):
-        return config
-    if isinstance(config, str):
-        return LossConfig.from_name(config)
-    if isinstance(config, dict):
-        return LossConfig.from_dict(config)
-    raise ValueError(f"expected a LossConfig, a name or a dict, got {type(config).__name__}")
-
-
 # ------------------------------------------------------------------------------ module
 class AmplifiedLoss(torch.nn.Module):
     """Amplified L1/L2 loss; see the module docstring for the formulas.
@@ -450,7 +173,9 @@ class AmplifiedLoss(torch.nn.Module):
     built for the ``(H, W)`` being compared (the patch). ``spatial_weight`` is the spatial
     map cropped like the patch, ``(B, 1, h, w)``, ``(1, 1, h, w)`` or ``(h, w)``; it is used
     as given (no normalisation) and ignored when the spatial weight is off. When it is
-    ``None`` and S is on, ``A_S`` of the full ``(H, W)`` is used (full slices).
+    ``None`` and S is on, ``A_S`` of the full ``(H, W)`` is used (full slices). ``input``
+    is the network input batch, same shape as ``target``: the directional weight ``A_D``
+    is estimated per sample from ``input - target`` (required for D, ignored otherwise).
     """
 
     def __init__(self, config: LossConfig | str | dict = LossConfig()):
@@ -507,15 +232,32 @@ class AmplifiedLoss(torch.nn.Module):
         return sw.to(device=ref.device, dtype=torch.float32)
 
     # ---------------------------------------------------------------------- maps
+    def directional_weight(self, input, target) -> torch.Tensor | None:
+        """Per-sample ``A_D`` ``(B, 1, H, W)`` of ``input - target`` (normalised if so
+        configured); ``None`` when D is off."""
+        if self.config.directional == "none":
+            return None
+        if input is None:
+            raise ValueError(
+                f"{self.config.name}: the directional weight is estimated from "
+                "input - target; pass the input batch (input=...)")
+        inp = torch.as_tensor(input)
+        if tuple(inp.shape) != tuple(target.shape):
+            raise ValueError(f"input {tuple(inp.shape)} and target {tuple(target.shape)} "
+                             "differ in shape")
+        return _d.directional_weight(inp.detach(), target.detach(), self.config.directional,
+                                     normalize=self.config.normalize)
+
     def loss_map(
-        self, pred: torch.Tensor, target: torch.Tensor, spatial_weight=None
+        self, pred: torch.Tensor, target: torch.Tensor, spatial_weight=None, input=None
     ) -> torch.Tensor:
         """Amplified pixel-wise loss map, float32, same shape as ``pred`` (``(B, 1, H, W)``),
-        times the configuration's ``scale``."""
-        lmap = self._unscaled_map(pred, target, spatial_weight)
+        times the configuration's ``scale``. ``input`` (the network input batch, same
+        shape) is needed by the directional weight only."""
+        lmap = self._unscaled_map(pred, target, spatial_weight, input)
         return lmap if self.config.scale == 1.0 else lmap * self.config.scale
 
-    def _unscaled_map(self, pred, target, spatial_weight) -> torch.Tensor:
+    def _unscaled_map(self, pred, target, spatial_weight, input=None) -> torch.Tensor:
         if pred.shape != target.shape:
             raise ValueError(
                 f"pred {tuple(pred.shape)} and target {tuple(target.shape)} differ in shape"
@@ -529,6 +271,8 @@ class AmplifiedLoss(torch.nn.Module):
             h, w = p.shape[-2:]
             a_s = self._spatial(spatial_weight, p)
             a_f = self.frequency_weight((h, w), device=p.device)
+            if a_f is None:
+                a_f = self.directional_weight(input, t)
             if cfg.mode == "paper":
                 lmap = pixel_loss(p, t, cfg.loss)
                 sch = cfg.scheme
@@ -544,7 +288,7 @@ class AmplifiedLoss(torch.nn.Module):
             # spectral mode: weight the spectrum of the signed error
             e = p - t
             sch = cfg.scheme
-            if sch == "S+F":
+            if sch in ("S+F", "S+D"):
                 w_s = a_s if cfg.loss == "l1" else torch.sqrt(a_s)
                 return pixel_loss(frequency_filter(w_s * e, a_f), 0.0, cfg.loss)
             if a_f is not None:
@@ -553,10 +297,10 @@ class AmplifiedLoss(torch.nn.Module):
             return lmap if a_s is None else a_s * lmap
 
     def forward(
-        self, pred: torch.Tensor, target: torch.Tensor, spatial_weight=None
+        self, pred: torch.Tensor, target: torch.Tensor, spatial_weight=None, input=None
     ) -> torch.Tensor:
         """Scalar loss: the mean of :meth:`loss_map` (float32)."""
-        return self.loss_map(pred, target, spatial_weight).mean()
+        return self.loss_map(pred, target, spatial_weight, input).mean()
 
 
 # ------------------------------------------------------------------------ scale report
@@ -608,6 +352,13 @@ def effective_scale(
             The product of the three: the loss relative to the plain loss for a uniform (paper mode)
             or white (spectral mode) error. For spectral L1 with S+F it is a close lower
             bound (the exact value lies below ``sqrt(mean(A_S^2)) * a_f_rms``).
+
+        Directional configurations (D, S+D, D+S): ``A_D`` depends on the data (its angular
+        part ``G`` comes from each sample's ``input - target``), so its white-error gain
+        has no fixed value. It is reported, and used by :func:`scale_matched_control`, at
+        ``G = 1``, where ``A_D`` equals ``A_F`` of its radial profile: an **upper bound**
+        (the ``a_f_*`` entries are those of that radial profile; the true gain lies between
+        1 and the bound).
     """
     cfg = _coerce_config(config)
     shape = _w._check_shape(shape)
@@ -618,10 +369,11 @@ def effective_scale(
         if pshape[0] > shape[0] or pshape[1] > shape[1] or min(pshape) < 1:
             raise ValueError(f"patch {pshape} does not fit in the slice {shape}")
     a_s = _w.spatial_weight_np(shape, cfg.spatial, normalize=cfg.normalize)
-    a_f = _w.frequency_weight_np(pshape, cfg.frequency, normalize=cfg.normalize)
+    radial = cfg.directional if cfg.directional != "none" else cfg.frequency
+    a_f = _w.frequency_weight_np(pshape, radial, normalize=cfg.normalize)
     cov = np.outer(_patch_coverage(shape[0], pshape[0]), _patch_coverage(shape[1], pshape[1]))
     a_s_patch = float(np.sum(a_s * cov) / np.sum(cov))
-    s_on, f_on = cfg.spatial != "none", cfg.frequency != "none"
+    s_on, f_on = cfg.spatial != "none", radial != "none"
     a_f_ms = float(np.mean(a_f**2))
     if not f_on:
         ff = 1.0
@@ -694,6 +446,12 @@ class LossMaps:
         and :meth:`AmplifiedLoss.loss_map`; None without a target.
     offset : (int, int)
         Row and column of the maps' top-left pixel in the slice.
+    a_d : numpy.ndarray or None
+        The directional weight ``A_D`` of this slice or patch, DC in the centre; None
+        when D is off or without a target.
+    angles, angular : numpy.ndarray or None
+        Its angular part: bin centres (degrees) and ``G`` there
+        (:func:`napari_dfct.directional.angular_profile`); None like ``a_d``.
     """
 
     a_s: np.ndarray
@@ -702,6 +460,9 @@ class LossMaps:
     loss: np.ndarray | None
     amplified: np.ndarray | None
     offset: tuple[int, int]
+    a_d: np.ndarray | None = None
+    angles: np.ndarray | None = None
+    angular: np.ndarray | None = None
 
     @property
     def shape(self) -> tuple[int, int]:
@@ -718,8 +479,8 @@ class LossMaps:
         return float(np.mean(self.amplified)) / plain if plain > 0 else float("nan")
 
 
-def loss_maps(image, target, config: LossConfig | str | dict, patch: int | None = None
-              ) -> LossMaps:
+def loss_maps(image, target, config: LossConfig | str | dict, patch: int | None = None,
+              input=None) -> LossMaps:
     """``A_S``, ``A_F`` and the plain and amplified loss maps of one slice, for viewing.
 
     Parameters
@@ -735,6 +496,9 @@ def loss_maps(image, target, config: LossConfig | str | dict, patch: int | None 
         Side of a centred square patch, clamped to the slice: ``A_S`` of the full slice is
         cropped like a training patch and ``A_F`` is built for the patch. None: the full
         slice (as in inference).
+    input : array_like, (H, W), optional
+        The network input, from which the directional weight is estimated
+        (``input - target``); default ``image``.
 
     Raises
     ------
@@ -764,21 +528,28 @@ def loss_maps(image, target, config: LossConfig | str | dict, patch: int | None 
         a_f = _w.frequency_weight(map_shape, "none")
 
     plain = amp = None
+    extra: dict = {}
     if target is not None:
         tgt = np.asarray(target)
-        if tgt.shape != img.shape:
-            raise ValueError(
-                f"image {tuple(img.shape)} and target {tuple(tgt.shape)} differ in shape")
-        p, t = (torch.from_numpy(np.ascontiguousarray(a[crop], dtype=np.float32))[None, None]
-                for a in (img, tgt))
+        src = img if input is None else np.asarray(input)
+        for what, a in (("target", tgt), ("input", src)):
+            if a.shape != img.shape:
+                raise ValueError(
+                    f"image {tuple(img.shape)} and {what} {tuple(a.shape)} differ in shape")
+        p, t, x = (torch.from_numpy(np.ascontiguousarray(a[crop], dtype=np.float32))[None, None]
+                   for a in (img, tgt, src))
         spatial = a_s[None, None] if cfg.spatial != "none" else None
         with torch.no_grad():
             plain = AmplifiedLoss(LossConfig(loss=cfg.loss, mode=cfg.mode)).loss_map(p, t)
-            amp = amplified.loss_map(p, t, spatial_weight=spatial)
+            amp = amplified.loss_map(p, t, spatial_weight=spatial, input=x)
+            a_d = amplified.directional_weight(x, t)
+        if a_d is not None:
+            angles, g = _d.angular_profile(x[0, 0].numpy(), t[0, 0].numpy())
+            extra = {"a_d": _map_np(_w.fftshift(a_d[0, 0])), "angles": angles, "angular": g}
     return LossMaps(
         a_s=_map_np(a_s), a_f=_map_np(_w.fftshift(a_f)), a_f_dc=float(a_f[0, 0]),
         loss=None if plain is None else _map_np(plain[0, 0]),
-        amplified=None if amp is None else _map_np(amp[0, 0]), offset=(r0, c0),
+        amplified=None if amp is None else _map_np(amp[0, 0]), offset=(r0, c0), **extra,
     )
 
 

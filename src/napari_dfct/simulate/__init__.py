@@ -56,6 +56,9 @@ Modules
 :mod:`.files`
     :func:`save_simulation` (input, target, truth, ``body.tif``, ``meta.json``),
     :func:`load_simulation` and :func:`dataset_files`.
+:mod:`.oracle`
+    The error energy of every view of a simulated slice (:func:`view_error_energy`), the
+    truth behind the directional weight's angular part.
 
 Nothing here imports Qt or napari.
 """
@@ -65,6 +68,7 @@ from __future__ import annotations
 from .acquisition import Physics, Simulation, simulate_dfct
 from .budget import check_memory, estimate_memory
 from .files import dataset_files, load_simulation, save_simulation
+from .oracle import view_error_energy
 from .phantom import LABELS, MATERIALS, Phantom, thorax_phantom
 from .presets import PRESETS, preset_physics
 from .projector import _Geometry as _Geometry  # private, used by the projector tests
@@ -106,5 +110,6 @@ __all__ = [
     "thorax_phantom",
     "variance_shares",
     "view_angles",
+    "view_error_energy",
     "views_for",
 ]

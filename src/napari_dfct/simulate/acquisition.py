@@ -567,6 +567,18 @@ def _simulate_block(run: _Run, mu: np.ndarray, eps: np.ndarray, pixel_size_mm: f
     :func:`_error_fields` for its slices ``(nz, V, D)``, ``noise_keys`` the noise seeds
     of its slices (:func:`_block_noise`).
     """
+    p_eps, err_in, err_tg = _sinogram_errors(run, mu, eps, pixel_size_mm, errors,
+                                             noise_keys)
+    stack = np.concatenate([p_eps + err_in, p_eps + err_tg, p_eps], axis=0)
+    pix_m = pixel_size_mm * 1e-3
+    return run.geom.back_project(stack, filter=run.phys.filter) / np.float32(pix_m)
+
+
+def _sinogram_errors(run: _Run, mu: np.ndarray, eps: np.ndarray, pixel_size_mm: float,
+                     errors, noise_keys) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """The clean dark-field sinogram ``p_eps`` of a block and the errors of its input and
+    target sinograms (all ``(nz, V, D)``, dimensionless); arguments as
+    :func:`_simulate_block`."""
     phys, rotations = run.phys, run.rotations
     nz = mu.shape[0]
     e_v_in, e_p_in, e_v_tg, e_p_tg = errors
@@ -589,8 +601,7 @@ def _simulate_block(run: _Run, mu: np.ndarray, eps: np.ndarray, pixel_size_mm: f
     # mean noise of R rotations whose first is the input rotation
     noise_tg = sigma * (n1 + math.sqrt(rotations - 1) * n2) / rotations
     err_tg = e_v_tg * att + e_p_tg * grad + noise_tg
-    stack = np.concatenate([p_eps + err_in, p_eps + err_tg, p_eps], axis=0)
-    return run.geom.back_project(stack, filter=phys.filter) / np.float32(pix_m)
+    return p_eps, err_in, err_tg
 
 
 def _meta(phys: Physics, ph: Phantom, rois: list[dict], *, n_slices: int, size: int,

@@ -1,0 +1,88 @@
+"""The simulator's truth about its streaks: the error energy of every view.
+
+``input - target`` of a simulated slice is exactly the FBP of the difference of the two
+sinogram errors (FBP is linear and both see the same clean sinogram). FBP first folds
+opposite views onto one half rotation (``q[v] = d[v] + mirror(d[v + V/2])``), filters
+``q`` along the detector and back-projects each view ``theta_v`` as a function of
+``col cos(theta_v) + row sin(theta_v)``; by the Fourier slice theorem that view fills the
+central line at ``phi = theta_v`` (mod 180 degrees) of the slice's spectrum
+(:mod:`napari_dfct.directional`). The energy of the filtered folded error of view ``v``,
+``sum_u q_filtered[v, u]^2``, is therefore the energy that view puts on that spectral
+line: :func:`view_error_energy` recomputes it from a :class:`Simulation` (nothing of it
+is saved with the simulation; the phantom is rebuilt from the seeds when it is absent).
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from .acquisition import Physics, Simulation, _error_fields, _Run, _sinogram_errors
+from .projector import filter_sinogram, view_angles
+from .realism import specimen_seeds
+
+__all__ = ["view_error_energy"]
+
+
+def _slice_sources(sim: Simulation, run: _Run, meta: dict):
+    """Per slice: (mu, eps, the four error fields (1, V, D), noise key)."""
+    n, seed = int(meta["n_slices"]), int(meta["seed"])
+    ph = sim.phantom
+    if meta.get("acquisition") == "independent":
+        seeds = meta.get("specimen_seeds") or specimen_seeds(seed, n)
+        for k in range(n):
+            p = ph if ph is not None else None
+            if p is None:
+                one = run.phantom(1, seeds[k])
+                mu, eps = one.mu[0], one.eps[0]
+            else:
+                mu, eps = p.mu[k], p.eps[k]
+            err = _error_fields(run.phys, seeds[k], run.rotations, run.n_views, run.n_det,
+                                np.zeros(1))
+            yield mu, eps, err, (seeds[k], 0)
+        return
+    if ph is None:
+        ph = run.phantom(n, seed)
+    zeta = np.linspace(-1.0, 1.0, n) if n > 1 else np.zeros(1)
+    errors = _error_fields(run.phys, seed, run.rotations, run.n_views, run.n_det, zeta)
+    for z in range(n):
+        yield ph.mu[z], ph.eps[z], tuple(e[z : z + 1] for e in errors), (seed, z)
+
+
+def view_error_energy(sim: Simulation) -> tuple[np.ndarray, np.ndarray]:
+    """Energy of the error of ``input - target`` in every view, as FBP sees it.
+
+    Parameters
+    ----------
+    sim : Simulation
+        A :func:`~napari_dfct.simulate.simulate_dfct` result (or one read back with its
+        ``meta``).
+
+    Returns
+    -------
+    angles : numpy.ndarray
+        ``(V',)`` view angles in radians, ``[0, pi)`` (``V' = V / 2`` for an even number
+        of views, whose opposite views FBP folds together; all ``V`` views, taken mod pi,
+        otherwise). The spectral angle of view ``theta`` is ``theta``
+        (:func:`napari_dfct.directional.oracle_angular`).
+    energy : numpy.ndarray
+        float64 ``(Z, V')``: per slice, the sum over detector bins of the squared
+        FBP-filtered (folded) sinogram error difference, input minus target (vibration,
+        tiles and photon noise together).
+    """
+    meta = sim.meta
+    phys = Physics(**meta["physics"])
+    run = _Run(phys, int(meta["size"]), int(meta["n_views"]), int(meta["rotations"]),
+               int(meta["detector_bins"]))
+    v = run.n_views
+    pixel_mm = float(meta["pixel_size_mm"])
+    rows = []
+    for mu, eps, err, key in _slice_sources(sim, run, meta):
+        _, e_in, e_tg = _sinogram_errors(run, mu[None], eps[None], pixel_mm, err, [key])
+        d = (e_in - e_tg).astype(np.float32)
+        if v % 2 == 0:
+            d = d[:, : v // 2] + d[:, v // 2 :, ::-1]
+        q = filter_sinogram(d, phys.filter).astype(np.float64)
+        rows.append((q[0] ** 2).sum(-1))
+    theta = view_angles(v)
+    angles = theta[: v // 2] if v % 2 == 0 else np.mod(theta, np.pi)
+    return angles, np.stack(rows)
