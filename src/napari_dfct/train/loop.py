@@ -187,7 +187,7 @@ def _validate(
             pred = model(xb)
         pred = pred.float()
         for total, loss_fn in zip(totals, loss_fns):
-            total += loss_fn(pred, yb).double() * xb.shape[0]
+            total += loss_fn(pred, yb, input=xb).double() * xb.shape[0]
         if keep is not None and start <= keep < start + xb.shape[0]:
             kept = pred[keep - start, 0].detach().to("cpu", torch.float32)
     return [float(t.item()) / n for t in totals], kept
@@ -529,7 +529,7 @@ def _train_one_epoch(run: _Run, check_cancel) -> tuple[float, int] | None:
                 pred = model(xb)
             if timer is not None:
                 timer.forward_done()
-            loss = run.loss_fn(pred.float(), yb, wb)
+            loss = run.loss_fn(pred.float(), yb, wb, input=xb)
             run.optimizer.zero_grad(set_to_none=True)
             loss.backward()
             run.optimizer.step()
