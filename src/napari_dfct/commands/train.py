@@ -20,14 +20,17 @@ keeps it. --resume continues a stopped run in the same folder.
 Recipes (--recipe; every option below can still be set on its own):
 {recipes}
 
-The loss: --loss l1|l2 with --spatial / --frequency amplification profiles, or a full
-loss name such as --loss l2+s+f-nonlinear; --loss-scale X multiplies it by X (a
-scale-matched control of an amplified loss).
+The loss: --loss l1|l2 with --spatial / --frequency / --directional amplification
+profiles, or a full loss name such as --loss l2+s+f-nonlinear or l2+s+d-nonlinear;
+--loss-scale X multiplies it by X (a scale-matched control of an amplified loss). The
+directional weight (D) is spectral only: without --mode it trains in spectral mode, and
+--mode paper with D is refused (exit 2).
 
 Examples:
   dfct simulate data/sim
   dfct train --data data/sim --out models/l2-s --spatial nonlinear --preset small
   dfct train --input in.tif --target gt.tif --out models/l2sf --loss l2+s+f-nonlinear
+  dfct train --data data/sim --out models/l2-d --directional nonlinear --preset small
   dfct train --data data/sim --out models/l2-paper --recipe paper --preset small
   dfct train --data data/sim --out models/l2-s --resume --epochs 150
 """
@@ -53,8 +56,14 @@ def register(parser: argparse.ArgumentParser) -> None:
                     help="l1 or l2, or a full loss name such as l2+s+f-nonlinear")
     lo.add_argument("--spatial", default="none", help="A_S profile: none, linear, nonlinear")
     lo.add_argument("--frequency", default="none", help="A_F profile: none, linear, nonlinear, sqrt")
-    lo.add_argument("--order", default="sf", help="sf (S then F) or fs (F then S)")
-    lo.add_argument("--mode", default="paper", help="paper or spectral")
+    lo.add_argument("--directional", default="none",
+                    help="A_D profile (directional, streak-oriented frequency weight, "
+                         "spectral mode only): none, linear, nonlinear, sqrt")
+    lo.add_argument("--order", default="sf",
+                    help="sf (S then F or D) or fs (F or D then S)")
+    lo.add_argument("--mode", default=None,
+                    help="paper or spectral (default: paper; spectral with --directional "
+                         "or a directional loss name)")
     lo.add_argument("--normalize-weights", action="store_true",
                     help="rescale the weight maps to mean 1")
     lo.add_argument("--loss-scale", type=float, default=1.0, metavar="X",
@@ -110,12 +119,13 @@ def _loss_config(args):
             return LossConfig(
                 loss=name, spatial=args.spatial, frequency=args.frequency, order=args.order,
                 mode=args.mode, normalize=bool(args.normalize_weights), scale=args.loss_scale,
+                directional=args.directional,
             )
         overrides = {}
         if args.loss_scale != 1.0:
             overrides["scale"] = args.loss_scale
-        if args.mode != "paper":
-            overrides["mode"] = args.mode
+        if args.mode is not None and (args.mode != "paper" or "+d" in name):
+            overrides["mode"] = args.mode  # a D name with --mode paper: refused
         if args.normalize_weights:
             overrides["normalize"] = True
         return LossConfig.from_name(name, **overrides)

@@ -105,6 +105,8 @@ def make_configs(
     mode : {"paper", "spectral"}
         Frequency-weighting mode, applied to every configuration (``"spectral"`` also to
         every name; a name ending in ``-spectral`` is spectral whatever ``mode`` says).
+        The directional schemes (``D``, ``S+D``, ``D+S``) and names (``l2+d-nonlinear``)
+        are always spectral.
     normalize : bool
         Rescale the amplification weights to mean 1 (a name ending in ``-norm`` is
         normalised whatever ``normalize`` says).
@@ -180,9 +182,11 @@ def _volume_shape(path: str | os.PathLike) -> tuple[int, ...]:
 def _canonical_scheme(s: str) -> str:
     key = str(s).strip().upper().replace(" ", "")
     table = {"NONE": "none", "BASELINE": "none", "S": "S", "F": "F", "S+F": "S+F", "SF": "S+F",
-             "F+S": "F+S", "FS": "F+S"}
+             "F+S": "F+S", "FS": "F+S", "D": "D", "S+D": "S+D", "SD": "S+D", "D+S": "D+S",
+             "DS": "D+S"}
     if key not in table:
-        raise ValueError(f"unknown amplification scheme {s!r}: use none, S, F, S+F or F+S")
+        raise ValueError(f"unknown amplification scheme {s!r}: use none, S, F, S+F, F+S, "
+                         "D, S+D or D+S")
     return table[key]
 
 

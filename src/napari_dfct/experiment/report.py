@@ -52,7 +52,8 @@ __all__ = [
 ]
 
 #: Rows of the paper's table, from the amplification scheme.
-ROW_ORDER = {"none": "baseline", "S": "+S", "F": "+F", "S+F": "+S+F", "F+S": "+F+S"}
+ROW_ORDER = {"none": "baseline", "S": "+S", "F": "+F", "S+F": "+S+F", "F+S": "+F+S",
+             "D": "+D", "S+D": "+S+D", "D+S": "+D+S"}
 PROFILES = ("linear", "nonlinear")
 PROFILE_LABEL = {"linear": "linear", "nonlinear": "non-linear"}
 
@@ -323,7 +324,7 @@ def _comparison_tables(rows: list[dict], metrics: Sequence[str]) -> tuple[str, s
 
 # --------------------------------------------------------------------------- figures
 _SCHEME_COLORS = {"none": "0.55", "S": "#1f77b4", "F": "#ff7f0e", "S+F": "#2ca02c",
-                  "F+S": "#9467bd"}
+                  "F+S": "#9467bd", "D": "#d62728", "S+D": "#8c564b", "D+S": "#e377c2"}
 
 
 def _violin_ax(ax, summary: dict, metric: str, reference: dict | None, rotate: bool = True

@@ -147,8 +147,14 @@ class TrainWidget(QWidget):
                          value="none"),
                 ComboBox(name="frequency", label="frequency", choices=_FREQUENCY_CHOICES,
                          value="none"),
+                ComboBox(name="directional", label="directional",
+                         choices=_FREQUENCY_CHOICES, value="none",
+                         tooltip="A_D: a frequency weight aimed at the streaks' directions, "
+                         "estimated per patch from input - target (spectral mode only; "
+                         "not with a frequency weight)"),
                 ComboBox(name="order", label="order",
-                         choices=[("S then F (S+F)", "sf"), ("F then S (F+S)", "fs")],
+                         choices=[("S then F/D (S+F, S+D)", "sf"),
+                                  ("F/D then S (F+S, D+S)", "fs")],
                          value="sf"),
                 ComboBox(name="mode", label="mode", choices=["paper", "spectral"],
                          value="paper"),
@@ -257,7 +263,8 @@ class TrainWidget(QWidget):
     def _connect_fields(self) -> None:
         self.fields.recipe.changed.connect(self._on_recipe)
         self.fields.source.changed.connect(self._on_source)
-        for name in ("loss", "spatial", "frequency", "order", "mode", "normalize"):
+        for name in ("loss", "spatial", "frequency", "directional", "order", "mode",
+                     "normalize"):
             getattr(self.fields, name).changed.connect(self._on_loss)
         self.fields.resume.changed.connect(self._on_resume)
         ev = self._viewer.layers.events
@@ -322,7 +329,8 @@ class TrainWidget(QWidget):
         f = self.fields
         return LossConfig(loss=f.loss.value, spatial=f.spatial.value,
                           frequency=f.frequency.value, order=f.order.value,
-                          mode=f.mode.value, normalize=bool(f.normalize.value))
+                          mode=f.mode.value, normalize=bool(f.normalize.value),
+                          directional=f.directional.value)
 
     def _on_loss(self, *_args) -> None:
         try:
@@ -345,7 +353,7 @@ class TrainWidget(QWidget):
             return
         f = self.fields
         loss = cfg.get("loss") or {}
-        for key in ("loss", "spatial", "frequency", "order", "mode"):
+        for key in ("loss", "spatial", "frequency", "directional", "order", "mode"):
             if key in loss:
                 getattr(f, key).value = loss[key]
         if "normalize" in loss:
