@@ -433,3 +433,17 @@ def test_a_runtime_error_in_the_worker_is_reported(viewer, tmp_path, qtbot, note
     assert len(notes["error"]) == 1 and "ran out of memory" in notes["error"][0]
     assert "batch size" in notes["error"][0]
     assert widget.start_button.enabled and widget.tabs.isEnabled()
+
+
+def test_directional_in_paper_mode_notifies_and_does_not_start(viewer, tmp_path, qtbot,
+                                                               notes):
+    widget = _widget(viewer, tmp_path)
+    f = widget.fields
+    f.frequency.value, f.directional.value, f.mode.value = "none", "nonlinear", "paper"
+    _click(qtbot, widget.start_button)
+    assert not widget.is_running
+    assert len(notes["error"]) == 1 and "A(DC) = 1" in notes["error"][0], notes
+    assert not any(tmp_path.iterdir())  # no run folder
+    f.mode.value = "spectral"
+    assert widget.loss_config().name == "l2+d-nonlinear"
+    assert "D" in f.loss_name.value

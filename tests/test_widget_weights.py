@@ -192,3 +192,44 @@ def test_partly_predicted_layer_gives_no_nan_maps(viewer_with_pair, qtbot, error
     for key in ("loss", "amplified"):
         assert np.isfinite(_layer(viewer, key).data).all()
     assert errors == []
+
+
+def test_directional_weight_and_its_angular_profile(viewer_with_pair, qtbot, errors,
+                                                    small_sim):
+    """A directional profile adds the A_D layer of the shown slice (DC centred) and plots
+    its angular part; both follow the estimator in napari_dfct.directional."""
+    from napari_dfct import directional as D
+    from napari_dfct import weights as W
+    from napari_dfct.data import window_from_percentiles
+    from napari_dfct.widgets.weights import LAYER_NAMES
+
+    viewer = viewer_with_pair
+    widget = _widget(viewer, qtbot)
+    _set(widget, qtbot, spatial="none", frequency="linear", size="full")
+    assert LAYER_NAMES["directional"] not in viewer.layers
+    _set(widget, qtbot, frequency="none", directional="nonlinear", mode="spectral")
+    assert errors == []
+    a_d = _layer(viewer, "directional").data
+    z = int(viewer.dims.current_step[0])
+    win = window_from_percentiles(small_sim.input, small_sim.target)
+    x, y = win.normalize(small_sim.input[z]), win.normalize(small_sim.target[z])
+    want = W.fftshift(D.directional_weight_np(x, y, "nonlinear"))
+    np.testing.assert_allclose(a_d, want, atol=1e-6)
+    h, w = a_d.shape
+    assert a_d[h // 2, w // 2] == pytest.approx(1.0) and a_d.max() <= 2.0
+    line = widget.plot.line("G", axes=2)
+    angles, g = D.angular_profile(x, y)
+    np.testing.assert_allclose(line.get_xdata(), angles)
+    np.testing.assert_allclose(line.get_ydata(), g, atol=1e-12)
+    assert "l2+d-nonlinear" in widget.info.text()
+    # back to no D: the layer goes, the profile empties
+    _set(widget, qtbot, directional="none")
+    assert LAYER_NAMES["directional"] not in viewer.layers
+    assert len(widget.plot.line("G", axes=2).get_xdata()) == 0
+
+
+def test_directional_in_paper_mode_notifies(viewer_with_pair, qtbot, errors):
+    viewer = viewer_with_pair
+    widget = _widget(viewer, qtbot)
+    _set(widget, qtbot, frequency="none", directional="linear", mode="paper")
+    assert len(errors) == 1 and "A(DC) = 1" in errors[0] and "\n" not in errors[0]

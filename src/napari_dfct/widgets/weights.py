@@ -6,6 +6,9 @@ target image layer, normalises the displayed slice with the training window
 
 * ``A_S`` - the spatial weight (1 at the border, 2 at the iso-centre),
 * ``A_F (fftshift)`` - the frequency weight with DC in the centre for viewing,
+* ``A_D (fftshift)`` - with a directional profile: the directional weight of the shown
+  slice or patch, estimated from input - target (:mod:`napari_dfct.directional`), DC in
+  the centre; its angular part ``G`` is plotted against the spectral angle,
 * ``loss map`` - the plain pixel-wise L1/L2 map between input and target,
 * ``amplified loss map`` - :meth:`napari_dfct.losses.AmplifiedLoss.loss_map`,
 
@@ -39,6 +42,7 @@ __all__ = ["WeightsWidget", "LAYER_NAMES"]
 LAYER_NAMES = {
     "spatial": "A_S",
     "frequency": "A_F (fftshift)",
+    "directional": "A_D (fftshift)",
     "loss": "loss map",
     "amplified": "amplified loss map",
 }
@@ -48,7 +52,7 @@ _EXCLUDE = ("weights", "preview")
 
 _PROFILE_CHOICES = [("none", "none"), ("linear", "linear"), ("non-linear", "nonlinear")]
 _FREQUENCY_CHOICES = _PROFILE_CHOICES + [("sqrt (0.1)", "sqrt")]
-_ORDER_CHOICES = [("S then F (S+F)", "sf"), ("F then S (F+S)", "fs")]
+_ORDER_CHOICES = [("S then F/D (S+F, S+D)", "sf"), ("F/D then S (F+S, D+S)", "fs")]
 _LOSS_CHOICES = [("L1", "l1"), ("L2", "l2")]
 _MODE_CHOICES = [("paper", "paper"), ("spectral", "spectral")]
 _SIZE_CHOICES = [(f"patch {PATCH} (centre)", "patch"), ("full slice", "full")]
@@ -88,6 +92,10 @@ class WeightsWidget(QWidget):
                          value="linear", tooltip="A_S: weight rising towards the iso-centre"),
                 ComboBox(name="frequency", label="frequency", choices=_FREQUENCY_CHOICES,
                          value="linear", tooltip="A_F: weight rising towards high frequencies"),
+                ComboBox(name="directional", label="directional",
+                         choices=_FREQUENCY_CHOICES, value="none",
+                         tooltip="A_D: frequency weight aimed at the streaks' directions, "
+                         "estimated from input - target (spectral mode, frequency none)"),
                 ComboBox(name="order", label="order", choices=_ORDER_CHOICES, value="sf",
                          tooltip="Order of the two amplifications when both are on"),
                 ComboBox(name="loss", label="loss", choices=_LOSS_CHOICES, value="l2"),
@@ -104,13 +112,14 @@ class WeightsWidget(QWidget):
         self.form.native.layout().setContentsMargins(0, 0, 0, 0)
 
         self.plot = PlotCanvas(
-            ncols=2,
-            xlabel=["radius (0 centre, 1 corner)", "frequency (0 DC, 1 corner)"],
-            ylabel=["weight", ""],
-            title=["A_S radial profile", "A_F radial profile"],
+            ncols=3,
+            xlabel=["radius (0 centre, 1 corner)", "frequency (0 DC, 1 corner)",
+                    "spectral angle (degrees)"],
+            ylabel=["weight", "", "G"],
+            title=["A_S radial profile", "A_F radial profile", "A_D angular part"],
             height=1.9,
         )
-        self.plot_section = Section("Radial profiles", self.plot)
+        self.plot_section = Section("Profiles", self.plot)
         self.info = QLabel()
         self.info.setWordWrap(True)
         self.info.setTextInteractionFlags(Qt.TextInteractionFlag.TextSelectableByMouse)
@@ -183,6 +192,7 @@ class WeightsWidget(QWidget):
             order=f.order.value,
             mode=f.mode.value,
             normalize=bool(f.normalize.value),
+            directional=f.directional.value,
         )
 
     # ------------------------------------------------------------------ updates
@@ -255,6 +265,7 @@ class WeightsWidget(QWidget):
                 f"input {inp.name!r} {tuple(inp.data.shape)} and target {tgt.name!r} "
                 f"{tuple(tgt.data.shape)} differ in shape"
             )
+        self._show_directional(maps, weight_limits, placement)
         if maps.loss is not None:
             _layers.upsert_image(v, LAYER_NAMES["loss"], maps.loss, role=ROLE,
                                  contrast_limits=_limits(maps.loss), colormap="inferno",
@@ -262,7 +273,7 @@ class WeightsWidget(QWidget):
             _layers.upsert_image(v, LAYER_NAMES["amplified"], maps.amplified, role=ROLE,
                                  contrast_limits=_limits(maps.amplified), colormap="inferno",
                                  **placement)
-        self._update_profiles(config)
+        self._update_profiles(config, maps)
         dc = _DC_PAPER if config.mode == "paper" else _DC_SPECTRAL
         where = "patch (centre)" if size_mode == "patch" else "full slice"
         h, w = maps.shape
@@ -301,20 +312,41 @@ class WeightsWidget(QWidget):
                          f"<b>{maps.ratio:.3f}</b>")
         return "<br>".join(parts)
 
-    def _update_profiles(self, config) -> None:
+    def _show_directional(self, maps, limits, placement) -> None:
+        """The A_D layer when the configuration has one (removed otherwise)."""
+        v = self._viewer
+        name = LAYER_NAMES["directional"]
+        if maps.a_d is None:
+            if name in v.layers:
+                v.layers.remove(name)
+            return
+        _layers.upsert_image(v, name, maps.a_d, role=ROLE, colormap="magma",
+                             contrast_limits=(min(limits[0], float(maps.a_d.min())),
+                                              max(limits[1], float(maps.a_d.max()))),
+                             **placement)
+
+    def _update_profiles(self, config, maps=None) -> None:
         from napari_dfct import weights
 
         plot = self.plot
+        ang = None if maps is None else maps.angles
+        plot.set_line("G", [] if ang is None else ang,
+                      [] if ang is None else maps.angular, axes=2, color="#e45756",
+                      linewidth=2.0)
+        plot.axes[2].set_xlim(0.0, 180.0)
+        plot.axes[2].set_ylim(-0.05, 1.05)
         colors = {"linear": "#4fa3ff", "nonlinear": "#ff9f40"}
         for profile, color in colors.items():
             label = "non-linear" if profile == "nonlinear" else "linear"
             for axes, kind, chosen in ((0, "spatial", config.spatial),
-                                       (1, "frequency", config.frequency)):
+                                       (1, "frequency", config.frequency
+                                        if config.frequency != "none"
+                                        else config.directional)):
                 r, w = weights.radial_profile(kind, profile, n=129)
                 on = chosen == profile
                 plot.set_line(profile, r, w, axes=axes, color=color, label=label,
                               linewidth=2.6 if on else 1.0, alpha=1.0 if on else 0.55)
-        for ax in plot.axes:
+        for ax in plot.axes[:2]:
             ax.set_ylim(0.95, 2.05)
             ax.set_xlim(0.0, 1.0)
         plot.legend(0, loc="upper right")
