@@ -214,3 +214,29 @@ def test_cli_prints_the_paired_tables(grid, capsys):
     assert main(["grid-report", str(grid), "--bootstrap", "0"]) == 2
     err = capsys.readouterr().err.strip()
     assert err.count("\n") == 0 and "--bootstrap" in err
+
+
+def test_chosen_pairs_are_compared_by_seed(grid, capsys):
+    """--compare A:B: A - B per seed, in a table of its own (Holm over its rows)."""
+    assert main(["grid-report", str(grid), "--bootstrap", "300", "--quiet",
+                 "--compare", "l2+s-nonlinear:l2+f-nonlinear,l2@1.5:l2+s-nonlinear"]) == 0
+    rows = _paired_csv(grid)
+    r = rows[("pair", "l2+s-nonlinear", "cnr")]
+    assert r["reference"] == "l2+f-nonlinear"
+    expect = [DELTAS["l2+s-nonlinear"]["cnr"](s) - DELTAS["l2+f-nonlinear"]["cnr"](s)
+              for s in SEEDS]
+    np.testing.assert_allclose([float(x) for x in r["differences"].split()], expect,
+                               atol=1e-9)
+    assert float(r["median_diff"]) == pytest.approx(float(np.median(expect)))
+    # the control is worse than S on every seed in CNR: p = 2/256, Holm over two rows
+    r2 = rows[("pair", "l2@1.5", "cnr")]
+    assert float(r2["p"]) == pytest.approx(2 / 256) and r2["verdict"] == "worse"
+    p = [float(rows[("pair", n, "cnr")]["p"]) for n in ("l2+s-nonlinear", "l2@1.5")]
+    np.testing.assert_allclose([float(rows[("pair", n, "cnr")]["p_holm"])
+                                for n in ("l2+s-nonlinear", "l2@1.5")], holm(p))
+    assert "for the chosen pairs" in (grid / "report" / "paired.md").read_text()
+    # clear errors: a name without runs, a malformed pair
+    assert main(["grid-report", str(grid), "--compare", "l2+x:l2"]) == 2
+    assert "no finished run of 'l2+x'" in capsys.readouterr().err
+    assert main(["grid-report", str(grid), "--compare", "l2"]) == 2
+    assert "CONFIG:REFERENCE" in capsys.readouterr().err

@@ -35,6 +35,10 @@ def register(parser: argparse.ArgumentParser) -> None:
                         help="where to write (default: OUT/report)")
     parser.add_argument("--bootstrap", type=int, default=10_000, metavar="N",
                         help="bootstrap resamples of the paired intervals")
+    parser.add_argument("--compare", default=None, metavar="A:B[,C:D]",
+                        help="also compare configuration A with configuration B paired by "
+                             "seed (a third kind of table), e.g. "
+                             "l2+d-nonlinear:l2+f-nonlinear-spectral")
     parser.add_argument("--quiet", action="store_true", help="do not print the tables")
 
 
@@ -63,8 +67,11 @@ def run(args: argparse.Namespace) -> int:
     out = Path(args.out)
     if args.bootstrap < 1:
         raise CLIError(f"--bootstrap must be at least 1, got {args.bootstrap}")
+    from ..experiment.paired import parse_compare
+
     try:
-        files = grid_report(out, args.report_dir, n_boot=args.bootstrap)
+        files = grid_report(out, args.report_dir, n_boot=args.bootstrap,
+                            compare=parse_compare(args.compare))
         status = grid_status(out)
     except (ValueError, OSError) as exc:
         raise CLIError(str(exc)) from None

@@ -36,11 +36,12 @@ from ._tables import METRICS, csv_text, md_table, plt
 from .stats import HIGHER_IS_BETTER, PairedResult, paired_comparison, with_holm
 
 __all__ = ["PAIRED_METRICS", "baseline_of", "paired_figure", "paired_results",
-           "paired_tables"]
+           "paired_tables", "parse_compare"]
 
 #: Metrics compared by seed in the report.
 PAIRED_METRICS = ("cnr", "fwhm", "error_cnr", "psnr_body")
-_KINDS = {"baseline": "vs the baseline", "control": "vs the scale-matched control"}
+_KINDS = {"baseline": "vs the baseline", "control": "vs the scale-matched control",
+          "pair": "for the chosen pairs"}
 _VERDICT_COLORS = {"better": "#2ca02c", "worse": "#d62728", "no evidence": "0.45"}
 
 
@@ -63,7 +64,8 @@ def baseline_of(name: str, summary: dict) -> str | None:
                  and b.get("family", b["loss"]) == e["loss"]), None)
 
 
-def _pairs(summary: dict, controls: dict[str, str] | None) -> list[tuple[str, str, str]]:
+def _pairs(summary: dict, controls: dict[str, str] | None,
+           compare: Sequence[tuple[str, str]] = ()) -> list[tuple[str, str, str]]:
     """``(configuration, reference, kind)`` for every comparison of the report."""
     pairs = []
     for name in summary:
@@ -73,7 +75,28 @@ def _pairs(summary: dict, controls: dict[str, str] | None) -> list[tuple[str, st
     for name, ctrl in (controls or {}).items():
         if name in summary and ctrl in summary:
             pairs.append((name, ctrl, "control"))
+    for a, b in compare:
+        missing = [n for n in (a, b) if n not in summary]
+        if missing:
+            raise ValueError(f"no finished run of {', '.join(map(repr, missing))} to compare; "
+                             f"configurations with runs: {', '.join(summary)}")
+        pairs.append((a, b, "pair"))
     return pairs
+
+
+def parse_compare(text: str | Sequence[str] | None) -> list[tuple[str, str]]:
+    """``"A:B,C:D"`` (or a list of ``"A:B"``) as ``[(A, B), (C, D)]``: compare A with B."""
+    if not text:
+        return []
+    items = text.split(",") if isinstance(text, str) else list(text)
+    out = []
+    for item in items:
+        a, sep, b = str(item).strip().partition(":")
+        if not sep or not a.strip() or not b.strip() or a.strip() == b.strip():
+            raise ValueError(f"a comparison is CONFIG:REFERENCE with two different names, "
+                             f"got {item!r}")
+        out.append((a.strip(), b.strip()))
+    return out
 
 
 def _by_seed(entry: dict, metric: str) -> dict[int, float]:
@@ -86,19 +109,28 @@ def _has_values(summary: dict, metric: str) -> bool:
 
 def paired_results(summary: dict, controls: dict[str, str] | None = None,
                    metrics: Sequence[str] = PAIRED_METRICS, *, n_boot: int = 10_000,
-                   seed: int = 0, confidence: float = 0.95, alpha: float = 0.05
-                   ) -> list[dict]:
+                   seed: int = 0, confidence: float = 0.95, alpha: float = 0.05,
+                   compare: Sequence[tuple[str, str]] = ()) -> list[dict]:
     """Every paired comparison of a grid summary (:func:`~.report.summarize`).
+
+    ``compare`` adds chosen pairs ``(configuration, reference)`` (e.g. a directional
+    weight against the isotropic one) as a third kind of table, ``"pair"``.
 
     Returns
     -------
     list of dict
-        ``{"configuration", "reference", "kind" ("baseline" or "control"), "metric",
-        "result": PairedResult}``, by kind, then metric, then configuration (grid order);
-        ``result.p_holm`` is corrected over the rows of the same kind and metric. Metrics
-        that no run has (e.g. ``psnr_body`` without a body mask) are left out.
+        ``{"configuration", "reference", "kind" ("baseline", "control" or "pair"),
+        "metric", "result": PairedResult}``, by kind, then metric, then configuration
+        (grid order); ``result.p_holm`` is corrected over the rows of the same kind and
+        metric. Metrics that no run has (e.g. ``psnr_body`` without a body mask) are left
+        out.
+
+    Raises
+    ------
+    ValueError
+        A configuration of ``compare`` without finished runs.
     """
-    pairs = _pairs(summary, controls)
+    pairs = _pairs(summary, controls, compare)
     rows: list[dict] = []
     for kind in _KINDS:
         kind_pairs = [(a, b) for a, b, k in pairs if k == kind]

@@ -537,12 +537,13 @@ def _panels(out_dir: Path, rdir: Path, summary: dict, records: list[dict], refer
     return figures, representatives
 
 
-def _paired_section(summary: dict, settings: dict, rdir: Path, files: dict, n_boot: int
-                    ) -> list[str]:
+def _paired_section(summary: dict, settings: dict, rdir: Path, files: dict, n_boot: int,
+                    compare=()) -> list[str]:
     """Write ``paired.md``/``.csv``/``.png`` (:mod:`.paired`); the report's section."""
     from .paired import paired_figure, paired_results, paired_tables
 
-    rows = paired_results(summary, settings.get("controls") or {}, n_boot=n_boot)
+    rows = paired_results(summary, settings.get("controls") or {}, n_boot=n_boot,
+                          compare=compare)
     if not rows:
         return []
     t = paired_tables(rows)
@@ -553,7 +554,8 @@ def _paired_section(summary: dict, settings: dict, rdir: Path, files: dict, n_bo
         "## Paired comparisons (by seed)\n",
         "Runs with the same seed share the split, the initialisation and the patch order, "
         "so each configuration is compared with its family's baseline seed by seed (and, "
-        "in the second kind of table, with its scale-matched control). Δ: median over seeds "
+        "in the second kind of table, with its scale-matched control; in a third, the "
+        "pairs chosen with --compare). Δ: median over seeds "
         "of the per-seed difference (configuration − reference) of the runs' values; CI: "
         f"95 % percentile bootstrap interval of that median ({n_boot} resamples, seeded); "
         "p: two-sided Wilcoxon signed-rank test (exact for small n); p (Holm): corrected "
@@ -565,7 +567,7 @@ def _paired_section(summary: dict, settings: dict, rdir: Path, files: dict, n_bo
 
 
 def grid_report(out_dir: str | os.PathLike, report_dir: str | os.PathLike | None = None, *,
-                n_boot: int = 10_000) -> dict:
+                n_boot: int = 10_000, compare=()) -> dict:
     """Write the tables and figures of a grid folder (complete or not).
 
     Files (under ``OUT/report`` unless ``report_dir`` is given):
@@ -592,6 +594,9 @@ def grid_report(out_dir: str | os.PathLike, report_dir: str | os.PathLike | None
     ----------
     n_boot : int
         Bootstrap resamples of the paired intervals.
+    compare : sequence of (str, str)
+        Extra paired comparisons ``(configuration, reference)``
+        (:func:`~.paired.parse_compare`).
 
     Returns
     -------
@@ -625,7 +630,7 @@ def grid_report(out_dir: str | os.PathLike, report_dir: str | os.PathLike | None
         files["controls.csv"] = atomic_write_text(rdir / "controls.csv", ctrl["csv"])
     run_rows = [[r.get(k) if r.get(k) is not None else "" for k in _RUN_KEYS] for r in records]
     files["runs.csv"] = atomic_write_text(rdir / "runs.csv", _csv_text(_RUN_KEYS, run_rows))
-    paired_md = _paired_section(summary, settings, rdir, files, n_boot)
+    paired_md = _paired_section(summary, settings, rdir, files, n_boot, compare)
 
     figures = []
     if summary:
