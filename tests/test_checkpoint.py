@@ -44,7 +44,7 @@ def test_roundtrip(tmp_path):
     hist = [{"epoch": 1, "val_loss": 0.5, "preview": np.zeros(3)}]
     folder = save_checkpoint(tmp_path / "m", m, _config(), hist)
     names = sorted(p.name for p in folder.iterdir())
-    assert names == ["config.json", "history.json", "model.safetensors"]
+    assert names == ["config.json", "history.csv", "history.json", "model.safetensors"]
     lm = load_model(folder)
     assert _same_weights(lm.model, m)
     assert not lm.model.training
@@ -192,7 +192,7 @@ def test_training_state_roundtrip(tmp_path):
 def test_no_pickle_anywhere(tmp_path):
     folder = save_checkpoint(tmp_path / "m", _model(), _config(), [], state={"epoch": 1})
     suffixes = {p.suffix for p in Path(folder).iterdir()}
-    assert suffixes <= {".json", ".safetensors"}
+    assert suffixes <= {".json", ".csv", ".safetensors"}
     assert not suffixes & {".pt", ".pth", ".pkl", ".ckpt", ".bin"}
     for module in Path(ckpt.__file__).parent.glob("*.py"):
         src = module.read_text()
@@ -260,7 +260,7 @@ def test_first_save_appears_in_one_rename(tmp_path, monkeypatch):
     src, dst, content = seen[0]
     assert src.startswith(".m.partial-") and dst == "m"
     assert content == sorted(["model.safetensors", "config.json", "history.json",
-                              ckpt.STATE_TENSORS_FILE, ckpt.STATE_FILE])
+                              "history.csv", ckpt.STATE_TENSORS_FILE, ckpt.STATE_FILE])
     assert list(tmp_path.iterdir()) == []  # no folder, no hidden leftovers
     save_checkpoint(tmp_path / "m", _model(), _config(), [])
     assert [p.name for p in tmp_path.iterdir()] == ["m"]

@@ -310,7 +310,7 @@ def test_train_full_disk_is_one_line_and_keeps_the_last_save(files, tmp_path, ca
     assert list(tmp_path.iterdir()) == []
     # after the first epoch was saved: the folder keeps epoch 1 and still loads
     calls.clear()
-    monkeypatch.setattr(os, "replace", full_after(5))  # the 5 files of the first save
+    monkeypatch.setattr(os, "replace", full_after(6))  # the 6 files of the first save
     rc = main(["train", "--data", str(sim_dir), "--out", str(out), "--epochs", "2", *TINY])
     assert rc == 2
     assert "No space left on device" in _one_line_error(capsys, "train")

@@ -149,24 +149,24 @@ def test_uninterrupted_child_matches_and_counts_replaces(reference, tmp_path):
     out = tmp_path / "m"
     proc = _child(reference, 0, "after", out)
     assert proc.returncode == 0, proc.stderr
-    # 5 files into the hidden folder + its rename, 3 files (epoch 2), 5 files (epoch 3)
-    assert int(proc.stdout.split()[-1]) == 14
+    # 6 files into the hidden folder + its rename, 4 files (epoch 2), 6 files (epoch 3)
+    assert int(proc.stdout.split()[-1]) == 17
     assert _same(_weights(out / ckpt.WEIGHTS_FILE), reference["best"])
     assert _same(ckpt.load_training_state(out)["model"], reference["final"])
     assert _leftovers(out) == []
 
 
-ALL = tuple(range(1, 15))
+ALL = tuple(range(1, 18))
 
 
 @pytest.mark.parametrize("when,points", [
     ("after", ALL),
     # before a replace, its temporary file is left behind: inside the hidden folder (1),
-    # next to the finished hidden folder (6), inside the model folder (7, 10, 14)
-    ("before", (1, 6, 7, 10, 14)),
+    # next to the finished hidden folder (7), inside the model folder (8, 12, 17)
+    ("before", (1, 7, 8, 12, 17)),
 ])
 def test_kill_at_every_replace_point(reference, tmp_path, when, points):
-    """Killed right after the K-th replace, for every K = 1..14 (and right before some):
+    """Killed right after the K-th replace, for every K = 1..17 (and right before some):
     absent, loadable or resumable, and a resumed or restarted run ends exactly like the
     uninterrupted one, with nothing of the killed process left behind."""
     x, y = reference["x"], reference["y"]
@@ -195,7 +195,7 @@ def test_kill_at_every_replace_point(reference, tmp_path, when, points):
         _assert_ends_like_reference(reference, res, out)
         assert _leftovers(out) == [], (k, _leftovers(out))
     # kills inside the hidden folder leave nothing; from its rename on, the folder is there
-    first = 6 if when == "after" else 7
+    first = 7 if when == "after" else 8
     assert outcomes == {k: "restarted" if k < first else "resumed" for k in points}
 
 
@@ -204,7 +204,7 @@ def test_resume_after_kill_between_weights_and_config(reference, tmp_path):
     (the config still names epoch 1, same architecture) and resuming puts the state's
     best model back first, then redoes epoch 3."""
     out = tmp_path / "m"
-    proc = _child(reference, 10, "after", out)  # 6 (epoch 1) + 3 (epoch 2) + weights
+    proc = _child(reference, 12, "after", out)  # 7 (epoch 1) + 4 (epoch 2) + weights
     assert proc.returncode == -signal.SIGKILL
     assert ckpt.load_config(out)["best_epoch"] == 1 and ckpt.weights_epoch(out) == 3
     assert ckpt.load_model(out).config["best_epoch"] == 1

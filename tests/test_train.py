@@ -84,7 +84,7 @@ def test_fit_yields_events_and_saves_best(pair, tmp_path):
     assert win == window_from_percentiles(x[tr], y[tr])
     assert win != window_from_percentiles(x, y)
     assert not list((tmp_path / "m").glob("*.p*[tk]*"))  # no .pt/.pth/.pkl
-    assert {p.suffix for p in (tmp_path / "m").iterdir()} == {".json", ".safetensors"}
+    assert {p.suffix for p in (tmp_path / "m").iterdir()} == {".json", ".csv", ".safetensors"}
 
 
 def test_preview_matches_the_model(pair):

@@ -9,8 +9,11 @@ A model folder holds
     everything needed to rebuild and use the model: architecture kwargs (``"model"``),
     preset, loss configuration, intensity window, training parameters, package and torch
     versions, creation time, best epoch;
-``history.json``
-    one record per finished epoch (losses, learning rate, best so far, seconds);
+``history.json``, ``history.csv``
+    one record per finished epoch (losses, learning rate, best so far, seconds), as JSON
+    and as a table with the same numbers, both rewritten after every epoch;
+``tensorboard/`` (optional)
+    TensorBoard event files (``TrainConfig.tensorboard``), created after the first save;
 ``training-state.safetensors`` (optional)
     what resuming needs, in **one** file: the *current* weights, the best weights (when
     they differ), optimizer tensors, scheduler, epoch, early-stopping counters and RNG
@@ -43,11 +46,13 @@ from .._files import write_json
 from ._base import (
     CONFIG_FILE,
     FORMAT_VERSION,
+    HISTORY_CSV_FILE,
     HISTORY_FILE,
     RUN_FILES,
     STATE_FILE,
     STATE_FORMAT_VERSION,
     STATE_TENSORS_FILE,
+    TENSORBOARD_DIR,
     WEIGHTS_FILE,
     CheckpointError,
     is_model_dir,
@@ -57,6 +62,7 @@ from .save import (
     check_new_run_dir,
     check_writable,
     clean_stale,
+    history_csv,
     new_run_dir,
     save_checkpoint,
     save_run,
@@ -77,11 +83,13 @@ atomic_write_json = write_json
 __all__ = [
     "CONFIG_FILE",
     "FORMAT_VERSION",
+    "HISTORY_CSV_FILE",
     "HISTORY_FILE",
     "RUN_FILES",
     "STATE_FILE",
     "STATE_FORMAT_VERSION",
     "STATE_TENSORS_FILE",
+    "TENSORBOARD_DIR",
     "WEIGHTS_FILE",
     "CheckpointError",
     "LoadedModel",
@@ -92,6 +100,7 @@ __all__ = [
     "delete_training_state",
     "describe_model",
     "has_training_state",
+    "history_csv",
     "is_model_dir",
     "load_config",
     "load_history",

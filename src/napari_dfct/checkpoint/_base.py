@@ -14,10 +14,15 @@ import torch
 WEIGHTS_FILE = "model.safetensors"
 CONFIG_FILE = "config.json"
 HISTORY_FILE = "history.json"
+#: The same history as a table, one row per epoch (written with ``history.json``).
+HISTORY_CSV_FILE = "history.csv"
+#: The folder of TensorBoard event files (``TrainConfig.tensorboard``).
+TENSORBOARD_DIR = "tensorboard"
 STATE_TENSORS_FILE = "training-state.safetensors"
 STATE_FILE = "training-state.json"
 #: Every file a model folder may hold.
-RUN_FILES = (WEIGHTS_FILE, CONFIG_FILE, HISTORY_FILE, STATE_TENSORS_FILE, STATE_FILE)
+RUN_FILES = (WEIGHTS_FILE, CONFIG_FILE, HISTORY_FILE, HISTORY_CSV_FILE, STATE_TENSORS_FILE,
+             STATE_FILE)
 FORMAT_VERSION = 1
 STATE_FORMAT_VERSION = 2
 

@@ -5,7 +5,10 @@ processes are cleaned."""
 from __future__ import annotations
 
 import contextlib
+import csv
 import datetime as _dt
+import io
+import json
 import glob
 import os
 import secrets
@@ -18,12 +21,14 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from .._files import _fsync_dir, atomic_write_bytes, write_json
+from .._files import _fsync_dir, atomic_write_bytes, atomic_write_text, json_safe, write_json
 from ._base import (
     CONFIG_FILE,
     FORMAT_VERSION,
+    HISTORY_CSV_FILE,
     HISTORY_FILE,
     RUN_FILES,
+    TENSORBOARD_DIR,
     WEIGHTS_FILE,
     CheckpointError,
     _model_config,
@@ -76,7 +81,7 @@ def _sibling(folder: Path, kind: str) -> Path:
 
 def _is_run_file(folder: Path, name: str) -> bool:
     """A file a model folder may hold: its own files and their atomic-write leftovers."""
-    if name in RUN_FILES:
+    if name in RUN_FILES or name == TENSORBOARD_DIR:
         return True
     return any(name.startswith(f".{f}.") and name.endswith(".tmp") for f in RUN_FILES)
 
@@ -219,7 +224,13 @@ def save_checkpoint(
 
 
 def write_history(model_dir: str | os.PathLike, history: list[dict]) -> Path:
-    """Write ``history.json`` atomically (arrays and ``preview`` entries are dropped)."""
+    """Write ``history.json`` and ``history.csv`` atomically (arrays and ``preview``
+    entries are dropped); return the path of ``history.json``.
+
+    ``history.csv`` holds the same numbers, one row per epoch, a column per key (in the
+    order keys first appear); a value that is not finite, like ``null`` in the JSON, is an
+    empty cell.
+    """
     clean = []
     for rec in history:
         clean.append(
@@ -229,7 +240,35 @@ def write_history(model_dir: str | os.PathLike, history: list[dict]) -> Path:
                 if k != "preview" and not isinstance(v, np.ndarray | torch.Tensor)
             }
         )
-    return write_json(Path(model_dir) / HISTORY_FILE, clean)
+    path = write_json(Path(model_dir) / HISTORY_FILE, clean)
+    atomic_write_text(Path(model_dir) / HISTORY_CSV_FILE, history_csv(clean))
+    return path
+
+
+def _csv_cell(value) -> str:
+    value = json_safe(value)
+    if value is None:
+        return ""
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, float):
+        return repr(value)  # the shortest text that reads back as the same float
+    if isinstance(value, (dict, list)):
+        return json.dumps(value)
+    return str(value)
+
+
+def history_csv(history: list[dict]) -> str:
+    """The text of ``history.csv`` for the records ``history``."""
+    columns: list[str] = []
+    for rec in history:
+        columns.extend(k for k in rec if k not in columns)
+    buf = io.StringIO()
+    writer = csv.writer(buf, lineterminator="\n")
+    writer.writerow(columns)
+    for rec in history:
+        writer.writerow([_csv_cell(rec.get(k)) for k in columns])
+    return buf.getvalue()
 
 
 # ------------------------------------------------------------ new runs, stale leftovers
@@ -253,7 +292,8 @@ def clean_stale(model_dir: str | os.PathLike) -> list[Path]:
             removed.append(path)
     if folder.is_dir():
         for path in folder.iterdir():
-            if path.name not in RUN_FILES and _is_run_file(folder, path.name):
+            if path.name not in (*RUN_FILES, TENSORBOARD_DIR) and _is_run_file(folder,
+                                                                               path.name):
                 with contextlib.suppress(OSError):
                     path.unlink()
                     removed.append(path)

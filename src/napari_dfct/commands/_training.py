@@ -76,6 +76,10 @@ def add_training_arguments(parser: argparse.ArgumentParser, *, seed: bool = Fals
                    help="train without flips and rotations (augmentation is on by default)")
     g.add_argument("--no-amp", dest="amp", action="store_false", default=argparse.SUPPRESS,
                    help="no bf16 autocast on CUDA (on by default)")
+    g.add_argument("--tensorboard", action="store_true", default=argparse.SUPPRESS,
+                   help="also write TensorBoard event files (losses, learning rate, a preview "
+                        "image per epoch) to MODEL_DIR/tensorboard; needs the tensorboard "
+                        "package (pip install 'napari-dfct[tensorboard]')")
     g.add_argument("--device", default="auto",
                    help="auto (CUDA, then MPS, then CPU), cpu, cuda, cuda:1, mps")
 
@@ -86,7 +90,7 @@ def given_options(args: argparse.Namespace) -> dict:
     from ..train import TrainConfig
 
     names = [f.name for f in fields(TrainConfig) if "help" in f.metadata]
-    kw = {n: getattr(args, n) for n in names + ["seed", "augment", "amp"] if hasattr(args, n)}
+    kw = {n: getattr(args, n) for n in names + ["seed", "augment", "amp", "tensorboard"] if hasattr(args, n)}
     if hasattr(args, "window"):
         try:
             low, high = (float(v) for v in str(args.window).split(","))
@@ -108,6 +112,10 @@ def train_config_from_args(args: argparse.Namespace, **extra):
     try:
         config = recipe_config(args.recipe, **kw)
         config.validate()
+        if config.tensorboard:
+            from ..train.logs import check_tensorboard
+
+            check_tensorboard()  # before any work, not in every run
     except (TypeError, ValueError) as exc:
         raise CLIError(str(exc)) from None
     return config

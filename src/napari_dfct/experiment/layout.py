@@ -82,7 +82,7 @@ GRID_FORMAT = "napari-dfct-grid/2"
 _TEST_KEYS = ("input", "target", "truth", "mask")
 
 #: Training options that belong to one run rather than to the grid (never compared).
-_PER_RUN_KEYS = ("loss", "seed", "device", "keep_state")
+_PER_RUN_KEYS = ("loss", "seed", "device", "keep_state", "tensorboard")
 
 
 # --------------------------------------------------------------------------- configurations
@@ -442,6 +442,7 @@ def prepare_grid(train: Any, test: Any, out_dir: str | os.PathLike,
     if controls:
         configs, control_of = add_controls(configs, _volume_shape(train_data["input"])[-2:],
                                            tdict.get("patch"))
+    tensorboard = bool(tdict.get("tensorboard", False))  # a log: not a grid setting
     for k in _PER_RUN_KEYS:
         tdict.pop(k, None)
 
@@ -486,6 +487,7 @@ def prepare_grid(train: Any, test: Any, out_dir: str | os.PathLike,
                 "device": run_device,
                 "threads": None,
                 "keep_state": bool(keep_state),
+                "tensorboard": tensorboard,
                 "resume": bool(resume),
                 "train_data": train_data,
                 "test_slice": {k: slice_paths.get(k) for k in ("input", "target", "truth")},

@@ -190,7 +190,7 @@ def _train_and_measure(spec, run_dir, started, moved, callback, resume):
 
 def _run_config(spec: dict):
     """The :class:`napari_dfct.train.TrainConfig` of one run: the grid's options, the
-    run's loss, seed, device and ``keep_state``."""
+    run's loss, seed, device, ``keep_state`` and ``tensorboard``."""
     from ..train import TrainConfig
 
     cfg = dict(spec["train"])
@@ -198,6 +198,7 @@ def _run_config(spec: dict):
     cfg["seed"] = int(spec["seed"])
     cfg["device"] = spec.get("device", "auto")
     cfg["keep_state"] = bool(spec.get("keep_state", False))
+    cfg["tensorboard"] = bool(spec.get("tensorboard", False))
     return TrainConfig.from_dict(cfg)
 
 

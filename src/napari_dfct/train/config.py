@@ -81,6 +81,9 @@ class TrainConfig:
     keep_state : bool
         Keep the resume files after a run that finished (completed or early stopping);
         a cancelled run always keeps them.
+    tensorboard : bool
+        Also write TensorBoard event files (losses, learning rate, a preview image per
+        epoch) to ``<model folder>/tensorboard``; needs the ``tensorboard`` package.
     model_kwargs : dict
         Overrides of the preset's architecture (passed to ``build_model``).
     """
@@ -106,6 +109,7 @@ class TrainConfig:
     augment: bool = True
     amp: bool = True
     keep_state: bool = True
+    tensorboard: bool = False
     model_kwargs: dict = field(default_factory=dict)
     recipe: str = "stable"
     decay_scope: str = _option("all", "parameters weight decay applies to: all, no-norm (not "

@@ -28,6 +28,7 @@ from ..device import free_memory as _free_device_memory
 from ..device import is_out_of_memory as _is_oom
 from ..device import resolve_device
 from .config import TrainConfig, resume_config
+from .logs import TensorBoardLog, check_tensorboard
 from .optim import build_optimizer as _build_optimizer
 from .optim import recalibrate_batchnorm
 from .resources import EpochEstimate, OutOfMemory, StepTimer, check_memory
@@ -228,8 +229,9 @@ def fit(
         Training parameters (paper defaults).
     out_dir : path, optional
         Model folder: the best model (``model.safetensors`` + ``config.json``) is saved
-        whenever the validation loss improves, ``history.json`` and the resume state after
-        every epoch. None keeps everything in memory (``FitResult.model``).
+        whenever the validation loss improves, ``history.json``, ``history.csv`` and the
+        resume state after every epoch (TensorBoard files in ``tensorboard/`` with
+        ``config.tensorboard``). None keeps everything in memory (``FitResult.model``).
     cancel : threading.Event or callable, optional
         Checked before every batch; when set, the run stops within one batch and returns
         ``stopped="cancelled"`` (the best checkpoint so far stays).
@@ -306,6 +308,7 @@ def fit(
             event.seconds = time.perf_counter() - t0
             run.history.append(event.to_dict())
             _save_epoch(run, event.improved)
+            _log_epoch(run, event)
             yield event
             if run.bad_epochs >= config.patience:
                 stopped = "early_stopping"
@@ -352,11 +355,16 @@ class _Run:
     best_state: dict | None = None
     saved: bool = False
     on_estimate: Any = None
+    tensorboard: Any = None
+    preview_norm: Any = None
 
     def release(self) -> None:
         self.model = self.optimizer = self.scheduler = self.sampler = None
         self.loss_fn = self.plain_fn = self.x_val = self.y_val = self.preview_x = None
-        self.best_state = None
+        self.best_state = self.preview_norm = None
+        if self.tensorboard is not None:
+            self.tensorboard.close()
+            self.tensorboard = None
 
 
 def _start_config(config, out_dir, resume) -> tuple[TrainConfig, dict | None, Path | None]:
@@ -377,6 +385,10 @@ def _start_config(config, out_dir, resume) -> tuple[TrainConfig, dict | None, Pa
     if config is None:
         config = TrainConfig()
     config.validate()
+    if config.tensorboard:
+        if out_path is None:
+            raise ValueError("TensorBoard logging needs a model folder (out_dir)")
+        check_tensorboard()
     if out_path is not None:
         # before any work: a new run never lands on a model, and the folder is writable
         if resume:
@@ -567,11 +579,12 @@ def _validate_and_select(run: _Run, train_loss: float, lr: float, steps: int) ->
                 config.bn_recalibrate, config.batch_size,
                 seed=config.seed * 1_000_003 + run.epoch)))
     oom = False
+    want_preview = run.preview or bool(config.tensorboard)
     try:
         (val_plain, val_amp), kept = _validate(
             run.model, (run.plain_fn, run.loss_fn), run.x_val, run.y_val, run.val_batch,
-            device, run.use_amp, run.channels_last, run.keep if run.preview else None)
-        if run.preview and run.keep is None:
+            device, run.use_amp, run.channels_last, run.keep if want_preview else None)
+        if want_preview and run.keep is None:
             kept = _predict_one(run.model, run.preview_x, device, run.use_amp,
                                 run.channels_last)
     except Exception as exc:
@@ -592,6 +605,7 @@ def _validate_and_select(run: _Run, train_loss: float, lr: float, steps: int) ->
     else:
         run.bad_epochs += 1
     preview = None
+    run.preview_norm = kept.numpy() if want_preview and kept is not None else None
     if run.preview and kept is not None:
         preview = run.window.denormalize(kept.numpy())
     return EpochEvent(
@@ -627,6 +641,18 @@ def _save_epoch(run: _Run, improved: bool) -> None:
     ckpt.save_run(run.out_path, run.model_cfg, run.history, state,
                   weights=run.model.state_dict() if improved else None, new=not run.saved)
     run.saved = True
+
+
+def _log_epoch(run: _Run, event: EpochEvent) -> None:
+    """Step 6b: TensorBoard (when asked): losses, learning rate, the preview slice."""
+    if not run.config.tensorboard or run.out_path is None:
+        return
+    from .. import checkpoint as ckpt
+
+    if run.tensorboard is None:
+        run.tensorboard = TensorBoardLog(run.out_path / ckpt.TENSORBOARD_DIR)
+    run.tensorboard.log(event, run.preview_norm, run.preview_index)
+    run.preview_norm = None
 
 
 def _set_best_fields(run: _Run) -> None:
