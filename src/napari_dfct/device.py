@@ -9,16 +9,86 @@ from __future__ import annotations
 import contextlib
 import threading
 from collections.abc import Callable
+from dataclasses import dataclass
 
 import torch
 
 __all__ = [
+    "DeviceInfo",
     "autocast",
     "cancel_check",
     "free_memory",
     "is_out_of_memory",
+    "list_devices",
     "resolve_device",
 ]
+
+
+@dataclass(frozen=True)
+class DeviceInfo:
+    """One compute device a run can use (:func:`list_devices`).
+
+    Attributes
+    ----------
+    name : str
+        What :func:`resolve_device` and ``TrainConfig.device`` take: ``"auto"``,
+        ``"cpu"``, ``"cuda:0"``, ``"mps"``.
+    label : str
+        For a choice list: the name, the device's own name and its free memory.
+    free_bytes, total_bytes : int or None
+        Free and total memory (CUDA: the device's; CPU and MPS: the host's available
+        memory, total unknown); None when unknown.
+    """
+
+    name: str
+    label: str
+    free_bytes: int | None = None
+    total_bytes: int | None = None
+
+
+def _mps_available() -> bool:
+    mps = getattr(torch.backends, "mps", None)
+    return mps is not None and bool(mps.is_available())
+
+
+def list_devices(auto: bool = True) -> list[DeviceInfo]:
+    """The devices of this machine: ``auto`` (first, when asked), ``cpu``, every
+    ``cuda:N`` with its name and free memory, and ``mps`` where available.
+
+    Reading a CUDA device's free memory creates its CUDA context (a few hundred MB of
+    device memory, once per process).
+    """
+    from .data import available_memory, format_bytes
+
+    def free_text(free, total=None) -> str:
+        if free is None:
+            return ""
+        return (f", {format_bytes(free)} free" if total is None
+                else f", {format_bytes(free)} free of {format_bytes(total)}")
+
+    out: list[DeviceInfo] = []
+    if auto:
+        best = resolve_device("auto")
+        out.append(DeviceInfo("auto", f"auto ({best.type.upper()})"))
+    host = available_memory("cpu")
+    out.append(DeviceInfo("cpu", f"cpu (host{free_text(host)})", host))
+    if torch.cuda.is_available():
+        for i in range(torch.cuda.device_count()):
+            name, free, total = f"cuda:{i}", None, None
+            try:
+                title = torch.cuda.get_device_name(i)
+            except Exception:  # pragma: no cover - driver specific
+                title = "CUDA device"
+            try:
+                free, total = (int(v) for v in torch.cuda.mem_get_info(i))
+            except Exception:  # pragma: no cover - driver specific
+                pass
+            out.append(DeviceInfo(name, f"{name} ({title}{free_text(free, total)})",
+                                  free, total))
+    if _mps_available():  # pragma: no cover - macOS only
+        out.append(DeviceInfo("mps", "mps (Apple GPU, shares the host memory" +
+                              free_text(host) + ")", host))
+    return out
 
 
 def resolve_device(device: str | torch.device = "auto") -> torch.device:

@@ -183,8 +183,9 @@ def _resolve_model(model: Any, window: IntensityWindow | dict | None, device: to
         )
     if isinstance(window, dict):
         window = IntensityWindow.from_dict(window)
+    home = next((p.device for p in net.parameters()), torch.device("cpu"))
     net = net.to(device).eval()
-    return net, window
+    return net, window, home
 
 
 def _parse_slices(slices, n: int) -> list[int]:
@@ -265,7 +266,7 @@ def predict_iter(
         raise ValueError(f"overlap must be >= 0, got {overlap}")
     index = _parse_slices(slices, arr.shape[0])
     dev = resolve_device(device)
-    net, win = _resolve_model(model, window, dev)
+    net, win, home = _resolve_model(model, window, dev)
     run = _Runner(net, dev, amp)
     check = _cancel_check(cancel)
     bs = int(batch_size)
@@ -313,6 +314,12 @@ def predict_iter(
                 yield z, np.ascontiguousarray(y[j], dtype=np.float32)
             pos += len(chunk)
     finally:
+        # the caller's model goes back where it was (a model kept in a session must not
+        # hold device memory between predictions), then the cache is emptied
+        run = None
+        if home != dev:
+            net.to(home)
+        net = None
         _free_device_memory(dev)
 
 

@@ -290,7 +290,8 @@ def train_job(
     """Read files if needed, then drive :func:`napari_dfct.train.fit`.
 
     ``input`` and ``target`` are arrays or volume files. Yields one ``"data"`` event, then
-    an ``"epoch"`` event per epoch; returns the :class:`~napari_dfct.train.FitResult`.
+    an ``"epoch"`` event per epoch; returns the :class:`~napari_dfct.train.FitResult`
+    (without its network when the model was saved: it is loaded from its folder).
     ``threads`` sets torch's intra-op threads for the run (None: unchanged).
     """
     import torch
@@ -325,6 +326,10 @@ def train_job(
         restore_priority()
         if threads:
             torch.set_num_threads(previous)
+    if result is not None and result.model_dir is not None:
+        # saved in its folder (and offered from there): the viewer keeps no network, so
+        # nothing of the run outlives it (fit dropped its optimiser and device memory)
+        result.model = None
     return result
 
 

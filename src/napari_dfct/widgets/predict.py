@@ -40,6 +40,7 @@ from qtpy.QtGui import QFontDatabase
 from qtpy.QtWidgets import QHBoxLayout, QLabel, QPlainTextEdit, QWidget
 
 from . import _layers, _models, _workers
+from ._devices import device_choices
 from ._layout import Section, scroll_body
 
 if TYPE_CHECKING:
@@ -92,7 +93,7 @@ class PredictWidget(QWidget):
                          tooltip="A model folder (model.safetensors + config.json)"),
                 ComboBox(name="image", label="image", choices=self._layer_choices,
                          nullable=True),
-                ComboBox(name="device", label="device", choices=["auto", "cpu", "cuda", "mps"],
+                ComboBox(name="device", label="device", choices=device_choices,
                          value="auto"),
             ],
             labels=True,

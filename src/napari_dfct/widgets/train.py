@@ -43,6 +43,7 @@ from qtpy.QtCore import Qt, QTimer
 from qtpy.QtWidgets import QFrame, QHBoxLayout, QLabel, QScrollArea, QTabWidget, QWidget
 
 from . import _layers, _models, _workers
+from ._devices import device_choices
 from ._layout import scroll_body
 from ._plot import PlotCanvas
 
@@ -201,7 +202,7 @@ class TrainWidget(QWidget):
                 SpinBox(name="seed", label="seed", value=0, min=0, max=2**31 - 1),
                 CheckBox(name="augment", text="augment (flips, \u00b115\u00b0 rotations)",
                          value=True),
-                ComboBox(name="device", label="device", choices=["auto", "cpu", "cuda", "mps"],
+                ComboBox(name="device", label="device", choices=device_choices,
                          value="auto"),
             ],
             labels=True,
