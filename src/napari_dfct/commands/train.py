@@ -33,6 +33,7 @@ Examples:
   dfct train --data data/sim --out models/l2-d --directional nonlinear --preset small
   dfct train --data data/sim --out models/l2-paper --recipe paper --preset small
   dfct train --data data/sim --out models/l2-s --resume --epochs 150
+  dfct train --pairs study/pairs.csv --out models/l2-study --preset small
 """
 ORDER = 20
 
@@ -50,6 +51,12 @@ def register(parser: argparse.ArgumentParser) -> None:
     d.add_argument("--data", metavar="DIR",
                    help="a `dfct simulate` folder (input.tif and target.tif) instead of "
                         "--input/--target")
+    d.add_argument("--pairs", metavar="CSV|DIR",
+                   help="a data set of many scans instead: a CSV with columns input,target "
+                        "[,slices] (paths relative to it; slices: center (default), all, "
+                        "120-130 or 3,5,7) or a folder DATASET/<scan>/input.* + target.*; "
+                        "scans may differ in size; validation holds out whole scans "
+                        "(docs/datasets.md)")
     parser.add_argument("--out", required=True, metavar="MODEL_DIR", help="model folder")
     lo = parser.add_argument_group("loss")
     lo.add_argument("--loss", default="l2",
@@ -94,9 +101,26 @@ def _read(path: str, what: str):
     return data
 
 
+def _read_scans(path: Path, patch: int):
+    """The chosen slices of a data set of scans (one summary line on stderr)."""
+    from ..cli import CLIError
+    from ..io.dataset import describe_scans, load_scans
+
+    try:
+        data = load_scans(path, patch=patch)
+    except ValueError as exc:
+        raise CLIError(str(exc).splitlines()[0]) from None
+    print(f"dfct train: {path}: {describe_scans(data)}", file=sys.stderr)
+    return data
+
+
 def _inputs(args):
     from ..cli import CLIError
 
+    if getattr(args, "pairs", None):
+        if args.data or args.input or args.target:
+            raise CLIError("give either --pairs or --data or --input/--target, not several")
+        return Path(args.pairs), None
     if args.data:
         folder = Path(args.data)
         if not folder.is_dir():
@@ -241,14 +265,18 @@ def run(args: argparse.Namespace) -> int:
             config.validate()
         except ValueError as exc:
             raise CLIError(str(exc)) from None
-    x = _read(str(in_path), "input")
-    y = _read(str(tg_path), "target")
-    if x.ndim == 2:
-        raise CLIError(f"input {in_path} is a single 2-D slice; training needs at least 2 slices")
-    try:
-        validate_pair(x, y, patch=config.patch)
-    except ValueError as exc:
-        raise CLIError(str(exc)) from None
+    if tg_path is None:  # --pairs: slices of many scans
+        x, y = _read_scans(in_path, config.patch), None
+    else:
+        x = _read(str(in_path), "input")
+        y = _read(str(tg_path), "target")
+        if x.ndim == 2:
+            raise CLIError(f"input {in_path} is a single 2-D slice; training needs at least "
+                           "2 slices")
+        try:
+            validate_pair(x, y, patch=config.patch)
+        except ValueError as exc:
+            raise CLIError(str(exc)) from None
 
     cancel = threading.Event()
     gen = fit(x, y, config, out, cancel=cancel, resume=bool(args.resume), preview=False,

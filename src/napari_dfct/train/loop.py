@@ -27,6 +27,7 @@ from ..device import cancel_check as _cancel_check
 from ..device import free_memory as _free_device_memory
 from ..device import is_out_of_memory as _is_oom
 from ..device import resolve_device
+from ..scans import GroupedSampler, ScanSlices, split_by_scan
 from .config import TrainConfig, resume_config
 from .logs import TensorBoardLog, check_tensorboard
 from .optim import build_optimizer as _build_optimizer
@@ -174,7 +175,16 @@ def _validate(
     keep: int | None,
 ) -> tuple[list[float], torch.Tensor | None]:
     """Mean of each loss over full validation slices; optionally keep one slice's
-    prediction."""
+    prediction. ``x_val`` and ``y_val`` may be lists of stacks (slices of several sizes,
+    ``keep`` None): every slice counts once."""
+    if isinstance(x_val, list):
+        sums, count = [0.0] * len(loss_fns), 0
+        for xg, yg in zip(x_val, y_val):
+            means, _ = _validate(model, loss_fns, xg, yg, batch, device, amp, channels_last,
+                                 None)
+            sums = [t + m * xg.shape[0] for t, m in zip(sums, means)]
+            count += int(xg.shape[0])
+        return [t / count for t in sums], None
     model.eval()
     totals = [torch.zeros((), dtype=torch.float64, device=device) for _ in loss_fns]
     kept = None
@@ -224,7 +234,9 @@ def fit(
     ----------
     input, target : numpy.ndarray
         float32 (Z, Y, X) volumes of the same shape, Z >= 2, finite. Slices are split into
-        training and validation sets (``config.val_fraction``, seeded).
+        training and validation sets (``config.val_fraction``, seeded). Or ``input`` a
+        :class:`napari_dfct.scans.ScanSlices` (2-D slices of several scans, any sizes;
+        ``target`` None): whole scans are held out for validation.
     config : TrainConfig, optional
         Training parameters (paper defaults).
     out_dir : path, optional
@@ -274,12 +286,18 @@ def fit(
         The training loss became NaN or infinite.
     """
     config, saved_cfg, out_path = _start_config(config, out_dir, resume)
-    x_all = _as_volume(input, "input")
-    y_all = _as_volume(target, "target")
-    validate_pair(x_all, y_all, patch=config.patch)
-    _check_resumed_shape(saved_cfg, out_path, x_all.shape)
+    scans = input if isinstance(input, ScanSlices) else None
+    if scans is not None:  # slices of many scans, any sizes: split by scan
+        scans.validate(patch=config.patch)
+        x_all = [_as_volume(a, "input") for a in scans.inputs]
+        y_all = [_as_volume(a, "target") for a in scans.targets]
+    else:
+        x_all = _as_volume(input, "input")
+        y_all = _as_volume(target, "target")
+        validate_pair(x_all, y_all, patch=config.patch)
+    _check_resumed_shape(saved_cfg, out_path, _data_shape(x_all))
     run = _Run(config=config, out_path=out_path, preview=bool(preview),
-               on_estimate=on_estimate)
+               on_estimate=on_estimate, scans=scans)
     _plan(run, x_all, y_all, preview_index)
     check_cancel = _cancel_check(cancel)
 
@@ -357,6 +375,7 @@ class _Run:
     on_estimate: Any = None
     tensorboard: Any = None
     preview_norm: Any = None
+    scans: Any = None
 
     def release(self) -> None:
         self.model = self.optimizer = self.scheduler = self.sampler = None
@@ -410,18 +429,33 @@ def _check_resumed_shape(saved_cfg: dict | None, out_path, shape) -> None:
         )
 
 
-def _plan(run: _Run, x_all: np.ndarray, y_all: np.ndarray, preview_index) -> None:
-    """Step 2: split, preview slice, intensity window and device."""
+def _data_shape(x_all) -> tuple[int, int, int]:
+    """(slices, rows, cols); for slices of several sizes, the largest rows and cols."""
+    if isinstance(x_all, list):
+        return (len(x_all), max(a.shape[0] for a in x_all), max(a.shape[1] for a in x_all))
+    return tuple(int(v) for v in x_all.shape)
+
+
+def _plan(run: _Run, x_all, y_all, preview_index) -> None:
+    """Step 2: split (by scan for a data set of scans), preview slice, intensity window
+    and device."""
     config = run.config
-    n = x_all.shape[0]
-    run.shape = tuple(int(v) for v in x_all.shape)
-    run.train_idx, run.val_idx = split_slices(n, config.val_fraction, config.seed)
+    n = len(x_all)
+    run.shape = _data_shape(x_all)
+    if run.scans is not None:
+        run.train_idx, run.val_idx = split_by_scan(run.scans.scans, config.val_fraction,
+                                                   config.seed)
+    else:
+        run.train_idx, run.val_idx = split_slices(n, config.val_fraction, config.seed)
     if preview_index is None:
         preview_index = int(run.val_idx[0])
     if not 0 <= int(preview_index) < n:
         raise ValueError(f"preview_index {preview_index} is out of range for {n} slices")
     run.preview_index = int(preview_index)
-    if config.window is None:
+    if config.window is None and isinstance(x_all, list):
+        config.window = window_from_percentiles(*(x_all[i] for i in run.train_idx),
+                                                *(y_all[i] for i in run.train_idx))
+    elif config.window is None:
         config.window = window_from_percentiles(x_all[run.train_idx], y_all[run.train_idx])
     run.window = config.window
     run.device = resolve_device(config.device)
@@ -450,20 +484,23 @@ def _build(run: _Run, x_all: np.ndarray, y_all: np.ndarray) -> None:
     run.scheduler = torch.optim.lr_scheduler.StepLR(
         run.optimizer, step_size=config.step_size, gamma=config.gamma
     )
-    # A_S of the full slice (None when S is off), cropped with every patch
-    a_s = run.loss_fn.full_spatial_weight((h, w), device=device)
-    xn = run.window.normalize(x_all)
-    yn = run.window.normalize(y_all)
-    run.sampler = PatchSampler(
-        xn[run.train_idx], yn[run.train_idx], a_s, patch=config.patch,
-        patches_per_slice=config.patches_per_slice, augment=config.augment,
-        seed=config.seed + 1, device=device,
-    )
-    run.x_val = torch.from_numpy(xn[run.val_idx]).to(run.sampler.storage)
-    run.y_val = torch.from_numpy(yn[run.val_idx]).to(run.sampler.storage)
-    run.preview_x = torch.from_numpy(xn[run.preview_index])
-    if run.preview_index in set(run.val_idx.tolist()):
-        run.keep = int(np.searchsorted(run.val_idx, run.preview_index))
+    if isinstance(x_all, list):
+        _build_scans(run, x_all, y_all)
+    else:
+        # A_S of the full slice (None when S is off), cropped with every patch
+        a_s = run.loss_fn.full_spatial_weight((h, w), device=device)
+        xn = run.window.normalize(x_all)
+        yn = run.window.normalize(y_all)
+        run.sampler = PatchSampler(
+            xn[run.train_idx], yn[run.train_idx], a_s, patch=config.patch,
+            patches_per_slice=config.patches_per_slice, augment=config.augment,
+            seed=config.seed + 1, device=device,
+        )
+        run.x_val = torch.from_numpy(xn[run.val_idx]).to(run.sampler.storage)
+        run.y_val = torch.from_numpy(yn[run.val_idx]).to(run.sampler.storage)
+        run.preview_x = torch.from_numpy(xn[run.preview_index])
+        if run.preview_index in set(run.val_idx.tolist()):
+            run.keep = int(np.searchsorted(run.val_idx, run.preview_index))
     run.val_batch = max(1, (config.batch_size * config.patch * config.patch) // (h * w))
     run.model_cfg = {
         "name": config.loss.name,
@@ -475,6 +512,37 @@ def _build(run: _Run, x_all: np.ndarray, y_all: np.ndarray) -> None:
         "split": {"train": run.train_idx.tolist(), "val": run.val_idx.tolist()},
         "data_shape": [int(n), int(h), int(w)],
     }
+    if run.scans is not None:
+        sc = run.scans
+        run.model_cfg["dataset"] = {
+            "scans": list(sc.names),
+            "val_scans": sorted({sc.names[int(sc.scans[i])] for i in run.val_idx}),
+            "slices": [[str(name), int(z)] for name, z in sc.origins],
+            "slice_shapes": [list(a.shape) for a in x_all],
+        }
+
+
+def _build_scans(run: _Run, x_all: list, y_all: list) -> None:
+    """Step 3, for slices of many scans (any sizes): a grouped sampler, validation slices
+    stacked by size (a list of (N, H, W) tensors)."""
+    config, device = run.config, run.device
+    xn = [run.window.normalize(a) for a in x_all]
+    yn = [run.window.normalize(a) for a in y_all]
+    run.sampler = GroupedSampler(
+        [xn[i] for i in run.train_idx], [yn[i] for i in run.train_idx],
+        lambda shape: run.loss_fn.full_spatial_weight(shape, device=device),
+        patch=config.patch, patches_per_slice=config.patches_per_slice,
+        augment=config.augment, seed=config.seed + 1, device=device)
+    run.x_val, run.y_val = [], []
+    val = [int(i) for i in run.val_idx]
+    for shape in dict.fromkeys(xn[i].shape for i in val):
+        members = [i for i in val if xn[i].shape == shape]
+        run.x_val.append(torch.from_numpy(np.stack([xn[i] for i in members]))
+                         .to(run.sampler.storage))
+        run.y_val.append(torch.from_numpy(np.stack([yn[i] for i in members]))
+                         .to(run.sampler.storage))
+    run.preview_x = torch.from_numpy(xn[run.preview_index])
+    run.keep = None  # the preview slice is predicted on its own
 
 
 def _restore(run: _Run) -> None:

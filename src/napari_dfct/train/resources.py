@@ -59,10 +59,11 @@ class StepTimer:
         config = run.config
         self.total = run.sampler.steps_per_epoch(config.batch_size)
         self.samples = run.sampler.samples_per_epoch
-        n_val, h, w = (int(v) for v in run.x_val.shape)
+        stacks = run.x_val if isinstance(run.x_val, list) else [run.x_val]
+        pixels = sum(int(t.numel()) for t in stacks)  # validation slices of any sizes
         # forward-only work per epoch, in patches: re-estimation batches, validation
         self.forward_patches = (int(config.bn_recalibrate) * int(config.batch_size)
-                                + n_val * h * w / int(config.patch) ** 2)
+                                + pixels / int(config.patch) ** 2)
         self.last = time.perf_counter()
         self.forward = 0.0
         self.done = 0
