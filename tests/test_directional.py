@@ -272,3 +272,8 @@ def test_training_a_few_steps_with_d(small_sim, tmp_path, name):
 
     saved = json.loads((tmp_path / "m" / "config.json").read_text())
     assert LossConfig.from_dict(saved["loss"]) == LossConfig.from_name(name)
+    # the saved model describes its scheme in words (dfct predict --info, the GUI)
+    from napari_dfct.checkpoint.load import describe_model
+
+    scheme = {"l2+d-nonlinear": "D", "l2+s+d-nonlinear": "S+D", "l1+d+s-linear": "D+S"}
+    assert f"({scheme[name]}; spectral mode" in describe_model(tmp_path / "m")

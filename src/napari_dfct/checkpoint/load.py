@@ -239,10 +239,12 @@ def describe_model(folder: str | os.PathLike) -> str:
 def _scheme_text(loss: dict) -> str:
     """The amplification scheme of a saved loss configuration, in words."""
     s, f = loss.get("spatial", "none"), loss.get("frequency", "none")
-    if s != "none" and f != "none":
-        return "S+F" if loss.get("order", "sf") == "sf" else "F+S"
+    d = loss.get("directional", "none")
+    w, w_name = (d, "D") if d != "none" else (f, "F")
+    if s != "none" and w != "none":
+        return f"S+{w_name}" if loss.get("order", "sf") == "sf" else f"{w_name}+S"
     if s != "none":
         return "S"
-    if f != "none":
-        return "F"
+    if w != "none":
+        return w_name
     return "no amplification"

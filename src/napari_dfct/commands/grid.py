@@ -109,7 +109,8 @@ def register(parser: argparse.ArgumentParser) -> None:
 
     g = parser.add_argument_group("configurations")
     g.add_argument("--losses", default="l1,l2", help="pixel losses")
-    g.add_argument("--schemes", default="none,S,F,S+F,F+S", help="amplification schemes")
+    g.add_argument("--schemes", default="none,S,F,S+F,F+S", help="amplification schemes: none, S, F, S+F, F+S and the directional D, S+D, "
+                        "D+S (always spectral mode)")
     g.add_argument("--profiles", default="linear,nonlinear", help="weight profiles")
     g.add_argument("--configs", default=None, metavar="NAMES",
                    help="explicit configuration names instead of the product above, e.g. "
