@@ -1,0 +1,177 @@
+"""A GPU check in under 5 minutes: training and inference speed of the ``paper`` preset
+with and without bf16 autocast / channels-last, peak memory, and how far bf16 predictions
+are from fp32 ones.
+
+On a CUDA machine it trains the ``paper`` preset (31 M parameters, batch 32, 128x128
+patches, loss ``l2+s+f-nonlinear``, Adam lr 1e-3 with weight decay 0.1) for ``--steps``
+optimiser steps on synthetic 800x800 slices in four settings (fp32, fp32 + channels-last,
+bf16, bf16 + channels-last; the training loop of :func:`napari_dfct.train.fit` uses bf16 +
+channels-last on CUDA), predicts one 800x800 slice with :func:`napari_dfct.infer.predict`
+in fp32 and bf16, and prints patches/s, ms per slice, peak memory and the largest
+difference between the bf16 and the fp32 prediction (in the window's [0, 1] scale and in
+input units). Without CUDA it says so and exits 0.
+
+Usage::
+
+    python benchmarks/gpu_check.py                 # cuda:0, 200 steps per setting
+    python benchmarks/gpu_check.py --device cuda:1 --steps 300
+
+``--allow-cpu --size 64 --steps 2 --preset tiny`` runs the same code on a CPU (a smoke
+test of the script, not a measurement).
+"""
+
+from __future__ import annotations
+
+import argparse
+import platform
+import sys
+import time
+
+import numpy as np
+import torch
+
+
+def _data(n: int, size: int, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
+    """Synthetic slices: smooth structure (target) plus streak-like stripes and noise."""
+    rng = np.random.default_rng(seed)
+    yy, xx = np.mgrid[0:size, 0:size] / size
+    target = np.stack([np.sin(6 * xx + k) * np.cos(4 * yy - k) for k in range(n)])
+    stripes = 0.3 * np.sin(40 * (xx + 0.3 * yy))
+    noisy = target + stripes + 0.1 * rng.standard_normal(target.shape)
+    return noisy.astype(np.float32), target.astype(np.float32)
+
+
+def _sync(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def _peak_reset(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.empty_cache()
+        torch.cuda.reset_peak_memory_stats(device)
+
+
+def _peak(device: torch.device) -> str:
+    if device.type != "cuda":
+        return "n/a"
+    return f"{torch.cuda.max_memory_allocated(device) / 2**30:.2f} GiB"
+
+
+def train_speed(preset, xn, yn, device, steps, batch, patch, amp, channels_last):
+    """Patches/s of ``steps`` optimiser steps (after 3 warm-up steps)."""
+    from napari_dfct.data import PatchSampler
+    from napari_dfct.device import autocast
+    from napari_dfct.losses import AmplifiedLoss, LossConfig
+    from napari_dfct.model import build_model
+
+    torch.manual_seed(0)
+    model = build_model(preset).to(device)
+    if channels_last:
+        model = model.to(memory_format=torch.channels_last)
+    loss_fn = AmplifiedLoss(LossConfig.from_name("l2+s+f-nonlinear")).to(device)
+    a_s = loss_fn.full_spatial_weight(xn.shape[1:], device=device)
+    sampler = PatchSampler(xn, yn, a_s, patch=patch, seed=1, device=device)
+    opt = torch.optim.Adam(model.parameters(), lr=1e-3, weight_decay=0.1)
+    model.train()
+
+    def step():
+        xb, yb, wb = sampler.sample(torch.randint(0, xn.shape[0], (batch,)))
+        if channels_last:
+            xb = xb.contiguous(memory_format=torch.channels_last)
+        with autocast(device, amp):
+            pred = model(xb)
+        loss = loss_fn(pred.float(), yb, wb)
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        opt.step()
+
+    _peak_reset(device)
+    for _ in range(3):
+        step()
+    _sync(device)
+    t0 = time.perf_counter()
+    for _ in range(steps):
+        step()
+    _sync(device)
+    seconds = time.perf_counter() - t0
+    peak = _peak(device)
+    state = {k: v.detach().to("cpu") for k, v in model.state_dict().items()}
+    del model, opt, sampler, loss_fn
+    _peak_reset(device)
+    return steps * batch / seconds, peak, state
+
+
+def predict_speed(preset, state, x, window, device, amp, repeats):
+    """ms per slice (median of ``repeats`` after a warm-up) and the prediction."""
+    from napari_dfct.infer import predict
+    from napari_dfct.model import build_model
+
+    model = build_model(preset)
+    model.load_state_dict(state)
+    model.eval()
+    _peak_reset(device)
+    pred = predict(model, x, window=window, device=device, amp=amp, batch_size=1)
+    times = []
+    for _ in range(repeats):
+        _sync(device)
+        t0 = time.perf_counter()
+        pred = predict(model, x, window=window, device=device, amp=amp, batch_size=1)
+        _sync(device)
+        times.append(time.perf_counter() - t0)
+    return 1000 * float(np.median(times)), _peak(device), pred
+
+
+def main(argv=None) -> int:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("--device", default="cuda:0")
+    p.add_argument("--steps", type=int, default=200, help="timed optimiser steps per setting")
+    p.add_argument("--batch", type=int, default=32)
+    p.add_argument("--patch", type=int, default=128)
+    p.add_argument("--size", type=int, default=800, help="slice side")
+    p.add_argument("--preset", default="paper")
+    p.add_argument("--repeats", type=int, default=5, help="timed predictions per setting")
+    p.add_argument("--allow-cpu", action="store_true", help=argparse.SUPPRESS)
+    args = p.parse_args(argv)
+
+    if not torch.cuda.is_available() and not args.allow_cpu:
+        print("gpu_check: no CUDA device on this machine (torch.cuda.is_available() is "
+              "False); nothing to measure. Run it on a machine with an NVIDIA GPU.")
+        return 0
+    from napari_dfct.data import window_from_percentiles
+
+    device = torch.device(args.device if torch.cuda.is_available() else "cpu")
+    name = torch.cuda.get_device_name(device) if device.type == "cuda" else platform.processor()
+    print(f"gpu_check: {name} ({device}), torch {torch.__version__}, preset {args.preset!r}, "
+          f"batch {args.batch}, {args.patch}x{args.patch} patches, {args.steps} steps per "
+          f"setting, {args.size}x{args.size} slices")
+    t_start = time.perf_counter()
+    x, y = _data(8, args.size)
+    window = window_from_percentiles(x, y)
+    xn, yn = window.normalize(x), window.normalize(y)
+    states = {}
+    print(f"{'training':<28} {'patches/s':>10} {'peak memory':>12}")
+    for amp, cl in ((False, False), (False, True), (True, False), (True, True)):
+        label = f"{'bf16' if amp else 'fp32'}{' + channels-last' if cl else ''}"
+        rate, peak, state = train_speed(args.preset, xn, yn, device, args.steps, args.batch,
+                                        args.patch, amp, cl)
+        states[(amp, cl)] = state
+        print(f"{label:<28} {rate:>10.1f} {peak:>12}")
+    state = states[(True, True)]  # the setting the training loop uses on CUDA
+    print(f"{'inference (one slice)':<28} {'ms/slice':>10} {'peak memory':>12}")
+    preds = {}
+    for amp in (False, True):
+        ms, peak, pred = predict_speed(args.preset, state, x[0], window, device, amp,
+                                       args.repeats)
+        preds[amp] = pred
+        print(f"{('bf16 + channels-last' if amp else 'fp32'):<28} {ms:>10.1f} {peak:>12}")
+    diff = np.abs(preds[True] - preds[False])
+    print(f"largest |bf16 - fp32| prediction difference: {diff.max():.4g} in input units, "
+          f"{diff.max() / window.width:.4g} of the window width (mean "
+          f"{diff.mean() / window.width:.3g})")
+    print(f"gpu_check: done in {time.perf_counter() - t_start:.0f} s")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
