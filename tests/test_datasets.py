@@ -141,3 +141,30 @@ def test_dataset_errors_are_one_line(study, tmp_path, capsys, table, patch, matc
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and match in err[0], err
     assert not (tmp_path / "m").exists()
+
+
+def test_grid_trains_and_tests_on_pairs_tables(study, tmp_path, capsys):
+    (study / "train.csv").write_text(
+        "input,target,slices\na/input.tif,a/target.tif,all\nb/input.npy,b/target.npy,all\n")
+    (study / "test.csv").write_text("input,target\nc/input.tif,c/target.tif\n"
+                                    "c/input.tif,c/target.tif\n")
+    out = tmp_path / "grid"
+    argv = ["grid", str(out), "--train", str(study / "train.csv"), "--test",
+            str(study / "test.csv"), "--configs", "l2", "--seeds", "0", "--preset", "tiny",
+            "--epochs", "1", "--patch", "16", "--batch-size", "4", "--device", "cpu",
+            "--quiet", "--no-report", "--signal", "10,10", "--background", "26,22",
+            "--roi-size", "8"]
+    assert main(argv) == 0, capsys.readouterr().err
+    grid = json.loads((out / "grid.json").read_text())
+    assert grid["train_data"] == {"pairs": str((study / "train.csv").resolve())}
+    assert [s[0] for s in grid["data"]["train_scans"]] == ["a", "b"]
+    cfg = json.loads((out / "runs" / "l2" / "seed-0" / "model" / "config.json").read_text())
+    assert cfg["dataset"]["scans"] == ["a", "b"] and len(cfg["dataset"]["val_scans"]) == 1
+    assert (out / "runs" / "l2" / "seed-0" / "metrics.json").is_file()
+    # test scans of different sizes cannot be one stack: one line
+    (study / "test2.csv").write_text("input,target\nc/input.tif,c/target.tif\n"
+                                     "b/input.npy,b/target.npy\n")
+    argv[5] = str(study / "test2.csv")
+    argv[1] = str(tmp_path / "grid2")
+    assert main(argv) == 2
+    assert "differ in slice size" in capsys.readouterr().err

@@ -237,6 +237,8 @@ def _resolve_train(train: Any, out_dir: Path) -> dict:
         _save_array(folder / "input.tif", train[0])
         _save_array(folder / "target.tif", train[1])
         train = folder
+    if isinstance(train, (str, os.PathLike)) and _is_dataset(Path(train)):
+        return {"pairs": str(Path(train).resolve())}  # a data set of many scans
     if isinstance(train, (str, os.PathLike)):
         folder = Path(train)
         if not folder.is_dir():
@@ -255,6 +257,54 @@ def _resolve_train(train: Any, out_dir: Path) -> dict:
     return {k: str(p.resolve()) for k, p in paths.items()}
 
 
+def _is_dataset(path: Path) -> bool:
+    """A pairs CSV, or a folder of scans (its pairs.csv or <scan>/input.* sub-folders)
+    rather than one input/target pair (:mod:`napari_dfct.io.dataset`)."""
+    if path.is_file():
+        return path.suffix.lower() == ".csv"
+    if not path.is_dir() or _find_file(path, "input", required=False) is not None:
+        return False
+    from ..io.dataset import PAIRS_FILE
+
+    return (path / PAIRS_FILE).is_file() or any(
+        _find_file(sub, "input", required=False) is not None
+        for sub in path.iterdir() if sub.is_dir())
+
+
+def _train_fingerprints(train_data: dict) -> dict:
+    """What identifies the training data: each file's size and hash (every scan's input
+    and target, and its slice choice, for a data set)."""
+    if "pairs" not in train_data:
+        return {f"train_{k}": fingerprint(v) for k, v in train_data.items()}
+    from ..io.dataset import read_pairs
+
+    return {"train_scans": [[p.name, fingerprint(p.input), fingerprint(p.target), p.slices]
+                            for p in read_pairs(train_data["pairs"])]}
+
+
+def _train_slice_shape(train_data: dict) -> tuple[int, ...]:
+    if "pairs" not in train_data:
+        return _volume_shape(train_data["input"])[-2:]
+    from ..io.dataset import read_pairs
+
+    return _volume_shape(read_pairs(train_data["pairs"])[0].input)[-2:]
+
+
+def _test_stack(path: Path):
+    """The chosen slices of a test data set as one (input, target) stack."""
+    from types import SimpleNamespace
+
+    from ..io.dataset import describe_scans, load_scans
+
+    data = load_scans(path)
+    if len(set(data.shapes)) != 1:
+        raise ValueError(f"the test scans of {path} differ in slice size "
+                         f"({describe_scans(data)}); the grid measures the test set as one "
+                         "stack: choose test slices of one size")
+    return SimpleNamespace(input=np.stack(data.inputs), target=np.stack(data.targets),
+                           meta={"scans": [[str(n), int(z)] for n, z in data.origins]})
+
+
 def _mask_name(meta: dict | None) -> str:
     """File name of a test folder's body mask: meta.json's ``"mask"``, else body.tif."""
     name = (meta or {}).get("mask")
@@ -263,8 +313,11 @@ def _mask_name(meta: dict | None) -> str:
 
 def _resolve_test(test: Any, out_dir: Path) -> dict:
     """Paths of the test volumes (input, target, optional truth and body mask) and the
-    test meta.json."""
+    test meta.json. A data set of scans (:func:`_is_dataset`) becomes one stack of its
+    chosen slices (they must share one size), saved under OUT/data/test."""
     meta = None
+    if isinstance(test, (str, os.PathLike)) and _is_dataset(Path(test)):
+        test = _test_stack(Path(test))
     if hasattr(test, "input") and hasattr(test, "target") and not isinstance(test, (str, Path)):
         meta = dict(getattr(test, "meta", None) or {})
         arrays = {"input": test.input, "target": test.target,
@@ -440,7 +493,7 @@ def prepare_grid(train: Any, test: Any, out_dir: str | os.PathLike,
     run_device = device or tdict.get("device") or "auto"
     control_of: dict[str, str] = {}
     if controls:
-        configs, control_of = add_controls(configs, _volume_shape(train_data["input"])[-2:],
+        configs, control_of = add_controls(configs, _train_slice_shape(train_data),
                                            tdict.get("patch"))
     tensorboard = bool(tdict.get("tensorboard", False))  # a log: not a grid setting
     for k in _PER_RUN_KEYS:
@@ -448,7 +501,7 @@ def prepare_grid(train: Any, test: Any, out_dir: str | os.PathLike,
 
     roi, rois, volumes = _test_set(test_paths, roi)
     test_files = {k: test_paths[k] for k in ("input", "target", "truth")}
-    data = {**{f"train_{k}": fingerprint(v) for k, v in train_data.items()},
+    data = {**_train_fingerprints(train_data),
             **{f"test_{k}": fingerprint(v) if v else None for k, v in test_files.items()}}
     if test_paths.get("mask"):  # only then: grids without a mask keep their settings
         test_files["mask"] = test_paths["mask"]

@@ -211,8 +211,14 @@ def _train(spec: dict, run_dir: Path, config, callback, resume: bool):
     from ..io import read_volume
     from ..train import run_fit
 
-    x, _ = read_volume(spec["train_data"]["input"])
-    y, _ = read_volume(spec["train_data"]["target"])
+    if "pairs" in spec["train_data"]:  # a data set of many scans: the chosen slices
+        from ..io.dataset import load_scans
+
+        x, y = load_scans(spec["train_data"]["pairs"], patch=config.patch), None
+    else:
+        x, _ = read_volume(spec["train_data"]["input"])
+        y, _ = read_volume(spec["train_data"]["target"])
+        x, y = np.asarray(x, dtype=np.float32), np.asarray(y, dtype=np.float32)
     t0 = time.perf_counter()
     resumed_from = None
     if resume:
@@ -221,8 +227,8 @@ def _train(spec: dict, run_dir: Path, config, callback, resume: bool):
         resumed_from = training_state_epoch(run_dir / "model")
         if resumed_from is None:
             resumed_from = -1  # unknown: fit() checks the state itself
-    result = run_fit(np.asarray(x, dtype=np.float32), np.asarray(y, dtype=np.float32), config,
-                     out_dir=run_dir / "model", callback=callback, resume=resume, preview=False)
+    result = run_fit(x, y, config, out_dir=run_dir / "model", callback=callback,
+                     resume=resume, preview=False)
     seconds_train = time.perf_counter() - t0
     if result.stopped == "cancelled":
         raise RuntimeError(f"training of {spec['name']} seed {spec['seed']} was cancelled")
