@@ -113,8 +113,8 @@ class WeightsWidget(QWidget):
 
         self.plot = PlotCanvas(
             ncols=3,
-            xlabel=["radius (0 centre, 1 corner)", "frequency (0 DC, 1 corner)",
-                    "spectral angle (degrees)"],
+            xlabel=["radius r", "frequency \u03c1",
+                    "angle \u03c6 (\u00b0)"],
             ylabel=["weight", "", "G"],
             title=["A_S radial profile", "A_F radial profile", "A_D angular part"],
             height=1.9,
