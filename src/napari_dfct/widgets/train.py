@@ -204,6 +204,8 @@ class TrainWidget(QWidget):
                          value=True),
                 ComboBox(name="device", label="device", choices=device_choices,
                          value="auto"),
+                CheckBox(name="tensorboard", text="TensorBoard log (<model folder>/tensorboard)",
+                         value=False),
             ],
             labels=True,
         )
@@ -396,8 +398,13 @@ class TrainWidget(QWidget):
             lr=lr, weight_decay=float(f.weight_decay.value),
             optimizer=f.optimizer.value, val_fraction=float(f.val_fraction.value),
             seed=int(f.seed.value), device=f.device.value, augment=bool(f.augment.value),
+            tensorboard=bool(f.tensorboard.value),
         )
         config.validate()
+        if config.tensorboard:
+            from napari_dfct.train.logs import check_tensorboard
+
+            check_tensorboard()  # the package is missing: one notification, no run
         return config
 
     def _gather(self) -> SimpleNamespace:
