@@ -299,6 +299,30 @@ def test_other_settings_in_the_same_folder_are_refused(grid_copy, data_dirs):
     assert len(specs) == 2
 
 
+def test_a_grid_written_before_newer_options_continues(grid_copy, data_dirs):
+    """grid.json of an earlier version lacks the options added since (a loss field, a
+    training option); their defaults are the old behaviour, so the grid continues, while
+    a real difference is still refused."""
+    import json
+
+    train, test = data_dirs
+    path = grid_copy / "grid.json"
+    old = json.loads(path.read_text())
+    for d in old["configs"].values():
+        d.pop("directional", None)
+    old["train"].pop("tensorboard", None)
+    old["train"].pop("bn_recalibrate", None)  # before the stable recipe's option existed
+    old["train"]["recipe"] = "stable"
+    path.write_text(json.dumps(old))
+    settings, specs = prepare_grid(train, test, grid_copy, ["l2"], [0, 7],
+                                   _train_config(device="cpu"))
+    assert settings["seeds"] == [0, 1, 7] and sorted(s["seed"] for s in specs) == [0, 7]
+    old["configs"]["l2"]["scale"] = 2.0  # the same name, another loss
+    path.write_text(json.dumps(old))
+    with pytest.raises(ValueError, match="other loss settings"):
+        prepare_grid(train, test, grid_copy, ["l2"], [0], _train_config(device="cpu"))
+
+
 @pytest.mark.filterwarnings("ignore:.*non-finite value")
 def test_failed_runs_are_reported_after_the_others(tmp_path, data_dirs):
     from napari_dfct.io import read_volume, write_volume

@@ -424,9 +424,28 @@ def _train_dict(train_config: Any) -> dict:
 
 
 def _comparable(settings: dict) -> dict:
-    # the data are compared by content (a moved data folder is still the same data)
+    # the data are compared by content (a moved data folder is still the same data); the
+    # training options as the options they mean, so a grid.json written before an option
+    # existed (its default then is the old behaviour) still matches
     keys = ("data", "roi", "rois", "train")
-    return {k: settings.get(k) for k in keys}
+    out = {k: settings.get(k) for k in keys}
+    if isinstance(out["train"], dict):
+        try:
+            out["train"] = _train_dict(out["train"])
+        except (TypeError, ValueError):
+            pass
+    return out
+
+
+def _same_loss(a: dict, b: dict) -> bool:
+    """Two saved loss configurations mean the same loss (fields added later take their
+    defaults, which are the old behaviour)."""
+    from ..losses import LossConfig
+
+    try:
+        return LossConfig.from_dict(a) == LossConfig.from_dict(b)
+    except (TypeError, ValueError):
+        return json.dumps(a, sort_keys=True) == json.dumps(b, sort_keys=True)
 
 
 def fingerprint(path: str | os.PathLike, chunk: int = 1 << 20) -> dict:
@@ -612,8 +631,7 @@ def _merge_settings(settings: dict, old: dict, out_dir: Path) -> None:
         )
     merged = dict(old.get("configs", {}))
     for name, d in settings["configs"].items():
-        if name in merged and json.dumps(merged[name], sort_keys=True) != json.dumps(
-                d, sort_keys=True):
+        if name in merged and not _same_loss(merged[name], d):
             raise ValueError(f"{out_dir} already has a configuration {name!r} with other "
                              "loss settings (mode/normalisation); use another output folder")
         merged[name] = d
