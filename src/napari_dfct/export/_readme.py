@@ -1,0 +1,159 @@
+"""The words of a bioimage.io package: its description, README and configuration block."""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+from ..checkpoint.load import _scheme_text
+
+PAPER = ("Frey D., Dorosti T. et al. Structured Loss Amplification for U-Net-based "
+         "Human-scale Dark-field CT Streak Reduction. Technical University of Munich.")
+SOURCE_URL = "https://github.com/napari-dfct/napari-dfct"
+
+_TRAIN_KEYS = ("recipe", "select", "preset", "epochs", "patience", "batch_size", "patch",
+               "patches_per_slice", "lr", "weight_decay", "optimizer", "step_size", "gamma",
+               "val_fraction", "augment", "seed", "bn_recalibration")
+
+
+def loss_text(cfg: dict) -> str:
+    """``l2+s+f-nonlinear (S+F; paper mode)`` for a saved model config."""
+    loss = cfg.get("loss") or {}
+    name = cfg.get("name") or loss.get("name") or "?"
+    text = f"{name} ({_scheme_text(loss)}; {loss.get('mode', 'paper')} mode"
+    if loss.get("normalize"):
+        text += ", normalised weights"
+    scale = loss.get("scale", 1.0)
+    if scale not in (None, 1, 1.0):
+        text += f", scale {float(scale):g}"
+    return text + ")"
+
+
+def description_text(cfg: dict, n_params: int) -> str:
+    """The package's one-paragraph description (bioimage.io ``description``)."""
+    train = cfg.get("train") or {}
+    window = cfg.get("window") or {}
+    return (
+        "Residual U-Net that reduces streaks in single-rotation X-ray dark-field CT (DFCT) "
+        f"reconstructions (2-D slices), preset {cfg.get('preset', '?')} "
+        f"({n_params / 1e6:.2f} M parameters), trained against multi-rotation targets with "
+        f"the loss {loss_text(cfg)} in the {train.get('recipe', 'paper')} recipe; intensity "
+        f"window [{float(window.get('low', math.nan)):.6g}, "
+        f"{float(window.get('high', math.nan)):.6g}] in the input's units. Exported by "
+        "napari-dfct."
+    )
+
+
+def config_block(cfg: dict, sample_source: str) -> dict[str, Any]:
+    """The ``config.napari_dfct`` entry: the model's loss, window, training recipe and
+    parameters, data and selection, as napari-dfct saved them."""
+    keep = ("name", "preset", "model", "loss", "window", "train", "best_epoch",
+            "best_val_loss", "epochs_run", "data_shape", "dataset", "created", "versions")
+    block = {k: cfg[k] for k in keep if k in cfg}
+    block["test_tensor_source"] = sample_source
+    return block
+
+
+def readme_text(cfg: dict, n_params: int, sample_source: str, arch_file: str,
+                weights_file: str) -> str:
+    """The package's README (bioimage.io ``documentation``), in Markdown."""
+    train = cfg.get("train") or {}
+    window = cfg.get("window") or {}
+    low, high = float(window.get("low", math.nan)), float(window.get("high", math.nan))
+    arch = cfg.get("model") or {}
+    rows = "\n".join(f"| {k} | {train[k]} |" for k in _TRAIN_KEYS if k in train)
+    best = cfg.get("best_val_loss")
+    best_text = f"{float(best):.6g}" if isinstance(best, int | float) else "?"
+    data = cfg.get("dataset") or {}
+    shape = cfg.get("data_shape")
+    if data.get("scans"):
+        data_text = (f"{len(data['scans'])} scans ({len(data.get('slices', []))} slices); "
+                     f"validation scans: {', '.join(data.get('val_scans', [])) or '?'}")
+    elif shape:
+        data_text = f"one volume of {' x '.join(str(s) for s in shape)} (slices x rows x cols)"
+    else:
+        data_text = "not recorded"
+    return f"""# {cfg.get('name', 'napari-dfct model')}: DFCT streak reduction
+
+{description_text(cfg, n_params)}
+
+## What it does
+
+The input is one single-rotation dark-field CT slice (axes `batch, channel, y, x`, one
+channel, float32, any size; sizes that are multiples of {2 ** int(arch.get('depth', 4))}
+avoid internal padding). The output is the streak-reduced slice in the same units. The
+network is a 2-D residual U-Net (output = input + correction) with
+{arch.get('depth', '?')} down and up blocks (the paper: four), bilinear upsampling, batch
+normalisation, ReLU, {arch.get('base_channels', '?')} channels at the first level (the paper:
+64), doubling at every level.
+
+## Intensity window (pre- and post-processing)
+
+Input and target were clipped to the window [{low:.6g}, {high:.6g}] and scaled to [0, 1]
+for training. The package does the same:
+
+* pre-processing: `clip` (min {low:.6g}, max {high:.6g}), then `scale_linear`
+  (gain 1/{high - low:.6g}, offset {-low / (high - low):.6g});
+* post-processing: `scale_linear` (gain {high - low:.6g}, offset {low:.6g}) back to the
+  input's units (no clipping: values outside the window stay outside).
+
+## Loss and training
+
+Loss: {loss_text(cfg)}. The loss is a pixel-wise L1/L2 map amplified spatially (A_S,
+towards the iso-centre) and/or in frequency (A_F, towards high frequencies), as in the
+paper; in its `paper` mode a frequency weight alone only rescales the loss (the mean of
+the inverse FFT keeps only the DC bin), in `spectral` mode it weights the spectrum of the
+error. Best epoch {cfg.get('best_epoch', '?')} of {cfg.get('epochs_run', '?')}
+(validation loss {best_text}, selected by the {train.get('select', 'amplified')}
+validation loss). Training data: {data_text}.
+
+| parameter | value |
+| --- | --- |
+{rows}
+
+The full configuration is in `config.napari_dfct` of `rdf.yaml`.
+
+## Test tensors and cover
+
+Test input: {sample_source}. The cover shows it (left) and the model's output (right),
+both displayed in the intensity window.
+
+## Use without napari-dfct
+
+```python
+import numpy as np, torch
+from {arch_file[:-3]} import ResidualUNet
+
+net = ResidualUNet(**{ {k: arch[k] for k in ('base_channels', 'depth', 'in_channels', 'out_channels', 'bilinear') if k in arch} })
+net.load_state_dict(torch.load("{weights_file}", weights_only=True))
+net.eval()
+low, high = {low!r}, {high!r}  # the intensity window
+x = np.load("test_input.npy")  # (1, 1, H, W), input units
+xn = (np.clip(x, low, high) - low) / (high - low)
+with torch.no_grad():
+    y = net(torch.from_numpy(xn.astype(np.float32))).numpy() * (high - low) + low
+```
+
+With napari-dfct: `dfct predict` and the napari plugin use the original model folder.
+
+## Validation
+
+The package's test: `test_output.npy` is this model's output on `test_input.npy`, computed
+by napari-dfct through the same pre-processing, network and post-processing
+(`bioimageio test` reproduces it). That checks the package, not the model's quality: judge
+the model on held-out scans with CNR (lung vs air ROI) and FWHM of the air-tissue edge, as
+the paper does (`dfct measure`, the napari plugin's Measure widget).
+
+## Limitations
+
+The model is as good as its training data: a model trained on simulated slices (napari-dfct's
+phantom) is a demonstration, not a tool for real scans. Compare models on held-out scans
+with CNR and FWHM (and, where a truth exists, error-based metrics): a higher CNR from
+smoothing real texture is not a gain.
+
+## Citation
+
+{PAPER}
+
+Code: napari-dfct ({SOURCE_URL}), BSD-3-Clause.
+"""

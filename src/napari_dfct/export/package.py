@@ -1,0 +1,370 @@
+"""Writing a bioimage.io model package (spec 0.5) from a napari-dfct model folder.
+
+:func:`export_bioimageio` turns a model folder (safetensors weights + ``config.json``)
+into one ``.zip`` that bioimage.io tools (``bioimageio.core``, deepImageJ-style
+consumers, the model zoo) load without napari-dfct:
+
+``weights.pt``
+    the network's state dict, ``torch.save(model.state_dict())`` (tensors only, so
+    ``torch.load(..., weights_only=True)`` reads it), as ``pytorch_state_dict`` weights;
+``dfct_unet.py``
+    the architecture, one standalone source file (:mod:`napari_dfct.export.dfct_unet`,
+    PyTorch only), with the model's keyword arguments;
+``test_input.npy``, ``test_output.npy``
+    a central crop of a slice in the input's units and the model's output on it
+    (``(1, 1, H, W)`` float32): of a slice the caller passes (the training data), or of a
+    simulated slice when none is given;
+pre- and post-processing
+    the intensity window as the spec's standard operations: ``clip`` and
+    ``scale_linear`` to [0, 1] before the network, ``scale_linear`` back to the input's
+    units after it;
+``README.md``, ``cover.png``
+    the documentation (loss configuration, training recipe and parameters, window, use
+    without napari-dfct) and a 2:1 cover (test input | output);
+``config.napari_dfct``
+    the model's saved configuration (loss, window, training parameters, data).
+
+``bioimageio.spec`` (the optional extra ``[bioimageio]``) builds and writes the
+description; everything else is this package. Building a package needs no network:
+the description is built with ``perform_io_checks=False`` (files are local and hashed
+when the zip is written).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import shutil
+import tempfile
+from collections.abc import Callable
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from ..checkpoint import CheckpointError, load_model
+from ._readme import PAPER, SOURCE_URL, config_block, description_text, readme_text
+
+__all__ = ["ARCHITECTURE_FILE", "ExportError", "bioimageio_missing", "check_export_target",
+           "export_bioimageio", "read_sample", "sample_input"]
+
+#: The standalone architecture file shipped in every package.
+ARCHITECTURE_FILE = "dfct_unet.py"
+WEIGHTS_FILE = "weights.pt"
+#: Largest side of the test tensors (a central crop).
+MAX_TEST_SIZE = 256
+#: Side of the simulated slice used when no data are given.
+SIMULATED_SIZE = 128
+
+
+class ExportError(ValueError):
+    """A model folder that cannot be exported, or an output that may not be written."""
+
+
+def bioimageio_missing() -> str | None:
+    """None when ``bioimageio.spec`` can be imported, else the one-line reason."""
+    try:
+        import bioimageio.spec  # noqa: F401
+    except ImportError:
+        return ("bioimage.io export needs the package bioimageio.spec: "
+                "pip install 'napari-dfct[bioimageio]'")
+    return None
+
+
+def check_export_target(out: str | os.PathLike, overwrite: bool = False) -> Path:
+    """The package path, checked before any work: a ``.zip`` file name in a folder that
+    exists, never an existing file unless ``overwrite``, never a folder."""
+    out = Path(out).expanduser()
+    if out.suffix.lower() != ".zip":
+        raise ExportError(f"the package must be a .zip file, got {out}")
+    if out.is_dir():
+        raise ExportError(f"{out} is a folder; give a .zip file name")
+    if out.exists() and not overwrite:
+        raise ExportError(f"{out} exists; use --overwrite to replace it")
+    if not out.parent.is_dir():
+        raise ExportError(f"folder not found: {out.parent}")
+    if not os.access(out.parent, os.W_OK):
+        raise ExportError(f"cannot write to {out.parent}")
+    return out
+
+
+def _simulated_slice(size: int) -> np.ndarray:
+    from ..simulate import simulate_dfct
+
+    sim = simulate_dfct(n_slices=1, size=size, rotations=1, seed=0)
+    return np.asarray(sim.input[0], dtype=np.float32)
+
+
+def sample_input(sample: np.ndarray | None, multiple: int,
+                 max_size: int = MAX_TEST_SIZE) -> tuple[np.ndarray, str]:
+    """The test input: a central square crop of ``sample`` (a 2-D slice, or the central
+    slice of a volume) whose side is a multiple of ``multiple`` and at most ``max_size``;
+    a simulated slice when ``sample`` is None. Returns ``(crop, words)``."""
+    words = "a central crop of the given data"
+    if sample is None:
+        sample = _simulated_slice(SIMULATED_SIZE)
+        words = "a simulated single-rotation slice (napari-dfct's phantom, seed 0)"
+    a = np.asarray(sample, dtype=np.float32)
+    if a.ndim == 3:
+        a = a[a.shape[0] // 2]
+        words += " (its central slice)"
+    if a.ndim != 2:
+        raise ExportError(f"the test data must be a 2-D slice or a 3-D volume, got shape "
+                          f"{tuple(np.shape(sample))}")
+    side = min(max_size, *a.shape) // multiple * multiple
+    if side < multiple:
+        raise ExportError(f"the test slice ({a.shape[0]}x{a.shape[1]}) is smaller than "
+                          f"{multiple}x{multiple}")
+    if not np.isfinite(a).all():
+        raise ExportError("the test slice contains NaN or infinite values")
+    r0, c0 = (a.shape[0] - side) // 2, (a.shape[1] - side) // 2
+    return np.ascontiguousarray(a[r0:r0 + side, c0:c0 + side]), f"{words}, {side}x{side}"
+
+
+def read_sample(path: str | os.PathLike, slice_index: int | None = None
+                ) -> tuple[np.ndarray, str]:
+    """A 2-D slice (input units) to cut the test tensors from, and words naming it.
+
+    ``path`` is a volume or slice file (any format :func:`napari_dfct.io.read_volume`
+    reads), a ``dfct simulate`` folder (its ``input.tif``), or a data set of scans (a
+    pairs CSV or folder: the chosen slice of its first scan). ``slice_index`` picks a
+    slice of a volume (default: the central one).
+    """
+    from ..io import read_volume
+    from ..io.dataset import load_scans, read_pairs
+
+    path = Path(path).expanduser()
+    if not path.exists():
+        raise ExportError(f"test data not found: {path}")
+    try:
+        if path.is_dir() and (path / "input.tif").is_file():
+            path = path / "input.tif"
+        if path.suffix.lower() == ".csv" or path.is_dir():
+            first = read_pairs(path)[0]
+            scans = load_scans([first])
+            return scans.inputs[0], f"scan {first.name!r} of {path.name}, slice " \
+                f"{scans.origins[0][1]}"
+        volume, _ = read_volume(path)
+    except OSError as exc:
+        raise ExportError(f"cannot read {path}: {exc.strerror or exc}") from None
+    except ValueError as exc:
+        raise ExportError(f"cannot read {path}: {str(exc).splitlines()[0]}") from None
+    volume = np.asarray(volume, dtype=np.float32)
+    if volume.ndim == 2:
+        return volume, path.name
+    if volume.ndim != 3:
+        raise ExportError(f"{path} is not a 2-D slice or a 3-D volume")
+    z = volume.shape[0] // 2 if slice_index is None else int(slice_index)
+    if not 0 <= z < volume.shape[0]:
+        raise ExportError(f"slice {z} is out of range: {path.name} has {volume.shape[0]} "
+                          f"slices (0-{volume.shape[0] - 1})")
+    return volume[z], f"{path.name}, slice {z}"
+
+
+def _run_package(model: torch.nn.Module, x: np.ndarray, low: float, high: float) -> np.ndarray:
+    """The package's pipeline in its own order: clip, scale_linear, network, scale_linear
+    (float32), on ``x`` of shape (H, W)."""
+    width = high - low
+    xn = np.clip(x, np.float32(low), np.float32(high))
+    xn = xn * np.float32(1.0 / width) + np.float32(-low / width)
+    with torch.inference_mode():
+        y = model(torch.from_numpy(xn[None, None].astype(np.float32))).float().numpy()
+    return (y * np.float32(width) + np.float32(low)).astype(np.float32)
+
+
+def _cover(path: Path, x: np.ndarray, y: np.ndarray, low: float, high: float) -> None:
+    """A 2:1 PNG: test input | output, both in the window."""
+    import matplotlib.image
+
+    pair = np.concatenate([x, y], axis=1)
+    matplotlib.image.imsave(path, np.clip(pair, low, high), cmap="gray", vmin=low, vmax=high)
+
+
+def _write_files(folder: Path, loaded, x: np.ndarray, y: np.ndarray, readme: str) -> None:
+    state = {k: v.detach().cpu().clone() for k, v in loaded.model.state_dict().items()}
+    torch.save(state, folder / WEIGHTS_FILE)
+    shutil.copyfile(Path(__file__).with_name(ARCHITECTURE_FILE), folder / ARCHITECTURE_FILE)
+    np.save(folder / "test_input.npy", x[None, None].astype(np.float32))
+    np.save(folder / "test_output.npy", y.astype(np.float32))
+    low, high = loaded.window.low, loaded.window.high
+    _cover(folder / "cover.png", x, y[0, 0], low, high)
+    (folder / "README.md").write_text(readme, encoding="utf-8")
+
+
+def _sha256(v, path: Path):
+    digest = hashlib.sha256()
+    with open(path, "rb") as fh:
+        for block in iter(lambda: fh.read(1 << 20), b""):
+            digest.update(block)
+    return v.Sha256(digest.hexdigest())
+
+
+def _file(v, folder: Path, name: str):
+    """A file of the package with its SHA-256 (computed here: no I/O checks needed)."""
+    return v.FileDescr(source=Path(name), sha256=_sha256(v, folder / name))
+
+
+def _axes(v, multiple: int, output: bool) -> list:
+    space = []
+    for name in ("y", "x"):
+        if output:
+            size = v.SizeReference(tensor_id=v.TensorId("input"), axis_id=v.AxisId(name))
+            space.append(v.SpaceOutputAxis(id=v.AxisId(name), size=size))
+        else:
+            size = v.ParameterizedSize(min=multiple, step=multiple)
+            space.append(v.SpaceInputAxis(id=v.AxisId(name), size=size))
+    channel = v.ChannelAxis(channel_names=[v.Identifier("dark_field")])
+    return [v.BatchAxis(), channel, *space]
+
+
+def _description(folder: Path, loaded, sample_words: str, author: str, license: str):
+    """The bioimage.io ``ModelDescr`` (spec 0.5) of the files in ``folder``."""
+    from bioimageio.spec import ValidationContext
+    from bioimageio.spec.model import v0_5 as v
+
+    from ..model import count_parameters
+
+    cfg, low, high = loaded.config, loaded.window.low, loaded.window.high
+    width = high - low
+    multiple = 2 ** int(loaded.model.depth)
+    arch_kwargs = {k: cfg["model"][k] for k in ("base_channels", "depth", "in_channels",
+                                                "out_channels", "bilinear") if k in cfg["model"]}
+    with ValidationContext(root=folder, perform_io_checks=False):
+        inp = v.InputTensorDescr(
+            id=v.TensorId("input"), axes=_axes(v, multiple, output=False),
+            description="single-rotation DFCT slice, in the input's units",
+            test_tensor=_file(v, folder, "test_input.npy"),
+            data=v.IntervalOrRatioDataDescr(type="float32"),
+            preprocessing=[
+                v.ClipDescr(kwargs=v.ClipKwargs(min=low, max=high)),
+                v.ScaleLinearDescr(kwargs=v.ScaleLinearKwargs(gain=1.0 / width,
+                                                              offset=-low / width)),
+            ])
+        out = v.OutputTensorDescr(
+            id=v.TensorId("output"), axes=_axes(v, multiple, output=True),
+            description="streak-reduced slice, in the input's units",
+            test_tensor=_file(v, folder, "test_output.npy"),
+            data=v.IntervalOrRatioDataDescr(type="float32"),
+            postprocessing=[v.ScaleLinearDescr(kwargs=v.ScaleLinearKwargs(gain=width,
+                                                                          offset=low))])
+        weights = v.WeightsDescr(pytorch_state_dict=v.PytorchStateDictWeightsDescr(
+            source=Path(WEIGHTS_FILE), sha256=_sha256(v, folder / WEIGHTS_FILE),
+            architecture=v.ArchitectureFromFileDescr(
+                source=Path(ARCHITECTURE_FILE), sha256=_sha256(v, folder / ARCHITECTURE_FILE),
+                callable=v.Identifier("ResidualUNet"),
+                kwargs=arch_kwargs),
+            pytorch_version=v.Version(torch.__version__.split("+")[0])))
+        n_params = count_parameters(loaded.model)
+        return v.ModelDescr(
+            name=_package_name(cfg),
+            description=description_text(cfg, n_params),
+            authors=[v.Author(name=author)],
+            cite=[v.CiteEntry(text=PAPER, url=SOURCE_URL)],
+            license=license,
+            documentation=_file(v, folder, "README.md"),
+            covers=[_file(v, folder, "cover.png")],
+            tags=["dark-field-ct", "ct", "x-ray", "streak-reduction", "denoising",
+                  "image-restoration", "unet", "2d", "pytorch", "napari-dfct"],
+            inputs=[inp], outputs=[out], weights=weights,
+            config={"napari_dfct": config_block(cfg, sample_words)},
+        )
+
+
+def _errors(exc: ValueError) -> str:
+    """A validation error in one line (pydantic's first lines name only the class)."""
+    errors = getattr(exc, "errors", None)
+    if callable(errors):
+        return "; ".join(f"{'.'.join(str(p) for p in e.get('loc', ()))}: {e.get('msg')}"
+                         for e in errors()[:3])
+    return str(exc).splitlines()[0]
+
+
+def _package_name(cfg: dict) -> str:
+    name = str(cfg.get("name") or (cfg.get("loss") or {}).get("name") or "model")
+    safe = "".join(c if c.isalnum() or c in " -_()" else "-" for c in name)
+    return f"DFCT streak reduction {safe}"[:128]
+
+
+def export_bioimageio(
+    model_dir: str | os.PathLike,
+    out: str | os.PathLike,
+    *,
+    sample: np.ndarray | None = None,
+    sample_source: str | None = None,
+    overwrite: bool = False,
+    author: str = "napari-dfct user",
+    license: str = "CC-BY-4.0",
+    progress: Callable[[str], None] | None = None,
+) -> Path:
+    """Write the bioimage.io model package (spec 0.5, a ``.zip``) of a model folder.
+
+    Parameters
+    ----------
+    model_dir : path
+        A napari-dfct model folder (``model.safetensors`` + ``config.json`` with an
+        intensity window).
+    out : path
+        The ``.zip`` to write (replaced atomically; an existing file only with
+        ``overwrite``).
+    sample : numpy.ndarray, optional
+        A slice (or volume: its central slice) in the input's units to cut the test
+        tensors from, e.g. the model's training input; None simulates one.
+    sample_source : str, optional
+        Words naming ``sample`` for the README (e.g. its file name).
+    author, license : str
+        The package's author (the person who trained the model) and licence (SPDX).
+    progress : callable, optional
+        Called with a short line before each step.
+
+    Returns
+    -------
+    pathlib.Path
+        ``out``.
+
+    Raises
+    ------
+    ExportError
+        ``bioimageio.spec`` is missing, the folder is not a readable model folder, it has
+        no intensity window, ``out`` exists (without ``overwrite``) or cannot be written,
+        the sample is unusable; one line each (a :class:`ValueError`).
+    """
+    say = progress or (lambda _text: None)
+    out = check_export_target(out, overwrite)
+    try:
+        loaded = load_model(model_dir, device="cpu")
+    except CheckpointError as exc:
+        raise ExportError(str(exc)) from None
+    missing = bioimageio_missing()
+    if missing:
+        raise ExportError(missing)
+    if loaded.window is None:
+        raise ExportError(f"{model_dir} has no intensity window in config.json; cannot "
+                          "describe the pre-processing")
+    say("test tensors")
+    x, words = sample_input(sample, 2 ** int(loaded.model.depth))
+    if sample is not None and sample_source:
+        words = words.replace("the given data", sample_source)
+    y = _run_package(loaded.model, x, loaded.window.low, loaded.window.high)
+    if not np.isfinite(y).all():
+        raise ExportError("the model's output on the test input is not finite")
+    from ..model import count_parameters
+
+    readme = readme_text(loaded.config, count_parameters(loaded.model), words,
+                         ARCHITECTURE_FILE, WEIGHTS_FILE)
+    with tempfile.TemporaryDirectory(prefix=".dfct-export-", dir=out.parent) as tmp:
+        folder = Path(tmp)
+        _write_files(folder, loaded, x, y, readme)
+        say("description")
+        try:
+            descr = _description(folder, loaded, words, author, license)
+        except ValueError as exc:  # pydantic's ValidationError is a ValueError
+            raise ExportError(f"the package description is not valid: {_errors(exc)}"
+                              ) from None
+        say("package")
+        from bioimageio.spec import ValidationContext, save_bioimageio_package
+
+        partial = folder / out.name
+        with ValidationContext(root=folder, perform_io_checks=False):  # no URL requests
+            save_bioimageio_package(descr, output_path=partial)
+        os.replace(partial, out)
+    return out

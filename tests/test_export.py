@@ -1,0 +1,166 @@
+"""bioimage.io export: the package passes bioimage.io's own model test offline, its
+standalone architecture file reproduces our network, and bad requests are one line."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+import zipfile
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from napari_dfct.cli import main
+from napari_dfct.export import ExportError, export_bioimageio, sample_input
+from napari_dfct.model import build_model
+
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
+ARCH = Path(__file__).parents[1] / "src" / "napari_dfct" / "export" / "dfct_unet.py"
+
+
+@pytest.fixture(scope="module")
+def model_dir(small_sim, tmp_path_factory):
+    from napari_dfct.train import TrainConfig, run_fit
+
+    out = tmp_path_factory.mktemp("export") / "model"
+    cfg = TrainConfig(preset="tiny", epochs=1, batch_size=4, patch=32, seed=0)
+    run_fit(small_sim.input, small_sim.target, cfg, out, preview=False)
+    return out
+
+
+def _error_line(capsys) -> str:
+    err = [line for line in capsys.readouterr().err.strip().splitlines()
+           if not line.startswith("dfct export: ") or "error" in line]
+    assert len(err) == 1, err
+    assert err[0].startswith("dfct export: error: ")
+    return err[0]
+
+
+def test_the_standalone_architecture_file_reproduces_the_model(tmp_path):
+    """dfct_unet.py, copied alone and imported where napari_dfct cannot be imported,
+    loads our state dict (weights_only) and gives our model's output."""
+    torch.manual_seed(3)
+    for preset, extra in (("tiny", {}), ("tiny", {"bilinear": False})):
+        model = build_model(preset, zero_init=False, **extra)
+        with torch.no_grad():  # non-trivial BatchNorm statistics
+            for name, buf in model.named_buffers():
+                if name.endswith("running_mean"):
+                    buf.normal_(0, 0.1)
+                elif name.endswith("running_var"):
+                    buf.uniform_(0.5, 1.5)
+        model.eval()
+        x = torch.rand(2, 1, 37, 50)  # not a multiple of 2**depth: padding and crop
+        with torch.no_grad():
+            expected = model(x).numpy()
+        folder = tmp_path / f"pkg-{len(extra)}"
+        folder.mkdir()
+        (folder / "dfct_unet.py").write_text(ARCH.read_text())
+        torch.save(model.state_dict(), folder / "weights.pt")
+        np.save(folder / "x.npy", x.numpy())
+        kwargs = {"base_channels": model.base_channels, "depth": model.depth,
+                  "bilinear": model.bilinear}
+        script = (
+            "import sys, json, numpy as np, torch\n"
+            "sys.modules['napari_dfct'] = None  # any import of the package fails\n"
+            f"sys.path.insert(0, {str(folder)!r})\n"
+            "from dfct_unet import ResidualUNet\n"
+            f"net = ResidualUNet(**json.loads({json.dumps(kwargs)!r}))\n"
+            f"net.load_state_dict(torch.load({str(folder / 'weights.pt')!r}, "
+            "weights_only=True))\n"
+            "net.eval()\n"
+            "with torch.no_grad():\n"
+            f"    y = net(torch.from_numpy(np.load({str(folder / 'x.npy')!r})))\n"
+            f"np.save({str(folder / 'y.npy')!r}, y.numpy())\n"
+        )
+        subprocess.run([sys.executable, "-c", script], check=True, timeout=120)
+        np.testing.assert_allclose(np.load(folder / "y.npy"), expected, rtol=0, atol=1e-6)
+
+
+def test_sample_input_is_a_central_crop_of_a_multiple():
+    a = np.arange(300 * 410, dtype=np.float32).reshape(300, 410)
+    crop, words = sample_input(a, 16)
+    assert crop.shape == (256, 256) and "256x256" in words
+    assert crop[0, 0] == a[22, 77]
+    with pytest.raises(ExportError, match="smaller than"):
+        sample_input(np.zeros((10, 40), np.float32), 16)
+
+
+def test_export_passes_the_bioimageio_model_test_offline(model_dir, small_sim, tmp_path,
+                                                         monkeypatch):
+    pytest.importorskip("bioimageio.core",
+                        reason="the bioimage.io test needs the extra napari-dfct[bioimageio]")
+    import httpx
+    from bioimageio.core import test_model
+
+    requests = []
+
+    def no_network(*args, **kwargs):
+        requests.append(args[:2])
+        raise httpx.ConnectError("no network in this test")
+
+    for name in ("request", "stream", "get", "head", "post"):
+        monkeypatch.setattr(httpx, name, no_network)
+    out = export_bioimageio(model_dir, tmp_path / "model.zip", sample=small_sim.input,
+                            sample_source="the training input")
+    assert requests == []  # building the package asks nothing of the network
+
+    summary = test_model(out, devices=["cpu"])
+    failed = [(d.name, [e.msg for e in d.errors]) for d in summary.details
+              if d.status != "passed"]
+    assert summary.status == "passed", failed
+    # the only request the model test tries is the HEAD of the citation URL, which fails
+    # softly (a warning): nothing is downloaded
+    assert {url for _, url in requests} <= {"https://github.com/napari-dfct/napari-dfct"}
+
+    with zipfile.ZipFile(out) as zf:
+        names = set(zf.namelist())
+        assert {"rdf.yaml", "weights.pt", "dfct_unet.py", "test_input.npy",
+                "test_output.npy", "README.md", "cover.png"} <= names
+        rdf = zf.read("rdf.yaml").decode()
+        zf.extract("weights.pt", tmp_path)
+    sd = torch.load(tmp_path / "weights.pt", weights_only=True)
+    from napari_dfct.checkpoint import load_model
+
+    loaded = load_model(model_dir)
+    ours = loaded.model.state_dict()
+    assert set(sd) == set(ours) and all(torch.equal(sd[k], ours[k]) for k in ours)
+    low, high = loaded.window.low, loaded.window.high
+    for expected in ("format_version: 0.5", "pytorch_state_dict", "id: clip",
+                     "id: scale_linear", "l2", "recipe: stable", "napari_dfct:"):
+        assert expected in rdf, expected
+    assert f"{low!r}"[:6] in rdf and f"{high!r}"[:6] in rdf
+
+
+def test_an_existing_package_needs_overwrite(model_dir, tmp_path, capsys):
+    out = tmp_path / "model.zip"
+    out.write_bytes(b"somebody's file")
+    assert main(["export", str(model_dir), str(out)]) == 2
+    line = _error_line(capsys)
+    assert "exists" in line and "--overwrite" in line
+    assert out.read_bytes() == b"somebody's file"
+
+
+@pytest.mark.parametrize("case", ["missing", "not a model", "corrupt config"])
+def test_a_bad_model_folder_is_one_line(tmp_path, capsys, case):
+    folder = tmp_path / "model"
+    if case != "missing":
+        folder.mkdir()
+        (folder / "notes.txt").write_text("hello")
+    if case == "corrupt config":
+        (folder / "model.safetensors").write_bytes(b"\0" * 16)
+        (folder / "config.json").write_text("{not json")
+    assert main(["export", str(folder), str(tmp_path / "m.zip")]) == 2
+    line = _error_line(capsys)
+    assert str(folder) in line
+    assert not (tmp_path / "m.zip").exists()
+
+
+def test_bad_output_names_and_test_data(model_dir, tmp_path, capsys):
+    assert main(["export", str(model_dir), str(tmp_path / "m.tar")]) == 2
+    assert ".zip" in _error_line(capsys)
+    assert main(["export", str(model_dir), str(tmp_path / "m.zip"), "--data",
+                 str(tmp_path / "nope.tif")]) == 2
+    assert "not found" in _error_line(capsys)
