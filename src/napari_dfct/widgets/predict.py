@@ -8,7 +8,9 @@ contrast limits. Work runs in a background job
 :func:`napari_dfct.infer.predict_iter`); a whole volume streams into the layer slice by
 slice and *Cancel* stops it between batches. A read-only panel shows what the model is
 (:func:`napari_dfct.checkpoint.describe_model`): its loss, preset, intensity window, and
-how its training went.
+how its training went. *Export…* writes the chosen model as a bioimage.io package
+(:func:`napari_dfct.export.export_bioimageio`, in a background job), its test tensors cut
+from the image layer's current slice.
 
 What other widgets see of a prediction:
 
@@ -37,7 +39,7 @@ import numpy as np
 from magicgui.widgets import ComboBox, Container, FileEdit, ProgressBar, PushButton
 from napari.utils.notifications import show_error, show_info, show_warning
 from qtpy.QtGui import QFontDatabase
-from qtpy.QtWidgets import QHBoxLayout, QLabel, QPlainTextEdit, QWidget
+from qtpy.QtWidgets import QFileDialog, QHBoxLayout, QLabel, QPlainTextEdit, QWidget
 
 from . import _layers, _models, _workers
 from ._devices import device_choices
@@ -82,7 +84,9 @@ class PredictWidget(QWidget):
         self._job: SimpleNamespace | None = None
         self._cache: dict[tuple, Any] = {}
         self._pbar = None
+        self._export_worker = None
         self.last_layer = None
+        self.last_export: Path | None = None
 
         self.form = Container(
             widgets=[
@@ -103,6 +107,10 @@ class PredictWidget(QWidget):
         self.slice_button = PushButton(name="current_slice", text="Current slice")
         self.volume_button = PushButton(name="whole_volume", text="Whole volume")
         self.cancel_button = PushButton(name="cancel", text="Cancel", enabled=False)
+        self.export_button = PushButton(
+            name="export", text="Export\u2026", tooltip="Write the model as a bioimage.io "
+            "package (.zip); the test tensors come from the image's current slice")
+        self.export_button.changed.connect(self.export_package)
         self.slice_button.changed.connect(self.predict_current_slice)
         self.volume_button.changed.connect(self.predict_volume)
         self.cancel_button.changed.connect(self.cancel)
@@ -123,6 +131,7 @@ class PredictWidget(QWidget):
         buttons.addWidget(self.slice_button.native)
         buttons.addWidget(self.volume_button.native)
         buttons.addWidget(self.cancel_button.native)
+        buttons.addWidget(self.export_button.native)
         _body, layout = scroll_body(self)
         layout.addWidget(self.form.native)
         layout.addLayout(buttons)
@@ -269,6 +278,70 @@ class PredictWidget(QWidget):
             on_event=self._on_event, on_error=self._on_errored,
             on_finished=self._on_finished,
         )
+
+    def export_package(self, *_args, path: str | os.PathLike | None = None) -> None:
+        """Write the chosen model as a bioimage.io package (:func:`napari_dfct.export.
+        export_bioimageio`) in a background job; ``path`` None asks with a file dialog
+        (which confirms replacing a file). The test tensors come from the chosen image
+        layer's current slice (a simulated slice without one)."""
+        from napari_dfct import checkpoint
+        from napari_dfct.export import bioimageio_missing
+
+        model_dir = self.fields.model.value
+        problem = bioimageio_missing()
+        if model_dir is None:
+            problem = "choose a model (train one, or open a model folder)"
+        elif not checkpoint.is_model_dir(model_dir):
+            problem = f"{model_dir} is no longer a model folder"
+        elif self._export_worker is not None:
+            problem = "an export is running"
+        if problem:
+            show_error(f"Cannot export: {problem}")
+            return
+        overwrite = path is None  # the dialog asked before replacing a file
+        if path is None:
+            start = str(Path.home() / f"{model_name(model_dir)}.zip")
+            path, _ = QFileDialog.getSaveFileName(
+                self, "Export a bioimage.io model package", start,
+                "bioimage.io package (*.zip)")
+            if not path:
+                return
+            if not path.lower().endswith(".zip"):
+                path += ".zip"
+        sample, words = self._export_sample()
+        self.export_button.enabled = False
+        self.status.setText(f"Exporting {model_name(model_dir)} to {path}...")
+        self._export_worker, _cancel = _workers.start_job(
+            self, _export_job, Path(model_dir), Path(path), sample, words, overwrite,
+            on_event=lambda _event: None, on_returned=self._on_exported,
+            on_error=self._on_export_failed, on_finished=self._on_export_finished)
+
+    def _export_sample(self) -> tuple[np.ndarray | None, str | None]:
+        layer = self.fields.image.value
+        if layer is None or layer.multiscale or layer.ndim not in (2, 3):
+            return None, None
+        data = np.asarray(layer.data)
+        if data.dtype.kind not in "fiub":
+            return None, None
+        if data.ndim == 2:
+            return data.astype(np.float32), f"layer {layer.name!r}"
+        z = _layers.current_index(self._viewer, layer)
+        return data[z].astype(np.float32), f"layer {layer.name!r}, slice {z}"
+
+    def _on_exported(self, out) -> None:
+        self.last_export = Path(out)
+        text = f"bioimage.io package written: {out}"
+        self.status.setText(text)
+        show_info(text)
+
+    def _on_export_failed(self, exc: BaseException) -> None:
+        text = _workers.failure_text("Export", exc)
+        self.status.setText(text)
+        show_error(text)
+
+    def _on_export_finished(self) -> None:
+        self._export_worker = None
+        self.export_button.enabled = True
 
     def _gather(self, whole: bool) -> SimpleNamespace:
         from napari_dfct import checkpoint
@@ -425,6 +498,15 @@ class PredictWidget(QWidget):
                         "are marked as not predicted.")
             self.status.setText(text)
             show_info(text)
+
+
+def _export_job(model_dir: Path, out: Path, sample, words, overwrite: bool, *, cancel):
+    """The export as a job body (no progress events; not cancellable)."""
+    from napari_dfct.export import export_bioimageio
+
+    yield from ()
+    return export_bioimageio(model_dir, out, sample=sample, sample_source=words,
+                             overwrite=overwrite)
 
 
 def _mtime(model_dir) -> float:
