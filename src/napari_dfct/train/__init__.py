@@ -18,8 +18,9 @@ continues it where it stopped, bit for bit on the CPU.
 
 The package: :mod:`~napari_dfct.train.config` (:class:`TrainConfig`, recipes, resuming),
 :mod:`~napari_dfct.train.optim` (parameter groups, BatchNorm re-estimation),
-:mod:`~napari_dfct.train.resources` (memory checked up front, time per epoch measured) and
-:mod:`~napari_dfct.train.loop` (:func:`fit` in named steps).
+:mod:`~napari_dfct.train.resources` (memory checked up front, time per epoch measured),
+:mod:`~napari_dfct.train.window` (the default intensity window, one rule for the CLI and
+the Train widget) and :mod:`~napari_dfct.train.loop` (:func:`fit` in named steps).
 """
 
 from ..device import resolve_device
@@ -41,6 +42,7 @@ from .optim import (
     scale_invariant_parameters,
 )
 from .resources import EpochEstimate, OutOfMemory, check_memory
+from .window import default_window, intensity_histogram, training_split
 
 __all__ = [
     "DECAY_SCOPES",
@@ -55,7 +57,9 @@ __all__ = [
     "TrainConfig",
     "build_optimizer",
     "check_memory",
+    "default_window",
     "fit",
+    "intensity_histogram",
     "parameter_groups",
     "recalibrate_batchnorm",
     "recipe_config",
@@ -63,4 +67,5 @@ __all__ = [
     "resume_config",
     "run_fit",
     "scale_invariant_parameters",
+    "training_split",
 ]

@@ -15,24 +15,19 @@ from typing import Any
 import numpy as np
 import torch
 
-from ..data import (
-    IntensityWindow,
-    PatchSampler,
-    split_slices,
-    validate_pair,
-    window_from_percentiles,
-)
+from ..data import IntensityWindow, PatchSampler, validate_pair
 from ..device import autocast as _autocast
 from ..device import cancel_check as _cancel_check
 from ..device import free_memory as _free_device_memory
 from ..device import is_out_of_memory as _is_oom
 from ..device import resolve_device
-from ..scans import GroupedSampler, ScanSlices, split_by_scan
+from ..scans import GroupedSampler, ScanSlices
 from .config import TrainConfig, resume_config
 from .logs import TensorBoardLog, check_tensorboard
 from .optim import build_optimizer as _build_optimizer
 from .optim import recalibrate_batchnorm
 from .resources import EpochEstimate, OutOfMemory, StepTimer, check_memory
+from .window import training_split, training_window
 
 __all__ = ["EpochEstimate", "EpochEvent", "FitResult", "OutOfMemory", "fit", "run_fit"]
 
@@ -442,21 +437,15 @@ def _plan(run: _Run, x_all, y_all, preview_index) -> None:
     config = run.config
     n = len(x_all)
     run.shape = _data_shape(x_all)
-    if run.scans is not None:
-        run.train_idx, run.val_idx = split_by_scan(run.scans.scans, config.val_fraction,
-                                                   config.seed)
-    else:
-        run.train_idx, run.val_idx = split_slices(n, config.val_fraction, config.seed)
+    run.train_idx, run.val_idx = training_split(
+        run.scans if run.scans is not None else x_all, config.val_fraction, config.seed)
     if preview_index is None:
         preview_index = int(run.val_idx[0])
     if not 0 <= int(preview_index) < n:
         raise ValueError(f"preview_index {preview_index} is out of range for {n} slices")
     run.preview_index = int(preview_index)
-    if config.window is None and isinstance(x_all, list):
-        config.window = window_from_percentiles(*(x_all[i] for i in run.train_idx),
-                                                *(y_all[i] for i in run.train_idx))
-    elif config.window is None:
-        config.window = window_from_percentiles(x_all[run.train_idx], y_all[run.train_idx])
+    if config.window is None:  # the one rule, also shown by the Train widget
+        config.window = training_window(x_all, y_all, run.train_idx)
     run.window = config.window
     run.device = resolve_device(config.device)
     run.use_amp = bool(config.amp) and run.device.type == "cuda"
