@@ -1,6 +1,8 @@
 """Training dock widget: train a residual U-Net on an input/target pair, live.
 
-The widget gathers a pair of volumes (two image layers, or two files), a loss
+The widget gathers a pair of volumes (two image layers, or two files) or a data set of
+many scans (a pairs CSV or folder), an intensity window (its default computed from the
+data and shown with a histogram, :mod:`napari_dfct.widgets._train_data`), a loss
 configuration and the paper's hyper-parameters, validates them, and runs
 :func:`napari_dfct.train.fit` in a background job
 (:func:`napari_dfct.widgets._workers.train_job`). Every epoch event updates, at most every
@@ -42,7 +44,7 @@ from napari.utils.notifications import show_error, show_info, show_warning
 from qtpy.QtCore import Qt, QTimer
 from qtpy.QtWidgets import QFrame, QHBoxLayout, QLabel, QScrollArea, QTabWidget, QWidget
 
-from . import _layers, _models, _workers
+from . import _layers, _models, _train_data, _workers
 from ._devices import device_choices
 from ._layout import scroll_body
 from ._plot import PlotCanvas
@@ -109,34 +111,19 @@ class TrainWidget(QWidget):
         self.fields.lr.native.setPlaceholderText("1e-3")
         self.fields.run_name.native.setPlaceholderText("auto: <loss>-<date>-<time>")
         self.fields.preview.native.setPlaceholderText("auto")
+        self.data_panel = _train_data.DataPanel(self.fields)
+        self.data_form.native.layout().addWidget(self.data_panel.plot_box)
         self._build_layout(forms)
         self._connect_fields()
         self._on_source()
         self._on_loss()
         self._on_recipe()
         self._pick_defaults()
+        self.data_panel.update()
 
     # ------------------------------------------------------------------ form building
     def _data_form(self) -> Container:
-        layer_choices = self._layer_choices
-        return Container(
-            widgets=[
-                ComboBox(name="source", label="source", choices=["layers", "files"],
-                         value="layers"),
-                ComboBox(name="input", label="input", choices=layer_choices, nullable=True,
-                         tooltip="Single-rotation reconstruction (Z, Y, X)"),
-                ComboBox(name="target", label="target", choices=layer_choices, nullable=True,
-                         tooltip="Multi-rotation reconstruction, same shape"),
-                FileEdit(name="input_file", label="input file", mode="r", nullable=True,
-                         filter="Volumes (*.tif *.tiff *.npy *.npz *.dcm)"),
-                FileEdit(name="target_file", label="target file", mode="r", nullable=True,
-                         filter="Volumes (*.tif *.tiff *.npy *.npz *.dcm)"),
-                LineEdit(name="preview", label="preview slice", value="auto",
-                         tooltip="Slice shown in the preview layer each epoch: a slice "
-                         "number, or auto (the first validation slice)"),
-            ],
-            labels=True,
-        )
+        return _train_data.data_form(self._layer_choices)
 
     @staticmethod
     def _loss_form() -> Container:
@@ -320,10 +307,11 @@ class TrainWidget(QWidget):
         f.recipe_note.native.setWordWrap(True)
 
     def _on_source(self, *_args) -> None:
-        files = self.fields.source.value == "files"
+        source = self.fields.source.value
         for name in ("input", "target"):
-            getattr(self.fields, name).visible = not files
-            getattr(self.fields, f"{name}_file").visible = files
+            getattr(self.fields, name).visible = source == "layers"
+            getattr(self.fields, f"{name}_file").visible = source == "files"
+        self.fields.dataset.visible = source == "dataset"
 
     def loss_config(self):
         """The :class:`napari_dfct.losses.LossConfig` of the form."""
@@ -448,6 +436,13 @@ class TrainWidget(QWidget):
             run.layer, run.name = inp, inp.name
             run.placement = _layers.spatial_placement(inp)
             run.shape = x.shape
+        elif f.source.value == "dataset":
+            scans = self.data_panel.scans()
+            if not resume:
+                scans.validate(patch=config.patch)
+            run.input, run.target = scans, None
+            run.name = Path(f.dataset.value).stem
+            run.shape = (len(scans),)
         else:
             paths = []
             for key in ("input_file", "target_file"):
@@ -461,6 +456,10 @@ class TrainWidget(QWidget):
             run.name = paths[0].stem
             run.shape = None
 
+        if not resume:
+            # the window of the form (the data's default unless edited): stored in the model
+            self.data_panel.update()  # the default of the data as they are now
+            config.window = self.data_panel.window()
         if resume:
             run.out_dir = Path(resume_dir)
             # what fit() continues: the saved run, with the form's limits and device
