@@ -86,6 +86,10 @@ def test_sample_input_is_a_central_crop_of_a_multiple():
     assert crop[0, 0] == a[22, 77]
     with pytest.raises(ExportError, match="smaller than"):
         sample_input(np.zeros((10, 40), np.float32), 16)
+    crop, _ = sample_input(a, 16, smallest=288)  # at least the package's smallest input
+    assert crop.shape == (288, 288)
+    with pytest.raises(ExportError, match="smallest input, 288x288"):
+        sample_input(a[:200], 16, smallest=288)
 
 
 def test_export_passes_the_bioimageio_model_test_offline(model_dir, small_sim, tmp_path,

@@ -17,10 +17,12 @@ post-processing (scale_linear back to the input's units), a README with the loss
 configuration and the training recipe, and a cover image. Needs the extra
 napari-dfct[bioimageio]. Check a package with `bioimageio test OUT.zip`.
 
-The test tensors are a central crop (at most 256 x 256) of --data: a volume or slice file
-(--slice picks the slice, default the central one), a `dfct simulate` folder (its
-input.tif) or a data set of scans (the first scan's slice); without --data, of a
-simulated slice. Give the model's own training data where you can.
+The output declares a halo of the network's receptive radius (for tools that predict in
+tiles), so inputs are at least 60 x 60 (preset tiny) or 288 x 288 (small, paper). The test
+tensors are a central crop of --data, at least that size and otherwise at most 256 x 256:
+--data is a volume or slice file (--slice picks the slice, default the central one), a
+`dfct simulate` folder (its input.tif) or a data set of scans (the first scan's slice);
+without --data, a simulated slice. Give the model's own training data where you can.
 
 Examples:
   dfct export models/l2-s l2-s.zip --data data/sim

@@ -55,7 +55,7 @@ def config_block(cfg: dict, sample_source: str) -> dict[str, Any]:
 
 
 def readme_text(cfg: dict, n_params: int, sample_source: str, arch_file: str,
-                weights_file: str) -> str:
+                weights_file: str, halo: int, smallest: int) -> str:
     """The package's README (bioimage.io ``documentation``), in Markdown."""
     train = cfg.get("train") or {}
     window = cfg.get("window") or {}
@@ -80,8 +80,11 @@ def readme_text(cfg: dict, n_params: int, sample_source: str, arch_file: str,
 ## What it does
 
 The input is one single-rotation dark-field CT slice (axes `batch, channel, y, x`, one
-channel, float32, any size; sizes that are multiples of {2 ** int(arch.get('depth', 4))}
-avoid internal padding). The output is the streak-reduced slice in the same units. The
+channel, float32; in this package y and x are multiples of {2 ** int(arch.get('depth', 4))}
+of at least {smallest}, while the network itself takes any size and pads internally). The
+output is the streak-reduced slice in the same units, of the input's size; its halo of
+{halo} pixels is the network's receptive radius: a tool that predicts a large slice in
+tiles should crop that much from every tile's inner edges. The
 network is a 2-D residual U-Net (output = input + correction) with
 {arch.get('depth', '?')} down and up blocks (the paper: four), bilinear upsampling, batch
 normalisation, ReLU, {arch.get('base_channels', '?')} channels at the first level (the paper:

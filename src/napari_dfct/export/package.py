@@ -95,14 +95,27 @@ def _simulated_slice(size: int) -> np.ndarray:
     return np.asarray(sim.input[0], dtype=np.float32)
 
 
-def sample_input(sample: np.ndarray | None, multiple: int,
+def input_sizes(model: torch.nn.Module) -> tuple[int, int, int]:
+    """``(multiple, halo, smallest)`` of the package's input axes: sizes are multiples of
+    the pooling grid ``2**depth``; the output's halo is the network's receptive radius
+    (:func:`napari_dfct.infer.receptive_radius`: a tiling tool crops it from every tile);
+    the smallest input is the first multiple that leaves a pixel inside the halo."""
+    from ..infer import receptive_radius
+
+    multiple = 2 ** int(model.depth)
+    halo = receptive_radius(model)
+    return multiple, halo, -(-(2 * halo + 1) // multiple) * multiple
+
+
+def sample_input(sample: np.ndarray | None, multiple: int, smallest: int = 1,
                  max_size: int = MAX_TEST_SIZE) -> tuple[np.ndarray, str]:
     """The test input: a central square crop of ``sample`` (a 2-D slice, or the central
-    slice of a volume) whose side is a multiple of ``multiple`` and at most ``max_size``;
-    a simulated slice when ``sample`` is None. Returns ``(crop, words)``."""
+    slice of a volume) whose side is a multiple of ``multiple``, at least ``smallest`` and
+    otherwise at most ``max_size``; a simulated slice when ``sample`` is None. Returns
+    ``(crop, words)``."""
     words = "a central crop of the given data"
     if sample is None:
-        sample = _simulated_slice(SIMULATED_SIZE)
+        sample = _simulated_slice(max(SIMULATED_SIZE, smallest))
         words = "a simulated single-rotation slice (napari-dfct's phantom, seed 0)"
     a = np.asarray(sample, dtype=np.float32)
     if a.ndim == 3:
@@ -111,10 +124,13 @@ def sample_input(sample: np.ndarray | None, multiple: int,
     if a.ndim != 2:
         raise ExportError(f"the test data must be a 2-D slice or a 3-D volume, got shape "
                           f"{tuple(np.shape(sample))}")
-    side = min(max_size, *a.shape) // multiple * multiple
-    if side < multiple:
-        raise ExportError(f"the test slice ({a.shape[0]}x{a.shape[1]}) is smaller than "
-                          f"{multiple}x{multiple}")
+    side = min(max(max_size, smallest), *a.shape) // multiple * multiple
+    if side < max(multiple, smallest):
+        need = max(multiple, smallest)
+        raise ExportError(f"the test slice ({a.shape[0]}x{a.shape[1]}) is smaller than the "
+                          f"package's smallest input, {need}x{need} (twice the network's "
+                          "receptive radius, a multiple of its pooling grid); give larger "
+                          "data, or none (a simulated slice)")
     if not np.isfinite(a).all():
         raise ExportError("the test slice contains NaN or infinite values")
     r0, c0 = (a.shape[0] - side) // 2, (a.shape[1] - side) // 2
@@ -204,14 +220,16 @@ def _file(v, folder: Path, name: str):
     return v.FileDescr(source=Path(name), sha256=_sha256(v, folder / name))
 
 
-def _axes(v, multiple: int, output: bool) -> list:
+def _axes(v, model: torch.nn.Module, output: bool) -> list:
+    """Batch, channel, y, x, with the sizes and halo of :func:`input_sizes`."""
+    multiple, halo, smallest = input_sizes(model)
     space = []
     for name in ("y", "x"):
         if output:
             size = v.SizeReference(tensor_id=v.TensorId("input"), axis_id=v.AxisId(name))
-            space.append(v.SpaceOutputAxis(id=v.AxisId(name), size=size))
+            space.append(v.SpaceOutputAxisWithHalo(id=v.AxisId(name), size=size, halo=halo))
         else:
-            size = v.ParameterizedSize(min=multiple, step=multiple)
+            size = v.ParameterizedSize(min=smallest, step=multiple)
             space.append(v.SpaceInputAxis(id=v.AxisId(name), size=size))
     channel = v.ChannelAxis(channel_names=[v.Identifier("dark_field")])
     return [v.BatchAxis(), channel, *space]
@@ -226,12 +244,11 @@ def _description(folder: Path, loaded, sample_words: str, author: str, license: 
 
     cfg, low, high = loaded.config, loaded.window.low, loaded.window.high
     width = high - low
-    multiple = 2 ** int(loaded.model.depth)
     arch_kwargs = {k: cfg["model"][k] for k in ("base_channels", "depth", "in_channels",
                                                 "out_channels", "bilinear") if k in cfg["model"]}
     with ValidationContext(root=folder, perform_io_checks=False):
         inp = v.InputTensorDescr(
-            id=v.TensorId("input"), axes=_axes(v, multiple, output=False),
+            id=v.TensorId("input"), axes=_axes(v, loaded.model, output=False),
             description="single-rotation DFCT slice, in the input's units",
             test_tensor=_file(v, folder, "test_input.npy"),
             data=v.IntervalOrRatioDataDescr(type="float32"),
@@ -241,7 +258,7 @@ def _description(folder: Path, loaded, sample_words: str, author: str, license: 
                                                               offset=-low / width)),
             ])
         out = v.OutputTensorDescr(
-            id=v.TensorId("output"), axes=_axes(v, multiple, output=True),
+            id=v.TensorId("output"), axes=_axes(v, loaded.model, output=True),
             description="streak-reduced slice, in the input's units",
             test_tensor=_file(v, folder, "test_output.npy"),
             data=v.IntervalOrRatioDataDescr(type="float32"),
@@ -341,7 +358,8 @@ def export_bioimageio(
         raise ExportError(f"{model_dir} has no intensity window in config.json; cannot "
                           "describe the pre-processing")
     say("test tensors")
-    x, words = sample_input(sample, 2 ** int(loaded.model.depth))
+    multiple, halo, smallest = input_sizes(loaded.model)
+    x, words = sample_input(sample, multiple, smallest)
     if sample is not None and sample_source:
         words = words.replace("the given data", sample_source)
     y = _run_package(loaded.model, x, loaded.window.low, loaded.window.high)
@@ -350,7 +368,7 @@ def export_bioimageio(
     from ..model import count_parameters
 
     readme = readme_text(loaded.config, count_parameters(loaded.model), words,
-                         ARCHITECTURE_FILE, WEIGHTS_FILE)
+                         ARCHITECTURE_FILE, WEIGHTS_FILE, halo, smallest)
     with tempfile.TemporaryDirectory(prefix=".dfct-export-", dir=out.parent) as tmp:
         folder = Path(tmp)
         _write_files(folder, loaded, x, y, readme)
