@@ -95,6 +95,7 @@ class DataPanel:
         self._scans_error: str | None = None
         #: The default window of the current data (None when not computed).
         self.default = None
+        self._computed_for = None
         self._shown_default: tuple[str, str] | None = None
         self.histogram = PlotCanvas(xlabel="intensity (input units)", ylabel="count",
                                     title="", height=1.45)
@@ -150,13 +151,19 @@ class DataPanel:
                              "the same shape with at least 2 slices")
         return None
 
-    def update(self, *_args) -> None:
+    def update(self, *_args, force: bool = False) -> None:
         """Recompute the summary, the default window and the histogram for the current
-        data (after any change of source, layers, data set, validation share or seed)."""
+        data (after any change of source, layers, data set, validation share or seed);
+        the same choice is not computed twice unless ``force`` (data changed in place)."""
         from napari_dfct.train import default_window, intensity_histogram, training_split
 
         f = self.fields
         vf, seed = float(f.val_fraction.value), int(f.seed.value)
+        key = (f.source.value, vf, seed, str(f.dataset.value),
+               *(id(getattr(getattr(f, n).value, "data", None)) for n in ("input", "target")))
+        if key == self._computed_for and not force:
+            return
+        self._computed_for = key
         self.default = None
         try:
             pair = self._pair()
@@ -206,7 +213,7 @@ class DataPanel:
         f = self.fields
         f.window_low.value = f.window_high.value = ""
         self._shown_default = None
-        self.update()
+        self.update(force=True)
 
     def window(self):
         """The window of the fields (:class:`~napari_dfct.data.IntensityWindow`), the

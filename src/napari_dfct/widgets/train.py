@@ -458,7 +458,7 @@ class TrainWidget(QWidget):
 
         if not resume:
             # the window of the form (the data's default unless edited): stored in the model
-            self.data_panel.update()  # the default of the data as they are now
+            self.data_panel.update(force=True)  # the default of the data as they are now
             config.window = self.data_panel.window()
         if resume:
             run.out_dir = Path(resume_dir)
