@@ -45,10 +45,14 @@ SETTINGS = {"preset": "small", "batch_size": 8, "patch": 64, "patches_per_slice"
 def gap_stats(ticks: list[float], t0: float, t1: float) -> dict:
     """Gaps (ms) between consecutive ticks inside ``[t0, t1]``, the ends included."""
     inside = [t for t in ticks if t0 <= t <= t1]
-    d = np.diff(np.concatenate([[t0], inside, [t1]])) * 1000.0
+    edges = np.concatenate([[t0], inside, [t1]])
+    d = np.diff(edges) * 1000.0
+    k = int(np.argmax(d))
+    slow = sorted(((float(edges[i] - t0), float(d[i])) for i in np.argsort(d)[-5:]))
     return {"worst_ms": float(d.max()), "p99_ms": float(np.percentile(d, 99)),
             "median_ms": float(np.median(d)), "ticks": len(inside),
-            "seconds": float(t1 - t0)}
+            "seconds": float(t1 - t0), "worst_at_s": float(edges[k] - t0),
+            "slowest": [[round(a, 2), round(b, 1)] for a, b in slow]}
 
 
 def run_loop(app, seconds: float, until=None, poll_ms: int = 20) -> None:
@@ -97,7 +101,14 @@ def main(argv=None) -> int:
     ap.add_argument("--quick", action="store_true", help="short phases (about 2 minutes)")
     ap.add_argument("--train-seconds", type=float, default=None)
     ap.add_argument("--json", default=None, help="also write the figures to this file")
+    ap.add_argument("--threads", type=int, default=None,
+                    help="experiment: torch threads of the GUI's training job (default: the "
+                         "widget's choice, all cores but one)")
     args = ap.parse_args(argv)
+    if args.threads:
+        from napari_dfct.widgets import _workers
+
+        _workers.training_threads = lambda device, n=args.threads: n
     idle_s, drag_s = (3.0, 4.0) if args.quick else (10.0, 10.0)
     train_s = args.train_seconds or (20.0 if args.quick else 40.0)
 
@@ -184,10 +195,12 @@ def main(argv=None) -> int:
     ratio = gui_rate / cli_rate if cli_rate > 0 else float("nan")
     viewer.close()
 
-    print(f"{'phase':8s} {'worst':>8s} {'p99':>8s} {'median':>8s} {'ticks':>6s} {'s':>6s}")
+    print(f"{'phase':8s} {'worst':>8s} {'p99':>8s} {'median':>8s} {'ticks':>6s} {'s':>6s}"
+          "  five slowest gaps (s into the phase: ms)")
     for name, p in phases.items():
+        slow = ", ".join(f"{a:.1f}: {b:.0f}" for a, b in p["slowest"])
         print(f"{name:8s} {p['worst_ms']:8.1f} {p['p99_ms']:8.1f} {p['median_ms']:8.1f} "
-              f"{p['ticks']:6d} {p['seconds']:6.1f}")
+              f"{p['ticks']:6d} {p['seconds']:6.1f}  {slow}")
     print(f"drag: {n_images} image layers measured; training: {len(history)} epochs in the "
           f"GUI, {gui_rate:.1f} patches/s; dfct train {cli_rate:.1f} patches/s")
     worst = max(p["worst_ms"] for p in phases.values())
