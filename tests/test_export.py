@@ -7,7 +7,6 @@ import json
 import subprocess
 import sys
 import zipfile
-from pathlib import Path
 
 import numpy as np
 import pytest
@@ -18,7 +17,6 @@ from napari_dfct.export import ExportError, export_bioimageio, sample_input
 from napari_dfct.model import build_model
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
-ARCH = Path(__file__).parents[1] / "src" / "napari_dfct" / "export" / "dfct_unet.py"
 
 
 @pytest.fixture(scope="module")
@@ -40,8 +38,11 @@ def _error_line(capsys) -> str:
 
 
 def test_the_standalone_architecture_file_reproduces_the_model(tmp_path):
-    """dfct_unet.py, copied alone and imported where napari_dfct cannot be imported,
-    loads our state dict (weights_only) and gives our model's output."""
+    """The shipped architecture file (napari_dfct/model.py as dfct_unet.py), copied alone
+    and imported where napari_dfct cannot be imported, loads our state dict
+    (weights_only) and gives our model's output."""
+    from napari_dfct.export.package import architecture_source
+
     torch.manual_seed(3)
     for preset, extra in (("tiny", {}), ("tiny", {"bilinear": False})):
         model = build_model(preset, zero_init=False, **extra)
@@ -57,7 +58,7 @@ def test_the_standalone_architecture_file_reproduces_the_model(tmp_path):
             expected = model(x).numpy()
         folder = tmp_path / f"pkg-{len(extra)}"
         folder.mkdir()
-        (folder / "dfct_unet.py").write_text(ARCH.read_text())
+        (folder / "dfct_unet.py").write_text(architecture_source().read_text())
         torch.save(model.state_dict(), folder / "weights.pt")
         np.save(folder / "x.npy", x.numpy())
         kwargs = {"base_channels": model.base_channels, "depth": model.depth,

@@ -28,6 +28,10 @@ gradients from the first step; the layers below do from the second step on.
 
 All operations are memory-format agnostic, so ``model.to(memory_format=torch.channels_last)``
 works.
+
+This module imports only PyTorch, and must stay so: a bioimage.io export ships its source
+as the package's standalone architecture file (``dfct_unet.py``; tested where napari-dfct
+cannot be imported).
 """
 
 from __future__ import annotations

@@ -1,9 +1,9 @@
 """Model export: bioimage.io model packages (spec 0.5).
 
 :func:`export_bioimageio` writes one ``.zip`` from a napari-dfct model folder (details in
-:mod:`napari_dfct.export.package`); :mod:`napari_dfct.export.dfct_unet` is the standalone
-architecture file every package ships. Building a package needs the optional extra
-``[bioimageio]`` (``bioimageio.spec``); importing this module does not.
+:mod:`napari_dfct.export.package`); every package ships the source of
+:mod:`napari_dfct.model` as its standalone architecture file. Building a package needs the
+optional extra ``[bioimageio]`` (``bioimageio.spec``); importing this module does not.
 """
 
 from .package import (

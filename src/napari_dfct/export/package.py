@@ -8,8 +8,8 @@ consumers, the model zoo) load without napari-dfct:
     the network's state dict, ``torch.save(model.state_dict())`` (tensors only, so
     ``torch.load(..., weights_only=True)`` reads it), as ``pytorch_state_dict`` weights;
 ``dfct_unet.py``
-    the architecture, one standalone source file (:mod:`napari_dfct.export.dfct_unet`,
-    PyTorch only), with the model's keyword arguments;
+    the architecture: the source of :mod:`napari_dfct.model` itself (it imports only
+    PyTorch), with the model's keyword arguments;
 ``test_input.npy``, ``test_output.npy``
     a central crop of a slice in the input's units and the model's output on it
     (``(1, 1, H, W)`` float32): of a slice the caller passes (the training data), or of a
@@ -196,10 +196,18 @@ def _cover(path: Path, x: np.ndarray, y: np.ndarray, low: float, high: float) ->
     matplotlib.image.imsave(path, np.clip(pair, low, high), cmap="gray", vmin=low, vmax=high)
 
 
+def architecture_source() -> Path:
+    """The file shipped as the package's architecture: :mod:`napari_dfct.model`, which
+    imports only PyTorch, so the package runs without napari-dfct."""
+    from .. import model
+
+    return Path(model.__file__)
+
+
 def _write_files(folder: Path, loaded, x: np.ndarray, y: np.ndarray, readme: str) -> None:
     state = {k: v.detach().cpu().clone() for k, v in loaded.model.state_dict().items()}
     torch.save(state, folder / WEIGHTS_FILE)
-    shutil.copyfile(Path(__file__).with_name(ARCHITECTURE_FILE), folder / ARCHITECTURE_FILE)
+    shutil.copyfile(architecture_source(), folder / ARCHITECTURE_FILE)
     np.save(folder / "test_input.npy", x[None, None].astype(np.float32))
     np.save(folder / "test_output.npy", y.astype(np.float32))
     low, high = loaded.window.low, loaded.window.high
