@@ -652,14 +652,10 @@ class MeasureWidget(QWidget):
         mask, mask_idx, why = self._slice_of(mask_layer, point)
         if why:
             return replace(m, has_mask=True, body_reason=f"body mask: {why}")
-        version = self._data_version.get
-        key = ("body", id(layer), version(id(layer), 0), idx, id(ref_layer),
-               version(id(ref_layer), 0), ref[1], id(mask_layer),
-               version(id(mask_layer), 0), mask_idx)
-        body = self._ref_cache.get(key)
-        if body is None:
-            body = metrics.body_metrics(img, ref_slice, mask)
-            self._ref_cache[key] = body
+        body = self._cached(
+            ("body", *self._slice_key(layer, idx), *self._slice_key(ref_layer, ref[1]),
+             *self._slice_key(mask_layer, mask_idx)),
+            lambda: metrics.body_metrics(img, ref_slice, mask))
         return replace(m, has_mask=True, psnr_body=body["psnr_body"],
                        ssim_body=body["ssim_body"], rmse_body=body["rmse_body"],
                        body_reason=body.get("body_reason"),
@@ -673,13 +669,24 @@ class MeasureWidget(QWidget):
         if layer is ref_layer:
             return float("inf"), 1.0, None, None  # the identities, without the work
         ref_slice, ref_idx = ref
-        version = self._data_version.get
-        key = (id(layer), version(id(layer), 0), idx, id(ref_layer),
-               version(id(ref_layer), 0), ref_idx)
+
+        def compute():
+            r = metrics.reference_metrics(img, ref_slice)
+            return r["psnr"], r["ssim"], r["psnr_reason"], r["ssim_reason"]
+
+        return self._cached((*self._slice_key(layer, idx),
+                             *self._slice_key(ref_layer, ref_idx)), compute)
+
+    def _slice_key(self, layer, idx) -> tuple:
+        """A layer's slice as a cache key part: the layer, its data version, the index."""
+        return id(layer), self._data_version.get(id(layer), 0), idx
+
+    def _cached(self, key, compute):
+        """``compute()`` for ``key`` from the per-slice cache of whole-slice metrics
+        (least recently used first out, at most 128 entries)."""
         hit = self._ref_cache.get(key)
         if hit is None:
-            r = metrics.reference_metrics(img, ref_slice)
-            hit = (r["psnr"], r["ssim"], r["psnr_reason"], r["ssim_reason"])
+            hit = compute()
             self._ref_cache[key] = hit
             while len(self._ref_cache) > 128:
                 self._ref_cache.popitem(last=False)
