@@ -237,14 +237,14 @@ def describe_model(folder: str | os.PathLike) -> str:
 
 
 def _scheme_text(loss: dict) -> str:
-    """The amplification scheme of a saved loss configuration, in words."""
-    s, f = loss.get("spatial", "none"), loss.get("frequency", "none")
-    d = loss.get("directional", "none")
-    w, w_name = (d, "D") if d != "none" else (f, "F")
-    if s != "none" and w != "none":
-        return f"S+{w_name}" if loss.get("order", "sf") == "sf" else f"{w_name}+S"
-    if s != "none":
-        return "S"
-    if w != "none":
-        return w_name
-    return "no amplification"
+    """The amplification scheme of a saved loss configuration, in words: the ``scheme``
+    it was saved with (:meth:`LossConfig.to_dict`), else the one its fields give."""
+    scheme = loss.get("scheme")
+    if scheme is None:
+        from ..loss_config import LossConfig
+
+        try:
+            scheme = LossConfig.from_dict(loss).scheme
+        except ValueError:
+            return "unknown amplification"
+    return "no amplification" if scheme == "none" else str(scheme)
