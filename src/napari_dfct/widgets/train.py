@@ -45,6 +45,7 @@ from qtpy.QtCore import Qt, QTimer
 from qtpy.QtWidgets import QFrame, QHBoxLayout, QLabel, QScrollArea, QTabWidget, QWidget
 
 from . import _layers, _models, _train_data, _workers
+from ._choices import FREQUENCY_CHOICES, PROFILE_CHOICES
 from ._devices import device_choices
 from ._layout import scroll_body
 from ._plot import PlotCanvas
@@ -56,8 +57,6 @@ __all__ = ["TrainWidget", "default_models_dir"]
 
 PREVIEW_SUFFIX = " [training preview]"
 _EXCLUDE = ("weights", "preview")
-_PROFILE_CHOICES = [("none", "none"), ("linear", "linear"), ("non-linear", "nonlinear")]
-_FREQUENCY_CHOICES = _PROFILE_CHOICES + [("sqrt (0.1)", "sqrt")]
 
 
 def default_models_dir() -> Path:
@@ -131,12 +130,12 @@ class TrainWidget(QWidget):
             widgets=[
                 ComboBox(name="loss", label="loss", choices=[("L1", "l1"), ("L2", "l2")],
                          value="l2"),
-                ComboBox(name="spatial", label="spatial", choices=_PROFILE_CHOICES,
+                ComboBox(name="spatial", label="spatial", choices=PROFILE_CHOICES,
                          value="none"),
-                ComboBox(name="frequency", label="frequency", choices=_FREQUENCY_CHOICES,
+                ComboBox(name="frequency", label="frequency", choices=FREQUENCY_CHOICES,
                          value="none"),
                 ComboBox(name="directional", label="directional",
-                         choices=_FREQUENCY_CHOICES, value="none",
+                         choices=FREQUENCY_CHOICES, value="none",
                          tooltip="A_D: a frequency weight aimed at the streaks' directions, "
                          "estimated per patch from input - target (spectral mode only; "
                          "not with a frequency weight)"),

@@ -30,6 +30,7 @@ from qtpy.QtCore import Qt, QTimer
 from qtpy.QtWidgets import QLabel, QWidget
 
 from . import _layers
+from ._choices import FREQUENCY_CHOICES, PROFILE_CHOICES
 from ._layout import Section, scroll_body
 from ._plot import PlotCanvas
 
@@ -50,8 +51,6 @@ ROLE = "weights"
 PATCH = 128
 _EXCLUDE = ("weights", "preview")
 
-_PROFILE_CHOICES = [("none", "none"), ("linear", "linear"), ("non-linear", "nonlinear")]
-_FREQUENCY_CHOICES = _PROFILE_CHOICES + [("sqrt (0.1)", "sqrt")]
 _ORDER_CHOICES = [("S then F/D (S+F, S+D)", "sf"), ("F/D then S (F+S, D+S)", "fs")]
 _LOSS_CHOICES = [("L1", "l1"), ("L2", "l2")]
 _MODE_CHOICES = [("paper", "paper"), ("spectral", "spectral")]
@@ -88,12 +87,12 @@ class WeightsWidget(QWidget):
                          nullable=True, tooltip="Single-rotation reconstruction (3-D)"),
                 ComboBox(name="target", label="target", choices=self._layer_choices,
                          nullable=True, tooltip="Multi-rotation reconstruction (same shape)"),
-                ComboBox(name="spatial", label="spatial", choices=_PROFILE_CHOICES,
+                ComboBox(name="spatial", label="spatial", choices=PROFILE_CHOICES,
                          value="linear", tooltip="A_S: weight rising towards the iso-centre"),
-                ComboBox(name="frequency", label="frequency", choices=_FREQUENCY_CHOICES,
+                ComboBox(name="frequency", label="frequency", choices=FREQUENCY_CHOICES,
                          value="linear", tooltip="A_F: weight rising towards high frequencies"),
                 ComboBox(name="directional", label="directional",
-                         choices=_FREQUENCY_CHOICES, value="none",
+                         choices=FREQUENCY_CHOICES, value="none",
                          tooltip="A_D: frequency weight aimed at the streaks' directions, "
                          "estimated from input - target (spectral mode, frequency none)"),
                 ComboBox(name="order", label="order", choices=_ORDER_CHOICES, value="sf",
