@@ -16,7 +16,7 @@ Usage::
     python benchmarks/gpu_check.py                 # cuda:0, 200 steps per setting
     python benchmarks/gpu_check.py --device cuda:1 --steps 300
 
-``--allow-cpu --size 64 --steps 2 --preset tiny`` runs the same code on a CPU (a smoke
+``--allow-cpu --size 64 --patch 32 --steps 2 --preset tiny`` runs the same code on a CPU (a smoke
 test of the script, not a measurement).
 """
 
@@ -29,21 +29,7 @@ import time
 
 import numpy as np
 import torch
-
-
-def _data(n: int, size: int, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
-    """Synthetic slices: smooth structure (target) plus streak-like stripes and noise."""
-    rng = np.random.default_rng(seed)
-    yy, xx = np.mgrid[0:size, 0:size] / size
-    target = np.stack([np.sin(6 * xx + k) * np.cos(4 * yy - k) for k in range(n)])
-    stripes = 0.3 * np.sin(40 * (xx + 0.3 * yy))
-    noisy = target + stripes + 0.1 * rng.standard_normal(target.shape)
-    return noisy.astype(np.float32), target.astype(np.float32)
-
-
-def _sync(device: torch.device) -> None:
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
+from bench_train import _sync, _train_step, make_data  # benchmarks/, next to this script
 
 
 def _peak_reset(device: torch.device) -> None:
@@ -61,7 +47,6 @@ def _peak(device: torch.device) -> str:
 def train_speed(preset, xn, yn, device, steps, batch, patch, amp, channels_last):
     """Patches/s of ``steps`` optimiser steps (after 3 warm-up steps)."""
     from napari_dfct.data import PatchSampler
-    from napari_dfct.device import autocast
     from napari_dfct.losses import AmplifiedLoss, LossConfig
     from napari_dfct.model import build_model
 
@@ -77,14 +62,7 @@ def train_speed(preset, xn, yn, device, steps, batch, patch, amp, channels_last)
 
     def step():
         xb, yb, wb = sampler.sample(torch.randint(0, xn.shape[0], (batch,)))
-        if channels_last:
-            xb = xb.contiguous(memory_format=torch.channels_last)
-        with autocast(device, amp):
-            pred = model(xb)
-        loss = loss_fn(pred.float(), yb, wb)
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        opt.step()
+        _train_step(model, opt, loss_fn, xb, yb, wb, device, amp, channels_last)
 
     _peak_reset(device)
     for _ in range(3):
@@ -146,7 +124,7 @@ def main(argv=None) -> int:
           f"batch {args.batch}, {args.patch}x{args.patch} patches, {args.steps} steps per "
           f"setting, {args.size}x{args.size} slices")
     t_start = time.perf_counter()
-    x, y = _data(8, args.size)
+    x, y = make_data(8, args.size)
     window = window_from_percentiles(x, y)
     xn, yn = window.normalize(x), window.normalize(y)
     states = {}
