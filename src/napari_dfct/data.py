@@ -25,8 +25,10 @@ import numpy as np
 import torch
 
 __all__ = [
+    "Batch",
     "IntensityWindow",
     "PatchSampler",
+    "augment_angular",
     "available_memory",
     "format_bytes",
     "sample_coordinates",
@@ -455,6 +457,56 @@ def sample_coordinates(
     return rows, cols, params
 
 
+def augment_angular(g: torch.Tensor, angle: torch.Tensor, mirror: torch.Tensor
+                    ) -> torch.Tensor:
+    """Angular parts ``G(phi)`` of slices as the augmented patches see them.
+
+    A patch of :func:`sample_coordinates` rotated by ``angle`` degrees turns a spectral
+    direction ``phi`` of its slice into ``phi + angle``; a flip along one axis (``flip_h``
+    xor ``flip_v``: ``mirror``) then mirrors it, ``-(phi + angle)``; both flips are a
+    rotation by 180 degrees, which leaves every direction (mod 180) in place. So the
+    patch's ``G'(phi') = G(s phi' - angle)`` with ``s = -1`` when mirrored, read off the
+    circular (180-degree periodic) ``G`` by linear interpolation between bin centres.
+
+    Parameters
+    ----------
+    g : torch.Tensor
+        ``(B, n_bins)`` on bins ``k * 180 / n_bins`` degrees
+        (:func:`napari_dfct.directional.bin_angles`).
+    angle : torch.Tensor
+        ``(B,)`` rotation of each patch, degrees.
+    mirror : torch.Tensor
+        ``(B,)`` bool, one flip.
+
+    Returns
+    -------
+    torch.Tensor
+        ``(B, n_bins)``, same dtype and device as ``g``.
+    """
+    b, n = g.shape
+    dev = g.device
+    step = 180.0 / n
+    phi = torch.arange(n, device=dev, dtype=torch.float64) * step
+    s = torch.where(mirror.to(dev), -1.0, 1.0).to(torch.float64).view(b, 1)
+    src = s * phi.view(1, n) - angle.to(dev, torch.float64).view(b, 1)
+    pos = torch.remainder(src / step, n)
+    i0 = torch.floor(pos).long() % n
+    frac = (pos - torch.floor(pos)).to(g.dtype)
+    i1 = (i0 + 1) % n
+    g0 = torch.gather(g, 1, i0)
+    return g0 + frac * (torch.gather(g, 1, i1) - g0)
+
+
+class Batch(tuple):
+    """One batch ``(x, y, w)`` of a sampler, carrying the patches' known angular parts
+    ``g`` (``(B, n_bins)``; None unless the sampler was given them)."""
+
+    def __new__(cls, x, y, w, g=None):
+        obj = super().__new__(cls, (x, y, w))
+        obj.g = g
+        return obj
+
+
 # --------------------------------------------------------------------------- memory
 def _cgroup_free() -> int | None:
     """Memory left under this process's cgroup (v2) limit, or None without one."""
@@ -538,6 +590,10 @@ class PatchSampler:
         are then gathered on the CPU and copied.
     max_angle : float
         Largest rotation, degrees.
+    angular : numpy.ndarray or torch.Tensor, optional
+        ``(N, n_bins)`` known angular parts ``G`` of the slices' streaks (the simulator's
+        truth, for an ``oracle`` directional loss); each batch then carries them as its
+        patches see them (:func:`augment_angular`) in :attr:`Batch.g`.
     """
 
     def __init__(
@@ -553,6 +609,7 @@ class PatchSampler:
         device: torch.device | str = "cpu",
         storage: torch.device | str = "auto",
         max_angle: float = 15.0,
+        angular: np.ndarray | torch.Tensor | None = None,
     ) -> None:
         x = torch.as_tensor(np.asarray(input) if not isinstance(input, torch.Tensor) else input)
         y = torch.as_tensor(np.asarray(target) if not isinstance(target, torch.Tensor) else target)
@@ -592,6 +649,14 @@ class PatchSampler:
                     f"spatial weight shape {tuple(sw.shape)} does not match slices {self.shape}"
                 )
             self.weight = sw.to(self.storage).reshape(-1, 1).contiguous()
+        self.angular = None
+        if angular is not None:
+            g = torch.as_tensor(np.asarray(angular) if not isinstance(angular, torch.Tensor)
+                                else angular, dtype=torch.float32)
+            if g.ndim != 2 or g.shape[0] != n:
+                raise ValueError(f"angular parts must be (N, n_bins) with N = {n} slices, "
+                                 f"got {tuple(g.shape)}")
+            self.angular = g.to(self.storage)
         self.generator = torch.Generator(device="cpu")
         self.generator.manual_seed(int(seed))
 
@@ -635,7 +700,7 @@ class PatchSampler:
     def sample(
         self, slice_index: torch.Tensor | np.ndarray | list[int],
         generator: torch.Generator | None = None,
-    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]:
+    ) -> Batch:
         """Draw one random augmented patch per entry of ``slice_index``.
 
         ``generator`` (a CPU :class:`torch.Generator`) replaces the sampler's own, whose
@@ -647,6 +712,9 @@ class PatchSampler:
             (B, 1, P, P) float32 on the training device.
         w : torch.Tensor or None
             (B, 1, P, P) A_S crop, transformed like the patch (None without weight).
+
+        The returned :class:`Batch` also carries ``g``: the patches' angular parts
+        ``(B, n_bins)`` when the sampler has them, else None.
         """
         index = torch.as_tensor(np.asarray(slice_index), dtype=torch.long)
         b = int(index.numel())
@@ -670,11 +738,14 @@ class PatchSampler:
         w = None
         if self.weight is not None:
             w = got[1].contiguous().to(self.device, non_blocking=True)
-        return x, y, w
+        g = None
+        if self.angular is not None:
+            g = augment_angular(self.angular[index.to(self.storage)], params["angle"],
+                                params["flip_h"] ^ params["flip_v"])
+            g = g.to(self.device, non_blocking=True)
+        return Batch(x, y, w, g)
 
-    def epoch(
-        self, batch_size: int
-    ) -> Iterator[tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]]:
+    def epoch(self, batch_size: int) -> Iterator[Batch]:
         """Batches of one epoch: every slice ``patches_per_slice`` times, shuffled."""
         order = torch.arange(self.n_slices).repeat(self.patches_per_slice)
         order = order[torch.randperm(order.numel(), generator=self.generator)]
@@ -682,7 +753,7 @@ class PatchSampler:
             yield self.sample(order[start : start + int(batch_size)])
 
     def extra_batches(self, n_batches: int, batch_size: int, seed: int
-                      ) -> Iterator[tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]]:
+                      ) -> Iterator[Batch]:
         """``n_batches`` batches drawn with their own generator (``seed``), leaving the
         sampler's training sequence untouched (for BatchNorm re-estimation)."""
         gen = torch.Generator(device="cpu")

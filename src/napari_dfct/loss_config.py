@@ -74,6 +74,12 @@ class LossConfig:
         Radial profile of the directional weight ``A_D``
         (:mod:`napari_dfct.directional`). Mode ``spectral`` only (``ValueError`` with the
         DC identity in mode ``paper``), and not together with ``frequency``.
+    oracle : bool
+        Build the directional weight's angular part ``G`` from the simulator's known error
+        energy per view (:func:`napari_dfct.simulate.slice_angular`) instead of estimating
+        it from ``input - target``: what a perfect estimate would give. For the study on
+        simulated data only (training needs that truth, ``fit(..., oracle=...)``);
+        directional configurations only.
 
     Notes
     -----
@@ -84,7 +90,8 @@ class LossConfig:
     ``"l1+f+s-linear"``, ``"l2+f-linear-spectral-norm"``, ``"l2@1.47"``. Directional
     terms use ``d``: ``"l2+d-nonlinear"``, ``"l2+s+d-nonlinear"``, ``"l2+d+s-linear"``,
     ``"l1+d-sqrt"``; they are always spectral, so their canonical name has no
-    ``-spectral`` (it is accepted when parsing).
+    ``-spectral`` (it is accepted when parsing). The oracle variant ends in ``-oracle``
+    (``"l2+d-nonlinear-oracle"``, before ``-norm``).
     """
 
     loss: str = "l2"
@@ -95,6 +102,7 @@ class LossConfig:
     normalize: bool = False
     scale: float = 1.0
     directional: str = "none"
+    oracle: bool = False
 
     def __post_init__(self):
         set_ = lambda k, v: object.__setattr__(self, k, v)  # noqa: E731  (frozen)
@@ -115,6 +123,13 @@ class LossConfig:
         set_("mode", _norm_choice(mode, MODES, "mode"))
         if d_on and self.mode == "paper":
             raise ValueError(DC_IDENTITY)
+        if not isinstance(self.oracle, (bool, np.bool_)):
+            raise ValueError(f"oracle must be a bool, got {self.oracle!r}")
+        set_("oracle", bool(self.oracle))
+        if self.oracle and not d_on:
+            raise ValueError("the oracle (the simulator's known error energy per view) "
+                             "sets the directional weight's angular part: it needs a "
+                             "directional configuration (D, S+D or D+S)")
         if not isinstance(self.normalize, (bool, np.bool_)):
             raise ValueError(f"normalize must be a bool, got {self.normalize!r}")
         set_("normalize", bool(self.normalize))
@@ -167,6 +182,8 @@ class LossConfig:
                 core = f"{self.loss}+{first}-{prof[first]}+{second}-{prof[second]}"
         if self.mode == "spectral" and self.directional == "none":
             core += "-spectral"
+        if self.oracle:
+            core += "-oracle"
         if self.normalize:
             core += "-norm"
         if self.scale != 1.0:
@@ -236,7 +253,8 @@ def _invalid(name) -> ValueError:
         f"unknown loss configuration {name!r}. Valid names: {valid} "
         "(append '-spectral' and/or '-norm' for the spectral mode / normalised weights, "
         "'@X' for a constant loss scale X; directional terms, always spectral: "
-        "l2+d-nonlinear, l2+s+d-nonlinear, l2+d+s-linear, l1+d-sqrt)"
+        "l2+d-nonlinear, l2+s+d-nonlinear, l2+d+s-linear, l1+d-sqrt, and with the "
+        "simulator's truth for the angular part, l2+d-nonlinear-oracle)"
     )
 
 
@@ -253,9 +271,11 @@ def _parse_name(name: str) -> LossConfig:
             raise _invalid(name) from None
         if not (np.isfinite(scale) and scale > 0):
             raise _invalid(name)
-    normalize = mode_spectral = False
+    normalize = mode_spectral = oracle = False
     if s.endswith("-norm"):
         normalize, s = True, s[: -len("-norm")]
+    if s.endswith("-oracle"):
+        oracle, s = True, s[: -len("-oracle")]
     if s.endswith("-spectral"):
         mode_spectral, s = True, s[: -len("-spectral")]
     parts = s.split("+")
@@ -280,6 +300,8 @@ def _parse_name(name: str) -> LossConfig:
         prof[kinds[1]] = profs[1]
         order = "sf" if kinds[0] == "s" else "fs"
     directional = prof["d"] != "none"
+    if oracle and not directional:
+        raise _invalid(name)
     return LossConfig(
         loss=loss,
         spatial=prof["s"],
@@ -289,6 +311,7 @@ def _parse_name(name: str) -> LossConfig:
         normalize=normalize,
         scale=scale,
         directional=prof["d"],
+        oracle=oracle,
     )
 
 

@@ -176,6 +176,8 @@ class AmplifiedLoss(torch.nn.Module):
     ``None`` and S is on, ``A_S`` of the full ``(H, W)`` is used (full slices). ``input``
     is the network input batch, same shape as ``target``: the directional weight ``A_D``
     is estimated per sample from ``input - target`` (required for D, ignored otherwise).
+    ``angular`` ``(B, n_bins)`` replaces that estimate of the angular part ``G`` with a
+    known one (required by an ``oracle`` configuration, ignored without D).
     """
 
     def __init__(self, config: LossConfig | str | dict = LossConfig()):
@@ -232,11 +234,26 @@ class AmplifiedLoss(torch.nn.Module):
         return sw.to(device=ref.device, dtype=torch.float32)
 
     # ---------------------------------------------------------------------- maps
-    def directional_weight(self, input, target) -> torch.Tensor | None:
+    def directional_weight(self, input, target, angular=None) -> torch.Tensor | None:
         """Per-sample ``A_D`` ``(B, 1, H, W)`` of ``input - target`` (normalised if so
-        configured); ``None`` when D is off."""
-        if self.config.directional == "none":
+        configured), or from the angular parts ``angular`` ``(B, n_bins)`` when given;
+        ``None`` when D is off."""
+        cfg = self.config
+        if cfg.directional == "none":
             return None
+        if angular is not None:
+            g = torch.as_tensor(angular, device=target.device)
+            if g.ndim != 2 or g.shape[0] != target.shape[0]:
+                raise ValueError(f"angular parts must be (B, n_bins) with B = "
+                                 f"{target.shape[0]}, got {tuple(g.shape)}")
+            with torch.no_grad():
+                return _d.weight_from_angular(g, tuple(target.shape[-2:]), cfg.directional,
+                                              device=target.device,
+                                              normalize=cfg.normalize)
+        if cfg.oracle:
+            raise ValueError(
+                f"{cfg.name}: an oracle configuration takes the angular part of its "
+                "directional weight from the simulator's truth; pass it (angular=...)")
         if input is None:
             raise ValueError(
                 f"{self.config.name}: the directional weight is estimated from "
@@ -249,15 +266,18 @@ class AmplifiedLoss(torch.nn.Module):
                                      normalize=self.config.normalize)
 
     def loss_map(
-        self, pred: torch.Tensor, target: torch.Tensor, spatial_weight=None, input=None
+        self, pred: torch.Tensor, target: torch.Tensor, spatial_weight=None, input=None,
+        angular=None,
     ) -> torch.Tensor:
         """Amplified pixel-wise loss map, float32, same shape as ``pred`` (``(B, 1, H, W)``),
         times the configuration's ``scale``. ``input`` (the network input batch, same
-        shape) is needed by the directional weight only."""
-        lmap = self._unscaled_map(pred, target, spatial_weight, input)
+        shape) is needed by the directional weight only; ``angular`` (known angular parts
+        ``(B, n_bins)``) replaces its estimate."""
+        lmap = self._unscaled_map(pred, target, spatial_weight, input, angular)
         return lmap if self.config.scale == 1.0 else lmap * self.config.scale
 
-    def _unscaled_map(self, pred, target, spatial_weight, input=None) -> torch.Tensor:
+    def _unscaled_map(self, pred, target, spatial_weight, input=None, angular=None
+                      ) -> torch.Tensor:
         if pred.shape != target.shape:
             raise ValueError(
                 f"pred {tuple(pred.shape)} and target {tuple(target.shape)} differ in shape"
@@ -272,7 +292,7 @@ class AmplifiedLoss(torch.nn.Module):
             a_s = self._spatial(spatial_weight, p)
             a_f = self.frequency_weight((h, w), device=p.device)
             if a_f is None:
-                a_f = self.directional_weight(input, t)
+                a_f = self.directional_weight(input, t, angular)
             if cfg.mode == "paper":
                 lmap = pixel_loss(p, t, cfg.loss)
                 sch = cfg.scheme
@@ -297,10 +317,11 @@ class AmplifiedLoss(torch.nn.Module):
             return lmap if a_s is None else a_s * lmap
 
     def forward(
-        self, pred: torch.Tensor, target: torch.Tensor, spatial_weight=None, input=None
+        self, pred: torch.Tensor, target: torch.Tensor, spatial_weight=None, input=None,
+        angular=None,
     ) -> torch.Tensor:
         """Scalar loss: the mean of :meth:`loss_map` (float32)."""
-        return self.loss_map(pred, target, spatial_weight, input).mean()
+        return self.loss_map(pred, target, spatial_weight, input, angular).mean()
 
 
 # ------------------------------------------------------------------------ scale report

@@ -17,7 +17,7 @@ from dataclasses import dataclass, field
 import numpy as np
 import torch
 
-from .data import PatchSampler
+from .data import Batch, PatchSampler
 
 __all__ = ["GroupedSampler", "ScanSlices", "split_by_scan"]
 
@@ -167,4 +167,4 @@ class GroupedSampler:
         x = torch.cat([p[0] for p in parts])
         y = torch.cat([p[1] for p in parts])
         w = None if parts[0][2] is None else torch.cat([p[2] for p in parts])
-        return x, y, w
+        return Batch(x, y, w)

@@ -278,9 +278,18 @@ def run(args: argparse.Namespace) -> int:
         except ValueError as exc:
             raise CLIError(str(exc)) from None
 
+    oracle = None
+    if config.loss.oracle and tg_path is not None:
+        from ..simulate import folder_angular
+
+        try:
+            oracle = folder_angular(in_path)
+        except ValueError as exc:
+            raise CLIError(str(exc)) from None
+
     cancel = threading.Event()
     gen = fit(x, y, config, out, cancel=cancel, resume=bool(args.resume), preview=False,
-              on_estimate=_on_estimate)
+              on_estimate=_on_estimate, oracle=oracle)
     bar = tqdm(total=config.epochs, desc=f"train {loss.name}", unit="epoch",
                file=sys.stderr, disable=not args.progress, dynamic_ncols=True)
     result = None

@@ -423,6 +423,19 @@ def _train_dict(train_config: Any) -> dict:
     return json_safe(d)
 
 
+def _check_oracle_data(configs, train_data: dict) -> None:
+    """Oracle configurations train on a simulated folder only: refused before any run."""
+    oracles = [c.name for c in configs if getattr(c, "oracle", False)]
+    if not oracles:
+        return
+    if "pairs" in train_data:
+        raise ValueError(f"{oracles[0]}: an oracle loss trains on one simulated volume, "
+                         "not on a data set of scans (--pairs)")
+    from ..simulate import oracle_folder
+
+    oracle_folder(train_data["input"])
+
+
 def _comparable(settings: dict) -> dict:
     # the data are compared by content (a moved data folder is still the same data); the
     # training options as the options they mean, so a grid.json written before an option
@@ -507,6 +520,7 @@ def prepare_grid(train: Any, test: Any, out_dir: str | os.PathLike,
                else (LossConfig.from_dict(c) if isinstance(c, dict) else c) for c in configs]
     seeds = parse_seeds(seeds)
     train_data = _resolve_train(train, out_dir)
+    _check_oracle_data(configs, train_data)
     test_paths = _resolve_test(test, out_dir)
     tdict = _train_dict(train_config)
     run_device = device or tdict.get("device") or "auto"

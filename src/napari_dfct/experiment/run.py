@@ -227,8 +227,13 @@ def _train(spec: dict, run_dir: Path, config, callback, resume: bool):
         resumed_from = training_state_epoch(run_dir / "model")
         if resumed_from is None:
             resumed_from = -1  # unknown: fit() checks the state itself
+    oracle = None
+    if config.loss.oracle and "input" in spec["train_data"]:
+        from ..simulate import folder_angular
+
+        oracle = folder_angular(spec["train_data"]["input"])
     result = run_fit(x, y, config, out_dir=run_dir / "model", callback=callback,
-                     resume=resume, preview=False)
+                     resume=resume, preview=False, oracle=oracle)
     seconds_train = time.perf_counter() - t0
     if result.stopped == "cancelled":
         raise RuntimeError(f"training of {spec['name']} seed {spec['seed']} was cancelled")

@@ -58,7 +58,8 @@ Modules
     :func:`load_simulation` and :func:`dataset_files`.
 :mod:`.oracle`
     The error energy of every view of a simulated slice (:func:`view_error_energy`), the
-    truth behind the directional weight's angular part.
+    truth behind the directional weight's angular part, and that angular part per slice
+    (:func:`slice_angular`, :func:`folder_angular`) for an ``oracle`` directional loss.
 
 Nothing here imports Qt or napari.
 """
@@ -68,7 +69,7 @@ from __future__ import annotations
 from .acquisition import Physics, Simulation, simulate_dfct
 from .budget import check_memory, estimate_memory
 from .files import dataset_files, load_simulation, save_simulation
-from .oracle import view_error_energy
+from .oracle import folder_angular, oracle_folder, slice_angular, view_error_energy
 from .phantom import LABELS, MATERIALS, Phantom, thorax_phantom
 from .presets import PRESETS, preset_physics
 from .projector import _Geometry as _Geometry  # private, used by the projector tests
@@ -111,5 +112,8 @@ __all__ = [
     "variance_shares",
     "view_angles",
     "view_error_energy",
+    "slice_angular",
+    "folder_angular",
+    "oracle_folder",
     "views_for",
 ]

@@ -20,7 +20,7 @@ from .acquisition import Physics, Simulation, _error_fields, _Run, _sinogram_err
 from .projector import filter_sinogram, view_angles
 from .realism import specimen_seeds
 
-__all__ = ["view_error_energy"]
+__all__ = ["view_error_energy", "slice_angular", "folder_angular", "oracle_folder"]
 
 
 def _slice_sources(sim: Simulation, run: _Run, meta: dict):
@@ -86,3 +86,55 @@ def view_error_energy(sim: Simulation) -> tuple[np.ndarray, np.ndarray]:
     theta = view_angles(v)
     angles = theta[: v // 2] if v % 2 == 0 else np.mod(theta, np.pi)
     return angles, np.stack(rows)
+
+
+def slice_angular(sim: Simulation) -> np.ndarray:
+    """The true angular part ``G`` of every slice's streaks, float32 ``(Z, n_bins)``.
+
+    :func:`view_error_energy` through :func:`napari_dfct.directional.oracle_angular`: the
+    angular part an ``oracle`` directional loss trains with
+    (:class:`napari_dfct.losses.LossConfig`).
+    """
+    from ..directional import oracle_angular
+
+    angles, energy = view_error_energy(sim)
+    return np.asarray(oracle_angular(angles, energy), dtype=np.float32)
+
+
+def oracle_folder(path):
+    """The simulated set's folder that holds ``path`` (the folder, or a volume file in
+    it such as ``input.tif``), checked to carry the simulator's ``meta.json``.
+
+    Raises
+    ------
+    ValueError
+        ``path`` is not in a folder written by ``dfct simulate``: the truth an oracle
+        loss needs exists only for simulated data.
+    """
+    import json
+    from pathlib import Path
+
+    p = Path(path)
+    folder = p if p.is_dir() else p.parent
+    meta = folder / "meta.json"
+    ok = False
+    if meta.is_file():
+        try:
+            ok = (json.loads(meta.read_text()).get("generator")
+                  == "napari_dfct.simulate.simulate_dfct")
+        except (OSError, ValueError, AttributeError):
+            ok = False
+    if not ok:
+        raise ValueError(
+            f"an oracle directional loss needs the simulator's truth (the error energy of "
+            f"every view), which only a folder written by `dfct simulate` holds; {folder} "
+            "has no simulator meta.json")
+    return folder
+
+
+def folder_angular(path) -> np.ndarray:
+    """:func:`slice_angular` of the simulated set that holds ``path``
+    (:func:`oracle_folder`; ``ValueError`` for data that are not simulated)."""
+    from .files import load_simulation
+
+    return slice_angular(load_simulation(oracle_folder(path)))

@@ -168,10 +168,12 @@ def _validate(
     amp: bool,
     channels_last: bool,
     keep: int | None,
+    g_val: torch.Tensor | None = None,
 ) -> tuple[list[float], torch.Tensor | None]:
     """Mean of each loss over full validation slices; optionally keep one slice's
     prediction. ``x_val`` and ``y_val`` may be lists of stacks (slices of several sizes,
-    ``keep`` None): every slice counts once."""
+    ``keep`` None): every slice counts once. ``g_val``: the slices' known angular parts
+    (an oracle loss)."""
     if isinstance(x_val, list):
         sums, count = [0.0] * len(loss_fns), 0
         for xg, yg in zip(x_val, y_val):
@@ -192,8 +194,9 @@ def _validate(
         with _autocast(device, amp):
             pred = model(xb)
         pred = pred.float()
+        g = None if g_val is None else g_val[start : start + batch].to(device)
         for total, loss_fn in zip(totals, loss_fns):
-            total += loss_fn(pred, yb, input=xb).double() * xb.shape[0]
+            total += loss_fn(pred, yb, input=xb, angular=g).double() * xb.shape[0]
         if keep is not None and start <= keep < start + xb.shape[0]:
             kept = pred[keep - start, 0].detach().to("cpu", torch.float32)
     return [float(t.item()) / n for t in totals], kept
@@ -222,6 +225,7 @@ def fit(
     preview_index: int | None = None,
     preview: bool = True,
     on_estimate: Callable[[EpochEstimate], Any] | None = None,
+    oracle: np.ndarray | None = None,
 ) -> Generator[EpochEvent, None, FitResult]:
     """Train a residual U-Net; yield an :class:`EpochEvent` per epoch, return a :class:`FitResult`.
 
@@ -254,6 +258,11 @@ def fit(
     on_estimate : callable, optional
         Called once, after the first two optimiser steps of this call, with an
         :class:`EpochEstimate` (measured, not guessed) of the time per epoch.
+    oracle : numpy.ndarray, optional
+        ``(Z, n_bins)`` known angular parts ``G`` of every slice's streaks
+        (:func:`napari_dfct.simulate.slice_angular`): required by, and only used by, an
+        ``oracle`` directional loss, whose patches then carry them through the
+        augmentation (:func:`napari_dfct.data.augment_angular`).
 
     Yields
     ------
@@ -291,8 +300,9 @@ def fit(
         y_all = _as_volume(target, "target")
         validate_pair(x_all, y_all, patch=config.patch)
     _check_resumed_shape(saved_cfg, out_path, _data_shape(x_all))
+    oracle = _check_oracle(config, oracle, scans, _data_shape(x_all))
     run = _Run(config=config, out_path=out_path, preview=bool(preview),
-               on_estimate=on_estimate, scans=scans)
+               on_estimate=on_estimate, scans=scans, oracle=oracle)
     _plan(run, x_all, y_all, preview_index)
     check_cancel = _cancel_check(cancel)
 
@@ -371,11 +381,13 @@ class _Run:
     tensorboard: Any = None
     preview_norm: Any = None
     scans: Any = None
+    oracle: Any = None
+    g_val: Any = None
 
     def release(self) -> None:
         self.model = self.optimizer = self.scheduler = self.sampler = None
         self.loss_fn = self.plain_fn = self.x_val = self.y_val = self.preview_x = None
-        self.best_state = self.preview_norm = None
+        self.best_state = self.preview_norm = self.oracle = self.g_val = None
         if self.tensorboard is not None:
             self.tensorboard.close()
             self.tensorboard = None
@@ -411,6 +423,25 @@ def _start_config(config, out_dir, resume) -> tuple[TrainConfig, dict | None, Pa
             ckpt.check_new_run_dir(out_path)
         ckpt.clean_stale(out_path)
     return config, saved_cfg, out_path
+
+
+def _check_oracle(config, oracle, scans, shape) -> np.ndarray | None:
+    """The known angular parts an oracle loss needs, checked (None for other losses)."""
+    if not config.loss.oracle:
+        return None
+    if scans is not None:
+        raise ValueError(f"{config.loss.name}: an oracle loss trains on one simulated "
+                         "volume, not on a data set of scans")
+    if oracle is None:
+        raise ValueError(
+            f"{config.loss.name} takes the angular part of its directional weight from "
+            "the simulator's truth: train on a folder written by `dfct simulate` (the "
+            "truth is read from its meta.json), or pass oracle=slice_angular(simulation)")
+    g = np.asarray(oracle, dtype=np.float32)
+    if g.ndim != 2 or g.shape[0] != shape[0] or not np.all(np.isfinite(g)):
+        raise ValueError(f"oracle must be finite (Z, n_bins) angular parts with Z = "
+                         f"{shape[0]} slices, got shape {g.shape}")
+    return g
 
 
 def _check_resumed_shape(saved_cfg: dict | None, out_path, shape) -> None:
@@ -484,7 +515,10 @@ def _build(run: _Run, x_all: np.ndarray, y_all: np.ndarray) -> None:
             xn[run.train_idx], yn[run.train_idx], a_s, patch=config.patch,
             patches_per_slice=config.patches_per_slice, augment=config.augment,
             seed=config.seed + 1, device=device,
+            angular=None if run.oracle is None else run.oracle[run.train_idx],
         )
+        if run.oracle is not None:
+            run.g_val = torch.from_numpy(run.oracle[run.val_idx]).to(run.sampler.storage)
         run.x_val = torch.from_numpy(xn[run.val_idx]).to(run.sampler.storage)
         run.y_val = torch.from_numpy(yn[run.val_idx]).to(run.sampler.storage)
         run.preview_x = torch.from_numpy(xn[run.preview_index])
@@ -587,7 +621,8 @@ def _train_one_epoch(run: _Run, check_cancel) -> tuple[float, int] | None:
     running = torch.zeros((), dtype=torch.float64, device=device)
     seen = steps = 0
     timer = StepTimer(run) if run.on_estimate is not None else None
-    for xb, yb, wb in run.sampler.epoch(config.batch_size):
+    for batch in run.sampler.epoch(config.batch_size):
+        xb, yb, wb = batch
         if check_cancel():
             return None
         if run.channels_last:
@@ -598,7 +633,7 @@ def _train_one_epoch(run: _Run, check_cancel) -> tuple[float, int] | None:
                 pred = model(xb)
             if timer is not None:
                 timer.forward_done()
-            loss = run.loss_fn(pred.float(), yb, wb, input=xb)
+            loss = run.loss_fn(pred.float(), yb, wb, input=xb, angular=batch.g)
             run.optimizer.zero_grad(set_to_none=True)
             loss.backward()
             run.optimizer.step()
@@ -608,7 +643,7 @@ def _train_one_epoch(run: _Run, check_cancel) -> tuple[float, int] | None:
             oom = True
         if oom:
             # raised outside the handler: no traceback keeps the activations alive
-            pred = loss = xb = yb = wb = None
+            pred = loss = xb = yb = wb = batch = None
             raise OutOfMemory(_oom_message(run))
         running += loss.detach().double() * xb.shape[0]
         seen += xb.shape[0]
@@ -640,7 +675,8 @@ def _validate_and_select(run: _Run, train_loss: float, lr: float, steps: int) ->
     try:
         (val_plain, val_amp), kept = _validate(
             run.model, (run.plain_fn, run.loss_fn), run.x_val, run.y_val, run.val_batch,
-            device, run.use_amp, run.channels_last, run.keep if want_preview else None)
+            device, run.use_amp, run.channels_last, run.keep if want_preview else None,
+            run.g_val)
         if want_preview and run.keep is None:
             kept = _predict_one(run.model, run.preview_x, device, run.use_amp,
                                 run.channels_last)
