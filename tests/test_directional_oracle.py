@@ -164,7 +164,6 @@ def test_cli_trains_the_oracle_on_a_simulated_folder_only(small_sim, tmp_path, c
 
 def test_grid_refuses_the_oracle_without_simulated_training_data(small_sim, tmp_path):
     from napari_dfct.experiment.layout import _check_oracle_data
-
     from napari_dfct.simulate import save_simulation
 
     configs = [LossConfig.from_name("l2"), LossConfig.from_name("l2+d-nonlinear-oracle")]
