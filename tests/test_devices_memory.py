@@ -102,21 +102,29 @@ def test_a_stopped_or_failed_run_keeps_nothing(pair, tmp_path, watch_build, how)
     assert "optimizer" not in alive and "sampler" not in alive
 
 
-def test_the_widget_job_keeps_no_network(pair, tmp_path, watch_build):
+def test_the_widget_job_trains_outside_the_viewers_process(pair, tmp_path, watch_build):
+    """The Train widget's job runs fit() in a child process: nothing of the run (model,
+    optimiser, sampler, device memory) is ever built in the viewer's process, and the
+    child is gone when the job returns."""
     pytest.importorskip("qtpy", reason="the widgets need Qt")
+    import multiprocessing as mp
+
     from napari_dfct.widgets._workers import train_job
 
     x, y = pair
     gen = train_job(x, y, _cfg(), tmp_path / "m", cancel=threading.Event())
+    kinds = []
     while True:
         try:
-            next(gen)
+            kinds.append(next(gen).kind)
         except StopIteration as stop:
             result = stop.value
             break
-    assert result.model is None and result.model_dir is not None
-    del gen
-    assert _alive(watch_build[0]) == []
+    assert kinds == ["data", "epoch", "epoch"]
+    assert result.model is None and result.model_dir == tmp_path / "m"
+    assert (tmp_path / "m" / "model.safetensors").is_file()
+    assert watch_build == []  # no _build ran here
+    assert not mp.active_children()
 
 
 def test_prediction_keeps_no_network(pair, tmp_path, monkeypatch):

@@ -417,13 +417,13 @@ def test_a_runtime_error_in_the_worker_is_reported(viewer, tmp_path, qtbot, note
                                                    monkeypatch):
     """torch reports most failures (running out of memory too) as RuntimeError: the
     widget says so and is ready again, rather than waiting for a job that never ends."""
-    from napari_dfct import train as core
+    from napari_dfct.train import process
 
     def broken(*_args, **_kwargs):
         raise RuntimeError("CUDA out of memory. Tried to allocate 2.00 GiB")
         yield  # a generator, like the real one
 
-    monkeypatch.setattr(core, "fit", broken)
+    monkeypatch.setattr(process, "fit_in_process", broken)
     widget = _widget(viewer, tmp_path, epochs=1)
     _click(qtbot, widget.start_button)
     qtbot.waitUntil(lambda: not widget.is_running, timeout=30_000)

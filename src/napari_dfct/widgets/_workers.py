@@ -292,11 +292,10 @@ def train_job(
     ``input`` and ``target`` are arrays or volume files. Yields one ``"data"`` event, then
     an ``"epoch"`` event per epoch; returns the :class:`~napari_dfct.train.FitResult`
     (without its network when the model was saved: it is loaded from its folder).
-    ``threads`` sets torch's intra-op threads for the run (None: unchanged).
+    Training runs in a child process (:func:`napari_dfct.train.process.fit_in_process`);
+    ``threads`` sets its torch intra-op threads (None: torch's default).
     """
-    import torch
-
-    from napari_dfct import train as _train
+    from napari_dfct.train import process as _process
 
     info: dict[str, Any] = {}
     if isinstance(input, str | os.PathLike):
@@ -312,20 +311,11 @@ def train_job(
     info["shape"] = tuple(int(s) for s in np.shape(input))
     yield JobEvent("data", info=info)
 
-    previous = torch.get_num_threads()
-    if threads:
-        torch.set_num_threads(int(threads))
-    restore_priority = lower_thread_priority()
-    try:
-        gen = _train.fit(
-            input, target, config, out_dir, cancel=cancel, resume=resume,
-            preview_index=preview_index,
-        )
-        result = yield from _relay(gen, "epoch")
-    finally:
-        restore_priority()
-        if threads:
-            torch.set_num_threads(previous)
+    # the same fit() loop in a child process at a lower OS priority: it holds neither
+    # this interpreter's lock nor the GUI thread's cores, and returns all its memory
+    result = yield from _relay(_process.fit_in_process(
+        input, target, config, out_dir, cancel=cancel, resume=resume,
+        preview_index=preview_index, threads=threads), "epoch")
     if result is not None and result.model_dir is not None:
         # saved in its folder (and offered from there): the viewer keeps no network, so
         # nothing of the run outlives it (fit dropped its optimiser and device memory)

@@ -83,7 +83,6 @@ class PredictWidget(QWidget):
         self._cancel: threading.Event | None = None
         self._job: SimpleNamespace | None = None
         self._cache: dict[tuple, Any] = {}
-        self._pbar = None
         self._export_worker = None
         self.last_layer = None
         self.last_export: Path | None = None
@@ -257,15 +256,13 @@ class PredictWidget(QWidget):
         except Exception as err:  # noqa: BLE001 - never a traceback in the viewer
             show_error(f"Cannot predict: {_workers.problem_text(err)}")
             return
-        from napari.utils import progress
-
+        # the widget's own progress bar only: napari's activity indicator animates the
+        # main window (a quarter of a core under software OpenGL) while a job runs
         self._job = job
         job.output = self._reusable_output(job)  # a new layer waits for the first slice
         job.done = 0
         self.progress.max = max(len(job.slices), 1)
         self.progress.value = 0
-        if whole:
-            self._pbar = progress(total=len(job.slices), desc=f"Predicting {job.model_name}")
         for b in (self.slice_button, self.volume_button):
             b.enabled = False
         self.cancel_button.enabled = True
@@ -453,8 +450,6 @@ class PredictWidget(QWidget):
         job.changed = True
         job.done += 1
         self.progress.value = job.done
-        if self._pbar is not None:
-            self._pbar.update(1)
         self._refresh.poke()
 
     def _refresh_output(self, job=None) -> None:
@@ -477,9 +472,6 @@ class PredictWidget(QWidget):
         job, self._job = self._job, None
         self._worker = None
         self._refresh.stop()
-        if self._pbar is not None:
-            self._pbar.close()
-            self._pbar = None
         for b in (self.slice_button, self.volume_button):
             b.enabled = True
         self.cancel_button.enabled = False

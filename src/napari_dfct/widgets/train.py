@@ -90,7 +90,6 @@ class TrainWidget(QWidget):
         self._viewer = napari_viewer
         self._worker = None
         self._cancel: threading.Event | None = None
-        self._pbar = None
         self._run: SimpleNamespace | None = None
         self.last_result = None
         self._history: list = []
@@ -511,9 +510,10 @@ class TrainWidget(QWidget):
         self._pending = self._preview_event = None
         self._preview_shown = False
         self.plot.clear()
+        # the widget's own progress bar only: napari's activity indicator animates the
+        # main window (a quarter of a core under software OpenGL) while a job runs
         self.progress.max = max(int(run.config.epochs), 1)
         self.progress.value = 0
-        self._open_pbar(run)
         self._prepare_preview(run)
         self.start_button.enabled = False
         self.stop_button.enabled = True
@@ -558,18 +558,6 @@ class TrainWidget(QWidget):
         if run.layer in layers:  # right above its input, under the ROI shapes
             layers.move(layers.index(layer), layers.index(run.layer) + 1)
 
-    def _open_pbar(self, run) -> None:
-        from napari.utils import progress
-
-        self._close_pbar()
-        self._pbar = progress(total=max(int(run.config.epochs), 1),
-                              desc=f"Training {run.config.loss.name}")
-
-    def _close_pbar(self) -> None:
-        if self._pbar is not None:
-            self._pbar.close()
-            self._pbar = None
-
     # ------------------------------------------------------------------ worker signals
     def _on_event(self, event: _workers.JobEvent) -> None:
         if event.kind == "data":
@@ -599,9 +587,6 @@ class TrainWidget(QWidget):
             return
         self.progress.max = max(int(event.epochs), 1)
         self.progress.value = min(int(event.epoch), int(event.epochs))
-        if self._pbar is not None:
-            self._pbar.total = max(int(event.epochs), 1)
-            self._pbar.update(max(int(event.epoch) - int(self._pbar.n), 0))
         where = ("" if event.preview_index is None
                  else f"; preview: slice {event.preview_index}")
         self.status.setText(
@@ -691,7 +676,6 @@ class TrainWidget(QWidget):
         self._updates.flush()
         self._show_preview()
         self._worker = None
-        self._close_pbar()
         self.start_button.enabled = True
         self.stop_button.enabled = False
         self.tabs.setEnabled(True)
