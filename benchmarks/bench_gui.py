@@ -103,7 +103,7 @@ def main(argv=None) -> int:
     ap.add_argument("--json", default=None, help="also write the figures to this file")
     ap.add_argument("--threads", type=int, default=None,
                     help="experiment: torch threads of the GUI's training job (default: the "
-                         "widget's choice, all cores but one)")
+                         "widget's choice, every core of the affinity mask)")
     args = ap.parse_args(argv)
     if args.threads:
         from napari_dfct.widgets import _workers

@@ -145,7 +145,7 @@ def test_train_to_completion_keeps_the_gui_responsive(viewer, tmp_path, qtbot, n
     assert any(str(out) in m for m in notes["info"])
 
     # live plot, progress and the preview layer on the input's grid
-    assert len(widget.plot.line("val").get_xdata()) == 3
+    assert len(widget.plot.line("val")[0]) == 3
     assert widget.progress.value == 3
     preview = viewer.layers["input (1 rotation) [training preview]"]
     assert preview.data.shape == viewer.layers[0].data.shape[1:]
@@ -401,16 +401,16 @@ def test_legend_never_hides_the_best_epoch(viewer, tmp_path):
                                     seconds=0.1))
     widget._updates.flush()
     plot = widget.plot
-    plot.figure.canvas.draw()
-    renderer = plot.figure.canvas.get_renderer()
-    legend = plot.ax.get_legend() or plot.figure.legends[0]
-    box = legend.get_window_extent(renderer)
-    axes_box = plot.ax.get_window_extent(renderer)
-    star = plot._markers[(0, "best")]
-    x, y = plot.ax.transData.transform((star.get_xdata()[0], star.get_ydata()[0]))
-    assert axes_box.contains(x, y)  # the star is drawn inside the axes
-    assert not box.contains(x, y)
-    assert not box.overlaps(axes_box)  # nothing inside the axes is covered
+    assert plot.marker == (5, 0.8)
+    image = plot.grab().toImage()  # painted at the size the dock gives it
+    star = plot.to_pixel(*plot.marker)
+    area, legend = plot.plot_rect(), plot.legend_rect()
+    assert area.contains(star)  # the star is drawn inside the plot area
+    assert not legend.contains(star)
+    assert not legend.intersects(area)  # nothing inside the plot area is covered
+    # and it is painted there, in its colour
+    color = image.pixelColor(int(star.x()), int(star.y()))
+    assert (color.red(), color.green(), color.blue()) == (0xff, 0xd1, 0x66)
 
 
 def test_a_runtime_error_in_the_worker_is_reported(viewer, tmp_path, qtbot, notes,

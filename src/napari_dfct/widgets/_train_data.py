@@ -233,6 +233,16 @@ class DataPanel:
             raise ValueError(f"bad intensity window [{low or '?'}, {high or '?'}]: give "
                              "two numbers with low < high, or leave both empty") from None
 
+    def edited_window(self):
+        """The window a training run is given: None while the fields are empty or show
+        the default (training then computes the default itself, by the same rule, on the
+        data as they are then and off the GUI thread), else :meth:`window`."""
+        f = self.fields
+        shown = (str(f.window_low.value).strip(), str(f.window_high.value).strip())
+        if shown == ("", "") or shown == self._shown_default:
+            return None
+        return self.window()
+
     def _draw_window(self, *_args) -> None:
         try:
             window = self.window()

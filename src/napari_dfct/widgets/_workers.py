@@ -6,9 +6,11 @@ reports progress (:class:`JobEvent`). The job bodies (:func:`train_job`,
 :func:`predict_job`) drive :func:`napari_dfct.train.fit` and
 :func:`napari_dfct.infer.predict_iter`; the widgets only start them and show the events.
 
-Responsiveness on small machines: job threads run at a lower OS priority
-(:func:`lower_thread_priority`), CPU training leaves one core to the GUI thread
-(:func:`training_threads`), torch's lazy imports are done once when a widget opens
+Responsiveness on small machines: training runs in a child process at a lower OS
+priority (:func:`napari_dfct.train.process.fit_in_process`), so it holds neither this
+interpreter's lock nor the GUI thread's core when the GUI needs it, and may use every core
+otherwise (:func:`training_threads`); prediction threads run at a lower OS priority
+(:func:`lower_thread_priority`); torch's lazy imports are done once when a widget opens
 (:func:`warm_up_torch`), and :class:`Throttle` coalesces bursts of events into GUI updates
 at a bounded rate.
 """
@@ -230,15 +232,22 @@ def lower_thread_priority(step: int = 10) -> Callable[[], None]:
 
 
 def training_threads(device: str) -> int | None:
-    """Intra-op threads for training on ``device``: all cores but one (left to the GUI
-    thread) on the CPU; None (torch's choice) on an accelerator."""
+    """Intra-op threads for training on ``device``: on the CPU, every core this process
+    may run on (its affinity mask, not the machine's count), since the training process
+    runs at a lower priority and yields them to the GUI thread whenever it needs one;
+    None (torch's choice) on an accelerator."""
     from napari_dfct.train import resolve_device
 
     try:
         cpu = resolve_device(device).type == "cpu"
     except ValueError:
         cpu = True
-    return max(1, (os.cpu_count() or 2) - 1) if cpu else None
+    if not cpu:
+        return None
+    try:
+        return max(1, len(os.sched_getaffinity(0)))
+    except AttributeError:  # not on Linux
+        return max(1, os.cpu_count() or 1)
 
 
 def _import_torch_compiler() -> None:

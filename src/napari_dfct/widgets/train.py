@@ -48,7 +48,7 @@ from . import _layers, _models, _train_data, _workers
 from ._choices import FREQUENCY_CHOICES, PROFILE_CHOICES
 from ._devices import device_choices
 from ._layout import scroll_body
-from ._plot import PlotCanvas
+from ._curves import CurvePlot
 
 if TYPE_CHECKING:
     import napari
@@ -233,9 +233,9 @@ class TrainWidget(QWidget):
         self.progress = ProgressBar(value=0, min=0, max=1, label="epochs")
         self.status = QLabel("Ready.")
         self.status.setWordWrap(True)
-        self.plot = PlotCanvas(xlabel="epoch", ylabel="loss", title="", height=2.0,
-                               integer_x=True)
-        self.plot.set_yscale("log")
+        # painted with QPainter: an update costs about a millisecond of the event loop
+        self.plot = CurvePlot(xlabel="epoch", ylabel="loss", log_y=True, integer_x=True,
+                              height=150)
 
         buttons = QHBoxLayout()
         buttons.addWidget(self.start_button.native, 2)
@@ -455,9 +455,9 @@ class TrainWidget(QWidget):
             run.shape = None
 
         if not resume:
-            # the window of the form (the data's default unless edited): stored in the model
-            self.data_panel.update(force=True)  # the default of the data as they are now
-            config.window = self.data_panel.window()
+            # an edited window as typed; else None: fit() computes the default (the data
+            # tab's rule) on the data as they are then, in the training process
+            config.window = self.data_panel.edited_window()
         if resume:
             run.out_dir = Path(resume_dir)
             # what fit() continues: the saved run, with the form's limits and device
@@ -598,18 +598,14 @@ class TrainWidget(QWidget):
         history = list(self._history)
         epochs = [e.epoch for e in history]
         self.plot.set_line("train", epochs, [e.train_loss for e in history],
-                           label="training", color="#4fa3ff", marker=".")
+                           label="training", color="#4fa3ff")
         self.plot.set_line("val", epochs, [e.val_loss for e in history],
-                           label="validation", color="#ff9f40", marker=".")
+                           label="validation", color="#ff9f40")
         if event.best_epoch > 0 and math.isfinite(event.best_val_loss):
-            self.plot.set_marker("best", event.best_epoch, event.best_val_loss, marker="*",
-                                 markersize=11, color="#ffd166", label="best")
-        if self.plot.ax.get_legend() is None:
-            # above the axes, in the top margin: it never covers a point (the best star)
-            self.plot.legend(loc="lower left", bbox_to_anchor=(0.0, 1.0), ncol=3,
-                             frameon=False, borderaxespad=0.1, handletextpad=0.3,
-                             columnspacing=1.0)
-        self.plot.redraw()  # deferred: draws in its own event-loop task
+            self.plot.set_marker(event.best_epoch, event.best_val_loss, color="#ffd166",
+                                 label="best")
+        # the legend sits above the plot area: it never covers a point (the best star)
+        self.plot.redraw()  # deferred: painted in Qt's paint event
         if event.preview is not None:
             self._preview_event = event
             QTimer.singleShot(0, self._show_preview)

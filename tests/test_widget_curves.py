@@ -1,0 +1,84 @@
+"""The Train widget's loss-curve plot (QPainter): ticks, geometry and what is painted."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+
+from napari_dfct.widgets._curves import CurvePlot, linear_ticks, log_ticks
+
+
+def test_log_ticks_are_1_2_5_per_decade_within_the_range():
+    assert log_ticks(1e-3, 1e-2) == pytest.approx([1e-3, 2e-3, 5e-3, 1e-2])
+    many = log_ticks(1e-8, 1.0)  # too many 1-2-5 ticks: powers of ten only
+    assert len(many) <= 6 and all(
+        abs(math.log10(v) - round(math.log10(v))) < 1e-9 for v in many)
+    assert log_ticks(0.0, 1.0) == [] and log_ticks(2.0, 1.0) == []
+
+
+def test_linear_ticks_are_round_and_inside():
+    assert linear_ticks(0.0, 10.0) == pytest.approx([0, 2, 4, 6, 8, 10])
+    t = linear_ticks(0.6, 14.4)
+    assert t == pytest.approx([2, 4, 6, 8, 10, 12, 14])
+    assert linear_ticks(3.0, 3.0) == [3.0]
+
+
+@pytest.fixture
+def plot(qtbot):
+    w = CurvePlot(xlabel="epoch", ylabel="loss")
+    qtbot.addWidget(w)
+    w.resize(320, 170)
+    w.grab()  # laid out at its size before geometry is asked
+    return w
+
+
+def _rgb(image, pt):
+    c = image.pixelColor(int(round(pt.x())), int(round(pt.y())))
+    return c.red(), c.green(), c.blue()
+
+
+def test_curves_and_the_marker_are_painted_where_the_data_map(plot):
+    x = np.arange(1, 11)
+    plot.set_line("val", x, 1.0 / x, color="#ff0000", label="validation", dots=False)
+    plot.set_marker(10, 0.1, color="#00ff00")
+    assert plot.to_pixel(1.0, -1.0) is None  # a log axis cannot show it
+    # the data span the plot area: first and last point near its corners
+    area = plot.plot_rect()
+    first, last = plot.to_pixel(1, 1.0), plot.to_pixel(10, 0.1)
+    assert area.contains(first) and area.contains(last)
+    assert first.x() < area.left() + 0.1 * area.width()
+    assert last.x() > area.right() - 0.1 * area.width()
+    assert first.y() < last.y()  # larger loss higher up
+    image = plot.grab().toImage()
+    assert _rgb(image, last) == (0, 255, 0)  # the star on top of the curve
+    # the curve passes through its data points (a point that is not the marker)
+    mid = plot.to_pixel(4, 0.25)
+    r, g, b = _rgb(image, mid)
+    assert r > 200 and g < 80 and b < 80
+    # the background of the plot area elsewhere is not the curve's colour
+    corner = area.topRight()
+    corner.setX(corner.x() - 3)
+    corner.setY(corner.y() + 3)
+    assert _rgb(image, corner) != _rgb(image, mid)
+
+
+def test_legend_lies_above_the_plot_area_and_clear_empties(plot):
+    plot.set_line("a", [1, 2], [1.0, 2.0], color="#4fa3ff", label="training")
+    plot.set_line("b", [1, 2], [2.0, 3.0], color="#ff9f40", label="validation")
+    assert plot.legend_rect().bottom() <= plot.plot_rect().top()
+    assert plot.line("a")[1].tolist() == [1.0, 2.0]
+    plot.grab()  # paints without error
+    plot.clear()
+    assert plot.line("a") is None and plot.marker is None
+    assert plot.to_pixel(1, 1.0) is None
+    plot.grab()  # an empty plot paints too
+
+
+def test_a_linear_axis_shows_non_positive_values(plot):
+    plot.log_y = False
+    plot.set_line("d", [0, 1, 2], [-1.0, 0.0, 1.0], color="#ffffff")
+    lo, hi = plot.to_pixel(0, -1.0), plot.to_pixel(2, 1.0)
+    assert plot.plot_rect().contains(lo) and plot.plot_rect().contains(hi)
+    assert lo.y() > hi.y()
