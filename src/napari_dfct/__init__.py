@@ -5,6 +5,12 @@ The core modules (``simulate``, ``io``, ``weights``, ``losses``, ``model``, ``da
 napari; ``napari_dfct.widgets`` holds the napari dock widgets.
 """
 
+from ._threads import choose_wait_policy as _choose_wait_policy
+
 __version__ = "0.1.0"
 
 __all__ = ["__version__"]
+
+# before anything imports torch: passive OpenMP waiting when other jobs already occupy
+# the cores (napari_dfct._threads; an OMP_WAIT_POLICY of the user's own is kept)
+_choose_wait_policy()
