@@ -11,6 +11,7 @@ __version__ = "0.1.0"
 
 __all__ = ["__version__"]
 
-# before anything imports torch: passive OpenMP waiting when other jobs already occupy
-# the cores (napari_dfct._threads; an OMP_WAIT_POLICY of the user's own is kept)
+# before anything imports torch: a short OpenMP spin, so that waiting threads do not
+# burn the CPU that other jobs on a shared machine need (napari_dfct._threads; a
+# GOMP_SPINCOUNT or OMP_WAIT_POLICY of the user's own is kept)
 _choose_wait_policy()
