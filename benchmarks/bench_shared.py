@@ -21,6 +21,7 @@ Usage::
 
     python benchmarks/bench_shared.py            # about 4 minutes on 2 cores
     python benchmarks/bench_shared.py --epochs 2 --load 2
+    python benchmarks/bench_shared.py --repeat 3 --before-src OLD/src   # medians
 """
 
 from __future__ import annotations
@@ -34,6 +35,8 @@ import sys
 import tempfile
 import time
 from pathlib import Path
+
+import numpy as np
 
 
 def _spin(stop) -> None:
@@ -61,6 +64,8 @@ def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--epochs", type=int, default=3)
     ap.add_argument("--load", type=int, default=2, help="competing busy processes")
+    ap.add_argument("--repeat", type=int, default=1,
+                    help="runs per case and condition, interleaved (medians reported)")
     ap.add_argument("--cases", default="spin,passive,default")
     ap.add_argument("--before-src", default=None, metavar="DIR",
                     help="also run case 'before': the package in DIR (a checkout's src/ "
@@ -86,7 +91,7 @@ def main(argv=None) -> int:
     print(f"dfct train, preset small, {a.epochs} epochs, {cores} cores; "
           f"load: {a.load} busy processes")
     print(f"{'case':9s} {'load':>5s} {'wall s':>8s} {'CPU s':>8s} {'CPU/wall':>9s}")
-    results = {}
+    results: dict = {}
     for loaded in (False, True):
         stop = mp.Event()
         procs = []
@@ -97,19 +102,23 @@ def main(argv=None) -> int:
                 p.start()
             time.sleep(1.0)
         try:
-            for case in cases:
-                out = work / f"{case}-{int(loaded)}"
-                wall, cpu = run_train(data, out, a.epochs, envs[case])
-                results[(case, loaded)] = (wall, cpu)
-                print(f"{case:9s} {'yes' if loaded else 'no':>5s} {wall:8.1f} {cpu:8.1f} "
-                      f"{cpu / wall:9.2f}", flush=True)
+            for i in range(max(1, a.repeat)):
+                for case in cases:
+                    out = work / f"{case}-{int(loaded)}-{i}"
+                    wall, cpu = run_train(data, out, a.epochs, envs[case])
+                    results.setdefault((case, loaded), []).append((wall, cpu))
+                    print(f"{case:9s} {'yes' if loaded else 'no':>5s} {wall:8.1f} {cpu:8.1f} "
+                          f"{cpu / wall:9.2f}", flush=True)
         finally:
             stop.set()
             for p in procs:
                 p.join(timeout=5)
+    print("medians:")
     for case in cases:
-        (w0, c0), (w1, c1) = results[(case, False)], results[(case, True)]
-        print(f"{case}: under load wall x{w1 / w0:.2f}, CPU x{c1 / c0:.2f}")
+        (w0, c0), (w1, c1) = (tuple(float(np.median(v)) for v in zip(*results[(case, k)]))
+                              for k in (False, True))
+        print(f"{case}: idle {w0:.1f} s wall, {c0:.1f} s CPU; under load {w1:.1f} s wall, "
+              f"{c1:.1f} s CPU (wall x{w1 / w0:.2f}, CPU x{c1 / c0:.2f})")
     return 0
 
 

@@ -12,6 +12,8 @@ from napari_dfct.widgets._curves import CurvePlot, linear_ticks, log_ticks
 
 def test_log_ticks_are_1_2_5_per_decade_within_the_range():
     assert log_ticks(1e-3, 1e-2) == pytest.approx([1e-3, 2e-3, 5e-3, 1e-2])
+    # under half a decade: every integer multiple, so the axis has labels to read
+    assert log_ticks(1.7e-3, 7.2e-3) == pytest.approx([2e-3, 3e-3, 4e-3, 5e-3, 6e-3, 7e-3])
     many = log_ticks(1e-8, 1.0)  # too many 1-2-5 ticks: powers of ten only
     assert len(many) <= 6 and all(
         abs(math.log10(v) - round(math.log10(v))) < 1e-9 for v in many)

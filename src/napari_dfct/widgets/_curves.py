@@ -39,16 +39,22 @@ class _Series:
 
 
 def log_ticks(lo: float, hi: float) -> list[float]:
-    """Ticks at 1, 2 and 5 per decade within ``[lo, hi]`` (fewer when that is many)."""
+    """Ticks at 1, 2 and 5 per decade within ``[lo, hi]``: every integer multiple in a
+    range too narrow for three of those, powers of ten only (thinned) when that is many."""
     if not (lo > 0 and hi >= lo and math.isfinite(hi)):
         return []
-    out = []
-    for subs in ((1.0, 2.0, 5.0), (1.0,)):
-        out = [m * 10.0 ** e for e in range(math.floor(math.log10(lo)),
-                                            math.ceil(math.log10(hi)) + 1)
-               for m in subs if lo <= m * 10.0 ** e <= hi]
-        if len(out) <= 6:
-            break
+
+    def at(subs):
+        return [m * 10.0 ** e for e in range(math.floor(math.log10(lo)),
+                                             math.ceil(math.log10(hi)) + 1)
+                for m in subs if lo <= m * 10.0 ** e <= hi]
+
+    out = at((1.0, 2.0, 5.0))
+    if len(out) < 3:
+        every = at(tuple(float(m) for m in range(1, 10)))
+        return every if len(every) <= 9 else out
+    if len(out) > 6:
+        out = at((1.0,))
     if len(out) <= 6:
         return out
     step = math.ceil(len(out) / 6)  # many decades: every step-th power of ten
