@@ -100,6 +100,7 @@ def test_closing_the_generator_stops_the_child(pair, tmp_path):
     assert not mp.active_children()
 
 
+@pytest.mark.skipif(not hasattr(os, "getpriority"), reason="POSIX priorities")
 def test_the_child_runs_at_a_lower_priority(pair, tmp_path):
     x, y = pair
     gen = fit_in_process(x, y, _cfg(epochs=200, patience=200), tmp_path / "p", nice=7)

@@ -89,13 +89,20 @@ def _worst_gap(ticks, t0, t1) -> tuple[float, int]:
     return float(np.diff(np.concatenate([[t0], inside, [t1]])).max()), len(inside)
 
 
+def _median_gap(ticks, t0, t1) -> float:
+    inside = [t for t in ticks if t0 <= t <= t1]
+    return float(np.median(np.diff(inside))) if len(inside) > 1 else float("inf")
+
+
 def test_train_to_completion_keeps_the_gui_responsive(viewer, tmp_path, qtbot, notes,
                                                       registry):
     """Two tiny runs through the widget while a 10 ms QTimer measures the event loop.
 
     The first run of a session also pays one-time imports inside the training engine;
     the second shows the steady state. The gaps are printed (wall-clock bounds are not
-    asserted); the test asserts that the event loop really ran during training.
+    asserted). Asserted, relative to the idle viewer measured in the same test: the
+    event loop ticks during training as it does idle (median gap at most twice the idle
+    median: training runs in its own process and leaves the GUI thread alone).
     """
     from qtpy.QtCore import QTimer
 
@@ -154,12 +161,18 @@ def test_train_to_completion_keeps_the_gui_responsive(viewer, tmp_path, qtbot, n
 
     # responsiveness: the Qt event loop kept ticking while the worker trained
     baseline, _ = _worst_gap(ticks, b0, b1)
-    report = [f"idle viewer baseline worst gap {baseline * 1000:.0f} ms"]
+    idle_median = _median_gap(ticks, b0, b1)
+    report = [f"idle viewer baseline worst gap {baseline * 1000:.0f} ms, median "
+              f"{idle_median * 1000:.1f} ms"]
     for label, (t0, t1) in zip(("first run", "second run"), runs, strict=True):
         worst, n = _worst_gap(ticks, t0, t1)
+        median = _median_gap(ticks, t0, t1)
         assert n >= 3, "the event loop did not run while training"
+        assert median <= 2.0 * idle_median, (
+            f"{label}: median gap {median * 1000:.1f} ms against {idle_median * 1000:.1f} ms "
+            "idle: the event loop was held up while training")
         report.append(f"{label} {t1 - t0:.2f} s: {n} ticks, worst gap {worst * 1000:.0f} ms "
-                      f"({worst / baseline:.1f}x baseline)")
+                      f"({worst / baseline:.1f}x baseline), median {median * 1000:.1f} ms")
     print("\n[responsiveness, 10 ms QTimer] " + "; ".join(report))
 
 

@@ -81,7 +81,7 @@ def _child(events, cancel, spec: dict) -> None:
         if spec.get("nice"):
             try:
                 os.nice(int(spec["nice"]))
-            except OSError:
+            except (AttributeError, OSError):  # no nice() (Windows) or not permitted
                 pass
         import torch
 
