@@ -57,3 +57,13 @@ def capture_notifications(monkeypatch):
         return seen
 
     return capture
+
+
+@pytest.fixture(scope="module")
+def pair():
+    """A tiny noisy/clean training pair: 4 slices of 32x32 (input, target), float32."""
+    import numpy as np
+
+    rng = np.random.default_rng(0)
+    y = rng.standard_normal((4, 32, 32)).astype(np.float32)
+    return (y + 0.3 * rng.standard_normal(y.shape)).astype(np.float32), y

@@ -6,7 +6,6 @@ import gc
 import threading
 import weakref
 
-import numpy as np
 import pytest
 
 from napari_dfct.device import DeviceInfo, list_devices, resolve_device
@@ -32,13 +31,6 @@ def test_device_list_starts_with_auto_and_names_resolve():
     assert len(cuda) == (torch.cuda.device_count() if torch.cuda.is_available() else 0)
     for d in cuda:  # pragma: no cover - CUDA machines only
         assert "free of" in d.label and d.free_bytes is not None
-
-
-@pytest.fixture(scope="module")
-def pair():
-    rng = np.random.default_rng(0)
-    y = rng.standard_normal((4, 32, 32)).astype(np.float32)
-    return (y + 0.3 * rng.standard_normal(y.shape)).astype(np.float32), y
 
 
 def _cfg(**kw):

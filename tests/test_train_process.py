@@ -15,13 +15,6 @@ from napari_dfct.train import TrainConfig, fit
 from napari_dfct.train.process import fit_in_process
 
 
-@pytest.fixture(scope="module")
-def pair():
-    rng = np.random.default_rng(0)
-    y = rng.standard_normal((4, 32, 32)).astype(np.float32)
-    return (y + 0.3 * rng.standard_normal(y.shape)).astype(np.float32), y
-
-
 def _cfg(**kw):
     base = dict(loss="l2", preset="tiny", epochs=2, batch_size=4, patch=16, device="cpu")
     base.update(kw)
