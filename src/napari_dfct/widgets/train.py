@@ -46,9 +46,9 @@ from qtpy.QtWidgets import QFrame, QHBoxLayout, QLabel, QScrollArea, QTabWidget,
 
 from . import _layers, _models, _train_data, _workers
 from ._choices import FREQUENCY_CHOICES, PROFILE_CHOICES
+from ._curves import CurvePlot
 from ._devices import device_choices
 from ._layout import scroll_body
-from ._curves import CurvePlot
 
 if TYPE_CHECKING:
     import napari
