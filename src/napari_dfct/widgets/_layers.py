@@ -143,9 +143,11 @@ def upsert_image(
     if name in viewer.layers:
         layer = viewer.layers[name]
         if isinstance(layer, Image) and layer.ndim == data.ndim:
-            if scale is not None:
+            # set only what changed: each setter refreshes the layer (a live preview
+            # updates its data every epoch, its placement never)
+            if scale is not None and not _same(layer.scale, scale):
                 layer.scale = scale
-            if translate is not None:
+            if translate is not None and not _same(layer.translate, translate):
                 layer.translate = translate
             layer.data = data
             if contrast_limits is not None:
@@ -166,6 +168,12 @@ def upsert_image(
     if index is not None:
         viewer.layers.move(viewer.layers.index(layer), index)
     return layer
+
+
+def _same(current, new) -> bool:
+    a = np.asarray(current, dtype=float)
+    b = np.asarray(new, dtype=float)
+    return a.shape == b.shape and bool(np.array_equal(a, b))
 
 
 def _safe_limits(limits: tuple[float, float]) -> tuple[float, float]:

@@ -37,6 +37,7 @@ __all__ = [
     "lower_thread_priority",
     "predict_job",
     "problem_text",
+    "set_progress",
     "start_job",
     "train_job",
     "training_threads",
@@ -159,6 +160,25 @@ def failure_text(action: str, exc: BaseException, oom_advice: str = "") -> str:
 def _is_out_of_memory(exc: BaseException, msg: str) -> bool:
     return (type(exc).__name__ == "OutOfMemory" or isinstance(exc, MemoryError)
             or "out of memory" in msg.lower())
+
+
+# ------------------------------------------------------------------------ GUI updates
+def set_progress(progress, value: int, maximum: int | None = None) -> None:
+    """Set a magicgui ``ProgressBar`` without a synchronous repaint.
+
+    ``QProgressBar.setValue`` repaints at once whenever the shown percentage changes;
+    inside the napari window that repaint flushes the whole window (about 20 ms on the
+    GUI thread under software OpenGL, per call). With updates suspended around the change
+    the bar is repainted in the next regular paint, together with everything else.
+    """
+    bar = progress.native
+    bar.setUpdatesEnabled(False)
+    try:
+        if maximum is not None:
+            progress.max = max(int(maximum), 1)
+        progress.value = int(value)
+    finally:
+        bar.setUpdatesEnabled(True)  # schedules an ordinary (deferred) update
 
 
 # ------------------------------------------------------------------------ GUI updates

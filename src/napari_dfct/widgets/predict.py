@@ -449,7 +449,7 @@ class PredictWidget(QWidget):
         self.last_layer = out
         job.changed = True
         job.done += 1
-        self.progress.value = job.done
+        _workers.set_progress(self.progress, job.done)
         self._refresh.poke()
 
     def _refresh_output(self, job=None) -> None:

@@ -585,8 +585,8 @@ class TrainWidget(QWidget):
         event, self._pending = self._pending, None
         if event is None:
             return
-        self.progress.max = max(int(event.epochs), 1)
-        self.progress.value = min(int(event.epoch), int(event.epochs))
+        _workers.set_progress(self.progress, min(int(event.epoch), int(event.epochs)),
+                              int(event.epochs))
         where = ("" if event.preview_index is None
                  else f"; preview: slice {event.preview_index}")
         self.status.setText(
