@@ -27,6 +27,7 @@ import os
 import pickle
 import queue as _queue
 import sys
+import time
 import types
 from collections.abc import Callable, Generator
 from multiprocessing import shared_memory
@@ -203,7 +204,14 @@ def fit_in_process(
         # also when the caller closes the generator early: stop the child, then wait
         if proc is not None:
             child_cancel.set()
-            proc.join(timeout=10.0)
+            # drain what it still sends: a child whose queue pipe is full cannot exit
+            deadline = time.monotonic() + 10.0
+            while proc.is_alive() and time.monotonic() < deadline:
+                try:
+                    events.get(timeout=0.1)
+                except (_queue.Empty, OSError, EOFError):
+                    pass
+            proc.join(timeout=1.0)
             if proc.is_alive():  # pragma: no cover - a child stuck in native code
                 proc.terminate()
                 proc.join(timeout=5.0)
