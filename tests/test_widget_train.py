@@ -292,8 +292,9 @@ def test_bad_inputs_notify(make_napari_viewer, small_sim, tmp_path, qtbot, notes
     assert widget.start_button.enabled
 
 
-def test_training_thread_yields_the_cpu():
-    """The worker thread's OS priority drops (Linux) and only that thread's."""
+def test_a_job_thread_yields_the_cpu():
+    """A job thread's OS priority drops (Linux: prediction's worker thread; training runs
+    in a process of its own at a lower priority) and only that thread's."""
     import os
     import sys
     import threading
