@@ -2,9 +2,10 @@
 
 The Train widget redraws its curves after every epoch while the viewer must stay fluid.
 A matplotlib figure re-renders every tick label and the legend through Agg on each
-update (35-55 ms for this small plot on a 2-core machine, on the GUI thread); this widget
-paints two polylines, a marker and a handful of labels straight onto the widget in the
-paint event Qt schedules, so an update costs about a millisecond of the event loop.
+update; this widget paints two polylines, a marker and a handful of labels straight onto
+the widget in the paint event Qt schedules. ``benchmarks/bench_curves.py`` (400x220, 40
+epochs, 2-core machine under Xvfb): 2.1 ms per update against 33 ms for the matplotlib
+figure.
 
 :class:`CurvePlot` draws keyed series (epoch, value) on a log (default) or linear y axis,
 an optional highlighted point (the best epoch) and a legend above the plot area, where it

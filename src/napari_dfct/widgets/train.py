@@ -233,7 +233,7 @@ class TrainWidget(QWidget):
         self.progress = ProgressBar(value=0, min=0, max=1, label="epochs")
         self.status = QLabel("Ready.")
         self.status.setWordWrap(True)
-        # painted with QPainter: an update costs about a millisecond of the event loop
+        # painted with QPainter: about 2 ms per update (benchmarks/bench_curves.py)
         self.plot = CurvePlot(xlabel="epoch", ylabel="loss", log_y=True, integer_x=True,
                               height=150)
 
