@@ -285,7 +285,7 @@ class CurvePlot(QWidget):
                        int(Qt.AlignmentFlag.AlignRight | Qt.AlignmentFlag.AlignVCenter),
                        f"{v:.3g}")
         for v in xt:
-            pt = m(v, y0 if not self.log_y else y0)
+            pt = m(v, y0)
             p.setPen(QPen(grid, 0.8))
             p.drawLine(QPointF(pt.x(), r.top()), QPointF(pt.x(), r.bottom()))
             p.setPen(text)

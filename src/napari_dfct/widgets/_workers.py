@@ -181,7 +181,6 @@ def set_progress(progress, value: int, maximum: int | None = None) -> None:
         bar.setUpdatesEnabled(True)  # schedules an ordinary (deferred) update
 
 
-# ------------------------------------------------------------------------ GUI updates
 class Throttle:
     """Coalesce bursts of updates into calls of ``callback``, at most every ``interval_ms``.
 
@@ -253,21 +252,18 @@ def lower_thread_priority(step: int = 10) -> Callable[[], None]:
 
 def training_threads(device: str) -> int | None:
     """Intra-op threads for training on ``device``: on the CPU, every core this process
-    may run on (its affinity mask, not the machine's count), since the training process
-    runs at a lower priority and yields them to the GUI thread whenever it needs one;
-    None (torch's choice) on an accelerator."""
+    may use (:func:`napari_dfct._threads.usable_cores`: its affinity mask, capped by a
+    cgroup CPU quota), since the training process runs at a lower priority and yields
+    them to the GUI thread whenever it needs one; None (torch's choice) on an
+    accelerator."""
+    from napari_dfct._threads import usable_cores
     from napari_dfct.train import resolve_device
 
     try:
         cpu = resolve_device(device).type == "cpu"
     except ValueError:
         cpu = True
-    if not cpu:
-        return None
-    try:
-        return max(1, len(os.sched_getaffinity(0)))
-    except AttributeError:  # not on Linux
-        return max(1, os.cpu_count() or 1)
+    return usable_cores() if cpu else None
 
 
 def _import_torch_compiler() -> None:
