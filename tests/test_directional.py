@@ -120,7 +120,7 @@ def test_view_error_energy_reproduces_input_minus_target():
     from napari_dfct.simulate import Physics
 
     run = _Run(Physics(**m["physics"]), 64, 96, 3, m["detector_bins"])
-    for k, (mu, eps, err, key) in enumerate(_slice_sources(sim, run, m)):
+    for k, (mu, eps, err, key) in enumerate(_slice_sources(sim.phantom, run, m)):
         _, e_in, e_tg = _sinogram_errors(run, mu[None], eps[None], m["pixel_size_mm"],
                                          err, [key])
         rec = run.geom.back_project(e_in - e_tg, filter=run.phys.filter)

@@ -54,6 +54,9 @@ from .rois import suggest_rois
 
 __all__ = ["Physics", "Simulation", "simulate_dfct"]
 
+#: ``meta["generator"]`` of every simulated set (how a folder is known to be one).
+GENERATOR = "napari_dfct.simulate.simulate_dfct"
+
 # --------------------------------------------------------------------------------------
 # Physics parameters
 # --------------------------------------------------------------------------------------
@@ -613,7 +616,7 @@ def _meta(phys: Physics, ph: Phantom, rois: list[dict], *, n_slices: int, size: 
     central = n_slices // 2
     independent = specimen_seeds is not None
     meta = {
-        "generator": "napari_dfct.simulate.simulate_dfct",
+        "generator": GENERATOR,
         "version": __version__,
         "n_slices": n_slices,
         "size": size,

@@ -16,17 +16,25 @@ from __future__ import annotations
 
 import numpy as np
 
-from .acquisition import Physics, Simulation, _error_fields, _Run, _sinogram_errors
+from .acquisition import (
+    GENERATOR,
+    Physics,
+    Simulation,
+    _error_fields,
+    _Run,
+    _sinogram_errors,
+)
 from .projector import filter_sinogram, view_angles
 from .realism import specimen_seeds
 
 __all__ = ["view_error_energy", "slice_angular", "folder_angular", "oracle_folder"]
 
 
-def _slice_sources(sim: Simulation, run: _Run, meta: dict):
-    """Per slice: (mu, eps, the four error fields (1, V, D), noise key)."""
+def _slice_sources(phantom, run: _Run, meta: dict):
+    """Per slice: (mu, eps, the four error fields (1, V, D), noise key); the phantom is
+    rebuilt from the seeds when ``phantom`` is None."""
     n, seed = int(meta["n_slices"]), int(meta["seed"])
-    ph = sim.phantom
+    ph = phantom
     if meta.get("acquisition") == "independent":
         seeds = meta.get("specimen_seeds") or specimen_seeds(seed, n)
         for k in range(n):
@@ -69,14 +77,19 @@ def view_error_energy(sim: Simulation) -> tuple[np.ndarray, np.ndarray]:
         FBP-filtered (folded) sinogram error difference, input minus target (vibration,
         tiles and photon noise together).
     """
-    meta = sim.meta
+    return _view_error_energy(sim.meta, sim.phantom)
+
+
+def _view_error_energy(meta: dict, phantom=None) -> tuple[np.ndarray, np.ndarray]:
+    """:func:`view_error_energy` from a simulation's ``meta`` alone (and its phantom when
+    at hand): nothing of the simulated volumes is needed."""
     phys = Physics(**meta["physics"])
     run = _Run(phys, int(meta["size"]), int(meta["n_views"]), int(meta["rotations"]),
                int(meta["detector_bins"]))
     v = run.n_views
     pixel_mm = float(meta["pixel_size_mm"])
     rows = []
-    for mu, eps, err, key in _slice_sources(sim, run, meta):
+    for mu, eps, err, key in _slice_sources(phantom, run, meta):
         _, e_in, e_tg = _sinogram_errors(run, mu[None], eps[None], pixel_mm, err, [key])
         d = (e_in - e_tg).astype(np.float32)
         if v % 2 == 0:
@@ -95,10 +108,35 @@ def slice_angular(sim: Simulation) -> np.ndarray:
     angular part an ``oracle`` directional loss trains with
     (:class:`napari_dfct.losses.LossConfig`).
     """
+    return _slice_angular(sim.meta, sim.phantom)
+
+
+def _slice_angular(meta: dict, phantom=None) -> np.ndarray:
     from ..directional import oracle_angular
 
-    angles, energy = view_error_energy(sim)
+    angles, energy = _view_error_energy(meta, phantom)
     return np.asarray(oracle_angular(angles, energy), dtype=np.float32)
+
+
+def _simulator_meta(path):
+    """The folder that holds ``path`` and its simulator ``meta.json`` (ValueError when it
+    has none)."""
+    import json
+    from pathlib import Path
+
+    p = Path(path)
+    folder = p if p.is_dir() else p.parent
+    meta = None
+    try:
+        meta = json.loads((folder / "meta.json").read_text())
+    except (OSError, ValueError):
+        pass
+    if not isinstance(meta, dict) or meta.get("generator") != GENERATOR:
+        raise ValueError(
+            f"an oracle directional loss needs the simulator's truth (the error energy of "
+            f"every view), which only a folder written by `dfct simulate` holds; {folder} "
+            "has no simulator meta.json")
+    return folder, meta
 
 
 def oracle_folder(path):
@@ -111,30 +149,11 @@ def oracle_folder(path):
         ``path`` is not in a folder written by ``dfct simulate``: the truth an oracle
         loss needs exists only for simulated data.
     """
-    import json
-    from pathlib import Path
-
-    p = Path(path)
-    folder = p if p.is_dir() else p.parent
-    meta = folder / "meta.json"
-    ok = False
-    if meta.is_file():
-        try:
-            ok = (json.loads(meta.read_text()).get("generator")
-                  == "napari_dfct.simulate.simulate_dfct")
-        except (OSError, ValueError, AttributeError):
-            ok = False
-    if not ok:
-        raise ValueError(
-            f"an oracle directional loss needs the simulator's truth (the error energy of "
-            f"every view), which only a folder written by `dfct simulate` holds; {folder} "
-            "has no simulator meta.json")
-    return folder
+    return _simulator_meta(path)[0]
 
 
 def folder_angular(path) -> np.ndarray:
     """:func:`slice_angular` of the simulated set that holds ``path``
-    (:func:`oracle_folder`; ``ValueError`` for data that are not simulated)."""
-    from .files import load_simulation
-
-    return slice_angular(load_simulation(oracle_folder(path)))
+    (:func:`oracle_folder`; ``ValueError`` for data that are not simulated), from its
+    ``meta.json`` alone: the volumes are not read."""
+    return _slice_angular(_simulator_meta(path)[1])
