@@ -434,3 +434,50 @@ def test_error_cnr_and_body_psnr_against_the_reference(setup, stacks, qtbot):
     rec = _row(widget, "blurred").record()
     assert rec["error_cnr"] == pytest.approx(b.error_cnr.error_cnr)
     assert rec["psnr_body"] == pytest.approx(b.psnr_body)
+
+
+def test_roi_metrics_are_recomputed_only_when_their_geometry_or_data_change(
+        setup, stacks, monkeypatch):
+    """CNR and FWHM are cached by their own geometry: moving the signal ROI refits no
+    edge, moving the line recomputes no CNR, new pixel data recompute both; every value
+    still equals the metric computed directly."""
+    viewer, widget, rois = setup
+    noisy, _ = stacks
+    calls = {"cnr": 0, "fwhm": 0}
+    for name in calls:
+        real = getattr(metrics, name)
+
+        def counted(*a, _real=real, _name=name, **k):
+            calls[_name] += 1
+            return _real(*a, **k)
+
+        monkeypatch.setattr(metrics, name, counted)
+
+    def measured():
+        calls.update(cnr=0, fwhm=0)
+        widget.refresh()
+        return _row(widget, "input").measurement, dict(calls)
+
+    line = np.array([SIG, BG])
+    new_sig = (50.0, 115.0)
+    rois.data = _roi_data(sig=new_sig, line=line)  # the line stays where it was
+    m, n = measured()
+    assert n == {"cnr": 2, "fwhm": 0}  # two layers' CNR, no edge refitted
+    assert m.cnr.cnr == pytest.approx(metrics.cnr(noisy[1], new_sig, BG, SIZE).cnr,
+                                      rel=1e-12)
+    assert m.fwhm.fwhm == pytest.approx(metrics.fwhm(noisy[1], SIG, BG).fwhm, rel=1e-9)
+
+    new_line = np.array([[60.0, 60.0], [60.0, 100.0]])
+    rois.data = _roi_data(sig=new_sig, line=new_line)
+    m, n = measured()
+    assert n == {"cnr": 0, "fwhm": 2}
+    assert m.fwhm.fwhm == pytest.approx(
+        metrics.fwhm(noisy[1], new_line[0], new_line[1]).fwhm, rel=1e-9)
+
+    rois.data = _roi_data(sig=SIG, line=new_line)  # back to a position seen before
+    assert measured()[1] == {"cnr": 0, "fwhm": 0}
+
+    viewer.layers["input"].data = noisy[::-1].copy()  # new pixel data: both recomputed
+    m, n = measured()
+    assert n == {"cnr": 1, "fwhm": 1}
+    assert m.cnr.cnr == pytest.approx(metrics.cnr(noisy[2], SIG, BG, SIZE).cnr, rel=1e-12)

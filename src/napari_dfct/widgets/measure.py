@@ -105,6 +105,11 @@ def default_roi_data(shape2d, scale=(1.0, 1.0), translate=(0.0, 0.0),
     return roi.ROISet((cr, cc - off), (cr, cc + off), roi_size=size).shapes()
 
 
+def _geometry_key(*parts) -> tuple[float, ...]:
+    """Points and sizes as one hashable cache-key part (exact values)."""
+    return tuple(float(v) for p in parts for v in np.ravel(np.asarray(p, np.float64)))
+
+
 def _source_path(layer) -> str | None:
     src = layer.metadata.get("source")
     if isinstance(src, list | tuple):
@@ -178,6 +183,7 @@ class MeasureWidget(QWidget):
         self._created_rois = False
         self._connected: dict[int, Any] = {}
         self._ref_cache: OrderedDict = OrderedDict()
+        self._roi_cache: OrderedDict = OrderedDict()  # CNR, FWHM, error CNR by geometry
         # a unique token per layer and pixel-data state: cache keys never collide, even
         # when Python reuses the id of a removed layer
         self._versions = itertools.count(1)
@@ -624,9 +630,8 @@ class MeasureWidget(QWidget):
         s_center, s_size = sig.mean(axis=0), np.ptp(sig, axis=0)
         b_center, b_size = bg.mean(axis=0), np.ptp(bg, axis=0)
         line = self._to_layer(layer, geo["line"], point) if geo["line"] is not None else None
-        m = metrics.measure_all(img, s_center, b_center, line, size=tuple(s_size),
-                                background_size=tuple(b_size),
-                                linewidth=self.linewidth_spin.value())
+        m = self._roi_metrics(layer, img, idx, s_center, tuple(s_size), b_center,
+                              tuple(b_size), line)
         if ref_layer is not None:
             p, s, pr, sr = self._reference_metrics(layer, img, idx, ref_layer, ref,
                                                    ref_reason)
@@ -635,6 +640,21 @@ class MeasureWidget(QWidget):
                                     (s_center, tuple(s_size), b_center, tuple(b_size)))
         return Row(layer.name, slice_txt, m, m.reason, ref_name, self.linewidth_spin.value())
 
+    def _roi_metrics(self, layer, img, idx, s_center, s_size, b_center, b_size, line):
+        """CNR and FWHM of one slice (:func:`~napari_dfct.metrics.measure_all` without a
+        reference), each cached by its own geometry: dragging the signal ROI refits no
+        edge, moving the line recomputes no CNR."""
+        key = self._slice_key(layer, idx)
+        lw = self.linewidth_spin.value()
+        rois = _geometry_key(s_center, s_size, b_center, b_size)
+        edge = _geometry_key(s_center, b_center) if line is None else _geometry_key(line)
+        start, end = (s_center, b_center) if line is None else (line[0], line[1])
+        c = self._cached(("cnr", *key, rois), lambda: metrics.cnr(
+            img, s_center, b_center, s_size, background_size=b_size), self._roi_cache)
+        f = self._cached(("fwhm", *key, edge, lw), lambda: metrics.fwhm(
+            img, start, end, linewidth=lw), self._roi_cache)
+        return metrics.Measurement(c, f)
+
     def _truth_metrics(self, m, layer, img, idx, ref_layer, ref, ref_reason, point, rois):
         """The error CNR against the reference in the same ROIs and, when a Labels layer
         named ``body`` exists, PSNR/SSIM/RMSE inside it (cached like PSNR/SSIM)."""
@@ -642,8 +662,11 @@ class MeasureWidget(QWidget):
         if ref_reason or ref_slice is None:
             return m
         s_center, s_size, b_center, b_size = rois
-        e = metrics.error_cnr(img, ref_slice, s_center, b_center, s_size,
-                              background_size=b_size)
+        e = self._cached(
+            ("error_cnr", *self._slice_key(layer, idx), *self._slice_key(ref_layer, ref[1]),
+             _geometry_key(s_center, s_size, b_center, b_size)),
+            lambda: metrics.error_cnr(img, ref_slice, s_center, b_center, s_size,
+                                      background_size=b_size), self._roi_cache)
         m = replace(m, error_cnr=e)
         mask_layer = next((ly for ly in self.viewer.layers
                            if ly.name == "body" and isinstance(ly, Labels)), None)
@@ -681,17 +704,19 @@ class MeasureWidget(QWidget):
         """A layer's slice as a cache key part: the layer, its data version, the index."""
         return id(layer), self._data_version.get(id(layer), 0), idx
 
-    def _cached(self, key, compute):
-        """``compute()`` for ``key`` from the per-slice cache of whole-slice metrics
-        (least recently used first out, at most 128 entries)."""
-        hit = self._ref_cache.get(key)
+    def _cached(self, key, compute, cache: OrderedDict | None = None):
+        """``compute()`` for ``key`` from a cache (least recently used first out, at
+        most 128 entries): by default the cache of whole-slice metrics; the ROI metrics
+        have their own, so a drag through many positions never evicts those."""
+        cache = self._ref_cache if cache is None else cache
+        hit = cache.get(key)
         if hit is None:
             hit = compute()
-            self._ref_cache[key] = hit
-            while len(self._ref_cache) > 128:
-                self._ref_cache.popitem(last=False)
+            cache[key] = hit
+            while len(cache) > 128:
+                cache.popitem(last=False)
         else:
-            self._ref_cache.move_to_end(key)
+            cache.move_to_end(key)
         return hit
 
     # ------------------------------------------------------------------ table
