@@ -84,3 +84,35 @@ def test_a_linear_axis_shows_non_positive_values(plot):
     lo, hi = plot.to_pixel(0, -1.0), plot.to_pixel(2, 1.0)
     assert plot.plot_rect().contains(lo) and plot.plot_rect().contains(hi)
     assert lo.y() > hi.y()
+
+
+def test_dots_without_a_line_a_dashed_marker_line_and_the_title_row(qtbot):
+    w = CurvePlot(log_y=False, integer_x=False, title_row=True)
+    qtbot.addWidget(w)
+    w.resize(320, 170)
+    w.grab()
+    plain = CurvePlot(log_y=False, integer_x=False)
+    plain.resize(320, 170)
+    # the title's row lies above the legend, which still lies above the plot area
+    assert w.plot_rect().top() == plain.plot_rect().top() + CurvePlot.TITLE_HEIGHT
+    assert w.legend_rect().top() >= CurvePlot.TITLE_HEIGHT
+    assert w.legend_rect().bottom() <= w.plot_rect().top()
+    w.set_line("p", [0.0, 10.0], [0.0, 10.0], color="#ff0000", line=False)
+    w.set_vline(2.5, color="#00ff00")
+    w.set_title("edge", color="#ffffff")
+    assert w.vline == 2.5 and w.title == "edge"
+    image = w.grab().toImage()
+    assert _rgb(image, w.to_pixel(0.0, 0.0))[0] > 200  # the dots are painted
+    r, g, b = _rgb(image, w.to_pixel(5.0, 5.0))  # no line joins them
+    assert r < 100
+    def column(image):  # the pixels the 1-px vertical line at x = 2.5 covers most
+        return [image.pixelColor(int(w.to_pixel(2.5, y).x()), int(w.to_pixel(2.5, y).y()))
+                .getRgb()[:3] for y in np.linspace(0.5, 9.5, 40)]
+
+    on_line = column(image)
+    assert any(g > 200 and r < 100 for r, g, b in on_line)  # dashed: some, not all
+    assert not all(g > 200 and r < 100 for r, g, b in on_line)
+    w.set_vline(None)
+    assert w.vline is None
+    image = w.grab().toImage()
+    assert all(g < 150 for r, g, b in column(image))

@@ -111,11 +111,21 @@ def test_rows_match_the_metrics_of_the_displayed_slice(setup, stacks):
     assert _cell(widget, "truth", "PSNR (dB)").text() == "\u221e"
     # the plot shows the selected row's profile and fit
     widget.select_layer("input")
-    x = widget.plot.l_profile.get_xdata()
+    x, y = widget.plot.esf.line("profile")
     np.testing.assert_allclose(x, expected_f.distance)
-    np.testing.assert_allclose(widget.plot.l_profile.get_ydata(), expected_f.profile)
-    xf = widget.plot.l_fit.get_xdata()  # the fitted erf, on a finer grid over the line
+    np.testing.assert_allclose(y, expected_f.profile)
+    xf, yf = widget.plot.esf.line("fit")  # the fitted erf, on a finer grid over the line
     assert xf[0] == 0.0 and xf[-1] == pytest.approx(x[-1]) and len(xf) > len(x)
+    np.testing.assert_allclose(yf, metrics.erf_edge(
+        xf, expected_f.offset, expected_f.amplitude, expected_f.edge_position,
+        expected_f.sigma_profile))
+    assert widget.plot.esf.vline == pytest.approx(expected_f.edge_position)
+    assert widget.plot.esf.title.startswith("input")
+    assert widget.plot.lsf.title.startswith(f"FWHM {expected_f.fwhm:.2f}")
+    # the FWHM bar spans the fitted Gaussian's width at half its maximum
+    fx, _ = widget.plot.lsf.line("fwhm")
+    assert fx[1] - fx[0] == pytest.approx(expected_f.sigma_profile * metrics.FWHM_PER_SIGMA)
+    widget.plot.grab()  # paints
 
 
 def test_live_updates_move_drag_slice_and_off_image(setup, stacks, qtbot):

@@ -21,7 +21,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 import numpy as np
-from qtpy.QtCore import QPointF, QRectF, Qt
+from qtpy.QtCore import QPointF, QRectF, QSize, Qt
 from qtpy.QtGui import QColor, QFont, QFontMetricsF, QPainter, QPainterPath, QPen, QPolygonF
 from qtpy.QtWidgets import QSizePolicy, QWidget
 
@@ -37,6 +37,8 @@ class _Series:
     color: str
     label: str
     dots: bool
+    line: bool = True
+    width: float = 1.5
 
 
 def log_ticks(lo: float, hi: float) -> list[float]:
@@ -78,7 +80,7 @@ def linear_ticks(lo: float, hi: float, n: int = 5) -> list[float]:
 
 
 class CurvePlot(QWidget):
-    """Keyed curves over epochs, painted with QPainter.
+    """Keyed curves (over epochs by default), painted with QPainter.
 
     Parameters
     ----------
@@ -92,30 +94,61 @@ class CurvePlot(QWidget):
         napari theme name for the colours.
     height : int
         Minimum height in pixels.
+    title_row : bool
+        Reserve a row above the legend for a title (:meth:`set_title`).
     """
 
     MARGINS = (54.0, 10.0, 30.0, 20.0)  # left, right, bottom, top (the legend's row)
+    TITLE_HEIGHT = 14.0  # the title's row above the legend, with ``title_row``
 
     def __init__(self, parent: QWidget | None = None, *, xlabel: str = "",
                  ylabel: str = "", log_y: bool = True, integer_x: bool = True,
-                 theme: str = "dark", height: int = 150) -> None:
+                 theme: str = "dark", height: int = 150, title_row: bool = False) -> None:
         super().__init__(parent)
         self.xlabel, self.ylabel = xlabel, ylabel
         self.log_y, self.integer_x = bool(log_y), bool(integer_x)
         self._colors = theme_colors(theme)
         self._series: dict[str, _Series] = {}
         self._marker: tuple[float, float, str, str] | None = None
+        self._vline: tuple[float, str] | None = None
+        self._title_row = bool(title_row)
+        self._title: tuple[str, str | None] = ("", None)
         self.setMinimumHeight(int(height))
         self.setSizePolicy(QSizePolicy.Policy.Expanding, QSizePolicy.Policy.Expanding)
         self._font = QFont(self.font())
         self._font.setPointSizeF(7.5)
 
+    def sizeHint(self) -> QSize:  # noqa: N802 - Qt's name
+        """400 px wide (a dock opens wide enough to read the axes), the minimum height."""
+        return QSize(400, self.minimumHeight())
+
     # ------------------------------------------------------------------ content
     def set_line(self, key: str, x: Sequence[float], y: Sequence[float], *, color: str,
-                 label: str = "", dots: bool = True) -> None:
-        """Create or replace the series ``key`` (call :meth:`redraw` to show it)."""
+                 label: str = "", dots: bool = True, line: bool = True,
+                 width: float = 1.5) -> None:
+        """Create or replace the series ``key`` (call :meth:`redraw` to show it): a
+        polyline of ``width`` pixels (unless ``line`` is false) and/or dots."""
         self._series[key] = _Series(np.asarray(x, float), np.asarray(y, float), color,
-                                    label or key, bool(dots))
+                                    label or key, bool(dots), bool(line), float(width))
+
+    def set_vline(self, x: float | None, *, color: str = "#c792ea") -> None:
+        """A dashed vertical line at ``x`` across the plot area (hidden when None)."""
+        ok = x is not None and math.isfinite(x)
+        self._vline = (float(x), color) if ok else None
+
+    @property
+    def vline(self) -> float | None:
+        """Where the vertical line is, or None."""
+        return None if self._vline is None else self._vline[0]
+
+    def set_title(self, text: str, color: str | None = None) -> None:
+        """The title, left-aligned above the legend (needs ``title_row=True``)."""
+        self._title = (str(text), color)
+        self.update()
+
+    @property
+    def title(self) -> str:
+        return self._title[0]
 
     def set_marker(self, x: float | None, y: float | None, *, color: str = "#ffd166",
                    label: str = "best") -> None:
@@ -137,6 +170,7 @@ class CurvePlot(QWidget):
         """Remove every series and the marker."""
         self._series.clear()
         self._marker = None
+        self._vline = None
         self.update()
 
     def set_theme(self, theme: str) -> None:
@@ -151,6 +185,7 @@ class CurvePlot(QWidget):
     def plot_rect(self) -> QRectF:
         """The plot area in widget pixels."""
         left, right, bottom, top = self.MARGINS
+        top += self.TITLE_HEIGHT if self._title_row else 0.0
         w, h = float(self.width()), float(self.height())
         return QRectF(left, top, max(w - left - right, 1.0), max(h - top - bottom, 1.0))
 
@@ -211,7 +246,8 @@ class CurvePlot(QWidget):
         return m
 
     def _legend_items(self) -> list[tuple[str, str, str]]:
-        items = [(s.label, s.color, "line") for s in self._series.values()]
+        items = [(s.label, s.color, "line" if s.line else "dot")
+                 for s in self._series.values()]
         if self._marker is not None:
             items.append((self._marker[3], self._marker[2], "star"))
         return items
@@ -222,7 +258,8 @@ class CurvePlot(QWidget):
         width = sum(22.0 + fm.horizontalAdvance(label) + 12.0
                     for label, _, _ in self._legend_items())
         r = self.plot_rect()
-        return QRectF(r.left(), 2.0, width, max(r.top() - 4.0, 1.0))
+        top = 2.0 + (self.TITLE_HEIGHT if self._title_row else 0.0)
+        return QRectF(r.left(), top, width, max(r.top() - top - 2.0, 1.0))
 
     # ------------------------------------------------------------------ painting
     def paintEvent(self, _event) -> None:  # noqa: N802 - Qt's name
@@ -243,6 +280,10 @@ class CurvePlot(QWidget):
             p.setClipRect(r)
             for s in self._series.values():
                 self._paint_series(p, s, m)
+            if self._vline is not None:
+                pt = m(self._vline[0], lim[2])
+                p.setPen(QPen(QColor(self._vline[1]), 1.0, Qt.PenStyle.DashLine))
+                p.drawLine(QPointF(pt.x(), r.top()), QPointF(pt.x(), r.bottom()))
             if self._marker is not None:
                 x, y, color, _ = self._marker
                 if not self.log_y or y > 0:
@@ -254,6 +295,13 @@ class CurvePlot(QWidget):
 
     def _paint_labels(self, p: QPainter, r: QRectF) -> None:
         p.setPen(QColor(self._colors["text"]))
+        text, color = self._title
+        if self._title_row and text:
+            p.setPen(QColor(color or self._colors["text"]))
+            p.drawText(QRectF(4.0, 1.0, max(self.width() - 8.0, 1.0), self.TITLE_HEIGHT),
+                       int(Qt.AlignmentFlag.AlignLeft | Qt.AlignmentFlag.AlignVCenter),
+                       text)
+            p.setPen(QColor(self._colors["text"]))
         h = float(self.height())
         p.drawText(QRectF(r.left(), h - 14.0, r.width(), 14.0),
                    int(Qt.AlignmentFlag.AlignHCenter | Qt.AlignmentFlag.AlignVCenter),
@@ -301,8 +349,11 @@ class CurvePlot(QWidget):
         if not pts:
             return
         color = QColor(s.color)
-        p.setPen(QPen(color, 1.5))
-        p.drawPolyline(QPolygonF(pts))
+        if s.line:
+            pen = QPen(color, s.width)
+            pen.setCapStyle(Qt.PenCapStyle.FlatCap)
+            p.setPen(pen)
+            p.drawPolyline(QPolygonF(pts))
         if s.dots:
             p.setPen(Qt.PenStyle.NoPen)
             p.setBrush(color)
@@ -318,6 +369,11 @@ class CurvePlot(QWidget):
             q = QColor(color)
             if kind == "star":
                 _star(p, QPointF(x + 9.0, y), 5.5, q)
+            elif kind == "dot":
+                p.setPen(Qt.PenStyle.NoPen)
+                p.setBrush(q)
+                p.drawEllipse(QPointF(x + 9.0, y), 2.0, 2.0)
+                p.setBrush(Qt.BrushStyle.NoBrush)
             else:
                 p.setPen(QPen(q, 1.8))
                 p.drawLine(QPointF(x, y), QPointF(x + 18.0, y))

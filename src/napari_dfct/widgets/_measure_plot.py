@@ -1,18 +1,18 @@
 """The Measure widget's plot: the edge profile with its erf fit, and the line spread
-function with the FWHM marked (two stacked :class:`~napari_dfct.widgets._plot.PlotCanvas`
-panels over the same distance along the line)."""
+function with the FWHM marked (two stacked :class:`~napari_dfct.widgets._curves.CurvePlot`
+panels over the same distance along the line, painted with QPainter)."""
 
 from __future__ import annotations
 
 import math
 
 import numpy as np
-from qtpy.QtCore import QTimer
 from qtpy.QtWidgets import QVBoxLayout, QWidget
 
 from .. import metrics
+from ._curves import CurvePlot
 from ._measure_table import WARN
-from ._plot import PlotCanvas, theme_colors
+from ._plot import theme_colors
 
 __all__ = ["ProfilePlot"]
 
@@ -22,69 +22,50 @@ _COLORS = {"profile": "#9aa5b1", "fit": "#ff9f40", "lsf": "#4fa3ff", "gauss": "#
 
 class ProfilePlot(QWidget):
     """Edge profile with the erf fit (top) and the LSF with the FWHM marked (bottom): two
-    stacked :class:`~napari_dfct.widgets._plot.PlotCanvas` panels over the same distance.
+    stacked :class:`~napari_dfct.widgets._curves.CurvePlot` panels over the same distance.
 
-    The lines take new data at once; the figure is rendered once the data have rested
-    for :attr:`REST_MS` (a drag of an ROI or the line updates the table live, and the
-    35-55 ms of Agg rendering run once when the drag pauses, not on every step).
+    Both are painted with QPainter in the paint event Qt schedules (a few milliseconds),
+    so they follow a drag of an ROI or the line live, like the table.
     """
-
-    REST_MS = 150
 
     def __init__(self, theme: str = "dark", parent: QWidget | None = None):
         super().__init__(parent)
-        self._c = colors = theme_colors(theme)
-        self.esf = PlotCanvas(ylabel="profile", height=1.6, theme=theme)
-        self.lsf = PlotCanvas(xlabel="distance along the line (px)", ylabel="LSF",
-                              height=1.6, theme=theme)
+        self._c = theme_colors(theme)
+        self.esf = CurvePlot(ylabel="profile", log_y=False, integer_x=False, theme=theme,
+                             height=90, title_row=True)
+        self.lsf = CurvePlot(xlabel="distance along the line (px)", ylabel="LSF",
+                             log_y=False, integer_x=False, theme=theme, height=90,
+                             title_row=True)
         lay = QVBoxLayout(self)
         lay.setContentsMargins(0, 0, 0, 0)
         lay.setSpacing(0)
         lay.addWidget(self.esf, 1)
         lay.addWidget(self.lsf, 1)
-        c, esf, lsf = _COLORS, self.esf, self.lsf
-        self.l_profile = esf.set_line("profile", [], [], linestyle="none", marker=".",
-                                      markersize=3, color=c["profile"], label="profile")
-        self.l_fit = esf.set_line("fit", [], [], linewidth=1.6, color=c["fit"],
-                                  label="erf fit")
-        self.l_lsf = lsf.set_line("lsf", [], [], linewidth=1.2, color=c["lsf"],
-                                  label="d/dx smoothed")
-        self.l_gauss = lsf.set_line("gauss", [], [], linewidth=1.4, color=c["gauss"],
-                                    label="fit (Gaussian)")
-        self.l_fwhm = lsf.set_line("fwhm", [], [], linewidth=2.2, color=c["fwhm"],
-                                   solid_capstyle="butt", label="FWHM")
-        self.v_edge = esf.ax.axvline(0, color=c["edge"], lw=0.9, ls="--", visible=False)
-        esf.legend()
-        lsf.legend()
-        self.title = esf.ax.set_title("", color=colors["text"], fontsize=8, loc="left")
-        self.note = lsf.ax.set_title("", color=colors["text"], fontsize=8, loc="left")
-        self._draw_timer = QTimer(self)
-        self._draw_timer.setSingleShot(True)
-        self._draw_timer.setInterval(self.REST_MS)
-        self._draw_timer.timeout.connect(self.draw_now)
+        self._set_lines(*(np.zeros(0),) * 7)
 
-    def _redraw(self) -> None:
-        self._draw_timer.start()  # restarted by every change: drawn once they rest
-
-    def draw_now(self) -> None:
-        """Render both panels now (pending changes included)."""
-        self._draw_timer.stop()
-        self.esf.redraw()
-        self.lsf.redraw()
+    def _set_lines(self, x, profile, xf, fit, lsf, gauss, fwhm_x, fwhm_y=None) -> None:
+        c = _COLORS
+        self.esf.set_line("profile", x, profile, color=c["profile"], label="profile",
+                          line=False)
+        self.esf.set_line("fit", xf, fit, color=c["fit"], label="erf fit", dots=False,
+                          width=1.6)
+        self.lsf.set_line("lsf", x, lsf, color=c["lsf"], label="d/dx smoothed",
+                          dots=False, width=1.2)
+        self.lsf.set_line("gauss", xf, gauss, color=c["gauss"], label="fit (Gaussian)",
+                          dots=False, width=1.4)
+        self.lsf.set_line("fwhm", fwhm_x, np.zeros(0) if fwhm_y is None else fwhm_y,
+                          color=c["fwhm"], label="FWHM", dots=False, width=2.2)
 
     def show_result(self, title: str, res: metrics.FWHMResult | None, reason: str | None):
-        self.title.set_text(title)
+        self.esf.set_title(title)
         empty = np.zeros(0)
         if res is None or res.distance.size == 0:
-            for ln in (self.l_profile, self.l_fit, self.l_lsf, self.l_gauss, self.l_fwhm):
-                ln.set_data(empty, empty)
-            self.v_edge.set_visible(False)
-            self.note.set_text(_short(f"FWHM n/a: {reason}") if reason else "")
-            self.note.set_color(WARN.name())
+            self._set_lines(*(empty,) * 7)
+            self.esf.set_vline(None)
+            self.lsf.set_title(_short(f"FWHM n/a: {reason}") if reason else "", WARN.name())
             self._redraw()
             return
         x = res.distance
-        self.l_profile.set_data(x, res.profile)
         ok = res.reason is None
         # the fitted curves on a fine grid (sharp edges would look jagged at the samples)
         xf = np.linspace(x[0], x[-1], max(8 * x.size, 200)) if ok else empty
@@ -92,27 +73,27 @@ class ProfilePlot(QWidget):
         fit = metrics.erf_edge(xf, res.offset, res.amplitude, res.edge_position, sp)
         gauss = (abs(res.amplitude) * math.sqrt(2 / math.pi) / sp
                  * np.exp(-0.5 * ((xf - res.edge_position) / sp) ** 2)) if ok else empty
-        self.l_fit.set_data(xf, fit if ok else empty)
-        self.l_lsf.set_data(x, res.derivative if res.derivative.size else np.zeros_like(x))
-        self.l_gauss.set_data(xf, gauss)
+        lsf = res.derivative if res.derivative.size else np.zeros_like(x)
         if ok:
             peak = float(np.max(gauss)) if gauss.size else 0.0
             half = res.sigma_profile * metrics.FWHM_PER_SIGMA / 2.0
-            self.l_fwhm.set_data([res.edge_position - half, res.edge_position + half],
-                                 [peak / 2.0, peak / 2.0])
-            self.v_edge.set_xdata([res.edge_position, res.edge_position])
-            self.v_edge.set_visible(True)
+            self._set_lines(x, res.profile, xf, fit, lsf, gauss,
+                            [res.edge_position - half, res.edge_position + half],
+                            [peak / 2.0, peak / 2.0])
+            self.esf.set_vline(res.edge_position, color=_COLORS["edge"])
             text = f"FWHM {res.fwhm:.2f} \u00b1 {res.fwhm_stderr:.2f} px"
             if not math.isnan(res.halfmax_fwhm):
                 text += f"   (half-max check {res.halfmax_fwhm:.2f})"
-            self.note.set_text(text)
-            self.note.set_color(self._c["text"])
+            self.lsf.set_title(text)
         else:
-            self.l_fwhm.set_data(empty, empty)
-            self.v_edge.set_visible(False)
-            self.note.set_text(_short(f"FWHM n/a: {res.reason}"))
-            self.note.set_color(WARN.name())
+            self._set_lines(x, res.profile, empty, empty, lsf, empty, empty)
+            self.esf.set_vline(None)
+            self.lsf.set_title(_short(f"FWHM n/a: {res.reason}"), WARN.name())
         self._redraw()
+
+    def _redraw(self) -> None:
+        self.esf.redraw()
+        self.lsf.redraw()
 
 
 def _short(text: str, n: int = 70) -> str:
