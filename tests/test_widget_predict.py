@@ -112,6 +112,33 @@ def test_current_slice_and_whole_volume(viewer, registry, model_dir, qtbot, note
     assert notes["error"] == []
 
 
+def test_canvas_refreshed_only_when_a_slice_in_view_was_filled(viewer):
+    """Filled slices are always announced (a data event); the layer is re-sliced and
+    repainted only when the canvas shows one of them: in 2-D the slice in view, in 3-D
+    every slice."""
+    from types import SimpleNamespace
+
+    widget = _widget(viewer)
+    out = viewer.add_image(np.zeros((6, 8, 8), np.float32), name="prediction",
+                           scale=SCALE, translate=TRANSLATE)
+    z = 4
+    viewer.dims.set_point(0, TRANSLATE[0] + z * SCALE[0])  # world -> data slice 4
+    refreshes, events = [], []
+    out.refresh = lambda *a, **k: refreshes.append(1)
+    out.events.data.connect(lambda e: events.append(1))
+
+    def announce(written):
+        widget._refresh_output(SimpleNamespace(output=out, changed=True,
+                                               written=set(written)))
+        return len(events), len(refreshes)
+
+    assert announce({0, 1, 2}) == (1, 0)  # not in view: announced, not repainted
+    assert announce({3, 4}) == (2, 1)
+    assert announce(set()) == (3, 2)  # nothing recorded: refreshed, to be safe
+    viewer.dims.ndisplay = 3
+    assert announce({0}) == (4, 3)  # a 3-D view shows every slice
+
+
 def test_open_folder_and_2d_layer(make_napari_viewer, registry, model_dir, qtbot, notes,
                                   small_sim, tmp_path):
     viewer = make_napari_viewer()
