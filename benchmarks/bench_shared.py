@@ -1,5 +1,6 @@
-"""Training on a shared machine: wall and CPU time of ``dfct train`` idle and under a
-competing load, with torch's OpenMP threads waiting actively (spinning) or passively.
+"""Training on a shared machine: wall and CPU time of ``dfct train`` (or, with
+``--command demo``, of the whole ``dfct demo``) idle and under a competing load, with
+torch's OpenMP threads waiting actively (spinning) or passively.
 
 A competing load is ``--load`` processes that spin on the CPU for the whole run (another
 user's jobs). Each case runs ``dfct train`` in a fresh process, on a simulated volume
@@ -12,8 +13,8 @@ the cost this benchmark exposes. Cases:
   OpenMP runtime torch ships with does by default for a while after each region);
 - ``passive``: ``OMP_WAIT_POLICY=PASSIVE`` (threads sleep at once);
 - ``short``: ``GOMP_SPINCOUNT=10000`` (a short spin, then sleep); ``shorter``: 1000;
-- ``default``: the environment as ``dfct`` sets it (``napari_dfct`` chooses the policy
-  unless the user set one);
+- ``default``: the environment as ``dfct`` sets it (``napari_dfct`` sets a short spin,
+  ``GOMP_SPINCOUNT=10000``, unless the user set a policy of their own);
 - ``before`` (with ``--before-src DIR``): an earlier version of the package, default
   environment.
 
@@ -22,6 +23,8 @@ Usage::
     python benchmarks/bench_shared.py            # about 4 minutes on 2 cores
     python benchmarks/bench_shared.py --epochs 2 --load 2
     python benchmarks/bench_shared.py --repeat 3 --before-src OLD/src   # medians
+    python benchmarks/bench_shared.py --command demo --cases default --loaded-only \
+        --before-src OLD/src            # the whole demo under load: about an hour
 """
 
 from __future__ import annotations
@@ -45,12 +48,18 @@ def _spin(stop) -> None:
             pass
 
 
-def run_train(data: Path, out: Path, epochs: int, env: dict) -> tuple[float, float]:
-    """Wall and CPU seconds (user + system) of one ``dfct train``."""
-    cmd = [sys.executable, "-m", "napari_dfct", "train", "--data", str(data), "--out",
-           str(out), "--epochs", str(epochs), "--patience", str(epochs + 1), "--preset",
-           "small", "--batch-size", "8", "--patch", "64", "--patches-per-slice", "8",
-           "--device", "cpu", "--no-progress"]
+def command(kind: str, data: Path, out: Path, epochs: int) -> list[str]:
+    """The ``dfct`` command line of one run: ``train`` (the default) or ``demo``."""
+    dfct = [sys.executable, "-m", "napari_dfct"]
+    if kind == "demo":
+        return [*dfct, "demo", "--out", str(out)]
+    return [*dfct, "train", "--data", str(data), "--out", str(out), "--epochs", str(epochs),
+            "--patience", str(epochs + 1), "--preset", "small", "--batch-size", "8",
+            "--patch", "64", "--patches-per-slice", "8", "--device", "cpu", "--no-progress"]
+
+
+def run_cmd(cmd: list[str], env: dict) -> tuple[float, float]:
+    """Wall and CPU seconds (user + system, of the process and all its children)."""
     before = resource.getrusage(resource.RUSAGE_CHILDREN)
     t0 = time.perf_counter()
     subprocess.run(cmd, check=True, capture_output=True, env=env)
@@ -67,15 +76,21 @@ def main(argv=None) -> int:
     ap.add_argument("--repeat", type=int, default=1,
                     help="runs per case and condition, interleaved (medians reported)")
     ap.add_argument("--cases", default="spin,passive,default")
+    ap.add_argument("--command", choices=("train", "demo"), default="train",
+                    help="what each case runs: dfct train (default; --epochs) or the whole "
+                         "dfct demo (about 6-9 minutes idle on 2 cores)")
+    ap.add_argument("--loaded-only", action="store_true",
+                    help="only the runs under load (the idle ones are skipped)")
     ap.add_argument("--before-src", default=None, metavar="DIR",
                     help="also run case 'before': the package in DIR (a checkout's src/ "
                          "of an earlier version) with the default environment")
     a = ap.parse_args(argv)
     work = Path(tempfile.mkdtemp(prefix="dfct-bench-shared-"))
     data = work / "data"
-    subprocess.run([sys.executable, "-m", "napari_dfct", "simulate", str(data),
-                    "--specimens", "12", "--size", "128", "--seed", "0"],
-                   check=True, capture_output=True)
+    if a.command == "train":  # the demo simulates its own data
+        subprocess.run([sys.executable, "-m", "napari_dfct", "simulate", str(data),
+                        "--specimens", "12", "--size", "128", "--seed", "0"],
+                       check=True, capture_output=True)
     base = {k: v for k, v in os.environ.items() if k != "OMP_WAIT_POLICY"}
     base = {k: v for k, v in base.items() if k != "GOMP_SPINCOUNT"}
     envs = {"spin": {**base, "OMP_WAIT_POLICY": "ACTIVE"},
@@ -88,11 +103,11 @@ def main(argv=None) -> int:
         envs["before"] = {**base, "PYTHONPATH": str(Path(a.before_src).resolve())}
         cases.insert(0, "before")
     cores = len(os.sched_getaffinity(0))
-    print(f"dfct train, preset small, {a.epochs} epochs, {cores} cores; "
-          f"load: {a.load} busy processes")
+    what = "dfct demo" if a.command == "demo" else f"dfct train, preset small, {a.epochs} epochs"
+    print(f"{what}, {cores} cores; load: {a.load} busy processes")
     print(f"{'case':9s} {'load':>5s} {'wall s':>8s} {'CPU s':>8s} {'CPU/wall':>9s}")
     results: dict = {}
-    for loaded in (False, True):
+    for loaded in (True,) if a.loaded_only else (False, True):
         stop = mp.Event()
         procs = []
         if loaded:
@@ -105,7 +120,8 @@ def main(argv=None) -> int:
             for i in range(max(1, a.repeat)):
                 for case in cases:
                     out = work / f"{case}-{int(loaded)}-{i}"
-                    wall, cpu = run_train(data, out, a.epochs, envs[case])
+                    wall, cpu = run_cmd(command(a.command, data, out, a.epochs),
+                                        envs[case])
                     results.setdefault((case, loaded), []).append((wall, cpu))
                     print(f"{case:9s} {'yes' if loaded else 'no':>5s} {wall:8.1f} {cpu:8.1f} "
                           f"{cpu / wall:9.2f}", flush=True)
@@ -115,8 +131,13 @@ def main(argv=None) -> int:
                 p.join(timeout=5)
     print("medians:")
     for case in cases:
-        (w0, c0), (w1, c1) = (tuple(float(np.median(v)) for v in zip(*results[(case, k)]))
-                              for k in (False, True))
+        med = {k: tuple(float(np.median(v)) for v in zip(*results[(case, k)]))
+               for k in (False, True) if (case, k) in results}
+        if False not in med:
+            w1, c1 = med[True]
+            print(f"{case}: under load {w1:.1f} s wall, {c1:.1f} s CPU")
+            continue
+        (w0, c0), (w1, c1) = med[False], med[True]
         print(f"{case}: idle {w0:.1f} s wall, {c0:.1f} s CPU; under load {w1:.1f} s wall, "
               f"{c1:.1f} s CPU (wall x{w1 / w0:.2f}, CPU x{c1 / c0:.2f})")
     return 0
