@@ -12,7 +12,6 @@ from qtpy.QtWidgets import QVBoxLayout, QWidget
 from .. import metrics
 from ._curves import CurvePlot
 from ._measure_table import WARN
-from ._plot import theme_colors
 
 __all__ = ["ProfilePlot"]
 
@@ -30,7 +29,6 @@ class ProfilePlot(QWidget):
 
     def __init__(self, theme: str = "dark", parent: QWidget | None = None):
         super().__init__(parent)
-        self._c = theme_colors(theme)
         self.esf = CurvePlot(ylabel="profile", log_y=False, integer_x=False, theme=theme,
                              height=90, title_row=True)
         self.lsf = CurvePlot(xlabel="distance along the line (px)", ylabel="LSF",
