@@ -23,7 +23,7 @@ Usage::
     python benchmarks/bench_shared.py            # about 4 minutes on 2 cores
     python benchmarks/bench_shared.py --epochs 2 --load 2
     python benchmarks/bench_shared.py --repeat 3 --before-src OLD/src   # medians
-    python benchmarks/bench_shared.py --command demo --cases default --loaded-only \
+    python benchmarks/bench_shared.py --command demo --cases default --only loaded \
         --before-src OLD/src            # the whole demo under load: about an hour
 """
 
@@ -79,8 +79,8 @@ def main(argv=None) -> int:
     ap.add_argument("--command", choices=("train", "demo"), default="train",
                     help="what each case runs: dfct train (default; --epochs) or the whole "
                          "dfct demo (about 6-9 minutes idle on 2 cores)")
-    ap.add_argument("--loaded-only", action="store_true",
-                    help="only the runs under load (the idle ones are skipped)")
+    ap.add_argument("--only", choices=("idle", "loaded"), default=None,
+                    help="only the idle runs, or only the runs under load")
     ap.add_argument("--before-src", default=None, metavar="DIR",
                     help="also run case 'before': the package in DIR (a checkout's src/ "
                          "of an earlier version) with the default environment")
@@ -107,7 +107,7 @@ def main(argv=None) -> int:
     print(f"{what}, {cores} cores; load: {a.load} busy processes")
     print(f"{'case':9s} {'load':>5s} {'wall s':>8s} {'CPU s':>8s} {'CPU/wall':>9s}")
     results: dict = {}
-    for loaded in (True,) if a.loaded_only else (False, True):
+    for loaded in {"idle": (False,), "loaded": (True,)}.get(a.only, (False, True)):
         stop = mp.Event()
         procs = []
         if loaded:
@@ -133,9 +133,10 @@ def main(argv=None) -> int:
     for case in cases:
         med = {k: tuple(float(np.median(v)) for v in zip(*results[(case, k)]))
                for k in (False, True) if (case, k) in results}
-        if False not in med:
-            w1, c1 = med[True]
-            print(f"{case}: under load {w1:.1f} s wall, {c1:.1f} s CPU")
+        if len(med) == 1:
+            (loaded, (w, c)), = med.items()
+            print(f"{case}: {'under load' if loaded else 'idle'} {w:.1f} s wall, "
+                  f"{c:.1f} s CPU")
             continue
         (w0, c0), (w1, c1) = med[False], med[True]
         print(f"{case}: idle {w0:.1f} s wall, {c0:.1f} s CPU; under load {w1:.1f} s wall, "
