@@ -46,3 +46,19 @@ def test_importing_the_package_sets_the_spin_count_before_torch_loads():
     assert out.stdout.split() == ["10000", "None"], out.stderr
     assert run({**env, "GOMP_SPINCOUNT": "7"}).stdout.split() == ["7", "None"]
     assert run({**env, "OMP_WAIT_POLICY": "ACTIVE"}).stdout.split() == ["None", "ACTIVE"]
+
+
+def test_grid_workers_share_the_cores_this_process_may_use():
+    """A grid's pool workers divide the cores of the affinity mask, not the machine's
+    count (which a mask or a container's quota does not change)."""
+    from napari_dfct.experiment.executors import pool_threads
+
+    mask = os.sched_getaffinity(0)
+    try:
+        os.sched_setaffinity(0, {min(mask)})  # one core allowed, the machine unchanged
+        assert pool_threads(1) == 1 and pool_threads(2) == 1
+    finally:
+        os.sched_setaffinity(0, mask)
+    assert pool_threads(1) == _threads.usable_cores()
+    assert pool_threads(2) == max(1, _threads.usable_cores() // 2)
+    assert pool_threads(64) == 1

@@ -240,6 +240,14 @@ def _visible_gpus(n_gpu: int) -> list[str]:
     return ids[:n_gpu] if ids else [str(i) for i in range(n_gpu)]
 
 
+def pool_threads(jobs: int) -> int:
+    """CPU threads of each of ``jobs`` pool workers: the cores this process may use (its
+    affinity mask, capped by a cgroup CPU quota), shared out; at least one."""
+    from .._threads import usable_cores
+
+    return max(1, usable_cores() // max(1, int(jobs)))
+
+
 def _run_local(specs, jobs, on_done, bar):
     if jobs <= 1:
         for spec in specs:
@@ -264,7 +272,7 @@ def _run_local(specs, jobs, on_done, bar):
     device = str(specs[0].get("device", "auto")) if specs else "auto"
     n_gpu = _cuda_count(device)
     queue = None
-    threads = max(1, (os.cpu_count() or 1) // jobs)
+    threads = pool_threads(jobs)
     if n_gpu > 1:
         gpus = _visible_gpus(n_gpu)
         queue = ctx.Queue()
