@@ -104,7 +104,8 @@ def main(argv=None) -> int:
         cases.insert(0, "before")
     cores = len(os.sched_getaffinity(0))
     what = "dfct demo" if a.command == "demo" else f"dfct train, preset small, {a.epochs} epochs"
-    print(f"{what}, {cores} cores; load: {a.load} busy processes")
+    load = "idle only" if a.only == "idle" else f"load: {a.load} busy processes"
+    print(f"{what}, {cores} cores; {load}")
     print(f"{'case':9s} {'load':>5s} {'wall s':>8s} {'CPU s':>8s} {'CPU/wall':>9s}")
     results: dict = {}
     for loaded in {"idle": (False,), "loaded": (True,)}.get(a.only, (False, True)):
