@@ -121,14 +121,16 @@ def _slice_angular(meta: dict, phantom=None) -> np.ndarray:
 def _simulator_meta(path):
     """The folder that holds ``path`` and its simulator ``meta.json`` (ValueError when it
     has none)."""
-    import json
     from pathlib import Path
+
+    from .._files import read_json
+    from .files import _META
 
     p = Path(path)
     folder = p if p.is_dir() else p.parent
     meta = None
     try:
-        meta = json.loads((folder / "meta.json").read_text())
+        meta = read_json(folder / _META)
     except (OSError, ValueError):
         pass
     if not isinstance(meta, dict) or meta.get("generator") != GENERATOR:

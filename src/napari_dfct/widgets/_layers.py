@@ -171,9 +171,7 @@ def upsert_image(
 
 
 def _same(current, new) -> bool:
-    a = np.asarray(current, dtype=float)
-    b = np.asarray(new, dtype=float)
-    return a.shape == b.shape and bool(np.array_equal(a, b))
+    return bool(np.array_equal(np.asarray(current, float), np.asarray(new, float)))
 
 
 def _safe_limits(limits: tuple[float, float]) -> tuple[float, float]:
