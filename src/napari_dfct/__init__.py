@@ -5,7 +5,7 @@ The core modules (``simulate``, ``io``, ``weights``, ``losses``, ``model``, ``da
 napari; ``napari_dfct.widgets`` holds the napari dock widgets.
 """
 
-from ._threads import choose_wait_policy as _choose_wait_policy
+from ._threads import configure_openmp as _configure_openmp
 
 __version__ = "0.1.0"
 
@@ -14,4 +14,4 @@ __all__ = ["__version__"]
 # before anything imports torch: a short OpenMP spin, so that waiting threads do not
 # burn the CPU that other jobs on a shared machine need (napari_dfct._threads; a
 # GOMP_SPINCOUNT or OMP_WAIT_POLICY of the user's own is kept)
-_choose_wait_policy()
+_configure_openmp()

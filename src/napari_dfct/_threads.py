@@ -9,7 +9,7 @@ working threads included. ``benchmarks/bench_shared.py`` (``docs/performance.md`
 time and 1.7-2.8x its CPU time with the default; with a spin of 10 000 iterations
 (``GOMP_SPINCOUNT=10000``) 2.2x and 1.2x, for 4 % more wall time when idle.
 
-:func:`choose_wait_policy` runs when :mod:`napari_dfct` is imported: unless the user set
+:func:`configure_openmp` runs when :mod:`napari_dfct` is imported: unless the user set
 ``OMP_WAIT_POLICY`` or ``GOMP_SPINCOUNT`` (their choice wins) or torch is already imported
 (too late: the runtime reads them when it loads), it sets ``GOMP_SPINCOUNT=10000``. Under
 a cgroup CPU quota smaller than the cores the process sees (a container, a cluster job)
@@ -24,7 +24,7 @@ from __future__ import annotations
 import os
 import sys
 
-__all__ = ["SPIN_COUNT", "usable_cores", "decide", "choose_wait_policy"]
+__all__ = ["SPIN_COUNT", "usable_cores", "decide", "configure_openmp"]
 
 #: Spin iterations of a waiting OpenMP thread before it sleeps (libgomp's default: 300000).
 SPIN_COUNT = 10_000
@@ -65,7 +65,7 @@ def decide(environ, cores: int, torch_loaded: bool) -> dict:
     return out
 
 
-def choose_wait_policy(environ=None) -> dict:
+def configure_openmp(environ=None) -> dict:
     """Apply :func:`decide` to ``environ`` (default ``os.environ``); return what was set."""
     env = os.environ if environ is None else environ
     out = decide(env, usable_cores(), "torch" in sys.modules)
