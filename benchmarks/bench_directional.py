@@ -57,8 +57,11 @@ def main() -> None:
     for name in CONFIGS:
         torch.manual_seed(0)
         model = build_model(args.preset)
-        models[name] = (model, torch.optim.Adam(model.parameters(), lr=1e-3,
-                                                weight_decay=0.1), AmplifiedLoss(name))
+        models[name] = (
+            model,
+            torch.optim.Adam(model.parameters(), lr=1e-3, weight_decay=0.1),
+            AmplifiedLoss(name),
+        )
 
     def step(name):
         model, opt, loss_fn = models[name]
@@ -80,7 +83,7 @@ def main() -> None:
     times = {n: [] for n in CONFIGS}
     ltimes = {n: [] for n in CONFIGS}
     for r in range(args.rounds):
-        order = CONFIGS[r % len(CONFIGS):] + CONFIGS[: r % len(CONFIGS)]
+        order = CONFIGS[r % len(CONFIGS) :] + CONFIGS[: r % len(CONFIGS)]
         for name in order:
             t0 = time.perf_counter()
             step(name)
@@ -91,9 +94,11 @@ def main() -> None:
             ltimes[name].append((time.perf_counter() - t0) / 5)
     base = float(np.median(times["l2"]))
     lbase = float(np.median(ltimes["l2"]))
-    print(f"machine: {platform.processor() or platform.machine()}, torch "
-          f"{torch.__version__}, {torch.get_num_threads()} threads; preset {args.preset}, "
-          f"batch {args.batch}, {args.patch}x{args.patch} patches, {args.rounds} rounds")
+    print(
+        f"machine: {platform.processor() or platform.machine()}, torch "
+        f"{torch.__version__}, {torch.get_num_threads()} threads; preset {args.preset}, "
+        f"batch {args.batch}, {args.patch}x{args.patch} patches, {args.rounds} rounds"
+    )
     print(f"{'configuration':28s} {'step ms':>9s} {'/ l2':>6s} {'loss ms':>9s} {'/ l2':>6s}")
     for name in CONFIGS:
         st, lt = float(np.median(times[name])), float(np.median(ltimes[name]))

@@ -51,8 +51,13 @@ from pathlib import Path
 
 import numpy as np
 
-SETTINGS = {"preset": "small", "batch_size": 8, "patch": 64, "patches_per_slice": 4,
-            "device": "cpu"}
+SETTINGS = {
+    "preset": "small",
+    "batch_size": 8,
+    "patch": 64,
+    "patches_per_slice": 4,
+    "device": "cpu",
+}
 
 
 def gap_stats(ticks: list[float], t0: float, t1: float) -> dict:
@@ -62,10 +67,15 @@ def gap_stats(ticks: list[float], t0: float, t1: float) -> dict:
     d = np.diff(edges) * 1000.0
     k = int(np.argmax(d))
     slow = sorted(((float(edges[i] - t0), float(d[i])) for i in np.argsort(d)[-5:]))
-    return {"worst_ms": float(d.max()), "p99_ms": float(np.percentile(d, 99)),
-            "median_ms": float(np.median(d)), "ticks": len(inside),
-            "seconds": float(t1 - t0), "worst_at_s": float(edges[k] - t0),
-            "slowest": [[round(a, 2), round(b, 1)] for a, b in slow]}
+    return {
+        "worst_ms": float(d.max()),
+        "p99_ms": float(np.percentile(d, 99)),
+        "median_ms": float(np.median(d)),
+        "ticks": len(inside),
+        "seconds": float(t1 - t0),
+        "worst_at_s": float(edges[k] - t0),
+        "slowest": [[round(a, 2), round(b, 1)] for a, b in slow],
+    }
 
 
 def run_loop(app, seconds: float, until=None, poll_ms: int = 20) -> None:
@@ -76,8 +86,13 @@ def run_loop(app, seconds: float, until=None, poll_ms: int = 20) -> None:
     end = time.perf_counter() + seconds
     check = QTimer()
     check.setInterval(poll_ms)
-    check.timeout.connect(lambda: loop.quit() if (time.perf_counter() >= end or
-                                                  (until is not None and until())) else None)
+    check.timeout.connect(
+        lambda: (
+            loop.quit()
+            if (time.perf_counter() >= end or (until is not None and until()))
+            else None
+        )
+    )
     check.start()
     loop.exec()
     check.stop()
@@ -98,12 +113,32 @@ def cli_throughput(work: Path, inp: np.ndarray, tgt: np.ndarray, epochs: int) ->
     a = write_volume(work / "input.tif", inp)
     b = write_volume(work / "target.tif", tgt)
     out = work / "cli-model"
-    cmd = [sys.executable, "-m", "napari_dfct", "train", "--input", str(a), "--target", str(b),
-           "--out", str(out), "--epochs", str(epochs), "--patience", str(epochs + 1),
-           "--preset", SETTINGS["preset"], "--batch-size", str(SETTINGS["batch_size"]),
-           "--patch", str(SETTINGS["patch"]),
-           "--patches-per-slice", str(SETTINGS["patches_per_slice"]),
-           "--device", SETTINGS["device"]]
+    cmd = [
+        sys.executable,
+        "-m",
+        "napari_dfct",
+        "train",
+        "--input",
+        str(a),
+        "--target",
+        str(b),
+        "--out",
+        str(out),
+        "--epochs",
+        str(epochs),
+        "--patience",
+        str(epochs + 1),
+        "--preset",
+        SETTINGS["preset"],
+        "--batch-size",
+        str(SETTINGS["batch_size"]),
+        "--patch",
+        str(SETTINGS["patch"]),
+        "--patches-per-slice",
+        str(SETTINGS["patches_per_slice"]),
+        "--device",
+        SETTINGS["device"],
+    ]
     subprocess.run(cmd, check=True, capture_output=True, text=True)
     history = json.loads((out / "history.json").read_text())
     return throughput(history, SETTINGS["batch_size"])
@@ -114,9 +149,13 @@ def main(argv=None) -> int:
     ap.add_argument("--quick", action="store_true", help="short phases (about 2 minutes)")
     ap.add_argument("--train-seconds", type=float, default=None)
     ap.add_argument("--json", default=None, help="also write the figures to this file")
-    ap.add_argument("--threads", type=int, default=None,
-                    help="experiment: torch threads of the GUI's training job (default: the "
-                         "widget's choice, every core of the affinity mask)")
+    ap.add_argument(
+        "--threads",
+        type=int,
+        default=None,
+        help="experiment: torch threads of the GUI's training job (default: the "
+        "widget's choice, every core of the affinity mask)",
+    )
     args = ap.parse_args(argv)
     if args.threads:
         from napari_dfct.widgets import _workers
@@ -143,8 +182,13 @@ def main(argv=None) -> int:
     viewer.window.add_dock_widget(train, name="Train")
     predict = PredictWidget(viewer)
     viewer.window.add_dock_widget(predict, name="Predict")
-    for name, value in {**SETTINGS, "epochs": 10_000, "patience": 10_000,
-                        "save_under": str(work), "run_name": "gui-model"}.items():
+    for name, value in {
+        **SETTINGS,
+        "epochs": 10_000,
+        "patience": 10_000,
+        "save_under": str(work),
+        "run_name": "gui-model",
+    }.items():
         getattr(train.fields, name).value = value
     run_loop(app, 2.0)  # let the viewer settle (first paint, warm-up imports)
 
@@ -162,8 +206,9 @@ def main(argv=None) -> int:
     # a baseline for the first Start click and the first predicted slice, which each add
     # a layer: napari's own cost of adding one 256x256 image layer (and its first paint)
     t0 = time.perf_counter()
-    QTimer.singleShot(0, lambda: viewer.add_image(np.zeros((256, 256), np.float32),
-                                                  name="baseline layer"))
+    QTimer.singleShot(
+        0, lambda: viewer.add_image(np.zeros((256, 256), np.float32), name="baseline layer")
+    )
     run_loop(app, 1.0)
     baseline = {"add a layer (napari)": gap_stats(ticks, t0, time.perf_counter())}
     viewer.layers.remove("baseline layer")
@@ -249,27 +294,46 @@ def main(argv=None) -> int:
     timer.stop()
 
     epochs = max(2, min(4, len(history)))
-    cli_rate = cli_throughput(work, viewer.layers["input (1 rotation)"].data,
-                              viewer.layers["target (20 rotations)"].data, epochs)
+    cli_rate = cli_throughput(
+        work,
+        viewer.layers["input (1 rotation)"].data,
+        viewer.layers["target (20 rotations)"].data,
+        epochs,
+    )
     ratio = gui_rate / cli_rate if cli_rate > 0 else float("nan")
     viewer.close()
 
-    print(f"{'phase':20s} {'worst':>8s} {'p99':>8s} {'median':>8s} {'ticks':>6s} {'s':>6s}"
-          "  five slowest gaps (s into the phase: ms)")
+    print(
+        f"{'phase':20s} {'worst':>8s} {'p99':>8s} {'median':>8s} {'ticks':>6s} {'s':>6s}"
+        "  five slowest gaps (s into the phase: ms)"
+    )
     for name, p in {**phases, **baseline}.items():
         slow = ", ".join(f"{a:.1f}: {b:.0f}" for a, b in p["slowest"])
-        print(f"{name:20s} {p['worst_ms']:8.1f} {p['p99_ms']:8.1f} {p['median_ms']:8.1f} "
-              f"{p['ticks']:6d} {p['seconds']:6.1f}  {slow}")
-    print(f"drag: {n_images} image layers measured; prediction: {predict_runs} whole-volume "
-          f"runs; training: {len(history)} epochs in the GUI, {gui_rate:.1f} patches/s; "
-          f"dfct train {cli_rate:.1f} patches/s")
+        print(
+            f"{name:20s} {p['worst_ms']:8.1f} {p['p99_ms']:8.1f} {p['median_ms']:8.1f} "
+            f"{p['ticks']:6d} {p['seconds']:6.1f}  {slow}"
+        )
+    print(
+        f"drag: {n_images} image layers measured; prediction: {predict_runs} whole-volume "
+        f"runs; training: {len(history)} epochs in the GUI, {gui_rate:.1f} patches/s; "
+        f"dfct train {cli_rate:.1f} patches/s"
+    )
     worst = max(p["worst_ms"] for p in phases.values())
     p99 = max(p["p99_ms"] for p in phases.values())
     if args.json:
-        Path(args.json).write_text(json.dumps(
-            {"phases": phases, "baseline": baseline, "gui_patches_per_s": gui_rate,
-             "cli_patches_per_s": cli_rate, "throughput_ratio": ratio,
-             "settings": SETTINGS}, indent=1))
+        Path(args.json).write_text(
+            json.dumps(
+                {
+                    "phases": phases,
+                    "baseline": baseline,
+                    "gui_patches_per_s": gui_rate,
+                    "cli_patches_per_s": cli_rate,
+                    "throughput_ratio": ratio,
+                    "settings": SETTINGS,
+                },
+                indent=1,
+            )
+        )
     print(f"worst gap {worst:.0f} ms, p99 {p99:.0f} ms, throughput ratio {ratio:.2f}")
     return 0
 

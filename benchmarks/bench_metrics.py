@@ -46,8 +46,10 @@ def make_layers(size: int, n_layers: int, seed: int = 0):
     c = np.arange(size, dtype=np.float64)
     clean = 0.2 + 0.8 * 0.5 * (1 + erf((c - size / 2) / (math.sqrt(2) * 6.0)))
     truth = np.broadcast_to(clean, (size, size)).astype(np.float32)
-    layers = [(truth + rng.normal(0, 0.05 * (k + 1), truth.shape)).astype(np.float32)
-              for k in range(n_layers)]
+    layers = [
+        (truth + rng.normal(0, 0.05 * (k + 1), truth.shape)).astype(np.float32)
+        for k in range(n_layers)
+    ]
     return layers, truth
 
 
@@ -58,7 +60,7 @@ def naive_roi(image, center, size):
     mask = np.zeros(image.shape, dtype=bool)
     r0 = int(math.ceil(center[0] - size / 2))
     c0 = int(math.ceil(center[1] - size / 2))
-    mask[r0:r0 + size, c0:c0 + size] = True
+    mask[r0 : r0 + size, c0 : c0 + size] = True
     m = np.ma.masked_array(image.astype(np.float64), mask=~mask)
     return float(m.mean()), float(m.std(ddof=1))
 
@@ -66,7 +68,7 @@ def naive_roi(image, center, size):
 def naive_cnr(image, sig, bg, size=30):
     ms, ss = naive_roi(image, sig, size)
     mb, sb = naive_roi(image, bg, size)
-    return (ms - mb) / math.sqrt(ss ** 2 + sb ** 2)
+    return (ms - mb) / math.sqrt(ss**2 + sb**2)
 
 
 def naive_profile(image, start, end):
@@ -81,8 +83,12 @@ def naive_profile(image, start, end):
         r0, c0 = int(math.floor(r)), int(math.floor(c))
         r1, c1 = min(r0 + 1, img.shape[0] - 1), min(c0 + 1, img.shape[1] - 1)
         fr, fc = r - r0, c - c0
-        v = ((1 - fr) * (1 - fc) * img[r0, c0] + (1 - fr) * fc * img[r0, c1]
-             + fr * (1 - fc) * img[r1, c0] + fr * fc * img[r1, c1])
+        v = (
+            (1 - fr) * (1 - fc) * img[r0, c0]
+            + (1 - fr) * fc * img[r0, c1]
+            + fr * (1 - fc) * img[r1, c0]
+            + fr * fc * img[r1, c1]
+        )
         dist.append(t * length)
         prof.append(v)
     return np.array(dist), np.array(prof)
@@ -98,8 +104,7 @@ def naive_fwhm(image, start, end):
     d = np.gradient(sm, x)
     k = int(np.argmax(np.abs(d)))
     lo, hi = p[x <= x[k]].mean(), p[x >= x[k]].mean()
-    popt, _ = curve_fit(_erf, x, p, p0=[(hi + lo) / 2, (hi - lo) / 2, x[k], 3.0],
-                        maxfev=4000)
+    popt, _ = curve_fit(_erf, x, p, p0=[(hi + lo) / 2, (hi - lo) / 2, x[k], 3.0], maxfev=4000)
     # same interpolation-blur correction as ours, computed point by point
     u = (end[0] - start[0]) / x[-1], (end[1] - start[1]) / x[-1]
     v = 0.0
@@ -115,8 +120,10 @@ def naive_fwhm(image, start, end):
 def naive_reference(image, ref):
     dr = float(ref.max() - ref.min())
     a, b = ref.astype(np.float64), image.astype(np.float64)
-    return (peak_signal_noise_ratio(a, b, data_range=dr),
-            structural_similarity(a, b, data_range=dr))
+    return (
+        peak_signal_noise_ratio(a, b, data_range=dr),
+        structural_similarity(a, b, data_range=dr),
+    )
 
 
 # --------------------------------------------------------------------------------------
@@ -184,21 +191,33 @@ def main(argv=None) -> int:
     t_ref_cached = _median_ms(ours_reference_cached, r)
     t_ref_naive = _median_ms(naive_reference_update, max(3, r // 4))
 
-    print(f"napari-dfct metrics benchmark: {args.layers} layers of {n}x{n} float32, "
-          f"30x30 ROIs, {2 * n // 8} px line; median of {r} updates")
-    print(f"machine: {platform.processor() or platform.machine()}, {os.cpu_count()} CPU(s), "
-          f"numpy {np.__version__}")
+    print(
+        f"napari-dfct metrics benchmark: {args.layers} layers of {n}x{n} float32, "
+        f"30x30 ROIs, {2 * n // 8} px line; median of {r} updates"
+    )
+    print(
+        f"machine: {platform.processor() or platform.machine()}, {os.cpu_count()} CPU(s), "
+        f"numpy {np.__version__}"
+    )
     print()
     print(f"{'update':<44}{'ours (ms)':>11}{'naive (ms)':>12}{'ratio':>9}")
-    print(f"{'CNR + FWHM (ROI drag / slice change)':<44}{t_ours:>11.2f}{t_naive:>12.2f}"
-          f"{t_naive / t_ours:>8.1f}x")
-    print(f"{'PSNR + SSIM, ROI drag (cached in ours)':<44}{t_ref_cached:>11.3f}"
-          f"{t_ref_naive:>12.2f}{'cached':>9}")
-    print(f"{'PSNR + SSIM, new slice (computed)':<44}{t_ref_first:>11.2f}{t_ref_naive:>12.2f}"
-          f"{t_ref_naive / t_ref_first:>8.1f}x")
-    print(f"{'full update while dragging':<44}{t_ours + t_ref_cached:>11.2f}"
-          f"{t_naive + t_ref_naive:>12.2f}"
-          f"{(t_naive + t_ref_naive) / (t_ours + t_ref_cached):>8.1f}x")
+    print(
+        f"{'CNR + FWHM (ROI drag / slice change)':<44}{t_ours:>11.2f}{t_naive:>12.2f}"
+        f"{t_naive / t_ours:>8.1f}x"
+    )
+    print(
+        f"{'PSNR + SSIM, ROI drag (cached in ours)':<44}{t_ref_cached:>11.3f}"
+        f"{t_ref_naive:>12.2f}{'cached':>9}"
+    )
+    print(
+        f"{'PSNR + SSIM, new slice (computed)':<44}{t_ref_first:>11.2f}{t_ref_naive:>12.2f}"
+        f"{t_ref_naive / t_ref_first:>8.1f}x"
+    )
+    print(
+        f"{'full update while dragging':<44}{t_ours + t_ref_cached:>11.2f}"
+        f"{t_naive + t_ref_naive:>12.2f}"
+        f"{(t_naive + t_ref_naive) / (t_ours + t_ref_cached):>8.1f}x"
+    )
     print(f"\nper layer (ours): CNR + FWHM {t_ours / args.layers:.2f} ms")
     return 0
 

@@ -53,9 +53,29 @@ def command(kind: str, data: Path, out: Path, epochs: int) -> list[str]:
     dfct = [sys.executable, "-m", "napari_dfct"]
     if kind == "demo":
         return [*dfct, "demo", "--out", str(out)]
-    return [*dfct, "train", "--data", str(data), "--out", str(out), "--epochs", str(epochs),
-            "--patience", str(epochs + 1), "--preset", "small", "--batch-size", "8",
-            "--patch", "64", "--patches-per-slice", "8", "--device", "cpu", "--no-progress"]
+    return [
+        *dfct,
+        "train",
+        "--data",
+        str(data),
+        "--out",
+        str(out),
+        "--epochs",
+        str(epochs),
+        "--patience",
+        str(epochs + 1),
+        "--preset",
+        "small",
+        "--batch-size",
+        "8",
+        "--patch",
+        "64",
+        "--patches-per-slice",
+        "8",
+        "--device",
+        "cpu",
+        "--no-progress",
+    ]
 
 
 def run_cmd(cmd: list[str], env: dict) -> tuple[float, float]:
@@ -73,31 +93,63 @@ def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--epochs", type=int, default=3)
     ap.add_argument("--load", type=int, default=2, help="competing busy processes")
-    ap.add_argument("--repeat", type=int, default=1,
-                    help="runs per case and condition, interleaved (medians reported)")
+    ap.add_argument(
+        "--repeat",
+        type=int,
+        default=1,
+        help="runs per case and condition, interleaved (medians reported)",
+    )
     ap.add_argument("--cases", default="spin,passive,default")
-    ap.add_argument("--command", choices=("train", "demo"), default="train",
-                    help="what each case runs: dfct train (default; --epochs) or the whole "
-                         "dfct demo (about 6-9 minutes idle on 2 cores)")
-    ap.add_argument("--only", choices=("idle", "loaded"), default=None,
-                    help="only the idle runs, or only the runs under load")
-    ap.add_argument("--before-src", default=None, metavar="DIR",
-                    help="also run case 'before': the package in DIR (a checkout's src/ "
-                         "of an earlier version) with the default environment")
+    ap.add_argument(
+        "--command",
+        choices=("train", "demo"),
+        default="train",
+        help="what each case runs: dfct train (default; --epochs) or the whole "
+        "dfct demo (about 6-9 minutes idle on 2 cores)",
+    )
+    ap.add_argument(
+        "--only",
+        choices=("idle", "loaded"),
+        default=None,
+        help="only the idle runs, or only the runs under load",
+    )
+    ap.add_argument(
+        "--before-src",
+        default=None,
+        metavar="DIR",
+        help="also run case 'before': the package in DIR (a checkout's src/ "
+        "of an earlier version) with the default environment",
+    )
     a = ap.parse_args(argv)
     work = Path(tempfile.mkdtemp(prefix="dfct-bench-shared-"))
     data = work / "data"
     if a.command == "train":  # the demo simulates its own data
-        subprocess.run([sys.executable, "-m", "napari_dfct", "simulate", str(data),
-                        "--specimens", "12", "--size", "128", "--seed", "0"],
-                       check=True, capture_output=True)
+        subprocess.run(
+            [
+                sys.executable,
+                "-m",
+                "napari_dfct",
+                "simulate",
+                str(data),
+                "--specimens",
+                "12",
+                "--size",
+                "128",
+                "--seed",
+                "0",
+            ],
+            check=True,
+            capture_output=True,
+        )
     base = {k: v for k, v in os.environ.items() if k != "OMP_WAIT_POLICY"}
     base = {k: v for k, v in base.items() if k != "GOMP_SPINCOUNT"}
-    envs = {"spin": {**base, "OMP_WAIT_POLICY": "ACTIVE"},
-            "passive": {**base, "OMP_WAIT_POLICY": "PASSIVE"},
-            "short": {**base, "GOMP_SPINCOUNT": "10000"},
-            "shorter": {**base, "GOMP_SPINCOUNT": "1000"},
-            "default": dict(base)}
+    envs = {
+        "spin": {**base, "OMP_WAIT_POLICY": "ACTIVE"},
+        "passive": {**base, "OMP_WAIT_POLICY": "PASSIVE"},
+        "short": {**base, "GOMP_SPINCOUNT": "10000"},
+        "shorter": {**base, "GOMP_SPINCOUNT": "1000"},
+        "default": dict(base),
+    }
     cases = [c.strip() for c in a.cases.split(",") if c.strip()]
     if a.before_src:
         envs["before"] = {**base, "PYTHONPATH": str(Path(a.before_src).resolve())}
@@ -112,8 +164,7 @@ def main(argv=None) -> int:
         stop = mp.Event()
         procs = []
         if loaded:
-            procs = [mp.Process(target=_spin, args=(stop,), daemon=True)
-                     for _ in range(a.load)]
+            procs = [mp.Process(target=_spin, args=(stop,), daemon=True) for _ in range(a.load)]
             for p in procs:
                 p.start()
             time.sleep(1.0)
@@ -121,27 +172,33 @@ def main(argv=None) -> int:
             for i in range(max(1, a.repeat)):
                 for case in cases:
                     out = work / f"{case}-{int(loaded)}-{i}"
-                    wall, cpu = run_cmd(command(a.command, data, out, a.epochs),
-                                        envs[case])
+                    wall, cpu = run_cmd(command(a.command, data, out, a.epochs), envs[case])
                     results.setdefault((case, loaded), []).append((wall, cpu))
-                    print(f"{case:9s} {'yes' if loaded else 'no':>5s} {wall:8.1f} {cpu:8.1f} "
-                          f"{cpu / wall:9.2f}", flush=True)
+                    print(
+                        f"{case:9s} {'yes' if loaded else 'no':>5s} {wall:8.1f} {cpu:8.1f} "
+                        f"{cpu / wall:9.2f}",
+                        flush=True,
+                    )
         finally:
             stop.set()
             for p in procs:
                 p.join(timeout=5)
     print("medians:")
     for case in cases:
-        med = {k: tuple(float(np.median(v)) for v in zip(*results[(case, k)]))
-               for k in (False, True) if (case, k) in results}
+        med = {
+            k: tuple(float(np.median(v)) for v in zip(*results[(case, k)]))
+            for k in (False, True)
+            if (case, k) in results
+        }
         if len(med) == 1:
-            (loaded, (w, c)), = med.items()
-            print(f"{case}: {'under load' if loaded else 'idle'} {w:.1f} s wall, "
-                  f"{c:.1f} s CPU")
+            ((loaded, (w, c)),) = med.items()
+            print(f"{case}: {'under load' if loaded else 'idle'} {w:.1f} s wall, {c:.1f} s CPU")
             continue
         (w0, c0), (w1, c1) = med[False], med[True]
-        print(f"{case}: idle {w0:.1f} s wall, {c0:.1f} s CPU; under load {w1:.1f} s wall, "
-              f"{c1:.1f} s CPU (wall x{w1 / w0:.2f}, CPU x{c1 / c0:.2f})")
+        print(
+            f"{case}: idle {w0:.1f} s wall, {c0:.1f} s CPU; under load {w1:.1f} s wall, "
+            f"{c1:.1f} s CPU (wall x{w1 / w0:.2f}, CPU x{c1 / c0:.2f})"
+        )
     return 0
 
 

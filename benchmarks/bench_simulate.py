@@ -46,10 +46,16 @@ from napari_dfct import simulate as S
 def naive_pipeline(n_slices, size, n_views, rotations, seed=0, linear=False):
     """The scikit-image pipeline described in the module docstring."""
     phys = S.Physics()
-    ph = S.thorax_phantom(size, n_slices, seed=seed, fov_mm=phys.fov_mm,
-                          z_extent_mm=phys.z_extent_mm, texture=phys.texture,
-                          vessel_fraction=phys.vessel_fraction,
-                          supersample=phys.supersample)
+    ph = S.thorax_phantom(
+        size,
+        n_slices,
+        seed=seed,
+        fov_mm=phys.fov_mm,
+        z_extent_mm=phys.z_extent_mm,
+        texture=phys.texture,
+        vessel_fraction=phys.vessel_fraction,
+        supersample=phys.supersample,
+    )
     pix_m = ph.pixel_size_mm * 1e-3
     theta = np.degrees(S.view_angles(n_views))
     zeta = np.linspace(-1.0, 1.0, n_slices) if n_slices > 1 else np.zeros(1)
@@ -57,11 +63,9 @@ def naive_pipeline(n_slices, size, n_views, rotations, seed=0, linear=False):
     a_ind, a_com = math.sqrt(1 - rho), math.sqrt(rho)
 
     def recon(sino_vd):
-        return iradon(sino_vd.T, theta, circle=False, filter_name="hann",
-                      output_size=size) / pix_m
+        return iradon(sino_vd.T, theta, circle=False, filter_name="hann", output_size=size) / pix_m
 
-    out = {k: np.empty((n_slices, size, size), np.float32) for k in ("input", "target",
-                                                                     "truth")}
+    out = {k: np.empty((n_slices, size, size), np.float32) for k in ("input", "target", "truth")}
     for z in range(n_slices):
         p_mu = radon(ph.mu[z] * pix_m, theta, circle=False).T  # (V, D)
         p_eps = radon(ph.eps[z] * pix_m, theta, circle=False).T
@@ -113,17 +117,23 @@ def main(argv=None):
     ap.add_argument("--slices", type=int, default=16, help="slices for ours")
     ap.add_argument("--baseline-slices", type=int, default=2, help="slices for the naive")
     ap.add_argument("--skip-naive", action="store_true", help="only the linear baseline")
-    ap.add_argument("--threads", type=int, default=0,
-                    help="torch intra-op threads (0: torch's default); on a machine whose "
-                         "cores are busy with other work, 1 avoids thread contention")
+    ap.add_argument(
+        "--threads",
+        type=int,
+        default=0,
+        help="torch intra-op threads (0: torch's default); on a machine whose "
+        "cores are busy with other work, 1 avoids thread contention",
+    )
     args = ap.parse_args(argv)
     n, v, r = args.size, args.views, args.rotations
     if args.threads > 0:
         torch.set_num_threads(args.threads)
 
-    print(f"machine: {platform.processor() or platform.machine()}, {os.cpu_count()} CPUs, "
-          f"torch {torch.__version__} ({torch.get_num_threads()} threads), "
-          f"numpy {np.__version__}")
+    print(
+        f"machine: {platform.processor() or platform.machine()}, {os.cpu_count()} CPUs, "
+        f"torch {torch.__version__} ({torch.get_num_threads()} threads), "
+        f"numpy {np.__version__}"
+    )
     load = os.getloadavg()[0] if hasattr(os, "getloadavg") else float("nan")
     print(f"load average at start: {load:.2f} (other processes share the CPUs)")
     print(f"slices {n}x{n}, {v} views over 360 deg, {r} rotations (target), Hann FBP\n")
@@ -136,19 +146,25 @@ def main(argv=None):
     ours_1 = 1 / t1
     ours_z = args.slices / tz
     print(f"ours     1 slice : {t1:7.2f} s  -> {ours_1:7.2f} slices/s   (CPU {c1:.2f} s)")
-    print(f"ours    {args.slices:2d} slices: {tz:7.2f} s  -> {ours_z:7.2f} slices/s   "
-          f"(CPU {cz:.2f} s)")
+    print(
+        f"ours    {args.slices:2d} slices: {tz:7.2f} s  -> {ours_z:7.2f} slices/s   "
+        f"(CPU {cz:.2f} s)"
+    )
 
     zb = args.baseline_slices
     tl, lin = timed(naive_pipeline, zb, n, v, r, linear=True)
     lin_rate = zb / tl
-    print(f"naive, linear (2 radon + 3 iradon / slice), {zb} slices: {tl:7.2f} s  -> "
-          f"{lin_rate:7.3f} slices/s")
+    print(
+        f"naive, linear (2 radon + 3 iradon / slice), {zb} slices: {tl:7.2f} s  -> "
+        f"{lin_rate:7.3f} slices/s"
+    )
     if not args.skip_naive:
         tn, naive = timed(naive_pipeline, zb, n, v, r, linear=False)
         naive_rate = zb / tn
-        print(f"naive (2 radon + {r + 1} iradon / slice), {zb} slices: {tn:7.2f} s  -> "
-              f"{naive_rate:7.3f} slices/s")
+        print(
+            f"naive (2 radon + {r + 1} iradon / slice), {zb} slices: {tn:7.2f} s  -> "
+            f"{naive_rate:7.3f} slices/s"
+        )
 
     # sanity: the clean reconstructions agree (same phantom, same FBP up to the projector)
     same = S.simulate_dfct(n_slices=zb, size=n, n_views=v, rotations=r)  # same z as naive

@@ -80,12 +80,16 @@ class BaselineDataset(torch.utils.data.Dataset):
         big = min(self.big, h, w)
         r = int(rng.integers(0, h - big + 1))
         c = int(rng.integers(0, w - big + 1))
-        crops = [self.x[z, r : r + big, c : c + big], self.y[z, r : r + big, c : c + big],
-                 self.a_s[r : r + big, c : c + big]]
+        crops = [
+            self.x[z, r : r + big, c : c + big],
+            self.y[z, r : r + big, c : c + big],
+            self.a_s[r : r + big, c : c + big],
+        ]
         if rng.random() < 0.5:
             angle = rng.uniform(-15, 15)
-            crops = [ndimage.rotate(a, angle, reshape=False, order=1, mode="nearest")
-                     for a in crops]
+            crops = [
+                ndimage.rotate(a, angle, reshape=False, order=1, mode="nearest") for a in crops
+            ]
         o = (big - self.patch) // 2
         crops = [a[o : o + self.patch, o : o + self.patch] for a in crops]
         if rng.random() < 0.5:
@@ -141,8 +145,9 @@ def _alternate(fn_ours, fn_base, steps, rounds, device):
 def _loader(ds, batch, workers, cuda):
     """An endless iterator over DataLoader batches."""
     while True:
-        yield from torch.utils.data.DataLoader(ds, batch_size=batch, num_workers=workers,
-                                               pin_memory=cuda, persistent_workers=False)
+        yield from torch.utils.data.DataLoader(
+            ds, batch_size=batch, num_workers=workers, pin_memory=cuda, persistent_workers=False
+        )
 
 
 def bench_sampler(xn, yn, a_s, patch, batch, steps, rounds, device, workers):
@@ -219,14 +224,30 @@ def main(argv=None):
     p.add_argument("--patch", type=int, default=128)
     p.add_argument("--batch-size", type=int, default=None, help="default 32 (quick: 8)")
     p.add_argument("--steps", type=int, default=None, help="timed steps (quick: 2)")
-    p.add_argument("--rounds", type=int, default=None,
-                   help="alternating rounds; the best of each side is kept (quick: 2)")
-    p.add_argument("--threads", type=int, default=None,
-                   help="torch CPU threads (default: torch's); 1 is steadier on a busy machine")
-    p.add_argument("--no-train", dest="train", action="store_false",
-                   help="sampler only: skip the training and inference figures")
-    p.add_argument("--workers", type=int, default=None,
-                   help="baseline DataLoader workers (default: 0 on CPU, 4 on CUDA)")
+    p.add_argument(
+        "--rounds",
+        type=int,
+        default=None,
+        help="alternating rounds; the best of each side is kept (quick: 2)",
+    )
+    p.add_argument(
+        "--threads",
+        type=int,
+        default=None,
+        help="torch CPU threads (default: torch's); 1 is steadier on a busy machine",
+    )
+    p.add_argument(
+        "--no-train",
+        dest="train",
+        action="store_false",
+        help="sampler only: skip the training and inference figures",
+    )
+    p.add_argument(
+        "--workers",
+        type=int,
+        default=None,
+        help="baseline DataLoader workers (default: 0 on CPU, 4 on CUDA)",
+    )
     args = p.parse_args(argv)
     device = resolve_device(args.device)
     if args.threads:
@@ -247,30 +268,42 @@ def main(argv=None):
         name = torch.cuda.get_device_name(device)
     else:
         name = platform.processor() or platform.machine()
-    print(f"device: {device} ({name}); torch {torch.__version__}, "
-          f"{torch.get_num_threads()} threads, "
-          f"{os.cpu_count()} CPUs")
-    print(f"data: {n_slices} slices {args.size}x{args.size}; patch {args.patch}; batch {batch}; "
-          f"{steps} timed steps x {rounds} alternating rounds (best kept); loss {LOSS.name}; "
-          f"baseline workers {workers}")
+    print(
+        f"device: {device} ({name}); torch {torch.__version__}, "
+        f"{torch.get_num_threads()} threads, "
+        f"{os.cpu_count()} CPUs"
+    )
+    print(
+        f"data: {n_slices} slices {args.size}x{args.size}; patch {args.patch}; batch {batch}; "
+        f"{steps} timed steps x {rounds} alternating rounds (best kept); loss {LOSS.name}; "
+        f"baseline workers {workers}"
+    )
 
-    s_ours, s_base = bench_sampler(xn, yn, a_s, args.patch, batch, max(5 * steps, 10), rounds,
-                                   device, workers)
-    print(f"\nsampler only          ours {s_ours:10.1f} patches/s   "
-          f"baseline {s_base:10.1f} patches/s"
-          f"   ratio {s_ours / s_base:6.2f}x")
+    s_ours, s_base = bench_sampler(
+        xn, yn, a_s, args.patch, batch, max(5 * steps, 10), rounds, device, workers
+    )
+    print(
+        f"\nsampler only          ours {s_ours:10.1f} patches/s   "
+        f"baseline {s_base:10.1f} patches/s"
+        f"   ratio {s_ours / s_base:6.2f}x"
+    )
     presets = [s.strip() for s in args.presets.split(",") if s.strip()] if args.train else []
     for preset in presets:
         m = build_model(preset)
         print(f"\npreset {preset}: {count_parameters(m) / 1e6:.2f} M parameters")
         del m
-        tr_ours, tr_base = bench_train(preset, xn, yn, a_s, args.patch, batch, steps, rounds,
-                                       device, workers)
-        print(f"  training            ours {tr_ours:10.2f} patches/s   baseline {tr_base:10.2f} "
-              f"patches/s   ratio {tr_ours / tr_base:6.2f}x")
+        tr_ours, tr_base = bench_train(
+            preset, xn, yn, a_s, args.patch, batch, steps, rounds, device, workers
+        )
+        print(
+            f"  training            ours {tr_ours:10.2f} patches/s   baseline {tr_base:10.2f} "
+            f"patches/s   ratio {tr_ours / tr_base:6.2f}x"
+        )
         in_ours, in_base = bench_infer(preset, x, n_infer, rounds, device, window)
-        print(f"  inference {args.size}x{args.size}  ours {in_ours:10.3f} s/slice     baseline "
-              f"{in_base:10.3f} s/slice     ratio {in_base / in_ours:6.2f}x")
+        print(
+            f"  inference {args.size}x{args.size}  ours {in_ours:10.3f} s/slice     baseline "
+            f"{in_base:10.3f} s/slice     ratio {in_base / in_ours:6.2f}x"
+        )
 
 
 if __name__ == "__main__":

@@ -113,16 +113,20 @@ def main(argv=None) -> int:
     args = p.parse_args(argv)
 
     if not torch.cuda.is_available() and not args.allow_cpu:
-        print("gpu_check: no CUDA device on this machine (torch.cuda.is_available() is "
-              "False); nothing to measure. Run it on a machine with an NVIDIA GPU.")
+        print(
+            "gpu_check: no CUDA device on this machine (torch.cuda.is_available() is "
+            "False); nothing to measure. Run it on a machine with an NVIDIA GPU."
+        )
         return 0
     from napari_dfct.data import window_from_percentiles
 
     device = torch.device(args.device if torch.cuda.is_available() else "cpu")
     name = torch.cuda.get_device_name(device) if device.type == "cuda" else platform.processor()
-    print(f"gpu_check: {name} ({device}), torch {torch.__version__}, preset {args.preset!r}, "
-          f"batch {args.batch}, {args.patch}x{args.patch} patches, {args.steps} steps per "
-          f"setting, {args.size}x{args.size} slices")
+    print(
+        f"gpu_check: {name} ({device}), torch {torch.__version__}, preset {args.preset!r}, "
+        f"batch {args.batch}, {args.patch}x{args.patch} patches, {args.steps} steps per "
+        f"setting, {args.size}x{args.size} slices"
+    )
     t_start = time.perf_counter()
     x, y = make_data(8, args.size)
     window = window_from_percentiles(x, y)
@@ -131,22 +135,24 @@ def main(argv=None) -> int:
     print(f"{'training':<28} {'patches/s':>10} {'peak memory':>12}")
     for amp, cl in ((False, False), (False, True), (True, False), (True, True)):
         label = f"{'bf16' if amp else 'fp32'}{' + channels-last' if cl else ''}"
-        rate, peak, state = train_speed(args.preset, xn, yn, device, args.steps, args.batch,
-                                        args.patch, amp, cl)
+        rate, peak, state = train_speed(
+            args.preset, xn, yn, device, args.steps, args.batch, args.patch, amp, cl
+        )
         states[(amp, cl)] = state
         print(f"{label:<28} {rate:>10.1f} {peak:>12}")
     state = states[(True, True)]  # the setting the training loop uses on CUDA
     print(f"{'inference (one slice)':<28} {'ms/slice':>10} {'peak memory':>12}")
     preds = {}
     for amp in (False, True):
-        ms, peak, pred = predict_speed(args.preset, state, x[0], window, device, amp,
-                                       args.repeats)
+        ms, peak, pred = predict_speed(args.preset, state, x[0], window, device, amp, args.repeats)
         preds[amp] = pred
         print(f"{('bf16 + channels-last' if amp else 'fp32'):<28} {ms:>10.1f} {peak:>12}")
     diff = np.abs(preds[True] - preds[False])
-    print(f"largest |bf16 - fp32| prediction difference: {diff.max():.4g} in input units, "
-          f"{diff.max() / window.width:.4g} of the window width (mean "
-          f"{diff.mean() / window.width:.3g})")
+    print(
+        f"largest |bf16 - fp32| prediction difference: {diff.max():.4g} in input units, "
+        f"{diff.max() / window.width:.4g} of the window width (mean "
+        f"{diff.mean() / window.width:.3g})"
+    )
     print(f"gpu_check: done in {time.perf_counter() - t_start:.0f} s")
     return 0
 

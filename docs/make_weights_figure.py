@@ -65,8 +65,12 @@ def draw(path: Path = OUT, slice_shape=(800, 800), patch=128) -> Path:
             r, w = W.radial_profile(kind, prof, n=501)
             color, ls = styles[prof]
             a.plot(r, w, color=color, ls=ls, lw=2, label=prof)
-        a.set(xlabel=xlabel, ylabel="A_S" if kind == "spatial" else "A_F",
-              ylim=(0.95, 2.05), xlim=(0, 1))
+        a.set(
+            xlabel=xlabel,
+            ylabel="A_S" if kind == "spatial" else "A_F",
+            ylim=(0.95, 2.05),
+            xlim=(0, 1),
+        )
         a.grid(alpha=0.3)
         a.legend(loc="center left" if kind == "spatial" else "lower right")
         a.set_title("A_S(r)" if kind == "spatial" else "A_F(rho)")

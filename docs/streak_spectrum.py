@@ -33,8 +33,11 @@ def band_powers(size: int, specimens: int, seed: int, bins: int) -> dict:
     count = np.bincount(idx.ravel(), minlength=bins)
     out = {k: np.zeros(bins) for k in ("streak", "target", "truth")}
     for i in range(inp.shape[0]):
-        for key, img in (("streak", inp[i] - tru[i]), ("target", tgt[i] - tru[i]),
-                         ("truth", tru[i] - tru[i].mean())):
+        for key, img in (
+            ("streak", inp[i] - tru[i]),
+            ("target", tgt[i] - tru[i]),
+            ("truth", tru[i] - tru[i].mean()),
+        ):
             p = np.abs(np.fft.fft2(img)) ** 2
             out[key] += np.bincount(idx.ravel(), weights=p.ravel(), minlength=bins) / count
     out["centre"] = 0.5 * (edges[:-1] + edges[1:])
@@ -66,8 +69,10 @@ def main(argv=None) -> None:
     print("| --- | --- | --- | --- | --- |")
     share = p["streak"] / p["streak"].sum()
     for i in range(a.bins):
-        print(f"| {rho[i]:.3f} | {share[i]:.4f} | {ratio[i]:.3g} | "
-              f"{p['target'][i] / p['truth'][i]:.3g} | {e[i]:.2f} |")
+        print(
+            f"| {rho[i]:.3f} | {share[i]:.4f} | {ratio[i]:.3g} | "
+            f"{p['target'][i] / p['truth'][i]:.3g} | {e[i]:.2f} |"
+        )
     print()
     print("| profile | RMS distance to the emphasis | largest lift over linear at rho |")
     print("| --- | --- | --- |")

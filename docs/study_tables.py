@@ -40,16 +40,20 @@ def main(argv=None) -> None:
     ap.add_argument("grid", type=Path)
     a = ap.parse_args(argv)
     runs = run_records(a.grid)
-    print("| configuration | seeds | contrast | σ signal | σ background | σ error signal | "
-          "σ error background | epochs run |")
+    print(
+        "| configuration | seeds | contrast | σ signal | σ background | σ error signal | "
+        "σ error background | epochs run |"
+    )
     print("| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: |")
     for name, recs in runs.items():
         contrast = _median([{"c": r["signal_mean"] - r["background_mean"]} for r in recs], "c")
-        print(f"| {name} | {len(recs)} | {contrast:.3f} | {_median(recs, 'signal_std'):.3f} | "
-              f"{_median(recs, 'background_std'):.3f} | "
-              f"{_median(recs, 'signal_error_std'):.3f} | "
-              f"{_median(recs, 'background_error_std'):.3f} | "
-              f"{_median(recs, 'epochs_run'):.0f} |")
+        print(
+            f"| {name} | {len(recs)} | {contrast:.3f} | {_median(recs, 'signal_std'):.3f} | "
+            f"{_median(recs, 'background_std'):.3f} | "
+            f"{_median(recs, 'signal_error_std'):.3f} | "
+            f"{_median(recs, 'background_error_std'):.3f} | "
+            f"{_median(recs, 'epochs_run'):.0f} |"
+        )
 
 
 if __name__ == "__main__":

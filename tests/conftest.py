@@ -52,8 +52,7 @@ def capture_notifications(monkeypatch):
     def capture(module) -> dict[str, list[str]]:
         seen: dict[str, list[str]] = {"error": [], "warning": [], "info": []}
         for kind in seen:
-            monkeypatch.setattr(module, f"show_{kind}",
-                                lambda m, k=kind: seen[k].append(str(m)))
+            monkeypatch.setattr(module, f"show_{kind}", lambda m, k=kind: seen[k].append(str(m)))
         return seen
 
     return capture

@@ -100,8 +100,11 @@ def test_the_cycle_finder_finds_a_cycle():
 
 
 def test_no_module_over_800_lines():
-    long = {m: n for m, p in MODULES.items()
-            if (n := len(p.read_text(encoding="utf-8").splitlines())) > MAX_MODULE_LINES}
+    long = {
+        m: n
+        for m, p in MODULES.items()
+        if (n := len(p.read_text(encoding="utf-8").splitlines())) > MAX_MODULE_LINES
+    }
     assert long == {}
 
 
@@ -111,9 +114,13 @@ def _function_lengths():
         for node in ast.walk(tree):
             if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef)):
                 body = node.body
-                if (body and isinstance(body[0], ast.Expr)
-                        and isinstance(getattr(body[0], "value", None), ast.Constant)
-                        and isinstance(body[0].value.value, str) and len(body) > 1):
+                if (
+                    body
+                    and isinstance(body[0], ast.Expr)
+                    and isinstance(getattr(body[0], "value", None), ast.Constant)
+                    and isinstance(body[0].value.value, str)
+                    and len(body) > 1
+                ):
                     body = body[1:]  # the docstring is documentation, not body
                 yield f"{mod}.{node.name}", node.end_lineno - body[0].lineno + 1
 
@@ -127,8 +134,9 @@ def test_no_import_cycle_among_package_modules():
     assert _cycles(import_graph()) == []
 
 
-@pytest.mark.parametrize("module", sorted(m for m in MODULES if ".widgets" not in m
-                                         and m != "napari_dfct._sample_data"))
+@pytest.mark.parametrize(
+    "module", sorted(m for m in MODULES if ".widgets" not in m and m != "napari_dfct._sample_data")
+)
 def test_core_modules_import_neither_qt_nor_napari(module):
     """Statically: no import of qtpy/PyQt/PySide/napari/magicgui in core modules (the
     subprocess test in test_package checks the same at run time)."""

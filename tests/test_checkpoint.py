@@ -30,8 +30,12 @@ def _model(seed=0, **kw):
 
 
 def _config():
-    return {"preset": "tiny", "window": {"low": -1.0, "high": 3.0}, "loss": {"name": "l2"},
-            "best_epoch": 4}
+    return {
+        "preset": "tiny",
+        "window": {"low": -1.0, "high": 3.0},
+        "loss": {"name": "l2"},
+        "best_epoch": 4,
+    }
 
 
 def _same_weights(a, b):
@@ -178,8 +182,7 @@ def test_training_state_roundtrip(tmp_path):
             assert torch.equal(v, s2["state"][k][name])
     assert back["scheduler"] == sched.state_dict()
     # one file: the readable summary next to it is never read back
-    assert sorted(p.name for p in tmp_path.iterdir()) == [ckpt.STATE_FILE,
-                                                          ckpt.STATE_TENSORS_FILE]
+    assert sorted(p.name for p in tmp_path.iterdir()) == [ckpt.STATE_FILE, ckpt.STATE_TENSORS_FILE]
     (tmp_path / ckpt.STATE_FILE).write_text("{}")
     assert ckpt.load_training_state(tmp_path)["epoch"] == 3
     # a truncated state file is a clear error
@@ -210,10 +213,14 @@ def _old_two_file_state(folder, state):
     from safetensors.torch import save
 
     (folder / ckpt.STATE_TENSORS_FILE).write_bytes(
-        save({k: v.contiguous() for k, v in tensors.items()},
-             metadata={"napari_dfct": "training-state"}))
-    (folder / ckpt.STATE_FILE).write_text(json.dumps(
-        {"format_version": 1, "tensors": len(tensors), "state": index}))
+        save(
+            {k: v.contiguous() for k, v in tensors.items()},
+            metadata={"napari_dfct": "training-state"},
+        )
+    )
+    (folder / ckpt.STATE_FILE).write_text(
+        json.dumps({"format_version": 1, "tensors": len(tensors), "state": index})
+    )
 
 
 def test_training_state_is_one_file_and_old_pairs_still_read(tmp_path):
@@ -249,8 +256,7 @@ def test_first_save_appears_in_one_rename(tmp_path, monkeypatch):
     real_rename = os.rename
 
     def watch(src, dst):
-        seen.append((Path(src).name, Path(dst).name,
-                     sorted(p.name for p in Path(src).iterdir())))
+        seen.append((Path(src).name, Path(dst).name, sorted(p.name for p in Path(src).iterdir())))
         raise OSError("killed here (simulated)")
 
     monkeypatch.setattr(os, "rename", watch)
@@ -259,8 +265,16 @@ def test_first_save_appears_in_one_rename(tmp_path, monkeypatch):
     monkeypatch.setattr(os, "rename", real_rename)
     src, dst, content = seen[0]
     assert src.startswith(".m.partial-") and dst == "m"
-    assert content == sorted(["model.safetensors", "config.json", "history.json",
-                              "history.csv", ckpt.STATE_TENSORS_FILE, ckpt.STATE_FILE])
+    assert content == sorted(
+        [
+            "model.safetensors",
+            "config.json",
+            "history.json",
+            "history.csv",
+            ckpt.STATE_TENSORS_FILE,
+            ckpt.STATE_FILE,
+        ]
+    )
     assert list(tmp_path.iterdir()) == []  # no folder, no hidden leftovers
     save_checkpoint(tmp_path / "m", _model(), _config(), [])
     assert [p.name for p in tmp_path.iterdir()] == ["m"]
@@ -303,9 +317,14 @@ def test_new_run_replaces_an_empty_or_stale_folder_whole(tmp_path, before):
         ckpt.save_training_state(folder, {"epoch": 7})
         (folder / "history.json").write_text("[]")
     m = _model()
-    ckpt.save_run(folder, {**_config(), "model": {"base_channels": m.base_channels,
-                                                  "depth": 2}},
-                  [{"epoch": 1}], {"epoch": 1}, weights=m.state_dict(), new=True)
+    ckpt.save_run(
+        folder,
+        {**_config(), "model": {"base_channels": m.base_channels, "depth": 2}},
+        [{"epoch": 1}],
+        {"epoch": 1},
+        weights=m.state_dict(),
+        new=True,
+    )
     assert ckpt.training_state_epoch(folder) == 1
     assert ckpt.load_history(folder) == [{"epoch": 1}]
     assert _same_weights(load_model(folder).model, m)

@@ -14,17 +14,26 @@ from napari_dfct.cli import main
 @pytest.fixture(scope="module")
 def quick_demo(tmp_path_factory):
     out = tmp_path_factory.mktemp("demo") / "quick"
-    status = main(["demo", "--quick", "--out", str(out), "--device", "cpu", "--quiet",
-                   "--jobs", "1"])
+    status = main(
+        ["demo", "--quick", "--out", str(out), "--device", "cpu", "--quiet", "--jobs", "1"]
+    )
     return status, out
 
 
 def test_demo_quick_runs_end_to_end(quick_demo, capsys):
     status, out = quick_demo
     assert status == 0
-    for name in ("demo-table.md", "demo-table.csv", "demo-panel.png", "demo-violins.png",
-                 "demo-verdict.md", "demo-verdict.csv", "demo.json", "grid/report/report.md",
-                 "grid/report/violin-cnr.png"):
+    for name in (
+        "demo-table.md",
+        "demo-table.csv",
+        "demo-panel.png",
+        "demo-violins.png",
+        "demo-verdict.md",
+        "demo-verdict.csv",
+        "demo.json",
+        "grid/report/report.md",
+        "grid/report/violin-cnr.png",
+    ):
         assert (out / name).is_file(), name
     meta = json.loads((out / "data" / "test" / "meta.json").read_text())
     train_meta = json.loads((out / "data" / "train" / "meta.json").read_text())
@@ -54,12 +63,15 @@ def test_demo_table_matches_the_runs(quick_demo):
         for m in ("cnr", "error_cnr", "psnr_body"):
             assert float(rows[key][f"{m}_median"]) == pytest.approx(ref[key][m])
     for name in ("l2", "l2+s+f-nonlinear"):
-        runs = [json.loads(p.read_text())
-                for p in (out / "grid" / "runs" / name).glob("seed-*/metrics.json")]
+        runs = [
+            json.loads(p.read_text())
+            for p in (out / "grid" / "runs" / name).glob("seed-*/metrics.json")
+        ]
         assert len(runs) == 2  # --quick: two seeds
         for m in ("cnr", "fwhm", "error_cnr", "psnr_body"):
             assert float(rows[name][f"{m}_median"]) == pytest.approx(
-                np.median([r[m] for r in runs]))
+                np.median([r[m] for r in runs])
+            )
     md = (out / "demo-table.md").read_text()
     assert md.startswith("| image |") and "l2+s+f-nonlinear" in md
 
@@ -67,8 +79,10 @@ def test_demo_table_matches_the_runs(quick_demo):
 def test_demo_again_reuses_the_runs(quick_demo, capsys):
     _, out = quick_demo
     before = sorted(p.stat().st_mtime_ns for p in (out / "grid" / "runs").rglob("metrics.json"))
-    assert main(["demo", "--quick", "--out", str(out), "--device", "cpu", "--quiet",
-                 "--jobs", "1"]) == 0
+    assert (
+        main(["demo", "--quick", "--out", str(out), "--device", "cpu", "--quiet", "--jobs", "1"])
+        == 0
+    )
     after = sorted(p.stat().st_mtime_ns for p in (out / "grid" / "runs").rglob("metrics.json"))
     assert before == after
     assert "| *input* |" in capsys.readouterr().out

@@ -25,15 +25,46 @@ def setup(small_sim, tmp_path_factory):
     write_volume(folder / "in.tif", small_sim.input)
     write_volume(folder / "gt.tif", small_sim.target)
     model = folder / "model"
-    assert main(["train", "--input", str(folder / "in.tif"), "--target", str(folder / "gt.tif"),
-                 "--out", str(model), "--epochs", "1", "--preset", "tiny", "--patch", "32",
-                 "--batch-size", "4", "--no-progress"]) == 0
+    assert (
+        main(
+            [
+                "train",
+                "--input",
+                str(folder / "in.tif"),
+                "--target",
+                str(folder / "gt.tif"),
+                "--out",
+                str(model),
+                "--epochs",
+                "1",
+                "--preset",
+                "tiny",
+                "--patch",
+                "32",
+                "--batch-size",
+                "4",
+                "--no-progress",
+            ]
+        )
+        == 0
+    )
     return folder, model
 
 
 def _predict(model, source, out, *extra) -> int:
-    return main(["predict", "--model", str(model), "--input", str(source), "--out", str(out),
-                 "--no-progress", *extra])
+    return main(
+        [
+            "predict",
+            "--model",
+            str(model),
+            "--input",
+            str(source),
+            "--out",
+            str(out),
+            "--no-progress",
+            *extra,
+        ]
+    )
 
 
 def _error_line(capsys) -> str:

@@ -33,8 +33,11 @@ TINY = ["--preset", "tiny", "--patch", "32", "--batch-size", "4", "--no-progress
 
 def _one_line_error(capsys, cmd):
     # on a CPU, `dfct train` prints the measured time per epoch once training started
-    err = [line for line in capsys.readouterr().err.strip().splitlines()
-           if not line.startswith("dfct train: on the CPU one epoch takes")]
+    err = [
+        line
+        for line in capsys.readouterr().err.strip().splitlines()
+        if not line.startswith("dfct train: on the CPU one epoch takes")
+    ]
     assert len(err) == 1, err
     assert err[0].startswith(f"dfct {cmd}: error: ")
     return err[0]
@@ -43,9 +46,28 @@ def _one_line_error(capsys, cmd):
 def test_train_then_predict(files, capsys):
     folder, sim_dir = files
     model = folder / "model"
-    rc = main(["train", "--input", str(folder / "in.tif"), "--target", str(folder / "gt.tif"),
-               "--out", str(model), "--epochs", "2", "--loss", "l2", "--spatial", "nonlinear",
-               "--frequency", "linear", "--order", "fs", *TINY])
+    rc = main(
+        [
+            "train",
+            "--input",
+            str(folder / "in.tif"),
+            "--target",
+            str(folder / "gt.tif"),
+            "--out",
+            str(model),
+            "--epochs",
+            "2",
+            "--loss",
+            "l2",
+            "--spatial",
+            "nonlinear",
+            "--frequency",
+            "linear",
+            "--order",
+            "fs",
+            *TINY,
+        ]
+    )
     assert rc == 0
     out = capsys.readouterr().out
     assert "completed: 2 epochs" in out
@@ -53,21 +75,57 @@ def test_train_then_predict(files, capsys):
     assert cfg["loss"]["name"] == "l2+f-linear+s-nonlinear" and cfg["preset"] == "tiny"
     assert len(json.loads((model / "history.json").read_text())) == 2
     # predict all slices, then a subset
-    rc = main(["predict", "--model", str(model), "--input", str(folder / "in.tif"),
-               "--out", str(folder / "pred.tif"), "--no-progress"])
+    rc = main(
+        [
+            "predict",
+            "--model",
+            str(model),
+            "--input",
+            str(folder / "in.tif"),
+            "--out",
+            str(folder / "pred.tif"),
+            "--no-progress",
+        ]
+    )
     assert rc == 0
     pred = tifffile.imread(folder / "pred.tif")
     assert pred.shape == (4, 64, 64) and pred.dtype == np.float32
-    rc = main(["predict", "--model", str(model), "--input", str(folder / "in.tif"),
-               "--out", str(folder / "sub.npy"), "--slices", "3,0-1", "--tile", "32",
-               "--overlap", "16", "--no-progress"])
+    rc = main(
+        [
+            "predict",
+            "--model",
+            str(model),
+            "--input",
+            str(folder / "in.tif"),
+            "--out",
+            str(folder / "sub.npy"),
+            "--slices",
+            "3,0-1",
+            "--tile",
+            "32",
+            "--overlap",
+            "16",
+            "--no-progress",
+        ]
+    )
     assert rc == 0
     sub = np.load(folder / "sub.npy")
     assert sub.shape == (3, 64, 64)
     np.testing.assert_allclose(sub, pred[[3, 0, 1]], atol=0.05)  # tiled vs whole slices
     # resume the finished run for one more epoch
-    rc = main(["train", "--data", str(sim_dir), "--out", str(model), "--resume", "--epochs", "3",
-               "--no-progress"])
+    rc = main(
+        [
+            "train",
+            "--data",
+            str(sim_dir),
+            "--out",
+            str(model),
+            "--resume",
+            "--epochs",
+            "3",
+            "--no-progress",
+        ]
+    )
     assert rc == 0
     assert "3 epochs" in capsys.readouterr().out
 
@@ -75,9 +133,26 @@ def test_train_then_predict(files, capsys):
 def test_train_recipe_scale_and_selection_are_saved(files, tmp_path, capsys):
     folder, sim_dir = files
     model = tmp_path / "paper"
-    rc = main(["train", "--data", str(sim_dir), "--out", str(model), "--epochs", "2",
-               "--recipe", "paper", "--loss-scale", "1.5", "--select", "amplified",
-               "--bn-recalibrate", "2", *TINY])
+    rc = main(
+        [
+            "train",
+            "--data",
+            str(sim_dir),
+            "--out",
+            str(model),
+            "--epochs",
+            "2",
+            "--recipe",
+            "paper",
+            "--loss-scale",
+            "1.5",
+            "--select",
+            "amplified",
+            "--bn-recalibrate",
+            "2",
+            *TINY,
+        ]
+    )
     assert rc == 0
     cfg = json.loads((model / "config.json").read_text())
     train = cfg["train"]
@@ -88,11 +163,20 @@ def test_train_recipe_scale_and_selection_are_saved(files, tmp_path, capsys):
     hist = json.loads((model / "history.json").read_text())
     assert all(h["val_loss"] == h["val_amplified"] for h in hist)
     # the plain loss ignores the scale: the amplified one is exactly 1.5 times it
-    assert all(h["val_amplified"] == pytest.approx(1.5 * h["val_plain"], rel=1e-5)
-               for h in hist)
+    assert all(h["val_amplified"] == pytest.approx(1.5 * h["val_plain"], rel=1e-5) for h in hist)
     # the default recipe is the stable one
-    rc = main(["train", "--data", str(sim_dir), "--out", str(tmp_path / "stable"),
-               "--epochs", "1", *TINY])
+    rc = main(
+        [
+            "train",
+            "--data",
+            str(sim_dir),
+            "--out",
+            str(tmp_path / "stable"),
+            "--epochs",
+            "1",
+            *TINY,
+        ]
+    )
     assert rc == 0
     train = json.loads((tmp_path / "stable" / "config.json").read_text())["train"]
     assert train["recipe"] == "stable" and train["bn_recalibrate"] > 0
@@ -113,8 +197,20 @@ def test_train_help_lists_the_recipes_and_their_differences(capsys):
 
 def test_train_from_simulation_folder(files, capsys, tmp_path):
     _, sim_dir = files
-    rc = main(["train", "--data", str(sim_dir), "--out", str(tmp_path / "m"), "--epochs", "1",
-               "--loss", "l1+s-linear", *TINY])
+    rc = main(
+        [
+            "train",
+            "--data",
+            str(sim_dir),
+            "--out",
+            str(tmp_path / "m"),
+            "--epochs",
+            "1",
+            "--loss",
+            "l1+s-linear",
+            *TINY,
+        ]
+    )
     assert rc == 0
     cfg = json.loads((tmp_path / "m" / "config.json").read_text())
     assert cfg["loss"]["name"] == "l1+s-linear"
@@ -169,8 +265,22 @@ def test_train_errors(case, match, files, tmp_path, capsys):
         extra = ["--resume"]
     elif case == "scale":
         extra = ["--loss-scale", "-1"]
-    argv = ["train", "--input", inp, "--target", tgt, "--out", str(out), "--epochs", "1",
-            "--preset", "tiny", "--batch-size", "4", "--no-progress"]
+    argv = [
+        "train",
+        "--input",
+        inp,
+        "--target",
+        tgt,
+        "--out",
+        str(out),
+        "--epochs",
+        "1",
+        "--preset",
+        "tiny",
+        "--batch-size",
+        "4",
+        "--no-progress",
+    ]
     argv += ["--patch", "32"] if "--patch" not in extra else []
     rc = main(argv + extra)
     assert rc == 2
@@ -192,12 +302,25 @@ def test_predict_errors(args, match, files, tmp_path, capsys):
     folder, _ = files
     model = folder / "model-for-errors"
     if not model.exists():
-        argv = ["train", "--input", str(folder / "in.tif"), "--target", str(folder / "gt.tif"),
-                "--out", str(model), "--epochs", "1", *TINY]
+        argv = [
+            "train",
+            "--input",
+            str(folder / "in.tif"),
+            "--target",
+            str(folder / "gt.tif"),
+            "--out",
+            str(model),
+            "--epochs",
+            "1",
+            *TINY,
+        ]
         assert main(argv) == 0
         capsys.readouterr()
-    opts = {"--model": str(model), "--input": str(folder / "in.tif"),
-            "--out": str(tmp_path / "p.tif")}
+    opts = {
+        "--model": str(model),
+        "--input": str(folder / "in.tif"),
+        "--out": str(tmp_path / "p.tif"),
+    }
     extra = []
     for i in range(0, len(args), 2):
         key, val = args[i], args[i + 1]
@@ -273,16 +396,14 @@ def test_train_refuses_before_training(case, match, files, tmp_path, capsys):
     elif case == "batch":
         extra = ["--batch-size", str(10**9)]
     before = sorted(p.name for p in tmp_path.iterdir())
-    rc = main(["train", "--data", str(sim_dir), "--out", str(out), "--epochs", "1",
-               *TINY, *extra])
+    rc = main(["train", "--data", str(sim_dir), "--out", str(out), "--epochs", "1", *TINY, *extra])
     assert rc == 2
     assert match in _one_line_error(capsys, "train")
     assert sorted(p.name for p in tmp_path.iterdir()) == before  # nothing written
     assert not (out / "model.safetensors").exists() if out.is_dir() else True
 
 
-def test_train_full_disk_is_one_line_and_keeps_the_last_save(files, tmp_path, capsys,
-                                                             monkeypatch):
+def test_train_full_disk_is_one_line_and_keeps_the_last_save(files, tmp_path, capsys, monkeypatch):
     import errno
     import os
 
@@ -298,6 +419,7 @@ def test_train_full_disk_is_one_line_and_keeps_the_last_save(files, tmp_path, ca
             if len(calls) > n:
                 raise OSError(errno.ENOSPC, "No space left on device", str(dst))
             return real_replace(src, dst)
+
         return replace
 
     # the very first file: nothing appears, nothing is left behind
@@ -336,9 +458,26 @@ def test_ctrl_c_before_the_first_epoch_claims_nothing(files, tmp_path, capsys, m
 
     monkeypatch.setattr(train_cmd, "_on_estimate", estimate_then_ctrl_c)
     out = tmp_path / "m"
-    rc = main(["train", "--data", str(sim_dir), "--out", str(out), "--epochs", "5",
-               "--preset", "paper", "--patch", "32", "--batch-size", "2", "--device", "cpu",
-               "--no-progress"])
+    rc = main(
+        [
+            "train",
+            "--data",
+            str(sim_dir),
+            "--out",
+            str(out),
+            "--epochs",
+            "5",
+            "--preset",
+            "paper",
+            "--patch",
+            "32",
+            "--batch-size",
+            "2",
+            "--device",
+            "cpu",
+            "--no-progress",
+        ]
+    )
     assert rc == 130
     err = capsys.readouterr().err.strip().splitlines()
     est = printed[0]
@@ -348,15 +487,26 @@ def test_ctrl_c_before_the_first_epoch_claims_nothing(files, tmp_path, capsys, m
     assert err[0].startswith("dfct train: on the CPU one epoch takes about")
     assert f"({est.steps} steps of" in err[0] and "for 5 epochs" in err[0]
     assert "--preset small" in err[0]
-    assert err[1] == "dfct train: interrupted before the first epoch finished; nothing " \
-                     "was saved"
+    assert err[1] == "dfct train: interrupted before the first epoch finished; nothing was saved"
     assert not out.exists() and list(tmp_path.iterdir()) == []
 
 
 def test_estimate_is_printed_on_cpu_without_hint_for_small_presets(files, tmp_path, capsys):
     _, sim_dir = files
-    rc = main(["train", "--data", str(sim_dir), "--out", str(tmp_path / "m"), "--epochs",
-               "1", "--device", "cpu", *TINY])
+    rc = main(
+        [
+            "train",
+            "--data",
+            str(sim_dir),
+            "--out",
+            str(tmp_path / "m"),
+            "--epochs",
+            "1",
+            "--device",
+            "cpu",
+            *TINY,
+        ]
+    )
     assert rc == 0
     err = capsys.readouterr().err
     assert "dfct train: on the CPU one epoch takes about" in err
@@ -408,13 +558,23 @@ def test_plain_run_restarts_a_dead_folder(files, tmp_path, capsys, monkeypatch):
 def test_resume_without_training_settings_is_one_line(files, tmp_path, capsys):
     _, sim_dir = files
     out = tmp_path / "m"
-    assert main(["train", "--data", str(sim_dir), "--out", str(out), "--epochs", "1",
-                 *TINY]) == 0
+    assert main(["train", "--data", str(sim_dir), "--out", str(out), "--epochs", "1", *TINY]) == 0
     cfg = json.loads((out / "config.json").read_text())
     del cfg["train"]
     (out / "config.json").write_text(json.dumps(cfg))
     capsys.readouterr()
-    rc = main(["train", "--data", str(sim_dir), "--out", str(out), "--resume", "--epochs",
-               "2", "--no-progress"])
+    rc = main(
+        [
+            "train",
+            "--data",
+            str(sim_dir),
+            "--out",
+            str(out),
+            "--resume",
+            "--epochs",
+            "2",
+            "--no-progress",
+        ]
+    )
     assert rc == 2
     assert "holds no training settings" in _one_line_error(capsys, "train")

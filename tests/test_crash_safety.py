@@ -67,9 +67,19 @@ def _pair():
 
 
 def _config(lr=0.1, seed=0):
-    return TrainConfig(loss=LossConfig(spatial="linear"), preset="tiny", epochs=3,
-                       batch_size=4, patch=24, patches_per_slice=2, lr=lr, seed=seed,
-                       device="cpu", keep_state=True, window={"low": -1.5, "high": 1.5})
+    return TrainConfig(
+        loss=LossConfig(spatial="linear"),
+        preset="tiny",
+        epochs=3,
+        batch_size=4,
+        patch=24,
+        patches_per_slice=2,
+        lr=lr,
+        seed=seed,
+        device="cpu",
+        keep_state=True,
+        window={"low": -1.5, "high": 1.5},
+    )
 
 
 #: The first of these settings whose run improves in epochs 1 and 3 but not in 2 is
@@ -114,18 +124,37 @@ def reference(tmp_path_factory):
         pytest.fail("no candidate setting improves in epochs 1 and 3 only")
     np.savez(folder / "data.npz", x=x, y=y)
     (folder / "child.py").write_text(CHILD)
-    return {"folder": folder, "x": x, "y": y, "result": res, "exported": exported,
-            "config": config, "final": ckpt.load_training_state(ref)["model"],
-            "best": _weights(ref / ckpt.WEIGHTS_FILE), "cfg": json.dumps(config.to_dict())}
+    return {
+        "folder": folder,
+        "x": x,
+        "y": y,
+        "result": res,
+        "exported": exported,
+        "config": config,
+        "final": ckpt.load_training_state(ref)["model"],
+        "best": _weights(ref / ckpt.WEIGHTS_FILE),
+        "cfg": json.dumps(config.to_dict()),
+    }
 
 
 def _child(ref, kill_at, when, out):
     folder = ref["folder"]
     return subprocess.run(
-        [sys.executable, str(folder / "child.py"), str(kill_at), when, str(out),
-         str(folder / "data.npz"), ref["cfg"]],
-        capture_output=True, text=True, timeout=300, check=False,
-        env={**os.environ, "OMP_NUM_THREADS": "1"})
+        [
+            sys.executable,
+            str(folder / "child.py"),
+            str(kill_at),
+            when,
+            str(out),
+            str(folder / "data.npz"),
+            ref["cfg"],
+        ],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        check=False,
+        env={**os.environ, "OMP_NUM_THREADS": "1"},
+    )
 
 
 def _assert_ends_like_reference(ref, res, out):
@@ -140,8 +169,9 @@ def _assert_ends_like_reference(ref, res, out):
 
 def _leftovers(out):
     hidden = [p.name for p in out.parent.iterdir() if p.name.startswith(f".{out.name}.")]
-    inside = [p.name for p in out.iterdir() if p.name not in ckpt.RUN_FILES] \
-        if out.is_dir() else []
+    inside = (
+        [p.name for p in out.iterdir() if p.name not in ckpt.RUN_FILES] if out.is_dir() else []
+    )
     return hidden + inside
 
 
@@ -159,12 +189,15 @@ def test_uninterrupted_child_matches_and_counts_replaces(reference, tmp_path):
 ALL = tuple(range(1, 18))
 
 
-@pytest.mark.parametrize("when,points", [
-    ("after", ALL),
-    # before a replace, its temporary file is left behind: inside the hidden folder (1),
-    # next to the finished hidden folder (7), inside the model folder (8, 12, 17)
-    ("before", (1, 7, 8, 12, 17)),
-])
+@pytest.mark.parametrize(
+    "when,points",
+    [
+        ("after", ALL),
+        # before a replace, its temporary file is left behind: inside the hidden folder (1),
+        # next to the finished hidden folder (7), inside the model folder (8, 12, 17)
+        ("before", (1, 7, 8, 12, 17)),
+    ],
+)
 def test_kill_at_every_replace_point(reference, tmp_path, when, points):
     """Killed right after the K-th replace, for every K = 1..17 (and right before some):
     absent, loadable or resumable, and a resumed or restarted run ends exactly like the

@@ -52,10 +52,10 @@ def test_parse_slice_spec():
 def test_csv_dataset_reads_the_chosen_slices(study):
     (study / "pairs.csv").write_text(
         "input,target,slices\na/input.tif,a/target.tif,1-3\nb/input.npy,b/target.npy,all\n"
-        "c/input.tif,c/target.tif,\n")
+        "c/input.tif,c/target.tif,\n"
+    )
     data = load_scans(study / "pairs.csv", patch=16)
-    assert data.origins == [("a", 1), ("a", 2), ("a", 3), ("b", 0), ("b", 1), ("b", 2),
-                            ("c", 0)]
+    assert data.origins == [("a", 1), ("a", 2), ("a", 3), ("b", 0), ("b", 1), ("b", 2), ("c", 0)]
     assert data.scans.tolist() == [0, 0, 0, 1, 1, 1, 2]
     assert data.shapes[0] == (40, 48) and data.shapes[3] == (32, 36)
     a = tifffile.imread(study / "a" / "input.tif")
@@ -82,8 +82,11 @@ def test_split_is_by_scan_never_by_slice():
 
 def test_grouped_sampler_mixes_sizes_reproducibly():
     rng = np.random.default_rng(1)
-    xs = [rng.random((20, 24), dtype=np.float32), rng.random((30, 18), dtype=np.float32),
-          rng.random((20, 24), dtype=np.float32)]
+    xs = [
+        rng.random((20, 24), dtype=np.float32),
+        rng.random((30, 18), dtype=np.float32),
+        rng.random((20, 24), dtype=np.float32),
+    ]
     a = GroupedSampler(xs, xs, lambda s: None, patch=16, seed=3, augment=True)
     b = GroupedSampler(xs, xs, lambda s: None, patch=16, seed=3, augment=True)
     batches = [list(s.epoch(2)) for s in (a, b)]
@@ -96,12 +99,33 @@ def test_grouped_sampler_mixes_sizes_reproducibly():
 def test_cli_trains_on_a_csv_dataset_of_different_sizes(study, tmp_path, capsys):
     (study / "pairs.csv").write_text(
         "input,target,slices\na/input.tif,a/target.tif,all\nb/input.npy,b/target.npy,0-1\n"
-        "c/input.tif,c/target.tif,center\n")
+        "c/input.tif,c/target.tif,center\n"
+    )
     out = tmp_path / "m"
-    rc = main(["train", "--pairs", str(study / "pairs.csv"), "--out", str(out),
-               "--epochs", "2", "--preset", "tiny", "--patch", "16", "--batch-size", "4",
-               "--val-fraction", "0.34", "--device", "cpu", "--no-progress",
-               "--spatial", "nonlinear"])
+    rc = main(
+        [
+            "train",
+            "--pairs",
+            str(study / "pairs.csv"),
+            "--out",
+            str(out),
+            "--epochs",
+            "2",
+            "--preset",
+            "tiny",
+            "--patch",
+            "16",
+            "--batch-size",
+            "4",
+            "--val-fraction",
+            "0.34",
+            "--device",
+            "cpu",
+            "--no-progress",
+            "--spatial",
+            "nonlinear",
+        ]
+    )
     err = capsys.readouterr().err
     assert rc == 0, err
     assert "3 scans, 8 slices" in err
@@ -115,28 +139,72 @@ def test_cli_trains_on_a_csv_dataset_of_different_sizes(study, tmp_path, capsys)
 
 
 def test_cli_trains_on_a_dataset_folder(study, tmp_path, capsys):
-    rc = main(["train", "--pairs", str(study), "--out", str(tmp_path / "m"), "--epochs", "1",
-               "--preset", "tiny", "--patch", "16", "--batch-size", "2", "--device", "cpu",
-               "--no-progress"])
+    rc = main(
+        [
+            "train",
+            "--pairs",
+            str(study),
+            "--out",
+            str(tmp_path / "m"),
+            "--epochs",
+            "1",
+            "--preset",
+            "tiny",
+            "--patch",
+            "16",
+            "--batch-size",
+            "2",
+            "--device",
+            "cpu",
+            "--no-progress",
+        ]
+    )
     assert rc == 0, capsys.readouterr().err
     assert json.loads((tmp_path / "m" / "config.json").read_text())["dataset"]["scans"] == [
-        "a", "b", "c"]
+        "a",
+        "b",
+        "c",
+    ]
 
 
-@pytest.mark.parametrize("table,patch,match", [
-    ("input,target\na/input.tif,a/missing.tif\nb/input.npy,b/target.npy\n", 16,
-     "target file not found"),
-    ("input,target,slices\na/input.tif,a/target.tif,middle\nb/input.npy,b/target.npy,all\n",
-     16, "scan 'a': bad slices value 'middle'"),
-    ("input,target\na/input.tif,a/target.tif\nb/input.npy,b/target.npy\n", 34,
-     "scan 'b' slice 1 is 32x36, smaller than the 34x34 patch"),
-    ("input,output\na/input.tif,a/target.tif\n", 16, "needs the columns input,target"),
-    ("input,target\na/input.tif,a/target.tif\n", 16, "at least 2 scans"),
-])
+@pytest.mark.parametrize(
+    "table,patch,match",
+    [
+        (
+            "input,target\na/input.tif,a/missing.tif\nb/input.npy,b/target.npy\n",
+            16,
+            "target file not found",
+        ),
+        (
+            "input,target,slices\na/input.tif,a/target.tif,middle\nb/input.npy,b/target.npy,all\n",
+            16,
+            "scan 'a': bad slices value 'middle'",
+        ),
+        (
+            "input,target\na/input.tif,a/target.tif\nb/input.npy,b/target.npy\n",
+            34,
+            "scan 'b' slice 1 is 32x36, smaller than the 34x34 patch",
+        ),
+        ("input,output\na/input.tif,a/target.tif\n", 16, "needs the columns input,target"),
+        ("input,target\na/input.tif,a/target.tif\n", 16, "at least 2 scans"),
+    ],
+)
 def test_dataset_errors_are_one_line(study, tmp_path, capsys, table, patch, match):
     (study / "pairs.csv").write_text(table)
-    rc = main(["train", "--pairs", str(study / "pairs.csv"), "--out", str(tmp_path / "m"),
-               "--preset", "tiny", "--patch", str(patch), "--no-progress"])
+    rc = main(
+        [
+            "train",
+            "--pairs",
+            str(study / "pairs.csv"),
+            "--out",
+            str(tmp_path / "m"),
+            "--preset",
+            "tiny",
+            "--patch",
+            str(patch),
+            "--no-progress",
+        ]
+    )
     assert rc == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and match in err[0], err
@@ -145,15 +213,42 @@ def test_dataset_errors_are_one_line(study, tmp_path, capsys, table, patch, matc
 
 def test_grid_trains_and_tests_on_pairs_tables(study, tmp_path, capsys):
     (study / "train.csv").write_text(
-        "input,target,slices\na/input.tif,a/target.tif,all\nb/input.npy,b/target.npy,all\n")
-    (study / "test.csv").write_text("input,target\nc/input.tif,c/target.tif\n"
-                                    "c/input.tif,c/target.tif\n")
+        "input,target,slices\na/input.tif,a/target.tif,all\nb/input.npy,b/target.npy,all\n"
+    )
+    (study / "test.csv").write_text(
+        "input,target\nc/input.tif,c/target.tif\nc/input.tif,c/target.tif\n"
+    )
     out = tmp_path / "grid"
-    argv = ["grid", str(out), "--train", str(study / "train.csv"), "--test",
-            str(study / "test.csv"), "--configs", "l2", "--seeds", "0", "--preset", "tiny",
-            "--epochs", "1", "--patch", "16", "--batch-size", "4", "--device", "cpu",
-            "--quiet", "--no-report", "--signal", "10,10", "--background", "26,22",
-            "--roi-size", "8"]
+    argv = [
+        "grid",
+        str(out),
+        "--train",
+        str(study / "train.csv"),
+        "--test",
+        str(study / "test.csv"),
+        "--configs",
+        "l2",
+        "--seeds",
+        "0",
+        "--preset",
+        "tiny",
+        "--epochs",
+        "1",
+        "--patch",
+        "16",
+        "--batch-size",
+        "4",
+        "--device",
+        "cpu",
+        "--quiet",
+        "--no-report",
+        "--signal",
+        "10,10",
+        "--background",
+        "26,22",
+        "--roi-size",
+        "8",
+    ]
     assert main(argv) == 0, capsys.readouterr().err
     grid = json.loads((out / "grid.json").read_text())
     assert grid["train_data"] == {"pairs": str((study / "train.csv").resolve())}
@@ -162,8 +257,9 @@ def test_grid_trains_and_tests_on_pairs_tables(study, tmp_path, capsys):
     assert cfg["dataset"]["scans"] == ["a", "b"] and len(cfg["dataset"]["val_scans"]) == 1
     assert (out / "runs" / "l2" / "seed-0" / "metrics.json").is_file()
     # test scans of different sizes cannot be one stack: one line
-    (study / "test2.csv").write_text("input,target\nc/input.tif,c/target.tif\n"
-                                     "b/input.npy,b/target.npy\n")
+    (study / "test2.csv").write_text(
+        "input,target\nc/input.tif,c/target.tif\nb/input.npy,b/target.npy\n"
+    )
     argv[5] = str(study / "test2.csv")
     argv[1] = str(tmp_path / "grid2")
     assert main(argv) == 2

@@ -34,8 +34,9 @@ def test_device_list_starts_with_auto_and_names_resolve():
 
 
 def _cfg(**kw):
-    base = dict(loss="l2", preset="tiny", epochs=2, batch_size=4, patch=16, device="cpu",
-                bn_recalibrate=1)
+    base = dict(
+        loss="l2", preset="tiny", epochs=2, batch_size=4, patch=16, device="cpu", bn_recalibrate=1
+    )
     base.update(kw)
     return TrainConfig(**base)
 
@@ -48,8 +49,12 @@ def watch_build(monkeypatch):
 
     def build(run, *args, **kwargs):
         real(run, *args, **kwargs)
-        refs.append({name: weakref.ref(getattr(run, name))
-                     for name in ("model", "optimizer", "scheduler", "sampler")})
+        refs.append(
+            {
+                name: weakref.ref(getattr(run, name))
+                for name in ("model", "optimizer", "scheduler", "sampler")
+            }
+        )
 
     monkeypatch.setattr(_loop, "_build", build)
     return refs

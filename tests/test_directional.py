@@ -14,8 +14,15 @@ from napari_dfct.losses import AmplifiedLoss, LossConfig, effective_scale, paper
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
-D_NAMES = ["l2+d-nonlinear", "l2+s+d-nonlinear", "l2+d+s-linear", "l1+d-sqrt",
-           "l2+s-linear+d-nonlinear", "l1+d+s-nonlinear-norm", "l2+d-linear@2.5"]
+D_NAMES = [
+    "l2+d-nonlinear",
+    "l2+s+d-nonlinear",
+    "l2+d+s-linear",
+    "l1+d-sqrt",
+    "l2+s-linear+d-nonlinear",
+    "l1+d+s-nonlinear-norm",
+    "l2+d-linear@2.5",
+]
 
 
 def _streak(n, theta_deg, width=1.0):
@@ -37,8 +44,9 @@ def _flip(a):
 def test_weights_range_and_hermitian_symmetry(shape, profile):
     rng = np.random.default_rng(0)
     inp = torch.from_numpy(rng.standard_normal((3, 1, *shape)).astype(np.float32))
-    inp[1, 0] += torch.from_numpy(_streak(max(shape), 30)[: shape[0], : shape[1]]
-                                  .astype(np.float32)) * 5
+    inp[1, 0] += (
+        torch.from_numpy(_streak(max(shape), 30)[: shape[0], : shape[1]].astype(np.float32)) * 5
+    )
     a = D.directional_weight(inp, torch.zeros_like(inp), profile).numpy()
     assert a.shape == (3, 1, *shape) and a.dtype == np.float32
     assert a.min() >= 1.0 and a.max() <= 2.0
@@ -121,8 +129,7 @@ def test_view_error_energy_reproduces_input_minus_target():
 
     run = _Run(Physics(**m["physics"]), 64, 96, 3, m["detector_bins"])
     for k, (mu, eps, err, key) in enumerate(_slice_sources(sim.phantom, run, m)):
-        _, e_in, e_tg = _sinogram_errors(run, mu[None], eps[None], m["pixel_size_mm"],
-                                         err, [key])
+        _, e_in, e_tg = _sinogram_errors(run, mu[None], eps[None], m["pixel_size_mm"], err, [key])
         rec = run.geom.back_project(e_in - e_tg, filter=run.phys.filter)
         rec /= np.float32(m["pixel_size_mm"] * 1e-3)
         diff = sim.input[k] - sim.target[k]
@@ -138,16 +145,16 @@ def test_d_with_flat_angular_part_equals_spectral_f(loss, profile, order):
     p = torch.rand(3, 1, 20, 24, generator=g, requires_grad=True)
     t = torch.rand(3, 1, 20, 24, generator=g)
     for spatial in ("none", "linear"):
-        d = AmplifiedLoss(LossConfig(loss=loss, spatial=spatial, directional=profile,
-                                     order=order))
-        f = AmplifiedLoss(LossConfig(loss=loss, spatial=spatial, frequency=profile,
-                                     order=order, mode="spectral"))
+        d = AmplifiedLoss(LossConfig(loss=loss, spatial=spatial, directional=profile, order=order))
+        f = AmplifiedLoss(
+            LossConfig(loss=loss, spatial=spatial, frequency=profile, order=order, mode="spectral")
+        )
         # input == target: zero residual, flat G = 1, A_D == A_F
         ld = d(p, t, input=t)
         lf = f(p, t)
         assert ld.item() == pytest.approx(lf.item(), rel=1e-6, abs=1e-7)
-        gd, = torch.autograd.grad(ld, p)
-        gf, = torch.autograd.grad(lf, p)
+        (gd,) = torch.autograd.grad(ld, p)
+        (gf,) = torch.autograd.grad(lf, p)
         torch.testing.assert_close(gd, gf, rtol=1e-5, atol=1e-8)
 
 
@@ -161,12 +168,15 @@ def test_d_loss_against_a_numpy_reference():
     a_s = W.spatial_weight_np((32, 32), "linear")
     e = (p - t).astype(np.float64)
     filt = lambda z: np.real(np.fft.ifft2(np.fft.fft2(z) * a_d))  # noqa: E731
-    want = {"l2+d-nonlinear": np.mean(filt(e) ** 2),
-            "l2+s-linear+d-nonlinear": np.mean(filt(np.sqrt(a_s) * e) ** 2),
-            "l2+d-nonlinear+s-linear": np.mean(a_s * filt(e) ** 2)}
+    want = {
+        "l2+d-nonlinear": np.mean(filt(e) ** 2),
+        "l2+s-linear+d-nonlinear": np.mean(filt(np.sqrt(a_s) * e) ** 2),
+        "l2+d-nonlinear+s-linear": np.mean(a_s * filt(e) ** 2),
+    }
     for name, ref in want.items():
-        got = AmplifiedLoss(name)(torch.from_numpy(p), torch.from_numpy(t),
-                                  input=torch.from_numpy(x)).item()
+        got = AmplifiedLoss(name)(
+            torch.from_numpy(p), torch.from_numpy(t), input=torch.from_numpy(x)
+        ).item()
         assert got == pytest.approx(ref, rel=1e-4), name
     # the estimate differs from the flat one: D is not F here
     f = AmplifiedLoss("l2+f-nonlinear-spectral")(torch.from_numpy(p), torch.from_numpy(t))
@@ -180,10 +190,13 @@ def test_d_needs_the_input():
 
 
 def test_effective_scale_of_d_is_the_flat_bound():
-    for d, f in (("l2+d-nonlinear", "l2+f-nonlinear-spectral"),
-                 ("l2+s+d-linear", "l2+s+f-linear-spectral")):
+    for d, f in (
+        ("l2+d-nonlinear", "l2+f-nonlinear-spectral"),
+        ("l2+s+d-linear", "l2+s+f-linear-spectral"),
+    ):
         assert effective_scale(d, (128, 128), 64)["scale"] == pytest.approx(
-            effective_scale(f, (128, 128), 64)["scale"])
+            effective_scale(f, (128, 128), 64)["scale"]
+        )
 
 
 # -------------------------------------------------------------------------------- names
@@ -201,11 +214,11 @@ def test_schemes_and_spectral_suffix():
     assert LossConfig.from_name("l2+s+d-nonlinear").scheme == "S+D"
     assert LossConfig.from_name("l2+d+s-linear").scheme == "D+S"
     assert LossConfig.from_name("l2+d-nonlinear-spectral") == LossConfig.from_name(
-        "l2+d-nonlinear")
+        "l2+d-nonlinear"
+    )
     assert LossConfig(directional="linear").mode == "spectral"
     assert LossConfig().mode == "paper"
-    names = [c.name for c in paper_configs(("l2",), ("none", "D", "S+D", "D+S"),
-                                           ("nonlinear",))]
+    names = [c.name for c in paper_configs(("l2",), ("none", "D", "S+D", "D+S"), ("nonlinear",))]
     assert names == ["l2", "l2+d-nonlinear", "l2+s+d-nonlinear", "l2+d+s-nonlinear"]
 
 
@@ -237,10 +250,24 @@ def test_cli_refuses_d_in_paper_mode(small_sim, tmp_path, capsys):
     from napari_dfct.simulate import save_simulation
 
     save_simulation(small_sim, tmp_path / "sim")
-    base = ["train", "--data", str(tmp_path / "sim"), "--preset", "tiny", "--patch", "32",
-            "--batch-size", "4", "--epochs", "1", "--no-progress"]
-    for extra in (["--directional", "nonlinear", "--mode", "paper"],
-                  ["--loss", "l2+s+d-nonlinear", "--mode", "paper"]):
+    base = [
+        "train",
+        "--data",
+        str(tmp_path / "sim"),
+        "--preset",
+        "tiny",
+        "--patch",
+        "32",
+        "--batch-size",
+        "4",
+        "--epochs",
+        "1",
+        "--no-progress",
+    ]
+    for extra in (
+        ["--directional", "nonlinear", "--mode", "paper"],
+        ["--loss", "l2+s+d-nonlinear", "--mode", "paper"],
+    ):
         capsys.readouterr()
         assert main(base + ["--out", str(tmp_path / "m"), *extra]) == 2
         err = capsys.readouterr().err.strip().splitlines()
@@ -259,11 +286,19 @@ def test_cli_refuses_d_in_paper_mode(small_sim, tmp_path, capsys):
 def test_training_a_few_steps_with_d(small_sim, tmp_path, name):
     from napari_dfct.train import TrainConfig, run_fit
 
-    cfg = TrainConfig(loss=LossConfig.from_name(name), preset="tiny", epochs=2, patience=5,
-                      batch_size=4, patch=32, patches_per_slice=2, device="cpu", seed=0)
+    cfg = TrainConfig(
+        loss=LossConfig.from_name(name),
+        preset="tiny",
+        epochs=2,
+        patience=5,
+        batch_size=4,
+        patch=32,
+        patches_per_slice=2,
+        device="cpu",
+        seed=0,
+    )
     events = []
-    res = run_fit(small_sim.input, small_sim.target, cfg, tmp_path / "m",
-                  callback=events.append)
+    res = run_fit(small_sim.input, small_sim.target, cfg, tmp_path / "m", callback=events.append)
     # without the input batch the D loss raises: training through both the optimiser
     # steps and the validation means the loop passes it
     assert res.epochs_run == 2 and np.isfinite(res.best_val_loss)

@@ -85,13 +85,18 @@ def test_oracle_loss_with_the_estimate_equals_the_estimated_d_loss():
     g = D.angular_weight(x[:, 0] - t[:, 0])
     for name in ("l2+d-nonlinear", "l2+s+d-linear", "l1+d+s-nonlinear-norm"):
         est = AmplifiedLoss(name)(pred, t, input=x)
-        orc = AmplifiedLoss(name + "-oracle" if not name.endswith("-norm")
-                            else name.replace("-norm", "-oracle-norm"))
+        orc = AmplifiedLoss(
+            name + "-oracle"
+            if not name.endswith("-norm")
+            else name.replace("-norm", "-oracle-norm")
+        )
         assert torch.allclose(orc(pred, t, angular=g), est, rtol=1e-6, atol=0)
     # a known angular part replaces the estimate: a different G gives a different loss
     other = torch.roll(g, 90, dims=1)
-    assert not torch.allclose(AmplifiedLoss("l2+d-nonlinear-oracle")(pred, t, angular=other),
-                              AmplifiedLoss("l2+d-nonlinear")(pred, t, input=x))
+    assert not torch.allclose(
+        AmplifiedLoss("l2+d-nonlinear-oracle")(pred, t, angular=other),
+        AmplifiedLoss("l2+d-nonlinear")(pred, t, input=x),
+    )
     with pytest.raises(ValueError, match="angular="):
         AmplifiedLoss("l2+d-nonlinear-oracle")(pred, t, input=x)
     with pytest.raises(ValueError, match=r"\(B, n_bins\)"):
@@ -105,8 +110,9 @@ def test_oracle_names():
     assert LossConfig.from_dict(cfg.to_dict()) == cfg
     assert LossConfig.from_name("l2+d-linear-oracle-norm").name == "l2+d-linear-oracle-norm"
     # a saved loss from before the field existed is the estimated D
-    old = {k: v for k, v in LossConfig.from_name("l2+d-nonlinear").to_dict().items()
-           if k != "oracle"}
+    old = {
+        k: v for k, v in LossConfig.from_name("l2+d-nonlinear").to_dict().items() if k != "oracle"
+    }
     assert not LossConfig.from_dict(old).oracle
     for bad in ("l2-oracle", "l2+s-linear-oracle", "l2+f-nonlinear-spectral-oracle"):
         with pytest.raises(ValueError):
@@ -120,9 +126,17 @@ def test_training_with_the_oracle(small_sim, tmp_path):
     from napari_dfct.simulate import slice_angular
     from napari_dfct.train import TrainConfig, run_fit
 
-    cfg = TrainConfig(loss=LossConfig.from_name("l2+s+d-nonlinear-oracle"), preset="tiny",
-                      epochs=2, patience=5, batch_size=4, patch=32, patches_per_slice=2,
-                      device="cpu", seed=0)
+    cfg = TrainConfig(
+        loss=LossConfig.from_name("l2+s+d-nonlinear-oracle"),
+        preset="tiny",
+        epochs=2,
+        patience=5,
+        batch_size=4,
+        patch=32,
+        patches_per_slice=2,
+        device="cpu",
+        seed=0,
+    )
     g = slice_angular(small_sim)
     assert g.shape == (small_sim.input.shape[0], D.ANGLE_BINS)
     assert np.all((g >= 0) & (g <= 1)) and np.isclose(g.max(), 1.0)
@@ -131,8 +145,9 @@ def test_training_with_the_oracle(small_sim, tmp_path):
     with pytest.raises(ValueError, match="Z = 4"):
         run_fit(small_sim.input, small_sim.target, cfg, tmp_path / "short", oracle=g[:3])
     events = []
-    res = run_fit(small_sim.input, small_sim.target, cfg, tmp_path / "m", oracle=g,
-                  callback=events.append)
+    res = run_fit(
+        small_sim.input, small_sim.target, cfg, tmp_path / "m", oracle=g, callback=events.append
+    )
     assert res.epochs_run == 2 and np.isfinite(res.best_val_loss)
     assert all(np.isfinite(e.train_loss) and np.isfinite(e.val_amplified) for e in events)
     saved = json.loads((tmp_path / "m" / "config.json").read_text())
@@ -145,8 +160,20 @@ def test_cli_trains_the_oracle_on_a_simulated_folder_only(small_sim, tmp_path, c
     from napari_dfct.simulate import save_simulation
 
     save_simulation(small_sim, tmp_path / "sim")
-    base = ["train", "--preset", "tiny", "--patch", "32", "--batch-size", "4",
-            "--epochs", "1", "--no-progress", "--loss", "l2+d-nonlinear-oracle"]
+    base = [
+        "train",
+        "--preset",
+        "tiny",
+        "--patch",
+        "32",
+        "--batch-size",
+        "4",
+        "--epochs",
+        "1",
+        "--no-progress",
+        "--loss",
+        "l2+d-nonlinear-oracle",
+    ]
     assert main(base + ["--data", str(tmp_path / "sim"), "--out", str(tmp_path / "m")]) == 0
     saved = json.loads((tmp_path / "m" / "config.json").read_text())
     assert saved["loss"]["name"] == "l2+d-nonlinear-oracle"
@@ -155,8 +182,20 @@ def test_cli_trains_the_oracle_on_a_simulated_folder_only(small_sim, tmp_path, c
     write_volume(tmp_path / "plain" / "x.tif", small_sim.input)
     write_volume(tmp_path / "plain" / "y.tif", small_sim.target)
     capsys.readouterr()
-    assert main(base + ["--input", str(tmp_path / "plain" / "x.tif"), "--target",
-                        str(tmp_path / "plain" / "y.tif"), "--out", str(tmp_path / "n")]) == 2
+    assert (
+        main(
+            base
+            + [
+                "--input",
+                str(tmp_path / "plain" / "x.tif"),
+                "--target",
+                str(tmp_path / "plain" / "y.tif"),
+                "--out",
+                str(tmp_path / "n"),
+            ]
+        )
+        == 2
+    )
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and "dfct simulate" in err[0], err
     assert not (tmp_path / "n").exists()

@@ -18,16 +18,27 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from napari_dfct.experiment import (GridRunError, SlurmOptions, grid_report, grid_status,
-                                    make_configs, prepare_grid, read_log, representative_seed,
-                                    run_grid, run_one, summarize)
+from napari_dfct.experiment import (
+    GridRunError,
+    SlurmOptions,
+    grid_report,
+    grid_status,
+    make_configs,
+    prepare_grid,
+    read_log,
+    representative_seed,
+    run_grid,
+    run_one,
+    summarize,
+)
 from napari_dfct.experiment._util import parse_line, parse_point, parse_seeds
 from napari_dfct.experiment.report import paper_table
 
 CONFIGS = ["l2", "l2+s+f-nonlinear"]
 SEEDS = [0, 1]
-TINY = dict(preset="tiny", epochs=2, patience=2, batch_size=4, patch=32, patches_per_slice=2,
-            device="cpu")
+TINY = dict(
+    preset="tiny", epochs=2, patience=2, batch_size=4, patch=32, patches_per_slice=2, device="cpu"
+)
 
 
 def _train_config(**kw):
@@ -112,7 +123,9 @@ def test_make_configs_is_the_paper_grid():
     # explicit names keep their own mode: one grid can compare paper and spectral F
     mixed = make_configs(names=["l2+f-nonlinear", "l2+f-nonlinear-spectral"])
     assert [(c.mode, c.name) for c in mixed] == [
-        ("paper", "l2+f-nonlinear"), ("spectral", "l2+f-nonlinear-spectral")]
+        ("paper", "l2+f-nonlinear"),
+        ("spectral", "l2+f-nonlinear-spectral"),
+    ]
     forced = make_configs(names=["l2+f-linear"], mode="spectral", normalize=True)
     assert forced[0].name == "l2+f-linear-spectral-norm"
     with pytest.raises(ValueError):
@@ -121,8 +134,10 @@ def test_make_configs_is_the_paper_grid():
 
 def test_summary_statistics_and_representative_seed_handle_nan():
     loss = {"loss": "l2", "spatial": "none", "frequency": "none"}
-    recs = [{"name": "l2", "seed": s, "loss": loss, "cnr": v, "fwhm": f}
-            for s, v, f in [(0, 1.0, 2.0), (1, 3.0, None), (2, 2.5, 4.0), (3, None, None)]]
+    recs = [
+        {"name": "l2", "seed": s, "loss": loss, "cnr": v, "fwhm": f}
+        for s, v, f in [(0, 1.0, 2.0), (1, 3.0, None), (2, 2.5, 4.0), (3, None, None)]
+    ]
     entry = summarize(recs)["l2"]
     finite = np.array([1.0, 3.0, 2.5])
     assert entry["cnr"]["n"] == 3 and entry["cnr"]["n_runs"] == 4
@@ -138,19 +153,28 @@ def test_summary_statistics_and_representative_seed_handle_nan():
 
 def test_paper_table_incomplete_grid_shows_n_and_bold_best():
     def rec(name, seed, cnr, spatial="none", frequency="none"):
-        return {"name": name, "seed": seed, "cnr": cnr, "fwhm": 5.0,
-                "loss": {"loss": "l1", "spatial": spatial, "frequency": frequency}}
+        return {
+            "name": name,
+            "seed": seed,
+            "cnr": cnr,
+            "fwhm": 5.0,
+            "loss": {"loss": "l1", "spatial": spatial, "frequency": frequency},
+        }
 
-    recs = [rec("l1", 0, 1.0), rec("l1", 1, 1.2),
-            rec("l1+s-linear", 0, 2.0, spatial="linear"),
-            rec("l1+s-linear", 1, float("nan"), spatial="linear"),
-            rec("l1+f-nonlinear", 0, 0.5, frequency="nonlinear")]
-    table = paper_table(summarize(recs), "l1", reference={"input": {"cnr": 0.7, "fwhm": 6.0}},
-                        n_expected=2)
+    recs = [
+        rec("l1", 0, 1.0),
+        rec("l1", 1, 1.2),
+        rec("l1+s-linear", 0, 2.0, spatial="linear"),
+        rec("l1+s-linear", 1, float("nan"), spatial="linear"),
+        rec("l1+f-nonlinear", 0, 0.5, frequency="nonlinear"),
+    ]
+    table = paper_table(
+        summarize(recs), "l1", reference={"input": {"cnr": 0.7, "fwhm": 6.0}}, n_expected=2
+    )
     md = table["markdown"]
     lines = {ln.split("|")[1].strip(): ln for ln in md.splitlines()[2:]}
     assert set(lines) == {"baseline", "+S", "+F", "*input*"}
-    assert "**2.00** (n=1/2)" in lines["+S"]      # best linear CNR, one finite seed of two
+    assert "**2.00** (n=1/2)" in lines["+S"]  # best linear CNR, one finite seed of two
     assert "**1.10 ± 0.14** (n=2)" in lines["baseline"]  # best non-linear CNR column
     assert "0.50 (n=1/2)" in lines["+F"]
     rows = list(csv.DictReader(table["csv"].splitlines()))
@@ -180,8 +204,9 @@ def test_grid_runs_write_checkpoint_prediction_and_metrics(base_grid, data_dirs)
         # the saved prediction is the representative slice: its own per-slice entry in
         # metrics.json agrees with the metrics recomputed from it
         own = r["per_slice"][meta["slice"]]
-        c = metrics.cnr(pred, meta["signal_center"], meta["background_center"],
-                        size=meta["roi_size"])
+        c = metrics.cnr(
+            pred, meta["signal_center"], meta["background_center"], size=meta["roi_size"]
+        )
         assert own["cnr"] == pytest.approx(c.cnr, rel=1e-6)
         assert own["psnr"] == pytest.approx(metrics.psnr(pred, truth2d), rel=1e-6)
         # the run's value is the median over the test slices
@@ -201,8 +226,11 @@ def test_report_tables_match_the_runs(base_grid):
     recs = _records(base_grid)
     report = base_grid / "report"
     rows = {r["row"]: r for r in csv.DictReader((report / "table-l2.csv").open())}
-    for row, name, prof in (("baseline", "l2", "linear"), ("baseline", "l2", "nonlinear"),
-                            ("+S+F", "l2+s+f-nonlinear", "nonlinear")):
+    for row, name, prof in (
+        ("baseline", "l2", "linear"),
+        ("baseline", "l2", "nonlinear"),
+        ("+S+F", "l2+s+f-nonlinear", "nonlinear"),
+    ):
         for m in ("cnr", "fwhm"):
             vals = np.array([_f(recs[(name, s)][m]) for s in SEEDS])
             vals = vals[np.isfinite(vals)]
@@ -235,13 +263,14 @@ def test_report_tables_match_the_runs(base_grid):
 
 def test_restart_skips_finished_runs_and_redoes_a_deleted_one(grid_copy, data_dirs):
     train, test = data_dirs
-    before = {k: (grid_copy / "runs" / k[0] / f"seed-{k[1]}" / "metrics.json").stat().st_mtime_ns
-              for k in _records(grid_copy)}
+    before = {
+        k: (grid_copy / "runs" / k[0] / f"seed-{k[1]}" / "metrics.json").stat().st_mtime_ns
+        for k in _records(grid_copy)
+    }
     old = _records(grid_copy)
     shutil.rmtree(grid_copy / "runs" / "l2" / "seed-1")
     n_log = len(read_log(grid_copy))
-    run_grid(train, test, grid_copy, CONFIGS, SEEDS, _train_config(), progress=False,
-             report=False)
+    run_grid(train, test, grid_copy, CONFIGS, SEEDS, _train_config(), progress=False, report=False)
     events = read_log(grid_copy)[n_log:]
     assert [(e["name"], e["seed"]) for e in events if e["status"] == "trained"] == [("l2", 1)]
     assert sum(e["status"] == "skipped" for e in events) == 3
@@ -261,16 +290,14 @@ def test_killed_run_is_moved_aside_and_redone(grid_copy, data_dirs):
     run_dir = grid_copy / "runs" / "l2+s+f-nonlinear" / "seed-0"
     (run_dir / "metrics.json").unlink()  # as if killed before it finished
     (run_dir / "partial.txt").write_text("left by the interrupted attempt")
-    run_grid(train, test, grid_copy, CONFIGS, SEEDS, _train_config(), progress=False,
-             report=False)
+    run_grid(train, test, grid_copy, CONFIGS, SEEDS, _train_config(), progress=False, report=False)
     aside = list(run_dir.parent.glob("seed-0.incomplete-*"))
     assert len(aside) == 1
     assert (aside[0] / "partial.txt").read_text() == "left by the interrupted attempt"
     assert (aside[0] / "model").is_dir()  # nothing of the attempt was deleted
     assert (run_dir / "metrics.json").is_file() and not (run_dir / "partial.txt").exists()
     events = read_log(grid_copy)
-    assert any(e["status"] == "moved-aside" and e["name"] == "l2+s+f-nonlinear"
-               for e in events)
+    assert any(e["status"] == "moved-aside" and e["name"] == "l2+s+f-nonlinear" for e in events)
     st = grid_status(grid_copy)
     assert len(st["done"]) == 4 and [Path(p).name for p in st["aside"]] == [aside[0].name]
     # the report ignores the moved-aside attempt
@@ -292,8 +319,9 @@ def test_other_settings_in_the_same_folder_are_refused(grid_copy, data_dirs):
     with pytest.raises(ValueError, match="other settings"):
         prepare_grid(train, test, grid_copy, CONFIGS, SEEDS, _train_config(epochs=3))
     # more seeds and configurations with the same settings are fine (and not run here)
-    settings, specs = prepare_grid(train, test, grid_copy, ["l2+s-linear"], [0, 5],
-                                   _train_config(device="cpu"))
+    settings, specs = prepare_grid(
+        train, test, grid_copy, ["l2+s-linear"], [0, 5], _train_config(device="cpu")
+    )
     assert set(settings["configs"]) == set(CONFIGS) | {"l2+s-linear"}
     assert settings["seeds"] == [0, 1, 5]
     assert len(specs) == 2
@@ -314,8 +342,9 @@ def test_a_grid_written_before_newer_options_continues(grid_copy, data_dirs):
     old["train"].pop("bn_recalibrate", None)  # before the stable recipe's option existed
     old["train"]["recipe"] = "stable"
     path.write_text(json.dumps(old))
-    settings, specs = prepare_grid(train, test, grid_copy, ["l2"], [0, 7],
-                                   _train_config(device="cpu"))
+    settings, specs = prepare_grid(
+        train, test, grid_copy, ["l2"], [0, 7], _train_config(device="cpu")
+    )
     assert settings["seeds"] == [0, 1, 7] and sorted(s["seed"] for s in specs) == [0, 7]
     old["configs"]["l2"]["scale"] = 2.0  # the same name, another loss
     path.write_text(json.dumps(old))
@@ -353,9 +382,15 @@ def test_missing_rois_are_a_clear_error(tmp_path, data_dirs):
     (plain / "meta.json").unlink()
     with pytest.raises(ValueError, match="--signal"):
         prepare_grid(train, plain, tmp_path / "out", ["l2"], [0], _train_config())
-    settings, _ = prepare_grid(train, plain, tmp_path / "out", ["l2"], [0], _train_config(),
-                               roi={"signal_center": "30,20", "background_center": "5,30",
-                                    "roi_size": 6})
+    settings, _ = prepare_grid(
+        train,
+        plain,
+        tmp_path / "out",
+        ["l2"],
+        [0],
+        _train_config(),
+        roi={"signal_center": "30,20", "background_center": "5,30", "roi_size": 6},
+    )
     assert settings["roi"]["line"] == [[30.0, 20.0], [5.0, 30.0]]
     assert settings["roi"]["slice"] == 1  # central slice of 2
 
@@ -369,8 +404,9 @@ def _close(a, b):
 def test_process_pool_gives_the_same_runs(tmp_path, data_dirs, base_grid):
     train, test = data_dirs
     out = tmp_path / "pool"
-    run_grid(train, test, out, ["l2"], SEEDS, _train_config(), jobs=2, progress=False,
-             report=False)
+    run_grid(
+        train, test, out, ["l2"], SEEDS, _train_config(), jobs=2, progress=False, report=False
+    )
     ref, got = _records(base_grid), _records(out)
     assert set(got) == {("l2", s) for s in SEEDS}
     for k in got:
@@ -382,9 +418,17 @@ def test_submitit_local_executor_runs_the_job_array(tmp_path, data_dirs, base_gr
     pytest.importorskip("submitit")
     train, test = data_dirs
     out = tmp_path / "submitit"
-    run_grid(train, test, out, ["l2+s+f-nonlinear"], SEEDS, _train_config(),
-             executor="submitit-local",
-             slurm=SlurmOptions(gpus_per_job=0, cpus_per_job=1, time=10), progress=False)
+    run_grid(
+        train,
+        test,
+        out,
+        ["l2+s+f-nonlinear"],
+        SEEDS,
+        _train_config(),
+        executor="submitit-local",
+        slurm=SlurmOptions(gpus_per_job=0, cpus_per_job=1, time=10),
+        progress=False,
+    )
     ref, got = _records(base_grid), _records(out)
     assert set(got) == {("l2+s+f-nonlinear", s) for s in SEEDS}
     for k in got:
@@ -429,9 +473,29 @@ def test_cli_grid_and_grid_report(tmp_path, data_dirs, capsys):
 
     train, test = data_dirs
     out = tmp_path / "cli"
-    argv = ["grid", str(out), "--train", str(train), "--test", str(test), "--configs", "l2",
-            "--seeds", "0", "--preset", "tiny", "--epochs", "1", "--patch", "32",
-            "--batch-size", "4", "--device", "cpu", "--quiet"]
+    argv = [
+        "grid",
+        str(out),
+        "--train",
+        str(train),
+        "--test",
+        str(test),
+        "--configs",
+        "l2",
+        "--seeds",
+        "0",
+        "--preset",
+        "tiny",
+        "--epochs",
+        "1",
+        "--patch",
+        "32",
+        "--batch-size",
+        "4",
+        "--device",
+        "cpu",
+        "--quiet",
+    ]
     assert main(argv) == 0
     stdout = capsys.readouterr().out
     assert "| baseline |" in stdout
@@ -443,14 +507,17 @@ def test_cli_grid_and_grid_report(tmp_path, data_dirs, capsys):
     assert "| baseline |" in capsys.readouterr().out
 
 
-@pytest.mark.parametrize("extra, message", [
-    (["--test", "TEST"], "no training data"),
-    (["--train", "TRAIN"], "no held-out test set"),
-    (["--train", "TRAIN", "--test", "TEST", "--seeds", "x"], "bad seed"),
-    (["--train", "TRAIN", "--test", "TEST", "--configs", "l3"], "unknown loss"),
-    (["--train", "TRAIN", "--test", "TEST", "--executor", "pbs"], "unknown executor"),
-    (["--train", "TRAIN", "--test", "TEST", "--epochs", "0"], "epochs"),
-])
+@pytest.mark.parametrize(
+    "extra, message",
+    [
+        (["--test", "TEST"], "no training data"),
+        (["--train", "TRAIN"], "no held-out test set"),
+        (["--train", "TRAIN", "--test", "TEST", "--seeds", "x"], "bad seed"),
+        (["--train", "TRAIN", "--test", "TEST", "--configs", "l3"], "unknown loss"),
+        (["--train", "TRAIN", "--test", "TEST", "--executor", "pbs"], "unknown executor"),
+        (["--train", "TRAIN", "--test", "TEST", "--epochs", "0"], "epochs"),
+    ],
+)
 def test_cli_grid_errors_are_one_line(tmp_path, data_dirs, capsys, extra, message):
     from napari_dfct.cli import main
 
@@ -480,18 +547,27 @@ def test_a_run_with_a_live_heartbeat_is_left_alone(grid_copy, data_dirs):
     beat = {"host": socket.gethostname(), "pid": os.getpid(), "heartbeat": time.time()}
     (run_dir / "running.json").write_text(json.dumps(beat))
     n_log = len(read_log(grid_copy))
-    run_grid(train, test, grid_copy, CONFIGS, SEEDS, _train_config(), progress=False,
-             report=False)
-    assert not (run_dir / "metrics.json").exists()          # not trained twice ...
+    run_grid(train, test, grid_copy, CONFIGS, SEEDS, _train_config(), progress=False, report=False)
+    assert not (run_dir / "metrics.json").exists()  # not trained twice ...
     assert not list(run_dir.parent.glob("seed-0.incomplete-*"))  # ... nor moved away
     events = read_log(grid_copy)[n_log:]
-    assert [(e["status"], e["name"], e["seed"]) for e in events
-            if e["status"] != "skipped"] == [("running-elsewhere", "l2", 0)]
+    assert [(e["status"], e["name"], e["seed"]) for e in events if e["status"] != "skipped"] == [
+        ("running-elsewhere", "l2", 0)
+    ]
     # once the heartbeat is older than stale_after, the run is taken over
     beat["heartbeat"] = time.time() - 120
     (run_dir / "running.json").write_text(json.dumps(beat))
-    run_grid(train, test, grid_copy, CONFIGS, SEEDS, _train_config(), progress=False,
-             report=False, stale_after=60)
+    run_grid(
+        train,
+        test,
+        grid_copy,
+        CONFIGS,
+        SEEDS,
+        _train_config(),
+        progress=False,
+        report=False,
+        stale_after=60,
+    )
     assert (run_dir / "metrics.json").is_file() and not (run_dir / "running.json").exists()
     assert len(list(run_dir.parent.glob("seed-0.incomplete-*"))) == 1
 
@@ -501,7 +577,8 @@ def _fake_slurm(tmp_path, monkeypatch, states):
     bindir = tmp_path / "fakebin"
     bindir.mkdir()
     (bindir / "sbatch").write_text(
-        f'#!/bin/sh\necho "$@" >> {tmp_path}/sbatch.log\necho "Submitted batch job 4242"\n')
+        f'#!/bin/sh\necho "$@" >> {tmp_path}/sbatch.log\necho "Submitted batch job 4242"\n'
+    )
     (bindir / "srun").write_text("#!/bin/sh\nexit 0\n")
     lines = "\\n".join(f"{j}|{s}|None" for j, s in states)
     (bindir / "sacct").write_text(f'#!/bin/sh\nprintf "JobID|State|NodeList\\n{lines}\\n"\n')
@@ -517,15 +594,39 @@ def test_slurm_submission_is_one_job_array(tmp_path, data_dirs, monkeypatch):
     train, test = data_dirs
     _fake_slurm(tmp_path, monkeypatch, [("4242_0", "COMPLETED"), ("4242_[1-3]", "PENDING")])
     out = tmp_path / "slurm-grid"
-    opts = SlurmOptions(partition="gpu", gpus_per_job=1, cpus_per_job=4, time=90, mem=16,
-                        array_parallelism=2, setup=["module load cuda"],
-                        extra={"account": "lab"})
-    run_grid(train, test, out, CONFIGS, SEEDS, _train_config(), executor="slurm", slurm=opts,
-             wait=False, progress=False)
+    opts = SlurmOptions(
+        partition="gpu",
+        gpus_per_job=1,
+        cpus_per_job=4,
+        time=90,
+        mem=16,
+        array_parallelism=2,
+        setup=["module load cuda"],
+        extra={"account": "lab"},
+    )
+    run_grid(
+        train,
+        test,
+        out,
+        CONFIGS,
+        SEEDS,
+        _train_config(),
+        executor="slurm",
+        slurm=opts,
+        wait=False,
+        progress=False,
+    )
     script = next((out / "slurm").glob("*_submission.sh")).read_text()
-    for line in ("#SBATCH --array=0-3%2", "#SBATCH --partition=gpu", "#SBATCH --cpus-per-task=4",
-                 "#SBATCH --gpus-per-node=1", "#SBATCH --time=90", "#SBATCH --mem=16GB",
-                 "#SBATCH --account=lab", "module load cuda"):
+    for line in (
+        "#SBATCH --array=0-3%2",
+        "#SBATCH --partition=gpu",
+        "#SBATCH --cpus-per-task=4",
+        "#SBATCH --gpus-per-node=1",
+        "#SBATCH --time=90",
+        "#SBATCH --mem=16GB",
+        "#SBATCH --account=lab",
+        "module load cuda",
+    ):
         assert line in script, line
     # each array task calls run_one with its own small spec
     calls = sorted((out / "slurm").glob("4242_*_submitted.pkl"))
@@ -536,11 +637,24 @@ def test_slurm_submission_is_one_job_array(tmp_path, data_dirs, monkeypatch):
     spec = delayed.args[0]
     assert spec["threads"] == 4 and Path(spec["run_dir"]).parent.parent.name == "runs"
     # a second start leaves the pending array tasks alone and resubmits only the others
-    run_grid(train, test, out, CONFIGS, SEEDS, _train_config(), executor="slurm", slurm=opts,
-             wait=False, progress=False)
+    run_grid(
+        train,
+        test,
+        out,
+        CONFIGS,
+        SEEDS,
+        _train_config(),
+        executor="slurm",
+        slurm=opts,
+        wait=False,
+        progress=False,
+    )
     events = read_log(out)
     assert sorted((e["name"], e["seed"]) for e in events if e["status"] == "queued") == [
-        ("l2", 1), ("l2+s+f-nonlinear", 0), ("l2+s+f-nonlinear", 1)]
+        ("l2", 1),
+        ("l2+s+f-nonlinear", 0),
+        ("l2+s+f-nonlinear", 1),
+    ]
     assert [(e["name"], e["seed"]) for e in events[-1:]] == [("l2", 0)]
     assert events[-1]["status"] == "submitted"
 
@@ -549,8 +663,9 @@ def test_arrays_and_simulations_are_saved_once_and_never_overwritten(tmp_path, s
     from napari_dfct.io import read_volume
 
     out = tmp_path / "arrays"
-    settings, specs = prepare_grid((small_sim.input, small_sim.target), small_sim, out, ["l2"],
-                                   [0], _train_config())
+    settings, specs = prepare_grid(
+        (small_sim.input, small_sim.target), small_sim, out, ["l2"], [0], _train_config()
+    )
     x, _ = read_volume(settings["train_data"]["input"])
     np.testing.assert_array_equal(x, small_sim.input)
     truth, _ = read_volume(settings["test"]["truth"])
@@ -558,8 +673,9 @@ def test_arrays_and_simulations_are_saved_once_and_never_overwritten(tmp_path, s
     assert settings["roi"]["signal_center"] == [float(v) for v in small_sim.meta["signal_center"]]
     prepare_grid(small_sim, small_sim, out, ["l2"], [0], _train_config())  # same data: fine
     with pytest.raises(ValueError, match="other data"):
-        prepare_grid((small_sim.input + 1, small_sim.target), small_sim, out, ["l2"], [0],
-                     _train_config())
+        prepare_grid(
+            (small_sim.input + 1, small_sim.target), small_sim, out, ["l2"], [0], _train_config()
+        )
     x, _ = read_volume(settings["train_data"]["input"])
     np.testing.assert_array_equal(x, small_sim.input)  # still the first data
 
@@ -574,14 +690,23 @@ def test_resume_continues_an_interrupted_run_to_the_same_result(tmp_path, data_d
     spec = specs[0]
     run_dir = Path(spec["run_dir"])
     # an attempt that stopped after its first epoch (its training state saved)
-    first = TrainConfig.from_dict({**spec["train"], "loss": spec["loss"], "seed": spec["seed"],
-                                   "device": "cpu", "epochs": 1, "keep_state": True})
+    first = TrainConfig.from_dict(
+        {
+            **spec["train"],
+            "loss": spec["loss"],
+            "seed": spec["seed"],
+            "device": "cpu",
+            "epochs": 1,
+            "keep_state": True,
+        }
+    )
     x, _ = read_volume(train / "input.tif")
     y, _ = read_volume(train / "target.tif")
     run_fit(x, y, first, out_dir=run_dir / "model", preview=False)
     assert (run_dir / "model" / "training-state.json").is_file()
-    run_grid(train, test, out, ["l2"], [0], _train_config(), progress=False, report=False,
-             resume=True)
+    run_grid(
+        train, test, out, ["l2"], [0], _train_config(), progress=False, report=False, resume=True
+    )
     rec = json.loads((run_dir / "metrics.json").read_text())
     assert rec["resumed_from_epoch"] == 1 and rec["epochs_run"] == TINY["epochs"]
     assert not list(run_dir.parent.glob("seed-0.incomplete-*"))
@@ -590,10 +715,14 @@ def test_resume_continues_an_interrupted_run_to_the_same_result(tmp_path, data_d
 
 
 def test_other_loss_modes_get_their_own_table():
-    recs = [{"name": n, "seed": s, "loss": d, "cnr": c + s, "fwhm": 3.0}
-            for n, d, c in [("l2", {"loss": "l2"}, 1.0),
-                            ("l2-spectral", {"loss": "l2", "mode": "spectral"}, 5.0)]
-            for s in (0, 1)]
+    recs = [
+        {"name": n, "seed": s, "loss": d, "cnr": c + s, "fwhm": 3.0}
+        for n, d, c in [
+            ("l2", {"loss": "l2"}, 1.0),
+            ("l2-spectral", {"loss": "l2", "mode": "spectral"}, 5.0),
+        ]
+        for s in (0, 1)
+    ]
     summary = summarize(recs)
     assert {e["family"] for e in summary.values()} == {"l2", "l2-spectral"}
     paper = list(csv.DictReader(paper_table(summary, "l2")["csv"].splitlines()))
@@ -608,8 +737,16 @@ def test_controls_add_scale_matched_baselines_and_a_report_table(tmp_path, data_
     train, test = data_dirs
     out = tmp_path / "ctrl"
     cfg = _train_config(epochs=1, patience=1)
-    run_grid(train, test, out, ["l2", "l2+s-nonlinear", "l2+f-nonlinear"], [0], cfg,
-             progress=False, controls=True)
+    run_grid(
+        train,
+        test,
+        out,
+        ["l2", "l2+s-nonlinear", "l2+f-nonlinear"],
+        [0],
+        cfg,
+        progress=False,
+        controls=True,
+    )
     settings = json.loads((out / "grid.json").read_text())
     # S on 32x32 patches of 64x64 slices: the control carries that effective scale
     scale = effective_scale("l2+s-nonlinear", (64, 64), 32)["scale"]

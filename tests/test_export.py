@@ -30,8 +30,11 @@ def model_dir(small_sim, tmp_path_factory):
 
 
 def _error_line(capsys) -> str:
-    err = [line for line in capsys.readouterr().err.strip().splitlines()
-           if not line.startswith("dfct export: ") or "error" in line]
+    err = [
+        line
+        for line in capsys.readouterr().err.strip().splitlines()
+        if not line.startswith("dfct export: ") or "error" in line
+    ]
     assert len(err) == 1, err
     assert err[0].startswith("dfct export: error: ")
     return err[0]
@@ -61,8 +64,11 @@ def test_the_standalone_architecture_file_reproduces_the_model(tmp_path):
         (folder / "dfct_unet.py").write_text(architecture_source().read_text())
         torch.save(model.state_dict(), folder / "weights.pt")
         np.save(folder / "x.npy", x.numpy())
-        kwargs = {"base_channels": model.base_channels, "depth": model.depth,
-                  "bilinear": model.bilinear}
+        kwargs = {
+            "base_channels": model.base_channels,
+            "depth": model.depth,
+            "bilinear": model.bilinear,
+        }
         script = (
             "import sys, json, numpy as np, torch\n"
             "sys.modules['napari_dfct'] = None  # any import of the package fails\n"
@@ -93,10 +99,12 @@ def test_sample_input_is_a_central_crop_of_a_multiple():
         sample_input(a[:200], 16, smallest=288)
 
 
-def test_export_passes_the_bioimageio_model_test_offline(model_dir, small_sim, tmp_path,
-                                                         monkeypatch):
-    pytest.importorskip("bioimageio.core",
-                        reason="the bioimage.io test needs the extra napari-dfct[bioimageio]")
+def test_export_passes_the_bioimageio_model_test_offline(
+    model_dir, small_sim, tmp_path, monkeypatch
+):
+    pytest.importorskip(
+        "bioimageio.core", reason="the bioimage.io test needs the extra napari-dfct[bioimageio]"
+    )
     import httpx
     from bioimageio.core import test_model
 
@@ -108,13 +116,16 @@ def test_export_passes_the_bioimageio_model_test_offline(model_dir, small_sim, t
 
     for name in ("request", "stream", "get", "head", "post"):
         monkeypatch.setattr(httpx, name, no_network)
-    out = export_bioimageio(model_dir, tmp_path / "model.zip", sample=small_sim.input,
-                            sample_source="the training input")
+    out = export_bioimageio(
+        model_dir,
+        tmp_path / "model.zip",
+        sample=small_sim.input,
+        sample_source="the training input",
+    )
     assert requests == []  # building the package asks nothing of the network
 
     summary = test_model(out, devices=["cpu"])
-    failed = [(d.name, [e.msg for e in d.errors]) for d in summary.details
-              if d.status != "passed"]
+    failed = [(d.name, [e.msg for e in d.errors]) for d in summary.details if d.status != "passed"]
     assert summary.status == "passed", failed
     # the only request the model test tries is the HEAD of the citation URL, which fails
     # softly (a warning): nothing is downloaded
@@ -122,8 +133,15 @@ def test_export_passes_the_bioimageio_model_test_offline(model_dir, small_sim, t
 
     with zipfile.ZipFile(out) as zf:
         names = set(zf.namelist())
-        assert {"rdf.yaml", "weights.pt", "dfct_unet.py", "test_input.npy",
-                "test_output.npy", "README.md", "cover.png"} <= names
+        assert {
+            "rdf.yaml",
+            "weights.pt",
+            "dfct_unet.py",
+            "test_input.npy",
+            "test_output.npy",
+            "README.md",
+            "cover.png",
+        } <= names
         rdf = zf.read("rdf.yaml").decode()
         zf.extract("weights.pt", tmp_path)
     sd = torch.load(tmp_path / "weights.pt", weights_only=True)
@@ -133,8 +151,15 @@ def test_export_passes_the_bioimageio_model_test_offline(model_dir, small_sim, t
     ours = loaded.model.state_dict()
     assert set(sd) == set(ours) and all(torch.equal(sd[k], ours[k]) for k in ours)
     low, high = loaded.window.low, loaded.window.high
-    for expected in ("format_version: 0.5", "pytorch_state_dict", "id: clip",
-                     "id: scale_linear", "l2", "recipe: stable", "napari_dfct:"):
+    for expected in (
+        "format_version: 0.5",
+        "pytorch_state_dict",
+        "id: clip",
+        "id: scale_linear",
+        "l2",
+        "recipe: stable",
+        "napari_dfct:",
+    ):
         assert expected in rdf, expected
     assert f"{low!r}"[:6] in rdf and f"{high!r}"[:6] in rdf
 
@@ -166,6 +191,16 @@ def test_a_bad_model_folder_is_one_line(tmp_path, capsys, case):
 def test_bad_output_names_and_test_data(model_dir, tmp_path, capsys):
     assert main(["export", str(model_dir), str(tmp_path / "m.tar")]) == 2
     assert ".zip" in _error_line(capsys)
-    assert main(["export", str(model_dir), str(tmp_path / "m.zip"), "--data",
-                 str(tmp_path / "nope.tif")]) == 2
+    assert (
+        main(
+            [
+                "export",
+                str(model_dir),
+                str(tmp_path / "m.zip"),
+                "--data",
+                str(tmp_path / "nope.tif"),
+            ]
+        )
+        == 2
+    )
     assert "not found" in _error_line(capsys)

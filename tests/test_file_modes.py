@@ -30,25 +30,92 @@ TINY = ["--preset", "tiny", "--epochs", "1", "--patch", "32", "--batch-size", "4
 
 def _write_everything(root: Path) -> None:
     """Run every command that writes files, into ``root``."""
-    assert main(["simulate", str(root / "sim"), "--slices", "2", "--size", "64", "--views",
-                 "96", "--rotations", "2", "--seed", "3", "--quiet"]) == 0
+    assert (
+        main(
+            [
+                "simulate",
+                str(root / "sim"),
+                "--slices",
+                "2",
+                "--size",
+                "64",
+                "--views",
+                "96",
+                "--rotations",
+                "2",
+                "--seed",
+                "3",
+                "--quiet",
+            ]
+        )
+        == 0
+    )
     grid = root / "grid"
-    assert main(["grid", str(grid), "--simulate", "--sim-size", "64", "--sim-slices", "4",
-                 "--sim-test-slices", "2", "--sim-views", "96", "--sim-rotations", "2",
-                 "--configs", "l2", "--seeds", "0", *TINY, "--device", "cpu",
-                 "--quiet"]) == 0
+    assert (
+        main(
+            [
+                "grid",
+                str(grid),
+                "--simulate",
+                "--sim-size",
+                "64",
+                "--sim-slices",
+                "4",
+                "--sim-test-slices",
+                "2",
+                "--sim-views",
+                "96",
+                "--sim-rotations",
+                "2",
+                "--configs",
+                "l2",
+                "--seeds",
+                "0",
+                *TINY,
+                "--device",
+                "cpu",
+                "--quiet",
+            ]
+        )
+        == 0
+    )
     assert main(["grid-report", str(grid)]) == 0
     model = root / "model"
-    assert main(["train", "--data", str(grid / "data" / "train"), "--out", str(model), *TINY,
-                 "--no-progress"]) == 0
+    assert (
+        main(
+            [
+                "train",
+                "--data",
+                str(grid / "data" / "train"),
+                "--out",
+                str(model),
+                *TINY,
+                "--no-progress",
+            ]
+        )
+        == 0
+    )
     for name in ("pred.tif", "pred.npy"):
-        assert main(["predict", "--model", str(model), "--input",
-                     str(grid / "data" / "test" / "input.tif"), "--out", str(root / name),
-                     "--no-progress"]) == 0
+        assert (
+            main(
+                [
+                    "predict",
+                    "--model",
+                    str(model),
+                    "--input",
+                    str(grid / "data" / "test" / "input.tif"),
+                    "--out",
+                    str(root / name),
+                    "--no-progress",
+                ]
+            )
+            == 0
+        )
     from napari_dfct._sample_data import _write_cache
 
-    _write_cache(root / "cache", "key", {"input": np.zeros((2, 4, 4), np.float32)},
-                 {"note": "test"})
+    _write_cache(
+        root / "cache", "key", {"input": np.zeros((2, 4, 4), np.float32)}, {"note": "test"}
+    )
 
 
 @pytest.mark.parametrize("umask", [0o022, 0o027])
@@ -74,9 +141,19 @@ def test_written_files_follow_the_umask(tmp_path, capsys, umask):
     assert not wrong, "\n".join(wrong)
     # the walk saw what each command writes
     names = {p.name for p in root.rglob("*")}
-    for expected in ("input.tif", "meta.json", "grid.json", "grid-log.jsonl", "metrics.json",
-                     "model.safetensors", "config.json", "history.json", "report.md",
-                     "pred.tif", "pred.npy"):
+    for expected in (
+        "input.tif",
+        "meta.json",
+        "grid.json",
+        "grid-log.jsonl",
+        "metrics.json",
+        "model.safetensors",
+        "config.json",
+        "history.json",
+        "report.md",
+        "pred.tif",
+        "pred.npy",
+    ):
         assert expected in names, expected
     assert any(n.endswith(".png") for n in names) and any(n.endswith(".csv") for n in names)
     assert any(n.endswith(".npz") for n in names)  # the sample cache

@@ -65,8 +65,9 @@ def test_slices_subset_order_and_2d(net, volume):
     assert one.shape == volume.shape[1:]
     np.testing.assert_allclose(one, full[2], rtol=1e-5, atol=3e-5)
     # batch size does not change the result (eval mode)
-    np.testing.assert_allclose(predict(net, volume, window=win, device="cpu", batch_size=5), full,
-                               rtol=1e-5, atol=3e-5)
+    np.testing.assert_allclose(
+        predict(net, volume, window=win, device="cpu", batch_size=5), full, rtol=1e-5, atol=3e-5
+    )
     with pytest.raises(ValueError, match="out of range"):
         predict(net, volume, window=win, device="cpu", slices=[5])
     with pytest.raises(ValueError, match="2-D"):
@@ -118,8 +119,14 @@ def test_cancel(net, volume):
     assert got == [0]
     calls = []
     with pytest.raises(PredictionCancelled, match="after 2 of 5"):
-        predict(net, volume, batch_size=2, device="cpu", cancel=lambda: len(calls) > 0,
-                progress=lambda done, total: calls.append(done))
+        predict(
+            net,
+            volume,
+            batch_size=2,
+            device="cpu",
+            cancel=lambda: len(calls) > 0,
+            progress=lambda done, total: calls.append(done),
+        )
 
 
 def test_oom_falls_back_to_smaller_batches_then_tiles(net, monkeypatch):

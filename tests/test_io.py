@@ -60,7 +60,7 @@ def test_tiff_3d_round_trip_through_npe2_writer_and_reader(tmp_path):
     attributes = {"name": "vol", "scale": (2.5, 0.661468, 0.75), "metadata": {"unit": "mm"}}
     written = io.write_tiff(str(tmp_path / "vol.tiff"), data, attributes)
     assert written == [str(tmp_path / "vol.tiff")]
-    (out, kwargs, layer_type), = _layers(written[0])
+    ((out, kwargs, layer_type),) = _layers(written[0])
     assert layer_type == "image"
     assert out.dtype == np.float32
     np.testing.assert_array_equal(out, data.astype(np.float32))
@@ -162,7 +162,7 @@ def test_npy_round_trip(tmp_path):
     (written,) = io.write_npy(str(tmp_path / "vol.npy"), data, {"scale": (1, 1, 1)})
     raw = np.load(written, allow_pickle=False)
     assert raw.dtype == np.float32
-    (out, kwargs, _), = _layers(written)
+    ((out, kwargs, _),) = _layers(written)
     np.testing.assert_array_equal(out, data.astype(np.float32))
     assert kwargs["name"] == "vol" and kwargs["scale"] == (1.0, 1.0, 1.0)
 
@@ -361,7 +361,7 @@ def test_nan_and_inf_load_with_a_counted_warning(tmp_path):
     np.save(path, data)
     msg = r"holes\.npy holds 5 non-finite value\(s\).*3 NaN, 2 Inf"
     with pytest.warns(UserWarning, match=msg):
-        (out, kwargs, _), = _layers(path)
+        ((out, kwargs, _),) = _layers(path)
     np.testing.assert_array_equal(out, data)  # kept, not altered
     finite = data[np.isfinite(data)]
     assert kwargs["contrast_limits"] == pytest.approx((finite.min(), finite.max()))
@@ -383,7 +383,7 @@ def test_list_of_2d_files_is_stacked(tmp_path):
     slices = RNG.random((3, 5, 4)).astype(np.float32)
     paths = [str(io.write_volume(tmp_path / f"s{i}.tif", s)) for i, s in enumerate(slices)]
     reader = io.napari_get_reader(paths)
-    (out, kwargs, _), = reader(paths)
+    ((out, kwargs, _),) = reader(paths)
     np.testing.assert_array_equal(out, slices)
     assert kwargs["metadata"]["source"] == paths
     io.write_volume(tmp_path / "odd.tif", np.zeros((2, 2)))
@@ -550,7 +550,7 @@ def test_dicom_folder_is_sorted_rescaled_and_scaled(tmp_path, orientation):
     (folder / "notes.txt").write_text("not dicom")
     reader = io.napari_get_reader(str(folder))
     assert callable(reader)
-    (data, kwargs, layer_type), = reader(str(folder))
+    ((data, kwargs, layer_type),) = reader(str(folder))
     assert layer_type == "image" and data.dtype == np.float32
     np.testing.assert_array_equal(data, expected)
     assert kwargs["scale"] == pytest.approx((2.5, 0.7, 0.8))
@@ -573,7 +573,7 @@ def test_dicom_file_list_and_extensionless_files(tmp_path):
     np.testing.assert_array_equal(out, expected)
     files = sorted(str(p) for p in folder.iterdir())
     random.Random(1).shuffle(files)
-    (data, kwargs, _), = io.napari_get_reader(files)(files)
+    ((data, kwargs, _),) = io.napari_get_reader(files)(files)
     np.testing.assert_array_equal(data, expected)
 
 
@@ -639,10 +639,15 @@ def test_dicom_uneven_spacing_warns(tmp_path):
 def test_single_dicom_slice_uses_its_display_window(tmp_path):
     raw = np.arange(12, dtype=np.int16).reshape(3, 4) * 100
     path = _ct_file(
-        tmp_path / "w.dcm", raw, position=(0, 0, 5), slope=2.0, intercept=-1000.0,
-        spacing=(0.4, 0.6), window=(-600, 1500),
+        tmp_path / "w.dcm",
+        raw,
+        position=(0, 0, 5),
+        slope=2.0,
+        intercept=-1000.0,
+        spacing=(0.4, 0.6),
+        window=(-600, 1500),
     )
-    (data, kwargs, _), = _layers(path)
+    ((data, kwargs, _),) = _layers(path)
     np.testing.assert_array_equal(data, raw * 2.0 - 1000.0)
     assert kwargs["scale"] == pytest.approx((0.4, 0.6))
     assert kwargs["contrast_limits"] == pytest.approx((-1350.0, 150.0))  # lung window
@@ -685,7 +690,7 @@ def _real_ct_file():
 
 def test_real_scanner_ct_file_through_the_napari_reader():
     path = _real_ct_file()
-    (data, kwargs, layer_type), = _layers(path)
+    ((data, kwargs, layer_type),) = _layers(path)
     ds = pydicom.dcmread(path)
     slope, intercept = float(ds.RescaleSlope), float(ds.RescaleIntercept)
     truth = ds.pixel_array.astype(np.float64) * slope + intercept

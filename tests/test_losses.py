@@ -84,8 +84,10 @@ def test_f_plus_s_equals_s_with_filtered_weight(shape, loss, profile):
     assert AmplifiedLoss(cfg)(p, t).item() == pytest.approx(expected, rel=2e-5)
     # and the map itself is A_S * F(L)
     np.testing.assert_allclose(
-        AmplifiedLoss(cfg).loss_map(p, t).double().numpy(), a_s * _filter_np(lmap, a_f),
-        rtol=1e-4, atol=1e-5,
+        AmplifiedLoss(cfg).loss_map(p, t).double().numpy(),
+        a_s * _filter_np(lmap, a_f),
+        rtol=1e-4,
+        atol=1e-5,
     )
 
 
@@ -149,15 +151,18 @@ def test_paper_f_gradient_is_plain_times_dc(loss):
 
 
 @pytest.mark.parametrize("loss", ["l1", "l2"])
-@pytest.mark.parametrize("scheme", [("none", "linear", "sf"), ("linear", "linear", "sf"),
-                                    ("nonlinear", "nonlinear", "fs")])
+@pytest.mark.parametrize(
+    "scheme",
+    [("none", "linear", "sf"), ("linear", "linear", "sf"), ("nonlinear", "nonlinear", "fs")],
+)
 def test_spectral_gradient_differs_from_plain(loss, scheme):
     spatial, frequency, order = scheme
     p, t = _pair((16, 16), seed=5)
     plain = _grad(LossConfig(loss=loss, spatial=spatial, order=order), p, t).ravel()
     spec = _grad(
         LossConfig(loss=loss, spatial=spatial, frequency=frequency, order=order, mode="spectral"),
-        p, t,
+        p,
+        t,
     ).ravel()
     # not merely a rescaled plain gradient: the best scalar fit leaves a large residual
     alpha = (spec @ plain) / (plain @ plain)
@@ -274,7 +279,8 @@ def test_paper_configs_18_names_round_trip():
         assert LossConfig.from_dict(d) == c
     assert sum(c.scheme == "none" for c in cfgs) == 2
     assert {c.name for c in paper_configs(losses=("l2",), schemes=("F+S",))} == {
-        "l2+f+s-linear", "l2+f+s-nonlinear"
+        "l2+f+s-linear",
+        "l2+f+s-nonlinear",
     }
 
 
@@ -296,8 +302,18 @@ def test_variant_names_round_trip():
 
 @pytest.mark.parametrize(
     "bad",
-    ["", "l3", "L2+x-linear", "l2+s", "l2+s+s-linear", "l2+s-cubic", "l2+s-linear-foo",
-     "l2+s+f+s-linear", "l2+s-linear+", "s-linear"],
+    [
+        "",
+        "l3",
+        "L2+x-linear",
+        "l2+s",
+        "l2+s+s-linear",
+        "l2+s-cubic",
+        "l2+s-linear-foo",
+        "l2+s+f+s-linear",
+        "l2+s-linear+",
+        "s-linear",
+    ],
 )
 def test_unknown_names_rejected(bad):
     with pytest.raises(ValueError, match="Valid names: l1, "):
@@ -341,8 +357,11 @@ def test_effective_scale_spectral_white_noise():
 def test_effective_scale_patch_mean_by_enumeration():
     shape, patch = (20, 24), 7
     a_s = W.spatial_weight_np(shape, "nonlinear")
-    means = [a_s[r : r + patch, c : c + patch].mean()
-             for r in range(shape[0] - patch + 1) for c in range(shape[1] - patch + 1)]
+    means = [
+        a_s[r : r + patch, c : c + patch].mean()
+        for r in range(shape[0] - patch + 1)
+        for c in range(shape[1] - patch + 1)
+    ]
     info = effective_scale("l2+s+f-nonlinear", shape, patch=patch)
     assert info["a_s_patch_mean"] == pytest.approx(np.mean(means), rel=1e-12)
     assert info["spatial_factor"] == info["a_s_patch_mean"]
@@ -353,8 +372,10 @@ def test_effective_scale_patch_mean_by_enumeration():
         effective_scale("l2", shape, patch=25)
 
 
-@pytest.mark.parametrize("name", ["l2+s-linear", "l1+f-nonlinear", "l2+s+f-nonlinear",
-                                  "l2+f+s-linear-spectral", "l2@1.5"])
+@pytest.mark.parametrize(
+    "name",
+    ["l2+s-linear", "l1+f-nonlinear", "l2+s+f-nonlinear", "l2+f+s-linear-spectral", "l2@1.5"],
+)
 @pytest.mark.parametrize("patch", [None, 16, 64])
 def test_loss_maps_match_loss_map(name, patch):
     from napari_dfct.losses import loss_maps

@@ -37,11 +37,14 @@ def line_across(center, angle_deg, half_length):
 # --------------------------------------------------------------------------------------
 # ROIs
 # --------------------------------------------------------------------------------------
-@pytest.mark.parametrize("center,expected", [
-    ((100, 100), (85, 115, 85, 115)),        # corners (85, 85)-(115, 115): pixels 85..114
-    ((100.4, 50.6), (86, 116, 36, 66)),      # ceil(85.4) = 86, ceil(35.6) = 36
-    ((10, 20.5), (-5, 25, 6, 36)),           # may start outside: the caller checks
-])
+@pytest.mark.parametrize(
+    "center,expected",
+    [
+        ((100, 100), (85, 115, 85, 115)),  # corners (85, 85)-(115, 115): pixels 85..114
+        ((100.4, 50.6), (86, 116, 36, 66)),  # ceil(85.4) = 86, ceil(35.6) = 36
+        ((10, 20.5), (-5, 25, 6, 36)),  # may start outside: the caller checks
+    ],
+)
 def test_roi_bounds_half_open_convention(center, expected):
     assert M.roi_bounds(center, 30) == expected
     r0, r1, c0, c1 = M.roi_bounds(center, 30)
@@ -81,15 +84,15 @@ def test_gaussian_roi_statistics():
 def test_cnr_known_regions_and_sign():
     rng = np.random.default_rng(4)
     img = np.empty((100, 200))
-    img[:, :100] = rng.normal(1.0, 0.5, (100, 100))     # air: background
-    img[:, 100:] = rng.normal(4.0, 1.0, (100, 100))     # tissue: signal
+    img[:, :100] = rng.normal(1.0, 0.5, (100, 100))  # air: background
+    img[:, 100:] = rng.normal(4.0, 1.0, (100, 100))  # tissue: signal
     res = M.cnr(img, (50, 150), (50, 50))
-    expected = (4.0 - 1.0) / math.sqrt(0.5 ** 2 + 1.0 ** 2)
+    expected = (4.0 - 1.0) / math.sqrt(0.5**2 + 1.0**2)
     assert res.reason is None
     assert abs(res.cnr - expected) < 4 * res.stderr
     assert res.cnr == pytest.approx(
-        (res.signal.mean - res.background.mean)
-        / math.hypot(res.signal.std, res.background.std))
+        (res.signal.mean - res.background.mean) / math.hypot(res.signal.std, res.background.std)
+    )
     assert res.signal.n == res.background.n == 900
     swapped = M.cnr(img, (50, 50), (50, 150))
     assert swapped.cnr == pytest.approx(-res.cnr)
@@ -134,9 +137,10 @@ def test_cnr_stderr_gaussian_closed_form():
     res = M.cnr(img, (15, 15), (15, 45))
     s, b = res.signal, res.background
     V = s.var + b.var
-    closed = math.sqrt((s.var / s.n + b.var / b.n) / V
-                       + res.cnr ** 2 * (s.var ** 2 / (s.n - 1) + b.var ** 2 / (b.n - 1))
-                       / (2 * V ** 2))
+    closed = math.sqrt(
+        (s.var / s.n + b.var / b.n) / V
+        + res.cnr**2 * (s.var**2 / (s.n - 1) + b.var**2 / (b.n - 1)) / (2 * V**2)
+    )
     # sample skewness/kurtosis of Gaussian pixels are near 0/3: same to a few percent
     assert res.stderr == pytest.approx(closed, rel=0.05)
 
@@ -194,18 +198,20 @@ def test_cnr_malformed_centre_raises():
 # --------------------------------------------------------------------------------------
 # line profiles
 # --------------------------------------------------------------------------------------
-@pytest.mark.parametrize("start,end,lw", [
-    ((10, 10), (10, 70), 1),
-    ((5.3, 7.9), (60.2, 41.7), 1),
-    ((70, 5), (3, 66), 3),
-    ((20.5, 30.25), (50.75, 31.5), 4),
-    ((30, 30), (30, 30.6), 1),
-])
+@pytest.mark.parametrize(
+    "start,end,lw",
+    [
+        ((10, 10), (10, 70), 1),
+        ((5.3, 7.9), (60.2, 41.7), 1),
+        ((70, 5), (3, 66), 3),
+        ((20.5, 30.25), (50.75, 31.5), 4),
+        ((30, 30), (30, 30.6), 1),
+    ],
+)
 def test_line_profile_equals_skimage_profile_line(start, end, lw):
     img = np.random.default_rng(1).random((80, 80)).astype(np.float32)
     d, p = M.line_profile(img, start, end, linewidth=lw, order=1, mode="reflect")
-    ref = profile_line(img, start, end, linewidth=lw, order=1, mode="reflect",
-                       reduce_func=np.mean)
+    ref = profile_line(img, start, end, linewidth=lw, order=1, mode="reflect", reduce_func=np.mean)
     np.testing.assert_allclose(p, ref, rtol=1e-6, atol=1e-6)
     # distances are pixels: spacing length / (n - 1) <= 1, the last sample at the end
     length = math.dist(start, end)
@@ -250,8 +256,9 @@ def test_fwhm_falling_edge_and_oblique_line():
     assert np.max(res.derivative) > 0 > np.min(res.fit - 2.5)
     s, e = line_across((60, 60), 30, 45)  # edge normal at 0 deg, line at 30 deg
     tilted = M.fwhm(img, s, e)
-    assert tilted.fwhm == pytest.approx(M.FWHM_PER_SIGMA * 3.0 / math.cos(math.radians(30)),
-                                        rel=0.02)
+    assert tilted.fwhm == pytest.approx(
+        M.FWHM_PER_SIGMA * 3.0 / math.cos(math.radians(30)), rel=0.02
+    )
 
 
 def test_fwhm_uses_pixel_spacing_not_sample_index():
@@ -276,8 +283,7 @@ def _noisy_fwhm(sigma, cnr, angles, n_each, linewidth, seed):
         clean = erf_edge_image((110, 110), (55, 55), angle, sigma)
         s, e = line_across((55, 55), angle, 45.0)
         for _ in range(n_each):
-            res = M.fwhm(clean + rng.normal(0.0, noise, clean.shape), s, e,
-                         linewidth=linewidth)
+            res = M.fwhm(clean + rng.normal(0.0, noise, clean.shape), s, e, linewidth=linewidth)
             if res.reason is None:
                 out.append(res.fwhm)
                 stderr.append(res.fwhm_stderr)
@@ -335,11 +341,14 @@ def test_fwhm_very_short_line(edge_img):
     _assert_nan(M.fwhm(edge_img, (50, 48), (50, 51)), "too short")
 
 
-@pytest.mark.parametrize("start,end,lw", [
-    ((50, 10), (50, 100), 1),    # the end point is past the last column
-    ((-1, 10), (60, 80), 1),
-    ((0, 10), (0, 90), 3),        # the centre line fits, the 3-px band does not
-])
+@pytest.mark.parametrize(
+    "start,end,lw",
+    [
+        ((50, 10), (50, 100), 1),  # the end point is past the last column
+        ((-1, 10), (60, 80), 1),
+        ((0, 10), (0, 90), 3),  # the centre line fits, the 3-px band does not
+    ],
+)
 def test_fwhm_line_leaving_image(edge_img, start, end, lw):
     _assert_nan(M.fwhm(edge_img, start, end, linewidth=lw), "leaves the image")
 
@@ -393,7 +402,7 @@ def test_psnr_ssim_identities():
     # a constant offset c: MSE = c^2, PSNR = 10 log10(range^2 / c^2)
     c = 0.05
     rng_ = float(ref.max() - ref.min())
-    assert M.psnr(ref + c, ref) == pytest.approx(10 * math.log10(rng_ ** 2 / c ** 2), rel=1e-5)
+    assert M.psnr(ref + c, ref) == pytest.approx(10 * math.log10(rng_**2 / c**2), rel=1e-5)
     assert M.ssim(ref + np.random.default_rng(4).normal(0, 0.2, ref.shape), ref) < 0.9
 
 
@@ -405,14 +414,17 @@ def test_psnr_ssim_agree_with_scikit_image():
     img = (ref + rng.normal(0, 0.1, ref.shape)).astype(np.float32)
     dr = float(ref.max()) - float(ref.min())
     r64, i64 = ref.astype(np.float64), img.astype(np.float64)
-    assert M.psnr(img, ref) == pytest.approx(peak_signal_noise_ratio(r64, i64, data_range=dr),
-                                             rel=1e-9)
-    assert M.ssim(img, ref) == pytest.approx(structural_similarity(r64, i64, data_range=dr),
-                                             rel=1e-6)
+    assert M.psnr(img, ref) == pytest.approx(
+        peak_signal_noise_ratio(r64, i64, data_range=dr), rel=1e-9
+    )
+    assert M.ssim(img, ref) == pytest.approx(
+        structural_similarity(r64, i64, data_range=dr), rel=1e-6
+    )
     both = M.reference_metrics(img, ref)
     assert both["psnr"] == M.psnr(img, ref) and both["ssim"] == M.ssim(img, ref)
     assert M.psnr(img, ref, data_range=2.0) == pytest.approx(
-        peak_signal_noise_ratio(r64, i64, data_range=2.0), rel=1e-9)
+        peak_signal_noise_ratio(r64, i64, data_range=2.0), rel=1e-9
+    )
 
 
 def test_psnr_ssim_degenerate():
@@ -435,8 +447,19 @@ def test_measure_json_friendly_and_consistent():
     img = (clean + rng.normal(0, 0.1, clean.shape)).astype(np.float32)
     out = M.measure(img, (64, 100), (64, 28), reference=clean)
     json.loads(json.dumps(out, allow_nan=False))
-    for key in ("cnr", "cnr_stderr", "fwhm", "fwhm_stderr", "signal_mean", "signal_std",
-                "background_mean", "background_std", "psnr", "ssim", "reason"):
+    for key in (
+        "cnr",
+        "cnr_stderr",
+        "fwhm",
+        "fwhm_stderr",
+        "signal_mean",
+        "signal_std",
+        "background_mean",
+        "background_std",
+        "psnr",
+        "ssim",
+        "reason",
+    ):
         assert key in out
     direct = M.cnr(img, (64, 100), (64, 28))
     assert out["cnr"] == pytest.approx(direct.cnr)
@@ -483,7 +506,8 @@ def test_measure_reads_only_the_rois_and_the_line():
 
 def test_measure_identical_reference():
     ref = erf_edge_image((64, 64), (32, 32), 0, 2.0) + np.random.default_rng(1).normal(
-        0, 0.05, (64, 64))
+        0, 0.05, (64, 64)
+    )
     full = M.measure_all(ref, (32, 48), (32, 16), reference=ref)
     assert full.psnr == math.inf and full.ssim == pytest.approx(1.0)
     assert "psnr" not in full.reasons  # infinite, not undefined

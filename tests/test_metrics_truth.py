@@ -36,7 +36,8 @@ def test_error_cnr_by_hand():
     assert res.background_error.var == pytest.approx(2 / 3)
     # ddof=0: variances 1/4 and 2/4, error CNR 5 / sqrt(3/4)
     assert M.error_cnr(img, ref, (2, 2), (6, 6), 2, ddof=0).error_cnr == pytest.approx(
-        5.0 / math.sqrt(0.75))
+        5.0 / math.sqrt(0.75)
+    )
     # the sign is kept, as in the classic CNR
     assert M.error_cnr(img, ref, (6, 6), (2, 2), 2).error_cnr == pytest.approx(-5.0)
 
@@ -46,7 +47,7 @@ def _textured_scene(seed=0, size=96, texture=1.0, contrast=3.0):
     the right: a streak-free truth with real fine-grained texture."""
     rng = np.random.default_rng(seed)
     truth = np.zeros((size, size))
-    truth[:, size // 2:] = contrast + rng.normal(0, texture, (size, size - size // 2))
+    truth[:, size // 2 :] = contrast + rng.normal(0, texture, (size, size - size // 2))
     return truth
 
 
@@ -68,7 +69,8 @@ def test_error_cnr_falls_with_noise_and_equals_the_contrast_over_the_noise():
     # a constant offset of the image is no error: only the error's fluctuations count
     noisy = truth + rng.normal(0, 0.3, truth.shape)
     assert M.error_cnr(noisy + 2.0, truth, SIG, BG, 30).error_cnr == pytest.approx(
-        M.error_cnr(noisy, truth, SIG, BG, 30).error_cnr)
+        M.error_cnr(noisy, truth, SIG, BG, 30).error_cnr
+    )
 
 
 def test_blurring_raises_the_classic_cnr_but_lowers_the_error_cnr():
@@ -78,8 +80,10 @@ def test_blurring_raises_the_classic_cnr_but_lowers_the_error_cnr():
     noisy = truth + np.random.default_rng(2).normal(0, 0.2, truth.shape)
     blurred = gaussian_filter(noisy, 2.0)
     classic = M.cnr(noisy, SIG, BG, 30).cnr, M.cnr(blurred, SIG, BG, 30).cnr
-    err = (M.error_cnr(noisy, truth, SIG, BG, 30).error_cnr,
-           M.error_cnr(blurred, truth, SIG, BG, 30).error_cnr)
+    err = (
+        M.error_cnr(noisy, truth, SIG, BG, 30).error_cnr,
+        M.error_cnr(blurred, truth, SIG, BG, 30).error_cnr,
+    )
     assert classic[1] > 2 * classic[0]
     assert err[1] < err[0] / 2
     # the truth blurred: classic CNR above the truth's own, error CNR finite (the truth
@@ -129,7 +133,8 @@ def test_body_psnr_and_rmse_by_hand_ignore_the_outside():
     assert M.rmse_body(img, ref, mask) == pytest.approx(c, rel=1e-9)
     assert M.psnr_body(img, ref, mask) == pytest.approx(20 * math.log10(dr / c), rel=1e-9)
     assert M.psnr_body(img, ref, mask, data_range=2.0) == pytest.approx(
-        20 * math.log10(2.0 / c), rel=1e-9)
+        20 * math.log10(2.0 / c), rel=1e-9
+    )
     both = M.body_metrics(img, ref, mask)
     assert both["rmse_body"] == pytest.approx(c) and both["body_reason"] is None
     # identical inside the body: infinite PSNR, zero RMSE, SSIM 1
@@ -152,9 +157,11 @@ def test_body_ssim_is_the_masked_mean_of_the_full_slice_map():
     # a mask covering the slice gives scikit-image's mean SSIM with the same data range
     full = np.ones_like(mask)
     assert M.ssim_body(img, ref, full, data_range=3.0) == pytest.approx(
-        structural_similarity(ref, img, data_range=3.0), rel=1e-9)
+        structural_similarity(ref, img, data_range=3.0), rel=1e-9
+    )
     assert M.ssim_body(img, ref, full, data_range=3.0) == pytest.approx(
-        M.ssim(img, ref, data_range=3.0), rel=1e-6)
+        M.ssim(img, ref, data_range=3.0), rel=1e-6
+    )
 
 
 def test_body_metrics_degenerate_cases():
@@ -193,8 +200,7 @@ def test_measure_adds_the_truth_metrics_and_keeps_the_classic_ones():
     # without a reference: no truth metrics; without a mask: no body metrics, no reason
     for key in ("error_cnr", "psnr_body", "ssim_body", "rmse_body"):
         assert plain[key] is None
-    assert ref_only["error_cnr"] == pytest.approx(
-        M.error_cnr(img, truth, SIG, BG).error_cnr)
+    assert ref_only["error_cnr"] == pytest.approx(M.error_cnr(img, truth, SIG, BG).error_cnr)
     assert ref_only["psnr_body"] is None and "psnr_body" not in ref_only["reasons"]
     assert full["psnr_body"] == pytest.approx(M.psnr_body(img, truth, mask))
     assert full["ssim_body"] == pytest.approx(M.ssim_body(img, truth, mask))

@@ -145,8 +145,13 @@ def test_config_round_trip():
     torch.manual_seed(6)
     m = build_model("tiny", base_channels=6, bilinear=False, zero_init=False)
     cfg = json.loads(json.dumps(model_config(m)))
-    assert cfg == {"base_channels": 6, "depth": 2, "in_channels": 1, "out_channels": 1,
-                   "bilinear": False}
+    assert cfg == {
+        "base_channels": 6,
+        "depth": 2,
+        "in_channels": 1,
+        "out_channels": 1,
+        "bilinear": False,
+    }
     for rebuilt in (ResidualUNet(**cfg), build_model(**cfg)):
         rebuilt.load_state_dict(m.state_dict())  # strict: same architecture
         x = torch.rand(1, 1, 13, 17)

@@ -95,7 +95,9 @@ def test_dfct_help_for_every_subcommand(capsys):
 def test_console_script_runs():
     out = subprocess.run(
         [sys.executable, "-m", "napari_dfct", "--version"],
-        capture_output=True, text=True, check=True,
+        capture_output=True,
+        text=True,
+        check=True,
     ).stdout
     import napari_dfct
 

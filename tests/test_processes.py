@@ -31,9 +31,9 @@ import pytest
 pytestmark = pytest.mark.skipif(not sys.platform.startswith("linux"), reason="scans /proc")
 
 SEEDS = [0, 1, 2]
-START_TIMEOUT = 240.0   # seconds for the grid to import, spawn and start two runs
-GONE_TIMEOUT = 20.0     # seconds for every process of a killed grid to end
-STOP_TIMEOUT = 60.0     # seconds for a stopped grid to exit
+START_TIMEOUT = 240.0  # seconds for the grid to import, spawn and start two runs
+GONE_TIMEOUT = 20.0  # seconds for every process of a killed grid to end
+STOP_TIMEOUT = 60.0  # seconds for a stopped grid to exit
 
 
 @pytest.fixture(scope="module")
@@ -49,11 +49,36 @@ def data(tmp_path_factory, small_sim):
 
 def _argv(out: Path, data, jobs: int) -> list[str]:
     train, test = data
-    return ["grid", str(out), "--train", str(train), "--test", str(test), "--configs", "l2",
-            "--seeds", ",".join(map(str, SEEDS)), "--preset", "tiny", "--epochs", "6",
-            "--patience", "6", "--patch", "32", "--batch-size", "4",
-            "--patches-per-slice", "2", "--device", "cpu", "--no-report", "--quiet",
-            "--jobs", str(jobs)]
+    return [
+        "grid",
+        str(out),
+        "--train",
+        str(train),
+        "--test",
+        str(test),
+        "--configs",
+        "l2",
+        "--seeds",
+        ",".join(map(str, SEEDS)),
+        "--preset",
+        "tiny",
+        "--epochs",
+        "6",
+        "--patience",
+        "6",
+        "--patch",
+        "32",
+        "--batch-size",
+        "4",
+        "--patches-per-slice",
+        "2",
+        "--device",
+        "cpu",
+        "--no-report",
+        "--quiet",
+        "--jobs",
+        str(jobs),
+    ]
 
 
 # --------------------------------------------------------------------------- /proc
@@ -62,7 +87,7 @@ def _stat(pid: int) -> list[str] | None:
         text = Path(f"/proc/{pid}/stat").read_text()
     except OSError:
         return None
-    return text[text.rfind(")") + 2:].split()  # state, ppid, ..., starttime at [19]
+    return text[text.rfind(")") + 2 :].split()  # state, ppid, ..., starttime at [19]
 
 
 def _descendants(root: int) -> dict[int, str]:
@@ -75,8 +100,11 @@ def _descendants(root: int) -> dict[int, str]:
                 table[int(name)] = fields
     found, frontier = {}, {root}
     while frontier:
-        children = {pid for pid, f in table.items() if int(f[1]) in frontier
-                    and pid not in found and f[0] not in "ZX"}
+        children = {
+            pid
+            for pid, f in table.items()
+            if int(f[1]) in frontier and pid not in found and f[0] not in "ZX"
+        }
         found.update({pid: table[pid][19] for pid in children})
         frontier = children
     return found
@@ -109,17 +137,23 @@ def _start_grid(out: Path, data, ready) -> tuple[subprocess.Popen, dict[int, str
     """Start ``dfct grid --jobs 2`` in its own session; wait until ``ready(out)``; return
     the process and every process it started by then (pid -> start time)."""
     err = open(out.parent / f"{out.name}.stderr", "w")  # noqa: SIM115 - closed by the test
-    proc = subprocess.Popen([sys.executable, "-m", "napari_dfct", *_argv(out, data, 2)],
-                            stdout=subprocess.DEVNULL, stderr=err, start_new_session=True,
-                            env={**os.environ, "PYTHONUNBUFFERED": "1"})
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "napari_dfct", *_argv(out, data, 2)],
+        stdout=subprocess.DEVNULL,
+        stderr=err,
+        start_new_session=True,
+        env={**os.environ, "PYTHONUNBUFFERED": "1"},
+    )
     err.close()
     deadline = time.monotonic() + START_TIMEOUT
     tree: dict[int, str] = {}
     try:
         while not ready(out):
             if proc.poll() is not None:
-                pytest.fail(f"the grid ended early ({proc.returncode}): "
-                            + (out.parent / f"{out.name}.stderr").read_text()[-2000:])
+                pytest.fail(
+                    f"the grid ended early ({proc.returncode}): "
+                    + (out.parent / f"{out.name}.stderr").read_text()[-2000:]
+                )
             if time.monotonic() > deadline:
                 pytest.fail("the grid did not start its runs in time")
             tree.update(_descendants(proc.pid))
@@ -151,9 +185,9 @@ def _two_running(out: Path) -> bool:
 
 def _one_done_one_running(out: Path) -> bool:
     dirs = _run_dirs(out)
-    return (any((d / "metrics.json").is_file() for d in dirs)
-            and any((d / "running.json").is_file() and not (d / "metrics.json").is_file()
-                    for d in dirs))
+    return any((d / "metrics.json").is_file() for d in dirs) and any(
+        (d / "running.json").is_file() and not (d / "metrics.json").is_file() for d in dirs
+    )
 
 
 def _restart_finishes_every_run(out: Path, data, capsys) -> list[dict]:
@@ -183,8 +217,11 @@ def test_sigkill_of_the_grid_leaves_no_worker_and_a_restart_finishes(tmp_path, d
     assert proc.wait(STOP_TIMEOUT) == -signal.SIGKILL
     _assert_all_gone(tree)
     # the killed runs' heartbeats name dead workers: the restart takes them over at once
-    killed = [d for d in _run_dirs(out)
-              if (d / "running.json").is_file() and not (d / "metrics.json").is_file()]
+    killed = [
+        d
+        for d in _run_dirs(out)
+        if (d / "running.json").is_file() and not (d / "metrics.json").is_file()
+    ]
     assert killed
     _restart_finishes_every_run(out, data, capsys)
     for d in killed:  # moved aside (never deleted) and trained again
@@ -192,16 +229,23 @@ def test_sigkill_of_the_grid_leaves_no_worker_and_a_restart_finishes(tmp_path, d
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("signum, to_group, status", [
-    (signal.SIGTERM, False, 143),   # `kill PID`, a scheduler's stop
-    (signal.SIGINT, True, 130),     # Ctrl-C: the terminal signals the whole process group
-])
-def test_sigterm_and_ctrl_c_stop_the_grid_cleanly(tmp_path, data, capsys, signum, to_group,
-                                                  status):
+@pytest.mark.parametrize(
+    "signum, to_group, status",
+    [
+        (signal.SIGTERM, False, 143),  # `kill PID`, a scheduler's stop
+        (signal.SIGINT, True, 130),  # Ctrl-C: the terminal signals the whole process group
+    ],
+)
+def test_sigterm_and_ctrl_c_stop_the_grid_cleanly(
+    tmp_path, data, capsys, signum, to_group, status
+):
     out = tmp_path / "grid"
     proc, tree = _start_grid(out, data, _one_done_one_running)
-    finished = {d: (d / "metrics.json").read_bytes() for d in _run_dirs(out)
-                if (d / "metrics.json").is_file()}
+    finished = {
+        d: (d / "metrics.json").read_bytes()
+        for d in _run_dirs(out)
+        if (d / "metrics.json").is_file()
+    }
     assert finished
     (os.killpg if to_group else os.kill)(proc.pid, signum)
     assert proc.wait(STOP_TIMEOUT) == status
@@ -211,8 +255,11 @@ def test_sigterm_and_ctrl_c_stop_the_grid_cleanly(tmp_path, data, capsys, signum
     assert err and err[-1].startswith(f"dfct grid: stopped by {name}")
     assert "finished run(s) are kept" in err[-1] and "Traceback" not in "\n".join(err)
     # finished runs are kept untouched; the stopped ones are not marked finished
-    kept = {d: (d / "metrics.json").read_bytes() for d in _run_dirs(out)
-            if (d / "metrics.json").is_file()}
+    kept = {
+        d: (d / "metrics.json").read_bytes()
+        for d in _run_dirs(out)
+        if (d / "metrics.json").is_file()
+    }
     assert all(kept.get(d) == content for d, content in finished.items())
     assert len(kept) < len(SEEDS)
     events = _restart_finishes_every_run(out, data, capsys)
@@ -224,8 +271,9 @@ def test_sigterm_and_ctrl_c_stop_the_grid_cleanly(tmp_path, data, capsys, signum
 
 def _beat(run_dir: Path, pid: int, **extra) -> None:
     run_dir.mkdir(parents=True, exist_ok=True)
-    (run_dir / "running.json").write_text(json.dumps(
-        {"host": socket.gethostname(), "pid": pid, "heartbeat": time.time(), **extra}))
+    (run_dir / "running.json").write_text(
+        json.dumps({"host": socket.gethostname(), "pid": pid, "heartbeat": time.time(), **extra})
+    )
 
 
 def test_heartbeats_of_ended_zombie_and_recycled_pids_do_not_hold_a_run(tmp_path):
@@ -233,9 +281,9 @@ def test_heartbeats_of_ended_zombie_and_recycled_pids_do_not_hold_a_run(tmp_path
 
     run_dir = tmp_path / "run"
     me = _stat(os.getpid())[19]
-    _beat(run_dir, os.getpid(), pid_start=me)          # this very process: alive
+    _beat(run_dir, os.getpid(), pid_start=me)  # this very process: alive
     assert running_elsewhere(run_dir)["pid"] == os.getpid()
-    _beat(run_dir, os.getpid())                          # no start time recorded: alive
+    _beat(run_dir, os.getpid())  # no start time recorded: alive
     assert running_elsewhere(run_dir) is not None
     _beat(run_dir, os.getpid(), pid_start=str(int(me) + 1))  # same pid, other process
     assert running_elsewhere(run_dir) is None
@@ -244,13 +292,13 @@ def test_heartbeats_of_ended_zombie_and_recycled_pids_do_not_hold_a_run(tmp_path
         deadline = time.monotonic() + GONE_TIMEOUT
         while (_stat(child.pid) or ["Z"])[0] not in "ZX" and time.monotonic() < deadline:
             time.sleep(0.05)
-        assert (_stat(child.pid) or ["Z"])[0] in "ZX"    # ended, not yet reaped
+        assert (_stat(child.pid) or ["Z"])[0] in "ZX"  # ended, not yet reaped
         _beat(run_dir, child.pid)
-        assert running_elsewhere(run_dir) is None        # a zombie trains nothing
+        assert running_elsewhere(run_dir) is None  # a zombie trains nothing
     finally:
         child.wait()
-    _beat(run_dir, child.pid)                            # reaped: no such process
-    if _stat(child.pid) is None:                         # (unless the pid was reused)
+    _beat(run_dir, child.pid)  # reaped: no such process
+    if _stat(child.pid) is None:  # (unless the pid was reused)
         assert running_elsewhere(run_dir) is None
 
 
@@ -276,7 +324,8 @@ def test_stopping_a_pool_with_queued_runs_prints_no_traceback(tmp_path):
     this script printed it in 2 of 3 tries); the stop prints nothing now."""
     script = tmp_path / "stop.py"
     script.write_text(_STOP_SCRIPT)
-    guarded = subprocess.run([sys.executable, str(script)], capture_output=True, text=True,
-                             timeout=60)
+    guarded = subprocess.run(
+        [sys.executable, str(script)], capture_output=True, text=True, timeout=60
+    )
     assert guarded.returncode == 0 and "stopped" in guarded.stdout
     assert "Traceback" not in guarded.stderr, guarded.stderr

@@ -20,8 +20,13 @@ from napari_dfct.experiment.paired import baseline_of, paired_results
 from napari_dfct.experiment.stats import holm, wilcoxon_test
 
 SEEDS = list(range(8))
-ROI = {"signal_center": [32.0, 40.0], "background_center": [32.0, 16.0],
-       "line": [[32.0, 40.0], [32.0, 16.0]], "roi_size": 10, "slice": 1}
+ROI = {
+    "signal_center": [32.0, 40.0],
+    "background_center": [32.0, 16.0],
+    "line": [[32.0, 40.0], [32.0, 16.0]],
+    "roi_size": 10,
+    "slice": 1,
+}
 
 
 def _loss(name):
@@ -33,32 +38,56 @@ def _loss(name):
 def _write_run(out: Path, name: str, seed: int, values: dict, per_slice: bool = True):
     run = out / "runs" / name / f"seed-{seed}"
     run.mkdir(parents=True)
-    rec = {"name": name, "seed": seed, "loss": _loss(name), **values, "epochs_run": 3,
-           "best_epoch": 2, "seconds": 1.0}
+    rec = {
+        "name": name,
+        "seed": seed,
+        "loss": _loss(name),
+        **values,
+        "epochs_run": 3,
+        "best_epoch": 2,
+        "seconds": 1.0,
+    }
     if per_slice:  # three test slices whose median is the run's value
-        rec["per_slice"] = [{"slice": k, **{m: v + d for m, v in values.items()}}
-                            for k, d in enumerate((-0.5, 0.0, 0.5))]
+        rec["per_slice"] = [
+            {"slice": k, **{m: v + d for m, v in values.items()}}
+            for k, d in enumerate((-0.5, 0.0, 0.5))
+        ]
         rec.update(n_slices=3, slice=1)
     (run / "metrics.json").write_text(json.dumps(rec))
 
 
 def _base(seed):
-    return {"cnr": 2.0 + 0.3 * seed, "fwhm": 5.0 + 0.1 * seed,
-            "error_cnr": 1.0 + 0.2 * seed, "psnr_body": 20.0 + seed}
+    return {
+        "cnr": 2.0 + 0.3 * seed,
+        "fwhm": 5.0 + 0.1 * seed,
+        "error_cnr": 1.0 + 0.2 * seed,
+        "psnr_body": 20.0 + seed,
+    }
 
 
 # configuration -> per-seed difference from the baseline, per metric
 DELTAS = {
     # every seed better in CNR (+0.1 ... +0.8) and FWHM (lower by 0.2): "better" for both
-    "l2+s-nonlinear": {"cnr": lambda s: 0.1 * (s + 1), "fwhm": lambda s: -0.2,
-                       "error_cnr": lambda s: 0.05 * (s + 1), "psnr_body": lambda s: 0.5},
+    "l2+s-nonlinear": {
+        "cnr": lambda s: 0.1 * (s + 1),
+        "fwhm": lambda s: -0.2,
+        "error_cnr": lambda s: 0.05 * (s + 1),
+        "psnr_body": lambda s: 0.5,
+    },
     # differences of both signs: the intervals cover zero, "no evidence"
-    "l2+f-nonlinear": {"cnr": lambda s: (-1) ** s * 0.1 * (s + 1),
-                       "fwhm": lambda s: (-1) ** s * 0.3, "error_cnr": lambda s: 0.0,
-                       "psnr_body": lambda s: (-1) ** (s // 2) * 0.2},
+    "l2+f-nonlinear": {
+        "cnr": lambda s: (-1) ** s * 0.1 * (s + 1),
+        "fwhm": lambda s: (-1) ** s * 0.3,
+        "error_cnr": lambda s: 0.0,
+        "psnr_body": lambda s: (-1) ** (s // 2) * 0.2,
+    },
     # every seed worse in CNR and error CNR, FWHM higher (worse): "worse"
-    "l2@1.5": {"cnr": lambda s: -0.5 - 0.01 * s, "fwhm": lambda s: 0.4 + 0.01 * s,
-               "error_cnr": lambda s: -0.3, "psnr_body": lambda s: -1.0 - 0.1 * s},
+    "l2@1.5": {
+        "cnr": lambda s: -0.5 - 0.01 * s,
+        "fwhm": lambda s: 0.4 + 0.01 * s,
+        "error_cnr": lambda s: -0.3,
+        "psnr_body": lambda s: -1.0 - 0.1 * s,
+    },
 }
 
 
@@ -67,13 +96,21 @@ def grid(tmp_path):
     out = tmp_path / "grid"
     out.mkdir()
     names = ["l2", *DELTAS]
-    settings = {"format": "napari-dfct-grid/2", "roi": ROI, "rois": [ROI] * 3,
-                "configs": {n: _loss(n) for n in names}, "seeds": SEEDS,
-                "controls": {"l2+s-nonlinear": "l2@1.5"}}
+    settings = {
+        "format": "napari-dfct-grid/2",
+        "roi": ROI,
+        "rois": [ROI] * 3,
+        "configs": {n: _loss(n) for n in names},
+        "seeds": SEEDS,
+        "controls": {"l2+s-nonlinear": "l2@1.5"},
+    }
     (out / "grid.json").write_text(json.dumps(settings))
     ref = {m: 1.0 for m in ("cnr", "fwhm", "error_cnr", "psnr", "ssim", "psnr_body")}
-    (out / "reference.json").write_text(json.dumps(
-        {"slice": 1, "roi": ROI, "n_slices": 3, "input": ref, "target": ref, "truth": ref}))
+    (out / "reference.json").write_text(
+        json.dumps(
+            {"slice": 1, "roi": ROI, "n_slices": 3, "input": ref, "target": ref, "truth": ref}
+        )
+    )
     for s in SEEDS:
         base = _base(s)
         _write_run(out, "l2", s, base)
@@ -118,8 +155,9 @@ def test_paired_table_matches_the_hand_computation(grid):
     for m in ("cnr", "fwhm", "error_cnr", "psnr_body"):
         names = list(DELTAS)
         p = [float(rows[("baseline", n, m)]["p"]) for n in names]
-        np.testing.assert_allclose([float(rows[("baseline", n, m)]["p_holm"]) for n in names],
-                                   holm(p), rtol=1e-12)
+        np.testing.assert_allclose(
+            [float(rows[("baseline", n, m)]["p_holm"]) for n in names], holm(p), rtol=1e-12
+        )
     # each amplified configuration against its control, in a table of its own (Holm over
     # one row: unchanged); S - control in CNR: (0.1 (s+1)) - (-0.5 - 0.01 s) > 0
     r = rows[("control", "l2+s-nonlinear", "cnr")]
@@ -166,8 +204,7 @@ def test_pairs_need_the_same_seed(grid):
 
 def test_baselines_of_families():
     recs = []
-    for name in ("l2", "l1", "l2+s-nonlinear", "l1+f-linear", "l2+f-nonlinear-spectral",
-                 "l2@1.3"):
+    for name in ("l2", "l1", "l2+s-nonlinear", "l1+f-linear", "l2+f-nonlinear-spectral", "l2@1.3"):
         recs.append({"name": name, "seed": 0, "loss": _loss(name), "cnr": 1.0})
     summary = summarize(recs)
     assert baseline_of("l2", summary) is None and baseline_of("l1", summary) is None
@@ -178,21 +215,31 @@ def test_baselines_of_families():
     assert baseline_of("l2@1.3", summary) == "l2"
     rows = paired_results(summary, {"l2+s-nonlinear": "l2@1.3"}, metrics=("cnr",), n_boot=10)
     got = {(r["kind"], r["configuration"], r["reference"]) for r in rows}
-    assert got == {("baseline", "l2+s-nonlinear", "l2"), ("baseline", "l1+f-linear", "l1"),
-                   ("baseline", "l2+f-nonlinear-spectral", "l2"),
-                   ("baseline", "l2@1.3", "l2"), ("control", "l2+s-nonlinear", "l2@1.3")}
+    assert got == {
+        ("baseline", "l2+s-nonlinear", "l2"),
+        ("baseline", "l1+f-linear", "l1"),
+        ("baseline", "l2+f-nonlinear-spectral", "l2"),
+        ("baseline", "l2@1.3", "l2"),
+        ("control", "l2+s-nonlinear", "l2@1.3"),
+    }
 
 
 def test_a_one_slice_grid_of_the_earlier_format_stays_readable(tmp_path):
     """format 1: one test slice, no per-slice values, no truth-based metrics."""
     out = tmp_path / "old"
     out.mkdir()
-    settings = {"format": "napari-dfct-grid/1", "roi": ROI, "seeds": [0, 1],
-                "configs": {n: _loss(n) for n in ("l2", "l2+s-nonlinear")}, "controls": {}}
+    settings = {
+        "format": "napari-dfct-grid/1",
+        "roi": ROI,
+        "seeds": [0, 1],
+        "configs": {n: _loss(n) for n in ("l2", "l2+s-nonlinear")},
+        "controls": {},
+    }
     (out / "grid.json").write_text(json.dumps(settings))
     ref = {"cnr": 1.5, "fwhm": 4.0, "psnr": 20.0, "ssim": 0.5}
-    (out / "reference.json").write_text(json.dumps(
-        {"slice": 1, "roi": ROI, "input": ref, "target": ref, "truth": ref}))
+    (out / "reference.json").write_text(
+        json.dumps({"slice": 1, "roi": ROI, "input": ref, "target": ref, "truth": ref})
+    )
     for s in (0, 1):
         old = {"cnr": 2.0 + s, "fwhm": 5.0, "psnr": 20.0, "ssim": 0.5}
         _write_run(out, "l2", s, old, per_slice=False)
@@ -218,22 +265,35 @@ def test_cli_prints_the_paired_tables(grid, capsys):
 
 def test_chosen_pairs_are_compared_by_seed(grid, capsys):
     """--compare A:B: A - B per seed, in a table of its own (Holm over its rows)."""
-    assert main(["grid-report", str(grid), "--bootstrap", "300", "--quiet",
-                 "--compare", "l2+s-nonlinear:l2+f-nonlinear,l2@1.5:l2+s-nonlinear"]) == 0
+    assert (
+        main(
+            [
+                "grid-report",
+                str(grid),
+                "--bootstrap",
+                "300",
+                "--quiet",
+                "--compare",
+                "l2+s-nonlinear:l2+f-nonlinear,l2@1.5:l2+s-nonlinear",
+            ]
+        )
+        == 0
+    )
     rows = _paired_csv(grid)
     r = rows[("pair", "l2+s-nonlinear", "cnr")]
     assert r["reference"] == "l2+f-nonlinear"
-    expect = [DELTAS["l2+s-nonlinear"]["cnr"](s) - DELTAS["l2+f-nonlinear"]["cnr"](s)
-              for s in SEEDS]
-    np.testing.assert_allclose([float(x) for x in r["differences"].split()], expect,
-                               atol=1e-9)
+    expect = [
+        DELTAS["l2+s-nonlinear"]["cnr"](s) - DELTAS["l2+f-nonlinear"]["cnr"](s) for s in SEEDS
+    ]
+    np.testing.assert_allclose([float(x) for x in r["differences"].split()], expect, atol=1e-9)
     assert float(r["median_diff"]) == pytest.approx(float(np.median(expect)))
     # the control is worse than S on every seed in CNR: p = 2/256, Holm over two rows
     r2 = rows[("pair", "l2@1.5", "cnr")]
     assert float(r2["p"]) == pytest.approx(2 / 256) and r2["verdict"] == "worse"
     p = [float(rows[("pair", n, "cnr")]["p"]) for n in ("l2+s-nonlinear", "l2@1.5")]
-    np.testing.assert_allclose([float(rows[("pair", n, "cnr")]["p_holm"])
-                                for n in ("l2+s-nonlinear", "l2@1.5")], holm(p))
+    np.testing.assert_allclose(
+        [float(rows[("pair", n, "cnr")]["p_holm"]) for n in ("l2+s-nonlinear", "l2@1.5")], holm(p)
+    )
     assert "for the chosen pairs" in (grid / "report" / "paired.md").read_text()
     # clear errors: a name without runs, a malformed pair
     assert main(["grid-report", str(grid), "--compare", "l2+x:l2"]) == 2

@@ -12,8 +12,13 @@ import pytest
 from napari_dfct import roi
 from napari_dfct.roi import ROISet
 
-META = {"signal_center": [40, 70], "background_center": [44, 20],
-        "line": [[48, 30], [48, 66]], "roi_size": 20, "slice": 1}
+META = {
+    "signal_center": [40, 70],
+    "background_center": [44, 20],
+    "line": [[48, 30], [48, 66]],
+    "roi_size": 20,
+    "slice": 1,
+}
 
 
 # --------------------------------------------------------------------------------------
@@ -21,24 +26,37 @@ META = {"signal_center": [40, 70], "background_center": [44, 20],
 # --------------------------------------------------------------------------------------
 def test_meta_alone_gives_its_values_as_plain_json():
     d = ROISet.from_meta(META, 5).to_dict()
-    assert d == {"signal_center": [40.0, 70.0], "background_center": [44.0, 20.0],
-                 "line": [[48.0, 30.0], [48.0, 66.0]], "roi_size": 20, "slice": 1}
+    assert d == {
+        "signal_center": [40.0, 70.0],
+        "background_center": [44.0, 20.0],
+        "line": [[48.0, 30.0], [48.0, 66.0]],
+        "roi_size": 20,
+        "slice": 1,
+    }
     assert all(isinstance(v, float) for v in d["signal_center"] + d["line"][1])
     assert isinstance(d["roi_size"], int) and isinstance(d["slice"], int)
     assert json.loads(json.dumps(d)) == d
 
 
 def test_explicit_values_override_meta():
-    r = ROISet.from_meta(META, 5, signal_center="10,12", background_center=(30, 32),
-                         line="1,2,3,4", roi_size=8, slice=3)
+    r = ROISet.from_meta(
+        META,
+        5,
+        signal_center="10,12",
+        background_center=(30, 32),
+        line="1,2,3,4",
+        roi_size=8,
+        slice=3,
+    )
     assert r.signal_center == (10.0, 12.0) and r.background_center == (30.0, 32.0)
     assert r.line == ((1.0, 2.0), (3.0, 4.0))
     assert r.roi_size == 8 and r.slice == 3
 
 
 def test_none_means_not_given():
-    assert ROISet.from_meta(META, 5, signal_center=None, roi_size=None, slice=None,
-                            line=None) == ROISet.from_meta(META, 5)
+    assert ROISet.from_meta(
+        META, 5, signal_center=None, roi_size=None, slice=None, line=None
+    ) == ROISet.from_meta(META, 5)
 
 
 @pytest.mark.parametrize("key", ["signal_center", "background_center"])
@@ -90,10 +108,18 @@ def test_default_roi_size_follows_the_simulator_for_small_images():
 PER_SLICE = {
     **META,  # the top level: the ROIs of meta's own slice (1), for readers of one set
     "rois": [
-        {"signal_center": [10, 11], "background_center": [20, 21], "line": [[1, 2], [3, 4]],
-         "roi_size": 6},
-        {"signal_center": [40, 70], "background_center": [44, 20],
-         "line": [[48, 30], [48, 66]], "roi_size": 20},
+        {
+            "signal_center": [10, 11],
+            "background_center": [20, 21],
+            "line": [[1, 2], [3, 4]],
+            "roi_size": 6,
+        },
+        {
+            "signal_center": [40, 70],
+            "background_center": [44, 20],
+            "line": [[48, 30], [48, 66]],
+            "roi_size": 20,
+        },
         {"signal_center": [30, 31], "background_center": [50, 51], "roi_size": 8},
     ],
 }
@@ -131,11 +157,14 @@ def test_without_a_slice_count_the_top_level_rois_apply():
     assert r.signal_center == (40.0, 70.0) and r.roi_size == 20
 
 
-@pytest.mark.parametrize("rois, n, message", [
-    (PER_SLICE["rois"], 4, "'rois' holds the ROIs of 3 slice(s), but the volume has 4"),
-    ({"signal_center": [1, 2]}, 3, "'rois' must be a list"),
-    ([1, 2, 3], 3, "'rois' must be a list"),
-])
+@pytest.mark.parametrize(
+    "rois, n, message",
+    [
+        (PER_SLICE["rois"], 4, "'rois' holds the ROIs of 3 slice(s), but the volume has 4"),
+        ({"signal_center": [1, 2]}, 3, "'rois' must be a list"),
+        ([1, 2, 3], 3, "'rois' must be a list"),
+    ],
+)
 def test_bad_per_slice_rois(rois, n, message):
     with pytest.raises(ValueError) as exc:
         ROISet.from_meta({**PER_SLICE, "rois": rois}, n)
@@ -158,22 +187,25 @@ def test_direct_construction_normalises_and_defaults_the_line():
 # --------------------------------------------------------------------------------------
 # bad input
 # --------------------------------------------------------------------------------------
-@pytest.mark.parametrize("meta,overrides,message", [
-    (None, {}, "no ROIs: give the signal and background ROI centres"),
-    ({"signal_center": [1, 2]}, {}, "no ROIs"),
-    (None, {"signal_center": [1, 2]}, "no ROIs"),
-    (META, {"signal_center": "a,b"}, "bad point 'a,b': use ROW,COL"),
-    ({**META, "background_center": [1, 2, 3]}, {}, "bad point [1, 2, 3]: use ROW,COL"),
-    ({**META, "background_center": 5}, {}, "bad point 5: use ROW,COL"),
-    (META, {"line": "1,2,3"}, "bad line '1,2,3': use R0,C0,R1,C1"),
-    ({**META, "line": [[1, 2]]}, {}, "bad line [[1, 2]]: give two points"),
-    ({**META, "line": 7}, {}, "bad line 7: give two points"),
-    (META, {"roi_size": 1}, "ROI size must be at least 2 pixels, got 1"),
-    ({**META, "roi_size": "big"}, {}, "ROI size must be an integer, got 'big'"),
-    (META, {"slice": 5}, "slice 5 is outside the volume (5 slices)"),
-    (META, {"slice": -6}, "slice -6 is outside the volume (5 slices)"),
-    ({**META, "slice": "mid"}, {}, "slice must be an integer, got 'mid'"),
-])
+@pytest.mark.parametrize(
+    "meta,overrides,message",
+    [
+        (None, {}, "no ROIs: give the signal and background ROI centres"),
+        ({"signal_center": [1, 2]}, {}, "no ROIs"),
+        (None, {"signal_center": [1, 2]}, "no ROIs"),
+        (META, {"signal_center": "a,b"}, "bad point 'a,b': use ROW,COL"),
+        ({**META, "background_center": [1, 2, 3]}, {}, "bad point [1, 2, 3]: use ROW,COL"),
+        ({**META, "background_center": 5}, {}, "bad point 5: use ROW,COL"),
+        (META, {"line": "1,2,3"}, "bad line '1,2,3': use R0,C0,R1,C1"),
+        ({**META, "line": [[1, 2]]}, {}, "bad line [[1, 2]]: give two points"),
+        ({**META, "line": 7}, {}, "bad line 7: give two points"),
+        (META, {"roi_size": 1}, "ROI size must be at least 2 pixels, got 1"),
+        ({**META, "roi_size": "big"}, {}, "ROI size must be an integer, got 'big'"),
+        (META, {"slice": 5}, "slice 5 is outside the volume (5 slices)"),
+        (META, {"slice": -6}, "slice -6 is outside the volume (5 slices)"),
+        ({**META, "slice": "mid"}, {}, "slice must be an integer, got 'mid'"),
+    ],
+)
 def test_bad_input_says_what_is_wrong(meta, overrides, message):
     with pytest.raises(ValueError) as exc:
         ROISet.from_meta(meta, 5, **overrides)
@@ -219,20 +251,29 @@ def test_shapes_follow_the_layer_convention():
 def test_shape_indices_by_role_then_by_order_and_type():
     types = ["line", "rectangle", "ellipse", "rectangle"]
     assert roi.shape_indices(types, ["line", "background", "x", "signal"]) == {
-        "signal": 3, "background": 1, "line": 0}
+        "signal": 3,
+        "background": 1,
+        "line": 0,
+    }
     # no roles (or not one per shape): the first two boxes and the first line
     assert roi.shape_indices(types) == {"signal": 1, "background": 2, "line": 0}
     assert roi.shape_indices(types, ["signal"]) == {"signal": 1, "background": 2, "line": 0}
     # roles that name only some shapes: the rest by order and type
     assert roi.shape_indices(["rectangle", "rectangle", "path"], ["a", "b", "c"]) == {
-        "signal": 0, "background": 1, "line": 2}
+        "signal": 0,
+        "background": 1,
+        "line": 2,
+    }
     assert roi.shape_indices(["rectangle", "line"]) == {"line": 1}
 
 
 def test_roi_module_stays_light():
-    code = ("import sys, napari_dfct.roi\n"
-            "print(sorted(m for m in ('torch', 'napari', 'qtpy', 'napari_dfct.simulate')"
-            " if m in sys.modules))")
-    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
-                         check=True).stdout
+    code = (
+        "import sys, napari_dfct.roi\n"
+        "print(sorted(m for m in ('torch', 'napari', 'qtpy', 'napari_dfct.simulate')"
+        " if m in sys.modules))"
+    )
+    out = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, check=True
+    ).stdout
     assert out.strip() == "[]"

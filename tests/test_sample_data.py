@@ -109,5 +109,9 @@ def test_unwritable_cache_is_tolerated(tmp_path, monkeypatch):
     monkeypatch.setenv("NAPARI_DFCT_CACHE_DIR", str(blocker / "sub"))
     layers = make_sample_data(**TINY)
     assert [layer[1]["name"] for layer in layers] == [
-        "truth", "target (2 rotations)", "input (1 rotation)", "DFCT ROIs"]
+        "truth",
+        "target (2 rotations)",
+        "input (1 rotation)",
+        "DFCT ROIs",
+    ]
     assert layers[0][0].shape == (2, 64, 64)

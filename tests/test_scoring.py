@@ -14,12 +14,20 @@ from napari_dfct.experiment import prepare_grid, run_one
 from napari_dfct.experiment.scoring import SLICE_KEYS, aggregate, measure_slice, measure_slices
 
 ROIS = [
-    {"signal_center": [32.0, 44.0], "background_center": [32.0, 14.0],
-     "line": [[32.0, 44.0], [32.0, 14.0]], "roi_size": 12, "slice": k}
+    {
+        "signal_center": [32.0, 44.0],
+        "background_center": [32.0, 14.0],
+        "line": [[32.0, 44.0], [32.0, 14.0]],
+        "roi_size": 12,
+        "slice": k,
+    }
     for k in range(3)
 ]
-ROIS[2] = {**ROIS[2], "signal_center": [30.0, 46.0],
-           "line": [[30.0, 46.0], [32.0, 14.0]]}  # slice 2 has its own ROIs
+ROIS[2] = {
+    **ROIS[2],
+    "signal_center": [30.0, 46.0],
+    "line": [[30.0, 46.0], [32.0, 14.0]],
+}  # slice 2 has its own ROIs
 
 
 def _volumes(seed=0):
@@ -60,15 +68,20 @@ def test_measure_slices_uses_each_slices_rois_and_takes_medians():
     # one ROI dict serves every slice; a mismatched list is refused
     one = measure_slices(image, ROIS[0])
     assert one["per_slice"][2]["cnr"] == pytest.approx(
-        metrics.cnr(image[2], ROIS[0]["signal_center"], ROIS[0]["background_center"], 12).cnr)
+        metrics.cnr(image[2], ROIS[0]["signal_center"], ROIS[0]["background_center"], 12).cnr
+    )
     assert one["error_cnr"] is None and one["psnr"] is None
     with pytest.raises(ValueError, match="ROI sets"):
         measure_slices(image, ROIS[:2])
 
 
 def test_aggregate_leaves_out_undefined_slices_and_counts_them():
-    per_slice = [{"cnr": 1.0, "fwhm": None}, {"cnr": 3.0, "fwhm": 4.0},
-                 {"cnr": float("nan"), "fwhm": 6.0}, {"cnr": 2.0, "fwhm": None}]
+    per_slice = [
+        {"cnr": 1.0, "fwhm": None},
+        {"cnr": 3.0, "fwhm": 4.0},
+        {"cnr": float("nan"), "fwhm": 6.0},
+        {"cnr": 2.0, "fwhm": None},
+    ]
     agg = aggregate(per_slice, ("cnr", "fwhm", "psnr"))
     assert agg["cnr"] == 2.0 and agg["fwhm"] == 5.0 and math.isnan(agg["psnr"])
     assert agg["slices_undefined"] == {"cnr": 1, "fwhm": 2, "psnr": 4}
@@ -86,8 +99,7 @@ def test_folder(tmp_path_factory):
     write_volume(folder / "target.tif", (truth + 0.1 * (image - truth)).astype(np.float32))
     write_volume(folder / "truth.tif", truth)
     write_volume(folder / "body.tif", mask)
-    meta = {k: ROIS[0][k] for k in ("signal_center", "background_center", "line",
-                                    "roi_size")}
+    meta = {k: ROIS[0][k] for k in ("signal_center", "background_center", "line", "roi_size")}
     meta.update(slice=1, mask="body.tif")
     (folder / "meta.json").write_text(json.dumps(meta))
     return folder
@@ -96,8 +108,15 @@ def test_folder(tmp_path_factory):
 def _tiny_config():
     from napari_dfct.train import TrainConfig
 
-    return TrainConfig(preset="tiny", epochs=1, patience=1, batch_size=4, patch=32,
-                       patches_per_slice=2, device="cpu")
+    return TrainConfig(
+        preset="tiny",
+        epochs=1,
+        patience=1,
+        batch_size=4,
+        patch=32,
+        patches_per_slice=2,
+        device="cpu",
+    )
 
 
 def test_prepare_grid_measures_every_reference_slice(tmp_path, test_folder):
@@ -116,13 +135,16 @@ def test_prepare_grid_measures_every_reference_slice(tmp_path, test_folder):
     truth, _ = read_volume(test_folder / "truth.tif")
     mask, _ = read_volume(test_folder / "body.tif")
     for k in range(3):
-        e = metrics.error_cnr(inp[k], truth[k], ROIS[0]["signal_center"],
-                              ROIS[0]["background_center"], 12)
+        e = metrics.error_cnr(
+            inp[k], truth[k], ROIS[0]["signal_center"], ROIS[0]["background_center"], 12
+        )
         assert ref["input"]["per_slice"][k]["error_cnr"] == pytest.approx(e.error_cnr)
         assert ref["input"]["per_slice"][k]["psnr_body"] == pytest.approx(
-            metrics.psnr_body(inp[k], truth[k], mask[k]))
+            metrics.psnr_body(inp[k], truth[k], mask[k])
+        )
     assert ref["input"]["cnr"] == pytest.approx(
-        np.median([e["cnr"] for e in ref["input"]["per_slice"]]))
+        np.median([e["cnr"] for e in ref["input"]["per_slice"]])
+    )
     # the representative slice is written for the panels
     shown, _ = read_volume(out / "test-slice" / "input.tif")
     np.testing.assert_array_equal(shown, inp[1])
@@ -152,8 +174,9 @@ def test_a_run_is_measured_on_every_test_slice(tmp_path, test_folder, one_torch_
     truth, _ = read_volume(test_folder / "truth.tif")
     pred = predict(load_model(run_dir / "model"), inp, device="cpu")
     for k in range(3):
-        e = metrics.error_cnr(pred[k], truth[k], ROIS[0]["signal_center"],
-                              ROIS[0]["background_center"], 12)
+        e = metrics.error_cnr(
+            pred[k], truth[k], ROIS[0]["signal_center"], ROIS[0]["background_center"], 12
+        )
         assert stored["per_slice"][k]["error_cnr"] == pytest.approx(e.error_cnr, rel=1e-4)
     for key in ("cnr", "error_cnr", "psnr_body"):
         assert stored[key] == pytest.approx(np.median([e[key] for e in stored["per_slice"]]))
@@ -187,7 +210,6 @@ def test_independent_specimens_give_each_slice_its_own_rois(tmp_path):
     ref = json.loads((tmp_path / "grid" / "reference.json").read_text())
     for k in range(3):
         r = settings["rois"][k]
-        c = metrics.cnr(sim.input[k], r["signal_center"], r["background_center"],
-                        r["roi_size"])
+        c = metrics.cnr(sim.input[k], r["signal_center"], r["background_center"], r["roi_size"])
         assert ref["input"]["per_slice"][k]["cnr"] == pytest.approx(c.cnr, rel=1e-5)
     assert ref["input"]["psnr_body"] is not None  # the body mask was found and used

@@ -24,8 +24,9 @@ from napari_dfct.simulate import (
 )
 
 SMALL = dict(n_slices=2, size=64, n_views=64, seed=3)
-NO_VIBRATION = dict(phase_amplitude=0.0, phase_jitter=0.0, visibility_amplitude=0.0,
-                    visibility_jitter=0.0)
+NO_VIBRATION = dict(
+    phase_amplitude=0.0, phase_jitter=0.0, visibility_amplitude=0.0, visibility_jitter=0.0
+)
 
 
 def _disk(n, r, center):
@@ -97,8 +98,9 @@ def test_symmetric_and_direct_projector_agree(n_views, fold):
     assert fast.fold == fold
     np.testing.assert_allclose(fast.project(img), direct.project(img), rtol=1e-4, atol=1e-4)
     sino = rng.standard_normal((2, n_views, detector_bins(n))).astype(np.float32)
-    np.testing.assert_allclose(fast.back_project(sino), direct.back_project(sino),
-                               rtol=1e-4, atol=1e-5)
+    np.testing.assert_allclose(
+        fast.back_project(sino), direct.back_project(sino), rtol=1e-4, atol=1e-5
+    )
 
 
 def test_fbp_matches_scikit_image():
@@ -107,8 +109,9 @@ def test_fbp_matches_scikit_image():
 
     eps = thorax_phantom(64, 1).eps[0]
     theta = np.degrees(view_angles(90))
-    ref = iradon(radon(eps, theta, circle=False), theta, circle=False, filter_name="hann",
-                 output_size=64)
+    ref = iradon(
+        radon(eps, theta, circle=False), theta, circle=False, filter_name="hann", output_size=64
+    )
     ours = fbp(forward_project(eps, 90), 64, filter="hann")
     assert np.sqrt(np.mean((ours - ref) ** 2)) < 0.02 * eps.max()
 
@@ -248,8 +251,10 @@ def test_lung_air_contrast_matches_phantom(small_sim):
 def _assert_rois_valid(labels, meta):
     size = labels.shape[-1]
     s = meta["roi_size"]
-    for key, allowed in (("signal_center", {LABELS["lung"]}),
-                         ("background_center", {LABELS["air"], LABELS["air_cavity"]})):
+    for key, allowed in (
+        ("signal_center", {LABELS["lung"]}),
+        ("background_center", {LABELS["air"], LABELS["air_cavity"]}),
+    ):
         r, c = meta[key]
         # covers a napari rectangle at centre -/+ s/2, whichever pixel rounding is used
         r0, r1, c0, c1 = r - s // 2 - 1, r + s // 2 + 1, c - s // 2 - 1, c + s // 2 + 1
@@ -290,20 +295,29 @@ def test_phantom_varies_smoothly_along_z():
 # --------------------------------------------------------------------------------------
 def test_progress_reports_every_block():
     calls = []
-    simulate_dfct(n_slices=5, size=32, n_views=16, rotations=2, chunk=2,
-                  progress=lambda done, total: calls.append((done, total)))
+    simulate_dfct(
+        n_slices=5,
+        size=32,
+        n_views=16,
+        rotations=2,
+        chunk=2,
+        progress=lambda done, total: calls.append((done, total)),
+    )
     assert calls == [(2, 5), (4, 5), (5, 5)]
 
 
-@pytest.mark.parametrize("kwargs, match", [
-    (dict(size=16), "size"),
-    (dict(rotations=0), "rotations"),
-    (dict(n_views=4), "n_views"),
-    (dict(n_slices=0), "n_slices"),
-    (dict(filter="shepp"), "filter"),
-    (dict(wobble=1.0), "unknown physics"),
-    (dict(correlated_fraction=2.0), "correlated_fraction"),
-])
+@pytest.mark.parametrize(
+    "kwargs, match",
+    [
+        (dict(size=16), "size"),
+        (dict(rotations=0), "rotations"),
+        (dict(n_views=4), "n_views"),
+        (dict(n_slices=0), "n_slices"),
+        (dict(filter="shepp"), "filter"),
+        (dict(wobble=1.0), "unknown physics"),
+        (dict(correlated_fraction=2.0), "correlated_fraction"),
+    ],
+)
 def test_bad_values_raise_clear_errors(kwargs, match):
     with pytest.raises(ValueError, match=match):
         simulate_dfct(**{**dict(n_slices=1, size=32, n_views=16, rotations=1), **kwargs})
@@ -311,8 +325,13 @@ def test_bad_values_raise_clear_errors(kwargs, match):
 
 def test_save_load_round_trip(tmp_path, small_sim):
     paths = save_simulation(small_sim, tmp_path / "sim")
-    assert {p.name for p in paths.values()} == {"input.tif", "target.tif", "truth.tif",
-                                                "body.tif", "meta.json"}
+    assert {p.name for p in paths.values()} == {
+        "input.tif",
+        "target.tif",
+        "truth.tif",
+        "body.tif",
+        "meta.json",
+    }
     back = load_simulation(tmp_path / "sim")
     assert isinstance(back, Simulation)
     for name in ("input", "target", "truth"):
@@ -330,8 +349,23 @@ def test_cli_simulate_writes_readable_files(tmp_path, capsys):
     from napari_dfct.cli import main
 
     out = tmp_path / "run"
-    rc = main(["simulate", str(out), "--slices", "3", "--size", "48", "--views", "32",
-               "--rotations", "3", "--seed", "5", "--quiet"])
+    rc = main(
+        [
+            "simulate",
+            str(out),
+            "--slices",
+            "3",
+            "--size",
+            "48",
+            "--views",
+            "32",
+            "--rotations",
+            "3",
+            "--seed",
+            "5",
+            "--quiet",
+        ]
+    )
     assert rc == 0
     for name in ("input", "target", "truth"):
         arr = tifffile.imread(out / f"{name}.tif")
@@ -343,11 +377,14 @@ def test_cli_simulate_writes_readable_files(tmp_path, capsys):
     assert "wrote" in capsys.readouterr().out
 
 
-@pytest.mark.parametrize("args, message", [
-    (["--size", "16"], "--size must be >= 32"),
-    (["--rotations", "0"], "--rotations must be >= 1"),
-    (["--views", "4"], "--views must be >= 8"),
-])
+@pytest.mark.parametrize(
+    "args, message",
+    [
+        (["--size", "16"], "--size must be >= 32"),
+        (["--rotations", "0"], "--rotations must be >= 1"),
+        (["--views", "4"], "--views must be >= 8"),
+    ],
+)
 def test_cli_simulate_bad_values(tmp_path, capsys, args, message):
     from napari_dfct.cli import main
 

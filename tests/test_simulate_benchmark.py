@@ -30,8 +30,9 @@ from napari_dfct.simulate import (
     views_for,
 )
 
-NO_VIBRATION = dict(phase_amplitude=0.0, phase_jitter=0.0, visibility_amplitude=0.0,
-                    visibility_jitter=0.0)
+NO_VIBRATION = dict(
+    phase_amplitude=0.0, phase_jitter=0.0, visibility_amplitude=0.0, visibility_jitter=0.0
+)
 
 
 def _streaks(sim) -> np.ndarray:
@@ -39,8 +40,9 @@ def _streaks(sim) -> np.ndarray:
 
 
 def _neighbour_correlations(maps: np.ndarray) -> np.ndarray:
-    return np.array([np.corrcoef(maps[k].ravel(), maps[k + 1].ravel())[0, 1]
-                     for k in range(len(maps) - 1)])
+    return np.array(
+        [np.corrcoef(maps[k].ravel(), maps[k + 1].ravel())[0, 1] for k in range(len(maps) - 1)]
+    )
 
 
 @pytest.fixture(scope="module")
@@ -126,8 +128,24 @@ def test_shared_acquisition_lists_the_same_rois_for_every_slice(small_sim):
 
 def test_measure_uses_the_slices_own_rois(tmp_path, capsys):
     out = tmp_path / "spec"
-    assert main(["simulate", str(out), "--specimens", "5", "--size", "64", "--rotations",
-                 "3", "--seed", "2", "--quiet"]) == 0
+    assert (
+        main(
+            [
+                "simulate",
+                str(out),
+                "--specimens",
+                "5",
+                "--size",
+                "64",
+                "--rotations",
+                "3",
+                "--seed",
+                "2",
+                "--quiet",
+            ]
+        )
+        == 0
+    )
     meta = json.loads((out / "meta.json").read_text())
     capsys.readouterr()
     for k in (0, 4):
@@ -135,8 +153,7 @@ def test_measure_uses_the_slices_own_rois(tmp_path, capsys):
         res = json.loads(capsys.readouterr().out)
         assert res["slice"] == k
         assert res["signal_center"] == [float(v) for v in meta["rois"][k]["signal_center"]]
-        assert res["background_center"] == [
-            float(v) for v in meta["rois"][k]["background_center"]]
+        assert res["background_center"] == [float(v) for v in meta["rois"][k]["background_center"]]
 
 
 # --------------------------------------------------------------------------------------
@@ -191,8 +208,9 @@ def test_views_scale_with_the_size():
 
 def test_default_options_and_preset_change_nothing(small_sim):
     assert PRESETS["default"] == {"noise": 1.0, "texture": 1.0, "tiles": 0}
-    again = simulate_dfct(n_slices=4, size=64, n_views=96, rotations=4, seed=1,
-                          **preset_physics("default"))
+    again = simulate_dfct(
+        n_slices=4, size=64, n_views=96, rotations=4, seed=1, **preset_physics("default")
+    )
     for name in ("input", "target", "truth"):
         np.testing.assert_array_equal(getattr(again, name), getattr(small_sim, name))
 
@@ -242,8 +260,9 @@ def test_tiles_add_rings_that_scale_with_their_amplitude():
     assert _radial_share(rings) > 0.6
     assert _radial_share(_streaks(plain)[0]) < 0.3
     # the error enters linearly
-    np.testing.assert_allclose(double.input[0] - plain.input[0], 2 * rings, rtol=1e-3,
-                               atol=2e-3 * np.abs(rings).max())
+    np.testing.assert_allclose(
+        double.input[0] - plain.input[0], 2 * rings, rtol=1e-3, atol=2e-3 * np.abs(rings).max()
+    )
     np.testing.assert_array_equal(tiled.truth, plain.truth)
     with pytest.raises(ValueError, match="tiles must be <="):
         simulate_dfct(n_slices=1, size=32, n_views=16, rotations=1, tiles=1000)
@@ -276,8 +295,7 @@ def test_variance_shares_against_a_hand_computation():
 def test_benchmark_preset_lets_streaks_dominate():
     shares = {}
     for preset in ("default", "benchmark"):
-        sim = simulate_dfct(n_slices=6, size=128, seed=0, specimens=True,
-                            **preset_physics(preset))
+        sim = simulate_dfct(n_slices=6, size=128, seed=0, specimens=True, **preset_physics(preset))
         shares[preset] = sim.meta["streak_share"]
         # the stored share is the function's, on the simulation's own ROIs
         again = variance_shares(sim.input, sim.truth, sim.meta["rois"], target=sim.target)
@@ -300,9 +318,16 @@ def _lung_clipped(sim, window) -> float:
     return clipped / total
 
 
-@pytest.mark.parametrize("size, specimens, seed", [
-    (128, True, 0), (128, True, 1), (128, False, 2), (256, True, 3), (256, False, 0),
-])
+@pytest.mark.parametrize(
+    "size, specimens, seed",
+    [
+        (128, True, 0),
+        (128, True, 1),
+        (128, False, 2),
+        (256, True, 3),
+        (256, False, 0),
+    ],
+)
 def test_default_window_clips_at_most_one_percent_of_the_lung(size, specimens, seed):
     n = 8 if size == 128 else 4
     train = simulate_dfct(n_slices=n, size=size, seed=seed, specimens=specimens)
@@ -333,8 +358,7 @@ def test_default_window_rule():
 # --------------------------------------------------------------------------------------
 # dfct simulate: overwrite, memory, atomic files, output
 # --------------------------------------------------------------------------------------
-SMALL_CLI = ["--specimens", "2", "--size", "32", "--views", "16", "--rotations", "2",
-             "--quiet"]
+SMALL_CLI = ["--specimens", "2", "--size", "32", "--views", "16", "--rotations", "2", "--quiet"]
 
 
 def test_cli_refuses_an_existing_set_without_overwrite(tmp_path, capsys):
@@ -423,8 +447,26 @@ def test_an_interrupted_write_leaves_no_partial_file(tmp_path, capsys, monkeypat
 
 def test_cli_prints_and_stores_the_streak_share(tmp_path, capsys):
     out = tmp_path / "bench"
-    assert main(["simulate", str(out), "--specimens", "3", "--size", "64", "--rotations",
-                 "3", "--preset", "benchmark", "--texture", "0.25", "--quiet"]) == 0
+    assert (
+        main(
+            [
+                "simulate",
+                str(out),
+                "--specimens",
+                "3",
+                "--size",
+                "64",
+                "--rotations",
+                "3",
+                "--preset",
+                "benchmark",
+                "--texture",
+                "0.25",
+                "--quiet",
+            ]
+        )
+        == 0
+    )
     text = capsys.readouterr().out
     meta = json.loads((out / "meta.json").read_text())
     share = meta["streak_share"]
@@ -435,12 +477,15 @@ def test_cli_prints_and_stores_the_streak_share(tmp_path, capsys):
     assert tifffile.imread(out / "input.tif").shape == (3, 64, 64)
 
 
-@pytest.mark.parametrize("args, message", [
-    (["--specimens", "0"], "--specimens must be >= 1"),
-    (["--tiles", "-1"], "--tiles must be >= 0"),
-    (["--noise", "-1"], "--noise must be >= 0"),
-    (["--texture", "-0.5"], "--texture must be >= 0"),
-])
+@pytest.mark.parametrize(
+    "args, message",
+    [
+        (["--specimens", "0"], "--specimens must be >= 1"),
+        (["--tiles", "-1"], "--tiles must be >= 0"),
+        (["--noise", "-1"], "--noise must be >= 0"),
+        (["--texture", "-0.5"], "--texture must be >= 0"),
+    ],
+)
 def test_cli_bad_realism_values(tmp_path, capsys, args, message):
     assert main(["simulate", str(tmp_path / "x"), *args]) == 2
     err = capsys.readouterr().err

@@ -82,8 +82,12 @@ def test_parameter_groups_partition_the_parameters(scope):
     assert sorted(ids) == sorted(id(p) for p in model.parameters())
     decayed = {id(p) for g in groups if g["weight_decay"] > 0 for p in g["params"]}
     si = scale_invariant_parameters(model)
-    bn = {id(p) for m in model.modules() if isinstance(m, torch.nn.BatchNorm2d)
-          for p in m.parameters()}
+    bn = {
+        id(p)
+        for m in model.modules()
+        if isinstance(m, torch.nn.BatchNorm2d)
+        for p in m.parameters()
+    }
     if scope == "all":
         assert decayed == set(ids)
     elif scope == "no-norm":
@@ -121,12 +125,14 @@ def _weight_norm_ratio_and_min_var(**overrides):
     torch.manual_seed(0)
     start_model = build_model("tiny")
     si0 = scale_invariant_parameters(start_model)
-    start = math.sqrt(sum(float((p.detach() ** 2).sum()) for p in start_model.parameters()
-                          if id(p) in si0))
+    start = math.sqrt(
+        sum(float((p.detach() ** 2).sum()) for p in start_model.parameters() if id(p) in si0)
+    )
     model, _, _ = _train_steps(150, **overrides)
     si = scale_invariant_parameters(model)
-    norm = math.sqrt(sum(float((p.detach() ** 2).sum()) for p in model.parameters()
-                         if id(p) in si))
+    norm = math.sqrt(
+        sum(float((p.detach() ** 2).sum()) for p in model.parameters() if id(p) in si)
+    )
     bns = [m for m in model.modules() if isinstance(m, torch.nn.BatchNorm2d)]
     return norm / start, min(float(m.running_var.min()) for m in bns), bns[0].eps
 
@@ -213,9 +219,18 @@ def test_recipes_are_named_and_saved(tmp_path):
     assert {"paper", "stable"} <= set(RECIPES)
     paper = recipe_config("paper")
     # the paper recipe is the paper's protocol (shared/PAPER.md)
-    assert (paper.optimizer, paper.lr, paper.weight_decay, paper.batch_size, paper.patch,
-            paper.step_size, paper.gamma, paper.patience, paper.epochs, paper.val_fraction) \
-        == ("adam", 1e-3, 0.1, 32, 128, 3, 0.9, 20, 100, 0.2)
+    assert (
+        paper.optimizer,
+        paper.lr,
+        paper.weight_decay,
+        paper.batch_size,
+        paper.patch,
+        paper.step_size,
+        paper.gamma,
+        paper.patience,
+        paper.epochs,
+        paper.val_fraction,
+    ) == ("adam", 1e-3, 0.1, 32, 128, 3, 0.9, 20, 100, 0.2)
     assert paper.decay_scope == "all" and paper.bn_recalibrate == 0
     # the stable recipe differs from the paper's in the BatchNorm statistics alone
     stable = recipe_config("stable")
@@ -226,9 +241,13 @@ def test_recipes_are_named_and_saved(tmp_path):
         recipe_config("fast")
     rng = np.random.default_rng(0)
     y = rng.random((4, 32, 32), dtype=np.float32)
-    res = run_fit(y + 0.1, y, recipe_config("paper", preset="tiny", epochs=1, batch_size=4,
-                                            patch=16, device="cpu"), tmp_path / "m",
-                  preview=False)
+    res = run_fit(
+        y + 0.1,
+        y,
+        recipe_config("paper", preset="tiny", epochs=1, batch_size=4, patch=16, device="cpu"),
+        tmp_path / "m",
+        preview=False,
+    )
     assert load_config(res.model_dir)["train"]["recipe"] == "paper"
 
 
@@ -237,10 +256,18 @@ def test_history_records_both_validation_losses_and_selects_the_plain_one(tmp_pa
 
     rng = np.random.default_rng(0)
     y = rng.random((5, 32, 32), dtype=np.float32)
-    cfg = recipe_config("stable", loss="l2+s-nonlinear", preset="tiny", epochs=3, batch_size=4,
-                        patch=16, device="cpu")
-    res = run_fit(y + 0.2 * rng.random(y.shape, dtype=np.float32), y, cfg, tmp_path / "m",
-                  preview=False)
+    cfg = recipe_config(
+        "stable",
+        loss="l2+s-nonlinear",
+        preset="tiny",
+        epochs=3,
+        batch_size=4,
+        patch=16,
+        device="cpu",
+    )
+    res = run_fit(
+        y + 0.2 * rng.random(y.shape, dtype=np.float32), y, cfg, tmp_path / "m", preview=False
+    )
     hist = load_history(res.model_dir)
     assert len(hist) == 3
     for h in hist:
@@ -281,8 +308,17 @@ def test_stable_recipe_changes_the_validation_statistics_only(eight_slices):
     (docs/training-stability.md).
     """
     sim = eight_slices
-    kw = dict(preset="small", epochs=15, patience=15, batch_size=8, patch=32,
-              patches_per_slice=8, lr=3e-3, seed=0, device="cpu")
+    kw = dict(
+        preset="small",
+        epochs=15,
+        patience=15,
+        batch_size=8,
+        patch=32,
+        patches_per_slice=8,
+        lr=3e-3,
+        seed=0,
+        device="cpu",
+    )
     stable = run_fit(sim.input, sim.target, recipe_config("stable", **kw), preview=False)
     val = [h["val_loss"] for h in stable.history]
     assert len(val) == 15 and all(np.isfinite(val))

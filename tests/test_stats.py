@@ -55,8 +55,9 @@ def test_bootstrap_interval_of_a_constant_difference_is_that_constant():
     lo, hi = bootstrap_median_ci([1.0, 2.0, 3.0, 4.0, 5.0, 6.0, 7.0])
     assert 1.0 <= lo < 4.0 < hi <= 7.0  # around the median 4, inside the data's range
     # seeded: the same interval twice; another seed may differ
-    assert bootstrap_median_ci([1, 5, 2, 8, 3], seed=3) == bootstrap_median_ci([1, 5, 2, 8, 3],
-                                                                               seed=3)
+    assert bootstrap_median_ci([1, 5, 2, 8, 3], seed=3) == bootstrap_median_ci(
+        [1, 5, 2, 8, 3], seed=3
+    )
     assert all(math.isnan(v) for v in bootstrap_median_ci([]))
     with pytest.raises(ValueError):
         bootstrap_median_ci([1.0], confidence=1.5)

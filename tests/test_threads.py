@@ -36,12 +36,18 @@ def test_a_cpu_quota_caps_the_threads(tmp_path):
 def test_importing_the_package_sets_the_spin_count_before_torch_loads():
     """A fresh interpreter: napari_dfct sets the spin count, torch (imported after) runs;
     a spin count or wait policy of the user's own is kept."""
-    code = ("import os, napari_dfct, torch; torch.ones(2).sum(); "
-            "print(os.environ.get('GOMP_SPINCOUNT'), os.environ.get('OMP_WAIT_POLICY'))")
-    env = {k: v for k, v in os.environ.items()
-           if k not in ("GOMP_SPINCOUNT", "OMP_WAIT_POLICY")}
-    run = lambda e: subprocess.run([sys.executable, "-c", code], capture_output=True,  # noqa: E731
-                                   text=True, env=e, timeout=120)
+    code = (
+        "import os, napari_dfct, torch; torch.ones(2).sum(); "
+        "print(os.environ.get('GOMP_SPINCOUNT'), os.environ.get('OMP_WAIT_POLICY'))"
+    )
+    env = {k: v for k, v in os.environ.items() if k not in ("GOMP_SPINCOUNT", "OMP_WAIT_POLICY")}
+    run = lambda e: subprocess.run(
+        [sys.executable, "-c", code],
+        capture_output=True,  # noqa: E731
+        text=True,
+        env=e,
+        timeout=120,
+    )
     out = run(env)
     assert out.stdout.split() == ["10000", "None"], out.stderr
     assert run({**env, "GOMP_SPINCOUNT": "7"}).stdout.split() == ["7", "None"]

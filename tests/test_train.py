@@ -39,8 +39,17 @@ def pair():
 
 
 def _cfg(**kw):
-    base = dict(loss=LossConfig(spatial="linear"), preset="tiny", epochs=3, patience=20,
-                batch_size=4, patch=24, patches_per_slice=2, device="cpu", seed=0)
+    base = dict(
+        loss=LossConfig(spatial="linear"),
+        preset="tiny",
+        epochs=3,
+        patience=20,
+        batch_size=4,
+        patch=24,
+        patches_per_slice=2,
+        device="cpu",
+        seed=0,
+    )
     base.update(kw)
     return TrainConfig(**base)
 
@@ -117,8 +126,9 @@ def test_early_stopping(pair, tmp_path):
 def test_cancel_after_first_epoch_keeps_checkpoint(pair, tmp_path):
     x, y = pair
     stop = threading.Event()
-    res = run_fit(x, y, _cfg(epochs=10), tmp_path / "m", cancel=stop,
-                  callback=lambda ev: stop.set())
+    res = run_fit(
+        x, y, _cfg(epochs=10), tmp_path / "m", cancel=stop, callback=lambda ev: stop.set()
+    )
     assert res.stopped == "cancelled" and res.epochs_run == 1
     assert load_model(tmp_path / "m").config["best_epoch"] == 1
     assert load_training_state(tmp_path / "m")["epoch"] == 1
@@ -163,8 +173,14 @@ def test_resume_equals_straight_run(pair, tmp_path):
     resumed = run_fit(x, y, _cfg(epochs=4), tmp_path / "b", resume=True)
     # cancelled run: stopped from the callback after epoch 3, then continued
     stop = threading.Event()
-    run_fit(x, y, _cfg(epochs=4), tmp_path / "c", cancel=stop,
-            callback=lambda ev: ev.epoch == 3 and stop.set())
+    run_fit(
+        x,
+        y,
+        _cfg(epochs=4),
+        tmp_path / "c",
+        cancel=stop,
+        callback=lambda ev: ev.epoch == 3 and stop.set(),
+    )
     cont = run_fit(x, y, None, tmp_path / "c", resume=True)
     for other in (resumed, cont):
         assert [h["val_loss"] for h in other.history] == [h["val_loss"] for h in straight.history]
@@ -256,8 +272,14 @@ def test_epoch_estimate_is_measured_once_per_call_before_the_first_event(pair, t
 
     x, y = pair
     seen = []
-    gen = fit(x, y, _cfg(epochs=2), tmp_path / "m", preview=False,
-              on_estimate=lambda est: seen.append(est))
+    gen = fit(
+        x,
+        y,
+        _cfg(epochs=2),
+        tmp_path / "m",
+        preview=False,
+        on_estimate=lambda est: seen.append(est),
+    )
     first = next(gen)
     assert len(seen) == 1 and first.epoch == 1  # reported inside epoch 1
     list(gen)
@@ -271,8 +293,9 @@ def test_epoch_estimate_is_measured_once_per_call_before_the_first_event(pair, t
     assert est.seconds_per_step > 0 and est.seconds > est.seconds_per_step * 10 / 4
     assert est.preset == "tiny"
     # a resumed call measures again, for the epochs it has left
-    run_fit(x, y, _cfg(epochs=3), tmp_path / "m", resume=True,
-            on_estimate=lambda est: seen.append(est))
+    run_fit(
+        x, y, _cfg(epochs=3), tmp_path / "m", resume=True, on_estimate=lambda est: seen.append(est)
+    )
     assert len(seen) == 2 and seen[1].epochs == 1
 
 
@@ -299,8 +322,11 @@ def test_activation_bytes_count_every_layer_output():
 
     model = build_model("tiny")
     outputs = []
-    hooks = [m.register_forward_hook(lambda _m, _i, o: outputs.append(o.numel()))
-             for m in model.modules() if not list(m.children())]
+    hooks = [
+        m.register_forward_hook(lambda _m, _i, o: outputs.append(o.numel()))
+        for m in model.modules()
+        if not list(m.children())
+    ]
     with torch.no_grad():
         model.eval()(torch.zeros(1, 1, 24, 24))
     for h in hooks:
@@ -338,11 +364,11 @@ def test_resume_from_a_folder_with_the_old_two_file_state(pair, tmp_path):
         (tmp_path / "b" / name).unlink()
     _old_two_file_state(tmp_path / "b", state)
     resumed = run_fit(x, y, _cfg(epochs=4, lr=0.3), tmp_path / "b", resume=True)
-    assert [h["val_loss"] for h in resumed.history] == [
-        h["val_loss"] for h in straight.history]
+    assert [h["val_loss"] for h in resumed.history] == [h["val_loss"] for h in straight.history]
     assert resumed.best_epoch == straight.best_epoch
     la, lb = load_model(tmp_path / "a").model, load_model(tmp_path / "b").model
-    assert all(torch.equal(a, b) for a, b in zip(la.state_dict().values(),
-                                                 lb.state_dict().values()))
+    assert all(
+        torch.equal(a, b) for a, b in zip(la.state_dict().values(), lb.state_dict().values())
+    )
     wa, wb = _final_weights(tmp_path / "a"), _final_weights(tmp_path / "b")
     assert all(torch.equal(wa[k], wb[k]) for k in wa)

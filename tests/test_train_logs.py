@@ -26,8 +26,17 @@ def pair():
 
 
 def _cfg(**kw):
-    base = dict(loss="l2", preset="tiny", epochs=2, batch_size=4, patch=16,
-                patches_per_slice=1, device="cpu", seed=0, bn_recalibrate=1)
+    base = dict(
+        loss="l2",
+        preset="tiny",
+        epochs=2,
+        batch_size=4,
+        patch=16,
+        patches_per_slice=1,
+        device="cpu",
+        seed=0,
+        bn_recalibrate=1,
+    )
     base.update(kw)
     return TrainConfig(**base)
 
@@ -69,10 +78,17 @@ def test_history_csv_matches_history_json_after_every_epoch(pair, tmp_path):
 
 
 def test_history_csv_cells():
-    text = history_csv([{"epoch": 1, "val_loss": float("nan"), "improved": True, "lr": 0.1},
-                        {"epoch": 2, "val_loss": 0.25, "improved": False, "extra": 3}])
-    assert text.splitlines() == ["epoch,val_loss,improved,lr,extra",
-                                 "1,,true,0.1,", "2,0.25,false,,3"]
+    text = history_csv(
+        [
+            {"epoch": 1, "val_loss": float("nan"), "improved": True, "lr": 0.1},
+            {"epoch": 2, "val_loss": 0.25, "improved": False, "extra": 3},
+        ]
+    )
+    assert text.splitlines() == [
+        "epoch,val_loss,improved,lr,extra",
+        "1,,true,0.1,",
+        "2,0.25,false,,3",
+    ]
 
 
 def test_tensorboard_holds_losses_lr_and_previews(pair, tmp_path):
@@ -91,8 +107,7 @@ def test_tensorboard_holds_losses_lr_and_previews(pair, tmp_path):
     for tag, key in (("loss/train", "train_loss"), ("loss/val", "val_loss"), ("lr", "lr")):
         events = acc.Scalars(tag)
         assert [e.step for e in events] == [1, 2]
-        np.testing.assert_allclose([e.value for e in events], [h[key] for h in hist],
-                                   rtol=1e-6)
+        np.testing.assert_allclose([e.value for e in events], [h[key] for h in hist], rtol=1e-6)
     images = [t for t in tags["images"] if t.startswith("preview")]
     assert len(images) == 1 and [e.step for e in acc.Images(images[0])] == [1, 2]
     # the model folder still loads and a new run can tell it holds a model
@@ -108,10 +123,29 @@ def test_cli_tensorboard_flag(pair, tmp_path, capsys):
     x, y = pair
     write_volume(tmp_path / "in.tif", x)
     write_volume(tmp_path / "gt.tif", y)
-    rc = main(["train", "--input", str(tmp_path / "in.tif"), "--target",
-               str(tmp_path / "gt.tif"), "--out", str(tmp_path / "m"), "--epochs", "1",
-               "--preset", "tiny", "--patch", "16", "--batch-size", "4", "--no-progress",
-               "--device", "cpu", "--tensorboard"])
+    rc = main(
+        [
+            "train",
+            "--input",
+            str(tmp_path / "in.tif"),
+            "--target",
+            str(tmp_path / "gt.tif"),
+            "--out",
+            str(tmp_path / "m"),
+            "--epochs",
+            "1",
+            "--preset",
+            "tiny",
+            "--patch",
+            "16",
+            "--batch-size",
+            "4",
+            "--no-progress",
+            "--device",
+            "cpu",
+            "--tensorboard",
+        ]
+    )
     assert rc == 0, capsys.readouterr().err
     assert any((tmp_path / "m" / "tensorboard").iterdir())
     assert (tmp_path / "m" / "history.csv").is_file()
@@ -124,9 +158,23 @@ def test_missing_tensorboard_is_one_clear_line(pair, tmp_path, capsys, monkeypat
     x, y = pair
     write_volume(tmp_path / "in.tif", x)
     write_volume(tmp_path / "gt.tif", y)
-    rc = main(["train", "--input", str(tmp_path / "in.tif"), "--target",
-               str(tmp_path / "gt.tif"), "--out", str(tmp_path / "m"), "--epochs", "1",
-               "--preset", "tiny", "--no-progress", "--tensorboard"])
+    rc = main(
+        [
+            "train",
+            "--input",
+            str(tmp_path / "in.tif"),
+            "--target",
+            str(tmp_path / "gt.tif"),
+            "--out",
+            str(tmp_path / "m"),
+            "--epochs",
+            "1",
+            "--preset",
+            "tiny",
+            "--no-progress",
+            "--tensorboard",
+        ]
+    )
     assert rc == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and "napari-dfct[tensorboard]" in err[0]

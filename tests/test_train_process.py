@@ -41,8 +41,9 @@ def test_the_child_trains_exactly_as_fit_in_this_process(pair, tmp_path):
     finally:
         torch.set_num_threads(threads)
     estimates = []
-    there, res_there = _drain(fit_in_process(x, y, _cfg(), tmp_path / "there", threads=1,
-                                             on_estimate=estimates.append))
+    there, res_there = _drain(
+        fit_in_process(x, y, _cfg(), tmp_path / "there", threads=1, on_estimate=estimates.append)
+    )
     assert [e.val_loss for e in there] == [e.val_loss for e in here]
     assert [e.train_loss for e in there] == [e.train_loss for e in here]
     assert np.array_equal(there[-1].preview, here[-1].preview)
@@ -100,8 +101,10 @@ def test_the_child_runs_at_a_lower_priority(pair, tmp_path):
     next(gen)
     (child,) = mp.active_children()
     try:
-        assert os.getpriority(os.PRIO_PROCESS, child.pid) == os.getpriority(
-            os.PRIO_PROCESS, 0) + 7 or os.getpriority(os.PRIO_PROCESS, child.pid) == 19
+        assert (
+            os.getpriority(os.PRIO_PROCESS, child.pid) == os.getpriority(os.PRIO_PROCESS, 0) + 7
+            or os.getpriority(os.PRIO_PROCESS, child.pid) == 19
+        )
     finally:
         gen.close()
 
@@ -122,9 +125,11 @@ def test_a_script_without_a_main_guard_runs_once(tmp_path):
         "cfg = TrainConfig(loss='l2', preset='tiny', epochs=1, batch_size=4, patch=16,\n"
         "                  device='cpu')\n"
         f"for ev in fit_in_process(y + 0.1, y, cfg, {str(tmp_path / 'm')!r}):\n"
-        "    print('epoch', ev.epoch, flush=True)\n")
-    out = subprocess.run([sys.executable, str(script)], capture_output=True, text=True,
-                         timeout=300, cwd=tmp_path)
+        "    print('epoch', ev.epoch, flush=True)\n"
+    )
+    out = subprocess.run(
+        [sys.executable, str(script)], capture_output=True, text=True, timeout=300, cwd=tmp_path
+    )
     assert out.returncode == 0, out.stderr
     assert out.stdout.count("script body ran") == 1, out.stdout
     assert "epoch 1" in out.stdout

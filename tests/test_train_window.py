@@ -31,8 +31,9 @@ def test_default_window_is_what_fit_uses_on_a_volume(tmp_path, seed, val_fractio
     expected = default_window(x, y, val_fraction=val_fraction, seed=seed)
     train_idx, _ = training_split(x, val_fraction, seed)
     assert expected == window_from_percentiles(x[train_idx], y[train_idx])
-    cfg = TrainConfig(preset="tiny", epochs=1, batch_size=2, patch=16, seed=seed,
-                      val_fraction=val_fraction)
+    cfg = TrainConfig(
+        preset="tiny", epochs=1, batch_size=2, patch=16, seed=seed, val_fraction=val_fraction
+    )
     result = run_fit(x, y, cfg, tmp_path / "m", preview=False)
     assert result.window == expected
 
@@ -46,12 +47,12 @@ def test_default_window_is_what_fit_uses_on_scans(tmp_path):
         tifffile.imwrite(tmp_path / f"s{k}" / "input.tif", x, photometric="minisblack")
         tifffile.imwrite(tmp_path / f"s{k}" / "target.tif", y, photometric="minisblack")
     (tmp_path / "pairs.csv").write_text(
-        "input,target,slices\n" + "".join(f"s{k}/input.tif,s{k}/target.tif,all\n"
-                                          for k in range(3)))
+        "input,target,slices\n"
+        + "".join(f"s{k}/input.tif,s{k}/target.tif,all\n" for k in range(3))
+    )
     scans = load_scans(tmp_path / "pairs.csv")
     expected = default_window(scans, val_fraction=0.34, seed=2)
-    cfg = TrainConfig(preset="tiny", epochs=1, batch_size=2, patch=16, seed=2,
-                      val_fraction=0.34)
+    cfg = TrainConfig(preset="tiny", epochs=1, batch_size=2, patch=16, seed=2, val_fraction=0.34)
     result = run_fit(scans, None, cfg, tmp_path / "m", preview=False)
     assert result.window == expected
 

@@ -60,8 +60,7 @@ def test_linear_closed_forms_match_independent_grids(shape):
     np.testing.assert_allclose(
         W.frequency_weight_np(shape, "nonlinear"), 2 - (1 - rho) ** 3, atol=1e-12
     )
-    np.testing.assert_allclose(W.frequency_weight_np(shape, "sqrt"), 1 + np.sqrt(rho),
-                               atol=1e-12)
+    np.testing.assert_allclose(W.frequency_weight_np(shape, "sqrt"), 1 + np.sqrt(rho), atol=1e-12)
 
 
 def test_none_is_ones():
@@ -105,7 +104,7 @@ def test_nonlinear_frequency_raises_mid_and_high_bands():
     # profile (sqrt) peaks at 0.25 and lies above the new one below rho = 0.152 only:
     # mid and high bands are raised further, low bands less
     lift = non - lin
-    assert r[np.argmax(lift)] == pytest.approx(1 - 3 ** -0.5, abs=0.006)
+    assert r[np.argmax(lift)] == pytest.approx(1 - 3**-0.5, abs=0.006)
     sq = W.frequency_profile(r, "sqrt")
     assert r[np.argmax(sq - lin)] == pytest.approx(0.25, abs=0.006)
     assert np.all(non[(r >= 0.35) & (r < 1)] > sq[(r >= 0.35) & (r < 1)])

@@ -15,8 +15,7 @@ def test_log_ticks_are_1_2_5_per_decade_within_the_range():
     # under half a decade: every integer multiple, so the axis has labels to read
     assert log_ticks(1.7e-3, 7.2e-3) == pytest.approx([2e-3, 3e-3, 4e-3, 5e-3, 6e-3, 7e-3])
     many = log_ticks(1e-8, 1.0)  # too many 1-2-5 ticks: powers of ten only
-    assert len(many) <= 6 and all(
-        abs(math.log10(v) - round(math.log10(v))) < 1e-9 for v in many)
+    assert len(many) <= 6 and all(abs(math.log10(v) - round(math.log10(v))) < 1e-9 for v in many)
     assert log_ticks(0.0, 1.0) == [] and log_ticks(2.0, 1.0) == []
 
 
@@ -105,9 +104,12 @@ def test_dots_without_a_line_a_dashed_marker_line_and_the_title_row(qtbot):
     assert _rgb(image, w.to_pixel(0.0, 0.0))[0] > 200  # the dots are painted
     r, g, b = _rgb(image, w.to_pixel(5.0, 5.0))  # no line joins them
     assert r < 100
+
     def column(image):  # the pixels the 1-px vertical line at x = 2.5 covers most
-        return [image.pixelColor(int(w.to_pixel(2.5, y).x()), int(w.to_pixel(2.5, y).y()))
-                .getRgb()[:3] for y in np.linspace(0.5, 9.5, 40)]
+        return [
+            image.pixelColor(int(w.to_pixel(2.5, y).x()), int(w.to_pixel(2.5, y).y())).getRgb()[:3]
+            for y in np.linspace(0.5, 9.5, 40)
+        ]
 
     on_line = column(image)
     assert any(g > 200 and r < 100 for r, g, b in on_line)  # dashed: some, not all

@@ -17,8 +17,13 @@ def model_dir(tmp_path_factory, small_sim):
     from napari_dfct.train import TrainConfig, run_fit
 
     out = tmp_path_factory.mktemp("models") / "l2-export"
-    run_fit(small_sim.input, small_sim.target,
-            TrainConfig(preset="tiny", epochs=1, batch_size=4, patch=32), out, preview=False)
+    run_fit(
+        small_sim.input,
+        small_sim.target,
+        TrainConfig(preset="tiny", epochs=1, batch_size=4, patch=32),
+        out,
+        preview=False,
+    )
     return out
 
 
@@ -42,19 +47,20 @@ def notes(capture_notifications):
     return capture_notifications(mod)
 
 
-def test_export_button_writes_a_package(widget, notes, qtbot, tmp_path, monkeypatch,
-                                        small_sim):
+def test_export_button_writes_a_package(widget, notes, qtbot, tmp_path, monkeypatch, small_sim):
     pytest.importorskip("bioimageio.spec", reason="export needs napari-dfct[bioimageio]")
     from qtpy.QtCore import Qt
 
     from napari_dfct.widgets import predict as mod
 
     out = tmp_path / "chosen"  # the dialog's name without .zip: the widget adds it
-    monkeypatch.setattr(mod.QFileDialog, "getSaveFileName",
-                        staticmethod(lambda *a, **k: (str(out), "")))
+    monkeypatch.setattr(
+        mod.QFileDialog, "getSaveFileName", staticmethod(lambda *a, **k: (str(out), ""))
+    )
     qtbot.mouseClick(widget.export_button.native, Qt.MouseButton.LeftButton)
-    qtbot.waitUntil(lambda: widget._export_worker is None and widget.export_button.enabled,
-                    timeout=60_000)
+    qtbot.waitUntil(
+        lambda: widget._export_worker is None and widget.export_button.enabled, timeout=60_000
+    )
     assert notes["error"] == []
     package = tmp_path / "chosen.zip"
     assert widget.last_export == package and package.is_file()
@@ -71,11 +77,14 @@ def test_export_button_writes_a_package(widget, notes, qtbot, tmp_path, monkeypa
 def test_export_refusals_are_notifications(widget, notes, qtbot, tmp_path, monkeypatch):
     pytest.importorskip("bioimageio.spec", reason="export needs napari-dfct[bioimageio]")
     with monkeypatch.context() as patch:
-        patch.setattr("napari_dfct.export.bioimageio_missing",
-                      lambda: "bioimage.io export needs the package bioimageio.spec")
+        patch.setattr(
+            "napari_dfct.export.bioimageio_missing",
+            lambda: "bioimage.io export needs the package bioimageio.spec",
+        )
         widget.export_package(path=tmp_path / "m.zip")
-    assert notes["error"] == ["Cannot export: bioimage.io export needs the package "
-                              "bioimageio.spec"]
+    assert notes["error"] == [
+        "Cannot export: bioimage.io export needs the package bioimageio.spec"
+    ]
 
     existing = tmp_path / "theirs.zip"
     existing.write_bytes(b"theirs")

@@ -19,8 +19,7 @@ def _dock_all(make_napari_viewer, qtbot):
     window = viewer.window._qt_window
     window.resize(*SCREEN)
     viewer.open_sample("napari-dfct", "thorax")
-    docks = {name: viewer.window.add_plugin_dock_widget("napari-dfct", name)
-             for name in WIDGETS}
+    docks = {name: viewer.window.add_plugin_dock_widget("napari-dfct", name) for name in WIDGETS}
     qtbot.wait(300)
     return viewer, window, docks
 
@@ -42,8 +41,7 @@ def test_four_widgets_fit_a_1280x1024_screen(make_napari_viewer, qtbot):
     assert viewer.window._qt_viewer.canvas.native.width() >= SCREEN[0] // 3
 
 
-def test_measure_table_shows_every_metric_of_the_measured_images(make_napari_viewer,
-                                                                  qtbot):
+def test_measure_table_shows_every_metric_of_the_measured_images(make_napari_viewer, qtbot):
     viewer, _, docks = _dock_all(make_napari_viewer, qtbot)
     widget = docks["Measure CNR / FWHM"][1]
     widget.refresh()
@@ -52,8 +50,7 @@ def test_measure_table_shows_every_metric_of_the_measured_images(make_napari_vie
     assert "A_S" in viewer.layers
     assert [row.layer for row in widget.rows] == images
     table = widget.table
-    assert [table.horizontalHeaderItem(i).toolTip() for i in range(table.columnCount())] \
-        == images
+    assert [table.horizontalHeaderItem(i).toolTip() for i in range(table.columnCount())] == images
     metrics = [table.verticalHeaderItem(i).text() for i in range(table.rowCount())]
     assert metrics[:2] == ["CNR", "FWHM (px)"] and "PSNR (dB)" in metrics
     assert "SSIM" in metrics and "Note" in metrics
@@ -61,8 +58,7 @@ def test_measure_table_shows_every_metric_of_the_measured_images(make_napari_vie
     assert table.horizontalScrollBar().maximum() == 0
     assert table.verticalScrollBar().maximum() == 0
     for i in range(table.rowCount()):
-        assert table.rowViewportPosition(i) + table.rowHeight(i) \
-            <= table.viewport().height()
+        assert table.rowViewportPosition(i) + table.rowHeight(i) <= table.viewport().height()
     # a map is measured on request
     widget.set_measured("A_S", True)
     qtbot.waitUntil(lambda: "A_S" in [row.layer for row in widget.rows], timeout=3000)

@@ -27,8 +27,9 @@ SIG, BG, SIZE = (60.0, 120.0), (60.0, 40.0), 30
 
 def _square(c, size=SIZE):
     h = size / 2
-    return np.array([[c[0] - h, c[1] - h], [c[0] - h, c[1] + h],
-                     [c[0] + h, c[1] + h], [c[0] + h, c[1] - h]])
+    return np.array(
+        [[c[0] - h, c[1] - h], [c[0] - h, c[1] + h], [c[0] + h, c[1] + h], [c[0] + h, c[1] - h]]
+    )
 
 
 def _roi_data(sig=SIG, bg=BG, size=SIZE, line=None):
@@ -42,8 +43,7 @@ def stacks():
     the noise grows with z, so the CNR falls from slice to slice."""
     rng = np.random.default_rng(0)
     c = np.arange(W, dtype=np.float64)
-    clean2d = np.broadcast_to(0.2 + 0.8 * 0.5 * (1 + erf((c - 80) / (np.sqrt(2) * 3.0))),
-                              (H, W))
+    clean2d = np.broadcast_to(0.2 + 0.8 * 0.5 * (1 + erf((c - 80) / (np.sqrt(2) * 3.0))), (H, W))
     noisy = np.stack([clean2d + rng.normal(0, 0.04 * (z + 1), (H, W)) for z in range(Z)])
     truth = np.stack([clean2d] * Z)
     return noisy.astype(np.float32), truth.astype(np.float32)
@@ -51,9 +51,14 @@ def stacks():
 
 def _add_rois(viewer, data=None, **kw):
     data = _roi_data() if data is None else data
-    return viewer.add_shapes(data, shape_type=["rectangle", "rectangle", "line"],
-                             features={"role": ["signal", "background", "line"]},
-                             name=ROI_LAYER_NAME, ndim=2, **kw)
+    return viewer.add_shapes(
+        data,
+        shape_type=["rectangle", "rectangle", "line"],
+        features={"role": ["signal", "background", "line"]},
+        name=ROI_LAYER_NAME,
+        ndim=2,
+        **kw,
+    )
 
 
 @pytest.fixture
@@ -116,9 +121,16 @@ def test_rows_match_the_metrics_of_the_displayed_slice(setup, stacks):
     np.testing.assert_allclose(y, expected_f.profile)
     xf, yf = widget.plot.esf.line("fit")  # the fitted erf, on a finer grid over the line
     assert xf[0] == 0.0 and xf[-1] == pytest.approx(x[-1]) and len(xf) > len(x)
-    np.testing.assert_allclose(yf, metrics.erf_edge(
-        xf, expected_f.offset, expected_f.amplitude, expected_f.edge_position,
-        expected_f.sigma_profile))
+    np.testing.assert_allclose(
+        yf,
+        metrics.erf_edge(
+            xf,
+            expected_f.offset,
+            expected_f.amplitude,
+            expected_f.edge_position,
+            expected_f.sigma_profile,
+        ),
+    )
     assert widget.plot.esf.vline == pytest.approx(expected_f.edge_position)
     assert widget.plot.esf.title.startswith("input")
     assert widget.plot.lsf.title.startswith(f"FWHM {expected_f.fwhm:.2f}")
@@ -134,8 +146,8 @@ def test_live_updates_move_drag_slice_and_off_image(setup, stacks, qtbot):
 
     def cnr_is(value):
         qtbot.waitUntil(
-            lambda: _row(widget, "input").measurement.cnr.cnr == pytest.approx(value),
-            timeout=3000)
+            lambda: _row(widget, "input").measurement.cnr.cnr == pytest.approx(value), timeout=3000
+        )
 
     # 1. a new position set programmatically (events.data)
     before = _row(widget, "input").measurement.cnr.cnr
@@ -163,8 +175,7 @@ def test_live_updates_move_drag_slice_and_off_image(setup, stacks, qtbot):
 
     # 4. the background ROI dragged off the image: NaN with a visible reason
     rois.data = _roi_data(bg=(60.0, -5.0))
-    qtbot.waitUntil(lambda: math.isnan(_row(widget, "input").measurement.cnr.cnr),
-                    timeout=3000)
+    qtbot.waitUntil(lambda: math.isnan(_row(widget, "input").measurement.cnr.cnr), timeout=3000)
     cell = _cell(widget, "input", "CNR")
     assert cell.text() == "n/a"
     assert "outside" in cell.toolTip()
@@ -192,8 +203,10 @@ def test_scaled_layer_measures_like_unscaled(make_napari_viewer, stacks, qtbot):
     layer.scale = (1.0, 2.0, 2.0)
     layer.translate = (0.0, 10.0, -30.0)
     rois.data = [d * scale + shift for d in _roi_data()]  # unscaled Shapes: world coords
-    qtbot.waitUntil(lambda: _row(widget, "img").measurement.cnr.signal.center
-                    == pytest.approx(SIG), timeout=3000)
+    qtbot.waitUntil(
+        lambda: _row(widget, "img").measurement.cnr.signal.center == pytest.approx(SIG),
+        timeout=3000,
+    )
     widget.refresh()  # make sure both changes are in
     scaled = _row(widget, "img").measurement
     assert scaled.cnr.signal.n == 900
@@ -203,8 +216,10 @@ def test_scaled_layer_measures_like_unscaled(make_napari_viewer, stacks, qtbot):
     assert scaled.fwhm.fwhm == pytest.approx(2.3548 * 3.0, rel=0.25)
     # and the unscaled ROIs now sit elsewhere on the scaled image: different numbers
     rois.data = _roi_data()
-    qtbot.waitUntil(lambda: _row(widget, "img").measurement.cnr.cnr
-                    != pytest.approx(plain.cnr.cnr), timeout=3000)
+    qtbot.waitUntil(
+        lambda: _row(widget, "img").measurement.cnr.cnr != pytest.approx(plain.cnr.cnr),
+        timeout=3000,
+    )
 
 
 def test_csv_export_and_clipboard(setup, tmp_path, qtbot):
@@ -238,12 +253,10 @@ def test_layers_added_renamed_removed_and_reference(setup, stacks, qtbot):
     qtbot.waitUntil(lambda: "renamed" in [r.layer for r in widget.rows], timeout=3000)
     assert widget.reference_combo.findText("renamed") >= 0
     widget.set_reference(None)
-    qtbot.waitUntil(lambda: not _row(widget, "input").measurement.has_reference,
-                    timeout=3000)
+    qtbot.waitUntil(lambda: not _row(widget, "input").measurement.has_reference, timeout=3000)
     assert _cell(widget, "input", "PSNR (dB)").text() == ""
     viewer.layers.remove(layer)
-    qtbot.waitUntil(lambda: [r.layer for r in widget.rows] == ["truth", "input"],
-                    timeout=3000)
+    qtbot.waitUntil(lambda: [r.layer for r in widget.rows] == ["truth", "input"], timeout=3000)
     # the ROI layer removed: reported, not silently re-created; "Reset ROIs" brings it back
     viewer.layers.remove(ROI_LAYER_NAME)
     qtbot.waitUntil(lambda: _row(widget, "input").measurement is None, timeout=3000)
@@ -254,8 +267,7 @@ def test_layers_added_renamed_removed_and_reference(setup, stacks, qtbot):
     assert ROI_LAYER_NAME in viewer.layers
 
 
-def test_creates_default_rois_when_missing(make_napari_viewer, stacks, qtbot,
-                                          measure_notes):
+def test_creates_default_rois_when_missing(make_napari_viewer, stacks, qtbot, measure_notes):
     """Data without ROIs of their own: generic squares, said so; here the signal square
     lands on the darker side, which is flagged."""
     noisy, _ = stacks
@@ -276,16 +288,21 @@ def test_creates_default_rois_when_missing(make_napari_viewer, stacks, qtbot,
     assert len(measure_notes["warning"]) == 1 and "below" in measure_notes["warning"][0]
 
 
-@pytest.mark.skipif(importlib.util.find_spec("napari_dfct._sample_data") is None,
-                    reason="sample data module not available")
+@pytest.mark.skipif(
+    importlib.util.find_spec("napari_dfct._sample_data") is None,
+    reason="sample data module not available",
+)
 def test_on_the_sample_data(make_napari_viewer, qtbot):
     viewer = make_napari_viewer()
     viewer.open_sample("napari-dfct", "thorax")
     widget = MeasureWidget(viewer)
     qtbot.addWidget(widget)
     assert ROI_LAYER_NAME in viewer.layers
-    role = {ly.metadata.get("role"): ly.name for ly in viewer.layers
-            if ly.metadata.get("role") in ("input", "target", "truth")}
+    role = {
+        ly.metadata.get("role"): ly.name
+        for ly in viewer.layers
+        if ly.metadata.get("role") in ("input", "target", "truth")
+    }
     assert set(role) == {"input", "target", "truth"}
     assert {r.layer for r in widget.rows} >= set(role.values())
     assert widget.reference_combo.currentText() == role["truth"]
@@ -296,8 +313,10 @@ def test_on_the_sample_data(make_napari_viewer, qtbot):
         assert math.isfinite(m.cnr.cnr), m.reason
         assert math.isfinite(m.psnr) and 0 < m.ssim < 1
     # the multi-rotation target has less noise than the single-rotation input
-    assert (_row(widget, role["target"]).measurement.cnr.cnr
-            > _row(widget, role["input"]).measurement.cnr.cnr)
+    assert (
+        _row(widget, role["target"]).measurement.cnr.cnr
+        > _row(widget, role["input"]).measurement.cnr.cnr
+    )
 
 
 def _same_shapes(layer, expected):
@@ -315,8 +334,9 @@ def measure_notes(capture_notifications):
     return capture_notifications(mod)
 
 
-def test_reset_rois_restores_the_datas_own_rois(make_napari_viewer, small_sim, qtbot,
-                                               tmp_path, measure_notes):
+def test_reset_rois_restores_the_datas_own_rois(
+    make_napari_viewer, small_sim, qtbot, tmp_path, measure_notes
+):
     """The sample's ROIs (layer metadata) and a data folder's meta.json, not generic
     squares; the lung ROI is brighter than the air ROI, so the CNR is positive."""
     from napari_dfct import roi
@@ -342,15 +362,16 @@ def test_reset_rois_restores_the_datas_own_rois(make_napari_viewer, small_sim, q
     folder = tmp_path / "scan"
     folder.mkdir()
     moved = {k: v for k, v in meta.items() if k != "rois"}  # one set for every slice
-    moved.update(signal_center=[30, 30], background_center=[12, 50], line=None,
-                 roi_size=8)
+    moved.update(signal_center=[30, 30], background_center=[12, 50], line=None, roi_size=8)
     (folder / "meta.json").write_text(json.dumps(moved))
     write_volume(folder / "input.tif", small_sim.input)
     viewer.layers.clear()
     viewer.open(str(folder / "input.tif"), plugin="napari-dfct")
     widget.reset_rois()
-    _same_shapes(viewer.layers[ROI_LAYER_NAME],
-                 roi.ROISet.from_meta(moved, image_size=meta["size"]).shapes())
+    _same_shapes(
+        viewer.layers[ROI_LAYER_NAME],
+        roi.ROISet.from_meta(moved, image_size=meta["size"]).shapes(),
+    )
 
 
 def test_reset_rois_takes_the_slices_own_rois(make_napari_viewer, small_sim, qtbot):
@@ -358,8 +379,10 @@ def test_reset_rois_takes_the_slices_own_rois(make_napari_viewer, small_sim, qtb
     on view."""
     from napari_dfct import roi
 
-    per_slice = [{"signal_center": [30 + z, 20], "background_center": [12, 40 + z],
-                  "roi_size": 6} for z in range(small_sim.input.shape[0])]
+    per_slice = [
+        {"signal_center": [30 + z, 20], "background_center": [12, 40 + z], "roi_size": 6}
+        for z in range(small_sim.input.shape[0])
+    ]
     meta = dict(small_sim.meta, rois=per_slice)
     viewer = make_napari_viewer()
     viewer.add_image(small_sim.input.copy(), name="input", metadata={"dfct": meta})
@@ -398,11 +421,12 @@ def _hand_error_cnr(img, ref, sig, bg, size=SIZE):
 
     def box(a, c):
         r, q = int(round(c[0])), int(round(c[1]))
-        return np.asarray(a, np.float64)[r - h:r - h + size, q - h:q - h + size]
+        return np.asarray(a, np.float64)[r - h : r - h + size, q - h : q - h + size]
 
     e = np.asarray(img, np.float64) - np.asarray(ref, np.float64)
-    return ((box(img, sig).mean() - box(img, bg).mean())
-            / np.sqrt(box(e, sig).var(ddof=1) + box(e, bg).var(ddof=1)))
+    return (box(img, sig).mean() - box(img, bg).mean()) / np.sqrt(
+        box(e, sig).var(ddof=1) + box(e, bg).var(ddof=1)
+    )
 
 
 def test_error_cnr_and_body_psnr_against_the_reference(setup, stacks, qtbot):
@@ -413,9 +437,11 @@ def test_error_cnr_and_body_psnr_against_the_reference(setup, stacks, qtbot):
     m = _row(widget, "input").measurement
     assert m.error_cnr is not None
     assert m.error_cnr.error_cnr == pytest.approx(
-        _hand_error_cnr(noisy[1], truth[1], SIG, BG), rel=1e-9)
+        _hand_error_cnr(noisy[1], truth[1], SIG, BG), rel=1e-9
+    )
     assert float(_cell(widget, "input", "Error CNR").text()) == pytest.approx(
-        m.error_cnr.error_cnr, rel=1e-3)
+        m.error_cnr.error_cnr, rel=1e-3
+    )
     # a textured reference blurred: classic CNR rises (less ROI spread), the error CNR
     # falls (the texture it removed is now error)
     rng = np.random.default_rng(3)
@@ -437,8 +463,7 @@ def test_error_cnr_and_body_psnr_against_the_reference(setup, stacks, qtbot):
     widget.refresh()
     b = _row(widget, "blurred").measurement
     inside = mask[1] > 0
-    rmse = np.sqrt(np.mean((blurred[1][inside].astype(np.float64)
-                            - textured[1][inside]) ** 2))
+    rmse = np.sqrt(np.mean((blurred[1][inside].astype(np.float64) - textured[1][inside]) ** 2))
     assert b.has_mask and b.rmse_body == pytest.approx(rmse, rel=1e-6)
     assert np.isfinite(b.psnr_body) and _cell(widget, "blurred", "PSNR body (dB)").text()
     rec = _row(widget, "blurred").record()
@@ -447,7 +472,8 @@ def test_error_cnr_and_body_psnr_against_the_reference(setup, stacks, qtbot):
 
 
 def test_roi_metrics_are_recomputed_only_when_their_geometry_or_data_change(
-        setup, stacks, monkeypatch):
+    setup, stacks, monkeypatch
+):
     """CNR and FWHM are cached by their own geometry: moving the signal ROI refits no
     edge, moving the line recomputes no CNR, new pixel data recompute both; every value
     still equals the metric computed directly."""
@@ -473,8 +499,7 @@ def test_roi_metrics_are_recomputed_only_when_their_geometry_or_data_change(
     rois.data = _roi_data(sig=new_sig, line=line)  # the line stays where it was
     m, n = measured()
     assert n == {"cnr": 2, "fwhm": 0}  # two layers' CNR, no edge refitted
-    assert m.cnr.cnr == pytest.approx(metrics.cnr(noisy[1], new_sig, BG, SIZE).cnr,
-                                      rel=1e-12)
+    assert m.cnr.cnr == pytest.approx(metrics.cnr(noisy[1], new_sig, BG, SIZE).cnr, rel=1e-12)
     assert m.fwhm.fwhm == pytest.approx(metrics.fwhm(noisy[1], SIG, BG).fwhm, rel=1e-9)
 
     new_line = np.array([[60.0, 60.0], [60.0, 100.0]])
@@ -482,7 +507,8 @@ def test_roi_metrics_are_recomputed_only_when_their_geometry_or_data_change(
     m, n = measured()
     assert n == {"cnr": 0, "fwhm": 2}
     assert m.fwhm.fwhm == pytest.approx(
-        metrics.fwhm(noisy[1], new_line[0], new_line[1]).fwhm, rel=1e-9)
+        metrics.fwhm(noisy[1], new_line[0], new_line[1]).fwhm, rel=1e-9
+    )
 
     rois.data = _roi_data(sig=SIG, line=new_line)  # back to a position seen before
     assert measured()[1] == {"cnr": 0, "fwhm": 0}

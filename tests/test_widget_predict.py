@@ -19,8 +19,14 @@ def model_dir(tmp_path_factory, small_sim):
     from napari_dfct.train import TrainConfig, run_fit
 
     out = tmp_path_factory.mktemp("models") / "l2+s-linear-test"
-    config = TrainConfig(loss=LossConfig(spatial="linear"), preset="tiny", epochs=1,
-                         batch_size=4, patch=32, device="cpu")
+    config = TrainConfig(
+        loss=LossConfig(spatial="linear"),
+        preset="tiny",
+        epochs=1,
+        batch_size=4,
+        patch=32,
+        device="cpu",
+    )
     result = run_fit(small_sim.input, small_sim.target, config, out)
     assert result.model_dir is not None
     return out
@@ -37,8 +43,13 @@ def notes(capture_notifications):
 @pytest.fixture
 def viewer(make_napari_viewer, small_sim):
     v = make_napari_viewer()
-    v.add_image(small_sim.input.copy(), name="input (1 rotation)", scale=SCALE,
-                translate=TRANSLATE, contrast_limits=(0.0, 0.5))
+    v.add_image(
+        small_sim.input.copy(),
+        name="input (1 rotation)",
+        scale=SCALE,
+        translate=TRANSLATE,
+        contrast_limits=(0.0, 0.5),
+    )
     return v
 
 
@@ -72,8 +83,7 @@ def test_registry_offers_models(viewer, registry, model_dir, notes):
     assert notes["error"] == []
 
 
-def test_current_slice_and_whole_volume(viewer, registry, model_dir, qtbot, notes,
-                                        small_sim):
+def test_current_slice_and_whole_volume(viewer, registry, model_dir, qtbot, notes, small_sim):
     from napari_dfct.checkpoint import load_model
     from napari_dfct.infer import predict
 
@@ -106,8 +116,9 @@ def test_current_slice_and_whole_volume(viewer, registry, model_dir, qtbot, note
     assert len(viewer.layers) == n_layers
     assert viewer.layers[name] is out
     assert np.isfinite(out.data).all()
-    np.testing.assert_allclose(out.data, predict(loaded, small_sim.input, device="cpu"),
-                               rtol=1e-4, atol=1e-5)
+    np.testing.assert_allclose(
+        out.data, predict(loaded, small_sim.input, device="cpu"), rtol=1e-4, atol=1e-5
+    )
     assert widget.progress.value == small_sim.input.shape[0]
     assert notes["error"] == []
 
@@ -119,8 +130,9 @@ def test_canvas_refreshed_only_when_a_slice_in_view_was_filled(viewer):
     from types import SimpleNamespace
 
     widget = _widget(viewer)
-    out = viewer.add_image(np.zeros((6, 8, 8), np.float32), name="prediction",
-                           scale=SCALE, translate=TRANSLATE)
+    out = viewer.add_image(
+        np.zeros((6, 8, 8), np.float32), name="prediction", scale=SCALE, translate=TRANSLATE
+    )
     z = 4
     viewer.dims.set_point(0, TRANSLATE[0] + z * SCALE[0])  # world -> data slice 4
     refreshes, events = [], []
@@ -128,8 +140,7 @@ def test_canvas_refreshed_only_when_a_slice_in_view_was_filled(viewer):
     out.events.data.connect(lambda e: events.append(1))
 
     def announce(written):
-        widget._refresh_output(SimpleNamespace(output=out, changed=True,
-                                               written=set(written)))
+        widget._refresh_output(SimpleNamespace(output=out, changed=True, written=set(written)))
         return len(events), len(refreshes)
 
     assert announce({0, 1, 2}) == (1, 0)  # not in view: announced, not repainted
@@ -139,11 +150,13 @@ def test_canvas_refreshed_only_when_a_slice_in_view_was_filled(viewer):
     assert announce({0}) == (4, 3)  # a 3-D view shows every slice
 
 
-def test_open_folder_and_2d_layer(make_napari_viewer, registry, model_dir, qtbot, notes,
-                                  small_sim, tmp_path):
+def test_open_folder_and_2d_layer(
+    make_napari_viewer, registry, model_dir, qtbot, notes, small_sim, tmp_path
+):
     viewer = make_napari_viewer()
-    viewer.add_image(small_sim.input[1].copy(), name="slice", scale=(0.5, 0.5),
-                     translate=(1.0, 2.0))
+    viewer.add_image(
+        small_sim.input[1].copy(), name="slice", scale=(0.5, 0.5), translate=(1.0, 2.0)
+    )
     widget = _widget(viewer)
     widget.fields.device.value = "cpu"
     # a folder that is not a model
@@ -163,8 +176,7 @@ def test_open_folder_and_2d_layer(make_napari_viewer, registry, model_dir, qtbot
     np.testing.assert_allclose(out.translate, (1.0, 2.0))
 
 
-def test_cancel_and_refusals(make_napari_viewer, registry, model_dir, qtbot, notes,
-                             small_sim):
+def test_cancel_and_refusals(make_napari_viewer, registry, model_dir, qtbot, notes, small_sim):
     viewer = make_napari_viewer()
     widget = _widget(viewer)
     _click(qtbot, widget.volume_button)  # no model, no layer
@@ -203,8 +215,9 @@ def _measure_column(widget, name):
     return None
 
 
-def test_measure_follows_the_prediction(viewer, registry, model_dir, qtbot, notes,
-                                        small_sim, capture_notifications):
+def test_measure_follows_the_prediction(
+    viewer, registry, model_dir, qtbot, notes, small_sim, capture_notifications
+):
     """Measure recomputes as the prediction fills slices (no stale n/a, no stale cached
     PSNR/SSIM), and a slice not predicted yet is never handed to a metric as NaN."""
     from napari_dfct import metrics
@@ -228,9 +241,13 @@ def test_measure_follows_the_prediction(viewer, registry, model_dir, qtbot, note
 
     def measured(z):
         row = _measure_column(measure, name)
-        return (row is not None and row.slice == str(z) and row.measurement is not None
-                and np.isfinite(row.measurement.cnr.cnr)
-                and np.isfinite(row.measurement.psnr))
+        return (
+            row is not None
+            and row.slice == str(z)
+            and row.measurement is not None
+            and np.isfinite(row.measurement.cnr.cnr)
+            and np.isfinite(row.measurement.psnr)
+        )
 
     at(2)
     _click(qtbot, widget.slice_button)
@@ -273,8 +290,7 @@ def test_measure_follows_the_prediction(viewer, registry, model_dir, qtbot, note
     assert notes["error"] == []
 
 
-def test_failed_prediction_leaves_no_layer(viewer, registry, model_dir, qtbot, notes,
-                                           monkeypatch):
+def test_failed_prediction_leaves_no_layer(viewer, registry, model_dir, qtbot, notes, monkeypatch):
     from napari_dfct import infer
 
     def broken(*_args, **_kwargs):

@@ -26,10 +26,12 @@ def notes(capture_notifications):
 @pytest.fixture
 def viewer(make_napari_viewer, small_sim):
     v = make_napari_viewer()
-    v.add_image(small_sim.input.copy(), name="input (1 rotation)", scale=SCALE,
-                translate=TRANSLATE)
-    v.add_image(small_sim.target.copy(), name="target (20 rotations)", scale=SCALE,
-                translate=TRANSLATE)
+    v.add_image(
+        small_sim.input.copy(), name="input (1 rotation)", scale=SCALE, translate=TRANSLATE
+    )
+    v.add_image(
+        small_sim.target.copy(), name="target (20 rotations)", scale=SCALE, translate=TRANSLATE
+    )
     return v
 
 
@@ -38,8 +40,16 @@ def _widget(viewer, tmp_path, **overrides):
 
     widget = TrainWidget(viewer)
     viewer.window.add_dock_widget(widget, name="Train")
-    settings = dict(preset="tiny", epochs=2, patience=5, batch_size=4, patch=32,
-                    save_under=str(tmp_path), run_name="run", device="cpu")
+    settings = dict(
+        preset="tiny",
+        epochs=2,
+        patience=5,
+        batch_size=4,
+        patch=32,
+        save_under=str(tmp_path),
+        run_name="run",
+        device="cpu",
+    )
     settings.update(overrides)
     for name, value in settings.items():
         getattr(widget.fields, name).value = value
@@ -61,7 +71,11 @@ def test_defaults(viewer, tmp_path):
     assert f.input.value.name == "input (1 rotation)"
     assert f.target.value.name == "target (20 rotations)"
     assert (f.epochs.value, f.patience.value, f.batch_size.value, f.patch.value) == (
-        100, 20, 32, 128)
+        100,
+        20,
+        32,
+        128,
+    )
     assert float(f.lr.value) == pytest.approx(1e-3)
     assert f.weight_decay.value == pytest.approx(0.1)
     assert f.val_fraction.value == pytest.approx(0.2)
@@ -94,8 +108,7 @@ def _median_gap(ticks, t0, t1) -> float:
     return float(np.median(np.diff(inside))) if len(inside) > 1 else float("inf")
 
 
-def test_train_to_completion_keeps_the_gui_responsive(viewer, tmp_path, qtbot, notes,
-                                                      registry):
+def test_train_to_completion_keeps_the_gui_responsive(viewer, tmp_path, qtbot, notes, registry):
     """Two tiny runs through the widget while a 10 ms QTimer measures the event loop.
 
     The first run of a session also pays one-time imports inside the training engine;
@@ -162,17 +175,22 @@ def test_train_to_completion_keeps_the_gui_responsive(viewer, tmp_path, qtbot, n
     # responsiveness: the Qt event loop kept ticking while the worker trained
     baseline, _ = _worst_gap(ticks, b0, b1)
     idle_median = _median_gap(ticks, b0, b1)
-    report = [f"idle viewer baseline worst gap {baseline * 1000:.0f} ms, median "
-              f"{idle_median * 1000:.1f} ms"]
+    report = [
+        f"idle viewer baseline worst gap {baseline * 1000:.0f} ms, median "
+        f"{idle_median * 1000:.1f} ms"
+    ]
     for label, (t0, t1) in zip(("first run", "second run"), runs, strict=True):
         worst, n = _worst_gap(ticks, t0, t1)
         median = _median_gap(ticks, t0, t1)
         assert n >= 3, "the event loop did not run while training"
         assert median <= 2.0 * idle_median, (
             f"{label}: median gap {median * 1000:.1f} ms against {idle_median * 1000:.1f} ms "
-            "idle: the event loop was held up while training")
-        report.append(f"{label} {t1 - t0:.2f} s: {n} ticks, worst gap {worst * 1000:.0f} ms "
-                      f"({worst / baseline:.1f}x baseline), median {median * 1000:.1f} ms")
+            "idle: the event loop was held up while training"
+        )
+        report.append(
+            f"{label} {t1 - t0:.2f} s: {n} ticks, worst gap {worst * 1000:.0f} ms "
+            f"({worst / baseline:.1f}x baseline), median {median * 1000:.1f} ms"
+        )
     print("\n[responsiveness, 10 ms QTimer] " + "; ".join(report))
 
 
@@ -226,8 +244,10 @@ def test_train_from_files(make_napari_viewer, small_sim, tmp_path, qtbot, notes,
     from napari_dfct.io import write_volume
 
     viewer = make_napari_viewer()
-    paths = [write_volume(tmp_path / "in.tif", small_sim.input),
-             write_volume(tmp_path / "gt.tif", small_sim.target)]
+    paths = [
+        write_volume(tmp_path / "in.tif", small_sim.input),
+        write_volume(tmp_path / "gt.tif", small_sim.target),
+    ]
     widget = _widget(viewer, tmp_path, epochs=1)
     widget.fields.source.value = "files"
     assert widget.fields.input.native.isHidden()
@@ -360,12 +380,15 @@ def test_job_events_and_error_texts():
     assert problem_text(KeyError("x")) == "KeyError: 'x'"
     assert failure_text("Training", ValueError("diverged")) == "Training failed: diverged"
     assert failure_text("Prediction", RuntimeError("boom")) == (
-        "Prediction failed: RuntimeError: boom")
+        "Prediction failed: RuntimeError: boom"
+    )
     oom = RuntimeError("CUDA out of memory")
     assert failure_text("Training", oom, "Lower the batch size.") == (
-        "Training ran out of memory: CUDA out of memory. Lower the batch size.")
+        "Training ran out of memory: CUDA out of memory. Lower the batch size."
+    )
     assert failure_text("Prediction", MemoryError("out of CUDA memory")) == (
-        "Prediction ran out of memory: out of CUDA memory")
+        "Prediction ran out of memory: out of CUDA memory"
+    )
 
 
 def test_training_does_not_move_the_view(viewer, tmp_path, qtbot, notes, registry):
@@ -410,9 +433,19 @@ def test_legend_never_hides_the_best_epoch(viewer, tmp_path):
     # validation far above training and falling: the best epoch is the last, top right
     val = [1.0, 0.95, 0.9, 0.85, 0.8]
     for i, v in enumerate(val, start=1):
-        widget._on_epoch(EpochEvent(epoch=i, epochs=5, train_loss=1e-3 / i, val_loss=v,
-                                    lr=1e-3, best_epoch=i, best_val_loss=v, improved=True,
-                                    seconds=0.1))
+        widget._on_epoch(
+            EpochEvent(
+                epoch=i,
+                epochs=5,
+                train_loss=1e-3 / i,
+                val_loss=v,
+                lr=1e-3,
+                best_epoch=i,
+                best_val_loss=v,
+                improved=True,
+                seconds=0.1,
+            )
+        )
     widget._updates.flush()
     plot = widget.plot
     assert plot.marker == (5, 0.8)
@@ -424,11 +457,10 @@ def test_legend_never_hides_the_best_epoch(viewer, tmp_path):
     assert not legend.intersects(area)  # nothing inside the plot area is covered
     # and it is painted there, in its colour
     color = image.pixelColor(int(star.x()), int(star.y()))
-    assert (color.red(), color.green(), color.blue()) == (0xff, 0xd1, 0x66)
+    assert (color.red(), color.green(), color.blue()) == (0xFF, 0xD1, 0x66)
 
 
-def test_a_runtime_error_in_the_worker_is_reported(viewer, tmp_path, qtbot, notes,
-                                                   monkeypatch):
+def test_a_runtime_error_in_the_worker_is_reported(viewer, tmp_path, qtbot, notes, monkeypatch):
     """torch reports most failures (running out of memory too) as RuntimeError: the
     widget says so and is ready again, rather than waiting for a job that never ends."""
     from napari_dfct.train import process
@@ -446,8 +478,7 @@ def test_a_runtime_error_in_the_worker_is_reported(viewer, tmp_path, qtbot, note
     assert widget.start_button.enabled and widget.tabs.isEnabled()
 
 
-def test_directional_in_paper_mode_notifies_and_does_not_start(viewer, tmp_path, qtbot,
-                                                               notes):
+def test_directional_in_paper_mode_notifies_and_does_not_start(viewer, tmp_path, qtbot, notes):
     widget = _widget(viewer, tmp_path)
     f = widget.fields
     f.frequency.value, f.directional.value, f.mode.value = "none", "nonlinear", "paper"

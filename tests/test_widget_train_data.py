@@ -39,8 +39,16 @@ def _widget(viewer, tmp_path, **overrides):
 
     widget = TrainWidget(viewer)
     viewer.window.add_dock_widget(widget, name="Train")
-    settings = dict(preset="tiny", epochs=1, patience=5, batch_size=4, patch=16,
-                    save_under=str(tmp_path / "models"), run_name="run", device="cpu")
+    settings = dict(
+        preset="tiny",
+        epochs=1,
+        patience=5,
+        batch_size=4,
+        patch=16,
+        save_under=str(tmp_path / "models"),
+        run_name="run",
+        device="cpu",
+    )
     settings.update(overrides)
     for name, value in settings.items():
         getattr(widget.fields, name).value = value
@@ -58,8 +66,9 @@ def _saved_config(tmp_path) -> dict:
     return json.loads((tmp_path / "models" / "run" / "config.json").read_text())
 
 
-def test_a_data_set_shows_its_summary_and_trains(make_napari_viewer, study, tmp_path,
-                                                 qtbot, notes, registry):
+def test_a_data_set_shows_its_summary_and_trains(
+    make_napari_viewer, study, tmp_path, qtbot, notes, registry
+):
     from napari_dfct.io.dataset import load_scans
     from napari_dfct.train import default_window
 
@@ -75,15 +84,16 @@ def test_a_data_set_shows_its_summary_and_trains(make_napari_viewer, study, tmp_
     assert float(f.window_low.value) == pytest.approx(expected.low, rel=1e-5)
     assert float(f.window_high.value) == pytest.approx(expected.high, rel=1e-5)
     assert widget.data_panel.histogram.line("hist") is not None
-    assert widget.data_panel.histogram.line("low").get_xdata()[0] == pytest.approx(
-        expected.low)
+    assert widget.data_panel.histogram.line("low").get_xdata()[0] == pytest.approx(expected.low)
     _start_and_wait(qtbot, widget)
     assert notes["error"] == []
     cfg = _saved_config(tmp_path)
     assert cfg["window"] == expected.to_dict()  # exact, not the rounded text
     assert cfg["dataset"]["scans"] == ["a", "b", "c"]
-    assert cfg["dataset"]["val_scans"] and \
-        cfg["dataset"]["val_scans"][0] in summary.split("validation: ")[1]
+    assert (
+        cfg["dataset"]["val_scans"]
+        and cfg["dataset"]["val_scans"][0] in summary.split("validation: ")[1]
+    )
 
 
 def test_a_bad_data_set_is_a_notification(make_napari_viewer, tmp_path, qtbot, notes):
@@ -100,7 +110,8 @@ def test_a_bad_data_set_is_a_notification(make_napari_viewer, tmp_path, qtbot, n
 
 
 def test_the_window_default_is_the_clis_and_an_edited_one_is_saved(
-        make_napari_viewer, small_sim, tmp_path, qtbot, notes, registry):
+    make_napari_viewer, small_sim, tmp_path, qtbot, notes, registry
+):
     from napari_dfct.cli import main
     from napari_dfct.io import write_volume
 
@@ -112,14 +123,34 @@ def test_the_window_default_is_the_clis_and_an_edited_one_is_saved(
     # the CLI on the same data and seed, without --window
     write_volume(tmp_path / "in.tif", small_sim.input)
     write_volume(tmp_path / "gt.tif", small_sim.target)
-    assert main(["train", "--input", str(tmp_path / "in.tif"), "--target",
-                 str(tmp_path / "gt.tif"), "--out", str(tmp_path / "cli"), "--epochs", "1",
-                 "--preset", "tiny", "--patch", "16", "--batch-size", "4", "--seed", "2",
-                 "--no-progress"]) == 0
+    assert (
+        main(
+            [
+                "train",
+                "--input",
+                str(tmp_path / "in.tif"),
+                "--target",
+                str(tmp_path / "gt.tif"),
+                "--out",
+                str(tmp_path / "cli"),
+                "--epochs",
+                "1",
+                "--preset",
+                "tiny",
+                "--patch",
+                "16",
+                "--batch-size",
+                "4",
+                "--seed",
+                "2",
+                "--no-progress",
+            ]
+        )
+        == 0
+    )
     cli = json.loads((tmp_path / "cli" / "config.json").read_text())["window"]
     assert widget.data_panel.window().to_dict() == cli
-    assert (f.window_low.value, f.window_high.value) == (f"{cli['low']:.6g}",
-                                                         f"{cli['high']:.6g}")
+    assert (f.window_low.value, f.window_high.value) == (f"{cli['low']:.6g}", f"{cli['high']:.6g}")
     assert "validation slices" in f.data_summary.value
     # another split, another training set: the shown default follows
     f.val_fraction.value = 0.5

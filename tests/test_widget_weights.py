@@ -15,10 +15,12 @@ TRANSLATE = (1.0, -3.0, 4.0)
 @pytest.fixture
 def viewer_with_pair(make_napari_viewer, small_sim):
     viewer = make_napari_viewer()
-    viewer.add_image(small_sim.input.copy(), name="input (1 rotation)", scale=SCALE,
-                     translate=TRANSLATE)
-    viewer.add_image(small_sim.target.copy(), name="target (4 rotations)", scale=SCALE,
-                     translate=TRANSLATE)
+    viewer.add_image(
+        small_sim.input.copy(), name="input (1 rotation)", scale=SCALE, translate=TRANSLATE
+    )
+    viewer.add_image(
+        small_sim.target.copy(), name="target (4 rotations)", scale=SCALE, translate=TRANSLATE
+    )
     return viewer
 
 
@@ -59,8 +61,16 @@ def test_builds_layers_on_the_current_slice(viewer_with_pair, qtbot, errors, sma
     widget = _widget(viewer, qtbot)
     assert widget.form.input.value.name == "input (1 rotation)"
     assert widget.form.target.value.name == "target (4 rotations)"
-    _set(widget, qtbot, spatial="linear", frequency="none", loss="l2", mode="paper",
-         normalize=False, size="full")
+    _set(
+        widget,
+        qtbot,
+        spatial="linear",
+        frequency="none",
+        loss="l2",
+        mode="paper",
+        normalize=False,
+        size="full",
+    )
     for key, name in LAYER_NAMES.items():  # A_D only with a directional profile
         assert (name in viewer.layers) == (key != "directional")
     a_s = _layer(viewer, "spatial").data
@@ -147,9 +157,7 @@ def test_slice_change_updates_maps(viewer_with_pair, qtbot, errors):
     first = _layer(viewer, "loss").data.copy()
     viewer.dims.set_point(0, TRANSLATE[0] + 3 * SCALE[0])
     # the debounced update follows the slider by itself
-    qtbot.waitUntil(
-        lambda: not np.allclose(_layer(viewer, "loss").data, first), timeout=3000
-    )
+    qtbot.waitUntil(lambda: not np.allclose(_layer(viewer, "loss").data, first), timeout=3000)
     assert errors == []
 
 
@@ -162,9 +170,7 @@ def test_bad_inputs_notify(make_napari_viewer, qtbot, errors, small_sim):
     assert errors and "shape" in errors[-1]
 
 
-
-def test_partly_predicted_layer_gives_no_nan_maps(viewer_with_pair, qtbot, errors,
-                                                  small_sim):
+def test_partly_predicted_layer_gives_no_nan_maps(viewer_with_pair, qtbot, errors, small_sim):
     """A prediction still filling its slices (NaN placeholders, the predicted slices in
     its metadata): loss maps on a predicted slice, a message and the weights only on a
     placeholder slice, never NaN maps."""
@@ -174,9 +180,13 @@ def test_partly_predicted_layer_gives_no_nan_maps(viewer_with_pair, qtbot, error
     viewer = viewer_with_pair
     partial = np.full(small_sim.input.shape, np.nan, np.float32)
     partial[1] = small_sim.target[1]
-    viewer.add_image(partial, name="input [prediction: m]", scale=SCALE,
-                     translate=TRANSLATE,
-                     metadata={_layers.OWNER_KEY: "prediction", _layers.PREDICTED_KEY: [1]})
+    viewer.add_image(
+        partial,
+        name="input [prediction: m]",
+        scale=SCALE,
+        translate=TRANSLATE,
+        metadata={_layers.OWNER_KEY: "prediction", _layers.PREDICTED_KEY: [1]},
+    )
     widget = _widget(viewer, qtbot)
     for name in LAYER_NAMES.values():  # no maps of the pair before
         if name in viewer.layers:
@@ -194,8 +204,7 @@ def test_partly_predicted_layer_gives_no_nan_maps(viewer_with_pair, qtbot, error
     assert errors == []
 
 
-def test_directional_weight_and_its_angular_profile(viewer_with_pair, qtbot, errors,
-                                                    small_sim):
+def test_directional_weight_and_its_angular_profile(viewer_with_pair, qtbot, errors, small_sim):
     """A directional profile adds the A_D layer of the shown slice (DC centred) and plots
     its angular part; both follow the estimator in napari_dfct.directional."""
     from napari_dfct import directional as D

@@ -19,8 +19,16 @@ def test_the_window_round_trips_through_a_saved_model(tmp_path, window):
     rng = np.random.default_rng(0)
     y = rng.standard_normal((3, 32, 32)).astype(np.float32)
     x = (y + 0.3 * rng.standard_normal(y.shape)).astype(np.float32)
-    cfg = TrainConfig(loss="l2", preset="tiny", epochs=1, batch_size=2, patch=16,
-                      device="cpu", window=window, bn_recalibrate=1)
+    cfg = TrainConfig(
+        loss="l2",
+        preset="tiny",
+        epochs=1,
+        batch_size=2,
+        patch=16,
+        device="cpu",
+        window=window,
+        bn_recalibrate=1,
+    )
     result = run_fit(x, y, cfg, tmp_path / "m", preview=False)
     used = result.window
     if window is not None:

@@ -31,7 +31,11 @@ from ._files import atomic_write
 from .roi import LAYER_NAME, ROISet
 
 __all__ = [
-    "SAMPLE_PARAMS", "cache_dir", "contrast_limits", "load_sample", "make_sample_data",
+    "SAMPLE_PARAMS",
+    "cache_dir",
+    "contrast_limits",
+    "load_sample",
+    "make_sample_data",
     "roi_layer_data",
 ]
 
@@ -85,8 +89,9 @@ def _key(params: dict) -> str:
         source = digest.hexdigest()
     except OSError:
         source = ""
-    blob = json.dumps({"params": params, "version": __version__, "simulator": source},
-                      sort_keys=True)
+    blob = json.dumps(
+        {"params": params, "version": __version__, "simulator": source}, sort_keys=True
+    )
     return hashlib.sha256(blob.encode()).hexdigest()[:16]
 
 

@@ -62,9 +62,7 @@ class IntensityWindow:
         if not (math.isfinite(self.low) and math.isfinite(self.high)):
             raise ValueError(f"intensity window must be finite, got [{self.low}, {self.high}]")
         if not self.high > self.low:
-            raise ValueError(
-                f"intensity window needs high > low, got [{self.low}, {self.high}]"
-            )
+            raise ValueError(f"intensity window needs high > low, got [{self.low}, {self.high}]")
 
     @property
     def width(self) -> float:
@@ -132,8 +130,11 @@ DEFAULT_WINDOW_MARGIN = 0.2
 
 
 def window_from_percentiles(
-    *volumes: np.ndarray, lower: float | None = None, upper: float | None = None,
-    margin: float | None = None, max_samples: int = 4_000_000
+    *volumes: np.ndarray,
+    lower: float | None = None,
+    upper: float | None = None,
+    margin: float | None = None,
+    max_samples: int = 4_000_000,
 ) -> IntensityWindow:
     """Intensity window from percentiles of the pooled values of ``volumes``.
 
@@ -220,9 +221,7 @@ def split_slices(
     """
     n = int(n_slices)
     if n < 2:
-        raise ValueError(
-            f"need at least 2 slices to split into training and validation, got {n}"
-        )
+        raise ValueError(f"need at least 2 slices to split into training and validation, got {n}")
     if not 0.0 < float(val_fraction) < 1.0:
         raise ValueError(f"val_fraction must be between 0 and 1, got {val_fraction}")
     n_val = int(min(max(round(n * float(val_fraction)), 1), n - 1))
@@ -457,8 +456,7 @@ def sample_coordinates(
     return rows, cols, params
 
 
-def augment_angular(g: torch.Tensor, angle: torch.Tensor, mirror: torch.Tensor
-                    ) -> torch.Tensor:
+def augment_angular(g: torch.Tensor, angle: torch.Tensor, mirror: torch.Tensor) -> torch.Tensor:
     """Angular parts ``G(phi)`` of slices as the augmented patches see them.
 
     A patch of :func:`sample_coordinates` rotated by ``angle`` degrees turns a spectral
@@ -651,11 +649,14 @@ class PatchSampler:
             self.weight = sw.to(self.storage).reshape(-1, 1).contiguous()
         self.angular = None
         if angular is not None:
-            g = torch.as_tensor(np.asarray(angular) if not isinstance(angular, torch.Tensor)
-                                else angular, dtype=torch.float32)
+            g = torch.as_tensor(
+                np.asarray(angular) if not isinstance(angular, torch.Tensor) else angular,
+                dtype=torch.float32,
+            )
             if g.ndim != 2 or g.shape[0] != n:
-                raise ValueError(f"angular parts must be (N, n_bins) with N = {n} slices, "
-                                 f"got {tuple(g.shape)}")
+                raise ValueError(
+                    f"angular parts must be (N, n_bins) with N = {n} slices, got {tuple(g.shape)}"
+                )
             self.angular = g.to(self.storage)
         self.generator = torch.Generator(device="cpu")
         self.generator.manual_seed(int(seed))
@@ -675,7 +676,8 @@ class PatchSampler:
                 f"{patches_per_slice} patches per slice for {n_slices} training slices "
                 f"need {format_bytes(need)} of memory just to shuffle one epoch, more than "
                 f"the {format_bytes(free)} available; use at most "
-                f"{max(1, free // (cls.ORDER_BYTES_PER_PATCH * n_slices))} patches per slice")
+                f"{max(1, free // (cls.ORDER_BYTES_PER_PATCH * n_slices))} patches per slice"
+            )
 
     def _choose_storage(self, nbytes: int, storage) -> torch.device:
         if storage != "auto":
@@ -698,7 +700,8 @@ class PatchSampler:
         return -(-self.samples_per_epoch // int(batch_size))
 
     def sample(
-        self, slice_index: torch.Tensor | np.ndarray | list[int],
+        self,
+        slice_index: torch.Tensor | np.ndarray | list[int],
         generator: torch.Generator | None = None,
     ) -> Batch:
         """Draw one random augmented patch per entry of ``slice_index``.
@@ -740,8 +743,11 @@ class PatchSampler:
             w = got[1].contiguous().to(self.device, non_blocking=True)
         g = None
         if self.angular is not None:
-            g = augment_angular(self.angular[index.to(self.storage)], params["angle"],
-                                params["flip_h"] ^ params["flip_v"])
+            g = augment_angular(
+                self.angular[index.to(self.storage)],
+                params["angle"],
+                params["flip_h"] ^ params["flip_v"],
+            )
             g = g.to(self.device, non_blocking=True)
         return Batch(x, y, w, g)
 
@@ -752,8 +758,7 @@ class PatchSampler:
         for start in range(0, order.numel(), int(batch_size)):
             yield self.sample(order[start : start + int(batch_size)])
 
-    def extra_batches(self, n_batches: int, batch_size: int, seed: int
-                      ) -> Iterator[Batch]:
+    def extra_batches(self, n_batches: int, batch_size: int, seed: int) -> Iterator[Batch]:
         """``n_batches`` batches drawn with their own generator (``seed``), leaving the
         sampler's training sequence untouched (for BatchNorm re-estimation)."""
         gen = torch.Generator(device="cpu")

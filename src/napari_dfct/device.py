@@ -63,8 +63,11 @@ def list_devices(auto: bool = True) -> list[DeviceInfo]:
     def free_text(free, total=None) -> str:
         if free is None:
             return ""
-        return (f", {format_bytes(free)} free" if total is None
-                else f", {format_bytes(free)} free of {format_bytes(total)}")
+        return (
+            f", {format_bytes(free)} free"
+            if total is None
+            else f", {format_bytes(free)} free of {format_bytes(total)}"
+        )
 
     out: list[DeviceInfo] = []
     if auto:
@@ -83,11 +86,13 @@ def list_devices(auto: bool = True) -> list[DeviceInfo]:
                 free, total = (int(v) for v in torch.cuda.mem_get_info(i))
             except Exception:  # pragma: no cover - driver specific
                 pass
-            out.append(DeviceInfo(name, f"{name} ({title}{free_text(free, total)})",
-                                  free, total))
+            out.append(DeviceInfo(name, f"{name} ({title}{free_text(free, total)})", free, total))
     if _mps_available():  # pragma: no cover - macOS only
-        out.append(DeviceInfo("mps", "mps (Apple GPU, shares the host memory" +
-                              free_text(host) + ")", host))
+        out.append(
+            DeviceInfo(
+                "mps", "mps (Apple GPU, shares the host memory" + free_text(host) + ")", host
+            )
+        )
     return out
 
 
@@ -117,16 +122,19 @@ def resolve_device(device: str | torch.device = "auto") -> torch.device:
                 f"unknown device {device!r}: choose auto, cpu, cuda, cuda:N or mps"
             ) from exc
     if dev.type == "cuda" and not torch.cuda.is_available():
-        raise ValueError("device 'cuda' was chosen but CUDA is not available on this "
-                         "machine; choose the device cpu (or auto)")
+        raise ValueError(
+            "device 'cuda' was chosen but CUDA is not available on this "
+            "machine; choose the device cpu (or auto)"
+        )
     if dev.type == "mps":
         mps = getattr(torch.backends, "mps", None)
         if mps is None or not mps.is_available():
-            raise ValueError("device 'mps' was chosen but MPS is not available on this "
-                             "machine; choose the device cpu (or auto)")
+            raise ValueError(
+                "device 'mps' was chosen but MPS is not available on this "
+                "machine; choose the device cpu (or auto)"
+            )
     if dev.type not in ("cpu", "cuda", "mps"):
-        raise ValueError(f"unsupported device {device!r}: choose auto, cpu, cuda, cuda:N or "
-                         "mps")
+        raise ValueError(f"unsupported device {device!r}: choose auto, cpu, cuda, cuda:N or mps")
     return dev
 
 

@@ -110,8 +110,7 @@ def spectral_angle(shape) -> np.ndarray:
     h, w = _w._check_shape(shape)
     fy = np.fft.fftfreq(h)[:, None]
     fx = np.fft.fftfreq(w)[None, :]
-    phi = np.mod(np.arctan2(np.broadcast_to(fy, (h, w)), np.broadcast_to(fx, (h, w))),
-                 np.pi)
+    phi = np.mod(np.arctan2(np.broadcast_to(fy, (h, w)), np.broadcast_to(fx, (h, w))), np.pi)
     phi[phi >= np.pi] = 0.0
     return phi
 
@@ -134,8 +133,11 @@ def _tables(shape, n_bins, low_cut, device):
     """Cached per (shape, bins, cut, device): window, histogram bins and map bins."""
     h, w = shape
     dev = torch.device(device)
-    win = np.outer(np.hanning(h + 1)[:h], np.hanning(w + 1)[:w]) if min(h, w) > 2 \
+    win = (
+        np.outer(np.hanning(h + 1)[:h], np.hanning(w + 1)[:w])
+        if min(h, w) > 2
         else np.ones((h, w))
+    )
     fy = np.fft.fftfreq(h)[:, None]
     fx = np.fft.fftfreq(w)[None, :]
     f = np.sqrt(fy**2 + fx**2)
@@ -188,8 +190,7 @@ def _as_batch(x: torch.Tensor) -> torch.Tensor:
     return x
 
 
-def angular_energy(residual, n_bins: int = ANGLE_BINS, low_cut: float = LOW_CUT
-                   ) -> torch.Tensor:
+def angular_energy(residual, n_bins: int = ANGLE_BINS, low_cut: float = LOW_CUT) -> torch.Tensor:
     """Windowed spectral energy of ``residual`` summed into angle bins (steps 1-3).
 
     Parameters
@@ -215,8 +216,9 @@ def angular_energy(residual, n_bins: int = ANGLE_BINS, low_cut: float = LOW_CUT
         return hist
 
 
-def angular_from_energy(hist, sigma: float = ANGLE_SIGMA,
-                        flat_contrast: float = FLAT_CONTRAST) -> torch.Tensor:
+def angular_from_energy(
+    hist, sigma: float = ANGLE_SIGMA, flat_contrast: float = FLAT_CONTRAST
+) -> torch.Tensor:
     """Steps 4-5: smooth ``(B, n_bins)`` angular energies circularly and rescale each row
     to ``[0, 1]`` (rows with a relative contrast up to ``flat_contrast`` become 1)."""
     hist = torch.as_tensor(hist, dtype=torch.float64)
@@ -233,14 +235,16 @@ def angular_from_energy(hist, sigma: float = ANGLE_SIGMA,
     return torch.where(flat, torch.ones_like(g), g).clamp(0.0, 1.0)
 
 
-def angular_weight(residual, n_bins: int = ANGLE_BINS, sigma: float = ANGLE_SIGMA,
-                   low_cut: float = LOW_CUT) -> torch.Tensor:
+def angular_weight(
+    residual, n_bins: int = ANGLE_BINS, sigma: float = ANGLE_SIGMA, low_cut: float = LOW_CUT
+) -> torch.Tensor:
     """The estimated angular part ``G``, float64 ``(B, n_bins)`` in ``[0, 1]``."""
     return angular_from_energy(angular_energy(residual, n_bins, low_cut), sigma)
 
 
-def weight_from_angular(g, shape, profile: str = "nonlinear", *, device=None,
-                        normalize: bool = False) -> torch.Tensor:
+def weight_from_angular(
+    g, shape, profile: str = "nonlinear", *, device=None, normalize: bool = False
+) -> torch.Tensor:
     """``A_D = 1 + (A_F - 1) G(phi)`` from angular parts ``g`` ``(B, n_bins)``.
 
     Parameters
@@ -280,8 +284,9 @@ def weight_from_angular(g, shape, profile: str = "nonlinear", *, device=None,
     return a_d[:, None]
 
 
-def directional_weight(inp, target, profile: str = "nonlinear", *, normalize: bool = False,
-                       sigma: float = ANGLE_SIGMA) -> torch.Tensor:
+def directional_weight(
+    inp, target, profile: str = "nonlinear", *, normalize: bool = False, sigma: float = ANGLE_SIGMA
+) -> torch.Tensor:
     """Per-sample ``A_D`` from ``FFT2(inp - target)``, batched for training.
 
     Parameters
@@ -302,13 +307,13 @@ def directional_weight(inp, target, profile: str = "nonlinear", *, normalize: bo
     with torch.no_grad():
         r = _as_batch(inp).float() - _as_batch(target).to(_as_batch(inp).device).float()
         g = angular_weight(r, sigma=sigma)
-        return weight_from_angular(g, r.shape[-2:], profile, device=r.device,
-                                   normalize=normalize)
+        return weight_from_angular(g, r.shape[-2:], profile, device=r.device, normalize=normalize)
 
 
 # ------------------------------------------------------------------------------ oracle
-def oracle_angular(view_angles, energy, n_bins: int = ANGLE_BINS,
-                   sigma: float = ANGLE_SIGMA) -> np.ndarray:
+def oracle_angular(
+    view_angles, energy, n_bins: int = ANGLE_BINS, sigma: float = ANGLE_SIGMA
+) -> np.ndarray:
     """``G`` from a known error energy per view (the simulator's truth).
 
     Parameters
@@ -339,8 +344,9 @@ def oracle_angular(view_angles, energy, n_bins: int = ANGLE_BINS,
 
 
 # ------------------------------------------------------------------------ NumPy helpers
-def angular_profile(image, target, n_bins: int = ANGLE_BINS, sigma: float = ANGLE_SIGMA
-                    ) -> tuple[np.ndarray, np.ndarray]:
+def angular_profile(
+    image, target, n_bins: int = ANGLE_BINS, sigma: float = ANGLE_SIGMA
+) -> tuple[np.ndarray, np.ndarray]:
     """The estimated angular part of one slice or patch, for plots.
 
     Returns
@@ -355,14 +361,18 @@ def angular_profile(image, target, n_bins: int = ANGLE_BINS, sigma: float = ANGL
     return bin_angles(n_bins), g
 
 
-def directional_weight_np(image, target, profile: str = "nonlinear", *,
-                          normalize: bool = False) -> np.ndarray:
+def directional_weight_np(
+    image, target, profile: str = "nonlinear", *, normalize: bool = False
+) -> np.ndarray:
     """``A_D`` of one slice or patch as a float64 ``(H, W)`` array in ``fft2`` layout (use
     :func:`napari_dfct.weights.fftshift` to put DC in the middle)."""
     img = np.asarray(image, dtype=np.float32)
     if img.ndim != 2:
         raise ValueError(f"expected a 2-D slice, got shape {tuple(img.shape)}")
-    a = directional_weight(torch.from_numpy(img),
-                           torch.from_numpy(np.asarray(target, dtype=np.float32)),
-                           profile, normalize=normalize)
+    a = directional_weight(
+        torch.from_numpy(img),
+        torch.from_numpy(np.asarray(target, dtype=np.float32)),
+        profile,
+        normalize=normalize,
+    )
     return a[0, 0].double().numpy()

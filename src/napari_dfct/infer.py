@@ -370,8 +370,16 @@ def predict(
     done = 0
     for k, (_, y) in enumerate(
         predict_iter(
-            model, arr, slices if not two_d else None, window=window, batch_size=batch_size,
-            tile=tile, overlap=overlap, device=device, amp=amp, cancel=cancel,
+            model,
+            arr,
+            slices if not two_d else None,
+            window=window,
+            batch_size=batch_size,
+            tile=tile,
+            overlap=overlap,
+            device=device,
+            amp=amp,
+            cancel=cancel,
         )
     ):
         out[k] = y

@@ -108,14 +108,17 @@ class LossConfig:
         set_ = lambda k, v: object.__setattr__(self, k, v)  # noqa: E731  (frozen)
         set_("loss", _norm_choice(self.loss, LOSSES, "loss"))
         set_("spatial", _norm_choice(self.spatial, _w.PROFILES, "spatial profile"))
-        set_("frequency", _norm_choice(self.frequency, _w.FREQUENCY_PROFILES,
-                                       "frequency profile"))
-        set_("directional", _norm_choice(self.directional, _w.FREQUENCY_PROFILES,
-                                         "directional profile"))
+        set_("frequency", _norm_choice(self.frequency, _w.FREQUENCY_PROFILES, "frequency profile"))
+        set_(
+            "directional",
+            _norm_choice(self.directional, _w.FREQUENCY_PROFILES, "directional profile"),
+        )
         d_on = self.directional != "none"
         if d_on and self.frequency != "none":
-            raise ValueError("directional (D) and frequency (F) amplification do not "
-                             "combine: D already carries a radial frequency profile")
+            raise ValueError(
+                "directional (D) and frequency (F) amplification do not "
+                "combine: D already carries a radial frequency profile"
+            )
         second = self.frequency != "none" or d_on
         order = _norm_choice(self.order, ORDERS, "order")
         set_("order", order if (self.spatial != "none" and second) else "sf")
@@ -127,9 +130,11 @@ class LossConfig:
             raise ValueError(f"oracle must be a bool, got {self.oracle!r}")
         set_("oracle", bool(self.oracle))
         if self.oracle and not d_on:
-            raise ValueError("the oracle (the simulator's known error energy per view) "
-                             "sets the directional weight's angular part: it needs a "
-                             "directional configuration (D, S+D or D+S)")
+            raise ValueError(
+                "the oracle (the simulator's known error energy per view) "
+                "sets the directional weight's angular part: it needs a "
+                "directional configuration (D, S+D or D+S)"
+            )
         if not isinstance(self.normalize, (bool, np.bool_)):
             raise ValueError(f"normalize must be a bool, got {self.normalize!r}")
         set_("normalize", bool(self.normalize))

@@ -244,29 +244,43 @@ class AmplifiedLoss(torch.nn.Module):
         if angular is not None:
             g = torch.as_tensor(angular, device=target.device)
             if g.ndim != 2 or g.shape[0] != target.shape[0]:
-                raise ValueError(f"angular parts must be (B, n_bins) with B = "
-                                 f"{target.shape[0]}, got {tuple(g.shape)}")
+                raise ValueError(
+                    f"angular parts must be (B, n_bins) with B = "
+                    f"{target.shape[0]}, got {tuple(g.shape)}"
+                )
             with torch.no_grad():
-                return _d.weight_from_angular(g, tuple(target.shape[-2:]), cfg.directional,
-                                              device=target.device,
-                                              normalize=cfg.normalize)
+                return _d.weight_from_angular(
+                    g,
+                    tuple(target.shape[-2:]),
+                    cfg.directional,
+                    device=target.device,
+                    normalize=cfg.normalize,
+                )
         if cfg.oracle:
             raise ValueError(
                 f"{cfg.name}: an oracle configuration takes the angular part of its "
-                "directional weight from the simulator's truth; pass it (angular=...)")
+                "directional weight from the simulator's truth; pass it (angular=...)"
+            )
         if input is None:
             raise ValueError(
                 f"{self.config.name}: the directional weight is estimated from "
-                "input - target; pass the input batch (input=...)")
+                "input - target; pass the input batch (input=...)"
+            )
         inp = torch.as_tensor(input)
         if tuple(inp.shape) != tuple(target.shape):
-            raise ValueError(f"input {tuple(inp.shape)} and target {tuple(target.shape)} "
-                             "differ in shape")
-        return _d.directional_weight(inp.detach(), target.detach(), self.config.directional,
-                                     normalize=self.config.normalize)
+            raise ValueError(
+                f"input {tuple(inp.shape)} and target {tuple(target.shape)} differ in shape"
+            )
+        return _d.directional_weight(
+            inp.detach(), target.detach(), self.config.directional, normalize=self.config.normalize
+        )
 
     def loss_map(
-        self, pred: torch.Tensor, target: torch.Tensor, spatial_weight=None, input=None,
+        self,
+        pred: torch.Tensor,
+        target: torch.Tensor,
+        spatial_weight=None,
+        input=None,
         angular=None,
     ) -> torch.Tensor:
         """Amplified pixel-wise loss map, float32, same shape as ``pred`` (``(B, 1, H, W)``),
@@ -276,8 +290,9 @@ class AmplifiedLoss(torch.nn.Module):
         lmap = self._unscaled_map(pred, target, spatial_weight, input, angular)
         return lmap if self.config.scale == 1.0 else lmap * self.config.scale
 
-    def _unscaled_map(self, pred, target, spatial_weight, input=None, angular=None
-                      ) -> torch.Tensor:
+    def _unscaled_map(
+        self, pred, target, spatial_weight, input=None, angular=None
+    ) -> torch.Tensor:
         if pred.shape != target.shape:
             raise ValueError(
                 f"pred {tuple(pred.shape)} and target {tuple(target.shape)} differ in shape"
@@ -317,7 +332,11 @@ class AmplifiedLoss(torch.nn.Module):
             return lmap if a_s is None else a_s * lmap
 
     def forward(
-        self, pred: torch.Tensor, target: torch.Tensor, spatial_weight=None, input=None,
+        self,
+        pred: torch.Tensor,
+        target: torch.Tensor,
+        spatial_weight=None,
+        input=None,
         angular=None,
     ) -> torch.Tensor:
         """Scalar loss: the mean of :meth:`loss_map` (float32)."""
@@ -500,8 +519,9 @@ class LossMaps:
         return float(np.mean(self.amplified)) / plain if plain > 0 else float("nan")
 
 
-def loss_maps(image, target, config: LossConfig | str | dict, patch: int | None = None,
-              input=None) -> LossMaps:
+def loss_maps(
+    image, target, config: LossConfig | str | dict, patch: int | None = None, input=None
+) -> LossMaps:
     """``A_S``, ``A_F`` and the plain and amplified loss maps of one slice, for viewing.
 
     Parameters
@@ -535,8 +555,10 @@ def loss_maps(image, target, config: LossConfig | str | dict, patch: int | None 
     if side is not None and side < 1:
         raise ValueError(f"patch {patch} is below 1 pixel")
     r0, c0 = (0, 0) if side is None else ((shape[0] - side) // 2, (shape[1] - side) // 2)
-    crop = (slice(r0, None if side is None else r0 + side),
-            slice(c0, None if side is None else c0 + side))
+    crop = (
+        slice(r0, None if side is None else r0 + side),
+        slice(c0, None if side is None else c0 + side),
+    )
 
     amplified = AmplifiedLoss(cfg)
     a_s_full = amplified.full_spatial_weight(shape)
@@ -556,9 +578,12 @@ def loss_maps(image, target, config: LossConfig | str | dict, patch: int | None 
         for what, a in (("target", tgt), ("input", src)):
             if a.shape != img.shape:
                 raise ValueError(
-                    f"image {tuple(img.shape)} and {what} {tuple(a.shape)} differ in shape")
-        p, t, x = (torch.from_numpy(np.ascontiguousarray(a[crop], dtype=np.float32))[None, None]
-                   for a in (img, tgt, src))
+                    f"image {tuple(img.shape)} and {what} {tuple(a.shape)} differ in shape"
+                )
+        p, t, x = (
+            torch.from_numpy(np.ascontiguousarray(a[crop], dtype=np.float32))[None, None]
+            for a in (img, tgt, src)
+        )
         spatial = a_s[None, None] if cfg.spatial != "none" else None
         with torch.no_grad():
             plain = AmplifiedLoss(LossConfig(loss=cfg.loss, mode=cfg.mode)).loss_map(p, t)
@@ -568,9 +593,13 @@ def loss_maps(image, target, config: LossConfig | str | dict, patch: int | None 
             angles, g = _d.angular_profile(x[0, 0].numpy(), t[0, 0].numpy())
             extra = {"a_d": _map_np(_w.fftshift(a_d[0, 0])), "angles": angles, "angular": g}
     return LossMaps(
-        a_s=_map_np(a_s), a_f=_map_np(_w.fftshift(a_f)), a_f_dc=float(a_f[0, 0]),
+        a_s=_map_np(a_s),
+        a_f=_map_np(_w.fftshift(a_f)),
+        a_f_dc=float(a_f[0, 0]),
         loss=None if plain is None else _map_np(plain[0, 0]),
-        amplified=None if amp is None else _map_np(amp[0, 0]), offset=(r0, c0), **extra,
+        amplified=None if amp is None else _map_np(amp[0, 0]),
+        offset=(r0, c0),
+        **extra,
     )
 
 

@@ -68,8 +68,10 @@ META_NAME = "meta.json"
 _FIELDS = ("signal_center", "background_center", "line", "roi_size", "slice")
 _BOX_TYPES = ("rectangle", "polygon", "ellipse")
 _LINE_TYPES = ("line", "path")
-_MISSING = ("no ROIs: give the signal and background ROI centres (--signal R,C "
-            "--background R,C) or use a folder with a meta.json that has them")
+_MISSING = (
+    "no ROIs: give the signal and background ROI centres (--signal R,C "
+    "--background R,C) or use a folder with a meta.json that has them"
+)
 
 
 # --------------------------------------------------------------------------------------
@@ -78,8 +80,11 @@ _MISSING = ("no ROIs: give the signal and background ROI centres (--signal R,C "
 def parse_point(value: str | Iterable[float]) -> list[float]:
     """``"R,C"`` (or a pair of numbers) as ``[row, col]`` floats; ``ValueError`` otherwise."""
     try:
-        parts = ([p for p in re.split(r"[,\s]+", value.strip()) if p]
-                 if isinstance(value, str) else list(value))
+        parts = (
+            [p for p in re.split(r"[,\s]+", value.strip()) if p]
+            if isinstance(value, str)
+            else list(value)
+        )
         values = [float(p) for p in parts]
     except (TypeError, ValueError):
         raise ValueError(f"bad point {value!r}: use ROW,COL") from None
@@ -151,8 +156,7 @@ def square(center: Sequence[float], size: float) -> np.ndarray:
     ``centre -/+ size / 2``, as a napari rectangle."""
     r, c = float(center[0]), float(center[1])
     h = size / 2.0
-    return np.array([[r - h, c - h], [r - h, c + h], [r + h, c + h], [r + h, c - h]],
-                    dtype=float)
+    return np.array([[r - h, c - h], [r - h, c + h], [r + h, c + h], [r + h, c - h]], dtype=float)
 
 
 # --------------------------------------------------------------------------------------
@@ -188,13 +192,24 @@ class ROISet:
         if size < 2:
             raise ValueError(f"ROI size must be at least 2 pixels, got {size}")
         z = None if self.slice is None else _integer(self.slice, "slice")
-        for name, value in (("signal_center", sig), ("background_center", bg), ("line", line),
-                            ("roi_size", size), ("slice", z)):
+        for name, value in (
+            ("signal_center", sig),
+            ("background_center", bg),
+            ("line", line),
+            ("roi_size", size),
+            ("slice", z),
+        ):
             object.__setattr__(self, name, value)
 
     @classmethod
-    def from_meta(cls, meta: dict | None, n_slices: int | None = None, *,
-                  image_size: int | None = None, **overrides: Any) -> ROISet:
+    def from_meta(
+        cls,
+        meta: dict | None,
+        n_slices: int | None = None,
+        *,
+        image_size: int | None = None,
+        **overrides: Any,
+    ) -> ROISet:
         """The ROIs of ``meta`` (a ``meta.json`` dict, or None) with explicit values first.
 
         Parameters
@@ -242,8 +257,9 @@ class ROISet:
             line = meta.get("line")
         size = given.get("roi_size", meta.get("roi_size"))
         # points, line and ROI size are checked (in that order) before the slice
-        rois = cls(signal, background, line,
-                   default_roi_size(image_size) if size is None else size)
+        rois = cls(
+            signal, background, line, default_roi_size(image_size) if size is None else size
+        )
         z = given.get("slice", meta.get("slice"))
         if n_slices is not None:
             n_slices = int(n_slices)
@@ -269,9 +285,11 @@ class ROISet:
         background square (``roi_size`` wide, corners at ``centre -/+ roi_size / 2``)
         and the line, in the order of :data:`ROLES`, with their roles as the ``role``
         feature."""
-        data = [square(self.signal_center, self.roi_size),
-                square(self.background_center, self.roi_size),
-                np.asarray(self.line, dtype=float)]
+        data = [
+            square(self.signal_center, self.roi_size),
+            square(self.background_center, self.roi_size),
+            np.asarray(self.line, dtype=float),
+        ]
         return data, list(SHAPE_TYPES), {"role": list(ROLES)}
 
 
@@ -283,8 +301,9 @@ def _slice_entry(meta: dict, n_slices: int, z: Any) -> dict:
     if not isinstance(per, list) or not all(isinstance(e, dict) for e in per):
         raise ValueError("'rois' must be a list with one dict of ROIs per slice")
     if len(per) != n_slices:
-        raise ValueError(f"'rois' holds the ROIs of {len(per)} slice(s), but the volume "
-                         f"has {n_slices}")
+        raise ValueError(
+            f"'rois' holds the ROIs of {len(per)} slice(s), but the volume has {n_slices}"
+        )
     if z is None:
         z = n_slices // 2
     try:
@@ -294,12 +313,19 @@ def _slice_entry(meta: dict, n_slices: int, z: Any) -> dict:
     if not -n_slices <= z < n_slices:
         return meta
     own = {k: v for k, v in per[z % n_slices].items() if k in _FIELDS and k != "slice"}
-    return {**{k: v for k, v in meta.items()
-               if k not in ("signal_center", "background_center", "line")}, **own}
+    return {
+        **{
+            k: v
+            for k, v in meta.items()
+            if k not in ("signal_center", "background_center", "line")
+        },
+        **own,
+    }
 
 
-def shape_indices(shape_types: Sequence[str], roles: Sequence[Any] | None = None
-                  ) -> dict[str, int]:
+def shape_indices(
+    shape_types: Sequence[str], roles: Sequence[Any] | None = None
+) -> dict[str, int]:
     """Which shape of a Shapes layer plays which role: ``{"signal": i, "background": j,
     "line": k}``, with the roles that could not be found left out.
 

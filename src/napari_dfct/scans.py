@@ -57,17 +57,23 @@ class ScanSlices:
         if len(self.inputs) != len(self.targets) or len(self.scans) != len(self.inputs):
             raise ValueError("inputs, targets and scans must have one entry per slice")
         if len(set(int(s) for s in self.scans)) < 2:
-            raise ValueError("a data set of scans needs at least 2 scans (validation holds "
-                             "out whole scans, never slices of one scan)")
+            raise ValueError(
+                "a data set of scans needs at least 2 scans (validation holds "
+                "out whole scans, never slices of one scan)"
+            )
         for k, (x, y) in enumerate(zip(self.inputs, self.targets)):
             where = self._where(k)
             if x.ndim != 2 or x.shape != y.shape:
-                raise ValueError(f"{where}: input and target slices differ in shape "
-                                 f"({tuple(x.shape)} vs {tuple(y.shape)})")
+                raise ValueError(
+                    f"{where}: input and target slices differ in shape "
+                    f"({tuple(x.shape)} vs {tuple(y.shape)})"
+                )
             if patch is not None and int(patch) > min(x.shape):
-                raise ValueError(f"{where} is {x.shape[0]}x{x.shape[1]}, smaller than the "
-                                 f"{patch}x{patch} patch; use a patch of at most "
-                                 f"{min(x.shape)}")
+                raise ValueError(
+                    f"{where} is {x.shape[0]}x{x.shape[1]}, smaller than the "
+                    f"{patch}x{patch} patch; use a patch of at most "
+                    f"{min(x.shape)}"
+                )
             if not (np.isfinite(x).all() and np.isfinite(y).all()):
                 raise ValueError(f"{where} contains NaN or infinite values")
 
@@ -78,8 +84,9 @@ class ScanSlices:
         return f"slice {k}"
 
 
-def split_by_scan(scans, val_fraction: float = 0.2, seed: int = 0
-                  ) -> tuple[np.ndarray, np.ndarray]:
+def split_by_scan(
+    scans, val_fraction: float = 0.2, seed: int = 0
+) -> tuple[np.ndarray, np.ndarray]:
     """Split slice indices into training and validation sets **by scan**.
 
     A share ``val_fraction`` of the scans (rounded, at least one, at most all but one) is
@@ -88,8 +95,9 @@ def split_by_scan(scans, val_fraction: float = 0.2, seed: int = 0
     scans = np.asarray(scans, dtype=np.int64)
     ids = np.unique(scans)
     if ids.size < 2:
-        raise ValueError(f"need at least 2 scans to split into training and validation, "
-                         f"got {ids.size}")
+        raise ValueError(
+            f"need at least 2 scans to split into training and validation, got {ids.size}"
+        )
     if not 0.0 < float(val_fraction) < 1.0:
         raise ValueError(f"val_fraction must be between 0 and 1, got {val_fraction}")
     n_val = int(min(max(round(ids.size * float(val_fraction)), 1), ids.size - 1))
@@ -119,10 +127,20 @@ class GroupedSampler:
         ``max_angle`` as for :class:`~napari_dfct.data.PatchSampler`.
     """
 
-    def __init__(self, inputs, targets,
-                 spatial_weight: Callable[[tuple[int, int]], torch.Tensor | None] | None = None,
-                 *, patch: int = 128, patches_per_slice: int = 1, augment: bool = True,
-                 seed: int = 0, device="cpu", storage="auto", max_angle: float = 15.0):
+    def __init__(
+        self,
+        inputs,
+        targets,
+        spatial_weight: Callable[[tuple[int, int]], torch.Tensor | None] | None = None,
+        *,
+        patch: int = 128,
+        patches_per_slice: int = 1,
+        augment: bool = True,
+        seed: int = 0,
+        device="cpu",
+        storage="auto",
+        max_angle: float = 15.0,
+    ):
         n = len(inputs)
         if n < 1:
             raise ValueError("the sampler needs at least one training slice")
@@ -136,10 +154,20 @@ class GroupedSampler:
             self.group_of[members] = g
             self.local[members] = np.arange(len(members))
             weight = spatial_weight(shape) if spatial_weight is not None else None
-            self.samplers.append(PatchSampler(
-                np.stack([inputs[k] for k in members]), np.stack([targets[k] for k in members]),
-                weight, patch=patch, patches_per_slice=patches_per_slice, augment=augment,
-                seed=seed, device=device, storage=storage, max_angle=max_angle))
+            self.samplers.append(
+                PatchSampler(
+                    np.stack([inputs[k] for k in members]),
+                    np.stack([targets[k] for k in members]),
+                    weight,
+                    patch=patch,
+                    patches_per_slice=patches_per_slice,
+                    augment=augment,
+                    seed=seed,
+                    device=device,
+                    storage=storage,
+                    max_angle=max_angle,
+                )
+            )
         first = self.samplers[0]
         self.device, self.storage, self.patch = first.device, first.storage, first.patch
         self.patches_per_slice = int(patches_per_slice)

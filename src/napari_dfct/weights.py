@@ -113,9 +113,7 @@ FREQUENCY_NONLINEAR_POWER = 3.0
 # ----------------------------------------------------------------------------- validation
 def _check_profile(profile: str, valid: Sequence[str] = PROFILES) -> str:
     if not isinstance(profile, str) or profile.lower() not in valid:
-        raise ValueError(
-            f"unknown weight profile {profile!r}; valid profiles: {', '.join(valid)}"
-        )
+        raise ValueError(f"unknown weight profile {profile!r}; valid profiles: {', '.join(valid)}")
     return profile.lower()
 
 
@@ -410,8 +408,12 @@ def spatial_weight(
         object is returned for the same arguments: do not modify it in place.
     """
     return _spatial_cached(
-        _check_shape(shape), _check_profile(profile), _check_edge(edge), bool(normalize),
-        _device_key(device), dtype,
+        _check_shape(shape),
+        _check_profile(profile),
+        _check_edge(edge),
+        bool(normalize),
+        _device_key(device),
+        dtype,
     )
 
 
@@ -446,8 +448,11 @@ def frequency_weight(
         arguments: do not modify it in place.
     """
     return _frequency_cached(
-        _check_shape(shape), _check_profile(profile, FREQUENCY_PROFILES), bool(normalize),
-        _device_key(device), dtype
+        _check_shape(shape),
+        _check_profile(profile, FREQUENCY_PROFILES),
+        bool(normalize),
+        _device_key(device),
+        dtype,
     )
 
 

@@ -21,8 +21,14 @@ TENSORBOARD_DIR = "tensorboard"
 STATE_TENSORS_FILE = "training-state.safetensors"
 STATE_FILE = "training-state.json"
 #: Every file a model folder may hold.
-RUN_FILES = (WEIGHTS_FILE, CONFIG_FILE, HISTORY_FILE, HISTORY_CSV_FILE, STATE_TENSORS_FILE,
-             STATE_FILE)
+RUN_FILES = (
+    WEIGHTS_FILE,
+    CONFIG_FILE,
+    HISTORY_FILE,
+    HISTORY_CSV_FILE,
+    STATE_TENSORS_FILE,
+    STATE_FILE,
+)
 FORMAT_VERSION = 1
 STATE_FORMAT_VERSION = 2
 
@@ -100,14 +106,15 @@ def _header_metadata(data: bytes, path: Path, what: str) -> dict:
         n = int.from_bytes(data[:8], "little")
         if len(data) < 8 + n:
             raise ValueError("truncated header")
-        header = json.loads(data[8:8 + n].decode("utf-8"))
+        header = json.loads(data[8 : 8 + n].decode("utf-8"))
         meta = header.get("__metadata__") or {}
         if not isinstance(meta, dict):
             raise ValueError("metadata is not an object")
         return meta
     except (ValueError, UnicodeDecodeError, AttributeError) as exc:
-        raise CheckpointError(f"{what} is corrupt or not a safetensors file: {path}: "
-                              f"{exc}") from None
+        raise CheckpointError(
+            f"{what} is corrupt or not a safetensors file: {path}: {exc}"
+        ) from None
 
 
 def _file_metadata(path: Path, what: str) -> dict:
@@ -124,5 +131,3 @@ def _file_metadata(path: Path, what: str) -> dict:
     except OSError as exc:
         raise CheckpointError(f"cannot read {what}: {path}: {exc}") from None
     return _header_metadata(data, path, what)
-
-

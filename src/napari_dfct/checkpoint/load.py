@@ -202,32 +202,47 @@ def describe_model(folder: str | os.PathLike) -> str:
     row("model", folder.name)
     row("folder", str(folder))
     name = cfg.get("name") or loss.get("name") or "?"
-    row("loss", f"{name}  ({_scheme_text(loss)}; {loss.get('mode', 'paper')} mode"
-        f"{', normalised weights' if loss.get('normalize') else ''})")
+    row(
+        "loss",
+        f"{name}  ({_scheme_text(loss)}; {loss.get('mode', 'paper')} mode"
+        f"{', normalised weights' if loss.get('normalize') else ''})",
+    )
     arch_text = ", ".join(f"{k} {v}" for k, v in arch.items() if k in ("base_channels", "depth"))
     row("preset", f"{cfg.get('preset', '?')}" + (f"  ({arch_text})" if arch_text else ""))
     if window:
-        row("window", f"[{float(window['low']):.6g}, {float(window['high']):.6g}]  "
-            "(of the training data, input units)")
+        row(
+            "window",
+            f"[{float(window['low']):.6g}, {float(window['high']):.6g}]  "
+            "(of the training data, input units)",
+        )
     shape = cfg.get("data_shape")
     if shape:
         n_val = len((cfg.get("split") or {}).get("val", []))
-        row("data", " x ".join(str(s) for s in shape)
-            + (f"  ({n_val} validation slices)" if n_val else ""))
+        row(
+            "data",
+            " x ".join(str(s) for s in shape)
+            + (f"  ({n_val} validation slices)" if n_val else ""),
+        )
     if train:
         recipe = train.get("recipe")
         row("recipe", f"{recipe}" if recipe else "paper (saved before recipes existed)")
         row("select", f"{train.get('select', 'amplified')} validation loss")
-        row("train", f"patch {train.get('patch')}, batch {train.get('batch_size')}, "
+        row(
+            "train",
+            f"patch {train.get('patch')}, batch {train.get('batch_size')}, "
             f"lr {float(train.get('lr', float('nan'))):g}, weight decay "
-            f"{train.get('weight_decay')}, {train.get('optimizer')}, seed {train.get('seed')}")
+            f"{train.get('weight_decay')}, {train.get('optimizer')}, seed {train.get('seed')}",
+        )
     epochs_run = cfg.get("epochs_run")
     if history:
         epochs_run = max(int(h.get("epoch", 0)) for h in history)
     max_epochs = train.get("epochs")
-    row("epochs", f"{epochs_run if epochs_run is not None else '?'}"
+    row(
+        "epochs",
+        f"{epochs_run if epochs_run is not None else '?'}"
         + (f" of {max_epochs}" if max_epochs else "")
-        + f", best epoch {cfg.get('best_epoch', '?')}")
+        + f", best epoch {cfg.get('best_epoch', '?')}",
+    )
     best = cfg.get("best_val_loss")
     if best is not None:
         row("val loss", f"{float(best):.6g} (best epoch, {train.get('select', 'amplified')})")

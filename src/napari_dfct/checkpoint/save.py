@@ -75,8 +75,7 @@ def _followed(folder: Path) -> Path:
 
 def _sibling(folder: Path, kind: str) -> Path:
     host = "".join(c if c.isalnum() else "_" for c in socket.gethostname()) or "host"
-    return folder.with_name(f".{folder.name}.{kind}-{host}-{os.getpid()}-"
-                            f"{secrets.token_hex(4)}")
+    return folder.with_name(f".{folder.name}.{kind}-{host}-{os.getpid()}-{secrets.token_hex(4)}")
 
 
 def _is_run_file(folder: Path, name: str) -> bool:
@@ -123,7 +122,8 @@ def _move_into_place(tmp: Path, folder: Path) -> None:
     if not _replaceable(folder):
         raise CheckpointError(
             f"{folder} changed while training (it now holds a model or other files); the "
-            "new run was not saved there")
+            "new run was not saved there"
+        )
     if not any(folder.iterdir()):
         try:
             os.rename(tmp, folder)  # POSIX: an empty folder is replaced atomically
@@ -292,8 +292,7 @@ def clean_stale(model_dir: str | os.PathLike) -> list[Path]:
             removed.append(path)
     if folder.is_dir():
         for path in folder.iterdir():
-            if path.name not in (*RUN_FILES, TENSORBOARD_DIR) and _is_run_file(folder,
-                                                                               path.name):
+            if path.name not in (*RUN_FILES, TENSORBOARD_DIR) and _is_run_file(folder, path.name):
                 with contextlib.suppress(OSError):
                     path.unlink()
                     removed.append(path)
@@ -301,7 +300,7 @@ def clean_stale(model_dir: str | os.PathLike) -> list[Path]:
 
 
 def _left_by_dead_process(folder: Path, path: Path) -> bool:
-    rest = path.name[len(folder.name) + 2:]
+    rest = path.name[len(folder.name) + 2 :]
     kind, _, tail = rest.partition("-")
     parts = tail.rsplit("-", 2)
     if kind not in ("partial", "replaced") or len(parts) != 3 or not parts[1].isdigit():
@@ -343,8 +342,7 @@ def check_writable(folder: str | os.PathLike) -> Path:
         tmp = tempfile.mkdtemp(prefix=f".{target.name}.probe-", dir=probe_in)
         os.rmdir(tmp)
     except OSError as exc:
-        raise CheckpointError(
-            f"cannot write to {probe_in}: {exc.strerror or exc}") from None
+        raise CheckpointError(f"cannot write to {probe_in}: {exc.strerror or exc}") from None
     return target
 
 
@@ -356,18 +354,23 @@ def check_new_run_dir(model_dir: str | os.PathLike) -> Path:
     if folder.exists() and not folder.is_dir():
         raise CheckpointError(f"{folder} is a file, not a model folder; choose a folder")
     if is_model_dir(folder):
-        raise CheckpointError(f"{folder} already holds a model; write the new run to "
-                              "another folder, or resume this one")
+        raise CheckpointError(
+            f"{folder} already holds a model; write the new run to "
+            "another folder, or resume this one"
+        )
     if not _replaceable(folder):
         other = sorted(p.name for p in folder.iterdir() if not _is_run_file(folder, p.name))
-        raise CheckpointError(f"{folder} is not empty and is not a model folder (it holds "
-                              f"{other[0]!r}); choose a new or empty folder")
+        raise CheckpointError(
+            f"{folder} is not empty and is not a model folder (it holds "
+            f"{other[0]!r}); choose a new or empty folder"
+        )
     check_writable(folder.parent)
     return folder
 
 
-def new_run_dir(parent: str | os.PathLike, name: str | None, loss_name: str,
-                now: _dt.datetime | None = None) -> Path:
+def new_run_dir(
+    parent: str | os.PathLike, name: str | None, loss_name: str, now: _dt.datetime | None = None
+) -> Path:
     """The folder of a new training run: ``parent / name``, created parent included.
 
     Parameters
@@ -404,5 +407,3 @@ def new_run_dir(parent: str | os.PathLike, name: str | None, loss_name: str,
     except OSError as err:
         raise ValueError(f"cannot create the output folder {base}: {err}") from None
     return check_new_run_dir(out)
-
-

@@ -86,15 +86,23 @@ def save_training_state(model_dir: str | os.PathLike, state: dict) -> Path:
     tensors: dict[str, torch.Tensor] = {}
     index = _flatten(state, tensors)
     doc = {"format_version": STATE_FORMAT_VERSION, "tensors": len(tensors), "state": index}
-    meta = {"napari_dfct": "training-state", "format_version": str(STATE_FORMAT_VERSION),
-            "index": json.dumps(doc, allow_nan=False, separators=(",", ":"))}
+    meta = {
+        "napari_dfct": "training-state",
+        "format_version": str(STATE_FORMAT_VERSION),
+        "index": json.dumps(doc, allow_nan=False, separators=(",", ":")),
+    }
     atomic_write_bytes(folder / STATE_TENSORS_FILE, _state_dict_bytes(tensors, metadata=meta))
     summary = {k: v for k, v in state.items() if k == "epoch"}
     summary.update(state.get("early_stopping") or {})
-    write_json(folder / STATE_FILE, {
-        "format_version": STATE_FORMAT_VERSION, "file": STATE_TENSORS_FILE,
-        "note": f"a summary; the training state is {STATE_TENSORS_FILE}",
-        "state": summary})
+    write_json(
+        folder / STATE_FILE,
+        {
+            "format_version": STATE_FORMAT_VERSION,
+            "file": STATE_TENSORS_FILE,
+            "note": f"a summary; the training state is {STATE_TENSORS_FILE}",
+            "state": summary,
+        },
+    )
     return folder
 
 
@@ -173,5 +181,3 @@ def delete_training_state(model_dir: str | os.PathLike) -> None:
             (Path(model_dir) / name).unlink()
         except FileNotFoundError:
             pass
-
-

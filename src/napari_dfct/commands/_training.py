@@ -41,8 +41,14 @@ def recipe_help() -> str:
     lines = []
     for name in RECIPES:
         mark = " (default)" if name == DEFAULT_RECIPE else ""
-        lines.append(textwrap.fill(f"{name}{mark}: {RECIPE_NOTES[name]}", width=88,
-                                   initial_indent="  ", subsequent_indent="    "))
+        lines.append(
+            textwrap.fill(
+                f"{name}{mark}: {RECIPE_NOTES[name]}",
+                width=88,
+                initial_indent="  ",
+                subsequent_indent="    ",
+            )
+        )
     return "\n".join(lines)
 
 
@@ -52,36 +58,68 @@ def add_training_arguments(parser: argparse.ArgumentParser, *, seed: bool = Fals
 
     g = parser.add_argument_group(
         "training (options left out take the recipe's value; --recipe paper is the paper's "
-        "protocol)")
-    g.add_argument("--recipe", default=DEFAULT_RECIPE, choices=tuple(RECIPES),
-                   help="training recipe; see the description")
+        "protocol)"
+    )
+    g.add_argument(
+        "--recipe",
+        default=DEFAULT_RECIPE,
+        choices=tuple(RECIPES),
+        help="training recipe; see the description",
+    )
     for f in fields(TrainConfig):
         if "help" not in f.metadata or f.default is MISSING:
             continue
         typ = type(f.default)
         kw = {"choices": f.metadata["choices"]} if "choices" in f.metadata else {}
-        g.add_argument(_flag(f.name), dest=f.name, type=typ, default=argparse.SUPPRESS,
-                       metavar=f.name.upper() if not kw else None,
-                       help=f"{f.metadata['help']} {_default_text(f.name)}", **kw)
+        g.add_argument(
+            _flag(f.name),
+            dest=f.name,
+            type=typ,
+            default=argparse.SUPPRESS,
+            metavar=f.name.upper() if not kw else None,
+            help=f"{f.metadata['help']} {_default_text(f.name)}",
+            **kw,
+        )
     if seed:
-        g.add_argument("--seed", type=int, default=argparse.SUPPRESS,
-                       help="seed of the split, the initial weights and the patch order "
-                            "(default: 0)")
-    g.add_argument("--window", default=argparse.SUPPRESS, metavar="LOW,HIGH",
-                   help="intensity clip window (default: the 0.1/99.9 percentiles of the "
-                        "training slices, input and target pooled, widened by 20 %% on each "
-                        "side)")
-    g.add_argument("--no-augment", dest="augment", action="store_false",
-                   default=argparse.SUPPRESS,
-                   help="train without flips and rotations (augmentation is on by default)")
-    g.add_argument("--no-amp", dest="amp", action="store_false", default=argparse.SUPPRESS,
-                   help="no bf16 autocast on CUDA (on by default)")
-    g.add_argument("--tensorboard", action="store_true", default=argparse.SUPPRESS,
-                   help="also write TensorBoard event files (losses, learning rate, a preview "
-                        "image per epoch) to MODEL_DIR/tensorboard; needs the tensorboard "
-                        "package (pip install 'napari-dfct[tensorboard]')")
-    g.add_argument("--device", default="auto",
-                   help="auto (CUDA, then MPS, then CPU), cpu, cuda, cuda:1, mps")
+        g.add_argument(
+            "--seed",
+            type=int,
+            default=argparse.SUPPRESS,
+            help="seed of the split, the initial weights and the patch order (default: 0)",
+        )
+    g.add_argument(
+        "--window",
+        default=argparse.SUPPRESS,
+        metavar="LOW,HIGH",
+        help="intensity clip window (default: the 0.1/99.9 percentiles of the "
+        "training slices, input and target pooled, widened by 20 %% on each "
+        "side)",
+    )
+    g.add_argument(
+        "--no-augment",
+        dest="augment",
+        action="store_false",
+        default=argparse.SUPPRESS,
+        help="train without flips and rotations (augmentation is on by default)",
+    )
+    g.add_argument(
+        "--no-amp",
+        dest="amp",
+        action="store_false",
+        default=argparse.SUPPRESS,
+        help="no bf16 autocast on CUDA (on by default)",
+    )
+    g.add_argument(
+        "--tensorboard",
+        action="store_true",
+        default=argparse.SUPPRESS,
+        help="also write TensorBoard event files (losses, learning rate, a preview "
+        "image per epoch) to MODEL_DIR/tensorboard; needs the tensorboard "
+        "package (pip install 'napari-dfct[tensorboard]')",
+    )
+    g.add_argument(
+        "--device", default="auto", help="auto (CUDA, then MPS, then CPU), cpu, cuda, cuda:1, mps"
+    )
 
 
 def given_options(args: argparse.Namespace) -> dict:
@@ -90,13 +128,16 @@ def given_options(args: argparse.Namespace) -> dict:
     from ..train import TrainConfig
 
     names = [f.name for f in fields(TrainConfig) if "help" in f.metadata]
-    kw = {n: getattr(args, n) for n in names + ["seed", "augment", "amp", "tensorboard"] if hasattr(args, n)}
+    kw = {
+        n: getattr(args, n)
+        for n in names + ["seed", "augment", "amp", "tensorboard"]
+        if hasattr(args, n)
+    }
     if hasattr(args, "window"):
         try:
             low, high = (float(v) for v in str(args.window).split(","))
         except ValueError:
-            raise CLIError(f"bad --window {args.window!r}: use LOW,HIGH with LOW < HIGH") \
-                from None
+            raise CLIError(f"bad --window {args.window!r}: use LOW,HIGH with LOW < HIGH") from None
         kw["window"] = {"low": low, "high": high}
     return kw
 

@@ -28,17 +28,32 @@ def register(parser: argparse.ArgumentParser) -> None:
     from ._help import HelpFormatter
 
     parser.formatter_class = HelpFormatter
-    parser.add_argument("--out", default=None,
-                        help="demo folder (default: dfct-demo, or dfct-demo-quick with --quick)")
-    parser.add_argument("--seeds", type=int, default=None,
-                        help="seeds per configuration (default: 6; 2 with --quick)")
-    parser.add_argument("--epochs", type=int, default=None,
-                        help="epochs per run (default: 40; 10 with --quick)")
+    parser.add_argument(
+        "--out",
+        default=None,
+        help="demo folder (default: dfct-demo, or dfct-demo-quick with --quick)",
+    )
+    parser.add_argument(
+        "--seeds",
+        type=int,
+        default=None,
+        help="seeds per configuration (default: 6; 2 with --quick)",
+    )
+    parser.add_argument(
+        "--epochs", type=int, default=None, help="epochs per run (default: 40; 10 with --quick)"
+    )
     parser.add_argument("--device", default="auto", help="auto, cpu, cuda, mps")
-    parser.add_argument("--jobs", type=int, default=2,
-                        help="runs at a time (processes, each with its share of the cores)")
-    parser.add_argument("--quick", action="store_true",
-                        help="smoke version: 64x64 slices, 10 epochs, two seeds (seconds)")
+    parser.add_argument(
+        "--jobs",
+        type=int,
+        default=2,
+        help="runs at a time (processes, each with its share of the cores)",
+    )
+    parser.add_argument(
+        "--quick",
+        action="store_true",
+        help="smoke version: 64x64 slices, 10 epochs, two seeds (seconds)",
+    )
     parser.add_argument("--quiet", action="store_true", help="only print the table")
 
 
@@ -52,21 +67,33 @@ def run(args: argparse.Namespace) -> int:
     if args.jobs < 1:
         raise CLIError("--jobs must be at least 1")
     try:
-        result = run_demo(out, seeds=args.seeds, epochs=args.epochs, device=args.device,
-                          quick=args.quick, jobs=args.jobs, progress=not args.quiet,
-                          print_fn=(lambda m: None) if args.quiet else None)
+        result = run_demo(
+            out,
+            seeds=args.seeds,
+            epochs=args.epochs,
+            device=args.device,
+            quick=args.quick,
+            jobs=args.jobs,
+            progress=not args.quiet,
+            print_fn=(lambda m: None) if args.quiet else None,
+        )
     except (ValueError, GridRunError) as exc:
         raise CLIError(str(exc)) from None
     s = result["settings"]
     n = s["seeds"]
-    print(f"\nHeld-out test specimens (each value: median over the test slices): median ± "
-          f"std over {n} seed{'s' if n != 1 else ''} per model; error CNR and PSNR in the "
-          "body against the simulation's truth\n")
+    print(
+        f"\nHeld-out test specimens (each value: median over the test slices): median ± "
+        f"std over {n} seed{'s' if n != 1 else ''} per model; error CNR and PSNR in the "
+        "body against the simulation's truth\n"
+    )
     print(result["table_md"])
     if result["verdict_md"]:
         print("\nPaired by seed (l2+s+f-nonlinear - l2):\n")
         print(result["verdict_md"])
     if not args.quiet:
-        print(f"demo finished in {result['seconds']:.0f} s; table, panel and violin plots in "
-              f"{result['out_dir']}", file=sys.stderr)
+        print(
+            f"demo finished in {result['seconds']:.0f} s; table, panel and violin plots in "
+            f"{result['out_dir']}",
+            file=sys.stderr,
+        )
     return 0

@@ -35,14 +35,23 @@ def register(parser: argparse.ArgumentParser) -> None:
     """Add the ``dfct export`` arguments."""
     parser.add_argument("model", metavar="MODEL_DIR", help="model folder from `dfct train`")
     parser.add_argument("out", metavar="OUT.zip", help="the package to write")
-    parser.add_argument("--data", metavar="FILE|DIR",
-                        help="data to cut the test tensors from (default: a simulated slice)")
-    parser.add_argument("--slice", type=int, metavar="K",
-                        help="slice of a --data volume (default: the central one)")
-    parser.add_argument("--author", default="napari-dfct user",
-                        help="the package's author: who trained the model")
-    parser.add_argument("--license", default="CC-BY-4.0",
-                        help="SPDX licence of the model (default CC-BY-4.0)")
+    parser.add_argument(
+        "--data",
+        metavar="FILE|DIR",
+        help="data to cut the test tensors from (default: a simulated slice)",
+    )
+    parser.add_argument(
+        "--slice",
+        type=int,
+        metavar="K",
+        help="slice of a --data volume (default: the central one)",
+    )
+    parser.add_argument(
+        "--author", default="napari-dfct user", help="the package's author: who trained the model"
+    )
+    parser.add_argument(
+        "--license", default="CC-BY-4.0", help="SPDX licence of the model (default CC-BY-4.0)"
+    )
     parser.add_argument("--overwrite", action="store_true", help="replace an existing OUT.zip")
 
 
@@ -59,10 +68,16 @@ def run(args: argparse.Namespace) -> int:
             sample, words = read_sample(args.data, args.slice)
         elif args.slice is not None:
             raise ExportError("--slice needs --data")
-        export_bioimageio(model, out, sample=sample, sample_source=words,
-                          overwrite=bool(args.overwrite), author=args.author,
-                          license=args.license,
-                          progress=lambda step: print(f"dfct export: {step}", file=sys.stderr))
+        export_bioimageio(
+            model,
+            out,
+            sample=sample,
+            sample_source=words,
+            overwrite=bool(args.overwrite),
+            author=args.author,
+            license=args.license,
+            progress=lambda step: print(f"dfct export: {step}", file=sys.stderr),
+        )
     except ExportError as exc:
         raise CLIError(str(exc)) from None
     except OSError as exc:

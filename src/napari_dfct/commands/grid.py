@@ -8,8 +8,15 @@ from pathlib import Path
 from ._help import HelpFormatter
 from ._training import add_training_arguments, train_config_from_args
 
-__all__ = ["HelpFormatter", "add_training_arguments", "register", "run", "simulate_pair",
-           "stopped_message", "train_config_from_args"]
+__all__ = [
+    "HelpFormatter",
+    "add_training_arguments",
+    "register",
+    "run",
+    "simulate_pair",
+    "stopped_message",
+    "train_config_from_args",
+]
 
 NAME = "grid"
 HELP = "train and evaluate the paper's grid of loss configurations and seeds (local or Slurm)"
@@ -36,106 +43,184 @@ Examples:
 """
 ORDER = 50
 
+
 def add_executor_arguments(parser: argparse.ArgumentParser) -> None:
     """``--executor``, ``--jobs`` and the Slurm resources."""
     g = parser.add_argument_group("execution")
-    g.add_argument("--executor", default="local", metavar="{local,slurm}",
-                   help="local: this machine (--jobs runs at a time); slurm: a job array "
-                        "through submitit")
-    g.add_argument("--jobs", type=int, default=1,
-                   help="local runs at a time (separate processes; one GPU each when "
-                        "several are visible)")
+    g.add_argument(
+        "--executor",
+        default="local",
+        metavar="{local,slurm}",
+        help="local: this machine (--jobs runs at a time); slurm: a job array through submitit",
+    )
+    g.add_argument(
+        "--jobs",
+        type=int,
+        default=1,
+        help="local runs at a time (separate processes; one GPU each when several are visible)",
+    )
     g.add_argument("--partition", default=None, help="Slurm partition")
     g.add_argument("--gpus-per-job", type=int, default=1, help="GPUs per Slurm task")
     g.add_argument("--cpus-per-job", type=int, default=8, help="CPUs per Slurm task")
     g.add_argument("--time", type=int, default=240, help="time limit per run, minutes")
     g.add_argument("--mem", type=float, default=None, help="memory per run, GB")
-    g.add_argument("--array-parallelism", type=int, default=32,
-                   help="at most this many array tasks at a time")
-    g.add_argument("--slurm-folder", default=None,
-                   help="submitit's folder for job scripts and logs (default: OUT/slurm)")
-    g.add_argument("--slurm-setup", action="append", default=[], metavar="LINE",
-                   help="shell line run before each Slurm job (repeatable), e.g. "
-                        "'source ~/venv/bin/activate'")
-    g.add_argument("--slurm-param", action="append", default=[], metavar="KEY=VALUE",
-                   help="more submitit Slurm parameters (repeatable): account=..., qos=..., "
-                        "constraint=...")
-    g.add_argument("--stale-after", type=float, default=30.0, metavar="MINUTES",
-                   help="an unfinished run whose heartbeat is older counts as dead and is "
-                        "redone; younger ones are left to the process training them")
-    g.add_argument("--no-wait", dest="wait", action="store_false",
-                   help="submit and return (then `dfct grid-report OUT` when the jobs are done)")
+    g.add_argument(
+        "--array-parallelism", type=int, default=32, help="at most this many array tasks at a time"
+    )
+    g.add_argument(
+        "--slurm-folder",
+        default=None,
+        help="submitit's folder for job scripts and logs (default: OUT/slurm)",
+    )
+    g.add_argument(
+        "--slurm-setup",
+        action="append",
+        default=[],
+        metavar="LINE",
+        help="shell line run before each Slurm job (repeatable), e.g. "
+        "'source ~/venv/bin/activate'",
+    )
+    g.add_argument(
+        "--slurm-param",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="more submitit Slurm parameters (repeatable): account=..., qos=..., constraint=...",
+    )
+    g.add_argument(
+        "--stale-after",
+        type=float,
+        default=30.0,
+        metavar="MINUTES",
+        help="an unfinished run whose heartbeat is older counts as dead and is "
+        "redone; younger ones are left to the process training them",
+    )
+    g.add_argument(
+        "--no-wait",
+        dest="wait",
+        action="store_false",
+        help="submit and return (then `dfct grid-report OUT` when the jobs are done)",
+    )
 
 
 def register(parser: argparse.ArgumentParser) -> None:
     from ._training import recipe_help
 
     parser.formatter_class = HelpFormatter
-    parser.description = (DESCRIPTION + "\nTraining recipes (--recipe):\n" + recipe_help()
-                          + "\n")
+    parser.description = DESCRIPTION + "\nTraining recipes (--recipe):\n" + recipe_help() + "\n"
     parser.add_argument("out", metavar="OUT", help="grid folder (created, or continued)")
 
     g = parser.add_argument_group("data")
-    g.add_argument("--train", metavar="DIR", help="training pair: a `dfct simulate` folder "
-                   "(input.tif, target.tif)")
-    g.add_argument("--train-input", metavar="FILE", help="training input volume (with "
-                   "--train-target)")
+    g.add_argument(
+        "--train",
+        metavar="DIR",
+        help="training pair: a `dfct simulate` folder (input.tif, target.tif)",
+    )
+    g.add_argument(
+        "--train-input", metavar="FILE", help="training input volume (with --train-target)"
+    )
     g.add_argument("--train-target", metavar="FILE", help="training target volume")
-    g.add_argument("--test", metavar="DIR", help="held-out test set: a folder with input.tif, "
-                   "target.tif, optional truth.tif and meta.json (ROIs, line, slice)")
+    g.add_argument(
+        "--test",
+        metavar="DIR",
+        help="held-out test set: a folder with input.tif, "
+        "target.tif, optional truth.tif and meta.json (ROIs, line, slice)",
+    )
     g.add_argument("--test-input", metavar="FILE", help="test input volume (with --test-target)")
     g.add_argument("--test-target", metavar="FILE", help="test target volume")
     g.add_argument("--test-truth", metavar="FILE", help="test truth volume (PSNR/SSIM)")
-    g.add_argument("--simulate", action="store_true",
-                   help="simulate the training set (seed S) and a test specimen (seed S+1000) "
-                        "into OUT/data")
+    g.add_argument(
+        "--simulate",
+        action="store_true",
+        help="simulate the training set (seed S) and a test specimen (seed S+1000) into OUT/data",
+    )
     g.add_argument("--sim-size", type=int, default=256, help="simulated slice size")
     g.add_argument("--sim-slices", type=int, default=16, help="simulated training slices")
     g.add_argument("--sim-test-slices", type=int, default=3, help="simulated test slices")
     g.add_argument("--sim-seed", type=int, default=0, help="simulation seed S of the training set")
-    g.add_argument("--sim-views", type=int, default=None,
-                   help="projections per rotation (default: the simulator's)")
-    g.add_argument("--sim-rotations", type=int, default=None,
-                   help="rotations averaged into the target (default: the simulator's)")
+    g.add_argument(
+        "--sim-views",
+        type=int,
+        default=None,
+        help="projections per rotation (default: the simulator's)",
+    )
+    g.add_argument(
+        "--sim-rotations",
+        type=int,
+        default=None,
+        help="rotations averaged into the target (default: the simulator's)",
+    )
 
     g = parser.add_argument_group("test slice and ROIs (default: the test set's meta.json)")
     g.add_argument("--signal", metavar="R,C", help="signal (lung) ROI centre")
     g.add_argument("--background", metavar="R,C", help="background (air) ROI centre")
-    g.add_argument("--line", metavar="R0,C0,R1,C1", help="FWHM line (default: signal centre "
-                   "to background centre)")
+    g.add_argument(
+        "--line",
+        metavar="R0,C0,R1,C1",
+        help="FWHM line (default: signal centre to background centre)",
+    )
     g.add_argument("--roi-size", type=int, default=None, help="ROI side in pixels (default 30)")
-    g.add_argument("--test-slice", type=int, default=None,
-                   help="test slice index (default: meta.json's, else the central slice)")
+    g.add_argument(
+        "--test-slice",
+        type=int,
+        default=None,
+        help="test slice index (default: meta.json's, else the central slice)",
+    )
 
     g = parser.add_argument_group("configurations")
     g.add_argument("--losses", default="l1,l2", help="pixel losses")
-    g.add_argument("--schemes", default="none,S,F,S+F,F+S", help="amplification schemes: none, S, F, S+F, F+S and the directional D, S+D, "
-                        "D+S (always spectral mode)")
+    g.add_argument(
+        "--schemes",
+        default="none,S,F,S+F,F+S",
+        help="amplification schemes: none, S, F, S+F, F+S and the directional D, S+D, "
+        "D+S (always spectral mode)",
+    )
     g.add_argument("--profiles", default="linear,nonlinear", help="weight profiles")
-    g.add_argument("--configs", default=None, metavar="NAMES",
-                   help="explicit configuration names instead of the product above, e.g. "
-                        "l2,l2+s+f-nonlinear")
+    g.add_argument(
+        "--configs",
+        default=None,
+        metavar="NAMES",
+        help="explicit configuration names instead of the product above, e.g. l2,l2+s+f-nonlinear",
+    )
     g.add_argument("--seeds", default="0-9", help="seeds: 3, 0-9 or 0,2,5-7")
-    g.add_argument("--mode", choices=("paper", "spectral"), default="paper",
-                   help="frequency weighting: the paper's formula or the spectral variant")
-    g.add_argument("--normalize-weights", action="store_true",
-                   help="rescale the amplification maps to mean 1")
-    g.add_argument("--controls", action="store_true",
-                   help="also train, for each amplified configuration, the plain loss "
-                        "multiplied by that configuration's effective loss scale (a "
-                        "scale-matched control, named e.g. l2@1.47); the report shows each "
-                        "next to the configuration it controls for")
+    g.add_argument(
+        "--mode",
+        choices=("paper", "spectral"),
+        default="paper",
+        help="frequency weighting: the paper's formula or the spectral variant",
+    )
+    g.add_argument(
+        "--normalize-weights", action="store_true", help="rescale the amplification maps to mean 1"
+    )
+    g.add_argument(
+        "--controls",
+        action="store_true",
+        help="also train, for each amplified configuration, the plain loss "
+        "multiplied by that configuration's effective loss scale (a "
+        "scale-matched control, named e.g. l2@1.47); the report shows each "
+        "next to the configuration it controls for",
+    )
 
     add_training_arguments(parser)
     g = parser.add_argument_group("runs")
-    g.add_argument("--resume", action="store_true",
-                   help="continue interrupted runs from their last saved epoch instead of "
-                        "redoing them (the partial folder is otherwise moved aside)")
-    g.add_argument("--keep-state", action="store_true",
-                   help="keep each finished run's resume files (optimizer state)")
+    g.add_argument(
+        "--resume",
+        action="store_true",
+        help="continue interrupted runs from their last saved epoch instead of "
+        "redoing them (the partial folder is otherwise moved aside)",
+    )
+    g.add_argument(
+        "--keep-state",
+        action="store_true",
+        help="keep each finished run's resume files (optimizer state)",
+    )
     add_executor_arguments(parser)
-    parser.add_argument("--no-report", dest="report", action="store_false",
-                        help="do not write OUT/report at the end")
+    parser.add_argument(
+        "--no-report",
+        dest="report",
+        action="store_false",
+        help="do not write OUT/report at the end",
+    )
     parser.add_argument("--quiet", action="store_true", help="no progress bar and run lines")
 
 
@@ -153,9 +238,16 @@ def _split(text: str) -> list[str]:
     return [p.strip() for p in str(text).split(",") if p.strip()]
 
 
-def simulate_pair(out_dir: Path, size: int, slices: int, seed: int, test_slices: int = 3,
-                  views: int | None = None, rotations: int | None = None,
-                  log=print) -> tuple[Path, Path]:
+def simulate_pair(
+    out_dir: Path,
+    size: int,
+    slices: int,
+    seed: int,
+    test_slices: int = 3,
+    views: int | None = None,
+    rotations: int | None = None,
+    log=print,
+) -> tuple[Path, Path]:
     """Simulate a training set (``seed``) and a test specimen (``seed + 1000``) once.
 
     Existing folders made with the same parameters are reused; other parameters are an
@@ -179,8 +271,10 @@ def simulate_pair(out_dir: Path, size: int, slices: int, seed: int, test_slices:
 
             old = json.loads(stamp.read_text()) if stamp.is_file() else None
             if old != wanted:
-                raise CLIError(f"{folder} holds a simulation with other parameters ({old}); "
-                               "use another OUT or remove that folder")
+                raise CLIError(
+                    f"{folder} holds a simulation with other parameters ({old}); "
+                    "use another OUT or remove that folder"
+                )
             log(f"reusing the simulated {role} set in {folder}")
         else:
             log(f"simulating the {role} set: {n} slices of {size}x{size}, seed {s}")
@@ -201,9 +295,11 @@ def stopped_message(out: Path, exc: BaseException) -> str:
         done = len(grid_status(out)["done"])
     except (OSError, ValueError):
         done = 0
-    return (f"{exc} (exit {getattr(exc, 'exit_status', 130)}): running runs were stopped, "
-            f"{done} finished run(s) are kept in {out}; run the same command again to "
-            "finish the grid")
+    return (
+        f"{exc} (exit {getattr(exc, 'exit_status', 130)}): running runs were stopped, "
+        f"{done} finished run(s) are kept in {out}; run the same command again to "
+        "finish the grid"
+    )
 
 
 def run(args: argparse.Namespace) -> int:
@@ -228,9 +324,16 @@ def run(args: argparse.Namespace) -> int:
     if args.simulate:
         if args.train or args.train_input or args.test or args.test_input:
             raise CLIError("--simulate makes its own data: leave out --train/--test")
-        train, test = simulate_pair(out, args.sim_size, args.sim_slices, args.sim_seed,
-                                    args.sim_test_slices, args.sim_views, args.sim_rotations,
-                                    log=log)
+        train, test = simulate_pair(
+            out,
+            args.sim_size,
+            args.sim_slices,
+            args.sim_seed,
+            args.sim_test_slices,
+            args.sim_views,
+            args.sim_rotations,
+            log=log,
+        )
     else:
         if args.train and (args.train_input or args.train_target):
             raise CLIError("give either --train DIR or --train-input/--train-target")
@@ -239,48 +342,85 @@ def run(args: argparse.Namespace) -> int:
         elif args.train_input and args.train_target:
             train = (Path(args.train_input), Path(args.train_target))
         else:
-            raise CLIError("no training data: give --train DIR, --train-input and "
-                           "--train-target, or --simulate")
+            raise CLIError(
+                "no training data: give --train DIR, --train-input and "
+                "--train-target, or --simulate"
+            )
         if args.test and (args.test_input or args.test_target or args.test_truth):
             raise CLIError("give either --test DIR or --test-input/--test-target/--test-truth")
         if args.test:
             test = Path(args.test)
         elif args.test_input and args.test_target:
-            test = {"input": args.test_input, "target": args.test_target,
-                    "truth": args.test_truth}
+            test = {"input": args.test_input, "target": args.test_target, "truth": args.test_truth}
         else:
-            raise CLIError("no held-out test set: give --test DIR (e.g. `dfct simulate` with "
-                           "another seed), --test-input and --test-target, or --simulate")
+            raise CLIError(
+                "no held-out test set: give --test DIR (e.g. `dfct simulate` with "
+                "another seed), --test-input and --test-target, or --simulate"
+            )
 
     try:
-        configs = make_configs(_split(args.losses), _split(args.schemes), _split(args.profiles),
-                               mode=args.mode, normalize=args.normalize_weights,
-                               names=_split(args.configs) if args.configs else None)
+        configs = make_configs(
+            _split(args.losses),
+            _split(args.schemes),
+            _split(args.profiles),
+            mode=args.mode,
+            normalize=args.normalize_weights,
+            names=_split(args.configs) if args.configs else None,
+        )
         seeds = parse_seeds(args.seeds)
     except ValueError as exc:
         raise CLIError(str(exc)) from None
     config = train_config_from_args(args)
-    roi = {"signal_center": args.signal, "background_center": args.background,
-           "line": args.line, "roi_size": args.roi_size, "slice": args.test_slice}
+    roi = {
+        "signal_center": args.signal,
+        "background_center": args.background,
+        "line": args.line,
+        "roi_size": args.roi_size,
+        "slice": args.test_slice,
+    }
     extra = {}
     for item in args.slurm_param:
         key, sep, value = item.partition("=")
         if not sep or not key.strip():
             raise CLIError(f"bad --slurm-param {item!r}: use KEY=VALUE")
         extra[key.strip().removeprefix("slurm_")] = _value(value.strip())
-    slurm = SlurmOptions(partition=args.partition, gpus_per_job=args.gpus_per_job,
-                         cpus_per_job=args.cpus_per_job, time=args.time, mem=args.mem,
-                         array_parallelism=args.array_parallelism, folder=args.slurm_folder,
-                         setup=list(args.slurm_setup), extra=extra)
-    log(f"grid: {len(configs)} configurations x {len(seeds)} seeds = "
-        f"{len(configs) * len(seeds)} runs -> {out}")
+    slurm = SlurmOptions(
+        partition=args.partition,
+        gpus_per_job=args.gpus_per_job,
+        cpus_per_job=args.cpus_per_job,
+        time=args.time,
+        mem=args.mem,
+        array_parallelism=args.array_parallelism,
+        folder=args.slurm_folder,
+        setup=list(args.slurm_setup),
+        extra=extra,
+    )
+    log(
+        f"grid: {len(configs)} configurations x {len(seeds)} seeds = "
+        f"{len(configs) * len(seeds)} runs -> {out}"
+    )
     try:
         with stop_on_signals():
-            run_grid(train, test, out, configs, seeds, config, executor=args.executor,
-                     jobs=args.jobs, roi=roi, device=args.device, slurm=slurm,
-                     wait=args.wait, report=args.report, progress=not args.quiet,
-                     keep_state=args.keep_state, resume=args.resume,
-                     stale_after=60.0 * args.stale_after, controls=args.controls)
+            run_grid(
+                train,
+                test,
+                out,
+                configs,
+                seeds,
+                config,
+                executor=args.executor,
+                jobs=args.jobs,
+                roi=roi,
+                device=args.device,
+                slurm=slurm,
+                wait=args.wait,
+                report=args.report,
+                progress=not args.quiet,
+                keep_state=args.keep_state,
+                resume=args.resume,
+                stale_after=60.0 * args.stale_after,
+                controls=args.controls,
+            )
     except (ValueError, GridRunError) as exc:
         raise CLIError(str(exc)) from None
     except GridStopped as exc:

@@ -6,8 +6,9 @@ import argparse
 from pathlib import Path
 
 NAME = "grid-report"
-HELP = ("write the tables (Markdown, CSV), paired statistics, violin plots and panels of a "
-        "grid folder")
+HELP = (
+    "write the tables (Markdown, CSV), paired statistics, violin plots and panels of a grid folder"
+)
 DESCRIPTION = """\
 Read every finished run of a `dfct grid` folder (OUT/runs/*/seed-*/metrics.json) and write
 OUT/report: per loss the paper's table (rows baseline, +S, +F, +S+F, +F+S; CNR and FWHM,
@@ -31,14 +32,22 @@ def register(parser: argparse.ArgumentParser) -> None:
 
     parser.formatter_class = HelpFormatter
     parser.add_argument("out", metavar="OUT", help="grid folder (made by `dfct grid`)")
-    parser.add_argument("--report-dir", default=None,
-                        help="where to write (default: OUT/report)")
-    parser.add_argument("--bootstrap", type=int, default=10_000, metavar="N",
-                        help="bootstrap resamples of the paired intervals")
-    parser.add_argument("--compare", default=None, metavar="A:B[,C:D]",
-                        help="also compare configuration A with configuration B paired by "
-                             "seed (a third kind of table), e.g. "
-                             "l2+d-nonlinear:l2+f-nonlinear-spectral")
+    parser.add_argument("--report-dir", default=None, help="where to write (default: OUT/report)")
+    parser.add_argument(
+        "--bootstrap",
+        type=int,
+        default=10_000,
+        metavar="N",
+        help="bootstrap resamples of the paired intervals",
+    )
+    parser.add_argument(
+        "--compare",
+        default=None,
+        metavar="A:B[,C:D]",
+        help="also compare configuration A with configuration B paired by "
+        "seed (a third kind of table), e.g. "
+        "l2+d-nonlinear:l2+f-nonlinear-spectral",
+    )
     parser.add_argument("--quiet", action="store_true", help="do not print the tables")
 
 
@@ -46,7 +55,7 @@ def print_tables(out: Path, report_dir: Path | None = None) -> None:
     """Print the per-loss tables and the summary of a written report to stdout."""
     rdir = Path(report_dir) if report_dir else Path(out) / "report"
     for path in sorted(rdir.glob("table-*.md")):
-        print(f"\n{path.stem[len('table-'):].upper()} (median ± std over seeds)\n")
+        print(f"\n{path.stem[len('table-') :].upper()} (median ± std over seeds)\n")
         print(path.read_text(encoding="utf-8"))
     summary = rdir / "summary.md"
     if summary.is_file():
@@ -70,14 +79,18 @@ def run(args: argparse.Namespace) -> int:
     from ..experiment.paired import parse_compare
 
     try:
-        files = grid_report(out, args.report_dir, n_boot=args.bootstrap,
-                            compare=parse_compare(args.compare))
+        files = grid_report(
+            out, args.report_dir, n_boot=args.bootstrap, compare=parse_compare(args.compare)
+        )
         status = grid_status(out)
     except (ValueError, OSError) as exc:
         raise CLIError(str(exc)) from None
     if not args.quiet:
         print_tables(out, args.report_dir)
-        print(f"runs finished: {len(status['done'])}, incomplete: {len(status['incomplete'])}, "
-              f"not started: {len(status['missing'])}", file=sys.stderr)
+        print(
+            f"runs finished: {len(status['done'])}, incomplete: {len(status['incomplete'])}, "
+            f"not started: {len(status['missing'])}",
+            file=sys.stderr,
+        )
         print(f"report: {files['report.md']}", file=sys.stderr)
     return 0

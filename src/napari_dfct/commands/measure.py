@@ -31,31 +31,66 @@ def register(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("image", help="TIFF, .npy/.npz or DICOM image or volume")
     # defaults are resolved in run() (options, then meta.json, then built-ins): SUPPRESS
     # keeps the help formatter from printing "(default: None)"
-    parser.add_argument("--signal", metavar="R,C", default=argparse.SUPPRESS,
-                        help="signal (lung) ROI centre, row,col (default: from meta.json)")
-    parser.add_argument("--background", metavar="R,C", default=argparse.SUPPRESS,
-                        help="background (air) ROI centre, row,col (default: from meta.json)")
-    parser.add_argument("--roi-size", type=int, default=argparse.SUPPRESS, metavar="N",
-                        help="ROI side length in pixels (default: meta.json's roi_size, else 30)")
-    parser.add_argument("--line", metavar="R0,C0,R1,C1", default=argparse.SUPPRESS,
-                        help="FWHM line (default: meta.json's line, else signal -> background "
-                             "centre)")
-    parser.add_argument("--slice", type=int, default=argparse.SUPPRESS, metavar="K",
-                        help="slice index of a volume (default: meta.json's slice, else the "
-                             "central slice)")
-    parser.add_argument("--reference", metavar="REF", default=argparse.SUPPRESS,
-                        help="reference image or volume (same shape) for PSNR, SSIM and the "
-                             "error CNR")
-    parser.add_argument("--mask", metavar="FILE", default=argparse.SUPPRESS,
-                        help="body mask (same shape as IMAGE, or one slice; non-zero inside) "
-                             "for PSNR, SSIM and RMSE inside the body; needs --reference "
-                             "(default: the mask named in meta.json, else body.tif next to "
-                             "IMAGE, when present)")
-    parser.add_argument("--linewidth", type=int, default=1, metavar="W",
-                        help="width in pixels of the profile across the edge (averaged)")
-    parser.add_argument("--json", action="store_true",
-                        help="print one JSON object (strict JSON: undefined and infinite "
-                             "values, such as the PSNR of identical images, are null)")
+    parser.add_argument(
+        "--signal",
+        metavar="R,C",
+        default=argparse.SUPPRESS,
+        help="signal (lung) ROI centre, row,col (default: from meta.json)",
+    )
+    parser.add_argument(
+        "--background",
+        metavar="R,C",
+        default=argparse.SUPPRESS,
+        help="background (air) ROI centre, row,col (default: from meta.json)",
+    )
+    parser.add_argument(
+        "--roi-size",
+        type=int,
+        default=argparse.SUPPRESS,
+        metavar="N",
+        help="ROI side length in pixels (default: meta.json's roi_size, else 30)",
+    )
+    parser.add_argument(
+        "--line",
+        metavar="R0,C0,R1,C1",
+        default=argparse.SUPPRESS,
+        help="FWHM line (default: meta.json's line, else signal -> background centre)",
+    )
+    parser.add_argument(
+        "--slice",
+        type=int,
+        default=argparse.SUPPRESS,
+        metavar="K",
+        help="slice index of a volume (default: meta.json's slice, else the central slice)",
+    )
+    parser.add_argument(
+        "--reference",
+        metavar="REF",
+        default=argparse.SUPPRESS,
+        help="reference image or volume (same shape) for PSNR, SSIM and the error CNR",
+    )
+    parser.add_argument(
+        "--mask",
+        metavar="FILE",
+        default=argparse.SUPPRESS,
+        help="body mask (same shape as IMAGE, or one slice; non-zero inside) "
+        "for PSNR, SSIM and RMSE inside the body; needs --reference "
+        "(default: the mask named in meta.json, else body.tif next to "
+        "IMAGE, when present)",
+    )
+    parser.add_argument(
+        "--linewidth",
+        type=int,
+        default=1,
+        metavar="W",
+        help="width in pixels of the profile across the edge (averaged)",
+    )
+    parser.add_argument(
+        "--json",
+        action="store_true",
+        help="print one JSON object (strict JSON: undefined and infinite "
+        "values, such as the PSNR of identical images, are null)",
+    )
 
 
 # --------------------------------------------------------------------------------------
@@ -124,14 +159,16 @@ def _rois(args: argparse.Namespace, volume: np.ndarray):
         except ValueError as exc:
             raise CLIError(str(exc)) from None
         if meta is None:
-            raise CLIError("give --signal R,C and --background R,C (no meta.json next to "
-                           f"{args.image})")
+            raise CLIError(
+                f"give --signal R,C and --background R,C (no meta.json next to {args.image})"
+            )
     elif args.signal is None or args.background is None:
         raise CLIError("give both --signal R,C and --background R,C")
     options = {
         "signal_center": _numbers(args.signal, 2, "--signal") if meta is None else None,
-        "background_center": (_numbers(args.background, 2, "--background") if meta is None
-                              else None),
+        "background_center": (
+            _numbers(args.background, 2, "--background") if meta is None else None
+        ),
         "roi_size": args.roi_size,
         "line": None,
         # a 2-D image has one slice: meta.json's slice does not apply to it
@@ -161,8 +198,10 @@ def run(args: argparse.Namespace) -> int:
         if not hasattr(args, name):
             setattr(args, name, None)
     if args.mask is not None and args.reference is None:
-        raise CLIError("--mask needs --reference (the body metrics compare IMAGE with a "
-                       "reference inside the mask)")
+        raise CLIError(
+            "--mask needs --reference (the body metrics compare IMAGE with a "
+            "reference inside the mask)"
+        )
     volume, _info = _read(args.image, "image")
     rois, meta_path = _rois(args, volume)
     k = rois.slice if volume.ndim == 3 else None
@@ -172,14 +211,22 @@ def run(args: argparse.Namespace) -> int:
     if args.reference is not None:
         ref_volume, _ = _read(args.reference, "reference")
         if ref_volume.shape != volume.shape:
-            raise CLIError(f"reference shape {ref_volume.shape} differs from image shape "
-                           f"{volume.shape}")
+            raise CLIError(
+                f"reference shape {ref_volume.shape} differs from image shape {volume.shape}"
+            )
         reference2d = ref_volume if ref_volume.ndim == 2 else ref_volume[k]
     mask2d, mask_path = _mask(args, volume, k) if reference2d is not None else (None, None)
 
-    m = metrics.measure_all(image2d, rois.signal_center, rois.background_center,
-                            line=rois.line, size=rois.roi_size, reference=reference2d,
-                            mask=mask2d, linewidth=args.linewidth)
+    m = metrics.measure_all(
+        image2d,
+        rois.signal_center,
+        rois.background_center,
+        line=rois.line,
+        size=rois.roi_size,
+        reference=reference2d,
+        mask=mask2d,
+        linewidth=args.linewidth,
+    )
     result = m.to_dict()
     if args.json:
         out = {
@@ -195,8 +242,7 @@ def run(args: argparse.Namespace) -> int:
         print(json.dumps(out, allow_nan=False))
         return 0
 
-    print(_table(args, result, m, image2d.shape, k, volume, rois.roi_size, meta_path,
-                 mask_path))
+    print(_table(args, result, m, image2d.shape, k, volume, rois.roi_size, meta_path, mask_path))
     return 0
 
 
@@ -214,8 +260,9 @@ def _default_mask(image: str) -> Path | None:
     return candidate if candidate.is_file() else None
 
 
-def _mask(args: argparse.Namespace, volume: np.ndarray, k: int | None
-          ) -> tuple[np.ndarray | None, Path | None]:
+def _mask(
+    args: argparse.Namespace, volume: np.ndarray, k: int | None
+) -> tuple[np.ndarray | None, Path | None]:
     """The body mask's slice and its path: --mask, else the simulation's default."""
     from ..cli import CLIError
 
@@ -240,11 +287,19 @@ def _table(args, r: dict, m, shape, k, volume, size, meta_path, mask_path=None) 
     ]
     for role in ("signal", "background"):
         c = r[f"{role}_center"]
-        rows.append((role, f"centre ({c[0]:g}, {c[1]:g})   mean {_num(r[f'{role}_mean'])}   "
-                           f"std {_num(r[f'{role}_std'])}   n {r[f'{role}_n']}"))
+        rows.append(
+            (
+                role,
+                f"centre ({c[0]:g}, {c[1]:g})   mean {_num(r[f'{role}_mean'])}   "
+                f"std {_num(r[f'{role}_std'])}   n {r[f'{role}_n']}",
+            )
+        )
     reasons = r["reasons"]
-    cnr = (f"{r['cnr']:.3f} +/- {r['cnr_stderr']:.3f}" if r["cnr"] is not None
-           else f"n/a ({reasons.get('cnr')})")
+    cnr = (
+        f"{r['cnr']:.3f} +/- {r['cnr_stderr']:.3f}"
+        if r["cnr"] is not None
+        else f"n/a ({reasons.get('cnr')})"
+    )
     rows.append(("CNR", cnr))
     (r0, c0), (r1, c1) = r["line"]
     if r["fwhm"] is not None:
@@ -258,22 +313,53 @@ def _table(args, r: dict, m, shape, k, volume, size, meta_path, mask_path=None) 
     rows.append(("line", f"({r0:g}, {c0:g}) -> ({r1:g}, {c1:g})"))
     if args.reference is not None:
         # from the Measurement: the dict has None for an infinite PSNR too
-        rows.append(("PSNR", f"{_num(m.psnr, '{:.2f}')} dB" if not math.isnan(m.psnr)
-                     else f"n/a ({reasons.get('psnr')})"))
-        rows.append(("SSIM", _num(r["ssim"], "{:.4f}") if r["ssim"] is not None
-                     else f"n/a ({reasons.get('ssim', reasons.get('psnr'))})"))
+        rows.append(
+            (
+                "PSNR",
+                f"{_num(m.psnr, '{:.2f}')} dB"
+                if not math.isnan(m.psnr)
+                else f"n/a ({reasons.get('psnr')})",
+            )
+        )
+        rows.append(
+            (
+                "SSIM",
+                _num(r["ssim"], "{:.4f}")
+                if r["ssim"] is not None
+                else f"n/a ({reasons.get('ssim', reasons.get('psnr'))})",
+            )
+        )
         ecnr = m.error_cnr.error_cnr if m.error_cnr is not None else float("nan")
-        rows.append(("error CNR", _num(ecnr, "{:.3f}") if not math.isnan(ecnr)
-                     else f"n/a ({reasons.get('error_cnr')})"))
+        rows.append(
+            (
+                "error CNR",
+                _num(ecnr, "{:.3f}")
+                if not math.isnan(ecnr)
+                else f"n/a ({reasons.get('error_cnr')})",
+            )
+        )
         rows.append(("reference", str(args.reference)))
     if mask_path is not None:
         why = reasons.get("psnr_body")
-        rows.append(("PSNR body", f"{_num(m.psnr_body, '{:.2f}')} dB"
-                     if not math.isnan(m.psnr_body) else f"n/a ({why})"))
-        rows.append(("SSIM body", _num(m.ssim_body, "{:.4f}") if not math.isnan(m.ssim_body)
-                     else f"n/a ({reasons.get('ssim_body', why)})"))
-        rows.append(("RMSE body", _num(m.rmse_body) if not math.isnan(m.rmse_body)
-                     else f"n/a ({why})"))
+        rows.append(
+            (
+                "PSNR body",
+                f"{_num(m.psnr_body, '{:.2f}')} dB"
+                if not math.isnan(m.psnr_body)
+                else f"n/a ({why})",
+            )
+        )
+        rows.append(
+            (
+                "SSIM body",
+                _num(m.ssim_body, "{:.4f}")
+                if not math.isnan(m.ssim_body)
+                else f"n/a ({reasons.get('ssim_body', why)})",
+            )
+        )
+        rows.append(
+            ("RMSE body", _num(m.rmse_body) if not math.isnan(m.rmse_body) else f"n/a ({why})")
+        )
         rows.append(("mask", str(mask_path)))
     width = max(len(k) for k, _ in rows)
     return "\n".join(f"{k:<{width}}  {v}" for k, v in rows)

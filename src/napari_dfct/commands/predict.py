@@ -28,20 +28,26 @@ ORDER = 30
 
 def register(parser: argparse.ArgumentParser) -> None:
     """Add the ``dfct predict`` arguments."""
-    parser.add_argument("--model", required=True, metavar="MODEL_DIR",
-                        help="model folder from `dfct train`")
+    parser.add_argument(
+        "--model", required=True, metavar="MODEL_DIR", help="model folder from `dfct train`"
+    )
     parser.add_argument("--input", required=True, help="volume or slice to process")
     parser.add_argument("--out", required=True, help="output file (.tif, .tiff or .npy)")
     parser.add_argument("--slices", help="slices to process, 0-based, e.g. 3,5-7 (default: all)")
     parser.add_argument("--batch-size", type=int, default=4, help="slices per forward pass")
     parser.add_argument("--tile", type=int, help="tile side in pixels (default: whole slices)")
     parser.add_argument("--overlap", type=int, default=32, help="tile overlap in pixels")
-    parser.add_argument("--device", default="auto",
-                        help="auto (CUDA, then MPS, then CPU), cpu, cuda, cuda:1, mps")
-    parser.add_argument("--overwrite", action="store_true",
-                        help="replace an existing --out file (never the --input file)")
-    parser.add_argument("--no-progress", dest="progress", action="store_false",
-                        help="no progress bar")
+    parser.add_argument(
+        "--device", default="auto", help="auto (CUDA, then MPS, then CPU), cpu, cuda, cuda:1, mps"
+    )
+    parser.add_argument(
+        "--overwrite",
+        action="store_true",
+        help="replace an existing --out file (never the --input file)",
+    )
+    parser.add_argument(
+        "--no-progress", dest="progress", action="store_false", help="no progress bar"
+    )
 
 
 _RANGE = re.compile(r"^\s*(-?\d+)\s*(?:-\s*(\d+)\s*)?$")
@@ -148,12 +154,25 @@ def run(args: argparse.Namespace) -> int:
     if bad:
         raise CLIError(f"input slice(s) {bad[:5]} contain NaN or infinite values")
     result = np.empty((len(index), *volume.shape[1:]), dtype=np.float32)
-    bar = tqdm(total=len(index), desc=f"predict {model.name}", unit="slice", file=sys.stderr,
-               disable=not args.progress, dynamic_ncols=True)
+    bar = tqdm(
+        total=len(index),
+        desc=f"predict {model.name}",
+        unit="slice",
+        file=sys.stderr,
+        disable=not args.progress,
+        dynamic_ncols=True,
+    )
     try:
         for k, (_, y) in enumerate(
-            predict_iter(model, volume, index, batch_size=args.batch_size, tile=args.tile,
-                         overlap=args.overlap, device=device)
+            predict_iter(
+                model,
+                volume,
+                index,
+                batch_size=args.batch_size,
+                tile=args.tile,
+                overlap=args.overlap,
+                device=device,
+            )
         ):
             result[k] = y
             bar.update(1)
@@ -165,7 +184,7 @@ def run(args: argparse.Namespace) -> int:
         result = result[0]
     scale = info.get("scale") if isinstance(info, dict) else None
     if scale is not None and len(scale) != result.ndim:
-        scale = tuple(scale)[-result.ndim:]
+        scale = tuple(scale)[-result.ndim :]
     check_output(in_path, out, args.overwrite)  # again: it may have appeared meanwhile
     try:
         path = write_volume(out, result, scale=scale)

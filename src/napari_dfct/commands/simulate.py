@@ -40,37 +40,82 @@ def register(parser: argparse.ArgumentParser) -> None:
 
     parser.add_argument("out_dir", metavar="OUT_DIR", help="output folder (created)")
     count = parser.add_mutually_exclusive_group()
-    count.add_argument("--slices", type=int, default=None, metavar="Z",
-                       help="axial slices of one acquisition (default: 16)")
-    count.add_argument("--specimens", type=int, default=None, metavar="N",
-                       help="N independent specimens, one slice each")
-    parser.add_argument("--size", type=int, default=256, metavar="N",
-                        help="slice width and height in pixels (>= 32)")
-    parser.add_argument("--views", type=int, default=None, metavar="V",
-                        help=f"views per 360-degree rotation (>= 8; default: 3 per pixel "
-                             f"of --size, rounded up to a multiple of 8: "
-                             f"{views_for(128)} at 128, {views_for(800)} at 800)")
-    parser.add_argument("--rotations", type=int, default=20, metavar="R",
-                        help="rotations averaged into the target (>= 1)")
+    count.add_argument(
+        "--slices",
+        type=int,
+        default=None,
+        metavar="Z",
+        help="axial slices of one acquisition (default: 16)",
+    )
+    count.add_argument(
+        "--specimens",
+        type=int,
+        default=None,
+        metavar="N",
+        help="N independent specimens, one slice each",
+    )
+    parser.add_argument(
+        "--size",
+        type=int,
+        default=256,
+        metavar="N",
+        help="slice width and height in pixels (>= 32)",
+    )
+    parser.add_argument(
+        "--views",
+        type=int,
+        default=None,
+        metavar="V",
+        help=f"views per 360-degree rotation (>= 8; default: 3 per pixel "
+        f"of --size, rounded up to a multiple of 8: "
+        f"{views_for(128)} at 128, {views_for(800)} at 800)",
+    )
+    parser.add_argument(
+        "--rotations",
+        type=int,
+        default=20,
+        metavar="R",
+        help="rotations averaged into the target (>= 1)",
+    )
     parser.add_argument("--seed", type=int, default=0, help="random seed (>= 0)")
-    parser.add_argument("--filter", choices=("ramp", "hann"), default="hann",
-                        help="FBP filter")
-    parser.add_argument("--preset", choices=tuple(PRESETS), default="default",
-                        help="realism options: 'default' is the plain simulator; "
-                             "'benchmark' = " + _describe(PRESETS["benchmark"]) +
-                             " (streaks dominate the input's lung-ROI variance); the "
-                             "options below override the preset's")
-    parser.add_argument("--noise", type=float, default=None, metavar="M",
-                        help="multiplier of the photon-noise level (default 1)")
-    parser.add_argument("--texture", type=float, default=None, metavar="M",
-                        help="multiplier of the lung texture amplitude (fine texture and coarse "
-                             "modulation; the vessels stay) (default 1)")
-    parser.add_argument("--tiles", type=int, default=None, metavar="K",
-                        help=f"grating tiles across the detector, each with its own "
-                             f"visibility error ({Physics().tile_amplitude:g} RMS): ring "
-                             f"and band artefacts (default 0: none)")
-    parser.add_argument("--overwrite", action="store_true",
-                        help="replace a simulated set already in OUT_DIR")
+    parser.add_argument("--filter", choices=("ramp", "hann"), default="hann", help="FBP filter")
+    parser.add_argument(
+        "--preset",
+        choices=tuple(PRESETS),
+        default="default",
+        help="realism options: 'default' is the plain simulator; "
+        "'benchmark' = "
+        + _describe(PRESETS["benchmark"])
+        + " (streaks dominate the input's lung-ROI variance); the "
+        "options below override the preset's",
+    )
+    parser.add_argument(
+        "--noise",
+        type=float,
+        default=None,
+        metavar="M",
+        help="multiplier of the photon-noise level (default 1)",
+    )
+    parser.add_argument(
+        "--texture",
+        type=float,
+        default=None,
+        metavar="M",
+        help="multiplier of the lung texture amplitude (fine texture and coarse "
+        "modulation; the vessels stay) (default 1)",
+    )
+    parser.add_argument(
+        "--tiles",
+        type=int,
+        default=None,
+        metavar="K",
+        help=f"grating tiles across the detector, each with its own "
+        f"visibility error ({Physics().tile_amplitude:g} RMS): ring "
+        f"and band artefacts (default 0: none)",
+    )
+    parser.add_argument(
+        "--overwrite", action="store_true", help="replace a simulated set already in OUT_DIR"
+    )
     parser.add_argument("--quiet", action="store_true", help="no progress bar")
 
 
@@ -106,9 +151,11 @@ def _check(args: argparse.Namespace) -> tuple[int, bool, Path]:
         raise CLIError(f"{out} exists and is not a directory")
     existing = dataset_files(out)
     if existing and not args.overwrite:
-        raise CLIError(f"{out} already holds a simulated set "
-                       f"({', '.join(p.name for p in existing)}); use --overwrite to "
-                       "replace it, or another OUT_DIR")
+        raise CLIError(
+            f"{out} already holds a simulated set "
+            f"({', '.join(p.name for p in existing)}); use --overwrite to "
+            "replace it, or another OUT_DIR"
+        )
     return n, specimens, out
 
 
@@ -121,23 +168,37 @@ def run(args: argparse.Namespace) -> int:
 
     from ..simulate import preset_physics, save_simulation, simulate_dfct
 
-    physics = preset_physics(args.preset, noise=args.noise, texture=args.texture,
-                             tiles=args.tiles)
-    bar = tqdm(total=n, unit="specimen" if specimens else "slice", desc="simulate",
-               file=sys.stderr, disable=args.quiet)
+    physics = preset_physics(args.preset, noise=args.noise, texture=args.texture, tiles=args.tiles)
+    bar = tqdm(
+        total=n,
+        unit="specimen" if specimens else "slice",
+        desc="simulate",
+        file=sys.stderr,
+        disable=args.quiet,
+    )
 
     def progress(done: int, total: int) -> None:
         bar.update(done - bar.n)
 
     try:
-        sim = simulate_dfct(n_slices=n, size=args.size, n_views=args.views,
-                            rotations=args.rotations, seed=args.seed, filter=args.filter,
-                            specimens=specimens, progress=progress, **physics)
+        sim = simulate_dfct(
+            n_slices=n,
+            size=args.size,
+            n_views=args.views,
+            rotations=args.rotations,
+            seed=args.seed,
+            filter=args.filter,
+            specimens=specimens,
+            progress=progress,
+            **physics,
+        )
     except ValueError as exc:
         raise CLIError(str(exc)) from None
     except MemoryError:
-        raise CLIError(f"out of memory simulating {n} x {args.size} x {args.size}: use a "
-                       "smaller --size or fewer slices") from None
+        raise CLIError(
+            f"out of memory simulating {n} x {args.size} x {args.size}: use a "
+            "smaller --size or fewer slices"
+        ) from None
     finally:
         bar.close()
     try:

@@ -48,41 +48,67 @@ def register(parser: argparse.ArgumentParser) -> None:
     d = parser.add_argument_group("data")
     d.add_argument("--input", help="single-rotation input volume (TIFF, .npy, .npz, DICOM)")
     d.add_argument("--target", help="multi-rotation target volume, same shape as --input")
-    d.add_argument("--data", metavar="DIR",
-                   help="a `dfct simulate` folder (input.tif and target.tif) instead of "
-                        "--input/--target")
-    d.add_argument("--pairs", metavar="CSV|DIR",
-                   help="a data set of many scans instead: a CSV with columns input,target "
-                        "[,slices] (paths relative to it; slices: center (default), all, "
-                        "120-130 or 3,5,7) or a folder DATASET/<scan>/input.* + target.*; "
-                        "scans may differ in size; validation holds out whole scans "
-                        "(docs/datasets.md)")
+    d.add_argument(
+        "--data",
+        metavar="DIR",
+        help="a `dfct simulate` folder (input.tif and target.tif) instead of --input/--target",
+    )
+    d.add_argument(
+        "--pairs",
+        metavar="CSV|DIR",
+        help="a data set of many scans instead: a CSV with columns input,target "
+        "[,slices] (paths relative to it; slices: center (default), all, "
+        "120-130 or 3,5,7) or a folder DATASET/<scan>/input.* + target.*; "
+        "scans may differ in size; validation holds out whole scans "
+        "(docs/datasets.md)",
+    )
     parser.add_argument("--out", required=True, metavar="MODEL_DIR", help="model folder")
     lo = parser.add_argument_group("loss")
-    lo.add_argument("--loss", default="l2",
-                    help="l1 or l2, or a full loss name such as l2+s+f-nonlinear")
+    lo.add_argument(
+        "--loss", default="l2", help="l1 or l2, or a full loss name such as l2+s+f-nonlinear"
+    )
     lo.add_argument("--spatial", default="none", help="A_S profile: none, linear, nonlinear")
-    lo.add_argument("--frequency", default="none", help="A_F profile: none, linear, nonlinear, sqrt")
-    lo.add_argument("--directional", default="none",
-                    help="A_D profile (directional, streak-oriented frequency weight, "
-                         "spectral mode only): none, linear, nonlinear, sqrt")
-    lo.add_argument("--order", default="sf",
-                    help="sf (S then F or D) or fs (F or D then S)")
-    lo.add_argument("--mode", default=None,
-                    help="paper or spectral (default: paper; spectral with --directional "
-                         "or a directional loss name)")
-    lo.add_argument("--normalize-weights", action="store_true",
-                    help="rescale the weight maps to mean 1")
-    lo.add_argument("--loss-scale", type=float, default=1.0, metavar="X",
-                    help="multiply the loss by X (the scale-matched control of an amplified "
-                         "loss: the plain loss with its effective scale)")
+    lo.add_argument(
+        "--frequency", default="none", help="A_F profile: none, linear, nonlinear, sqrt"
+    )
+    lo.add_argument(
+        "--directional",
+        default="none",
+        help="A_D profile (directional, streak-oriented frequency weight, "
+        "spectral mode only): none, linear, nonlinear, sqrt",
+    )
+    lo.add_argument("--order", default="sf", help="sf (S then F or D) or fs (F or D then S)")
+    lo.add_argument(
+        "--mode",
+        default=None,
+        help="paper or spectral (default: paper; spectral with --directional "
+        "or a directional loss name)",
+    )
+    lo.add_argument(
+        "--normalize-weights", action="store_true", help="rescale the weight maps to mean 1"
+    )
+    lo.add_argument(
+        "--loss-scale",
+        type=float,
+        default=1.0,
+        metavar="X",
+        help="multiply the loss by X (the scale-matched control of an amplified "
+        "loss: the plain loss with its effective scale)",
+    )
     add_training_arguments(parser, seed=True)
     t = parser.add_argument_group("run")
-    t.add_argument("--resume", action="store_true",
-                   help="continue the stopped run in --out (loss, model and data settings "
-                        "come from its config; --epochs/--patience may be raised)")
-    t.add_argument("--no-progress", dest="progress", action="store_false",
-                   help="no progress bar (shown by default)")
+    t.add_argument(
+        "--resume",
+        action="store_true",
+        help="continue the stopped run in --out (loss, model and data settings "
+        "come from its config; --epochs/--patience may be raised)",
+    )
+    t.add_argument(
+        "--no-progress",
+        dest="progress",
+        action="store_false",
+        help="no progress bar (shown by default)",
+    )
 
 
 def _read(path: str, what: str):
@@ -141,8 +167,13 @@ def _loss_config(args):
         name = str(args.loss).strip().lower()
         if name in ("l1", "l2"):
             return LossConfig(
-                loss=name, spatial=args.spatial, frequency=args.frequency, order=args.order,
-                mode=args.mode, normalize=bool(args.normalize_weights), scale=args.loss_scale,
+                loss=name,
+                spatial=args.spatial,
+                frequency=args.frequency,
+                order=args.order,
+                mode=args.mode,
+                normalize=bool(args.normalize_weights),
+                scale=args.loss_scale,
                 directional=args.directional,
             )
         overrides = {}
@@ -164,8 +195,12 @@ def _resume_config(args, out: Path):
     from ..train import resume_config
 
     try:
-        return resume_config(out, epochs=getattr(args, "epochs", None),
-                             patience=getattr(args, "patience", None), device=args.device)
+        return resume_config(
+            out,
+            epochs=getattr(args, "epochs", None),
+            patience=getattr(args, "patience", None),
+            device=args.device,
+        )
     except (CheckpointError, ValueError) as exc:
         raise CLIError(str(exc)) from None
 
@@ -206,13 +241,17 @@ def _duration(seconds: float) -> str:
 def estimate_text(est) -> str:
     """The line ``dfct train`` prints on a CPU once the first steps are timed."""
     steps = f"{est.steps} step{'s' if est.steps != 1 else ''}"
-    text = (f"on the CPU one epoch takes about {_duration(est.seconds)} ({steps} of "
-            f"{_duration(est.seconds_per_step)} and validation, timed on the first steps)")
+    text = (
+        f"on the CPU one epoch takes about {_duration(est.seconds)} ({steps} of "
+        f"{_duration(est.seconds_per_step)} and validation, timed on the first steps)"
+    )
     if est.epochs > 1:
         text += f", up to {_duration(est.seconds * est.epochs)} for {est.epochs} epochs"
     if est.preset == "paper":
-        text += ("; the paper preset (31 M parameters) is meant for a GPU: --preset small "
-                 "trains much faster")
+        text += (
+            "; the paper preset (31 M parameters) is meant for a GPU: --preset small "
+            "trains much faster"
+        )
     return text
 
 
@@ -271,8 +310,9 @@ def run(args: argparse.Namespace) -> int:
         x = _read(str(in_path), "input")
         y = _read(str(tg_path), "target")
         if x.ndim == 2:
-            raise CLIError(f"input {in_path} is a single 2-D slice; training needs at least "
-                           "2 slices")
+            raise CLIError(
+                f"input {in_path} is a single 2-D slice; training needs at least 2 slices"
+            )
         try:
             validate_pair(x, y, patch=config.patch)
         except ValueError as exc:
@@ -288,10 +328,25 @@ def run(args: argparse.Namespace) -> int:
             raise CLIError(str(exc)) from None
 
     cancel = threading.Event()
-    gen = fit(x, y, config, out, cancel=cancel, resume=bool(args.resume), preview=False,
-              on_estimate=_on_estimate, oracle=oracle)
-    bar = tqdm(total=config.epochs, desc=f"train {loss.name}", unit="epoch",
-               file=sys.stderr, disable=not args.progress, dynamic_ncols=True)
+    gen = fit(
+        x,
+        y,
+        config,
+        out,
+        cancel=cancel,
+        resume=bool(args.resume),
+        preview=False,
+        on_estimate=_on_estimate,
+        oracle=oracle,
+    )
+    bar = tqdm(
+        total=config.epochs,
+        desc=f"train {loss.name}",
+        unit="epoch",
+        file=sys.stderr,
+        disable=not args.progress,
+        dynamic_ncols=True,
+    )
     result = None
     try:
         while True:
@@ -304,7 +359,9 @@ def run(args: argparse.Namespace) -> int:
                 bar.update(ev.epoch - 1)
             bar.update(1)
             bar.set_postfix(
-                train=_fmt(ev.train_loss), val=_fmt(ev.val_loss), lr=f"{ev.lr:.2e}",
+                train=_fmt(ev.train_loss),
+                val=_fmt(ev.val_loss),
+                lr=f"{ev.lr:.2e}",
                 best=f"{_fmt(ev.best_val_loss)}@{ev.best_epoch}",
             )
     except KeyboardInterrupt:

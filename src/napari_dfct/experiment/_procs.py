@@ -71,7 +71,7 @@ def _proc_stat(pid: int) -> list[str] | None:
             text = fh.read()
     except (OSError, ValueError):
         return None
-    return text[text.rfind(")") + 2:].split()
+    return text[text.rfind(")") + 2 :].split()
 
 
 def process_start(pid: int | None = None) -> str | None:
@@ -148,8 +148,12 @@ def die_with_parent(parent_pid: int, interval: float = WATCHDOG_INTERVAL) -> Non
     _set_pdeathsig()
     if os.getppid() != parent_pid:  # the parent ended before the line above
         os._exit(1)
-    threading.Thread(target=_watch_parent, args=(parent_pid, float(interval)),
-                     name="dfct-parent-watchdog", daemon=True).start()
+    threading.Thread(
+        target=_watch_parent,
+        args=(parent_pid, float(interval)),
+        name="dfct-parent-watchdog",
+        daemon=True,
+    ).start()
 
 
 # --------------------------------------------------------------------------- signals

@@ -33,11 +33,14 @@ def num(v: float, fmt: str) -> str:
 
 def md_table(header: Sequence[str], rows: Sequence[Sequence[str]]) -> str:
     """A Markdown table (first column left-aligned, the others right-aligned)."""
+
     def esc(s):
         return str(s).replace("|", "\\|")
 
-    lines = ["| " + " | ".join(esc(h) for h in header) + " |",
-             "| " + " | ".join("---" if i == 0 else "---:" for i in range(len(header))) + " |"]
+    lines = [
+        "| " + " | ".join(esc(h) for h in header) + " |",
+        "| " + " | ".join("---" if i == 0 else "---:" for i in range(len(header))) + " |",
+    ]
     lines += ["| " + " | ".join(esc(c) for c in row) + " |" for row in rows]
     return "\n".join(lines) + "\n"
 

@@ -60,9 +60,7 @@ def parse_seeds(text: str | int | Iterable[int]) -> list[int]:
                 continue
             m = re.match(r"^\s*(\d+)\s*(?:-\s*(\d+)\s*)?$", part)
             if not m:
-                raise ValueError(
-                    f"bad seed selection {text!r}: use e.g. '3', '0-9' or '0,2,5-7'"
-                )
+                raise ValueError(f"bad seed selection {text!r}: use e.g. '3', '0-9' or '0,2,5-7'")
             lo = int(m.group(1))
             hi = int(m.group(2)) if m.group(2) is not None else lo
             if hi < lo:

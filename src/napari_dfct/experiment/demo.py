@@ -53,17 +53,34 @@ class DemoSettings:
 def demo_settings(quick: bool = False) -> DemoSettings:
     """The demo's sizes; ``quick``: a smoke version (seconds: 64x64 slices, two seeds)."""
     if quick:
-        return DemoSettings(size=64, train_slices=8, test_slices=3, preset="small", epochs=10,
-                            patience=10, batch_size=8, patch=32, patches_per_slice=8, seeds=2)
+        return DemoSettings(
+            size=64,
+            train_slices=8,
+            test_slices=3,
+            preset="small",
+            epochs=10,
+            patience=10,
+            batch_size=8,
+            patch=32,
+            patches_per_slice=8,
+            seeds=2,
+        )
     return DemoSettings()
 
 
-def _simulate(folder: Path, n_slices: int, size: int, seed: int, s: DemoSettings,
-              say: Callable[[str], None]) -> Path:
+def _simulate(
+    folder: Path, n_slices: int, size: int, seed: int, s: DemoSettings, say: Callable[[str], None]
+) -> Path:
     from ..simulate import save_simulation, simulate_dfct
 
-    wanted = {"n_slices": n_slices, "size": size, "seed": seed, "n_views": s.n_views,
-              "rotations": s.rotations, "specimens": True}
+    wanted = {
+        "n_slices": n_slices,
+        "size": size,
+        "seed": seed,
+        "n_views": s.n_views,
+        "rotations": s.rotations,
+        "specimens": True,
+    }
     stamp = folder / "simulation-request.json"
     if (folder / "meta.json").is_file() and stamp.is_file() and read_json(stamp) == wanted:
         say(f"reusing the simulation in {folder}")
@@ -75,15 +92,24 @@ def _simulate(folder: Path, n_slices: int, size: int, seed: int, s: DemoSettings
     sim = simulate_dfct(n_slices=n_slices, size=size, seed=seed, specimens=True, **phys)
     save_simulation(sim, folder)
     atomic_write_json(stamp, wanted)
-    say(f"simulated {n_slices} independent specimens of {size}x{size} (seed {seed}) in "
-        f"{time.perf_counter() - t0:.0f} s -> {folder}")
+    say(
+        f"simulated {n_slices} independent specimens of {size}x{size} (seed {seed}) in "
+        f"{time.perf_counter() - t0:.0f} s -> {folder}"
+    )
     return folder
 
 
-def run_demo(out_dir: str | os.PathLike = "dfct-demo", *, seeds: int | None = None,
-             epochs: int | None = None, device: str = "auto", quick: bool = False,
-             jobs: int = 2, progress: bool = True,
-             print_fn: Callable[[str], None] | None = None) -> dict:
+def run_demo(
+    out_dir: str | os.PathLike = "dfct-demo",
+    *,
+    seeds: int | None = None,
+    epochs: int | None = None,
+    device: str = "auto",
+    quick: bool = False,
+    jobs: int = 2,
+    progress: bool = True,
+    print_fn: Callable[[str], None] | None = None,
+) -> dict:
     """Run the demo end to end and write its table and figures under ``out_dir``.
 
     Parameters
@@ -135,15 +161,34 @@ def run_demo(out_dir: str | os.PathLike = "dfct-demo", *, seeds: int | None = No
 
     train_dir = _simulate(out / "data" / "train", s.train_slices, s.size, 0, s, say)
     test_dir = _simulate(out / "data" / "test", s.test_slices, s.size, 1000, s, say)
-    config = TrainConfig(preset=s.preset, epochs=n_epochs, patience=min(s.patience, n_epochs),
-                         batch_size=s.batch_size, patch=s.patch,
-                         patches_per_slice=s.patches_per_slice, device=device)
+    config = TrainConfig(
+        preset=s.preset,
+        epochs=n_epochs,
+        patience=min(s.patience, n_epochs),
+        batch_size=s.batch_size,
+        patch=s.patch,
+        patches_per_slice=s.patches_per_slice,
+        device=device,
+    )
     grid_dir = out / "grid"
-    say(f"training {len(DEMO_CONFIGS)} configurations x {n_seeds} seeds (preset {s.preset}, "
-        f"{n_epochs} epochs, {s.patches_per_slice} patches of {s.patch}x{s.patch} per slice)")
-    run_grid(train_dir, test_dir, grid_dir, list(DEMO_CONFIGS), list(range(n_seeds)), config,
-             executor="local", jobs=jobs, device=device, progress=progress, print_fn=print_fn,
-             report=False)
+    say(
+        f"training {len(DEMO_CONFIGS)} configurations x {n_seeds} seeds (preset {s.preset}, "
+        f"{n_epochs} epochs, {s.patches_per_slice} patches of {s.patch}x{s.patch} per slice)"
+    )
+    run_grid(
+        train_dir,
+        test_dir,
+        grid_dir,
+        list(DEMO_CONFIGS),
+        list(range(n_seeds)),
+        config,
+        executor="local",
+        jobs=jobs,
+        device=device,
+        progress=progress,
+        print_fn=print_fn,
+        report=False,
+    )
     files = grid_report(grid_dir)
 
     reference = read_json(grid_dir / "reference.json")
@@ -166,9 +211,13 @@ def run_demo(out_dir: str | os.PathLike = "dfct-demo", *, seeds: int | None = No
     from .report import violin_figure
 
     written["demo-violins.png"] = violin_figure(
-        summary, list(metrics), reference, out / "demo-violins.png",
+        summary,
+        list(metrics),
+        reference,
+        out / "demo-violins.png",
         title=f"Held-out test specimens (median over slices), {n_seeds} "
-              f"seed{'s' if n_seeds != 1 else ''} per configuration")
+        f"seed{'s' if n_seeds != 1 else ''} per configuration",
+    )
 
     for key, name in (("panel-l2", "demo-panel.png"),):
         if key in files:
@@ -183,8 +232,13 @@ def run_demo(out_dir: str | os.PathLike = "dfct-demo", *, seeds: int | None = No
         "paired": paired,
         "files": {**{k: Path(v) for k, v in files.items()}, **written},
         "seconds": seconds,
-        "settings": {**s.__dict__, "seeds": n_seeds, "epochs": n_epochs, "device": device,
-                     "quick": quick},
+        "settings": {
+            **s.__dict__,
+            "seeds": n_seeds,
+            "epochs": n_epochs,
+            "device": device,
+            "quick": quick,
+        },
     }
     atomic_write_json(out / "demo.json", {"seconds": seconds, "settings": result["settings"]})
     return result

@@ -113,11 +113,13 @@ def _short_error(exc: BaseException) -> str:
 
 
 def _summary_line(rec: dict) -> str:
-    return (f"{rec['name']:<22} seed {rec['seed']:<3} CNR {_fmt(rec.get('cnr'))}"
-            f"  FWHM {_fmt(rec.get('fwhm'))}  PSNR {_fmt(rec.get('psnr'))}"
-            f"  SSIM {_fmt(rec.get('ssim'))}  epochs {rec.get('epochs_run')}"
-            f" (best {rec.get('best_epoch')}, {rec.get('stopped')})"
-            f"  {_fmt(rec.get('seconds'), '.0f')} s on {rec.get('device')}")
+    return (
+        f"{rec['name']:<22} seed {rec['seed']:<3} CNR {_fmt(rec.get('cnr'))}"
+        f"  FWHM {_fmt(rec.get('fwhm'))}  PSNR {_fmt(rec.get('psnr'))}"
+        f"  SSIM {_fmt(rec.get('ssim'))}  epochs {rec.get('epochs_run')}"
+        f" (best {rec.get('best_epoch')}, {rec.get('stopped')})"
+        f"  {_fmt(rec.get('seconds'), '.0f')} s on {rec.get('device')}"
+    )
 
 
 # --------------------------------------------------------------------------- executors
@@ -125,8 +127,9 @@ _WORKER = {"in_run": False, "stopping": False}
 """A pool worker's state: inside a run, and whether a stop signal has come."""
 
 
-def _init_worker(gpu_queue, threads: int | None,
-                 parent_pid: int | None = None) -> None:  # pragma: no cover - subprocess
+def _init_worker(
+    gpu_queue, threads: int | None, parent_pid: int | None = None
+) -> None:  # pragma: no cover - subprocess
     """Pool initializer: pin this worker to one GPU, bound its CPU threads, end it with
     its parent (:func:`die_with_parent`), leave ``SIGINT`` to the parent (Ctrl-C reaches
     the whole process group; the parent stops the workers) and stop the current run on
@@ -256,8 +259,8 @@ def _run_local(specs, jobs, on_done, bar):
             def callback(ev, label=label):
                 if bar is not None:
                     bar.set_postfix_str(
-                        f"{label} epoch {ev.epoch}/{ev.epochs} val {ev.val_loss:.4g}",
-                        refresh=True)
+                        f"{label} epoch {ev.epoch}/{ev.epochs} val {ev.val_loss:.4g}", refresh=True
+                    )
 
             try:
                 rec = run_one(spec, callback=callback)
@@ -278,8 +281,12 @@ def _run_local(specs, jobs, on_done, bar):
         queue = ctx.Queue()
         for i in range(jobs):
             queue.put(gpus[i % len(gpus)])
-    pool = cf.ProcessPoolExecutor(max_workers=jobs, mp_context=ctx, initializer=_init_worker,
-                                  initargs=(queue, threads, os.getpid()))
+    pool = cf.ProcessPoolExecutor(
+        max_workers=jobs,
+        mp_context=ctx,
+        initializer=_init_worker,
+        initargs=(queue, threads, os.getpid()),
+    )
     futures: dict = {}
     try:
         futures = {pool.submit(_pool_run, spec): spec for spec in specs}
@@ -299,13 +306,15 @@ def _run_local(specs, jobs, on_done, bar):
         pool.shutdown(wait=True)
 
 
-def _run_submitit(specs, cluster, slurm: SlurmOptions, out_dir: Path, wait: bool, on_done,
-                  poll: float = 2.0):
+def _run_submitit(
+    specs, cluster, slurm: SlurmOptions, out_dir: Path, wait: bool, on_done, poll: float = 2.0
+):
     try:
         import submitit
     except ImportError as exc:  # pragma: no cover - depends on the environment
-        raise ValueError("the slurm executor needs submitit: pip install 'napari-dfct[slurm]'") \
-            from exc
+        raise ValueError(
+            "the slurm executor needs submitit: pip install 'napari-dfct[slurm]'"
+        ) from exc
     folder = Path(slurm.folder) if slurm.folder else out_dir / "slurm"
     folder.mkdir(parents=True, exist_ok=True)
     executor = submitit.AutoExecutor(folder=str(folder), cluster=cluster)
@@ -331,13 +340,18 @@ def _run_submitit(specs, cluster, slurm: SlurmOptions, out_dir: Path, wait: bool
         executor.update_parameters(**params)
     except (ValueError, TypeError, NameError) as exc:  # submitit: NameError on unknown names
         raise ValueError(f"bad Slurm parameters: {str(exc).splitlines()[0]}") from None
-    specs = [dict(s, threads=int(slurm.cpus_per_job) if slurm.cpus_per_job else None)
-             for s in specs]
+    specs = [
+        dict(s, threads=int(slurm.cpus_per_job) if slurm.cpus_per_job else None) for s in specs
+    ]
     jobs = executor.map_array(run_one, specs)
-    submitted = [{"name": s["name"], "seed": s["seed"], "job_id": str(j.job_id)}
-                 for s, j in zip(specs, jobs)]
-    atomic_write_json(out_dir / f"submitted-{timestamp()}.json",
-                      {"executor": cluster, "folder": str(folder), "jobs": submitted})
+    submitted = [
+        {"name": s["name"], "seed": s["seed"], "job_id": str(j.job_id)}
+        for s, j in zip(specs, jobs)
+    ]
+    atomic_write_json(
+        out_dir / f"submitted-{timestamp()}.json",
+        {"executor": cluster, "folder": str(folder), "jobs": submitted},
+    )
     for item in submitted:
         _log(out_dir, {"status": "submitted", **item})
     if not wait:
@@ -361,13 +375,28 @@ def _run_submitit(specs, cluster, slurm: SlurmOptions, out_dir: Path, wait: bool
     return jobs
 
 
-def run_grid(train: Any, test: Any, out_dir: str | os.PathLike, configs: Iterable | None = None,
-             seeds: Iterable[int] | str = (0,), train_config: Any = None, executor: str = "local",
-             jobs: int = 1, *, roi: dict | None = None, device: str | None = None,
-             slurm: SlurmOptions | dict | None = None, wait: bool = True, report: bool = True,
-             progress: bool = True, print_fn: Callable[[str], None] | None = None,
-             keep_state: bool = False, resume: bool = False,
-             stale_after: float = 1800.0, controls: bool = False) -> Path:
+def run_grid(
+    train: Any,
+    test: Any,
+    out_dir: str | os.PathLike,
+    configs: Iterable | None = None,
+    seeds: Iterable[int] | str = (0,),
+    train_config: Any = None,
+    executor: str = "local",
+    jobs: int = 1,
+    *,
+    roi: dict | None = None,
+    device: str | None = None,
+    slurm: SlurmOptions | dict | None = None,
+    wait: bool = True,
+    report: bool = True,
+    progress: bool = True,
+    print_fn: Callable[[str], None] | None = None,
+    keep_state: bool = False,
+    resume: bool = False,
+    stale_after: float = 1800.0,
+    controls: bool = False,
+) -> Path:
     """Train and evaluate every (configuration, seed) of a grid; skip finished runs.
 
     Parameters
@@ -444,13 +473,30 @@ def run_grid(train: Any, test: Any, out_dir: str | os.PathLike, configs: Iterabl
     _check_options(executor, jobs)
     jobs = int(jobs)
     out_dir = Path(out_dir).resolve()
-    _, specs = prepare_grid(train, test, out_dir, configs, seeds, train_config, roi=roi,
-                            device=device, keep_state=keep_state, resume=resume,
-                            controls=controls)
+    _, specs = prepare_grid(
+        train,
+        test,
+        out_dir,
+        configs,
+        seeds,
+        train_config,
+        roi=roi,
+        device=device,
+        keep_state=keep_state,
+        resume=resume,
+        controls=controls,
+    )
     todo, skipped, busy, unknown = _sort_runs(specs, out_dir, stale_after)
 
-    bar = tqdm(total=len(specs) - len(busy), initial=skipped, desc="grid", unit="run",
-               file=sys.stderr, disable=not progress, dynamic_ncols=True)
+    bar = tqdm(
+        total=len(specs) - len(busy),
+        initial=skipped,
+        desc="grid",
+        unit="run",
+        file=sys.stderr,
+        disable=not progress,
+        dynamic_ncols=True,
+    )
     say = print_fn or (lambda s: tqdm.write(s, file=sys.stderr))
     if progress:
         _announce(say, out_dir, len(specs), skipped, unknown, busy)
@@ -469,8 +515,10 @@ def run_grid(train: Any, test: Any, out_dir: str | os.PathLike, configs: Iterabl
                 if not wait:
                     bar.close()
                     if progress:
-                        say(f"submitted {len(todo)} runs; when they have finished, run "
-                            f"`dfct grid-report {out_dir}`")
+                        say(
+                            f"submitted {len(todo)} runs; when they have finished, run "
+                            f"`dfct grid-report {out_dir}`"
+                        )
                     return out_dir
     finally:
         bar.close()
@@ -487,8 +535,9 @@ def _check_options(executor: str, jobs: Any) -> None:
         raise ValueError(f"jobs must be >= 1, got {jobs}")
 
 
-def _sort_runs(specs: list[dict], out_dir: Path, stale_after: float
-               ) -> tuple[list[dict], int, list[tuple[dict, str]], list[str]]:
+def _sort_runs(
+    specs: list[dict], out_dir: Path, stale_after: float
+) -> tuple[list[dict], int, list[tuple[dict, str]], list[str]]:
     """Sort the runs of a grid into those to do, finished ones and busy ones.
 
     A finished run (``metrics.json``) is skipped; a run trained elsewhere (a fresh
@@ -507,8 +556,9 @@ def _sort_runs(specs: list[dict], out_dir: Path, stale_after: float
     unknown : list of str
         Earlier Slurm job ids whose state Slurm did not report.
     """
-    unfinished = [(s["name"], s["seed"]) for s in specs
-                  if not (Path(s["run_dir"]) / METRICS_FILE).is_file()]
+    unfinished = [
+        (s["name"], s["seed"]) for s in specs if not (Path(s["run_dir"]) / METRICS_FILE).is_file()
+    ]
     queued, unknown = queued_runs(out_dir, unfinished)
     todo, skipped, busy = [], 0, []
     for spec in specs:
@@ -520,34 +570,58 @@ def _sort_runs(specs: list[dict], out_dir: Path, stale_after: float
         info = running_elsewhere(run_dir, stale_after)
         q = queued.get((spec["name"], spec["seed"]))
         if info is not None:
-            why = (f"is being trained elsewhere (host {info.get('host')}, pid "
-                   f"{info.get('pid')}, last heartbeat {info['age_s']:.0f} s ago)")
+            why = (
+                f"is being trained elsewhere (host {info.get('host')}, pid "
+                f"{info.get('pid')}, last heartbeat {info['age_s']:.0f} s ago)"
+            )
             busy.append((spec, why))
-            _log(out_dir, {"status": "running-elsewhere", "name": spec["name"],
-                           "seed": spec["seed"], "host": info.get("host"),
-                           "pid": info.get("pid"), "heartbeat_age_s": info["age_s"]})
+            _log(
+                out_dir,
+                {
+                    "status": "running-elsewhere",
+                    "name": spec["name"],
+                    "seed": spec["seed"],
+                    "host": info.get("host"),
+                    "pid": info.get("pid"),
+                    "heartbeat_age_s": info["age_s"],
+                },
+            )
             continue
         if q is not None:
             busy.append((spec, f"is {q['state'].lower()} as Slurm job {q['job_id']}"))
-            _log(out_dir, {"status": "queued", "name": spec["name"], "seed": spec["seed"],
-                           **q})
+            _log(out_dir, {"status": "queued", "name": spec["name"], "seed": spec["seed"], **q})
             continue
         if run_dir.exists() and not _can_resume(spec):
             dest = _move_aside(run_dir)
-            _log(out_dir, {"status": "moved-aside", "name": spec["name"], "seed": spec["seed"],
-                           "to": str(dest)})
+            _log(
+                out_dir,
+                {
+                    "status": "moved-aside",
+                    "name": spec["name"],
+                    "seed": spec["seed"],
+                    "to": str(dest),
+                },
+            )
         todo.append(spec)
     return todo, skipped, busy, unknown
 
 
-def _announce(say: Callable[[str], None], out_dir: Path, n_runs: int, skipped: int,
-              unknown: list[str], busy: list[tuple[dict, str]]) -> None:
+def _announce(
+    say: Callable[[str], None],
+    out_dir: Path,
+    n_runs: int,
+    skipped: int,
+    unknown: list[str],
+    busy: list[tuple[dict, str]],
+) -> None:
     """Say which runs are skipped or left alone before the grid starts."""
     if skipped:
         say(f"{skipped} of {n_runs} runs already finished in {out_dir}: skipped")
     if unknown:
-        say(f"could not ask Slurm about {len(unknown)} earlier job(s) (e.g. {unknown[0]}); if "
-            "they are still queued, their runs will be trained twice")
+        say(
+            f"could not ask Slurm about {len(unknown)} earlier job(s) (e.g. {unknown[0]}); if "
+            "they are still queued, their runs will be trained twice"
+        )
     for spec, why in busy:
         say(f"{spec['name']} seed {spec['seed']} {why}: left alone")
 
@@ -559,15 +633,33 @@ def _on_done(out_dir: Path, failures: list, bar, say: Callable[[str], None] | No
     def on_done(spec, rec, exc):
         if exc is not None:
             failures.append((spec, exc))
-            _log(out_dir, {"status": "failed", "name": spec["name"], "seed": spec["seed"],
-                           "error": _short_error(exc)})
+            _log(
+                out_dir,
+                {
+                    "status": "failed",
+                    "name": spec["name"],
+                    "seed": spec["seed"],
+                    "error": _short_error(exc),
+                },
+            )
             if say is not None:
-                say(f"{spec['name']:<22} seed {spec['seed']:<3} FAILED: {_short_error(exc)} "
-                    f"(see {Path(spec['run_dir']) / 'error.txt'})")
+                say(
+                    f"{spec['name']:<22} seed {spec['seed']:<3} FAILED: {_short_error(exc)} "
+                    f"(see {Path(spec['run_dir']) / 'error.txt'})"
+                )
         else:
-            _log(out_dir, {"status": rec.get("status", "trained"), "name": rec["name"],
-                           "seed": rec["seed"], "cnr": rec.get("cnr"), "fwhm": rec.get("fwhm"),
-                           "epochs_run": rec.get("epochs_run"), "seconds": rec.get("seconds")})
+            _log(
+                out_dir,
+                {
+                    "status": rec.get("status", "trained"),
+                    "name": rec["name"],
+                    "seed": rec["seed"],
+                    "cnr": rec.get("cnr"),
+                    "fwhm": rec.get("fwhm"),
+                    "epochs_run": rec.get("epochs_run"),
+                    "seconds": rec.get("seconds"),
+                },
+            )
             if say is not None:
                 say(_summary_line(rec))
         bar.update(1)
@@ -583,5 +675,7 @@ def _finish(out_dir: Path, failures: list[tuple[dict, BaseException]], report: b
         grid_report(out_dir)
     if failures:
         names = ", ".join(f"{s['name']} seed {s['seed']}" for s, _ in failures)
-        raise GridRunError(f"{len(failures)} run(s) failed: {names} (see {out_dir / LOG_FILE}); "
-                           "start the grid again to redo them")
+        raise GridRunError(
+            f"{len(failures)} run(s) failed: {names} (see {out_dir / LOG_FILE}); "
+            "start the grid again to redo them"
+        )

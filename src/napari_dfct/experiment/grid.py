@@ -62,5 +62,13 @@ __all__ = [
 ]
 
 # also importable from here, as before the split
-_REEXPORTED = (METRICS_FILE, PREDICTION_FILE, REFERENCE_FILE, RUNNING_FILE, RUNS_DIR,
-               TEST_SLICE_DIR, _init_worker, _visible_gpus)
+_REEXPORTED = (
+    METRICS_FILE,
+    PREDICTION_FILE,
+    REFERENCE_FILE,
+    RUNNING_FILE,
+    RUNS_DIR,
+    TEST_SLICE_DIR,
+    _init_worker,
+    _visible_gpus,
+)

@@ -125,15 +125,20 @@ def make_configs(
     if names:
         # a name says its own mode and normalisation ("-spectral", "-norm"); the options
         # switch them on for every name, never off
-        over = {**({"mode": mode} if mode != "paper" else {}),
-                **({"normalize": True} if normalize else {})}
+        over = {
+            **({"mode": mode} if mode != "paper" else {}),
+            **({"normalize": True} if normalize else {}),
+        }
         configs = [LossConfig.from_name(str(n).strip(), **over) for n in names]
     else:
         schemes = [_canonical_scheme(s) for s in schemes]
-        configs = paper_configs(losses=tuple(str(x).strip().lower() for x in losses),
-                                schemes=tuple(schemes),
-                                profiles=tuple(str(p).strip().lower() for p in profiles),
-                                mode=mode, normalize=normalize)
+        configs = paper_configs(
+            losses=tuple(str(x).strip().lower() for x in losses),
+            schemes=tuple(schemes),
+            profiles=tuple(str(p).strip().lower() for p in profiles),
+            mode=mode,
+            normalize=normalize,
+        )
     out, seen = [], set()
     for c in configs:
         if c.name not in seen:
@@ -144,8 +149,9 @@ def make_configs(
     return out
 
 
-def add_controls(configs: Sequence, shape: Sequence[int], patch: int | None
-                 ) -> tuple[list, dict[str, str]]:
+def add_controls(
+    configs: Sequence, shape: Sequence[int], patch: int | None
+) -> tuple[list, dict[str, str]]:
     """Append each amplified configuration's scale-matched control to ``configs``.
 
     The control is the plain loss times the configuration's effective loss scale on
@@ -181,12 +187,25 @@ def _volume_shape(path: str | os.PathLike) -> tuple[int, ...]:
 
 def _canonical_scheme(s: str) -> str:
     key = str(s).strip().upper().replace(" ", "")
-    table = {"NONE": "none", "BASELINE": "none", "S": "S", "F": "F", "S+F": "S+F", "SF": "S+F",
-             "F+S": "F+S", "FS": "F+S", "D": "D", "S+D": "S+D", "SD": "S+D", "D+S": "D+S",
-             "DS": "D+S"}
+    table = {
+        "NONE": "none",
+        "BASELINE": "none",
+        "S": "S",
+        "F": "F",
+        "S+F": "S+F",
+        "SF": "S+F",
+        "F+S": "F+S",
+        "FS": "F+S",
+        "D": "D",
+        "S+D": "S+D",
+        "SD": "S+D",
+        "D+S": "D+S",
+        "DS": "D+S",
+    }
     if key not in table:
-        raise ValueError(f"unknown amplification scheme {s!r}: use none, S, F, S+F, F+S, "
-                         "D, S+D or D+S")
+        raise ValueError(
+            f"unknown amplification scheme {s!r}: use none, S, F, S+F, F+S, D, S+D or D+S"
+        )
     return table[key]
 
 
@@ -205,8 +224,10 @@ def _find_file(folder: Path, stem: str, required: bool = True) -> Path | None:
 
 
 def _is_pair_of_arrays(obj: Any) -> bool:
-    return isinstance(obj, (tuple, list)) and len(obj) in (2, 3) and all(
-        isinstance(a, np.ndarray) for a in obj
+    return (
+        isinstance(obj, (tuple, list))
+        and len(obj) in (2, 3)
+        and all(isinstance(a, np.ndarray) for a in obj)
     )
 
 
@@ -243,8 +264,10 @@ def _resolve_train(train: Any, out_dir: Path) -> dict:
         folder = Path(train)
         if not folder.is_dir():
             raise ValueError(f"training data folder {folder} does not exist")
-        return {"input": str(_find_file(folder, "input").resolve()),
-                "target": str(_find_file(folder, "target").resolve())}
+        return {
+            "input": str(_find_file(folder, "input").resolve()),
+            "target": str(_find_file(folder, "target").resolve()),
+        }
     if isinstance(train, dict):
         paths = {k: Path(train[k]) for k in ("input", "target")}
     elif isinstance(train, (tuple, list)) and len(train) == 2:
@@ -268,7 +291,9 @@ def _is_dataset(path: Path) -> bool:
 
     return (path / PAIRS_FILE).is_file() or any(
         _find_file(sub, "input", required=False) is not None
-        for sub in path.iterdir() if sub.is_dir())
+        for sub in path.iterdir()
+        if sub.is_dir()
+    )
 
 
 def _train_fingerprints(train_data: dict) -> dict:
@@ -278,8 +303,12 @@ def _train_fingerprints(train_data: dict) -> dict:
         return {f"train_{k}": fingerprint(v) for k, v in train_data.items()}
     from ..io.dataset import read_pairs
 
-    return {"train_scans": [[p.name, fingerprint(p.input), fingerprint(p.target), p.slices]
-                            for p in read_pairs(train_data["pairs"])]}
+    return {
+        "train_scans": [
+            [p.name, fingerprint(p.input), fingerprint(p.target), p.slices]
+            for p in read_pairs(train_data["pairs"])
+        ]
+    }
 
 
 def _train_slice_shape(train_data: dict) -> tuple[int, ...]:
@@ -298,11 +327,16 @@ def _test_stack(path: Path):
 
     data = load_scans(path)
     if len(set(data.shapes)) != 1:
-        raise ValueError(f"the test scans of {path} differ in slice size "
-                         f"({describe_scans(data)}); the grid measures the test set as one "
-                         "stack: choose test slices of one size")
-    return SimpleNamespace(input=np.stack(data.inputs), target=np.stack(data.targets),
-                           meta={"scans": [[str(n), int(z)] for n, z in data.origins]})
+        raise ValueError(
+            f"the test scans of {path} differ in slice size "
+            f"({describe_scans(data)}); the grid measures the test set as one "
+            "stack: choose test slices of one size"
+        )
+    return SimpleNamespace(
+        input=np.stack(data.inputs),
+        target=np.stack(data.targets),
+        meta={"scans": [[str(n), int(z)] for n, z in data.origins]},
+    )
 
 
 def _mask_name(meta: dict | None) -> str:
@@ -320,8 +354,11 @@ def _resolve_test(test: Any, out_dir: Path) -> dict:
         test = _test_stack(Path(test))
     if hasattr(test, "input") and hasattr(test, "target") and not isinstance(test, (str, Path)):
         meta = dict(getattr(test, "meta", None) or {})
-        arrays = {"input": test.input, "target": test.target,
-                  "truth": getattr(test, "truth", None)}
+        arrays = {
+            "input": test.input,
+            "target": test.target,
+            "truth": getattr(test, "truth", None),
+        }
         folder = out_dir / "data" / "test"
         for k, a in arrays.items():
             if a is not None:
@@ -331,16 +368,18 @@ def _resolve_test(test: Any, out_dir: Path) -> dict:
         if meta:
             meta_path = folder / "meta.json"
             if meta_path.is_file() and read_json(meta_path) != json_safe(meta):
-                raise ValueError(f"{meta_path} holds another test set; use another output "
-                                 "folder")
+                raise ValueError(f"{meta_path} holds another test set; use another output folder")
             atomic_write_json(meta_path, meta)
         test = folder
     if isinstance(test, (str, os.PathLike)):
         folder = Path(test)
         if not folder.is_dir():
             raise ValueError(f"test data folder {folder} does not exist")
-        out = {"input": _find_file(folder, "input"), "target": _find_file(folder, "target"),
-               "truth": _find_file(folder, "truth", required=False)}
+        out = {
+            "input": _find_file(folder, "input"),
+            "target": _find_file(folder, "target"),
+            "truth": _find_file(folder, "truth", required=False),
+        }
         meta_path = folder / "meta.json"
         out["meta"] = read_json(meta_path) if meta_path.is_file() else None
         mask = folder / _mask_name(out["meta"])
@@ -377,8 +416,9 @@ def _resolve_rois(meta: dict | None, roi: dict | None, n_slices: int) -> list[di
     from ..roi import ROISet
 
     options = {k: v for k, v in dict(roi or {}).items() if k != "slice"}
-    return [ROISet.from_meta(meta, n_slices, **options, slice=k).to_dict()
-            for k in range(n_slices)]
+    return [
+        ROISet.from_meta(meta, n_slices, **options, slice=k).to_dict() for k in range(n_slices)
+    ]
 
 
 def _to_slice(vol: np.ndarray, z: int) -> np.ndarray:
@@ -429,8 +469,10 @@ def _check_oracle_data(configs, train_data: dict) -> None:
     if not oracles:
         return
     if "pairs" in train_data:
-        raise ValueError(f"{oracles[0]}: an oracle loss trains on one simulated volume, "
-                         "not on a data set of scans (--pairs)")
+        raise ValueError(
+            f"{oracles[0]}: an oracle loss trains on one simulated volume, "
+            "not on a data set of scans (--pairs)"
+        )
     from ..simulate import oracle_folder
 
     oracle_folder(train_data["input"])
@@ -479,11 +521,20 @@ def fingerprint(path: str | os.PathLike, chunk: int = 1 << 20) -> dict:
     return {"bytes": size, "sha256": h.hexdigest()}
 
 
-def prepare_grid(train: Any, test: Any, out_dir: str | os.PathLike,
-                 configs: Iterable | None = None, seeds: Iterable[int] | str = (0,),
-                 train_config: Any = None, *,
-                 roi: dict | None = None, device: str | None = None, keep_state: bool = False,
-                 resume: bool = False, controls: bool = False) -> tuple[dict, list[dict]]:
+def prepare_grid(
+    train: Any,
+    test: Any,
+    out_dir: str | os.PathLike,
+    configs: Iterable | None = None,
+    seeds: Iterable[int] | str = (0,),
+    train_config: Any = None,
+    *,
+    roi: dict | None = None,
+    device: str | None = None,
+    keep_state: bool = False,
+    resume: bool = False,
+    controls: bool = False,
+) -> tuple[dict, list[dict]]:
     """Write the grid's settings and test slice, and return them with one spec per run.
 
     Creates ``OUT/grid.json``, ``OUT/test-slice/*.tif`` and ``OUT/reference.json``. A grid
@@ -516,8 +567,12 @@ def prepare_grid(train: Any, test: Any, out_dir: str | os.PathLike,
     out_dir.mkdir(parents=True, exist_ok=True)
     if configs is None:
         configs = make_configs()
-    configs = [LossConfig.from_name(c) if isinstance(c, str)
-               else (LossConfig.from_dict(c) if isinstance(c, dict) else c) for c in configs]
+    configs = [
+        LossConfig.from_name(c)
+        if isinstance(c, str)
+        else (LossConfig.from_dict(c) if isinstance(c, dict) else c)
+        for c in configs
+    ]
     seeds = parse_seeds(seeds)
     train_data = _resolve_train(train, out_dir)
     _check_oracle_data(configs, train_data)
@@ -526,16 +581,19 @@ def prepare_grid(train: Any, test: Any, out_dir: str | os.PathLike,
     run_device = device or tdict.get("device") or "auto"
     control_of: dict[str, str] = {}
     if controls:
-        configs, control_of = add_controls(configs, _train_slice_shape(train_data),
-                                           tdict.get("patch"))
+        configs, control_of = add_controls(
+            configs, _train_slice_shape(train_data), tdict.get("patch")
+        )
     tensorboard = bool(tdict.get("tensorboard", False))  # a log: not a grid setting
     for k in _PER_RUN_KEYS:
         tdict.pop(k, None)
 
     roi, rois, volumes = _test_set(test_paths, roi)
     test_files = {k: test_paths[k] for k in ("input", "target", "truth")}
-    data = {**_train_fingerprints(train_data),
-            **{f"test_{k}": fingerprint(v) if v else None for k, v in test_files.items()}}
+    data = {
+        **_train_fingerprints(train_data),
+        **{f"test_{k}": fingerprint(v) if v else None for k, v in test_files.items()},
+    }
     if test_paths.get("mask"):  # only then: grids without a mask keep their settings
         test_files["mask"] = test_paths["mask"]
         data["test_mask"] = fingerprint(test_paths["mask"])
@@ -564,23 +622,25 @@ def prepare_grid(train: Any, test: Any, out_dir: str | os.PathLike,
     specs = []
     for c in configs:
         for s in seeds:
-            specs.append({
-                "name": c.name,
-                "seed": int(s),
-                "run_dir": str(out_dir / RUNS_DIR / c.name / f"seed-{s}"),
-                "loss": json_safe(c.to_dict()),
-                "train": tdict,
-                "device": run_device,
-                "threads": None,
-                "keep_state": bool(keep_state),
-                "tensorboard": tensorboard,
-                "resume": bool(resume),
-                "train_data": train_data,
-                "test_slice": {k: slice_paths.get(k) for k in ("input", "target", "truth")},
-                "test": test_files,
-                "roi": roi,
-                "rois": rois,
-            })
+            specs.append(
+                {
+                    "name": c.name,
+                    "seed": int(s),
+                    "run_dir": str(out_dir / RUNS_DIR / c.name / f"seed-{s}"),
+                    "loss": json_safe(c.to_dict()),
+                    "train": tdict,
+                    "device": run_device,
+                    "threads": None,
+                    "keep_state": bool(keep_state),
+                    "tensorboard": tensorboard,
+                    "resume": bool(resume),
+                    "train_data": train_data,
+                    "test_slice": {k: slice_paths.get(k) for k in ("input", "target", "truth")},
+                    "test": test_files,
+                    "roi": roi,
+                    "rois": rois,
+                }
+            )
     return settings, specs
 
 
@@ -636,8 +696,7 @@ def _merge_settings(settings: dict, old: dict, out_dir: Path) -> None:
             "measured on every test slice are not mixed with it: use another output folder"
         )
     a, b = _comparable(json_safe(old)), _comparable(json_safe(settings))
-    diff = [k for k in a
-            if json.dumps(a[k], sort_keys=True) != json.dumps(b[k], sort_keys=True)]
+    diff = [k for k in a if json.dumps(a[k], sort_keys=True) != json.dumps(b[k], sort_keys=True)]
     if diff:
         raise ValueError(
             f"{out_dir} holds a grid made with other settings ({', '.join(diff)} differ); "
@@ -646,8 +705,10 @@ def _merge_settings(settings: dict, old: dict, out_dir: Path) -> None:
     merged = dict(old.get("configs", {}))
     for name, d in settings["configs"].items():
         if name in merged and not _same_loss(merged[name], d):
-            raise ValueError(f"{out_dir} already has a configuration {name!r} with other "
-                             "loss settings (mode/normalisation); use another output folder")
+            raise ValueError(
+                f"{out_dir} already has a configuration {name!r} with other "
+                "loss settings (mode/normalisation); use another output folder"
+            )
         merged[name] = d
     settings["configs"] = merged
     settings["controls"] = {**old.get("controls", {}), **settings["controls"]}
@@ -669,9 +730,14 @@ def _write_test_slice(out_dir: Path, volumes: dict, roi: dict, rois: list[dict])
         slice_paths[k] = str(write_volume(slice_dir / f"{k}.tif", _to_slice(vol, z)))
     reference = {"slice": z, "roi": roi, "n_slices": len(rois)}
     for k, vol in images.items():
-        reference[k] = measure_slices(vol, rois, truth=volumes["truth"],
-                                      target=volumes["target"], mask=volumes["mask"],
-                                      representative=z)
+        reference[k] = measure_slices(
+            vol,
+            rois,
+            truth=volumes["truth"],
+            target=volumes["target"],
+            mask=volumes["mask"],
+            representative=z,
+        )
     atomic_write_json(out_dir / REFERENCE_FILE, reference)
     return slice_paths
 
@@ -689,8 +755,9 @@ def grid_status(out_dir: str | os.PathLike) -> dict:
     out_dir = Path(out_dir)
     settings = read_json(out_dir / GRID_FILE)
     status = {"done": [], "incomplete": [], "missing": [], "aside": []}
-    expected = [(n, int(s)) for n in settings.get("configs", {})
-                for s in settings.get("seeds", [])]
+    expected = [
+        (n, int(s)) for n in settings.get("configs", {}) for s in settings.get("seeds", [])
+    ]
     runs = out_dir / RUNS_DIR
     found = set()
     if runs.is_dir():
@@ -712,12 +779,23 @@ def grid_status(out_dir: str | os.PathLike) -> dict:
     return status
 
 
-_ACTIVE_SLURM_STATES = {"PENDING", "RUNNING", "REQUEUED", "CONFIGURING", "COMPLETING",
-                        "SUSPENDED", "RESIZING", "READY", "REQUEUE_HOLD", "REQUEUE_FED"}
+_ACTIVE_SLURM_STATES = {
+    "PENDING",
+    "RUNNING",
+    "REQUEUED",
+    "CONFIGURING",
+    "COMPLETING",
+    "SUSPENDED",
+    "RESIZING",
+    "READY",
+    "REQUEUE_HOLD",
+    "REQUEUE_FED",
+}
 
 
-def queued_runs(out_dir: str | os.PathLike, pending: Iterable[tuple[str, int]] | None = None
-                ) -> tuple[dict, list[str]]:
+def queued_runs(
+    out_dir: str | os.PathLike, pending: Iterable[tuple[str, int]] | None = None
+) -> tuple[dict, list[str]]:
     """Runs of earlier Slurm submissions (``OUT/submitted-*.json``) still queued or running.
 
     Asks Slurm (``sacct``, through submitit) once for all earlier arrays.
@@ -757,8 +835,9 @@ def queued_runs(out_dir: str | os.PathLike, pending: Iterable[tuple[str, int]] |
         import submitit
     except ImportError:  # pragma: no cover
         return {}, [job_id for _, job_id, _ in items]
-    jobs = [(key, submitit.SlurmJob(folder=folder, job_id=job_id))
-            for key, job_id, folder in items]
+    jobs = [
+        (key, submitit.SlurmJob(folder=folder, job_id=job_id)) for key, job_id, folder in items
+    ]
     jobs[0][1].get_info(mode="force")  # one sacct call for every registered array
     active, unknown = {}, []
     for key, job in jobs:
@@ -784,4 +863,3 @@ def read_log(out_dir: str | os.PathLike) -> list[dict]:
     if not path.is_file():
         return []
     return [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines() if line]
-

@@ -35,13 +35,22 @@ import numpy as np
 from ._tables import METRICS, csv_text, md_table, plt
 from .stats import HIGHER_IS_BETTER, PairedResult, paired_comparison, with_holm
 
-__all__ = ["PAIRED_METRICS", "baseline_of", "paired_figure", "paired_results",
-           "paired_tables", "parse_compare"]
+__all__ = [
+    "PAIRED_METRICS",
+    "baseline_of",
+    "paired_figure",
+    "paired_results",
+    "paired_tables",
+    "parse_compare",
+]
 
 #: Metrics compared by seed in the report.
 PAIRED_METRICS = ("cnr", "fwhm", "error_cnr", "psnr_body")
-_KINDS = {"baseline": "vs the baseline", "control": "vs the scale-matched control",
-          "pair": "for the chosen pairs"}
+_KINDS = {
+    "baseline": "vs the baseline",
+    "control": "vs the scale-matched control",
+    "pair": "for the chosen pairs",
+}
 _VERDICT_COLORS = {"better": "#2ca02c", "worse": "#d62728", "no evidence": "0.45"}
 
 
@@ -56,16 +65,29 @@ def baseline_of(name: str, summary: dict) -> str | None:
     e = summary[name]
     if _is_baseline(e):
         return None
-    family = next((n for n, b in summary.items() if _is_baseline(b)
-                   and b.get("family", b["loss"]) == e.get("family", e["loss"])), None)
+    family = next(
+        (
+            n
+            for n, b in summary.items()
+            if _is_baseline(b) and b.get("family", b["loss"]) == e.get("family", e["loss"])
+        ),
+        None,
+    )
     if family is not None:
         return family
-    return next((n for n, b in summary.items() if _is_baseline(b)
-                 and b.get("family", b["loss"]) == e["loss"]), None)
+    return next(
+        (
+            n
+            for n, b in summary.items()
+            if _is_baseline(b) and b.get("family", b["loss"]) == e["loss"]
+        ),
+        None,
+    )
 
 
-def _pairs(summary: dict, controls: dict[str, str] | None,
-           compare: Sequence[tuple[str, str]] = ()) -> list[tuple[str, str, str]]:
+def _pairs(
+    summary: dict, controls: dict[str, str] | None, compare: Sequence[tuple[str, str]] = ()
+) -> list[tuple[str, str, str]]:
     """``(configuration, reference, kind)`` for every comparison of the report."""
     pairs = []
     for name in summary:
@@ -78,8 +100,10 @@ def _pairs(summary: dict, controls: dict[str, str] | None,
     for a, b in compare:
         missing = [n for n in (a, b) if n not in summary]
         if missing:
-            raise ValueError(f"no finished run of {', '.join(map(repr, missing))} to compare; "
-                             f"configurations with runs: {', '.join(summary)}")
+            raise ValueError(
+                f"no finished run of {', '.join(map(repr, missing))} to compare; "
+                f"configurations with runs: {', '.join(summary)}"
+            )
         pairs.append((a, b, "pair"))
     return pairs
 
@@ -93,8 +117,9 @@ def parse_compare(text: str | Sequence[str] | None) -> list[tuple[str, str]]:
     for item in items:
         a, sep, b = str(item).strip().partition(":")
         if not sep or not a.strip() or not b.strip() or a.strip() == b.strip():
-            raise ValueError(f"a comparison is CONFIG:REFERENCE with two different names, "
-                             f"got {item!r}")
+            raise ValueError(
+                f"a comparison is CONFIG:REFERENCE with two different names, got {item!r}"
+            )
         out.append((a.strip(), b.strip()))
     return out
 
@@ -107,10 +132,17 @@ def _has_values(summary: dict, metric: str) -> bool:
     return any(metric in e and e[metric]["n"] > 0 for e in summary.values())
 
 
-def paired_results(summary: dict, controls: dict[str, str] | None = None,
-                   metrics: Sequence[str] = PAIRED_METRICS, *, n_boot: int = 10_000,
-                   seed: int = 0, confidence: float = 0.95, alpha: float = 0.05,
-                   compare: Sequence[tuple[str, str]] = ()) -> list[dict]:
+def paired_results(
+    summary: dict,
+    controls: dict[str, str] | None = None,
+    metrics: Sequence[str] = PAIRED_METRICS,
+    *,
+    n_boot: int = 10_000,
+    seed: int = 0,
+    confidence: float = 0.95,
+    alpha: float = 0.05,
+    compare: Sequence[tuple[str, str]] = (),
+) -> list[dict]:
     """Every paired comparison of a grid summary (:func:`~.report.summarize`).
 
     ``compare`` adds chosen pairs ``(configuration, reference)`` (e.g. a directional
@@ -137,14 +169,22 @@ def paired_results(summary: dict, controls: dict[str, str] | None = None,
         for m in metrics:
             if not kind_pairs or not _has_values(summary, m):
                 continue
-            results = [paired_comparison(_by_seed(summary[a], m), _by_seed(summary[b], m),
-                                         higher_is_better=HIGHER_IS_BETTER.get(m, True),
-                                         confidence=confidence, n_boot=n_boot, seed=seed,
-                                         alpha=alpha)
-                       for a, b in kind_pairs]
+            results = [
+                paired_comparison(
+                    _by_seed(summary[a], m),
+                    _by_seed(summary[b], m),
+                    higher_is_better=HIGHER_IS_BETTER.get(m, True),
+                    confidence=confidence,
+                    n_boot=n_boot,
+                    seed=seed,
+                    alpha=alpha,
+                )
+                for a, b in kind_pairs
+            ]
             for (a, b), r in zip(kind_pairs, with_holm(results)):
-                rows.append({"configuration": a, "reference": b, "kind": kind, "metric": m,
-                             "result": r})
+                rows.append(
+                    {"configuration": a, "reference": b, "kind": kind, "metric": m, "result": r}
+                )
     return rows
 
 
@@ -174,31 +214,75 @@ def paired_tables(rows: list[dict]) -> dict:
                     continue
                 res: PairedResult = r["result"]
                 verdict = res.verdict if res.verdict == "no evidence" else f"**{res.verdict}**"
-                table.append([r["configuration"], r["reference"], str(res.n),
-                              _fmt_diff(res.median),
-                              f"[{_fmt_diff(res.ci_low)}, {_fmt_diff(res.ci_high)}]",
-                              _p(res.p), _p(res.p_holm), verdict])
+                table.append(
+                    [
+                        r["configuration"],
+                        r["reference"],
+                        str(res.n),
+                        _fmt_diff(res.median),
+                        f"[{_fmt_diff(res.ci_low)}, {_fmt_diff(res.ci_high)}]",
+                        _p(res.p),
+                        _p(res.p_holm),
+                        verdict,
+                    ]
+                )
             conf = rows[0]["result"].confidence
-            header = ["configuration", "compared with", "n seeds", f"median Δ {label}",
-                      f"{conf:.0%} CI", "p (Wilcoxon)", "p (Holm)", "verdict"]
-            md_parts.append(f"### {label} {title} ({good} is better)\n\n"
-                            + md_table(header, table))
-    header = ["kind", "configuration", "reference", "metric", "good", "n", "median_diff",
-              "ci_low", "ci_high", "statistic", "p", "p_holm", "verdict", "seeds",
-              "differences"]
+            header = [
+                "configuration",
+                "compared with",
+                "n seeds",
+                f"median Δ {label}",
+                f"{conf:.0%} CI",
+                "p (Wilcoxon)",
+                "p (Holm)",
+                "verdict",
+            ]
+            md_parts.append(
+                f"### {label} {title} ({good} is better)\n\n" + md_table(header, table)
+            )
+    header = [
+        "kind",
+        "configuration",
+        "reference",
+        "metric",
+        "good",
+        "n",
+        "median_diff",
+        "ci_low",
+        "ci_high",
+        "statistic",
+        "p",
+        "p_holm",
+        "verdict",
+        "seeds",
+        "differences",
+    ]
     lines = []
     for r in rows:
         res = r["result"]
-        lines.append([r["kind"], r["configuration"], r["reference"], r["metric"],
-                      "higher" if res.higher_is_better else "lower", res.n, res.median,
-                      res.ci_low, res.ci_high, res.statistic, res.p, res.p_holm, res.verdict,
-                      " ".join(str(s) for s in res.seeds),
-                      " ".join(repr(float(d)) for d in res.differences)])
+        lines.append(
+            [
+                r["kind"],
+                r["configuration"],
+                r["reference"],
+                r["metric"],
+                "higher" if res.higher_is_better else "lower",
+                res.n,
+                res.median,
+                res.ci_low,
+                res.ci_high,
+                res.statistic,
+                res.p,
+                res.p_holm,
+                res.verdict,
+                " ".join(str(s) for s in res.seeds),
+                " ".join(repr(float(d)) for d in res.differences),
+            ]
+        )
     return {"markdown": "\n".join(md_parts), "csv": csv_text(header, lines)}
 
 
-def paired_figure(rows: list[dict], path: str | os.PathLike, title: str | None = None
-                  ) -> Path:
+def paired_figure(rows: list[dict], path: str | os.PathLike, title: str | None = None) -> Path:
     """The paired differences with their intervals, one panel per metric.
 
     Each comparison is one line: the per-seed differences (dots), their median (marker,
@@ -210,8 +294,9 @@ def paired_figure(rows: list[dict], path: str | os.PathLike, title: str | None =
     labels = list(dict.fromkeys(_row_label(r) for r in rows))
     n = max(len(metrics), 1)
     height = max(2.6, 0.32 * len(labels) + 1.4)
-    fig, axes = pyplot.subplots(1, n, figsize=(3.6 * n + 1.6, height), dpi=110,
-                                squeeze=False, sharey=True)
+    fig, axes = pyplot.subplots(
+        1, n, figsize=(3.6 * n + 1.6, height), dpi=110, squeeze=False, sharey=True
+    )
     ypos = {label: i for i, label in enumerate(labels)}
     rng = np.random.default_rng(0)
     for ax, m in zip(axes[0], metrics):
@@ -221,8 +306,7 @@ def paired_figure(rows: list[dict], path: str | os.PathLike, title: str | None =
             res, y = r["result"], ypos[_row_label(r)]
             d = np.asarray(res.differences, dtype=float)
             if d.size:
-                ax.scatter(d, y + rng.uniform(-0.12, 0.12, d.size), s=8, color="0.6",
-                           zorder=2)
+                ax.scatter(d, y + rng.uniform(-0.12, 0.12, d.size), s=8, color="0.6", zorder=2)
             color = _VERDICT_COLORS.get(res.verdict, "0.45")
             if math.isfinite(res.ci_low) and math.isfinite(res.ci_high):
                 ax.hlines(y, res.ci_low, res.ci_high, color=color, lw=2.2, zorder=3)
@@ -240,11 +324,13 @@ def paired_figure(rows: list[dict], path: str | os.PathLike, title: str | None =
     axes[0][0].set_ylim(len(labels) - 0.5, -0.5)
     from matplotlib.lines import Line2D
 
-    handles = [Line2D([], [], color=c, marker="o", lw=2, label=v)
-               for v, c in _VERDICT_COLORS.items()]
+    handles = [
+        Line2D([], [], color=c, marker="o", lw=2, label=v) for v, c in _VERDICT_COLORS.items()
+    ]
     fig.legend(handles=handles, loc="lower center", ncol=3, fontsize=7, frameon=False)
-    fig.suptitle(title or "Paired differences by seed: median and 95 % bootstrap interval",
-                 fontsize=9)
+    fig.suptitle(
+        title or "Paired differences by seed: median and 95 % bootstrap interval", fontsize=9
+    )
     fig.tight_layout(rect=(0, 0.06, 1, 1))
     fig.savefig(path)
     pyplot.close(fig)
@@ -253,4 +339,3 @@ def paired_figure(rows: list[dict], path: str | os.PathLike, title: str | None =
 
 def _row_label(r: dict) -> str:
     return f"{r['configuration']} − {r['reference']}"
-

@@ -52,8 +52,16 @@ __all__ = [
 ]
 
 #: Rows of the paper's table, from the amplification scheme.
-ROW_ORDER = {"none": "baseline", "S": "+S", "F": "+F", "S+F": "+S+F", "F+S": "+F+S",
-             "D": "+D", "S+D": "+S+D", "D+S": "+D+S"}
+ROW_ORDER = {
+    "none": "baseline",
+    "S": "+S",
+    "F": "+F",
+    "S+F": "+S+F",
+    "F+S": "+F+S",
+    "D": "+D",
+    "S+D": "+S+D",
+    "D+S": "+D+S",
+}
 PROFILES = ("linear", "nonlinear")
 PROFILE_LABEL = {"linear": "linear", "nonlinear": "non-linear"}
 
@@ -96,10 +104,19 @@ def _config_info(rec_or_dict: dict) -> dict:
     from ..losses import LossConfig
 
     cfg = LossConfig.from_dict(rec_or_dict)
-    family = cfg.loss + ("-spectral" if cfg.mode == "spectral" else "") + \
-        ("-norm" if cfg.normalize else "")
-    return {"name": cfg.name, "loss": cfg.loss, "scheme": cfg.scheme, "profile": cfg.profile,
-            "family": family, "scale": cfg.scale}
+    family = (
+        cfg.loss
+        + ("-spectral" if cfg.mode == "spectral" else "")
+        + ("-norm" if cfg.normalize else "")
+    )
+    return {
+        "name": cfg.name,
+        "loss": cfg.loss,
+        "scheme": cfg.scheme,
+        "profile": cfg.profile,
+        "family": family,
+        "scale": cfg.scale,
+    }
 
 
 def summarize(records: Sequence[dict], metrics: Sequence[str] = tuple(METRICS)) -> dict:
@@ -165,8 +182,9 @@ def _cell(stats: dict | None, fmt: str, n_expected: int | None = None, bold: boo
 
 
 # --------------------------------------------------------------------------- tables
-def paper_table(summary: dict, loss: str, reference: dict | None = None,
-                n_expected: int | None = None) -> dict:
+def paper_table(
+    summary: dict, loss: str, reference: dict | None = None, n_expected: int | None = None
+) -> dict:
     """The paper's table for one loss: rows baseline, +S, +F, +S+F, +F+S.
 
     ``loss`` is a family (``"l2"``, or ``"l2-spectral"`` / ``"l2-norm"`` for the other
@@ -206,13 +224,17 @@ def paper_table(summary: dict, loss: str, reference: dict | None = None,
     for col in columns:
         if col[0] != "cnr":
             continue
-        meds = [(r["cells"][col]["median"], i) for i, r in enumerate(table_rows)
-                if r["cells"][col] is not None and math.isfinite(r["cells"][col]["median"])]
+        meds = [
+            (r["cells"][col]["median"], i)
+            for i, r in enumerate(table_rows)
+            if r["cells"][col] is not None and math.isfinite(r["cells"][col]["median"])
+        ]
         if meds:
             best[col] = max(meds)[0]
 
-    header = [loss.upper()] + [f"{METRICS[m][0].split(' ')[0]} {PROFILE_LABEL[p]}"
-                               for m, p in columns]
+    header = [loss.upper()] + [
+        f"{METRICS[m][0].split(' ')[0]} {PROFILE_LABEL[p]}" for m, p in columns
+    ]
     md_rows, csv_rows = [], []
     for r in table_rows:
         md = [r["label"]]
@@ -242,12 +264,16 @@ def paper_table(summary: dict, loss: str, reference: dict | None = None,
             md_rows.append(md)
             csv_rows.append(cs)
     csv_header = ["row"] + [f"{m}_{p}_{s}" for m, p in columns for s in ("median", "std", "n")]
-    return {"markdown": _md_table(header, md_rows), "csv": _csv_text(csv_header, csv_rows),
-            "rows": table_rows}
+    return {
+        "markdown": _md_table(header, md_rows),
+        "csv": _csv_text(csv_header, csv_rows),
+        "rows": table_rows,
+    }
 
 
-def controls_table(summary: dict, control_of: dict[str, str],
-                   metrics: Sequence[str] = ("cnr", "fwhm")) -> dict | None:
+def controls_table(
+    summary: dict, control_of: dict[str, str], metrics: Sequence[str] = ("cnr", "fwhm")
+) -> dict | None:
     """Each amplified configuration next to its scale-matched control and the baseline.
 
     ``control_of`` maps configuration names to control names (``grid.json``'s
@@ -260,8 +286,16 @@ def controls_table(summary: dict, control_of: dict[str, str],
         ctrl = control_of.get(name)
         if ctrl is None or ctrl not in summary:
             continue
-        base = next((b for b in summary.values() if b["scheme"] == "none"
-                     and b.get("scale", 1.0) == 1.0 and b["family"] == e["loss"]), None)
+        base = next(
+            (
+                b
+                for b in summary.values()
+                if b["scheme"] == "none"
+                and b.get("scale", 1.0) == 1.0
+                and b["family"] == e["loss"]
+            ),
+            None,
+        )
         rows.append((name, summary[ctrl], e, base))
     if not rows:
         return None
@@ -280,25 +314,37 @@ def controls_table(summary: dict, control_of: dict[str, str],
                 cs.append(st["median"] if st else float("nan"))
         md_rows.append(md)
         csv_rows.append(cs)
-    csv_header = ["configuration", "control"] + [f"{m}_{k}" for m in metrics
-                                                 for k in ("config", "control", "baseline")]
+    csv_header = ["configuration", "control"] + [
+        f"{m}_{k}" for m in metrics for k in ("config", "control", "baseline")
+    ]
     return {"markdown": _md_table(header, md_rows), "csv": _csv_text(csv_header, csv_rows)}
 
 
-def comparison_rows(summary: dict, reference: dict | None,
-                    metrics: Sequence[str] = ("cnr", "fwhm", "psnr", "ssim")) -> list[dict]:
+def comparison_rows(
+    summary: dict, reference: dict | None, metrics: Sequence[str] = ("cnr", "fwhm", "psnr", "ssim")
+) -> list[dict]:
     """Rows input, every configuration (median over seeds), target, truth, for ``metrics``."""
     rows = []
     ref = reference or {}
     if ref.get("input"):
-        rows.append({"label": "input", "kind": "reference",
-                     **{m: _stats([ref["input"].get(m)]) for m in metrics}})
+        rows.append(
+            {
+                "label": "input",
+                "kind": "reference",
+                **{m: _stats([ref["input"].get(m)]) for m in metrics},
+            }
+        )
     for name, e in summary.items():
         rows.append({"label": name, "kind": "model", **{m: e[m] for m in metrics}})
     for key in ("target", "truth"):
         if ref.get(key):
-            rows.append({"label": key, "kind": "reference",
-                         **{m: _stats([ref[key].get(m)]) for m in metrics}})
+            rows.append(
+                {
+                    "label": key,
+                    "kind": "reference",
+                    **{m: _stats([ref[key].get(m)]) for m in metrics},
+                }
+            )
     return rows
 
 
@@ -316,19 +362,29 @@ def _comparison_tables(rows: list[dict], metrics: Sequence[str]) -> tuple[str, s
                 md.append(_num(st["median"], fmt))
         md.append(str(r[metrics[0]]["n_runs"]) if r["kind"] == "model" else "")
         md_rows.append(md)
-        csv_rows.append([r["label"]] + [x for m in metrics for x in (r[m]["median"], r[m]["std"],
-                                                                     r[m]["n"])])
+        csv_rows.append(
+            [r["label"]] + [x for m in metrics for x in (r[m]["median"], r[m]["std"], r[m]["n"])]
+        )
     csv_header = ["image"] + [f"{m}_{s}" for m in metrics for s in ("median", "std", "n")]
     return _md_table(header, md_rows), _csv_text(csv_header, csv_rows)
 
 
 # --------------------------------------------------------------------------- figures
-_SCHEME_COLORS = {"none": "0.55", "S": "#1f77b4", "F": "#ff7f0e", "S+F": "#2ca02c",
-                  "F+S": "#9467bd", "D": "#d62728", "S+D": "#8c564b", "D+S": "#e377c2"}
+_SCHEME_COLORS = {
+    "none": "0.55",
+    "S": "#1f77b4",
+    "F": "#ff7f0e",
+    "S+F": "#2ca02c",
+    "F+S": "#9467bd",
+    "D": "#d62728",
+    "S+D": "#8c564b",
+    "D+S": "#e377c2",
+}
 
 
-def _violin_ax(ax, summary: dict, metric: str, reference: dict | None, rotate: bool = True
-               ) -> None:
+def _violin_ax(
+    ax, summary: dict, metric: str, reference: dict | None, rotate: bool = True
+) -> None:
     names = list(summary)
     rng = np.random.default_rng(0)
     for i, name in enumerate(names):
@@ -337,8 +393,9 @@ def _violin_ax(ax, summary: dict, metric: str, reference: dict | None, rotate: b
         vals = vals[np.isfinite(vals)]
         color = _SCHEME_COLORS.get(e["scheme"], "0.3")
         if vals.size >= 2 and np.ptp(vals) > 0:
-            parts = ax.violinplot([vals], positions=[i], widths=0.8, showmedians=True,
-                                  showextrema=False)
+            parts = ax.violinplot(
+                [vals], positions=[i], widths=0.8, showmedians=True, showextrema=False
+            )
             for body in parts["bodies"]:
                 body.set_facecolor(color)
                 body.set_edgecolor("k")
@@ -347,8 +404,15 @@ def _violin_ax(ax, summary: dict, metric: str, reference: dict | None, rotate: b
         elif vals.size:
             ax.hlines(np.median(vals), i - 0.3, i + 0.3, color="k", lw=1.5)
         if vals.size:
-            ax.scatter(i + rng.uniform(-0.08, 0.08, vals.size), vals, s=12, color=color,
-                       edgecolor="k", linewidths=0.4, zorder=3)
+            ax.scatter(
+                i + rng.uniform(-0.08, 0.08, vals.size),
+                vals,
+                s=12,
+                color=color,
+                edgecolor="k",
+                linewidths=0.4,
+                zorder=3,
+            )
     # the truth's own CNR can be far off the scale (no noise), and it is the PSNR/SSIM
     # reference itself: only the input and the target are drawn
     styles = {"input": ("--", "C3"), "target": (":", "0.2")}
@@ -357,8 +421,9 @@ def _violin_ax(ax, summary: dict, metric: str, reference: dict | None, rotate: b
         if math.isfinite(v):
             ax.axhline(v, ls=ls, color=col, lw=1.2, label=key)
     ax.set_xticks(range(len(names)))
-    ax.set_xticklabels(names, rotation=40 if rotate else 0, ha="right" if rotate else "center",
-                       fontsize=8)
+    ax.set_xticklabels(
+        names, rotation=40 if rotate else 0, ha="right" if rotate else "center", fontsize=8
+    )
     ax.set_xlim(-0.7, len(names) - 0.3)
     ax.set_ylabel(METRICS[metric][0])
     ax.grid(axis="y", alpha=0.3)
@@ -378,8 +443,13 @@ def _violin(summary: dict, metric: str, reference: dict | None, path: Path) -> P
     return path
 
 
-def violin_figure(summary: dict, metrics: Sequence[str], reference: dict | None,
-                  path: str | os.PathLike, title: str | None = None) -> Path:
+def violin_figure(
+    summary: dict,
+    metrics: Sequence[str],
+    reference: dict | None,
+    path: str | os.PathLike,
+    title: str | None = None,
+) -> Path:
     """Violin plots of several metrics side by side, one panel per metric.
 
     Each configuration is a violin over its seeds (points: the seeds), the input's value a
@@ -416,8 +486,11 @@ def _draw_rois(ax, roi: dict) -> None:
     size = float(roi["roi_size"])
     for key, color in (("signal_center", "#ff3b30"), ("background_center", "#00c7ff")):
         r, c = roi[key]
-        ax.add_patch(Rectangle((c - size / 2, r - size / 2), size, size, fill=False,
-                               edgecolor=color, lw=1.0))
+        ax.add_patch(
+            Rectangle(
+                (c - size / 2, r - size / 2), size, size, fill=False, edgecolor=color, lw=1.0
+            )
+        )
     (r0, c0), (r1, c1) = roi["line"]
     ax.plot([c0, c1], [r0, r1], color="#ffd60a", lw=1.0)
 
@@ -427,8 +500,9 @@ def _panel(images: list[tuple[str, np.ndarray]], roi: dict, path: Path, title: s
     n = len(images)
     ncols = n if n <= 6 else (math.ceil(n / 2) if n <= 12 else 6)
     nrows = math.ceil(n / ncols)
-    fig, axes = plt.subplots(nrows, ncols, figsize=(2.6 * ncols, 2.85 * nrows + 0.3), dpi=110,
-                             squeeze=False)
+    fig, axes = plt.subplots(
+        nrows, ncols, figsize=(2.6 * ncols, 2.85 * nrows + 0.3), dpi=110, squeeze=False
+    )
     ref = next((img for label, img in images if label.startswith("target")), images[0][1])
     vmin, vmax = (float(v) for v in np.nanpercentile(ref, [1, 99]))
     if not vmax > vmin:
@@ -451,8 +525,9 @@ def _present(metric: str, summary: dict, reference: dict) -> bool:
     """Whether any run or reference image has a finite value of ``metric``."""
     if any(metric in e and e[metric]["n"] > 0 for e in summary.values()):
         return True
-    return any(math.isfinite(to_float((reference.get(k) or {}).get(metric)))
-               for k in ("input", "target"))
+    return any(
+        math.isfinite(to_float((reference.get(k) or {}).get(metric))) for k in ("input", "target")
+    )
 
 
 def _report_metrics(summary: dict, reference: dict) -> list[str]:
@@ -462,8 +537,12 @@ def _report_metrics(summary: dict, reference: dict) -> list[str]:
     if not reference.get("truth"):
         return ["cnr", "fwhm", "psnr_target", "ssim_target"]
     optional = ("error_cnr", "psnr_body", "ssim_body", "rmse_body")
-    return ["cnr", "fwhm"] + [m for m in optional[:1] if _present(m, summary, reference)] + \
-        ["psnr", "ssim"] + [m for m in optional[1:] if _present(m, summary, reference)]
+    return (
+        ["cnr", "fwhm"]
+        + [m for m in optional[:1] if _present(m, summary, reference)]
+        + ["psnr", "ssim"]
+        + [m for m in optional[1:] if _present(m, summary, reference)]
+    )
 
 
 def _slice_value(record: dict, key: str, z: int | None) -> float:
@@ -475,10 +554,33 @@ def _slice_value(record: dict, key: str, z: int | None) -> float:
     return to_float(record.get(key))
 
 
-_RUN_KEYS = ["name", "seed", "cnr", "cnr_stderr", "fwhm", "fwhm_stderr", "error_cnr", "psnr",
-             "ssim", "psnr_body", "ssim_body", "rmse_body", "psnr_target", "ssim_target",
-             "signal_mean", "signal_std", "background_mean", "background_std", "n_slices",
-             "epochs_run", "best_epoch", "best_val_loss", "stopped", "seconds", "device"]
+_RUN_KEYS = [
+    "name",
+    "seed",
+    "cnr",
+    "cnr_stderr",
+    "fwhm",
+    "fwhm_stderr",
+    "error_cnr",
+    "psnr",
+    "ssim",
+    "psnr_body",
+    "ssim_body",
+    "rmse_body",
+    "psnr_target",
+    "ssim_target",
+    "signal_mean",
+    "signal_std",
+    "background_mean",
+    "background_std",
+    "n_slices",
+    "epochs_run",
+    "best_epoch",
+    "best_val_loss",
+    "stopped",
+    "seconds",
+    "device",
+]
 
 
 def _load(out_dir: Path) -> tuple[dict, dict, list[dict], dict]:
@@ -487,8 +589,7 @@ def _load(out_dir: Path) -> tuple[dict, dict, list[dict], dict]:
     if not (out_dir / GRID_FILE).is_file():
         raise ValueError(f"{out_dir} is not a grid folder (no {GRID_FILE})")
     settings = read_json(out_dir / GRID_FILE)
-    reference = read_json(out_dir / REFERENCE_FILE) if (out_dir / REFERENCE_FILE).is_file() \
-        else {}
+    reference = read_json(out_dir / REFERENCE_FILE) if (out_dir / REFERENCE_FILE).is_file() else {}
     records = collect_runs(out_dir)
     summary = summarize(records)
     # order configurations as in the grid settings, then anything else found on disk
@@ -497,14 +598,22 @@ def _load(out_dir: Path) -> tuple[dict, dict, list[dict], dict]:
     return settings, reference, records, {n: summary[n] for n in order}
 
 
-def _panels(out_dir: Path, rdir: Path, summary: dict, records: list[dict], reference: dict,
-            roi: dict, files: dict) -> tuple[list[str], dict]:
+def _panels(
+    out_dir: Path,
+    rdir: Path,
+    summary: dict,
+    records: list[dict],
+    reference: dict,
+    roi: dict,
+    files: dict,
+) -> tuple[list[str], dict]:
     """The Fig.-3-like panel of each loss family: input, target, truth and each
     configuration's representative prediction on the representative test slice."""
     z = reference.get("slice", roi.get("slice"))
     n_slices = reference.get("n_slices")
-    slices = {k: _read2d(out_dir / TEST_SLICE_DIR / f"{k}.tif")
-              for k in ("input", "target", "truth")}
+    slices = {
+        k: _read2d(out_dir / TEST_SLICE_DIR / f"{k}.tif") for k in ("input", "target", "truth")
+    }
     by_name: dict[str, list[dict]] = {}
     for rec in records:
         by_name.setdefault(rec["name"], []).append(rec)
@@ -524,26 +633,34 @@ def _panels(out_dir: Path, rdir: Path, summary: dict, records: list[dict], refer
             representatives[name] = seed
             if pred is None:
                 continue
-            images.append((f"{name} (seed {seed})\n"
-                           f"CNR {_num(_slice_value(rec, 'cnr', z), '.2f')}  "
-                           f"FWHM {_num(_slice_value(rec, 'fwhm', z), '.1f')}", pred))
+            images.append(
+                (
+                    f"{name} (seed {seed})\n"
+                    f"CNR {_num(_slice_value(rec, 'cnr', z), '.2f')}  "
+                    f"FWHM {_num(_slice_value(rec, 'fwhm', z), '.1f')}",
+                    pred,
+                )
+            )
         if images:
             where = f"test slice {z}" + (f" of {n_slices}" if n_slices else "")
             files[f"panel-{loss}"] = _panel(
-                images, roi, rdir / f"panel-{loss}.png",
+                images,
+                roi,
+                rdir / f"panel-{loss}.png",
                 f"{loss.upper()}: {where}, representative seeds (median CNR over the test "
-                "slices closest to the median over seeds); values on this slice")
+                "slices closest to the median over seeds); values on this slice",
+            )
             figures.append(f"panel-{loss}.png")
     return figures, representatives
 
 
-def _paired_section(summary: dict, settings: dict, rdir: Path, files: dict, n_boot: int,
-                    compare=()) -> list[str]:
+def _paired_section(
+    summary: dict, settings: dict, rdir: Path, files: dict, n_boot: int, compare=()
+) -> list[str]:
     """Write ``paired.md``/``.csv``/``.png`` (:mod:`.paired`); the report's section."""
     from .paired import paired_figure, paired_results, paired_tables
 
-    rows = paired_results(summary, settings.get("controls") or {}, n_boot=n_boot,
-                          compare=compare)
+    rows = paired_results(summary, settings.get("controls") or {}, n_boot=n_boot, compare=compare)
     if not rows:
         return []
     t = paired_tables(rows)
@@ -563,11 +680,18 @@ def _paired_section(summary: dict, settings: dict, rdir: Path, files: dict, n_bo
         "zero on the good (bad) side of the metric and p (Holm) < 0.05; otherwise no "
         "evidence. With 5 seeds or fewer the smallest possible p is 0.0625: such a grid "
         "can give no verdict.\n",
-        t["markdown"], "![paired.png](paired.png)\n"]
+        t["markdown"],
+        "![paired.png](paired.png)\n",
+    ]
 
 
-def grid_report(out_dir: str | os.PathLike, report_dir: str | os.PathLike | None = None, *,
-                n_boot: int = 10_000, compare=()) -> dict:
+def grid_report(
+    out_dir: str | os.PathLike,
+    report_dir: str | os.PathLike | None = None,
+    *,
+    n_boot: int = 10_000,
+    compare=(),
+) -> dict:
     """Write the tables and figures of a grid folder (complete or not).
 
     Files (under ``OUT/report`` unless ``report_dir`` is given):
@@ -620,8 +744,7 @@ def grid_report(out_dir: str | os.PathLike, report_dir: str | os.PathLike | None
         tables_md.append((loss, t["markdown"]))
 
     metrics = _report_metrics(summary, reference)
-    comp_md, comp_csv = _comparison_tables(comparison_rows(summary, reference, metrics),
-                                           metrics)
+    comp_md, comp_csv = _comparison_tables(comparison_rows(summary, reference, metrics), metrics)
     files["summary.md"] = atomic_write_text(rdir / "summary.md", comp_md)
     files["summary.csv"] = atomic_write_text(rdir / "summary.csv", comp_csv)
     ctrl = controls_table(summary, settings.get("controls") or {}, metrics[:2])
@@ -647,9 +770,13 @@ def grid_report(out_dir: str | os.PathLike, report_dir: str | os.PathLike | None
         "# Grid report\n",
         f"Grid folder: `{out_dir}`. Runs finished: {n_done}; incomplete: {n_inc}; "
         f"not started: {n_miss}; moved-aside attempts: {len(status['aside'])}.\n",
-        (f"Every run is measured on all {n_slices} test slices, each with its own ROIs; a "
-         "run's value is its median over the slices (per-slice values in each run's "
-         "metrics.json). Panels show " if n_slices > 1 else "One test slice: ")
+        (
+            f"Every run is measured on all {n_slices} test slices, each with its own ROIs; a "
+            "run's value is its median over the slices (per-slice values in each run's "
+            "metrics.json). Panels show "
+            if n_slices > 1
+            else "One test slice: "
+        )
         + f"test slice {roi.get('slice')}; ROIs {roi['roi_size']}x{roi['roi_size']} px at "
         f"{roi['signal_center']} (signal) and {roi['background_center']} (background); "
         f"edge line {roi['line']}.\n",
@@ -663,16 +790,22 @@ def grid_report(out_dir: str | os.PathLike, report_dir: str | os.PathLike | None
         lines += [f"## {loss.upper()}\n", md]
     lines += paired_md
     if ctrl is not None:
-        lines += ["## Scale-matched controls\n",
-                  "Each amplified configuration next to its control: the plain loss "
-                  "multiplied by the configuration's effective loss scale (`l2@1.47` is L2 "
-                  "times 1.47). With Adam's coupled weight decay a loss scale alone changes "
-                  "training: a difference between a configuration and its control is what "
-                  "the amplification's structure does.\n", ctrl["markdown"]]
+        lines += [
+            "## Scale-matched controls\n",
+            "Each amplified configuration next to its control: the plain loss "
+            "multiplied by the configuration's effective loss scale (`l2@1.47` is L2 "
+            "times 1.47). With Adam's coupled weight decay a loss scale alone changes "
+            "training: a difference between a configuration and its control is what "
+            "the amplification's structure does.\n",
+            ctrl["markdown"],
+        ]
     lines += ["## All metrics\n", comp_md]
     if representatives:
-        lines.append("Representative seeds: " + ", ".join(
-            f"{n}: {s}" for n, s in representatives.items()) + ".\n")
+        lines.append(
+            "Representative seeds: "
+            + ", ".join(f"{n}: {s}" for n, s in representatives.items())
+            + ".\n"
+        )
     for f in figures:
         lines.append(f"![{f}]({f})\n")
     files["report.md"] = atomic_write_text(rdir / "report.md", "\n".join(lines))

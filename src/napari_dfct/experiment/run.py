@@ -97,18 +97,23 @@ def run_one(spec: dict, callback: Callable | None = None) -> dict:
 
 def _heartbeat(run_dir: Path, started: float, epoch: int | None = None) -> None:
     """Write ``running.json``: who runs this folder, and when it last finished an epoch."""
-    atomic_write_json(run_dir / RUNNING_FILE, {
-        "host": socket.gethostname(),
-        "pid": os.getpid(),
-        "pid_start": process_start(),
-        "slurm_job_id": os.environ.get("SLURM_JOB_ID"),
-        "slurm_array": (f"{os.environ['SLURM_ARRAY_JOB_ID']}_{os.environ['SLURM_ARRAY_TASK_ID']}"
-                        if "SLURM_ARRAY_JOB_ID" in os.environ
-                        and "SLURM_ARRAY_TASK_ID" in os.environ else None),
-        "started": started,
-        "heartbeat": time.time(),
-        "epoch": epoch,
-    })
+    atomic_write_json(
+        run_dir / RUNNING_FILE,
+        {
+            "host": socket.gethostname(),
+            "pid": os.getpid(),
+            "pid_start": process_start(),
+            "slurm_job_id": os.environ.get("SLURM_JOB_ID"),
+            "slurm_array": (
+                f"{os.environ['SLURM_ARRAY_JOB_ID']}_{os.environ['SLURM_ARRAY_TASK_ID']}"
+                if "SLURM_ARRAY_JOB_ID" in os.environ and "SLURM_ARRAY_TASK_ID" in os.environ
+                else None
+            ),
+            "started": started,
+            "heartbeat": time.time(),
+            "epoch": epoch,
+        },
+    )
 
 
 def running_elsewhere(run_dir: str | os.PathLike, stale_after: float = 1800.0) -> dict | None:
@@ -132,8 +137,9 @@ def running_elsewhere(run_dir: str | os.PathLike, stale_after: float = 1800.0) -
         return None
     if age > stale_after:
         return None
-    if info.get("host") == socket.gethostname() and not pid_alive(info.get("pid", -1),
-                                                                   info.get("pid_start")):
+    if info.get("host") == socket.gethostname() and not pid_alive(
+        info.get("pid", -1), info.get("pid_start")
+    ):
         return None
     info["age_s"] = age
     return info
@@ -232,14 +238,24 @@ def _train(spec: dict, run_dir: Path, config, callback, resume: bool):
         from ..simulate import folder_angular
 
         oracle = folder_angular(spec["train_data"]["input"])
-    result = run_fit(x, y, config, out_dir=run_dir / "model", callback=callback,
-                     resume=resume, preview=False, oracle=oracle)
+    result = run_fit(
+        x,
+        y,
+        config,
+        out_dir=run_dir / "model",
+        callback=callback,
+        resume=resume,
+        preview=False,
+        oracle=oracle,
+    )
     seconds_train = time.perf_counter() - t0
     if result.stopped == "cancelled":
         raise RuntimeError(f"training of {spec['name']} seed {spec['seed']} was cancelled")
     if result.model_dir is None:
-        raise RuntimeError(f"training of {spec['name']} seed {spec['seed']} finished no epoch "
-                           "with a finite validation loss: no model to evaluate")
+        raise RuntimeError(
+            f"training of {spec['name']} seed {spec['seed']} finished no epoch "
+            "with a finite validation loss: no model to evaluate"
+        )
     return result, seconds_train, resumed_from
 
 
@@ -253,8 +269,12 @@ def _predict_and_measure(spec: dict, run_dir: Path, result, device) -> tuple[dic
     from ..io import write_volume
 
     if "rois" not in spec:  # a spec of a grid that measured one test slice
-        spec = {**spec, "test": spec["test_slice"], "rois": [spec["roi"]],
-                "roi": {**spec["roi"], "slice": 0}}
+        spec = {
+            **spec,
+            "test": spec["test_slice"],
+            "rois": [spec["roi"]],
+            "roi": {**spec["roi"], "slice": 0},
+        }
     test = read_test_set(spec["test"])
     loaded = load_model(result.model_dir or (run_dir / "model"), device=str(device))
     t1 = time.perf_counter()
@@ -262,8 +282,14 @@ def _predict_and_measure(spec: dict, run_dir: Path, result, device) -> tuple[dic
     seconds_predict = time.perf_counter() - t1
     z = int(spec["roi"]["slice"])
     write_volume(run_dir / PREDICTION_FILE, pred if pred.ndim == 2 else pred[z])
-    return measure_slices(pred, spec["rois"], truth=test["truth"], target=test["target"],
-                          mask=test["mask"], representative=z), seconds_predict
+    return measure_slices(
+        pred,
+        spec["rois"],
+        truth=test["truth"],
+        target=test["target"],
+        mask=test["mask"],
+        representative=z,
+    ), seconds_predict
 
 
 def _device_name(device) -> str:
@@ -275,4 +301,3 @@ def _device_name(device) -> str:
     except Exception:  # pragma: no cover - informative only
         pass
     return platform.processor() or platform.machine()
-

@@ -23,14 +23,35 @@ from ._util import json_safe, to_float
 __all__ = ["SLICE_KEYS", "aggregate", "measure_slice", "measure_slices"]
 
 #: Per-slice values kept in ``per_slice`` and summarised by their median over slices.
-SLICE_KEYS = ("cnr", "cnr_stderr", "fwhm", "fwhm_stderr", "error_cnr", "psnr", "ssim",
-              "psnr_body", "ssim_body", "rmse_body", "psnr_target", "ssim_target",
-              "signal_mean", "signal_std", "background_mean", "background_std",
-              "signal_error_std", "background_error_std")
+SLICE_KEYS = (
+    "cnr",
+    "cnr_stderr",
+    "fwhm",
+    "fwhm_stderr",
+    "error_cnr",
+    "psnr",
+    "ssim",
+    "psnr_body",
+    "ssim_body",
+    "rmse_body",
+    "psnr_target",
+    "ssim_target",
+    "signal_mean",
+    "signal_std",
+    "background_mean",
+    "background_std",
+    "signal_error_std",
+    "background_error_std",
+)
 
 
-def measure_slice(image: np.ndarray, roi: dict, truth: np.ndarray | None = None,
-                  target: np.ndarray | None = None, mask: np.ndarray | None = None) -> dict:
+def measure_slice(
+    image: np.ndarray,
+    roi: dict,
+    truth: np.ndarray | None = None,
+    target: np.ndarray | None = None,
+    mask: np.ndarray | None = None,
+) -> dict:
     """All metrics of one 2-D slice.
 
     :func:`napari_dfct.metrics.measure` with ``reference=truth`` (``psnr``, ``ssim``,
@@ -43,9 +64,17 @@ def measure_slice(image: np.ndarray, roi: dict, truth: np.ndarray | None = None,
     from .. import metrics
 
     image = np.asarray(image, dtype=np.float32)
-    m = dict(metrics.measure(image, roi["signal_center"], roi["background_center"],
-                             line=roi["line"], size=roi["roi_size"], reference=truth,
-                             mask=mask if truth is not None else None))
+    m = dict(
+        metrics.measure(
+            image,
+            roi["signal_center"],
+            roi["background_center"],
+            line=roi["line"],
+            size=roi["roi_size"],
+            reference=truth,
+            mask=mask if truth is not None else None,
+        )
+    )
     if truth is None:
         m["psnr"] = m["ssim"] = None
     if target is None:
@@ -84,9 +113,14 @@ def _slice_of(volume: np.ndarray | None, k: int) -> np.ndarray | None:
     return volume if volume.ndim == 2 else volume[k]
 
 
-def measure_slices(images: np.ndarray, rois: Sequence[dict] | dict,
-                   truth: np.ndarray | None = None, target: np.ndarray | None = None,
-                   mask: np.ndarray | None = None, representative: int | None = None) -> dict:
+def measure_slices(
+    images: np.ndarray,
+    rois: Sequence[dict] | dict,
+    truth: np.ndarray | None = None,
+    target: np.ndarray | None = None,
+    mask: np.ndarray | None = None,
+    representative: int | None = None,
+) -> dict:
     """Measure every slice of ``images`` with its own ROIs; medians and per-slice values.
 
     Parameters
@@ -115,10 +149,14 @@ def measure_slices(images: np.ndarray, rois: Sequence[dict] | dict,
         raise ValueError(f"{len(roi_list)} ROI sets for {n} test slices")
     per_slice = []
     for k in range(n):
-        m = measure_slice(_slice_of(images, k), roi_list[k], truth=_slice_of(truth, k),
-                          target=_slice_of(target, k), mask=_slice_of(mask, k))
-        entry = {"slice": k, **{key: m.get(key) for key in SLICE_KEYS},
-                 "reason": m.get("reason")}
+        m = measure_slice(
+            _slice_of(images, k),
+            roi_list[k],
+            truth=_slice_of(truth, k),
+            target=_slice_of(target, k),
+            mask=_slice_of(mask, k),
+        )
+        entry = {"slice": k, **{key: m.get(key) for key in SLICE_KEYS}, "reason": m.get("reason")}
         per_slice.append(entry)
     record = aggregate(per_slice)
     record.update(n_slices=n, slice=representative, per_slice=per_slice)

@@ -147,8 +147,9 @@ def _finite(value: Any) -> float:
     return v if math.isfinite(v) else _NAN
 
 
-def paired_differences(values_by_seed_a: Mapping[int, Any], values_by_seed_b: Mapping[int, Any]
-                       ) -> tuple[list[int], np.ndarray]:
+def paired_differences(
+    values_by_seed_a: Mapping[int, Any], values_by_seed_b: Mapping[int, Any]
+) -> tuple[list[int], np.ndarray]:
     """Seeds present in both mappings with finite values, and ``a - b`` for each.
 
     Values may be None, NaN or infinite (then the seed is left out: a run whose metric is
@@ -163,8 +164,9 @@ def paired_differences(values_by_seed_a: Mapping[int, Any], values_by_seed_b: Ma
     return seeds, np.asarray(diffs, dtype=np.float64)
 
 
-def bootstrap_median_ci(differences: Sequence[float], confidence: float = 0.95,
-                        n_boot: int = 10_000, seed: int = 0) -> tuple[float, float]:
+def bootstrap_median_ci(
+    differences: Sequence[float], confidence: float = 0.95, n_boot: int = 10_000, seed: int = 0
+) -> tuple[float, float]:
     """Percentile bootstrap interval of the median of ``differences``.
 
     ``n_boot`` resamples of size ``n`` with replacement from
@@ -229,8 +231,13 @@ def holm(pvalues: Sequence[float]) -> np.ndarray:
     return out
 
 
-def verdict(ci_low: float, ci_high: float, p_adjusted: float, higher_is_better: bool = True,
-            alpha: float = 0.05) -> str:
+def verdict(
+    ci_low: float,
+    ci_high: float,
+    p_adjusted: float,
+    higher_is_better: bool = True,
+    alpha: float = 0.05,
+) -> str:
     """``"better"``, ``"worse"`` or ``"no evidence"``.
 
     ``"better"``: the interval lies entirely on the good side of zero (above it when
@@ -250,10 +257,16 @@ def verdict(ci_low: float, ci_high: float, p_adjusted: float, higher_is_better: 
 
 
 # --------------------------------------------------------------------------- comparisons
-def paired_comparison(values_by_seed_a: Mapping[int, Any], values_by_seed_b: Mapping[int, Any],
-                      *, higher_is_better: bool = True, confidence: float = 0.95,
-                      n_boot: int = 10_000, seed: int = 0, alpha: float = 0.05
-                      ) -> PairedResult:
+def paired_comparison(
+    values_by_seed_a: Mapping[int, Any],
+    values_by_seed_b: Mapping[int, Any],
+    *,
+    higher_is_better: bool = True,
+    confidence: float = 0.95,
+    n_boot: int = 10_000,
+    seed: int = 0,
+    alpha: float = 0.05,
+) -> PairedResult:
     """Compare ``a`` with ``b`` paired by seed: median of ``a - b``, bootstrap interval,
     Wilcoxon p-value and verdict.
 
@@ -278,9 +291,20 @@ def paired_comparison(values_by_seed_a: Mapping[int, Any], values_by_seed_b: Map
     median = float(np.median(d)) if d.size else _NAN
     lo, hi = bootstrap_median_ci(d, confidence, n_boot, seed)
     stat, p = wilcoxon_test(d)
-    return PairedResult(tuple(seeds), tuple(float(x) for x in d), median, lo, hi, stat, p, p,
-                        verdict(lo, hi, p, higher_is_better, alpha), bool(higher_is_better),
-                        float(confidence), float(alpha))
+    return PairedResult(
+        tuple(seeds),
+        tuple(float(x) for x in d),
+        median,
+        lo,
+        hi,
+        stat,
+        p,
+        p,
+        verdict(lo, hi, p, higher_is_better, alpha),
+        bool(higher_is_better),
+        float(confidence),
+        float(alpha),
+    )
 
 
 def with_holm(results: Sequence[PairedResult]) -> list[PairedResult]:
@@ -289,6 +313,11 @@ def with_holm(results: Sequence[PairedResult]) -> list[PairedResult]:
     Use one call per family of tests: the comparisons of one table for one metric.
     """
     adjusted = holm([r.p for r in results])
-    return [replace(r, p_holm=float(q),
-                    verdict=verdict(r.ci_low, r.ci_high, float(q), r.higher_is_better, r.alpha))
-            for r, q in zip(results, adjusted)]
+    return [
+        replace(
+            r,
+            p_holm=float(q),
+            verdict=verdict(r.ci_low, r.ci_high, float(q), r.higher_is_better, r.alpha),
+        )
+        for r, q in zip(results, adjusted)
+    ]

@@ -16,5 +16,12 @@ from .package import (
     sample_input,
 )
 
-__all__ = ["ARCHITECTURE_FILE", "ExportError", "bioimageio_missing", "check_export_target",
-           "export_bioimageio", "read_sample", "sample_input"]
+__all__ = [
+    "ARCHITECTURE_FILE",
+    "ExportError",
+    "bioimageio_missing",
+    "check_export_target",
+    "export_bioimageio",
+    "read_sample",
+    "sample_input",
+]

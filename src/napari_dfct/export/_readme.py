@@ -7,13 +7,31 @@ from typing import Any
 
 from ..checkpoint.load import _scheme_text
 
-PAPER = ("Frey D., Dorosti T. et al. Structured Loss Amplification for U-Net-based "
-         "Human-scale Dark-field CT Streak Reduction. Technical University of Munich.")
+PAPER = (
+    "Frey D., Dorosti T. et al. Structured Loss Amplification for U-Net-based "
+    "Human-scale Dark-field CT Streak Reduction. Technical University of Munich."
+)
 SOURCE_URL = "https://github.com/napari-dfct/napari-dfct"
 
-_TRAIN_KEYS = ("recipe", "select", "preset", "epochs", "patience", "batch_size", "patch",
-               "patches_per_slice", "lr", "weight_decay", "optimizer", "step_size", "gamma",
-               "val_fraction", "augment", "seed", "bn_recalibration")
+_TRAIN_KEYS = (
+    "recipe",
+    "select",
+    "preset",
+    "epochs",
+    "patience",
+    "batch_size",
+    "patch",
+    "patches_per_slice",
+    "lr",
+    "weight_decay",
+    "optimizer",
+    "step_size",
+    "gamma",
+    "val_fraction",
+    "augment",
+    "seed",
+    "bn_recalibration",
+)
 
 
 def loss_text(cfg: dict) -> str:
@@ -47,15 +65,35 @@ def description_text(cfg: dict, n_params: int) -> str:
 def config_block(cfg: dict, sample_source: str) -> dict[str, Any]:
     """The ``config.napari_dfct`` entry: the model's loss, window, training recipe and
     parameters, data and selection, as napari-dfct saved them."""
-    keep = ("name", "preset", "model", "loss", "window", "train", "best_epoch",
-            "best_val_loss", "epochs_run", "data_shape", "dataset", "created", "versions")
+    keep = (
+        "name",
+        "preset",
+        "model",
+        "loss",
+        "window",
+        "train",
+        "best_epoch",
+        "best_val_loss",
+        "epochs_run",
+        "data_shape",
+        "dataset",
+        "created",
+        "versions",
+    )
     block = {k: cfg[k] for k in keep if k in cfg}
     block["test_tensor_source"] = sample_source
     return block
 
 
-def readme_text(cfg: dict, n_params: int, sample_source: str, arch_file: str,
-                weights_file: str, halo: int, smallest: int) -> str:
+def readme_text(
+    cfg: dict,
+    n_params: int,
+    sample_source: str,
+    arch_file: str,
+    weights_file: str,
+    halo: int,
+    smallest: int,
+) -> str:
     """The package's README (bioimage.io ``documentation``), in Markdown."""
     train = cfg.get("train") or {}
     window = cfg.get("window") or {}
@@ -67,27 +105,29 @@ def readme_text(cfg: dict, n_params: int, sample_source: str, arch_file: str,
     data = cfg.get("dataset") or {}
     shape = cfg.get("data_shape")
     if data.get("scans"):
-        data_text = (f"{len(data['scans'])} scans ({len(data.get('slices', []))} slices); "
-                     f"validation scans: {', '.join(data.get('val_scans', [])) or '?'}")
+        data_text = (
+            f"{len(data['scans'])} scans ({len(data.get('slices', []))} slices); "
+            f"validation scans: {', '.join(data.get('val_scans', [])) or '?'}"
+        )
     elif shape:
         data_text = f"one volume of {' x '.join(str(s) for s in shape)} (slices x rows x cols)"
     else:
         data_text = "not recorded"
-    return f"""# {cfg.get('name', 'napari-dfct model')}: DFCT streak reduction
+    return f"""# {cfg.get("name", "napari-dfct model")}: DFCT streak reduction
 
 {description_text(cfg, n_params)}
 
 ## What it does
 
 The input is one single-rotation dark-field CT slice (axes `batch, channel, y, x`, one
-channel, float32; in this package y and x are multiples of {2 ** int(arch.get('depth', 4))}
+channel, float32; in this package y and x are multiples of {2 ** int(arch.get("depth", 4))}
 of at least {smallest}, while the network itself takes any size and pads internally). The
 output is the streak-reduced slice in the same units, of the input's size; its halo of
 {halo} pixels is the network's receptive radius: a tool that predicts a large slice in
 tiles should crop that much from every tile's inner edges. The
 network is a 2-D residual U-Net (output = input + correction) with
-{arch.get('depth', '?')} down and up blocks (the paper: four), bilinear upsampling, batch
-normalisation, ReLU, {arch.get('base_channels', '?')} channels at the first level (the paper:
+{arch.get("depth", "?")} down and up blocks (the paper: four), bilinear upsampling, batch
+normalisation, ReLU, {arch.get("base_channels", "?")} channels at the first level (the paper:
 64), doubling at every level.
 
 ## Intensity window (pre- and post-processing)
@@ -106,8 +146,8 @@ Loss: {loss_text(cfg)}. The loss is a pixel-wise L1/L2 map amplified spatially (
 towards the iso-centre) and/or in frequency (A_F, towards high frequencies), as in the
 paper; in its `paper` mode a frequency weight alone only rescales the loss (the mean of
 the inverse FFT keeps only the DC bin), in `spectral` mode it weights the spectrum of the
-error. Best epoch {cfg.get('best_epoch', '?')} of {cfg.get('epochs_run', '?')}
-(validation loss {best_text}, selected by the {train.get('select', 'amplified')}
+error. Best epoch {cfg.get("best_epoch", "?")} of {cfg.get("epochs_run", "?")}
+(validation loss {best_text}, selected by the {train.get("select", "amplified")}
 validation loss). Training data: {data_text}.
 
 | parameter | value |
@@ -127,7 +167,7 @@ both displayed in the intensity window.
 import numpy as np, torch
 from {arch_file[:-3]} import ResidualUNet
 
-net = ResidualUNet(**{ {k: arch[k] for k in ('base_channels', 'depth', 'in_channels', 'out_channels', 'bilinear') if k in arch} })
+net = ResidualUNet(**{ {k: arch[k] for k in ("base_channels", "depth", "in_channels", "out_channels", "bilinear") if k in arch} })
 net.load_state_dict(torch.load("{weights_file}", weights_only=True))
 net.eval()
 low, high = {low!r}, {high!r}  # the intensity window

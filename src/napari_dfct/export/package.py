@@ -45,8 +45,15 @@ import torch
 from ..checkpoint import CheckpointError, load_model
 from ._readme import PAPER, SOURCE_URL, config_block, description_text, readme_text
 
-__all__ = ["ARCHITECTURE_FILE", "ExportError", "bioimageio_missing", "check_export_target",
-           "export_bioimageio", "read_sample", "sample_input"]
+__all__ = [
+    "ARCHITECTURE_FILE",
+    "ExportError",
+    "bioimageio_missing",
+    "check_export_target",
+    "export_bioimageio",
+    "read_sample",
+    "sample_input",
+]
 
 #: The standalone architecture file shipped in every package.
 ARCHITECTURE_FILE = "dfct_unet.py"
@@ -66,8 +73,10 @@ def bioimageio_missing() -> str | None:
     try:
         import bioimageio.spec  # noqa: F401
     except ImportError:
-        return ("bioimage.io export needs the package bioimageio.spec: "
-                "pip install 'napari-dfct[bioimageio]'")
+        return (
+            "bioimage.io export needs the package bioimageio.spec: "
+            "pip install 'napari-dfct[bioimageio]'"
+        )
     return None
 
 
@@ -107,8 +116,9 @@ def input_sizes(model: torch.nn.Module) -> tuple[int, int, int]:
     return multiple, halo, -(-(2 * halo + 1) // multiple) * multiple
 
 
-def sample_input(sample: np.ndarray | None, multiple: int, smallest: int = 1,
-                 max_size: int = MAX_TEST_SIZE) -> tuple[np.ndarray, str]:
+def sample_input(
+    sample: np.ndarray | None, multiple: int, smallest: int = 1, max_size: int = MAX_TEST_SIZE
+) -> tuple[np.ndarray, str]:
     """The test input: a central square crop of ``sample`` (a 2-D slice, or the central
     slice of a volume) whose side is a multiple of ``multiple``, at least ``smallest`` and
     otherwise at most ``max_size``; a simulated slice when ``sample`` is None. Returns
@@ -122,23 +132,26 @@ def sample_input(sample: np.ndarray | None, multiple: int, smallest: int = 1,
         a = a[a.shape[0] // 2]
         words += " (its central slice)"
     if a.ndim != 2:
-        raise ExportError(f"the test data must be a 2-D slice or a 3-D volume, got shape "
-                          f"{tuple(np.shape(sample))}")
+        raise ExportError(
+            f"the test data must be a 2-D slice or a 3-D volume, got shape "
+            f"{tuple(np.shape(sample))}"
+        )
     side = min(max(max_size, smallest), *a.shape) // multiple * multiple
     if side < max(multiple, smallest):
         need = max(multiple, smallest)
-        raise ExportError(f"the test slice ({a.shape[0]}x{a.shape[1]}) is smaller than the "
-                          f"package's smallest input, {need}x{need} (twice the network's "
-                          "receptive radius, a multiple of its pooling grid); give larger "
-                          "data, or none (a simulated slice)")
+        raise ExportError(
+            f"the test slice ({a.shape[0]}x{a.shape[1]}) is smaller than the "
+            f"package's smallest input, {need}x{need} (twice the network's "
+            "receptive radius, a multiple of its pooling grid); give larger "
+            "data, or none (a simulated slice)"
+        )
     if not np.isfinite(a).all():
         raise ExportError("the test slice contains NaN or infinite values")
     r0, c0 = (a.shape[0] - side) // 2, (a.shape[1] - side) // 2
-    return np.ascontiguousarray(a[r0:r0 + side, c0:c0 + side]), f"{words}, {side}x{side}"
+    return np.ascontiguousarray(a[r0 : r0 + side, c0 : c0 + side]), f"{words}, {side}x{side}"
 
 
-def read_sample(path: str | os.PathLike, slice_index: int | None = None
-                ) -> tuple[np.ndarray, str]:
+def read_sample(path: str | os.PathLike, slice_index: int | None = None) -> tuple[np.ndarray, str]:
     """A 2-D slice (input units) to cut the test tensors from, and words naming it.
 
     ``path`` is a volume or slice file (any format :func:`napari_dfct.io.read_volume`
@@ -158,8 +171,9 @@ def read_sample(path: str | os.PathLike, slice_index: int | None = None
         if path.suffix.lower() == ".csv" or path.is_dir():
             first = read_pairs(path)[0]
             scans = load_scans([first])
-            return scans.inputs[0], f"scan {first.name!r} of {path.name}, slice " \
-                f"{scans.origins[0][1]}"
+            return scans.inputs[
+                0
+            ], f"scan {first.name!r} of {path.name}, slice {scans.origins[0][1]}"
         volume, _ = read_volume(path)
     except OSError as exc:
         raise ExportError(f"cannot read {path}: {exc.strerror or exc}") from None
@@ -172,8 +186,10 @@ def read_sample(path: str | os.PathLike, slice_index: int | None = None
         raise ExportError(f"{path} is not a 2-D slice or a 3-D volume")
     z = volume.shape[0] // 2 if slice_index is None else int(slice_index)
     if not 0 <= z < volume.shape[0]:
-        raise ExportError(f"slice {z} is out of range: {path.name} has {volume.shape[0]} "
-                          f"slices (0-{volume.shape[0] - 1})")
+        raise ExportError(
+            f"slice {z} is out of range: {path.name} has {volume.shape[0]} "
+            f"slices (0-{volume.shape[0] - 1})"
+        )
     return volume[z], f"{path.name}, slice {z}"
 
 
@@ -252,33 +268,48 @@ def _description(folder: Path, loaded, sample_words: str, author: str, license: 
 
     cfg, low, high = loaded.config, loaded.window.low, loaded.window.high
     width = high - low
-    arch_kwargs = {k: cfg["model"][k] for k in ("base_channels", "depth", "in_channels",
-                                                "out_channels", "bilinear") if k in cfg["model"]}
+    arch_kwargs = {
+        k: cfg["model"][k]
+        for k in ("base_channels", "depth", "in_channels", "out_channels", "bilinear")
+        if k in cfg["model"]
+    }
     with ValidationContext(root=folder, perform_io_checks=False):
         inp = v.InputTensorDescr(
-            id=v.TensorId("input"), axes=_axes(v, loaded.model, output=False),
+            id=v.TensorId("input"),
+            axes=_axes(v, loaded.model, output=False),
             description="single-rotation DFCT slice, in the input's units",
             test_tensor=_file(v, folder, "test_input.npy"),
             data=v.IntervalOrRatioDataDescr(type="float32"),
             preprocessing=[
                 v.ClipDescr(kwargs=v.ClipKwargs(min=low, max=high)),
-                v.ScaleLinearDescr(kwargs=v.ScaleLinearKwargs(gain=1.0 / width,
-                                                              offset=-low / width)),
-            ])
+                v.ScaleLinearDescr(
+                    kwargs=v.ScaleLinearKwargs(gain=1.0 / width, offset=-low / width)
+                ),
+            ],
+        )
         out = v.OutputTensorDescr(
-            id=v.TensorId("output"), axes=_axes(v, loaded.model, output=True),
+            id=v.TensorId("output"),
+            axes=_axes(v, loaded.model, output=True),
             description="streak-reduced slice, in the input's units",
             test_tensor=_file(v, folder, "test_output.npy"),
             data=v.IntervalOrRatioDataDescr(type="float32"),
-            postprocessing=[v.ScaleLinearDescr(kwargs=v.ScaleLinearKwargs(gain=width,
-                                                                          offset=low))])
-        weights = v.WeightsDescr(pytorch_state_dict=v.PytorchStateDictWeightsDescr(
-            source=Path(WEIGHTS_FILE), sha256=_sha256(v, folder / WEIGHTS_FILE),
-            architecture=v.ArchitectureFromFileDescr(
-                source=Path(ARCHITECTURE_FILE), sha256=_sha256(v, folder / ARCHITECTURE_FILE),
-                callable=v.Identifier("ResidualUNet"),
-                kwargs=arch_kwargs),
-            pytorch_version=v.Version(torch.__version__.split("+")[0])))
+            postprocessing=[
+                v.ScaleLinearDescr(kwargs=v.ScaleLinearKwargs(gain=width, offset=low))
+            ],
+        )
+        weights = v.WeightsDescr(
+            pytorch_state_dict=v.PytorchStateDictWeightsDescr(
+                source=Path(WEIGHTS_FILE),
+                sha256=_sha256(v, folder / WEIGHTS_FILE),
+                architecture=v.ArchitectureFromFileDescr(
+                    source=Path(ARCHITECTURE_FILE),
+                    sha256=_sha256(v, folder / ARCHITECTURE_FILE),
+                    callable=v.Identifier("ResidualUNet"),
+                    kwargs=arch_kwargs,
+                ),
+                pytorch_version=v.Version(torch.__version__.split("+")[0]),
+            )
+        )
         n_params = count_parameters(loaded.model)
         return v.ModelDescr(
             name=_package_name(cfg),
@@ -288,9 +319,21 @@ def _description(folder: Path, loaded, sample_words: str, author: str, license: 
             license=license,
             documentation=_file(v, folder, "README.md"),
             covers=[_file(v, folder, "cover.png")],
-            tags=["dark-field-ct", "ct", "x-ray", "streak-reduction", "denoising",
-                  "image-restoration", "unet", "2d", "pytorch", "napari-dfct"],
-            inputs=[inp], outputs=[out], weights=weights,
+            tags=[
+                "dark-field-ct",
+                "ct",
+                "x-ray",
+                "streak-reduction",
+                "denoising",
+                "image-restoration",
+                "unet",
+                "2d",
+                "pytorch",
+                "napari-dfct",
+            ],
+            inputs=[inp],
+            outputs=[out],
+            weights=weights,
             config={"napari_dfct": config_block(cfg, sample_words)},
         )
 
@@ -299,8 +342,9 @@ def _errors(exc: ValueError) -> str:
     """A validation error in one line (pydantic's first lines name only the class)."""
     errors = getattr(exc, "errors", None)
     if callable(errors):
-        return "; ".join(f"{'.'.join(str(p) for p in e.get('loc', ()))}: {e.get('msg')}"
-                         for e in errors()[:3])
+        return "; ".join(
+            f"{'.'.join(str(p) for p in e.get('loc', ()))}: {e.get('msg')}" for e in errors()[:3]
+        )
     return str(exc).splitlines()[0]
 
 
@@ -363,8 +407,10 @@ def export_bioimageio(
     if missing:
         raise ExportError(missing)
     if loaded.window is None:
-        raise ExportError(f"{model_dir} has no intensity window in config.json; cannot "
-                          "describe the pre-processing")
+        raise ExportError(
+            f"{model_dir} has no intensity window in config.json; cannot "
+            "describe the pre-processing"
+        )
     say("test tensors")
     multiple, halo, smallest = input_sizes(loaded.model)
     x, words = sample_input(sample, multiple, smallest)
@@ -375,8 +421,15 @@ def export_bioimageio(
         raise ExportError("the model's output on the test input is not finite")
     from ..model import count_parameters
 
-    readme = readme_text(loaded.config, count_parameters(loaded.model), words,
-                         ARCHITECTURE_FILE, WEIGHTS_FILE, halo, smallest)
+    readme = readme_text(
+        loaded.config,
+        count_parameters(loaded.model),
+        words,
+        ARCHITECTURE_FILE,
+        WEIGHTS_FILE,
+        halo,
+        smallest,
+    )
     with tempfile.TemporaryDirectory(prefix=".dfct-export-", dir=out.parent) as tmp:
         folder = Path(tmp)
         _write_files(folder, loaded, x, y, readme)
@@ -384,8 +437,7 @@ def export_bioimageio(
         try:
             descr = _description(folder, loaded, words, author, license)
         except ValueError as exc:  # pydantic's ValidationError is a ValueError
-            raise ExportError(f"the package description is not valid: {_errors(exc)}"
-                              ) from None
+            raise ExportError(f"the package description is not valid: {_errors(exc)}") from None
         say("package")
         from bioimageio.spec import ValidationContext, save_bioimageio_package
 

@@ -25,8 +25,14 @@ from pathlib import Path
 
 import numpy as np
 
-__all__ = ["PAIRS_FILE", "ScanPair", "describe_scans", "load_scans", "parse_slice_spec",
-           "read_pairs"]
+__all__ = [
+    "PAIRS_FILE",
+    "ScanPair",
+    "describe_scans",
+    "load_scans",
+    "parse_slice_spec",
+    "read_pairs",
+]
 
 #: The pairs table a data-set folder may hold (read instead of its sub-folders).
 PAIRS_FILE = "pairs.csv"
@@ -56,22 +62,28 @@ def parse_slice_spec(text: str | None, n: int) -> list[int]:
     for part in spec.replace(";", ",").split(","):
         m = _RANGE.match(part)
         if not m:
-            raise ValueError(f"bad slices value {text!r}: use center, all, or e.g. 120-130 "
-                             "or 3,5,7")
+            raise ValueError(
+                f"bad slices value {text!r}: use center, all, or e.g. 120-130 or 3,5,7"
+            )
         a = int(m.group(1))
         b = int(m.group(2)) if m.group(2) is not None else a
         if b < a:
             raise ValueError(f"bad slices range {part.strip()!r} in {text!r}")
         if b >= n:
-            raise ValueError(f"slices {part.strip()} out of range: the volume has {n} "
-                             f"slice{'s' if n != 1 else ''} (0-{n - 1})")
+            raise ValueError(
+                f"slices {part.strip()} out of range: the volume has {n} "
+                f"slice{'s' if n != 1 else ''} (0-{n - 1})"
+            )
         out.extend(range(a, b + 1))
     return list(dict.fromkeys(out))
 
 
 def _find(folder: Path, stem: str) -> Path | None:
-    found = [p for p in sorted(folder.iterdir())
-             if p.stem.lower() == stem and (p.suffix.lower() in _VOLUME_SUFFIXES or p.is_dir())]
+    found = [
+        p
+        for p in sorted(folder.iterdir())
+        if p.stem.lower() == stem and (p.suffix.lower() in _VOLUME_SUFFIXES or p.is_dir())
+    ]
     return found[0] if found else None
 
 
@@ -85,8 +97,10 @@ def _read_csv(path: Path) -> list[ScanPair]:
         raise ValueError(f"cannot read the pairs table {path}: {exc}") from None
     missing = [c for c in ("input", "target") if c not in header]
     if missing:
-        raise ValueError(f"the pairs table {path} needs the columns input,target (missing: "
-                         f"{', '.join(missing)})")
+        raise ValueError(
+            f"the pairs table {path} needs the columns input,target (missing: "
+            f"{', '.join(missing)})"
+        )
     pairs = []
     for line, row in enumerate(rows, start=2):
         row = {str(k).strip().lower(): (v or "").strip() for k, v in row.items() if k}
@@ -126,12 +140,16 @@ def read_pairs(path: str | Path) -> list[ScanPair]:
             if inp is None and tgt is None:
                 continue
             if inp is None or tgt is None:
-                raise ValueError(f"scan folder {sub} needs both input.* and target.* (it "
-                                 f"has only {(inp or tgt).name})")
+                raise ValueError(
+                    f"scan folder {sub} needs both input.* and target.* (it "
+                    f"has only {(inp or tgt).name})"
+                )
             pairs.append(ScanPair(sub.name, inp, tgt))
         if not pairs:
-            raise ValueError(f"{path} holds no scans: give a pairs CSV (input,target"
-                             "[,slices]) or sub-folders <scan>/input.* and <scan>/target.*")
+            raise ValueError(
+                f"{path} holds no scans: give a pairs CSV (input,target"
+                "[,slices]) or sub-folders <scan>/input.* and <scan>/target.*"
+            )
     for p in pairs:
         for what, f in (("input", p.input), ("target", p.target)):
             if not f.exists():
@@ -170,8 +188,9 @@ class _Volume:
         if self._arr.ndim == 2:
             self._arr = self._arr[None]
         if self._arr.ndim != 3:
-            raise ValueError(f"{path} is not a 2-D slice or a 3-D volume (shape "
-                             f"{tuple(self._arr.shape)})")
+            raise ValueError(
+                f"{path} is not a 2-D slice or a 3-D volume (shape {tuple(self._arr.shape)})"
+            )
         self.shape = tuple(self._arr.shape)
 
     def slice(self, z: int) -> np.ndarray:
@@ -206,8 +225,9 @@ def load_scans(pairs: list[ScanPair] | str | Path, patch: int | None = None):
         vi, vt = _Volume(p.input), _Volume(p.target)
         try:
             if vi.shape != vt.shape:
-                raise ValueError(f"scan {p.name!r}: input {vi.shape} and target {vt.shape} "
-                                 "differ in shape")
+                raise ValueError(
+                    f"scan {p.name!r}: input {vi.shape} and target {vt.shape} differ in shape"
+                )
             try:
                 chosen = parse_slice_spec(p.slices, vi.shape[0])
             except ValueError as exc:
@@ -220,16 +240,20 @@ def load_scans(pairs: list[ScanPair] | str | Path, patch: int | None = None):
         finally:
             vi.close()
             vt.close()
-    data = ScanSlices(inputs, targets, np.asarray(scans, dtype=np.int64),
-                      [p.name for p in pairs], origins)
+    data = ScanSlices(
+        inputs, targets, np.asarray(scans, dtype=np.int64), [p.name for p in pairs], origins
+    )
     data.validate(patch=patch)
     return data
 
 
 def describe_scans(data) -> str:
     """One line: scans, slices and the slice sizes of a :class:`ScanSlices`."""
-    sizes = sorted({f"{h}x{w}" for h, w in data.shapes},
-                   key=lambda s: [int(v) for v in s.split("x")])
+    sizes = sorted(
+        {f"{h}x{w}" for h, w in data.shapes}, key=lambda s: [int(v) for v in s.split("x")]
+    )
     n_scans = len(set(int(s) for s in data.scans))
-    return (f"{n_scans} scans, {len(data)} slices, "
-            f"size{'s' if len(sizes) != 1 else ''} {', '.join(sizes)}")
+    return (
+        f"{n_scans} scans, {len(data)} slices, "
+        f"size{'s' if len(sizes) != 1 else ''} {', '.join(sizes)}"
+    )

@@ -42,7 +42,9 @@ def _size2(size: Any) -> tuple[float, float]:
     try:
         arr = np.asarray(size, dtype=np.float64).reshape(-1)
     except (TypeError, ValueError) as exc:
-        raise ValueError(f"ROI size must be a number or a (height, width) pair, got {size!r}") from exc
+        raise ValueError(
+            f"ROI size must be a number or a (height, width) pair, got {size!r}"
+        ) from exc
     if arr.size == 1:
         return float(arr[0]), float(arr[0])
     if arr.size == 2:

@@ -78,8 +78,9 @@ def roi_bounds(center: Any, size: Any = 30) -> tuple[int, int, int, int]:
     return r0, r0 + h, c0, c0 + w
 
 
-def roi_stats(image2d: Any, center: Any, size: Any = 30, *, ddof: int = 1,
-              name: str = "ROI") -> ROIStats:
+def roi_stats(
+    image2d: Any, center: Any, size: Any = 30, *, ddof: int = 1, name: str = "ROI"
+) -> ROIStats:
     """Mean, standard deviation and pixel count of one rectangular ROI.
 
     Parameters
@@ -112,27 +113,41 @@ def roi_stats(image2d: Any, center: Any, size: Any = 30, *, ddof: int = 1,
         return ROIStats(_NAN, _NAN, 0, ctr_t, None, reason=f"{name} centre is not finite")
     h, w = _size2(size)
     if not (np.isfinite(h) and np.isfinite(w)) or round(h) < 2 or round(w) < 2:
-        return ROIStats(_NAN, _NAN, 0, ctr_t, None,
-                        reason=f"{name} is too small ({_fmt(h)}x{_fmt(w)} px; needs at least 2x2)")
+        return ROIStats(
+            _NAN,
+            _NAN,
+            0,
+            ctr_t,
+            None,
+            reason=f"{name} is too small ({_fmt(h)}x{_fmt(w)} px; needs at least 2x2)",
+        )
     bounds = roi_bounds(ctr, (h, w))
     r0, r1, c0, c1 = bounds
     rows, cols = arr.shape
     if r0 < 0 or c0 < 0 or r1 > rows or c1 > cols:
         return ROIStats(
-            _NAN, _NAN, 0, ctr_t, bounds,
-            reason=(f"{name} ({r1 - r0}x{c1 - c0} px at ({_fmt(ctr[0])}, {_fmt(ctr[1])})) "
-                    f"extends outside the image ({rows}x{cols})"),
+            _NAN,
+            _NAN,
+            0,
+            ctr_t,
+            bounds,
+            reason=(
+                f"{name} ({r1 - r0}x{c1 - c0} px at ({_fmt(ctr[0])}, {_fmt(ctr[1])})) "
+                f"extends outside the image ({rows}x{cols})"
+            ),
         )
     block = np.asarray(arr[r0:r1, c0:c1], dtype=np.float64)
     n = block.size
     finite = np.isfinite(block)
     if not finite.all():
         bad = int(n - np.count_nonzero(finite))
-        return ROIStats(_NAN, _NAN, 0, ctr_t, bounds,
-                        reason=f"{name} contains {bad} non-finite pixel(s)")
+        return ROIStats(
+            _NAN, _NAN, 0, ctr_t, bounds, reason=f"{name} contains {bad} non-finite pixel(s)"
+        )
     if n - ddof <= 0:
-        return ROIStats(_NAN, _NAN, 0, ctr_t, bounds,
-                        reason=f"{name} has too few pixels ({n}) for ddof={ddof}")
+        return ROIStats(
+            _NAN, _NAN, 0, ctr_t, bounds, reason=f"{name} has too few pixels ({n}) for ddof={ddof}"
+        )
     mean = float(block.mean())
     dev = block - mean
     dev2 = dev * dev
@@ -202,14 +217,21 @@ def cnr_stderr(signal: ROIStats, background: ROIStats) -> float:
     for st, sign in ((signal, 1.0), (background, -1.0)):
         n = st.n
         var_mean = st.var / n
-        var_var = max((st.m4 - st.var ** 2 * (n - 3) / (n - 1)) / n, 0.0)
+        var_var = max((st.m4 - st.var**2 * (n - 3) / (n - 1)) / n, 0.0)
         cov_mv = st.m3 / n
         total += g_m * g_m * var_mean + g_v * g_v * var_var + 2.0 * sign * g_m * g_v * cov_mv
     return math.sqrt(max(total, 0.0))
 
 
-def cnr(image2d: Any, signal_center: Any, background_center: Any, size: Any = 30, *,
-        background_size: Any = None, ddof: int = 1) -> CNRResult:
+def cnr(
+    image2d: Any,
+    signal_center: Any,
+    background_center: Any,
+    size: Any = 30,
+    *,
+    background_size: Any = None,
+    ddof: int = 1,
+) -> CNRResult:
     """Contrast-to-noise ratio between two rectangular ROIs of a slice.
 
     ``CNR = (mu_signal - mu_background) / sqrt(sigma_signal**2 + sigma_background**2)``,
@@ -257,7 +279,8 @@ def cnr(image2d: Any, signal_center: Any, background_center: Any, size: Any = 30
         return CNRResult(_NAN, _NAN, sig, bg, "; ".join(reasons), ddof)
     V = sig.var + bg.var
     if not V > 0:
-        return CNRResult(_NAN, _NAN, sig, bg,
-                         "zero noise in both ROIs (standard deviations are 0)", ddof)
+        return CNRResult(
+            _NAN, _NAN, sig, bg, "zero noise in both ROIs (standard deviations are 0)", ddof
+        )
     value = (sig.mean - bg.mean) / math.sqrt(V)
     return CNRResult(float(value), cnr_stderr(sig, bg), sig, bg, None, ddof)

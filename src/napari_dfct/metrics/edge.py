@@ -51,9 +51,17 @@ def _profile_coordinates(start: np.ndarray, end: np.ndarray, linewidth: int) -> 
     return np.stack([perp_rows, perp_cols])
 
 
-def line_profile(image2d: Any, start: Any, end: Any, *, linewidth: int = 1, order: int = 1,
-                 mode: str = "reflect", cval: float = 0.0,
-                 reduce_func=np.mean) -> tuple[np.ndarray, np.ndarray]:
+def line_profile(
+    image2d: Any,
+    start: Any,
+    end: Any,
+    *,
+    linewidth: int = 1,
+    order: int = 1,
+    mode: str = "reflect",
+    cval: float = 0.0,
+    reduce_func=np.mean,
+) -> tuple[np.ndarray, np.ndarray]:
     """Intensity profile along a line, with the distance of each sample in pixels.
 
     The samples are exactly those of :func:`skimage.measure.profile_line` with the same
@@ -94,8 +102,9 @@ def line_profile(image2d: Any, start: Any, end: Any, *, linewidth: int = 1, orde
     linewidth = int(linewidth)
     if linewidth < 1:
         raise ValueError(f"linewidth must be >= 1, got {linewidth}")
-    return _sample_line(arr, p0, p1, _profile_coordinates(p0, p1, linewidth), order, mode,
-                        cval, reduce_func)
+    return _sample_line(
+        arr, p0, p1, _profile_coordinates(p0, p1, linewidth), order, mode, cval, reduce_func
+    )
 
 
 def _sample_line(arr, p0, p1, coords, order, mode, cval, reduce_func):
@@ -121,8 +130,9 @@ def _sample_line(arr, p0, p1, coords, order, mode, cval, reduce_func):
     shifted = coords.copy()
     shifted[0] -= off_r
     shifted[1] -= off_c
-    pixels = ndi.map_coordinates(sub, shifted, prefilter=order > 1, order=order, mode=mode,
-                                 cval=cval)
+    pixels = ndi.map_coordinates(
+        sub, shifted, prefilter=order > 1, order=order, mode=mode, cval=cval
+    )
     pixels = np.flip(pixels, axis=1)  # as profile_line does
     if reduce_func is None:
         return distance, pixels
@@ -243,9 +253,21 @@ def _empty() -> np.ndarray:
     return np.zeros(0, dtype=np.float64)
 
 
-def _failed(reason: str, start, end, length=_NAN, spacing=_NAN, distance=None, profile=None,
-            derivative=None, smoothing=_NAN, fit_params=None, perr=None,
-            halfmax=(_NAN, None), interp_var=_NAN) -> FWHMResult:
+def _failed(
+    reason: str,
+    start,
+    end,
+    length=_NAN,
+    spacing=_NAN,
+    distance=None,
+    profile=None,
+    derivative=None,
+    smoothing=_NAN,
+    fit_params=None,
+    perr=None,
+    halfmax=(_NAN, None),
+    interp_var=_NAN,
+) -> FWHMResult:
     distance = _empty() if distance is None else distance
     profile = _empty() if profile is None else profile
     derivative = _empty() if derivative is None else derivative
@@ -253,18 +275,33 @@ def _failed(reason: str, start, end, length=_NAN, spacing=_NAN, distance=None, p
     p = fit_params if fit_params is not None else (_NAN,) * 4
     e = perr if perr is not None else (_NAN,) * 4
     fit = erf_edge(distance, *p) if fit_params is not None else nanfit
-    lsf = (_gaussian_lsf(distance, abs(p[1]), p[2], p[3]) if fit_params is not None
-           else nanfit.copy())
+    lsf = (
+        _gaussian_lsf(distance, abs(p[1]), p[2], p[3]) if fit_params is not None else nanfit.copy()
+    )
     return FWHMResult(
-        fwhm=_NAN, fwhm_stderr=_NAN,
-        edge_position=float(p[2]), edge_position_stderr=float(e[2]),
-        sigma=abs(float(p[3])), sigma_stderr=float(e[3]),
-        amplitude=float(p[1]), offset=float(p[0]),
-        distance=distance, profile=profile, derivative=derivative, fit=fit, lsf_fit=lsf,
-        halfmax_fwhm=halfmax[0], halfmax_reason=halfmax[1] or reason,
-        smoothing=smoothing, spacing=spacing, length=length,
-        start=(float(start[0]), float(start[1])), end=(float(end[0]), float(end[1])),
-        sigma_profile=abs(float(p[3])), interpolation_variance=interp_var, reason=reason,
+        fwhm=_NAN,
+        fwhm_stderr=_NAN,
+        edge_position=float(p[2]),
+        edge_position_stderr=float(e[2]),
+        sigma=abs(float(p[3])),
+        sigma_stderr=float(e[3]),
+        amplitude=float(p[1]),
+        offset=float(p[0]),
+        distance=distance,
+        profile=profile,
+        derivative=derivative,
+        fit=fit,
+        lsf_fit=lsf,
+        halfmax_fwhm=halfmax[0],
+        halfmax_reason=halfmax[1] or reason,
+        smoothing=smoothing,
+        spacing=spacing,
+        length=length,
+        start=(float(start[0]), float(start[1])),
+        end=(float(end[0]), float(end[1])),
+        sigma_profile=abs(float(p[3])),
+        interpolation_variance=interp_var,
+        reason=reason,
     )
 
 
@@ -290,9 +327,18 @@ def _halfmax_width(x: np.ndarray, y: np.ndarray, peak: int) -> tuple[float, str 
     return float(right - left), None
 
 
-def fwhm(image2d: Any, start: Any, end: Any, *, linewidth: int = 1, smooth: float | None = None,
-         fit_window: float | None = None, min_length: float = 5.0, mode: str = "reflect",
-         locate_smooth: float = 2.0) -> FWHMResult:
+def fwhm(
+    image2d: Any,
+    start: Any,
+    end: Any,
+    *,
+    linewidth: int = 1,
+    smooth: float | None = None,
+    fit_window: float | None = None,
+    min_length: float = 5.0,
+    mode: str = "reflect",
+    locate_smooth: float = 2.0,
+) -> FWHMResult:
     """FWHM (pixels) of the line spread function across an edge along a line.
 
     The profile is sampled along the line with bilinear interpolation (exactly the
@@ -358,8 +404,7 @@ def fwhm(image2d: Any, start: Any, end: Any, *, linewidth: int = 1, smooth: floa
     x, prof, length, spacing, interp_var = sampled
 
     # 1. locate the edge, 2. fit the erf
-    fitted = _fit_erf(x, prof, _initial_guess(x, prof, length, spacing, locate_smooth),
-                      fit_window)
+    fitted = _fit_erf(x, prof, _initial_guess(x, prof, length, spacing, locate_smooth), fit_window)
     if isinstance(fitted, str):
         return _failed(fitted, p0, p1, length, spacing, x, prof)
     popt, perr = fitted
@@ -372,26 +417,54 @@ def fwhm(image2d: Any, start: Any, end: Any, *, linewidth: int = 1, smooth: floa
             raise ValueError(f"smooth must be a non-negative number, got {smooth!r}")
     else:
         smoothing = max(1.0, 0.5 * s_fit) if 0 < s_fit < length else 2.0
-    sm2 = (ndi.gaussian_filter1d(prof, smoothing / spacing, mode="nearest") if smoothing > 0
-           else prof)
+    sm2 = (
+        ndi.gaussian_filter1d(prof, smoothing / spacing, mode="nearest") if smoothing > 0 else prof
+    )
     orient = 1.0 if b >= 0 else -1.0
     deriv = orient * np.gradient(sm2, x)
     halfmax = _halfmax_cross_check(x, deriv, x0, s_fit, smoothing, spacing, interp_var)
 
     reason, s, s_err = _judge_fit(popt, perr, spacing, length, interp_var)
     if reason is not None:
-        return _failed(reason, p0, p1, length, spacing, x, prof, deriv, smoothing, popt, perr,
-                       halfmax, interp_var)
+        return _failed(
+            reason,
+            p0,
+            p1,
+            length,
+            spacing,
+            x,
+            prof,
+            deriv,
+            smoothing,
+            popt,
+            perr,
+            halfmax,
+            interp_var,
+        )
     return FWHMResult(
-        fwhm=FWHM_PER_SIGMA * s, fwhm_stderr=FWHM_PER_SIGMA * s_err,
-        edge_position=x0, edge_position_stderr=perr[2], sigma=s, sigma_stderr=s_err,
-        amplitude=b, offset=a,
-        distance=x, profile=prof, derivative=deriv, fit=erf_edge(x, a, b, x0, s_fit),
+        fwhm=FWHM_PER_SIGMA * s,
+        fwhm_stderr=FWHM_PER_SIGMA * s_err,
+        edge_position=x0,
+        edge_position_stderr=perr[2],
+        sigma=s,
+        sigma_stderr=s_err,
+        amplitude=b,
+        offset=a,
+        distance=x,
+        profile=prof,
+        derivative=deriv,
+        fit=erf_edge(x, a, b, x0, s_fit),
         lsf_fit=_gaussian_lsf(x, abs(b), x0, s_fit),
-        halfmax_fwhm=halfmax[0], halfmax_reason=halfmax[1],
-        smoothing=smoothing, spacing=spacing, length=length,
-        start=(float(p0[0]), float(p0[1])), end=(float(p1[0]), float(p1[1])),
-        sigma_profile=s_fit, interpolation_variance=interp_var, reason=None,
+        halfmax_fwhm=halfmax[0],
+        halfmax_reason=halfmax[1],
+        smoothing=smoothing,
+        spacing=spacing,
+        length=length,
+        start=(float(p0[0]), float(p0[1])),
+        end=(float(p1[0]), float(p1[1])),
+        sigma_profile=s_fit,
+        interpolation_variance=interp_var,
+        reason=None,
     )
 
 
@@ -407,31 +480,49 @@ def _sample_edge_line(image2d, p0, p1, linewidth, min_length, mode):
     if length == 0.0:
         return _failed("zero-length line", p0, p1, length=0.0)
     if length < min_length:
-        return _failed(f"line too short ({_fmt(length)} px; needs at least {_fmt(min_length)})",
-                       p0, p1, length=length)
+        return _failed(
+            f"line too short ({_fmt(length)} px; needs at least {_fmt(min_length)})",
+            p0,
+            p1,
+            length=length,
+        )
     linewidth = int(linewidth)
     if linewidth < 1:
         raise ValueError(f"linewidth must be >= 1, got {linewidth}")
     rows, cols = arr.shape
     coords = _profile_coordinates(p0, p1, linewidth)
     eps = 1e-9
-    if (coords[0].min() < -eps or coords[1].min() < -eps or coords[0].max() > rows - 1 + eps
-            or coords[1].max() > cols - 1 + eps):
+    if (
+        coords[0].min() < -eps
+        or coords[1].min() < -eps
+        or coords[0].max() > rows - 1 + eps
+        or coords[1].max() > cols - 1 + eps
+    ):
         return _failed(
             f"line leaves the image ({_fmt(p0[0])}, {_fmt(p0[1])}) -> "
-            f"({_fmt(p1[0])}, {_fmt(p1[1])}) in a {rows}x{cols} image", p0, p1, length=length)
+            f"({_fmt(p1[0])}, {_fmt(p1[1])}) in a {rows}x{cols} image",
+            p0,
+            p1,
+            length=length,
+        )
     x, prof = _sample_line(arr, p0, p1, coords, 1, mode, 0.0, np.mean)
     interp_var = _interpolation_variance(coords, p0, p1)
     n = x.size
     spacing = float(x[1] - x[0]) if n > 1 else 0.0
     if not np.all(np.isfinite(prof)):
-        return _failed(f"profile contains {int(np.count_nonzero(~np.isfinite(prof)))} "
-                       "non-finite sample(s)", p0, p1, length, spacing, x, prof)
+        return _failed(
+            f"profile contains {int(np.count_nonzero(~np.isfinite(prof)))} non-finite sample(s)",
+            p0,
+            p1,
+            length,
+            spacing,
+            x,
+            prof,
+        )
     scale = float(np.max(np.abs(prof)))
     ptp = float(np.ptp(prof))
     if ptp <= 1e-12 * max(scale, 1e-300):
-        return _failed("flat profile (no edge along the line)", p0, p1, length, spacing, x,
-                       prof)
+        return _failed("flat profile (no edge along the line)", p0, p1, length, spacing, x, prof)
     return x, prof, length, spacing, interp_var
 
 
@@ -451,7 +542,9 @@ def _initial_guess(x, prof, length, spacing, locate_smooth) -> list[float]:
         b_guess = sign * float(np.ptp(prof)) / 2.0
     a_guess = (hi + lo) / 2.0
     w_guess, _ = _halfmax_width(x, sign * d0, k)
-    var_guess = (w_guess / FWHM_PER_SIGMA) ** 2 - (ls * spacing) ** 2 if np.isfinite(w_guess) else -1
+    var_guess = (
+        (w_guess / FWHM_PER_SIGMA) ** 2 - (ls * spacing) ** 2 if np.isfinite(w_guess) else -1
+    )
     sigma_guess = math.sqrt(var_guess) if var_guess > 0 else max(spacing, 1.0)
     sigma_guess = float(np.clip(sigma_guess, 0.5 * spacing, length / 4.0))
     return [a_guess, b_guess, x0_guess, sigma_guess]
@@ -478,9 +571,13 @@ def _fit_erf(x, prof, p_init, fit_window):
             warnings.simplefilter("ignore", OptimizeWarning)
             warnings.simplefilter("ignore", RuntimeWarning)
             popt, pcov = fit(
-                erf_edge, xf, yf, p0=p_init,
+                erf_edge,
+                xf,
+                yf,
+                p0=p_init,
                 jac=lambda xx, a, b, x0, s: _erf_jac(xx, a, b, x0, s),
-                method="lm", maxfev=400,
+                method="lm",
+                maxfev=400,
             )
     except (RuntimeError, ValueError, FloatingPointError) as exc:
         return f"edge fit failed ({str(exc).splitlines()[0][:80]})"
@@ -496,23 +593,34 @@ def _judge_fit(popt, perr, spacing, length, interp_var) -> tuple[str | None, flo
     if not all(np.isfinite(perr)):
         if s_fit < spacing:
             # the fit collapsed to a step: its width has no gradient left
-            return (f"edge sharper than the sampling resolves (sigma {_fmt(s_fit)} px)",
-                    _NAN, _NAN)
+            return (
+                f"edge sharper than the sampling resolves (sigma {_fmt(s_fit)} px)",
+                _NAN,
+                _NAN,
+            )
         return "edge fit failed (parameter uncertainty undefined)", _NAN, _NAN
     if not s_fit > 0:
         return "edge fit failed (zero width)", _NAN, _NAN
     if abs(b) < 3.0 * perr[1]:
-        return (f"no significant edge along the line (step {_fmt(2 * b)} "
-                f"+/- {_fmt(2 * perr[1])})"), _NAN, _NAN
+        return (
+            (f"no significant edge along the line (step {_fmt(2 * b)} +/- {_fmt(2 * perr[1])})"),
+            _NAN,
+            _NAN,
+        )
     margin = 2.0 * s_fit
     if x0 - margin < 0.0 or x0 + margin > length:
-        return (f"edge at the end of the line (edge at {_fmt(x0)} px, width sigma "
+        return (
+            (
+                f"edge at the end of the line (edge at {_fmt(x0)} px, width sigma "
                 f"{_fmt(s_fit)} px, line {_fmt(length)} px): extend the line across the "
-                "edge"), _NAN, _NAN
+                "edge"
+            ),
+            _NAN,
+            _NAN,
+        )
     var = s_fit * s_fit - interp_var
     if not var > 0:
-        return (f"edge sharper than the sampling resolves (sigma {_fmt(s_fit)} px)",
-                _NAN, _NAN)
+        return (f"edge sharper than the sampling resolves (sigma {_fmt(s_fit)} px)", _NAN, _NAN)
     s = math.sqrt(var)
     s_err = perr[3] * s_fit / s
     if s_err > s:
@@ -540,8 +648,9 @@ def _interpolation_variance(coords: np.ndarray, start: np.ndarray, end: np.ndarr
     return float(np.mean(t_r * (1 - t_r)) * u_r * u_r + np.mean(t_c * (1 - t_c)) * u_c * u_c)
 
 
-def _halfmax_cross_check(x, deriv, x0, sigma, smoothing, spacing,
-                         interp_var=0.0) -> tuple[float, str | None]:
+def _halfmax_cross_check(
+    x, deriv, x0, sigma, smoothing, spacing, interp_var=0.0
+) -> tuple[float, str | None]:
     """Half-max width of the smoothed derivative, corrected for smoothing and differencing."""
     if not (np.isfinite(x0) and np.isfinite(sigma)):
         return _NAN, "edge not located"
@@ -553,7 +662,7 @@ def _halfmax_cross_check(x, deriv, x0, sigma, smoothing, spacing,
     width, why = _halfmax_width(x, deriv, peak)
     if why:
         return _NAN, why
-    var = (width / FWHM_PER_SIGMA) ** 2 - smoothing ** 2 - spacing ** 2 / 3.0 - interp_var
+    var = (width / FWHM_PER_SIGMA) ** 2 - smoothing**2 - spacing**2 / 3.0 - interp_var
     if not var > 0:
         return _NAN, "half-max width is below the added smoothing"
     return FWHM_PER_SIGMA * math.sqrt(var), None

@@ -22,7 +22,12 @@ def _reference_pair(image2d, reference2d, data_range):
     if ref is None:
         return None, None, None, "reference: " + why
     if arr.shape != ref.shape:
-        return None, None, None, f"reference shape {ref.shape} differs from image shape {arr.shape}"
+        return (
+            None,
+            None,
+            None,
+            f"reference shape {ref.shape} differs from image shape {arr.shape}",
+        )
     dtype = np.float32 if arr.dtype == ref.dtype == np.float32 else np.float64
     arr = np.asarray(arr, dtype=dtype)
     ref = np.asarray(ref, dtype=dtype)
@@ -55,8 +60,9 @@ def _ssim(arr, ref, dr, **kwargs) -> tuple[float, str | None]:
     return float(structural_similarity(ref, arr, data_range=dr, **kwargs)), None
 
 
-def psnr(image2d: Any, reference2d: Any, data_range: float | None = None, *,
-         return_reason: bool = False):
+def psnr(
+    image2d: Any, reference2d: Any, data_range: float | None = None, *, return_reason: bool = False
+):
     """Peak signal-to-noise ratio (dB) of a slice against a reference slice.
 
     ``10 log10(data_range**2 / MSE)``, as ``skimage.metrics.peak_signal_noise_ratio``
@@ -74,8 +80,14 @@ def psnr(image2d: Any, reference2d: Any, data_range: float | None = None, *,
     return (value, why) if return_reason else value
 
 
-def ssim(image2d: Any, reference2d: Any, data_range: float | None = None, *,
-         return_reason: bool = False, **kwargs):
+def ssim(
+    image2d: Any,
+    reference2d: Any,
+    data_range: float | None = None,
+    *,
+    return_reason: bool = False,
+    **kwargs,
+):
     """Structural similarity of a slice against a reference slice.
 
     ``skimage.metrics.structural_similarity`` (7x7 uniform window by default; ``kwargs``
@@ -92,8 +104,9 @@ def ssim(image2d: Any, reference2d: Any, data_range: float | None = None, *,
     return (value, why) if return_reason else value
 
 
-def reference_metrics(image2d: Any, reference2d: Any, data_range: float | None = None
-                      ) -> dict[str, Any]:
+def reference_metrics(
+    image2d: Any, reference2d: Any, data_range: float | None = None
+) -> dict[str, Any]:
     """PSNR and SSIM against a reference, with reasons: ``{"psnr", "ssim", "psnr_reason",
     "ssim_reason"}``. The pair is validated once. These read the whole slice and do not
     depend on the ROIs, so interactive callers cache them per (layer, slice, reference)."""

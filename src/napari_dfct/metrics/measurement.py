@@ -114,20 +114,34 @@ class Measurement:
         return json_safe(self.record())
 
 
-def measure_all(image2d: Any, signal_center: Any, background_center: Any, line: Any = None,
-                size: Any = 30, reference: Any = None, *, mask: Any = None,
-                background_size: Any = None, data_range: float | None = None, ddof: int = 1,
-                linewidth: int = 1, **fwhm_kwargs) -> Measurement:
+def measure_all(
+    image2d: Any,
+    signal_center: Any,
+    background_center: Any,
+    line: Any = None,
+    size: Any = 30,
+    reference: Any = None,
+    *,
+    mask: Any = None,
+    background_size: Any = None,
+    data_range: float | None = None,
+    ddof: int = 1,
+    linewidth: int = 1,
+    **fwhm_kwargs,
+) -> Measurement:
     """CNR, FWHM and (with a reference) PSNR/SSIM and the error CNR of one slice (with a
     body mask too: PSNR, SSIM and RMSE inside the body), as a :class:`Measurement`.
 
     Parameters are those of :func:`measure`; ``fwhm_kwargs`` go to :func:`fwhm`.
     """
-    c = cnr(image2d, signal_center, background_center, size,
-            background_size=background_size, ddof=ddof)
+    c = cnr(
+        image2d, signal_center, background_center, size, background_size=background_size, ddof=ddof
+    )
     if line is None:
-        start, end = _point(signal_center, "signal centre"), _point(background_center,
-                                                                     "background centre")
+        start, end = (
+            _point(signal_center, "signal centre"),
+            _point(background_center, "background centre"),
+        )
     else:
         try:
             pts = np.asarray(line, dtype=np.float64)
@@ -141,17 +155,43 @@ def measure_all(image2d: Any, signal_center: Any, background_center: Any, line: 
     if reference is None:
         return Measurement(c, f)
     rm = reference_metrics(image2d, reference, data_range)
-    e = error_cnr(image2d, reference, signal_center, background_center, size,
-                  background_size=background_size, ddof=ddof)
+    e = error_cnr(
+        image2d,
+        reference,
+        signal_center,
+        background_center,
+        size,
+        background_size=background_size,
+        ddof=ddof,
+    )
     body = {} if mask is None else body_metrics(image2d, reference, mask)
-    return Measurement(c, f, rm["psnr"], rm["ssim"], rm["psnr_reason"], rm["ssim_reason"],
-                       True, e, body.get("psnr_body", _NAN), body.get("ssim_body", _NAN),
-                       body.get("rmse_body", _NAN), body.get("body_reason"),
-                       body.get("ssim_body_reason"), mask is not None)
+    return Measurement(
+        c,
+        f,
+        rm["psnr"],
+        rm["ssim"],
+        rm["psnr_reason"],
+        rm["ssim_reason"],
+        True,
+        e,
+        body.get("psnr_body", _NAN),
+        body.get("ssim_body", _NAN),
+        body.get("rmse_body", _NAN),
+        body.get("body_reason"),
+        body.get("ssim_body_reason"),
+        mask is not None,
+    )
 
 
-def measure(image2d: Any, signal_center: Any, background_center: Any, line: Any = None,
-            size: Any = 30, reference: Any = None, **kwargs) -> dict[str, Any]:
+def measure(
+    image2d: Any,
+    signal_center: Any,
+    background_center: Any,
+    line: Any = None,
+    size: Any = 30,
+    reference: Any = None,
+    **kwargs,
+) -> dict[str, Any]:
     """All metrics of one slice as a JSON-friendly dict.
 
     Parameters
@@ -186,5 +226,6 @@ def measure(image2d: Any, signal_center: Any, background_center: Any, line: Any 
         are None as well (strict JSON): the PSNR of identical images, infinite, is None
         without a reason (:func:`measure_all` keeps ``inf``).
     """
-    return measure_all(image2d, signal_center, background_center, line, size, reference,
-                       **kwargs).to_dict()
+    return measure_all(
+        image2d, signal_center, background_center, line, size, reference, **kwargs
+    ).to_dict()

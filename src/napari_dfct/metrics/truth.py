@@ -43,8 +43,7 @@ import numpy as np
 from ._common import _NAN, _as_image2d
 from .cnr import ROIStats, roi_stats
 
-__all__ = ["ErrorCNRResult", "body_metrics", "error_cnr", "psnr_body", "rmse_body",
-           "ssim_body"]
+__all__ = ["ErrorCNRResult", "body_metrics", "error_cnr", "psnr_body", "rmse_body", "ssim_body"]
 
 _SSIM_WINDOW = 7
 
@@ -86,9 +85,16 @@ class ErrorCNRResult:
         return self.signal.mean - self.background.mean
 
 
-def error_cnr(image2d: Any, reference2d: Any, signal_center: Any, background_center: Any,
-              size: Any = 30, *, background_size: Any = None, ddof: int = 1
-              ) -> ErrorCNRResult:
+def error_cnr(
+    image2d: Any,
+    reference2d: Any,
+    signal_center: Any,
+    background_center: Any,
+    size: Any = 30,
+    *,
+    background_size: Any = None,
+    ddof: int = 1,
+) -> ErrorCNRResult:
     """Contrast-to-noise ratio with the error against a reference as the noise.
 
     ``error_cnr = (mu_signal - mu_background) / sqrt(var(e_signal) + var(e_background))``
@@ -132,20 +138,19 @@ def error_cnr(image2d: Any, reference2d: Any, signal_center: Any, background_cen
         return ErrorCNRResult(_NAN, sig, bg, empty, empty_b, reason, ddof)
     err = np.subtract(arr, ref, dtype=np.float64)
     se = roi_stats(err, signal_center, size, ddof=ddof, name="signal ROI of the error")
-    be = roi_stats(err, background_center, bsize, ddof=ddof,
-                   name="background ROI of the error")
+    be = roi_stats(err, background_center, bsize, ddof=ddof, name="background ROI of the error")
     reasons = list(dict.fromkeys(r for r in (sig.reason, bg.reason) if r))
     # the error's reasons only add what the image's do not say (a NaN in the reference)
-    reasons += [r for r, own in ((se.reason, sig.reason), (be.reason, bg.reason))
-                if r and not own]
+    reasons += [r for r, own in ((se.reason, sig.reason), (be.reason, bg.reason)) if r and not own]
     if reasons:
         return ErrorCNRResult(_NAN, sig, bg, se, be, "; ".join(reasons), ddof)
     contrast = sig.mean - bg.mean
     V = se.var + be.var
     if not V > 0:
         if contrast == 0:
-            return ErrorCNRResult(_NAN, sig, bg, se, be,
-                                  "zero contrast and zero error in both ROIs", ddof)
+            return ErrorCNRResult(
+                _NAN, sig, bg, se, be, "zero contrast and zero error in both ROIs", ddof
+            )
         return ErrorCNRResult(math.copysign(math.inf, contrast), sig, bg, se, be, None, ddof)
     return ErrorCNRResult(float(contrast / math.sqrt(V)), sig, bg, se, be, None, ddof)
 
@@ -204,19 +209,20 @@ def _ssim_masked(arr, ref, m, dr) -> tuple[float, str | None]:
 
     if min(arr.shape) < _SSIM_WINDOW:
         return _NAN, f"image smaller than the SSIM window ({_SSIM_WINDOW} px)"
-    _, smap = structural_similarity(ref, arr, data_range=dr, win_size=_SSIM_WINDOW,
-                                    full=True)
+    _, smap = structural_similarity(ref, arr, data_range=dr, win_size=_SSIM_WINDOW, full=True)
     pad = (_SSIM_WINDOW - 1) // 2
     inner = np.zeros_like(m)
-    inner[pad:m.shape[0] - pad, pad:m.shape[1] - pad] = m[pad:m.shape[0] - pad,
-                                                          pad:m.shape[1] - pad]
+    inner[pad : m.shape[0] - pad, pad : m.shape[1] - pad] = m[
+        pad : m.shape[0] - pad, pad : m.shape[1] - pad
+    ]
     if not inner.any():
         return _NAN, f"body mask lies within the {pad}-pixel image border"
     return float(np.mean(smap[inner], dtype=np.float64)), None
 
 
-def body_metrics(image2d: Any, reference2d: Any, mask2d: Any,
-                 data_range: float | None = None) -> dict[str, Any]:
+def body_metrics(
+    image2d: Any, reference2d: Any, mask2d: Any, data_range: float | None = None
+) -> dict[str, Any]:
     """PSNR, SSIM and RMSE inside a body mask, with reasons.
 
     Parameters
@@ -237,16 +243,32 @@ def body_metrics(image2d: Any, reference2d: Any, mask2d: Any,
     """
     arr, ref, m, dr, why = _body_pair(image2d, reference2d, mask2d, data_range)
     if why:
-        return {"psnr_body": _NAN, "ssim_body": _NAN, "rmse_body": _NAN,
-                "body_reason": why, "ssim_body_reason": why}
+        return {
+            "psnr_body": _NAN,
+            "ssim_body": _NAN,
+            "rmse_body": _NAN,
+            "body_reason": why,
+            "ssim_body_reason": why,
+        }
     rmse = _rmse(arr, ref, m)
     s, sr = _ssim_masked(arr, ref, m, dr)
-    return {"psnr_body": _psnr_from_rmse(rmse, dr), "ssim_body": s, "rmse_body": rmse,
-            "body_reason": None, "ssim_body_reason": sr}
+    return {
+        "psnr_body": _psnr_from_rmse(rmse, dr),
+        "ssim_body": s,
+        "rmse_body": rmse,
+        "body_reason": None,
+        "ssim_body_reason": sr,
+    }
 
 
-def psnr_body(image2d: Any, reference2d: Any, mask2d: Any, data_range: float | None = None,
-              *, return_reason: bool = False):
+def psnr_body(
+    image2d: Any,
+    reference2d: Any,
+    mask2d: Any,
+    data_range: float | None = None,
+    *,
+    return_reason: bool = False,
+):
     """PSNR (dB) inside a body mask: ``10 log10(data_range**2 / MSE)`` with the MSE over
     the mask's pixels and ``data_range`` the reference's ``max - min`` inside the mask
     unless given. ``inf`` for images identical inside the mask; NaN (with a reason, with
@@ -264,8 +286,14 @@ def rmse_body(image2d: Any, reference2d: Any, mask2d: Any, *, return_reason: boo
     return (value, why) if return_reason else value
 
 
-def ssim_body(image2d: Any, reference2d: Any, mask2d: Any, data_range: float | None = None,
-              *, return_reason: bool = False):
+def ssim_body(
+    image2d: Any,
+    reference2d: Any,
+    mask2d: Any,
+    data_range: float | None = None,
+    *,
+    return_reason: bool = False,
+):
     """SSIM inside a body mask: the SSIM map of the full slice (7x7 uniform window,
     ``data_range`` the reference's ``max - min`` inside the mask unless given) averaged
     over the mask's pixels outside the 3-pixel image border (see the module docstring)."""

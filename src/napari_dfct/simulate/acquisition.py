@@ -164,8 +164,9 @@ class Physics:
             if not float(getattr(self, name)) > 0:
                 raise ValueError(f"{name} must be > 0, got {getattr(self, name)!r}")
         if self.fov_mm < 380.0:
-            raise ValueError(f"fov_mm must be >= 380 (the thorax is 344 mm wide), "
-                             f"got {self.fov_mm!r}")
+            raise ValueError(
+                f"fov_mm must be >= 380 (the thorax is 344 mm wide), got {self.fov_mm!r}"
+            )
         if not 0 < self.visibility <= 1:
             raise ValueError(f"visibility must be in (0, 1], got {self.visibility!r}")
         if not self.jitter_dof > 2:
@@ -180,9 +181,18 @@ class Physics:
             if int(value) != value or value < minimum:
                 raise ValueError(f"{name} must be an integer >= {minimum}, got {value!r}")
         for name in (
-            "phase_amplitude", "phase_jitter", "visibility_amplitude", "visibility_jitter",
-            "offset_coupling", "attenuation_coupling", "edge_coupling_mm",
-            "profile_strength", "texture", "coarse_texture", "vessel_fraction", "noise",
+            "phase_amplitude",
+            "phase_jitter",
+            "visibility_amplitude",
+            "visibility_jitter",
+            "offset_coupling",
+            "attenuation_coupling",
+            "edge_coupling_mm",
+            "profile_strength",
+            "texture",
+            "coarse_texture",
+            "vessel_fraction",
+            "noise",
             "tile_amplitude",
         ):
             if float(getattr(self, name)) < 0:
@@ -194,8 +204,16 @@ class Physics:
 # --------------------------------------------------------------------------------------
 
 
-def _view_series(rng, n_views: int, n_modes: int, max_mode: float, amplitude: float,
-                 jitter: float, window: int, jitter_dof: float = np.inf) -> np.ndarray:
+def _view_series(
+    rng,
+    n_views: int,
+    n_modes: int,
+    max_mode: float,
+    amplitude: float,
+    jitter: float,
+    window: int,
+    jitter_dof: float = np.inf,
+) -> np.ndarray:
     """One error series over the views: sinusoids + smoothed jitter (float64)."""
     v = np.arange(n_views)
     out = np.zeros(n_views)
@@ -204,15 +222,20 @@ def _view_series(rng, n_views: int, n_modes: int, max_mode: float, amplitude: fl
         freqs = np.exp(rng.uniform(math.log(1.0), math.log(f_hi), n_modes))
         amps = rng.rayleigh(1.0, n_modes)
         phases = rng.uniform(0, 2 * np.pi, n_modes)
-        sines = (amps[:, None] * np.sin(2 * np.pi * freqs[:, None] * v[None] / n_views
-                                         + phases[:, None])).sum(0)
+        sines = (
+            amps[:, None]
+            * np.sin(2 * np.pi * freqs[:, None] * v[None] / n_views + phases[:, None])
+        ).sum(0)
         out += amplitude * sines / math.sqrt(max(float((amps**2).sum()) / 2.0, 1e-12))
     else:
         rng.uniform(size=3 * max(n_modes, 0))  # keep the stream layout stable
     # heavy-tailed jitter (Student t, unit variance): a few views per rotation carry
     # bursts of vibration, which FBP turns into distinct strong streaks
-    jit = rng.standard_t(jitter_dof, n_views) if np.isfinite(jitter_dof) else \
-        rng.standard_normal(n_views)
+    jit = (
+        rng.standard_t(jitter_dof, n_views)
+        if np.isfinite(jitter_dof)
+        else rng.standard_normal(n_views)
+    )
     if np.isfinite(jitter_dof):
         jit *= math.sqrt((jitter_dof - 2.0) / jitter_dof)
     if window > 1:
@@ -233,23 +256,41 @@ def _detector_profile(rng, n_det: int, zeta: np.ndarray, strength: float) -> np.
     return 1.0 + strength * (shape[None, :] + 0.3 * drift * zeta[:, None])
 
 
-def _rotation_errors(phys: Physics, seed: int, rotation: int | None, n_views: int,
-                     n_det: int, zeta: np.ndarray):
+def _rotation_errors(
+    phys: Physics, seed: int, rotation: int | None, n_views: int, n_det: int, zeta: np.ndarray
+):
     """(dV series, dphi series, dV profile, dphi profile) of one rotation, or the
     gantry-locked component (``rotation=None``)."""
     key = (3,) if rotation is None else (1, int(rotation))
     rng = np.random.default_rng(np.random.SeedSequence(int(seed), spawn_key=key))
-    dv = _view_series(rng, n_views, phys.n_modes, phys.max_mode, phys.visibility_amplitude,
-                      phys.visibility_jitter, phys.window, phys.jitter_dof)
-    dphi = _view_series(rng, n_views, phys.n_modes, phys.max_mode, phys.phase_amplitude,
-                        phys.phase_jitter, phys.window, phys.jitter_dof)
+    dv = _view_series(
+        rng,
+        n_views,
+        phys.n_modes,
+        phys.max_mode,
+        phys.visibility_amplitude,
+        phys.visibility_jitter,
+        phys.window,
+        phys.jitter_dof,
+    )
+    dphi = _view_series(
+        rng,
+        n_views,
+        phys.n_modes,
+        phys.max_mode,
+        phys.phase_amplitude,
+        phys.phase_jitter,
+        phys.window,
+        phys.jitter_dof,
+    )
     prof_v = _detector_profile(rng, n_det, zeta, phys.profile_strength)
     prof_p = _detector_profile(rng, n_det, zeta, phys.profile_strength)
     return dv, dphi, prof_v, prof_p
 
 
-def _error_fields(phys: Physics, seed: int, rotations: int, n_views: int, n_det: int,
-                  zeta: np.ndarray):
+def _error_fields(
+    phys: Physics, seed: int, rotations: int, n_views: int, n_det: int, zeta: np.ndarray
+):
     """Per-view error fields ``(Z, V, D)`` for the first rotation and the R-mean.
 
     Rotation ``r`` carries ``sqrt(1 - rho) * e_r + sqrt(rho) * e_locked``, where ``e_r``
@@ -434,10 +475,18 @@ def simulate_dfct(
     phys = _physics(physics)
     n_det = detector_bins(size)
     if phys.tiles > n_det // 4:
-        raise ValueError(f"tiles must be <= {n_det // 4} for {size} px slices (at least 4 "
-                         f"detector bins per tile), got {phys.tiles}")
-    check_memory(n_slices, size, n_views, specimens=bool(specimens), chunk=int(phys.chunk),
-                 supersample=int(phys.supersample))
+        raise ValueError(
+            f"tiles must be <= {n_det // 4} for {size} px slices (at least 4 "
+            f"detector bins per tile), got {phys.tiles}"
+        )
+    check_memory(
+        n_slices,
+        size,
+        n_views,
+        specimens=bool(specimens),
+        chunk=int(phys.chunk),
+        supersample=int(phys.supersample),
+    )
     run = _Run(phys, size, n_views, rotations, n_det)
     if specimens:
         ph, seeds, rec = _simulate_specimens(run, n_slices, seed, progress)
@@ -447,11 +496,27 @@ def simulate_dfct(
         seeds = None
         rois = [suggest_rois(ph.labels)] * n_slices
     shares = variance_shares(rec["input"], rec["truth"], rois, target=rec["target"])
-    meta = _meta(phys, ph, rois, n_slices=n_slices, size=size, n_views=n_views,
-                 rotations=rotations, seed=seed, n_det=n_det, specimen_seeds=seeds,
-                 shares=shares)
-    return Simulation(input=rec["input"], target=rec["target"], truth=rec["truth"],
-                      meta=meta, phantom=ph, mask=body_mask(ph.labels))
+    meta = _meta(
+        phys,
+        ph,
+        rois,
+        n_slices=n_slices,
+        size=size,
+        n_views=n_views,
+        rotations=rotations,
+        seed=seed,
+        n_det=n_det,
+        specimen_seeds=seeds,
+        shares=shares,
+    )
+    return Simulation(
+        input=rec["input"],
+        target=rec["target"],
+        truth=rec["truth"],
+        meta=meta,
+        phantom=ph,
+        mask=body_mask(ph.labels),
+    )
 
 
 @dataclass
@@ -472,14 +537,23 @@ class _Run:
 
     def phantom(self, n_slices: int, seed: int) -> Phantom:
         p = self.phys
-        return thorax_phantom(self.size, n_slices, seed=seed, fov_mm=p.fov_mm,
-                              z_extent_mm=p.z_extent_mm, texture=p.texture,
-                              vessel_fraction=p.vessel_fraction, supersample=p.supersample,
-                              coarse_texture=p.coarse_texture)
+        return thorax_phantom(
+            self.size,
+            n_slices,
+            seed=seed,
+            fov_mm=p.fov_mm,
+            z_extent_mm=p.z_extent_mm,
+            texture=p.texture,
+            vessel_fraction=p.vessel_fraction,
+            supersample=p.supersample,
+            coarse_texture=p.coarse_texture,
+        )
 
     def outputs(self, n_slices: int) -> dict[str, np.ndarray]:
-        return {k: np.empty((n_slices, self.size, self.size), dtype=np.float32)
-                for k in ("input", "target", "truth")}
+        return {
+            k: np.empty((n_slices, self.size, self.size), dtype=np.float32)
+            for k in ("input", "target", "truth")
+        }
 
 
 def _store(out: dict[str, np.ndarray], rec: np.ndarray, z0: int, z1: int) -> None:
@@ -497,9 +571,14 @@ def _simulate_shared(run: _Run, n_slices: int, seed: int, progress):
     out = run.outputs(n_slices)
     for z0 in range(0, n_slices, run.chunk):
         z1 = min(n_slices, z0 + run.chunk)
-        rec = _simulate_block(run, ph.mu[z0:z1], ph.eps[z0:z1], ph.pixel_size_mm,
-                              tuple(e[z0:z1] for e in errors),
-                              [(seed, z) for z in range(z0, z1)])
+        rec = _simulate_block(
+            run,
+            ph.mu[z0:z1],
+            ph.eps[z0:z1],
+            ph.pixel_size_mm,
+            tuple(e[z0:z1] for e in errors),
+            [(seed, z) for z in range(z0, z1)],
+        )
         _store(out, rec, z0, z1)
         if progress is not None:
             progress(z1, n_slices)
@@ -510,8 +589,10 @@ def _simulate_specimens(run: _Run, n: int, seed: int, progress):
     """``n`` specimens, each the central slice of its own acquisition."""
     seeds = specimen_seeds(seed, n)
     out = run.outputs(n)
-    maps = {k: np.empty((n, run.size, run.size), dtype=dt)
-            for k, dt in (("mu", np.float32), ("eps", np.float32), ("labels", np.uint8))}
+    maps = {
+        k: np.empty((n, run.size, run.size), dtype=dt)
+        for k, dt in (("mu", np.float32), ("eps", np.float32), ("labels", np.uint8))
+    }
     pixel_mm = spacing_mm = 1.0
     for z0 in range(0, n, run.chunk):
         z1 = min(n, z0 + run.chunk)
@@ -521,16 +602,30 @@ def _simulate_specimens(run: _Run, n: int, seed: int, progress):
             for name, volume in maps.items():
                 volume[k] = getattr(ph, name)[0]
             pixel_mm, spacing_mm = ph.pixel_size_mm, ph.slice_spacing_mm
-            errors.append(_error_fields(run.phys, seeds[k], run.rotations, run.n_views,
-                                        run.n_det, np.zeros(1)))
+            errors.append(
+                _error_fields(
+                    run.phys, seeds[k], run.rotations, run.n_views, run.n_det, np.zeros(1)
+                )
+            )
         block_errors = tuple(np.concatenate([e[i] for e in errors]) for i in range(4))
-        rec = _simulate_block(run, maps["mu"][z0:z1], maps["eps"][z0:z1], pixel_mm,
-                              block_errors, [(seeds[k], 0) for k in range(z0, z1)])
+        rec = _simulate_block(
+            run,
+            maps["mu"][z0:z1],
+            maps["eps"][z0:z1],
+            pixel_mm,
+            block_errors,
+            [(seeds[k], 0) for k in range(z0, z1)],
+        )
         _store(out, rec, z0, z1)
         if progress is not None:
             progress(z1, n)
-    ph = Phantom(mu=maps["mu"], eps=maps["eps"], labels=maps["labels"],
-                 pixel_size_mm=pixel_mm, slice_spacing_mm=spacing_mm)
+    ph = Phantom(
+        mu=maps["mu"],
+        eps=maps["eps"],
+        labels=maps["labels"],
+        pixel_size_mm=pixel_mm,
+        slice_spacing_mm=spacing_mm,
+    )
     return ph, seeds, out
 
 
@@ -540,9 +635,7 @@ def _physics(physics: dict[str, Any]) -> Physics:
     valid = {f.name for f in fields(Physics)}
     unknown = sorted(set(physics) - valid)
     if unknown:
-        raise ValueError(
-            f"unknown physics parameter(s) {unknown}; valid: {sorted(valid)}"
-        )
+        raise ValueError(f"unknown physics parameter(s) {unknown}; valid: {sorted(valid)}")
     phys = Physics(**physics)
     phys.validate()
     return phys
@@ -561,8 +654,9 @@ def _block_noise(p_eps: np.ndarray, keys) -> tuple[np.ndarray, np.ndarray]:
     return n1, n2
 
 
-def _simulate_block(run: _Run, mu: np.ndarray, eps: np.ndarray, pixel_size_mm: float,
-                    errors, noise_keys) -> np.ndarray:
+def _simulate_block(
+    run: _Run, mu: np.ndarray, eps: np.ndarray, pixel_size_mm: float, errors, noise_keys
+) -> np.ndarray:
     """Input, target and truth reconstructions of a block of ``nz`` slices, stacked
     ``(3 nz, n, n)``.
 
@@ -570,15 +664,15 @@ def _simulate_block(run: _Run, mu: np.ndarray, eps: np.ndarray, pixel_size_mm: f
     :func:`_error_fields` for its slices ``(nz, V, D)``, ``noise_keys`` the noise seeds
     of its slices (:func:`_block_noise`).
     """
-    p_eps, err_in, err_tg = _sinogram_errors(run, mu, eps, pixel_size_mm, errors,
-                                             noise_keys)
+    p_eps, err_in, err_tg = _sinogram_errors(run, mu, eps, pixel_size_mm, errors, noise_keys)
     stack = np.concatenate([p_eps + err_in, p_eps + err_tg, p_eps], axis=0)
     pix_m = pixel_size_mm * 1e-3
     return run.geom.back_project(stack, filter=run.phys.filter) / np.float32(pix_m)
 
 
-def _sinogram_errors(run: _Run, mu: np.ndarray, eps: np.ndarray, pixel_size_mm: float,
-                     errors, noise_keys) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+def _sinogram_errors(
+    run: _Run, mu: np.ndarray, eps: np.ndarray, pixel_size_mm: float, errors, noise_keys
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """The clean dark-field sinogram ``p_eps`` of a block and the errors of its input and
     target sinograms (all ``(nz, V, D)``, dimensionless); arguments as
     :func:`_simulate_block`."""
@@ -594,9 +688,7 @@ def _sinogram_errors(run: _Run, mu: np.ndarray, eps: np.ndarray, pixel_size_mm: 
     p_mu, p_eps = sino[:nz], sino[nz:]
     grad = np.gradient(p_mu, axis=-1).astype(np.float32) * np.float32(edge)
     att = off + kappa * p_mu
-    sigma = np.sqrt(2.0 * np.exp(p_mu + 2.0 * p_eps) / (phys.n0 * v0sq)).astype(
-        np.float32
-    )
+    sigma = np.sqrt(2.0 * np.exp(p_mu + 2.0 * p_eps) / (phys.n0 * v0sq)).astype(np.float32)
     if phys.noise != 1.0:
         sigma *= np.float32(phys.noise)
     n1, n2 = _block_noise(p_eps, noise_keys)
@@ -607,9 +699,20 @@ def _sinogram_errors(run: _Run, mu: np.ndarray, eps: np.ndarray, pixel_size_mm: 
     return p_eps, err_in, err_tg
 
 
-def _meta(phys: Physics, ph: Phantom, rois: list[dict], *, n_slices: int, size: int,
-          n_views: int, rotations: int, seed: int, n_det: int,
-          specimen_seeds: list[int] | None, shares: dict) -> dict:
+def _meta(
+    phys: Physics,
+    ph: Phantom,
+    rois: list[dict],
+    *,
+    n_slices: int,
+    size: int,
+    n_views: int,
+    rotations: int,
+    seed: int,
+    n_det: int,
+    specimen_seeds: list[int] | None,
+    shares: dict,
+) -> dict:
     """The JSON-serialisable ``meta`` of a :class:`Simulation`."""
     from .. import __version__
 
@@ -637,8 +740,19 @@ def _meta(phys: Physics, ph: Phantom, rois: list[dict], *, n_slices: int, size: 
         "mask": MASK_FILE,
         "slice": central,
         **rois[central],
-        "rois": [{k: r[k] for k in ("signal_center", "background_center", "line",
-                                    "roi_size", "background_region")} for r in rois],
+        "rois": [
+            {
+                k: r[k]
+                for k in (
+                    "signal_center",
+                    "background_center",
+                    "line",
+                    "roi_size",
+                    "background_region",
+                )
+            }
+            for r in rois
+        ],
         "streak_share": shares,
     }
     if independent:

@@ -19,8 +19,15 @@ from .projector import CACHE_BYTES, detector_bins, geometry_plan
 __all__ = ["check_memory", "estimate_memory"]
 
 
-def estimate_memory(n_slices: int, size: int, n_views: int, *, specimens: bool = False,
-                    chunk: int = 4, supersample: int = 2) -> int:
+def estimate_memory(
+    n_slices: int,
+    size: int,
+    n_views: int,
+    *,
+    specimens: bool = False,
+    chunk: int = 4,
+    supersample: int = 2,
+) -> int:
     """Peak bytes :func:`simulate_dfct` needs (an estimate on the high side).
 
     Parameters
@@ -53,12 +60,20 @@ def estimate_memory(n_slices: int, size: int, n_views: int, *, specimens: bool =
     return int(kept + work)
 
 
-def check_memory(n_slices: int, size: int, n_views: int, *, specimens: bool = False,
-                 chunk: int = 4, supersample: int = 2) -> int:
+def check_memory(
+    n_slices: int,
+    size: int,
+    n_views: int,
+    *,
+    specimens: bool = False,
+    chunk: int = 4,
+    supersample: int = 2,
+) -> int:
     """:func:`estimate_memory`, or ``ValueError`` (one line) when it exceeds the host's
     available memory (:func:`napari_dfct.data.available_memory`). Returns the estimate."""
-    need = estimate_memory(n_slices, size, n_views, specimens=specimens, chunk=chunk,
-                           supersample=supersample)
+    need = estimate_memory(
+        n_slices, size, n_views, specimens=specimens, chunk=chunk, supersample=supersample
+    )
     have = available_memory()
     if have is not None and need > have:
         what = "specimens" if specimens else "slices"

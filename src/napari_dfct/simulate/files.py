@@ -34,8 +34,9 @@ def dataset_files(out_dir: str | Path) -> list[Path]:
     return [d / n for n in names if (d / n).exists()]
 
 
-def save_simulation(sim: Simulation, out_dir: str | Path, *,
-                    overwrite: bool = True) -> dict[str, Path]:
+def save_simulation(
+    sim: Simulation, out_dir: str | Path, *, overwrite: bool = True
+) -> dict[str, Path]:
     """Write ``input.tif``, ``target.tif``, ``truth.tif`` (float32), ``body.tif`` (the
     body mask, uint8, when ``sim.mask`` is set) and ``meta.json``.
 
@@ -63,8 +64,9 @@ def save_simulation(sim: Simulation, out_dir: str | Path, *,
     if not overwrite:
         existing = dataset_files(out)
         if existing:
-            raise FileExistsError(f"{out} already holds a simulated set "
-                                  f"({', '.join(p.name for p in existing)})")
+            raise FileExistsError(
+                f"{out} already holds a simulated set ({', '.join(p.name for p in existing)})"
+            )
     out.mkdir(parents=True, exist_ok=True)
     (out / _META).unlink(missing_ok=True)  # written last: marks a complete set
     paths: dict[str, Path] = {}
@@ -89,8 +91,9 @@ def _write_mask(path: Path, mask: np.ndarray) -> Path:
     if data.ndim == 3 and data.shape[0] == 1:
         data = data[0]  # stored like the volumes of a single-slice set
     with atomic_write(path) as fh:
-        tifffile.imwrite(fh, data, imagej=True,
-                         metadata={"axes": "ZYX" if data.ndim == 3 else "YX"})
+        tifffile.imwrite(
+            fh, data, imagej=True, metadata={"axes": "ZYX" if data.ndim == 3 else "YX"}
+        )
     return path
 
 
@@ -135,6 +138,7 @@ def _read_mask(d: Path, meta, shape: tuple[int, ...]) -> np.ndarray | None:
     if mask.ndim == 2 and len(shape) == 3 and shape[0] == 1:
         mask = mask[None]
     if mask.shape != tuple(shape):
-        raise ValueError(f"the body mask {path} has shape {mask.shape}, the volumes "
-                         f"{tuple(shape)}")
+        raise ValueError(
+            f"the body mask {path} has shape {mask.shape}, the volumes {tuple(shape)}"
+        )
     return (mask != 0).astype(np.uint8)

@@ -44,8 +44,9 @@ def _slice_sources(phantom, run: _Run, meta: dict):
                 mu, eps = one.mu[0], one.eps[0]
             else:
                 mu, eps = p.mu[k], p.eps[k]
-            err = _error_fields(run.phys, seeds[k], run.rotations, run.n_views, run.n_det,
-                                np.zeros(1))
+            err = _error_fields(
+                run.phys, seeds[k], run.rotations, run.n_views, run.n_det, np.zeros(1)
+            )
             yield mu, eps, err, (seeds[k], 0)
         return
     if ph is None:
@@ -84,8 +85,13 @@ def _view_error_energy(meta: dict, phantom=None) -> tuple[np.ndarray, np.ndarray
     """:func:`view_error_energy` from a simulation's ``meta`` alone (and its phantom when
     at hand): nothing of the simulated volumes is needed."""
     phys = Physics(**meta["physics"])
-    run = _Run(phys, int(meta["size"]), int(meta["n_views"]), int(meta["rotations"]),
-               int(meta["detector_bins"]))
+    run = _Run(
+        phys,
+        int(meta["size"]),
+        int(meta["n_views"]),
+        int(meta["rotations"]),
+        int(meta["detector_bins"]),
+    )
     v = run.n_views
     pixel_mm = float(meta["pixel_size_mm"])
     rows = []
@@ -137,7 +143,8 @@ def _simulator_meta(path):
         raise ValueError(
             f"an oracle directional loss needs the simulator's truth (the error energy of "
             f"every view), which only a folder written by `dfct simulate` holds; {folder} "
-            "has no simulator meta.json")
+            "has no simulator meta.json"
+        )
     return folder, meta
 
 

@@ -117,10 +117,10 @@ _ANATOMY_MM = 200.0  # length unit of the anatomy drawn by _paint_slice
 
 #: Specimen-to-specimen variation of the anatomy (uniform ranges), drawn from the seed.
 _SPECIMEN_RANGES = {
-    "scale": (0.97, 1.03),      # overall size
-    "aspect": (0.97, 1.03),     # body width / height
-    "gap": (-0.015, 0.03),      # depth of the air gap in the right pleural cavity
-    "heart": (0.92, 1.08),      # heart size
+    "scale": (0.97, 1.03),  # overall size
+    "aspect": (0.97, 1.03),  # body width / height
+    "gap": (-0.015, 0.03),  # depth of the air gap in the right pleural cavity
+    "heart": (0.92, 1.08),  # heart size
     "heart_shift": (-0.02, 0.02),
     "rib_phase": (-0.12, 0.12),  # where the ribs cut the slice
     "bronchi": (-0.015, 0.015),
@@ -131,16 +131,25 @@ def _specimen(rng) -> dict[str, float]:
     return {k: float(rng.uniform(*r)) for k, r in _SPECIMEN_RANGES.items()}
 
 
-def _paint_slice(u1: np.ndarray, v1: np.ndarray, z: float,
-                 specimen: dict[str, float] | None = None) -> np.ndarray:
+def _paint_slice(
+    u1: np.ndarray, v1: np.ndarray, z: float, specimen: dict[str, float] | None = None
+) -> np.ndarray:
     """Material index map of one axial slice (anterior up, patient right on the left).
 
     ``u1`` (columns) and ``v1`` (rows) are 1-D coordinates in units of ``_ANATOMY_MM``
     from the image centre (the body is 2 x 0.86 units wide), ``z`` in [-1, 1] across the
     stack; ``specimen`` holds the variations of :data:`_SPECIMEN_RANGES` (none if None).
     """
-    sp = {"scale": 1.0, "aspect": 1.0, "gap": 0.0, "heart": 1.0, "heart_shift": 0.0,
-          "rib_phase": 0.0, "bronchi": 0.0, **(specimen or {})}
+    sp = {
+        "scale": 1.0,
+        "aspect": 1.0,
+        "gap": 0.0,
+        "heart": 1.0,
+        "heart_shift": 0.0,
+        "rib_phase": 0.0,
+        "bronchi": 0.0,
+        **(specimen or {}),
+    }
     u1, v1 = u1 / sp["scale"], v1 / sp["scale"]
     cv = _Canvas(u1, v1)
     paint = cv.shape
@@ -162,20 +171,28 @@ def _paint_slice(u1: np.ndarray, v1: np.ndarray, z: float,
     def above_right_lung(uu, vv):
         return vv < v_surf + 0.8 * (uu + 0.30) ** 2 + 0.012 * np.sin(9.0 * uu + 2.0 * z)
 
-    paint("cavity", *cav_r[:4], angle=cav_r[4], power=cav_r[5], only=["lung"],
-          where=above_right_lung)
+    paint(
+        "cavity", *cav_r[:4], angle=cav_r[4], power=cav_r[5], only=["lung"], where=above_right_lung
+    )
 
     def above_left_lung(uu, vv):
         return vv < -0.34 + 0.02 * z + 0.5 * (uu - 0.40) ** 2
 
-    paint("cavity", *cav_l[:4], angle=cav_l[4], power=cav_l[5], only=["lung"],
-          where=above_left_lung)
+    paint(
+        "cavity", *cav_l[:4], angle=cav_l[4], power=cav_l[5], only=["lung"], where=above_left_lung
+    )
 
     # Mediastinum, heart, aorta, oesophagus.
     paint("soft", 0.01, 0.02, 0.13, 0.46, power=2.6)
     hs = sp["heart"]
-    paint("blood", 0.10 - 0.02 * z + sp["heart_shift"], -0.13, 0.23 * (1 - 0.15 * z * z) * hs,
-          0.24 * hs, angle=0.55)
+    paint(
+        "blood",
+        0.10 - 0.02 * z + sp["heart_shift"],
+        -0.13,
+        0.23 * (1 - 0.15 * z * z) * hs,
+        0.24 * hs,
+        angle=0.55,
+    )
     paint("blood", 0.11, 0.25, 0.065, 0.065)
     paint("soft", -0.04, 0.25, 0.035, 0.03)
 
@@ -302,17 +319,19 @@ def thorax_phantom(
 
     # Lung parenchyma: fine texture, a gentle gravity gradient, vessels.
     sz_fine = max(2.5 / spacing_mm, 0.3)
-    fine = _smooth_field(rng, (n_slices, size, size), (sz_fine, 1.2 / pix_mm * 1.0,
-                                                       1.2 / pix_mm * 1.0))
-    coarse = _smooth_field(rng, (n_slices, size, size), (max(12 / spacing_mm, 0.5),
-                                                         10 / pix_mm, 10 / pix_mm))
-    vess = _smooth_field(rng, (n_slices, size, size), (max(10 / spacing_mm, 0.5),
-                                                       2.2 / pix_mm, 2.2 / pix_mm))
+    fine = _smooth_field(
+        rng, (n_slices, size, size), (sz_fine, 1.2 / pix_mm * 1.0, 1.2 / pix_mm * 1.0)
+    )
+    coarse = _smooth_field(
+        rng, (n_slices, size, size), (max(12 / spacing_mm, 0.5), 10 / pix_mm, 10 / pix_mm)
+    )
+    vess = _smooth_field(
+        rng, (n_slices, size, size), (max(10 / spacing_mm, 0.5), 2.2 / pix_mm, 2.2 / pix_mm)
+    )
     thr = float(np.quantile(vess, 1.0 - vessel_fraction)) if vessel_fraction > 0 else np.inf
     vessel = np.clip((vess - thr) / 0.3, 0.0, 1.0)  # soft vessel edges
     gravity = 1.0 - 0.12 * v_1[None]  # posterior (dependent) lung is denser: less scatter
-    lung_eps_mod = np.clip(gravity * (1.0 + texture * fine + coarse_texture * coarse),
-                           0.2, None)
+    lung_eps_mod = np.clip(gravity * (1.0 + texture * fine + coarse_texture * coarse), 0.2, None)
     lung_mu_mod = np.clip(1.0 - 0.5 * texture * fine + 0.1 * (1 - gravity), 0.3, None)
 
     mu = np.zeros((n_slices, size, size), dtype=np.float32)
@@ -335,5 +354,10 @@ def thorax_phantom(
     mu[:, outside] = 0.0
     eps[:, outside] = 0.0
     labels[:, outside] = LABELS["air"]
-    return Phantom(mu=mu.astype(np.float32), eps=eps.astype(np.float32), labels=labels,
-                   pixel_size_mm=float(pix_mm), slice_spacing_mm=float(spacing_mm))
+    return Phantom(
+        mu=mu.astype(np.float32),
+        eps=eps.astype(np.float32),
+        labels=labels,
+        pixel_size_mm=float(pix_mm),
+        slice_spacing_mm=float(spacing_mm),
+    )

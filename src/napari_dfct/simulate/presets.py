@@ -41,8 +41,13 @@ PRESETS: dict[str, dict[str, float | int]] = {
 }
 
 
-def preset_physics(preset: str = "default", *, noise: float | None = None,
-                   texture: float | None = None, tiles: int | None = None) -> dict[str, Any]:
+def preset_physics(
+    preset: str = "default",
+    *,
+    noise: float | None = None,
+    texture: float | None = None,
+    tiles: int | None = None,
+) -> dict[str, Any]:
     """Keyword arguments of :func:`simulate_dfct` for a preset of :data:`PRESETS`.
 
     Parameters
@@ -70,8 +75,7 @@ def preset_physics(preset: str = "default", *, noise: float | None = None,
         if value is not None:
             p[name] = value
     if not float(p["noise"]) >= 0 or not float(p["texture"]) >= 0:
-        raise ValueError(f"noise and texture must be >= 0, got {p['noise']} and "
-                         f"{p['texture']}")
+        raise ValueError(f"noise and texture must be >= 0, got {p['noise']} and {p['texture']}")
     base = Physics()
     m = float(p["texture"])
     return {

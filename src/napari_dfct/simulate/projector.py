@@ -24,8 +24,14 @@ import math
 import numpy as np
 import torch
 
-__all__ = ["back_project", "detector_bins", "fbp", "filter_sinogram", "forward_project",
-           "view_angles"]
+__all__ = [
+    "back_project",
+    "detector_bins",
+    "fbp",
+    "filter_sinogram",
+    "forward_project",
+    "view_angles",
+]
 
 
 def view_angles(n_views: int) -> np.ndarray:
@@ -95,8 +101,9 @@ class _Geometry:
     calls while they fit ``cache_bytes``.
     """
 
-    def __init__(self, size: int, n_views: int, symmetry: bool = True,
-                 cache_bytes: int = CACHE_BYTES):
+    def __init__(
+        self, size: int, n_views: int, symmetry: bool = True, cache_bytes: int = CACHE_BYTES
+    ):
         self.size = n = int(size)
         self.n_views = v = int(n_views)
         self.n_det = detector_bins(n)
@@ -131,8 +138,7 @@ class _Geometry:
             b = np.where(rows, sin, cos)
             # sample position (padded coordinates) across the stepping axis
             pa = torch.from_numpy((t[None, :] / a[:, None] + c + 1.0).astype(np.float32))
-            pb = torch.from_numpy((-(s[None, :] - c) * b[:, None] / a[:, None]).astype(
-                np.float32))
+            pb = torch.from_numpy((-(s[None, :] - c) * b[:, None] / a[:, None]).astype(np.float32))
             pos = pa[:, :, None] + pb[:, None, :]  # (v, J, n)
             pos.clamp_(0.0, n + 1.0)
             p0 = torch.floor(pos)
@@ -159,8 +165,7 @@ class _Geometry:
         keep: list | None = [] if self._fp is None else None
         nbytes = 0
         for vs, js, idx, w in chunks:
-            vals = torch.nn.functional.embedding_bag(idx, table, per_sample_weights=w,
-                                                     mode="sum")
+            vals = torch.nn.functional.embedding_bag(idx, table, per_sample_weights=w, mode="sum")
             out[vs, js] = vals.reshape(vs.stop - vs.start, js.stop - js.start, n_ch)
             if keep is not None:  # keep the indices while they fit the cache
                 nbytes += idx.numel() * 4 + w.numel() * 4
@@ -236,8 +241,7 @@ class _Geometry:
         keep: list | None = [] if self._bp is None else None
         nbytes = 0
         for ps, idx, w in chunks:
-            out[ps] = torch.nn.functional.embedding_bag(idx, q, per_sample_weights=w,
-                                                        mode="sum")
+            out[ps] = torch.nn.functional.embedding_bag(idx, q, per_sample_weights=w, mode="sum")
             if keep is not None:  # keep the indices while they fit the cache
                 nbytes += idx.numel() * 4 + w.numel() * 4
                 if nbytes <= self.cache_bytes:

@@ -40,6 +40,7 @@ MASK_FILE = "body.tif"
 #: Views per pixel of slice width in :func:`views_for`.
 VIEWS_PER_PIXEL = 3
 
+
 def views_for(size: int) -> int:
     """Default views per 360-degree rotation for ``size``-wide slices:
     ``VIEWS_PER_PIXEL * size`` rounded up to a multiple of 8 (2400 at 800 px)."""
@@ -52,8 +53,10 @@ def specimen_seeds(seed: int, n: int) -> list[int]:
 
     Each is drawn from ``SeedSequence(seed, spawn_key=(7, k))``, so the specimens of two
     simulation seeds do not overlap (unlike ``seed + k``)."""
-    return [int(np.random.SeedSequence(int(seed), spawn_key=(7, k)).generate_state(1)[0])
-            for k in range(int(n))]
+    return [
+        int(np.random.SeedSequence(int(seed), spawn_key=(7, k)).generate_state(1)[0])
+        for k in range(int(n))
+    ]
 
 
 def body_mask(labels: np.ndarray) -> np.ndarray:
@@ -78,8 +81,12 @@ def _roi_block(image2d: np.ndarray, center: Sequence[float], size: int) -> np.nd
     return np.asarray(image2d[r0:r1, c0:c1], dtype=np.float64)
 
 
-def variance_shares(input: np.ndarray, truth: np.ndarray, rois: dict | Sequence[dict],
-                    target: np.ndarray | None = None) -> dict[str, Any]:
+def variance_shares(
+    input: np.ndarray,
+    truth: np.ndarray,
+    rois: dict | Sequence[dict],
+    target: np.ndarray | None = None,
+) -> dict[str, Any]:
     """Share of the lung-ROI variance of the input (and target) that streaks make up.
 
     In the signal (lung) ROI of each slice, the *streak variance* is the variance of
@@ -114,8 +121,13 @@ def variance_shares(input: np.ndarray, truth: np.ndarray, rois: dict | Sequence[
     per = [rois] * inp.shape[0] if isinstance(rois, dict) else list(rois)
     if len(per) != inp.shape[0]:
         raise ValueError(f"{len(per)} ROI sets for {inp.shape[0]} slices")
-    rows: dict[str, list[float]] = {"streak": [], "texture": [], "input": [],
-                                    "target_streak": [], "target": []}
+    rows: dict[str, list[float]] = {
+        "streak": [],
+        "texture": [],
+        "input": [],
+        "target_streak": [],
+        "target": [],
+    }
     for k, r in enumerate(per):
         centre, size = r["signal_center"], int(r["roi_size"])
         t = _roi_block(tru[k], centre, size)

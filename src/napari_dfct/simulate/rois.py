@@ -36,8 +36,9 @@ def _nearest(ok: np.ndarray, point: Sequence[float]) -> tuple[int, int] | None:
     return int(rows[i]), int(cols[i])
 
 
-def suggest_rois(labels: np.ndarray, roi_size: int | None = None,
-                 margin: int | None = None) -> dict:
+def suggest_rois(
+    labels: np.ndarray, roi_size: int | None = None, margin: int | None = None
+) -> dict:
     """Lung (signal) and air (background) ROI centres valid in every slice.
 
     The air ROI is the air square closest to the image centre, in an air cavity inside

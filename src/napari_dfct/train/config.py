@@ -96,10 +96,10 @@ class TrainConfig:
     patch: int = _option(128, "patch side in pixels")
     patches_per_slice: int = _option(1, "patches per training slice per epoch")
     lr: float = _option(1e-3, "learning rate")
-    weight_decay: float = _option(0.1, "weight decay (coupled L2 with adam, decoupled with "
-                                       "adamw)")
-    optimizer: str = _option("adam", "optimiser (adam: coupled L2 decay, the paper's)",
-                             choices=("adam", "adamw"))
+    weight_decay: float = _option(0.1, "weight decay (coupled L2 with adam, decoupled with adamw)")
+    optimizer: str = _option(
+        "adam", "optimiser (adam: coupled L2 decay, the paper's)", choices=("adam", "adamw")
+    )
     step_size: int = _option(3, "StepLR step in epochs")
     gamma: float = _option(0.9, "StepLR factor")
     val_fraction: float = _option(0.2, "fraction of slices held out for validation")
@@ -112,15 +112,25 @@ class TrainConfig:
     tensorboard: bool = False
     model_kwargs: dict = field(default_factory=dict)
     recipe: str = "stable"
-    decay_scope: str = _option("all", "parameters weight decay applies to: all, no-norm (not "
-                                      "BatchNorm gamma/beta nor biases), no-scale-invariant "
-                                      "(not those, nor conv weights that feed a BatchNorm)",
-                               choices=("all", "no-norm", "no-scale-invariant"))
-    bn_recalibrate: int = _option(8, "re-estimate the BatchNorm running statistics on this "
-                                     "many batches before every validation (0: off)")
-    select: str = _option("plain", "model-selection criterion for early stopping and the "
-                                   "best checkpoint: the plain (un-amplified) or the amplified "
-                                   "validation loss", choices=("plain", "amplified"))
+    decay_scope: str = _option(
+        "all",
+        "parameters weight decay applies to: all, no-norm (not "
+        "BatchNorm gamma/beta nor biases), no-scale-invariant "
+        "(not those, nor conv weights that feed a BatchNorm)",
+        choices=("all", "no-norm", "no-scale-invariant"),
+    )
+    bn_recalibrate: int = _option(
+        8,
+        "re-estimate the BatchNorm running statistics on this "
+        "many batches before every validation (0: off)",
+    )
+    select: str = _option(
+        "plain",
+        "model-selection criterion for early stopping and the "
+        "best checkpoint: the plain (un-amplified) or the amplified "
+        "validation loss",
+        choices=("plain", "amplified"),
+    )
 
     def __post_init__(self) -> None:
         if isinstance(self.loss, dict):
@@ -156,11 +166,13 @@ class TrainConfig:
         if not 0 < self.val_fraction < 1:
             raise ValueError(f"val_fraction must be in (0, 1), got {self.val_fraction}")
         if self.select not in SELECT_CHOICES:
-            raise ValueError(f"select must be one of {', '.join(SELECT_CHOICES)}, "
-                             f"got {self.select!r}")
+            raise ValueError(
+                f"select must be one of {', '.join(SELECT_CHOICES)}, got {self.select!r}"
+            )
         if self.decay_scope not in DECAY_SCOPES:
-            raise ValueError(f"decay scope must be one of {', '.join(DECAY_SCOPES)}, "
-                             f"got {self.decay_scope!r}")
+            raise ValueError(
+                f"decay scope must be one of {', '.join(DECAY_SCOPES)}, got {self.decay_scope!r}"
+            )
         if int(self.bn_recalibrate) < 0:
             raise ValueError(f"bn_recalibrate must be >= 0, got {self.bn_recalibrate}")
 
@@ -197,13 +209,13 @@ RECIPES: dict[str, dict] = {
 #: One line per recipe: what it is, and every difference from the paper's protocol.
 RECIPE_NOTES: dict[str, str] = {
     "stable": "the paper's protocol (same optimiser, schedule and weight updates), except "
-              "that BatchNorm's running statistics are re-estimated on the current weights "
-              "(8 batches of training patches) before every validation, so that validation "
-              "and the saved model use statistics that match the weights: no validation "
-              "spikes",
+    "that BatchNorm's running statistics are re-estimated on the current weights "
+    "(8 batches of training patches) before every validation, so that validation "
+    "and the saved model use statistics that match the weights: no validation "
+    "spikes",
     "paper": "the paper's protocol exactly: Adam lr 1e-3 with coupled weight decay 0.1, "
-             "StepLR(3, 0.9), batch 32, 128x128 patches, patience 20, at most 100 epochs; "
-             "BatchNorm's running statistics are the usual moving averages (momentum 0.1)",
+    "StepLR(3, 0.9), batch 32, 128x128 patches, patience 20, at most 100 epochs; "
+    "BatchNorm's running statistics are the usual moving averages (momentum 0.1)",
 }
 
 
@@ -214,9 +226,14 @@ def recipe_config(name: str = DEFAULT_RECIPE, **overrides) -> TrainConfig:
     return TrainConfig(**{**RECIPES[name], "recipe": name, **overrides})
 
 
-def resume_config(model_dir: str | Path, *, epochs: int | None = None,
-                  patience: int | None = None, device: str | None = None,
-                  keep_state: bool | None = None) -> TrainConfig:
+def resume_config(
+    model_dir: str | Path,
+    *,
+    epochs: int | None = None,
+    patience: int | None = None,
+    device: str | None = None,
+    keep_state: bool | None = None,
+) -> TrainConfig:
     """The :class:`TrainConfig` of the stopped run in ``model_dir``, ready to continue.
 
     Data, loss, model, window, split and seed are the saved ones; ``epochs`` and
@@ -238,8 +255,9 @@ def resume_config(model_dir: str | Path, *, epochs: int | None = None,
         )
     saved = ckpt.load_config(folder)
     if not isinstance(saved.get("train"), dict):
-        raise ValueError(f"cannot resume from {folder}: its config.json holds no training "
-                         "settings")
+        raise ValueError(
+            f"cannot resume from {folder}: its config.json holds no training settings"
+        )
     try:
         config = TrainConfig.from_dict(saved["train"])
     except (TypeError, ValueError) as exc:
@@ -249,9 +267,12 @@ def resume_config(model_dir: str | Path, *, epochs: int | None = None,
         config.bn_recalibrate = 0
     if saved["train"].get("select") is None:
         config.select = "amplified"  # saved before the plain criterion existed
-    for name, value in (("epochs", epochs), ("patience", patience), ("device", device),
-                        ("keep_state", keep_state)):
+    for name, value in (
+        ("epochs", epochs),
+        ("patience", patience),
+        ("device", device),
+        ("keep_state", keep_state),
+    ):
         if value is not None:
             setattr(config, name, type(getattr(config, name))(value))
     return config
-

@@ -36,8 +36,8 @@ def check_tensorboard() -> None:
         from torch.utils.tensorboard import SummaryWriter  # noqa: F401
     except ImportError as exc:
         raise ValueError(
-            f"TensorBoard logging needs the tensorboard package ({exc}); "
-            f"{TENSORBOARD_HINT}") from None
+            f"TensorBoard logging needs the tensorboard package ({exc}); {TENSORBOARD_HINT}"
+        ) from None
 
 
 class TensorBoardLog:
@@ -54,8 +54,7 @@ class TensorBoardLog:
         self.log_dir = Path(log_dir)
         self.writer = None
 
-    def log(self, event, preview: np.ndarray | None = None,
-            index: int | None = None) -> None:
+    def log(self, event, preview: np.ndarray | None = None, index: int | None = None) -> None:
         """Log one :class:`~napari_dfct.train.EpochEvent`; ``preview`` is the prediction
         of slice ``index`` in the window's [0, 1] scale (clipped), shown as an image."""
         if self.writer is None:

@@ -150,7 +150,6 @@ def _as_volume(a: Any, name: str) -> np.ndarray:
     return np.ascontiguousarray(arr, dtype=np.float32)
 
 
-
 def _model_config_dict(model: torch.nn.Module, cfg: TrainConfig) -> dict:
     from ..model import model_config
 
@@ -177,8 +176,7 @@ def _validate(
     if isinstance(x_val, list):
         sums, count = [0.0] * len(loss_fns), 0
         for xg, yg in zip(x_val, y_val):
-            means, _ = _validate(model, loss_fns, xg, yg, batch, device, amp, channels_last,
-                                 None)
+            means, _ = _validate(model, loss_fns, xg, yg, batch, device, amp, channels_last, None)
             sums = [t + m * xg.shape[0] for t, m in zip(sums, means)]
             count += int(xg.shape[0])
         return [t / count for t in sums], None
@@ -301,8 +299,14 @@ def fit(
         validate_pair(x_all, y_all, patch=config.patch)
     _check_resumed_shape(saved_cfg, out_path, _data_shape(x_all))
     oracle = _check_oracle(config, oracle, scans, _data_shape(x_all))
-    run = _Run(config=config, out_path=out_path, preview=bool(preview),
-               on_estimate=on_estimate, scans=scans, oracle=oracle)
+    run = _Run(
+        config=config,
+        out_path=out_path,
+        preview=bool(preview),
+        on_estimate=on_estimate,
+        scans=scans,
+        oracle=oracle,
+    )
     _plan(run, x_all, y_all, preview_index)
     check_cancel = _cancel_check(cancel)
 
@@ -404,9 +408,18 @@ def _start_config(config, out_dir, resume) -> tuple[TrainConfig, dict | None, Pa
         if out_path is None:
             raise ValueError("resume=True needs out_dir (the model folder of the stopped run)")
         config = resume_config(
-            out_path, **({} if config is None else {
-                "epochs": config.epochs, "patience": config.patience,
-                "device": config.device, "keep_state": config.keep_state}))
+            out_path,
+            **(
+                {}
+                if config is None
+                else {
+                    "epochs": config.epochs,
+                    "patience": config.patience,
+                    "device": config.device,
+                    "keep_state": config.keep_state,
+                }
+            ),
+        )
         saved_cfg = ckpt.load_config(out_path)
     if config is None:
         config = TrainConfig()
@@ -430,17 +443,22 @@ def _check_oracle(config, oracle, scans, shape) -> np.ndarray | None:
     if not config.loss.oracle:
         return None
     if scans is not None:
-        raise ValueError(f"{config.loss.name}: an oracle loss trains on one simulated "
-                         "volume, not on a data set of scans")
+        raise ValueError(
+            f"{config.loss.name}: an oracle loss trains on one simulated "
+            "volume, not on a data set of scans"
+        )
     if oracle is None:
         raise ValueError(
             f"{config.loss.name} takes the angular part of its directional weight from "
             "the simulator's truth: train on a folder written by `dfct simulate` (the "
-            "truth is read from its meta.json), or pass oracle=slice_angular(simulation)")
+            "truth is read from its meta.json), or pass oracle=slice_angular(simulation)"
+        )
     g = np.asarray(oracle, dtype=np.float32)
     if g.ndim != 2 or g.shape[0] != shape[0] or not np.all(np.isfinite(g)):
-        raise ValueError(f"oracle must be finite (Z, n_bins) angular parts with Z = "
-                         f"{shape[0]} slices, got shape {g.shape}")
+        raise ValueError(
+            f"oracle must be finite (Z, n_bins) angular parts with Z = "
+            f"{shape[0]} slices, got shape {g.shape}"
+        )
     return g
 
 
@@ -469,7 +487,8 @@ def _plan(run: _Run, x_all, y_all, preview_index) -> None:
     n = len(x_all)
     run.shape = _data_shape(x_all)
     run.train_idx, run.val_idx = training_split(
-        run.scans if run.scans is not None else x_all, config.val_fraction, config.seed)
+        run.scans if run.scans is not None else x_all, config.val_fraction, config.seed
+    )
     if preview_index is None:
         preview_index = int(run.val_idx[0])
     if not 0 <= int(preview_index) < n:
@@ -512,9 +531,14 @@ def _build(run: _Run, x_all: np.ndarray, y_all: np.ndarray) -> None:
         xn = run.window.normalize(x_all)
         yn = run.window.normalize(y_all)
         run.sampler = PatchSampler(
-            xn[run.train_idx], yn[run.train_idx], a_s, patch=config.patch,
-            patches_per_slice=config.patches_per_slice, augment=config.augment,
-            seed=config.seed + 1, device=device,
+            xn[run.train_idx],
+            yn[run.train_idx],
+            a_s,
+            patch=config.patch,
+            patches_per_slice=config.patches_per_slice,
+            augment=config.augment,
+            seed=config.seed + 1,
+            device=device,
             angular=None if run.oracle is None else run.oracle[run.train_idx],
         )
         if run.oracle is not None:
@@ -552,18 +576,25 @@ def _build_scans(run: _Run, x_all: list, y_all: list) -> None:
     xn = [run.window.normalize(a) for a in x_all]
     yn = [run.window.normalize(a) for a in y_all]
     run.sampler = GroupedSampler(
-        [xn[i] for i in run.train_idx], [yn[i] for i in run.train_idx],
+        [xn[i] for i in run.train_idx],
+        [yn[i] for i in run.train_idx],
         lambda shape: run.loss_fn.full_spatial_weight(shape, device=device),
-        patch=config.patch, patches_per_slice=config.patches_per_slice,
-        augment=config.augment, seed=config.seed + 1, device=device)
+        patch=config.patch,
+        patches_per_slice=config.patches_per_slice,
+        augment=config.augment,
+        seed=config.seed + 1,
+        device=device,
+    )
     run.x_val, run.y_val = [], []
     val = [int(i) for i in run.val_idx]
     for shape in dict.fromkeys(xn[i].shape for i in val):
         members = [i for i in val if xn[i].shape == shape]
-        run.x_val.append(torch.from_numpy(np.stack([xn[i] for i in members]))
-                         .to(run.sampler.storage))
-        run.y_val.append(torch.from_numpy(np.stack([yn[i] for i in members]))
-                         .to(run.sampler.storage))
+        run.x_val.append(
+            torch.from_numpy(np.stack([xn[i] for i in members])).to(run.sampler.storage)
+        )
+        run.y_val.append(
+            torch.from_numpy(np.stack([yn[i] for i in members])).to(run.sampler.storage)
+        )
     run.preview_x = torch.from_numpy(xn[run.preview_index])
     run.keep = None  # the preview slice is predicted on its own
 
@@ -587,8 +618,9 @@ def _restore(run: _Run) -> None:
     except (KeyError, RuntimeError, ValueError, TypeError) as exc:
         raise ckpt.CheckpointError(f"cannot resume from {out_path}: {exc}") from exc
     run.saved = True
-    run.history = [rec for rec in ckpt.load_history(out_path)
-                   if int(rec.get("epoch", 0)) <= run.epoch]
+    run.history = [
+        rec for rec in ckpt.load_history(out_path) if int(rec.get("epoch", 0)) <= run.epoch
+    ]
     if run.best_epoch == 0:
         return
     if "best_model" in st:
@@ -609,9 +641,11 @@ def _restore(run: _Run) -> None:
 
 def _oom_message(run: _Run) -> str:
     c = run.config
-    return (f"out of {run.device.type.upper()} memory at batch size {c.batch_size} with "
-            f"{c.patch}x{c.patch} patches (preset {c.preset!r}); try batch size "
-            f"{max(1, c.batch_size // 2)}")
+    return (
+        f"out of {run.device.type.upper()} memory at batch size {c.batch_size} with "
+        f"{c.patch}x{c.patch} patches (preset {c.preset!r}); try batch size "
+        f"{max(1, c.batch_size // 2)}"
+    )
 
 
 def _train_one_epoch(run: _Run, check_cancel) -> tuple[float, int] | None:
@@ -665,21 +699,34 @@ def _validate_and_select(run: _Run, train_loss: float, lr: float, steps: int) ->
     """Step 5: (re-estimate BatchNorm statistics,) validate, update the best model."""
     config, device = run.config, run.device
     if config.bn_recalibrate > 0:
-        recalibrate_batchnorm(run.model, (
-            (xb.contiguous(memory_format=torch.channels_last) if run.channels_last else xb)
-            for xb, _, _ in run.sampler.extra_batches(
-                config.bn_recalibrate, config.batch_size,
-                seed=config.seed * 1_000_003 + run.epoch)))
+        recalibrate_batchnorm(
+            run.model,
+            (
+                (xb.contiguous(memory_format=torch.channels_last) if run.channels_last else xb)
+                for xb, _, _ in run.sampler.extra_batches(
+                    config.bn_recalibrate,
+                    config.batch_size,
+                    seed=config.seed * 1_000_003 + run.epoch,
+                )
+            ),
+        )
     oom = False
     want_preview = run.preview or bool(config.tensorboard)
     try:
         (val_plain, val_amp), kept = _validate(
-            run.model, (run.plain_fn, run.loss_fn), run.x_val, run.y_val, run.val_batch,
-            device, run.use_amp, run.channels_last, run.keep if want_preview else None,
-            run.g_val)
+            run.model,
+            (run.plain_fn, run.loss_fn),
+            run.x_val,
+            run.y_val,
+            run.val_batch,
+            device,
+            run.use_amp,
+            run.channels_last,
+            run.keep if want_preview else None,
+            run.g_val,
+        )
         if want_preview and run.keep is None:
-            kept = _predict_one(run.model, run.preview_x, device, run.use_amp,
-                                run.channels_last)
+            kept = _predict_one(run.model, run.preview_x, device, run.use_amp, run.channels_last)
     except Exception as exc:
         if not _is_oom(exc):
             raise
@@ -688,13 +735,15 @@ def _validate_and_select(run: _Run, train_loss: float, lr: float, steps: int) ->
         _, h, w = run.shape
         raise OutOfMemory(
             f"out of {device.type.upper()} memory validating full {h}x{w} slices "
-            f"(preset {config.preset!r}); try a smaller preset, or the device cpu")
+            f"(preset {config.preset!r}); try a smaller preset, or the device cpu"
+        )
     val_loss = val_plain if config.select == "plain" else val_amp
     improved = math.isfinite(val_loss) and val_loss < run.best_val
     if improved:
         run.best_val, run.best_epoch, run.bad_epochs = val_loss, run.epoch, 0
-        run.best_state = {k: v.detach().to("cpu", copy=True)
-                          for k, v in run.model.state_dict().items()}
+        run.best_state = {
+            k: v.detach().to("cpu", copy=True) for k, v in run.model.state_dict().items()
+        }
     else:
         run.bad_epochs += 1
     preview = None
@@ -702,12 +751,20 @@ def _validate_and_select(run: _Run, train_loss: float, lr: float, steps: int) ->
     if run.preview and kept is not None:
         preview = run.window.denormalize(kept.numpy())
     return EpochEvent(
-        epoch=run.epoch, epochs=int(config.epochs), train_loss=train_loss,
-        val_loss=float(val_loss), lr=lr, best_epoch=run.best_epoch,
-        best_val_loss=float(run.best_val), improved=bool(improved), seconds=0.0,
-        preview=preview, steps=steps,
+        epoch=run.epoch,
+        epochs=int(config.epochs),
+        train_loss=train_loss,
+        val_loss=float(val_loss),
+        lr=lr,
+        best_epoch=run.best_epoch,
+        best_val_loss=float(run.best_val),
+        improved=bool(improved),
+        seconds=0.0,
+        preview=preview,
+        steps=steps,
         preview_index=run.preview_index if run.preview else None,
-        val_plain=float(val_plain), val_amplified=float(val_amp),
+        val_plain=float(val_plain),
+        val_amplified=float(val_amp),
     )
 
 
@@ -723,16 +780,25 @@ def _save_epoch(run: _Run, improved: bool) -> None:
         "model": run.model.state_dict(),
         "optimizer": run.optimizer.state_dict(),
         "scheduler": run.scheduler.state_dict(),
-        "early_stopping": {"best_epoch": run.best_epoch, "best_val_loss": run.best_val,
-                           "bad_epochs": run.bad_epochs},
+        "early_stopping": {
+            "best_epoch": run.best_epoch,
+            "best_val_loss": run.best_val,
+            "bad_epochs": run.bad_epochs,
+        },
         "rng": _rng_state(run.sampler),
     }
     if run.best_state is not None and run.best_epoch != run.epoch:
         state["best_model"] = run.best_state  # the state alone restores the whole run
     # weights, config, history, then the state; the first save of a new run writes them
     # all into a hidden folder and renames it into place
-    ckpt.save_run(run.out_path, run.model_cfg, run.history, state,
-                  weights=run.model.state_dict() if improved else None, new=not run.saved)
+    ckpt.save_run(
+        run.out_path,
+        run.model_cfg,
+        run.history,
+        state,
+        weights=run.model.state_dict() if improved else None,
+        new=not run.saved,
+    )
     run.saved = True
 
 
@@ -768,8 +834,13 @@ def _finish(run: _Run, stopped: str) -> FitResult:
     run.model_cfg["best_val_loss"] = run.best_val
     return FitResult(
         model_dir=run.out_path if (run.out_path is not None and run.best_epoch > 0) else None,
-        best_epoch=run.best_epoch, best_val_loss=float(run.best_val), epochs_run=run.epoch,
-        stopped=stopped, history=run.history, model=best_model, window=run.window,
+        best_epoch=run.best_epoch,
+        best_val_loss=float(run.best_val),
+        epochs_run=run.epoch,
+        stopped=stopped,
+        history=run.history,
+        model=best_model,
+        window=run.window,
         config=run.model_cfg,
     )
 

@@ -27,8 +27,11 @@ def scale_invariant_parameters(model: torch.nn.Module) -> set[int]:
         if isinstance(mod, torch.nn.Sequential):
             kids = list(mod.children())
             for a, b in zip(kids, kids[1:]):
-                if (isinstance(a, torch.nn.modules.conv._ConvNd) and a.bias is None
-                        and isinstance(b, torch.nn.modules.batchnorm._BatchNorm)):
+                if (
+                    isinstance(a, torch.nn.modules.conv._ConvNd)
+                    and a.bias is None
+                    and isinstance(b, torch.nn.modules.batchnorm._BatchNorm)
+                ):
                     ids.add(id(a.weight))
     return ids
 
@@ -41,8 +44,12 @@ def parameter_groups(model: torch.nn.Module, weight_decay: float, scope: str) ->
     those, nor the conv weights that feed a BatchNorm).
     """
     if scope == "all":
-        return [{"params": [p for p in model.parameters() if p.requires_grad],
-                 "weight_decay": weight_decay}]
+        return [
+            {
+                "params": [p for p in model.parameters() if p.requires_grad],
+                "weight_decay": weight_decay,
+            }
+        ]
     skip: set[int] = set()
     for mod in model.modules():
         if isinstance(mod, torch.nn.modules.batchnorm._BatchNorm):
@@ -93,4 +100,3 @@ def recalibrate_batchnorm(model: torch.nn.Module, batches) -> int:
             m.momentum = mom
         model.eval()
     return n
-

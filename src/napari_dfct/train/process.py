@@ -59,8 +59,7 @@ def _unshare(a: Any) -> Any:
     if isinstance(a, dict) and "__shm__" in a:
         shm = shared_memory.SharedMemory(name=a["__shm__"])
         try:
-            return np.array(np.ndarray(tuple(a["shape"]), np.dtype(a["dtype"]),
-                                       buffer=shm.buf))
+            return np.array(np.ndarray(tuple(a["shape"]), np.dtype(a["dtype"]), buffer=shm.buf))
         finally:
             shm.close()
     return a
@@ -93,10 +92,18 @@ def _child(events, cancel, spec: dict) -> None:
         x = _unshare(spec["input"])
         y = _unshare(spec["target"])
         events.put(("ready", None))
-        gen = fit(x, y, spec["config"], spec["out_dir"], cancel=cancel.is_set,
-                  resume=spec["resume"], preview_index=spec["preview_index"],
-                  preview=spec["preview"], oracle=spec.get("oracle"),
-                  on_estimate=lambda est: events.put(("estimate", est)))
+        gen = fit(
+            x,
+            y,
+            spec["config"],
+            spec["out_dir"],
+            cancel=cancel.is_set,
+            resume=spec["resume"],
+            preview_index=spec["preview_index"],
+            preview=spec["preview"],
+            oracle=spec.get("oracle"),
+            on_estimate=lambda est: events.put(("estimate", est)),
+        )
         del x, y
         while True:
             try:
@@ -165,13 +172,18 @@ def fit_in_process(
         spec = {
             "input": _share(input, blocks),
             "target": _share(target, blocks),
-            "config": config, "out_dir": None if out_dir is None else str(out_dir),
-            "resume": bool(resume), "preview_index": preview_index,
-            "preview": bool(preview), "oracle": oracle, "threads": threads,
+            "config": config,
+            "out_dir": None if out_dir is None else str(out_dir),
+            "resume": bool(resume),
+            "preview_index": preview_index,
+            "preview": bool(preview),
+            "oracle": oracle,
+            "threads": threads,
             "nice": int(nice),
         }
-        proc = ctx.Process(target=_child, args=(events, child_cancel, spec),
-                           name="dfct-train", daemon=True)
+        proc = ctx.Process(
+            target=_child, args=(events, child_cancel, spec), name="dfct-train", daemon=True
+        )
         with _without_main_script():
             proc.start()
         while True:
@@ -186,7 +198,8 @@ def fit_in_process(
                     except _queue.Empty:
                         raise RuntimeError(
                             f"the training process ended without a result (exit code "
-                            f"{proc.exitcode})") from None
+                            f"{proc.exitcode})"
+                        ) from None
                 else:
                     continue
             if kind == "ready":
@@ -246,4 +259,3 @@ def _release(blocks: list) -> None:
             shm.unlink()
         except OSError:  # pragma: no cover - already gone
             pass
-

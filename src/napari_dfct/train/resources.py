@@ -62,8 +62,9 @@ class StepTimer:
         stacks = run.x_val if isinstance(run.x_val, list) else [run.x_val]
         pixels = sum(int(t.numel()) for t in stacks)  # validation slices of any sizes
         # forward-only work per epoch, in patches: re-estimation batches, validation
-        self.forward_patches = (int(config.bn_recalibrate) * int(config.batch_size)
-                                + pixels / int(config.patch) ** 2)
+        self.forward_patches = (
+            int(config.bn_recalibrate) * int(config.batch_size) + pixels / int(config.patch) ** 2
+        )
         self.last = time.perf_counter()
         self.forward = 0.0
         self.done = 0
@@ -88,10 +89,16 @@ class StepTimer:
             return False
         seconds = (per_step * self.samples + self.forward * self.forward_patches) / batch
         report, run.on_estimate = run.on_estimate, None
-        report(EpochEstimate(
-            seconds_per_step=per_step, steps=self.total, seconds=seconds,
-            epochs=int(run.config.epochs) - run.epoch, device=run.device.type,
-            preset=run.config.preset))
+        report(
+            EpochEstimate(
+                seconds_per_step=per_step,
+                steps=self.total,
+                seconds=seconds,
+                epochs=int(run.config.epochs) - run.epoch,
+                device=run.device.type,
+                preset=run.config.preset,
+            )
+        )
         return True
 
 
@@ -110,8 +117,11 @@ def activation_bytes(config: TrainConfig) -> tuple[int, int]:
 
     with torch.device("meta"):
         model = build_model(config.preset, **config.model_kwargs)
-    hooks = [m.register_forward_hook(count) for m in model.modules()
-             if not any(True for _ in m.children())]
+    hooks = [
+        m.register_forward_hook(count)
+        for m in model.modules()
+        if not any(True for _ in m.children())
+    ]
     try:
         model.eval()  # the same layer outputs as in training, without touching statistics
         model(torch.empty(1, 1, config.patch, config.patch, device="meta"))
@@ -137,10 +147,10 @@ def check_memory(config: TrainConfig, device: torch.device) -> None:
     need = fixed + per_sample * int(config.batch_size)
     if need > free:
         fits = max(0, (free - fixed) // max(per_sample, 1))
-        hint = (f"try batch size {fits}" if fits >= 1 else
-                "try a smaller patch or preset")
+        hint = f"try batch size {fits}" if fits >= 1 else "try a smaller patch or preset"
         raise OutOfMemory(
             f"batch size {config.batch_size} with {config.patch}x{config.patch} patches "
             f"(preset {config.preset!r}) needs at least {format_bytes(need)} of "
             f"{device.type.upper()} memory, more than the {format_bytes(free)} "
-            f"available; {hint}")
+            f"available; {hint}"
+        )

@@ -17,8 +17,9 @@ from ..scans import ScanSlices, split_by_scan
 __all__ = ["default_window", "intensity_histogram", "training_split", "training_window"]
 
 
-def training_split(input, val_fraction: float = 0.2, seed: int = 0
-                   ) -> tuple[np.ndarray, np.ndarray]:
+def training_split(
+    input, val_fraction: float = 0.2, seed: int = 0
+) -> tuple[np.ndarray, np.ndarray]:
     """The (training, validation) slice indices a run with these settings uses: by scan
     for a :class:`ScanSlices`, by slice for a (Z, Y, X) volume."""
     if isinstance(input, ScanSlices):
@@ -30,13 +31,15 @@ def training_window(x_all, y_all, train_idx) -> IntensityWindow:
     """The default window of the training slices ``train_idx`` of ``x_all`` and ``y_all``
     (stacked volumes or lists of 2-D slices)."""
     if isinstance(x_all, list | tuple):
-        return window_from_percentiles(*(x_all[i] for i in train_idx),
-                                       *(y_all[i] for i in train_idx))
+        return window_from_percentiles(
+            *(x_all[i] for i in train_idx), *(y_all[i] for i in train_idx)
+        )
     return window_from_percentiles(x_all[train_idx], y_all[train_idx])
 
 
-def default_window(input, target=None, *, val_fraction: float = 0.2,
-                   seed: int = 0) -> IntensityWindow:
+def default_window(
+    input, target=None, *, val_fraction: float = 0.2, seed: int = 0
+) -> IntensityWindow:
     """The window :func:`~napari_dfct.train.fit` computes for this data and split.
 
     Parameters
@@ -55,9 +58,12 @@ def default_window(input, target=None, *, val_fraction: float = 0.2,
     return training_window(x, y, train_idx)
 
 
-def intensity_histogram(*arrays, bins: int = 96, max_samples: int = 1_000_000,
-                        value_range: tuple[float, float] | None = None
-                        ) -> tuple[np.ndarray, np.ndarray]:
+def intensity_histogram(
+    *arrays,
+    bins: int = 96,
+    max_samples: int = 1_000_000,
+    value_range: tuple[float, float] | None = None,
+) -> tuple[np.ndarray, np.ndarray]:
     """``(counts, edges)`` of the pooled finite values of ``arrays``, subsampled with a
     regular stride to at most ``max_samples`` values; the range defaults to the 0.01st to
     99.99th percentile (the far tails of streaks would squeeze the rest into a few bins)."""

@@ -48,9 +48,12 @@ def log_ticks(lo: float, hi: float) -> list[float]:
         return []
 
     def at(subs):
-        return [m * 10.0 ** e for e in range(math.floor(math.log10(lo)),
-                                             math.ceil(math.log10(hi)) + 1)
-                for m in subs if lo <= m * 10.0 ** e <= hi]
+        return [
+            m * 10.0**e
+            for e in range(math.floor(math.log10(lo)), math.ceil(math.log10(hi)) + 1)
+            for m in subs
+            if lo <= m * 10.0**e <= hi
+        ]
 
     out = at((1.0, 2.0, 5.0))
     if len(out) < 3:
@@ -101,9 +104,18 @@ class CurvePlot(QWidget):
     MARGINS = (54.0, 10.0, 30.0, 20.0)  # left, right, bottom, top (the legend's row)
     TITLE_HEIGHT = 14.0  # the title's row above the legend, with ``title_row``
 
-    def __init__(self, parent: QWidget | None = None, *, xlabel: str = "",
-                 ylabel: str = "", log_y: bool = True, integer_x: bool = True,
-                 theme: str = "dark", height: int = 150, title_row: bool = False) -> None:
+    def __init__(
+        self,
+        parent: QWidget | None = None,
+        *,
+        xlabel: str = "",
+        ylabel: str = "",
+        log_y: bool = True,
+        integer_x: bool = True,
+        theme: str = "dark",
+        height: int = 150,
+        title_row: bool = False,
+    ) -> None:
         super().__init__(parent)
         self.xlabel, self.ylabel = xlabel, ylabel
         self.log_y, self.integer_x = bool(log_y), bool(integer_x)
@@ -123,13 +135,29 @@ class CurvePlot(QWidget):
         return QSize(400, self.minimumHeight())
 
     # ------------------------------------------------------------------ content
-    def set_line(self, key: str, x: Sequence[float], y: Sequence[float], *, color: str,
-                 label: str = "", dots: bool = True, line: bool = True,
-                 width: float = 1.5) -> None:
+    def set_line(
+        self,
+        key: str,
+        x: Sequence[float],
+        y: Sequence[float],
+        *,
+        color: str,
+        label: str = "",
+        dots: bool = True,
+        line: bool = True,
+        width: float = 1.5,
+    ) -> None:
         """Create or replace the series ``key`` (call :meth:`redraw` to show it): a
         polyline of ``width`` pixels (unless ``line`` is false) and/or dots."""
-        self._series[key] = _Series(np.asarray(x, float), np.asarray(y, float), color,
-                                    label or key, bool(dots), bool(line), float(width))
+        self._series[key] = _Series(
+            np.asarray(x, float),
+            np.asarray(y, float),
+            color,
+            label or key,
+            bool(dots),
+            bool(line),
+            float(width),
+        )
 
     def set_vline(self, x: float | None, *, color: str = "#c792ea") -> None:
         """A dashed vertical line at ``x`` across the plot area (hidden when None)."""
@@ -150,8 +178,9 @@ class CurvePlot(QWidget):
     def title(self) -> str:
         return self._title[0]
 
-    def set_marker(self, x: float | None, y: float | None, *, color: str = "#ffd166",
-                   label: str = "best") -> None:
+    def set_marker(
+        self, x: float | None, y: float | None, *, color: str = "#ffd166", label: str = "best"
+    ) -> None:
         """Highlight one point with a star (hidden when ``x`` is None)."""
         ok = x is not None and y is not None and math.isfinite(x) and math.isfinite(y)
         self._marker = (float(x), float(y), color, label) if ok else None
@@ -237,17 +266,19 @@ class CurvePlot(QWidget):
             def fy(v):
                 return (math.log10(v) - ly0) / (ly1 - ly0)
         else:
+
             def fy(v):
                 return (v - y0) / (y1 - y0)
 
         def m(x, y):
-            return QPointF(r.left() + (x - x0) / (x1 - x0) * r.width(),
-                           r.bottom() - fy(y) * r.height())
+            return QPointF(
+                r.left() + (x - x0) / (x1 - x0) * r.width(), r.bottom() - fy(y) * r.height()
+            )
+
         return m
 
     def _legend_items(self) -> list[tuple[str, str, str]]:
-        items = [(s.label, s.color, "line" if s.line else "dot")
-                 for s in self._series.values()]
+        items = [(s.label, s.color, "line" if s.line else "dot") for s in self._series.values()]
         if self._marker is not None:
             items.append((self._marker[3], self._marker[2], "star"))
         return items
@@ -255,8 +286,9 @@ class CurvePlot(QWidget):
     def legend_rect(self) -> QRectF:
         """The legend's box in widget pixels (in the top margin, above the plot area)."""
         fm = QFontMetricsF(self._font)
-        width = sum(22.0 + fm.horizontalAdvance(label) + 12.0
-                    for label, _, _ in self._legend_items())
+        width = sum(
+            22.0 + fm.horizontalAdvance(label) + 12.0 for label, _, _ in self._legend_items()
+        )
         r = self.plot_rect()
         top = 2.0 + (self.TITLE_HEIGHT if self._title_row else 0.0)
         return QRectF(r.left(), top, width, max(r.top() - top - 2.0, 1.0))
@@ -298,19 +330,26 @@ class CurvePlot(QWidget):
         text, color = self._title
         if self._title_row and text:
             p.setPen(QColor(color or self._colors["text"]))
-            p.drawText(QRectF(4.0, 1.0, max(self.width() - 8.0, 1.0), self.TITLE_HEIGHT),
-                       int(Qt.AlignmentFlag.AlignLeft | Qt.AlignmentFlag.AlignVCenter),
-                       text)
+            p.drawText(
+                QRectF(4.0, 1.0, max(self.width() - 8.0, 1.0), self.TITLE_HEIGHT),
+                int(Qt.AlignmentFlag.AlignLeft | Qt.AlignmentFlag.AlignVCenter),
+                text,
+            )
             p.setPen(QColor(self._colors["text"]))
         h = float(self.height())
-        p.drawText(QRectF(r.left(), h - 14.0, r.width(), 14.0),
-                   int(Qt.AlignmentFlag.AlignHCenter | Qt.AlignmentFlag.AlignVCenter),
-                   self.xlabel)
+        p.drawText(
+            QRectF(r.left(), h - 14.0, r.width(), 14.0),
+            int(Qt.AlignmentFlag.AlignHCenter | Qt.AlignmentFlag.AlignVCenter),
+            self.xlabel,
+        )
         p.save()
         p.translate(10.0, r.center().y())
         p.rotate(-90.0)
-        p.drawText(QRectF(-r.height() / 2, -7.0, r.height(), 14.0),
-                   int(Qt.AlignmentFlag.AlignCenter), self.ylabel)
+        p.drawText(
+            QRectF(-r.height() / 2, -7.0, r.height(), 14.0),
+            int(Qt.AlignmentFlag.AlignCenter),
+            self.ylabel,
+        )
         p.restore()
 
     def _paint_grid(self, p: QPainter, r: QRectF, lim, m) -> None:
@@ -329,17 +368,21 @@ class CurvePlot(QWidget):
             p.setPen(QPen(grid, 0.8))
             p.drawLine(QPointF(r.left(), pt.y()), QPointF(r.right(), pt.y()))
             p.setPen(text)
-            p.drawText(QRectF(0.0, pt.y() - 7.0, r.left() - 4.0, 14.0),
-                       int(Qt.AlignmentFlag.AlignRight | Qt.AlignmentFlag.AlignVCenter),
-                       f"{v:.3g}")
+            p.drawText(
+                QRectF(0.0, pt.y() - 7.0, r.left() - 4.0, 14.0),
+                int(Qt.AlignmentFlag.AlignRight | Qt.AlignmentFlag.AlignVCenter),
+                f"{v:.3g}",
+            )
         for v in xt:
             pt = m(v, y0)
             p.setPen(QPen(grid, 0.8))
             p.drawLine(QPointF(pt.x(), r.top()), QPointF(pt.x(), r.bottom()))
             p.setPen(text)
-            p.drawText(QRectF(pt.x() - 20.0, r.bottom() + 2.0, 40.0, 12.0),
-                       int(Qt.AlignmentFlag.AlignHCenter | Qt.AlignmentFlag.AlignTop),
-                       f"{v:g}")
+            p.drawText(
+                QRectF(pt.x() - 20.0, r.bottom() + 2.0, 40.0, 12.0),
+                int(Qt.AlignmentFlag.AlignHCenter | Qt.AlignmentFlag.AlignTop),
+                f"{v:g}",
+            )
         p.setPen(QPen(QColor(self._colors["grid"]), 1.0))
         p.drawRect(r)
 

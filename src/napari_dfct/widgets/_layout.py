@@ -59,8 +59,9 @@ class Section(QWidget):
         Shown at first.
     """
 
-    def __init__(self, title: str, content: QWidget, expanded: bool = True,
-                 parent: QWidget | None = None):
+    def __init__(
+        self, title: str, content: QWidget, expanded: bool = True, parent: QWidget | None = None
+    ):
         super().__init__(parent)
         self.content = content
         self.toggle = QToolButton(self)
@@ -79,8 +80,7 @@ class Section(QWidget):
 
     def set_expanded(self, expanded: bool) -> None:
         """Show or fold the content."""
-        self.toggle.setArrowType(Qt.ArrowType.DownArrow if expanded
-                                 else Qt.ArrowType.RightArrow)
+        self.toggle.setArrowType(Qt.ArrowType.DownArrow if expanded else Qt.ArrowType.RightArrow)
         if self.toggle.isChecked() != expanded:
             self.toggle.setChecked(expanded)
         self.content.setVisible(expanded)

@@ -15,8 +15,14 @@ from ._measure_table import WARN
 
 __all__ = ["ProfilePlot"]
 
-_COLORS = {"profile": "#9aa5b1", "fit": "#ff9f40", "lsf": "#4fa3ff", "gauss": "#ff9f40",
-           "fwhm": "#5fd38d", "edge": "#c792ea"}
+_COLORS = {
+    "profile": "#9aa5b1",
+    "fit": "#ff9f40",
+    "lsf": "#4fa3ff",
+    "gauss": "#ff9f40",
+    "fwhm": "#5fd38d",
+    "edge": "#c792ea",
+}
 
 
 class ProfilePlot(QWidget):
@@ -29,11 +35,18 @@ class ProfilePlot(QWidget):
 
     def __init__(self, theme: str = "dark", parent: QWidget | None = None):
         super().__init__(parent)
-        self.esf = CurvePlot(ylabel="profile", log_y=False, integer_x=False, theme=theme,
-                             height=90, title_row=True)
-        self.lsf = CurvePlot(xlabel="distance along the line (px)", ylabel="LSF",
-                             log_y=False, integer_x=False, theme=theme, height=90,
-                             title_row=True)
+        self.esf = CurvePlot(
+            ylabel="profile", log_y=False, integer_x=False, theme=theme, height=90, title_row=True
+        )
+        self.lsf = CurvePlot(
+            xlabel="distance along the line (px)",
+            ylabel="LSF",
+            log_y=False,
+            integer_x=False,
+            theme=theme,
+            height=90,
+            title_row=True,
+        )
         lay = QVBoxLayout(self)
         lay.setContentsMargins(0, 0, 0, 0)
         lay.setSpacing(0)
@@ -43,16 +56,23 @@ class ProfilePlot(QWidget):
 
     def _set_lines(self, x, profile, xf, fit, lsf, gauss, fwhm_x, fwhm_y=None) -> None:
         c = _COLORS
-        self.esf.set_line("profile", x, profile, color=c["profile"], label="profile",
-                          line=False)
-        self.esf.set_line("fit", xf, fit, color=c["fit"], label="erf fit", dots=False,
-                          width=1.6)
-        self.lsf.set_line("lsf", x, lsf, color=c["lsf"], label="d/dx smoothed",
-                          dots=False, width=1.2)
-        self.lsf.set_line("gauss", xf, gauss, color=c["gauss"], label="fit (Gaussian)",
-                          dots=False, width=1.4)
-        self.lsf.set_line("fwhm", fwhm_x, np.zeros(0) if fwhm_y is None else fwhm_y,
-                          color=c["fwhm"], label="FWHM", dots=False, width=2.2)
+        self.esf.set_line("profile", x, profile, color=c["profile"], label="profile", line=False)
+        self.esf.set_line("fit", xf, fit, color=c["fit"], label="erf fit", dots=False, width=1.6)
+        self.lsf.set_line(
+            "lsf", x, lsf, color=c["lsf"], label="d/dx smoothed", dots=False, width=1.2
+        )
+        self.lsf.set_line(
+            "gauss", xf, gauss, color=c["gauss"], label="fit (Gaussian)", dots=False, width=1.4
+        )
+        self.lsf.set_line(
+            "fwhm",
+            fwhm_x,
+            np.zeros(0) if fwhm_y is None else fwhm_y,
+            color=c["fwhm"],
+            label="FWHM",
+            dots=False,
+            width=2.2,
+        )
 
     def show_result(self, title: str, res: metrics.FWHMResult | None, reason: str | None):
         self.esf.set_title(title)
@@ -69,15 +89,30 @@ class ProfilePlot(QWidget):
         xf = np.linspace(x[0], x[-1], max(8 * x.size, 200)) if ok else empty
         sp = res.sigma_profile
         fit = metrics.erf_edge(xf, res.offset, res.amplitude, res.edge_position, sp)
-        gauss = (abs(res.amplitude) * math.sqrt(2 / math.pi) / sp
-                 * np.exp(-0.5 * ((xf - res.edge_position) / sp) ** 2)) if ok else empty
+        gauss = (
+            (
+                abs(res.amplitude)
+                * math.sqrt(2 / math.pi)
+                / sp
+                * np.exp(-0.5 * ((xf - res.edge_position) / sp) ** 2)
+            )
+            if ok
+            else empty
+        )
         lsf = res.derivative if res.derivative.size else np.zeros_like(x)
         if ok:
             peak = float(np.max(gauss)) if gauss.size else 0.0
             half = res.sigma_profile * metrics.FWHM_PER_SIGMA / 2.0
-            self._set_lines(x, res.profile, xf, fit, lsf, gauss,
-                            [res.edge_position - half, res.edge_position + half],
-                            [peak / 2.0, peak / 2.0])
+            self._set_lines(
+                x,
+                res.profile,
+                xf,
+                fit,
+                lsf,
+                gauss,
+                [res.edge_position - half, res.edge_position + half],
+                [peak / 2.0, peak / 2.0],
+            )
             self.esf.set_vline(res.edge_position, color=_COLORS["edge"])
             text = f"FWHM {res.fwhm:.2f} \u00b1 {res.fwhm_stderr:.2f} px"
             if not math.isnan(res.halfmax_fwhm):

@@ -31,35 +31,68 @@ from qtpy.QtWidgets import (
 
 from .. import metrics
 
-__all__ = ["EXPORT_COLUMNS", "METRICS", "MetricsTable", "Row", "rows_to_text",
-           "signal_below_background"]
+__all__ = [
+    "EXPORT_COLUMNS",
+    "METRICS",
+    "MetricsTable",
+    "Row",
+    "rows_to_text",
+    "signal_below_background",
+]
 
 #: Columns of the copied / exported table (numbers unformatted; NaN as empty).
 EXPORT_COLUMNS = (
-    "layer", "slice", "cnr", "cnr_stderr", "fwhm", "fwhm_stderr", "fwhm_halfmax",
-    "signal_mean", "signal_std", "signal_n", "background_mean", "background_std",
-    "background_n", "psnr", "ssim", "error_cnr", "psnr_body", "ssim_body", "rmse_body",
-    "reference", "line_width", "reason", "note",
+    "layer",
+    "slice",
+    "cnr",
+    "cnr_stderr",
+    "fwhm",
+    "fwhm_stderr",
+    "fwhm_halfmax",
+    "signal_mean",
+    "signal_std",
+    "signal_n",
+    "background_mean",
+    "background_std",
+    "background_n",
+    "psnr",
+    "ssim",
+    "error_cnr",
+    "psnr_body",
+    "ssim_body",
+    "rmse_body",
+    "reference",
+    "line_width",
+    "reason",
+    "note",
 )
 
 #: The metric rows of the table, top to bottom.
-METRICS = ("CNR", "FWHM (px)", "Signal", "Background", "PSNR (dB)", "SSIM", "Error CNR",
-           "PSNR body (dB)", "Note")
+METRICS = (
+    "CNR",
+    "FWHM (px)",
+    "Signal",
+    "Background",
+    "PSNR (dB)",
+    "SSIM",
+    "Error CNR",
+    "PSNR body (dB)",
+    "Note",
+)
 _TIPS = {
     "CNR": "(mean_signal - mean_bkg) / sqrt(std_signal^2 + std_bkg^2) \u00b1 standard "
-           "error (delta method, uncorrelated pixels)",
+    "error (delta method, uncorrelated pixels)",
     "FWHM (px)": "FWHM of the line spread function from an erf fit to the edge "
-                 "profile \u00b1 fit error, in pixels of the layer",
+    "profile \u00b1 fit error, in pixels of the layer",
     "Signal": "signal ROI mean \u03bc and sample standard deviation \u03c3 (ddof = 1)",
-    "Background": "background ROI mean \u03bc and sample standard deviation \u03c3 "
-                  "(ddof = 1)",
+    "Background": "background ROI mean \u03bc and sample standard deviation \u03c3 (ddof = 1)",
     "PSNR (dB)": "against the reference layer; data range = reference max - min",
     "SSIM": "against the reference layer (7x7 window)",
     "Error CNR": "(mean_signal - mean_bkg) / sqrt(var(e_signal) + var(e_bkg)), e = layer - "
-                 "reference in each ROI: the CNR with the reference's own texture removed, "
-                 "so smoothing real texture lowers it",
+    "reference in each ROI: the CNR with the reference's own texture removed, "
+    "so smoothing real texture lowers it",
     "PSNR body (dB)": "PSNR against the reference inside the body mask (a Labels layer "
-                      "named 'body', e.g. the body.tif of a simulated set)",
+    "named 'body', e.g. the body.tif of a simulated set)",
     "Note": "why a value is n/a, and warnings about the ROIs",
 }
 NA = "n/a"
@@ -125,11 +158,11 @@ def header_lines(name: str) -> list[str]:
     the name and its bracketed part (``input``, ``(1 rotation)``)."""
     mark = " [prediction: "
     if mark in name and name.endswith("]"):
-        return ["prediction", name[name.index(mark) + len(mark):-1]]
+        return ["prediction", name[name.index(mark) + len(mark) : -1]]
     for mark in (" [", " ("):
         i = name.find(mark)
         if i > 0:
-            return [name[:i], name[i + 1:]]
+            return [name[:i], name[i + 1 :]]
     return [name]
 
 
@@ -150,9 +183,14 @@ class Row:
         undefined) and the row's layer, slice, reference, line width, reason and note."""
         m = self.measurement
         vals = m.record() if m is not None else {}
-        vals.update(layer=self.layer, slice=self.slice, reference=self.reference or "",
-                    line_width=self.line_width, reason=self.reason or "",
-                    note=self.note or "")
+        vals.update(
+            layer=self.layer,
+            slice=self.slice,
+            reference=self.reference or "",
+            line_width=self.line_width,
+            reason=self.reason or "",
+            note=self.note or "",
+        )
         return {k: vals.get(k, float("nan")) for k in EXPORT_COLUMNS}
 
     def cells(self) -> list[tuple[str, str]]:
@@ -171,10 +209,14 @@ class Row:
             (_ms(c.signal.mean, c.signal.std, "\n"), c.signal.reason or ""),
             (_ms(c.background.mean, c.background.std, "\n"), c.background.reason or ""),
             (_fmt(m.psnr, 4) if m.has_reference else "", reasons.get("psnr", "")),
-            (_fmt(m.ssim, 3) if m.has_reference else "",
-             reasons.get("ssim", reasons.get("psnr", ""))),
-            (_fmt(m.error_cnr.error_cnr, 4) if m.error_cnr is not None else "",
-             reasons.get("error_cnr", "")),
+            (
+                _fmt(m.ssim, 3) if m.has_reference else "",
+                reasons.get("ssim", reasons.get("psnr", "")),
+            ),
+            (
+                _fmt(m.error_cnr.error_cnr, 4) if m.error_cnr is not None else "",
+                reasons.get("error_cnr", ""),
+            ),
             (_fmt(m.psnr_body, 4) if m.has_mask else "", reasons.get("psnr_body", "")),
             (note, note),
         ]
@@ -259,8 +301,10 @@ class MetricsTable(QTableWidget):
             if head is None:
                 continue
             width = max(header.sectionSize(j) - 10, 12)
-            text = "\n".join(fm.elidedText(line, Qt.TextElideMode.ElideRight, width)
-                             for line in header_lines(name))
+            text = "\n".join(
+                fm.elidedText(line, Qt.TextElideMode.ElideRight, width)
+                for line in header_lines(name)
+            )
             if head.text() != text:
                 head.setText(text)
 
@@ -276,7 +320,6 @@ class MetricsTable(QTableWidget):
             two = name in ("CNR", "FWHM (px)", "Signal", "Background")
             v.resizeSection(i, (2 * line if two else line) + 8)
         header = self.horizontalHeader()
-        head_h = max(header.sizeHint().height(), header.height() if header.isVisible()
-                     else 0)
+        head_h = max(header.sizeHint().height(), header.height() if header.isVisible() else 0)
         rows_h = sum(self.rowHeight(i) for i in range(self.rowCount()))
         self.setFixedHeight(head_h + rows_h + 2 * self.frameWidth() + 2)

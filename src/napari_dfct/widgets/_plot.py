@@ -232,7 +232,11 @@ class PlotCanvas(QWidget):
         self.redraw()
 
     def set_labels(
-        self, *, axes: int = 0, xlabel: str | None = None, ylabel: str | None = None,
+        self,
+        *,
+        axes: int = 0,
+        xlabel: str | None = None,
+        ylabel: str | None = None,
         title: str | None = None,
     ) -> None:
         """Change an axes' labels or title."""

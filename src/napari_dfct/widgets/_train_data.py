@@ -35,29 +35,59 @@ def data_form(layer_choices) -> Container:
     summary and the window)."""
     return Container(
         widgets=[
-            ComboBox(name="source", label="source", choices=SOURCES, value="layers",
-                     tooltip="Two image layers, two volume files, or a data set of many "
-                     "scans (a pairs CSV or a folder DATASET/<scan>/input.* + target.*)"),
-            ComboBox(name="input", label="input", choices=layer_choices, nullable=True,
-                     tooltip="Single-rotation reconstruction (Z, Y, X)"),
-            ComboBox(name="target", label="target", choices=layer_choices, nullable=True,
-                     tooltip="Multi-rotation reconstruction, same shape"),
-            FileEdit(name="input_file", label="input file", mode="r", nullable=True,
-                     filter=_VOLUMES),
-            FileEdit(name="target_file", label="target file", mode="r", nullable=True,
-                     filter=_VOLUMES),
-            FileEdit(name="dataset", label="data set", mode="d", nullable=True,
-                     tooltip="A data-set folder: DATASET/<scan>/input.* + target.*, or a "
-                     "pairs.csv in it (columns input,target[,slices]); a CSV file's path "
-                     "may be typed. Validation holds out whole scans"),
-            LineEdit(name="preview", label="preview slice", value="auto",
-                     tooltip="Slice shown in the preview layer each epoch: a slice "
-                     "number, or auto (the first validation slice)"),
+            ComboBox(
+                name="source",
+                label="source",
+                choices=SOURCES,
+                value="layers",
+                tooltip="Two image layers, two volume files, or a data set of many "
+                "scans (a pairs CSV or a folder DATASET/<scan>/input.* + target.*)",
+            ),
+            ComboBox(
+                name="input",
+                label="input",
+                choices=layer_choices,
+                nullable=True,
+                tooltip="Single-rotation reconstruction (Z, Y, X)",
+            ),
+            ComboBox(
+                name="target",
+                label="target",
+                choices=layer_choices,
+                nullable=True,
+                tooltip="Multi-rotation reconstruction, same shape",
+            ),
+            FileEdit(
+                name="input_file", label="input file", mode="r", nullable=True, filter=_VOLUMES
+            ),
+            FileEdit(
+                name="target_file", label="target file", mode="r", nullable=True, filter=_VOLUMES
+            ),
+            FileEdit(
+                name="dataset",
+                label="data set",
+                mode="d",
+                nullable=True,
+                tooltip="A data-set folder: DATASET/<scan>/input.* + target.*, or a "
+                "pairs.csv in it (columns input,target[,slices]); a CSV file's path "
+                "may be typed. Validation holds out whole scans",
+            ),
+            LineEdit(
+                name="preview",
+                label="preview slice",
+                value="auto",
+                tooltip="Slice shown in the preview layer each epoch: a slice "
+                "number, or auto (the first validation slice)",
+            ),
             Label(name="data_summary", label="data", value=""),
-            LineEdit(name="window_low", label="window low", value="",
-                     tooltip="Intensity window (input units) shared by input and target: "
-                     "clipped and scaled to [0, 1] for training, stored in the model and "
-                     "applied at prediction. Default: computed from the training slices"),
+            LineEdit(
+                name="window_low",
+                label="window low",
+                value="",
+                tooltip="Intensity window (input units) shared by input and target: "
+                "clipped and scaled to [0, 1] for training, stored in the model and "
+                "applied at prediction. Default: computed from the training slices",
+            ),
             LineEdit(name="window_high", label="window high", value=""),
             PushButton(name="window_default", text="Default window (from the data)"),
         ],
@@ -97,8 +127,9 @@ class DataPanel:
         self.default = None
         self._computed_for = None
         self._shown_default: tuple[str, str] | None = None
-        self.histogram = PlotCanvas(xlabel="intensity (input units)", ylabel="count",
-                                    title="", height=1.45)
+        self.histogram = PlotCanvas(
+            xlabel="intensity (input units)", ylabel="count", title="", height=1.45
+        )
         self.histogram.set_yscale("log")
         self.plot_box = QWidget()
         layout = QVBoxLayout(self.plot_box)
@@ -141,14 +172,20 @@ class DataPanel:
         f = self.fields
         if f.source.value == "dataset":
             return self.scans(), None
-        if f.source.value == "layers" and f.input.value is not None and \
-                f.target.value is not None and f.input.value is not f.target.value:
+        if (
+            f.source.value == "layers"
+            and f.input.value is not None
+            and f.target.value is not None
+            and f.input.value is not f.target.value
+        ):
             x = np.asarray(f.input.value.data, dtype=np.float32)
             y = np.asarray(f.target.value.data, dtype=np.float32)
             if x.shape == y.shape and x.ndim == 3 and x.shape[0] >= 2:
                 return x, y
-            raise ValueError(f"input {x.shape} and target {y.shape} must be volumes of "
-                             "the same shape with at least 2 slices")
+            raise ValueError(
+                f"input {x.shape} and target {y.shape} must be volumes of "
+                "the same shape with at least 2 slices"
+            )
         return None
 
     def update(self, *_args, force: bool = False) -> None:
@@ -159,8 +196,13 @@ class DataPanel:
 
         f = self.fields
         vf, seed = float(f.val_fraction.value), int(f.seed.value)
-        key = (f.source.value, vf, seed, str(f.dataset.value),
-               *(id(getattr(getattr(f, n).value, "data", None)) for n in ("input", "target")))
+        key = (
+            f.source.value,
+            vf,
+            seed,
+            str(f.dataset.value),
+            *(id(getattr(getattr(f, n).value, "data", None)) for n in ("input", "target")),
+        )
         if key == self._computed_for and not force:
             return
         self._computed_for = key
@@ -168,8 +210,9 @@ class DataPanel:
         try:
             pair = self._pair()
             if pair is None:
-                f.data_summary.value = ("read when training starts" if
-                                        f.source.value == "files" else "")
+                f.data_summary.value = (
+                    "read when training starts" if f.source.value == "files" else ""
+                )
                 self._clear_plot()
                 self._fill_window()
                 return
@@ -180,9 +223,11 @@ class DataPanel:
                 values = [x.inputs[i] for i in train_idx] + [x.targets[i] for i in train_idx]
             else:
                 train_idx, val_idx = training_split(x, vf, seed)
-                f.data_summary.value = (f"{x.shape[0]} slices of {x.shape[1]}x{x.shape[2]}; "
-                                        f"validation slices: "
-                                        f"{', '.join(str(int(i)) for i in val_idx)}")
+                f.data_summary.value = (
+                    f"{x.shape[0]} slices of {x.shape[1]}x{x.shape[2]}; "
+                    f"validation slices: "
+                    f"{', '.join(str(int(i)) for i in val_idx)}"
+                )
                 values = [x[train_idx], y[train_idx]]
             self.default = default_window(x, y, val_fraction=vf, seed=seed)
             counts, edges = intensity_histogram(*values)
@@ -191,8 +236,13 @@ class DataPanel:
             self._clear_plot()
             self._fill_window()
             return
-        self.histogram.set_line("hist", np.repeat(edges, 2)[1:-1], np.repeat(counts, 2)
-                                .clip(min=0.8), color="#9aa5b1", linewidth=1.0)
+        self.histogram.set_line(
+            "hist",
+            np.repeat(edges, 2)[1:-1],
+            np.repeat(counts, 2).clip(min=0.8),
+            color="#9aa5b1",
+            linewidth=1.0,
+        )
         self._fill_window()
         self._draw_window()
 
@@ -202,8 +252,11 @@ class DataPanel:
         f = self.fields
         current = (str(f.window_low.value).strip(), str(f.window_high.value).strip())
         untouched = current in (("", ""), self._shown_default)
-        text = ("", "") if self.default is None else (f"{self.default.low:.6g}",
-                                                      f"{self.default.high:.6g}")
+        text = (
+            ("", "")
+            if self.default is None
+            else (f"{self.default.low:.6g}", f"{self.default.high:.6g}")
+        )
         if untouched:
             f.window_low.value, f.window_high.value = text
             self._shown_default = text
@@ -230,8 +283,10 @@ class DataPanel:
         try:
             return IntensityWindow(float(low), float(high))
         except ValueError:
-            raise ValueError(f"bad intensity window [{low or '?'}, {high or '?'}]: give "
-                             "two numbers with low < high, or leave both empty") from None
+            raise ValueError(
+                f"bad intensity window [{low or '?'}, {high or '?'}]: give "
+                "two numbers with low < high, or leave both empty"
+            ) from None
 
     def edited_window(self):
         """The window a training run is given: None while the fields are empty or show
@@ -252,15 +307,19 @@ class DataPanel:
         if hist is None:
             return
         top = float(np.max(hist.get_ydata())) * 1.5 if len(hist.get_ydata()) else 1.0
-        for key, value in (("low", None if window is None else window.low),
-                           ("high", None if window is None else window.high)):
+        for key, value in (
+            ("low", None if window is None else window.low),
+            ("high", None if window is None else window.high),
+        ):
             if value is None or not math.isfinite(value):
                 self.histogram.set_line(key, [], [], color="#ffd166", linewidth=1.2)
             else:
-                self.histogram.set_line(key, [value, value], [0.8, top], color="#ffd166",
-                                        linewidth=1.2, linestyle="--")
-        self.histogram.set_title("" if window is None else
-                                 f"window [{window.low:.4g}, {window.high:.4g}]")
+                self.histogram.set_line(
+                    key, [value, value], [0.8, top], color="#ffd166", linewidth=1.2, linestyle="--"
+                )
+        self.histogram.set_title(
+            "" if window is None else f"window [{window.low:.4g}, {window.high:.4g}]"
+        )
         self.histogram.redraw()
 
     def _clear_plot(self) -> None:

@@ -108,8 +108,9 @@ def start_job(
     connect = {"yielded": on_event, "errored": errored, "finished": on_finished}
     if on_returned is not None:
         connect["returned"] = on_returned
-    worker = create_worker(_guarded, body, *args, cancel=cancel, **kwargs,
-                           _start_thread=False, _connect=connect)
+    worker = create_worker(
+        _guarded, body, *args, cancel=cancel, **kwargs, _start_thread=False, _connect=connect
+    )
     worker.start()
     return worker, cancel
 
@@ -158,8 +159,11 @@ def failure_text(action: str, exc: BaseException, oom_advice: str = "") -> str:
 
 
 def _is_out_of_memory(exc: BaseException, msg: str) -> bool:
-    return (type(exc).__name__ == "OutOfMemory" or isinstance(exc, MemoryError)
-            or "out of memory" in msg.lower())
+    return (
+        type(exc).__name__ == "OutOfMemory"
+        or isinstance(exc, MemoryError)
+        or "out of memory" in msg.lower()
+    )
 
 
 # ------------------------------------------------------------------------ GUI updates
@@ -281,8 +285,7 @@ def warm_up_torch() -> threading.Thread:
     loading; done when the widget opens, it no longer stalls the event loop at the start
     of the first training.
     """
-    thread = threading.Thread(target=_import_torch_compiler, name=WARM_UP_THREAD,
-                              daemon=True)
+    thread = threading.Thread(target=_import_torch_compiler, name=WARM_UP_THREAD, daemon=True)
     thread.start()
     return thread
 
@@ -338,9 +341,19 @@ def train_job(
 
     # the same fit() loop in a child process at a lower OS priority: it holds neither
     # this interpreter's lock nor the GUI thread's cores, and returns all its memory
-    result = yield from _relay(_process.fit_in_process(
-        input, target, config, out_dir, cancel=cancel, resume=resume,
-        preview_index=preview_index, threads=threads), "epoch")
+    result = yield from _relay(
+        _process.fit_in_process(
+            input,
+            target,
+            config,
+            out_dir,
+            cancel=cancel,
+            resume=resume,
+            preview_index=preview_index,
+            threads=threads,
+        ),
+        "epoch",
+    )
     if result is not None and result.model_dir is not None:
         # saved in its folder (and offered from there): the viewer keeps no network, so
         # nothing of the run outlives it (fit dropped its optimiser and device memory)

@@ -72,8 +72,15 @@ from ._measure_table import (
 if TYPE_CHECKING:
     import napari
 
-__all__ = ["EXPORT_COLUMNS", "METRICS", "ROI_LAYER_NAME", "ROLES", "MeasureWidget",
-           "data_rois", "default_roi_data"]
+__all__ = [
+    "EXPORT_COLUMNS",
+    "METRICS",
+    "ROI_LAYER_NAME",
+    "ROLES",
+    "MeasureWidget",
+    "data_rois",
+    "default_roi_data",
+]
 
 #: Name of the Shapes layer holding the ROIs (project convention, :mod:`napari_dfct.roi`).
 ROI_LAYER_NAME = roi.LAYER_NAME
@@ -89,8 +96,9 @@ UNMEASURED_ROLES = ("weights", "preview")
 # --------------------------------------------------------------------------------------
 # the ROIs of the data
 # --------------------------------------------------------------------------------------
-def default_roi_data(shape2d, scale=(1.0, 1.0), translate=(0.0, 0.0),
-                     size: int = roi.DEFAULT_ROI_SIZE):
+def default_roi_data(
+    shape2d, scale=(1.0, 1.0), translate=(0.0, 0.0), size: int = roi.DEFAULT_ROI_SIZE
+):
     """Generic ROI shapes near the centre of a slice, in that slice's data coordinates,
     for data that bring no ROIs of their own.
 
@@ -157,8 +165,7 @@ def _roi_layer_kwargs(features) -> dict[str, Any]:
     """Display of the ROI layer: the sample's colours (one home for them)."""
     from .._sample_data import ROI_COLORS
 
-    return {"edge_color": [ROI_COLORS[r] for r in features["role"]],
-            "face_color": "transparent"}
+    return {"edge_color": [ROI_COLORS[r] for r in features["role"]], "face_color": "transparent"}
 
 
 # --------------------------------------------------------------------------------------
@@ -208,7 +215,8 @@ class MeasureWidget(QWidget):
         self.reference_combo = QComboBox()
         self.reference_combo.setToolTip("PSNR and SSIM are computed against this layer")
         self.reference_combo.setSizeAdjustPolicy(
-            QComboBox.SizeAdjustPolicy.AdjustToMinimumContentsLengthWithIcon)
+            QComboBox.SizeAdjustPolicy.AdjustToMinimumContentsLengthWithIcon
+        )
         self.reference_combo.setMinimumContentsLength(8)
         self.reference_combo.currentIndexChanged.connect(self._schedule)
         self.reference_combo.activated.connect(self._on_user_reference)
@@ -218,14 +226,16 @@ class MeasureWidget(QWidget):
         self.linewidth_spin.setSuffix(" px")
         self.linewidth_spin.setToolTip(
             "Width of the edge profile across the line: the samples across it are averaged "
-            "(1 px: a single line, as in the paper)")
+            "(1 px: a single line, as in the paper)"
+        )
         self.linewidth_spin.valueChanged.connect(self._schedule)
         self.layers_button = QToolButton()
         self.layers_button.setText("Layers \u25be")
         self.layers_button.setStyleSheet("QToolButton::menu-indicator { image: none; }")
         self.layers_button.setToolTip(
             "The measured layers (the maps drawn by Loss amplification and the training "
-            "previews only on request)")
+            "previews only on request)"
+        )
         self.layers_button.setPopupMode(QToolButton.ToolButtonPopupMode.InstantPopup)
         self._layers_menu = QMenu(self.layers_button)
         self._layers_menu.aboutToShow.connect(self._fill_layers_menu)
@@ -234,7 +244,8 @@ class MeasureWidget(QWidget):
         self.add_rois_button.setToolTip(
             f"Create the '{ROI_LAYER_NAME}' Shapes layer (or reset it) with the data's own "
             "ROIs (the sample's, or a meta.json next to the opened file); generic squares "
-            "near the centre for data without them")
+            "near the centre for data without them"
+        )
         self.add_rois_button.clicked.connect(lambda: self.reset_rois(notify=True))
         self.copy_button = QPushButton("Copy")
         self.copy_button.setToolTip("Copy the table to the clipboard, tab-separated")
@@ -263,8 +274,7 @@ class MeasureWidget(QWidget):
         top.addWidget(QLabel("Line"))
         top.addWidget(self.linewidth_spin)
         actions = QHBoxLayout()
-        for w in (self.layers_button, self.add_rois_button, self.copy_button,
-                  self.export_button):
+        for w in (self.layers_button, self.add_rois_button, self.copy_button, self.export_button):
             actions.addWidget(w)
         actions.addStretch(1)
         _body, layout = scroll_body(self)
@@ -374,8 +384,11 @@ class MeasureWidget(QWidget):
         """Image layers that can be measured (not RGB), top first as in the layer list."""
         from napari.layers import Image
 
-        return [ly for ly in reversed(self.viewer.layers)
-                if isinstance(ly, Image) and not ly.rgb and ly.ndim >= 2]
+        return [
+            ly
+            for ly in reversed(self.viewer.layers)
+            if isinstance(ly, Image) and not ly.rgb and ly.ndim >= 2
+        ]
 
     def _measured_by_default(self, layer) -> bool:
         return layer.metadata.get(_layers.OWNER_KEY) not in UNMEASURED_ROLES
@@ -437,8 +450,7 @@ class MeasureWidget(QWidget):
         data first, then the measured layers' (top first)."""
         images = self.image_layers()
         active = self.viewer.layers.selection.active
-        candidates = ([active] if active in images else []) + self.measured_layers() \
-            + images
+        candidates = ([active] if active in images else []) + self.measured_layers() + images
         for layer in candidates:
             rois, where = data_rois(layer, _layers.current_index(self.viewer, layer))
             if rois is not None:
@@ -459,17 +471,25 @@ class MeasureWidget(QWidget):
             self._roi_source = where
         else:
             data, types, features = default_roi_data(shape2d)
-            self._roi_source = ("generic squares (the data bring no ROIs): move them onto "
-                                "lung (signal) and air (background)")
+            self._roi_source = (
+                "generic squares (the data bring no ROIs): move them onto "
+                "lung (signal) and air (background)"
+            )
         existing = self.roi_layer()
         index = None
         if existing is not None:
             index = self.viewer.layers.index(existing)
             self.viewer.layers.remove(existing)
         layer = self.viewer.add_shapes(
-            data, shape_type=types, features=features, name=ROI_LAYER_NAME, ndim=2,
-            scale=tuple(ref.scale[-2:]), translate=tuple(ref.translate[-2:]),
-            edge_width=max(1.0, shape2d[1] / 128), **_roi_layer_kwargs(features),
+            data,
+            shape_type=types,
+            features=features,
+            name=ROI_LAYER_NAME,
+            ndim=2,
+            scale=tuple(ref.scale[-2:]),
+            translate=tuple(ref.translate[-2:]),
+            edge_width=max(1.0, shape2d[1] / 128),
+            **_roi_layer_kwargs(features),
         )
         if index is not None:
             self.viewer.layers.move(self.viewer.layers.index(layer), index)
@@ -480,8 +500,11 @@ class MeasureWidget(QWidget):
         self._schedule()
 
     def _sync_reference_choices(self) -> None:
-        names = [ly.name for ly in self.image_layers() if self._measured_by_default(ly)
-                 or self._chosen.get(ly.name)]
+        names = [
+            ly.name
+            for ly in self.image_layers()
+            if self._measured_by_default(ly) or self._chosen.get(ly.name)
+        ]
         combo = self.reference_combo
         current = combo.currentText() if combo.count() else None
         wanted = [NO_REFERENCE, *names]
@@ -527,15 +550,19 @@ class MeasureWidget(QWidget):
         roles = feats["role"] if "role" in getattr(feats, "columns", ()) else None
         idx = roi.shape_indices(layer.shape_type, roles)
         if "signal" not in idx or "background" not in idx:
-            return None, (f"'{ROI_LAYER_NAME}' needs a signal and a background rectangle "
-                          f"(found {len(data)} shape(s))")
+            return None, (
+                f"'{ROI_LAYER_NAME}' needs a signal and a background rectangle "
+                f"(found {len(data)} shape(s))"
+            )
 
         def to_world(vertices):
             v = np.asarray(vertices, dtype=np.float64)
             return np.array([layer.data_to_world(p)[-2:] for p in v])
 
-        geo = {"signal": to_world(data[idx["signal"]]),
-               "background": to_world(data[idx["background"]])}
+        geo = {
+            "signal": to_world(data[idx["signal"]]),
+            "background": to_world(data[idx["background"]]),
+        }
         if "line" in idx:
             pts = to_world(data[idx["line"]])
             geo["line"] = np.array([pts[0], pts[-1]])
@@ -564,8 +591,11 @@ class MeasureWidget(QWidget):
                 return None, (), "the current slice is outside this layer"
             idx.append(k)
         if len(idx) == 1 and not _layers.slice_ready(layer, idx[0]):
-            return None, tuple(idx), (f"not predicted on slice {idx[0]} yet (Predict: "
-                                      "Current slice or Whole volume)")
+            return (
+                None,
+                tuple(idx),
+                (f"not predicted on slice {idx[0]} yet (Predict: Current slice or Whole volume)"),
+            )
         return np.asarray(data[tuple(idx)]), tuple(idx), None
 
     # ------------------------------------------------------------------ update
@@ -585,9 +615,12 @@ class MeasureWidget(QWidget):
             if why:
                 ref_reason = f"reference {ref_layer.name!r}: {why}"
 
-        rows = [self._measure_layer(layer, point, geo, geo_reason, ref_layer,
-                                    (ref_slice, ref_idx), ref_reason)
-                for layer in self.measured_layers()]
+        rows = [
+            self._measure_layer(
+                layer, point, geo, geo_reason, ref_layer, (ref_slice, ref_idx), ref_reason
+            )
+            for layer in self.measured_layers()
+        ]
         self.rows = rows
         self._check_roi_order(rows)
         self._fill_table()
@@ -595,8 +628,9 @@ class MeasureWidget(QWidget):
         step = v.dims.current_step
         where = f"slice {step[0]}" if len(step) >= 3 else "2-D"
         source = f"; ROIs: {self._roi_source}" if self._roi_source else ""
-        self.status.setText(f"{len(rows)} layer(s), {where}{source}; updated in "
-                            f"{self.last_update_ms:.0f} ms")
+        self.status.setText(
+            f"{len(rows)} layer(s), {where}{source}; updated in {self.last_update_ms:.0f} ms"
+        )
 
     def _check_roi_order(self, rows: list[Row]) -> None:
         """Note (and notify once) the layers whose signal ROI is darker than the
@@ -610,9 +644,11 @@ class MeasureWidget(QWidget):
             self.warning_label.hide()
             return
         names = ", ".join(repr(n) for n in below)
-        text = (f"The signal ROI mean is below the background ROI mean in {names} (CNR < 0). "
-                "On a dark-field slice lung (signal) scatters more than air (background): "
-                "are the ROIs swapped or misplaced? 'Reset ROIs' restores the data's own.")
+        text = (
+            f"The signal ROI mean is below the background ROI mean in {names} (CNR < 0). "
+            "On a dark-field slice lung (signal) scatters more than air (background): "
+            "are the ROIs swapped or misplaced? 'Reset ROIs' restores the data's own."
+        )
         self.warning_label.setText("\u26a0 " + text)
         self.warning_label.show()
         if not self._warned:
@@ -630,14 +666,23 @@ class MeasureWidget(QWidget):
         s_center, s_size = sig.mean(axis=0), np.ptp(sig, axis=0)
         b_center, b_size = bg.mean(axis=0), np.ptp(bg, axis=0)
         line = self._to_layer(layer, geo["line"], point) if geo["line"] is not None else None
-        m = self._roi_metrics(layer, img, idx, s_center, tuple(s_size), b_center,
-                              tuple(b_size), line)
+        m = self._roi_metrics(
+            layer, img, idx, s_center, tuple(s_size), b_center, tuple(b_size), line
+        )
         if ref_layer is not None:
-            p, s, pr, sr = self._reference_metrics(layer, img, idx, ref_layer, ref,
-                                                   ref_reason)
+            p, s, pr, sr = self._reference_metrics(layer, img, idx, ref_layer, ref, ref_reason)
             m = replace(m, psnr=p, ssim=s, psnr_reason=pr, ssim_reason=sr, has_reference=True)
-            m = self._truth_metrics(m, layer, img, idx, ref_layer, ref, ref_reason, point,
-                                    (s_center, tuple(s_size), b_center, tuple(b_size)))
+            m = self._truth_metrics(
+                m,
+                layer,
+                img,
+                idx,
+                ref_layer,
+                ref,
+                ref_reason,
+                point,
+                (s_center, tuple(s_size), b_center, tuple(b_size)),
+            )
         return Row(layer.name, slice_txt, m, m.reason, ref_name, self.linewidth_spin.value())
 
     def _roi_metrics(self, layer, img, idx, s_center, s_size, b_center, b_size, line):
@@ -649,10 +694,16 @@ class MeasureWidget(QWidget):
         rois = _geometry_key(s_center, s_size, b_center, b_size)
         edge = _geometry_key(s_center, b_center) if line is None else _geometry_key(line)
         start, end = (s_center, b_center) if line is None else (line[0], line[1])
-        c = self._cached(("cnr", *key, rois), lambda: metrics.cnr(
-            img, s_center, b_center, s_size, background_size=b_size), self._roi_cache)
-        f = self._cached(("fwhm", *key, edge, lw), lambda: metrics.fwhm(
-            img, start, end, linewidth=lw), self._roi_cache)
+        c = self._cached(
+            ("cnr", *key, rois),
+            lambda: metrics.cnr(img, s_center, b_center, s_size, background_size=b_size),
+            self._roi_cache,
+        )
+        f = self._cached(
+            ("fwhm", *key, edge, lw),
+            lambda: metrics.fwhm(img, start, end, linewidth=lw),
+            self._roi_cache,
+        )
         return metrics.Measurement(c, f)
 
     def _truth_metrics(self, m, layer, img, idx, ref_layer, ref, ref_reason, point, rois):
@@ -663,26 +714,44 @@ class MeasureWidget(QWidget):
             return m
         s_center, s_size, b_center, b_size = rois
         e = self._cached(
-            ("error_cnr", *self._slice_key(layer, idx), *self._slice_key(ref_layer, ref[1]),
-             _geometry_key(s_center, s_size, b_center, b_size)),
-            lambda: metrics.error_cnr(img, ref_slice, s_center, b_center, s_size,
-                                      background_size=b_size), self._roi_cache)
+            (
+                "error_cnr",
+                *self._slice_key(layer, idx),
+                *self._slice_key(ref_layer, ref[1]),
+                _geometry_key(s_center, s_size, b_center, b_size),
+            ),
+            lambda: metrics.error_cnr(
+                img, ref_slice, s_center, b_center, s_size, background_size=b_size
+            ),
+            self._roi_cache,
+        )
         m = replace(m, error_cnr=e)
-        mask_layer = next((ly for ly in self.viewer.layers
-                           if ly.name == "body" and isinstance(ly, Labels)), None)
+        mask_layer = next(
+            (ly for ly in self.viewer.layers if ly.name == "body" and isinstance(ly, Labels)), None
+        )
         if mask_layer is None:
             return m
         mask, mask_idx, why = self._slice_of(mask_layer, point)
         if why:
             return replace(m, has_mask=True, body_reason=f"body mask: {why}")
         body = self._cached(
-            ("body", *self._slice_key(layer, idx), *self._slice_key(ref_layer, ref[1]),
-             *self._slice_key(mask_layer, mask_idx)),
-            lambda: metrics.body_metrics(img, ref_slice, mask))
-        return replace(m, has_mask=True, psnr_body=body["psnr_body"],
-                       ssim_body=body["ssim_body"], rmse_body=body["rmse_body"],
-                       body_reason=body.get("body_reason"),
-                       ssim_body_reason=body.get("ssim_body_reason"))
+            (
+                "body",
+                *self._slice_key(layer, idx),
+                *self._slice_key(ref_layer, ref[1]),
+                *self._slice_key(mask_layer, mask_idx),
+            ),
+            lambda: metrics.body_metrics(img, ref_slice, mask),
+        )
+        return replace(
+            m,
+            has_mask=True,
+            psnr_body=body["psnr_body"],
+            ssim_body=body["ssim_body"],
+            rmse_body=body["rmse_body"],
+            body_reason=body.get("body_reason"),
+            ssim_body_reason=body.get("ssim_body_reason"),
+        )
 
     def _reference_metrics(self, layer, img, idx, ref_layer, ref, ref_reason):
         """PSNR/SSIM, cached per (layer, slice, reference, slice): they read the whole
@@ -697,8 +766,9 @@ class MeasureWidget(QWidget):
             r = metrics.reference_metrics(img, ref_slice)
             return r["psnr"], r["ssim"], r["psnr_reason"], r["ssim_reason"]
 
-        return self._cached((*self._slice_key(layer, idx),
-                             *self._slice_key(ref_layer, ref_idx)), compute)
+        return self._cached(
+            (*self._slice_key(layer, idx), *self._slice_key(ref_layer, ref_idx)), compute
+        )
 
     def _slice_key(self, layer, idx) -> tuple:
         """A layer's slice as a cache key part: the layer, its data version, the index."""
@@ -777,9 +847,9 @@ class MeasureWidget(QWidget):
     def export_csv(self, path: str | None = None) -> str | None:
         """Write the table as CSV; asks for a file name when ``path`` is None."""
         if path is None:
-            path, _ = QFileDialog.getSaveFileName(self, "Export measurements",
-                                                  "dfct-measurements.csv",
-                                                  "CSV files (*.csv)")
+            path, _ = QFileDialog.getSaveFileName(
+                self, "Export measurements", "dfct-measurements.csv", "CSV files (*.csv)"
+            )
             if not path:
                 return None
         try:

@@ -91,15 +91,22 @@ class PredictWidget(QWidget):
 
         self.form = Container(
             widgets=[
-                ComboBox(name="model", label="model", choices=self._model_choices,
-                         nullable=True, tooltip="Models trained in this session, and "
-                         "folders opened below"),
-                FileEdit(name="model_dir", label="open folder", mode="d", nullable=True,
-                         tooltip="A model folder (model.safetensors + config.json)"),
-                ComboBox(name="image", label="image", choices=self._layer_choices,
-                         nullable=True),
-                ComboBox(name="device", label="device", choices=device_choices,
-                         value="auto"),
+                ComboBox(
+                    name="model",
+                    label="model",
+                    choices=self._model_choices,
+                    nullable=True,
+                    tooltip="Models trained in this session, and folders opened below",
+                ),
+                FileEdit(
+                    name="model_dir",
+                    label="open folder",
+                    mode="d",
+                    nullable=True,
+                    tooltip="A model folder (model.safetensors + config.json)",
+                ),
+                ComboBox(name="image", label="image", choices=self._layer_choices, nullable=True),
+                ComboBox(name="device", label="device", choices=device_choices, value="auto"),
             ],
             labels=True,
         )
@@ -109,8 +116,11 @@ class PredictWidget(QWidget):
         self.volume_button = PushButton(name="whole_volume", text="Whole volume")
         self.cancel_button = PushButton(name="cancel", text="Cancel", enabled=False)
         self.export_button = PushButton(
-            name="export", text="Export\u2026", tooltip="Write the model as a bioimage.io "
-            "package (.zip); the test tensors come from the image's current slice")
+            name="export",
+            text="Export\u2026",
+            tooltip="Write the model as a bioimage.io "
+            "package (.zip); the test tensors come from the image's current slice",
+        )
         self.export_button.changed.connect(self.export_package)
         self.slice_button.changed.connect(self.predict_current_slice)
         self.volume_button.changed.connect(self.predict_volume)
@@ -181,14 +191,21 @@ class PredictWidget(QWidget):
         if self.is_running or choice == self._shown_choice:
             return
         self._shown_choice = choice
-        missing = [what for what, value in (
-            ("a model (train one, or open a model folder)", model),
-            ("an image layer", layer)) if value is None]
+        missing = [
+            what
+            for what, value in (
+                ("a model (train one, or open a model folder)", model),
+                ("an image layer", layer),
+            )
+            if value is None
+        ]
         if missing:
             self.status.setText("Choose " + " and ".join(missing) + ".")
         else:
-            self.status.setText(f"Ready: {model_name(model)} on {layer.name!r}. "
-                                "Current slice predicts the slice on view.")
+            self.status.setText(
+                f"Ready: {model_name(model)} on {layer.name!r}. "
+                "Current slice predicts the slice on view."
+            )
 
     def _select_newest(self) -> None:
         choices = self._model_choices()
@@ -272,9 +289,15 @@ class PredictWidget(QWidget):
         self.status.setText(f"Predicting {what} of {job.layer.name!r} with {job.model_name}...")
         # closing the widget sets the cancel flag: prediction stops between batches
         self._worker, self._cancel = _workers.start_job(
-            self, _workers.predict_job, job.model_dir, job.loaded, job.device, job.volume,
+            self,
+            _workers.predict_job,
+            job.model_dir,
+            job.loaded,
+            job.device,
+            job.volume,
             job.slices if job.volume.ndim == 3 else None,
-            on_event=self._on_event, on_error=self._on_errored,
+            on_event=self._on_event,
+            on_error=self._on_errored,
             on_finished=self._on_finished,
         )
 
@@ -301,8 +324,8 @@ class PredictWidget(QWidget):
         if path is None:
             start = str(Path.home() / f"{model_name(model_dir)}.zip")
             path, _ = QFileDialog.getSaveFileName(
-                self, "Export a bioimage.io model package", start,
-                "bioimage.io package (*.zip)")
+                self, "Export a bioimage.io model package", start, "bioimage.io package (*.zip)"
+            )
             if not path:
                 return
             if not path.lower().endswith(".zip"):
@@ -311,9 +334,18 @@ class PredictWidget(QWidget):
         self.export_button.enabled = False
         self.status.setText(f"Exporting {model_name(model_dir)} to {path}...")
         self._export_worker, _cancel = _workers.start_job(
-            self, _export_job, Path(model_dir), Path(path), sample, words, overwrite,
-            on_event=lambda _event: None, on_returned=self._on_exported,
-            on_error=self._on_export_failed, on_finished=self._on_export_finished)
+            self,
+            _export_job,
+            Path(model_dir),
+            Path(path),
+            sample,
+            words,
+            overwrite,
+            on_event=lambda _event: None,
+            on_returned=self._on_exported,
+            on_error=self._on_export_failed,
+            on_finished=self._on_export_finished,
+        )
 
     def _export_sample(self) -> tuple[np.ndarray | None, str | None]:
         layer = self.fields.image.value
@@ -364,16 +396,25 @@ class PredictWidget(QWidget):
         if volume.dtype.kind not in "fiub":
             raise ValueError(f"layer {layer.name!r} is not numeric ({volume.dtype})")
         if volume.ndim == 3:
-            slices = list(range(volume.shape[0])) if whole else [
-                _layers.current_index(self._viewer, layer)]
+            slices = (
+                list(range(volume.shape[0]))
+                if whole
+                else [_layers.current_index(self._viewer, layer)]
+            )
         else:
             slices = [0]
         device = self.fields.device.value
         key = (str(model_dir), _mtime(model_dir))
         return SimpleNamespace(
-            model_dir=Path(model_dir), model_name=model_name(model_dir), layer=layer,
-            volume=volume, slices=slices, whole=whole, device=device,
-            loaded=self._cache.get(key), cache_key=key,
+            model_dir=Path(model_dir),
+            model_name=model_name(model_dir),
+            layer=layer,
+            volume=volume,
+            slices=slices,
+            whole=whole,
+            device=device,
+            loaded=self._cache.get(key),
+            cache_key=key,
             written=set(),  # slices filled since the last refresh
         )
 
@@ -383,8 +424,11 @@ class PredictWidget(QWidget):
         layer = job.layer
         name = prediction_name(layer.name, job.model_name)
         existing = self._viewer.layers[name] if name in self._viewer.layers else None
-        if existing is None or tuple(existing.data.shape) != tuple(job.volume.shape) or \
-                existing.metadata.get(_layers.OWNER_KEY) != ROLE:
+        if (
+            existing is None
+            or tuple(existing.data.shape) != tuple(job.volume.shape)
+            or existing.metadata.get(_layers.OWNER_KEY) != ROLE
+        ):
             return None
         existing.scale = tuple(layer.scale)
         existing.translate = tuple(layer.translate)
@@ -402,16 +446,25 @@ class PredictWidget(QWidget):
         name = prediction_name(layer.name, job.model_name)
         new = name not in self._viewer.layers
         out = _layers.upsert_image(
-            self._viewer, name, data, role=ROLE,
-            contrast_limits=tuple(layer.contrast_limits), colormap=layer.colormap.name,
-            scale=tuple(layer.scale), translate=tuple(layer.translate))
+            self._viewer,
+            name,
+            data,
+            role=ROLE,
+            contrast_limits=tuple(layer.contrast_limits),
+            colormap=layer.colormap.name,
+            scale=tuple(layer.scale),
+            translate=tuple(layer.translate),
+        )
         layers = self._viewer.layers
         if new and layer in layers:
             # right above its input (and a training preview there): over the image it
             # improves, under the ROI shapes
             at = layers.index(layer) + 1
-            while at < len(layers) and layers[at] is not out and \
-                    layers[at].metadata.get(_layers.OWNER_KEY) == "preview":
+            while (
+                at < len(layers)
+                and layers[at] is not out
+                and layers[at].metadata.get(_layers.OWNER_KEY) == "preview"
+            ):
                 at += 1
             layers.move(layers.index(out), at)
         out.metadata["model_dir"] = str(job.model_dir)
@@ -500,8 +553,10 @@ class PredictWidget(QWidget):
             if job.output is None:
                 text = "Prediction cancelled before the first slice; no layer was added."
             else:
-                text = (f"Prediction cancelled after {job.done} of {n} slices; the others "
-                        "are marked as not predicted.")
+                text = (
+                    f"Prediction cancelled after {job.done} of {n} slices; the others "
+                    "are marked as not predicted."
+                )
             self.status.setText(text)
             show_info(text)
 
@@ -511,8 +566,9 @@ def _export_job(model_dir: Path, out: Path, sample, words, overwrite: bool, *, c
     from napari_dfct.export import export_bioimageio
 
     yield from ()
-    return export_bioimageio(model_dir, out, sample=sample, sample_source=words,
-                             overwrite=overwrite)
+    return export_bioimageio(
+        model_dir, out, sample=sample, sample_source=words, overwrite=overwrite
+    )
 
 
 def _mtime(model_dir) -> float:

@@ -127,23 +127,29 @@ class TrainWidget(QWidget):
     def _loss_form() -> Container:
         return Container(
             widgets=[
-                ComboBox(name="loss", label="loss", choices=[("L1", "l1"), ("L2", "l2")],
-                         value="l2"),
-                ComboBox(name="spatial", label="spatial", choices=PROFILE_CHOICES,
-                         value="none"),
-                ComboBox(name="frequency", label="frequency", choices=FREQUENCY_CHOICES,
-                         value="none"),
-                ComboBox(name="directional", label="directional",
-                         choices=FREQUENCY_CHOICES, value="none",
-                         tooltip="A_D: a frequency weight aimed at the streaks' directions, "
-                         "estimated per patch from input - target (spectral mode only; "
-                         "not with a frequency weight)"),
-                ComboBox(name="order", label="order",
-                         choices=[("S then F/D (S+F, S+D)", "sf"),
-                                  ("F/D then S (F+S, D+S)", "fs")],
-                         value="sf"),
-                ComboBox(name="mode", label="mode", choices=["paper", "spectral"],
-                         value="paper"),
+                ComboBox(
+                    name="loss", label="loss", choices=[("L1", "l1"), ("L2", "l2")], value="l2"
+                ),
+                ComboBox(name="spatial", label="spatial", choices=PROFILE_CHOICES, value="none"),
+                ComboBox(
+                    name="frequency", label="frequency", choices=FREQUENCY_CHOICES, value="none"
+                ),
+                ComboBox(
+                    name="directional",
+                    label="directional",
+                    choices=FREQUENCY_CHOICES,
+                    value="none",
+                    tooltip="A_D: a frequency weight aimed at the streaks' directions, "
+                    "estimated per patch from input - target (spectral mode only; "
+                    "not with a frequency weight)",
+                ),
+                ComboBox(
+                    name="order",
+                    label="order",
+                    choices=[("S then F/D (S+F, S+D)", "sf"), ("F/D then S (F+S, D+S)", "fs")],
+                    value="sf",
+                ),
+                ComboBox(name="mode", label="mode", choices=["paper", "spectral"], value="paper"),
                 CheckBox(name="normalize", text="normalise weights to mean 1", value=False),
                 Label(name="loss_name", label="name", value=""),
             ],
@@ -156,41 +162,79 @@ class TrainWidget(QWidget):
 
         return Container(
             widgets=[
-                ComboBox(name="recipe", label="recipe", choices=list(RECIPES),
-                         value=DEFAULT_RECIPE,
-                         tooltip="stable: the paper's protocol with the fix for validation "
-                         "spikes; paper: the paper's protocol exactly. Choosing one fills "
-                         "the fields below"),
+                ComboBox(
+                    name="recipe",
+                    label="recipe",
+                    choices=list(RECIPES),
+                    value=DEFAULT_RECIPE,
+                    tooltip="stable: the paper's protocol with the fix for validation "
+                    "spikes; paper: the paper's protocol exactly. Choosing one fills "
+                    "the fields below",
+                ),
                 Label(name="recipe_note", label="", value=""),
-                ComboBox(name="select", label="select by", choices=list(SELECT_CHOICES),
-                         value="plain", tooltip="Early stopping and the best checkpoint "
-                         "use the plain (un-amplified) validation loss, the same criterion "
-                         "for every configuration, or the amplified one"),
-                ComboBox(name="preset", label="model preset", choices=["paper", "small", "tiny"],
-                         value=_default_preset(),
-                         tooltip="paper: 64-1024 channels (GPU); small: 16 channels; tiny: tests"),
+                ComboBox(
+                    name="select",
+                    label="select by",
+                    choices=list(SELECT_CHOICES),
+                    value="plain",
+                    tooltip="Early stopping and the best checkpoint "
+                    "use the plain (un-amplified) validation loss, the same criterion "
+                    "for every configuration, or the amplified one",
+                ),
+                ComboBox(
+                    name="preset",
+                    label="model preset",
+                    choices=["paper", "small", "tiny"],
+                    value=_default_preset(),
+                    tooltip="paper: 64-1024 channels (GPU); small: 16 channels; tiny: tests",
+                ),
                 SpinBox(name="epochs", label="epochs", value=100, min=1, max=100_000),
                 SpinBox(name="patience", label="patience", value=20, min=1, max=100_000),
                 SpinBox(name="batch_size", label="batch size", value=32, min=1, max=4096),
                 SpinBox(name="patch", label="patch", value=128, min=8, max=8192, step=8),
-                SpinBox(name="patches_per_slice", label="patches per slice", value=1, min=1,
-                        max=1024, tooltip="Random patches per training slice and epoch "
-                        "(paper: 1; raise it for few slices)"),
+                SpinBox(
+                    name="patches_per_slice",
+                    label="patches per slice",
+                    value=1,
+                    min=1,
+                    max=1024,
+                    tooltip="Random patches per training slice and epoch "
+                    "(paper: 1; raise it for few slices)",
+                ),
                 LineEdit(name="lr", label="learning rate", value="1e-3"),
-                FloatSpinBox(name="weight_decay", label="weight decay", value=0.1, min=0.0,
-                             max=10.0, step=0.01),
-                ComboBox(name="optimizer", label="optimizer", choices=["adam", "adamw"],
-                         value="adam", tooltip="adam: coupled L2 weight decay (paper); "
-                         "adamw: decoupled"),
-                FloatSpinBox(name="val_fraction", label="validation fraction", value=0.2,
-                             min=0.01, max=0.99, step=0.05),
+                FloatSpinBox(
+                    name="weight_decay",
+                    label="weight decay",
+                    value=0.1,
+                    min=0.0,
+                    max=10.0,
+                    step=0.01,
+                ),
+                ComboBox(
+                    name="optimizer",
+                    label="optimizer",
+                    choices=["adam", "adamw"],
+                    value="adam",
+                    tooltip="adam: coupled L2 weight decay (paper); adamw: decoupled",
+                ),
+                FloatSpinBox(
+                    name="val_fraction",
+                    label="validation fraction",
+                    value=0.2,
+                    min=0.01,
+                    max=0.99,
+                    step=0.05,
+                ),
                 SpinBox(name="seed", label="seed", value=0, min=0, max=2**31 - 1),
-                CheckBox(name="augment", text="augment (flips, \u00b115\u00b0 rotations)",
-                         value=True),
-                ComboBox(name="device", label="device", choices=device_choices,
-                         value="auto"),
-                CheckBox(name="tensorboard", text="TensorBoard log (<model folder>/tensorboard)",
-                         value=False),
+                CheckBox(
+                    name="augment", text="augment (flips, \u00b115\u00b0 rotations)", value=True
+                ),
+                ComboBox(name="device", label="device", choices=device_choices, value="auto"),
+                CheckBox(
+                    name="tensorboard",
+                    text="TensorBoard log (<model folder>/tensorboard)",
+                    value=False,
+                ),
             ],
             labels=True,
         )
@@ -199,11 +243,20 @@ class TrainWidget(QWidget):
     def _output_form() -> Container:
         return Container(
             widgets=[
-                FileEdit(name="save_under", label="save under", mode="d",
-                         value=str(default_models_dir())),
+                FileEdit(
+                    name="save_under",
+                    label="save under",
+                    mode="d",
+                    value=str(default_models_dir()),
+                ),
                 LineEdit(name="run_name", label="run name", value=""),
-                FileEdit(name="resume", label="resume from", mode="d", nullable=True,
-                         tooltip="A stopped run's model folder: continue where it stopped"),
+                FileEdit(
+                    name="resume",
+                    label="resume from",
+                    mode="d",
+                    nullable=True,
+                    tooltip="A stopped run's model folder: continue where it stopped",
+                ),
             ],
             labels=True,
         )
@@ -234,8 +287,9 @@ class TrainWidget(QWidget):
         self.status = QLabel("Ready.")
         self.status.setWordWrap(True)
         # painted with QPainter: about 2 ms per update (benchmarks/bench_curves.py)
-        self.plot = CurvePlot(xlabel="epoch", ylabel="loss", log_y=True, integer_x=True,
-                              height=150)
+        self.plot = CurvePlot(
+            xlabel="epoch", ylabel="loss", log_y=True, integer_x=True, height=150
+        )
 
         buttons = QHBoxLayout()
         buttons.addWidget(self.start_button.native, 2)
@@ -251,8 +305,7 @@ class TrainWidget(QWidget):
     def _connect_fields(self) -> None:
         self.fields.recipe.changed.connect(self._on_recipe)
         self.fields.source.changed.connect(self._on_source)
-        for name in ("loss", "spatial", "frequency", "directional", "order", "mode",
-                     "normalize"):
+        for name in ("loss", "spatial", "frequency", "directional", "order", "mode", "normalize"):
             getattr(self.fields, name).changed.connect(self._on_loss)
         self.fields.resume.changed.connect(self._on_resume)
         ev = self._viewer.layers.events
@@ -295,8 +348,15 @@ class TrainWidget(QWidget):
         name = self.fields.recipe.value
         cfg = recipe_config(name)
         f = self.fields
-        for key in ("epochs", "patience", "batch_size", "patch", "patches_per_slice",
-                    "optimizer", "select"):
+        for key in (
+            "epochs",
+            "patience",
+            "batch_size",
+            "patch",
+            "patches_per_slice",
+            "optimizer",
+            "select",
+        ):
             getattr(f, key).value = getattr(cfg, key)
         f.weight_decay.value = float(cfg.weight_decay)
         f.val_fraction.value = float(cfg.val_fraction)
@@ -316,10 +376,15 @@ class TrainWidget(QWidget):
         from napari_dfct.losses import LossConfig
 
         f = self.fields
-        return LossConfig(loss=f.loss.value, spatial=f.spatial.value,
-                          frequency=f.frequency.value, order=f.order.value,
-                          mode=f.mode.value, normalize=bool(f.normalize.value),
-                          directional=f.directional.value)
+        return LossConfig(
+            loss=f.loss.value,
+            spatial=f.spatial.value,
+            frequency=f.frequency.value,
+            order=f.order.value,
+            mode=f.mode.value,
+            normalize=bool(f.normalize.value),
+            directional=f.directional.value,
+        )
 
     def _on_loss(self, *_args) -> None:
         try:
@@ -350,8 +415,16 @@ class TrainWidget(QWidget):
         train = cfg.get("train") or {}
         if train.get("recipe") in self.fields.recipe.choices:
             f.recipe.value = train["recipe"]
-        for key in ("preset", "epochs", "patience", "batch_size", "patch",
-                    "patches_per_slice", "optimizer", "seed"):
+        for key in (
+            "preset",
+            "epochs",
+            "patience",
+            "batch_size",
+            "patch",
+            "patches_per_slice",
+            "optimizer",
+            "seed",
+        ):
             if key in train:
                 getattr(f, key).value = train[key]
         if "augment" in train:
@@ -377,13 +450,22 @@ class TrainWidget(QWidget):
         except ValueError:
             raise ValueError(f"learning rate {f.lr.value!r} is not a number") from None
         config = recipe_config(
-            f.recipe.value, select=f.select.value, loss=self.loss_config(),
-            preset=f.preset.value, epochs=int(f.epochs.value),
-            patience=int(f.patience.value), batch_size=int(f.batch_size.value),
-            patch=int(f.patch.value), patches_per_slice=int(f.patches_per_slice.value),
-            lr=lr, weight_decay=float(f.weight_decay.value),
-            optimizer=f.optimizer.value, val_fraction=float(f.val_fraction.value),
-            seed=int(f.seed.value), device=f.device.value, augment=bool(f.augment.value),
+            f.recipe.value,
+            select=f.select.value,
+            loss=self.loss_config(),
+            preset=f.preset.value,
+            epochs=int(f.epochs.value),
+            patience=int(f.patience.value),
+            batch_size=int(f.batch_size.value),
+            patch=int(f.patch.value),
+            patches_per_slice=int(f.patches_per_slice.value),
+            lr=lr,
+            weight_decay=float(f.weight_decay.value),
+            optimizer=f.optimizer.value,
+            val_fraction=float(f.val_fraction.value),
+            seed=int(f.seed.value),
+            device=f.device.value,
+            augment=bool(f.augment.value),
             tensorboard=bool(f.tensorboard.value),
         )
         config.validate()
@@ -405,8 +487,9 @@ class TrainWidget(QWidget):
 
         resume_dir = f.resume.value
         resume = bool(resume_dir) and str(resume_dir) not in ("", ".")
-        run = SimpleNamespace(config=config, resume=resume, layer=None, name="input",
-                              placement=None)
+        run = SimpleNamespace(
+            config=config, resume=resume, layer=None, name="input", placement=None
+        )
         if f.source.value == "layers":
             inp, tgt = f.input.value, f.target.value
             if inp is None or tgt is None:
@@ -423,7 +506,8 @@ class TrainWidget(QWidget):
                 if missing:
                     raise ValueError(
                         f"layer {layer.name!r} is not predicted on {len(missing)} of its "
-                        f"{layer.data.shape[0]} slices; predict the whole volume first")
+                        f"{layer.data.shape[0]} slices; predict the whole volume first"
+                    )
             x = np.asarray(inp.data, dtype=np.float32)
             y = np.asarray(tgt.data, dtype=np.float32)
             try:
@@ -462,12 +546,16 @@ class TrainWidget(QWidget):
             run.out_dir = Path(resume_dir)
             # what fit() continues: the saved run, with the form's limits and device
             run.config = resume_config(
-                run.out_dir, epochs=config.epochs, patience=config.patience,
-                device=config.device, keep_state=config.keep_state,
+                run.out_dir,
+                epochs=config.epochs,
+                patience=config.patience,
+                device=config.device,
+                keep_state=config.keep_state,
             )
         else:
             run.out_dir = checkpoint.new_run_dir(
-                f.save_under.value or default_models_dir(), f.run_name.value,
+                f.save_under.value or default_models_dir(),
+                f.run_name.value,
                 config.loss.name,
             )
         run.preview_index = self._preview_index(run.shape)
@@ -481,8 +569,7 @@ class TrainWidget(QWidget):
         try:
             preview = int(text)
         except ValueError:
-            raise ValueError(
-                f"preview slice {text!r} must be a slice number or auto") from None
+            raise ValueError(f"preview slice {text!r} must be a slice number or auto") from None
         if preview < 0 or (shape is not None and preview >= shape[0]):
             n = f"{shape[0]} slices" if shape is not None else "the volume"
             raise ValueError(f"preview slice {preview} is out of range for {n}")
@@ -518,15 +605,24 @@ class TrainWidget(QWidget):
         self.start_button.enabled = False
         self.stop_button.enabled = True
         self.tabs.setEnabled(False)
-        self.status.setText(f"Starting {run.config.loss.name} ({run.config.preset}) \u2192 "
-                            f"{run.out_dir}")
+        self.status.setText(
+            f"Starting {run.config.loss.name} ({run.config.preset}) \u2192 {run.out_dir}"
+        )
         # closing the widget sets the cancel flag: training stops within a batch
         self._worker, self._cancel = _workers.start_job(
-            self, _workers.train_job, run.input, run.target, run.config, run.out_dir,
-            resume=run.resume, preview_index=run.preview_index,
+            self,
+            _workers.train_job,
+            run.input,
+            run.target,
+            run.config,
+            run.out_dir,
+            resume=run.resume,
+            preview_index=run.preview_index,
             threads=_workers.training_threads(run.config.device),
-            on_event=self._on_event, on_returned=self._on_returned,
-            on_error=self._on_errored, on_finished=self._on_finished,
+            on_event=self._on_event,
+            on_returned=self._on_returned,
+            on_error=self._on_errored,
+            on_finished=self._on_finished,
         )
 
     def stop(self, *_args) -> None:
@@ -549,8 +645,12 @@ class TrainWidget(QWidget):
             return
         shape = tuple(int(s) for s in run.shape[-2:])
         layer = _layers.upsert_image(
-            self._viewer, name, np.zeros(shape, np.float32), role="preview",
-            contrast_limits=tuple(run.layer.contrast_limits), colormap="gray",
+            self._viewer,
+            name,
+            np.zeros(shape, np.float32),
+            role="preview",
+            contrast_limits=tuple(run.layer.contrast_limits),
+            colormap="gray",
             **(run.placement or {}),
         )
         layer.visible = False
@@ -585,10 +685,10 @@ class TrainWidget(QWidget):
         event, self._pending = self._pending, None
         if event is None:
             return
-        _workers.set_progress(self.progress, min(int(event.epoch), int(event.epochs)),
-                              int(event.epochs))
-        where = ("" if event.preview_index is None
-                 else f"; preview: slice {event.preview_index}")
+        _workers.set_progress(
+            self.progress, min(int(event.epoch), int(event.epochs)), int(event.epochs)
+        )
+        where = "" if event.preview_index is None else f"; preview: slice {event.preview_index}"
         self.status.setText(
             f"Epoch {event.epoch}/{event.epochs}: training {event.train_loss:.4g}, "
             f"validation {event.val_loss:.4g}, lr {event.lr:.2e}, best epoch "
@@ -597,13 +697,16 @@ class TrainWidget(QWidget):
         )
         history = list(self._history)
         epochs = [e.epoch for e in history]
-        self.plot.set_line("train", epochs, [e.train_loss for e in history],
-                           label="training", color="#4fa3ff")
-        self.plot.set_line("val", epochs, [e.val_loss for e in history],
-                           label="validation", color="#ff9f40")
+        self.plot.set_line(
+            "train", epochs, [e.train_loss for e in history], label="training", color="#4fa3ff"
+        )
+        self.plot.set_line(
+            "val", epochs, [e.val_loss for e in history], label="validation", color="#ff9f40"
+        )
         if event.best_epoch > 0 and math.isfinite(event.best_val_loss):
-            self.plot.set_marker(event.best_epoch, event.best_val_loss, color="#ffd166",
-                                 label="best")
+            self.plot.set_marker(
+                event.best_epoch, event.best_val_loss, color="#ffd166", label="best"
+            )
         # the legend sits above the plot area: it never covers a point (the best star)
         self.plot.redraw()  # deferred: painted in Qt's paint event
         if event.preview is not None:
@@ -619,8 +722,12 @@ class TrainWidget(QWidget):
         first = not self._preview_shown
         limits = tuple(run.layer.contrast_limits) if run.layer is not None else None
         layer = _layers.upsert_image(
-            self._viewer, name, np.asarray(event.preview, np.float32), role="preview",
-            contrast_limits=limits if first else None, colormap="gray",
+            self._viewer,
+            name,
+            np.asarray(event.preview, np.float32),
+            role="preview",
+            contrast_limits=limits if first else None,
+            colormap="gray",
             **dict(run.placement or {}),
         )
         layer.metadata["preview_slice"] = event.preview_index
@@ -638,11 +745,16 @@ class TrainWidget(QWidget):
             return
         if result.model_dir is not None:
             _models.register_model(result.model_dir)
-            how = {"completed": "finished", "early_stopping": "stopped early (patience)",
-                   "cancelled": "stopped"}.get(result.stopped, result.stopped)
-            text = (f"Training {how} after {result.epochs_run} epochs; best epoch "
-                    f"{result.best_epoch} (validation loss {result.best_val_loss:.4g}). "
-                    f"Model saved in {result.model_dir}.")
+            how = {
+                "completed": "finished",
+                "early_stopping": "stopped early (patience)",
+                "cancelled": "stopped",
+            }.get(result.stopped, result.stopped)
+            text = (
+                f"Training {how} after {result.epochs_run} epochs; best epoch "
+                f"{result.best_epoch} (validation loss {result.best_val_loss:.4g}). "
+                f"Model saved in {result.model_dir}."
+            )
             shown = [e.preview_index for e in self._history if e.preview_index is not None]
             run = self._run
             preview = None if run is None else f"{run.name}{PREVIEW_SUFFIX}"
@@ -657,7 +769,8 @@ class TrainWidget(QWidget):
 
     def _on_errored(self, exc: BaseException) -> None:
         text = _workers.failure_text(
-            "Training", exc, "Lower the batch size or the patch, or choose a smaller preset.")
+            "Training", exc, "Lower the batch size or the patch, or choose a smaller preset."
+        )
         run = self._run
         if run is not None and getattr(run, "out_dir", None) is not None:
             from napari_dfct import checkpoint

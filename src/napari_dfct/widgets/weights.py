@@ -83,28 +83,67 @@ class WeightsWidget(QWidget):
 
         self.form = Container(
             widgets=[
-                ComboBox(name="input", label="input", choices=self._layer_choices,
-                         nullable=True, tooltip="Single-rotation reconstruction (3-D)"),
-                ComboBox(name="target", label="target", choices=self._layer_choices,
-                         nullable=True, tooltip="Multi-rotation reconstruction (same shape)"),
-                ComboBox(name="spatial", label="spatial", choices=PROFILE_CHOICES,
-                         value="linear", tooltip="A_S: weight rising towards the iso-centre"),
-                ComboBox(name="frequency", label="frequency", choices=FREQUENCY_CHOICES,
-                         value="linear", tooltip="A_F: weight rising towards high frequencies"),
-                ComboBox(name="directional", label="directional",
-                         choices=FREQUENCY_CHOICES, value="none",
-                         tooltip="A_D: frequency weight aimed at the streaks' directions, "
-                         "estimated from input - target (spectral mode, frequency none)"),
-                ComboBox(name="order", label="order", choices=_ORDER_CHOICES, value="sf",
-                         tooltip="Order of the two amplifications when both are on"),
+                ComboBox(
+                    name="input",
+                    label="input",
+                    choices=self._layer_choices,
+                    nullable=True,
+                    tooltip="Single-rotation reconstruction (3-D)",
+                ),
+                ComboBox(
+                    name="target",
+                    label="target",
+                    choices=self._layer_choices,
+                    nullable=True,
+                    tooltip="Multi-rotation reconstruction (same shape)",
+                ),
+                ComboBox(
+                    name="spatial",
+                    label="spatial",
+                    choices=PROFILE_CHOICES,
+                    value="linear",
+                    tooltip="A_S: weight rising towards the iso-centre",
+                ),
+                ComboBox(
+                    name="frequency",
+                    label="frequency",
+                    choices=FREQUENCY_CHOICES,
+                    value="linear",
+                    tooltip="A_F: weight rising towards high frequencies",
+                ),
+                ComboBox(
+                    name="directional",
+                    label="directional",
+                    choices=FREQUENCY_CHOICES,
+                    value="none",
+                    tooltip="A_D: frequency weight aimed at the streaks' directions, "
+                    "estimated from input - target (spectral mode, frequency none)",
+                ),
+                ComboBox(
+                    name="order",
+                    label="order",
+                    choices=_ORDER_CHOICES,
+                    value="sf",
+                    tooltip="Order of the two amplifications when both are on",
+                ),
                 ComboBox(name="loss", label="loss", choices=_LOSS_CHOICES, value="l2"),
-                ComboBox(name="mode", label="mode", choices=_MODE_CHOICES, value="paper",
-                         tooltip="paper: the paper's formula; spectral: weight the error "
-                         "spectrum before the pointwise loss"),
+                ComboBox(
+                    name="mode",
+                    label="mode",
+                    choices=_MODE_CHOICES,
+                    value="paper",
+                    tooltip="paper: the paper's formula; spectral: weight the error "
+                    "spectrum before the pointwise loss",
+                ),
                 CheckBox(name="normalize", text="normalise weights to mean 1", value=False),
-                ComboBox(name="size", label="size", choices=_SIZE_CHOICES, value="patch",
-                         tooltip="A training patch (A_S cropped from the whole slice) or "
-                         "the full slice (as in inference)"),
+                ComboBox(
+                    name="size",
+                    label="size",
+                    choices=_SIZE_CHOICES,
+                    value="patch",
+                    tooltip="A training patch (A_S cropped from the whole slice) or "
+                    "the full slice (as in inference)",
+                ),
             ],
             labels=True,
         )
@@ -112,8 +151,7 @@ class WeightsWidget(QWidget):
 
         self.plot = PlotCanvas(
             ncols=3,
-            xlabel=["radius r", "frequency \u03c1",
-                    "angle \u03c6 (\u00b0)"],
+            xlabel=["radius r", "frequency \u03c1", "angle \u03c6 (\u00b0)"],
             ylabel=["weight", "", "G"],
             title=["A_S radial profile", "A_F radial profile", "A_D angular part"],
             height=1.9,
@@ -233,8 +271,7 @@ class WeightsWidget(QWidget):
         pair = tgt is not None and tgt is not inp
         mismatch = pair and tuple(tgt.data.shape) != tuple(inp.data.shape)
         z = _layers.current_index(v, inp)
-        unready = [la.name for la in (inp, tgt)
-                   if pair and not _layers.slice_ready(la, z)]
+        unready = [la.name for la in (inp, tgt) if pair and not _layers.slice_ready(la, z)]
         if pair and not mismatch and not unready:
             window = self._window(inp, tgt)
             x = window.normalize(np.asarray(_slice(inp.data, z), dtype=np.float32))
@@ -244,21 +281,39 @@ class WeightsWidget(QWidget):
             notes.append(f"window [{window.low:.4g}, {window.high:.4g}]")
         else:
             # the weight maps only: of the input slice, only its shape matters
-            maps = losses.loss_maps(np.zeros(inp.data.shape[-2:], np.float32), None, config,
-                                    patch=patch)
+            maps = losses.loss_maps(
+                np.zeros(inp.data.shape[-2:], np.float32), None, config, patch=patch
+            )
             notes.append(
                 f"Slice {z} of {', '.join(map(repr, unready))} is not predicted yet "
                 "(Predict: Current slice or Whole volume); the loss maps need it."
-                if unready else
-                "Choose a target layer (different from the input) for the loss maps.")
+                if unready
+                else "Choose a target layer (different from the input) for the loss maps."
+            )
 
         placement = _layers.spatial_placement(inp, maps.offset)
-        weight_limits = (min(1.0, float(maps.a_s.min()), float(maps.a_f.min())),
-                         max(2.0, float(maps.a_s.max()), float(maps.a_f.max())))
-        _layers.upsert_image(v, LAYER_NAMES["spatial"], maps.a_s, role=ROLE,
-                             contrast_limits=weight_limits, colormap="magma", **placement)
-        _layers.upsert_image(v, LAYER_NAMES["frequency"], maps.a_f, role=ROLE,
-                             contrast_limits=weight_limits, colormap="magma", **placement)
+        weight_limits = (
+            min(1.0, float(maps.a_s.min()), float(maps.a_f.min())),
+            max(2.0, float(maps.a_s.max()), float(maps.a_f.max())),
+        )
+        _layers.upsert_image(
+            v,
+            LAYER_NAMES["spatial"],
+            maps.a_s,
+            role=ROLE,
+            contrast_limits=weight_limits,
+            colormap="magma",
+            **placement,
+        )
+        _layers.upsert_image(
+            v,
+            LAYER_NAMES["frequency"],
+            maps.a_f,
+            role=ROLE,
+            contrast_limits=weight_limits,
+            colormap="magma",
+            **placement,
+        )
         if mismatch:
             raise ValueError(
                 f"input {inp.name!r} {tuple(inp.data.shape)} and target {tgt.name!r} "
@@ -266,12 +321,24 @@ class WeightsWidget(QWidget):
             )
         self._show_directional(maps, weight_limits, placement)
         if maps.loss is not None:
-            _layers.upsert_image(v, LAYER_NAMES["loss"], maps.loss, role=ROLE,
-                                 contrast_limits=_limits(maps.loss), colormap="inferno",
-                                 **placement)
-            _layers.upsert_image(v, LAYER_NAMES["amplified"], maps.amplified, role=ROLE,
-                                 contrast_limits=_limits(maps.amplified), colormap="inferno",
-                                 **placement)
+            _layers.upsert_image(
+                v,
+                LAYER_NAMES["loss"],
+                maps.loss,
+                role=ROLE,
+                contrast_limits=_limits(maps.loss),
+                colormap="inferno",
+                **placement,
+            )
+            _layers.upsert_image(
+                v,
+                LAYER_NAMES["amplified"],
+                maps.amplified,
+                role=ROLE,
+                contrast_limits=_limits(maps.amplified),
+                colormap="inferno",
+                **placement,
+            )
         self._update_profiles(config, maps)
         dc = _DC_PAPER if config.mode == "paper" else _DC_SPECTRAL
         where = "patch (centre)" if size_mode == "patch" else "full slice"
@@ -287,8 +354,14 @@ class WeightsWidget(QWidget):
         from napari_dfct.data import window_from_percentiles
 
         # a prediction filling its slices in place changes the window: count them too
-        key = (id(inp), id(inp.data), len(_layers.missing_slices(inp)), id(tgt),
-               id(tgt.data), len(_layers.missing_slices(tgt)))
+        key = (
+            id(inp),
+            id(inp.data),
+            len(_layers.missing_slices(inp)),
+            id(tgt),
+            id(tgt.data),
+            len(_layers.missing_slices(tgt)),
+        )
         if self._window_cache is None or self._window_cache[0] != key:
             window = window_from_percentiles(
                 np.asarray(inp.data, dtype=np.float32), np.asarray(tgt.data, dtype=np.float32)
@@ -303,12 +376,15 @@ class WeightsWidget(QWidget):
         scale = losses.effective_scale(config, maps.shape)
         parts = [
             f"A_F(DC) = {maps.a_f_dc:.3f} \u00b7 mean A_S = {float(maps.a_s.mean()):.3f}",
-            (f"frequency factor {scale['frequency_factor']:.3f} \u00d7 spatial factor "
-             f"{scale['spatial_factor']:.3f} = scale {scale['scale']:.3f}"),
+            (
+                f"frequency factor {scale['frequency_factor']:.3f} \u00d7 spatial factor "
+                f"{scale['spatial_factor']:.3f} = scale {scale['scale']:.3f}"
+            ),
         ]
         if maps.ratio is not None:
-            parts.append(f"mean amplified / mean plain loss on this slice: "
-                         f"<b>{maps.ratio:.3f}</b>")
+            parts.append(
+                f"mean amplified / mean plain loss on this slice: <b>{maps.ratio:.3f}</b>"
+            )
         return "<br>".join(parts)
 
     def _show_directional(self, maps, limits, placement) -> None:
@@ -319,32 +395,57 @@ class WeightsWidget(QWidget):
             if name in v.layers:
                 v.layers.remove(name)
             return
-        _layers.upsert_image(v, name, maps.a_d, role=ROLE, colormap="magma",
-                             contrast_limits=(min(limits[0], float(maps.a_d.min())),
-                                              max(limits[1], float(maps.a_d.max()))),
-                             **placement)
+        _layers.upsert_image(
+            v,
+            name,
+            maps.a_d,
+            role=ROLE,
+            colormap="magma",
+            contrast_limits=(
+                min(limits[0], float(maps.a_d.min())),
+                max(limits[1], float(maps.a_d.max())),
+            ),
+            **placement,
+        )
 
     def _update_profiles(self, config, maps=None) -> None:
         from napari_dfct import weights
 
         plot = self.plot
         ang = None if maps is None else maps.angles
-        plot.set_line("G", [] if ang is None else ang,
-                      [] if ang is None else maps.angular, axes=2, color="#e45756",
-                      linewidth=2.0)
+        plot.set_line(
+            "G",
+            [] if ang is None else ang,
+            [] if ang is None else maps.angular,
+            axes=2,
+            color="#e45756",
+            linewidth=2.0,
+        )
         plot.axes[2].set_xlim(0.0, 180.0)
         plot.axes[2].set_ylim(-0.05, 1.05)
         colors = {"linear": "#4fa3ff", "nonlinear": "#ff9f40"}
         for profile, color in colors.items():
             label = "non-linear" if profile == "nonlinear" else "linear"
-            for axes, kind, chosen in ((0, "spatial", config.spatial),
-                                       (1, "frequency", config.frequency
-                                        if config.frequency != "none"
-                                        else config.directional)):
+            for axes, kind, chosen in (
+                (0, "spatial", config.spatial),
+                (
+                    1,
+                    "frequency",
+                    config.frequency if config.frequency != "none" else config.directional,
+                ),
+            ):
                 r, w = weights.radial_profile(kind, profile, n=129)
                 on = chosen == profile
-                plot.set_line(profile, r, w, axes=axes, color=color, label=label,
-                              linewidth=2.6 if on else 1.0, alpha=1.0 if on else 0.55)
+                plot.set_line(
+                    profile,
+                    r,
+                    w,
+                    axes=axes,
+                    color=color,
+                    label=label,
+                    linewidth=2.6 if on else 1.0,
+                    alpha=1.0 if on else 0.55,
+                )
         for ax in plot.axes[:2]:
             ax.set_ylim(0.95, 2.05)
             ax.set_xlim(0.0, 1.0)
