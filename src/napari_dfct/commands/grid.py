@@ -302,25 +302,11 @@ def stopped_message(out: Path, exc: BaseException) -> str:
     )
 
 
-def run(args: argparse.Namespace) -> int:
-    import sys
-
+def _grid_data(args: argparse.Namespace, out: Path, log):
+    """The training and test data the options name (simulated into OUT/data with
+    --simulate)."""
     from ..cli import CLIError
-    from ..experiment import EXECUTORS, GridRunError, SlurmOptions, make_configs, run_grid
-    from ..experiment._procs import GridStopped, stop_on_signals
-    from ..experiment._util import parse_seeds
 
-    out = Path(args.out)
-    if args.executor not in EXECUTORS:
-        raise CLIError(f"unknown executor {args.executor!r}: use local or slurm")
-    if args.jobs < 1:
-        raise CLIError("--jobs must be at least 1")
-
-    def log(msg):
-        if not args.quiet:
-            print(msg, file=sys.stderr)
-
-    # data
     if args.simulate:
         if args.train or args.train_input or args.test or args.test_input:
             raise CLIError("--simulate makes its own data: leave out --train/--test")
@@ -357,6 +343,53 @@ def run(args: argparse.Namespace) -> int:
                 "no held-out test set: give --test DIR (e.g. `dfct simulate` with "
                 "another seed), --test-input and --test-target, or --simulate"
             )
+    return train, test
+
+
+def _slurm_options(args: argparse.Namespace):
+    """The Slurm resources of the options (``--slurm-param KEY=VALUE`` as extras)."""
+    from ..cli import CLIError
+    from ..experiment import SlurmOptions
+
+    extra = {}
+    for item in args.slurm_param:
+        key, sep, value = item.partition("=")
+        if not sep or not key.strip():
+            raise CLIError(f"bad --slurm-param {item!r}: use KEY=VALUE")
+        extra[key.strip().removeprefix("slurm_")] = _value(value.strip())
+    slurm = SlurmOptions(
+        partition=args.partition,
+        gpus_per_job=args.gpus_per_job,
+        cpus_per_job=args.cpus_per_job,
+        time=args.time,
+        mem=args.mem,
+        array_parallelism=args.array_parallelism,
+        folder=args.slurm_folder,
+        setup=list(args.slurm_setup),
+        extra=extra,
+    )
+    return slurm
+
+
+def run(args: argparse.Namespace) -> int:
+    import sys
+
+    from ..cli import CLIError
+    from ..experiment import EXECUTORS, GridRunError, make_configs, run_grid
+    from ..experiment._procs import GridStopped, stop_on_signals
+    from ..experiment._util import parse_seeds
+
+    out = Path(args.out)
+    if args.executor not in EXECUTORS:
+        raise CLIError(f"unknown executor {args.executor!r}: use local or slurm")
+    if args.jobs < 1:
+        raise CLIError("--jobs must be at least 1")
+
+    def log(msg):
+        if not args.quiet:
+            print(msg, file=sys.stderr)
+
+    train, test = _grid_data(args, out, log)
 
     try:
         configs = make_configs(
@@ -378,23 +411,7 @@ def run(args: argparse.Namespace) -> int:
         "roi_size": args.roi_size,
         "slice": args.test_slice,
     }
-    extra = {}
-    for item in args.slurm_param:
-        key, sep, value = item.partition("=")
-        if not sep or not key.strip():
-            raise CLIError(f"bad --slurm-param {item!r}: use KEY=VALUE")
-        extra[key.strip().removeprefix("slurm_")] = _value(value.strip())
-    slurm = SlurmOptions(
-        partition=args.partition,
-        gpus_per_job=args.gpus_per_job,
-        cpus_per_job=args.cpus_per_job,
-        time=args.time,
-        mem=args.mem,
-        array_parallelism=args.array_parallelism,
-        folder=args.slurm_folder,
-        setup=list(args.slurm_setup),
-        extra=extra,
-    )
+    slurm = _slurm_options(args)
     log(
         f"grid: {len(configs)} configurations x {len(seeds)} seeds = "
         f"{len(configs) * len(seeds)} runs -> {out}"

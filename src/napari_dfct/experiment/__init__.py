@@ -11,10 +11,11 @@
 
 from .demo import run_demo
 from .executors import EXECUTORS, GridRunError, SlurmOptions, run_grid
-from .layout import grid_status, make_configs, prepare_grid, read_log
+from .layout import make_configs, prepare_grid
 from .report import collect_runs, grid_report, paper_table, representative_seed, summarize
 from .run import run_one
 from .scoring import measure_slice
+from .status import grid_status, read_log
 
 __all__ = [
     "EXECUTORS",

@@ -10,8 +10,8 @@ from typing import Any
 import numpy as np
 
 from .._files import atomic_write_text, json_safe, read_json
-from ..roi import parse_line, parse_point
 from .._files import write_json as atomic_write_json
+from ..roi import parse_line, parse_point
 
 __all__ = [
     "atomic_write_json",

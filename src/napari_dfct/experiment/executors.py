@@ -38,8 +38,9 @@ import numpy as np
 
 from ._procs import GridStopped, die_with_parent
 from ._util import atomic_write_json, timestamp
-from .layout import LOG_FILE, METRICS_FILE, _log, _move_aside, prepare_grid, queued_runs
+from .layout import LOG_FILE, METRICS_FILE, _move_aside, prepare_grid
 from .run import _can_resume, run_one, running_elsewhere
+from .status import _log, queued_runs
 
 __all__ = [
     "EXECUTORS",

@@ -1,10 +1,10 @@
 """The paper's experiment grid: one training run per (loss configuration, seed).
 
-The grid lives in three modules; this one gathers their public names:
+The grid lives in four modules; this one gathers their public names:
 
 - :mod:`.layout`: the grid folder (file names, configurations and scale-matched controls,
-  training/test data and ROIs, :func:`prepare_grid`, :func:`grid_status`,
-  :func:`queued_runs`, the event log);
+  training/test data and ROIs, :func:`prepare_grid`);
+- :mod:`.status`: :func:`grid_status`, :func:`queued_runs`, the event log;
 - :mod:`.run`: one run (:func:`run_one`, its heartbeat and :func:`running_elsewhere`,
   :func:`measure_slice`);
 - :mod:`.executors`: this process, a local process pool and submitit/Slurm
@@ -33,14 +33,12 @@ from .layout import (
     TEST_SLICE_DIR,
     add_controls,
     fingerprint,
-    grid_status,
     make_configs,
     prepare_grid,
-    queued_runs,
-    read_log,
 )
 from .run import run_one, running_elsewhere
 from .scoring import measure_slice
+from .status import grid_status, queued_runs, read_log
 
 __all__ = [
     "EXECUTORS",
