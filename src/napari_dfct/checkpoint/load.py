@@ -208,6 +208,9 @@ def describe_model(folder: str | os.PathLike) -> str:
         f"{', normalised weights' if loss.get('normalize') else ''})",
     )
     arch_text = ", ".join(f"{k} {v}" for k, v in arch.items() if k in ("base_channels", "depth"))
+    n_params = _parameter_count(arch)
+    if n_params is not None:
+        arch_text += f", {n_params:,} parameters"
     row("preset", f"{cfg.get('preset', '?')}" + (f"  ({arch_text})" if arch_text else ""))
     if window:
         row(
@@ -249,6 +252,20 @@ def describe_model(folder: str | os.PathLike) -> str:
     if cfg.get("created"):
         row("saved", str(cfg["created"]))
     return "\n".join(lines)
+
+
+def _parameter_count(arch: dict) -> int | None:
+    """Trainable parameters of a saved architecture, counted on torch's meta device (no
+    memory); None when the architecture does not build."""
+    import torch
+
+    from ..model import build_model, count_parameters
+
+    try:
+        with torch.device("meta"):
+            return count_parameters(build_model(**arch))
+    except (TypeError, ValueError):
+        return None
 
 
 def _scheme_text(loss: dict) -> str:

@@ -84,6 +84,9 @@ class TrainConfig:
     tensorboard : bool
         Also write TensorBoard event files (losses, learning rate, a preview image per
         epoch) to ``<model folder>/tensorboard``; needs the ``tensorboard`` package.
+    base_channels : int
+        Channels of the U-Net's first level (doubling at each level below); 0 takes the
+        preset's (``paper`` 64, ``small`` 16, ``tiny`` 4).
     model_kwargs : dict
         Overrides of the preset's architecture (passed to ``build_model``).
     """
@@ -111,6 +114,11 @@ class TrainConfig:
     keep_state: bool = True
     tensorboard: bool = False
     model_kwargs: dict = field(default_factory=dict)
+    base_channels: int = _option(
+        0,
+        "channels of the U-Net's first level, doubling at each level below (0: the "
+        "preset's: paper 64, small 16, tiny 4)",
+    )
     recipe: str = "stable"
     decay_scope: str = _option(
         "all",
@@ -173,8 +181,21 @@ class TrainConfig:
             raise ValueError(
                 f"decay scope must be one of {', '.join(DECAY_SCOPES)}, got {self.decay_scope!r}"
             )
+        if not 0 <= int(self.base_channels) <= MAX_BASE_CHANNELS:
+            raise ValueError(
+                f"base_channels must be in 0..{MAX_BASE_CHANNELS} (0: the preset's), "
+                f"got {self.base_channels}"
+            )
         if int(self.bn_recalibrate) < 0:
             raise ValueError(f"bn_recalibrate must be >= 0, got {self.bn_recalibrate}")
+
+    def model_args(self) -> dict:
+        """Keyword arguments of ``build_model(self.preset, ...)``: ``model_kwargs`` with
+        ``base_channels`` when it is set."""
+        args = dict(self.model_kwargs)
+        if int(self.base_channels):
+            args["base_channels"] = int(self.base_channels)
+        return args
 
     def to_dict(self) -> dict:
         """JSON-friendly dict (the loss and window as nested dicts)."""
@@ -191,6 +212,8 @@ class TrainConfig:
         return cls(**{k: v for k, v in dict(d).items() if k in names})
 
 
+#: The widest first level ``base_channels`` may ask for (the paper's is 64).
+MAX_BASE_CHANNELS = 256
 #: Model-selection criteria: the plain (un-amplified) or the amplified validation loss.
 SELECT_CHOICES = ("plain", "amplified")
 #: Which parameters weight decay applies to (:func:`parameter_groups`).

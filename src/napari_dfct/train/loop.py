@@ -429,7 +429,7 @@ def _build(run: _Run, x_all: np.ndarray, y_all: np.ndarray) -> None:
     n, h, w = run.shape
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(config.seed)
-        model = build_model(config.preset, **config.model_kwargs)
+        model = build_model(config.preset, **config.model_args())
     model = model.to(device)
     if run.channels_last:
         model = model.to(memory_format=torch.channels_last)

@@ -116,7 +116,7 @@ def activation_bytes(config: TrainConfig) -> tuple[int, int]:
             total += output.numel() * 4
 
     with torch.device("meta"):
-        model = build_model(config.preset, **config.model_kwargs)
+        model = build_model(config.preset, **config.model_args())
     hooks = [
         m.register_forward_hook(count)
         for m in model.modules()
