@@ -121,6 +121,12 @@ def register(parser: argparse.ArgumentParser) -> None:
     )
     g.add_argument("--train-target", metavar="FILE", help="training target volume")
     g.add_argument(
+        "--val",
+        metavar="DIR",
+        help="a separate validation set (a `dfct simulate` folder) for every run: the "
+        "whole --train folder trains, instead of all but a --val-fraction of it",
+    )
+    g.add_argument(
         "--test",
         metavar="DIR",
         help="held-out test set: a folder with input.tif, "
@@ -321,9 +327,18 @@ def _grid_data(args: argparse.Namespace, out: Path, log):
             log=log,
         )
     else:
+        if args.val and not args.train:
+            raise CLIError("--val goes with --train DIR (a folder with input.tif, target.tif)")
         if args.train and (args.train_input or args.train_target):
             raise CLIError("give either --train DIR or --train-input/--train-target")
-        if args.train:
+        if args.train and args.val:
+            train = {
+                "input": Path(args.train) / "input.tif",
+                "target": Path(args.train) / "target.tif",
+                "val_input": Path(args.val) / "input.tif",
+                "val_target": Path(args.val) / "target.tif",
+            }
+        elif args.train:
             train = Path(args.train)
         elif args.train_input and args.train_target:
             train = (Path(args.train_input), Path(args.train_target))

@@ -62,6 +62,13 @@ def register(parser: argparse.ArgumentParser) -> None:
         "scans may differ in size; validation holds out whole scans "
         "(docs/datasets.md)",
     )
+    d.add_argument(
+        "--val-data",
+        metavar="DIR",
+        help="a separate validation set (a `dfct simulate` folder, slices of the training "
+        "size): every training slice trains and these validate, instead of a "
+        "--val-fraction of the training slices",
+    )
     parser.add_argument("--out", required=True, metavar="MODEL_DIR", help="model folder")
     lo = parser.add_argument_group("loss")
     lo.add_argument(
@@ -125,6 +132,22 @@ def _read(path: str, what: str):
     except OSError as exc:
         raise CLIError(f"cannot read {what} {p}: {exc.strerror or exc}") from None
     return data
+
+
+def _read_validation_set(folder: str | None, pairs: bool) -> tuple:
+    """(input, target) of ``--val-data`` (a `dfct simulate` folder), or (None, None)."""
+    from ..cli import CLIError
+
+    if not folder:
+        return None, None
+    if pairs:
+        raise CLIError("--val-data goes with --input/--target or --data; --pairs holds out scans")
+    path = Path(folder)
+    if not path.is_dir():
+        raise CLIError(f"--val-data folder not found: {path}")
+    return _read(str(path / "input.tif"), "validation input"), _read(
+        str(path / "target.tif"), "validation target"
+    )
 
 
 def _read_scans(path: Path, patch: int):
@@ -318,6 +341,8 @@ def run(args: argparse.Namespace) -> int:
         except ValueError as exc:
             raise CLIError(str(exc)) from None
 
+    val = _read_validation_set(args.val_data, tg_path is None)
+
     oracle = None
     if config.loss.oracle and tg_path is not None:
         from ..simulate import folder_angular
@@ -338,6 +363,8 @@ def run(args: argparse.Namespace) -> int:
         preview=False,
         on_estimate=_on_estimate,
         oracle=oracle,
+        val_input=val[0],
+        val_target=val[1],
     )
     bar = tqdm(
         total=config.epochs,

@@ -76,6 +76,8 @@ RUNS_DIR = "runs"
 GRID_FORMAT = "napari-dfct-grid/2"
 #: Test volumes of a grid, in the order they are listed.
 _TEST_KEYS = ("input", "target", "truth", "mask")
+#: Files of a training pair, and of its separate validation set when it has one.
+_TRAIN_KEYS = ("input", "target", "val_input", "val_target")
 
 #: Training options that belong to one run rather than to the grid (never compared).
 _PER_RUN_KEYS = ("loss", "seed", "device", "keep_state", "tensorboard")
@@ -264,8 +266,8 @@ def _resolve_train(train: Any, out_dir: Path) -> dict:
             "input": str(_find_file(folder, "input").resolve()),
             "target": str(_find_file(folder, "target").resolve()),
         }
-    if isinstance(train, dict):
-        paths = {k: Path(train[k]) for k in ("input", "target")}
+    if isinstance(train, dict):  # with a separate validation set: val_input, val_target
+        paths = {k: Path(train[k]) for k in _TRAIN_KEYS if k in train or k in ("input", "target")}
     elif isinstance(train, (tuple, list)) and len(train) == 2:
         paths = {"input": Path(train[0]), "target": Path(train[1])}
     else:

@@ -238,6 +238,12 @@ def _train(spec: dict, run_dir: Path, config, callback, resume: bool):
         from ..simulate import folder_angular
 
         oracle = folder_angular(spec["train_data"]["input"])
+    val = [
+        np.asarray(read_volume(spec["train_data"][k])[0], dtype=np.float32)
+        if k in spec["train_data"]
+        else None
+        for k in ("val_input", "val_target")
+    ]
     result = run_fit(
         x,
         y,
@@ -247,6 +253,8 @@ def _train(spec: dict, run_dir: Path, config, callback, resume: bool):
         resume=resume,
         preview=False,
         oracle=oracle,
+        val_input=val[0],
+        val_target=val[1],
     )
     seconds_train = time.perf_counter() - t0
     if result.stopped == "cancelled":

@@ -26,7 +26,13 @@ from .logs import TensorBoardLog
 from .optim import build_optimizer as _build_optimizer
 from .optim import recalibrate_batchnorm
 from .resources import EpochEstimate, OutOfMemory, StepTimer, check_memory
-from .start import _check_oracle, _check_resumed_shape, _data_shape, _start_config
+from .start import (
+    _check_oracle,
+    _check_resumed_shape,
+    _data_shape,
+    _start_config,
+    _with_validation_set,
+)
 from .window import training_split, training_window
 
 __all__ = ["EpochEstimate", "EpochEvent", "FitResult", "OutOfMemory", "fit", "run_fit"]
@@ -224,6 +230,8 @@ def fit(
     preview: bool = True,
     on_estimate: Callable[[EpochEstimate], Any] | None = None,
     oracle: np.ndarray | None = None,
+    val_input: np.ndarray | None = None,
+    val_target: np.ndarray | None = None,
 ) -> Generator[EpochEvent, None, FitResult]:
     """Train a residual U-Net; yield an :class:`EpochEvent` per epoch, return a :class:`FitResult`.
 
@@ -261,6 +269,11 @@ def fit(
         (:func:`napari_dfct.simulate.slice_angular`): required by, and only used by, an
         ``oracle`` directional loss, whose patches then carry them through the
         augmentation (:func:`napari_dfct.data.augment_angular`).
+    val_input, val_target : numpy.ndarray, optional
+        A separate validation set (float32 (Z, Y, X), the training slices' size): every
+        slice of ``input`` then trains and these slices validate, instead of a fraction of
+        ``input`` (``config.val_fraction`` is not used). Not with a data set of scans or an
+        oracle loss.
 
     Yields
     ------
@@ -297,6 +310,14 @@ def fit(
         x_all = _as_volume(input, "input")
         y_all = _as_volume(target, "target")
         validate_pair(x_all, y_all, patch=config.patch)
+    fixed_split = None
+    if val_input is not None or val_target is not None:
+        x_all, y_all, fixed_split = _with_validation_set(x_all, y_all, val_input, val_target)
+        if scans is not None or config.loss.oracle:
+            raise ValueError(
+                "a separate validation set goes with one training volume and a loss "
+                "without an oracle (a data set of scans holds out whole scans itself)"
+            )
     _check_resumed_shape(saved_cfg, out_path, _data_shape(x_all))
     oracle = _check_oracle(config, oracle, scans, _data_shape(x_all))
     run = _Run(
@@ -306,6 +327,7 @@ def fit(
         on_estimate=on_estimate,
         scans=scans,
         oracle=oracle,
+        fixed_split=fixed_split,
     )
     _plan(run, x_all, y_all, preview_index)
     check_cancel = _cancel_check(cancel)
@@ -385,6 +407,7 @@ class _Run:
     tensorboard: Any = None
     preview_norm: Any = None
     scans: Any = None
+    fixed_split: tuple[np.ndarray, np.ndarray] | None = None
     oracle: Any = None
     g_val: Any = None
 
@@ -403,9 +426,12 @@ def _plan(run: _Run, x_all, y_all, preview_index) -> None:
     config = run.config
     n = len(x_all)
     run.shape = _data_shape(x_all)
-    run.train_idx, run.val_idx = training_split(
-        run.scans if run.scans is not None else x_all, config.val_fraction, config.seed
-    )
+    if run.fixed_split is not None:  # a separate validation set, after the training slices
+        run.train_idx, run.val_idx = run.fixed_split
+    else:
+        run.train_idx, run.val_idx = training_split(
+            run.scans if run.scans is not None else x_all, config.val_fraction, config.seed
+        )
     if preview_index is None:
         preview_index = int(run.val_idx[0])
     if not 0 <= int(preview_index) < n:

@@ -1,5 +1,6 @@
 """The checks before a training run starts: its configuration (the saved one when
-resuming), the model folder, resuming on the same data, and an oracle loss's data."""
+resuming), the model folder, resuming on the same data, an oracle loss's data and a
+separate validation set."""
 
 from __future__ import annotations
 
@@ -93,3 +94,27 @@ def _data_shape(x_all) -> tuple[int, int, int]:
     if isinstance(x_all, list):
         return (len(x_all), max(a.shape[0] for a in x_all), max(a.shape[1] for a in x_all))
     return tuple(int(v) for v in x_all.shape)
+
+
+def _with_validation_set(x_all, y_all, val_input, val_target):
+    """The training volume with a separate validation set appended, and the split that
+    trains on the first slices and validates on the appended ones."""
+    if val_input is None or val_target is None:
+        raise ValueError("a separate validation set needs both its input and its target")
+    vx, vy = (np.ascontiguousarray(v, dtype=np.float32) for v in (val_input, val_target))
+    vx, vy = (v[None] if v.ndim == 2 else v for v in (vx, vy))
+    if vx.ndim != 3 or vx.shape != vy.shape:
+        raise ValueError(
+            f"validation input and target must be volumes of one shape, got "
+            f"{tuple(vx.shape)} and {tuple(vy.shape)}"
+        )
+    if not (np.isfinite(vx).all() and np.isfinite(vy).all()):
+        raise ValueError("the validation set holds NaN or infinite values")
+    if vx.shape[1:] != x_all.shape[1:]:
+        raise ValueError(
+            f"validation slices are {vx.shape[1]}x{vx.shape[2]}, training slices "
+            f"{x_all.shape[1]}x{x_all.shape[2]}: give a validation set of the same size"
+        )
+    n, k = len(x_all), len(vx)
+    split = (np.arange(n), np.arange(n, n + k))
+    return np.concatenate([x_all, vx]), np.concatenate([y_all, vy]), split

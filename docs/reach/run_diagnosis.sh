@@ -1,0 +1,32 @@
+#!/usr/bin/env bash
+# Stage 1 of docs/reach-the-target.md: the L2 baseline under one changed factor per arm,
+# seeds 0-2, on the study's data (simulated again: see the doc). Resumable: each arm is a
+# `dfct grid` folder, and a finished run is skipped when this script runs again.
+# Usage: bash docs/reach/run_diagnosis.sh WORKDIR [ARM ...]   (one torch thread: taskset)
+set -euo pipefail
+work=${1:?WORKDIR}; shift || true
+cd "$work"
+[ -f data/train/meta.json ] || dfct simulate data/train --specimens 12 --size 128 --seed 0 --preset benchmark
+[ -f data/test/meta.json ] || dfct simulate data/test --specimens 16 --size 128 --seed 1000 --preset benchmark
+COMMON=(--train data/train --test data/test --configs l2 --preset small --epochs 40
+        --patience 20 --batch-size 8 --patch 64 --patches-per-slice 8 --jobs 1 --quiet)
+declare -A ARM=(
+  [x1]=""
+  [x4]="--patches-per-slice 32"
+  [x16]="--patches-per-slice 128"
+  [wd0.03]="--weight-decay 0.03"
+  [wd0.01]="--weight-decay 0.01"
+  [wd0]="--weight-decay 0"
+  [adamw0.1]="--optimizer adamw --weight-decay 0.1"
+  [adamw0.01]="--optimizer adamw --weight-decay 0.01"
+  [base32]="--base-channels 32"
+  [base64]="--base-channels 64"
+)
+arms=("$@")
+[ ${#arms[@]} -gt 0 ] || arms=(x1 wd0 adamw0.01 x4 wd0.01 adamw0.1 wd0.03 base32)
+for arm in "${arms[@]}"; do
+  # shellcheck disable=SC2086
+  taskset -c "${CORE:-1}" dfct grid "diag/$arm" "${COMMON[@]}" ${ARM[$arm]} --seeds "${SEEDS:-0-2}" \
+    || echo "arm $arm failed: $?"
+  echo "$(date +%H:%M:%S) arm $arm done"
+done
