@@ -732,7 +732,8 @@ def test_other_loss_modes_get_their_own_table():
 
 
 def test_controls_add_scale_matched_baselines_and_a_report_table(tmp_path, data_dirs):
-    from napari_dfct.losses import effective_scale
+    from napari_dfct.io import read_volume
+    from napari_dfct.losses import measured_scale
 
     train, test = data_dirs
     out = tmp_path / "ctrl"
@@ -748,8 +749,9 @@ def test_controls_add_scale_matched_baselines_and_a_report_table(tmp_path, data_
         controls=True,
     )
     settings = json.loads((out / "grid.json").read_text())
-    # S on 32x32 patches of 64x64 slices: the control carries that effective scale
-    scale = effective_scale("l2+s-nonlinear", (64, 64), 32)["scale"]
+    # S on 32x32 patches: the control carries the scale measured on the training error
+    x, y = (read_volume(train / f"{k}.tif")[0] for k in ("input", "target"))
+    scale = measured_scale("l2+s-nonlinear", x, y, 32, n_patches=1024)["scale"]
     control = f"l2@{float(f'{scale:.3g}'):g}"
     # paper-mode F alone has A_F(DC) = 1: no control, the baseline is its own
     assert settings["controls"] == {"l2+s-nonlinear": control}

@@ -76,6 +76,7 @@ from __future__ import annotations
 import contextlib
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 import torch
@@ -107,6 +108,7 @@ __all__ = [
     "frequency_filter",
     "AmplifiedLoss",
     "effective_scale",
+    "measured_scale",
     "scale_matched_control",
     "LossMaps",
     "loss_maps",
@@ -442,10 +444,97 @@ def effective_scale(
     }
 
 
+def measured_scale(
+    config: LossConfig | str,
+    input: np.ndarray,
+    target: np.ndarray,
+    patch: int,
+    *,
+    window: Any = None,
+    n_patches: int = 256,
+    seed: int = 0,
+) -> dict:
+    """The loss scale a configuration puts on the **real** error, measured.
+
+    The loss of the identity prediction (``input`` as the prediction of ``target``, where
+    a residual U-Net starts) on ``n_patches`` random ``patch``-sized patches of the
+    normalised data, amplified against plain: unlike :func:`effective_scale`, which
+    assumes a uniform or white error, this sees the error's own spectrum and position
+    (streaks are neither white nor uniform).
+
+    Parameters
+    ----------
+    config : LossConfig or str
+        The configuration.
+    input, target : numpy.ndarray
+        (Z, Y, X) or (Y, X) training volumes of one shape.
+    patch : int
+        Training patch side (clipped to the slice).
+    window : IntensityWindow or dict, optional
+        Normalisation; default :func:`napari_dfct.data.window_from_percentiles` of both.
+    n_patches, seed : int
+        Random patches (slice, top, left), seeded.
+
+    Returns
+    -------
+    dict
+        ``scale``: the amplified loss summed over the patches divided by the plain one (the
+        ratio of the mean losses training sees); ``median``, ``q25``, ``q75``: of the
+        per-patch ratios; ``n_patches``.
+    """
+    from .data import IntensityWindow, window_from_percentiles
+
+    cfg = _coerce_config(config)
+    x = np.asarray(input, dtype=np.float32)
+    y = np.asarray(target, dtype=np.float32)
+    x, y = (x[None], y[None]) if x.ndim == 2 else (x, y)
+    if x.ndim != 3 or x.shape != y.shape:
+        raise ValueError(
+            f"input and target must be volumes of one shape, got {x.shape}, {y.shape}"
+        )
+    if window is None:
+        window = window_from_percentiles(x, y)
+    elif isinstance(window, dict):
+        window = IntensityWindow.from_dict(window)
+    lo, hi = float(window.low), float(window.high)
+    n, h, w = x.shape
+    p = int(min(int(patch), h, w))
+    rng = np.random.default_rng(seed)
+    zs = rng.integers(0, n, n_patches)
+    corners = np.stack(
+        [rng.integers(0, h - p + 1, n_patches), rng.integers(0, w - p + 1, n_patches)], 1
+    )
+
+    def batch(v):
+        v = (np.clip(v, lo, hi) - lo) / (hi - lo)
+        return torch.from_numpy(
+            np.stack([v[z, r : r + p, c : c + p] for z, (r, c) in zip(zs, corners)])[:, None]
+        )
+
+    xb, yb = batch(x), batch(y)
+    amplified, plain = AmplifiedLoss(cfg), AmplifiedLoss(cfg.plain)
+    sw = None
+    if cfg.spatial != "none":
+        sw = _w.crop_batch(amplified.full_spatial_weight((h, w)), corners, p)
+    with torch.no_grad():
+        a = amplified.loss_map(xb, yb, sw, xb).double().mean((1, 2, 3))
+        b = plain.loss_map(xb, yb).double().mean((1, 2, 3))
+    ratios = (a / b).numpy()
+    q25, median, q75 = np.percentile(ratios, [25, 50, 75])
+    return {
+        "scale": float(a.sum() / b.sum()),
+        "median": float(median),
+        "q25": float(q25),
+        "q75": float(q75),
+        "n_patches": int(n_patches),
+    }
+
+
 def scale_matched_control(
     config: LossConfig | str,
     shape: Sequence[int] = (800, 800),
     patch: int | Sequence[int] | None = None,
+    scale: float | None = None,
 ) -> LossConfig | None:
     """The scale-matched control of an amplified configuration.
 
@@ -455,13 +544,18 @@ def scale_matched_control(
     what the amplification's *structure* does from what its *scale* does: with Adam's
     coupled weight decay a constant factor on the loss changes training too.
 
+    ``scale`` replaces that bound with a measured scale (:func:`measured_scale` on the
+    training data: the one to use, as streak errors are neither uniform nor white).
+
     Returns None for a plain configuration and when the scale rounds to 1 (the baseline
     is then its own control).
     """
     cfg = _coerce_config(config)
     if cfg.scheme == "none":
         return None
-    scale = float(f"{effective_scale(cfg, shape, patch)['scale']:.3g}")
+    if scale is None:
+        scale = effective_scale(cfg, shape, patch)["scale"]
+    scale = float(f"{float(scale):.3g}")
     if scale == 1.0:
         return None
     return LossConfig(loss=cfg.loss, scale=scale)

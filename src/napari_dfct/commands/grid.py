@@ -202,9 +202,9 @@ def register(parser: argparse.ArgumentParser) -> None:
         "--controls",
         action="store_true",
         help="also train, for each amplified configuration, the plain loss "
-        "multiplied by that configuration's effective loss scale (a "
-        "scale-matched control, named e.g. l2@1.47); the report shows each "
-        "next to the configuration it controls for",
+        "multiplied by that configuration's loss scale measured on the training "
+        "error, input - target (a scale-matched control, named e.g. l2@1.71); the "
+        "report shows each next to the configuration it controls for",
     )
 
     add_training_arguments(parser)

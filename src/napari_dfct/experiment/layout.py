@@ -148,17 +148,21 @@ def make_configs(
 
 
 def add_controls(
-    configs: Sequence, shape: Sequence[int], patch: int | None
+    configs: Sequence, shape: Sequence[int], patch: int | None, data: tuple | None = None
 ) -> tuple[list, dict[str, str]]:
     """Append each amplified configuration's scale-matched control to ``configs``.
 
-    The control is the plain loss times the configuration's effective loss scale on
-    ``patch``-sized patches of ``shape`` slices
-    (:func:`napari_dfct.losses.scale_matched_control`, e.g. ``l2@1.47``), placed right after
-    the first configuration it controls for. Returns the new list and ``{configuration:
-    control}`` for every configuration that has one.
+    The control is the plain loss times the configuration's loss scale
+    (:func:`napari_dfct.losses.scale_matched_control`, e.g. ``l2@1.71``), placed right after
+    the first configuration it controls for. With ``data`` (the training ``(input,
+    target)`` volumes) the scale is **measured** on the real error, ``input - target``, on
+    ``patch``-sized patches (:func:`napari_dfct.losses.measured_scale`); without it, the
+    bound for a uniform or white error on ``patch``-sized patches of ``shape`` slices
+    (:func:`napari_dfct.losses.effective_scale`), which overstates spectral weights on
+    streaks. Returns the new list and ``{configuration: control}`` for every configuration
+    that has one.
     """
-    from ..losses import scale_matched_control
+    from ..losses import measured_scale, scale_matched_control
 
     h, w = int(shape[0]), int(shape[1])
     p = min(int(patch), h, w) if patch else None
@@ -166,7 +170,10 @@ def add_controls(
     out, control_of = [], {}
     for c in configs:
         out.append(c)
-        ctrl = scale_matched_control(c, (h, w), p)
+        scale = None
+        if data is not None and c.scheme != "none" and not c.oracle:
+            scale = measured_scale(c, data[0], data[1], p or min(h, w), n_patches=1024)["scale"]
+        ctrl = scale_matched_control(c, (h, w), p, scale=scale)
         if ctrl is None:
             continue
         control_of[c.name] = ctrl.name
@@ -276,6 +283,16 @@ def _resolve_train(train: Any, out_dir: Path) -> dict:
         if not p.is_file():
             raise ValueError(f"training {k} file {p} does not exist")
     return {k: str(p.resolve()) for k, p in paths.items()}
+
+
+def _volumes(train_data: dict) -> tuple[np.ndarray, np.ndarray] | None:
+    """The training (input, target) volumes, for measuring loss scales; None for a data
+    set of scans (slices of several sizes)."""
+    if "pairs" in train_data:
+        return None
+    from ..io import read_volume
+
+    return read_volume(train_data["input"])[0], read_volume(train_data["target"])[0]
 
 
 def _is_dataset(path: Path) -> bool:
@@ -580,7 +597,7 @@ def prepare_grid(
     control_of: dict[str, str] = {}
     if controls:
         configs, control_of = add_controls(
-            configs, _train_slice_shape(train_data), tdict.get("patch")
+            configs, _train_slice_shape(train_data), tdict.get("patch"), _volumes(train_data)
         )
     tensorboard = bool(tdict.get("tensorboard", False))  # a log: not a grid setting
     for k in _PER_RUN_KEYS:
