@@ -8,6 +8,10 @@ work=${1:?WORKDIR}; shift || true
 cd "$work"
 [ -f data/train/meta.json ] || dfct simulate data/train --specimens 12 --size 128 --seed 0 --preset benchmark
 [ -f data/test/meta.json ] || dfct simulate data/test --specimens 16 --size 128 --seed 1000 --preset benchmark
+# stage 2: larger training sets and a separate validation set
+[ -f data/train48/meta.json ] || dfct simulate data/train48 --specimens 48 --size 128 --seed 0 --preset benchmark
+[ -f data/train192/meta.json ] || dfct simulate data/train192 --specimens 192 --size 128 --seed 0 --preset benchmark
+[ -f data/val8/meta.json ] || dfct simulate data/val8 --specimens 8 --size 128 --seed 500 --preset benchmark
 COMMON=(--train data/train --test data/test --configs l2 --preset small --epochs 40
         --patience 20 --batch-size 8 --patch 64 --patches-per-slice 8 --jobs 1 --quiet)
 declare -A ARM=(
@@ -21,6 +25,9 @@ declare -A ARM=(
   [adamw0.01]="--optimizer adamw --weight-decay 0.01"
   [base32]="--base-channels 32"
   [base64]="--base-channels 64"
+  [val8-12]="--val data/val8"
+  [val8-48]="--train data/train48 --val data/val8 --patches-per-slice 2"
+  [val8-192]="--train data/train192 --val data/val8 --patches-per-slice 1"
 )
 arms=("$@")
 [ ${#arms[@]} -gt 0 ] || arms=(x1 wd0 adamw0.01 x4 wd0.01 adamw0.1 wd0.03 base32)
