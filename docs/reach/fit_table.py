@@ -30,8 +30,20 @@ from napari_dfct.io import read_volume
 from napari_dfct.roi import ROISet
 
 COLUMNS = (
-    "arm", "config", "seed", "set", "n_slices", "mse_target", "error_cnr", "psnr_body",
-    "cnr", "best_epoch", "epochs_run", "best_val_loss", "seconds_train", "torch_threads",
+    "arm",
+    "config",
+    "seed",
+    "set",
+    "n_slices",
+    "mse_target",
+    "error_cnr",
+    "psnr_body",
+    "cnr",
+    "best_epoch",
+    "epochs_run",
+    "best_val_loss",
+    "seconds_train",
+    "torch_threads",
 )
 
 
@@ -52,11 +64,19 @@ def _score(pred, data, idx, window) -> dict:
 
     mse = float(np.mean((norm(pred[idx]) - norm(data["target"][idx])) ** 2))
     m = measure_slices(
-        pred[idx], [data["rois"][k] for k in idx], truth=data["truth"][idx],
-        target=data["target"][idx], mask=data["body"][idx] > 0,
+        pred[idx],
+        [data["rois"][k] for k in idx],
+        truth=data["truth"][idx],
+        target=data["target"][idx],
+        mask=data["body"][idx] > 0,
     )
-    return {"n_slices": len(idx), "mse_target": mse, "error_cnr": m["error_cnr"],
-            "psnr_body": m["psnr_body"], "cnr": m["cnr"]}
+    return {
+        "n_slices": len(idx),
+        "mse_target": mse,
+        "error_cnr": m["error_cnr"],
+        "psnr_body": m["psnr_body"],
+        "cnr": m["cnr"],
+    }
 
 
 def main(argv=None) -> int:
@@ -66,29 +86,65 @@ def main(argv=None) -> int:
     ap.add_argument("--stage", default="diag")
     args = ap.parse_args(argv)
     torch.set_num_threads(1)
-    train, test = _set(args.work / "data" / "train"), _set(args.work / "data" / "test")
+    test = _set(args.work / "data" / "test")
+    sets: dict[Path, dict] = {}
+
+    def data_set(path: str) -> dict:
+        folder = Path(path).parent
+        if folder not in sets:
+            sets[folder] = _set(folder)
+        return sets[folder]
+
     rows = []
     for mfile in sorted((args.work / args.stage).glob("*/runs/*/seed-*/metrics.json")):
         run = mfile.parent
         arm, config, seed = run.parts[-4], run.parts[-2], int(run.name[5:])
+        grid = json.loads((run.parents[2] / "grid.json").read_text())
+        train = data_set(grid["train_data"]["input"])
+        val = (
+            data_set(grid["train_data"]["val_input"])
+            if "val_input" in grid["train_data"]
+            else None
+        )
         metrics = json.loads(mfile.read_text())
         loaded = load_model(run / "model", device="cpu")
         cfg = loaded.config
-        common = {"arm": arm, "config": config, "seed": seed,
-                  **{k: metrics.get(k) for k in ("best_epoch", "epochs_run", "best_val_loss",
-                                                  "seconds_train", "torch_threads")}}
+        common = {
+            "arm": arm,
+            "config": config,
+            "seed": seed,
+            **{
+                k: metrics.get(k)
+                for k in (
+                    "best_epoch",
+                    "epochs_run",
+                    "best_val_loss",
+                    "seconds_train",
+                    "torch_threads",
+                )
+            },
+        }
         p_train = predict(loaded, train["input"], device="cpu")
         p_test = predict(loaded, test["input"], device="cpu")
         split = cfg["split"]
+        if val is None:  # validation slices of the training set
+            p_val, val, val_idx = p_train, train, split["val"]
+        else:  # a separate validation set, after the training slices in the split
+            p_val, val_idx = predict(loaded, val["input"], device="cpu"), range(len(val["input"]))
         for name, pred, data, idx in (
             ("train", p_train, train, split["train"]),
-            ("val", p_train, train, split["val"]),
+            ("val", p_val, val, val_idx),
             ("test", p_test, test, range(test["input"].shape[0])),
         ):
             rows.append({**common, "set": name, **_score(pred, data, idx, cfg["window"])})
-        print(f"{arm} {config} seed {seed}: " + ", ".join(
-            f"{r['set']} mse {r['mse_target']:.5f} ecnr {r['error_cnr']:.2f}"
-            for r in rows[-3:]), file=sys.stderr)
+        print(
+            f"{arm} {config} seed {seed}: "
+            + ", ".join(
+                f"{r['set']} mse {r['mse_target']:.5f} ecnr {r['error_cnr']:.2f}"
+                for r in rows[-3:]
+            ),
+            file=sys.stderr,
+        )
     args.out.parent.mkdir(parents=True, exist_ok=True)
     with open(args.out, "w", newline="") as fh:
         w = csv.DictWriter(fh, fieldnames=COLUMNS)
