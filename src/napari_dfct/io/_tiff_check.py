@@ -56,6 +56,9 @@ class _Reader:
         # count of tags, size of an offset, size of one directory entry
         self.nfmt, self.osize, self.entry = ("Q", 8, 20) if self.big else ("H", 4, 12)
         self.ofmt = "Q" if self.big else "I"
+        # one directory entry: tag code, field type, count, value (or offset of the value)
+        self.entry_fmt = f"{self.bo}HH{self.ofmt}{self.osize}s"
+        self._scalars: dict = {}
 
     def unpack(self, fmt: str, data: bytes):
         return struct.unpack(self.bo + fmt, data)[0]
@@ -75,6 +78,15 @@ class _Reader:
             data = self.fh.read(count * _TYPE_SIZES[typ])
         return list(struct.unpack(f"{self.bo}{len(data) // _TYPE_SIZES[typ]}{code}", data))
 
+    def scalar(self, tag, default: int) -> int:
+        """The first value of an integer tag (``default`` when absent)."""
+        if tag is None:
+            return default
+        key = (tag[0], tag[2] if isinstance(tag[2], bytes) else tag)
+        if key not in self._scalars:  # the pages of a stack share their scalar tags
+            self._scalars[key] = (self.values(tag, 1) or [default])[0]
+        return self._scalars[key]
+
     def directory(self, offset: int, k: int) -> tuple[dict, int]:
         """The needed tags of the directory of page ``k`` at ``offset`` and the offset of
         the next one; refuses a directory or a tag value beyond the end of the file."""
@@ -88,14 +100,12 @@ class _Reader:
             raise _beyond(self.path, self.size, f"page {k} (its directory)", end)
         raw = self.fh.read(n * self.entry + self.osize)
         tags: dict[int, tuple] = {}
-        for i in range(n):
-            e = raw[i * self.entry : (i + 1) * self.entry]
-            code, typ = struct.unpack(self.bo + "HH", e[:4])
-            count = self.unpack(self.ofmt, e[4 : 4 + self.osize])
-            field = e[4 + self.osize :]
-            if typ not in _TYPE_SIZES:
+        entries = struct.iter_unpack(self.entry_fmt, raw[: n * self.entry])
+        for code, typ, count, field in entries:
+            size = _TYPE_SIZES.get(typ)
+            if size is None:
                 continue  # an unknown type: readers skip the tag
-            nbytes = count * _TYPE_SIZES[typ]
+            nbytes = count * size
             where: bytes | int = field
             if nbytes > self.osize:
                 where = self.unpack(self.ofmt, field)
@@ -121,13 +131,12 @@ class _Reader:
                 if cnt and off + cnt > self.size:
                     what = f"page {k} (its {kind} {j + 1} of {len(offsets)})"
                     raise _beyond(self.path, self.size, what, off + cnt)
-        compression = (self.values(tags.get(259), 1) or [1])[0]
-        bits = (self.values(tags.get(258), 1) or [1])[0]
+        compression = self.scalar(tags.get(259), 1)
+        bits = self.scalar(tags.get(258), 1)
         if compression != 1 or bits % 8:
             return
-        width = (self.values(tags.get(256), 1) or [0])[0]
-        length = (self.values(tags.get(257), 1) or [0])[0]
-        samples = (self.values(tags.get(277), 1) or [1])[0]
+        width, length = self.scalar(tags.get(256), 0), self.scalar(tags.get(257), 0)
+        samples = self.scalar(tags.get(277), 1)
         declared = width * length * samples * bits // 8
         if not counts:  # readers assume the data follow the first offset
             if min(offsets) + declared > self.size:
