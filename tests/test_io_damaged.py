@@ -418,6 +418,23 @@ def test_a_damaged_file_in_a_data_set_gives_the_readers_line(tmp_path):
     assert _load_error(root) == _refusal(huge)
 
 
+def test_a_page_that_does_not_decode_is_one_line(tmp_path):
+    """Whole, but its compressed data are garbage: the reader and the data set say so."""
+    root = tmp_path / "set"
+    _scan(root / "a", 1)
+    _scan(root / "b", 2)
+    bad = root / "b" / "input.tif"
+    tifffile.imwrite(bad, _stack((5, 32, 32)), compression="zlib")
+    with tifffile.TiffFile(bad) as tif:  # the central slice, the one the data set reads
+        start, n = tif.pages[2].dataoffsets[0], tif.pages[2].databytecounts[0]
+    raw = bytearray(bad.read_bytes())
+    raw[start : start + n] = b"\xff" * n
+    bad.write_bytes(bytes(raw))
+    assert "input.tif is not a readable TIFF file" in _refusal(bad)
+    message = _load_error(root)
+    assert message.startswith(f"cannot read slice 2 of {bad}"), message
+
+
 # --------------------------------------------------------------------------------------
 # the commands: exit 2, one line, no traceback
 # --------------------------------------------------------------------------------------

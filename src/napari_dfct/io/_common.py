@@ -10,6 +10,9 @@ Reading rules
   non-numeric and empty data raise :class:`ValueError` with a message that names the file
   and the problem. Non-finite values (NaN/Inf) are kept, with a :class:`UserWarning` giving
   their count.
+* These rules are checked on the shape and dtype a file declares (:func:`_check_form`)
+  before its data are read, and so is its size against the available memory
+  (:func:`_check_fits`): nothing is allocated for a file that would be refused.
 """
 
 from __future__ import annotations

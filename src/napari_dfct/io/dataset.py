@@ -10,7 +10,10 @@ volume (any format :func:`~napari_dfct.io.read_volume` reads) and the slices to 
 * a folder ``DATASET/<scan>/input.*`` + ``target.*``, one sub-folder per scan (the
   central slice of each; a ``pairs.csv`` in the folder is read instead when present).
 
-Only the chosen slices are held in memory: TIFF pages and ``.npy`` files (memory-mapped)
+Every file passes the single-file reader's checks (damaged, complex, colour or wrongly
+shaped data are refused with its message); one file listed in two scans, or two scans
+holding the same data, are refused (a scan counted twice would also land in training and
+validation alike). Only the chosen slices are held in memory: TIFF pages and ``.npy`` files (memory-mapped)
 are read slice by slice; other formats (``.npz``, DICOM) are read whole, one scan at a
 time, and only the chosen slices are kept. :func:`load_scans` returns a
 :class:`napari_dfct.scans.ScanSlices`, which :func:`napari_dfct.train.fit` takes directly.
@@ -219,12 +222,18 @@ class _Volume:
         return False
 
     def slice(self, z: int) -> np.ndarray:
-        if self._tif is not None:
-            a = self._tif.series[0].pages[z].asarray()
-        else:
-            a = self._arr[z]
-        a = np.array(a, dtype=np.float32)  # a copy: nothing stays mapped
-        return a
+        try:
+            if self._tif is not None:
+                a = self._tif.series[0].pages[z].asarray()
+            else:
+                a = self._arr[z]
+            return np.array(a, dtype=np.float32)  # a copy: nothing stays mapped
+        except MemoryError:
+            raise
+        except Exception as exc:  # a page that does not decode (zlib.error, OSError, ...)
+            raise ValueError(
+                f"cannot read slice {z} of {self.path} ({type(exc).__name__}: {exc})"
+            ) from None
 
     def close(self) -> None:
         if self._tif is not None:

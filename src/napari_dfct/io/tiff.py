@@ -7,6 +7,13 @@ Reading rules
   plain resolution tags (converted to mm for inch/centimetre units) and becomes the layer
   ``scale``. Plain resolution tags carry no slice spacing: a 3-D stack then assumes
   isotropic voxels (``metadata["z_spacing_assumed"] = True``).
+* Before any image data are read, :func:`open_tiff` checks the file's structure
+  (:mod:`~napari_dfct.io._tiff_check`): a file whose directories, tag values or strips end
+  beyond its last byte, whose pages are fewer than its ImageJ/OME/tifffile metadata
+  declare, or whose declared size exceeds the available memory is refused with one line.
+* Samples stored as planes (``S`` before ``Y``) of floating-point data are slices: plain
+  ``tifffile.imwrite`` stores a float stack of 3 or 4 slices as planar RGB(A). Integer
+  samples, and interleaved samples of any type, are a colour image and are refused.
 
 TIFF files are written by :mod:`napari_dfct.io.write`.
 """
