@@ -13,7 +13,9 @@ volume (any format :func:`~napari_dfct.io.read_volume` reads) and the slices to 
 Every file passes the single-file reader's checks (damaged, complex, colour or wrongly
 shaped data are refused with its message); one file listed in two scans, or two scans
 holding the same data, are refused (a scan counted twice would also land in training and
-validation alike). Only the chosen slices are held in memory: TIFF pages and ``.npy`` files (memory-mapped)
+validation alike).
+
+Only the chosen slices are held in memory: TIFF pages and ``.npy`` files (memory-mapped)
 are read slice by slice; other formats (``.npz``, DICOM) are read whole, one scan at a
 time, and only the chosen slices are kept. :func:`load_scans` returns a
 :class:`napari_dfct.scans.ScanSlices`, which :func:`napari_dfct.train.fit` takes directly.
@@ -171,7 +173,7 @@ class _Volume:
     """
 
     def __init__(self, path: Path) -> None:
-        from ._common import _check_file, _check_form, _display
+        from ._common import _check_form, _display
 
         self.path, self._tif, self._arr = path, None, None
         suffix = path.suffix.lower()
@@ -180,12 +182,9 @@ class _Volume:
                 if self._open_tiff(path):
                     return
             if suffix == ".npy":
-                from .numpy import _check_npy_header, _check_numpy_header
+                from .numpy import _check_npy_file
 
-                _check_file(path)
-                _check_numpy_header(path, "npy")
-                with open(path, "rb") as fh:
-                    _check_npy_header(fh, path, path.stat().st_size, load=False)
+                _check_npy_file(path, load=False)  # memory-mapped: no memory check
                 arr = np.load(path, mmap_mode="r", allow_pickle=False)
                 keep = _check_form(_display(path), arr.shape, arr.dtype)
                 self._arr = arr.reshape(tuple(arr.shape[i] for i in keep))

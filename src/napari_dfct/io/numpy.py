@@ -88,14 +88,20 @@ def _check_npy_header(
     return tuple(shape), dtype
 
 
-def _read_npy(path: Path) -> list[_Image]:
+def _check_npy_file(path: Path, *, load: bool = True) -> tuple[tuple[int, ...], np.dtype]:
+    """All checks of a ``.npy`` file before its data are read (:func:`_check_npy_header`,
+    with ``load`` as there); returns the declared shape and dtype."""
     _check_file(path)
     _check_numpy_header(path, "npy")
     with open(path, "rb") as fh:
         if fh.read(4) in _ZIP_MAGICS:
             raise ValueError(f"{_display(path)} is a .npz archive, not a .npy file; rename it.")
         fh.seek(0)
-        _check_npy_header(fh, path, path.stat().st_size)
+        return _check_npy_header(fh, path, path.stat().st_size, load=load)
+
+
+def _read_npy(path: Path) -> list[_Image]:
+    _check_npy_file(path)
     try:
         array = np.load(path, allow_pickle=False)
     except (ValueError, OSError, EOFError, zipfile.BadZipFile) as exc:
