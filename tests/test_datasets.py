@@ -215,8 +215,12 @@ def test_grid_trains_and_tests_on_pairs_tables(study, tmp_path, capsys):
     (study / "train.csv").write_text(
         "input,target,slices\na/input.tif,a/target.tif,all\nb/input.npy,b/target.npy,all\n"
     )
+    x, y = _scan(np.random.default_rng(5), 1, 36, 32)  # a second test scan of c's size
+    (study / "d").mkdir()
+    tifffile.imwrite(study / "d" / "input.tif", x[0])
+    tifffile.imwrite(study / "d" / "target.tif", y[0])
     (study / "test.csv").write_text(
-        "input,target\nc/input.tif,c/target.tif\nc/input.tif,c/target.tif\n"
+        "input,target\nc/input.tif,c/target.tif\nd/input.tif,d/target.tif\n"
     )
     out = tmp_path / "grid"
     argv = [

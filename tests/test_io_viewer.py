@@ -65,6 +65,20 @@ def test_viewer_reports_bad_files_with_the_readers_message(make_napari_viewer, t
     assert len(viewer.layers) == 0
 
 
+def test_viewer_reports_a_truncated_tiff_in_one_line(make_napari_viewer, tmp_path):
+    whole = io.write_volume(tmp_path / "whole.tif", np.ones((16, 64, 64), np.float32))
+    cut = tmp_path / "cut.tif"
+    cut.write_bytes(whole.read_bytes()[:120000])
+    viewer = make_napari_viewer()
+    # napari shows this message in its error notification / reader dialog
+    with pytest.raises(ValueError) as info:
+        viewer.open(cut, plugin=PLUGIN)
+    message = str(info.value)
+    assert "cut.tif is not a readable TIFF file: it ends at byte 120000" in message
+    assert "\n" not in message
+    assert len(viewer.layers) == 0
+
+
 def test_viewer_saves_through_the_plugin_writers(make_napari_viewer, tmp_path):
     rng = np.random.default_rng(1)
     vol = rng.random((3, 8, 9)).astype(np.float64)

@@ -24,6 +24,8 @@ from typing import Any
 import numpy as np
 import torch
 
+from ._memory import format_bytes, host_available_memory
+
 __all__ = [
     "Batch",
     "IntensityWindow",
@@ -506,24 +508,12 @@ class Batch(tuple):
 
 
 # --------------------------------------------------------------------------- memory
-def _cgroup_free() -> int | None:
-    """Memory left under this process's cgroup (v2) limit, or None without one."""
-    try:
-        limit = open("/sys/fs/cgroup/memory.max").read().strip()
-        if limit == "max":
-            return None
-        used = int(open("/sys/fs/cgroup/memory.current").read().strip())
-        return max(0, int(limit) - used)
-    except (OSError, ValueError):
-        return None
-
-
 def available_memory(device: torch.device | str = "cpu") -> int | None:
     """Bytes that new allocations on ``device`` can use, or None when unknown.
 
     CUDA: the device's free memory. CPU (and MPS, which shares it): the host's available
-    memory (Linux ``MemAvailable``, or :mod:`psutil` where installed), capped by a cgroup
-    limit.
+    memory (:func:`napari_dfct._memory.host_available_memory`: Linux ``MemAvailable``, or
+    :mod:`psutil` where installed, capped by a cgroup limit).
     """
     device = torch.device(device)
     if device.type == "cuda":
@@ -532,33 +522,7 @@ def available_memory(device: torch.device | str = "cpu") -> int | None:
             return int(free)
         except Exception:  # pragma: no cover - driver specific
             return None
-    host = None
-    try:
-        with open("/proc/meminfo", encoding="ascii") as fh:
-            for line in fh:
-                if line.startswith("MemAvailable:"):
-                    host = int(line.split()[1]) * 1024
-                    break
-    except (OSError, ValueError):
-        pass
-    if host is None:
-        try:
-            import psutil
-
-            host = int(psutil.virtual_memory().available)
-        except Exception:  # pragma: no cover - psutil missing or unsupported
-            return None
-    group = _cgroup_free()
-    return host if group is None else min(host, group)
-
-
-def format_bytes(n: float) -> str:
-    """``n`` bytes in words: ``"512 B"``, ``"3.2 GiB"``."""
-    for unit in ("B", "KiB", "MiB", "GiB", "TiB", "PiB"):
-        if abs(n) < 1024 or unit == "PiB":
-            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
-        n /= 1024
-    return f"{n:.1f} PiB"  # pragma: no cover
+    return host_available_memory()
 
 
 class PatchSampler:

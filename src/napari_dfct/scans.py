@@ -11,6 +11,7 @@ generator. Reading a data set from files is :mod:`napari_dfct.io.dataset`.
 
 from __future__ import annotations
 
+import hashlib
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
@@ -53,7 +54,8 @@ class ScanSlices:
         return [tuple(int(v) for v in a.shape) for a in self.inputs]
 
     def validate(self, patch: int | None = None) -> None:
-        """Raise :class:`ValueError` for slices that cannot train (one line each)."""
+        """Raise :class:`ValueError` for slices that cannot train and for two scans
+        holding the same data (one line each)."""
         if len(self.inputs) != len(self.targets) or len(self.scans) != len(self.inputs):
             raise ValueError("inputs, targets and scans must have one entry per slice")
         if len(set(int(s) for s in self.scans)) < 2:
@@ -76,6 +78,27 @@ class ScanSlices:
                 )
             if not (np.isfinite(x).all() and np.isfinite(y).all()):
                 raise ValueError(f"{where} contains NaN or infinite values")
+        self._check_distinct()
+
+    def _check_distinct(self) -> None:
+        """Refuse two scans holding the same data: a slice whose input and target are
+        bit-identical to a slice of another scan (the same scan listed twice, under other
+        file names). Constant slices (blank padding) say nothing and are skipped."""
+        seen: dict[bytes, int] = {}
+        for k, (x, y) in enumerate(zip(self.inputs, self.targets)):
+            x, y = np.ascontiguousarray(x), np.ascontiguousarray(y)
+            if x.size == 0 or x.min() == x.max():
+                continue
+            h = hashlib.blake2b(digest_size=16)
+            h.update(repr((x.shape, x.dtype.str, y.dtype.str)).encode())
+            h.update(x.view(np.uint8).ravel())
+            h.update(y.view(np.uint8).ravel())
+            first = seen.setdefault(h.digest(), k)
+            if first != k and int(self.scans[first]) != int(self.scans[k]):
+                raise ValueError(
+                    f"{self._where(first)} and {self._where(k)} hold the same input and "
+                    "target data: the same scan is listed twice; list each scan once"
+                )
 
     def _where(self, k: int) -> str:
         if k < len(self.origins):

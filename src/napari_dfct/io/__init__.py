@@ -21,7 +21,10 @@ The package is split by concern; everything public is importable from here:
     :func:`write_volume`, :func:`write_tiff`, :func:`write_npy` and the writing rules;
 :mod:`~napari_dfct.io._common`
     the extensions, the checks every reader applies (the general reading rules) and
-    :class:`MissingDependencyError`.
+    :class:`MissingDependencyError`;
+:mod:`~napari_dfct.io._tiff_check`
+    the structural checks of a TIFF file before its data are read (truncated or damaged
+    files).
 
 ``BIGTIFF_THRESHOLD`` (the size above which TIFF files are written as BigTIFF) lives in
 :mod:`~napari_dfct.io.write`; ``napari_dfct.io.BIGTIFF_THRESHOLD`` reads and sets that same

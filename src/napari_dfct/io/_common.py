@@ -10,10 +10,14 @@ Reading rules
   non-numeric and empty data raise :class:`ValueError` with a message that names the file
   and the problem. Non-finite values (NaN/Inf) are kept, with a :class:`UserWarning` giving
   their count.
+* These rules are checked on the shape and dtype a file declares (:func:`_check_form`)
+  before its data are read, and so is its size against the available memory
+  (:func:`_check_fits`): nothing is allocated for a file that would be refused.
 """
 
 from __future__ import annotations
 
+import math
 import warnings
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -21,6 +25,8 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+
+from .._memory import format_bytes, host_available_memory
 
 TIFF_EXTENSIONS = (".tif", ".tiff")
 NUMPY_EXTENSIONS = (".npy", ".npz")
@@ -84,7 +90,11 @@ def _finite_limits(data: np.ndarray) -> tuple[float, float]:
 
 
 def _check_axes(
-    where: str, shape: tuple[int, ...], squeezed_shape: tuple[int, ...], axes: str | None
+    where: str,
+    shape: tuple[int, ...],
+    squeezed_shape: tuple[int, ...],
+    axes: str | None,
+    dtype: np.dtype | None = None,
 ) -> None:
     """Refuse colour, multi-channel, 1-D and more than 3-D data (see :func:`_as_image`).
 
@@ -93,11 +103,19 @@ def _check_axes(
     """
     # colour / channel axes (checked before squeezing, where the axis codes still apply)
     if axes is not None:
-        for code, n in zip(axes, shape):
+        for i, (code, n) in enumerate(zip(axes, shape)):
             if code == "S" and n > 1:
+                of = f" of {dtype}" if dtype is not None else ""
+                planes = "Y" in axes and i < axes.index("Y")
+                hint = (
+                    f" If its {n} planes are slices of a stack, save them as a grayscale "
+                    "stack (e.g. tifffile.imwrite(..., photometric='minisblack'))."
+                    if planes
+                    else ""
+                )
                 raise ValueError(
-                    f"{where} is a colour image ({n} samples per pixel, shape {shape}); "
-                    "DFCT data must be grayscale. Convert it to a single channel first."
+                    f"{where} is a colour image ({n} samples{of} per pixel, shape {shape}); "
+                    "DFCT data must be grayscale. Convert it to a single channel first." + hint
                 )
             if code == "C" and n > 1:
                 raise ValueError(
@@ -126,6 +144,48 @@ def _check_axes(
         raise ValueError(
             f"{where} has {len(squeezed_shape)} non-singleton axes (shape {shape}); "
             "expected a 2-D image (Y, X) or a 3-D stack (Z, Y, X). Save one volume per file."
+        )
+
+
+def _check_form(where: str, shape: tuple[int, ...], dtype, axes: str | None = None) -> list[int]:
+    """The one check of an array's form, before its data are read: refuse complex,
+    non-numeric and empty data and the axes :func:`_check_axes` refuses.
+
+    Every reader applies it (:func:`_as_image`, and the data-set loader to the header
+    of a memory-mapped or paged volume). Returns the indices of the non-singleton axes.
+    """
+    dtype = np.dtype(dtype)
+    shape = tuple(int(n) for n in shape)
+    if dtype.kind == "c":
+        raise ValueError(
+            f"{where} holds complex-valued data ({dtype}); DFCT images must be real. "
+            "Save the magnitude or the real part instead."
+        )
+    if dtype.kind not in "biuf":
+        raise ValueError(
+            f"{where} holds non-numeric data (dtype {dtype}); expected a grayscale image "
+            "of integers or floats."
+        )
+    if math.prod(shape) == 0:
+        raise ValueError(f"{where} holds an empty array (shape {shape}); nothing to show.")
+    keep = [i for i, n in enumerate(shape) if n != 1]
+    _check_axes(where, shape, tuple(shape[i] for i in keep), axes, dtype)
+    return keep
+
+
+def _check_fits(where: str, n_values: int, dtype, *, copies: int = 0) -> None:
+    """Refuse to load ``n_values`` of ``dtype`` (plus their float32 conversion and
+    ``copies`` more raw copies) when that exceeds the host's available memory.
+
+    Called with the sizes a file declares, before anything is allocated.
+    """
+    dtype = np.dtype(dtype)
+    need = int(n_values) * (dtype.itemsize * (1 + copies) + (0 if dtype == np.float32 else 4))
+    have = host_available_memory()
+    if have is not None and need > have:
+        raise ValueError(
+            f"{where} is too big to load: its {int(n_values)} values of {dtype} need about "
+            f"{format_bytes(need)} of memory, more than the {format_bytes(have)} available."
         )
 
 
@@ -173,19 +233,6 @@ def _as_image(
     """
     where = f"{_display(source)}{what}"
     arr = np.asarray(array)
-    dtype = arr.dtype
-    if dtype.kind == "c":
-        raise ValueError(
-            f"{where} holds complex-valued data ({dtype}); DFCT images must be real. "
-            "Save the magnitude or the real part instead."
-        )
-    if dtype.kind not in "biuf":
-        raise ValueError(
-            f"{where} holds non-numeric data (dtype {dtype}); expected a grayscale image "
-            "of integers or floats."
-        )
-    if arr.size == 0:
-        raise ValueError(f"{where} holds an empty array (shape {arr.shape}); nothing to show.")
     shape = arr.shape
     if scale is None:
         scale = (1.0,) * arr.ndim
@@ -194,10 +241,9 @@ def _as_image(
         raise ValueError(f"{where}: scale {scale} does not match shape {shape}.")
     if axes is not None and len(axes) != arr.ndim:  # pragma: no cover
         axes = None
-
-    keep = [i for i, n in enumerate(shape) if n != 1]
+    dtype = arr.dtype
+    keep = _check_form(where, shape, dtype, axes)
     squeezed_shape = tuple(shape[i] for i in keep)
-    _check_axes(where, shape, squeezed_shape, axes)
     arr = arr.reshape(squeezed_shape)
     scale = tuple(scale[i] for i in keep)
 

@@ -10,6 +10,11 @@ volume (any format :func:`~napari_dfct.io.read_volume` reads) and the slices to 
 * a folder ``DATASET/<scan>/input.*`` + ``target.*``, one sub-folder per scan (the
   central slice of each; a ``pairs.csv`` in the folder is read instead when present).
 
+Every file passes the single-file reader's checks (damaged, complex, colour or wrongly
+shaped data are refused with its message); one file listed in two scans, or two scans
+holding the same data, are refused (a scan counted twice would also land in training and
+validation alike).
+
 Only the chosen slices are held in memory: TIFF pages and ``.npy`` files (memory-mapped)
 are read slice by slice; other formats (``.npz``, DICOM) are read whole, one scan at a
 time, and only the chosen slices are kept. :func:`load_scans` returns a
@@ -28,6 +33,7 @@ import numpy as np
 __all__ = [
     "PAIRS_FILE",
     "ScanPair",
+    "check_distinct_files",
     "describe_scans",
     "load_scans",
     "parse_slice_spec",
@@ -124,7 +130,7 @@ def read_pairs(path: str | Path) -> list[ScanPair]:
     ------
     ValueError
         A missing table, folder or file, a table without ``input,target`` columns, a
-        folder without scans (one line each).
+        folder without scans, one file listed in two scans (one line each).
     """
     path = Path(path).expanduser()
     if not path.exists():
@@ -154,57 +160,111 @@ def read_pairs(path: str | Path) -> list[ScanPair]:
         for what, f in (("input", p.input), ("target", p.target)):
             if not f.exists():
                 raise ValueError(f"scan {p.name!r}: {what} file not found: {f}")
+    check_distinct_files(pairs)
     return pairs
 
 
 class _Volume:
-    """A volume read slice by slice where the format allows it."""
+    """A volume read slice by slice where the format allows it.
+
+    Every file passes the single-file reader's checks first (a damaged TIFF or ``.npy``, a
+    complex, colour or wrongly shaped array: the same one-line message as
+    :func:`~napari_dfct.io.read_volume`), before any slice is read.
+    """
 
     def __init__(self, path: Path) -> None:
+        from ._common import _check_form, _display
+
         self.path, self._tif, self._arr = path, None, None
         suffix = path.suffix.lower()
         try:
             if suffix in (".tif", ".tiff"):
-                import tifffile
-
-                self._tif = tifffile.TiffFile(path)
-                series = self._tif.series[0]
-                shape = tuple(series.shape)
-                if len(shape) == 3 and len(series.pages) == shape[0]:
-                    self.shape = shape
+                if self._open_tiff(path):
                     return
-                self._tif.close()
-                self._tif = None
             if suffix == ".npy":
-                self._arr = np.load(path, mmap_mode="r", allow_pickle=False)
+                from .numpy import _check_npy_file
+
+                _check_npy_file(path, load=False)  # memory-mapped: no memory check
+                arr = np.load(path, mmap_mode="r", allow_pickle=False)
+                keep = _check_form(_display(path), arr.shape, arr.dtype)
+                self._arr = arr.reshape(tuple(arr.shape[i] for i in keep))
             else:
                 from .read import read_volume
 
                 self._arr, _ = read_volume(path)
-        except ValueError as exc:
-            raise ValueError(f"cannot read {path}: {str(exc).splitlines()[0]}") from None
         except OSError as exc:
             raise ValueError(f"cannot read {path}: {exc.strerror or exc}") from None
         if self._arr.ndim == 2:
             self._arr = self._arr[None]
-        if self._arr.ndim != 3:
-            raise ValueError(
-                f"{path} is not a 2-D slice or a 3-D volume (shape {tuple(self._arr.shape)})"
-            )
         self.shape = tuple(self._arr.shape)
 
+    def _open_tiff(self, path: Path) -> bool:
+        """Keep a checked TIFF open when its pages are its slices; False otherwise."""
+        from ._common import _check_file, _check_form, _display
+        from .tiff import _image_axes, open_tiff
+
+        _check_file(path)
+        tif = open_tiff(path)
+        try:
+            series = tif.series[0]
+            shape = tuple(series.shape)
+            if len(shape) == 3 and len(series.pages) == shape[0]:
+                _check_form(_display(path), shape, series.dtype, _image_axes(series))
+                self._tif, self.shape = tif, shape
+                return True
+        except ValueError:
+            tif.close()
+            raise
+        except Exception:  # tifffile's own errors: the full reader reports them
+            pass
+        tif.close()
+        return False
+
     def slice(self, z: int) -> np.ndarray:
-        if self._tif is not None:
-            a = self._tif.series[0].pages[z].asarray()
-        else:
-            a = self._arr[z]
-        a = np.array(a, dtype=np.float32)  # a copy: nothing stays mapped
-        return a
+        try:
+            if self._tif is not None:
+                a = self._tif.series[0].pages[z].asarray()
+            else:
+                a = self._arr[z]
+            return np.array(a, dtype=np.float32)  # a copy: nothing stays mapped
+        except MemoryError:
+            raise
+        except Exception as exc:  # a page that does not decode (zlib.error, OSError, ...)
+            raise ValueError(
+                f"cannot read slice {z} of {self.path} ({type(exc).__name__}: {exc})"
+            ) from None
 
     def close(self) -> None:
         if self._tif is not None:
             self._tif.close()
         self._tif = self._arr = None
+
+
+def _file_key(path: Path) -> tuple:
+    """What identifies a file on disk (device and inode; the resolved path where the file
+    system has no inodes), so that links and other spellings of one file compare equal."""
+    try:
+        st = path.stat()
+    except OSError:
+        return ("path", str(path.resolve()))
+    return ("inode", st.st_dev, st.st_ino) if st.st_ino else ("path", str(path.resolve()))
+
+
+def check_distinct_files(pairs: list[ScanPair]) -> None:
+    """Refuse a data set that lists one file in two scans (the same scan listed twice would
+    count twice and could land in training and validation alike); one line naming both."""
+    seen: dict[tuple, tuple[ScanPair, str]] = {}
+    for p in pairs:
+        for what, f in (("input", p.input), ("target", p.target)):
+            key = _file_key(f)
+            first = seen.get(key)
+            if first is not None and first[0] is not p:
+                raise ValueError(
+                    f"scans {first[0].name!r} and {p.name!r} use the same file ({first[1]} "
+                    f"of {first[0].name!r}, {what} of {p.name!r}: {f}); each scan must be "
+                    "listed once"
+                )
+            seen.setdefault(key, (p, what))
 
 
 def load_scans(pairs: list[ScanPair] | str | Path, patch: int | None = None):
@@ -213,13 +273,16 @@ def load_scans(pairs: list[ScanPair] | str | Path, patch: int | None = None):
     Raises
     ------
     ValueError
-        Unreadable files, input and target of different shapes, a bad ``slices`` value, a
-        slice smaller than ``patch`` or with non-finite values (one line, naming the scan).
+        Unreadable, damaged, complex, colour or wrongly shaped files (the single-file
+        reader's message), one file in two scans, two scans holding the same data, input
+        and target of different shapes, a bad ``slices`` value, a slice smaller than
+        ``patch`` or with non-finite values (one line, naming the scan).
     """
     from ..scans import ScanSlices
 
     if not isinstance(pairs, list):
         pairs = read_pairs(pairs)
+    check_distinct_files(pairs)
     inputs, targets, scans, origins = [], [], [], []
     for k, p in enumerate(pairs):
         vi, vt = _Volume(p.input), _Volume(p.target)

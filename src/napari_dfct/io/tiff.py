@@ -7,6 +7,13 @@ Reading rules
   plain resolution tags (converted to mm for inch/centimetre units) and becomes the layer
   ``scale``. Plain resolution tags carry no slice spacing: a 3-D stack then assumes
   isotropic voxels (``metadata["z_spacing_assumed"] = True``).
+* Before any image data are read, :func:`open_tiff` checks the file's structure
+  (:mod:`~napari_dfct.io._tiff_check`): a file whose directories, tag values or strips end
+  beyond its last byte, whose pages are fewer than its ImageJ/OME/tifffile metadata
+  declare, or whose declared size exceeds the available memory is refused with one line.
+* Samples stored as planes (``S`` before ``Y``) of floating-point data are slices: plain
+  ``tifffile.imwrite`` stores a float stack of 3 or 4 slices as planar RGB(A). Integer
+  samples, and interleaved samples of any type, are a colour image and are refused.
 
 TIFF files are written by :mod:`napari_dfct.io.write`.
 """
@@ -19,7 +26,8 @@ from typing import Any
 
 import numpy as np
 
-from ._common import _as_image, _check_file, _display, _Image, _stem
+from ._common import _as_image, _check_file, _check_fits, _check_form, _display, _Image, _stem
+from ._tiff_check import check_layout, check_pages
 
 _RESUNIT_TO_MM = {2: 25.4, 3: 10.0}  # INCH, CENTIMETER
 
@@ -111,39 +119,96 @@ def _tiff_scale(tif, series, axes: str) -> tuple[tuple[float, ...], dict]:
     return tuple(scale), meta
 
 
-def _read_tiff(path: Path) -> list[_Image]:
+def _not_readable(path: Path, exc: Exception) -> ValueError:
+    return ValueError(
+        f"{_display(path)} is not a readable TIFF file ({type(exc).__name__}: {exc})."
+    )
+
+
+def open_tiff(path: Path):
+    """An open :class:`tifffile.TiffFile` of ``path`` once its structure passed the checks
+    of :mod:`~napari_dfct.io._tiff_check` (the caller closes it).
+
+    Raises
+    ------
+    ValueError
+        A file that is not a TIFF, or whose pages, strips or declared images end beyond
+        its last byte (one line, naming the file and what is wrong).
+    """
     import tifffile
 
-    _check_file(path)
-    array = None
-    shapes: list[tuple] = []
+    n_chain = check_layout(path)
     try:
-        with tifffile.TiffFile(path) as tif:
+        tif = tifffile.TiffFile(path)
+    except Exception as exc:  # tifffile.TiffFileError, struct.error, OSError, ...
+        raise _not_readable(path, exc) from exc
+    try:
+        check_pages(tif, path, n_chain)
+    except ValueError:
+        tif.close()
+        raise
+    except Exception as exc:
+        tif.close()
+        raise _not_readable(path, exc) from exc
+    return tif
+
+
+def _image_axes(series) -> str:
+    """The axis codes of ``series``, with samples stored as planes of floating-point data
+    (tifffile writes a float stack of 3 or 4 slices as planar RGB) taken as slices.
+
+    Colour images hold integer samples; interleaved samples (``...YXS``) stay colour.
+    """
+    axes = series.axes
+    if "S" in axes and "Y" in axes and axes.index("S") < axes.index("Y"):
+        if series.dtype.kind == "f":
+            return axes.replace("S", "Z")
+    return axes
+
+
+def _choose(tif, series) -> tuple | None:
+    """``(series to read, shape, axes, scale, metadata)`` of the image in ``tif``, or
+    None when its series are not one image or one stack of equally sized slices."""
+    if len(series) == 1:
+        axes = _image_axes(series[0])
+        scale, meta = _tiff_scale(tif, series[0], axes)
+        return series[:1], tuple(series[0].shape), axes, scale, meta
+    if len(series[0].shape) == 2 and len({(s.shape, s.dtype) for s in series}) == 1:
+        # pages written one by one: a stack of equally sized slices
+        scale2d, meta = _tiff_scale(tif, series[0], series[0].axes)
+        scale = (scale2d[-1] if meta.get("z_spacing_assumed") else 1.0, *scale2d)
+        return series, (len(series), *series[0].shape), "Z" + series[0].axes, scale, meta
+    return None
+
+
+def _read_tiff(path: Path) -> list[_Image]:
+    _check_file(path)
+    with open_tiff(path) as tif:
+        try:
             series = tif.series
             shapes = [s.shape for s in series]
-            if len(series) == 1:
-                array, axes = series[0].asarray(), series[0].axes
-                scale, meta = _tiff_scale(tif, series[0], axes)
-            elif len(shapes[0]) == 2 and len({(s.shape, s.dtype) for s in series}) == 1:
-                # pages written one by one: a stack of equally sized slices
-                array = np.stack([s.asarray() for s in series])
-                axes = "Z" + series[0].axes
-                scale2d, meta = _tiff_scale(tif, series[0], series[0].axes)
-                scale = (scale2d[-1] if meta.get("z_spacing_assumed") else 1.0, *scale2d)
-    except MemoryError:
-        raise
-    except Exception as exc:  # tifffile.TiffFileError, struct.error, OSError, ...
-        raise ValueError(
-            f"{_display(path)} is not a readable TIFF file ({type(exc).__name__}: {exc})."
-        ) from exc
-    if not shapes:
-        raise ValueError(f"{_display(path)} is not a readable TIFF file: it holds no images.")
-    if array is None:
-        desc = ", ".join(str(s) for s in shapes[:6]) + (", ..." if len(shapes) > 6 else "")
-        raise ValueError(
-            f"{_display(path)} holds {len(shapes)} images of different shapes ({desc}); "
-            "expected one 2-D image or one stack of equally sized slices."
-        )
+            chosen = _choose(tif, series) if shapes else None
+        except Exception as exc:  # tifffile.TiffFileError, struct.error, OSError, ...
+            raise _not_readable(path, exc) from exc
+        if not shapes:
+            raise ValueError(f"{_display(path)} is not a readable TIFF file: it holds no images.")
+        if chosen is None:
+            desc = ", ".join(str(s) for s in shapes[:6]) + (", ..." if len(shapes) > 6 else "")
+            raise ValueError(
+                f"{_display(path)} holds {len(shapes)} images of different shapes ({desc}); "
+                "expected one 2-D image or one stack of equally sized slices."
+            )
+        parts, shape, axes, scale, meta = chosen
+        # the declared form and size, before anything is allocated
+        _check_form(_display(path), shape, parts[0].dtype, axes)
+        _check_fits(_display(path), math.prod(shape), parts[0].dtype, copies=int(len(parts) > 1))
+        try:
+            arrays = [s.asarray() for s in parts]
+        except MemoryError:
+            raise
+        except Exception as exc:  # tifffile.TiffFileError, struct.error, OSError, ...
+            raise _not_readable(path, exc) from exc
+    array = np.stack(arrays) if len(parts) > 1 else arrays[0]
     data, scale, limits = _as_image(array, path, scale=scale, axes=axes)
     if data.ndim < 3:
         meta.pop("z_spacing_assumed", None)
