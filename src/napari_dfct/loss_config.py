@@ -26,6 +26,7 @@ __all__ = [
     "MODES",
     "ORDERS",
     "LossConfig",
+    "build_loss_config",
     "paper_configs",
     "paper_names",
     "coerce_config",
@@ -320,12 +321,112 @@ def _parse_name(name: str) -> LossConfig:
     )
 
 
+def build_loss_config(
+    loss: str = "l2",
+    *,
+    spatial: str = "none",
+    frequency: str = "none",
+    directional: str = "none",
+    order: str = "sf",
+    mode: str | None = None,
+    normalize: bool = False,
+    scale: float = 1.0,
+) -> LossConfig:
+    """The :class:`LossConfig` of a loss (or a full name) and options.
+
+    The one rule of ``dfct train`` (``--loss``, ``--mode``, ``--normalize-weights``,
+    ``--loss-scale``), ``dfct grid`` (:func:`napari_dfct.experiment.make_configs`), the
+    widgets and :func:`paper_configs`.
+
+    Parameters
+    ----------
+    loss : str
+        ``"l1"`` or ``"l2"``, amplified as the profile options say; or a full name
+        (``"l2+s+f-nonlinear"``, ``"l2+d-nonlinear-norm"``, ``"l2@1.47"``), which carries
+        its own profiles, order, mode, normalisation and scale.
+    spatial, frequency, directional : str
+        Profiles of ``A_S``, ``A_F``, ``A_D`` for a plain ``loss``.
+    order : {"sf", "fs"}
+        Order of two weights for a plain ``loss``. A full name refuses profiles and an
+        order (``ValueError``) rather than ignore them.
+    mode : {"paper", "spectral"} or None
+        None: each configuration's own (a name's; else ``"paper"``, and ``"spectral"``
+        with a directional weight). ``"spectral"`` makes the configuration spectral.
+        ``"paper"`` leaves a name's own mode (``-spectral`` stays spectral), and is
+        refused (``ValueError``, one line) with a directional weight (D), which works in
+        mode ``spectral`` only.
+    normalize : bool
+        True normalises the weights to mean 1 (a ``-norm`` name is normalised either way).
+    scale : float
+        A constant factor on the loss; other than 1 it replaces a name's ``@X``.
+
+    Returns
+    -------
+    LossConfig
+
+    Raises
+    ------
+    ValueError
+        An unknown loss or name, options that do not go together (one line).
+
+    Examples
+    --------
+    >>> build_loss_config("l2", spatial="nonlinear", frequency="nonlinear").name
+    'l2+s+f-nonlinear'
+    >>> build_loss_config("l2+f-linear", mode="spectral", normalize=True).name
+    'l2+f-linear-spectral-norm'
+    >>> build_loss_config("l2+d-nonlinear").mode
+    'spectral'
+    """
+    name = str(loss).strip().lower()
+    if name in LOSSES:  # a plain loss: the options say the rest
+        cfg = LossConfig(
+            loss=name,
+            spatial=spatial,
+            frequency=frequency,
+            directional=directional,
+            order=order,
+            normalize=normalize,
+            scale=scale,
+        )
+    else:
+        cfg = LossConfig.from_name(name)  # an unknown name: the valid ones listed
+        given = [
+            k
+            for k, v, unset in (
+                ("spatial", spatial, "none"),
+                ("frequency", frequency, "none"),
+                ("directional", directional, "none"),
+                ("order", order, "sf"),
+            )
+            if str(v).strip().lower() != unset
+        ]
+        if given:
+            raise ValueError(
+                f"{loss!r} is a full loss name, with its own profiles and order: leave out "
+                f"{', '.join(given)}, or give the plain loss (l1, l2) with them"
+            )
+        over = {
+            **({"normalize": True} if normalize else {}),
+            **({"scale": scale} if scale != 1.0 else {}),
+        }
+        if over:
+            cfg = dataclasses.replace(cfg, **over)
+    if mode is not None:
+        mode = _norm_choice(mode, MODES, "mode")
+        if mode == "paper" and cfg.directional != "none":
+            raise ValueError(f"{cfg.name} in mode 'paper': {DC_IDENTITY}")
+        if mode == "spectral":
+            cfg = dataclasses.replace(cfg, mode=mode)
+    return cfg
+
+
 def paper_configs(
     losses: Sequence[str] = LOSSES,
     schemes: Sequence[str] = SCHEMES,
     profiles: Sequence[str] = _PROFILES_ON,
     *,
-    mode: str = "paper",
+    mode: str | None = None,
     normalize: bool = False,
 ) -> list[LossConfig]:
     """The paper's grid: per loss, the baseline once and every scheme x profile.
@@ -335,9 +436,12 @@ def paper_configs(
     losses : sequence of {"l1", "l2"}
     schemes : sequence of {"none", "S", "F", "S+F", "F+S", "D", "S+D", "D+S"}
     profiles : sequence of {"linear", "nonlinear"}
-    mode, normalize
-        Applied to every configuration (``"paper"``, ``False`` reproduce the paper), except
-        that the directional schemes are always ``"spectral"``.
+    mode : {"paper", "spectral"} or None
+        Applied to every configuration (:func:`build_loss_config`). None (the paper's):
+        ``"paper"``, except the directional schemes, which are always ``"spectral"``;
+        ``"paper"`` with a directional scheme raises ``ValueError``.
+    normalize : bool
+        Applied to every configuration (``False`` reproduces the paper).
 
     Returns
     -------
@@ -352,21 +456,22 @@ def paper_configs(
     for p in profiles:
         if p not in _PROFILES_ON:
             raise ValueError(f"unknown profile {p!r}; valid: {', '.join(_PROFILES_ON)}")
+    losses = [_norm_choice(loss, LOSSES, "loss") for loss in losses]
     for loss in losses:
         if "none" in schemes:
-            out.append(LossConfig(loss=loss, mode=mode, normalize=normalize))
+            out.append(build_loss_config(loss, mode=mode, normalize=normalize))
         for sch in schemes:
             if sch == "none":
                 continue
             for p in profiles:
                 out.append(
-                    LossConfig(
-                        loss=loss,
+                    build_loss_config(
+                        loss,
                         spatial=p if "S" in sch else "none",
                         frequency=p if "F" in sch else "none",
                         directional=p if "D" in sch else "none",
                         order="fs" if sch in ("F+S", "D+S") else "sf",
-                        mode="spectral" if "D" in sch else mode,
+                        mode=mode,
                         normalize=normalize,
                     )
                 )

@@ -90,6 +90,7 @@ from .loss_config import (
     ORDERS,
     SCHEMES,
     LossConfig,
+    build_loss_config,
     paper_configs,
     paper_names,
 )
@@ -102,6 +103,7 @@ __all__ = [
     "MODES",
     "ORDERS",
     "LossConfig",
+    "build_loss_config",
     "paper_configs",
     "paper_names",
     "pixel_loss",

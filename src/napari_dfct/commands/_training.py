@@ -10,7 +10,6 @@ recipe's value instead.
 from __future__ import annotations
 
 import argparse
-from dataclasses import MISSING, fields
 
 
 def _flag(name: str) -> str:
@@ -54,7 +53,8 @@ def recipe_help() -> str:
 
 def add_training_arguments(parser: argparse.ArgumentParser, *, seed: bool = False) -> None:
     """Add ``--recipe`` and one flag per :class:`TrainConfig` option to ``parser``."""
-    from ..train import DEFAULT_RECIPE, RECIPES, TrainConfig
+    from ..train import DEFAULT_RECIPE, RECIPES
+    from ..train.config import option_fields
 
     g = parser.add_argument_group(
         "training (options left out take the recipe's value; --recipe paper is the paper's "
@@ -66,9 +66,7 @@ def add_training_arguments(parser: argparse.ArgumentParser, *, seed: bool = Fals
         choices=tuple(RECIPES),
         help="training recipe; see the description",
     )
-    for f in fields(TrainConfig):
-        if "help" not in f.metadata or f.default is MISSING:
-            continue
+    for f in option_fields():
         typ = type(f.default)
         kw = {"choices": f.metadata["choices"]} if "choices" in f.metadata else {}
         g.add_argument(
@@ -125,9 +123,9 @@ def add_training_arguments(parser: argparse.ArgumentParser, *, seed: bool = Fals
 def given_options(args: argparse.Namespace) -> dict:
     """The :class:`TrainConfig` fields given on the command line, by name."""
     from ..cli import CLIError
-    from ..train import TrainConfig
+    from ..train.config import option_fields
 
-    names = [f.name for f in fields(TrainConfig) if "help" in f.metadata]
+    names = [f.name for f in option_fields()]
     kw = {
         n: getattr(args, n)
         for n in names + ["seed", "augment", "amp", "tensorboard"]

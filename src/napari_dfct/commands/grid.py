@@ -11,6 +11,7 @@ from ._training import add_training_arguments, train_config_from_args
 __all__ = [
     "HelpFormatter",
     "add_training_arguments",
+    "loss_configs",
     "register",
     "run",
     "simulate_pair",
@@ -192,8 +193,10 @@ def register(parser: argparse.ArgumentParser) -> None:
     g.add_argument(
         "--mode",
         choices=("paper", "spectral"),
-        default="paper",
-        help="frequency weighting: the paper's formula or the spectral variant",
+        default=None,
+        help="frequency weighting: the paper's formula or the spectral variant (default: "
+        "each configuration's own: paper; spectral for D, S+D, D+S and -spectral names); "
+        "paper with a directional configuration is refused, as in dfct train",
     )
     g.add_argument(
         "--normalize-weights", action="store_true", help="rescale the amplification maps to mean 1"
@@ -386,13 +389,33 @@ def _slurm_options(args: argparse.Namespace):
     return slurm
 
 
+def loss_configs(args: argparse.Namespace) -> tuple[list, list[int]]:
+    """The grid's loss configurations (:func:`napari_dfct.experiment.make_configs`) and
+    seeds from the options; a refused option raises :class:`CLIError` (one line)."""
+    from ..cli import CLIError
+    from ..experiment import make_configs
+    from ..experiment._util import parse_seeds
+
+    try:
+        configs = make_configs(
+            _split(args.losses),
+            _split(args.schemes),
+            _split(args.profiles),
+            mode=args.mode,
+            normalize=args.normalize_weights,
+            names=_split(args.configs) if args.configs else None,
+        )
+        return configs, parse_seeds(args.seeds)
+    except ValueError as exc:
+        raise CLIError(str(exc).splitlines()[0]) from None
+
+
 def run(args: argparse.Namespace) -> int:
     import sys
 
     from ..cli import CLIError
-    from ..experiment import EXECUTORS, GridRunError, make_configs, run_grid
+    from ..experiment import EXECUTORS, GridRunError, run_grid
     from ..experiment._procs import GridStopped, stop_on_signals
-    from ..experiment._util import parse_seeds
 
     out = Path(args.out)
     if args.executor not in EXECUTORS:
@@ -404,21 +427,10 @@ def run(args: argparse.Namespace) -> int:
         if not args.quiet:
             print(msg, file=sys.stderr)
 
-    train, test = _grid_data(args, out, log)
-
-    try:
-        configs = make_configs(
-            _split(args.losses),
-            _split(args.schemes),
-            _split(args.profiles),
-            mode=args.mode,
-            normalize=args.normalize_weights,
-            names=_split(args.configs) if args.configs else None,
-        )
-        seeds = parse_seeds(args.seeds)
-    except ValueError as exc:
-        raise CLIError(str(exc)) from None
+    # the options first: a refused one makes no data and starts no run
+    configs, seeds = loss_configs(args)
     config = train_config_from_args(args)
+    train, test = _grid_data(args, out, log)
     roi = {
         "signal_center": args.signal,
         "background_center": args.background,

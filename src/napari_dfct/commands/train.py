@@ -88,8 +88,9 @@ def register(parser: argparse.ArgumentParser) -> None:
     lo.add_argument(
         "--mode",
         default=None,
-        help="paper or spectral (default: paper; spectral with --directional "
-        "or a directional loss name)",
+        help="paper or spectral (default: the loss's own: paper; spectral with "
+        "--directional or a directional or -spectral loss name); paper with a "
+        "directional weight is refused",
     )
     lo.add_argument(
         "--normalize-weights", action="store_true", help="rescale the weight maps to mean 1"
@@ -184,29 +185,19 @@ def _inputs(args):
 
 def _loss_config(args):
     from ..cli import CLIError
-    from ..losses import LossConfig
+    from ..losses import build_loss_config
 
     try:
-        name = str(args.loss).strip().lower()
-        if name in ("l1", "l2"):
-            return LossConfig(
-                loss=name,
-                spatial=args.spatial,
-                frequency=args.frequency,
-                order=args.order,
-                mode=args.mode,
-                normalize=bool(args.normalize_weights),
-                scale=args.loss_scale,
-                directional=args.directional,
-            )
-        overrides = {}
-        if args.loss_scale != 1.0:
-            overrides["scale"] = args.loss_scale
-        if args.mode is not None and (args.mode != "paper" or "+d" in name):
-            overrides["mode"] = args.mode  # a D name with --mode paper: refused
-        if args.normalize_weights:
-            overrides["normalize"] = True
-        return LossConfig.from_name(name, **overrides)
+        return build_loss_config(
+            args.loss,
+            spatial=args.spatial,
+            frequency=args.frequency,
+            directional=args.directional,
+            order=args.order,
+            mode=args.mode,
+            normalize=bool(args.normalize_weights),
+            scale=args.loss_scale,
+        )
     except ValueError as exc:
         raise CLIError(str(exc).splitlines()[0]) from None
 

@@ -89,22 +89,27 @@ def make_configs(
     schemes: Sequence[str] = ("none", "S", "F", "S+F", "F+S"),
     profiles: Sequence[str] = ("linear", "nonlinear"),
     *,
-    mode: str = "paper",
+    mode: str | None = None,
     normalize: bool = False,
     names: Sequence[str] | None = None,
 ) -> list:
     """The loss configurations of a grid (:class:`napari_dfct.losses.LossConfig`).
+
+    Every configuration is built by :func:`napari_dfct.losses.build_loss_config`, the rule
+    ``dfct train`` follows too.
 
     Parameters
     ----------
     losses, schemes, profiles : sequence of str
         Passed to :func:`napari_dfct.losses.paper_configs` (the baseline appears once per
         loss, so the defaults give the paper's 18 configurations).
-    mode : {"paper", "spectral"}
-        Frequency-weighting mode, applied to every configuration (``"spectral"`` also to
-        every name; a name ending in ``-spectral`` is spectral whatever ``mode`` says).
-        The directional schemes (``D``, ``S+D``, ``D+S``) and names (``l2+d-nonlinear``)
-        are always spectral.
+    mode : {"paper", "spectral"} or None
+        Frequency-weighting mode. None: each configuration's own (``"paper"``; the
+        directional schemes ``D``, ``S+D``, ``D+S`` and names such as ``l2+d-nonlinear``
+        ``"spectral"``; a name ending in ``-spectral`` spectral). ``"spectral"``: every
+        configuration. ``"paper"``: every one but the ``-spectral`` names, and a
+        directional configuration is refused (``ValueError``): D works in mode
+        ``spectral`` only.
     normalize : bool
         Rescale the amplification weights to mean 1 (a name ending in ``-norm`` is
         normalised whatever ``normalize`` says).
@@ -118,16 +123,12 @@ def make_configs(
     list of LossConfig
         Without duplicates, in grid order.
     """
-    from ..losses import LossConfig, paper_configs
+    from ..losses import build_loss_config, paper_configs
 
     if names:
-        # a name says its own mode and normalisation ("-spectral", "-norm"); the options
-        # switch them on for every name, never off
-        over = {
-            **({"mode": mode} if mode != "paper" else {}),
-            **({"normalize": True} if normalize else {}),
-        }
-        configs = [LossConfig.from_name(str(n).strip(), **over) for n in names]
+        configs = [
+            build_loss_config(str(n).strip(), mode=mode, normalize=normalize) for n in names
+        ]
     else:
         schemes = [_canonical_scheme(s) for s in schemes]
         configs = paper_configs(

@@ -1,14 +1,16 @@
 """Training configuration: :class:`TrainConfig`, the named recipes and resuming.
 
-Every :class:`TrainConfig` field with help text in its metadata is also a command-line
-option (:mod:`napari_dfct.commands._training`) and a Train-widget default, so each default
-is written once, here.
+Every :class:`TrainConfig` field with help text in its metadata (:func:`option_fields`) is
+also a command-line option (:mod:`napari_dfct.commands._training`) and a field of the Train
+widget's form (:mod:`napari_dfct.widgets._train_params`), so each default, choice, bound
+and help text is written once, here; :meth:`TrainConfig.validate` checks the choices and
+bounds from the same metadata.
 """
 
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass, field, fields
+from dataclasses import Field, dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
@@ -21,23 +23,64 @@ __all__ = [
     "RECIPE_NOTES",
     "SELECT_CHOICES",
     "TrainConfig",
+    "option_fields",
     "recipe_config",
     "resume_config",
 ]
 
 
 def _default_loss():
-    from ..losses import LossConfig
+    from ..loss_config import LossConfig
 
     return LossConfig()
 
 
-def _option(default, help: str, choices: tuple | None = None):
-    """A TrainConfig field that is also a command-line option (help text and choices)."""
-    meta = {"help": help}
+#: Bounds a field's metadata may set: inclusive ``min``/``max``, exclusive
+#: ``above``/``below``.
+_BOUNDS = ("min", "max", "above", "below")
+
+
+def _option(default, help: str, choices: tuple | None = None, **bounds):
+    """A TrainConfig field that is also a command-line option and a Train-widget field:
+    its help text, its choices, or its bounds (``min=1``, ``above=0``, ``max=...``,
+    ``below=...``), which :meth:`TrainConfig.validate` checks."""
+    unknown = set(bounds) - set(_BOUNDS)
+    if unknown:
+        raise TypeError(f"unknown bounds {sorted(unknown)}")
+    meta: dict[str, Any] = {"help": help, **bounds}
     if choices is not None:
         meta["choices"] = tuple(choices)
     return field(default=default, metadata=meta)
+
+
+def _range_text(meta) -> str:
+    """``">= 1"``, ``"> 0"``, ``"in [0, 256]"``, ``"in (0, 1]"``: the bounds in words."""
+    lo = ("[", meta["min"]) if "min" in meta else ("(", meta["above"]) if "above" in meta else None
+    hi = ("]", meta["max"]) if "max" in meta else (")", meta["below"]) if "below" in meta else None
+    if lo and hi:
+        return f"in {lo[0]}{lo[1]}, {hi[1]}{hi[0]}"
+    if lo:
+        return f"{'>=' if lo[0] == '[' else '>'} {lo[1]}"
+    return f"{'<=' if hi[0] == ']' else '<'} {hi[1]}"
+
+
+def _check_option(f: Field, value) -> None:
+    """Raise ValueError when ``value`` is not among the field's choices or bounds."""
+    meta = f.metadata
+    if "choices" in meta and value not in meta["choices"]:
+        raise ValueError(f"{f.name} must be one of {', '.join(meta['choices'])}, got {value!r}")
+    if not any(k in meta for k in _BOUNDS):
+        return
+    try:
+        v = float(value)
+    except (TypeError, ValueError):
+        raise ValueError(f"{f.name} must be a number, got {value!r}") from None
+    ok = math.isfinite(v)
+    ok = ok and ("min" not in meta or v >= meta["min"]) and ("max" not in meta or v <= meta["max"])
+    ok = ok and ("above" not in meta or v > meta["above"])
+    ok = ok and ("below" not in meta or v < meta["below"])
+    if not ok:
+        raise ValueError(f"{f.name} must be {_range_text(meta)}, got {value!r}")
 
 
 @dataclass
@@ -92,20 +135,33 @@ class TrainConfig:
     """
 
     loss: Any = field(default_factory=_default_loss)
-    preset: str = _option("paper", "model preset", choices=("paper", "small", "tiny"))
-    epochs: int = _option(100, "at most this many epochs")
-    patience: int = _option(20, "early-stopping patience in epochs")
-    batch_size: int = _option(32, "patches per optimiser step")
-    patch: int = _option(128, "patch side in pixels")
-    patches_per_slice: int = _option(1, "patches per training slice per epoch")
-    lr: float = _option(1e-3, "learning rate")
-    weight_decay: float = _option(0.1, "weight decay (coupled L2 with adam, decoupled with adamw)")
-    optimizer: str = _option(
-        "adam", "optimiser (adam: coupled L2 decay, the paper's)", choices=("adam", "adamw")
+    preset: str = _option(
+        "paper",
+        "model preset: paper (64 channels at the first level, for a GPU), small (16), "
+        "tiny (4, for tests)",
+        choices=("paper", "small", "tiny"),
     )
-    step_size: int = _option(3, "StepLR step in epochs")
-    gamma: float = _option(0.9, "StepLR factor")
-    val_fraction: float = _option(0.2, "fraction of slices held out for validation")
+    epochs: int = _option(100, "at most this many epochs", min=1)
+    patience: int = _option(20, "early-stopping patience in epochs", min=1)
+    batch_size: int = _option(32, "patches per optimiser step", min=1)
+    patch: int = _option(128, "patch side in pixels", min=1)
+    patches_per_slice: int = _option(
+        1, "patches per training slice per epoch (paper: 1; raise it for few slices)", min=1
+    )
+    lr: float = _option(1e-3, "learning rate", above=0)
+    weight_decay: float = _option(
+        0.1, "weight decay (coupled L2 with adam, decoupled with adamw)", min=0
+    )
+    optimizer: str = _option(
+        "adam",
+        "optimiser: adam (coupled L2 weight decay, the paper's) or adamw (decoupled)",
+        choices=("adam", "adamw"),
+    )
+    step_size: int = _option(3, "StepLR step in epochs", min=1)
+    gamma: float = _option(0.9, "StepLR factor", above=0, max=1)
+    val_fraction: float = _option(
+        0.2, "fraction of slices held out for validation", above=0, below=1
+    )
     seed: int = 0
     device: str = "auto"
     window: IntensityWindow | None = None
@@ -118,6 +174,8 @@ class TrainConfig:
         0,
         "channels of the U-Net's first level, doubling at each level below (0: the "
         "preset's: paper 64, small 16, tiny 4)",
+        min=0,
+        max=256,
     )
     recipe: str = "stable"
     decay_scope: str = _option(
@@ -131,6 +189,7 @@ class TrainConfig:
         8,
         "re-estimate the BatchNorm running statistics on this "
         "many batches before every validation (0: off)",
+        min=0,
     )
     select: str = _option(
         "plain",
@@ -141,53 +200,18 @@ class TrainConfig:
     )
 
     def __post_init__(self) -> None:
-        if isinstance(self.loss, dict):
-            from ..losses import LossConfig
+        from ..loss_config import coerce_config
 
-            self.loss = LossConfig.from_dict(self.loss)
-        elif isinstance(self.loss, str):
-            from ..losses import LossConfig
-
-            self.loss = LossConfig.from_name(self.loss)
+        self.loss = coerce_config(self.loss)
         if isinstance(self.window, dict):
             self.window = IntensityWindow.from_dict(self.window)
 
     def validate(self) -> None:
-        """Raise :class:`ValueError` for out-of-range parameters."""
-        from ..model import PRESETS
-
-        if self.preset not in PRESETS:
-            raise ValueError(f"unknown preset {self.preset!r}; choose from {sorted(PRESETS)}")
-        for name in ("epochs", "batch_size", "patch", "patches_per_slice", "step_size"):
-            if int(getattr(self, name)) < 1:
-                raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
-        if int(self.patience) < 1:
-            raise ValueError(f"patience must be >= 1, got {self.patience}")
-        if not (self.lr > 0 and math.isfinite(self.lr)):
-            raise ValueError(f"learning rate must be positive, got {self.lr}")
-        if not (self.weight_decay >= 0 and math.isfinite(self.weight_decay)):
-            raise ValueError(f"weight decay must be >= 0, got {self.weight_decay}")
-        if not 0 < self.gamma <= 1:
-            raise ValueError(f"gamma must be in (0, 1], got {self.gamma}")
-        if self.optimizer not in ("adam", "adamw"):
-            raise ValueError(f"optimizer must be 'adam' or 'adamw', got {self.optimizer!r}")
-        if not 0 < self.val_fraction < 1:
-            raise ValueError(f"val_fraction must be in (0, 1), got {self.val_fraction}")
-        if self.select not in SELECT_CHOICES:
-            raise ValueError(
-                f"select must be one of {', '.join(SELECT_CHOICES)}, got {self.select!r}"
-            )
-        if self.decay_scope not in DECAY_SCOPES:
-            raise ValueError(
-                f"decay scope must be one of {', '.join(DECAY_SCOPES)}, got {self.decay_scope!r}"
-            )
-        if not 0 <= int(self.base_channels) <= MAX_BASE_CHANNELS:
-            raise ValueError(
-                f"base_channels must be in 0..{MAX_BASE_CHANNELS} (0: the preset's), "
-                f"got {self.base_channels}"
-            )
-        if int(self.bn_recalibrate) < 0:
-            raise ValueError(f"bn_recalibrate must be >= 0, got {self.bn_recalibrate}")
+        """Raise :class:`ValueError` for a value outside its field's choices or bounds
+        (the field metadata, :func:`option_fields`)."""
+        for f in fields(self):
+            if "help" in f.metadata:
+                _check_option(f, getattr(self, f.name))
 
     def model_args(self) -> dict:
         """Keyword arguments of ``build_model(self.preset, ...)``: ``model_kwargs`` with
@@ -212,12 +236,23 @@ class TrainConfig:
         return cls(**{k: v for k, v in dict(d).items() if k in names})
 
 
+def option_fields() -> tuple[Field, ...]:
+    """The :class:`TrainConfig` fields that are options: those with help text in their
+    metadata (``help``; ``choices`` or bounds ``min``, ``max``, ``above``, ``below``), in
+    field order: the command-line flags and the Train widget's fields."""
+    return tuple(f for f in fields(TrainConfig) if "help" in f.metadata)
+
+
+def _metadata(name: str):
+    return next(f.metadata for f in fields(TrainConfig) if f.name == name)
+
+
 #: The widest first level ``base_channels`` may ask for (the paper's is 64).
-MAX_BASE_CHANNELS = 256
+MAX_BASE_CHANNELS = _metadata("base_channels")["max"]
 #: Model-selection criteria: the plain (un-amplified) or the amplified validation loss.
-SELECT_CHOICES = ("plain", "amplified")
+SELECT_CHOICES = _metadata("select")["choices"]
 #: Which parameters weight decay applies to (:func:`parameter_groups`).
-DECAY_SCOPES = ("all", "no-norm", "no-scale-invariant")
+DECAY_SCOPES = _metadata("decay_scope")["choices"]
 
 
 #: The recipe used when none is named.

@@ -33,7 +33,6 @@ from magicgui.widgets import (
     ComboBox,
     Container,
     FileEdit,
-    FloatSpinBox,
     Label,
     LineEdit,
     ProgressBar,
@@ -44,8 +43,14 @@ from napari.utils.notifications import show_error, show_info, show_warning
 from qtpy.QtCore import Qt, QTimer
 from qtpy.QtWidgets import QFrame, QHBoxLayout, QLabel, QScrollArea, QTabWidget, QWidget
 
-from . import _layers, _models, _train_data, _workers
-from ._choices import FREQUENCY_CHOICES, PROFILE_CHOICES
+from . import _layers, _models, _train_data, _train_params, _workers
+from ._choices import (
+    FREQUENCY_CHOICES,
+    LOSS_CHOICES,
+    MODE_CHOICES,
+    ORDER_CHOICES,
+    PROFILE_CHOICES,
+)
 from ._curves import CurvePlot
 from ._devices import device_choices
 from ._layout import scroll_body
@@ -127,9 +132,7 @@ class TrainWidget(QWidget):
     def _loss_form() -> Container:
         return Container(
             widgets=[
-                ComboBox(
-                    name="loss", label="loss", choices=[("L1", "l1"), ("L2", "l2")], value="l2"
-                ),
+                ComboBox(name="loss", label="loss", choices=LOSS_CHOICES, value="l2"),
                 ComboBox(name="spatial", label="spatial", choices=PROFILE_CHOICES, value="none"),
                 ComboBox(
                     name="frequency", label="frequency", choices=FREQUENCY_CHOICES, value="none"
@@ -146,10 +149,10 @@ class TrainWidget(QWidget):
                 ComboBox(
                     name="order",
                     label="order",
-                    choices=[("S then F/D (S+F, S+D)", "sf"), ("F/D then S (F+S, D+S)", "fs")],
+                    choices=ORDER_CHOICES,
                     value="sf",
                 ),
-                ComboBox(name="mode", label="mode", choices=["paper", "spectral"], value="paper"),
+                ComboBox(name="mode", label="mode", choices=MODE_CHOICES, value="paper"),
                 CheckBox(name="normalize", text="normalise weights to mean 1", value=False),
                 Label(name="loss_name", label="name", value=""),
             ],
@@ -158,7 +161,9 @@ class TrainWidget(QWidget):
 
     @staticmethod
     def _params_form() -> Container:
-        from napari_dfct.train import DEFAULT_RECIPE, RECIPES, SELECT_CHOICES
+        """The recipe, one field per TrainConfig option (:mod:`._train_params`), and the
+        run's seed, augmentation, device and logging."""
+        from napari_dfct.train import DEFAULT_RECIPE, RECIPES
 
         return Container(
             widgets=[
@@ -172,59 +177,7 @@ class TrainWidget(QWidget):
                     "the fields below",
                 ),
                 Label(name="recipe_note", label="", value=""),
-                ComboBox(
-                    name="select",
-                    label="select by",
-                    choices=list(SELECT_CHOICES),
-                    value="plain",
-                    tooltip="Early stopping and the best checkpoint "
-                    "use the plain (un-amplified) validation loss, the same criterion "
-                    "for every configuration, or the amplified one",
-                ),
-                ComboBox(
-                    name="preset",
-                    label="model preset",
-                    choices=["paper", "small", "tiny"],
-                    value=_default_preset(),
-                    tooltip="paper: 64-1024 channels (GPU); small: 16 channels; tiny: tests",
-                ),
-                SpinBox(name="epochs", label="epochs", value=100, min=1, max=100_000),
-                SpinBox(name="patience", label="patience", value=20, min=1, max=100_000),
-                SpinBox(name="batch_size", label="batch size", value=32, min=1, max=4096),
-                SpinBox(name="patch", label="patch", value=128, min=8, max=8192, step=8),
-                SpinBox(
-                    name="patches_per_slice",
-                    label="patches per slice",
-                    value=1,
-                    min=1,
-                    max=1024,
-                    tooltip="Random patches per training slice and epoch "
-                    "(paper: 1; raise it for few slices)",
-                ),
-                LineEdit(name="lr", label="learning rate", value="1e-3"),
-                FloatSpinBox(
-                    name="weight_decay",
-                    label="weight decay",
-                    value=0.1,
-                    min=0.0,
-                    max=10.0,
-                    step=0.01,
-                ),
-                ComboBox(
-                    name="optimizer",
-                    label="optimizer",
-                    choices=["adam", "adamw"],
-                    value="adam",
-                    tooltip="adam: coupled L2 weight decay (paper); adamw: decoupled",
-                ),
-                FloatSpinBox(
-                    name="val_fraction",
-                    label="validation fraction",
-                    value=0.2,
-                    min=0.01,
-                    max=0.99,
-                    step=0.05,
-                ),
+                *_train_params.option_widgets(),
                 SpinBox(name="seed", label="seed", value=0, min=0, max=2**31 - 1),
                 CheckBox(
                     name="augment", text="augment (flips, \u00b115\u00b0 rotations)", value=True
@@ -342,27 +295,16 @@ class TrainWidget(QWidget):
                 f.target.value = choice
 
     def _on_recipe(self, *_args) -> None:
-        """Fill the training fields with the chosen recipe's values."""
-        from napari_dfct.train import RECIPE_NOTES, recipe_config
+        """Fill every training option with the chosen recipe's value (the model preset,
+        which no recipe names, with this machine's default)."""
+        from napari_dfct.train import RECIPE_NOTES, RECIPES, recipe_config
 
         name = self.fields.recipe.value
-        cfg = recipe_config(name)
-        f = self.fields
-        for key in (
-            "epochs",
-            "patience",
-            "batch_size",
-            "patch",
-            "patches_per_slice",
-            "optimizer",
-            "select",
-        ):
-            getattr(f, key).value = getattr(cfg, key)
-        f.weight_decay.value = float(cfg.weight_decay)
-        f.val_fraction.value = float(cfg.val_fraction)
-        f.lr.value = f"{cfg.lr:g}"
-        f.recipe_note.value = RECIPE_NOTES[name]
-        f.recipe_note.native.setWordWrap(True)
+        machine = {} if "preset" in RECIPES[name] else {"preset": _default_preset()}
+        cfg = recipe_config(name, **machine)
+        _train_params.fill(self.fields, vars(cfg))
+        self.fields.recipe_note.value = RECIPE_NOTES[name]
+        self.fields.recipe_note.native.setWordWrap(True)
 
     def _on_source(self, *_args) -> None:
         source = self.fields.source.value
@@ -372,18 +314,19 @@ class TrainWidget(QWidget):
         self.fields.dataset.visible = source == "dataset"
 
     def loss_config(self):
-        """The :class:`napari_dfct.losses.LossConfig` of the form."""
-        from napari_dfct.losses import LossConfig
+        """The :class:`napari_dfct.losses.LossConfig` of the form
+        (:func:`napari_dfct.losses.build_loss_config`, the rule of ``dfct train``)."""
+        from napari_dfct.losses import build_loss_config
 
         f = self.fields
-        return LossConfig(
-            loss=f.loss.value,
+        return build_loss_config(
+            f.loss.value,
             spatial=f.spatial.value,
             frequency=f.frequency.value,
+            directional=f.directional.value,
             order=f.order.value,
             mode=f.mode.value,
             normalize=bool(f.normalize.value),
-            directional=f.directional.value,
         )
 
     def _on_loss(self, *_args) -> None:
@@ -415,25 +358,11 @@ class TrainWidget(QWidget):
         train = cfg.get("train") or {}
         if train.get("recipe") in self.fields.recipe.choices:
             f.recipe.value = train["recipe"]
-        for key in (
-            "preset",
-            "epochs",
-            "patience",
-            "batch_size",
-            "patch",
-            "patches_per_slice",
-            "optimizer",
-            "seed",
-        ):
-            if key in train:
-                getattr(f, key).value = train[key]
+        _train_params.fill(f, train)
+        if "seed" in train:
+            f.seed.value = int(train["seed"])
         if "augment" in train:
             f.augment.value = bool(train["augment"])
-        for key in ("weight_decay", "val_fraction"):
-            if key in train:
-                getattr(f, key).value = float(train[key])
-        if "lr" in train:
-            f.lr.value = f"{float(train['lr']):g}"
         show_info(
             f"Resuming {cfg.get('name', Path(path).name)} after epoch "
             f"{cfg.get('epochs_run', '?')}; raise 'epochs' to train longer."
@@ -445,28 +374,14 @@ class TrainWidget(QWidget):
         from napari_dfct.train import recipe_config
 
         f = self.fields
-        try:
-            lr = float(str(f.lr.value).strip())
-        except ValueError:
-            raise ValueError(f"learning rate {f.lr.value!r} is not a number") from None
         config = recipe_config(
             f.recipe.value,
-            select=f.select.value,
             loss=self.loss_config(),
-            preset=f.preset.value,
-            epochs=int(f.epochs.value),
-            patience=int(f.patience.value),
-            batch_size=int(f.batch_size.value),
-            patch=int(f.patch.value),
-            patches_per_slice=int(f.patches_per_slice.value),
-            lr=lr,
-            weight_decay=float(f.weight_decay.value),
-            optimizer=f.optimizer.value,
-            val_fraction=float(f.val_fraction.value),
             seed=int(f.seed.value),
             device=f.device.value,
             augment=bool(f.augment.value),
             tensorboard=bool(f.tensorboard.value),
+            **_train_params.read(f),
         )
         config.validate()
         if config.tensorboard:

@@ -30,7 +30,13 @@ from qtpy.QtCore import Qt, QTimer
 from qtpy.QtWidgets import QLabel, QWidget
 
 from . import _layers
-from ._choices import FREQUENCY_CHOICES, PROFILE_CHOICES
+from ._choices import (
+    FREQUENCY_CHOICES,
+    LOSS_CHOICES,
+    MODE_CHOICES,
+    ORDER_CHOICES,
+    PROFILE_CHOICES,
+)
 from ._layout import Section, scroll_body
 from ._plot import PlotCanvas
 
@@ -51,9 +57,6 @@ ROLE = "weights"
 PATCH = 128
 _EXCLUDE = ("weights", "preview")
 
-_ORDER_CHOICES = [("S then F/D (S+F, S+D)", "sf"), ("F/D then S (F+S, D+S)", "fs")]
-_LOSS_CHOICES = [("L1", "l1"), ("L2", "l2")]
-_MODE_CHOICES = [("paper", "paper"), ("spectral", "spectral")]
 _SIZE_CHOICES = [(f"patch {PATCH} (centre)", "patch"), ("full slice", "full")]
 
 _DC_PAPER = (
@@ -122,15 +125,15 @@ class WeightsWidget(QWidget):
                 ComboBox(
                     name="order",
                     label="order",
-                    choices=_ORDER_CHOICES,
+                    choices=ORDER_CHOICES,
                     value="sf",
                     tooltip="Order of the two amplifications when both are on",
                 ),
-                ComboBox(name="loss", label="loss", choices=_LOSS_CHOICES, value="l2"),
+                ComboBox(name="loss", label="loss", choices=LOSS_CHOICES, value="l2"),
                 ComboBox(
                     name="mode",
                     label="mode",
-                    choices=_MODE_CHOICES,
+                    choices=MODE_CHOICES,
                     value="paper",
                     tooltip="paper: the paper's formula; spectral: weight the error "
                     "spectrum before the pointwise loss",
@@ -218,18 +221,19 @@ class WeightsWidget(QWidget):
 
     # ------------------------------------------------------------------ config
     def loss_config(self):
-        """The :class:`napari_dfct.losses.LossConfig` the form describes."""
-        from napari_dfct.losses import LossConfig
+        """The :class:`napari_dfct.losses.LossConfig` the form describes
+        (:func:`napari_dfct.losses.build_loss_config`, the rule of ``dfct train``)."""
+        from napari_dfct.losses import build_loss_config
 
         f = self.form
-        return LossConfig(
-            loss=f.loss.value,
+        return build_loss_config(
+            f.loss.value,
             spatial=f.spatial.value,
             frequency=f.frequency.value,
+            directional=f.directional.value,
             order=f.order.value,
             mode=f.mode.value,
             normalize=bool(f.normalize.value),
-            directional=f.directional.value,
         )
 
     # ------------------------------------------------------------------ updates

@@ -1,0 +1,128 @@
+"""The Train widget's training options, generated from :class:`napari_dfct.train.TrainConfig`.
+
+Every option field of :class:`~napari_dfct.train.TrainConfig` (help text in its metadata,
+:func:`napari_dfct.train.config.option_fields`: the fields that are also ``dfct train``
+flags) gets a form field, its help text as tooltip: a combo box for a field with choices,
+a check box for a bool, a spin box for an int or a float (limits from the field's bounds),
+a line of text otherwise. A new option appears in the form, in :func:`fill` (a recipe
+change, a resumed run) and in :func:`read` (the form's values) without further edits here.
+What is written here is presentation only: a few labels, the learning rate as text (its
+values span decades) and spin-box steps.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import Field
+
+from magicgui.widgets import CheckBox, ComboBox, FloatSpinBox, LineEdit, SpinBox
+
+__all__ = ["fill", "option_widgets", "read"]
+
+#: Labels that say more than the field's name (others: the name with spaces).
+_LABELS = {
+    "preset": "model preset",
+    "lr": "learning rate",
+    "val_fraction": "validation fraction",
+    "select": "select by",
+    "step_size": "LR step (epochs)",
+    "gamma": "LR factor",
+    "bn_recalibrate": "BatchNorm batches",
+}
+#: Numbers shown as text.
+_TEXT = ("lr",)
+#: Spin-box limits and steps beyond the field's bounds.
+_SPIN = {
+    "patch": {"min": 8, "step": 8},
+    "weight_decay": {"max": 10.0, "step": 0.01},
+    "val_fraction": {"min": 0.01, "max": 0.99, "step": 0.05},
+}
+_INT_MAX = 1_000_000
+_FLOAT_MAX = 1e6
+_FLOAT_STEP = 0.01
+
+
+def _fields() -> tuple[Field, ...]:
+    from napari_dfct.train.config import option_fields
+
+    return option_fields()
+
+
+def _label(f: Field) -> str:
+    return _LABELS.get(f.name, f.name.replace("_", " "))
+
+
+def _is_text(f: Field) -> bool:
+    return f.name in _TEXT or type(f.default) not in (bool, int, float)
+
+
+def _limits(f: Field) -> dict:
+    """Spin-box ``min``, ``max`` and ``step`` of a numeric field."""
+    meta, integer = f.metadata, type(f.default) is int
+    step = 1 if integer else _FLOAT_STEP
+    low = meta.get("min", meta["above"] + step if "above" in meta else 0)
+    high = meta.get(
+        "max", meta["below"] - step if "below" in meta else (_INT_MAX if integer else _FLOAT_MAX)
+    )
+    return {"min": low, "max": high, "step": step, **_SPIN.get(f.name, {})}
+
+
+def option_widgets() -> list:
+    """One form field per TrainConfig option, in field order, holding its default."""
+    out = []
+    for f in _fields():
+        meta = f.metadata
+        tip = meta["help"][:1].upper() + meta["help"][1:]
+        common = {"name": f.name, "tooltip": tip}
+        if "choices" in meta:
+            w = ComboBox(label=_label(f), choices=list(meta["choices"]), **common)
+        elif type(f.default) is bool:
+            w = CheckBox(text=_label(f), **common)
+        elif _is_text(f):
+            w = LineEdit(label=_label(f), **common)
+        elif type(f.default) is int:
+            w = SpinBox(label=_label(f), **_limits(f), **common)
+        else:
+            w = FloatSpinBox(label=_label(f), **_limits(f), **common)
+        _set(w, f, f.default)
+        out.append(w)
+    return out
+
+
+def _set(widget, f: Field, value) -> None:
+    if _is_text(f):
+        widget.value = f"{value:g}" if isinstance(value, float) else str(value)
+    elif "choices" in f.metadata or type(f.default) is bool:
+        widget.value = value
+    else:
+        widget.value = type(f.default)(value)
+
+
+def fill(form, values: Mapping) -> None:
+    """Set every option field of ``form`` (by name) that ``values`` holds."""
+    for f in _fields():
+        if f.name in values:
+            _set(getattr(form, f.name), f, values[f.name])
+
+
+def read(form) -> dict:
+    """The option values of ``form`` as :class:`TrainConfig` keyword arguments.
+
+    Raises
+    ------
+    ValueError
+        A text field that is not a value of the field's type (one line).
+    """
+    out = {}
+    for f in _fields():
+        value = getattr(form, f.name).value
+        if _is_text(f) and type(f.default) is not str:
+            text = str(value).strip()
+            try:
+                value = type(f.default)(text)
+            except ValueError:
+                raise ValueError(f"{_label(f)} {text!r} is not a number") from None
+        elif "choices" not in f.metadata:
+            value = type(f.default)(value)
+        out[f.name] = value
+    return out
