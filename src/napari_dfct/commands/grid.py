@@ -104,13 +104,8 @@ def add_executor_arguments(parser: argparse.ArgumentParser) -> None:
     )
 
 
-def register(parser: argparse.ArgumentParser) -> None:
-    from ._training import recipe_help
-
-    parser.formatter_class = HelpFormatter
-    parser.description = DESCRIPTION + "\nTraining recipes (--recipe):\n" + recipe_help() + "\n"
-    parser.add_argument("out", metavar="OUT", help="grid folder (created, or continued)")
-
+def _add_data_arguments(parser: argparse.ArgumentParser) -> None:
+    """The training, validation and test data (or --simulate)."""
     g = parser.add_argument_group("data")
     g.add_argument(
         "--train",
@@ -157,6 +152,16 @@ def register(parser: argparse.ArgumentParser) -> None:
         default=None,
         help="rotations averaged into the target (default: the simulator's)",
     )
+
+
+def register(parser: argparse.ArgumentParser) -> None:
+    from ._training import recipe_help
+
+    parser.formatter_class = HelpFormatter
+    parser.description = DESCRIPTION + "\nTraining recipes (--recipe):\n" + recipe_help() + "\n"
+    parser.add_argument("out", metavar="OUT", help="grid folder (created, or continued)")
+
+    _add_data_arguments(parser)
 
     g = parser.add_argument_group("test slice and ROIs (default: the test set's meta.json)")
     g.add_argument("--signal", metavar="R,C", help="signal (lung) ROI centre")
