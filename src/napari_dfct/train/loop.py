@@ -26,7 +26,15 @@ from .logs import TensorBoardLog
 from .optim import build_optimizer as _build_optimizer
 from .optim import recalibrate_batchnorm
 from .resources import EpochEstimate, OutOfMemory, StepTimer, check_memory
-from .start import _check_oracle, _check_resumed_shape, _data_shape, _start_config
+from .start import (
+    FINGERPRINT_KEY,
+    _check_oracle,
+    _check_resumed_data,
+    _data_shape,
+    _record_resumed,
+    _start_config,
+    data_fingerprint,
+)
 from .window import training_split, training_window
 
 __all__ = ["EpochEstimate", "EpochEvent", "FitResult", "OutOfMemory", "fit", "run_fit"]
@@ -246,9 +254,11 @@ def fit(
         ``stopped="cancelled"`` (the best checkpoint so far stays).
     resume : bool
         Continue the run saved in ``out_dir`` (weights, optimizer, scheduler, epoch,
-        early-stopping counters and RNG states). Data, loss, model, window, split and seed
-        come from the saved config; ``config.epochs`` and ``config.patience`` may raise the
-        limits (``config=None`` keeps the saved ones).
+        early-stopping counters and RNG states) on the same data (shape and fingerprint)
+        with the same settings: ``config`` may differ from the saved one only in
+        :data:`~napari_dfct.train.config.RESUME_MAY_CHANGE` (``epochs`` and ``patience``
+        raise the limits; a ``window`` of None means the saved one); ``config=None`` keeps
+        the saved settings.
     preview_index : int, optional
         Slice (index into the volume) to preview; default: the first validation slice.
     preview : bool
@@ -274,7 +284,8 @@ def fit(
     Raises
     ------
     ValueError
-        Bad inputs or parameters, or a resume without a saved state; ``out_dir`` holds a
+        Bad inputs or parameters, or a resume without a saved state, on other data or with
+        other settings (one line naming what differs); ``out_dir`` holds a
         model or other files (a new run), or cannot be written to (checked before any
         work; a :class:`napari_dfct.checkpoint.CheckpointError`).
     OutOfMemory
@@ -297,7 +308,8 @@ def fit(
         x_all = _as_volume(input, "input")
         y_all = _as_volume(target, "target")
         validate_pair(x_all, y_all, patch=config.patch)
-    _check_resumed_shape(saved_cfg, out_path, _data_shape(x_all))
+    fingerprint = data_fingerprint(x_all, y_all)
+    _check_resumed_data(saved_cfg, out_path, _data_shape(x_all), fingerprint)
     oracle = _check_oracle(config, oracle, scans, _data_shape(x_all))
     run = _Run(
         config=config,
@@ -306,6 +318,7 @@ def fit(
         on_estimate=on_estimate,
         scans=scans,
         oracle=oracle,
+        fingerprint=fingerprint,
     )
     _plan(run, x_all, y_all, preview_index)
     check_cancel = _cancel_check(cancel)
@@ -319,6 +332,7 @@ def fit(
         del x_all, y_all
         if resume:
             _restore(run)
+            _record_resumed(out_path, run.model_cfg)
         stopped = "completed"
         if run.bad_epochs >= config.patience and run.epoch > 0:
             stopped = "early_stopping"
@@ -387,6 +401,7 @@ class _Run:
     scans: Any = None
     oracle: Any = None
     g_val: Any = None
+    fingerprint: dict | None = None
 
     def release(self) -> None:
         self.model = self.optimizer = self.scheduler = self.sampler = None
@@ -475,6 +490,7 @@ def _build(run: _Run, x_all: np.ndarray, y_all: np.ndarray) -> None:
         "train": config.to_dict(),
         "split": {"train": run.train_idx.tolist(), "val": run.val_idx.tolist()},
         "data_shape": [int(n), int(h), int(w)],
+        FINGERPRINT_KEY: run.fingerprint,
     }
     if run.scans is not None:
         sc = run.scans
