@@ -80,8 +80,10 @@ def _other(value, f):
         return next((c for c in choices if c != value), value + "-other")
     if isinstance(value, LossConfig):
         return LossConfig(loss="l1")
-    if value is None or isinstance(value, IntensityWindow):
+    if f.name == "window":
         return IntensityWindow(-1.0, 3.0)
+    if value is None:  # an option whose default means "decided elsewhere"
+        return 1
     if isinstance(value, dict):
         return {**value, "depth": 3}
     raise AssertionError(f"no other value for field {f.name} ({type(value).__name__})")
