@@ -354,3 +354,128 @@ def test_clean_stale_removes_only_what_dead_processes_left(tmp_path, monkeypatch
     assert removed == {dead.name, ".history.json.0123456789ab.tmp"}
     assert live.is_dir() and (tmp_path / ".other").is_dir()
     assert (folder / "notes.txt").is_file() and load_model(folder)
+
+
+# ------------------------------------------------------------------ malformed files
+@pytest.mark.parametrize(
+    "arch, words",
+    [
+        ({"base_channels": 4, "depth": 100}, "depth must be in 1..8, got 100"),
+        ({"base_channels": 4096, "depth": 2}, "base_channels must be in 1..256, got 4096"),
+        ({"base_channels": 256, "depth": 8}, "M parameters, more than the 200 M accepted"),
+        ({"base_channels": 4, "depth": 0}, "depth must be in 1..8, got 0"),
+        ({"base_channels": 4, "depth": "2"}, "depth must be an integer, got '2'"),
+        ({"base_channels": 4.5, "depth": 2}, "base_channels must be an integer"),
+        ({"base_channels": 4, "depth": 2, "in_channels": 100000}, "in_channels must be in"),
+        ({"base_channels": 4, "depth": 2, "out_channels": 2}, "in_channels == out_channels"),
+        ({"base_channels": 4, "depth": 2, "bilinear": "yes"}, "bilinear must be true or false"),
+    ],
+)
+def test_a_model_config_is_checked_before_anything_is_built(tmp_path, monkeypatch, arch, words):
+    """A config.json describing an absurd network is one line, and no layer is made."""
+    from napari_dfct import model as model_mod
+
+    folder = save_checkpoint(tmp_path / "m", _model(), _config())
+    cfg = json.loads((folder / "config.json").read_text())
+    cfg["model"] = arch
+    (folder / "config.json").write_text(json.dumps(cfg))
+    built = []
+    monkeypatch.setattr(
+        model_mod.DoubleConv, "__init__", lambda self, *a: built.append(a) or 1 / 0
+    )
+    with pytest.raises(CheckpointError) as info:
+        load_model(folder)
+    msg = str(info.value)
+    assert "\n" not in msg and str(folder / "config.json") in msg and words in msg
+    assert built == []
+
+
+def test_a_huge_model_config_is_one_line_in_predict(tmp_path, capsys):
+    from napari_dfct.cli import main
+
+    folder = save_checkpoint(tmp_path / "m", _model(), _config())
+    cfg = json.loads((folder / "config.json").read_text())
+    cfg["model"]["depth"] = 100
+    (folder / "config.json").write_text(json.dumps(cfg))
+    np.save(tmp_path / "x.npy", np.zeros((2, 16, 16), np.float32))
+    args = ["predict", "--model", str(folder), "--input", str(tmp_path / "x.npy")]
+    assert main([*args, "--out", str(tmp_path / "o.npy"), "--no-progress"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "depth must be in 1..8, got 100" in err[0]
+
+
+def _state_with_index(folder, index: str, tensors=None):
+    """A training-state file whose metadata index is ``index`` (a JSON text)."""
+    from safetensors.torch import save
+
+    tensors = tensors or {"t0": torch.zeros(2)}
+    folder.mkdir(parents=True, exist_ok=True)
+    meta = {"napari_dfct": "training-state", "format_version": "2", "index": index}
+    (folder / ckpt.STATE_TENSORS_FILE).write_bytes(save(tensors, metadata=meta))
+
+
+def _doc(state, tensors=1) -> str:
+    return json.dumps({"format_version": 2, "tensors": tensors, "state": state})
+
+
+@pytest.mark.parametrize(
+    "index, words",
+    [
+        (
+            '{"format_version": 2, "tensors": 1, "state": ' + "[" * 100_000 + "]" * 100_000 + "}",
+            "nested too deeply",
+        ),
+        (
+            _doc({"a": [[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[1]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]}),
+            "nested deeper than 32",
+        ),
+        (_doc({"x": {"__ndarray__": [1, 2], "dtype": "object"}}), "array of dtype object"),
+        (_doc({"x": {"__ndarray__": [1, 2], "dtype": "<U3"}}), "array of dtype <U3"),
+        (_doc({"x": {"__ndarray__": [1, 2], "dtype": "no-such-type"}}), "unknown dtype"),
+        (
+            _doc({"x": {"__ndarray__": [[1, 2], [3]], "dtype": "float32"}}),
+            "malformed float32 array",
+        ),
+        (_doc({"x": {"__ndarray__": "abc", "dtype": "int64"}}), "malformed int64 array"),
+        (_doc({"x": {"__tensor__": ["t0"]}}), "missing tensor"),
+        (_doc({"x": {"__tensor__": "t9"}}), "missing tensor 't9'"),
+        (_doc({"x": {"__items__": [[{"a": 1}, 2]]}}), "mapping key of type dict"),
+        (_doc({"x": {"__items__": [[1]]}}), "malformed mapping"),
+        (_doc({"x": {"__items__": {"a": 1}}}), "malformed mapping"),
+        (_doc({"x": {"__tuple__": 5}}), "malformed tuple"),
+        (_doc({"x": {"__float__": [1]}}), "malformed number"),
+        (_doc({"epoch": 1}, tensors=[1]), "inconsistent"),
+        ("[1, 2]", "malformed"),
+        ("{not json", "corrupt"),
+    ],
+)
+def test_a_malformed_training_state_is_one_line(tmp_path, index, words):
+    folder = tmp_path / "m"
+    _state_with_index(folder, index)
+    with pytest.raises(CheckpointError) as info:
+        ckpt.load_training_state(folder)
+    msg = str(info.value)
+    assert "\n" not in msg and words in msg, msg
+    assert str(folder / ckpt.STATE_TENSORS_FILE) in msg or str(folder) in msg
+    assert ckpt.training_state_epoch(folder) is None
+
+
+def test_a_real_state_is_within_the_depth_limit(tmp_path):
+    """The limits refuse nothing a training run writes: a full state round-trips."""
+    m = _model()
+    opt = torch.optim.AdamW(m.parameters(), lr=1e-3)
+    m(torch.rand(2, 1, 16, 16)).mean().backward()
+    opt.step()
+    state = {"epoch": 1, "model": m.state_dict(), "optimizer": opt.state_dict()}
+    state["rng"] = {"numpy": {"keys": np.arange(624, dtype=np.uint32)}}
+    ckpt.save_training_state(tmp_path, state)
+    back = ckpt.load_training_state(tmp_path)
+    assert back["optimizer"]["param_groups"] == opt.state_dict()["param_groups"]
+    assert back["rng"]["numpy"]["keys"].dtype == np.uint32
+
+
+def test_a_deeply_nested_config_is_one_line(tmp_path):
+    folder = save_checkpoint(tmp_path / "m", _model(), _config())
+    (folder / "config.json").write_text("[" * 100_000 + "]" * 100_000)
+    with pytest.raises(CheckpointError, match="nested too deeply"):
+        load_model(folder)

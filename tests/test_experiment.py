@@ -535,6 +535,48 @@ def test_cli_grid_report_on_a_non_grid_folder(tmp_path, capsys):
     assert "not a grid folder" in capsys.readouterr().err
 
 
+def _grid_file(out, name):
+    if name == "grid.json":
+        return out / "grid.json"
+    return sorted(out.glob("runs/*/seed-*/metrics.json"))[0]
+
+
+def _report_error(out, capsys) -> str:
+    from napari_dfct.cli import main
+
+    assert main(["grid-report", str(out), "--quiet"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith("dfct grid-report: error: "), err
+    return err[0]
+
+
+@pytest.mark.parametrize("name", ["grid.json", "metrics.json"])
+@pytest.mark.parametrize(
+    "text, words",
+    [
+        ('{"format": 2,\n', "is corrupt (not valid JSON: Expecting"),
+        ("[]", "is corrupt: it holds an array where an object is expected"),
+        ("\xff\xfe", "is corrupt (not UTF-8 text)"),
+        ("{}", "is corrupt: it "),  # an object without what the file always holds
+    ],
+)
+def test_a_corrupt_grid_or_metrics_file_is_one_line_naming_it(
+    grid_copy, data_dirs, capsys, name, text, words
+):
+    from napari_dfct.cli import main
+
+    path = _grid_file(grid_copy, name)
+    path.write_bytes(text.encode("latin-1"))
+    line = _report_error(grid_copy, capsys)
+    assert str(path) in line and words in line
+    if name == "grid.json" and text != "{}":  # a grid started again reads it first
+        train, test = data_dirs
+        argv = ["grid", str(grid_copy), "--train", str(train), "--test", str(test), "--quiet"]
+        assert main([*argv, "--configs", "l2", "--seeds", "0", "--device", "cpu"]) == 2
+        err = capsys.readouterr().err.strip().splitlines()
+        assert len(err) == 1 and str(path) in err[0] and words in err[0], err
+
+
 # --------------------------------------------------------------------------- concurrency
 def test_a_run_with_a_live_heartbeat_is_left_alone(grid_copy, data_dirs):
     import os

@@ -204,3 +204,29 @@ def test_bad_output_names_and_test_data(model_dir, tmp_path, capsys):
         == 2
     )
     assert "not found" in _error_line(capsys)
+
+
+@pytest.mark.parametrize(
+    "license, words",
+    [
+        ("MTI", "did you mean MIT, "),
+        ("cc-by-4.0", "did you mean CC-BY-4.0?"),
+        ("GPL3", "GPL-3.0"),
+        ("no such licence at all", "use one such as CC-BY-4.0, MIT or BSD-3-Clause"),
+    ],
+)
+def test_a_bad_license_is_one_short_line_with_close_matches(
+    model_dir, tmp_path, capsys, license, words
+):
+    pytest.importorskip("bioimageio.spec")
+    out = tmp_path / "m.zip"
+    assert main(["export", str(model_dir), str(out), "--license", license]) == 2
+    line = _error_line(capsys)
+    assert f"unknown licence {license!r}" in line and words in line
+    assert len(line) < 200  # a few close matches, not every SPDX identifier
+    assert line.count(", ") <= 3
+    assert not out.exists() and not list(tmp_path.glob(".dfct-export-*"))
+    # a valid identifier passes the check (MIT is not the default)
+    from napari_dfct.export import check_license
+
+    assert check_license("MIT") == "MIT"

@@ -185,3 +185,32 @@ def test_errors():
         build_model("tiny")(torch.rand(8, 8))
     with pytest.raises(ValueError):
         model_config(torch.nn.Linear(2, 2))
+
+
+@pytest.mark.parametrize(
+    "kw",
+    [
+        {"base_channels": 4, "depth": 2},
+        {"base_channels": 3, "depth": 3, "bilinear": False},
+        {"base_channels": 2, "depth": 1, "in_channels": 3, "out_channels": 3},
+        {"base_channels": 16, "depth": 4},
+    ],
+)
+def test_the_parameter_count_is_known_before_building(kw):
+    from napari_dfct.model import architecture_parameters
+
+    assert architecture_parameters(**kw) == count_parameters(ResidualUNet(**kw))
+
+
+def test_sizes_beyond_the_bounds_are_refused_before_building():
+    from napari_dfct.model import MAX_PARAMETERS, architecture_parameters
+
+    assert architecture_parameters(64, 4) < MAX_PARAMETERS  # the paper preset fits
+    for kw, words in [
+        ({"depth": 9}, "depth must be in 1..8"),
+        ({"base_channels": 257}, "base_channels must be in 1..256"),
+        ({"base_channels": 128, "depth": 6}, "M parameters"),
+        ({"depth": True}, "depth must be an integer"),
+    ]:
+        with pytest.raises(ValueError, match=words):
+            build_model("tiny", **kw)

@@ -119,7 +119,48 @@ def write_json(path: str | os.PathLike, data: Any, indent: int | None = 2) -> Pa
     return atomic_write_text(path, text)
 
 
-def read_json(path: str | os.PathLike) -> Any:
-    """Read a UTF-8 JSON file."""
-    with open(path, encoding="utf-8") as fh:
-        return json.load(fh)
+_JSON_KINDS = {dict: "an object", list: "an array"}
+
+
+def _json_kind(value: Any) -> str:
+    for typ, words in _JSON_KINDS.items():
+        if isinstance(value, typ):
+            return words
+    if isinstance(value, bool) or value is None:
+        return json.dumps(value)
+    return "a string" if isinstance(value, str) else "a number"
+
+
+def read_json(path: str | os.PathLike, expect: type | None = None) -> Any:
+    """Read a UTF-8 JSON file.
+
+    Parameters
+    ----------
+    path : path
+        The file.
+    expect : {dict, list}, optional
+        What the file must hold: a JSON object (``dict``) or array (``list``).
+
+    Raises
+    ------
+    ValueError
+        One line naming the file: not UTF-8, not valid JSON, nested too deeply, or not
+        what ``expect`` asks for.
+    OSError
+        The file cannot be read (:class:`FileNotFoundError` when it is missing).
+    """
+    try:
+        with open(path, encoding="utf-8") as fh:
+            data = json.load(fh)
+    except json.JSONDecodeError as exc:
+        raise ValueError(f"{path} is corrupt (not valid JSON: {exc})") from None
+    except UnicodeDecodeError:
+        raise ValueError(f"{path} is corrupt (not UTF-8 text)") from None
+    except RecursionError:
+        raise ValueError(f"{path} is corrupt (nested too deeply)") from None
+    if expect is not None and not isinstance(data, expect):
+        raise ValueError(
+            f"{path} is corrupt: it holds {_json_kind(data)} where "
+            f"{_JSON_KINDS.get(expect, expect.__name__)} is expected"
+        )
+    return data

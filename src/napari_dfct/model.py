@@ -41,10 +41,14 @@ import torch.nn.functional as F
 from torch import nn
 
 __all__ = [
+    "LIMITS",
+    "MAX_PARAMETERS",
     "PRESETS",
     "DoubleConv",
     "ResidualUNet",
+    "architecture_parameters",
     "build_model",
+    "check_architecture",
     "model_config",
     "count_parameters",
 ]
@@ -54,6 +58,77 @@ PRESETS: dict[str, dict] = {
     "small": {"base_channels": 16, "depth": 4, "bilinear": True},
     "tiny": {"base_channels": 4, "depth": 2, "bilinear": True},
 }
+
+
+#: The accepted range of each integer argument of :class:`ResidualUNet` (inclusive).
+LIMITS: dict[str, tuple[int, int]] = {
+    "base_channels": (1, 256),
+    "depth": (1, 8),
+    "in_channels": (1, 64),
+    "out_channels": (1, 64),
+}
+#: The most parameters a network may have (800 MB of float32 weights; the paper preset
+#: has 31 M): a model file describing more is refused before anything is built.
+MAX_PARAMETERS = 200_000_000
+
+
+def _double_conv_parameters(cin: int, cout: int) -> int:
+    return 9 * cin * cout + 9 * cout * cout + 4 * cout  # two bias-free convs, two BNs
+
+
+def architecture_parameters(
+    base_channels: int, depth: int, in_channels: int = 1, out_channels: int = 1, bilinear=True
+) -> int:
+    """The number of parameters of ``ResidualUNet(...)`` with these arguments, computed
+    without building it."""
+    ch = [base_channels * 2**i for i in range(depth + 1)]
+    n = _double_conv_parameters(in_channels, ch[0])
+    for i in range(depth):
+        n += _double_conv_parameters(ch[i], ch[i + 1])  # down
+        if bilinear:
+            n += _double_conv_parameters(ch[i + 1] + ch[i], ch[i])
+        else:  # a 2x2 transposed conv with bias, then the double conv
+            n += 4 * ch[i + 1] * ch[i] + ch[i] + _double_conv_parameters(2 * ch[i], ch[i])
+    return n + ch[0] * out_channels + out_channels
+
+
+def check_architecture(**kwargs) -> dict:
+    """The :class:`ResidualUNet` arguments ``kwargs``, checked before anything is built.
+
+    Integers within :data:`LIMITS`, booleans for ``bilinear`` and ``zero_init``, equal
+    input and output channels, at most :data:`MAX_PARAMETERS` parameters; one-line
+    :class:`ValueError` otherwise (unknown names included). Returns them normalised.
+    """
+    unknown = set(kwargs) - set(LIMITS) - {"bilinear", "zero_init"}
+    if unknown:
+        raise ValueError(f"unknown model arguments: {', '.join(sorted(unknown))}")
+    out = dict(kwargs)
+    for name, (lo, hi) in LIMITS.items():
+        if name not in out:
+            continue
+        value = out[name]
+        if isinstance(value, bool) or not isinstance(value, (int, float)) or value != int(value):
+            raise ValueError(f"{name} must be an integer, got {value!r}")
+        if not lo <= int(value) <= hi:
+            raise ValueError(f"{name} must be in {lo}..{hi}, got {int(value)}")
+        out[name] = int(value)
+    for name in ("bilinear", "zero_init"):
+        if name in out and not isinstance(out[name], bool):
+            raise ValueError(f"{name} must be true or false, got {out[name]!r}")
+    cin, cout = out.get("in_channels", 1), out.get("out_channels", 1)
+    if cin != cout:
+        raise ValueError(
+            f"the global residual needs in_channels == out_channels, got {cin} and {cout}"
+        )
+    base, depth = out.get("base_channels", 64), out.get("depth", 4)
+    n = architecture_parameters(base, depth, cin, cout, out.get("bilinear", True))
+    if n > MAX_PARAMETERS:
+        raise ValueError(
+            f"base_channels {base} with depth {depth} makes a network of "
+            f"{n / 1e6:,.0f} M parameters, more than the {MAX_PARAMETERS / 1e6:.0f} M "
+            "accepted"
+        )
+    return out
 
 
 class DoubleConv(nn.Sequential):
@@ -118,15 +193,15 @@ class ResidualUNet(nn.Module):
         zero_init: bool = True,
     ):
         super().__init__()
-        base_channels, depth = int(base_channels), int(depth)
-        in_channels, out_channels = int(in_channels), int(out_channels)
-        if base_channels < 1 or depth < 1:
-            raise ValueError(f"base_channels and depth must be >= 1, got {base_channels}, {depth}")
-        if in_channels < 1 or in_channels != out_channels:
-            raise ValueError(
-                "the global residual needs in_channels == out_channels >= 1, got "
-                f"{in_channels} and {out_channels}"
-            )
+        checked = check_architecture(
+            base_channels=base_channels,
+            depth=depth,
+            in_channels=in_channels,
+            out_channels=out_channels,
+            bilinear=bool(bilinear),
+        )
+        base_channels, depth = checked["base_channels"], checked["depth"]
+        in_channels, out_channels = checked["in_channels"], checked["out_channels"]
         self.base_channels = base_channels
         self.depth = depth
         self.in_channels = in_channels
@@ -192,16 +267,16 @@ def build_model(preset: str = "paper", **overrides) -> ResidualUNet:
     **overrides
         Any :class:`ResidualUNet` argument, e.g. ``base_channels=32``.
         ``build_model(**model_config(m))`` rebuilds ``m``'s architecture.
+
+    Raises
+    ------
+    ValueError
+        An unknown preset, or arguments that :func:`check_architecture` refuses (checked
+        before anything is built).
     """
     if preset not in PRESETS:
         raise ValueError(f"unknown model preset {preset!r}; valid presets: {', '.join(PRESETS)}")
-    kwargs = dict(PRESETS[preset])
-    kwargs.update(overrides)
-    valid = {"base_channels", "depth", "in_channels", "out_channels", "bilinear", "zero_init"}
-    unknown = set(kwargs) - valid
-    if unknown:
-        raise ValueError(f"unknown model arguments: {', '.join(sorted(unknown))}")
-    return ResidualUNet(**kwargs)
+    return ResidualUNet(**check_architecture(**{**PRESETS[preset], **overrides}))
 
 
 def model_config(model: ResidualUNet) -> dict:

@@ -44,7 +44,9 @@ def _read_json(path: Path, what: str) -> Any:
     except FileNotFoundError as exc:
         raise CheckpointError(f"{what} is missing: {path}") from exc
     except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-        raise CheckpointError(f"{what} is corrupt (not valid JSON): {path}: {exc}") from exc
+        raise CheckpointError(f"{what} is corrupt (not valid JSON): {path}: {exc}") from None
+    except RecursionError:
+        raise CheckpointError(f"{what} is corrupt (nested too deeply): {path}") from None
     except OSError as exc:
         raise CheckpointError(f"cannot read {what}: {path}: {exc}") from exc
 

@@ -76,7 +76,9 @@ def load_history(model_dir: str | os.PathLike) -> list[dict]:
 
 
 def _build_from_config(cfg: dict, folder: Path) -> torch.nn.Module:
-    from ..model import ResidualUNet
+    """The network ``config.json`` describes, its arguments checked before it is built
+    (bounded sizes: a file cannot make the process allocate without limit)."""
+    from ..model import ResidualUNet, check_architecture
 
     kwargs = cfg.get("model")
     if not isinstance(kwargs, dict):
@@ -85,7 +87,7 @@ def _build_from_config(cfg: dict, folder: Path) -> torch.nn.Module:
             "it was not written by napari-dfct"
         )
     try:
-        return ResidualUNet(**kwargs)
+        return ResidualUNet(**check_architecture(**kwargs))
     except Exception as exc:
         raise CheckpointError(
             f"cannot build the network described in {folder / CONFIG_FILE}: {exc}"

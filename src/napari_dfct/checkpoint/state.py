@@ -52,25 +52,80 @@ def _flatten(obj: Any, tensors: dict[str, torch.Tensor]) -> Any:
     raise TypeError(f"cannot store {type(obj).__name__} in a training state")
 
 
-def _unflatten(obj: Any, tensors: dict[str, torch.Tensor]) -> Any:
+#: The deepest nesting a training-state index may have (a real state nests about 8 deep).
+MAX_STATE_DEPTH = 32
+#: The array dtypes a training-state index may hold (kinds: bool, int, unsigned, float).
+_ARRAY_KINDS = "biuf"
+
+
+def _unflatten(obj: Any, tensors: dict[str, torch.Tensor], depth: int = 0) -> Any:
+    """Inverse of :func:`_flatten`; :class:`CheckpointError` (one line) for anything
+    :func:`_flatten` cannot have written: nesting beyond :data:`MAX_STATE_DEPTH`, arrays of
+    other dtypes, malformed references."""
+    if depth > MAX_STATE_DEPTH:
+        raise CheckpointError(f"training state is nested deeper than {MAX_STATE_DEPTH} levels")
     if isinstance(obj, dict):
         if "__tensor__" in obj:
             key = obj["__tensor__"]
-            if key not in tensors:
+            if not isinstance(key, str) or key not in tensors:
                 raise CheckpointError(f"training state refers to a missing tensor {key!r}")
             return tensors[key]
         if "__items__" in obj:
-            return {_unflatten(k, tensors): _unflatten(v, tensors) for k, v in obj["__items__"]}
+            return _unflatten_items(obj["__items__"], tensors, depth)
         if "__tuple__" in obj:
-            return tuple(_unflatten(v, tensors) for v in obj["__tuple__"])
+            if not isinstance(obj["__tuple__"], list):
+                raise CheckpointError("training state holds a malformed tuple")
+            return tuple(_unflatten(v, tensors, depth + 1) for v in obj["__tuple__"])
         if "__ndarray__" in obj:
-            return np.asarray(obj["__ndarray__"], dtype=obj.get("dtype"))
+            return _unflatten_array(obj)
         if "__float__" in obj:
-            return float(obj["__float__"])
-        return {k: _unflatten(v, tensors) for k, v in obj.items()}
+            try:
+                return float(obj["__float__"])
+            except (TypeError, ValueError):
+                raise CheckpointError(
+                    f"training state holds a malformed number {obj['__float__']!r:.40}"
+                ) from None
+        return {k: _unflatten(v, tensors, depth + 1) for k, v in obj.items()}
     if isinstance(obj, list):
-        return [_unflatten(v, tensors) for v in obj]
+        return [_unflatten(v, tensors, depth + 1) for v in obj]
     return obj
+
+
+def _unflatten_items(items: Any, tensors: dict[str, torch.Tensor], depth: int) -> dict:
+    """A dict with keys that are not all strings (an optimizer's parameter indexes)."""
+    if not isinstance(items, list) or not all(
+        isinstance(kv, list) and len(kv) == 2 for kv in items
+    ):
+        raise CheckpointError("training state holds a malformed mapping")
+    out = {}
+    for k, v in items:
+        key = _unflatten(k, tensors, depth + 1)
+        parts = key if isinstance(key, tuple) else (key,)
+        if not all(isinstance(e, str | int | float) for e in parts):
+            raise CheckpointError(
+                f"training state holds a mapping key of type {type(key).__name__}"
+            )
+        out[key] = _unflatten(v, tensors, depth + 1)
+    return out
+
+
+def _unflatten_array(obj: dict) -> np.ndarray:
+    """A NumPy array of the index: numbers of a bool, integer or float dtype only."""
+    try:
+        dtype = np.dtype(obj.get("dtype"))
+    except (TypeError, ValueError):
+        raise CheckpointError(
+            f"training state holds an array of an unknown dtype {obj.get('dtype')!r:.40}"
+        ) from None
+    if dtype.kind not in _ARRAY_KINDS:
+        raise CheckpointError(
+            f"training state holds an array of dtype {dtype}; only bool, integer and float "
+            "arrays are read"
+        )
+    try:
+        return np.asarray(obj["__ndarray__"], dtype=dtype)
+    except (TypeError, ValueError, OverflowError, RecursionError):
+        raise CheckpointError(f"training state holds a malformed {dtype} array") from None
 
 
 def save_training_state(model_dir: str | os.PathLike, state: dict) -> Path:
@@ -124,8 +179,12 @@ def load_training_state(model_dir: str | os.PathLike) -> dict:
     if "index" in meta:
         try:
             doc = json.loads(meta["index"])
-        except json.JSONDecodeError as exc:
+        except (json.JSONDecodeError, TypeError) as exc:
             raise CheckpointError(f"{what} is corrupt: {path}: {exc}") from None
+        except RecursionError:
+            raise CheckpointError(
+                f"{what} is corrupt: {path}: its index is nested too deeply"
+            ) from None
     else:  # written before the state was one file: the index is training-state.json
         doc = _read_json(folder / STATE_FILE, what)
     if not isinstance(doc, dict) or "state" not in doc:
@@ -134,12 +193,15 @@ def load_training_state(model_dir: str | os.PathLike) -> dict:
         tensors = load(data)
     except Exception as exc:  # safetensors raises its own error types
         raise CheckpointError(f"{what} is corrupt: {path}: {exc}") from exc
-    if len(tensors) != int(doc.get("tensors", len(tensors))):
+    if doc.get("tensors", len(tensors)) != len(tensors):
         raise CheckpointError(
             f"training state in {folder} is inconsistent: {len(tensors)} tensors on disk, "
-            f"{doc.get('tensors')} in the index"
+            f"{doc.get('tensors')!r:.40} in the index"
         )
-    return _unflatten(doc["state"], tensors)
+    try:
+        return _unflatten(doc["state"], tensors)
+    except CheckpointError as exc:
+        raise CheckpointError(f"{exc}: {path}") from None
 
 
 def has_training_state(model_dir: str | os.PathLike) -> bool:

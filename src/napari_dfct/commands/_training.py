@@ -4,16 +4,40 @@
 Every option whose field carries help text (``TrainConfig`` field metadata) becomes a flag
 (``batch_size`` -> ``--batch-size``). Options left out keep the chosen recipe's value
 (:data:`napari_dfct.train.RECIPES`), so no default is restated here: the help shows each
-recipe's value instead.
+recipe's value instead. Every option (``--recipe`` and ``--device`` included) is absent
+from the parsed arguments unless given, so that resuming a run (``dfct train --resume``)
+can take the saved value of each option left out and compare each option given.
 """
 
 from __future__ import annotations
 
 import argparse
+from dataclasses import fields
 
 
 def _flag(name: str) -> str:
     return "--" + name.replace("_", "-")
+
+
+#: TrainConfig fields not named by a ``--<name>`` option (None: no option).
+_OPTIONS = {
+    "augment": "augmentation (--no-augment)",
+    "amp": "bf16 autocast (--no-amp)",
+    "keep_state": None,
+    "model_kwargs": None,
+}
+
+
+def option_name(name: str) -> str | None:
+    """A :class:`TrainConfig` field as the command line names it: its option (with what
+    it switches off, for ``--no-...`` options), or None when it has none."""
+    return _OPTIONS[name] if name in _OPTIONS else _flag(name)
+
+
+def _field_default(name: str):
+    from ..train import TrainConfig
+
+    return next(f.default for f in fields(TrainConfig) if f.name == name)
 
 
 def _recipe_values(name: str) -> dict:
@@ -62,9 +86,9 @@ def add_training_arguments(parser: argparse.ArgumentParser, *, seed: bool = Fals
     )
     g.add_argument(
         "--recipe",
-        default=DEFAULT_RECIPE,
+        default=argparse.SUPPRESS,
         choices=tuple(RECIPES),
-        help="training recipe; see the description",
+        help=f"training recipe; see the description (default: {DEFAULT_RECIPE})",
     )
     for f in option_fields():
         typ = type(f.default)
@@ -116,19 +140,23 @@ def add_training_arguments(parser: argparse.ArgumentParser, *, seed: bool = Fals
         "package (pip install 'napari-dfct[tensorboard]')",
     )
     g.add_argument(
-        "--device", default="auto", help="auto (CUDA, then MPS, then CPU), cpu, cuda, cuda:1, mps"
+        "--device",
+        default=argparse.SUPPRESS,
+        help="auto (CUDA, then MPS, then CPU), cpu, cuda, cuda:1, mps "
+        f"(default: {_field_default('device')})",
     )
 
 
 def given_options(args: argparse.Namespace) -> dict:
-    """The :class:`TrainConfig` fields given on the command line, by name."""
+    """The :class:`TrainConfig` fields given on the command line, by name (``--recipe``
+    and ``--device`` included; a ``--window`` as a dict)."""
     from ..cli import CLIError
     from ..train.config import option_fields
 
     names = [f.name for f in option_fields()]
     kw = {
         n: getattr(args, n)
-        for n in names + ["seed", "augment", "amp", "tensorboard"]
+        for n in names + ["seed", "augment", "amp", "tensorboard", "recipe", "device"]
         if hasattr(args, n)
     }
     if hasattr(args, "window"):
@@ -143,13 +171,12 @@ def given_options(args: argparse.Namespace) -> dict:
 def train_config_from_args(args: argparse.Namespace, **extra):
     """A :class:`~napari_dfct.train.TrainConfig`: the recipe, then the given options."""
     from ..cli import CLIError
-    from ..train import recipe_config
+    from ..train import DEFAULT_RECIPE, recipe_config
 
     kw = given_options(args)
     kw.update(extra)
-    kw["device"] = args.device
     try:
-        config = recipe_config(args.recipe, **kw)
+        config = recipe_config(kw.pop("recipe", DEFAULT_RECIPE), **kw)
         config.validate()
         if config.tensorboard:
             from ..train.logs import check_tensorboard

@@ -460,7 +460,7 @@ def run(args: argparse.Namespace) -> int:
                 executor=args.executor,
                 jobs=args.jobs,
                 roi=roi,
-                device=args.device,
+                device=getattr(args, "device", None),
                 slurm=slurm,
                 wait=args.wait,
                 report=args.report,

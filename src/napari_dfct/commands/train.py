@@ -40,8 +40,8 @@ ORDER = 20
 
 def register(parser: argparse.ArgumentParser) -> None:
     """Add the ``dfct train`` arguments."""
-    from ._training import add_training_arguments, recipe_help
     from ._help import HelpFormatter
+    from ._training import add_training_arguments, recipe_help
 
     parser.formatter_class = HelpFormatter
     parser.description = DESCRIPTION.format(recipes=recipe_help())
@@ -72,19 +72,28 @@ def register(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--out", required=True, metavar="MODEL_DIR", help="model folder")
     lo = parser.add_argument_group("loss")
     lo.add_argument(
-        "--loss", default="l2", help="l1 or l2, or a full loss name such as l2+s+f-nonlinear"
+        "--loss",
+        help="l1 or l2, or a full loss name such as l2+s+f-nonlinear "
+        f"(default: {_loss_default('loss')})",
     )
-    lo.add_argument("--spatial", default="none", help="A_S profile: none, linear, nonlinear")
     lo.add_argument(
-        "--frequency", default="none", help="A_F profile: none, linear, nonlinear, sqrt"
+        "--spatial",
+        help=f"A_S profile: none, linear, nonlinear (default: {_loss_default('spatial')})",
+    )
+    lo.add_argument(
+        "--frequency",
+        help=f"A_F profile: none, linear, nonlinear, sqrt (default: {_loss_default('frequency')})",
     )
     lo.add_argument(
         "--directional",
-        default="none",
         help="A_D profile (directional, streak-oriented frequency weight, "
-        "spectral mode only): none, linear, nonlinear, sqrt",
+        "spectral mode only): none, linear, nonlinear, sqrt "
+        f"(default: {_loss_default('directional')})",
     )
-    lo.add_argument("--order", default="sf", help="sf (S then F or D) or fs (F or D then S)")
+    lo.add_argument(
+        "--order",
+        help=f"sf (S then F or D) or fs (F or D then S) (default: {_loss_default('order')})",
+    )
     lo.add_argument(
         "--mode",
         default=None,
@@ -93,23 +102,26 @@ def register(parser: argparse.ArgumentParser) -> None:
         "directional weight is refused",
     )
     lo.add_argument(
-        "--normalize-weights", action="store_true", help="rescale the weight maps to mean 1"
+        "--normalize-weights",
+        action="store_true",
+        default=None,
+        help="rescale the weight maps to mean 1",
     )
     lo.add_argument(
         "--loss-scale",
         type=float,
-        default=1.0,
         metavar="X",
         help="multiply the loss by X (the scale-matched control of an amplified "
-        "loss: the plain loss with its effective scale)",
+        f"loss: the plain loss with its effective scale; default: {_loss_default('scale')})",
     )
     add_training_arguments(parser, seed=True)
     t = parser.add_argument_group("run")
     t.add_argument(
         "--resume",
         action="store_true",
-        help="continue the stopped run in --out (loss, model and data settings "
-        "come from its config; --epochs/--patience may be raised)",
+        help="continue the stopped run in --out on the same data: options left out "
+        "take the run's saved values, options given must equal them (only --epochs, "
+        "--patience, --device and --tensorboard may change)",
     )
     t.add_argument(
         "--no-progress",
@@ -183,40 +195,77 @@ def _inputs(args):
     return Path(args.input), Path(args.target)
 
 
-def _loss_config(args):
-    from ..cli import CLIError
-    from ..losses import build_loss_config
+def _loss_default(name: str):
+    """The default of a :class:`~napari_dfct.losses.LossConfig` field (for the help)."""
+    import dataclasses
 
+    from ..losses import LossConfig
+
+    return next(f.default for f in dataclasses.fields(LossConfig) if f.name == name)
+
+
+#: The loss options (argparse ``dest``) and the LossConfig field each one sets.
+_LOSS_OPTIONS = {
+    "loss": "loss",
+    "spatial": "spatial",
+    "frequency": "frequency",
+    "directional": "directional",
+    "order": "order",
+    "mode": "mode",
+    "normalize_weights": "normalize",
+    "loss_scale": "scale",
+}
+
+
+def _loss_config(args, base=None):
+    """The loss of the options given; the others take ``base``'s values (a resumed run's
+    saved loss) or the defaults."""
+    import dataclasses
+
+    from ..cli import CLIError
+    from ..losses import LossConfig, build_loss_config
+
+    given = {
+        field: getattr(args, dest)
+        for dest, field in _LOSS_OPTIONS.items()
+        if getattr(args, dest, None) is not None
+    }
     try:
-        return build_loss_config(
-            args.loss,
-            spatial=args.spatial,
-            frequency=args.frequency,
-            directional=args.directional,
-            order=args.order,
-            mode=args.mode,
-            normalize=bool(args.normalize_weights),
-            scale=args.loss_scale,
-        )
+        name = str(given.get("loss", "l2")).strip().lower()
+        if base is not None and name in ("l1", "l2"):  # resuming: given over the saved loss
+            if "loss" in given:
+                given["loss"] = name
+            return LossConfig(**{**dataclasses.asdict(base), **given})
+        return build_loss_config(**given)
     except ValueError as exc:
         raise CLIError(str(exc).splitlines()[0]) from None
 
 
 def _resume_config(args, out: Path):
-    """The saved TrainConfig of a stopped run, with --epochs/--patience/--device applied."""
+    """The saved TrainConfig of a stopped run with the options given applied: refused
+    (one line naming them) when they change more than :data:`RESUME_MAY_CHANGE`."""
+    import dataclasses
+
     from ..checkpoint import CheckpointError
     from ..cli import CLIError
-    from ..train import resume_config
+    from ..train import check_resume, resume_config
+    from ._training import given_options, option_name
 
     try:
-        return resume_config(
-            out,
-            epochs=getattr(args, "epochs", None),
-            patience=getattr(args, "patience", None),
-            device=args.device,
-        )
+        saved = resume_config(out)
     except (CheckpointError, ValueError) as exc:
         raise CLIError(str(exc)) from None
+    given = given_options(args)
+    try:
+        loss = _loss_config(args, base=saved.loss)
+    except CLIError:  # the options given name a loss of their own: compared below
+        loss = _loss_config(args)
+    try:
+        config = dataclasses.replace(saved, loss=loss, **given)
+        check_resume(saved, config, out, label=option_name)
+    except (TypeError, ValueError) as exc:
+        raise CLIError(str(exc)) from None
+    return config
 
 
 def _check_out(out: Path, resume: bool) -> None:

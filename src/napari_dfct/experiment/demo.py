@@ -191,7 +191,7 @@ def run_demo(
     )
     files = grid_report(grid_dir)
 
-    reference = read_json(grid_dir / "reference.json")
+    reference = read_json(grid_dir / "reference.json", expect=dict)
     summary = summarize(collect_runs(grid_dir))
     metrics = ("cnr", "fwhm", "error_cnr", "psnr_body")
     rows = comparison_rows(summary, reference, metrics)

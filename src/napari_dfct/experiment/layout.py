@@ -397,7 +397,7 @@ def _resolve_test(test: Any, out_dir: Path) -> dict:
             "truth": _find_file(folder, "truth", required=False),
         }
         meta_path = folder / "meta.json"
-        out["meta"] = read_json(meta_path) if meta_path.is_file() else None
+        out["meta"] = read_json(meta_path, expect=dict) if meta_path.is_file() else None
         mask = folder / _mask_name(out["meta"])
         out["mask"] = mask if mask.is_file() else None
     elif isinstance(test, dict):
@@ -406,7 +406,7 @@ def _resolve_test(test: Any, out_dir: Path) -> dict:
             raise ValueError("the test set needs an input and a target")
         meta = test.get("meta")
         if isinstance(meta, (str, os.PathLike)):
-            meta = read_json(meta)
+            meta = read_json(meta, expect=dict)
         out["meta"] = meta
     else:
         raise ValueError("test must be a folder or a dict of input/target/truth paths")
@@ -628,7 +628,7 @@ def prepare_grid(
     }
     grid_file = out_dir / GRID_FILE
     if grid_file.is_file():
-        _merge_settings(settings, read_json(grid_file), out_dir)
+        _merge_settings(settings, read_json(grid_file, expect=dict), out_dir)
     settings.setdefault("created", time.strftime("%Y-%m-%dT%H:%M:%S"))
     settings["updated"] = time.strftime("%Y-%m-%dT%H:%M:%S")
 

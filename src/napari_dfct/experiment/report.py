@@ -80,7 +80,10 @@ def collect_runs(out_dir: str | os.PathLike) -> list[dict]:
     for path in sorted(runs.glob(f"*/seed-*/{METRICS_FILE}")):
         if ".incomplete-" in path.parent.name:
             continue
-        rec = read_json(path)
+        rec = read_json(path, expect=dict)
+        for key, typ in (("name", str), ("seed", int)):
+            if not isinstance(rec.get(key), typ):
+                raise ValueError(f"{path} is corrupt: it names no run ({key!r} is missing)")
         rec["run_dir"] = str(path.parent)
         records.append(rec)
     return records
@@ -437,8 +440,14 @@ def _load(out_dir: Path) -> tuple[dict, dict, list[dict], dict]:
     grid order."""
     if not (out_dir / GRID_FILE).is_file():
         raise ValueError(f"{out_dir} is not a grid folder (no {GRID_FILE})")
-    settings = read_json(out_dir / GRID_FILE)
-    reference = read_json(out_dir / REFERENCE_FILE) if (out_dir / REFERENCE_FILE).is_file() else {}
+    settings = read_json(out_dir / GRID_FILE, expect=dict)
+    if not isinstance(settings.get("configs"), dict):
+        raise ValueError(f"{out_dir / GRID_FILE} is corrupt: it lists no configurations")
+    reference = (
+        read_json(out_dir / REFERENCE_FILE, expect=dict)
+        if (out_dir / REFERENCE_FILE).is_file()
+        else {}
+    )
     records = collect_runs(out_dir)
     summary = summarize(records)
     # order configurations as in the grid settings, then anything else found on disk

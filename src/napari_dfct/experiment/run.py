@@ -58,7 +58,7 @@ def run_one(spec: dict, callback: Callable | None = None) -> dict:
     run_dir = Path(spec["run_dir"])
     done = run_dir / METRICS_FILE
     if done.is_file():
-        record = read_json(done)
+        record = read_json(done, expect=dict)
         record["status"] = "skipped"
         return record
 
@@ -131,7 +131,7 @@ def running_elsewhere(run_dir: str | os.PathLike, stale_after: float = 1800.0) -
     if not path.is_file() or (Path(run_dir) / METRICS_FILE).is_file():
         return None
     try:
-        info = read_json(path)
+        info = read_json(path, expect=dict)
         age = time.time() - float(info["heartbeat"])
     except (OSError, ValueError, KeyError, TypeError):
         return None
@@ -189,7 +189,7 @@ def _train_and_measure(spec, run_dir, started, moved, callback, resume):
     }
     done = run_dir / METRICS_FILE
     atomic_write_json(done, record)  # LAST: the completion marker
-    record = read_json(done)
+    record = read_json(done, expect=dict)
     record["status"] = "trained"
     return record
 

@@ -27,7 +27,7 @@ def grid_status(out_dir: str | os.PathLike) -> dict:
         in ``grid.json``, plus any finished run found on disk.
     """
     out_dir = Path(out_dir)
-    settings = read_json(out_dir / GRID_FILE)
+    settings = read_json(out_dir / GRID_FILE, expect=dict)
     status = {"done": [], "incomplete": [], "missing": [], "aside": []}
     expected = [
         (n, int(s)) for n in settings.get("configs", {}) for s in settings.get("seeds", [])
@@ -94,7 +94,7 @@ def queued_runs(
     items = []
     for path in sorted(out_dir.glob("submitted-*.json")):
         try:
-            doc = read_json(path)
+            doc = read_json(path, expect=dict)
         except (OSError, ValueError):
             continue
         if doc.get("executor") != "slurm":

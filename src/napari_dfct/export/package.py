@@ -50,6 +50,7 @@ __all__ = [
     "ExportError",
     "bioimageio_missing",
     "check_export_target",
+    "check_license",
     "export_bioimageio",
     "read_sample",
     "sample_input",
@@ -78,6 +79,51 @@ def bioimageio_missing() -> str | None:
             "pip install 'napari-dfct[bioimageio]'"
         )
     return None
+
+
+def _license_ids() -> tuple[str, ...]:
+    """The SPDX identifiers bioimage.io accepts (current and deprecated ones); empty when
+    ``bioimageio.spec`` does not say."""
+    from typing import get_args
+
+    try:
+        from bioimageio.spec.model.v0_5 import DeprecatedLicenseId, LicenseId
+
+        return tuple(
+            v
+            for kind in (LicenseId, DeprecatedLicenseId)
+            for v in get_args(kind.root_model.model_fields["root"].annotation)
+        )
+    except (ImportError, AttributeError, KeyError):  # pragma: no cover - another version
+        return ()
+
+
+def _either(names: list[str]) -> str:
+    return names[0] if len(names) == 1 else f"{', '.join(names[:-1])} or {names[-1]}"
+
+
+def check_license(license: str) -> str:
+    """``license`` when it is an SPDX identifier that bioimage.io accepts; else an
+    :class:`ExportError` naming at most three close matches (checked before any work)."""
+    import difflib
+
+    ids = _license_ids()
+    if not ids or license in ids:
+        return license
+    by_lower = {v.lower(): v for v in ids}
+    if str(license).lower() in by_lower:
+        hint = f"did you mean {by_lower[str(license).lower()]}?"
+    else:
+        close = difflib.get_close_matches(str(license).lower(), list(by_lower), n=3, cutoff=0.6)
+        hint = (
+            f"did you mean {_either([by_lower[c] for c in close])}?"
+            if close
+            else "use one such as CC-BY-4.0, MIT or BSD-3-Clause"
+        )
+    raise ExportError(
+        f"unknown licence {str(license)[:60]!r}: not an SPDX identifier "
+        f"(https://spdx.org/licenses/); {hint}"
+    )
 
 
 def check_export_target(out: str | os.PathLike, overwrite: bool = False) -> Path:
@@ -399,6 +445,7 @@ def export_bioimageio(
     """
     say = progress or (lambda _text: None)
     out = check_export_target(out, overwrite)
+    check_license(license)
     try:
         loaded = load_model(model_dir, device="cpu")
     except CheckpointError as exc:

@@ -14,7 +14,9 @@ It is a generator: every finished epoch yields an :class:`EpochEvent` and the ge
 ``return``\\ s a :class:`FitResult` (``StopIteration.value``; :func:`run_fit` drives it for
 you). A ``cancel`` flag is checked before every batch; a cancelled run keeps its best
 checkpoint and the resume state of its last finished epoch, and ``fit(..., resume=True)``
-continues it where it stopped, bit for bit on the CPU.
+continues it where it stopped, bit for bit on the CPU: on the same data (a fingerprint of
+input and target in ``config.json``) with the same settings (only
+:data:`RESUME_MAY_CHANGE` may differ; anything else is refused with one line).
 
 The package: :mod:`~napari_dfct.train.config` (:class:`TrainConfig`, recipes, resuming),
 :mod:`~napari_dfct.train.optim` (parameter groups, BatchNorm re-estimation),
@@ -29,8 +31,10 @@ from .config import (
     DEFAULT_RECIPE,
     RECIPE_NOTES,
     RECIPES,
+    RESUME_MAY_CHANGE,
     SELECT_CHOICES,
     TrainConfig,
+    check_resume,
     recipe_config,
     resume_config,
 )
@@ -49,6 +53,7 @@ __all__ = [
     "DEFAULT_RECIPE",
     "RECIPES",
     "RECIPE_NOTES",
+    "RESUME_MAY_CHANGE",
     "SELECT_CHOICES",
     "EpochEstimate",
     "EpochEvent",
@@ -57,6 +62,7 @@ __all__ = [
     "TrainConfig",
     "build_optimizer",
     "check_memory",
+    "check_resume",
     "default_window",
     "fit",
     "intensity_histogram",

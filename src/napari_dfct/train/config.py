@@ -9,7 +9,9 @@ bounds from the same metadata.
 
 from __future__ import annotations
 
+import json
 import math
+from collections.abc import Callable
 from dataclasses import Field, dataclass, field, fields
 from pathlib import Path
 from typing import Any
@@ -21,11 +23,14 @@ __all__ = [
     "DEFAULT_RECIPE",
     "RECIPES",
     "RECIPE_NOTES",
+    "RESUME_MAY_CHANGE",
     "SELECT_CHOICES",
     "TrainConfig",
+    "check_resume",
     "option_fields",
     "recipe_config",
     "resume_config",
+    "resume_differences",
 ]
 
 
@@ -208,10 +213,15 @@ class TrainConfig:
 
     def validate(self) -> None:
         """Raise :class:`ValueError` for a value outside its field's choices or bounds
-        (the field metadata, :func:`option_fields`)."""
+        (the field metadata, :func:`option_fields`), and for an architecture out of bounds."""
+        from ..model import PRESETS, check_architecture
+
         for f in fields(self):
             if "help" in f.metadata:
                 _check_option(f, getattr(self, f.name))
+        if not isinstance(self.model_kwargs, dict):
+            raise ValueError(f"model_kwargs must be a dict, got {self.model_kwargs!r}")
+        check_architecture(**{**PRESETS[self.preset], **self.model_args()})
 
     def model_args(self) -> dict:
         """Keyword arguments of ``build_model(self.preset, ...)``: ``model_kwargs`` with
@@ -334,3 +344,71 @@ def resume_config(
         if value is not None:
             setattr(config, name, type(getattr(config, name))(value))
     return config
+
+
+#: The :class:`TrainConfig` fields a resumed run may change: none of them changes what
+#: is trained (the limits, where it runs, what is kept and logged). Every other field,
+#: present or added later, must equal the saved one (:func:`check_resume`).
+RESUME_MAY_CHANGE = ("epochs", "patience", "device", "keep_state", "tensorboard")
+
+
+def _comparable(value: Any) -> Any:
+    """A value of a :class:`TrainConfig` field in a form that ``==`` compares by meaning
+    (a loss and a window by their fields, a dict by its JSON)."""
+    if isinstance(value, dict):
+        return json.dumps(value, sort_keys=True, default=str)
+    return value
+
+
+def _shown(value: Any) -> str:
+    """A field's value as a user would type it."""
+    if isinstance(value, IntensityWindow):
+        return f"{value.low!r},{value.high!r}"
+    if hasattr(value, "name") and hasattr(value, "scheme"):  # a LossConfig
+        return str(value.name)
+    if isinstance(value, dict):
+        return json.dumps(value, sort_keys=True, default=str)
+    if isinstance(value, bool):
+        return "on" if value else "off"
+    return repr(value) if isinstance(value, float) else str(value)
+
+
+def resume_differences(saved: TrainConfig, given: TrainConfig) -> list[tuple[str, str, str]]:
+    """``(field, saved value, given value)`` for every :class:`TrainConfig` field other
+    than :data:`RESUME_MAY_CHANGE` where ``given`` differs from ``saved`` (values as
+    text). A ``given`` window of None is no difference: it means the saved one."""
+    out = []
+    for f in fields(TrainConfig):
+        if f.name in RESUME_MAY_CHANGE:
+            continue
+        a, b = getattr(saved, f.name), getattr(given, f.name)
+        if f.name == "window" and b is None:
+            continue
+        if _comparable(a) != _comparable(b):
+            out.append((f.name, _shown(a), _shown(b)))
+    return out
+
+
+def check_resume(
+    saved: TrainConfig,
+    given: TrainConfig,
+    model_dir: str | Path,
+    label: Callable[[str], str | None] | None = None,
+) -> None:
+    """Refuse to continue the run saved in ``model_dir`` (``saved``) with settings that
+    differ (``given``): one :class:`ValueError` line naming each differing option with
+    both values, and the options that may change.
+
+    ``label`` names a field as the user knows it (a command-line flag); None omits it
+    from the list of what may change (and a difference then shows the field's name).
+    """
+    diffs = resume_differences(saved, given)
+    if not diffs:
+        return
+    label = label or (lambda name: name)
+    changed = "; ".join(f"{label(n) or n} was {a}, now {b}" for n, a, b in diffs)
+    may = [x for x in (label(n) for n in RESUME_MAY_CHANGE) if x]
+    raise ValueError(
+        f"cannot resume {model_dir}: {changed}; only {', '.join(may[:-1])} and {may[-1]} "
+        "may change (train a new model for other settings)"
+    )

@@ -21,17 +21,21 @@ from ..device import free_memory as _free_device_memory
 from ..device import is_out_of_memory as _is_oom
 from ..device import resolve_device
 from ..scans import GroupedSampler, ScanSlices
+from ._rng import _rng_state, _set_rng_state
 from .config import TrainConfig
 from .logs import TensorBoardLog
 from .optim import build_optimizer as _build_optimizer
 from .optim import recalibrate_batchnorm
 from .resources import EpochEstimate, OutOfMemory, StepTimer, check_memory
 from .start import (
+    FINGERPRINT_KEY,
     _check_oracle,
-    _check_resumed_shape,
+    _check_resumed_data,
     _data_shape,
+    _record_resumed,
     _start_config,
     _with_validation_set,
+    data_fingerprint,
 )
 from .window import training_split, training_window
 
@@ -103,44 +107,6 @@ class FitResult:
     model: torch.nn.Module | None = None
     window: IntensityWindow | None = None
     config: dict = field(default_factory=dict)
-
-
-# --------------------------------------------------------------------------- RNG state
-def _rng_state(sampler: PatchSampler) -> dict:
-    np_state = np.random.get_state()
-    state = {
-        "sampler": sampler.get_state(),
-        "torch_cpu": torch.get_rng_state().tolist(),
-        "numpy": {
-            "name": np_state[0],
-            "keys": np_state[1].tolist(),
-            "pos": int(np_state[2]),
-            "has_gauss": int(np_state[3]),
-            "cached_gaussian": float(np_state[4]),
-        },
-        "torch_cuda": [],
-    }
-    if torch.cuda.is_available() and torch.cuda.is_initialized():
-        state["torch_cuda"] = [s.tolist() for s in torch.cuda.get_rng_state_all()]
-    return state
-
-
-def _set_rng_state(state: dict, sampler: PatchSampler) -> None:
-    sampler.set_state(state["sampler"])
-    torch.set_rng_state(torch.tensor(state["torch_cpu"], dtype=torch.uint8))
-    ns = state["numpy"]
-    np.random.set_state(
-        (
-            ns["name"],
-            np.asarray(ns["keys"], dtype=np.uint32),
-            ns["pos"],
-            ns["has_gauss"],
-            ns["cached_gaussian"],
-        )
-    )
-    cuda = state.get("torch_cuda") or []
-    if cuda and torch.cuda.is_available() and len(cuda) == torch.cuda.device_count():
-        torch.cuda.set_rng_state_all([torch.tensor(s, dtype=torch.uint8) for s in cuda])
 
 
 # --------------------------------------------------------------------------- helpers
@@ -254,9 +220,11 @@ def fit(
         ``stopped="cancelled"`` (the best checkpoint so far stays).
     resume : bool
         Continue the run saved in ``out_dir`` (weights, optimizer, scheduler, epoch,
-        early-stopping counters and RNG states). Data, loss, model, window, split and seed
-        come from the saved config; ``config.epochs`` and ``config.patience`` may raise the
-        limits (``config=None`` keeps the saved ones).
+        early-stopping counters and RNG states) on the same data (shape and fingerprint)
+        with the same settings: ``config`` may differ from the saved one only in
+        :data:`~napari_dfct.train.config.RESUME_MAY_CHANGE` (``epochs`` and ``patience``
+        raise the limits; a ``window`` of None means the saved one); ``config=None`` keeps
+        the saved settings.
     preview_index : int, optional
         Slice (index into the volume) to preview; default: the first validation slice.
     preview : bool
@@ -287,7 +255,8 @@ def fit(
     Raises
     ------
     ValueError
-        Bad inputs or parameters, or a resume without a saved state; ``out_dir`` holds a
+        Bad inputs or parameters, or a resume without a saved state, on other data or with
+        other settings (one line naming what differs); ``out_dir`` holds a
         model or other files (a new run), or cannot be written to (checked before any
         work; a :class:`napari_dfct.checkpoint.CheckpointError`).
     OutOfMemory
@@ -318,7 +287,8 @@ def fit(
                 "a separate validation set goes with one training volume and a loss "
                 "without an oracle (a data set of scans holds out whole scans itself)"
             )
-    _check_resumed_shape(saved_cfg, out_path, _data_shape(x_all))
+    fingerprint = data_fingerprint(x_all, y_all)
+    _check_resumed_data(saved_cfg, out_path, _data_shape(x_all), fingerprint)
     oracle = _check_oracle(config, oracle, scans, _data_shape(x_all))
     run = _Run(
         config=config,
@@ -328,6 +298,7 @@ def fit(
         scans=scans,
         oracle=oracle,
         fixed_split=fixed_split,
+        fingerprint=fingerprint,
     )
     _plan(run, x_all, y_all, preview_index)
     check_cancel = _cancel_check(cancel)
@@ -341,6 +312,7 @@ def fit(
         del x_all, y_all
         if resume:
             _restore(run)
+            _record_resumed(out_path, run.model_cfg)
         stopped = "completed"
         if run.bad_epochs >= config.patience and run.epoch > 0:
             stopped = "early_stopping"
@@ -410,6 +382,7 @@ class _Run:
     fixed_split: tuple[np.ndarray, np.ndarray] | None = None
     oracle: Any = None
     g_val: Any = None
+    fingerprint: dict | None = None
 
     def release(self) -> None:
         self.model = self.optimizer = self.scheduler = self.sampler = None
@@ -501,6 +474,7 @@ def _build(run: _Run, x_all: np.ndarray, y_all: np.ndarray) -> None:
         "train": config.to_dict(),
         "split": {"train": run.train_idx.tolist(), "val": run.val_idx.tolist()},
         "data_shape": [int(n), int(h), int(w)],
+        FINGERPRINT_KEY: run.fingerprint,
     }
     if run.scans is not None:
         sc = run.scans

@@ -1,16 +1,43 @@
 """The checks before a training run starts: its configuration (the saved one when
-resuming), the model folder, resuming on the same data, an oracle loss's data and a
-separate validation set."""
+resuming, refused when the given one differs), the model folder, resuming on the same data
+(shape and fingerprint), an oracle loss's data and a separate validation set."""
 
 from __future__ import annotations
 
 import copy
+import dataclasses
+import hashlib
+import json
 from pathlib import Path
 
 import numpy as np
 
-from .config import TrainConfig, resume_config
+from .config import RESUME_MAY_CHANGE, TrainConfig, check_resume, resume_config
 from .logs import check_tensorboard
+
+#: The ``config.json`` entry that holds the fingerprint of the training data.
+FINGERPRINT_KEY = "data_fingerprint"
+#: How the fingerprint is computed (saved with it).
+FINGERPRINT_METHOD = "sha256 of each slice stack's shape and float32 C-order bytes"
+
+
+def data_fingerprint(x_all, y_all) -> dict:
+    """The fingerprint of a training run's data: the SHA-256 of the input and of the
+    target, each over the shape and the float32 bytes of its volume (or, for scans of
+    several sizes, of every slice in order)."""
+
+    def digest(arrays) -> str:
+        h = hashlib.sha256()
+        for a in arrays if isinstance(arrays, list) else [arrays]:
+            a = np.ascontiguousarray(a, dtype=np.float32)
+            h.update(repr(tuple(a.shape)).encode())
+            h.update(memoryview(a).cast("B"))
+        return h.hexdigest()
+
+    out = {"method": FINGERPRINT_METHOD, "input": digest(x_all)}
+    if y_all is not None:
+        out["target"] = digest(y_all)
+    return out
 
 
 def _start_config(config, out_dir, resume) -> tuple[TrainConfig, dict | None, Path | None]:
@@ -23,19 +50,13 @@ def _start_config(config, out_dir, resume) -> tuple[TrainConfig, dict | None, Pa
     if resume:
         if out_path is None:
             raise ValueError("resume=True needs out_dir (the model folder of the stopped run)")
-        config = resume_config(
-            out_path,
-            **(
-                {}
-                if config is None
-                else {
-                    "epochs": config.epochs,
-                    "patience": config.patience,
-                    "device": config.device,
-                    "keep_state": config.keep_state,
-                }
-            ),
-        )
+        saved = resume_config(out_path)
+        if config is not None:  # the same run, or refused; only the limits etc. may change
+            check_resume(saved, config, out_path)
+            saved = dataclasses.replace(
+                saved, **{n: getattr(config, n) for n in RESUME_MAY_CHANGE}
+            )
+        config = saved
         saved_cfg = ckpt.load_config(out_path)
     if config is None:
         config = TrainConfig()
@@ -78,7 +99,10 @@ def _check_oracle(config, oracle, scans, shape) -> np.ndarray | None:
     return g
 
 
-def _check_resumed_shape(saved_cfg: dict | None, out_path, shape) -> None:
+def _check_resumed_data(saved_cfg: dict | None, out_path, shape, fingerprint: dict) -> None:
+    """Resuming: the data must be those the run was trained on (its shape, and its
+    fingerprint when ``config.json`` holds one: folders saved before it was recorded
+    are compared by shape only)."""
     if saved_cfg is None:
         return
     saved_shape = saved_cfg.get("data_shape")
@@ -87,6 +111,42 @@ def _check_resumed_shape(saved_cfg: dict | None, out_path, shape) -> None:
             f"cannot resume {out_path}: it was trained on data of shape "
             f"{tuple(saved_shape)}, got {tuple(shape)}"
         )
+    saved = saved_cfg.get(FINGERPRINT_KEY)
+    if not isinstance(saved, dict) or saved.get("method") != fingerprint["method"]:
+        return
+    parts = [k for k in ("input", "target") if saved.get(k) != fingerprint.get(k)]
+    if not parts:
+        return
+    now = (fingerprint.get("input"), fingerprint.get("target"))
+    if len(parts) == 2 and (saved.get("input"), saved.get("target")) == now[::-1]:
+        raise ValueError(
+            f"cannot resume {out_path}: the input and the target are swapped (it was "
+            "trained with them the other way round)"
+        )
+    which = "; ".join(
+        f"the {k} differs: sha256 {str(saved.get(k))[:12]} in its config.json, "
+        f"{str(fingerprint.get(k))[:12]} now"
+        for k in parts
+    )
+    raise ValueError(f"cannot resume {out_path}: it was trained on other data ({which})")
+
+
+def _record_resumed(out_path, model_cfg: dict) -> None:
+    """Resuming: ``config.json`` takes the run's settings as they are now (the epochs,
+    patience and device may have changed) and the data's fingerprint (a folder saved
+    before it was recorded gains it), in one atomic write, before the first new epoch."""
+    from .. import checkpoint as ckpt
+
+    cfg = ckpt.load_config(out_path)
+    new = {**cfg, "train": model_cfg["train"], FINGERPRINT_KEY: model_cfg[FINGERPRINT_KEY]}
+    if _as_json(new) != _as_json(cfg):
+        ckpt.atomic_write_json(Path(out_path) / ckpt.CONFIG_FILE, new)
+
+
+def _as_json(d: dict) -> str:
+    from .._files import json_safe
+
+    return json.dumps(json_safe(d), sort_keys=True)
 
 
 def _data_shape(x_all) -> tuple[int, int, int]:
