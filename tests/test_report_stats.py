@@ -380,8 +380,9 @@ def test_identity_rows_are_outside_the_holm_family(tmp_path):
     assert float(rows[("baseline", "l2+s-nonlinear", "cnr")]["p_holm"]) == pytest.approx(4 / 256)
     md = (out / "report" / "paired.md").read_text()
     assert "Holm family (m = 2): l2+s-nonlinear, l2+f+s-nonlinear." in md
-    assert "l2+f-nonlinear (l2+f-nonlinear trains as l2 (the DC identity))" in md
-    assert "l2+s+f-nonlinear trains as l2+s-nonlinear" in md
+    assert "Outside it: l2+f-nonlinear (identity: trains as l2, the DC identity); " in md
+    assert "l2+s+f-nonlinear (duplicate: trains as l2+s-nonlinear, a row of this table)" in md
+    assert "l2+f-linear-spectral (identity: every paired difference is exactly 0)" in md
     # a chosen pair that compares a configuration with the one it trains as: identity
     assert main(
         ["grid-report", str(out), "--quiet", "--bootstrap", "100",

@@ -75,8 +75,8 @@ _VERDICT_COLORS = {
     "worse": "#d62728",
     "equivalent": "#1f77b4",
     "inconclusive": "0.45",
-    IDENTITY: "0.75",
-    DUPLICATE: "0.75",
+    IDENTITY: "0.7",
+    DUPLICATE: "0.82",
 }
 _UNITS = {"fwhm": " px", "psnr_body": " dB", "psnr": " dB", "psnr_target": " dB"}
 
@@ -193,9 +193,9 @@ def _exclusions(
     for a, b in pairs:
         ta, tb = _trains_as(summary[a]), _trains_as(summary[b])
         if ta == tb:
-            out[(a, b)] = (IDENTITY, f"{a} trains as {b} (the DC identity)")
+            out[(a, b)] = (IDENTITY, f"identity: trains as {b}, the DC identity")
         elif _all_zero(summary, a, b, metrics):
-            out[(a, b)] = (IDENTITY, f"every paired difference of {a} − {b} is exactly 0")
+            out[(a, b)] = (IDENTITY, "identity: every paired difference is exactly 0")
         else:
             groups.setdefault((ta, b), []).append((a, b))
     for (ta, _), rows in groups.items():
@@ -204,7 +204,7 @@ def _exclusions(
         keep = max(rows, key=lambda r: (r[0] == ta, _common_seeds(summary, *r)))
         for a, b in rows:
             if (a, b) != keep:
-                out[(a, b)] = (DUPLICATE, f"{a} trains as {keep[0]}: the row of {keep[0]}")
+                out[(a, b)] = (DUPLICATE, f"duplicate: trains as {keep[0]}, a row of this table")
     return out
 
 
@@ -571,7 +571,10 @@ def paired_figure(rows: list[dict], path: str | os.PathLike, title: str | None =
     ]
     fig.legend(handles=handles, loc="lower center", ncol=6, fontsize=7, frameon=False)
     fig.suptitle(
-        title or "Paired differences by seed: median and 95 % bootstrap interval", fontsize=9
+        title
+        or "Paired differences by seed: median and 95 % bootstrap interval; shaded: the "
+        "equivalence margin",
+        fontsize=9,
     )
     fig.tight_layout(rect=(0, 0.06, 1, 1))
     fig.savefig(path)
