@@ -74,10 +74,11 @@ DELTAS = {
         "error_cnr": lambda s: 0.05 * (s + 1),
         "psnr_body": lambda s: 0.5,
     },
-    # differences of both signs: the intervals cover zero, "no evidence"
-    "l2+f-nonlinear": {
+    # differences of both signs: the intervals cover zero; within the equivalence margins
+    # (±0.3 dB PSNR, ±0.5 error CNR) for two metrics, beyond them for CNR and FWHM
+    "l2+f+s-nonlinear": {
         "cnr": lambda s: (-1) ** s * 0.1 * (s + 1),
-        "fwhm": lambda s: (-1) ** s * 0.3,
+        "fwhm": lambda s: (-1) ** s * 0.45,
         "error_cnr": lambda s: 0.0,
         "psnr_body": lambda s: (-1) ** (s // 2) * 0.2,
     },
@@ -143,21 +144,33 @@ def test_paired_table_matches_the_hand_computation(grid):
     assert float(r["ci_low"]) == pytest.approx(-0.2) == float(r["ci_high"])
     assert r["verdict"] == "better" and r["good"] == "lower"
     # the alternating configuration: the interval covers zero
-    r = rows[("baseline", "l2+f-nonlinear", "cnr")]
-    assert float(r["ci_low"]) < 0 < float(r["ci_high"]) and r["verdict"] == "no evidence"
-    # every difference zero: p = 1, no evidence
-    r = rows[("baseline", "l2+f-nonlinear", "error_cnr")]
-    assert float(r["p"]) == 1.0 and r["verdict"] == "no evidence"
+    r = rows[("baseline", "l2+f+s-nonlinear", "cnr")]
+    assert float(r["ci_low"]) < 0 < float(r["ci_high"]) and r["verdict"] == "inconclusive"
+    assert rows[("baseline", "l2+f+s-nonlinear", "fwhm")]["verdict"] == "inconclusive"
+    # every error-CNR difference zero (but not the other metrics': a real comparison): p = 1,
+    # and each one-sided test of TOST sees 8 differences on its side: p = 1/256; Holm over
+    # the three rows: 3/256, equivalent
+    r = rows[("baseline", "l2+f+s-nonlinear", "error_cnr")]
+    assert float(r["p"]) == 1.0 and float(r["p_tost"]) == pytest.approx(1 / 256)
+    assert float(r["p_tost_holm"]) == pytest.approx(3 / 256) and r["verdict"] == "equivalent"
+    assert float(r["margin"]) == 0.5 and int(r["family_size"]) == 3
+    # PSNR differences ±0.2 dB, inside ±0.3: equivalent, the 90 % interval inside too
+    r = rows[("baseline", "l2+f+s-nonlinear", "psnr_body")]
+    assert r["verdict"] == "equivalent" and float(r["margin"]) == 0.3
+    assert -0.3 < float(r["ci90_low"]) <= float(r["ci90_high"]) < 0.3
     # the scale-matched control is a row of its own against the baseline: worse
     for m in ("cnr", "fwhm", "error_cnr", "psnr_body"):
         assert rows[("baseline", "l2@1.5", m)]["verdict"] == "worse", m
-    # Holm over the three configurations of each table
+    # Holm over the three configurations of each table, superiority and TOST separately
     for m in ("cnr", "fwhm", "error_cnr", "psnr_body"):
         names = list(DELTAS)
-        p = [float(rows[("baseline", n, m)]["p"]) for n in names]
-        np.testing.assert_allclose(
-            [float(rows[("baseline", n, m)]["p_holm"]) for n in names], holm(p), rtol=1e-12
-        )
+        for key in ("p", "p_tost"):
+            p = [float(rows[("baseline", n, m)][key]) for n in names]
+            np.testing.assert_allclose(
+                [float(rows[("baseline", n, m)][f"{key}_holm"]) for n in names],
+                holm(p),
+                rtol=1e-12,
+            )
     # each amplified configuration against its control, in a table of its own (Holm over
     # one row: unchanged); S - control in CNR: (0.1 (s+1)) - (-0.5 - 0.01 s) > 0
     r = rows[("control", "l2+s-nonlinear", "cnr")]
@@ -249,7 +262,7 @@ def test_a_one_slice_grid_of_the_earlier_format_stays_readable(tmp_path):
     assert "cnr_median" in header and "error_cnr" not in header and "psnr_body" not in header
     rows = _paired_csv(out)
     assert {m for _, _, m in rows} == {"cnr", "fwhm"}  # the metrics these runs have
-    assert rows[("baseline", "l2+s-nonlinear", "cnr")]["verdict"] == "no evidence"  # n = 2
+    assert rows[("baseline", "l2+s-nonlinear", "cnr")]["verdict"] == "inconclusive"  # n = 2
     assert "One test slice" in (out / "report" / "report.md").read_text()
     assert "panel-l2" not in files  # no predictions in this folder: no panel images
 
@@ -274,16 +287,16 @@ def test_chosen_pairs_are_compared_by_seed(grid, capsys):
                 "300",
                 "--quiet",
                 "--compare",
-                "l2+s-nonlinear:l2+f-nonlinear,l2@1.5:l2+s-nonlinear",
+                "l2+s-nonlinear:l2+f+s-nonlinear,l2@1.5:l2+s-nonlinear",
             ]
         )
         == 0
     )
     rows = _paired_csv(grid)
     r = rows[("pair", "l2+s-nonlinear", "cnr")]
-    assert r["reference"] == "l2+f-nonlinear"
+    assert r["reference"] == "l2+f+s-nonlinear"
     expect = [
-        DELTAS["l2+s-nonlinear"]["cnr"](s) - DELTAS["l2+f-nonlinear"]["cnr"](s) for s in SEEDS
+        DELTAS["l2+s-nonlinear"]["cnr"](s) - DELTAS["l2+f+s-nonlinear"]["cnr"](s) for s in SEEDS
     ]
     np.testing.assert_allclose([float(x) for x in r["differences"].split()], expect, atol=1e-9)
     assert float(r["median_diff"]) == pytest.approx(float(np.median(expect)))
@@ -300,3 +313,129 @@ def test_chosen_pairs_are_compared_by_seed(grid, capsys):
     assert "no finished run of 'l2+x'" in capsys.readouterr().err
     assert main(["grid-report", str(grid), "--compare", "l2"]) == 2
     assert "CONFIG:REFERENCE" in capsys.readouterr().err
+
+
+def test_trains_as_knows_the_dc_identity():
+    from napari_dfct.losses import LossConfig
+
+    def t(name):
+        return LossConfig.from_name(name).trains_as.name
+
+    assert t("l2+f-nonlinear") == "l2" and t("l1+f-linear@1.5") == "l1@1.5"
+    assert t("l2+s+f-nonlinear") == "l2+s-nonlinear"
+    # F+S smooths A_S, the spectral mode filters the error, normalised A_F(DC) != 1
+    for name in ("l2+f+s-nonlinear", "l2+f-nonlinear-spectral", "l2+f-linear-norm", "l2"):
+        assert t(name) == name
+
+
+def _identity_grid(tmp_path):
+    """l2+f-nonlinear trains as l2 (its differences here are not even 0: the algebra
+    decides); l2+s+f-nonlinear trains as l2+s-nonlinear (a duplicate row);
+    l2+f-linear-spectral has every difference exactly 0 (an identity from the data)."""
+    out = tmp_path / "id-grid"
+    out.mkdir()
+    deltas = {
+        "l2+s-nonlinear": lambda s: 0.3 + 0.05 * s,
+        "l2+f+s-nonlinear": lambda s: 0.4 + 0.02 * s,
+        "l2+f-nonlinear": lambda s: (-1) ** s * 0.01,
+        "l2+s+f-nonlinear": lambda s: 0.3 + 0.05 * s,
+        "l2+f-linear-spectral": lambda s: 0.0,
+    }
+    names = ["l2", *deltas]
+    settings = {
+        "format": "napari-dfct-grid/2",
+        "roi": ROI,
+        "configs": {n: _loss(n) for n in names},
+        "seeds": SEEDS,
+        "controls": {},
+    }
+    (out / "grid.json").write_text(json.dumps(settings))
+    for s in SEEDS:
+        base = _base(s)
+        _write_run(out, "l2", s, base)
+        for name, d in deltas.items():
+            _write_run(out, name, s, {m: v + d(s) for m, v in base.items()})
+    return out
+
+
+def test_identity_rows_are_outside_the_holm_family(tmp_path):
+    out = _identity_grid(tmp_path)
+    grid_report(out, n_boot=200)
+    rows = _paired_csv(out)
+    verdicts = {n: rows[("baseline", n, "cnr")]["verdict"] for n in ("l2+f-nonlinear",)}
+    assert verdicts == {"l2+f-nonlinear": "identity"}
+    assert rows[("baseline", "l2+f-linear-spectral", "cnr")]["verdict"] == "identity"
+    assert rows[("baseline", "l2+s+f-nonlinear", "cnr")]["verdict"] == "duplicate"
+    family = ["l2+s-nonlinear", "l2+f+s-nonlinear"]
+    for m in ("cnr", "fwhm", "error_cnr", "psnr_body"):
+        # every row of a table states the family's size: the two real comparisons
+        assert {int(r["family_size"]) for k, r in rows.items() if k[2] == m} == {2}
+        # Holm over those two only (8 positive differences each: p = 2/256 -> 4/256)
+        p = [float(rows[("baseline", n, m)]["p"]) for n in family]
+        got = [float(rows[("baseline", n, m)]["p_holm"]) for n in family]
+        np.testing.assert_allclose(got, holm(p), rtol=1e-12)
+        for n in ("l2+f-nonlinear", "l2+s+f-nonlinear", "l2+f-linear-spectral"):
+            r = rows[("baseline", n, m)]
+            assert r["p_holm"] == "" and r["p_tost_holm"] == "" and r["excluded_why"]
+    assert float(rows[("baseline", "l2+s-nonlinear", "cnr")]["p_holm"]) == pytest.approx(4 / 256)
+    md = (out / "report" / "paired.md").read_text()
+    assert "Holm family (m = 2): l2+s-nonlinear, l2+f+s-nonlinear." in md
+    assert "Outside it: l2+f-nonlinear (identity: trains as l2, the DC identity); " in md
+    assert "l2+s+f-nonlinear (duplicate: trains as l2+s-nonlinear, a row of this table)" in md
+    assert "l2+f-linear-spectral (identity: every paired difference is exactly 0)" in md
+    # a chosen pair that compares a configuration with the one it trains as: identity
+    assert main(
+        ["grid-report", str(out), "--quiet", "--bootstrap", "100",
+         "--compare", "l2+s+f-nonlinear:l2+s-nonlinear,l2+f+s-nonlinear:l2+s-nonlinear"]
+    ) == 0  # fmt: skip
+    rows = _paired_csv(out)
+    assert rows[("pair", "l2+s+f-nonlinear", "cnr")]["verdict"] == "identity"
+    assert int(rows[("pair", "l2+f+s-nonlinear", "cnr")]["family_size"]) == 1
+
+
+def test_report_states_verdicts_margins_and_power(grid, capsys):
+    """The regenerated report holds the verdict column, the declared margins (the
+    defaults, or those given with --margins) and the seeds for 80 % power."""
+    assert main(["grid-report", str(grid), "--bootstrap", "300"]) == 0
+    printed = capsys.readouterr().out
+    assert "p TOST (Holm)" in printed and "seeds for 80% power" in printed
+    page = (grid / "report" / "report.md").read_text()
+    assert "Equivalence margins: CNR ±0.5, FWHM (px) ±0.3 px, error CNR ±0.5" in page
+    assert "(the defaults)" in page and "### Seeds for an equivalence test" in page
+    assert "| verdict |" in page and "**equivalent**" in page
+    power = {r["metric"]: r for r in csv.DictReader((grid / "report" / "power.csv").open())}
+    assert set(power) == {"cnr", "fwhm", "error_cnr", "psnr_body"}
+    # the pooled spread of the CNR differences, from the CSV's own differences
+    by_row = [
+        [float(x) for x in r["differences"].split()]
+        for r in csv.DictReader((grid / "report" / "paired.csv").open())
+        if r["metric"] == "cnr" and not r["excluded_why"]
+    ]
+    pooled = np.sqrt(
+        sum((len(d) - 1) * np.var(d, ddof=1) for d in by_row) / sum(len(d) - 1 for d in by_row)
+    )
+    assert float(power["cnr"]["sd_pooled"]) == pytest.approx(pooled)
+    from napari_dfct.experiment.stats import seeds_for_power
+
+    assert int(power["cnr"]["seeds_needed"]) == seeds_for_power(pooled, 0.5)
+    assert int(power["cnr"]["family_size"]) == 3
+    # margins given on the command line: used and recorded
+    assert main(["grid-report", str(grid), "--quiet", "--bootstrap", "300",
+                 "--margins", "cnr=2,psnr_body=0.1"]) == 0  # fmt: skip
+    rows = _paired_csv(grid)
+    assert float(rows[("baseline", "l2+f+s-nonlinear", "cnr")]["margin"]) == 2.0
+    # CNR differences of ±0.1..0.8 lie inside ±2: equivalent now
+    assert rows[("baseline", "l2+f+s-nonlinear", "cnr")]["verdict"] == "equivalent"
+    page = (grid / "report" / "report.md").read_text()
+    assert "CNR ±2," in page and "PSNR (dB) in the body ±0.1 dB" in page
+    assert "given for this report: cnr, psnr_body" in page
+
+
+@pytest.mark.parametrize(
+    "value", ["cnr", "cnr=abc", "cnr=0", "cnr=-1", "cnr=inf", "sharpness=0.5", "cnr=0.5,fwhm"]
+)
+def test_bad_margins_are_one_line_exit_2(grid, capsys, value):
+    assert main(["grid-report", str(grid), "--quiet", "--margins", value]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.count("\n") == 0 and "--margins" in err
+    assert not (grid / "report").exists()  # nothing written

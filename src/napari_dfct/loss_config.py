@@ -207,6 +207,26 @@ class LossConfig:
         criterion that every configuration shares."""
         return LossConfig(loss=self.loss)
 
+    @property
+    def trains_as(self) -> "LossConfig":
+        """The simplest configuration that trains identically (same loss value and
+        gradient), by the DC identity (:mod:`napari_dfct.losses`).
+
+        In mode ``paper`` with un-normalised weights (``A_F(DC) = 1``) the frequency
+        weight acts on the loss map and only its DC bin survives the mean: ``F`` trains as
+        the plain loss and ``S+F`` as ``S`` (the scale kept). Every other configuration
+        (``F+S``, which smooths ``A_S``; normalised weights, whose ``A_F(DC)`` is not 1;
+        the spectral mode) trains as itself. Two configurations with equal ``trains_as``
+        give the same runs seed for seed: comparing them compares nothing.
+        """
+        if self.mode != "paper" or self.normalize or self.frequency == "none":
+            return self
+        if self.scheme not in ("F", "S+F"):
+            return self
+        return LossConfig(
+            loss=self.loss, spatial=self.spatial, normalize=self.normalize, scale=self.scale
+        )
+
     def __str__(self) -> str:
         return self.name
 

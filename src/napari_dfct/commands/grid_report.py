@@ -17,10 +17,14 @@ with the input's, target's and truth's values as reference rows; a summary of al
 the paired comparisons (paired.md, paired.csv, paired.png): each configuration against its
 family's baseline (and each amplified one against its scale-matched control) paired by
 seed, for CNR, FWHM, error CNR and PSNR in the body: the median per-seed difference with a
-95 % bootstrap interval, a Wilcoxon signed-rank p-value, its Holm correction over the table
-and a verdict (better: the interval excludes zero on the good side and the corrected p is
-below 0.05; worse: the other side; else no evidence); violin plots per configuration; and
-Fig.-3-like panels with the representative prediction of each configuration (the seed whose
+95 % bootstrap interval, a Wilcoxon signed-rank p-value, two one-sided Wilcoxon tests of
+equivalence (TOST) against the metric's margin (--margins), both corrected by Holm over
+the table's family, and a verdict (better: the interval excludes zero on the good side and
+the corrected p is below 0.05; worse: the other side; else equivalent: the corrected TOST
+p is below 0.05; else inconclusive). Rows whose configuration trains identically to its
+reference (identity) or to another row's (duplicate) stay out of the family. power.md:
+per metric the spread of the paired differences and the seeds TOST needs for 80 % power
+at the margin. Also violin plots per configuration; and Fig.-3-like panels with the representative prediction of each configuration (the seed whose
 CNR is closest to the median). A run's value is its median over the test slices. Works on
 incomplete grids, so it can follow a running Slurm array. Nothing is trained or predicted.
 """
@@ -48,6 +52,13 @@ def register(parser: argparse.ArgumentParser) -> None:
         "seed (a third kind of table), e.g. "
         "l2+d-nonlinear:l2+f-nonlinear-spectral",
     )
+    parser.add_argument(
+        "--margins",
+        default=None,
+        metavar="METRIC=VALUE[,...]",
+        help="equivalence margins (± in the metric's units) that replace the defaults, "
+        "e.g. cnr=0.5,fwhm=0.3,error_cnr=0.5,psnr_body=0.3 (the defaults)",
+    )
     parser.add_argument("--quiet", action="store_true", help="do not print the tables")
 
 
@@ -65,6 +76,10 @@ def print_tables(out: Path, report_dir: Path | None = None) -> None:
     if paired.is_file():
         print("\nPaired by seed: configuration − reference\n")
         print(paired.read_text(encoding="utf-8"))
+    power = rdir / "power.md"
+    if power.is_file():
+        print("\nSpread of the paired differences and seeds for 80 % power of TOST\n")
+        print(power.read_text(encoding="utf-8"))
 
 
 def run(args: argparse.Namespace) -> int:
@@ -77,10 +92,19 @@ def run(args: argparse.Namespace) -> int:
     if args.bootstrap < 1:
         raise CLIError(f"--bootstrap must be at least 1, got {args.bootstrap}")
     from ..experiment.paired import parse_compare
+    from ..experiment.stats import parse_margins
 
     try:
+        margins = parse_margins(args.margins)
+    except ValueError as exc:
+        raise CLIError(f"--margins: {exc}") from None
+    try:
         files = grid_report(
-            out, args.report_dir, n_boot=args.bootstrap, compare=parse_compare(args.compare)
+            out,
+            args.report_dir,
+            n_boot=args.bootstrap,
+            compare=parse_compare(args.compare),
+            margins=margins,
         )
         status = grid_status(out)
     except (ValueError, OSError) as exc:

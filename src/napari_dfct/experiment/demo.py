@@ -7,7 +7,8 @@ non-linear (preset ``small``) for six seeds through the grid machinery
 (:func:`run_grid`), measures every test slice and compares input, models (median over
 seeds of the median over test slices), target and truth by CNR, FWHM, the error CNR and
 PSNR in the body; then it compares the two configurations **paired by seed** (median
-difference, 95 % bootstrap interval, Wilcoxon p, verdict).
+difference, 95 % bootstrap interval, Wilcoxon p, equivalence test against the default
+margins, verdict: better / worse / equivalent / inconclusive).
 """
 
 from __future__ import annotations

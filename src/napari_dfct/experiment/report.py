@@ -119,6 +119,7 @@ def _config_info(rec_or_dict: dict) -> dict:
         "profile": cfg.profile,
         "family": family,
         "scale": cfg.scale,
+        "trains_as": cfg.trains_as.name,
     }
 
 
@@ -512,19 +513,52 @@ def _panels(
     return figures, representatives
 
 
-def _paired_section(
-    summary: dict, settings: dict, rdir: Path, files: dict, n_boot: int, compare=()
-) -> list[str]:
-    """Write ``paired.md``/``.csv``/``.png`` (:mod:`.paired`); the report's section."""
-    from .paired import paired_figure, paired_results, paired_tables
+def _margins_line(margins: dict | None) -> str:
+    """Which equivalence margins the report used, and which of them were given."""
+    from .paired import PAIRED_METRICS, _margin_text
+    from .stats import equivalence_margins
 
-    rows = paired_results(summary, settings.get("controls") or {}, n_boot=n_boot, compare=compare)
+    given = list(margins or {})
+    used = equivalence_margins(margins)
+    parts = [
+        f"{METRICS.get(m, (m,))[0]} {_margin_text(m, used[m])}"
+        for m in dict.fromkeys([*PAIRED_METRICS, *given])
+        if m in used
+    ]
+    where = (
+        f"given for this report: {', '.join(given)}; the others the defaults"
+        if given
+        else "the defaults"
+    )
+    return f"Equivalence margins: {', '.join(parts)} ({where}).\n"
+
+
+def _paired_section(
+    summary: dict,
+    settings: dict,
+    rdir: Path,
+    files: dict,
+    n_boot: int,
+    compare=(),
+    margins: dict | None = None,
+) -> list[str]:
+    """Write ``paired.md``/``.csv``/``.png`` and ``power.md``/``.csv`` (:mod:`.paired`);
+    the report's section."""
+    from .paired import paired_figure, paired_results, paired_tables, power_table
+
+    rows = paired_results(
+        summary, settings.get("controls") or {}, n_boot=n_boot, compare=compare, margins=margins
+    )
     if not rows:
         return []
     t = paired_tables(rows)
-    files["paired.md"] = atomic_write_text(rdir / "paired.md", t["markdown"])
+    margins_md = _margins_line(margins)
+    files["paired.md"] = atomic_write_text(rdir / "paired.md", margins_md + "\n" + t["markdown"])
     files["paired.csv"] = atomic_write_text(rdir / "paired.csv", t["csv"])
     files["paired"] = paired_figure(rows, rdir / "paired.png")
+    pw = power_table(rows)
+    files["power.md"] = atomic_write_text(rdir / "power.md", pw["markdown"])
+    files["power.csv"] = atomic_write_text(rdir / "power.csv", pw["csv"])
     return [
         "## Paired comparisons (by seed)\n",
         "Runs with the same seed share the split, the initialisation and the patch order, "
@@ -533,13 +567,28 @@ def _paired_section(
         "pairs chosen with --compare). Δ: median over seeds "
         "of the per-seed difference (configuration − reference) of the runs' values; CI: "
         f"95 % percentile bootstrap interval of that median ({n_boot} resamples, seeded); "
-        "p: two-sided Wilcoxon signed-rank test (exact for small n); p (Holm): corrected "
-        "over the rows of the table. Verdict **better** / **worse**: the interval excludes "
-        "zero on the good (bad) side of the metric and p (Holm) < 0.05; otherwise no "
-        "evidence. With 5 seeds or fewer the smallest possible p is 0.0625: such a grid "
-        "can give no verdict.\n",
+        "p: two-sided Wilcoxon signed-rank test (exact for small n); p TOST: two one-sided "
+        "Wilcoxon tests of equivalence, Δ + margin > 0 and Δ − margin < 0, the larger p; "
+        "p (Holm) and p TOST (Holm): each corrected over the table's Holm family (stated "
+        "under each table). Verdict **better** / **worse**: the interval excludes zero on "
+        "the good (bad) side of the metric and p (Holm) < 0.05; else **equivalent**: p "
+        "TOST (Holm) < 0.05, the differences lie within the margin; else inconclusive "
+        '(not "no effect"). *identity* (the configuration trains as its reference, or '
+        "every difference is exactly 0) and *duplicate* (it trains as the configuration "
+        "of another row) rows are no comparisons and stay out of the family. With 5 seeds "
+        "or fewer the smallest two-sided p is 0.0625, with 4 or fewer the smallest TOST p "
+        "0.0625: such a grid can give no verdict.\n",
+        margins_md,
         t["markdown"],
         "![paired.png](paired.png)\n",
+        "### Seeds for an equivalence test\n",
+        "The spread of the paired differences per metric (pooled standard deviation over "
+        "the family rows with two or more seeds) and the number of seeds for 80 % power "
+        "of TOST at the margin when the true difference is 0: the Wilcoxon TOST simulated "
+        "on normal differences of that spread (4000 samples per n, seeded), at α = 0.05 "
+        "and at α/m for Holm over the largest family m of the metric; the t-approximation "
+        "n = (z₁₋α + z₁₋β/₂)² σ² / δ² (with t quantiles) beside it.\n",
+        pw["markdown"],
     ]
 
 
@@ -549,6 +598,7 @@ def grid_report(
     *,
     n_boot: int = 10_000,
     compare=(),
+    margins: dict | None = None,
 ) -> dict:
     """Write the tables and figures of a grid folder (complete or not).
 
@@ -563,7 +613,10 @@ def grid_report(
       ``runs.csv``: one row per run;
     - ``paired.md`` / ``.csv`` / ``.png``: each configuration against its baseline (and
       its scale-matched control) paired by seed, with bootstrap intervals, Holm-corrected
-      Wilcoxon p-values and verdicts (:mod:`.paired`);
+      Wilcoxon and equivalence (TOST) p-values against the declared margins, and verdicts
+      (better / worse / equivalent / inconclusive; identity rows outside the family)
+      (:mod:`.paired`); ``power.md`` / ``.csv``: the spread of the paired differences per
+      metric and the seeds an equivalence test needs for 80 % power;
     - ``violin-<metric>.png``: violin plots per configuration, the input as a dashed line;
     - ``panel-<loss>.png``: input, target, truth and the representative prediction of each
       configuration (the seed whose CNR is closest to the median), ROIs and line drawn;
@@ -579,6 +632,9 @@ def grid_report(
     compare : sequence of (str, str)
         Extra paired comparisons ``(configuration, reference)``
         (:func:`~.paired.parse_compare`).
+    margins : dict of str to float, optional
+        Equivalence margins that override :data:`~.stats.EQUIVALENCE_MARGINS`
+        (:func:`~.stats.parse_margins`); the report states which were used.
 
     Returns
     -------
@@ -611,7 +667,7 @@ def grid_report(
         files["controls.csv"] = atomic_write_text(rdir / "controls.csv", ctrl["csv"])
     run_rows = [[r.get(k) if r.get(k) is not None else "" for k in _RUN_KEYS] for r in records]
     files["runs.csv"] = atomic_write_text(rdir / "runs.csv", _csv_text(_RUN_KEYS, run_rows))
-    paired_md = _paired_section(summary, settings, rdir, files, n_boot, compare)
+    paired_md = _paired_section(summary, settings, rdir, files, n_boot, compare, margins)
 
     figures = []
     if summary:
