@@ -45,6 +45,7 @@ from typing import Any
 
 import numpy as np
 
+from .._files import fingerprint
 from ._util import atomic_write_json, json_safe, read_json, timestamp
 from .scoring import measure_slices
 
@@ -258,6 +259,9 @@ def _resolve_train(train: Any, out_dir: Path) -> dict:
         return {"pairs": str(Path(train).resolve())}  # a data set of many scans
     if isinstance(train, (str, os.PathLike)):
         folder = Path(train)
+        from ..simulate import check_dataset
+
+        check_dataset(folder)  # files written together (a `dfct simulate` folder)
         if not folder.is_dir():
             raise ValueError(f"training data folder {folder} does not exist")
         return {
@@ -369,6 +373,9 @@ def _resolve_test(test: Any, out_dir: Path) -> dict:
         test = folder
     if isinstance(test, (str, os.PathLike)):
         folder = Path(test)
+        from ..simulate import check_dataset
+
+        check_dataset(folder)  # files written together (a `dfct simulate` folder)
         if not folder.is_dir():
             raise ValueError(f"test data folder {folder} does not exist")
         out = {
@@ -497,24 +504,6 @@ def _same_loss(a: dict, b: dict) -> bool:
         return LossConfig.from_dict(a) == LossConfig.from_dict(b)
     except (TypeError, ValueError):
         return json.dumps(a, sort_keys=True) == json.dumps(b, sort_keys=True)
-
-
-def fingerprint(path: str | os.PathLike, chunk: int = 1 << 20) -> dict:
-    """Size and SHA-256 of a file (of its first and last 64 MiB beyond 1 GiB)."""
-    import hashlib
-
-    path = Path(path)
-    size = path.stat().st_size
-    h = hashlib.sha256()
-    with open(path, "rb") as fh:
-        if size <= (1 << 30):
-            for block in iter(lambda: fh.read(chunk), b""):
-                h.update(block)
-        else:  # pragma: no cover - large files
-            h.update(fh.read(64 << 20))
-            fh.seek(size - (64 << 20))
-            h.update(fh.read(64 << 20))
-    return {"bytes": size, "sha256": h.hexdigest()}
 
 
 def prepare_grid(
