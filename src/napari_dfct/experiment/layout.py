@@ -443,8 +443,16 @@ def _read_slice(path: str | None) -> np.ndarray | None:
 
 
 # --------------------------------------------------------------------------- run folders
+ASIDE_MARK = ".incomplete-"
+KEEP_ASIDE = 1
+"""Moved-aside attempts kept per run: the newest. An older attempt of the same run (same
+settings: the grid refuses others) holds nothing the newest lacks but its partial model;
+its failure, if it had one, is in the grid log."""
+
+
 def _move_aside(run_dir: Path) -> Path:
-    """Rename an incomplete run folder to ``<name>.incomplete-<timestamp>`` (never delete)."""
+    """Rename an incomplete run folder to ``<name>.incomplete-<timestamp>`` (never delete;
+    :func:`prune_aside` removes older attempts than the newest)."""
     base = run_dir.with_name(f"{run_dir.name}.incomplete-{timestamp()}")
     dest, k = base, 1
     while dest.exists():
@@ -452,6 +460,38 @@ def _move_aside(run_dir: Path) -> Path:
         k += 1
     os.replace(run_dir, dest)
     return dest
+
+
+def _aside_order(path: Path) -> tuple:
+    """Sort key of a moved-aside folder: its timestamp and counter, then its mtime."""
+    stamp = path.name.rpartition(ASIDE_MARK)[2]
+    day, _, rest = stamp.partition("-")
+    clock, _, k = rest.partition("-")
+    try:
+        mtime = path.stat().st_mtime
+    except OSError:
+        mtime = 0.0
+    return (day, clock, int(k) if k.isdigit() else 0, mtime)
+
+
+def prune_aside(run_dir: str | os.PathLike, keep: int = KEEP_ASIDE) -> list[Path]:
+    """Remove the moved-aside attempts of the run ``run_dir`` (``seed-k.incomplete-*``)
+    but the newest ``keep``; return the removed folders (oldest first)."""
+    import glob
+    import shutil
+
+    run_dir = Path(run_dir)
+    pattern = f"{glob.escape(run_dir.name)}{ASIDE_MARK}*"
+    try:
+        folders = sorted((p for p in run_dir.parent.glob(pattern) if p.is_dir()), key=_aside_order)
+    except OSError:
+        return []
+    removed = []
+    for path in folders[: max(len(folders) - int(keep), 0)]:
+        shutil.rmtree(path, ignore_errors=True)
+        if not path.exists():
+            removed.append(path)
+    return removed
 
 
 # --------------------------------------------------------------------------- grid settings
