@@ -4,7 +4,9 @@ Layout of a grid folder ``OUT``::
 
     OUT/grid.json                   settings shared by every run (data, ROIs per test slice,
                                     training options)
-    OUT/grid-log.jsonl              one line per event (trained, skipped, failed, moved aside)
+    OUT/grid-log.jsonl              one line per event (trained, skipped, failed, moved aside,
+                                    older attempt removed)
+    OUT/grid.lock                   the grid process that holds the folder (while it runs)
     OUT/test-slice/                 the representative test slice (the one figures show):
                                     input.tif, target.tif (truth.tif), 2-D float32
     OUT/reference.json              metrics of input / target / truth: medians over the test
@@ -13,6 +15,8 @@ Layout of a grid folder ``OUT``::
                                     (the representative slice), metrics.json (medians over
                                     the test slices and per_slice; written atomically LAST:
                                     the completion marker)
+    OUT/runs/<config>/seed-<k>.incomplete-<time>/
+                                    the newest interrupted attempt of a run, moved aside
     OUT/report/                     tables and figures (:func:`napari_dfct.experiment.grid_report`)
 
 Every run is measured on **every slice of the test volume** (e.g. 16 independent simulated
