@@ -221,14 +221,17 @@ def test_every_file_is_recorded_in_meta_and_load_hides_the_record(tmp_path, smal
     assert {p.name for p in dataset_files(tmp_path / "a")} == {p.name for p in paths.values()}
 
 
-def test_a_symlinked_folder_and_its_permissions_are_kept(tmp_path, refs):
+def test_a_symlinked_folder_its_permissions_and_other_files_are_kept(tmp_path, refs):
     old, new = refs
     real = tmp_path / "real"
     shutil.copytree(old, real)
     real.chmod(0o2770)
+    (real / "models" / "m").mkdir(parents=True)  # the user's own files in the folder
+    (real / "models" / "m" / "config.json").write_text("{}")
     link = tmp_path / "link"
     link.symlink_to(real)
     assert main(["simulate", str(link), *SMALL, "--seed", "2", "--overwrite"]) == 0
     assert link.is_symlink() and _whole(real, refs) == "new"
     assert real.stat().st_mode & 0o7777 == 0o2770
+    assert (real / "models" / "m" / "config.json").read_text() == "{}"
     assert _hidden(tmp_path) == []

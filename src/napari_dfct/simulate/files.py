@@ -23,6 +23,7 @@ folders written before generation ids existed are accepted as they are.
 
 from __future__ import annotations
 
+import contextlib
 import glob
 import json
 import os
@@ -167,7 +168,7 @@ def _swap_in(new: Path, out: Path) -> None:
         raise
     _fsync_dir(out.parent)
     _carry_over(old, out)
-    shutil.rmtree(old, ignore_errors=True)
+    _discard(old)
 
 
 def _is_set_file(name: str) -> bool:
@@ -191,6 +192,21 @@ def _carry_over(old: Path, out: Path) -> None:
                 pass
 
 
+def _discard(old: Path) -> None:
+    """Remove an old folder's set files, then the folder if nothing else is left in it (a
+    file that could not be carried over is never deleted: the folder stays, hidden)."""
+    try:
+        entries = list(old.iterdir())
+    except OSError:
+        return
+    for entry in entries:
+        if _is_set_file(entry.name) and not entry.is_dir():
+            with contextlib.suppress(OSError):
+                entry.unlink()
+    with contextlib.suppress(OSError):
+        old.rmdir()
+
+
 def recover_dataset(out_dir: str | os.PathLike) -> list[Path]:
     """Clean what a killed :func:`save_simulation` left beside ``out_dir``; return the
     hidden folders it found.
@@ -200,7 +216,8 @@ def recover_dataset(out_dir: str | os.PathLike) -> list[Path]:
     missing (a kill between the two renames of a swap), the newest complete new set (its
     ``meta.json`` exists), else the newest old folder, is renamed back to ``out_dir``.
     Files of an old folder that are not part of a set are moved into ``out_dir``; then the
-    hidden folders are removed. Errors (a read-only parent) leave things as they are.
+    hidden folders are removed (an old one only when nothing but set files was left in
+    it). Errors (a read-only parent) leave things as they are.
     """
     from .._procs import left_by_dead_process
 
@@ -223,10 +240,12 @@ def recover_dataset(out_dir: str | os.PathLike) -> list[Path]:
             if pick is not None:
                 os.rename(pick, out)
         for path in found:
-            if path.exists():
-                if path in stale["old"] and out.is_dir():
-                    _carry_over(path, out)
+            if path in stale["new"]:  # only files this module wrote
                 shutil.rmtree(path, ignore_errors=True)
+            elif path.exists():
+                if out.is_dir():
+                    _carry_over(path, out)
+                _discard(path)
     except OSError:
         pass
     return found
