@@ -4,8 +4,10 @@ standalone architecture file reproduces our network, and bad requests are one li
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
+import time
 import zipfile
 
 import numpy as np
@@ -230,3 +232,57 @@ def test_a_bad_license_is_one_short_line_with_close_matches(
     from napari_dfct.export import check_license
 
     assert check_license("MIT") == "MIT"
+
+
+_KILLED_EXPORT = """
+import os, signal, sys
+import napari_dfct.export.package as package
+from napari_dfct.cli import main
+
+real = package._write_files
+
+def write_then_die(folder, *args, **kwargs):
+    real(folder, *args, **kwargs)
+    print(folder, flush=True)
+    os.kill(os.getpid(), signal.SIGKILL)  # killed half-way through the export
+
+package._write_files = write_then_die
+main(["export", sys.argv[1], sys.argv[2]])
+"""
+
+
+def test_a_killed_export_leaves_a_folder_that_the_next_export_removes(model_dir, tmp_path, capsys):
+    pytest.importorskip("bioimageio.spec", reason="export needs napari-dfct[bioimageio]")
+    script = tmp_path / "killed.py"
+    script.write_text(_KILLED_EXPORT)
+    out = tmp_path / "pkg" / "model.zip"
+    out.parent.mkdir()
+    killed = subprocess.run(
+        [sys.executable, str(script), str(model_dir), str(out)],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert killed.returncode == -9, killed.stderr
+    (left,) = [p for p in out.parent.iterdir() if p.name.startswith(".dfct-export-")]
+    assert str(left) == killed.stdout.strip() and (left / "weights.pt").is_file()
+    assert not out.exists()
+    # another export's work folder whose process still runs, and one of another host
+    # (recent), are left alone
+    from napari_dfct._procs import owner_tag
+
+    alive = out.parent / f".dfct-export-{owner_tag()}-abc"
+    foreign = out.parent / ".dfct-export-otherhost-1-abc"
+    alive.mkdir()
+    foreign.mkdir()
+    assert main(["export", str(model_dir), str(out)]) == 0, capsys.readouterr().err
+    assert zipfile.is_zipfile(out)
+    assert sorted(p.name for p in out.parent.iterdir()) == sorted(
+        ["model.zip", alive.name, foreign.name]
+    )
+    old = time.time() - 2 * 86400  # another host's, untouched for two days: left behind
+    os.utime(foreign, (old, old))
+    from napari_dfct.export.package import clean_stale_exports
+
+    assert clean_stale_exports(out.parent) == [foreign]
+    assert alive.is_dir()

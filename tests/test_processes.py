@@ -10,9 +10,10 @@ which the container's init may never do), and a pid that now belongs to a proces
 started at another time is another process. Then the same grid, started again, must
 finish every run without leaving any "being trained elsewhere".
 
-The heartbeat rule itself is checked directly too: a ``running.json`` of this host whose
-process has ended, is a zombie, or whose pid now belongs to another process does not hold
-a run back.
+The grid's lock (``OUT/grid.lock``) goes with a stopped grid and is taken over from a
+killed one. The heartbeat rule itself is checked directly too: a ``running.json`` of this
+host whose process has ended, is a zombie, or whose pid now belongs to another process
+does not hold a run back.
 """
 
 from __future__ import annotations
@@ -223,7 +224,10 @@ def test_sigkill_of_the_grid_leaves_no_worker_and_a_restart_finishes(tmp_path, d
         if (d / "running.json").is_file() and not (d / "metrics.json").is_file()
     ]
     assert killed
+    # the killed grid's lock is left behind; the restart takes it over (its owner is dead)
+    assert json.loads((out / "grid.lock").read_text())["pid"] == proc.pid
     _restart_finishes_every_run(out, data, capsys)
+    assert not (out / "grid.lock").exists()
     for d in killed:  # moved aside (never deleted) and trained again
         assert len(list(d.parent.glob(f"{d.name}.incomplete-*"))) == 1
 
@@ -254,6 +258,7 @@ def test_sigterm_and_ctrl_c_stop_the_grid_cleanly(
     name = signal.Signals(signum).name
     assert err and err[-1].startswith(f"dfct grid: stopped by {name}")
     assert "finished run(s) are kept" in err[-1] and "Traceback" not in "\n".join(err)
+    assert not (out / "grid.lock").exists()  # a stopped grid lets go of its folder
     # finished runs are kept untouched; the stopped ones are not marked finished
     kept = {
         d: (d / "metrics.json").read_bytes()

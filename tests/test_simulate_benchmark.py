@@ -188,7 +188,13 @@ def test_single_slice_mask_round_trip_and_old_folders(tmp_path):
     save_simulation(one, tmp_path / "one")
     back = load_simulation(tmp_path / "one")
     assert back.mask.shape == back.input.shape == (1, 48, 48)
-    (tmp_path / "one" / "body.tif").unlink()  # a folder written before the mask existed
+    # a folder written before the mask (and generation ids) existed
+    (tmp_path / "one" / "body.tif").unlink()
+    with pytest.raises(ValueError, match="body.tif is missing"):
+        load_simulation(tmp_path / "one")  # its meta.json lists the mask: not a whole set
+    meta = json.loads((tmp_path / "one" / "meta.json").read_text())
+    del meta["generation"], meta["mask"]
+    (tmp_path / "one" / "meta.json").write_text(json.dumps(meta))
     assert load_simulation(tmp_path / "one").mask is None
     tifffile.imwrite(tmp_path / "one" / "body.tif", np.ones((5, 5), np.uint8))
     with pytest.raises(ValueError, match="body mask"):
@@ -439,10 +445,9 @@ def test_an_interrupted_write_leaves_no_partial_file(tmp_path, capsys, monkeypat
     monkeypatch.setattr(tifffile, "imwrite", real)
     names = sorted(p.name for p in out.iterdir())
     assert not [n for n in names if n.startswith(".")]  # no temporary file left
-    # the old target is untouched, the new input complete; no meta.json: not a set
-    assert (out / "target.tif").read_bytes() == old["target.tif"]
-    assert tifffile.imread(out / "input.tif").shape == (2, 32, 32)
-    assert not (out / "meta.json").exists()
+    assert not [p for p in tmp_path.iterdir() if p.name.startswith(".")]  # no hidden set
+    # the old set is whole and untouched
+    assert {p.name: p.read_bytes() for p in dataset_files(out)} == old
 
 
 def test_cli_prints_and_stores_the_streak_share(tmp_path, capsys):

@@ -133,3 +133,70 @@ def test_a_script_without_a_main_guard_runs_once(tmp_path):
     assert out.returncode == 0, out.stderr
     assert out.stdout.count("script body ran") == 1, out.stdout
     assert "epoch 1" in out.stdout
+
+
+_PARENT = """
+import multiprocessing as mp, sys
+import numpy as np
+from napari_dfct.train import TrainConfig
+from napari_dfct.train.process import fit_in_process
+
+if __name__ == "__main__":
+    y = np.random.default_rng(0).standard_normal((4, 32, 32)).astype(np.float32)
+    cfg = TrainConfig(loss="l2", preset="tiny", epochs=100000, patience=100000, batch_size=4,
+                      patch=16, device="cpu")
+    gen = fit_in_process(y + 0.1, y, cfg, sys.argv[1], threads=1, preview=False)
+    next(gen)  # the child trains
+    (child,) = mp.active_children()
+    print(child.pid, flush=True)
+    for _ in gen:
+        pass
+"""
+
+
+@pytest.mark.skipif(not os.path.isdir("/proc/self"), reason="reads /proc")
+@pytest.mark.parametrize("watchdog_only", [False, True])
+def test_the_child_ends_with_a_parent_killed_by_sigkill(tmp_path, monkeypatch, watchdog_only):
+    """A real parent process (the viewer) starts a training that would run for hours and
+    is killed by SIGKILL: its training process must be gone within 10 s, by the Linux
+    parent-death signal and, where that does not exist, by the parent-pid watchdog."""
+    import subprocess
+    import sys
+    import time
+
+    from napari_dfct._procs import pid_alive, process_start
+
+    script = tmp_path / "viewer.py"
+    script.write_text(_PARENT)
+    if watchdog_only:  # as on macOS or Windows: no parent-death signal
+        (tmp_path / "sitecustomize.py").write_text(
+            "import napari_dfct._procs as p\np._set_pdeathsig = lambda: False\n"
+        )
+        path = os.pathsep.join(filter(None, [str(tmp_path), os.environ.get("PYTHONPATH")]))
+        monkeypatch.setenv("PYTHONPATH", path)
+    parent = subprocess.Popen(
+        [sys.executable, str(script), str(tmp_path / "model")],
+        stdout=subprocess.PIPE,
+        text=True,
+        cwd=tmp_path,
+    )
+    try:
+        line = parent.stdout.readline()
+        assert line.strip().isdigit(), f"the parent printed {line!r}"
+        child = int(line)
+        start = process_start(child)
+        assert pid_alive(child, start) and parent.poll() is None  # training
+        os.kill(parent.pid, signal.SIGKILL)
+        assert parent.wait(30) == -signal.SIGKILL
+        deadline = time.monotonic() + 10.0
+        while pid_alive(child, start) and time.monotonic() < deadline:
+            time.sleep(0.1)
+        gone = not pid_alive(child, start)
+        if not gone:  # do not leave it training for the rest of the suite
+            os.kill(child, signal.SIGKILL)
+        assert gone, "the training process outlived its parent"
+    finally:
+        if parent.poll() is None:
+            parent.kill()
+            parent.wait()
+        parent.stdout.close()

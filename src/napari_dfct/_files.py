@@ -7,6 +7,7 @@
   the temporary file and leaves the destination untouched. The temporary file is created
   with a plain ``open`` (mode ``"xb"``), so it honours the umask like any other file the
   package writes.
+* :func:`fingerprint` is the one identity of a file's content: its size and SHA-256.
 * :func:`json_safe` is the one NaN rule: NumPy scalars and arrays become Python values,
   paths strings, and **non-finite floats (NaN, +-inf) become** ``null``, so every JSON file
   written by :func:`write_json` is strict JSON that any reader accepts.
@@ -29,6 +30,7 @@ __all__ = [
     "atomic_write",
     "atomic_write_bytes",
     "atomic_write_text",
+    "fingerprint",
     "json_safe",
     "read_json",
     "write_json",
@@ -84,6 +86,25 @@ def atomic_write_text(path: str | os.PathLike, text: str) -> Path:
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     return atomic_write_bytes(path, text.encode("utf-8"))
+
+
+def fingerprint(path: str | os.PathLike, chunk: int = 1 << 20) -> dict:
+    """Size and SHA-256 of a file (of its first and last 64 MiB beyond 1 GiB):
+    ``{"bytes": size, "sha256": hex}``."""
+    import hashlib
+
+    path = Path(path)
+    size = path.stat().st_size
+    h = hashlib.sha256()
+    with open(path, "rb") as fh:
+        if size <= (1 << 30):
+            for block in iter(lambda: fh.read(chunk), b""):
+                h.update(block)
+        else:  # pragma: no cover - large files
+            h.update(fh.read(64 << 20))
+            fh.seek(size - (64 << 20))
+            h.update(fh.read(64 << 20))
+    return {"bytes": size, "sha256": h.hexdigest()}
 
 
 def json_safe(obj: Any) -> Any:

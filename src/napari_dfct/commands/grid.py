@@ -33,7 +33,10 @@ finished runs; a run folder without metrics.json (crash, killed job) is moved as
 seed-<k>.incomplete-<time> and redone (or continued with --resume). The report (tables,
 violin plots, panels) is written to OUT/report at the end; `dfct grid-report OUT` redraws it.
 Ctrl-C or SIGTERM stops the grid (exit 130 or 143): running runs are stopped, finished ones
-kept, and no worker process outlives the grid, even after SIGKILL.
+kept, and no worker process outlives the grid, even after SIGKILL. Of the moved-aside
+attempts, the newest of each run is kept. One grid runs per folder: OUT/grid.lock names
+it, and a second `dfct grid` on OUT exits 2 saying which grid holds it (the lock of a
+grid that was killed is taken over; `dfct grid-report OUT` may read at any time).
 
 Examples:
   dfct simulate data/train --seed 0 && dfct simulate data/test --seed 1000
@@ -416,6 +419,26 @@ def loss_configs(args: argparse.Namespace) -> tuple[list, list[int]]:
 
 
 def run(args: argparse.Namespace) -> int:
+    """Hold the grid folder (one grid per folder: a second one exits 2 naming the first),
+    then make the data and run the grid."""
+    import sys
+
+    from ..cli import CLIError
+    from ..experiment._procs import GridStopped, stop_on_signals
+    from ..experiment.lock import grid_lock
+
+    out = Path(args.out)
+    try:
+        with stop_on_signals(), grid_lock(out):
+            return _run(args)
+    except ValueError as exc:  # the folder is held, a file, or cannot be written
+        raise CLIError(str(exc)) from None
+    except GridStopped as exc:  # before the grid started
+        print(f"dfct grid: {stopped_message(out, exc)}", file=sys.stderr)
+        return exc.exit_status
+
+
+def _run(args: argparse.Namespace) -> int:
     import sys
 
     from ..cli import CLIError

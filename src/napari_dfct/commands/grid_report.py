@@ -87,6 +87,8 @@ def run(args: argparse.Namespace) -> int:
 
     from ..cli import CLIError
     from ..experiment import grid_report, grid_status
+    from ..experiment.lock import lock_holder
+    from ..experiment.status import aside_summary
 
     out = Path(args.out)
     if args.bootstrap < 1:
@@ -113,8 +115,24 @@ def run(args: argparse.Namespace) -> int:
         print_tables(out, args.report_dir)
         print(
             f"runs finished: {len(status['done'])}, incomplete: {len(status['incomplete'])}, "
-            f"not started: {len(status['missing'])}",
+            f"not started: {len(status['missing'])}, moved-aside attempts: "
+            f"{len(status['aside'])}",
             file=sys.stderr,
         )
+        if status["aside"]:
+            aside = aside_summary(out)
+            print(
+                f"moved-aside attempts hold {aside['bytes'] / 1e6:.1f} MB; remove them "
+                f"with: rm -r {aside['pattern']}",
+                file=sys.stderr,
+            )
+        holder = lock_holder(out)
+        if holder is not None:
+            print(
+                f"a grid still runs on {out} (host {holder.get('host')}, pid "
+                f"{holder.get('pid')}, started {holder.get('started')}): the report shows "
+                "the runs finished so far",
+                file=sys.stderr,
+            )
         print(f"report: {files['report.md']}", file=sys.stderr)
     return 0

@@ -24,8 +24,11 @@ streak pattern per volume).
 --specimens N: N independent scans, one slice each (the central slice of its own
 specimen, with its own anatomy, vibration and noise), as the paper's training data of
 central slices of independent scans. Use these to train and test models.
-An existing set in OUT_DIR is replaced only with --overwrite; every file is written
-atomically and meta.json last.
+An existing set in OUT_DIR is replaced only with --overwrite, and then as a whole: the new
+set is written into a hidden folder beside OUT_DIR and swapped in by renames, so a set in
+OUT_DIR is always one complete set, old or new, even if the command is killed. meta.json
+records every file's SHA-256; 'dfct train --data' and 'dfct grid' refuse a folder whose
+files do not match it.
 
 Examples:
   dfct simulate data/train --specimens 32 --size 128 --seed 0 --preset benchmark
@@ -126,7 +129,7 @@ def _describe(preset: dict) -> str:
 def _check(args: argparse.Namespace) -> tuple[int, bool, Path]:
     """Validated (slice count, independent specimens?, output folder)."""
     from ..cli import CLIError
-    from ..simulate import dataset_files
+    from ..simulate import dataset_files, recover_dataset
 
     specimens = args.specimens is not None
     n = args.specimens if specimens else (16 if args.slices is None else args.slices)
@@ -149,6 +152,7 @@ def _check(args: argparse.Namespace) -> tuple[int, bool, Path]:
     out = Path(args.out_dir)
     if out.exists() and not out.is_dir():
         raise CLIError(f"{out} exists and is not a directory")
+    recover_dataset(out)  # what a killed earlier write left
     existing = dataset_files(out)
     if existing and not args.overwrite:
         raise CLIError(

@@ -184,7 +184,13 @@ def _inputs(args):
             raise CLIError("give either --pairs or --data or --input/--target, not several")
         return Path(args.pairs), None
     if args.data:
+        from ..simulate import check_dataset
+
         folder = Path(args.data)
+        try:
+            check_dataset(folder)  # its files were written together (and recovered)
+        except ValueError as exc:
+            raise CLIError(str(exc)) from None
         if not folder.is_dir():
             raise CLIError(f"--data folder not found: {folder}")
         if args.input or args.target:

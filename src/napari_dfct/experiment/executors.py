@@ -38,9 +38,10 @@ import numpy as np
 
 from ._procs import GridStopped, die_with_parent
 from ._util import atomic_write_json, timestamp
-from .layout import LOG_FILE, METRICS_FILE, _move_aside, prepare_grid
+from .layout import LOG_FILE, METRICS_FILE, _move_aside, prepare_grid, prune_aside
+from .lock import grid_lock
 from .run import _can_resume, run_one, running_elsewhere
-from .status import _log, queued_runs
+from .status import _log, aside_summary, queued_runs
 
 __all__ = [
     "EXECUTORS",
@@ -464,7 +465,10 @@ def run_grid(
     Raises
     ------
     ValueError
-        Bad data, options, or an output folder made with other settings.
+        Bad data, options, or an output folder made with other settings, that is a file
+        or cannot be written; :class:`~napari_dfct.experiment.lock.GridLocked` (a
+        ValueError) when another grid runs on ``out_dir`` (one grid per folder:
+        :func:`~napari_dfct.experiment.lock.grid_lock`).
     GridRunError
         Some runs failed (after all the others have finished); they are listed in
         ``OUT/grid-log.jsonl`` and each failed run folder holds an ``error.txt``.
@@ -473,58 +477,59 @@ def run_grid(
 
     _check_options(executor, jobs)
     jobs = int(jobs)
-    out_dir = Path(out_dir).resolve()
-    _, specs = prepare_grid(
-        train,
-        test,
-        out_dir,
-        configs,
-        seeds,
-        train_config,
-        roi=roi,
-        device=device,
-        keep_state=keep_state,
-        resume=resume,
-        controls=controls,
-    )
-    todo, skipped, busy, unknown = _sort_runs(specs, out_dir, stale_after)
+    with grid_lock(out_dir) as out_dir:  # one grid per folder (GridLocked otherwise)
+        _, specs = prepare_grid(
+            train,
+            test,
+            out_dir,
+            configs,
+            seeds,
+            train_config,
+            roi=roi,
+            device=device,
+            keep_state=keep_state,
+            resume=resume,
+            controls=controls,
+        )
+        todo, skipped, busy, unknown = _sort_runs(specs, out_dir, stale_after)
+        pruned = _prune_asides(specs, out_dir, busy)
 
-    bar = tqdm(
-        total=len(specs) - len(busy),
-        initial=skipped,
-        desc="grid",
-        unit="run",
-        file=sys.stderr,
-        disable=not progress,
-        dynamic_ncols=True,
-    )
-    say = print_fn or (lambda s: tqdm.write(s, file=sys.stderr))
-    if progress:
-        _announce(say, out_dir, len(specs), skipped, unknown, busy)
-    failures: list[tuple[dict, BaseException]] = []
-    on_done = _on_done(out_dir, failures, bar, say if progress else None)
+        bar = tqdm(
+            total=len(specs) - len(busy),
+            initial=skipped,
+            desc="grid",
+            unit="run",
+            file=sys.stderr,
+            disable=not progress,
+            dynamic_ncols=True,
+        )
+        say = print_fn or (lambda s: tqdm.write(s, file=sys.stderr))
+        if progress:
+            _announce(say, out_dir, len(specs), skipped, unknown, busy, pruned)
+        failures: list[tuple[dict, BaseException]] = []
+        on_done = _on_done(out_dir, failures, bar, say if progress else None)
 
-    try:
-        if todo:
-            if executor == "local":
-                _run_local(todo, jobs, on_done, bar)
-            else:
-                if not isinstance(slurm, SlurmOptions):
-                    slurm = SlurmOptions(**(slurm or {}))
-                cluster = "slurm" if executor == "slurm" else "local"
-                _run_submitit(todo, cluster, slurm, out_dir, wait, on_done)
-                if not wait:
-                    bar.close()
-                    if progress:
-                        say(
-                            f"submitted {len(todo)} runs; when they have finished, run "
-                            f"`dfct grid-report {out_dir}`"
-                        )
-                    return out_dir
-    finally:
-        bar.close()
-    _finish(out_dir, failures, report)
-    return out_dir
+        try:
+            if todo:
+                if executor == "local":
+                    _run_local(todo, jobs, on_done, bar)
+                else:
+                    if not isinstance(slurm, SlurmOptions):
+                        slurm = SlurmOptions(**(slurm or {}))
+                    cluster = "slurm" if executor == "slurm" else "local"
+                    _run_submitit(todo, cluster, slurm, out_dir, wait, on_done)
+                    if not wait:
+                        bar.close()
+                        if progress:
+                            say(
+                                f"submitted {len(todo)} runs; when they have finished, run "
+                                f"`dfct grid-report {out_dir}`"
+                            )
+                        return out_dir
+        finally:
+            bar.close()
+        _finish(out_dir, failures, report)
+        return out_dir
 
 
 def _check_options(executor: str, jobs: Any) -> None:
@@ -607,6 +612,28 @@ def _sort_runs(
     return todo, skipped, busy, unknown
 
 
+def _prune_asides(specs: list[dict], out_dir: Path, busy: list[tuple[dict, str]]) -> int:
+    """Remove each run's moved-aside attempts but the newest (:func:`prune_aside`; not
+    for runs busy elsewhere), log each removal and return their number."""
+    held = {(s["name"], s["seed"]) for s, _ in busy}
+    removed = 0
+    for spec in specs:
+        if (spec["name"], spec["seed"]) in held:
+            continue
+        for path in prune_aside(spec["run_dir"]):
+            removed += 1
+            _log(
+                out_dir,
+                {
+                    "status": "removed-aside",
+                    "name": spec["name"],
+                    "seed": spec["seed"],
+                    "path": str(path),
+                },
+            )
+    return removed
+
+
 def _announce(
     say: Callable[[str], None],
     out_dir: Path,
@@ -614,8 +641,10 @@ def _announce(
     skipped: int,
     unknown: list[str],
     busy: list[tuple[dict, str]],
+    pruned: int = 0,
 ) -> None:
-    """Say which runs are skipped or left alone before the grid starts."""
+    """Say which runs are skipped or left alone before the grid starts, and what the
+    moved-aside attempts of interrupted runs hold."""
     if skipped:
         say(f"{skipped} of {n_runs} runs already finished in {out_dir}: skipped")
     if unknown:
@@ -625,6 +654,14 @@ def _announce(
         )
     for spec, why in busy:
         say(f"{spec['name']} seed {spec['seed']} {why}: left alone")
+    aside = aside_summary(out_dir)
+    if aside["count"] or pruned:
+        say(
+            f"{aside['count']} moved-aside attempt(s) of interrupted runs kept, the newest "
+            f"of each run ({aside['bytes'] / 1e6:.1f} MB"
+            + (f"; {pruned} older one(s) removed" if pruned else "")
+            + f"); remove them with: rm -r {aside['pattern']}"
+        )
 
 
 def _on_done(out_dir: Path, failures: list, bar, say: Callable[[str], None] | None):

@@ -14,9 +14,11 @@ Restarting a grid skips every run whose ``metrics.json`` exists. A run folder wi
 (a crash, a killed job, a Slurm time-out) is moved aside to
 ``seed-<k>.incomplete-<timestamp>`` and the run is done again from scratch, or, with
 ``resume=True``, continued from the training state saved after its last epoch: nothing
-finished is overwritten and nothing partial is deleted. A run whose ``running.json``
-heartbeat is fresh (another process is training it) and a run of an earlier Slurm
-submission still in the queue are left alone.
+finished is overwritten, and of the partial attempts of a run the newest is kept (older
+ones, of the same settings, are removed and logged: :func:`.layout.prune_aside`). A run
+whose ``running.json`` heartbeat is fresh (another process is training it) and a run of an
+earlier Slurm submission still in the queue are left alone. One grid process runs per
+folder (``OUT/grid.lock``, :mod:`.lock`).
 """
 
 from __future__ import annotations

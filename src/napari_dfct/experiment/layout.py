@@ -4,7 +4,9 @@ Layout of a grid folder ``OUT``::
 
     OUT/grid.json                   settings shared by every run (data, ROIs per test slice,
                                     training options)
-    OUT/grid-log.jsonl              one line per event (trained, skipped, failed, moved aside)
+    OUT/grid-log.jsonl              one line per event (trained, skipped, failed, moved aside,
+                                    older attempt removed)
+    OUT/grid.lock                   the grid process that holds the folder (while it runs)
     OUT/test-slice/                 the representative test slice (the one figures show):
                                     input.tif, target.tif (truth.tif), 2-D float32
     OUT/reference.json              metrics of input / target / truth: medians over the test
@@ -13,6 +15,8 @@ Layout of a grid folder ``OUT``::
                                     (the representative slice), metrics.json (medians over
                                     the test slices and per_slice; written atomically LAST:
                                     the completion marker)
+    OUT/runs/<config>/seed-<k>.incomplete-<time>/
+                                    the newest interrupted attempt of a run, moved aside
     OUT/report/                     tables and figures (:func:`napari_dfct.experiment.grid_report`)
 
 Every run is measured on **every slice of the test volume** (e.g. 16 independent simulated
@@ -45,6 +49,7 @@ from typing import Any
 
 import numpy as np
 
+from .._files import fingerprint
 from ._util import atomic_write_json, json_safe, read_json, timestamp
 from .scoring import measure_slices
 
@@ -268,6 +273,9 @@ def _resolve_train(train: Any, out_dir: Path) -> dict:
         return {"pairs": str(Path(train).resolve())}  # a data set of many scans
     if isinstance(train, (str, os.PathLike)):
         folder = Path(train)
+        from ..simulate import check_dataset
+
+        check_dataset(folder)  # files written together (a `dfct simulate` folder)
         if not folder.is_dir():
             raise ValueError(f"training data folder {folder} does not exist")
         return {
@@ -389,6 +397,9 @@ def _resolve_test(test: Any, out_dir: Path) -> dict:
         test = folder
     if isinstance(test, (str, os.PathLike)):
         folder = Path(test)
+        from ..simulate import check_dataset
+
+        check_dataset(folder)  # files written together (a `dfct simulate` folder)
         if not folder.is_dir():
             raise ValueError(f"test data folder {folder} does not exist")
         out = {
@@ -456,8 +467,16 @@ def _read_slice(path: str | None) -> np.ndarray | None:
 
 
 # --------------------------------------------------------------------------- run folders
+ASIDE_MARK = ".incomplete-"
+KEEP_ASIDE = 1
+"""Moved-aside attempts kept per run: the newest. An older attempt of the same run (same
+settings: the grid refuses others) holds nothing the newest lacks but its partial model;
+its failure, if it had one, is in the grid log."""
+
+
 def _move_aside(run_dir: Path) -> Path:
-    """Rename an incomplete run folder to ``<name>.incomplete-<timestamp>`` (never delete)."""
+    """Rename an incomplete run folder to ``<name>.incomplete-<timestamp>`` (never delete;
+    :func:`prune_aside` removes older attempts than the newest)."""
     base = run_dir.with_name(f"{run_dir.name}.incomplete-{timestamp()}")
     dest, k = base, 1
     while dest.exists():
@@ -465,6 +484,38 @@ def _move_aside(run_dir: Path) -> Path:
         k += 1
     os.replace(run_dir, dest)
     return dest
+
+
+def _aside_order(path: Path) -> tuple:
+    """Sort key of a moved-aside folder: its timestamp and counter, then its mtime."""
+    stamp = path.name.rpartition(ASIDE_MARK)[2]
+    day, _, rest = stamp.partition("-")
+    clock, _, k = rest.partition("-")
+    try:
+        mtime = path.stat().st_mtime
+    except OSError:
+        mtime = 0.0
+    return (day, clock, int(k) if k.isdigit() else 0, mtime)
+
+
+def prune_aside(run_dir: str | os.PathLike, keep: int = KEEP_ASIDE) -> list[Path]:
+    """Remove the moved-aside attempts of the run ``run_dir`` (``seed-k.incomplete-*``)
+    but the newest ``keep``; return the removed folders (oldest first)."""
+    import glob
+    import shutil
+
+    run_dir = Path(run_dir)
+    pattern = f"{glob.escape(run_dir.name)}{ASIDE_MARK}*"
+    try:
+        folders = sorted((p for p in run_dir.parent.glob(pattern) if p.is_dir()), key=_aside_order)
+    except OSError:
+        return []
+    removed = []
+    for path in folders[: max(len(folders) - int(keep), 0)]:
+        shutil.rmtree(path, ignore_errors=True)
+        if not path.exists():
+            removed.append(path)
+    return removed
 
 
 # --------------------------------------------------------------------------- grid settings
@@ -517,24 +568,6 @@ def _same_loss(a: dict, b: dict) -> bool:
         return LossConfig.from_dict(a) == LossConfig.from_dict(b)
     except (TypeError, ValueError):
         return json.dumps(a, sort_keys=True) == json.dumps(b, sort_keys=True)
-
-
-def fingerprint(path: str | os.PathLike, chunk: int = 1 << 20) -> dict:
-    """Size and SHA-256 of a file (of its first and last 64 MiB beyond 1 GiB)."""
-    import hashlib
-
-    path = Path(path)
-    size = path.stat().st_size
-    h = hashlib.sha256()
-    with open(path, "rb") as fh:
-        if size <= (1 << 30):
-            for block in iter(lambda: fh.read(chunk), b""):
-                h.update(block)
-        else:  # pragma: no cover - large files
-            h.update(fh.read(64 << 20))
-            fh.seek(size - (64 << 20))
-            h.update(fh.read(64 << 20))
-    return {"bytes": size, "sha256": h.hexdigest()}
 
 
 def prepare_grid(

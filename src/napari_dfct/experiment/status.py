@@ -11,9 +11,9 @@ from collections.abc import Iterable
 from pathlib import Path
 
 from ._util import json_safe, read_json
-from .layout import GRID_FILE, LOG_FILE, METRICS_FILE, RUNS_DIR
+from .layout import ASIDE_MARK, GRID_FILE, LOG_FILE, METRICS_FILE, RUNS_DIR
 
-__all__ = ["grid_status", "queued_runs", "read_log"]
+__all__ = ["aside_summary", "grid_status", "queued_runs", "read_log"]
 
 
 def grid_status(out_dir: str | os.PathLike) -> dict:
@@ -37,7 +37,7 @@ def grid_status(out_dir: str | os.PathLike) -> dict:
     if runs.is_dir():
         for cdir in sorted(p for p in runs.iterdir() if p.is_dir()):
             for rdir in sorted(p for p in cdir.iterdir() if p.is_dir()):
-                if ".incomplete-" in rdir.name:
+                if ASIDE_MARK in rdir.name:
                     status["aside"].append(str(rdir))
                     continue
                 if not rdir.name.startswith("seed-"):
@@ -51,6 +51,27 @@ def grid_status(out_dir: str | os.PathLike) -> dict:
                 status[key].append((cdir.name, seed))
     status["missing"] = [k for k in expected if k not in found]
     return status
+
+
+def aside_summary(out_dir: str | os.PathLike) -> dict:
+    """The moved-aside attempts of a grid folder: ``{"count": n, "bytes": total size,
+    "pattern": a shell glob that matches them all}``."""
+    out_dir = Path(out_dir)
+    count = size = 0
+    for folder in (out_dir / RUNS_DIR).glob(f"*/*{ASIDE_MARK}*"):
+        if not folder.is_dir():
+            continue
+        count += 1
+        for path in folder.rglob("*"):
+            try:
+                size += path.stat().st_size if path.is_file() else 0
+            except OSError:
+                pass
+    return {
+        "count": count,
+        "bytes": size,
+        "pattern": str(out_dir / RUNS_DIR / f"*/*{ASIDE_MARK}*"),
+    }
 
 
 _ACTIVE_SLURM_STATES = {

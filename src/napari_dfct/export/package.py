@@ -25,7 +25,10 @@ pre- and post-processing
     the model's saved configuration (loss, window, training parameters, data).
 
 ``bioimageio.spec`` (the optional extra ``[bioimageio]``) builds and writes the
-description; everything else is this package. Building a package needs no network:
+description; everything else is this package. The package is built in a hidden folder
+beside the ``.zip`` (``.dfct-export-<host>-<pid>-*``, :data:`WORK_PREFIX`) and moved into
+place in one rename; such folders left by killed exports are removed by the next export
+into the same folder (:func:`clean_stale_exports`). Building a package needs no network:
 the description is built with ``perform_io_checks=False`` (files are local and hashed
 when the zip is written).
 """
@@ -51,6 +54,7 @@ __all__ = [
     "bioimageio_missing",
     "check_export_target",
     "check_license",
+    "clean_stale_exports",
     "export_bioimageio",
     "read_sample",
     "sample_input",
@@ -63,6 +67,8 @@ WEIGHTS_FILE = "weights.pt"
 MAX_TEST_SIZE = 256
 #: Side of the simulated slice used when no data are given.
 SIMULATED_SIZE = 128
+#: Name prefix of the hidden work folder of an export, beside the ``.zip``.
+WORK_PREFIX = ".dfct-export-"
 
 
 class ExportError(ValueError):
@@ -141,6 +147,39 @@ def check_export_target(out: str | os.PathLike, overwrite: bool = False) -> Path
     if not os.access(out.parent, os.W_OK):
         raise ExportError(f"cannot write to {out.parent}")
     return out
+
+
+def clean_stale_exports(folder: str | os.PathLike) -> list[Path]:
+    """Remove the work folders that killed exports left in ``folder``; return them.
+
+    A work folder is named ``.dfct-export-<host>-<pid>-<random>``: one of this host whose
+    process is gone, or of another host untouched for a day, is removed
+    (:func:`napari_dfct._procs.left_by_dead_process`); a folder of an earlier version
+    (``.dfct-export-<random>``, no owner) once it is a day old. Nothing else is touched.
+    """
+    import time
+
+    from .._procs import FOREIGN_STALE_AFTER, left_by_dead_process
+
+    removed = []
+    try:
+        candidates = [p for p in Path(folder).glob(f"{WORK_PREFIX}*") if p.is_dir()]
+    except OSError:
+        return removed
+    for path in candidates:
+        tag, _, _random = path.name[len(WORK_PREFIX) :].rpartition("-")
+        if tag:
+            stale = left_by_dead_process(tag, path)
+        else:  # no owner in the name
+            try:
+                stale = time.time() - path.stat().st_mtime > FOREIGN_STALE_AFTER
+            except OSError:
+                stale = False
+        if stale:
+            shutil.rmtree(path, ignore_errors=True)
+            if not path.exists():
+                removed.append(path)
+    return removed
 
 
 def _simulated_slice(size: int) -> np.ndarray:
@@ -477,7 +516,10 @@ def export_bioimageio(
         halo,
         smallest,
     )
-    with tempfile.TemporaryDirectory(prefix=".dfct-export-", dir=out.parent) as tmp:
+    from .._procs import owner_tag
+
+    clean_stale_exports(out.parent)
+    with tempfile.TemporaryDirectory(prefix=f"{WORK_PREFIX}{owner_tag()}-", dir=out.parent) as tmp:
         folder = Path(tmp)
         _write_files(folder, loaded, x, y, readme)
         say("description")

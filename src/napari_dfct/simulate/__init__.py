@@ -54,8 +54,10 @@ Modules
 :mod:`.budget`
     Memory estimate and check (:func:`estimate_memory`, :func:`check_memory`).
 :mod:`.files`
-    :func:`save_simulation` (input, target, truth, ``body.tif``, ``meta.json``),
-    :func:`load_simulation` and :func:`dataset_files`.
+    :func:`save_simulation` (input, target, truth, ``body.tif``, ``meta.json``; a set is
+    replaced as a whole), :func:`load_simulation`, :func:`dataset_files`,
+    :func:`check_dataset` (refuses files not written together) and
+    :func:`recover_dataset` (cleans what a killed write left).
 :mod:`.oracle`
     The error energy of every view of a simulated slice (:func:`view_error_energy`), the
     truth behind the directional weight's angular part, and that angular part per slice
@@ -68,7 +70,13 @@ from __future__ import annotations
 
 from .acquisition import Physics, Simulation, simulate_dfct
 from .budget import check_memory, estimate_memory
-from .files import dataset_files, load_simulation, save_simulation
+from .files import (
+    check_dataset,
+    dataset_files,
+    load_simulation,
+    recover_dataset,
+    save_simulation,
+)
 from .oracle import folder_angular, oracle_folder, slice_angular, view_error_energy
 from .phantom import LABELS, MATERIALS, Phantom, thorax_phantom
 from .presets import PRESETS, preset_physics
@@ -94,6 +102,7 @@ __all__ = [
     "Simulation",
     "back_project",
     "body_mask",
+    "check_dataset",
     "check_memory",
     "dataset_files",
     "detector_bins",
@@ -103,6 +112,7 @@ __all__ = [
     "forward_project",
     "load_simulation",
     "preset_physics",
+    "recover_dataset",
     "roi_size_for",
     "save_simulation",
     "simulate_dfct",

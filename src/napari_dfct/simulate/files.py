@@ -1,18 +1,35 @@
 """Saving and loading simulated DFCT sets: three float32 volumes, the body mask and
 ``meta.json``.
 
-The volumes are written by :func:`napari_dfct.io.write_volume` (TIFF, replaced
-atomically), the body mask (uint8 0/1, :data:`~.realism.MASK_FILE`) through
-:func:`napari_dfct._files.atomic_write` and ``meta.json`` by
-:func:`napari_dfct._files.write_json` (strict JSON, written atomically; non-finite floats
-become ``null``). Every file is complete or absent at any instant. ``meta.json`` is
-removed first and written last, so a folder whose ``meta.json`` exists holds one complete
-set even when a write was interrupted while replacing an older one.
+The volumes are written by :func:`napari_dfct.io.write_volume` (TIFF), the body mask
+(uint8 0/1, :data:`~.realism.MASK_FILE`) through :func:`napari_dfct._files.atomic_write`
+and ``meta.json`` by :func:`napari_dfct._files.write_json` (strict JSON; non-finite floats
+become ``null``).
+
+A set is replaced as a whole. :func:`save_simulation` writes the new set into a hidden
+sibling folder (``.OUT.new-<host>-<pid>-*``), ``meta.json`` last, and swaps it in with two
+renames (``OUT`` to ``.OUT.old-<host>-<pid>-*``, the new folder to ``OUT``); files of the
+old folder that are not part of a set (notes, a request stamp) are moved into the new one,
+then the old folder is removed. A kill at any instant leaves the old set whole in ``OUT``,
+the new set whole in ``OUT``, or ``OUT`` missing between the two renames; the hidden
+folders of a dead process are cleaned (and a missing ``OUT`` restored from them: the
+complete new set, else the old one) by the next write or read (:func:`recover_dataset`).
+
+``meta.json`` records the set's generation (:data:`GENERATION_KEY`): a random id and the
+size and SHA-256 of every file written with it. :func:`check_dataset` refuses a folder
+whose files do not match it (files of different runs, a file replaced or cut short);
+folders written before generation ids existed are accepted as they are.
 """
 
 from __future__ import annotations
 
+import contextlib
+import glob
 import json
+import os
+import secrets
+import shutil
+import uuid
 from pathlib import Path
 
 import numpy as np
@@ -20,10 +37,22 @@ import numpy as np
 from .acquisition import Simulation
 from .realism import MASK_FILE
 
-__all__ = ["dataset_files", "load_simulation", "save_simulation"]
+__all__ = [
+    "GENERATION_KEY",
+    "check_dataset",
+    "dataset_files",
+    "load_simulation",
+    "recover_dataset",
+    "save_simulation",
+]
 
 _FILES = ("input", "target", "truth")
 _META = "meta.json"
+_SET_NAMES = (*(f"{n}.tif" for n in _FILES), MASK_FILE, _META)
+#: The key of ``meta.json`` that holds the set's generation: ``{"id": hex, "files":
+#: {name: {"bytes": size, "sha256": hex}}}``.
+GENERATION_KEY = "generation"
+_WORK_KINDS = ("new", "old")
 
 
 def dataset_files(out_dir: str | Path) -> list[Path]:
@@ -38,14 +67,20 @@ def save_simulation(
     sim: Simulation, out_dir: str | Path, *, overwrite: bool = True
 ) -> dict[str, Path]:
     """Write ``input.tif``, ``target.tif``, ``truth.tif`` (float32), ``body.tif`` (the
-    body mask, uint8, when ``sim.mask`` is set) and ``meta.json``.
+    body mask, uint8, when ``sim.mask`` is set) and ``meta.json`` (with the set's
+    generation, :data:`GENERATION_KEY`).
+
+    The whole set is written into a hidden sibling folder and swapped in by renames: a set
+    already in ``out_dir`` stays whole until the new one is complete, and other files in
+    ``out_dir`` are kept (see the module's notes). Leftovers of a killed earlier write
+    are cleaned first (:func:`recover_dataset`).
 
     Parameters
     ----------
     sim : Simulation
         What to write.
     out_dir : str or Path
-        Folder (created).
+        Folder (created; its parent must be writable).
     overwrite : bool
         False: ``FileExistsError`` when the folder already holds a set
         (:func:`dataset_files`), before anything is written.
@@ -55,31 +90,221 @@ def save_simulation(
     dict
         ``{"input": path, "target": path, "truth": path, ["mask": path,] "meta": path}``.
     """
-    from .._files import write_json
-    from ..io import write_volume
-
-    out = Path(out_dir)
+    out = _real(out_dir)
     if out.exists() and not out.is_dir():
         raise ValueError(f"{out} exists and is not a directory")
+    recover_dataset(out)
     if not overwrite:
         existing = dataset_files(out)
         if existing:
             raise FileExistsError(
                 f"{out} already holds a simulated set ({', '.join(p.name for p in existing)})"
             )
-    out.mkdir(parents=True, exist_ok=True)
-    (out / _META).unlink(missing_ok=True)  # written last: marks a complete set
-    paths: dict[str, Path] = {}
+    out.parent.mkdir(parents=True, exist_ok=True)
+    new = _work_folder(out, "new")
+    new.mkdir()
+    try:
+        names = _write_set(new, sim)
+        _swap_in(new, out)
+    except BaseException:
+        shutil.rmtree(new, ignore_errors=True)
+        raise
+    return {key: out / name for key, name in names.items()}
+
+
+def _real(out_dir: str | os.PathLike) -> Path:
+    """``out_dir``, or the folder a symbolic link there points to (the set goes there)."""
+    out = Path(out_dir)
+    return out.resolve() if out.is_symlink() else out
+
+
+def _work_folder(out: Path, kind: str) -> Path:
+    from .._procs import owner_tag
+
+    return out.with_name(f".{out.name}.{kind}-{owner_tag()}-{secrets.token_hex(4)}")
+
+
+def _write_set(folder: Path, sim: Simulation) -> dict[str, str]:
+    """Write a whole set into the empty ``folder``, ``meta.json`` (with the generation:
+    an id and every file's size and SHA-256) last; return ``{key: file name}``."""
+    from .._files import fingerprint, write_json
+    from ..io import write_volume
+
+    names: dict[str, str] = {}
     for name in _FILES:
-        paths[name] = write_volume(out / f"{name}.tif", getattr(sim, name))
-    meta = dict(sim.meta)
+        names[name] = write_volume(folder / f"{name}.tif", getattr(sim, name)).name
+    meta = {k: v for k, v in dict(sim.meta).items() if k != GENERATION_KEY}
     if sim.mask is not None:
-        paths["mask"] = _write_mask(out / MASK_FILE, sim.mask)
+        names["mask"] = _write_mask(folder / MASK_FILE, sim.mask).name
         meta["mask"] = MASK_FILE
     else:
         meta.pop("mask", None)
-    paths["meta"] = write_json(out / _META, meta)
-    return paths
+    meta[GENERATION_KEY] = {
+        "id": uuid.uuid4().hex,
+        "files": {n: fingerprint(folder / n) for n in names.values()},
+    }
+    names["meta"] = write_json(folder / _META, meta).name
+    return names
+
+
+def _swap_in(new: Path, out: Path) -> None:
+    """Put the complete set ``new`` at ``out`` in renames (the old folder stays whole
+    until the new one is in place), carry the old folder's other files over, remove it."""
+    from .._files import _fsync_dir
+
+    if not out.exists():
+        os.rename(new, out)
+        _fsync_dir(out.parent)
+        return
+    import stat
+
+    os.chmod(new, stat.S_IMODE(out.stat().st_mode))  # a shared folder stays shared
+    old = _work_folder(out, "old")
+    os.rename(out, old)
+    try:
+        os.rename(new, out)
+    except BaseException:
+        os.rename(old, out)
+        raise
+    _fsync_dir(out.parent)
+    _carry_over(old, out)
+    _discard(old)
+
+
+def _is_set_file(name: str) -> bool:
+    """A file of a set, or a temporary file of an interrupted atomic write of one."""
+    return name in _SET_NAMES or any(
+        name.startswith(f".{n}.") and name.endswith(".tmp") for n in _SET_NAMES
+    )
+
+
+def _carry_over(old: Path, out: Path) -> None:
+    """Move what ``old`` holds besides a set into ``out`` (never over a file there)."""
+    try:
+        entries = list(old.iterdir())
+    except OSError:
+        return
+    for entry in entries:
+        if not _is_set_file(entry.name) and not os.path.lexists(out / entry.name):
+            try:
+                os.rename(entry, out / entry.name)
+            except OSError:  # pragma: no cover - left in the old folder, removed with it
+                pass
+
+
+def _discard(old: Path) -> None:
+    """Remove an old folder's set files, then the folder if nothing else is left in it (a
+    file that could not be carried over is never deleted: the folder stays, hidden)."""
+    try:
+        entries = list(old.iterdir())
+    except OSError:
+        return
+    for entry in entries:
+        if _is_set_file(entry.name) and not entry.is_dir():
+            with contextlib.suppress(OSError):
+                entry.unlink()
+    with contextlib.suppress(OSError):
+        old.rmdir()
+
+
+def recover_dataset(out_dir: str | os.PathLike) -> list[Path]:
+    """Clean what a killed :func:`save_simulation` left beside ``out_dir``; return the
+    hidden folders it found.
+
+    Only hidden ``.OUT.new-*`` and ``.OUT.old-*`` folders of processes that are gone
+    (:func:`napari_dfct._procs.left_by_dead_process`) are touched. When ``out_dir`` is
+    missing (a kill between the two renames of a swap), the newest complete new set (its
+    ``meta.json`` exists), else the newest old folder, is renamed back to ``out_dir``.
+    Files of an old folder that are not part of a set are moved into ``out_dir``; then the
+    hidden folders are removed (an old one only when nothing but set files was left in
+    it). Errors (a read-only parent) leave things as they are.
+    """
+    from .._procs import left_by_dead_process
+
+    out = _real(out_dir)
+    try:
+        siblings = list(out.parent.glob(f".{glob.escape(out.name)}.*-*"))
+    except OSError:
+        return []
+    stale: dict[str, list[Path]] = {k: [] for k in _WORK_KINDS}
+    for path in siblings:
+        kind, _, rest = path.name[len(out.name) + 2 :].partition("-")
+        tag = rest.rpartition("-")[0]
+        if kind in stale and path.is_dir() and left_by_dead_process(tag, path):
+            stale[kind].append(path)
+    found = stale["new"] + stale["old"]
+    try:
+        if found and not os.path.lexists(out):
+            complete = [p for p in stale["new"] if (p / _META).is_file()]
+            pick = max(complete or stale["old"], key=_mtime, default=None)
+            if pick is not None:
+                os.rename(pick, out)
+        for path in found:
+            if path in stale["new"]:  # only files this module wrote
+                shutil.rmtree(path, ignore_errors=True)
+            elif path.exists():
+                if out.is_dir():
+                    _carry_over(path, out)
+                _discard(path)
+    except OSError:
+        pass
+    return found
+
+
+def _mtime(path: Path) -> float:
+    try:
+        return path.stat().st_mtime
+    except OSError:
+        return 0.0
+
+
+def check_dataset(folder: str | os.PathLike) -> None:
+    """Refuse (``ValueError``, one line) a simulated set whose files were not written
+    together.
+
+    ``folder`` is first recovered (:func:`recover_dataset`). A folder without
+    ``meta.json``, or whose ``meta.json`` has no generation (a set written before
+    generation ids, or not by ``dfct simulate``), passes as it is. Otherwise every file the
+    generation lists must be there with its recorded size and SHA-256, and no other file of
+    a set (``input.tif``, ``target.tif``, ``truth.tif``, the body mask) may be there.
+    """
+    from .._files import fingerprint, read_json
+
+    d = Path(folder)
+    recover_dataset(d)
+    meta_path = d / _META
+    if not meta_path.is_file():
+        return
+    try:
+        meta = read_json(meta_path)
+    except (OSError, ValueError) as exc:
+        raise ValueError(f"cannot read {meta_path}: {exc}") from None
+    gen = meta.get(GENERATION_KEY) if isinstance(meta, dict) else None
+    if gen is None:
+        return
+    files = gen.get("files") if isinstance(gen, dict) else None
+    if not isinstance(files, dict) or not all(
+        isinstance(v, dict) and k == Path(k).name and k not in ("", ".", "..")
+        for k, v in files.items()
+    ):
+        raise ValueError(f"{meta_path}: its {GENERATION_KEY!r} record is damaged")
+    again = "simulate the set again (dfct simulate ... --overwrite)"
+    for name, want in files.items():
+        path = d / name
+        if not path.is_file():
+            raise ValueError(f"{d} is not a whole set: {name} is missing; {again}")
+        got = fingerprint(path) if path.stat().st_size == want.get("bytes") else None
+        if got is None or got.get("sha256") != want.get("sha256"):
+            raise ValueError(
+                f"{d} mixes files of different writes: {name} is not the file written "
+                f"with its meta.json (generation {str(gen.get('id'))[:8]}); {again}"
+            )
+    extra = [n for n in _SET_NAMES if n != _META and n not in files and (d / n).exists()]
+    if extra:
+        raise ValueError(
+            f"{d} mixes files of different writes: {extra[0]} is not part of the set its "
+            f"meta.json lists; {again}"
+        )
 
 
 def _write_mask(path: Path, mask: np.ndarray) -> Path:
@@ -98,16 +323,20 @@ def _write_mask(path: Path, mask: np.ndarray) -> Path:
 
 
 def load_simulation(out_dir: str | Path) -> Simulation:
-    """Read a folder written by :func:`save_simulation` (``ValueError`` if incomplete).
+    """Read a folder written by :func:`save_simulation` (``ValueError`` if incomplete or
+    if its files were not written together, :func:`check_dataset`).
 
     The volumes are read by :func:`napari_dfct.io.read_volume`. A single-slice set comes
     back as ``(1, Y, X)``, as simulated (``meta["n_slices"] == 1``), although the writer
     stores it as one ``(Y, X)`` image. The body mask (the file ``meta["mask"]`` names, else
     ``body.tif``) is read when present (uint8, the volumes' shape); else ``mask`` is None.
+    ``meta`` comes back without the generation record (it describes the files, not the
+    simulation).
     """
     from ..io import read_volume
 
     d = Path(out_dir)
+    check_dataset(d)
     if not d.is_dir():
         raise ValueError(f"{d} is not a directory")
     paths = {name: d / f"{name}.tif" for name in _FILES}
@@ -116,6 +345,8 @@ def load_simulation(out_dir: str | Path) -> Simulation:
             raise ValueError(f"{p} is missing")
     p = d / _META
     meta = json.loads(p.read_text()) if p.is_file() else {}
+    if isinstance(meta, dict):  # describes the files on disk, not the simulation
+        meta.pop(GENERATION_KEY, None)
     single = isinstance(meta, dict) and meta.get("n_slices") == 1
     arrays = {}
     for name, p in paths.items():

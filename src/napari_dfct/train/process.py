@@ -14,7 +14,11 @@ NumPy arrays travel through shared memory (copied once into the child, released 
 as it holds them); a :class:`~napari_dfct.scans.ScanSlices` is pickled. The
 child checks the cancel flag through a shared event (within one batch, as ``fit``); a
 child that dies without a word (killed, a crash in native code) raises a
-:class:`RuntimeError` that names its exit code.
+:class:`RuntimeError` that names its exit code. The child never outlives its parent: it
+ends when the parent process ends, by any signal including ``SIGKILL``
+(:func:`napari_dfct._procs.die_with_parent`, as the grid's workers). On Linux that
+signal comes when the parent *thread* that started the child ends, so the generator is
+iterated to its end by the thread that started it (as a napari worker does).
 
 Nothing here imports Qt or napari.
 """
@@ -76,7 +80,12 @@ def _picklable(exc: BaseException) -> BaseException:
 
 
 def _child(events, cancel, spec: dict) -> None:
-    """The child process: lower priority, thread count, data, then ``fit``."""
+    """The child process: end with the parent, lower priority, thread count, data, then
+    ``fit``."""
+    if spec.get("parent_pid") is not None:
+        from .._procs import die_with_parent
+
+        die_with_parent(spec["parent_pid"])
     try:
         if spec.get("nice"):
             try:
@@ -180,6 +189,7 @@ def fit_in_process(
             "oracle": oracle,
             "threads": threads,
             "nice": int(nice),
+            "parent_pid": os.getpid(),
         }
         proc = ctx.Process(
             target=_child, args=(events, child_cancel, spec), name="dfct-train", daemon=True
