@@ -427,10 +427,19 @@ def run(args: argparse.Namespace) -> int:
     from ..experiment._procs import GridStopped, stop_on_signals
     from ..experiment.lock import grid_lock
 
+    from ..experiment import EXECUTORS
+
     out = Path(args.out)
+    # the options first: a refused one makes no folder, no data and starts no run
+    if args.executor not in EXECUTORS:
+        raise CLIError(f"unknown executor {args.executor!r}: use local or slurm")
+    if args.jobs < 1:
+        raise CLIError("--jobs must be at least 1")
+    configs, seeds = loss_configs(args)
+    config = train_config_from_args(args)
     try:
         with stop_on_signals(), grid_lock(out):
-            return _run(args)
+            return _run(args, configs, seeds, config)
     except ValueError as exc:  # the folder is held, a file, or cannot be written
         raise CLIError(str(exc)) from None
     except GridStopped as exc:  # before the grid started
@@ -438,26 +447,19 @@ def run(args: argparse.Namespace) -> int:
         return exc.exit_status
 
 
-def _run(args: argparse.Namespace) -> int:
+def _run(args: argparse.Namespace, configs: list, seeds: list, config) -> int:
     import sys
 
     from ..cli import CLIError
-    from ..experiment import EXECUTORS, GridRunError, run_grid
+    from ..experiment import GridRunError, run_grid
     from ..experiment._procs import GridStopped, stop_on_signals
 
     out = Path(args.out)
-    if args.executor not in EXECUTORS:
-        raise CLIError(f"unknown executor {args.executor!r}: use local or slurm")
-    if args.jobs < 1:
-        raise CLIError("--jobs must be at least 1")
 
     def log(msg):
         if not args.quiet:
             print(msg, file=sys.stderr)
 
-    # the options first: a refused one makes no data and starts no run
-    configs, seeds = loss_configs(args)
-    config = train_config_from_args(args)
     train, test = _grid_data(args, out, log)
     roi = {
         "signal_center": args.signal,

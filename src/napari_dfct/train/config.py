@@ -178,9 +178,10 @@ class TrainConfig:
     base_channels: int = _option(
         0,
         "channels of the U-Net's first level, doubling at each level below (0: the "
-        "preset's: paper 64, small 16, tiny 4)",
+        "preset's: paper 64, small 16, tiny 4; at most 128, where the paper's depth has "
+        "125 M parameters)",
         min=0,
-        max=256,
+        max=128,
     )
     recipe: str = "stable"
     decay_scope: str = _option(
