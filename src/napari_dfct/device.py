@@ -1,7 +1,11 @@
-"""Compute devices: choice, autocast, out-of-memory detection, memory release, cancel checks.
+"""Compute devices: choice, autocast, out-of-memory detection, memory release, cancel checks,
+and the memory a new allocation can use.
 
-Used by training (:mod:`napari_dfct.train`), inference (:mod:`napari_dfct.infer`) and
-checkpoint loading alike, so none of them reaches into another's private helpers.
+Used by training (:mod:`napari_dfct.train`), inference (:mod:`napari_dfct.infer`),
+checkpoint loading and the simulator's memory check alike, so none of them reaches into
+another's private helpers. Importing this module does not import torch (each function
+that needs it imports it), so the simulator and the ``dfct`` command's help can check
+memory without loading torch.
 """
 
 from __future__ import annotations
@@ -10,13 +14,17 @@ import contextlib
 import threading
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
-import torch
+if TYPE_CHECKING:
+    import torch
 
 __all__ = [
     "DeviceInfo",
     "autocast",
+    "available_memory",
     "cancel_check",
+    "format_bytes",
     "free_memory",
     "is_out_of_memory",
     "list_devices",
@@ -47,6 +55,8 @@ class DeviceInfo:
 
 
 def _mps_available() -> bool:
+    import torch
+
     mps = getattr(torch.backends, "mps", None)
     return mps is not None and bool(mps.is_available())
 
@@ -58,7 +68,7 @@ def list_devices(auto: bool = True) -> list[DeviceInfo]:
     Reading a CUDA device's free memory creates its CUDA context (a few hundred MB of
     device memory, once per process).
     """
-    from .data import available_memory, format_bytes
+    import torch
 
     def free_text(free, total=None) -> str:
         if free is None:
@@ -104,6 +114,8 @@ def resolve_device(device: str | torch.device = "auto") -> torch.device:
     ValueError
         Unknown device name, or CUDA/MPS asked for but not available.
     """
+    import torch
+
     if isinstance(device, torch.device):
         dev = device
     else:
@@ -140,6 +152,8 @@ def resolve_device(device: str | torch.device = "auto") -> torch.device:
 
 def is_out_of_memory(exc: BaseException) -> bool:
     """Whether ``exc`` is a device out-of-memory error (CUDA, MPS or CPU allocation)."""
+    import torch
+
     oom_type = getattr(torch, "OutOfMemoryError", None) or getattr(
         torch.cuda, "OutOfMemoryError", None
     )
@@ -161,6 +175,8 @@ def cancel_check(cancel) -> Callable[[], bool]:
 
 def free_memory(device: torch.device) -> None:
     """Return cached device memory to the driver (CUDA, MPS); a no-op on the CPU."""
+    import torch
+
     if device.type == "cuda":
         torch.cuda.empty_cache()
     elif device.type == "mps":  # pragma: no cover - macOS only
@@ -171,5 +187,65 @@ def free_memory(device: torch.device) -> None:
 def autocast(device: torch.device, enabled: bool):
     """bf16 autocast on CUDA when ``enabled``; a null context elsewhere."""
     if enabled and device.type == "cuda":
+        import torch
+
         return torch.autocast("cuda", dtype=torch.bfloat16)
     return contextlib.nullcontext()
+
+
+# --------------------------------------------------------------------------- memory
+def _cgroup_free() -> int | None:
+    """Memory left under this process's cgroup (v2) limit, or None without one."""
+    try:
+        limit = open("/sys/fs/cgroup/memory.max").read().strip()
+        if limit == "max":
+            return None
+        used = int(open("/sys/fs/cgroup/memory.current").read().strip())
+        return max(0, int(limit) - used)
+    except (OSError, ValueError):
+        return None
+
+
+def available_memory(device: torch.device | str = "cpu") -> int | None:
+    """Bytes that new allocations on ``device`` can use, or None when unknown.
+
+    CUDA: the device's free memory. CPU (and MPS, which shares it): the host's available
+    memory (Linux ``MemAvailable``, or :mod:`psutil` where installed), capped by a cgroup
+    limit. Only a CUDA device imports torch.
+    """
+    kind = getattr(device, "type", None) or str(device).split(":", 1)[0].strip().lower()
+    if kind == "cuda":
+        import torch
+
+        try:
+            free, _ = torch.cuda.mem_get_info(torch.device(device))
+            return int(free)
+        except Exception:  # pragma: no cover - driver specific
+            return None
+    host = None
+    try:
+        with open("/proc/meminfo", encoding="ascii") as fh:
+            for line in fh:
+                if line.startswith("MemAvailable:"):
+                    host = int(line.split()[1]) * 1024
+                    break
+    except (OSError, ValueError):
+        pass
+    if host is None:
+        try:
+            import psutil
+
+            host = int(psutil.virtual_memory().available)
+        except Exception:  # pragma: no cover - psutil missing or unsupported
+            return None
+    group = _cgroup_free()
+    return host if group is None else min(host, group)
+
+
+def format_bytes(n: float) -> str:
+    """``n`` bytes in words: ``"512 B"``, ``"3.2 GiB"``."""
+    for unit in ("B", "KiB", "MiB", "GiB", "TiB", "PiB"):
+        if abs(n) < 1024 or unit == "PiB":
+            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
+        n /= 1024
+    return f"{n:.1f} PiB"  # pragma: no cover

@@ -12,7 +12,7 @@ from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
-from ..data import IntensityWindow
+from ..window import IntensityWindow
 
 __all__ = [
     "DECAY_SCOPES",
@@ -71,7 +71,7 @@ class TrainConfig:
     device : str
         ``"auto"`` (CUDA, MPS, CPU), ``"cpu"``, ``"cuda"``, ``"cuda:1"``, ``"mps"``.
     window : IntensityWindow or None
-        Shared clip window; None takes :func:`napari_dfct.data.window_from_percentiles` of
+        Shared clip window; None takes :func:`napari_dfct.window.window_from_percentiles` of
         the training slices (input and target pooled: the 0.1/99.9 percentiles widened by
         20 % on each side, which clips at most 1 % of the lung on the simulator's data).
     augment : bool
