@@ -12,6 +12,8 @@ from __future__ import annotations
 import argparse
 from dataclasses import MISSING, fields
 
+from ._errors import CLIError
+
 
 def _flag(name: str) -> str:
     return "--" + name.replace("_", "-")
@@ -124,7 +126,6 @@ def add_training_arguments(parser: argparse.ArgumentParser, *, seed: bool = Fals
 
 def given_options(args: argparse.Namespace) -> dict:
     """The :class:`TrainConfig` fields given on the command line, by name."""
-    from ..cli import CLIError
     from ..train import TrainConfig
 
     names = [f.name for f in fields(TrainConfig) if "help" in f.metadata]
@@ -144,7 +145,6 @@ def given_options(args: argparse.Namespace) -> dict:
 
 def train_config_from_args(args: argparse.Namespace, **extra):
     """A :class:`~napari_dfct.train.TrainConfig`: the recipe, then the given options."""
-    from ..cli import CLIError
     from ..train import recipe_config
 
     kw = given_options(args)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
+from ._errors import CLIError
 from ._help import HelpFormatter
 from ._training import add_training_arguments, train_config_from_args
 
@@ -253,7 +254,6 @@ def simulate_pair(
     Existing folders made with the same parameters are reused; other parameters are an
     error (nothing is overwritten).
     """
-    from ..cli import CLIError
     from ..simulate import save_simulation, simulate_dfct
 
     phys = {}
@@ -305,8 +305,6 @@ def stopped_message(out: Path, exc: BaseException) -> str:
 def _grid_data(args: argparse.Namespace, out: Path, log):
     """The training and test data the options name (simulated into OUT/data with
     --simulate)."""
-    from ..cli import CLIError
-
     if args.simulate:
         if args.train or args.train_input or args.test or args.test_input:
             raise CLIError("--simulate makes its own data: leave out --train/--test")
@@ -348,7 +346,6 @@ def _grid_data(args: argparse.Namespace, out: Path, log):
 
 def _slurm_options(args: argparse.Namespace):
     """The Slurm resources of the options (``--slurm-param KEY=VALUE`` as extras)."""
-    from ..cli import CLIError
     from ..experiment import SlurmOptions
 
     extra = {}
@@ -374,7 +371,6 @@ def _slurm_options(args: argparse.Namespace):
 def run(args: argparse.Namespace) -> int:
     import sys
 
-    from ..cli import CLIError
     from ..experiment import EXECUTORS, GridRunError, make_configs, run_grid
     from ..experiment._procs import GridStopped, stop_on_signals
     from ..experiment._util import parse_seeds

@@ -8,6 +8,8 @@ import sys
 import threading
 from pathlib import Path
 
+from ._errors import CLIError
+
 NAME = "train"
 HELP = "train a residual U-Net with an amplified loss on input/target volumes"
 DESCRIPTION = """\
@@ -40,8 +42,8 @@ ORDER = 20
 
 def register(parser: argparse.ArgumentParser) -> None:
     """Add the ``dfct train`` arguments."""
-    from ._training import add_training_arguments, recipe_help
     from ._help import HelpFormatter
+    from ._training import add_training_arguments, recipe_help
 
     parser.formatter_class = HelpFormatter
     parser.description = DESCRIPTION.format(recipes=recipe_help())
@@ -112,7 +114,6 @@ def register(parser: argparse.ArgumentParser) -> None:
 
 
 def _read(path: str, what: str):
-    from ..cli import CLIError
     from ..io import read_volume
 
     p = Path(path)
@@ -129,7 +130,6 @@ def _read(path: str, what: str):
 
 def _read_scans(path: Path, patch: int):
     """The chosen slices of a data set of scans (one summary line on stderr)."""
-    from ..cli import CLIError
     from ..io.dataset import describe_scans, load_scans
 
     try:
@@ -141,8 +141,6 @@ def _read_scans(path: Path, patch: int):
 
 
 def _inputs(args):
-    from ..cli import CLIError
-
     if getattr(args, "pairs", None):
         if args.data or args.input or args.target:
             raise CLIError("give either --pairs or --data or --input/--target, not several")
@@ -160,7 +158,6 @@ def _inputs(args):
 
 
 def _loss_config(args):
-    from ..cli import CLIError
     from ..losses import LossConfig
 
     try:
@@ -191,7 +188,6 @@ def _loss_config(args):
 def _resume_config(args, out: Path):
     """The saved TrainConfig of a stopped run, with --epochs/--patience/--device applied."""
     from ..checkpoint import CheckpointError
-    from ..cli import CLIError
     from ..train import resume_config
 
     try:
@@ -209,7 +205,6 @@ def _check_out(out: Path, resume: bool) -> None:
     """Before any work: a new run needs a new, empty or never-finished folder, a resumed
     one a writable folder (the one rule: :mod:`napari_dfct.checkpoint`)."""
     from ..checkpoint import CheckpointError, check_new_run_dir, check_writable
-    from ..cli import CLIError
 
     try:
         if resume:
@@ -282,7 +277,6 @@ def run(args: argparse.Namespace) -> int:
     from tqdm import tqdm
 
     from ..checkpoint import CheckpointError
-    from ..cli import CLIError
     from ..data import validate_pair
     from ..train import OutOfMemory, fit
 
