@@ -10,14 +10,13 @@ derivative.
 from __future__ import annotations
 
 import math
-import sys
 import warnings
 from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
 from scipy import ndimage as ndi
-from scipy.optimize import OptimizeWarning
+from scipy.optimize import OptimizeWarning, curve_fit
 from scipy.special import erf
 
 from ._common import _NAN, _as_image2d, _fmt, _point
@@ -563,14 +562,11 @@ def _fit_erf(x, prof, p_init, fit_window):
         xf, yf = x, prof
     if xf.size < 6:
         return f"too few samples ({xf.size}) for the edge fit"
-    # looked up on the package when called, so that replacing napari_dfct.metrics.curve_fit
-    # (e.g. to simulate a failing fit) reaches this call
-    fit = sys.modules[__package__].curve_fit
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", OptimizeWarning)
             warnings.simplefilter("ignore", RuntimeWarning)
-            popt, pcov = fit(
+            popt, pcov = curve_fit(
                 erf_edge,
                 xf,
                 yf,
