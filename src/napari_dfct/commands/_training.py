@@ -20,9 +20,13 @@ def _flag(name: str) -> str:
 
 
 def _recipe_values(name: str) -> dict:
-    from ..train import RECIPES, recipe_config
+    """The value of option ``name`` in every recipe: the recipe's own, else the field's
+    default (what :func:`~napari_dfct.train.recipe_config` gives, without building a
+    config, whose default loss would load torch for the help text)."""
+    from ..train import RECIPES, TrainConfig
 
-    return {r: getattr(recipe_config(r), name) for r in RECIPES}
+    default = next(f.default for f in fields(TrainConfig) if f.name == name)
+    return {r: RECIPES[r].get(name, default) for r in RECIPES}
 
 
 def _default_text(name: str) -> str:
