@@ -92,6 +92,15 @@ class LossConfig:
     ``"l1+d-sqrt"``; they are always spectral, so their canonical name has no
     ``-spectral`` (it is accepted when parsing). The oracle variant ends in ``-oracle``
     (``"l2+d-nonlinear-oracle"``, before ``-norm``).
+
+    Examples
+    --------
+    >>> from napari_dfct import LossConfig
+    >>> cfg = LossConfig.from_name("l2+s+f-nonlinear")
+    >>> cfg.spatial, cfg.frequency, cfg.mode
+    ('nonlinear', 'nonlinear', 'paper')
+    >>> LossConfig(loss="l1", spatial="linear").name
+    'l1+s-linear'
     """
 
     loss: str = "l2"

@@ -21,11 +21,15 @@ The package: :mod:`~napari_dfct.train.config` (:class:`TrainConfig`, recipes, re
 :mod:`~napari_dfct.train.resources` (memory checked up front, time per epoch measured),
 :mod:`~napari_dfct.train.window` (the default intensity window, one rule for the CLI and
 the Train widget) and :mod:`~napari_dfct.train.loop` (:func:`fit` in named steps).
+
+The package is also the public API's :func:`napari_dfct.api.train`: calling it,
+``napari_dfct.train(inputs, targets, ...)``, trains a model (:mod:`napari_dfct._callable`).
 """
 
 import importlib
 from typing import TYPE_CHECKING
 
+from .._callable import make_callable as _make_callable
 from ..device import resolve_device
 from .config import (
     DECAY_SCOPES,
@@ -108,3 +112,6 @@ __all__ = [
     "scale_invariant_parameters",
     "training_split",
 ]
+
+# napari_dfct.train(...) calls napari_dfct.api.train: the package is also that function
+_make_callable(__name__)

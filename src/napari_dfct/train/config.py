@@ -86,6 +86,15 @@ class TrainConfig:
         epoch) to ``<model folder>/tensorboard``; needs the ``tensorboard`` package.
     model_kwargs : dict
         Overrides of the preset's architecture (passed to ``build_model``).
+
+    Examples
+    --------
+    >>> from napari_dfct import TrainConfig
+    >>> cfg = TrainConfig(preset="tiny", epochs=2, loss="l2+s-nonlinear")
+    >>> cfg.loss.name, cfg.recipe, cfg.batch_size
+    ('l2+s-nonlinear', 'stable', 32)
+    >>> TrainConfig.from_dict(cfg.to_dict()) == cfg  # what config.json holds
+    True
     """
 
     loss: Any = field(default_factory=_default_loss)
