@@ -11,6 +11,7 @@ from scipy.special import erf
 from skimage.measure import profile_line
 
 from napari_dfct import metrics as M
+from napari_dfct.metrics import edge
 
 SQRT2 = math.sqrt(2.0)
 
@@ -375,7 +376,7 @@ def test_fwhm_failed_fit_is_reported(edge_img, monkeypatch):
     def boom(*args, **kwargs):
         raise RuntimeError("Optimal parameters not found: maxfev exceeded")
 
-    monkeypatch.setattr(M, "curve_fit", boom)
+    monkeypatch.setattr(edge, "curve_fit", boom)  # the module whose fit is tested
     res = M.fwhm(edge_img, (50, 10), (50, 90))
     _assert_nan(res, "fit failed")
     assert res.profile.size == res.distance.size > 0  # the profile is still there to plot

@@ -1,15 +1,61 @@
 """napari-dfct: streak reduction for X-ray dark-field CT with amplified-loss U-Nets.
 
+The public API (:mod:`napari_dfct.api`; ``docs/api.md``) is loaded on first use, so
+``import napari_dfct`` imports neither torch nor napari nor Qt::
+
+    import napari_dfct as dfct
+
+    sim = dfct.simulate(64, specimens=8)
+    res = dfct.train(sim.input, sim.target, epochs=2, preset="tiny", patch=32)
+    m = dfct.measure(sim, model=res)
+
+``simulate``, ``train`` and ``export`` are also subpackages (the simulator, the training
+loop, the exporter); calling one calls the API function (:mod:`napari_dfct._callable`).
 The core modules (``simulate``, ``io``, ``weights``, ``losses``, ``model``, ``data``,
 ``train``, ``checkpoint``, ``infer``, ``metrics``, ``experiment``) import neither Qt nor
 napari; ``napari_dfct.widgets`` holds the napari dock widgets.
 """
 
+import importlib
+
 from ._threads import configure_openmp as _configure_openmp
 
 __version__ = "0.1.0"
 
-__all__ = ["__version__"]
+#: The public API: each name and the module it comes from, imported on first use.
+_API = {
+    "LossConfig": "loss_config",
+    "TrainConfig": "train.config",
+    "cnr": "metrics",
+    "error_cnr": "metrics",
+    "export": "api",
+    "fwhm": "metrics",
+    "load_model": "api",
+    "measure": "api",
+    "predict": "api",
+    "recipe": "api",
+    "simulate": "api",
+    "train": "api",
+}
+#: Public names that are also subpackages: the (callable) package is the attribute.
+_PACKAGES = ("export", "simulate", "train")
+
+__all__ = ["__version__", *_API]
+
+
+def __getattr__(name: str):
+    if name in _PACKAGES:
+        return importlib.import_module(f"{__name__}.{name}")  # sets the attribute
+    if name not in _API:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    value = getattr(importlib.import_module(f"{__name__}.{_API[name]}"), name)
+    globals()[name] = value
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted(set(globals()) | set(__all__))
+
 
 # before anything imports torch: a short OpenMP spin, so that waiting threads do not
 # burn the CPU that other jobs on a shared machine need (napari_dfct._threads; a

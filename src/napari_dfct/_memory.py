@@ -1,7 +1,7 @@
 """The host's available memory and byte counts in words, without importing torch.
 
 :func:`host_available_memory` is the one rule for "how much memory may a new allocation on
-the host use"; :func:`napari_dfct.data.available_memory` uses it for the CPU (and MPS)
+the host use"; :func:`napari_dfct.device.available_memory` uses it for the CPU (and MPS)
 and the readers of :mod:`napari_dfct.io` use it to refuse a file too big to load before
 they allocate anything.
 """

@@ -13,7 +13,8 @@ Each subcommand lives in a module of :mod:`napari_dfct.commands` that defines
 ``run(args) -> int``
     does the work and returns the exit status.
 
-Any :class:`CLIError` raised by ``run`` becomes one ``dfct <cmd>: error: ...`` line on
+Any :class:`CLIError` (defined in :mod:`napari_dfct.commands._errors`, re-exported here)
+raised by ``run`` becomes one ``dfct <cmd>: error: ...`` line on
 stderr and exit status 2, never a traceback.
 """
 
@@ -26,11 +27,10 @@ import sys
 from collections.abc import Sequence
 
 from . import __version__, commands
+from .commands._errors import CLIError
 from .commands._help import HelpFormatter
 
-
-class CLIError(Exception):
-    """A user-facing error: printed as one line, exit status 2."""
+__all__ = ["CLIError", "build_parser", "main"]
 
 
 def _command_modules():

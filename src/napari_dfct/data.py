@@ -1,7 +1,8 @@
 """Training data: intensity window, train/validation split, on-device patch sampling.
 
 The paper clips input and ground truth with the *same* intensity window, to emphasise the
-streaks, and scales the result to [0, 1] (:class:`IntensityWindow`). Training draws one
+streaks, and scales the result to [0, 1] (:class:`IntensityWindow`, which lives in the
+torch-free :mod:`napari_dfct.window` and is re-exported here). Training draws one
 random 128x128 patch per training slice and step, with horizontal and vertical flips and an
 in-plane rotation of up to +-15 degrees, each with 50 % chance; the spatial amplification
 map A_S is computed on the whole slice and cropped (and transformed) exactly like the patch
@@ -16,15 +17,18 @@ Python loop runs per sample, and the random draws come from a seeded
 
 from __future__ import annotations
 
-import math
 from collections.abc import Iterator
-from dataclasses import dataclass
-from typing import Any
 
 import numpy as np
 import torch
 
-from ._memory import format_bytes, host_available_memory
+# the memory helpers live in napari_dfct.device; re-exported here
+from .device import available_memory, format_bytes
+
+# the intensity window lives in the torch-free napari_dfct.window; re-exported here
+from .window import DEFAULT_WINDOW_MARGIN as DEFAULT_WINDOW_MARGIN
+from .window import DEFAULT_WINDOW_PERCENTILES as DEFAULT_WINDOW_PERCENTILES
+from .window import IntensityWindow, window_from_percentiles
 
 __all__ = [
     "Batch",
@@ -38,166 +42,6 @@ __all__ = [
     "validate_pair",
     "window_from_percentiles",
 ]
-
-
-# --------------------------------------------------------------------------- window
-@dataclass
-class IntensityWindow:
-    """An intensity window shared by input and target.
-
-    ``normalize`` clips to ``[low, high]`` and scales linearly to ``[0, 1]``;
-    ``denormalize`` maps model outputs back to the input's units (without clipping, so a
-    prediction outside [0, 1] stays outside ``[low, high]``).
-
-    Parameters
-    ----------
-    low, high : float
-        Window limits in the input's units; ``high > low``, both finite.
-    """
-
-    low: float
-    high: float
-
-    def __post_init__(self) -> None:
-        self.low = float(self.low)
-        self.high = float(self.high)
-        if not (math.isfinite(self.low) and math.isfinite(self.high)):
-            raise ValueError(f"intensity window must be finite, got [{self.low}, {self.high}]")
-        if not self.high > self.low:
-            raise ValueError(f"intensity window needs high > low, got [{self.low}, {self.high}]")
-
-    @property
-    def width(self) -> float:
-        """``high - low``."""
-        return self.high - self.low
-
-    def normalize(self, x: Any) -> Any:
-        """Clip ``x`` to ``[low, high]`` and scale to ``[0, 1]``.
-
-        Parameters
-        ----------
-        x : numpy.ndarray or torch.Tensor or float
-            Values in the input's units.
-
-        Returns
-        -------
-        Same type as ``x``; NumPy arrays come back as float32.
-        """
-        if isinstance(x, torch.Tensor):
-            return (x.clamp(self.low, self.high) - self.low) / self.width
-        if np.isscalar(x):
-            return (min(max(float(x), self.low), self.high) - self.low) / self.width
-        arr = np.asarray(x, dtype=np.float32)
-        out = np.clip(arr, np.float32(self.low), np.float32(self.high))
-        out -= np.float32(self.low)
-        out /= np.float32(self.width)
-        return out
-
-    def denormalize(self, y: Any) -> Any:
-        """Map values in ``[0, 1]`` model units back to the input's units.
-
-        Parameters
-        ----------
-        y : numpy.ndarray or torch.Tensor or float
-
-        Returns
-        -------
-        Same type as ``y``; NumPy arrays come back as float32.
-        """
-        if isinstance(y, torch.Tensor):
-            return y * self.width + self.low
-        if np.isscalar(y):
-            return float(y) * self.width + self.low
-        arr = np.asarray(y, dtype=np.float32)
-        return (arr * np.float32(self.width) + np.float32(self.low)).astype(np.float32)
-
-    def to_dict(self) -> dict:
-        """JSON-friendly ``{"low": ..., "high": ...}``."""
-        return {"low": self.low, "high": self.high}
-
-    @classmethod
-    def from_dict(cls, d: dict) -> IntensityWindow:
-        """Inverse of :meth:`to_dict`."""
-        try:
-            return cls(low=float(d["low"]), high=float(d["high"]))
-        except (KeyError, TypeError) as exc:
-            raise ValueError(f"not an intensity window: {d!r}") from exc
-
-
-#: Percentiles (lower, upper) of the default window of :func:`window_from_percentiles`.
-DEFAULT_WINDOW_PERCENTILES = (0.1, 99.9)
-#: How far the default window reaches beyond those percentiles, as a fraction of their
-#: distance on each side.
-DEFAULT_WINDOW_MARGIN = 0.2
-
-
-def window_from_percentiles(
-    *volumes: np.ndarray,
-    lower: float | None = None,
-    upper: float | None = None,
-    margin: float | None = None,
-    max_samples: int = 4_000_000,
-) -> IntensityWindow:
-    """Intensity window from percentiles of the pooled values of ``volumes``.
-
-    The default (neither ``lower`` nor ``upper`` given) is the 0.1st to 99.9th
-    percentile, widened by 20 % of that distance on each side
-    (:data:`DEFAULT_WINDOW_PERCENTILES`, :data:`DEFAULT_WINDOW_MARGIN`). It clips the
-    extreme tails of the streaks but not the lung: on the simulator's data (128 and 256
-    px, one acquisition or independent specimens, default and benchmark presets, four
-    seeds each) it clips at most 0.04 % of the input's lung-ROI pixels of the data it is
-    computed from and at most 0.4 % of those of another test set. Training without an
-    explicit window (``dfct train`` without ``--window``) uses this default; the former
-    default, the 1st to 99th percentile without margin, clipped 10 to 34 % of the lung
-    ROI there, so models trained with it saw a cut lung. Given percentiles are used as
-    they are (no margin unless ``margin`` is given).
-
-    Parameters
-    ----------
-    *volumes : numpy.ndarray
-        One or more arrays (e.g. the training input and target); pooled.
-    lower, upper : float, optional
-        Percentiles (0-100) for ``low`` and ``high``; a missing one takes its default.
-    margin : float, optional
-        Widen the window by this fraction of ``high - low`` on each side (>= 0). Default:
-        :data:`DEFAULT_WINDOW_MARGIN` when neither percentile is given, else 0.
-    max_samples : int
-        Large data are subsampled with a regular stride to at most this many values
-        (deterministic).
-
-    Returns
-    -------
-    IntensityWindow
-        A constant image gets the window ``[v, v + 1]``.
-    """
-    if not volumes:
-        raise ValueError("window_from_percentiles needs at least one array")
-    if margin is None:
-        margin = DEFAULT_WINDOW_MARGIN if lower is None and upper is None else 0.0
-    lower = DEFAULT_WINDOW_PERCENTILES[0] if lower is None else lower
-    upper = DEFAULT_WINDOW_PERCENTILES[1] if upper is None else upper
-    if not 0.0 <= lower < upper <= 100.0:
-        raise ValueError(f"need 0 <= lower < upper <= 100, got {lower}, {upper}")
-    if not margin >= 0:
-        raise ValueError(f"the window margin must be >= 0, got {margin}")
-    flat = []
-    total = sum(int(np.asarray(v).size) for v in volumes)
-    stride = max(1, total // max_samples)
-    for v in volumes:
-        a = np.asarray(v, dtype=np.float32).ravel()[::stride]
-        flat.append(a[np.isfinite(a)])
-    values = np.concatenate(flat)
-    if values.size == 0:
-        raise ValueError("cannot compute an intensity window: no finite values")
-    low, high = np.percentile(values, [lower, upper])
-    if not high > low:
-        low, high = float(values.min()), float(values.max())
-    if not high > low:
-        high = low + 1.0
-    elif margin > 0:
-        width = float(high) - float(low)
-        low, high = float(low) - margin * width, float(high) + margin * width
-    return IntensityWindow(float(low), float(high))
 
 
 # --------------------------------------------------------------------------- split
@@ -505,24 +349,6 @@ class Batch(tuple):
         obj = super().__new__(cls, (x, y, w))
         obj.g = g
         return obj
-
-
-# --------------------------------------------------------------------------- memory
-def available_memory(device: torch.device | str = "cpu") -> int | None:
-    """Bytes that new allocations on ``device`` can use, or None when unknown.
-
-    CUDA: the device's free memory. CPU (and MPS, which shares it): the host's available
-    memory (:func:`napari_dfct._memory.host_available_memory`: Linux ``MemAvailable``, or
-    :mod:`psutil` where installed, capped by a cgroup limit).
-    """
-    device = torch.device(device)
-    if device.type == "cuda":
-        try:
-            free, _ = torch.cuda.mem_get_info(device)
-            return int(free)
-        except Exception:  # pragma: no cover - driver specific
-            return None
-    return host_available_memory()
 
 
 class PatchSampler:

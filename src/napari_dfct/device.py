@@ -1,7 +1,11 @@
-"""Compute devices: choice, autocast, out-of-memory detection, memory release, cancel checks.
+"""Compute devices: choice, autocast, out-of-memory detection, memory release, cancel checks,
+and the memory a new allocation can use.
 
-Used by training (:mod:`napari_dfct.train`), inference (:mod:`napari_dfct.infer`) and
-checkpoint loading alike, so none of them reaches into another's private helpers.
+Used by training (:mod:`napari_dfct.train`), inference (:mod:`napari_dfct.infer`),
+checkpoint loading and the simulator's memory check alike, so none of them reaches into
+another's private helpers. Importing this module does not import torch (each function
+that needs it imports it), so the simulator and the ``dfct`` command's help can check
+memory without loading torch.
 """
 
 from __future__ import annotations
@@ -10,13 +14,19 @@ import contextlib
 import threading
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
-import torch
+from ._memory import format_bytes, host_available_memory
+
+if TYPE_CHECKING:
+    import torch
 
 __all__ = [
     "DeviceInfo",
     "autocast",
+    "available_memory",
     "cancel_check",
+    "format_bytes",
     "free_memory",
     "is_out_of_memory",
     "list_devices",
@@ -47,6 +57,8 @@ class DeviceInfo:
 
 
 def _mps_available() -> bool:
+    import torch
+
     mps = getattr(torch.backends, "mps", None)
     return mps is not None and bool(mps.is_available())
 
@@ -58,7 +70,7 @@ def list_devices(auto: bool = True) -> list[DeviceInfo]:
     Reading a CUDA device's free memory creates its CUDA context (a few hundred MB of
     device memory, once per process).
     """
-    from .data import available_memory, format_bytes
+    import torch
 
     def free_text(free, total=None) -> str:
         if free is None:
@@ -104,6 +116,8 @@ def resolve_device(device: str | torch.device = "auto") -> torch.device:
     ValueError
         Unknown device name, or CUDA/MPS asked for but not available.
     """
+    import torch
+
     if isinstance(device, torch.device):
         dev = device
     else:
@@ -140,6 +154,8 @@ def resolve_device(device: str | torch.device = "auto") -> torch.device:
 
 def is_out_of_memory(exc: BaseException) -> bool:
     """Whether ``exc`` is a device out-of-memory error (CUDA, MPS or CPU allocation)."""
+    import torch
+
     oom_type = getattr(torch, "OutOfMemoryError", None) or getattr(
         torch.cuda, "OutOfMemoryError", None
     )
@@ -161,6 +177,8 @@ def cancel_check(cancel) -> Callable[[], bool]:
 
 def free_memory(device: torch.device) -> None:
     """Return cached device memory to the driver (CUDA, MPS); a no-op on the CPU."""
+    import torch
+
     if device.type == "cuda":
         torch.cuda.empty_cache()
     elif device.type == "mps":  # pragma: no cover - macOS only
@@ -171,5 +189,28 @@ def free_memory(device: torch.device) -> None:
 def autocast(device: torch.device, enabled: bool):
     """bf16 autocast on CUDA when ``enabled``; a null context elsewhere."""
     if enabled and device.type == "cuda":
+        import torch
+
         return torch.autocast("cuda", dtype=torch.bfloat16)
     return contextlib.nullcontext()
+
+
+# --------------------------------------------------------------------------- memory
+def available_memory(device: torch.device | str = "cpu") -> int | None:
+    """Bytes that new allocations on ``device`` can use, or None when unknown.
+
+    CUDA: the device's free memory. CPU (and MPS, which shares it): the host's available
+    memory (:func:`napari_dfct._memory.host_available_memory`: Linux ``MemAvailable``, or
+    :mod:`psutil` where installed, capped by a cgroup limit). Only a CUDA device imports
+    torch.
+    """
+    kind = getattr(device, "type", None) or str(device).split(":", 1)[0].strip().lower()
+    if kind == "cuda":
+        import torch
+
+        try:
+            free, _ = torch.cuda.mem_get_info(torch.device(device))
+            return int(free)
+        except Exception:  # pragma: no cover - driver specific
+            return None
+    return host_available_memory()

@@ -16,9 +16,6 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from . import weights as _w
-from .directional import DC_IDENTITY
-
 __all__ = [
     "LOSSES",
     "SCHEMES",
@@ -93,6 +90,15 @@ class LossConfig:
     ``"l1+d-sqrt"``; they are always spectral, so their canonical name has no
     ``-spectral`` (it is accepted when parsing). The oracle variant ends in ``-oracle``
     (``"l2+d-nonlinear-oracle"``, before ``-norm``).
+
+    Examples
+    --------
+    >>> from napari_dfct import LossConfig
+    >>> cfg = LossConfig.from_name("l2+s+f-nonlinear")
+    >>> cfg.spatial, cfg.frequency, cfg.mode
+    ('nonlinear', 'nonlinear', 'paper')
+    >>> LossConfig(loss="l1", spatial="linear").name
+    'l1+s-linear'
     """
 
     loss: str = "l2"
@@ -106,6 +112,9 @@ class LossConfig:
     oracle: bool = False
 
     def __post_init__(self):
+        from . import weights as _w  # torch: only once a configuration is made
+        from .directional import DC_IDENTITY
+
         set_ = lambda k, v: object.__setattr__(self, k, v)  # noqa: E731  (frozen)
         set_("loss", _norm_choice(self.loss, LOSSES, "loss"))
         set_("spatial", _norm_choice(self.spatial, _w.PROFILES, "spatial profile"))
@@ -398,6 +407,8 @@ def build_loss_config(
     >>> build_loss_config("l2+d-nonlinear").mode
     'spectral'
     """
+    from .directional import DC_IDENTITY
+
     name = str(loss).strip().lower()
     if name in LOSSES:  # a plain loss: the options say the rest
         cfg = LossConfig(

@@ -50,6 +50,7 @@ __all__ = [
     "parse_line",
     "parse_point",
     "read_meta",
+    "roi_size_for",
     "shape_indices",
     "square",
 ]
@@ -121,15 +122,23 @@ def _integer(value: Any, what: str) -> int:
         raise ValueError(f"{what} must be an integer, got {value!r}") from None
 
 
+def roi_size_for(size: int) -> int:
+    """Default ROI side for ``size``-wide images, the simulator's rule: 30 px (the paper's,
+    :data:`DEFAULT_ROI_SIZE`) for ``size >= 256``, proportionally smaller below (at least
+    4), so that a lung square and an air square fit the phantom."""
+    size = int(size)
+    if size >= 256:
+        return DEFAULT_ROI_SIZE
+    return max(4, int(round(DEFAULT_ROI_SIZE * size / 256)))
+
+
 def default_roi_size(image_size: int | None = None) -> int:
     """Default ROI side: :data:`DEFAULT_ROI_SIZE`, or for an image of ``image_size``
-    pixels the simulator's rule (:func:`napari_dfct.simulate.roi_size_for`: 30 px from 256
-    px on, proportionally smaller below)."""
+    pixels the simulator's rule (:func:`roi_size_for`: 30 px from 256 px on,
+    proportionally smaller below)."""
     if image_size is None:
         return DEFAULT_ROI_SIZE
-    from .simulate import roi_size_for
-
-    return int(roi_size_for(int(image_size)))
+    return roi_size_for(int(image_size))
 
 
 def read_meta(path: str | Path) -> tuple[dict | None, Path]:

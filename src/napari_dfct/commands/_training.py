@@ -14,6 +14,8 @@ from __future__ import annotations
 import argparse
 from dataclasses import fields
 
+from ._errors import CLIError
+
 
 def _flag(name: str) -> str:
     return "--" + name.replace("_", "-")
@@ -35,15 +37,19 @@ def option_name(name: str) -> str | None:
 
 
 def _field_default(name: str):
-    from ..train import TrainConfig
+    from ..train.config import TrainConfig
 
     return next(f.default for f in fields(TrainConfig) if f.name == name)
 
 
 def _recipe_values(name: str) -> dict:
-    from ..train import RECIPES, recipe_config
+    """The value of option ``name`` in every recipe: the recipe's own, else the field's
+    default (what :func:`~napari_dfct.train.recipe_config` gives, without building a
+    config, whose default loss would load torch for the help text)."""
+    from ..train.config import RECIPES
 
-    return {r: getattr(recipe_config(r), name) for r in RECIPES}
+    default = _field_default(name)
+    return {r: RECIPES[r].get(name, default) for r in RECIPES}
 
 
 def _default_text(name: str) -> str:
@@ -150,7 +156,6 @@ def add_training_arguments(parser: argparse.ArgumentParser, *, seed: bool = Fals
 def given_options(args: argparse.Namespace) -> dict:
     """The :class:`TrainConfig` fields given on the command line, by name (``--recipe``
     and ``--device`` included; a ``--window`` as a dict)."""
-    from ..cli import CLIError
     from ..train.config import option_fields
 
     names = [f.name for f in option_fields()]
@@ -170,7 +175,6 @@ def given_options(args: argparse.Namespace) -> dict:
 
 def train_config_from_args(args: argparse.Namespace, **extra):
     """A :class:`~napari_dfct.train.TrainConfig`: the recipe, then the given options."""
-    from ..cli import CLIError
     from ..train import DEFAULT_RECIPE, recipe_config
 
     kw = given_options(args)

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import argparse
 
+from ._errors import CLIError
+
 NAME = "demo"
 HELP = "simulate, train the L2 baseline and L2+S+F non-linear, and compare them (minutes, CPU)"
 DESCRIPTION = """\
@@ -60,7 +62,6 @@ def register(parser: argparse.ArgumentParser) -> None:
 def run(args: argparse.Namespace) -> int:
     import sys
 
-    from ..cli import CLIError
     from ..experiment import GridRunError, run_demo
 
     out = args.out or ("dfct-demo-quick" if args.quick else "dfct-demo")

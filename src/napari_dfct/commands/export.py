@@ -6,6 +6,8 @@ import argparse
 import sys
 from pathlib import Path
 
+from ._errors import CLIError
+
 NAME = "export"
 HELP = "write a bioimage.io model package (.zip, spec 0.5) of a trained model"
 DESCRIPTION = """\
@@ -57,7 +59,6 @@ def register(parser: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> int:
     """Export; print the package path; exit status 0 (2 on bad input)."""
-    from ..cli import CLIError
     from ..export import ExportError, check_export_target, export_bioimageio, read_sample
 
     model = Path(args.model).expanduser()

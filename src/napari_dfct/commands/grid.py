@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
+from ._errors import CLIError
 from ._help import HelpFormatter
 from ._training import add_training_arguments, train_config_from_args
 
@@ -270,7 +271,6 @@ def simulate_pair(
     Existing folders made with the same parameters are reused; other parameters are an
     error (nothing is overwritten).
     """
-    from ..cli import CLIError
     from ..simulate import save_simulation, simulate_dfct
 
     phys = {}
@@ -322,8 +322,6 @@ def stopped_message(out: Path, exc: BaseException) -> str:
 def _grid_data(args: argparse.Namespace, out: Path, log):
     """The training and test data the options name (simulated into OUT/data with
     --simulate)."""
-    from ..cli import CLIError
-
     if args.simulate:
         if args.train or args.train_input or args.test or args.test_input:
             raise CLIError("--simulate makes its own data: leave out --train/--test")
@@ -374,7 +372,6 @@ def _grid_data(args: argparse.Namespace, out: Path, log):
 
 def _slurm_options(args: argparse.Namespace):
     """The Slurm resources of the options (``--slurm-param KEY=VALUE`` as extras)."""
-    from ..cli import CLIError
     from ..experiment import SlurmOptions
 
     extra = {}
@@ -400,7 +397,6 @@ def _slurm_options(args: argparse.Namespace):
 def loss_configs(args: argparse.Namespace) -> tuple[list, list[int]]:
     """The grid's loss configurations (:func:`napari_dfct.experiment.make_configs`) and
     seeds from the options; a refused option raises :class:`CLIError` (one line)."""
-    from ..cli import CLIError
     from ..experiment import make_configs
     from ..experiment._util import parse_seeds
 
@@ -423,11 +419,9 @@ def run(args: argparse.Namespace) -> int:
     then make the data and run the grid."""
     import sys
 
-    from ..cli import CLIError
+    from ..experiment import EXECUTORS
     from ..experiment._procs import GridStopped, stop_on_signals
     from ..experiment.lock import grid_lock
-
-    from ..experiment import EXECUTORS
 
     out = Path(args.out)
     # the options first: a refused one makes no folder, no data and starts no run
@@ -450,7 +444,6 @@ def run(args: argparse.Namespace) -> int:
 def _run(args: argparse.Namespace, configs: list, seeds: list, config) -> int:
     import sys
 
-    from ..cli import CLIError
     from ..experiment import GridRunError, run_grid
     from ..experiment._procs import GridStopped, stop_on_signals
 

@@ -5,6 +5,8 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
+from ._errors import CLIError
+
 NAME = "grid-report"
 HELP = (
     "write the tables (Markdown, CSV), paired statistics, violin plots and panels of a grid folder"
@@ -85,7 +87,6 @@ def print_tables(out: Path, report_dir: Path | None = None) -> None:
 def run(args: argparse.Namespace) -> int:
     import sys
 
-    from ..cli import CLIError
     from ..experiment import grid_report, grid_status
     from ..experiment.lock import lock_holder
     from ..experiment.status import aside_summary

@@ -10,6 +10,8 @@ from pathlib import Path
 
 import numpy as np
 
+from ._errors import CLIError
+
 NAME = "measure"
 HELP = "measure CNR and edge FWHM (truth-based metrics with a reference) on one slice"
 DESCRIPTION = (
@@ -95,8 +97,6 @@ def register(parser: argparse.ArgumentParser) -> None:
 
 # --------------------------------------------------------------------------------------
 def _numbers(text: str, n: int, option: str) -> list[float]:
-    from ..cli import CLIError
-
     parts = [p for p in str(text).replace(";", ",").split(",") if p.strip() != ""]
     try:
         vals = [float(p) for p in parts]
@@ -108,7 +108,6 @@ def _numbers(text: str, n: int, option: str) -> list[float]:
 
 
 def _read(path: str, what: str) -> tuple[np.ndarray, dict]:
-    from ..cli import CLIError
     from ..io import read_volume
 
     p = Path(path)
@@ -126,8 +125,6 @@ def _read(path: str, what: str) -> tuple[np.ndarray, dict]:
 
 def _check_slice(data: np.ndarray, k: int | None, what: str) -> None:
     """The --slice option against the image (2-D: only 0; 3-D: a valid index)."""
-    from ..cli import CLIError
-
     if data.ndim == 2:
         if k not in (None, 0):
             raise CLIError(f"--slice {k}: {what} is a single 2-D slice")
@@ -149,7 +146,6 @@ def _num(v, fmt="{:.4g}") -> str:
 def _rois(args: argparse.Namespace, volume: np.ndarray):
     """The ROIs (:class:`napari_dfct.roi.ROISet`): the options, else the meta.json next
     to the image (of ``dfct simulate``), which is then the source of every default."""
-    from ..cli import CLIError
     from ..roi import ROISet, read_meta
 
     meta = meta_path = None
@@ -192,7 +188,6 @@ def _rois(args: argparse.Namespace, volume: np.ndarray):
 
 def run(args: argparse.Namespace) -> int:
     from .. import metrics
-    from ..cli import CLIError
 
     for name in ("signal", "background", "roi_size", "line", "slice", "reference", "mask"):
         if not hasattr(args, name):
@@ -264,8 +259,6 @@ def _mask(
     args: argparse.Namespace, volume: np.ndarray, k: int | None
 ) -> tuple[np.ndarray | None, Path | None]:
     """The body mask's slice and its path: --mask, else the simulation's default."""
-    from ..cli import CLIError
-
     path = Path(args.mask) if args.mask is not None else _default_mask(args.image)
     if path is None:
         return None, None

@@ -8,6 +8,8 @@ import re
 import sys
 from pathlib import Path
 
+from ._errors import CLIError
+
 NAME = "predict"
 HELP = "reduce streaks in a volume (or chosen slices) with a trained model"
 DESCRIPTION = """\
@@ -95,8 +97,6 @@ def _same_file(a: Path, b: Path) -> bool:
 def check_output(in_path: Path, out: Path, overwrite: bool) -> None:
     """Refuse an ``--out`` that is the input file, a folder, or (without ``overwrite``) an
     existing file: :class:`napari_dfct.cli.CLIError` with one line."""
-    from ..cli import CLIError
-
     if _same_file(in_path, out):
         raise CLIError(f"--out {out} is the input file: write the prediction to another file")
     if out.is_dir():
@@ -111,7 +111,6 @@ def run(args: argparse.Namespace) -> int:
     from tqdm import tqdm
 
     from ..checkpoint import CheckpointError, load_model
-    from ..cli import CLIError
     from ..infer import predict_iter
     from ..io import read_volume, write_volume
     from ..train import resolve_device

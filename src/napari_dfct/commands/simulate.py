@@ -7,6 +7,8 @@ import argparse
 import sys
 from pathlib import Path
 
+from ._errors import CLIError
+
 NAME = "simulate"
 HELP = "simulate a thorax DFCT set: 1-rotation input, multi-rotation target, clean truth"
 DESCRIPTION = """\
@@ -128,7 +130,6 @@ def _describe(preset: dict) -> str:
 
 def _check(args: argparse.Namespace) -> tuple[int, bool, Path]:
     """Validated (slice count, independent specimens?, output folder)."""
-    from ..cli import CLIError
     from ..simulate import dataset_files, recover_dataset
 
     specimens = args.specimens is not None
@@ -164,8 +165,6 @@ def _check(args: argparse.Namespace) -> tuple[int, bool, Path]:
 
 
 def run(args: argparse.Namespace) -> int:
-    from ..cli import CLIError
-
     n, specimens, out = _check(args)
 
     from tqdm import tqdm

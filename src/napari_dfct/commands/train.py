@@ -8,6 +8,8 @@ import sys
 import threading
 from pathlib import Path
 
+from ._errors import CLIError
+
 NAME = "train"
 HELP = "train a residual U-Net with an amplified loss on input/target volumes"
 DESCRIPTION = """\
@@ -132,7 +134,6 @@ def register(parser: argparse.ArgumentParser) -> None:
 
 
 def _read(path: str, what: str):
-    from ..cli import CLIError
     from ..io import read_volume
 
     p = Path(path)
@@ -149,7 +150,6 @@ def _read(path: str, what: str):
 
 def _read_validation_set(folder: str | None, pairs: bool) -> tuple:
     """(input, target) of ``--val-data`` (a `dfct simulate` folder), or (None, None)."""
-    from ..cli import CLIError
 
     if not folder:
         return None, None
@@ -165,7 +165,6 @@ def _read_validation_set(folder: str | None, pairs: bool) -> tuple:
 
 def _read_scans(path: Path, patch: int):
     """The chosen slices of a data set of scans (one summary line on stderr)."""
-    from ..cli import CLIError
     from ..io.dataset import describe_scans, load_scans
 
     try:
@@ -177,8 +176,6 @@ def _read_scans(path: Path, patch: int):
 
 
 def _inputs(args):
-    from ..cli import CLIError
-
     if getattr(args, "pairs", None):
         if args.data or args.input or args.target:
             raise CLIError("give either --pairs or --data or --input/--target, not several")
@@ -205,7 +202,7 @@ def _loss_default(name: str):
     """The default of a :class:`~napari_dfct.losses.LossConfig` field (for the help)."""
     import dataclasses
 
-    from ..losses import LossConfig
+    from ..loss_config import LossConfig
 
     return next(f.default for f in dataclasses.fields(LossConfig) if f.name == name)
 
@@ -228,8 +225,7 @@ def _loss_config(args, base=None):
     saved loss) or the defaults."""
     import dataclasses
 
-    from ..cli import CLIError
-    from ..losses import LossConfig, build_loss_config
+    from ..loss_config import LossConfig, build_loss_config
 
     given = {
         field: getattr(args, dest)
@@ -253,7 +249,6 @@ def _resume_config(args, out: Path):
     import dataclasses
 
     from ..checkpoint import CheckpointError
-    from ..cli import CLIError
     from ..train import check_resume, resume_config
     from ._training import given_options, option_name
 
@@ -278,7 +273,6 @@ def _check_out(out: Path, resume: bool) -> None:
     """Before any work: a new run needs a new, empty or never-finished folder, a resumed
     one a writable folder (the one rule: :mod:`napari_dfct.checkpoint`)."""
     from ..checkpoint import CheckpointError, check_new_run_dir, check_writable
-    from ..cli import CLIError
 
     try:
         if resume:
@@ -351,7 +345,6 @@ def run(args: argparse.Namespace) -> int:
     from tqdm import tqdm
 
     from ..checkpoint import CheckpointError
-    from ..cli import CLIError
     from ..data import validate_pair
     from ..train import OutOfMemory, fit
 

@@ -4,8 +4,12 @@
 :mod:`napari_dfct.export.package`); every package ships the source of
 :mod:`napari_dfct.model` as its standalone architecture file. Building a package needs the
 optional extra ``[bioimageio]`` (``bioimageio.spec``); importing this module does not.
+
+The package is also the public API's :func:`napari_dfct.api.export`: calling it,
+``napari_dfct.export(model, "model.zip")``, writes a package (:mod:`napari_dfct._callable`).
 """
 
+from .._callable import make_callable as _make_callable
 from .package import (
     ARCHITECTURE_FILE,
     ExportError,
@@ -27,3 +31,6 @@ __all__ = [
     "read_sample",
     "sample_input",
 ]
+
+# napari_dfct.export(...) calls napari_dfct.api.export: the package is also that function
+_make_callable(__name__)

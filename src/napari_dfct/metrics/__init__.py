@@ -40,10 +40,6 @@ This package imports neither Qt nor napari.
 
 from __future__ import annotations
 
-# the optimiser of the edge fit; edge._fit_erf looks it up here when called, so replacing
-# napari_dfct.metrics.curve_fit reaches the fit
-from scipy.optimize import curve_fit as curve_fit
-
 from .cnr import CNRResult, ROIStats, cnr, cnr_stderr, roi_bounds, roi_stats
 from .edge import FWHM_PER_SIGMA, FWHMResult, erf_edge, fwhm, line_profile
 from .image import psnr, reference_metrics, ssim

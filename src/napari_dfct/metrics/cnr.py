@@ -262,6 +262,7 @@ def cnr(
 
     Examples
     --------
+    >>> import numpy as np
     >>> rng = np.random.default_rng(0)
     >>> img = rng.normal(0.0, 1.0, (100, 100))
     >>> img[:, 50:] += 3.0

@@ -63,11 +63,15 @@ Modules
     truth behind the directional weight's angular part, and that angular part per slice
     (:func:`slice_angular`, :func:`folder_angular`) for an ``oracle`` directional loss.
 
+The package is also the public API's :func:`napari_dfct.api.simulate`: calling it,
+``napari_dfct.simulate(64, specimens=8)``, simulates a set (:mod:`napari_dfct._callable`).
+
 Nothing here imports Qt or napari.
 """
 
 from __future__ import annotations
 
+from .._callable import make_callable as _make_callable
 from .acquisition import Physics, Simulation, simulate_dfct
 from .budget import check_memory, estimate_memory
 from .files import (
@@ -127,3 +131,6 @@ __all__ = [
     "oracle_folder",
     "views_for",
 ]
+
+# napari_dfct.simulate(...) calls napari_dfct.api.simulate: the package is also that function
+_make_callable(__name__)

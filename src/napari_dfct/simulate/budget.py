@@ -13,7 +13,7 @@ allocation failure halfway.
 
 from __future__ import annotations
 
-from ..data import available_memory, format_bytes
+from ..device import available_memory, format_bytes
 from .projector import CACHE_BYTES, detector_bins, geometry_plan
 
 __all__ = ["check_memory", "estimate_memory"]
@@ -70,7 +70,7 @@ def check_memory(
     supersample: int = 2,
 ) -> int:
     """:func:`estimate_memory`, or ``ValueError`` (one line) when it exceeds the host's
-    available memory (:func:`napari_dfct.data.available_memory`). Returns the estimate."""
+    available memory (:func:`napari_dfct.device.available_memory`). Returns the estimate."""
     need = estimate_memory(
         n_slices, size, n_views, specimens=specimens, chunk=chunk, supersample=supersample
     )

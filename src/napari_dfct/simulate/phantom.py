@@ -18,7 +18,6 @@ import math
 from dataclasses import dataclass, field
 
 import numpy as np
-from scipy import ndimage
 
 __all__ = ["LABELS", "MATERIALS", "Phantom", "thorax_phantom"]
 
@@ -230,6 +229,8 @@ def _paint_slice(
 
 def _smooth_field(rng, shape, sigma) -> np.ndarray:
     """Zero-mean, unit-RMS Gaussian random field (float32)."""
+    from scipy import ndimage  # on use: the dfct command's help does not load scipy
+
     noise = rng.standard_normal(shape, dtype=np.float32)
     out = ndimage.gaussian_filter(noise, sigma=sigma, mode="wrap")
     out -= out.mean()

@@ -15,14 +15,20 @@
   simulator's default) or a plain ramp (``filter="ramp"``), pixel-driven back-projection
   with linear interpolation, also a gather. It matches ``skimage.transform.iradon`` of
   ``radon`` on the same phantom to within a fraction of a percent.
+
+torch (the gathers, the FFT) is imported when a projection runs, not with this module, so
+the ``dfct`` command's help and the simulator's options load no torch.
 """
 
 from __future__ import annotations
 
 import math
+from typing import TYPE_CHECKING
 
 import numpy as np
-import torch
+
+if TYPE_CHECKING:
+    import torch
 
 __all__ = [
     "back_project",
@@ -120,6 +126,8 @@ class _Geometry:
     # -- forward projection (Joseph's method) -----------------------------------------
     def _fp_chunks(self):
         """Yield (view slice, bin slice, idx, weights) for the base views."""
+        import torch
+
         n = self.size
         c = (n - 1) / 2.0
         c_det = (self.n_det - 1) / 2.0
@@ -159,6 +167,8 @@ class _Geometry:
 
     def _project_table(self, table: torch.Tensor) -> torch.Tensor:
         """Padded channels-last table ``((n+3)**2, C)`` -> ``(C, n_base, D)``."""
+        import torch
+
         n_ch = table.shape[1]
         out = torch.zeros((len(self.theta), self.n_det, n_ch), dtype=torch.float32)
         chunks = self._fp if self._fp is not None else self._fp_chunks()
@@ -179,6 +189,8 @@ class _Geometry:
 
     def project(self, images: np.ndarray) -> np.ndarray:
         """``(Z, n, n)`` images -> ``(Z, n_views, D)`` line integrals (value x pixel)."""
+        import torch
+
         z, n, v = images.shape[0], self.size, self.n_views
         turned = np.rot90(images, 1, axes=(1, 2))  # theta + 90 deg sees it turned by +90
         if self.fold == 8:  # 90 deg - theta sees the transposed image
@@ -209,6 +221,8 @@ class _Geometry:
 
     # -- back-projection (pixel driven, linear interpolation) --------------------------
     def _bp_chunks(self):
+        import torch
+
         n = self.size
         c = (n - 1) / 2.0
         nb, n_det = len(self.theta), self.n_det
@@ -235,6 +249,8 @@ class _Geometry:
 
     def _backproject_table(self, q: torch.Tensor) -> torch.Tensor:
         """Channels-last ``(n_base * D, C)`` -> ``(C, n, n)``, plain sum over views."""
+        import torch
+
         n = self.size
         out = torch.empty((n * n, q.shape[1]), dtype=torch.float32)
         chunks = self._bp if self._bp is not None else self._bp_chunks()
@@ -257,6 +273,8 @@ class _Geometry:
 
         With ``filter`` ("ramp" or "hann") the input is a raw sinogram, filtered after
         folding opposite views (the filter is even, so it commutes with the mirror)."""
+        import torch
+
         z, v, n_det = filtered.shape
         if v != self.n_views or n_det != self.n_det:
             raise ValueError(
@@ -339,6 +357,8 @@ def _ramp_response(n_det: int, filter: str = "ramp") -> tuple[np.ndarray, int]:
 
 def filter_sinogram(sino: np.ndarray, filter: str = "ramp") -> np.ndarray:
     """Apply the FBP filter along the detector axis (last axis), float32."""
+    import torch
+
     sino = np.asarray(sino, dtype=np.float32)
     n_det = sino.shape[-1]
     resp, pad = _ramp_response(n_det, filter)

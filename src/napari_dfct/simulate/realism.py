@@ -24,7 +24,6 @@ from collections.abc import Sequence
 from typing import Any
 
 import numpy as np
-from scipy import ndimage
 
 __all__ = [
     "MASK_FILE",
@@ -61,6 +60,8 @@ def specimen_seeds(seed: int, n: int) -> list[int]:
 
 def body_mask(labels: np.ndarray) -> np.ndarray:
     """uint8 mask, 1 inside the body (every label but the outside air, holes filled)."""
+    from scipy import ndimage  # on use: the dfct command's help does not load scipy
+
     from .phantom import LABELS
 
     lab = np.asarray(labels)

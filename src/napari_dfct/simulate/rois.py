@@ -5,22 +5,17 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 import numpy as np
-from scipy import ndimage
 
+from ..roi import roi_size_for  # the rule's home is napari_dfct.roi; re-exported here
 from .phantom import LABELS
 
 __all__ = ["roi_size_for", "suggest_rois"]
 
 
-def roi_size_for(size: int) -> int:
-    """Default ROI side: 30 px (the paper's) for ``size >= 256``, proportionally smaller
-    below (at least 4), so that a lung square and an air square fit the phantom."""
-    size = int(size)
-    return 30 if size >= 256 else max(4, int(round(30 * size / 256)))
-
-
 def _feasible(mask2d: np.ndarray, roi_size: int, margin: int) -> np.ndarray:
     """Centres whose (roi_size + 2*margin) square lies fully inside ``mask2d``."""
+    from scipy import ndimage  # on use: the dfct command's help does not load scipy
+
     half = roi_size // 2 + margin
     fp = 2 * half + 1
     ok = ndimage.minimum_filter(mask2d.astype(np.uint8), size=fp, mode="constant", cval=0)

@@ -23,8 +23,15 @@ The package: :mod:`~napari_dfct.train.config` (:class:`TrainConfig`, recipes, re
 :mod:`~napari_dfct.train.resources` (memory checked up front, time per epoch measured),
 :mod:`~napari_dfct.train.window` (the default intensity window, one rule for the CLI and
 the Train widget) and :mod:`~napari_dfct.train.loop` (:func:`fit` in named steps).
+
+The package is also the public API's :func:`napari_dfct.api.train`: calling it,
+``napari_dfct.train(inputs, targets, ...)``, trains a model (:mod:`napari_dfct._callable`).
 """
 
+import importlib
+from typing import TYPE_CHECKING
+
+from .._callable import make_callable as _make_callable
 from ..device import resolve_device
 from .config import (
     DECAY_SCOPES,
@@ -38,15 +45,51 @@ from .config import (
     recipe_config,
     resume_config,
 )
-from .loop import EpochEvent, FitResult, fit, run_fit
-from .optim import (
-    build_optimizer,
-    parameter_groups,
-    recalibrate_batchnorm,
-    scale_invariant_parameters,
-)
-from .resources import EpochEstimate, OutOfMemory, check_memory
-from .window import default_window, intensity_histogram, training_split
+
+# The loop, the optimiser and the resource checks need torch: they load on first use
+# (PEP 562), so that the configuration above, and with it the ``dfct`` command's help,
+# does not import torch.
+_LAZY = {
+    "EpochEvent": "loop",
+    "FitResult": "loop",
+    "fit": "loop",
+    "run_fit": "loop",
+    "build_optimizer": "optim",
+    "parameter_groups": "optim",
+    "recalibrate_batchnorm": "optim",
+    "scale_invariant_parameters": "optim",
+    "EpochEstimate": "resources",
+    "OutOfMemory": "resources",
+    "check_memory": "resources",
+    "default_window": "window",
+    "intensity_histogram": "window",
+    "training_split": "window",
+}
+
+if TYPE_CHECKING:
+    from .loop import EpochEvent, FitResult, fit, run_fit
+    from .optim import (
+        build_optimizer,
+        parameter_groups,
+        recalibrate_batchnorm,
+        scale_invariant_parameters,
+    )
+    from .resources import EpochEstimate, OutOfMemory, check_memory
+    from .window import default_window, intensity_histogram, training_split
+
+
+def __getattr__(name: str):
+    module = _LAZY.get(name)
+    if module is None:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    value = getattr(importlib.import_module(f"{__name__}.{module}"), name)
+    globals()[name] = value
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted(set(globals()) | set(_LAZY))
+
 
 __all__ = [
     "DECAY_SCOPES",
@@ -75,3 +118,6 @@ __all__ = [
     "scale_invariant_parameters",
     "training_split",
 ]
+
+# napari_dfct.train(...) calls napari_dfct.api.train: the package is also that function
+_make_callable(__name__)

@@ -16,7 +16,7 @@ from dataclasses import Field, dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
-from ..data import IntensityWindow
+from ..window import IntensityWindow
 
 __all__ = [
     "DECAY_SCOPES",
@@ -119,7 +119,7 @@ class TrainConfig:
     device : str
         ``"auto"`` (CUDA, MPS, CPU), ``"cpu"``, ``"cuda"``, ``"cuda:1"``, ``"mps"``.
     window : IntensityWindow or None
-        Shared clip window; None takes :func:`napari_dfct.data.window_from_percentiles` of
+        Shared clip window; None takes :func:`napari_dfct.window.window_from_percentiles` of
         the training slices (input and target pooled: the 0.1/99.9 percentiles widened by
         20 % on each side, which clips at most 1 % of the lung on the simulator's data).
     augment : bool
@@ -137,6 +137,15 @@ class TrainConfig:
         preset's (``paper`` 64, ``small`` 16, ``tiny`` 4).
     model_kwargs : dict
         Overrides of the preset's architecture (passed to ``build_model``).
+
+    Examples
+    --------
+    >>> from napari_dfct import TrainConfig
+    >>> cfg = TrainConfig(preset="tiny", epochs=2, loss="l2+s-nonlinear")
+    >>> cfg.loss.name, cfg.recipe, cfg.batch_size
+    ('l2+s-nonlinear', 'stable', 32)
+    >>> TrainConfig.from_dict(cfg.to_dict()) == cfg  # what config.json holds
+    True
     """
 
     loss: Any = field(default_factory=_default_loss)

@@ -8,7 +8,7 @@ from dataclasses import dataclass
 
 import torch
 
-from ..data import available_memory, format_bytes
+from ..device import available_memory, format_bytes
 from .config import TrainConfig
 
 __all__ = ["EpochEstimate", "OutOfMemory", "StepTimer", "activation_bytes", "check_memory"]
