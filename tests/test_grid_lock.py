@@ -91,9 +91,9 @@ def _write_lock(out: Path, **record) -> None:
 def test_a_second_grid_on_a_running_grids_folder_exits_2(tmp_path, data, capsys):
     out = tmp_path / "grid"
     err_path = tmp_path / "first.stderr"
-    with open(err_path, "w") as err:
+    with open(err_path, "w") as err:  # 2 x 20 epochs: still training when the second starts
         first = subprocess.Popen(
-            [sys.executable, "-m", "napari_dfct", *_argv(out, data, "0,1", epochs=4)],
+            [sys.executable, "-m", "napari_dfct", *_argv(out, data, "0,1", epochs=20)],
             stdout=subprocess.DEVNULL,
             stderr=err,
         )
@@ -107,7 +107,7 @@ def test_a_second_grid_on_a_running_grids_folder_exits_2(tmp_path, data, capsys)
         holder = lock_holder(out)
         assert holder is not None and holder["pid"] == first.pid
         # the second grid: one line naming the first, exit 2, nothing touched
-        assert main(_argv(out, data, "0,1", epochs=4)) == 2
+        assert main(_argv(out, data, "0,1", epochs=20)) == 2
         line = _one_error_line(capsys)
         assert f"pid {first.pid}" in line and "in use by another dfct grid" in line
         # reading is not writing: grid-report runs while the grid does (and says so)
