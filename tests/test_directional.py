@@ -12,8 +12,6 @@ from napari_dfct import directional as D
 from napari_dfct import weights as W
 from napari_dfct.losses import AmplifiedLoss, LossConfig, effective_scale, paper_configs
 
-pytestmark = pytest.mark.usefixtures("one_torch_thread")
-
 D_NAMES = [
     "l2+d-nonlinear",
     "l2+s+d-nonlinear",

@@ -6,6 +6,8 @@ import os
 import subprocess
 import sys
 
+import pytest
+
 from napari_dfct import _threads
 
 
@@ -33,6 +35,7 @@ def test_a_cpu_quota_caps_the_threads(tmp_path):
         assert _threads.decide({**env, "OMP_NUM_THREADS": "4"}, 1, torch_loaded=False) == {}
 
 
+@pytest.mark.slow
 def test_importing_the_package_sets_the_spin_count_before_torch_loads():
     """A fresh interpreter: napari_dfct sets the spin count, torch (imported after) runs;
     a spin count or wait policy of the user's own is kept."""

@@ -23,9 +23,6 @@ from napari_dfct.train import (
 )
 
 
-pytestmark = pytest.mark.usefixtures("one_torch_thread")
-
-
 @pytest.fixture(scope="module")
 def pair():
     """Six 48x48 slices: smooth structure (target) plus stripes and noise (input)."""

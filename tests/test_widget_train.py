@@ -108,6 +108,7 @@ def _median_gap(ticks, t0, t1) -> float:
     return float(np.median(np.diff(inside))) if len(inside) > 1 else float("inf")
 
 
+@pytest.mark.slow
 def test_train_to_completion_keeps_the_gui_responsive(viewer, tmp_path, qtbot, notes, registry):
     """Two tiny runs through the widget while a 10 ms QTimer measures the event loop.
 
@@ -194,6 +195,7 @@ def test_train_to_completion_keeps_the_gui_responsive(viewer, tmp_path, qtbot, n
     print("\n[responsiveness, 10 ms QTimer] " + "; ".join(report))
 
 
+@pytest.mark.slow
 def test_stop_keeps_a_loadable_checkpoint(viewer, tmp_path, qtbot, notes, registry):
     from napari_dfct.checkpoint import load_model
     from napari_dfct.widgets.predict import PredictWidget
@@ -240,6 +242,7 @@ def test_stop_keeps_a_loadable_checkpoint(viewer, tmp_path, qtbot, notes, regist
     assert [h["epoch"] for h in history] == list(range(1, done + 2))
 
 
+@pytest.mark.slow
 def test_train_from_files(make_napari_viewer, small_sim, tmp_path, qtbot, notes, registry):
     from napari_dfct.io import write_volume
 
@@ -391,6 +394,7 @@ def test_job_events_and_error_texts():
     )
 
 
+@pytest.mark.slow
 def test_training_does_not_move_the_view(viewer, tmp_path, qtbot, notes, registry):
     """The preview layer shows the preview slice; the viewer stays where the user was."""
     viewer.dims.set_current_step(0, 1)
