@@ -112,7 +112,7 @@ def test_paired_comparison_by_hand():
 def test_holm_over_a_table_can_remove_a_verdict():
     """Two comparisons with 6 all-positive differences each: p = 2/64 = 0.03125 alone
     ("better"), 0.0625 after Holm over both ("no evidence")."""
-    base = {s: 0.0 for s in range(6)}
+    base = dict.fromkeys(range(6), 0.0)
     up = {s: 1.0 + s for s in range(6)}
     lone = paired_comparison(up, base)
     assert lone.p == pytest.approx(2 / 64) and lone.verdict == "better"

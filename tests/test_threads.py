@@ -44,13 +44,12 @@ def test_importing_the_package_sets_the_spin_count_before_torch_loads():
         "print(os.environ.get('GOMP_SPINCOUNT'), os.environ.get('OMP_WAIT_POLICY'))"
     )
     env = {k: v for k, v in os.environ.items() if k not in ("GOMP_SPINCOUNT", "OMP_WAIT_POLICY")}
-    run = lambda e: subprocess.run(
-        [sys.executable, "-c", code],
-        capture_output=True,  # noqa: E731
-        text=True,
-        env=e,
-        timeout=120,
-    )
+
+    def run(e):
+        return subprocess.run(
+            [sys.executable, "-c", code], capture_output=True, text=True, env=e, timeout=120
+        )
+
     out = run(env)
     assert out.stdout.split() == ["10000", "None"], out.stderr
     assert run({**env, "GOMP_SPINCOUNT": "7"}).stdout.split() == ["7", "None"]

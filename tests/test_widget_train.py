@@ -118,9 +118,9 @@ def test_train_to_completion_keeps_the_gui_responsive(viewer, tmp_path, qtbot, n
     event loop ticks during training as it does idle (median gap at most twice the idle
     median: training runs in its own process and leaves the GUI thread alone).
     """
-    from qtpy.QtCore import QTimer
-
     import threading
+
+    from qtpy.QtCore import QTimer
 
     widget = _widget(viewer, tmp_path, epochs=3, patch=64, batch_size=8)
     # the widget warms torch's lazy imports in a thread when it opens: let that finish so
@@ -177,8 +177,10 @@ def test_train_to_completion_keeps_the_gui_responsive(viewer, tmp_path, qtbot, n
     baseline, _ = _worst_gap(ticks, b0, b1)
     idle_median = _median_gap(ticks, b0, b1)
     report = [
-        f"idle viewer baseline worst gap {baseline * 1000:.0f} ms, median "
-        f"{idle_median * 1000:.1f} ms"
+        (
+            f"idle viewer baseline worst gap {baseline * 1000:.0f} ms, median "
+            f"{idle_median * 1000:.1f} ms"
+        )
     ]
     for label, (t0, t1) in zip(("first run", "second run"), runs, strict=True):
         worst, n = _worst_gap(ticks, t0, t1)

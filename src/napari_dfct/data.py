@@ -19,6 +19,7 @@ from __future__ import annotations
 import math
 from collections.abc import Iterator
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -509,10 +510,10 @@ class Batch(tuple):
 def _cgroup_free() -> int | None:
     """Memory left under this process's cgroup (v2) limit, or None without one."""
     try:
-        limit = open("/sys/fs/cgroup/memory.max").read().strip()
+        limit = Path("/sys/fs/cgroup/memory.max").read_text().strip()
         if limit == "max":
             return None
-        used = int(open("/sys/fs/cgroup/memory.current").read().strip())
+        used = int(Path("/sys/fs/cgroup/memory.current").read_text().strip())
         return max(0, int(limit) - used)
     except (OSError, ValueError):
         return None
@@ -530,7 +531,7 @@ def available_memory(device: torch.device | str = "cpu") -> int | None:
         try:
             free, _ = torch.cuda.mem_get_info(device)
             return int(free)
-        except Exception:  # pragma: no cover - driver specific
+        except Exception:  # noqa: BLE001 # pragma: no cover - driver specific
             return None
     host = None
     try:
@@ -546,7 +547,7 @@ def available_memory(device: torch.device | str = "cpu") -> int | None:
             import psutil
 
             host = int(psutil.virtual_memory().available)
-        except Exception:  # pragma: no cover - psutil missing or unsupported
+        except Exception:  # noqa: BLE001 # pragma: no cover - psutil missing or unsupported
             return None
     group = _cgroup_free()
     return host if group is None else min(host, group)
@@ -685,7 +686,7 @@ class PatchSampler:
         if self.device.type == "cuda":
             try:
                 free, _ = torch.cuda.mem_get_info(self.device)
-            except Exception:  # pragma: no cover - driver specific
+            except Exception:  # noqa: BLE001 # pragma: no cover - driver specific
                 return torch.device("cpu")
             return self.device if nbytes < 0.5 * free else torch.device("cpu")
         return self.device

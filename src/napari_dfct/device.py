@@ -80,11 +80,11 @@ def list_devices(auto: bool = True) -> list[DeviceInfo]:
             name, free, total = f"cuda:{i}", None, None
             try:
                 title = torch.cuda.get_device_name(i)
-            except Exception:  # pragma: no cover - driver specific
+            except Exception:  # noqa: BLE001 # pragma: no cover - driver specific
                 title = "CUDA device"
             try:
                 free, total = (int(v) for v in torch.cuda.mem_get_info(i))
-            except Exception:  # pragma: no cover - driver specific
+            except Exception:  # noqa: BLE001 # pragma: no cover - driver specific
                 pass
             out.append(DeviceInfo(name, f"{name} ({title}{free_text(free, total)})", free, total))
     if _mps_available():  # pragma: no cover - macOS only

@@ -201,7 +201,7 @@ class LossConfig:
         return self.directional if self.directional != "none" else self.frequency
 
     @property
-    def plain(self) -> "LossConfig":
+    def plain(self) -> LossConfig:
         """The un-amplified loss of the same kind (L1 or L2, scale 1): the selection
         criterion that every configuration shares."""
         return LossConfig(loss=self.loss)
@@ -210,7 +210,7 @@ class LossConfig:
         return self.name
 
     @classmethod
-    def from_name(cls, name: str, **overrides) -> "LossConfig":
+    def from_name(cls, name: str, **overrides) -> LossConfig:
         """Parse a name made by :attr:`name`; keyword ``overrides`` replace fields after.
 
         Raises
@@ -230,7 +230,7 @@ class LossConfig:
         return d
 
     @classmethod
-    def from_dict(cls, d: dict) -> "LossConfig":
+    def from_dict(cls, d: dict) -> LossConfig:
         """Inverse of :meth:`to_dict`; a dict holding only ``name`` also works."""
         if not isinstance(d, dict):
             raise ValueError(f"expected a dict for a loss config, got {type(d).__name__}")

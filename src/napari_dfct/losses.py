@@ -151,7 +151,7 @@ def _no_autocast(device_type: str):
     """A context that disables autocast on ``device_type`` (a no-op where there is none)."""
     try:
         ok = torch.amp.is_autocast_available(device_type)
-    except Exception:  # pragma: no cover - older torch
+    except Exception:  # noqa: BLE001 # pragma: no cover - older torch
         ok = device_type in ("cuda", "cpu")
     if not ok:
         return contextlib.nullcontext()
@@ -389,9 +389,9 @@ def effective_scale(
         ``loss_scale``
             The configuration's constant factor (``LossConfig.scale``).
         ``scale``
-            The product of the three: the loss relative to the plain loss for a uniform (paper mode)
-            or white (spectral mode) error. For spectral L1 with S+F it is a close lower
-            bound (the exact value lies below ``sqrt(mean(A_S^2)) * a_f_rms``).
+            The product of the three: the loss relative to the plain loss for a uniform
+            (paper mode) or white (spectral mode) error. For spectral L1 with S+F it is a
+            close lower bound (the exact value lies below ``sqrt(mean(A_S^2)) * a_f_rms``).
 
         Directional configurations (D, S+D, D+S): ``A_D`` depends on the data (its angular
         part ``G`` comes from each sample's ``input - target``), so its white-error gain

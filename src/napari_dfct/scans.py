@@ -56,7 +56,7 @@ class ScanSlices:
         """Raise :class:`ValueError` for slices that cannot train (one line each)."""
         if len(self.inputs) != len(self.targets) or len(self.scans) != len(self.inputs):
             raise ValueError("inputs, targets and scans must have one entry per slice")
-        if len(set(int(s) for s in self.scans)) < 2:
+        if len({int(s) for s in self.scans}) < 2:
             raise ValueError(
                 "a data set of scans needs at least 2 scans (validation holds "
                 "out whole scans, never slices of one scan)"

@@ -7,9 +7,9 @@ from __future__ import annotations
 import contextlib
 import csv
 import datetime as _dt
+import glob
 import io
 import json
-import glob
 import os
 import secrets
 import shutil

@@ -290,8 +290,10 @@ def _table(args, r: dict, m, shape, k, volume, size, meta_path, mask_path=None) 
         rows.append(
             (
                 role,
-                f"centre ({c[0]:g}, {c[1]:g})   mean {_num(r[f'{role}_mean'])}   "
-                f"std {_num(r[f'{role}_std'])}   n {r[f'{role}_n']}",
+                (
+                    f"centre ({c[0]:g}, {c[1]:g})   mean {_num(r[f'{role}_mean'])}   "
+                    f"std {_num(r[f'{role}_std'])}   n {r[f'{role}_n']}"
+                ),
             )
         )
     reasons = r["reasons"]

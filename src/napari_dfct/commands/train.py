@@ -40,8 +40,8 @@ ORDER = 20
 
 def register(parser: argparse.ArgumentParser) -> None:
     """Add the ``dfct train`` arguments."""
-    from ._training import add_training_arguments, recipe_help
     from ._help import HelpFormatter
+    from ._training import add_training_arguments, recipe_help
 
     parser.formatter_class = HelpFormatter
     parser.description = DESCRIPTION.format(recipes=recipe_help())

@@ -484,9 +484,11 @@ def _panels(
                 continue
             images.append(
                 (
-                    f"{name} (seed {seed})\n"
-                    f"CNR {_num(_slice_value(rec, 'cnr', z), '.2f')}  "
-                    f"FWHM {_num(_slice_value(rec, 'fwhm', z), '.1f')}",
+                    (
+                        f"{name} (seed {seed})\n"
+                        f"CNR {_num(_slice_value(rec, 'cnr', z), '.2f')}  "
+                        f"FWHM {_num(_slice_value(rec, 'fwhm', z), '.1f')}"
+                    ),
                     pred,
                 )
             )
@@ -518,17 +520,19 @@ def _paired_section(
     files["paired"] = paired_figure(rows, rdir / "paired.png")
     return [
         "## Paired comparisons (by seed)\n",
-        "Runs with the same seed share the split, the initialisation and the patch order, "
-        "so each configuration is compared with its family's baseline seed by seed (and, "
-        "in the second kind of table, with its scale-matched control; in a third, the "
-        "pairs chosen with --compare). Δ: median over seeds "
-        "of the per-seed difference (configuration − reference) of the runs' values; CI: "
-        f"95 % percentile bootstrap interval of that median ({n_boot} resamples, seeded); "
-        "p: two-sided Wilcoxon signed-rank test (exact for small n); p (Holm): corrected "
-        "over the rows of the table. Verdict **better** / **worse**: the interval excludes "
-        "zero on the good (bad) side of the metric and p (Holm) < 0.05; otherwise no "
-        "evidence. With 5 seeds or fewer the smallest possible p is 0.0625: such a grid "
-        "can give no verdict.\n",
+        (
+            "Runs with the same seed share the split, the initialisation and the patch order, "
+            "so each configuration is compared with its family's baseline seed by seed (and, "
+            "in the second kind of table, with its scale-matched control; in a third, the "
+            "pairs chosen with --compare). Δ: median over seeds "
+            "of the per-seed difference (configuration − reference) of the runs' values; CI: "
+            f"95 % percentile bootstrap interval of that median ({n_boot} resamples, seeded); "
+            "p: two-sided Wilcoxon signed-rank test (exact for small n); p (Holm): corrected "
+            "over the rows of the table. Verdict **better** / **worse**: the interval excludes "
+            "zero on the good (bad) side of the metric and p (Holm) < 0.05; otherwise no "
+            "evidence. With 5 seeds or fewer the smallest possible p is 0.0625: such a grid "
+            "can give no verdict.\n"
+        ),
         t["markdown"],
         "![paired.png](paired.png)\n",
     ]
@@ -617,8 +621,10 @@ def grid_report(
     n_slices = reference.get("n_slices") or 1
     lines = [
         "# Grid report\n",
-        f"Grid folder: `{out_dir}`. Runs finished: {n_done}; incomplete: {n_inc}; "
-        f"not started: {n_miss}; moved-aside attempts: {len(status['aside'])}.\n",
+        (
+            f"Grid folder: `{out_dir}`. Runs finished: {n_done}; incomplete: {n_inc}; "
+            f"not started: {n_miss}; moved-aside attempts: {len(status['aside'])}.\n"
+        ),
         (
             f"Every run is measured on all {n_slices} test slices, each with its own ROIs; a "
             "run's value is its median over the slices (per-slice values in each run's "
@@ -641,11 +647,13 @@ def grid_report(
     if ctrl is not None:
         lines += [
             "## Scale-matched controls\n",
-            "Each amplified configuration next to its control: the plain loss "
-            "multiplied by the configuration's effective loss scale (`l2@1.47` is L2 "
-            "times 1.47). With Adam's coupled weight decay a loss scale alone changes "
-            "training: a difference between a configuration and its control is what "
-            "the amplification's structure does.\n",
+            (
+                "Each amplified configuration next to its control: the plain loss "
+                "multiplied by the configuration's effective loss scale (`l2@1.47` is L2 "
+                "times 1.47). With Adam's coupled weight decay a loss scale alone changes "
+                "training: a difference between a configuration and its control is what "
+                "the amplification's structure does.\n"
+            ),
             ctrl["markdown"],
         ]
     lines += ["## All metrics\n", comp_md]

@@ -298,6 +298,6 @@ def _device_name(device) -> str:
 
         if getattr(device, "type", str(device)) == "cuda":
             return torch.cuda.get_device_name(device)
-    except Exception:  # pragma: no cover - informative only
+    except Exception:  # noqa: BLE001 # pragma: no cover - informative only
         pass
     return platform.processor() or platform.machine()

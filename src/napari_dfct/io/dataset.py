@@ -252,7 +252,7 @@ def describe_scans(data) -> str:
     sizes = sorted(
         {f"{h}x{w}" for h, w in data.shapes}, key=lambda s: [int(v) for v in s.split("x")]
     )
-    n_scans = len(set(int(s) for s in data.scans))
+    n_scans = len({int(s) for s in data.scans})
     return (
         f"{n_scans} scans, {len(data)} slices, "
         f"size{'s' if len(sizes) != 1 else ''} {', '.join(sizes)}"

@@ -32,9 +32,9 @@ def _default_loss():
     return LossConfig()
 
 
-def _option(default, help: str, choices: tuple | None = None):
+def _option(default, help_text: str, choices: tuple | None = None):
     """A TrainConfig field that is also a command-line option (help text and choices)."""
-    meta = {"help": help}
+    meta = {"help": help_text}
     if choices is not None:
         meta["choices"] = tuple(choices)
     return field(default=default, metadata=meta)

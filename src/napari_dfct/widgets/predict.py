@@ -423,7 +423,8 @@ class PredictWidget(QWidget):
         shape (its predicted slices are kept), else None."""
         layer = job.layer
         name = prediction_name(layer.name, job.model_name)
-        existing = self._viewer.layers[name] if name in self._viewer.layers else None
+        # a LayerList is a sequence indexed by name: it has no get()
+        existing = self._viewer.layers[name] if name in self._viewer.layers else None  # noqa: SIM401
         if (
             existing is None
             or tuple(existing.data.shape) != tuple(job.volume.shape)
