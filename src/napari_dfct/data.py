@@ -17,6 +17,7 @@ Python loop runs per sample, and the random draws come from a seeded
 from __future__ import annotations
 
 import math
+import numbers
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -84,7 +85,7 @@ class IntensityWindow:
         """
         if isinstance(x, torch.Tensor):
             return (x.clamp(self.low, self.high) - self.low) / self.width
-        if np.isscalar(x):
+        if isinstance(x, numbers.Real):
             return (min(max(float(x), self.low), self.high) - self.low) / self.width
         arr = np.asarray(x, dtype=np.float32)
         out = np.clip(arr, np.float32(self.low), np.float32(self.high))
@@ -105,7 +106,7 @@ class IntensityWindow:
         """
         if isinstance(y, torch.Tensor):
             return y * self.width + self.low
-        if np.isscalar(y):
+        if isinstance(y, numbers.Real):
             return float(y) * self.width + self.low
         arr = np.asarray(y, dtype=np.float32)
         return (arr * np.float32(self.width) + np.float32(self.low)).astype(np.float32)
@@ -499,6 +500,8 @@ def augment_angular(g: torch.Tensor, angle: torch.Tensor, mirror: torch.Tensor) 
 class Batch(tuple):
     """One batch ``(x, y, w)`` of a sampler, carrying the patches' known angular parts
     ``g`` (``(B, n_bins)``; None unless the sampler was given them)."""
+
+    g: torch.Tensor | None
 
     def __new__(cls, x, y, w, g=None):
         obj = super().__new__(cls, (x, y, w))

@@ -10,6 +10,7 @@ import contextlib
 import threading
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Any
 
 import torch
 
@@ -60,7 +61,7 @@ def list_devices(auto: bool = True) -> list[DeviceInfo]:
     """
     from .data import available_memory, format_bytes
 
-    def free_text(free, total=None) -> str:
+    def free_text(free: int | None, total: int | None = None) -> str:
         if free is None:
             return ""
         return (
@@ -148,7 +149,7 @@ def is_out_of_memory(exc: BaseException) -> bool:
     return isinstance(exc, RuntimeError) and "out of memory" in str(exc).lower()
 
 
-def cancel_check(cancel) -> Callable[[], bool]:
+def cancel_check(cancel: threading.Event | Callable[[], Any] | None) -> Callable[[], bool]:
     """A zero-argument callable for a ``threading.Event``, a callable or None (never)."""
     if cancel is None:
         return lambda: False
@@ -168,7 +169,7 @@ def free_memory(device: torch.device) -> None:
             torch.mps.empty_cache()
 
 
-def autocast(device: torch.device, enabled: bool):
+def autocast(device: torch.device, enabled: bool) -> contextlib.AbstractContextManager:
     """bf16 autocast on CUDA when ``enabled``; a null context elsewhere."""
     if enabled and device.type == "cuda":
         return torch.autocast("cuda", dtype=torch.bfloat16)

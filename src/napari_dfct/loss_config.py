@@ -13,6 +13,7 @@ import dataclasses
 import re
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 
@@ -40,7 +41,7 @@ ORDERS = ("sf", "fs")
 _PROFILES_ON = ("linear", "nonlinear")
 
 
-def _norm_choice(value, valid, what):
+def _norm_choice(value: Any, valid: Sequence[str], what: str) -> str:
     v = value.lower() if isinstance(value, str) else value
     if v not in valid:
         raise ValueError(f"unknown {what} {value!r}; valid: {', '.join(valid)}")
@@ -104,7 +105,7 @@ class LossConfig:
     directional: str = "none"
     oracle: bool = False
 
-    def __post_init__(self):
+    def __post_init__(self) -> None:
         set_ = lambda k, v: object.__setattr__(self, k, v)  # noqa: E731  (frozen)
         set_("loss", _norm_choice(self.loss, LOSSES, "loss"))
         set_("spatial", _norm_choice(self.spatial, _w.PROFILES, "spatial profile"))
@@ -210,7 +211,7 @@ class LossConfig:
         return self.name
 
     @classmethod
-    def from_name(cls, name: str, **overrides) -> LossConfig:
+    def from_name(cls, name: str, **overrides: Any) -> LossConfig:
         """Parse a name made by :attr:`name`; keyword ``overrides`` replace fields after.
 
         Raises
@@ -252,7 +253,7 @@ class LossConfig:
 _TERM = re.compile(r"^(s|f|d)(?:-(linear|nonlinear|sqrt))?$")
 
 
-def _invalid(name) -> ValueError:
+def _invalid(name: object) -> ValueError:
     valid = ", ".join(paper_names())
     return ValueError(
         f"unknown loss configuration {name!r}. Valid names: {valid} "
@@ -287,8 +288,8 @@ def _parse_name(name: str) -> LossConfig:
     loss, terms = parts[0], parts[1:]
     if loss not in LOSSES:
         raise _invalid(name)
-    matches = [_TERM.match(t) for t in terms]
-    if any(m is None for m in matches) or len(terms) > 2:
+    matches = [m for m in (_TERM.match(t) for t in terms) if m is not None]
+    if len(matches) < len(terms) or len(terms) > 2:
         raise _invalid(name)
     kinds = [m.group(1) for m in matches]
     profs = [m.group(2) for m in matches]
@@ -378,7 +379,7 @@ def paper_names() -> list[str]:
     return [c.name for c in paper_configs()]
 
 
-def coerce_config(config) -> LossConfig:
+def coerce_config(config: LossConfig | str | dict) -> LossConfig:
     """A :class:`LossConfig` from a config, a name or a dict."""
     if isinstance(config, LossConfig):
         return config

@@ -36,6 +36,8 @@ cannot be imported).
 
 from __future__ import annotations
 
+from typing import Any
+
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -78,6 +80,7 @@ class _Down(nn.Sequential):
 class _Up(nn.Module):
     def __init__(self, below_channels: int, skip_channels: int, bilinear: bool):
         super().__init__()
+        self.up: nn.Module
         if bilinear:
             self.up = nn.Upsample(scale_factor=2, mode="bilinear", align_corners=False)
             conv_in = below_channels + skip_channels
@@ -141,7 +144,8 @@ class ResidualUNet(nn.Module):
         self.outc = nn.Conv2d(ch[0], out_channels, kernel_size=1)
         if zero_init:
             nn.init.zeros_(self.outc.weight)
-            nn.init.zeros_(self.outc.bias)
+            if self.outc.bias is not None:
+                nn.init.zeros_(self.outc.bias)
 
     @property
     def multiple(self) -> int:
@@ -181,7 +185,7 @@ class ResidualUNet(nn.Module):
         return x + self.residual(x)
 
 
-def build_model(preset: str = "paper", **overrides) -> ResidualUNet:
+def build_model(preset: str = "paper", **overrides: Any) -> ResidualUNet:
     """Build a :class:`ResidualUNet` from a preset, with keyword overrides.
 
     Parameters
@@ -204,7 +208,7 @@ def build_model(preset: str = "paper", **overrides) -> ResidualUNet:
     return ResidualUNet(**kwargs)
 
 
-def model_config(model: ResidualUNet) -> dict:
+def model_config(model: nn.Module) -> dict:
     """JSON-able keyword arguments that rebuild ``model``'s architecture
     (``ResidualUNet(**cfg)`` or ``build_model(**cfg)``)."""
     if not isinstance(model, ResidualUNet):

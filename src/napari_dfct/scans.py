@@ -49,7 +49,7 @@ class ScanSlices:
         return len(self.inputs)
 
     @property
-    def shapes(self) -> list[tuple[int, int]]:
+    def shapes(self) -> list[tuple[int, ...]]:
         return [tuple(int(v) for v in a.shape) for a in self.inputs]
 
     def validate(self, patch: int | None = None) -> None:
@@ -131,7 +131,7 @@ class GroupedSampler:
         self,
         inputs,
         targets,
-        spatial_weight: Callable[[tuple[int, int]], torch.Tensor | None] | None = None,
+        spatial_weight: Callable[[tuple[int, ...]], torch.Tensor | None] | None = None,
         *,
         patch: int = 128,
         patches_per_slice: int = 1,

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 from pathlib import Path
+from typing import Any
 
 from ._help import HelpFormatter
 from ._training import add_training_arguments, train_config_from_args
@@ -256,7 +257,7 @@ def simulate_pair(
     from ..cli import CLIError
     from ..simulate import save_simulation, simulate_dfct
 
-    phys = {}
+    phys: dict[str, Any] = {}
     if views:
         phys["n_views"] = int(views)
     if rotations:
@@ -307,6 +308,8 @@ def _grid_data(args: argparse.Namespace, out: Path, log):
     --simulate)."""
     from ..cli import CLIError
 
+    train: Path | tuple[Path, Path]
+    test: Path | dict[str, Any]
     if args.simulate:
         if args.train or args.train_input or args.test or args.test_input:
             raise CLIError("--simulate makes its own data: leave out --train/--test")

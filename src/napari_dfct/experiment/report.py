@@ -74,7 +74,7 @@ def collect_runs(out_dir: str | os.PathLike) -> list[dict]:
     (``seed-k.incomplete-*``) and folders without ``metrics.json`` are ignored.
     """
     runs = Path(out_dir) / RUNS_DIR
-    records = []
+    records: list[dict] = []
     if not runs.is_dir():
         return records
     for path in sorted(runs.glob(f"*/seed-*/{METRICS_FILE}")):
@@ -86,7 +86,7 @@ def collect_runs(out_dir: str | os.PathLike) -> list[dict]:
     return records
 
 
-def _stats(values: Sequence[float]) -> dict:
+def _stats(values: Sequence[float | None]) -> dict:
     arr = np.asarray([to_float(v) for v in values], dtype=np.float64)
     finite = arr[np.isfinite(arr)]
     n = int(finite.size)
@@ -203,7 +203,7 @@ def paper_table(
         label and for each column the stats dict (or None).
     """
     columns = [(m, p) for m in ("cnr", "fwhm") for p in PROFILES]
-    table_rows = []
+    table_rows: list[dict[str, Any]] = []
     for scheme, label in ROW_ORDER.items():
         cells = {}
         for m, p in columns:
@@ -468,11 +468,12 @@ def _panels(
         by_name.setdefault(rec["name"], []).append(rec)
     figures, representatives = [], {}
     for loss in dict.fromkeys(e["family"] for e in summary.values()):
-        images = []
+        images: list[tuple[str, np.ndarray]] = []
         for k in ("input", "target", "truth"):
-            if slices[k] is not None:
+            image = slices[k]
+            if image is not None:
                 cnr = _slice_value(reference.get(k) or {}, "cnr", z)
-                images.append((f"{k}\nCNR {_num(cnr, '.2f')}", slices[k]))
+                images.append((f"{k}\nCNR {_num(cnr, '.2f')}", image))
         for name, e in summary.items():
             if e["family"] != loss:
                 continue

@@ -165,7 +165,10 @@ def paired_differences(
 
 
 def bootstrap_median_ci(
-    differences: Sequence[float], confidence: float = 0.95, n_boot: int = 10_000, seed: int = 0
+    differences: Sequence[float] | np.ndarray,
+    confidence: float = 0.95,
+    n_boot: int = 10_000,
+    seed: int = 0,
 ) -> tuple[float, float]:
     """Percentile bootstrap interval of the median of ``differences``.
 
@@ -189,7 +192,7 @@ def bootstrap_median_ci(
     return float(lo), float(hi)
 
 
-def wilcoxon_test(differences: Sequence[float]) -> tuple[float, float]:
+def wilcoxon_test(differences: Sequence[float] | np.ndarray) -> tuple[float, float]:
     """Wilcoxon signed-rank test of paired differences: ``(statistic, p)``, two-sided.
 
     :func:`scipy.stats.wilcoxon` with zero differences dropped (``"wilcox"``); the exact

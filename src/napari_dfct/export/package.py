@@ -110,8 +110,9 @@ def input_sizes(model: torch.nn.Module) -> tuple[int, int, int]:
     (:func:`napari_dfct.infer.receptive_radius`: a tiling tool crops it from every tile);
     the smallest input is the first multiple that leaves a pixel inside the halo."""
     from ..infer import receptive_radius
+    from ..model import model_config
 
-    multiple = 2 ** int(model.depth)
+    multiple = 2 ** int(model_config(model)["depth"])
     halo = receptive_radius(model)
     return multiple, halo, -(-(2 * halo + 1) // multiple) * multiple
 

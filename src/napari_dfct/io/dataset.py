@@ -101,7 +101,7 @@ def _read_csv(path: Path) -> list[ScanPair]:
             f"the pairs table {path} needs the columns input,target (missing: "
             f"{', '.join(missing)})"
         )
-    pairs = []
+    pairs: list[ScanPair] = []
     for line, row in enumerate(rows, start=2):
         row = {str(k).strip().lower(): (v or "").strip() for k, v in row.items() if k}
         if not row.get("input") or not row.get("target"):
@@ -140,9 +140,10 @@ def read_pairs(path: str | Path) -> list[ScanPair]:
             if inp is None and tgt is None:
                 continue
             if inp is None or tgt is None:
+                only = inp or tgt
+                assert only is not None  # the folder has one of the two
                 raise ValueError(
-                    f"scan folder {sub} needs both input.* and target.* (it "
-                    f"has only {(inp or tgt).name})"
+                    f"scan folder {sub} needs both input.* and target.* (it has only {only.name})"
                 )
             pairs.append(ScanPair(sub.name, inp, tgt))
         if not pairs:
@@ -195,9 +196,13 @@ class _Volume:
 
     def slice(self, z: int) -> np.ndarray:
         if self._tif is not None:
-            a = self._tif.series[0].pages[z].asarray()
-        else:
+            page = self._tif.series[0].pages[z]
+            assert page is not None  # z < the series' length
+            a = page.asarray()
+        elif self._arr is not None:
             a = self._arr[z]
+        else:
+            raise ValueError(f"{self.path} is closed")
         a = np.array(a, dtype=np.float32)  # a copy: nothing stays mapped
         return a
 

@@ -755,6 +755,6 @@ def _meta(
         ],
         "streak_share": shares,
     }
-    if independent:
+    if specimen_seeds is not None:  # independent specimens
         meta["specimen_seeds"] = list(specimen_seeds)
     return meta

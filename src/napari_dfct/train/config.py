@@ -34,7 +34,7 @@ def _default_loss():
 
 def _option(default, help_text: str, choices: tuple | None = None):
     """A TrainConfig field that is also a command-line option (help text and choices)."""
-    meta = {"help": help_text}
+    meta: dict[str, Any] = {"help": help_text}
     if choices is not None:
         meta["choices"] = tuple(choices)
     return field(default=default, metadata=meta)

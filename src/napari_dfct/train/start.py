@@ -92,4 +92,5 @@ def _data_shape(x_all) -> tuple[int, int, int]:
     """(slices, rows, cols); for slices of several sizes, the largest rows and cols."""
     if isinstance(x_all, list):
         return (len(x_all), max(a.shape[0] for a in x_all), max(a.shape[1] for a in x_all))
-    return tuple(int(v) for v in x_all.shape)
+    n, h, w = x_all.shape
+    return int(n), int(h), int(w)

@@ -38,6 +38,7 @@ from types import SimpleNamespace
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
+from magicgui.types import FileDialogMode
 from magicgui.widgets import ComboBox, Container, FileEdit, ProgressBar, PushButton
 from napari.utils.notifications import show_error, show_info, show_warning
 from qtpy.QtGui import QFontDatabase
@@ -101,7 +102,7 @@ class PredictWidget(QWidget):
                 FileEdit(
                     name="model_dir",
                     label="open folder",
-                    mode="d",
+                    mode=FileDialogMode.EXISTING_DIRECTORY,
                     nullable=True,
                     tooltip="A model folder (model.safetensors + config.json)",
                 ),
@@ -488,6 +489,7 @@ class PredictWidget(QWidget):
         if event.kind != "slice":
             return
         z, y = event.index, event.value
+        assert z is not None  # a slice event names its slice
         out = job.output
         if out is None:
             out = job.output = self.last_layer = self._new_output(job, z, y)
