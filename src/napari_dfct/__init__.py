@@ -7,7 +7,15 @@ napari; ``napari_dfct.widgets`` holds the napari dock widgets.
 
 from ._threads import configure_openmp as _configure_openmp
 
-__version__ = "0.1.0"
+try:  # written from the git tag when the package is built or installed (hatch-vcs)
+    from ._version import __version__
+except ImportError:  # a source tree that was not installed this way
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        __version__ = version("napari-dfct")
+    except PackageNotFoundError:
+        __version__ = "0.0.0+unknown"
 
 __all__ = ["__version__"]
 
