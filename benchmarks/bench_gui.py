@@ -66,7 +66,7 @@ def gap_stats(ticks: list[float], t0: float, t1: float) -> dict:
     edges = np.concatenate([[t0], inside, [t1]])
     d = np.diff(edges) * 1000.0
     k = int(np.argmax(d))
-    slow = sorted(((float(edges[i] - t0), float(d[i])) for i in np.argsort(d)[-5:]))
+    slow = sorted((float(edges[i] - t0), float(d[i])) for i in np.argsort(d)[-5:])
     return {
         "worst_ms": float(d.max()),
         "p99_ms": float(np.percentile(d, 99)),

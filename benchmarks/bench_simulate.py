@@ -76,11 +76,12 @@ def naive_pipeline(n_slices, size, n_views, rotations, seed=0, linear=False):
         com = S._rotation_errors(phys, seed, None, n_views, n_det, zeta)
         rng = np.random.default_rng(np.random.SeedSequence(seed, spawn_key=(2, z)))
 
+        # err reads this iteration's slice state and is only called within the iteration
         def err(r):
-            dv, dp, pv, pp = S._rotation_errors(phys, seed, r, n_views, n_det, zeta)
-            e_v = a_ind * np.outer(dv, pv[z]) + a_com * np.outer(com[0], com[2][z])
-            e_p = a_ind * np.outer(dp, pp[z]) + a_com * np.outer(com[1], com[3][z])
-            return e_v * att + e_p * grad + sigma * rng.standard_normal(p_mu.shape)
+            dv, dp, pv, pp = S._rotation_errors(phys, seed, r, n_views, n_det, zeta)  # noqa: B023
+            e_v = a_ind * np.outer(dv, pv[z]) + a_com * np.outer(com[0], com[2][z])  # noqa: B023
+            e_p = a_ind * np.outer(dp, pp[z]) + a_com * np.outer(com[1], com[3][z])  # noqa: B023
+            return e_v * att + e_p * grad + sigma * rng.standard_normal(p_mu.shape)  # noqa: B023
 
         out["truth"][z] = recon(p_eps)
         if linear:

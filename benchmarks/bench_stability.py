@@ -144,7 +144,7 @@ def run_one(job: dict) -> dict:
     from napari_dfct import train as train_mod
     from napari_dfct.experiment.grid import measure_slice
     from napari_dfct.infer import predict
-    from napari_dfct.train import TrainConfig, run_fit, recipe_config
+    from napari_dfct.train import recipe_config, run_fit
 
     data = _data(Path(job["data"]))
     tr, te = data["train"], data["test"]
@@ -271,7 +271,7 @@ def report(files: list[str]) -> int:
     )
     print("| --- | --- | --- | ---: | ---: | ---: | --- | --- |")
     for f in files:
-        rows = [json.loads(line) for line in open(f) if line.strip()]
+        rows = [json.loads(line) for line in Path(f).read_text().splitlines() if line.strip()]
         keys = list(dict.fromkeys((r["recipe"], json.dumps(r["set"]), r["config"]) for r in rows))
         for recipe, sets, config in keys:
             sel = [

@@ -36,11 +36,11 @@ import torch
 from scipy import ndimage
 
 from napari_dfct.data import PatchSampler, window_from_percentiles
+from napari_dfct.device import autocast as _autocast
+from napari_dfct.device import resolve_device
 from napari_dfct.infer import predict
 from napari_dfct.losses import AmplifiedLoss, LossConfig
 from napari_dfct.model import build_model, count_parameters
-from napari_dfct.device import autocast as _autocast
-from napari_dfct.device import resolve_device
 
 LOSS = LossConfig.from_name("l2+s+f-nonlinear")
 
@@ -185,7 +185,8 @@ def bench_train(preset, xn, yn, a_s, patch, batch, steps, rounds, device, worker
     ours()  # warm-up (allocator, kernels)
     base()
     t_ours, t_base = _alternate(ours, base, steps, rounds, device)
-    del m_ours, o_ours, m_base, o_base, sampler
+    # release them before emptying the cache (the closures hold their cells)
+    m_ours = o_ours = m_base = o_base = sampler = None
     if cuda:
         torch.cuda.empty_cache()
     return batch / t_ours, batch / t_base
@@ -208,7 +209,7 @@ def bench_infer(preset, x, n_slices, rounds, device, window):
     predict(model, vol[:1], window=window, device=device)  # warm-up
     base()
     t_ours, t_base = _alternate(ours, base, 1, rounds, device)
-    del model
+    model = None  # released before emptying the cache (the closures hold its cell)
     if device.type == "cuda":
         torch.cuda.empty_cache()
     return t_ours / n_slices, t_base / n_slices

@@ -75,7 +75,8 @@ def train_speed(preset, xn, yn, device, steps, batch, patch, amp, channels_last)
     seconds = time.perf_counter() - t0
     peak = _peak(device)
     state = {k: v.detach().to("cpu") for k, v in model.state_dict().items()}
-    del model, opt, sampler, loss_fn
+    # released before the peak reset (the closure holds their cells)
+    model = opt = sampler = loss_fn = None
     _peak_reset(device)
     return steps * batch / seconds, peak, state
 

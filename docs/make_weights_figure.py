@@ -26,7 +26,7 @@ OUT = Path(__file__).resolve().parent / "images" / "weights-profiles.png"
 def scale_table(shape=(800, 800), patch=128) -> str:
     """Markdown table of the scale factors per configuration (L2 shown; in paper mode L1
     has the same factors)."""
-    rows = [c for c in paper_configs(losses=("l2",))]
+    rows = list(paper_configs(losses=("l2",)))
     rows += [
         LossConfig.from_name(n)
         for n in (

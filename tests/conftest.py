@@ -9,6 +9,17 @@ import pytest
 # Keep the suite predictable on small CI machines.
 os.environ.setdefault("OMP_NUM_THREADS", "2")
 
+# Fixtures that need a Qt application (a display): a test using one is a `gui` test, so
+# `-m "not gui"` runs without a display even where a module forgets the marker.
+QT_FIXTURES = frozenset({"qtbot", "qapp", "make_napari_viewer", "make_napari_viewer_proxy"})
+
+
+@pytest.hookimpl(tryfirst=True)  # before -m deselects
+def pytest_collection_modifyitems(config, items):
+    for item in items:
+        if QT_FIXTURES.intersection(getattr(item, "fixturenames", ())):
+            item.add_marker(pytest.mark.gui)
+
 
 @pytest.fixture(scope="session")
 def small_sim():
@@ -21,16 +32,42 @@ def small_sim():
     return simulate_dfct(n_slices=4, size=64, n_views=96, rotations=4, seed=1)
 
 
-@pytest.fixture(scope="module")
+@pytest.fixture(scope="module", autouse=True)
 def one_torch_thread():
-    """Run a module's torch work on one thread (tiny convolutions are faster that way,
-    above all on a shared CI machine); the previous count is restored afterwards."""
+    """Every module runs its torch work on one thread (tiny convolutions are faster that
+    way, above all on a shared CI machine); the previous count is restored afterwards, so a
+    module that changes it leaves the next one unaffected."""
     import torch
 
     n = torch.get_num_threads()
     torch.set_num_threads(1)
     yield
     torch.set_num_threads(n)
+
+
+@pytest.fixture(scope="session")
+def trained_model(small_sim, tmp_path_factory):
+    """A tiny model trained for one epoch on :func:`small_sim` by the core loop (not by a
+    widget or the CLI), on the CPU: its checkpoint folder, shared by the whole session.
+
+    Treat it as read-only (copy it before changing anything in it).
+    """
+    from napari_dfct.losses import LossConfig
+    from napari_dfct.train import TrainConfig, run_fit
+
+    out = tmp_path_factory.mktemp("models") / "l2+s-linear-test"
+    config = TrainConfig(
+        loss=LossConfig(spatial="linear"),
+        preset="tiny",
+        epochs=1,
+        batch_size=4,
+        patch=32,
+        seed=0,
+        device="cpu",
+    )
+    result = run_fit(small_sim.input, small_sim.target, config, out, preview=False)
+    assert result.model_dir == out
+    return out
 
 
 @pytest.fixture

@@ -16,9 +16,6 @@ from napari_dfct.checkpoint import CheckpointError, load_model, save_checkpoint
 from napari_dfct.model import build_model
 
 
-pytestmark = pytest.mark.usefixtures("one_torch_thread")
-
-
 def _model(seed=0, **kw):
     torch.manual_seed(seed)
     m = build_model("tiny", zero_init=False, **kw)

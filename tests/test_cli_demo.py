@@ -20,6 +20,7 @@ def quick_demo(tmp_path_factory):
     return status, out
 
 
+@pytest.mark.slow
 def test_demo_quick_runs_end_to_end(quick_demo, capsys):
     status, out = quick_demo
     assert status == 0
@@ -42,6 +43,7 @@ def test_demo_quick_runs_end_to_end(quick_demo, capsys):
     assert len(meta["rois"]) == 3 and len(train_meta["rois"]) == 8
 
 
+@pytest.mark.slow
 def test_demo_prints_the_paired_verdict(quick_demo):
     _, out = quick_demo
     rows = list(csv.DictReader((out / "demo-verdict.csv").open()))
@@ -56,6 +58,7 @@ def test_demo_prints_the_paired_verdict(quick_demo):
         assert float(r["median_diff"]) == pytest.approx(float(np.median(diffs)))
 
 
+@pytest.mark.slow
 def test_demo_table_matches_the_runs(quick_demo):
     _, out = quick_demo
     rows = {r["image"]: r for r in csv.DictReader((out / "demo-table.csv").open())}
@@ -78,6 +81,7 @@ def test_demo_table_matches_the_runs(quick_demo):
     assert md.startswith("| image |") and "l2+s+f-nonlinear" in md
 
 
+@pytest.mark.slow
 def test_demo_again_reuses_the_runs(quick_demo, capsys):
     _, out = quick_demo
     before = sorted(p.stat().st_mtime_ns for p in (out / "grid" / "runs").rglob("metrics.json"))
@@ -90,6 +94,7 @@ def test_demo_again_reuses_the_runs(quick_demo, capsys):
     assert "| *input* |" in capsys.readouterr().out
 
 
+@pytest.mark.slow
 def test_demo_refuses_other_settings_in_the_same_folder(quick_demo, capsys):
     _, out = quick_demo
     assert main(["demo", "--quick", "--out", str(out), "--epochs", "1", "--quiet"]) == 2

@@ -16,8 +16,6 @@ import tifffile
 from napari_dfct.cli import main
 from napari_dfct.io import write_volume
 
-pytestmark = pytest.mark.usefixtures("one_torch_thread")
-
 
 @pytest.fixture(scope="module")
 def setup(small_sim, tmp_path_factory):

@@ -13,9 +13,6 @@ from napari_dfct.commands.predict import parse_slices
 from napari_dfct.io import write_volume
 
 
-pytestmark = pytest.mark.usefixtures("one_torch_thread")
-
-
 @pytest.fixture(scope="module")
 def files(small_sim, tmp_path_factory):
     folder = tmp_path_factory.mktemp("cli")

@@ -24,7 +24,7 @@ from napari_dfct import checkpoint as ckpt
 from napari_dfct.losses import LossConfig
 from napari_dfct.train import TrainConfig, run_fit
 
-pytestmark = [pytest.mark.usefixtures("one_torch_thread"), pytest.mark.slow]
+pytestmark = pytest.mark.slow
 
 CHILD = textwrap.dedent("""
     import json, os, signal, sys

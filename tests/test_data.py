@@ -18,9 +18,6 @@ from napari_dfct.data import (
 from napari_dfct.weights import spatial_weight
 
 
-pytestmark = pytest.mark.usefixtures("one_torch_thread")
-
-
 # ------------------------------------------------------------------ window
 def test_window_normalize_clips_scales_and_inverts():
     w = IntensityWindow(-2.0, 6.0)

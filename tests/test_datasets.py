@@ -12,8 +12,6 @@ from napari_dfct.cli import main
 from napari_dfct.io.dataset import describe_scans, load_scans, parse_slice_spec, read_pairs
 from napari_dfct.scans import GroupedSampler, split_by_scan
 
-pytestmark = pytest.mark.usefixtures("one_torch_thread")
-
 
 def _scan(rng, n, h, w):
     t = rng.standard_normal((n, h, w)).astype(np.float32)

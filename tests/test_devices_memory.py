@@ -12,8 +12,6 @@ from napari_dfct.device import DeviceInfo, list_devices, resolve_device
 from napari_dfct.train import TrainConfig, run_fit
 from napari_dfct.train import loop as _loop
 
-pytestmark = pytest.mark.usefixtures("one_torch_thread")
-
 
 def test_device_list_starts_with_auto_and_names_resolve():
     devices = list_devices()
@@ -99,6 +97,7 @@ def test_a_stopped_or_failed_run_keeps_nothing(pair, tmp_path, watch_build, how)
     assert "optimizer" not in alive and "sampler" not in alive
 
 
+@pytest.mark.slow
 def test_the_widget_job_trains_outside_the_viewers_process(pair, tmp_path, watch_build):
     """The Train widget's job runs fit() in a child process: nothing of the run (model,
     optimiser, sampler, device memory) is ever built in the viewer's process, and the

@@ -12,8 +12,6 @@ from napari_dfct import directional as D
 from napari_dfct import weights as W
 from napari_dfct.losses import AmplifiedLoss, LossConfig, effective_scale, paper_configs
 
-pytestmark = pytest.mark.usefixtures("one_torch_thread")
-
 D_NAMES = [
     "l2+d-nonlinear",
     "l2+s+d-nonlinear",
@@ -130,7 +128,7 @@ def test_view_error_energy_reproduces_input_minus_target():
     run = _Run(Physics(**m["physics"]), 64, 96, 3, m["detector_bins"])
     for k, (mu, eps, err, key) in enumerate(_slice_sources(sim.phantom, run, m)):
         _, e_in, e_tg = _sinogram_errors(run, mu[None], eps[None], m["pixel_size_mm"], err, [key])
-        rec = run.geom.back_project(e_in - e_tg, filter=run.phys.filter)
+        rec = run.geom.back_project(e_in - e_tg, filter_name=run.phys.filter)
         rec /= np.float32(m["pixel_size_mm"] * 1e-3)
         diff = sim.input[k] - sim.target[k]
         assert np.abs(rec[0] - diff).max() <= 1e-3 * np.abs(diff).max()

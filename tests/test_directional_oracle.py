@@ -13,8 +13,6 @@ from napari_dfct import directional as D
 from napari_dfct.data import PatchSampler, augment_angular
 from napari_dfct.losses import AmplifiedLoss, LossConfig
 
-pytestmark = pytest.mark.usefixtures("one_torch_thread")
-
 
 def _wave(n, phi_deg, freq=0.3):
     """A plane wave whose spectrum sits at spectral angle phi (atan2(f_row, f_col))."""

@@ -401,6 +401,7 @@ def _close(a, b):
         assert _f(a[m]) == pytest.approx(_f(b[m]), rel=1e-3, abs=1e-6), m
 
 
+@pytest.mark.slow
 def test_process_pool_gives_the_same_runs(tmp_path, data_dirs, base_grid):
     train, test = data_dirs
     out = tmp_path / "pool"
@@ -414,6 +415,7 @@ def test_process_pool_gives_the_same_runs(tmp_path, data_dirs, base_grid):
         assert got[k]["torch_threads"] == 1  # two workers share the two cores
 
 
+@pytest.mark.slow
 def test_submitit_local_executor_runs_the_job_array(tmp_path, data_dirs, base_grid):
     pytest.importorskip("submitit")
     train, test = data_dirs

@@ -18,18 +18,6 @@ from napari_dfct.cli import main
 from napari_dfct.export import ExportError, export_bioimageio, sample_input
 from napari_dfct.model import build_model
 
-pytestmark = pytest.mark.usefixtures("one_torch_thread")
-
-
-@pytest.fixture(scope="module")
-def model_dir(small_sim, tmp_path_factory):
-    from napari_dfct.train import TrainConfig, run_fit
-
-    out = tmp_path_factory.mktemp("export") / "model"
-    cfg = TrainConfig(preset="tiny", epochs=1, batch_size=4, patch=32, seed=0)
-    run_fit(small_sim.input, small_sim.target, cfg, out, preview=False)
-    return out
-
 
 def _error_line(capsys) -> str:
     err = [
@@ -42,6 +30,7 @@ def _error_line(capsys) -> str:
     return err[0]
 
 
+@pytest.mark.slow
 def test_the_standalone_architecture_file_reproduces_the_model(tmp_path):
     """The shipped architecture file (napari_dfct/model.py as dfct_unet.py), copied alone
     and imported where napari_dfct cannot be imported, loads our state dict
@@ -101,8 +90,9 @@ def test_sample_input_is_a_central_crop_of_a_multiple():
         sample_input(a[:200], 16, smallest=288)
 
 
+@pytest.mark.slow
 def test_export_passes_the_bioimageio_model_test_offline(
-    model_dir, small_sim, tmp_path, monkeypatch
+    trained_model, small_sim, tmp_path, monkeypatch
 ):
     pytest.importorskip(
         "bioimageio.core", reason="the bioimage.io test needs the extra napari-dfct[bioimageio]"
@@ -119,7 +109,7 @@ def test_export_passes_the_bioimageio_model_test_offline(
     for name in ("request", "stream", "get", "head", "post"):
         monkeypatch.setattr(httpx, name, no_network)
     out = export_bioimageio(
-        model_dir,
+        trained_model,
         tmp_path / "model.zip",
         sample=small_sim.input,
         sample_source="the training input",
@@ -149,7 +139,7 @@ def test_export_passes_the_bioimageio_model_test_offline(
     sd = torch.load(tmp_path / "weights.pt", weights_only=True)
     from napari_dfct.checkpoint import load_model
 
-    loaded = load_model(model_dir)
+    loaded = load_model(trained_model)
     ours = loaded.model.state_dict()
     assert set(sd) == set(ours) and all(torch.equal(sd[k], ours[k]) for k in ours)
     low, high = loaded.window.low, loaded.window.high
@@ -166,10 +156,10 @@ def test_export_passes_the_bioimageio_model_test_offline(
     assert f"{low!r}"[:6] in rdf and f"{high!r}"[:6] in rdf
 
 
-def test_an_existing_package_needs_overwrite(model_dir, tmp_path, capsys):
+def test_an_existing_package_needs_overwrite(trained_model, tmp_path, capsys):
     out = tmp_path / "model.zip"
     out.write_bytes(b"somebody's file")
-    assert main(["export", str(model_dir), str(out)]) == 2
+    assert main(["export", str(trained_model), str(out)]) == 2
     line = _error_line(capsys)
     assert "exists" in line and "--overwrite" in line
     assert out.read_bytes() == b"somebody's file"
@@ -190,14 +180,14 @@ def test_a_bad_model_folder_is_one_line(tmp_path, capsys, case):
     assert not (tmp_path / "m.zip").exists()
 
 
-def test_bad_output_names_and_test_data(model_dir, tmp_path, capsys):
-    assert main(["export", str(model_dir), str(tmp_path / "m.tar")]) == 2
+def test_bad_output_names_and_test_data(trained_model, tmp_path, capsys):
+    assert main(["export", str(trained_model), str(tmp_path / "m.tar")]) == 2
     assert ".zip" in _error_line(capsys)
     assert (
         main(
             [
                 "export",
-                str(model_dir),
+                str(trained_model),
                 str(tmp_path / "m.zip"),
                 "--data",
                 str(tmp_path / "nope.tif"),

@@ -20,10 +20,7 @@ import pytest
 
 from napari_dfct.cli import main
 
-pytestmark = [
-    pytest.mark.skipif(os.name != "posix", reason="POSIX permission bits"),
-    pytest.mark.usefixtures("one_torch_thread"),
-]
+pytestmark = pytest.mark.skipif(os.name != "posix", reason="POSIX permission bits")
 
 TINY = ["--preset", "tiny", "--epochs", "1", "--patch", "32", "--batch-size", "4"]
 
@@ -118,6 +115,7 @@ def _write_everything(root: Path) -> None:
     )
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("umask", [0o022, 0o027])
 def test_written_files_follow_the_umask(tmp_path, capsys, umask):
     root = tmp_path / "out"

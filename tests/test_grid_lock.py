@@ -168,22 +168,20 @@ def test_live_other_host_and_unreadable_locks_are_never_taken(tmp_path, data, ca
     assert "host elsewhere.example" in line and f"remove {out.resolve() / LOCK_FILE}" in line
     assert (out / LOCK_FILE).read_text() == before  # untouched
     (out / LOCK_FILE).write_text("")  # a lock that names nobody
-    with pytest.raises(GridLocked, match="does not say which grid"):
-        with grid_lock(out):
-            pass
+    with pytest.raises(GridLocked, match="does not say which grid"), grid_lock(out):
+        pass
     assert not (out / "grid.json").exists()  # nothing was started
 
 
 def test_the_lock_is_released_by_errors_and_reentrant(tmp_path):
     out = tmp_path / "grid"
-    with pytest.raises(RuntimeError):
-        with grid_lock(out):
-            record = json.loads((out / LOCK_FILE).read_text())
-            assert record["pid"] == os.getpid() and record["host"] == socket.gethostname()
-            with grid_lock(out):  # the same process may nest it
-                pass
-            assert (out / LOCK_FILE).is_file()  # still held by the outer block
-            raise RuntimeError("a failing grid")
+    with pytest.raises(RuntimeError), grid_lock(out):
+        record = json.loads((out / LOCK_FILE).read_text())
+        assert record["pid"] == os.getpid() and record["host"] == socket.gethostname()
+        with grid_lock(out):  # the same process may nest it
+            pass
+        assert (out / LOCK_FILE).is_file()  # still held by the outer block
+        raise RuntimeError("a failing grid")
     assert not (out / LOCK_FILE).exists()
 
 

@@ -20,9 +20,6 @@ from napari_dfct.infer import (
 from napari_dfct.model import build_model
 
 
-pytestmark = pytest.mark.usefixtures("one_torch_thread")
-
-
 @pytest.fixture(scope="module")
 def net():
     """A tiny U-Net with random weights and BatchNorm statistics calibrated on an image,

@@ -681,7 +681,7 @@ def _real_ct_file():
         from pydicom.data import get_testdata_file
 
         path = get_testdata_file("CT_small.dcm")
-    except Exception as exc:  # pragma: no cover - depends on the pydicom build
+    except Exception as exc:  # noqa: BLE001 # pragma: no cover - depends on the pydicom build
         pytest.skip(f"pydicom's CT_small.dcm test file is not available: {exc}")
     if path is None or not Path(path).is_file():  # pragma: no cover
         pytest.skip("pydicom does not ship CT_small.dcm in this installation")

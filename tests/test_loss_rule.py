@@ -176,8 +176,8 @@ def test_choices_have_one_home():
     from napari_dfct.train import DECAY_SCOPES, SELECT_CHOICES
 
     meta = {f.name: f.metadata for f in option_fields()}
-    assert SELECT_CHOICES == meta["select"]["choices"]
-    assert DECAY_SCOPES == meta["decay_scope"]["choices"]
+    assert meta["select"]["choices"] == SELECT_CHOICES
+    assert meta["decay_scope"]["choices"] == DECAY_SCOPES
     assert meta["preset"]["choices"] == tuple(PRESETS)
     # the CLI offers exactly the metadata's choices
     parser = build_parser()

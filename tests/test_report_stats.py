@@ -106,7 +106,7 @@ def grid(tmp_path):
         "controls": {"l2+s-nonlinear": "l2@1.5"},
     }
     (out / "grid.json").write_text(json.dumps(settings))
-    ref = {m: 1.0 for m in ("cnr", "fwhm", "error_cnr", "psnr", "ssim", "psnr_body")}
+    ref = dict.fromkeys(("cnr", "fwhm", "error_cnr", "psnr", "ssim", "psnr_body"), 1.0)
     (out / "reference.json").write_text(
         json.dumps(
             {"slice": 1, "roi": ROI, "n_slices": 3, "input": ref, "target": ref, "truth": ref}

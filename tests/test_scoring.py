@@ -88,7 +88,7 @@ def test_aggregate_leaves_out_undefined_slices_and_counts_them():
 
 
 @pytest.fixture(scope="module")
-def test_folder(tmp_path_factory):
+def held_out(tmp_path_factory):
     """A simulation-like test folder: three slices, truth, body.tif and meta.json."""
     from napari_dfct.io import write_volume
 
@@ -119,11 +119,11 @@ def _tiny_config():
     )
 
 
-def test_prepare_grid_measures_every_reference_slice(tmp_path, test_folder):
+def test_prepare_grid_measures_every_reference_slice(tmp_path, held_out):
     from napari_dfct.io import read_volume
 
     out = tmp_path / "grid"
-    settings, specs = prepare_grid(test_folder, test_folder, out, ["l2"], [0], _tiny_config())
+    settings, specs = prepare_grid(held_out, held_out, out, ["l2"], [0], _tiny_config())
     assert settings["format"].endswith("/2")
     assert len(settings["rois"]) == 3 and [r["slice"] for r in settings["rois"]] == [0, 1, 2]
     assert settings["roi"]["slice"] == 1
@@ -131,9 +131,9 @@ def test_prepare_grid_measures_every_reference_slice(tmp_path, test_folder):
     assert specs[0]["rois"] == settings["rois"] and specs[0]["test"] == settings["test"]
     ref = json.loads((out / "reference.json").read_text())
     assert ref["n_slices"] == 3 and ref["slice"] == 1
-    inp, _ = read_volume(test_folder / "input.tif")
-    truth, _ = read_volume(test_folder / "truth.tif")
-    mask, _ = read_volume(test_folder / "body.tif")
+    inp, _ = read_volume(held_out / "input.tif")
+    truth, _ = read_volume(held_out / "truth.tif")
+    mask, _ = read_volume(held_out / "body.tif")
     for k in range(3):
         e = metrics.error_cnr(
             inp[k], truth[k], ROIS[0]["signal_center"], ROIS[0]["background_center"], 12
@@ -154,24 +154,24 @@ def test_prepare_grid_measures_every_reference_slice(tmp_path, test_folder):
     old["format"] = "napari-dfct-grid/1"
     (out / "grid.json").write_text(json.dumps(old))
     with pytest.raises(ValueError, match="one test slice"):
-        prepare_grid(test_folder, test_folder, out, ["l2"], [0], _tiny_config())
+        prepare_grid(held_out, held_out, out, ["l2"], [0], _tiny_config())
 
 
-def test_a_run_is_measured_on_every_test_slice(tmp_path, test_folder, one_torch_thread):
+def test_a_run_is_measured_on_every_test_slice(tmp_path, held_out):
     from napari_dfct.checkpoint import load_model
     from napari_dfct.infer import predict
     from napari_dfct.io import read_volume
 
     out = tmp_path / "grid"
-    _, specs = prepare_grid(test_folder, test_folder, out, ["l2"], [0], _tiny_config())
+    _, specs = prepare_grid(held_out, held_out, out, ["l2"], [0], _tiny_config())
     rec = run_one(specs[0])
     assert rec["status"] == "trained" and rec["n_slices"] == 3 and rec["slice"] == 1
     run_dir = out / "runs" / "l2" / "seed-0"
     stored = json.loads((run_dir / "metrics.json").read_text())
     assert len(stored["per_slice"]) == 3
     # the per-slice values are those of the model's prediction of each slice
-    inp, _ = read_volume(test_folder / "input.tif")
-    truth, _ = read_volume(test_folder / "truth.tif")
+    inp, _ = read_volume(held_out / "input.tif")
+    truth, _ = read_volume(held_out / "truth.tif")
     pred = predict(load_model(run_dir / "model"), inp, device="cpu")
     for k in range(3):
         e = metrics.error_cnr(

@@ -78,7 +78,7 @@ def test_fbp_reconstructs_disk_value():
     n = 64
     img = 2.5 * _disk(n, 14, (30, 33))
     for filt in ("ramp", "hann"):
-        rec = fbp(forward_project(img, 96), n, filter=filt)
+        rec = fbp(forward_project(img, 96), n, filter_name=filt)
         assert rec.shape == (n, n) and rec.dtype == np.float32
         inside = ndimage.binary_erosion(img > 0, iterations=3)
         outside = ndimage.binary_dilation(img > 0, iterations=4) == 0
@@ -112,7 +112,7 @@ def test_fbp_matches_scikit_image():
     ref = iradon(
         radon(eps, theta, circle=False), theta, circle=False, filter_name="hann", output_size=64
     )
-    ours = fbp(forward_project(eps, 90), 64, filter="hann")
+    ours = fbp(forward_project(eps, 90), 64, filter_name="hann")
     assert np.sqrt(np.mean((ours - ref) ** 2)) < 0.02 * eps.max()
 
 
@@ -258,7 +258,7 @@ def _assert_rois_valid(labels, meta):
         r, c = meta[key]
         # covers a napari rectangle at centre -/+ s/2, whichever pixel rounding is used
         r0, r1, c0, c1 = r - s // 2 - 1, r + s // 2 + 1, c - s // 2 - 1, c + s // 2 + 1
-        assert 0 <= r0 and r1 < size and 0 <= c0 and c1 < size
+        assert r0 >= 0 and r1 < size and c0 >= 0 and c1 < size
         block = labels[:, r0 : r1 + 1, c0 : c1 + 1]
         assert set(np.unique(block)) <= allowed, key
 

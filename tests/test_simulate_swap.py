@@ -29,9 +29,10 @@ pytestmark = pytest.mark.skipif(not hasattr(os, "fork"), reason="forks killed wr
 SMALL = ["--specimens", "2", "--size", "32", "--views", "16", "--rotations", "2", "--quiet"]
 SET = ("input.tif", "target.tif", "truth.tif", "body.tif")
 
-# One process imports everything once (a first write), then forks a writer per kill point: each writer
-# runs `dfct simulate --overwrite` and SIGKILLs itself right after its K-th os.replace or
-# os.rename; a writer that gets past its last one exits with 100 + the number it made.
+# One process imports everything once (a first write), then forks a writer per kill
+# point: each writer runs `dfct simulate --overwrite` and SIGKILLs itself right after its
+# K-th os.replace or os.rename; a writer that gets past its last one exits with 100 +
+# the number it made.
 DRIVER = textwrap.dedent("""
     import contextlib, io, json, os, signal, sys, tempfile
     import torch

@@ -30,8 +30,6 @@ from napari_dfct.train import (
     scale_invariant_parameters,
 )
 
-pytestmark = pytest.mark.usefixtures("one_torch_thread")
-
 
 def spike_ratio(values, first_epoch: int = 3) -> float:
     """Largest ``values[e] / min(values[1..e])`` over epochs ``e >= first_epoch``."""
@@ -137,6 +135,7 @@ def _weight_norm_ratio_and_min_var(**overrides):
     return norm / start, min(float(m.running_var.min()) for m in bns), bns[0].eps
 
 
+@pytest.mark.slow
 def test_coupled_decay_shrinks_scale_invariant_weights_towards_batchnorm_eps():
     """Link 1: coupled decay shrinks the scale-invariant weights (it cannot regularise
     them) and the running variances fall towards BatchNorm's eps."""
@@ -181,6 +180,7 @@ def _interval(diff: np.ndarray, z: float = 3.0) -> tuple[float, float]:
     return float(diff.mean()) - z * se, float(diff.mean()) + z * se
 
 
+@pytest.mark.slow
 def test_stale_running_statistics_inflate_the_validation_loss_and_recalibration_fixes_it():
     """Link 2, the cause of the spikes: with the same weights, eval mode with the moving
     averages scores worse than batch statistics; statistics re-estimated on the current
@@ -296,6 +296,7 @@ def eight_slices():
     return simulate_dfct(n_slices=8, size=64, n_views=96, rotations=4, seed=3)
 
 
+@pytest.mark.slow
 def test_stable_recipe_changes_the_validation_statistics_only(eight_slices):
     """The paper recipe with the same seed follows the same weight trajectory (identical
     training losses: re-estimating BatchNorm statistics does not touch the updates); only

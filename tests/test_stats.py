@@ -127,7 +127,7 @@ def test_paired_comparison_by_hand():
 def test_holm_over_a_table_can_remove_a_verdict():
     """Two comparisons with 6 all-positive differences each: p = 2/64 = 0.03125 alone
     ("better"), 0.0625 after Holm over both ("inconclusive")."""
-    base = {s: 0.0 for s in range(6)}
+    base = dict.fromkeys(range(6), 0.0)
     up = {s: 1.0 + s for s in range(6)}
     lone = paired_comparison(up, base)
     assert lone.p == pytest.approx(2 / 64) and lone.verdict == "better"
@@ -159,8 +159,8 @@ def test_tost_p_values_by_hand():
     # counted here directly
     from napari_dfct.experiment.stats import _one_sided_wilcoxon
 
-    for x in ([0.5] * 8, [0.5] * 7 + [0.0], [0.1, 0.1, -0.1, 0.2, 0.2, 0.0], np.round(x, 1)):
-        x = np.asarray(x)
+    for case in ([0.5] * 8, [0.5] * 7 + [0.0], [0.1, 0.1, -0.1, 0.2, 0.2, 0.0], np.round(x, 1)):
+        x = np.asarray(case)
         for alt in ("greater", "less"):
             ref = wilcoxon(x, alternative=alt).pvalue
             assert _one_sided_wilcoxon(x, alt) == pytest.approx(ref, rel=1e-9)

@@ -6,6 +6,8 @@ import os
 import subprocess
 import sys
 
+import pytest
+
 from napari_dfct import _threads
 
 
@@ -33,6 +35,7 @@ def test_a_cpu_quota_caps_the_threads(tmp_path):
         assert _threads.decide({**env, "OMP_NUM_THREADS": "4"}, 1, torch_loaded=False) == {}
 
 
+@pytest.mark.slow
 def test_importing_the_package_sets_the_spin_count_before_torch_loads():
     """A fresh interpreter: napari_dfct sets the spin count, torch (imported after) runs;
     a spin count or wait policy of the user's own is kept."""
@@ -41,13 +44,12 @@ def test_importing_the_package_sets_the_spin_count_before_torch_loads():
         "print(os.environ.get('GOMP_SPINCOUNT'), os.environ.get('OMP_WAIT_POLICY'))"
     )
     env = {k: v for k, v in os.environ.items() if k not in ("GOMP_SPINCOUNT", "OMP_WAIT_POLICY")}
-    run = lambda e: subprocess.run(
-        [sys.executable, "-c", code],
-        capture_output=True,  # noqa: E731
-        text=True,
-        env=e,
-        timeout=120,
-    )
+
+    def run(e):
+        return subprocess.run(
+            [sys.executable, "-c", code], capture_output=True, text=True, env=e, timeout=120
+        )
+
     out = run(env)
     assert out.stdout.split() == ["10000", "None"], out.stderr
     assert run({**env, "GOMP_SPINCOUNT": "7"}).stdout.split() == ["7", "None"]

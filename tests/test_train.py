@@ -23,9 +23,6 @@ from napari_dfct.train import (
 )
 
 
-pytestmark = pytest.mark.usefixtures("one_torch_thread")
-
-
 @pytest.fixture(scope="module")
 def pair():
     """Six 48x48 slices: smooth structure (target) plus stripes and noise (input)."""
@@ -350,7 +347,6 @@ def test_resume_from_a_folder_with_the_old_two_file_state(pair, tmp_path):
     """A folder written before the state was one file (no best weights in it, the index
     in training-state.json) resumes to the same end as a straight run."""
     from napari_dfct import checkpoint as ckpt
-
     from test_checkpoint import _old_two_file_state  # tests/ is on sys.path
 
     x, y = pair

@@ -13,8 +13,6 @@ from napari_dfct.checkpoint import history_csv
 from napari_dfct.cli import main
 from napari_dfct.train import TrainConfig, run_fit
 
-pytestmark = pytest.mark.usefixtures("one_torch_thread")
-
 
 @pytest.fixture(scope="module")
 def pair():

@@ -30,6 +30,7 @@ def _drain(gen):
             return events, stop.value
 
 
+@pytest.mark.slow
 def test_the_child_trains_exactly_as_fit_in_this_process(pair, tmp_path):
     import torch
 
@@ -53,6 +54,7 @@ def test_the_child_trains_exactly_as_fit_in_this_process(pair, tmp_path):
     assert not mp.active_children()  # the child is gone with the run
 
 
+@pytest.mark.slow
 def test_errors_of_the_child_arrive_with_their_type(pair, tmp_path):
     x, y = pair
     with pytest.raises(ValueError, match="at least 2"):
@@ -62,6 +64,7 @@ def test_errors_of_the_child_arrive_with_their_type(pair, tmp_path):
     assert not mp.active_children()
 
 
+@pytest.mark.slow
 def test_cancel_stops_the_child_within_a_batch(pair, tmp_path):
     x, y = pair
     cancel = threading.Event()
@@ -75,6 +78,7 @@ def test_cancel_stops_the_child_within_a_batch(pair, tmp_path):
     assert not mp.active_children()
 
 
+@pytest.mark.slow
 def test_a_child_that_dies_is_reported_not_waited_for(pair, tmp_path):
     x, y = pair
     gen = fit_in_process(x, y, _cfg(epochs=200, patience=200), tmp_path / "k")
@@ -86,6 +90,7 @@ def test_a_child_that_dies_is_reported_not_waited_for(pair, tmp_path):
     assert not mp.active_children()
 
 
+@pytest.mark.slow
 def test_closing_the_generator_stops_the_child(pair, tmp_path):
     x, y = pair
     gen = fit_in_process(x, y, _cfg(epochs=200, patience=200), tmp_path / "g")
@@ -94,6 +99,7 @@ def test_closing_the_generator_stops_the_child(pair, tmp_path):
     assert not mp.active_children()
 
 
+@pytest.mark.slow
 @pytest.mark.skipif(not hasattr(os, "getpriority"), reason="POSIX priorities")
 def test_the_child_runs_at_a_lower_priority(pair, tmp_path):
     x, y = pair
@@ -109,6 +115,7 @@ def test_the_child_runs_at_a_lower_priority(pair, tmp_path):
         gen.close()
 
 
+@pytest.mark.slow
 def test_a_script_without_a_main_guard_runs_once(tmp_path):
     """spawn would re-run the caller's unguarded script in the child (a napari session
     started from a script): the child must not import it."""

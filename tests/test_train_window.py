@@ -16,8 +16,6 @@ from napari_dfct.train import (
     training_split,
 )
 
-pytestmark = pytest.mark.usefixtures("one_torch_thread")
-
 
 def _pair(rng, n, h, w):
     y = rng.standard_normal((n, h, w)).astype(np.float32)

@@ -183,8 +183,10 @@ def test_crop_matches_slicing():
     corners = [(0, 0), (30, 40), (12, 3)]
     batch = W.crop_batch(a, corners, 10)
     assert batch.shape == (3, 1, 10, 10)
-    for i, (t, l) in enumerate(corners):
-        np.testing.assert_array_equal(batch[i, 0].numpy(), a.numpy()[t : t + 10, l : l + 10])
+    for i, (top, left) in enumerate(corners):
+        np.testing.assert_array_equal(
+            batch[i, 0].numpy(), a.numpy()[top : top + 10, left : left + 10]
+        )
     rect = W.crop_batch(a, torch.tensor([[1, 2]]), (5, 8))
     np.testing.assert_array_equal(rect[0, 0].numpy(), a.numpy()[1:6, 2:10])
     with pytest.raises(ValueError):

@@ -7,6 +7,8 @@ import math
 import numpy as np
 import pytest
 
+pytest.importorskip("qtpy.QtWidgets", reason="the plot is a Qt widget")
+
 from napari_dfct.widgets._curves import CurvePlot, linear_ticks, log_ticks
 
 
@@ -40,6 +42,7 @@ def _rgb(image, pt):
     return c.red(), c.green(), c.blue()
 
 
+@pytest.mark.gui
 def test_curves_and_the_marker_are_painted_where_the_data_map(plot):
     x = np.arange(1, 11)
     plot.set_line("val", x, 1.0 / x, color="#ff0000", label="validation", dots=False)
@@ -65,6 +68,7 @@ def test_curves_and_the_marker_are_painted_where_the_data_map(plot):
     assert _rgb(image, corner) != _rgb(image, mid)
 
 
+@pytest.mark.gui
 def test_legend_lies_above_the_plot_area_and_clear_empties(plot):
     plot.set_line("a", [1, 2], [1.0, 2.0], color="#4fa3ff", label="training")
     plot.set_line("b", [1, 2], [2.0, 3.0], color="#ff9f40", label="validation")
@@ -77,6 +81,7 @@ def test_legend_lies_above_the_plot_area_and_clear_empties(plot):
     plot.grab()  # an empty plot paints too
 
 
+@pytest.mark.gui
 def test_a_linear_axis_shows_non_positive_values(plot):
     plot.log_y = False
     plot.set_line("d", [0, 1, 2], [-1.0, 0.0, 1.0], color="#ffffff")
@@ -85,6 +90,7 @@ def test_a_linear_axis_shows_non_positive_values(plot):
     assert lo.y() > hi.y()
 
 
+@pytest.mark.gui
 def test_dots_without_a_line_a_dashed_marker_line_and_the_title_row(qtbot):
     w = CurvePlot(log_y=False, integer_x=False, title_row=True)
     qtbot.addWidget(w)

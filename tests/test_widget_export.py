@@ -12,29 +12,14 @@ pytest.importorskip("napari")
 pytestmark = pytest.mark.gui
 
 
-@pytest.fixture(scope="module")
-def model_dir(tmp_path_factory, small_sim):
-    from napari_dfct.train import TrainConfig, run_fit
-
-    out = tmp_path_factory.mktemp("models") / "l2-export"
-    run_fit(
-        small_sim.input,
-        small_sim.target,
-        TrainConfig(preset="tiny", epochs=1, batch_size=4, patch=32),
-        out,
-        preview=False,
-    )
-    return out
-
-
 @pytest.fixture
-def widget(make_napari_viewer, small_sim, registry, model_dir):
+def widget(make_napari_viewer, small_sim, registry, trained_model):
     from napari_dfct.widgets.predict import PredictWidget
 
     viewer = make_napari_viewer()
     viewer.add_image(small_sim.input.copy(), name="input (1 rotation)")
     viewer.dims.set_current_step(0, 2)
-    registry.register_model(model_dir)
+    registry.register_model(trained_model)
     w = PredictWidget(viewer)
     viewer.window.add_dock_widget(w, name="Predict")
     return w
@@ -47,6 +32,7 @@ def notes(capture_notifications):
     return capture_notifications(mod)
 
 
+@pytest.mark.slow
 def test_export_button_writes_a_package(widget, notes, qtbot, tmp_path, monkeypatch, small_sim):
     pytest.importorskip("bioimageio.spec", reason="export needs napari-dfct[bioimageio]")
     from qtpy.QtCore import Qt

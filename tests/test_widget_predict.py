@@ -12,26 +12,6 @@ SCALE = (2.0, 0.5, 0.25)
 TRANSLATE = (10.0, -4.0, 3.0)
 
 
-@pytest.fixture(scope="module")
-def model_dir(tmp_path_factory, small_sim):
-    """A tiny model trained for one epoch by the core loop (not by a widget)."""
-    from napari_dfct.losses import LossConfig
-    from napari_dfct.train import TrainConfig, run_fit
-
-    out = tmp_path_factory.mktemp("models") / "l2+s-linear-test"
-    config = TrainConfig(
-        loss=LossConfig(spatial="linear"),
-        preset="tiny",
-        epochs=1,
-        batch_size=4,
-        patch=32,
-        device="cpu",
-    )
-    result = run_fit(small_sim.input, small_sim.target, config, out)
-    assert result.model_dir is not None
-    return out
-
-
 @pytest.fixture
 def notes(capture_notifications):
     """Capture the widget's notifications instead of showing them."""
@@ -71,11 +51,11 @@ def _wait(qtbot, widget):
     qtbot.waitUntil(lambda: not widget.is_running, timeout=60_000)
 
 
-def test_registry_offers_models(viewer, registry, model_dir, notes):
+def test_registry_offers_models(viewer, registry, trained_model, notes):
     widget = _widget(viewer)
     assert widget.fields.model.value is None  # nothing trained yet
-    registry.register_model(model_dir)  # what the Train widget does when a run ends
-    assert widget.fields.model.value == model_dir.resolve()
+    registry.register_model(trained_model)  # what the Train widget does when a run ends
+    assert widget.fields.model.value == trained_model.resolve()
     text = widget.info.toPlainText()
     assert "l2+s-linear" in text and "preset   tiny" in text and "best epoch 1" in text
     assert "window" in text
@@ -83,15 +63,15 @@ def test_registry_offers_models(viewer, registry, model_dir, notes):
     assert notes["error"] == []
 
 
-def test_current_slice_and_whole_volume(viewer, registry, model_dir, qtbot, notes, small_sim):
+def test_current_slice_and_whole_volume(viewer, registry, trained_model, qtbot, notes, small_sim):
     from napari_dfct.checkpoint import load_model
     from napari_dfct.infer import predict
 
-    registry.register_model(model_dir)
+    registry.register_model(trained_model)
     widget = _widget(viewer)
     widget.fields.device.value = "cpu"
     source = viewer.layers["input (1 rotation)"]
-    name = f"input (1 rotation) [prediction: {model_dir.name}]"
+    name = f"input (1 rotation) [prediction: {trained_model.name}]"
 
     z = 2
     viewer.dims.set_point(0, TRANSLATE[0] + z * SCALE[0])
@@ -105,7 +85,7 @@ def test_current_slice_and_whole_volume(viewer, registry, model_dir, qtbot, note
     np.testing.assert_allclose(out.contrast_limits, source.contrast_limits)
     finite = np.isfinite(out.data).all(axis=(1, 2))
     assert finite.tolist() == [i == z for i in range(small_sim.input.shape[0])]
-    loaded = load_model(model_dir)
+    loaded = load_model(trained_model)
     expected = predict(loaded, small_sim.input, slices=[z], device="cpu")[0]
     np.testing.assert_allclose(out.data[z], expected, rtol=1e-4, atol=1e-5)
 
@@ -151,7 +131,7 @@ def test_canvas_refreshed_only_when_a_slice_in_view_was_filled(viewer):
 
 
 def test_open_folder_and_2d_layer(
-    make_napari_viewer, registry, model_dir, qtbot, notes, small_sim, tmp_path
+    make_napari_viewer, registry, trained_model, qtbot, notes, small_sim, tmp_path
 ):
     viewer = make_napari_viewer()
     viewer.add_image(
@@ -164,24 +144,24 @@ def test_open_folder_and_2d_layer(
     assert notes["error"] and "not a model folder" in notes["error"][-1]
     assert widget.fields.model.value is None
     # a model folder from disk
-    widget.fields.model_dir.value = str(model_dir)
-    assert widget.fields.model.value == model_dir.resolve()
-    assert registry.registered_models() == [model_dir.resolve()]
+    widget.fields.model_dir.value = str(trained_model)
+    assert widget.fields.model.value == trained_model.resolve()
+    assert registry.registered_models() == [trained_model.resolve()]
     _click(qtbot, widget.slice_button)
     _wait(qtbot, widget)
-    out = viewer.layers[f"slice [prediction: {model_dir.name}]"]
+    out = viewer.layers[f"slice [prediction: {trained_model.name}]"]
     assert out.data.shape == small_sim.input.shape[1:]
     assert np.isfinite(out.data).all()
     np.testing.assert_allclose(out.scale, (0.5, 0.5))
     np.testing.assert_allclose(out.translate, (1.0, 2.0))
 
 
-def test_cancel_and_refusals(make_napari_viewer, registry, model_dir, qtbot, notes, small_sim):
+def test_cancel_and_refusals(make_napari_viewer, registry, trained_model, qtbot, notes, small_sim):
     viewer = make_napari_viewer()
     widget = _widget(viewer)
     _click(qtbot, widget.volume_button)  # no model, no layer
     assert notes["error"] and "choose a model" in notes["error"][-1]
-    registry.register_model(model_dir)
+    registry.register_model(trained_model)
     _click(qtbot, widget.volume_button)
     assert "choose an image layer" in notes["error"][-1]
 
@@ -201,7 +181,7 @@ def test_cancel_and_refusals(make_napari_viewer, registry, model_dir, qtbot, not
     widget._worker.yielded.connect(on_item)
     _wait(qtbot, widget)
     assert any("running" in m for m in notes["warning"])
-    out = viewer.layers[f"stack [prediction: {model_dir.name}]"]
+    out = viewer.layers[f"stack [prediction: {trained_model.name}]"]
     done = np.isfinite(out.data).all(axis=(1, 2))
     assert 1 <= done.sum() < big.shape[0]
     assert any("cancelled" in m for m in notes["info"])
@@ -216,7 +196,7 @@ def _measure_column(widget, name):
 
 
 def test_measure_follows_the_prediction(
-    viewer, registry, model_dir, qtbot, notes, small_sim, capture_notifications
+    viewer, registry, trained_model, qtbot, notes, small_sim, capture_notifications
 ):
     """Measure recomputes as the prediction fills slices (no stale n/a, no stale cached
     PSNR/SSIM), and a slice not predicted yet is never handed to a metric as NaN."""
@@ -227,13 +207,13 @@ def test_measure_follows_the_prediction(
 
     viewer.add_image(small_sim.truth.copy(), name="truth", scale=SCALE, translate=TRANSLATE)
     viewer.layers.move(viewer.layers.index("truth"), 0)  # the input stays on top
-    registry.register_model(model_dir)
+    registry.register_model(trained_model)
     measure = MeasureWidget(viewer)
     viewer.window.add_dock_widget(measure, name="Measure")
     measure.set_reference("truth")
     widget = _widget(viewer)
     widget.fields.device.value = "cpu"
-    name = f"input (1 rotation) [prediction: {model_dir.name}]"
+    name = f"input (1 rotation) [prediction: {trained_model.name}]"
     truth = small_sim.truth
 
     def at(z):
@@ -290,7 +270,9 @@ def test_measure_follows_the_prediction(
     assert notes["error"] == []
 
 
-def test_failed_prediction_leaves_no_layer(viewer, registry, model_dir, qtbot, notes, monkeypatch):
+def test_failed_prediction_leaves_no_layer(
+    viewer, registry, trained_model, qtbot, notes, monkeypatch
+):
     from napari_dfct import infer
 
     def broken(*_args, **_kwargs):
@@ -298,7 +280,7 @@ def test_failed_prediction_leaves_no_layer(viewer, registry, model_dir, qtbot, n
         yield  # a generator, like the real one
 
     monkeypatch.setattr(infer, "predict_iter", broken)
-    registry.register_model(model_dir)
+    registry.register_model(trained_model)
     widget = _widget(viewer)
     widget.fields.device.value = "cpu"
     before = [layer.name for layer in viewer.layers]
@@ -312,13 +294,13 @@ def test_failed_prediction_leaves_no_layer(viewer, registry, model_dir, qtbot, n
     assert widget.slice_button.enabled
 
 
-def test_status_says_what_is_missing(viewer, registry, model_dir):
+def test_status_says_what_is_missing(viewer, registry, trained_model):
     widget = _widget(viewer)  # an image layer, no model yet
     text = widget.status.text()
     assert "model" in text.lower() and "image layer" not in text
-    registry.register_model(model_dir)
+    registry.register_model(trained_model)
     text = widget.status.text()
     assert "Choose" not in text
-    assert model_dir.name in text and "input (1 rotation)" in text
+    assert trained_model.name in text and "input (1 rotation)" in text
     widget.fields.image.value = None
     assert "image layer" in widget.status.text()

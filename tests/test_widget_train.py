@@ -108,6 +108,7 @@ def _median_gap(ticks, t0, t1) -> float:
     return float(np.median(np.diff(inside))) if len(inside) > 1 else float("inf")
 
 
+@pytest.mark.slow
 def test_train_to_completion_keeps_the_gui_responsive(viewer, tmp_path, qtbot, notes, registry):
     """Two tiny runs through the widget while a 10 ms QTimer measures the event loop.
 
@@ -117,9 +118,9 @@ def test_train_to_completion_keeps_the_gui_responsive(viewer, tmp_path, qtbot, n
     event loop ticks during training as it does idle (median gap at most twice the idle
     median: training runs in its own process and leaves the GUI thread alone).
     """
-    from qtpy.QtCore import QTimer
-
     import threading
+
+    from qtpy.QtCore import QTimer
 
     widget = _widget(viewer, tmp_path, epochs=3, patch=64, batch_size=8)
     # the widget warms torch's lazy imports in a thread when it opens: let that finish so
@@ -176,8 +177,10 @@ def test_train_to_completion_keeps_the_gui_responsive(viewer, tmp_path, qtbot, n
     baseline, _ = _worst_gap(ticks, b0, b1)
     idle_median = _median_gap(ticks, b0, b1)
     report = [
-        f"idle viewer baseline worst gap {baseline * 1000:.0f} ms, median "
-        f"{idle_median * 1000:.1f} ms"
+        (
+            f"idle viewer baseline worst gap {baseline * 1000:.0f} ms, median "
+            f"{idle_median * 1000:.1f} ms"
+        )
     ]
     for label, (t0, t1) in zip(("first run", "second run"), runs, strict=True):
         worst, n = _worst_gap(ticks, t0, t1)
@@ -194,6 +197,7 @@ def test_train_to_completion_keeps_the_gui_responsive(viewer, tmp_path, qtbot, n
     print("\n[responsiveness, 10 ms QTimer] " + "; ".join(report))
 
 
+@pytest.mark.slow
 def test_stop_keeps_a_loadable_checkpoint(viewer, tmp_path, qtbot, notes, registry):
     from napari_dfct.checkpoint import load_model
     from napari_dfct.widgets.predict import PredictWidget
@@ -240,6 +244,7 @@ def test_stop_keeps_a_loadable_checkpoint(viewer, tmp_path, qtbot, notes, regist
     assert [h["epoch"] for h in history] == list(range(1, done + 2))
 
 
+@pytest.mark.slow
 def test_train_from_files(make_napari_viewer, small_sim, tmp_path, qtbot, notes, registry):
     from napari_dfct.io import write_volume
 
@@ -391,6 +396,7 @@ def test_job_events_and_error_texts():
     )
 
 
+@pytest.mark.slow
 def test_training_does_not_move_the_view(viewer, tmp_path, qtbot, notes, registry):
     """The preview layer shows the preview slice; the viewer stays where the user was."""
     viewer.dims.set_current_step(0, 1)

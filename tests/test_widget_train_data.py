@@ -66,6 +66,7 @@ def _saved_config(tmp_path) -> dict:
     return json.loads((tmp_path / "models" / "run" / "config.json").read_text())
 
 
+@pytest.mark.slow
 def test_a_data_set_shows_its_summary_and_trains(
     make_napari_viewer, study, tmp_path, qtbot, notes, registry
 ):

@@ -11,8 +11,6 @@ from napari_dfct.data import IntensityWindow
 from napari_dfct.infer import predict
 from napari_dfct.train import TrainConfig, run_fit
 
-pytestmark = pytest.mark.usefixtures("one_torch_thread")
-
 
 @pytest.mark.parametrize("window", [None, {"low": -0.5, "high": 0.75}])
 def test_the_window_round_trips_through_a_saved_model(tmp_path, window):

@@ -20,7 +20,15 @@ import importlib
 
 from ._threads import configure_openmp as _configure_openmp
 
-__version__ = "0.1.0"
+try:  # written from the git tag when the package is built or installed (hatch-vcs)
+    from ._version import __version__
+except ImportError:  # a source tree that was not installed this way
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        __version__ = version("napari-dfct")
+    except PackageNotFoundError:
+        __version__ = "0.0.0+unknown"
 
 #: The public API: each name and the module it comes from, imported on first use.
 _API = {

@@ -140,7 +140,7 @@ def write_json(path: str | os.PathLike, data: Any, indent: int | None = 2) -> Pa
     return atomic_write_text(path, text)
 
 
-_JSON_KINDS = {dict: "an object", list: "an array"}
+_JSON_KINDS: dict[type, str] = {dict: "an object", list: "an array"}
 
 
 def _json_kind(value: Any) -> str:
@@ -182,6 +182,6 @@ def read_json(path: str | os.PathLike, expect: type | None = None) -> Any:
     if expect is not None and not isinstance(data, expect):
         raise ValueError(
             f"{path} is corrupt: it holds {_json_kind(data)} where "
-            f"{_JSON_KINDS.get(expect, expect.__name__)} is expected"
+            f"{_JSON_KINDS.get(expect, getattr(expect, '__name__', str(expect)))} is expected"
         )
     return data

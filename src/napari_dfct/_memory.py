@@ -8,16 +8,18 @@ they allocate anything.
 
 from __future__ import annotations
 
+from pathlib import Path
+
 __all__ = ["format_bytes", "host_available_memory"]
 
 
 def _cgroup_free() -> int | None:
     """Memory left under this process's cgroup (v2) limit, or None without one."""
     try:
-        limit = open("/sys/fs/cgroup/memory.max").read().strip()
+        limit = Path("/sys/fs/cgroup/memory.max").read_text().strip()
         if limit == "max":
             return None
-        used = int(open("/sys/fs/cgroup/memory.current").read().strip())
+        used = int(Path("/sys/fs/cgroup/memory.current").read_text().strip())
         return max(0, int(limit) - used)
     except (OSError, ValueError):
         return None
@@ -42,7 +44,7 @@ def host_available_memory() -> int | None:
             import psutil
 
             host = int(psutil.virtual_memory().available)
-        except Exception:  # pragma: no cover - psutil missing or unsupported
+        except Exception:  # noqa: BLE001  # pragma: no cover - psutil missing or unsupported
             return None
     group = _cgroup_free()
     return host if group is None else min(host, group)

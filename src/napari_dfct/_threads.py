@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import os
 import sys
+from collections.abc import Mapping, MutableMapping
 
 __all__ = ["SPIN_COUNT", "usable_cores", "decide", "configure_openmp"]
 
@@ -51,13 +52,13 @@ def usable_cores(cpu_max: str = "/sys/fs/cgroup/cpu.max") -> int:
     return max(1, n)
 
 
-def decide(environ, cores: int, torch_loaded: bool) -> dict:
+def decide(environ: Mapping[str, str], cores: int, torch_loaded: bool) -> dict[str, str]:
     """The environment settings to add: ``GOMP_SPINCOUNT`` unless the user chose a wait
     policy or a spin count, ``OMP_NUM_THREADS`` when ``cores`` (the quota) is below the
     cores the process sees; nothing the user set, nothing once torch is loaded."""
     if torch_loaded:
         return {}
-    out = {}
+    out: dict[str, str] = {}
     if "OMP_WAIT_POLICY" not in environ and "GOMP_SPINCOUNT" not in environ:
         out["GOMP_SPINCOUNT"] = str(SPIN_COUNT)
     if "OMP_NUM_THREADS" not in environ and cores < _visible_cores():
@@ -65,7 +66,7 @@ def decide(environ, cores: int, torch_loaded: bool) -> dict:
     return out
 
 
-def configure_openmp(environ=None) -> dict:
+def configure_openmp(environ: MutableMapping[str, str] | None = None) -> dict[str, str]:
     """Apply :func:`decide` to ``environ`` (default ``os.environ``); return what was set."""
     env = os.environ if environ is None else environ
     out = decide(env, usable_cores(), "torch" in sys.modules)

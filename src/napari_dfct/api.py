@@ -493,7 +493,12 @@ def export(
     from .export import export_bioimageio
     from .train import FitResult
 
-    kwargs = {"sample": sample, "overwrite": overwrite, "author": author, "license": license_id}
+    kwargs: dict[str, Any] = {
+        "sample": sample,
+        "overwrite": overwrite,
+        "author": author,
+        "license": license_id,
+    }
     if isinstance(model, LoadedModel) and model.path is not None:
         return export_bioimageio(model.path, path, **kwargs)
     if isinstance(model, FitResult) and model.model_dir is None:
@@ -502,7 +507,7 @@ def export(
         with tempfile.TemporaryDirectory(prefix="dfct-export-") as tmp:
             folder = save_checkpoint(Path(tmp) / "model", model.model, model.config)
             return export_bioimageio(folder, path, **kwargs)
-    if isinstance(model, FitResult):
+    if isinstance(model, FitResult) and model.model_dir is not None:
         return export_bioimageio(model.model_dir, path, **kwargs)
     if isinstance(model, (str, os.PathLike)):
         return export_bioimageio(model, path, **kwargs)
@@ -524,7 +529,7 @@ def _roi_set(rois: Any, n_slices: int | None, size: int, slice_index: int | None
     elif isinstance(rois, Simulation):
         rois = rois.meta
     elif isinstance(rois, (str, os.PathLike)):
-        meta, meta_path = read_meta(rois)
+        meta, meta_path = read_meta(Path(rois))
         if meta is None:
             raise ValueError(f"no ROIs: {meta_path} does not exist")
         rois = meta

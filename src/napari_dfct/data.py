@@ -345,6 +345,8 @@ class Batch(tuple):
     """One batch ``(x, y, w)`` of a sampler, carrying the patches' known angular parts
     ``g`` (``(B, n_bins)``; None unless the sampler was given them)."""
 
+    g: torch.Tensor | None
+
     def __new__(cls, x, y, w, g=None):
         obj = super().__new__(cls, (x, y, w))
         obj.g = g
@@ -475,7 +477,7 @@ class PatchSampler:
         if self.device.type == "cuda":
             try:
                 free, _ = torch.cuda.mem_get_info(self.device)
-            except Exception:  # pragma: no cover - driver specific
+            except Exception:  # noqa: BLE001 # pragma: no cover - driver specific
                 return torch.device("cpu")
             return self.device if nbytes < 0.5 * free else torch.device("cpu")
         return self.device

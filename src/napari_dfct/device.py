@@ -14,7 +14,7 @@ import contextlib
 import threading
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from ._memory import format_bytes, host_available_memory
 
@@ -72,7 +72,7 @@ def list_devices(auto: bool = True) -> list[DeviceInfo]:
     """
     import torch
 
-    def free_text(free, total=None) -> str:
+    def free_text(free: int | None, total: int | None = None) -> str:
         if free is None:
             return ""
         return (
@@ -92,11 +92,11 @@ def list_devices(auto: bool = True) -> list[DeviceInfo]:
             name, free, total = f"cuda:{i}", None, None
             try:
                 title = torch.cuda.get_device_name(i)
-            except Exception:  # pragma: no cover - driver specific
+            except Exception:  # noqa: BLE001 # pragma: no cover - driver specific
                 title = "CUDA device"
             try:
                 free, total = (int(v) for v in torch.cuda.mem_get_info(i))
-            except Exception:  # pragma: no cover - driver specific
+            except Exception:  # noqa: BLE001 # pragma: no cover - driver specific
                 pass
             out.append(DeviceInfo(name, f"{name} ({title}{free_text(free, total)})", free, total))
     if _mps_available():  # pragma: no cover - macOS only
@@ -164,7 +164,7 @@ def is_out_of_memory(exc: BaseException) -> bool:
     return isinstance(exc, RuntimeError) and "out of memory" in str(exc).lower()
 
 
-def cancel_check(cancel) -> Callable[[], bool]:
+def cancel_check(cancel: threading.Event | Callable[[], Any] | None) -> Callable[[], bool]:
     """A zero-argument callable for a ``threading.Event``, a callable or None (never)."""
     if cancel is None:
         return lambda: False
@@ -186,7 +186,7 @@ def free_memory(device: torch.device) -> None:
             torch.mps.empty_cache()
 
 
-def autocast(device: torch.device, enabled: bool):
+def autocast(device: torch.device, enabled: bool) -> contextlib.AbstractContextManager:
     """bf16 autocast on CUDA when ``enabled``; a null context elsewhere."""
     if enabled and device.type == "cuda":
         import torch
@@ -211,6 +211,6 @@ def available_memory(device: torch.device | str = "cpu") -> int | None:
         try:
             free, _ = torch.cuda.mem_get_info(torch.device(device))
             return int(free)
-        except Exception:  # pragma: no cover - driver specific
+        except Exception:  # noqa: BLE001  # pragma: no cover - driver specific
             return None
     return host_available_memory()

@@ -307,16 +307,16 @@ def predict_iter(
                     ) from None
                 cur_tile = next_tile
                 continue
-            y = y[:, 0].numpy()
+            pred = y[:, 0].numpy()
             if win is not None:
-                y = win.denormalize(y)
+                pred = win.denormalize(pred)
             for j, z in enumerate(chunk):
-                yield z, np.ascontiguousarray(y[j], dtype=np.float32)
+                yield z, np.ascontiguousarray(pred[j], dtype=np.float32)
             pos += len(chunk)
     finally:
         # the caller's model goes back where it was (a model kept in a session must not
         # hold device memory between predictions), then the cache is emptied
-        run = None
+        del run
         if home != dev:
             net.to(home)
         net = None
@@ -366,7 +366,9 @@ def predict(
         raise ValueError("slices cannot be given for a 2-D image")
     n = 1 if two_d else (arr.shape[0] if arr.ndim == 3 else 0)
     index = _parse_slices(slices, n) if arr.ndim == 3 else [0]
-    out = np.empty((len(index), *arr.shape[-2:]), dtype=np.float32) if arr.ndim in (2, 3) else None
+    # (another number of dimensions: predict_iter raises before writing anything)
+    shape = (len(index), *arr.shape[-2:]) if arr.ndim in (2, 3) else (0, 0, 0)
+    out = np.empty(shape, dtype=np.float32)
     done = 0
     for k, (_, y) in enumerate(
         predict_iter(

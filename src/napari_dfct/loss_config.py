@@ -13,6 +13,7 @@ import dataclasses
 import re
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 
@@ -38,7 +39,7 @@ ORDERS = ("sf", "fs")
 _PROFILES_ON = ("linear", "nonlinear")
 
 
-def _norm_choice(value, valid, what):
+def _norm_choice(value: Any, valid: Sequence[str], what: str) -> str:
     v = value.lower() if isinstance(value, str) else value
     if v not in valid:
         raise ValueError(f"unknown {what} {value!r}; valid: {', '.join(valid)}")
@@ -111,7 +112,7 @@ class LossConfig:
     directional: str = "none"
     oracle: bool = False
 
-    def __post_init__(self):
+    def __post_init__(self) -> None:
         from . import weights as _w  # torch: only once a configuration is made
         from .directional import DC_IDENTITY
 
@@ -211,13 +212,13 @@ class LossConfig:
         return self.directional if self.directional != "none" else self.frequency
 
     @property
-    def plain(self) -> "LossConfig":
+    def plain(self) -> LossConfig:
         """The un-amplified loss of the same kind (L1 or L2, scale 1): the selection
         criterion that every configuration shares."""
         return LossConfig(loss=self.loss)
 
     @property
-    def trains_as(self) -> "LossConfig":
+    def trains_as(self) -> LossConfig:
         """The simplest configuration that trains identically (same loss value and
         gradient), by the DC identity (:mod:`napari_dfct.losses`).
 
@@ -240,7 +241,7 @@ class LossConfig:
         return self.name
 
     @classmethod
-    def from_name(cls, name: str, **overrides) -> "LossConfig":
+    def from_name(cls, name: str, **overrides: Any) -> LossConfig:
         """Parse a name made by :attr:`name`; keyword ``overrides`` replace fields after.
 
         Raises
@@ -260,7 +261,7 @@ class LossConfig:
         return d
 
     @classmethod
-    def from_dict(cls, d: dict) -> "LossConfig":
+    def from_dict(cls, d: dict) -> LossConfig:
         """Inverse of :meth:`to_dict`; a dict holding only ``name`` also works."""
         if not isinstance(d, dict):
             raise ValueError(f"expected a dict for a loss config, got {type(d).__name__}")
@@ -282,7 +283,7 @@ class LossConfig:
 _TERM = re.compile(r"^(s|f|d)(?:-(linear|nonlinear|sqrt))?$")
 
 
-def _invalid(name) -> ValueError:
+def _invalid(name: object) -> ValueError:
     valid = ", ".join(paper_names())
     return ValueError(
         f"unknown loss configuration {name!r}. Valid names: {valid} "
@@ -317,8 +318,8 @@ def _parse_name(name: str) -> LossConfig:
     loss, terms = parts[0], parts[1:]
     if loss not in LOSSES:
         raise _invalid(name)
-    matches = [_TERM.match(t) for t in terms]
-    if any(m is None for m in matches) or len(terms) > 2:
+    matches = [m for m in (_TERM.match(t) for t in terms) if m is not None]
+    if len(matches) < len(terms) or len(terms) > 2:
         raise _invalid(name)
     kinds = [m.group(1) for m in matches]
     profs = [m.group(2) for m in matches]
@@ -437,7 +438,7 @@ def build_loss_config(
                 f"{loss!r} is a full loss name, with its own profiles and order: leave out "
                 f"{', '.join(given)}, or give the plain loss (l1, l2) with them"
             )
-        over = {
+        over: dict[str, Any] = {
             **({"normalize": True} if normalize else {}),
             **({"scale": scale} if scale != 1.0 else {}),
         }
@@ -514,7 +515,7 @@ def paper_names() -> list[str]:
     return [c.name for c in paper_configs()]
 
 
-def coerce_config(config) -> LossConfig:
+def coerce_config(config: LossConfig | str | dict) -> LossConfig:
     """A :class:`LossConfig` from a config, a name or a dict."""
     if isinstance(config, LossConfig):
         return config

@@ -118,7 +118,7 @@ __all__ = [
 
 
 # --------------------------------------------------------------------------- functions
-def pixel_loss(pred: torch.Tensor, target: torch.Tensor, loss: str = "l2") -> torch.Tensor:
+def pixel_loss(pred: torch.Tensor, target: torch.Tensor | float, loss: str = "l2") -> torch.Tensor:
     """Pixel-wise loss map: ``|pred - target|`` (L1) or ``(pred - target)^2`` (L2)."""
     d = pred - target
     if loss == "l1":
@@ -126,6 +126,13 @@ def pixel_loss(pred: torch.Tensor, target: torch.Tensor, loss: str = "l2") -> to
     if loss == "l2":
         return d * d
     raise ValueError(f"unknown loss {loss!r}; valid: {', '.join(LOSSES)}")
+
+
+def _on(weight: torch.Tensor | None) -> torch.Tensor:
+    """A weight that the configuration's scheme switches on (so it is never None)."""
+    if weight is None:  # pragma: no cover - LossConfig admits no such scheme
+        raise AssertionError("the loss scheme uses a weight that is switched off")
+    return weight
 
 
 def frequency_filter(x: torch.Tensor, a_f: torch.Tensor) -> torch.Tensor:
@@ -151,11 +158,11 @@ def frequency_filter(x: torch.Tensor, a_f: torch.Tensor) -> torch.Tensor:
         return torch.fft.ifft2(spec * a_f, dim=(-2, -1)).real
 
 
-def _no_autocast(device_type: str):
+def _no_autocast(device_type: str) -> contextlib.AbstractContextManager:
     """A context that disables autocast on ``device_type`` (a no-op where there is none)."""
     try:
         ok = torch.amp.is_autocast_available(device_type)
-    except Exception:  # pragma: no cover - older torch
+    except Exception:  # noqa: BLE001 # pragma: no cover - older torch
         ok = device_type in ("cuda", "cpu")
     if not ok:
         return contextlib.nullcontext()
@@ -192,7 +199,9 @@ class AmplifiedLoss(torch.nn.Module):
         return f"config={self.config.name!r}"
 
     # --------------------------------------------------------------- weight maps
-    def full_spatial_weight(self, shape, device=None) -> torch.Tensor | None:
+    def full_spatial_weight(
+        self, shape: Sequence[int], device: str | torch.device | None = None
+    ) -> torch.Tensor | None:
         """``A_S`` for a full slice of ``shape`` as this loss wants it (normalised if so
         configured), float32, cached and read-only; ``None`` when S is off.
 
@@ -205,7 +214,9 @@ class AmplifiedLoss(torch.nn.Module):
             shape, self.config.spatial, device=device, normalize=self.config.normalize
         )
 
-    def frequency_weight(self, shape, device=None) -> torch.Tensor | None:
+    def frequency_weight(
+        self, shape: Sequence[int], device: str | torch.device | None = None
+    ) -> torch.Tensor | None:
         """``A_F`` for ``shape`` (normalised if so configured); ``None`` when F is off."""
         if self.config.frequency == "none":
             return None
@@ -213,7 +224,7 @@ class AmplifiedLoss(torch.nn.Module):
             shape, self.config.frequency, device=device, normalize=self.config.normalize
         )
 
-    def _spatial(self, spatial_weight, ref: torch.Tensor) -> torch.Tensor | None:
+    def _spatial(self, spatial_weight: Any, ref: torch.Tensor) -> torch.Tensor | None:
         if self.config.spatial == "none":
             return None
         b, c, h, w = ref.shape
@@ -238,7 +249,9 @@ class AmplifiedLoss(torch.nn.Module):
         return sw.to(device=ref.device, dtype=torch.float32)
 
     # ---------------------------------------------------------------------- maps
-    def directional_weight(self, input, target, angular=None) -> torch.Tensor | None:
+    def directional_weight(
+        self, input: torch.Tensor | None, target: torch.Tensor, angular: Any = None
+    ) -> torch.Tensor | None:
         """Per-sample ``A_D`` ``(B, 1, H, W)`` of ``input - target`` (normalised if so
         configured), or from the angular parts ``angular`` ``(B, n_bins)`` when given;
         ``None`` when D is off."""
@@ -283,9 +296,9 @@ class AmplifiedLoss(torch.nn.Module):
         self,
         pred: torch.Tensor,
         target: torch.Tensor,
-        spatial_weight=None,
-        input=None,
-        angular=None,
+        spatial_weight: Any = None,
+        input: torch.Tensor | None = None,
+        angular: Any = None,
     ) -> torch.Tensor:
         """Amplified pixel-wise loss map, float32, same shape as ``pred`` (``(B, 1, H, W)``),
         times the configuration's ``scale``. ``input`` (the network input batch, same
@@ -295,7 +308,12 @@ class AmplifiedLoss(torch.nn.Module):
         return lmap if self.config.scale == 1.0 else lmap * self.config.scale
 
     def _unscaled_map(
-        self, pred, target, spatial_weight, input=None, angular=None
+        self,
+        pred: torch.Tensor,
+        target: torch.Tensor,
+        spatial_weight: Any,
+        input: torch.Tensor | None = None,
+        angular: Any = None,
     ) -> torch.Tensor:
         if pred.shape != target.shape:
             raise ValueError(
@@ -316,20 +334,20 @@ class AmplifiedLoss(torch.nn.Module):
                 lmap = pixel_loss(p, t, cfg.loss)
                 sch = cfg.scheme
                 if sch == "S":
-                    return a_s * lmap
+                    return _on(a_s) * lmap
                 if sch == "F":
-                    return frequency_filter(lmap, a_f)
+                    return frequency_filter(lmap, _on(a_f))
                 if sch == "S+F":
-                    return frequency_filter(a_s * lmap, a_f)
+                    return frequency_filter(_on(a_s) * lmap, _on(a_f))
                 if sch == "F+S":
-                    return a_s * frequency_filter(lmap, a_f)
+                    return _on(a_s) * frequency_filter(lmap, _on(a_f))
                 return lmap
             # spectral mode: weight the spectrum of the signed error
             e = p - t
             sch = cfg.scheme
             if sch in ("S+F", "S+D"):
-                w_s = a_s if cfg.loss == "l1" else torch.sqrt(a_s)
-                return pixel_loss(frequency_filter(w_s * e, a_f), 0.0, cfg.loss)
+                w_s = _on(a_s) if cfg.loss == "l1" else torch.sqrt(_on(a_s))
+                return pixel_loss(frequency_filter(w_s * e, _on(a_f)), 0.0, cfg.loss)
             if a_f is not None:
                 e = frequency_filter(e, a_f)
             lmap = pixel_loss(e, 0.0, cfg.loss)
@@ -339,9 +357,9 @@ class AmplifiedLoss(torch.nn.Module):
         self,
         pred: torch.Tensor,
         target: torch.Tensor,
-        spatial_weight=None,
-        input=None,
-        angular=None,
+        spatial_weight: Any = None,
+        input: torch.Tensor | None = None,
+        angular: Any = None,
     ) -> torch.Tensor:
         """Scalar loss: the mean of :meth:`loss_map` (float32)."""
         return self.loss_map(pred, target, spatial_weight, input, angular).mean()
@@ -393,9 +411,9 @@ def effective_scale(
         ``loss_scale``
             The configuration's constant factor (``LossConfig.scale``).
         ``scale``
-            The product of the three: the loss relative to the plain loss for a uniform (paper mode)
-            or white (spectral mode) error. For spectral L1 with S+F it is a close lower
-            bound (the exact value lies below ``sqrt(mean(A_S^2)) * a_f_rms``).
+            The product of the three: the loss relative to the plain loss for a uniform
+            (paper mode) or white (spectral mode) error. For spectral L1 with S+F it is a
+            close lower bound (the exact value lies below ``sqrt(mean(A_S^2)) * a_f_rms``).
 
         Directional configurations (D, S+D, D+S): ``A_D`` depends on the data (its angular
         part ``G`` comes from each sample's ``input - target``), so its white-error gain
@@ -409,7 +427,11 @@ def effective_scale(
     if patch is None:
         pshape = shape
     else:
-        pshape = (int(patch), int(patch)) if np.isscalar(patch) else _w._check_shape(patch)
+        pshape = (
+            _w._check_shape(patch)
+            if isinstance(patch, Sequence | np.ndarray)
+            else (int(patch), int(patch))
+        )
         if pshape[0] > shape[0] or pshape[1] > shape[1] or min(pshape) < 1:
             raise ValueError(f"patch {pshape} does not fit in the slice {shape}")
     a_s = _w.spatial_weight_np(shape, cfg.spatial, normalize=cfg.normalize)
@@ -507,7 +529,7 @@ def measured_scale(
         [rng.integers(0, h - p + 1, n_patches), rng.integers(0, w - p + 1, n_patches)], 1
     )
 
-    def batch(v):
+    def batch(v: np.ndarray) -> torch.Tensor:
         v = (np.clip(v, lo, hi) - lo) / (hi - lo)
         return torch.from_numpy(
             np.stack([v[z, r : r + p, c : c + p] for z, (r, c) in zip(zs, corners)])[:, None]
@@ -516,8 +538,9 @@ def measured_scale(
     xb, yb = batch(x), batch(y)
     amplified, plain = AmplifiedLoss(cfg), AmplifiedLoss(cfg.plain)
     sw = None
-    if cfg.spatial != "none":
-        sw = _w.crop_batch(amplified.full_spatial_weight((h, w)), corners, p)
+    full = amplified.full_spatial_weight((h, w)) if cfg.spatial != "none" else None
+    if full is not None:
+        sw = _w.crop_batch(full, corners, p)
     with torch.no_grad():
         a = amplified.loss_map(xb, yb, sw, xb).double().mean((1, 2, 3))
         b = plain.loss_map(xb, yb).double().mean((1, 2, 3))
@@ -616,7 +639,11 @@ class LossMaps:
 
 
 def loss_maps(
-    image, target, config: LossConfig | str | dict, patch: int | None = None, input=None
+    image: Any,
+    target: Any,
+    config: LossConfig | str | dict,
+    patch: int | None = None,
+    input: Any = None,
 ) -> LossMaps:
     """``A_S``, ``A_F`` and the plain and amplified loss maps of one slice, for viewing.
 

@@ -36,6 +36,8 @@ cannot be imported).
 
 from __future__ import annotations
 
+from typing import Any
+
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -77,7 +79,11 @@ def _double_conv_parameters(cin: int, cout: int) -> int:
 
 
 def architecture_parameters(
-    base_channels: int, depth: int, in_channels: int = 1, out_channels: int = 1, bilinear=True
+    base_channels: int,
+    depth: int,
+    in_channels: int = 1,
+    out_channels: int = 1,
+    bilinear: bool = True,
 ) -> int:
     """The number of parameters of ``ResidualUNet(...)`` with these arguments, computed
     without building it."""
@@ -92,7 +98,7 @@ def architecture_parameters(
     return n + ch[0] * out_channels + out_channels
 
 
-def check_architecture(**kwargs) -> dict:
+def check_architecture(**kwargs: Any) -> dict:
     """The :class:`ResidualUNet` arguments ``kwargs``, checked before anything is built.
 
     Integers within :data:`LIMITS`, booleans for ``bilinear`` and ``zero_init``, equal
@@ -153,6 +159,7 @@ class _Down(nn.Sequential):
 class _Up(nn.Module):
     def __init__(self, below_channels: int, skip_channels: int, bilinear: bool):
         super().__init__()
+        self.up: nn.Module
         if bilinear:
             self.up = nn.Upsample(scale_factor=2, mode="bilinear", align_corners=False)
             conv_in = below_channels + skip_channels
@@ -216,7 +223,8 @@ class ResidualUNet(nn.Module):
         self.outc = nn.Conv2d(ch[0], out_channels, kernel_size=1)
         if zero_init:
             nn.init.zeros_(self.outc.weight)
-            nn.init.zeros_(self.outc.bias)
+            if self.outc.bias is not None:
+                nn.init.zeros_(self.outc.bias)
 
     @property
     def multiple(self) -> int:
@@ -256,7 +264,7 @@ class ResidualUNet(nn.Module):
         return x + self.residual(x)
 
 
-def build_model(preset: str = "paper", **overrides) -> ResidualUNet:
+def build_model(preset: str = "paper", **overrides: Any) -> ResidualUNet:
     """Build a :class:`ResidualUNet` from a preset, with keyword overrides.
 
     Parameters
@@ -279,7 +287,7 @@ def build_model(preset: str = "paper", **overrides) -> ResidualUNet:
     return ResidualUNet(**check_architecture(**{**PRESETS[preset], **overrides}))
 
 
-def model_config(model: ResidualUNet) -> dict:
+def model_config(model: nn.Module) -> dict:
     """JSON-able keyword arguments that rebuild ``model``'s architecture
     (``ResidualUNet(**cfg)`` or ``build_model(**cfg)``)."""
     if not isinstance(model, ResidualUNet):

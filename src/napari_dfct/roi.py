@@ -281,6 +281,7 @@ class ROISet:
     def to_dict(self) -> dict[str, Any]:
         """``signal_center``, ``background_center`` (``[row, col]``), ``line``
         (``[[r0, c0], [r1, c1]]``), ``roi_size`` and ``slice``: plain JSON values."""
+        assert self.line is not None  # set by __post_init__
         return {
             "signal_center": list(self.signal_center),
             "background_center": list(self.background_center),

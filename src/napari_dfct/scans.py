@@ -50,7 +50,7 @@ class ScanSlices:
         return len(self.inputs)
 
     @property
-    def shapes(self) -> list[tuple[int, int]]:
+    def shapes(self) -> list[tuple[int, ...]]:
         return [tuple(int(v) for v in a.shape) for a in self.inputs]
 
     def validate(self, patch: int | None = None) -> None:
@@ -58,7 +58,7 @@ class ScanSlices:
         holding the same data (one line each)."""
         if len(self.inputs) != len(self.targets) or len(self.scans) != len(self.inputs):
             raise ValueError("inputs, targets and scans must have one entry per slice")
-        if len(set(int(s) for s in self.scans)) < 2:
+        if len({int(s) for s in self.scans}) < 2:
             raise ValueError(
                 "a data set of scans needs at least 2 scans (validation holds "
                 "out whole scans, never slices of one scan)"
@@ -91,8 +91,8 @@ class ScanSlices:
                 continue
             h = hashlib.blake2b(digest_size=16)
             h.update(repr((x.shape, x.dtype.str, y.dtype.str)).encode())
-            h.update(x.view(np.uint8).ravel())
-            h.update(y.view(np.uint8).ravel())
+            h.update(x.view(np.uint8).ravel().tobytes())
+            h.update(y.view(np.uint8).ravel().tobytes())
             first = seen.setdefault(h.digest(), k)
             if first != k and int(self.scans[first]) != int(self.scans[k]):
                 raise ValueError(
@@ -154,7 +154,7 @@ class GroupedSampler:
         self,
         inputs,
         targets,
-        spatial_weight: Callable[[tuple[int, int]], torch.Tensor | None] | None = None,
+        spatial_weight: Callable[[tuple[int, ...]], torch.Tensor | None] | None = None,
         *,
         patch: int = 128,
         patches_per_slice: int = 1,

@@ -67,9 +67,13 @@ from __future__ import annotations
 import functools
 import math
 from collections.abc import Sequence
+from typing import Any, TypeVar
 
 import numpy as np
 import torch
+
+#: A NumPy array or a torch tensor (a function given one returns the same kind).
+ArrayT = TypeVar("ArrayT", np.ndarray, torch.Tensor)
 
 __all__ = [
     "PROFILES",
@@ -117,7 +121,7 @@ def _check_profile(profile: str, valid: Sequence[str] = PROFILES) -> str:
     return profile.lower()
 
 
-def _check_shape(shape: Sequence[int]) -> tuple[int, int]:
+def _check_shape(shape: Sequence[int] | np.ndarray) -> tuple[int, int]:
     try:
         shp = tuple(int(s) for s in shape)
     except TypeError:
@@ -135,7 +139,7 @@ def _check_edge(edge: str) -> str:
 
 # ------------------------------------------------------------------- closed-form profiles
 def spatial_profile(
-    r,
+    r: Any,
     profile: str = "linear",
     *,
     r0: float = SPATIAL_NONLINEAR_R0,
@@ -167,7 +171,7 @@ def spatial_profile(
     if k <= 0:
         raise ValueError(f"k must be positive, got {k}")
 
-    def s(x):
+    def s(x: Any) -> Any:
         return 1.0 / (1.0 + np.exp(k * (x - r0)))
 
     s0, s1 = s(0.0), s(1.0)
@@ -178,7 +182,7 @@ def spatial_profile(
 
 
 def frequency_profile(
-    rho,
+    rho: Any,
     profile: str = "linear",
     *,
     gamma: float = FREQUENCY_NONLINEAR_GAMMA,
@@ -353,7 +357,7 @@ def frequency_weight_np(
 
 
 # ------------------------------------------------------------------ cached torch tensors
-def _device_key(device) -> str:
+def _device_key(device: str | torch.device | None) -> str:
     if device is None:
         return "cpu"
     dev = torch.device(device)
@@ -363,13 +367,22 @@ def _device_key(device) -> str:
 
 
 @functools.lru_cache(maxsize=64)
-def _spatial_cached(shape, profile, edge, normalize, device, dtype):
+def _spatial_cached(
+    shape: tuple[int, int],
+    profile: str,
+    edge: str,
+    normalize: bool,
+    device: str,
+    dtype: torch.dtype,
+) -> torch.Tensor:
     a = spatial_weight_np(shape, profile, edge=edge, normalize=normalize)
     return torch.as_tensor(a, dtype=dtype, device=torch.device(device))
 
 
 @functools.lru_cache(maxsize=64)
-def _frequency_cached(shape, profile, normalize, device, dtype):
+def _frequency_cached(
+    shape: tuple[int, int], profile: str, normalize: bool, device: str, dtype: torch.dtype
+) -> torch.Tensor:
     a = frequency_weight_np(shape, profile, normalize=normalize)
     return torch.as_tensor(a, dtype=dtype, device=torch.device(device))
 
@@ -378,7 +391,7 @@ def spatial_weight(
     shape: Sequence[int],
     profile: str = "linear",
     *,
-    device=None,
+    device: str | torch.device | None = None,
     dtype: torch.dtype = torch.float32,
     edge: str = "corner",
     normalize: bool = False,
@@ -421,7 +434,7 @@ def frequency_weight(
     shape: Sequence[int],
     profile: str = "linear",
     *,
-    device=None,
+    device: str | torch.device | None = None,
     dtype: torch.dtype = torch.float32,
     normalize: bool = False,
 ) -> torch.Tensor:
@@ -490,7 +503,7 @@ def radial_profile(
     raise ValueError(f"unknown kind {kind!r}; valid kinds: spatial, frequency")
 
 
-def crop(weight, top: int, left: int, height: int, width: int | None = None):
+def crop(weight: ArrayT, top: int, left: int, height: int, width: int | None = None) -> ArrayT:
     """Crop a patch ``[top:top+height, left:left+width]`` from the last two axes.
 
     Works for NumPy arrays and torch tensors (returns a view).
@@ -511,7 +524,7 @@ def crop(weight, top: int, left: int, height: int, width: int | None = None):
     return weight[..., top : top + height, left : left + width]
 
 
-def crop_batch(weight: torch.Tensor, corners, size) -> torch.Tensor:
+def crop_batch(weight: torch.Tensor, corners: Any, size: int | Sequence[int]) -> torch.Tensor:
     """Crop one patch per sample from a full-slice map, vectorised (works on GPU).
 
     Parameters
@@ -543,7 +556,7 @@ def crop_batch(weight: torch.Tensor, corners, size) -> torch.Tensor:
     return weight[rows[:, :, None], cols[:, None, :]].unsqueeze(1)
 
 
-def fftshift(a):
+def fftshift(a: Any) -> Any:
     """Move DC to the centre of the last two axes, for display (NumPy or torch)."""
     if isinstance(a, torch.Tensor):
         return torch.fft.fftshift(a, dim=(-2, -1))

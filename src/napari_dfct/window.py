@@ -77,7 +77,7 @@ class IntensityWindow:
         if _is_tensor(x):
             return (x.clamp(self.low, self.high) - self.low) / self.width
         if np.isscalar(x):
-            return (min(max(float(x), self.low), self.high) - self.low) / self.width
+            return (min(max(float(x), self.low), self.high) - self.low) / self.width  # type: ignore[arg-type]  # a scalar
         arr = np.asarray(x, dtype=np.float32)
         out = np.clip(arr, np.float32(self.low), np.float32(self.high))
         out -= np.float32(self.low)
@@ -98,7 +98,7 @@ class IntensityWindow:
         if _is_tensor(y):
             return y * self.width + self.low
         if np.isscalar(y):
-            return float(y) * self.width + self.low
+            return float(y) * self.width + self.low  # type: ignore[arg-type]  # a scalar
         arr = np.asarray(y, dtype=np.float32)
         return (arr * np.float32(self.width) + np.float32(self.low)).astype(np.float32)
 

@@ -92,7 +92,7 @@ def _model_config(model: torch.nn.Module) -> dict | None:
         return None
     try:
         return model_config(model)
-    except Exception:
+    except Exception:  # noqa: BLE001 - a model model_config cannot describe: no config
         return None
 
 

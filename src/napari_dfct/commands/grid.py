@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 from pathlib import Path
+from typing import Any
 
 from ._errors import CLIError
 from ._help import HelpFormatter
@@ -273,7 +274,7 @@ def simulate_pair(
     """
     from ..simulate import save_simulation, simulate_dfct
 
-    phys = {}
+    phys: dict[str, Any] = {}
     if views:
         phys["n_views"] = int(views)
     if rotations:
@@ -322,6 +323,8 @@ def stopped_message(out: Path, exc: BaseException) -> str:
 def _grid_data(args: argparse.Namespace, out: Path, log):
     """The training and test data the options name (simulated into OUT/data with
     --simulate)."""
+    train: Path | tuple[Path, Path] | dict[str, Path]
+    test: Path | dict[str, Any]
     if args.simulate:
         if args.train or args.train_input or args.test or args.test_input:
             raise CLIError("--simulate makes its own data: leave out --train/--test")

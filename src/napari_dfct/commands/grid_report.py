@@ -26,7 +26,8 @@ the corrected p is below 0.05; worse: the other side; else equivalent: the corre
 p is below 0.05; else inconclusive). Rows whose configuration trains identically to its
 reference (identity) or to another row's (duplicate) stay out of the family. power.md:
 per metric the spread of the paired differences and the seeds TOST needs for 80 % power
-at the margin. Also violin plots per configuration; and Fig.-3-like panels with the representative prediction of each configuration (the seed whose
+at the margin. Also violin plots per configuration; and Fig.-3-like panels with the
+representative prediction of each configuration (the seed whose
 CNR is closest to the median). A run's value is its median over the test slices. Works on
 incomplete grids, so it can follow a running Slurm array. Nothing is trained or predicted.
 """

@@ -161,9 +161,9 @@ def _rois(args: argparse.Namespace, volume: np.ndarray):
     elif args.signal is None or args.background is None:
         raise CLIError("give both --signal R,C and --background R,C")
     options = {
-        "signal_center": _numbers(args.signal, 2, "--signal") if meta is None else None,
+        "signal_center": _numbers(str(args.signal), 2, "--signal") if meta is None else None,
         "background_center": (
-            _numbers(args.background, 2, "--background") if meta is None else None
+            _numbers(str(args.background), 2, "--background") if meta is None else None
         ),
         "roi_size": args.roi_size,
         "line": None,
@@ -283,8 +283,10 @@ def _table(args, r: dict, m, shape, k, volume, size, meta_path, mask_path=None) 
         rows.append(
             (
                 role,
-                f"centre ({c[0]:g}, {c[1]:g})   mean {_num(r[f'{role}_mean'])}   "
-                f"std {_num(r[f'{role}_std'])}   n {r[f'{role}_n']}",
+                (
+                    f"centre ({c[0]:g}, {c[1]:g})   mean {_num(r[f'{role}_mean'])}   "
+                    f"std {_num(r[f'{role}_std'])}   n {r[f'{role}_n']}"
+                ),
             )
         )
     reasons = r["reasons"]

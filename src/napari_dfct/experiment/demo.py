@@ -88,7 +88,9 @@ def _simulate(
         return folder
     if folder.exists() and any(folder.iterdir()):
         raise ValueError(f"{folder} holds other data; use another demo folder (--out)")
-    phys = {k: v for k, v in (("n_views", s.n_views), ("rotations", s.rotations)) if v}
+    phys: dict[str, Any] = {
+        k: v for k, v in (("n_views", s.n_views), ("rotations", s.rotations)) if v
+    }
     t0 = time.perf_counter()
     sim = simulate_dfct(n_slices=n_slices, size=size, seed=seed, specimens=True, **phys)
     save_simulation(sim, folder)

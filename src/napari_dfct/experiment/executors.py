@@ -143,7 +143,7 @@ def _init_worker(
     if gpu_queue is not None:
         try:
             gpu = gpu_queue.get_nowait()
-        except Exception:
+        except Exception:  # noqa: BLE001 - an empty or closed queue: no GPU assigned
             gpu = None
         if gpu is not None:
             os.environ["CUDA_VISIBLE_DEVICES"] = str(gpu)
@@ -234,7 +234,7 @@ def _cuda_count(device: str) -> int:
         import torch
 
         return int(torch.cuda.device_count()) if torch.cuda.is_available() else 0
-    except Exception:  # pragma: no cover
+    except Exception:  # noqa: BLE001 # pragma: no cover
         return 0
 
 

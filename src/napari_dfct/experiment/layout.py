@@ -45,7 +45,7 @@ import os
 import time
 from collections.abc import Iterable, Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal, overload
 
 import numpy as np
 
@@ -224,6 +224,10 @@ def _canonical_scheme(s: str) -> str:
 _SUFFIXES = (".tif", ".tiff", ".npy")
 
 
+@overload
+def _find_file(folder: Path, stem: str, required: Literal[True] = True) -> Path: ...
+@overload
+def _find_file(folder: Path, stem: str, required: bool) -> Path | None: ...
 def _find_file(folder: Path, stem: str, required: bool = True) -> Path | None:
     for suffix in _SUFFIXES:
         p = folder / f"{stem}{suffix}"
@@ -395,6 +399,7 @@ def _resolve_test(test: Any, out_dir: Path) -> dict:
                 raise ValueError(f"{meta_path} holds another test set; use another output folder")
             atomic_write_json(meta_path, meta)
         test = folder
+    out: dict[str, Any]
     if isinstance(test, (str, os.PathLike)):
         folder = Path(test)
         from ..simulate import check_dataset
@@ -725,7 +730,9 @@ def _test_set(test_paths: dict, roi: dict | None) -> tuple[dict, list[dict], dic
     """The representative slice's ROIs, the ROIs of every test slice and the test
     volumes."""
     volumes = read_test_set(test_paths)
-    n_slices = 1 if volumes["input"].ndim == 2 else volumes["input"].shape[0]
+    inp = volumes["input"]
+    assert inp is not None  # read_test_set raises without one
+    n_slices = 1 if inp.ndim == 2 else inp.shape[0]
     meta = test_paths.get("meta")
     z = _resolve_roi(meta, roi, n_slices)["slice"]
     rois = _resolve_rois(meta, roi, n_slices)

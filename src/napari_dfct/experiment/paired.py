@@ -459,6 +459,7 @@ def power_table(rows: list[dict], power: float = 0.8, n_max: int = 1000) -> dict
             for k in dict.fromkeys(r["kind"] for r in mrows)
         ]
         m_size = max(families, default=1)
+        assert res0 is not None  # the family holds this metric
         alpha, margin = res0.alpha, res0.margin
         need = need_holm = need_t = None
         if math.isfinite(sd) and math.isfinite(margin):

@@ -74,7 +74,7 @@ def collect_runs(out_dir: str | os.PathLike) -> list[dict]:
     (``seed-k.incomplete-*``) and folders without ``metrics.json`` are ignored.
     """
     runs = Path(out_dir) / RUNS_DIR
-    records = []
+    records: list[dict] = []
     if not runs.is_dir():
         return records
     for path in sorted(runs.glob(f"*/seed-*/{METRICS_FILE}")):
@@ -89,7 +89,7 @@ def collect_runs(out_dir: str | os.PathLike) -> list[dict]:
     return records
 
 
-def _stats(values: Sequence[float]) -> dict:
+def _stats(values: Sequence[float | None]) -> dict:
     arr = np.asarray([to_float(v) for v in values], dtype=np.float64)
     finite = arr[np.isfinite(arr)]
     n = int(finite.size)
@@ -207,7 +207,7 @@ def paper_table(
         label and for each column the stats dict (or None).
     """
     columns = [(m, p) for m in ("cnr", "fwhm") for p in PROFILES]
-    table_rows = []
+    table_rows: list[dict[str, Any]] = []
     for scheme, label in ROW_ORDER.items():
         cells = {}
         for m, p in columns:
@@ -478,11 +478,12 @@ def _panels(
         by_name.setdefault(rec["name"], []).append(rec)
     figures, representatives = [], {}
     for loss in dict.fromkeys(e["family"] for e in summary.values()):
-        images = []
+        images: list[tuple[str, np.ndarray]] = []
         for k in ("input", "target", "truth"):
-            if slices[k] is not None:
+            image = slices[k]
+            if image is not None:
                 cnr = _slice_value(reference.get(k) or {}, "cnr", z)
-                images.append((f"{k}\nCNR {_num(cnr, '.2f')}", slices[k]))
+                images.append((f"{k}\nCNR {_num(cnr, '.2f')}", image))
         for name, e in summary.items():
             if e["family"] != loss:
                 continue
@@ -494,9 +495,11 @@ def _panels(
                 continue
             images.append(
                 (
-                    f"{name} (seed {seed})\n"
-                    f"CNR {_num(_slice_value(rec, 'cnr', z), '.2f')}  "
-                    f"FWHM {_num(_slice_value(rec, 'fwhm', z), '.1f')}",
+                    (
+                        f"{name} (seed {seed})\n"
+                        f"CNR {_num(_slice_value(rec, 'cnr', z), '.2f')}  "
+                        f"FWHM {_num(_slice_value(rec, 'fwhm', z), '.1f')}"
+                    ),
                     pred,
                 )
             )
@@ -561,33 +564,37 @@ def _paired_section(
     files["power.csv"] = atomic_write_text(rdir / "power.csv", pw["csv"])
     return [
         "## Paired comparisons (by seed)\n",
-        "Runs with the same seed share the split, the initialisation and the patch order, "
-        "so each configuration is compared with its family's baseline seed by seed (and, "
-        "in the second kind of table, with its scale-matched control; in a third, the "
-        "pairs chosen with --compare). Δ: median over seeds "
-        "of the per-seed difference (configuration − reference) of the runs' values; CI: "
-        f"95 % percentile bootstrap interval of that median ({n_boot} resamples, seeded); "
-        "p: two-sided Wilcoxon signed-rank test (exact for small n); p TOST: two one-sided "
-        "Wilcoxon tests of equivalence, Δ + margin > 0 and Δ − margin < 0, the larger p; "
-        "p (Holm) and p TOST (Holm): each corrected over the table's Holm family (stated "
-        "under each table). Verdict **better** / **worse**: the interval excludes zero on "
-        "the good (bad) side of the metric and p (Holm) < 0.05; else **equivalent**: p "
-        "TOST (Holm) < 0.05, the differences lie within the margin; else inconclusive "
-        '(not "no effect"). *identity* (the configuration trains as its reference, or '
-        "every difference is exactly 0) and *duplicate* (it trains as the configuration "
-        "of another row) rows are no comparisons and stay out of the family. With 5 seeds "
-        "or fewer the smallest two-sided p is 0.0625, with 4 or fewer the smallest TOST p "
-        "0.0625: such a grid can give no verdict.\n",
+        (
+            "Runs with the same seed share the split, the initialisation and the patch order, "
+            "so each configuration is compared with its family's baseline seed by seed (and, "
+            "in the second kind of table, with its scale-matched control; in a third, the "
+            "pairs chosen with --compare). Δ: median over seeds "
+            "of the per-seed difference (configuration − reference) of the runs' values; CI: "
+            f"95 % percentile bootstrap interval of that median ({n_boot} resamples, seeded); "
+            "p: two-sided Wilcoxon signed-rank test (exact for small n); p TOST: two one-sided "
+            "Wilcoxon tests of equivalence, Δ + margin > 0 and Δ − margin < 0, the larger p; "
+            "p (Holm) and p TOST (Holm): each corrected over the table's Holm family (stated "
+            "under each table). Verdict **better** / **worse**: the interval excludes zero on "
+            "the good (bad) side of the metric and p (Holm) < 0.05; else **equivalent**: p "
+            "TOST (Holm) < 0.05, the differences lie within the margin; else inconclusive "
+            '(not "no effect"). *identity* (the configuration trains as its reference, or '
+            "every difference is exactly 0) and *duplicate* (it trains as the configuration "
+            "of another row) rows are no comparisons and stay out of the family. With 5 seeds "
+            "or fewer the smallest two-sided p is 0.0625, with 4 or fewer the smallest TOST p "
+            "0.0625: such a grid can give no verdict.\n"
+        ),
         margins_md,
         t["markdown"],
         "![paired.png](paired.png)\n",
         "### Seeds for an equivalence test\n",
-        "The spread of the paired differences per metric (pooled standard deviation over "
-        "the family rows with two or more seeds) and the number of seeds for 80 % power "
-        "of TOST at the margin when the true difference is 0: the Wilcoxon TOST simulated "
-        "on normal differences of that spread (4000 samples per n, seeded), at α = 0.05 "
-        "and at α/m for Holm over the largest family m of the metric; the t-approximation "
-        "n = (z₁₋α + z₁₋β/₂)² σ² / δ² (with t quantiles) beside it.\n",
+        (
+            "The spread of the paired differences per metric (pooled standard deviation over "
+            "the family rows with two or more seeds) and the number of seeds for 80 % power "
+            "of TOST at the margin when the true difference is 0: the Wilcoxon TOST simulated "
+            "on normal differences of that spread (4000 samples per n, seeded), at α = 0.05 "
+            "and at α/m for Holm over the largest family m of the metric; the t-approximation "
+            "n = (z₁₋α + z₁₋β/₂)² σ² / δ² (with t quantiles) beside it.\n"
+        ),
         pw["markdown"],
     ]
 
@@ -682,8 +689,10 @@ def grid_report(
     n_slices = reference.get("n_slices") or 1
     lines = [
         "# Grid report\n",
-        f"Grid folder: `{out_dir}`. Runs finished: {n_done}; incomplete: {n_inc}; "
-        f"not started: {n_miss}; moved-aside attempts: {len(status['aside'])}.\n",
+        (
+            f"Grid folder: `{out_dir}`. Runs finished: {n_done}; incomplete: {n_inc}; "
+            f"not started: {n_miss}; moved-aside attempts: {len(status['aside'])}.\n"
+        ),
         (
             f"Every run is measured on all {n_slices} test slices, each with its own ROIs; a "
             "run's value is its median over the slices (per-slice values in each run's "
@@ -706,11 +715,13 @@ def grid_report(
     if ctrl is not None:
         lines += [
             "## Scale-matched controls\n",
-            "Each amplified configuration next to its control: the plain loss "
-            "multiplied by the configuration's effective loss scale (`l2@1.47` is L2 "
-            "times 1.47). With Adam's coupled weight decay a loss scale alone changes "
-            "training: a difference between a configuration and its control is what "
-            "the amplification's structure does.\n",
+            (
+                "Each amplified configuration next to its control: the plain loss "
+                "multiplied by the configuration's effective loss scale (`l2@1.47` is L2 "
+                "times 1.47). With Adam's coupled weight decay a loss scale alone changes "
+                "training: a difference between a configuration and its control is what "
+                "the amplification's structure does.\n"
+            ),
             ctrl["markdown"],
         ]
     lines += ["## All metrics\n", comp_md]

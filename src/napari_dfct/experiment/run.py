@@ -284,6 +284,7 @@ def _predict_and_measure(spec: dict, run_dir: Path, result, device) -> tuple[dic
             "roi": {**spec["roi"], "slice": 0},
         }
     test = read_test_set(spec["test"])
+    assert test["input"] is not None  # read_test_set raises without one
     loaded = load_model(result.model_dir or (run_dir / "model"), device=str(device))
     t1 = time.perf_counter()
     pred = np.asarray(predict(loaded, test["input"], device=str(device)), dtype=np.float32)
@@ -306,6 +307,6 @@ def _device_name(device) -> str:
 
         if getattr(device, "type", str(device)) == "cuda":
             return torch.cuda.get_device_name(device)
-    except Exception:  # pragma: no cover - informative only
+    except Exception:  # noqa: BLE001 # pragma: no cover - informative only
         pass
     return platform.processor() or platform.machine()

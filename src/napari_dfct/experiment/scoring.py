@@ -150,7 +150,7 @@ def measure_slices(
     per_slice = []
     for k in range(n):
         m = measure_slice(
-            _slice_of(images, k),
+            images if images.ndim == 2 else images[k],
             roi_list[k],
             truth=_slice_of(truth, k),
             target=_slice_of(target, k),

@@ -236,7 +236,7 @@ def equivalence_margins(overrides: Mapping[str, Any] | None = None) -> dict[str,
 def parse_margins(text: str | None) -> dict[str, float]:
     """``"cnr=0.5,fwhm=0.3"`` as ``{"cnr": 0.5, "fwhm": 0.3}`` (validated; not merged
     with the defaults: :func:`equivalence_margins` does that)."""
-    out: dict[str, float] = {}
+    out: dict[str, Any] = {}
     for item in (text or "").split(","):
         if not item.strip():
             continue
@@ -292,7 +292,10 @@ def _percentile_interval(medians: np.ndarray, confidence: float) -> tuple[float,
 
 
 def bootstrap_median_ci(
-    differences: Sequence[float], confidence: float = 0.95, n_boot: int = 10_000, seed: int = 0
+    differences: Sequence[float] | np.ndarray,
+    confidence: float = 0.95,
+    n_boot: int = 10_000,
+    seed: int = 0,
 ) -> tuple[float, float]:
     """Percentile bootstrap interval of the median of ``differences``.
 
@@ -309,7 +312,7 @@ def bootstrap_median_ci(
     return _percentile_interval(_bootstrap_medians(d, n_boot, seed), confidence)
 
 
-def wilcoxon_test(differences: Sequence[float]) -> tuple[float, float]:
+def wilcoxon_test(differences: Sequence[float] | np.ndarray) -> tuple[float, float]:
     """Wilcoxon signed-rank test of paired differences: ``(statistic, p)``, two-sided.
 
     :func:`scipy.stats.wilcoxon` with zero differences dropped (``"wilcox"``); the exact
@@ -478,7 +481,7 @@ def paired_comparison(
         eq_lo, eq_hi = _percentile_interval(medians, 1.0 - 2.0 * alpha)
     stat, p = wilcoxon_test(d)
     m = _finite(margin) if margin is not None else _NAN
-    p_tost = tost_test(d, m)[2]
+    p_tost = tost_test(list(d), m)[2]
     if excluded is None:
         excluded = IDENTITY if d.size and not np.any(d != 0) else ""
     return _decide(

@@ -9,6 +9,7 @@ import os
 import time
 from collections.abc import Iterable
 from pathlib import Path
+from typing import Any
 
 from ._util import json_safe, read_json
 from .layout import ASIDE_MARK, GRID_FILE, LOG_FILE, METRICS_FILE, RUNS_DIR
@@ -28,7 +29,7 @@ def grid_status(out_dir: str | os.PathLike) -> dict:
     """
     out_dir = Path(out_dir)
     settings = read_json(out_dir / GRID_FILE, expect=dict)
-    status = {"done": [], "incomplete": [], "missing": [], "aside": []}
+    status: dict[str, list] = {"done": [], "incomplete": [], "missing": [], "aside": []}
     expected = [
         (n, int(s)) for n in settings.get("configs", {}) for s in settings.get("seeds", [])
     ]
@@ -130,7 +131,7 @@ def queued_runs(
         import submitit
     except ImportError:  # pragma: no cover
         return {}, [job_id for _, job_id, _ in items]
-    jobs = [
+    jobs: list[tuple[tuple[str, int], submitit.SlurmJob[Any]]] = [
         (key, submitit.SlurmJob(folder=folder, job_id=job_id)) for key, job_id, folder in items
     ]
     jobs[0][1].get_info(mode="force")  # one sacct call for every registered array

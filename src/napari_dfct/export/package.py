@@ -161,7 +161,7 @@ def clean_stale_exports(folder: str | os.PathLike) -> list[Path]:
 
     from .._procs import FOREIGN_STALE_AFTER, left_by_dead_process
 
-    removed = []
+    removed: list[Path] = []
     try:
         candidates = [p for p in Path(folder).glob(f"{WORK_PREFIX}*") if p.is_dir()]
     except OSError:
@@ -195,8 +195,9 @@ def input_sizes(model: torch.nn.Module) -> tuple[int, int, int]:
     (:func:`napari_dfct.infer.receptive_radius`: a tiling tool crops it from every tile);
     the smallest input is the first multiple that leaves a pixel inside the halo."""
     from ..infer import receptive_radius
+    from ..model import model_config
 
-    multiple = 2 ** int(model.depth)
+    multiple = 2 ** int(model_config(model)["depth"])
     halo = receptive_radius(model)
     return multiple, halo, -(-(2 * halo + 1) // multiple) * multiple
 

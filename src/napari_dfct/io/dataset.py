@@ -107,7 +107,7 @@ def _read_csv(path: Path) -> list[ScanPair]:
             f"the pairs table {path} needs the columns input,target (missing: "
             f"{', '.join(missing)})"
         )
-    pairs = []
+    pairs: list[ScanPair] = []
     for line, row in enumerate(rows, start=2):
         row = {str(k).strip().lower(): (v or "").strip() for k, v in row.items() if k}
         if not row.get("input") or not row.get("target"):
@@ -146,9 +146,10 @@ def read_pairs(path: str | Path) -> list[ScanPair]:
             if inp is None and tgt is None:
                 continue
             if inp is None or tgt is None:
+                only = inp or tgt
+                assert only is not None  # the folder has one of the two
                 raise ValueError(
-                    f"scan folder {sub} needs both input.* and target.* (it "
-                    f"has only {(inp or tgt).name})"
+                    f"scan folder {sub} needs both input.* and target.* (it has only {only.name})"
                 )
             pairs.append(ScanPair(sub.name, inp, tgt))
         if not pairs:
@@ -178,9 +179,8 @@ class _Volume:
         self.path, self._tif, self._arr = path, None, None
         suffix = path.suffix.lower()
         try:
-            if suffix in (".tif", ".tiff"):
-                if self._open_tiff(path):
-                    return
+            if suffix in (".tif", ".tiff") and self._open_tiff(path):
+                return
             if suffix == ".npy":
                 from .numpy import _check_npy_file
 
@@ -215,7 +215,7 @@ class _Volume:
         except ValueError:
             tif.close()
             raise
-        except Exception:  # tifffile's own errors: the full reader reports them
+        except Exception:  # noqa: BLE001 - tifffile's own errors: the full reader reports them
             pass
         tif.close()
         return False
@@ -223,13 +223,17 @@ class _Volume:
     def slice(self, z: int) -> np.ndarray:
         try:
             if self._tif is not None:
-                a = self._tif.series[0].pages[z].asarray()
-            else:
+                page = self._tif.series[0].pages[z]
+                assert page is not None  # z < the series' length
+                a = page.asarray()
+            elif self._arr is not None:
                 a = self._arr[z]
+            else:
+                raise ValueError(f"{self.path} is closed")
             return np.array(a, dtype=np.float32)  # a copy: nothing stays mapped
         except MemoryError:
             raise
-        except Exception as exc:  # a page that does not decode (zlib.error, OSError, ...)
+        except Exception as exc:  # noqa: BLE001 - a page that does not decode (zlib.error, ...)
             raise ValueError(
                 f"cannot read slice {z} of {self.path} ({type(exc).__name__}: {exc})"
             ) from None
@@ -315,7 +319,7 @@ def describe_scans(data) -> str:
     sizes = sorted(
         {f"{h}x{w}" for h, w in data.shapes}, key=lambda s: [int(v) for v in s.split("x")]
     )
-    n_scans = len(set(int(s) for s in data.scans))
+    n_scans = len({int(s) for s in data.scans})
     return (
         f"{n_scans} scans, {len(data)} slices, "
         f"size{'s' if len(sizes) != 1 else ''} {', '.join(sizes)}"

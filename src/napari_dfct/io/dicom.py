@@ -139,7 +139,7 @@ def _str(value) -> str | None:
     return text or None
 
 
-def _pixel_spacing(ds) -> tuple[float, float] | None:
+def _pixel_spacing(ds) -> tuple[float, ...] | None:
     for keyword in ("PixelSpacing", "ImagerPixelSpacing"):
         ps = _floats(ds.get(keyword), 2)
         if ps and ps[0] > 0 and ps[1] > 0:
@@ -287,14 +287,15 @@ def _sort_slices(members: list, source) -> tuple[list, float, dict]:
         info["slice_spacing_source"] = "ImagePositionPatient"
         return members, spacing, info
     numbers = [_float(ds.get("InstanceNumber")) for _, ds in members]
-    if len(members) > 1 and any(n is None for n in numbers):
+    known = [n for n in numbers if n is not None]
+    if len(members) > 1 and len(known) < len(numbers):
         raise ValueError(
             f"{_display(source)}: the DICOM slices have neither ImagePositionPatient/"
             "ImageOrientationPatient nor InstanceNumber, so their order is unknown."
         )
     if len(members) > 1:
-        order = sorted(range(len(members)), key=lambda i: numbers[i])
-        members = [members[i] for i in order]
+        by_number = sorted(range(len(members)), key=lambda i: known[i])
+        members = [members[i] for i in by_number]
         info["slice_order"] = "InstanceNumber"
         info["slice_spacing_source"] = "SpacingBetweenSlices/SliceThickness"
     return members, _nominal_spacing(members[0][1]), info
@@ -310,6 +311,7 @@ def _nominal_spacing(ds) -> float:
 
 def _dicom_image(members: list, source, name: str) -> _Image:
     """Build one image from (path, dataset) pairs of one series."""
+    scale: tuple[float, ...]
     first_path, first = members[0]
     if len(members) == 1:
         # one file: a 2-D slice or a multi-frame volume

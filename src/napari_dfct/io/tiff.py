@@ -95,12 +95,12 @@ def _tiff_scale(tif, series, axes: str) -> tuple[tuple[float, ...], dict]:
             meta["unit"] = None if unit in (None, "", "pixel") else str(unit)
             meta["scale_source"] = "imagej"
     if not sizes:
-        xres, yres, unit = _resolution(page)
-        plain_default = unit == 1 and xres == 1 and yres == 1
+        xres, yres, resunit = _resolution(page)
+        plain_default = resunit == 1 and xres == 1 and yres == 1
         if xres and yres and xres > 0 and yres > 0 and not plain_default:
-            factor = _RESUNIT_TO_MM.get(unit, 1.0)
+            factor = _RESUNIT_TO_MM.get(resunit, 1.0)
             sizes = {"X": factor / xres, "Y": factor / yres}
-            meta["unit"] = "mm" if unit in _RESUNIT_TO_MM else None
+            meta["unit"] = "mm" if resunit in _RESUNIT_TO_MM else None
             meta["scale_source"] = "resolution"
             meta["z_spacing_assumed"] = True
             sizes["Z"] = sizes["X"]
@@ -160,9 +160,9 @@ def _image_axes(series) -> str:
     Colour images hold integer samples; interleaved samples (``...YXS``) stay colour.
     """
     axes = series.axes
-    if "S" in axes and "Y" in axes and axes.index("S") < axes.index("Y"):
-        if series.dtype.kind == "f":
-            return axes.replace("S", "Z")
+    planar = "S" in axes and "Y" in axes and axes.index("S") < axes.index("Y")
+    if planar and series.dtype.kind == "f":
+        return axes.replace("S", "Z")
     return axes
 
 

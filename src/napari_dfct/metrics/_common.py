@@ -13,7 +13,7 @@ def _as_image2d(image: Any) -> tuple[np.ndarray | None, str | None]:
     """Return ``(array, None)`` for a usable 2-D image, else ``(None, reason)``."""
     try:
         arr = np.asarray(image)
-    except Exception as exc:  # pragma: no cover - exotic array-likes
+    except Exception as exc:  # noqa: BLE001 # pragma: no cover - exotic array-likes
         return None, f"image cannot be read as an array ({exc})"
     if arr.ndim != 2:
         return None, f"image is not 2-D (shape {tuple(arr.shape)}); pass one slice"

@@ -484,7 +484,7 @@ def _sample_edge_line(image2d, p0, p1, linewidth, min_length, mode):
     interpolation_variance)``, or a failed :class:`FWHMResult` saying why there is none."""
     arr, why = _as_image2d(image2d)
     if arr is None:
-        return _failed(why, p0, p1)
+        return _failed(str(why), p0, p1)
     if not (np.all(np.isfinite(p0)) and np.all(np.isfinite(p1))):
         return _failed("line end points are not finite", p0, p1)
     length = math.hypot(*(p1 - p0))

@@ -20,7 +20,7 @@ def _reference_pair(image2d, reference2d, data_range):
         return None, None, None, why
     ref, why = _as_image2d(reference2d)
     if ref is None:
-        return None, None, None, "reference: " + why
+        return None, None, None, f"reference: {why}"
     if arr.shape != ref.shape:
         return (
             None,

@@ -220,8 +220,8 @@ def measure(
         ``cnr, cnr_stderr, fwhm, fwhm_stderr, fwhm_halfmax, edge_position, signal_mean,
         signal_std, signal_n, background_mean, background_std, background_n, psnr, ssim,
         error_cnr, signal_error_std, background_error_std, psnr_body, ssim_body,
-        rmse_body, reason, reasons, signal_center, background_center, line, ddof``. Undefined values
-        are None, ``reason`` is None when everything asked for is defined, else a string
+        rmse_body, reason, reasons, signal_center, background_center, line, ddof``. Undefined
+        values are None, ``reason`` is None when everything asked for is defined, else a string
         naming each failing metric; ``reasons`` maps metric -> reason. Non-finite numbers
         are None as well (strict JSON): the PSNR of identical images, infinite, is None
         without a reason (:func:`measure_all` keeps ``inf``).

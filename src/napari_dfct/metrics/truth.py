@@ -142,7 +142,7 @@ def error_cnr(
         if arr is None:
             reason = why
         elif ref is None:
-            reason = "reference: " + why_ref
+            reason = f"reference: {why_ref}"
         else:
             reason = f"reference shape {ref.shape} differs from image shape {arr.shape}"
         empty = ROIStats(_NAN, _NAN, 0, sig.center, None, reason=reason)
@@ -178,14 +178,14 @@ def _body_pair(image2d, reference2d, mask2d, data_range):
         return (*fail, why)
     ref, why = _as_image2d(reference2d)
     if ref is None:
-        return (*fail, "reference: " + why)
+        return (*fail, f"reference: {why}")
     if arr.shape != ref.shape:
         return (*fail, f"reference shape {ref.shape} differs from image shape {arr.shape}")
     if mask2d is None:
         return (*fail, "no body mask")
     m, why = _as_image2d(mask2d)
     if m is None:
-        return (*fail, "body mask: " + why)
+        return (*fail, f"body mask: {why}")
     if m.shape != arr.shape:
         return (*fail, f"body mask shape {m.shape} differs from image shape {arr.shape}")
     m = np.asarray(m != 0)

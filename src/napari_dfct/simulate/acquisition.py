@@ -11,9 +11,9 @@
   across the detector (and a slow drift along z). All detector rows (slices) of one
   acquisition see the same vibration, as in a real cone-beam volume; with
   ``specimens=True`` every slice is its own acquisition of its own specimen (own
-  vibration, noise and anatomy). A fraction ``correlated_fraction`` of the error variance is the same in
-  every rotation (vibration locked to the gantry angle); it survives averaging and leaves
-  the fine residual streaks seen in multi-rotation references.
+  vibration, noise and anatomy). A fraction ``correlated_fraction`` of the error variance
+  is the same in every rotation (vibration locked to the gantry angle); it survives
+  averaging and leaves the fine residual streaks seen in multi-rotation references.
 * Error in the dark-field sinogram (first order in the small errors)::
 
       dp_r = dV_r(v) * prof_V(u, z) * (offset_coupling + attenuation_coupling * p_mu)
@@ -667,7 +667,7 @@ def _simulate_block(
     p_eps, err_in, err_tg = _sinogram_errors(run, mu, eps, pixel_size_mm, errors, noise_keys)
     stack = np.concatenate([p_eps + err_in, p_eps + err_tg, p_eps], axis=0)
     pix_m = pixel_size_mm * 1e-3
-    return run.geom.back_project(stack, filter=run.phys.filter) / np.float32(pix_m)
+    return run.geom.back_project(stack, filter_name=run.phys.filter) / np.float32(pix_m)
 
 
 def _sinogram_errors(
@@ -755,6 +755,6 @@ def _meta(
         ],
         "streak_share": shares,
     }
-    if independent:
+    if specimen_seeds is not None:  # independent specimens
         meta["specimen_seeds"] = list(specimen_seeds)
     return meta

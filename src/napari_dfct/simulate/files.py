@@ -352,7 +352,13 @@ def load_simulation(out_dir: str | Path) -> Simulation:
     for name, p in paths.items():
         data = np.asarray(read_volume(p)[0], dtype=np.float32)
         arrays[name] = data[None] if data.ndim == 2 and single else data
-    return Simulation(**arrays, meta=meta, mask=_read_mask(d, meta, arrays["input"].shape))
+    return Simulation(
+        input=arrays["input"],
+        target=arrays["target"],
+        truth=arrays["truth"],
+        meta=meta,
+        mask=_read_mask(d, meta, arrays["input"].shape),
+    )
 
 
 def _read_mask(d: Path, meta, shape: tuple[int, ...]) -> np.ndarray | None:

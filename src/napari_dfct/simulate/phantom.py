@@ -67,7 +67,8 @@ class Phantom:
 
     @property
     def shape(self) -> tuple[int, int, int]:
-        return tuple(self.mu.shape)  # type: ignore[return-value]
+        z, y, x = self.mu.shape
+        return int(z), int(y), int(x)
 
 
 # --------------------------------------------------------------------------------------

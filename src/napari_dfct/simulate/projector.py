@@ -11,8 +11,8 @@
   grid is symmetric under 90-degree turns and transposition, so for ``n_views % 8 == 0``
   only the views of the first octant are computed, the others being exact copies
   (mirrored detector) or the same views of the turned / transposed image.
-* Reconstruction: FBP with a Hann-windowed ramp filter (``filter="hann"``, the
-  simulator's default) or a plain ramp (``filter="ramp"``), pixel-driven back-projection
+* Reconstruction: FBP with a Hann-windowed ramp filter (``filter_name="hann"``, the
+  simulator's default) or a plain ramp (``filter_name="ramp"``), pixel-driven back-projection
   with linear interpolation, also a gather. It matches ``skimage.transform.iradon`` of
   ``radon`` on the same phantom to within a fraction of a percent.
 
@@ -268,10 +268,10 @@ class _Geometry:
             self._bp = keep
         return out.T.reshape(q.shape[1], n, n)
 
-    def back_project(self, filtered: np.ndarray, filter: str | None = None) -> np.ndarray:
+    def back_project(self, filtered: np.ndarray, filter_name: str | None = None) -> np.ndarray:
         """``(Z, n_views, D)`` filtered sinograms -> ``(Z, n, n)`` with the FBP weight.
 
-        With ``filter`` ("ramp" or "hann") the input is a raw sinogram, filtered after
+        With ``filter_name`` ("ramp" or "hann") the input is a raw sinogram, filtered after
         folding opposite views (the filter is even, so it commutes with the mirror)."""
         import torch
 
@@ -285,8 +285,8 @@ class _Geometry:
         if self.fold >= 2:  # fold opposite views onto the first half rotation
             h = v // 2
             q = q[:, :h] + q[:, h:, ::-1]
-        if filter is not None:
-            q = filter_sinogram(q, filter)
+        if filter_name is not None:
+            q = filter_sinogram(q, filter_name)
         quarters = [q[:, : v // 4], q[:, v // 4 :]] if self.fold >= 4 else [q]
         if self.fold == 8:  # views h+1..2h-1 of a quarter: transposed octant views 1..h-1
             h = v // 8
@@ -339,7 +339,7 @@ def forward_project(images: np.ndarray, n_views: int) -> np.ndarray:
     return out[0] if squeeze else out
 
 
-def _ramp_response(n_det: int, filter: str = "ramp") -> tuple[np.ndarray, int]:
+def _ramp_response(n_det: int, filter_name: str = "ramp") -> tuple[np.ndarray, int]:
     """Frequency response of the discrete ramp filter (rfft layout) and the padded length."""
     pad = max(64, int(2 ** math.ceil(math.log2(2 * n_det))))
     n = np.concatenate([np.arange(1, pad // 2 + 1, 2), np.arange(pad // 2 - 1, 0, -2)])
@@ -347,21 +347,21 @@ def _ramp_response(n_det: int, filter: str = "ramp") -> tuple[np.ndarray, int]:
     h[0] = 0.25
     h[1::2] = -1.0 / (np.pi * n) ** 2
     resp = 2.0 * np.real(np.fft.rfft(h))
-    if filter == "hann":
+    if filter_name == "hann":
         freq = np.fft.rfftfreq(pad)  # 0 .. 0.5 cycles/sample
         resp *= 0.5 * (1.0 + np.cos(2.0 * np.pi * freq))
-    elif filter != "ramp":
-        raise ValueError(f"filter must be 'ramp' or 'hann', got {filter!r}")
+    elif filter_name != "ramp":
+        raise ValueError(f"filter must be 'ramp' or 'hann', got {filter_name!r}")
     return resp.astype(np.float32), pad
 
 
-def filter_sinogram(sino: np.ndarray, filter: str = "ramp") -> np.ndarray:
+def filter_sinogram(sino: np.ndarray, filter_name: str = "ramp") -> np.ndarray:
     """Apply the FBP filter along the detector axis (last axis), float32."""
     import torch
 
     sino = np.asarray(sino, dtype=np.float32)
     n_det = sino.shape[-1]
-    resp, pad = _ramp_response(n_det, filter)
+    resp, pad = _ramp_response(n_det, filter_name)
     t = torch.from_numpy(np.ascontiguousarray(sino))
     spec = torch.fft.rfft(t, n=pad, dim=-1) * torch.from_numpy(resp)
     return torch.fft.irfft(spec, n=pad, dim=-1)[..., :n_det].contiguous().numpy()
@@ -388,7 +388,7 @@ def back_project(filtered: np.ndarray, size: int) -> np.ndarray:
     return out[0] if squeeze else out
 
 
-def fbp(sinogram: np.ndarray, size: int, filter: str = "ramp") -> np.ndarray:
+def fbp(sinogram: np.ndarray, size: int, filter_name: str = "ramp") -> np.ndarray:
     """Filtered back-projection of a 360-degree parallel-beam sinogram.
 
     Parameters
@@ -397,7 +397,7 @@ def fbp(sinogram: np.ndarray, size: int, filter: str = "ramp") -> np.ndarray:
         ``(V, D)`` or ``(Z, V, D)`` line integrals (:func:`forward_project` layout).
     size : int
         Output image width.
-    filter : {"ramp", "hann"}
+    filter_name : {"ramp", "hann"}
         Ramp filter, or ramp with a Hann window.
 
     Returns
@@ -406,5 +406,5 @@ def fbp(sinogram: np.ndarray, size: int, filter: str = "ramp") -> np.ndarray:
         float32 ``(Y, X)`` or ``(Z, Y, X)`` in units of sinogram value per pixel.
     """
     stack, squeeze = _as_stack(sinogram, 3)
-    out = _Geometry(int(size), stack.shape[1], cache_bytes=0).back_project(stack, filter)
+    out = _Geometry(int(size), stack.shape[1], cache_bytes=0).back_project(stack, filter_name)
     return out[0] if squeeze else out

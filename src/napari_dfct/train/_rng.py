@@ -3,6 +3,8 @@ with the resume state after every epoch and restored on resume."""
 
 from __future__ import annotations
 
+from typing import Any
+
 import numpy as np
 import torch
 
@@ -10,8 +12,8 @@ from ..data import PatchSampler
 
 
 def _rng_state(sampler: PatchSampler) -> dict:
-    np_state = np.random.get_state()
-    state = {
+    np_state: Any = np.random.get_state()
+    state: dict[str, Any] = {
         "sampler": sampler.get_state(),
         "torch_cpu": torch.get_rng_state().tolist(),
         "numpy": {

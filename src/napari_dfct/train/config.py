@@ -45,14 +45,14 @@ def _default_loss():
 _BOUNDS = ("min", "max", "above", "below")
 
 
-def _option(default, help: str, choices: tuple | None = None, **bounds):
+def _option(default, help_text: str, choices: tuple | None = None, **bounds):
     """A TrainConfig field that is also a command-line option and a Train-widget field:
     its help text, its choices, or its bounds (``min=1``, ``above=0``, ``max=...``,
     ``below=...``), which :meth:`TrainConfig.validate` checks."""
     unknown = set(bounds) - set(_BOUNDS)
     if unknown:
         raise TypeError(f"unknown bounds {sorted(unknown)}")
-    meta: dict[str, Any] = {"help": help, **bounds}
+    meta: dict[str, Any] = {"help": help_text, **bounds}
     if choices is not None:
         meta["choices"] = tuple(choices)
     return field(default=default, metadata=meta)
@@ -66,6 +66,7 @@ def _range_text(meta) -> str:
         return f"in {lo[0]}{lo[1]}, {hi[1]}{hi[0]}"
     if lo:
         return f"{'>=' if lo[0] == '[' else '>'} {lo[1]}"
+    assert hi is not None  # a bounded field has one bound at least
     return f"{'<=' if hi[0] == ']' else '<'} {hi[1]}"
 
 

@@ -10,8 +10,12 @@ in ``<model folder>/tensorboard``. It needs the ``tensorboard`` package (the
 from __future__ import annotations
 
 from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
+
+if TYPE_CHECKING:
+    from torch.utils.tensorboard import SummaryWriter
 
 __all__ = ["TENSORBOARD_HINT", "TensorBoardLog", "check_tensorboard"]
 
@@ -52,9 +56,9 @@ class TensorBoardLog:
 
     def __init__(self, log_dir: str | Path) -> None:
         self.log_dir = Path(log_dir)
-        self.writer = None
+        self.writer: SummaryWriter | None = None
 
-    def log(self, event, preview: np.ndarray | None = None, index: int | None = None) -> None:
+    def log(self, event: Any, preview: np.ndarray | None = None, index: int | None = None) -> None:
         """Log one :class:`~napari_dfct.train.EpochEvent`; ``preview`` is the prediction
         of slice ``index`` in the window's [0, 1] scale (clipped), shown as an image."""
         if self.writer is None:
@@ -62,16 +66,17 @@ class TensorBoardLog:
 
             # a resumed run hides what a killed run logged after its saved epoch
             self.writer = SummaryWriter(str(self.log_dir), purge_step=int(event.epoch))
+        writer = self.writer
         step = int(event.epoch)
         for tag, name in SCALARS.items():
             value = float(getattr(event, name))
             if np.isfinite(value):
-                self.writer.add_scalar(tag, value, step)
+                writer.add_scalar(tag, value, step)
         if preview is not None:
             img = np.clip(np.asarray(preview, dtype=np.float32), 0.0, 1.0)
             tag = "preview" if index is None else f"preview/slice_{int(index)}"
-            self.writer.add_image(tag, img[None], step, dataformats="CHW")
-        self.writer.flush()
+            writer.add_image(tag, img[None], step, dataformats="CHW")
+        writer.flush()
 
     def close(self) -> None:
         """Flush and close the event files (idempotent)."""

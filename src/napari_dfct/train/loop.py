@@ -185,8 +185,8 @@ def _predict_one(model, x2d: torch.Tensor, device, amp, channels_last) -> torch.
 
 # --------------------------------------------------------------------------- fit
 def fit(
-    input: np.ndarray,
-    target: np.ndarray,
+    input: np.ndarray | ScanSlices,
+    target: np.ndarray | None,
     config: TrainConfig | None = None,
     out_dir: str | Path | None = None,
     *,
@@ -271,6 +271,8 @@ def fit(
     """
     config, saved_cfg, out_path = _start_config(config, out_dir, resume)
     scans = input if isinstance(input, ScanSlices) else None
+    x_all: np.ndarray | list[np.ndarray]
+    y_all: np.ndarray | list[np.ndarray]
     if scans is not None:  # slices of many scans, any sizes: split by scan
         scans.validate(patch=config.patch)
         x_all = [_as_volume(a, "input") for a in scans.inputs]
@@ -352,8 +354,8 @@ class _Run:
     use_amp: bool = False
     channels_last: bool = False
     window: IntensityWindow | None = None
-    train_idx: np.ndarray | None = None
-    val_idx: np.ndarray | None = None
+    train_idx: np.ndarray = field(default_factory=lambda: np.zeros(0, dtype=np.int64))
+    val_idx: np.ndarray = field(default_factory=lambda: np.zeros(0, dtype=np.int64))
     preview_index: int = 0
     shape: tuple[int, int, int] = (0, 0, 0)
     model: Any = None
@@ -419,19 +421,23 @@ def _plan(run: _Run, x_all, y_all, preview_index) -> None:
     check_memory(config, run.device)
 
 
-def _build(run: _Run, x_all: np.ndarray, y_all: np.ndarray) -> None:
+def _build(
+    run: _Run, x_all: np.ndarray | list[np.ndarray], y_all: np.ndarray | list[np.ndarray]
+) -> None:
     """Step 3: model, loss, optimiser, schedule, patch sampler and validation tensors."""
     from ..losses import AmplifiedLoss
     from ..model import build_model
 
-    config, device = run.config, run.device
+    config, device, window = run.config, run.device, run.window
+    assert window is not None  # chosen by _plan
     n, h, w = run.shape
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(config.seed)
         model = build_model(config.preset, **config.model_args())
     model = model.to(device)
     if run.channels_last:
-        model = model.to(memory_format=torch.channels_last)
+        # torch's stubs lack Module.to's memory_format overload (documented, and working)
+        model = model.to(memory_format=torch.channels_last)  # type: ignore[call-overload]
     run.model = model
     run.loss_fn = AmplifiedLoss(config.loss).to(device)
     run.plain_fn = AmplifiedLoss(config.loss.plain).to(device)
@@ -440,12 +446,14 @@ def _build(run: _Run, x_all: np.ndarray, y_all: np.ndarray) -> None:
         run.optimizer, step_size=config.step_size, gamma=config.gamma
     )
     if isinstance(x_all, list):
+        assert isinstance(y_all, list)  # both from one ScanSlices
         _build_scans(run, x_all, y_all)
     else:
+        assert isinstance(y_all, np.ndarray)  # both volumes
         # A_S of the full slice (None when S is off), cropped with every patch
         a_s = run.loss_fn.full_spatial_weight((h, w), device=device)
-        xn = run.window.normalize(x_all)
-        yn = run.window.normalize(y_all)
+        xn = window.normalize(x_all)
+        yn = window.normalize(y_all)
         run.sampler = PatchSampler(
             xn[run.train_idx],
             yn[run.train_idx],
@@ -470,7 +478,7 @@ def _build(run: _Run, x_all: np.ndarray, y_all: np.ndarray) -> None:
         "preset": config.preset,
         "model": _model_config_dict(model, config),
         "loss": config.loss.to_dict(),
-        "window": run.window.to_dict(),
+        "window": window.to_dict(),
         "train": config.to_dict(),
         "split": {"train": run.train_idx.tolist(), "val": run.val_idx.tolist()},
         "data_shape": [int(n), int(h), int(w)],
@@ -486,12 +494,13 @@ def _build(run: _Run, x_all: np.ndarray, y_all: np.ndarray) -> None:
         }
 
 
-def _build_scans(run: _Run, x_all: list, y_all: list) -> None:
+def _build_scans(run: _Run, x_all: list[np.ndarray], y_all: list[np.ndarray]) -> None:
     """Step 3, for slices of many scans (any sizes): a grouped sampler, validation slices
     stacked by size (a list of (N, H, W) tensors)."""
-    config, device = run.config, run.device
-    xn = [run.window.normalize(a) for a in x_all]
-    yn = [run.window.normalize(a) for a in y_all]
+    config, device, window = run.config, run.device, run.window
+    assert window is not None  # chosen by _plan
+    xn = [window.normalize(a) for a in x_all]
+    yn = [window.normalize(a) for a in y_all]
     run.sampler = GroupedSampler(
         [xn[i] for i in run.train_idx],
         [yn[i] for i in run.train_idx],
@@ -521,6 +530,7 @@ def _restore(run: _Run) -> None:
     from .. import checkpoint as ckpt
 
     out_path = run.out_path
+    assert out_path is not None  # a resumed run has a folder (_start_config)
     st = ckpt.load_training_state(out_path)
     try:
         run.model.load_state_dict(st["model"])
@@ -665,7 +675,7 @@ def _validate_and_select(run: _Run, train_loss: float, lr: float, steps: int) ->
         run.bad_epochs += 1
     preview = None
     run.preview_norm = kept.numpy() if want_preview and kept is not None else None
-    if run.preview and kept is not None:
+    if run.preview and kept is not None and run.window is not None:
         preview = run.window.denormalize(kept.numpy())
     return EpochEvent(
         epoch=run.epoch,

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterable
+
 import torch
 
 from .config import TrainConfig
@@ -75,7 +77,7 @@ def build_optimizer(model: torch.nn.Module, cfg: TrainConfig) -> torch.optim.Opt
 
 
 @torch.no_grad()
-def recalibrate_batchnorm(model: torch.nn.Module, batches) -> int:
+def recalibrate_batchnorm(model: torch.nn.Module, batches: Iterable[torch.Tensor]) -> int:
     """Re-estimate every BatchNorm's running statistics on the current weights.
 
     The running mean and variance are reset and replaced by the plain average over

@@ -141,7 +141,7 @@ def check_memory(config: TrainConfig, device: torch.device) -> None:
         return
     try:
         per_sample, params = activation_bytes(config)
-    except Exception:  # an operation without a meta kernel: no estimate, no check
+    except Exception:  # noqa: BLE001 - an operation without a meta kernel: no estimate, no check
         return
     fixed = 4 * params  # weights, gradients and the optimiser's two moments
     need = fixed + per_sample * int(config.batch_size)

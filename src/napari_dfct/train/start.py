@@ -31,7 +31,7 @@ def data_fingerprint(x_all, y_all) -> dict:
         for a in arrays if isinstance(arrays, list) else [arrays]:
             a = np.ascontiguousarray(a, dtype=np.float32)
             h.update(repr(tuple(a.shape)).encode())
-            h.update(memoryview(a).cast("B"))
+            h.update(a.tobytes())
         return h.hexdigest()
 
     out = {"method": FINGERPRINT_METHOD, "input": digest(x_all)}
@@ -153,7 +153,8 @@ def _data_shape(x_all) -> tuple[int, int, int]:
     """(slices, rows, cols); for slices of several sizes, the largest rows and cols."""
     if isinstance(x_all, list):
         return (len(x_all), max(a.shape[0] for a in x_all), max(a.shape[1] for a in x_all))
-    return tuple(int(v) for v in x_all.shape)
+    n, h, w = x_all.shape
+    return int(n), int(h), int(w)
 
 
 def _with_validation_set(x_all, y_all, val_input, val_target):

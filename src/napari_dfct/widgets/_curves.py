@@ -138,8 +138,8 @@ class CurvePlot(QWidget):
     def set_line(
         self,
         key: str,
-        x: Sequence[float],
-        y: Sequence[float],
+        x: Sequence[float] | np.ndarray,
+        y: Sequence[float] | np.ndarray,
         *,
         color: str,
         label: str = "",
@@ -161,8 +161,7 @@ class CurvePlot(QWidget):
 
     def set_vline(self, x: float | None, *, color: str = "#c792ea") -> None:
         """A dashed vertical line at ``x`` across the plot area (hidden when None)."""
-        ok = x is not None and math.isfinite(x)
-        self._vline = (float(x), color) if ok else None
+        self._vline = (float(x), color) if x is not None and math.isfinite(x) else None
 
     @property
     def vline(self) -> float | None:
@@ -182,8 +181,10 @@ class CurvePlot(QWidget):
         self, x: float | None, y: float | None, *, color: str = "#ffd166", label: str = "best"
     ) -> None:
         """Highlight one point with a star (hidden when ``x`` is None)."""
-        ok = x is not None and y is not None and math.isfinite(x) and math.isfinite(y)
-        self._marker = (float(x), float(y), color, label) if ok else None
+        if x is not None and y is not None and math.isfinite(x) and math.isfinite(y):
+            self._marker = (float(x), float(y), color, label)
+        else:
+            self._marker = None
 
     def line(self, key: str) -> tuple[np.ndarray, np.ndarray] | None:
         """The data of series ``key`` (None if absent)."""

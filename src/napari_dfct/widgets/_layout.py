@@ -44,7 +44,7 @@ def scroll_body(owner: QWidget, margins: int = 4) -> tuple[QWidget, QVBoxLayout]
     layout.setContentsMargins(margins, margins, margins, margins)
     area.setWidget(body)
     outer.addWidget(area)
-    owner.scroll_area = area
+    owner.scroll_area = area  # type: ignore[attr-defined]  # the dock widget keeps it
     return body, layout
 
 

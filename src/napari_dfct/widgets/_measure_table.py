@@ -243,7 +243,9 @@ class MetricsTable(QTableWidget):
         super().__init__(len(METRICS), 0, parent)
         self.setVerticalHeaderLabels(list(METRICS))
         for i, name in enumerate(METRICS):
-            self.verticalHeaderItem(i).setToolTip(_TIPS.get(name, ""))
+            item = self.verticalHeaderItem(i)
+            if item is not None:
+                item.setToolTip(_TIPS.get(name, ""))
         self.setEditTriggers(QAbstractItemView.EditTrigger.NoEditTriggers)
         self.setSelectionBehavior(QAbstractItemView.SelectionBehavior.SelectColumns)
         self.setSelectionMode(QAbstractItemView.SelectionMode.SingleSelection)
@@ -251,12 +253,13 @@ class MetricsTable(QTableWidget):
         self.setVerticalScrollBarPolicy(Qt.ScrollBarPolicy.ScrollBarAlwaysOff)
         self.setWordWrap(False)
         self.setTextElideMode(Qt.TextElideMode.ElideRight)
-        header = self.horizontalHeader()
+        header, rows = self.horizontalHeader(), self.verticalHeader()
+        assert header is not None and rows is not None  # a table widget has both
         header.setSectionResizeMode(QHeaderView.ResizeMode.Stretch)
         header.setMinimumSectionSize(40)
         header.setTextElideMode(Qt.TextElideMode.ElideNone)  # elided line by line below
         header.sectionResized.connect(lambda *_: self._elide_headers())
-        self.verticalHeader().setSectionResizeMode(QHeaderView.ResizeMode.Fixed)
+        rows.setSectionResizeMode(QHeaderView.ResizeMode.Fixed)
         self._names: list[str] = []
         self.setSizePolicy(QSizePolicy.Policy.Expanding, QSizePolicy.Policy.Fixed)
         self._fit_height()
@@ -295,6 +298,7 @@ class MetricsTable(QTableWidget):
     def _elide_headers(self) -> None:
         """Header texts shortened line by line to their column's width."""
         header = self.horizontalHeader()
+        assert header is not None  # a table widget always has one
         fm = QFontMetrics(header.font())
         for j, name in enumerate(self._names):
             head = self.horizontalHeaderItem(j)
@@ -310,16 +314,20 @@ class MetricsTable(QTableWidget):
 
     def selected_column(self) -> int | None:
         """The selected column, or None."""
-        cols = self.selectionModel().selectedColumns()
+        selection = self.selectionModel()
+        assert selection is not None  # a table widget always has one
+        cols = selection.selectedColumns()
         return cols[0].column() if cols else None
 
     def _fit_height(self) -> None:
         v = self.verticalHeader()
+        assert v is not None  # a table widget always has one
         line = QFontMetrics(self.font()).lineSpacing()
         for i, name in enumerate(METRICS):
             two = name in ("CNR", "FWHM (px)", "Signal", "Background")
             v.resizeSection(i, (2 * line if two else line) + 8)
         header = self.horizontalHeader()
+        assert header is not None
         head_h = max(header.sizeHint().height(), header.height() if header.isVisible() else 0)
         rows_h = sum(self.rowHeight(i) for i in range(self.rowCount()))
         self.setFixedHeight(head_h + rows_h + 2 * self.frameWidth() + 2)

@@ -269,7 +269,7 @@ class PlotCanvas(QWidget):
         kwargs.setdefault("fontsize", 7)
         kwargs.setdefault("loc", "best")
         kwargs.setdefault("framealpha", 0.8)
-        handles = [h for h in ax.get_lines() if not h.get_label().startswith("_")]
+        handles = [h for h in ax.get_lines() if not str(h.get_label()).startswith("_")]
         if handles:
             self._style_legend(ax.legend(handles=handles, **kwargs))
 

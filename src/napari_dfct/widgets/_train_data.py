@@ -16,12 +16,17 @@ from __future__ import annotations
 import math
 from pathlib import Path
 from types import SimpleNamespace
+from typing import TYPE_CHECKING
 
 import numpy as np
+from magicgui.types import FileDialogMode
 from magicgui.widgets import ComboBox, Container, FileEdit, Label, LineEdit, PushButton
 from qtpy.QtWidgets import QVBoxLayout, QWidget
 
 from ._plot import PlotCanvas
+
+if TYPE_CHECKING:
+    from napari_dfct.data import IntensityWindow
 
 __all__ = ["SOURCES", "DataPanel", "data_form"]
 
@@ -58,15 +63,23 @@ def data_form(layer_choices) -> Container:
                 tooltip="Multi-rotation reconstruction, same shape",
             ),
             FileEdit(
-                name="input_file", label="input file", mode="r", nullable=True, filter=_VOLUMES
+                name="input_file",
+                label="input file",
+                mode=FileDialogMode.EXISTING_FILE,
+                nullable=True,
+                filter=_VOLUMES,
             ),
             FileEdit(
-                name="target_file", label="target file", mode="r", nullable=True, filter=_VOLUMES
+                name="target_file",
+                label="target file",
+                mode=FileDialogMode.EXISTING_FILE,
+                nullable=True,
+                filter=_VOLUMES,
             ),
             FileEdit(
                 name="dataset",
                 label="data set",
-                mode="d",
+                mode=FileDialogMode.EXISTING_DIRECTORY,
                 nullable=True,
                 tooltip="A data-set folder: DATASET/<scan>/input.* + target.*, or a "
                 "pairs.csv in it (columns input,target[,slices]); a CSV file's path "
@@ -120,12 +133,12 @@ class DataPanel:
 
     def __init__(self, fields: SimpleNamespace):
         self.fields = fields
-        self._scans_key = None
+        self._scans_key: tuple[str, float] | None = None
         self._scans = None
         self._scans_error: str | None = None
         #: The default window of the current data (None when not computed).
-        self.default = None
-        self._computed_for = None
+        self.default: IntensityWindow | None = None
+        self._computed_for: tuple | None = None
         self._shown_default: tuple[str, str] | None = None
         self.histogram = PlotCanvas(
             xlabel="intensity (input units)", ylabel="count", title="", height=1.45
@@ -306,7 +319,8 @@ class DataPanel:
         hist = self.histogram.line("hist")
         if hist is None:
             return
-        top = float(np.max(hist.get_ydata())) * 1.5 if len(hist.get_ydata()) else 1.0
+        counts = np.asarray(hist.get_ydata())
+        top = float(np.max(counts)) * 1.5 if len(counts) else 1.0
         for key, value in (
             ("low", None if window is None else window.low),
             ("high", None if window is None else window.high),

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import Field
+from typing import Any
 
 from magicgui.widgets import CheckBox, ComboBox, FloatSpinBox, LineEdit, SpinBox
 
@@ -32,7 +33,7 @@ _LABELS = {
 #: Numbers shown as text.
 _TEXT = ("lr",)
 #: Spin-box limits and steps beyond the field's bounds.
-_SPIN = {
+_SPIN: dict[str, dict[str, Any]] = {
     "patch": {"min": 8, "step": 8},
     "weight_decay": {"max": 10.0, "step": 0.01},
     "val_fraction": {"min": 0.01, "max": 0.99, "step": 0.05},
@@ -73,7 +74,8 @@ def option_widgets() -> list:
     for f in _fields():
         meta = f.metadata
         tip = meta["help"][:1].upper() + meta["help"][1:]
-        common = {"name": f.name, "tooltip": tip}
+        common: dict[str, Any] = {"name": f.name, "tooltip": tip}
+        w: Any
         if "choices" in meta:
             w = ComboBox(label=_label(f), choices=list(meta["choices"]), **common)
         elif type(f.default) is bool:
@@ -89,13 +91,18 @@ def option_widgets() -> list:
     return out
 
 
+def _kind(f: Field) -> Any:
+    """The type of an option's default (int, float, str, bool)."""
+    return type(f.default)
+
+
 def _set(widget, f: Field, value) -> None:
     if _is_text(f):
         widget.value = f"{value:g}" if isinstance(value, float) else str(value)
     elif "choices" in f.metadata or type(f.default) is bool:
         widget.value = value
     else:
-        widget.value = type(f.default)(value)
+        widget.value = _kind(f)(value)
 
 
 def fill(form, values: Mapping) -> None:
@@ -119,10 +126,10 @@ def read(form) -> dict:
         if _is_text(f) and type(f.default) is not str:
             text = str(value).strip()
             try:
-                value = type(f.default)(text)
+                value = _kind(f)(text)
             except ValueError:
                 raise ValueError(f"{_label(f)} {text!r} is not a number") from None
         elif "choices" not in f.metadata:
-            value = type(f.default)(value)
+            value = _kind(f)(value)
         out[f.name] = value
     return out

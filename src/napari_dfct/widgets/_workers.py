@@ -48,6 +48,10 @@ __all__ = [
 WARM_UP_THREAD = "dfct-warm-up"
 
 
+#: What a :class:`JobEvent` reports.
+JobKind = Literal["data", "epoch", "model", "slice"]
+
+
 @dataclass(frozen=True)
 class JobEvent:
     """One progress report of a background job, delivered to the widget's GUI thread.
@@ -68,7 +72,7 @@ class JobEvent:
     info : mapping, optional
     """
 
-    kind: Literal["data", "epoch", "model", "slice"]
+    kind: JobKind
     value: Any = None
     index: int | None = None
     info: Mapping[str, Any] = field(default_factory=dict)
@@ -291,7 +295,7 @@ def warm_up_torch() -> threading.Thread:
 
 
 # ------------------------------------------------------------------------ job bodies
-def _relay(gen: Generator, kind: str) -> Generator[JobEvent, None, Any]:
+def _relay(gen: Generator, kind: JobKind) -> Generator[JobEvent, None, Any]:
     """Yield ``JobEvent(kind, value=item)`` for each item of ``gen``; return its value."""
     try:
         while True:

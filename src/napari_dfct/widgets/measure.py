@@ -33,6 +33,7 @@ from __future__ import annotations
 import itertools
 import time
 from collections import OrderedDict
+from collections.abc import Callable
 from dataclasses import replace
 from typing import TYPE_CHECKING, Any
 
@@ -270,7 +271,7 @@ class MeasureWidget(QWidget):
         from napari.layers import Shapes
 
         ev = layer.events
-        conns = [(ev.name, self._on_name_changed)]
+        conns: list[tuple[Any, Callable[..., None]]] = [(ev.name, self._on_name_changed)]
         if isinstance(layer, Shapes):
             # set_data fires on every refresh during a drag, data on press/release
             conns += [(ev.data, self._schedule), (ev.set_data, self._schedule)]
@@ -771,7 +772,9 @@ class MeasureWidget(QWidget):
         return rows_to_text(self.rows, delimiter)
 
     def copy_to_clipboard(self) -> None:
-        QApplication.clipboard().setText(self.table_text("\t"))
+        clipboard = QApplication.clipboard()
+        assert clipboard is not None  # there is one while the application runs
+        clipboard.setText(self.table_text("\t"))
         self.status.setText(f"copied {len(self.rows)} layer(s) to the clipboard")
 
     def export_csv(self, path: str | None = None) -> str | None:

@@ -38,6 +38,7 @@ from types import SimpleNamespace
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
+from magicgui.types import FileDialogMode
 from magicgui.widgets import ComboBox, Container, FileEdit, ProgressBar, PushButton
 from napari.utils.notifications import show_error, show_info, show_warning
 from qtpy.QtGui import QFontDatabase
@@ -101,7 +102,7 @@ class PredictWidget(QWidget):
                 FileEdit(
                     name="model_dir",
                     label="open folder",
-                    mode="d",
+                    mode=FileDialogMode.EXISTING_DIRECTORY,
                     nullable=True,
                     tooltip="A model folder (model.safetensors + config.json)",
                 ),
@@ -423,7 +424,8 @@ class PredictWidget(QWidget):
         shape (its predicted slices are kept), else None."""
         layer = job.layer
         name = prediction_name(layer.name, job.model_name)
-        existing = self._viewer.layers[name] if name in self._viewer.layers else None
+        # a LayerList is a sequence indexed by name: it has no get()
+        existing = self._viewer.layers[name] if name in self._viewer.layers else None  # noqa: SIM401
         if (
             existing is None
             or tuple(existing.data.shape) != tuple(job.volume.shape)
@@ -487,6 +489,7 @@ class PredictWidget(QWidget):
         if event.kind != "slice":
             return
         z, y = event.index, event.value
+        assert z is not None  # a slice event names its slice
         out = job.output
         if out is None:
             out = job.output = self.last_layer = self._new_output(job, z, y)

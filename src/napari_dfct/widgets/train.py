@@ -28,6 +28,7 @@ from types import SimpleNamespace
 from typing import TYPE_CHECKING
 
 import numpy as np
+from magicgui.types import FileDialogMode
 from magicgui.widgets import (
     CheckBox,
     ComboBox,
@@ -199,14 +200,14 @@ class TrainWidget(QWidget):
                 FileEdit(
                     name="save_under",
                     label="save under",
-                    mode="d",
-                    value=str(default_models_dir()),
+                    mode=FileDialogMode.EXISTING_DIRECTORY,
+                    value=default_models_dir(),
                 ),
                 LineEdit(name="run_name", label="run name", value=""),
                 FileEdit(
                     name="resume",
                     label="resume from",
-                    mode="d",
+                    mode=FileDialogMode.EXISTING_DIRECTORY,
                     nullable=True,
                     tooltip="A stopped run's model folder: continue where it stopped",
                 ),

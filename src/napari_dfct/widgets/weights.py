@@ -324,7 +324,7 @@ class WeightsWidget(QWidget):
                 f"{tuple(tgt.data.shape)} differ in shape"
             )
         self._show_directional(maps, weight_limits, placement)
-        if maps.loss is not None:
+        if maps.loss is not None and maps.amplified is not None:
             _layers.upsert_image(
                 v,
                 LAYER_NAMES["loss"],
