@@ -208,11 +208,11 @@ def test_bad_output_names_and_test_data(trained_model, tmp_path, capsys):
     ],
 )
 def test_a_bad_license_is_one_short_line_with_close_matches(
-    model_dir, tmp_path, capsys, license, words
+    trained_model, tmp_path, capsys, license, words
 ):
     pytest.importorskip("bioimageio.spec")
     out = tmp_path / "m.zip"
-    assert main(["export", str(model_dir), str(out), "--license", license]) == 2
+    assert main(["export", str(trained_model), str(out), "--license", license]) == 2
     line = _error_line(capsys)
     assert f"unknown licence {license!r}" in line and words in line
     assert len(line) < 200  # a few close matches, not every SPDX identifier
@@ -241,14 +241,16 @@ main(["export", sys.argv[1], sys.argv[2]])
 """
 
 
-def test_a_killed_export_leaves_a_folder_that_the_next_export_removes(model_dir, tmp_path, capsys):
+def test_a_killed_export_leaves_a_folder_that_the_next_export_removes(
+    trained_model, tmp_path, capsys
+):
     pytest.importorskip("bioimageio.spec", reason="export needs napari-dfct[bioimageio]")
     script = tmp_path / "killed.py"
     script.write_text(_KILLED_EXPORT)
     out = tmp_path / "pkg" / "model.zip"
     out.parent.mkdir()
     killed = subprocess.run(
-        [sys.executable, str(script), str(model_dir), str(out)],
+        [sys.executable, str(script), str(trained_model), str(out)],
         capture_output=True,
         text=True,
         timeout=300,
@@ -265,7 +267,7 @@ def test_a_killed_export_leaves_a_folder_that_the_next_export_removes(model_dir,
     foreign = out.parent / ".dfct-export-otherhost-1-abc"
     alive.mkdir()
     foreign.mkdir()
-    assert main(["export", str(model_dir), str(out)]) == 0, capsys.readouterr().err
+    assert main(["export", str(trained_model), str(out)]) == 0, capsys.readouterr().err
     assert zipfile.is_zipfile(out)
     assert sorted(p.name for p in out.parent.iterdir()) == sorted(
         ["model.zip", alive.name, foreign.name]
