@@ -28,6 +28,7 @@ from napari_dfct.experiment.scoring import measure_slices
 from napari_dfct.infer import predict
 from napari_dfct.io import read_volume
 from napari_dfct.roi import ROISet
+from napari_dfct.window import IntensityWindow
 
 COLUMNS = (
     "arm",
@@ -57,11 +58,7 @@ def _set(folder: Path) -> dict:
 
 def _score(pred, data, idx, window) -> dict:
     idx = list(idx)
-    lo, hi = float(window["low"]), float(window["high"])
-
-    def norm(v):
-        return (np.clip(v, lo, hi) - lo) / (hi - lo)
-
+    norm = IntensityWindow.from_dict(window).normalize
     mse = float(np.mean((norm(pred[idx]) - norm(data["target"][idx])) ** 2))
     m = measure_slices(
         pred[idx],

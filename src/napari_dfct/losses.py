@@ -520,7 +520,6 @@ def measured_scale(
         window = window_from_percentiles(x, y)
     elif isinstance(window, dict):
         window = IntensityWindow.from_dict(window)
-    lo, hi = float(window.low), float(window.high)
     n, h, w = x.shape
     p = int(min(int(patch), h, w))
     rng = np.random.default_rng(seed)
@@ -530,7 +529,7 @@ def measured_scale(
     )
 
     def batch(v: np.ndarray) -> torch.Tensor:
-        v = (np.clip(v, lo, hi) - lo) / (hi - lo)
+        v = window.normalize(v)
         return torch.from_numpy(
             np.stack([v[z, r : r + p, c : c + p] for z, (r, c) in zip(zs, corners)])[:, None]
         )
