@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
-# Stage 1 of docs/reach-the-target.md: the L2 baseline under one changed factor per arm,
-# seeds 0-2, on the study's data (simulated again: see the doc). Resumable: each arm is a
+# Stages 1 and 2 of docs/reach-the-target.md: the L2 baseline under one changed factor per
+# arm, seeds 0-2 (SEEDS to change), on the study's data (simulated again: see the doc). Resumable: each arm is a
 # `dfct grid` folder, and a finished run is skipped when this script runs again.
 # Usage: bash docs/reach/run_diagnosis.sh WORKDIR [ARM ...]   (one torch thread: taskset)
 set -euo pipefail
@@ -28,6 +28,12 @@ declare -A ARM=(
   [val8-12]="--val data/val8"
   [val8-48]="--train data/train48 --val data/val8 --patches-per-slice 2"
   [val8-192]="--train data/train192 --val data/val8 --patches-per-slice 1"
+  # stage 2: one more change from wd0 (no coupled weight decay)
+  [wd0-val8-12]="--weight-decay 0 --val data/val8"
+  [wd0-x4]="--weight-decay 0 --patches-per-slice 32"
+  [wd0-val8-48]="--weight-decay 0 --train data/train48 --val data/val8 --patches-per-slice 2"
+  [wd0-val8-192]="--weight-decay 0 --train data/train192 --val data/val8 --patches-per-slice 1"
+  [wd0-base32]="--weight-decay 0 --base-channels 32"
 )
 arms=("$@")
 [ ${#arms[@]} -gt 0 ] || arms=(x1 wd0 adamw0.01 x4 wd0.01 adamw0.1 wd0.03 base32)
