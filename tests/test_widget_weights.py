@@ -414,3 +414,18 @@ def test_layers_go_below_the_rois_and_keep_the_selection(viewer_with_pair, qtbot
     assert viewer.layers.index(LAYER_NAMES["directional"]) < viewer.layers.index(shapes)
     assert set(viewer.layers.selection) == {points}
     assert errors == []
+
+
+def test_no_image_left_removes_the_maps(viewer_with_pair, qtbot, errors):
+    from napari_dfct.widgets.weights import LAYER_NAMES
+
+    viewer = viewer_with_pair
+    widget = _widget(viewer, qtbot)
+    _set(widget, qtbot, size="full")
+    assert LAYER_NAMES["loss"] in viewer.layers
+    for name in ("input (1 rotation)", "target (4 rotations)"):
+        viewer.layers.remove(name)
+    widget.update_maps()
+    assert not any(name in viewer.layers for name in LAYER_NAMES.values())
+    assert "Add an input" in widget.info.text() and _curves(widget, 0) == {}
+    assert errors == []

@@ -285,9 +285,7 @@ class WeightsWidget(QWidget):
     def _fail(self, message: str) -> None:
         """Remove every map and profile and show ``message`` in the status line (and as
         a notification unless it is the one already notified)."""
-        for name in LAYER_NAMES.values():
-            if name in self._viewer.layers:
-                self._viewer.layers.remove(name)
+        self._remove(*LAYER_NAMES)
         _weights_profiles.clear_profiles(self.plot)
         self._set_info("")
         notified, self._notified = self._notified, message
@@ -308,7 +306,9 @@ class WeightsWidget(QWidget):
 
         config = self.loss_config()
         inp, tgt = self.form.input.value, self.form.target.value
-        if inp is None:
+        if inp is None:  # no image left: no maps of a deleted pair either
+            self._remove(*LAYER_NAMES)
+            _weights_profiles.clear_profiles(self.plot)
             self._set_info("Add an input and a target image layer to see the maps.")
             return None
         size_mode = self.form.size.value
