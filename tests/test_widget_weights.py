@@ -168,6 +168,11 @@ def test_bad_inputs_notify(make_napari_viewer, qtbot, errors, small_sim):
     widget = _widget(viewer, qtbot)
     widget.update_maps()
     assert errors and "shape" in errors[-1]
+    # said in the widget too, and no map of the mismatched pair is drawn
+    assert not widget.status.isHidden() and "shape" in widget.status.text()
+    from napari_dfct.widgets.weights import LAYER_NAMES
+
+    assert not any(name in viewer.layers for name in LAYER_NAMES.values())
 
 
 def test_partly_predicted_layer_gives_no_nan_maps(viewer_with_pair, qtbot, errors, small_sim):
@@ -242,3 +247,185 @@ def test_directional_in_paper_mode_notifies(viewer_with_pair, qtbot, errors):
     widget = _widget(viewer, qtbot)
     _set(widget, qtbot, frequency="none", directional="linear", mode="paper")
     assert len(errors) == 1 and "A(DC) = 1" in errors[0] and "\n" not in errors[0]
+
+
+def _curves(widget, axes):
+    """The plotted profile curves of one panel: ``{label: (x, y)}`` of the lines with data."""
+    out = {}
+    for line in widget.plot.axes[axes].get_lines():
+        x = np.asarray(line.get_xdata(), float)
+        if x.size:
+            out[line.get_label()] = (x, np.asarray(line.get_ydata(), float))
+    return out
+
+
+def test_invalid_combination_clears_maps_and_says_so(viewer_with_pair, qtbot, errors):
+    """A refused configuration after a valid one: the maps, the profiles and the info go,
+    the reason is in the widget (one notification however often it is recomputed), and
+    a valid configuration brings everything back."""
+    from napari_dfct.widgets.weights import LAYER_NAMES
+
+    viewer = viewer_with_pair
+    widget = _widget(viewer, qtbot)
+    _set(widget, qtbot, spatial="linear", frequency="linear", size="full")
+    assert LAYER_NAMES["amplified"] in viewer.layers and widget.status.isHidden()
+    assert _curves(widget, 0) and widget.info.text()
+
+    _set(widget, qtbot, frequency="none", directional="linear", mode="paper")
+    widget.update_maps()  # recomputed (the slider, the timer): still one notification
+    assert not any(name in viewer.layers for name in LAYER_NAMES.values())
+    assert not widget.status.isHidden()
+    assert "A(DC) = 1" in widget.status.text() and widget.status.text() == errors[-1]
+    assert widget.info.text() == ""
+    assert _curves(widget, 0) == {} and _curves(widget, 1) == {}
+    assert widget.plot.figure.legends == []
+    assert len(errors) == 1
+
+    _set(widget, qtbot, mode="spectral")
+    assert widget.status.isHidden() and widget.status.text() == ""
+    for key in ("spatial", "frequency", "directional", "loss", "amplified"):
+        assert np.isfinite(_layer(viewer, key).data).all()
+    assert _curves(widget, 0)
+    assert len(errors) == 1
+
+
+def test_all_nan_input_says_so_and_draws_no_nan_maps(viewer_with_pair, qtbot, errors, small_sim):
+    """An input without a finite value: a message in the widget, the weights only (finite),
+    no loss maps and no ratio; input == target: the ratio is said to be undefined."""
+    from napari_dfct.widgets.weights import LAYER_NAMES
+
+    viewer = viewer_with_pair
+    widget = _widget(viewer, qtbot)
+    _set(widget, qtbot, size="full")
+    assert LAYER_NAMES["loss"] in viewer.layers
+    nan = viewer.add_image(
+        np.full(small_sim.input.shape, np.nan, np.float32),
+        name="all NaN",
+        scale=SCALE,
+        translate=TRANSLATE,
+    )
+    _set(widget, qtbot, input=nan)
+    assert "'all NaN' has no finite values" in widget.status.text()
+    assert not widget.status.isHidden()
+    assert LAYER_NAMES["loss"] not in viewer.layers
+    assert LAYER_NAMES["amplified"] not in viewer.layers
+    for key in ("spatial", "frequency"):
+        assert np.isfinite(_layer(viewer, key).data).all()
+    assert "nan" not in widget.info.text().lower() and "mean plain" not in widget.info.text()
+
+    # a few NaN pixels are counted; an identical pair has no defined ratio
+    holes = small_sim.input.copy()
+    holes[:, :2, :3] = np.nan
+    viewer.add_image(holes, name="holes", scale=SCALE, translate=TRANSLATE)
+    _set(widget, qtbot, input=viewer.layers["holes"])
+    assert "has 6 NaN or infinite values of 4096" in widget.status.text()
+    same = viewer.add_image(small_sim.target.copy(), name="same", scale=SCALE, translate=TRANSLATE)
+    _set(widget, qtbot, input=same)
+    assert widget.status.isHidden()
+    assert "undefined" in widget.info.text() and "nan" not in widget.info.text().lower()
+    assert np.isfinite(_layer(viewer, "amplified").data).all()
+    assert errors == []
+
+
+def test_every_profile_is_drawn(viewer_with_pair, qtbot, errors):
+    """One curve per profile in each panel (sqrt included), each the closed form of
+    napari_dfct.weights at its radii when nothing is normalised; the chosen one bold."""
+    from napari_dfct import weights as W
+
+    widget = _widget(viewer_with_pair, qtbot)
+    _set(widget, qtbot, spatial="nonlinear", frequency="sqrt", normalize=False, size="full")
+    spatial, frequency = _curves(widget, 0), _curves(widget, 1)
+    assert len(spatial) == len(W.PROFILES)
+    assert len(frequency) == len(W.FREQUENCY_PROFILES)
+    assert "sqrt (0.1)" in frequency
+    r, y = frequency["sqrt (0.1)"]
+    np.testing.assert_allclose(y, 1.0 + np.sqrt(r), atol=1e-6)  # 1 + sqrt(rho)
+    assert r[0] == 0.0 and r[-1] == pytest.approx(1.0)
+    r, y = spatial["linear"]
+    np.testing.assert_allclose(y, 2.0 - r, atol=1e-6)
+    widths = {ln.get_label(): ln.get_linewidth() for ln in widget.plot.axes[1].get_lines()}
+    assert widths["sqrt (0.1)"] == max(widths.values()) > widths["linear"]
+    assert errors == []
+
+
+@pytest.mark.parametrize("size", ["full", "patch"])
+def test_normalised_plot_shows_the_weights_used(make_napari_viewer, qtbot, errors, size):
+    """With "normalise" the chosen curves span exactly the range of the maps the widget
+    shows (A_S over the full slice, A_F over the maps' shape), not [1, 2]."""
+    rng = np.random.default_rng(0)
+    viewer = make_napari_viewer()
+    shape = (2, 150, 140)  # larger than the patch: the patch's A_F has its own shape
+    viewer.add_image(rng.random(shape, dtype=np.float32), name="input")
+    viewer.add_image(rng.random(shape, dtype=np.float32), name="target")
+    widget = _widget(viewer, qtbot)
+    _set(widget, qtbot, spatial="linear", frequency="nonlinear", normalize=True, size=size)
+    for axes, key, label in ((1, "frequency", "non-linear"), (0, "spatial", "linear")):
+        _, y = _curves(widget, axes)[label]
+        shown = _layer(viewer, key).data
+        if key == "spatial" and size == "patch":
+            break  # a patch shows a crop of A_S; its curve spans the whole slice
+        assert y.min() == pytest.approx(float(shown.min()), rel=1e-5)
+        assert y.max() == pytest.approx(float(shown.max()), rel=1e-5)
+        assert y.max() < 1.9 and y.min() < 1.0  # normalised, not the raw [1, 2]
+        lo, hi = widget.plot.axes[axes].get_ylim()
+        assert lo < y.min() and y.max() < hi
+    assert errors == []
+
+
+def test_legend_hides_no_curve(viewer_with_pair, qtbot, errors):
+    widget = _widget(viewer_with_pair, qtbot)
+    _set(widget, qtbot, frequency="sqrt", size="full")
+    canvas = widget.plot.canvas
+    canvas.draw()
+    renderer = canvas.get_renderer()
+    (legend,) = widget.plot.figure.legends
+    box = legend.get_window_extent(renderer)
+    labels = [t.get_text() for t in legend.get_texts()]
+    assert "sqrt (0.1)" in labels and "linear" in labels
+    for ax in widget.plot.axes:
+        assert not box.overlaps(ax.get_window_extent(renderer))
+        assert ax.get_legend() is None
+    fig = widget.plot.figure.bbox
+    assert box.x0 >= fig.x0 and box.x1 <= fig.x1 and box.y0 >= fig.y0  # not cut off
+
+
+def test_layers_go_below_the_rois_and_keep_the_selection(viewer_with_pair, qtbot, errors):
+    from napari_dfct.widgets.weights import LAYER_NAMES
+
+    viewer = viewer_with_pair
+    shapes = viewer.add_shapes([[[2, 2], [2, 9], [9, 9], [9, 2]]], name="ROIs")
+    points = viewer.add_points([[5, 5]], name="line ends")
+    chosen = viewer.layers["target (4 rotations)"]
+    viewer.layers.selection = [chosen]
+    widget = _widget(viewer, qtbot)
+    _set(widget, qtbot, size="full", directional="linear", frequency="none", mode="spectral")
+    names = [layer.name for layer in viewer.layers]
+    assert names[-2:] == ["ROIs", "line ends"]  # ROIs still on top, in their order
+    for name in LAYER_NAMES.values():
+        assert names.index(name) < viewer.layers.index(shapes)
+    assert names.index(LAYER_NAMES["spatial"]) > names.index("target (4 rotations)")
+    assert set(viewer.layers.selection) == {chosen}
+    assert viewer.layers.selection.active is chosen
+
+    # later updates and a map removed and drawn again keep both
+    viewer.layers.selection = [points]
+    _set(widget, qtbot, directional="none", frequency="linear")
+    _set(widget, qtbot, directional="linear", frequency="none")
+    assert viewer.layers.index(LAYER_NAMES["directional"]) < viewer.layers.index(shapes)
+    assert set(viewer.layers.selection) == {points}
+    assert errors == []
+
+
+def test_no_image_left_removes_the_maps(viewer_with_pair, qtbot, errors):
+    from napari_dfct.widgets.weights import LAYER_NAMES
+
+    viewer = viewer_with_pair
+    widget = _widget(viewer, qtbot)
+    _set(widget, qtbot, size="full")
+    assert LAYER_NAMES["loss"] in viewer.layers
+    for name in ("input (1 rotation)", "target (4 rotations)"):
+        viewer.layers.remove(name)
+    widget.update_maps()
+    assert not any(name in viewer.layers for name in LAYER_NAMES.values())
+    assert "Add an input" in widget.info.text() and _curves(widget, 0) == {}
+    assert errors == []

@@ -99,6 +99,9 @@ class PlotCanvas(QWidget):
         self.axes: list[Axes] = list(axes)
         self._lines: dict[tuple[int, str], Line2D] = {}
         self._markers: dict[tuple[int, str], Line2D] = {}
+        self._figure_legend = None
+        self._figure_legend_axes: int | None = None
+        self._figure_legend_ncol = 0
         self._labels = {
             "xlabel": _per_axes(xlabel, ncols),
             "ylabel": _per_axes(ylabel, ncols),
@@ -110,7 +113,7 @@ class PlotCanvas(QWidget):
         self._style()
         self._apply_margins()
         # keep the margins fixed in inches when the dock is resized
-        self.canvas.mpl_connect("resize_event", lambda _event: self._apply_margins())
+        self.canvas.mpl_connect("resize_event", lambda _event: self._on_resize())
 
     # ------------------------------------------------------------------ styling
     @property
@@ -127,12 +130,24 @@ class PlotCanvas(QWidget):
     #: Margins around the axes in inches (left, right, bottom, top) and between axes.
     MARGINS = (0.62, 0.15, 0.45, 0.32)
     WSPACE = 0.55
+    #: Height of one row of a figure legend (:meth:`figure_legend`) in inches.
+    LEGEND_ROW = 0.2
+    #: Width of one entry of a figure legend in inches (handle, label and spacing).
+    LEGEND_ENTRY = 0.95
+
+    def _on_resize(self) -> None:
+        if self._figure_legend is not None and self._figure_legend_ncol != (
+            self._figure_legend_cols()
+        ):
+            self._build_figure_legend()
+        self._apply_margins()
 
     def _apply_margins(self) -> None:
         w, h = self.figure.get_size_inches()
         if w <= 0 or h <= 0:
             return
         left, right, bottom, top = self.MARGINS
+        bottom += self._figure_legend_rows() * self.LEGEND_ROW
         n = len(self.axes)
         frac_w = max(w - left - right - (n - 1) * self.WSPACE, 0.5)
         self.figure.subplots_adjust(
@@ -158,6 +173,8 @@ class PlotCanvas(QWidget):
             legend = ax.get_legend()
             if legend is not None:
                 self._style_legend(legend)
+        if self._figure_legend is not None:
+            self._style_legend(self._figure_legend)
 
     def _style_legend(self, legend) -> None:
         c = self._colors
@@ -220,7 +237,7 @@ class PlotCanvas(QWidget):
         return self._lines.get((axes, key))
 
     def clear(self) -> None:
-        """Remove all lines and markers (labels and styling are kept)."""
+        """Remove all lines, markers and legends (labels and styling are kept)."""
         for artist in (*self._lines.values(), *self._markers.values()):
             artist.remove()
         self._lines.clear()
@@ -229,6 +246,7 @@ class PlotCanvas(QWidget):
             legend = ax.get_legend()
             if legend is not None:
                 legend.remove()
+        self.figure_legend(None)
         self.redraw()
 
     def set_labels(
@@ -272,6 +290,53 @@ class PlotCanvas(QWidget):
         handles = [h for h in ax.get_lines() if not str(h.get_label()).startswith("_")]
         if handles:
             self._style_legend(ax.legend(handles=handles, **kwargs))
+
+    def figure_legend(self, axes: int | None = 0) -> None:
+        """(Re)draw the labelled lines of one axes as a legend under all axes, outside
+        the data, so that it hides no curve; ``None`` removes it.
+
+        The bottom margin grows by one :data:`LEGEND_ROW` per row of the legend; the
+        entries wrap into as many rows as the figure's width needs (redone on resize).
+        """
+        self._figure_legend_axes = axes
+        self._build_figure_legend()
+        self._apply_margins()
+
+    def _figure_legend_handles(self) -> list[Line2D]:
+        if self._figure_legend_axes is None:
+            return []
+        ax = self.axes[self._figure_legend_axes]
+        return [h for h in ax.get_lines() if not str(h.get_label()).startswith("_")]
+
+    def _figure_legend_cols(self) -> int:
+        n = len(self._figure_legend_handles())
+        width = float(self.figure.get_size_inches()[0])
+        return max(1, min(n, int(width // self.LEGEND_ENTRY)))
+
+    def _figure_legend_rows(self) -> int:
+        n = len(self._figure_legend_handles())
+        return 0 if n == 0 else -(-n // self._figure_legend_cols())
+
+    def _build_figure_legend(self) -> None:
+        if self._figure_legend is not None:
+            self._figure_legend.remove()
+            self._figure_legend = None
+        handles = self._figure_legend_handles()
+        if not handles:
+            return
+        self._figure_legend_ncol = self._figure_legend_cols()
+        self._figure_legend = self.figure.legend(
+            handles=handles,
+            loc="lower center",
+            bbox_to_anchor=(0.5, 0.0),
+            ncol=self._figure_legend_ncol,
+            fontsize=7,
+            frameon=False,
+            handlelength=1.6,
+            columnspacing=1.0,
+            borderaxespad=0.2,
+        )
+        self._style_legend(self._figure_legend)
 
     def redraw(self) -> None:
         """Rescale the axes to their data and schedule a repaint."""

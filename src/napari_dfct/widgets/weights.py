@@ -13,10 +13,17 @@ target image layer, normalises the displayed slice with the training window
 * ``amplified loss map`` - :meth:`napari_dfct.losses.AmplifiedLoss.loss_map`,
 
 as image layers that are updated in place whenever an option or the slice changes, a
-plot of the radial profiles (linear vs non-linear, in a section that folds away) and the
-effective scale of the configuration (A_F at DC, mean A_S, mean amplified / mean plain
-loss). On a slice that a prediction layer has not filled yet (a NaN placeholder) there
-are no loss maps: the widget says so and shows the weights only.
+plot of every radial profile as the loss uses it (normalised when the configuration
+normalises, :mod:`._weights_profiles`, in a section that folds away) and the effective
+scale of the configuration (A_F at DC, mean A_S, mean amplified / mean plain loss).
+
+The maps go under the ROI shapes and points and never take the user's layer selection
+(:mod:`._placement`). An invalid combination or input (a refused configuration, layers
+of different shapes) is said in a status line inside the widget (and once as a
+notification) and the maps and profiles are removed: nothing stale stays on screen. On
+a slice that a prediction layer has not filled yet (a NaN placeholder), or a slice with
+NaN or infinite values, there are no loss maps: the widget says so and shows the
+weights only.
 """
 
 from __future__ import annotations
@@ -29,7 +36,7 @@ from napari.utils.notifications import show_error
 from qtpy.QtCore import Qt, QTimer
 from qtpy.QtWidgets import QLabel, QWidget
 
-from . import _layers
+from . import _layers, _placement, _weights_profiles
 from ._choices import (
     FREQUENCY_CHOICES,
     LOSS_CHOICES,
@@ -54,6 +61,8 @@ LAYER_NAMES = {
     "amplified": "amplified loss map",
 }
 ROLE = "weights"
+#: Colour of the status line (errors and warnings).
+_STATUS_COLOR = "#ff8a80"
 PATCH = 128
 _EXCLUDE = ("weights", "preview")
 
@@ -157,9 +166,17 @@ class WeightsWidget(QWidget):
             xlabel=["radius r", "frequency \u03c1", "angle \u03c6 (\u00b0)"],
             ylabel=["weight", "", "G"],
             title=["A_S radial profile", "A_F radial profile", "A_D angular part"],
-            height=1.9,
+            height=2.2,
         )
         self.plot_section = Section("Profiles", self.plot)
+        self.status = QLabel()
+        self.status.setObjectName("dfct_weights_status")
+        self.status.setTextFormat(Qt.TextFormat.PlainText)
+        self.status.setWordWrap(True)
+        self.status.setTextInteractionFlags(Qt.TextInteractionFlag.TextSelectableByMouse)
+        self.status.setStyleSheet(f"color: {_STATUS_COLOR}; font-weight: bold;")
+        self.status.hide()
+        self._notified: str | None = None
         self.info = QLabel()
         self.info.setWordWrap(True)
         self.info.setTextInteractionFlags(Qt.TextInteractionFlag.TextSelectableByMouse)
@@ -167,6 +184,7 @@ class WeightsWidget(QWidget):
 
         _body, layout = scroll_body(self)
         layout.addWidget(self.form.native)
+        layout.addWidget(self.status)
         layout.addWidget(self.info)
         layout.addWidget(self.plot_section)
         layout.addStretch(1)
@@ -246,40 +264,73 @@ class WeightsWidget(QWidget):
     def update_maps(self) -> None:
         """Recompute every map and the profiles for the current options and slice.
 
-        Problems (no layers, mismatched shapes) are reported as napari notifications.
+        A problem (a refused configuration, mismatched shapes) removes the maps and the
+        profiles and is said in the status line (and once as a napari notification).
+        The user's layer selection is kept.
         """
         if self._busy:
             return
         self._busy = True
         try:
-            self._update()
-        except ValueError as err:
-            show_error(f"Loss amplification: {err}")
-        except Exception as err:  # noqa: BLE001 - never a traceback in the viewer
-            show_error(f"Loss amplification failed: {type(err).__name__}: {err}")
+            with _placement.keep_selection(self._viewer):
+                try:
+                    self._set_status(self._update())
+                except ValueError as err:
+                    self._fail(f"Loss amplification: {err}")
+                except Exception as err:  # noqa: BLE001 - never a traceback in the viewer
+                    self._fail(f"Loss amplification failed: {type(err).__name__}: {err}")
         finally:
             self._busy = False
 
-    def _update(self) -> None:
+    def _fail(self, message: str) -> None:
+        """Remove every map and profile and show ``message`` in the status line (and as
+        a notification unless it is the one already notified)."""
+        self._remove(*LAYER_NAMES)
+        _weights_profiles.clear_profiles(self.plot)
+        self._set_info("")
+        notified, self._notified = self._notified, message
+        self._set_status(message)
+        if message != notified:
+            show_error(message)
+
+    def _set_status(self, message: str | None) -> None:
+        """Show ``message`` in the status line (hide it for None)."""
+        if message != self._notified:
+            self._notified = None
+        self.status.setText(message or "")
+        self.status.setVisible(bool(message))
+
+    def _update(self) -> str | None:
+        """Draw the maps; return a warning for the status line (or None)."""
         from napari_dfct import losses
 
         config = self.loss_config()
         inp, tgt = self.form.input.value, self.form.target.value
-        if inp is None:
+        if inp is None:  # no image left: no maps of a deleted pair either
+            self._remove(*LAYER_NAMES)
+            _weights_profiles.clear_profiles(self.plot)
             self._set_info("Add an input and a target image layer to see the maps.")
-            return
+            return None
         size_mode = self.form.size.value
         patch = PATCH if size_mode == "patch" else None
         v = self._viewer
         notes = []
         pair = tgt is not None and tgt is not inp
         mismatch = pair and tuple(tgt.data.shape) != tuple(inp.data.shape)
+        if mismatch:
+            raise ValueError(
+                f"input {inp.name!r} {tuple(inp.data.shape)} and target {tgt.name!r} "
+                f"{tuple(tgt.data.shape)} differ in shape"
+            )
         z = _layers.current_index(v, inp)
         unready = [la.name for la in (inp, tgt) if pair and not _layers.slice_ready(la, z)]
-        if pair and not mismatch and not unready:
+        slices = {}
+        if pair and not unready:
+            slices = {la: np.asarray(_slice(la.data, z), dtype=np.float32) for la in (inp, tgt)}
+        warning = _non_finite(slices, z)
+        if slices and warning is None:
             window = self._window(inp, tgt)
-            x = window.normalize(np.asarray(_slice(inp.data, z), dtype=np.float32))
-            y = window.normalize(np.asarray(_slice(tgt.data, z), dtype=np.float32))
+            x, y = (window.normalize(slices[la]) for la in (inp, tgt))
             maps = losses.loss_maps(x, y, config, patch=patch)
             notes.append(f"slice {z}")
             notes.append(f"window [{window.low:.4g}, {window.high:.4g}]")
@@ -288,62 +339,30 @@ class WeightsWidget(QWidget):
             maps = losses.loss_maps(
                 np.zeros(inp.data.shape[-2:], np.float32), None, config, patch=patch
             )
-            notes.append(
-                f"Slice {z} of {', '.join(map(repr, unready))} is not predicted yet "
-                "(Predict: Current slice or Whole volume); the loss maps need it."
-                if unready
-                else "Choose a target layer (different from the input) for the loss maps."
-            )
+            if unready:
+                notes.append(
+                    f"Slice {z} of {', '.join(map(repr, unready))} is not predicted yet "
+                    "(Predict: Current slice or Whole volume); the loss maps need it."
+                )
+            elif warning is None:
+                notes.append("Choose a target layer (different from the input) for the loss maps.")
+            else:
+                notes.append("weights only")
 
         placement = _layers.spatial_placement(inp, maps.offset)
         weight_limits = (
             min(1.0, float(maps.a_s.min()), float(maps.a_f.min())),
             max(2.0, float(maps.a_s.max()), float(maps.a_f.max())),
         )
-        _layers.upsert_image(
-            v,
-            LAYER_NAMES["spatial"],
-            maps.a_s,
-            role=ROLE,
-            contrast_limits=weight_limits,
-            colormap="magma",
-            **placement,
-        )
-        _layers.upsert_image(
-            v,
-            LAYER_NAMES["frequency"],
-            maps.a_f,
-            role=ROLE,
-            contrast_limits=weight_limits,
-            colormap="magma",
-            **placement,
-        )
-        if mismatch:
-            raise ValueError(
-                f"input {inp.name!r} {tuple(inp.data.shape)} and target {tgt.name!r} "
-                f"{tuple(tgt.data.shape)} differ in shape"
-            )
+        for key, data in (("spatial", maps.a_s), ("frequency", maps.a_f)):
+            self._draw(key, data, weight_limits, "magma", placement)
         self._show_directional(maps, weight_limits, placement)
-        if maps.loss is not None and maps.amplified is not None:
-            _layers.upsert_image(
-                v,
-                LAYER_NAMES["loss"],
-                maps.loss,
-                role=ROLE,
-                contrast_limits=_limits(maps.loss),
-                colormap="inferno",
-                **placement,
-            )
-            _layers.upsert_image(
-                v,
-                LAYER_NAMES["amplified"],
-                maps.amplified,
-                role=ROLE,
-                contrast_limits=_limits(maps.amplified),
-                colormap="inferno",
-                **placement,
-            )
-        self._update_profiles(config, maps)
+        for key, data in (("loss", maps.loss), ("amplified", maps.amplified)):
+            if data is None:
+                self._remove("loss", "amplified")  # never the maps of another slice
+                break
+            self._draw(key, data, _limits(data), "inferno", placement)
+        _weights_profiles.draw_profiles(self.plot, config, inp.data.shape[-2:], maps)
         dc = _DC_PAPER if config.mode == "paper" else _DC_SPECTRAL
         where = "patch (centre)" if size_mode == "patch" else "full slice"
         h, w = maps.shape
@@ -353,6 +372,23 @@ class WeightsWidget(QWidget):
             f"{h}\u00d7{w}<br>{details}<br>"
             f"{self._scale_text(config, maps)}<br><i>{dc}</i>"
         )
+        return warning
+
+    def _draw(self, key: str, data, limits, colormap: str, placement: dict) -> None:
+        """Add or update the layer ``key``: a new one goes under the ROIs."""
+        v = self._viewer
+        name = LAYER_NAMES[key]
+        new = name not in v.layers
+        layer = _layers.upsert_image(
+            v, name, data, role=ROLE, contrast_limits=limits, colormap=colormap, **placement
+        )
+        if new:
+            _placement.place_below_rois(v, layer)
+
+    def _remove(self, *keys: str) -> None:
+        for key in keys:
+            if LAYER_NAMES[key] in self._viewer.layers:
+                self._viewer.layers.remove(LAYER_NAMES[key])
 
     def _window(self, inp, tgt):
         from napari_dfct.data import window_from_percentiles
@@ -386,75 +422,21 @@ class WeightsWidget(QWidget):
             ),
         ]
         if maps.ratio is not None:
-            parts.append(
-                f"mean amplified / mean plain loss on this slice: <b>{maps.ratio:.3f}</b>"
+            ratio = (
+                f"<b>{maps.ratio:.3f}</b>"
+                if np.isfinite(maps.ratio)
+                else "undefined (the plain loss is 0: input and target agree)"
             )
+            parts.append(f"mean amplified / mean plain loss on this slice: {ratio}")
         return "<br>".join(parts)
 
     def _show_directional(self, maps, limits, placement) -> None:
         """The A_D layer when the configuration has one (removed otherwise)."""
-        v = self._viewer
-        name = LAYER_NAMES["directional"]
         if maps.a_d is None:
-            if name in v.layers:
-                v.layers.remove(name)
+            self._remove("directional")
             return
-        _layers.upsert_image(
-            v,
-            name,
-            maps.a_d,
-            role=ROLE,
-            colormap="magma",
-            contrast_limits=(
-                min(limits[0], float(maps.a_d.min())),
-                max(limits[1], float(maps.a_d.max())),
-            ),
-            **placement,
-        )
-
-    def _update_profiles(self, config, maps=None) -> None:
-        from napari_dfct import weights
-
-        plot = self.plot
-        ang = None if maps is None else maps.angles
-        plot.set_line(
-            "G",
-            [] if ang is None else ang,
-            [] if ang is None else maps.angular,
-            axes=2,
-            color="#e45756",
-            linewidth=2.0,
-        )
-        plot.axes[2].set_xlim(0.0, 180.0)
-        plot.axes[2].set_ylim(-0.05, 1.05)
-        colors = {"linear": "#4fa3ff", "nonlinear": "#ff9f40"}
-        for profile, color in colors.items():
-            label = "non-linear" if profile == "nonlinear" else "linear"
-            for axes, kind, chosen in (
-                (0, "spatial", config.spatial),
-                (
-                    1,
-                    "frequency",
-                    config.frequency if config.frequency != "none" else config.directional,
-                ),
-            ):
-                r, w = weights.radial_profile(kind, profile, n=129)
-                on = chosen == profile
-                plot.set_line(
-                    profile,
-                    r,
-                    w,
-                    axes=axes,
-                    color=color,
-                    label=label,
-                    linewidth=2.6 if on else 1.0,
-                    alpha=1.0 if on else 0.55,
-                )
-        for ax in plot.axes[:2]:
-            ax.set_ylim(0.95, 2.05)
-            ax.set_xlim(0.0, 1.0)
-        plot.legend(0, loc="upper right")
-        plot.canvas.draw_idle()
+        limits = (min(limits[0], float(maps.a_d.min())), max(limits[1], float(maps.a_d.max())))
+        self._draw("directional", maps.a_d, limits, "magma", placement)
 
     def _set_info(self, text: str) -> None:
         self.info.setText(text)
@@ -463,6 +445,24 @@ class WeightsWidget(QWidget):
 # ---------------------------------------------------------------------- helpers
 def _slice(data, z: int) -> np.ndarray:
     return np.asarray(data[z] if data.ndim >= 3 else data)
+
+
+def _non_finite(slices: dict, z: int) -> str | None:
+    """The status line for shown slices with NaN or infinite values (None if finite)."""
+    for layer, data in slices.items():
+        bad = int(np.count_nonzero(~np.isfinite(data)))
+        if bad == 0:
+            continue
+        what = (
+            "has no finite values"
+            if bad == data.size
+            else f"has {bad} NaN or infinite values of {data.size}"
+        )
+        return (
+            f"Slice {z} of {layer.name!r} {what}: no loss maps (they need finite values on "
+            "the slice), the weights only."
+        )
+    return None
 
 
 def _limits(img: np.ndarray) -> tuple[float, float]:
