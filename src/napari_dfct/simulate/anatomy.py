@@ -6,8 +6,9 @@ specimens of a set look alike and their ROIs land at a few positions. ``anatomy=
 draws, per specimen, from :data:`VARIED_RANGES` (uniform ranges, from the seed's own
 random stream; the lung texture stays that of ``fixed`` with the same seed):
 
-* body width and depth, independently, 0.82 to 1.18 of the nominal 344 x 240 mm
-  (adult thoraces span about 280 to 400 mm laterally and 190 to 290 mm antero-posteriorly);
+* body width and depth, 0.78 to 1.22 of the nominal 344 x 240 mm: a common size factor
+  (0.84 to 1.14: habitus) times a factor per axis (0.93 to 1.07: build); adult thoraces
+  span about 270 to 420 mm laterally and 190 to 290 mm antero-posteriorly;
 * position of the body in the field of view (up to 15 per cent of its half-width and
   half-depth) and in-plane rotation (up to 15 degrees); a body that would leave
   :data:`FIT_FRACTION` of the field-of-view radius is first moved back towards the centre,
@@ -42,12 +43,13 @@ FIT_FRACTION = 0.9
 
 #: Uniform ranges of the ``varied`` anatomy (lengths in units of 200 mm, angles in rad).
 VARIED_RANGES: dict[str, tuple[float, float]] = {
-    "width": (0.82, 1.18),  # body width / nominal
-    "depth": (0.82, 1.18),  # body depth / nominal
+    "size": (0.86, 1.14),  # body size / nominal (width and depth alike)
+    "width": (0.93, 1.07),  # body width / size
+    "depth": (0.93, 1.07),  # body depth / size
     "shift_u": (-0.129, 0.129),  # lateral position: 15 % of the half-width (0.86)
     "shift_v": (-0.09, 0.09),  # antero-posterior position: 15 % of the half-depth (0.60)
     "angle": (-math.radians(15.0), math.radians(15.0)),  # in-plane rotation
-    "lung": (0.82, 1.12),  # lung size, both lungs
+    "lung": (0.88, 1.12),  # lung size, both lungs
     "lung_side": (0.93, 1.07),  # lung width and height, per side
     "lung_power": (-0.3, 0.5),  # added to the outline's super-ellipse exponent 2.2
     "lung_tilt": (-0.08, 0.08),
@@ -121,7 +123,8 @@ def draw_varied(seed: int, fov_mm: float, unit_mm: float) -> tuple[dict, dict]:
     d = {k: float(rng.uniform(*r)) for k, r in VARIED_RANGES.items()}
     sides = rng.uniform(*VARIED_RANGES["lung_side"], size=4)
     rib_phase, bronchi = rng.uniform(-0.12, 0.12), rng.uniform(-0.015, 0.015)
-    pose = {k: d[k] for k in ("width", "depth", "shift_u", "shift_v", "angle")}
+    pose = {k: d[k] for k in ("shift_u", "shift_v", "angle")}
+    pose.update(width=d["size"] * d["width"], depth=d["size"] * d["depth"])
     pose = fit_pose(pose, FIT_FRACTION * 0.5 * fov_mm / unit_mm)
     room = min(pose["depth"], pose["width"] * d["lung"] * float(sides[0]))
     specimen = {

@@ -98,7 +98,8 @@ def anatomy_spread(mask: np.ndarray, rois: Sequence[dict], pixel_size_mm: float)
     dict
         ``body_area_mm2``: ``mean``, ``sd``, ``cv`` (sd / mean), ``min``, ``max`` over
         the slices; ``signal_center`` and ``background_center``: the ``sd`` of rows and
-        columns (px) and the number of ``distinct`` positions; ``background_in_cavity``:
+        columns (px) and the number of ``distinct`` positions; ``roi_size``: ``min`` and
+        ``max``; ``background_in_cavity``:
         the share of slices whose air ROI lies in an air cavity inside the body.
     """
     m = np.asarray(mask)
@@ -122,6 +123,9 @@ def anatomy_spread(mask: np.ndarray, rois: Sequence[dict], pixel_size_mm: float)
             "col_sd": round(float(c[:, 1].std()), 2),
             "distinct": len({tuple(p) for p in c.tolist()}),
         }
+    sizes = [int(r["roi_size"]) for r in rois if "roi_size" in r]
+    if sizes:  # the ROI shrinks where a full square does not fit (small specimens)
+        out["roi_size"] = {"min": min(sizes), "max": max(sizes)}
     cavity = [r.get("background_region") == "air_cavity" for r in rois]
     out["background_in_cavity"] = round(float(np.mean(cavity)), 4) if cavity else 0.0
     return out
