@@ -497,8 +497,15 @@ def test_cli_bad_realism_values(tmp_path, capsys, args, message):
     assert message in err and "Traceback" not in err
 
 
-def test_cli_slices_and_specimens_exclude_each_other(tmp_path, capsys):
-    with pytest.raises(SystemExit) as exc:
-        main(["simulate", str(tmp_path / "x"), "--slices", "2", "--specimens", "2"])
-    assert exc.value.code == 2
-    assert "not allowed with" in capsys.readouterr().err
+def test_cli_specimens_with_one_slice_is_the_stacked_set(tmp_path, capsys):
+    """--specimens N --slices 1 is --specimens N (one slice per specimen, stacked); Z > 1
+    writes a data set of volumes (tests/test_simulate_anatomy.py); Z < 1 is refused."""
+    common = ["--specimens", "2", "--size", "64", "--views", "64", "--rotations", "2", "--quiet"]
+    assert main(["simulate", str(tmp_path / "a"), *common]) == 0
+    assert main(["simulate", str(tmp_path / "b"), *common, "--slices", "1"]) == 0
+    for name in ("input", "target", "truth"):
+        a = tifffile.imread(tmp_path / "a" / f"{name}.tif")
+        assert np.array_equal(a, tifffile.imread(tmp_path / "b" / f"{name}.tif"))
+    capsys.readouterr()
+    assert main(["simulate", str(tmp_path / "c"), *common, "--slices", "0"]) == 2
+    assert "--slices must be >= 1" in capsys.readouterr().err

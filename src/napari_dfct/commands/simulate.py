@@ -26,6 +26,13 @@ streak pattern per volume).
 --specimens N: N independent scans, one slice each (the central slice of its own
 specimen, with its own anatomy, vibration and noise), as the paper's training data of
 central slices of independent scans. Use these to train and test models.
+--specimens N --slices Z (Z > 1): a data set of N specimens, each a volume of Z slices of
+its own acquisition: OUT_DIR/<specimen>/ (input.tif, target.tif, truth.tif, body.tif,
+meta.json with the ROIs of every slice) and OUT_DIR/pairs.csv, which 'dfct train --pairs
+OUT_DIR' and 'dfct grid --train OUT_DIR' read as they are.
+--anatomy varied: body size and shape, position, rotation, lungs and heart vary between
+specimens by 15 % and more (default 'fixed': the phantom of earlier versions, specimens
+differ by about 3 %); --lesions K adds K regions of altered lung signal per specimen.
 An existing set in OUT_DIR is replaced only with --overwrite, and then as a whole: the new
 set is written into a hidden folder beside OUT_DIR and swapped in by renames, so a set in
 OUT_DIR is always one complete set, old or new, even if the command is killed. meta.json
@@ -36,28 +43,29 @@ Examples:
   dfct simulate data/train --specimens 32 --size 128 --seed 0 --preset benchmark
   dfct simulate data/test --specimens 16 --size 128 --seed 1000 --preset benchmark
   dfct simulate data/volume --slices 16 --size 256
+  dfct simulate data/volumes --specimens 8 --slices 16 --size 128 --anatomy varied
 """
 ORDER = 10
 
 
 def register(parser: argparse.ArgumentParser) -> None:
-    from ..simulate import PRESETS, Physics, views_for
+    from ..simulate import ANATOMIES, PRESETS, Physics, views_for
 
     parser.add_argument("out_dir", metavar="OUT_DIR", help="output folder (created)")
-    count = parser.add_mutually_exclusive_group()
-    count.add_argument(
+    parser.add_argument(
         "--slices",
         type=int,
         default=None,
         metavar="Z",
-        help="axial slices of one acquisition (default: 16)",
+        help="axial slices of one acquisition (default: 16); with --specimens: of each",
     )
-    count.add_argument(
+    parser.add_argument(
         "--specimens",
         type=int,
         default=None,
         metavar="N",
-        help="N independent specimens, one slice each",
+        help="N independent specimens, one slice each (with --slices Z > 1: a data set "
+        "of N volumes)",
     )
     parser.add_argument(
         "--size",
@@ -119,6 +127,15 @@ def register(parser: argparse.ArgumentParser) -> None:
         f"and band artefacts (default 0: none)",
     )
     parser.add_argument(
+        "--anatomy",
+        choices=ANATOMIES,
+        default="fixed",
+        help="'varied': specimens differ in body, lungs, heart, position and rotation",
+    )
+    parser.add_argument(
+        "--lesions", type=int, default=0, metavar="K", help="lesions per specimen (0: none)"
+    )
+    parser.add_argument(
         "--overwrite", action="store_true", help="replace a simulated set already in OUT_DIR"
     )
     parser.add_argument("--quiet", action="store_true", help="no progress bar")
@@ -139,7 +156,10 @@ def _check(args: argparse.Namespace) -> tuple[int, bool, Path]:
         ("--size", args.size, 32),
         ("--rotations", args.rotations, 1),
         ("--seed", args.seed, 0),
+        ("--lesions", args.lesions, 0),
     ]
+    if specimens and args.slices is not None:
+        checks.append(("--slices", args.slices, 1))
     if args.views is not None:
         checks.append(("--views", args.views, 8))
     if args.tiles is not None:
@@ -172,6 +192,9 @@ def run(args: argparse.Namespace) -> int:
     from ..simulate import preset_physics, save_simulation, simulate_dfct
 
     physics = preset_physics(args.preset, noise=args.noise, texture=args.texture, tiles=args.tiles)
+    physics.update(anatomy=args.anatomy, lesions=args.lesions)
+    if specimens and (args.slices or 1) > 1:
+        return _run_volumes(args, n, out, physics)
     bar = tqdm(
         total=n,
         unit="specimen" if specimens else "slice",
@@ -221,5 +244,45 @@ def run(args: argparse.Namespace) -> int:
         f"streaks make up {100 * share['input']:.0f} % of the input's lung-ROI variance "
         f"(texture {100 * (1 - share['input']):.0f} %); in the target "
         f"{100 * share['target']:.0f} %"
+    )
+    return 0
+
+
+def _run_volumes(args: argparse.Namespace, n: int, out: Path, physics: dict) -> int:
+    """``--specimens N --slices Z``: a data set of N specimen volumes."""
+    from tqdm import tqdm
+
+    from ..simulate import save_volumes
+
+    z = args.slices
+    bar = tqdm(total=n * z, unit="slice", desc="simulate", file=sys.stderr, disable=args.quiet)
+    try:
+        meta = save_volumes(
+            out,
+            n,
+            z,
+            args.size,
+            args.views,
+            args.rotations,
+            args.seed,
+            overwrite=args.overwrite,
+            progress=lambda done, total: bar.update(done - bar.n),
+            filter=args.filter,
+            **physics,
+        )
+    except FileExistsError as exc:
+        raise CLIError(f"{exc}; use --overwrite to replace it") from None
+    except MemoryError:
+        raise CLIError(f"out of memory simulating {z} x {args.size} x {args.size}") from None
+    except (OSError, ValueError) as exc:
+        raise CLIError(str(exc).splitlines()[0]) from None
+    finally:
+        bar.close()
+    area = meta["spread"]["body_area_mm2"]
+    print(
+        f"wrote {n} specimen volumes ({z} x {args.size} x {args.size}, {meta['n_views']} "
+        f"views, anatomy {args.anatomy}) and pairs.csv to {out}; body area "
+        f"{area['mean'] / 100:.0f} cm2 (CV {100 * area['cv']:.1f} %); "
+        f"train with: dfct train --pairs {out} ..."
     )
     return 0

@@ -25,7 +25,14 @@ Two kinds of stack:
 * **independent specimens** (``specimens=True``, ``dfct simulate --specimens N``): each
   slice is the central slice of its own scan of its own specimen (its own anatomy,
   vibration and noise), as the paper's training set of central slices of 89 independent
-  scans. Use these to train and test a model.
+  scans. Use these to train and test a model;
+* **volumes of many specimens** (:func:`save_volumes`, ``dfct simulate OUT --specimens N
+  --slices Z``): a data set ``OUT/<specimen>/`` (each a volume of one acquisition of its
+  own specimen) with ``OUT/pairs.csv``, for ``dfct train --pairs OUT``.
+
+The anatomy is ``fixed`` by default (specimens differ by about 3 per cent) or ``varied``
+(``anatomy="varied"``: body, lungs, heart, position and rotation vary by 15 per cent and
+more), optionally with ``lesions`` (:mod:`.anatomy`).
 
 The number of views defaults to three per pixel of width (2400 at 800 px, the paper's
 shots per rotation); tiled gratings (ring artefacts), the noise level and the lung
@@ -36,6 +43,8 @@ Modules
 -------
 :mod:`.phantom`
     Materials, labels and the thorax phantom (:func:`thorax_phantom`).
+:mod:`.anatomy`
+    The ``fixed`` and ``varied`` anatomy (:data:`ANATOMIES`) and lesions.
 :mod:`.projector`
     Geometry, Joseph forward projection, FBP filter and back-projection
     (:func:`forward_project`, :func:`filter_sinogram`, :func:`back_project`,
@@ -47,8 +56,8 @@ Modules
     Lung and air ROIs (:func:`roi_size_for`, :func:`suggest_rois`).
 :mod:`.realism`
     Default views (:func:`views_for`), specimen seeds (:func:`specimen_seeds`), the body
-    mask (:func:`body_mask`) and the streak share of the ROI variance
-    (:func:`variance_shares`).
+    mask (:func:`body_mask`), the streak share of the ROI variance
+    (:func:`variance_shares`) and the anatomy's spread (:func:`anatomy_spread`).
 :mod:`.presets`
     Named realism options (:data:`PRESETS`, :func:`preset_physics`).
 :mod:`.budget`
@@ -57,7 +66,10 @@ Modules
     :func:`save_simulation` (input, target, truth, ``body.tif``, ``meta.json``; a set is
     replaced as a whole), :func:`load_simulation`, :func:`dataset_files`,
     :func:`check_dataset` (refuses files not written together) and
-    :func:`recover_dataset` (cleans what a killed write left).
+    :func:`recover_dataset` (cleans what a killed write left); :func:`save_dataset` (a
+    data set of many specimens, replaced as a whole).
+:mod:`.volumes`
+    Volumes of many specimens (:func:`simulate_volumes`, :func:`save_volumes`).
 :mod:`.oracle`
     The error energy of every view of a simulated slice (:func:`view_error_energy`), the
     truth behind the directional weight's angular part, and that angular part per slice
@@ -73,12 +85,14 @@ from __future__ import annotations
 
 from .._callable import make_callable as _make_callable
 from .acquisition import Physics, Simulation, simulate_dfct
+from .anatomy import ANATOMIES
 from .budget import check_memory, estimate_memory
 from .files import (
     check_dataset,
     dataset_files,
     load_simulation,
     recover_dataset,
+    save_dataset,
     save_simulation,
 )
 from .oracle import folder_angular, oracle_folder, slice_angular, view_error_energy
@@ -93,10 +107,19 @@ from .projector import (
     forward_project,
     view_angles,
 )
-from .realism import MASK_FILE, body_mask, specimen_seeds, variance_shares, views_for
+from .realism import (
+    MASK_FILE,
+    anatomy_spread,
+    body_mask,
+    specimen_seeds,
+    variance_shares,
+    views_for,
+)
 from .rois import roi_size_for, suggest_rois
+from .volumes import save_volumes, simulate_volumes
 
 __all__ = [
+    "ANATOMIES",
     "LABELS",
     "MASK_FILE",
     "MATERIALS",
@@ -104,6 +127,7 @@ __all__ = [
     "Phantom",
     "Physics",
     "Simulation",
+    "anatomy_spread",
     "back_project",
     "body_mask",
     "check_dataset",
@@ -118,8 +142,11 @@ __all__ = [
     "preset_physics",
     "recover_dataset",
     "roi_size_for",
+    "save_dataset",
     "save_simulation",
+    "save_volumes",
     "simulate_dfct",
+    "simulate_volumes",
     "specimen_seeds",
     "suggest_rois",
     "thorax_phantom",

@@ -46,6 +46,7 @@ from typing import Any
 
 import numpy as np
 
+from .anatomy import ANATOMIES
 from .budget import check_memory
 from .phantom import LABELS, Phantom, thorax_phantom
 from .projector import _Geometry, detector_bins, geometry_plan
@@ -124,6 +125,11 @@ class Physics:
         about as visible as the vibration streaks of the input at 256 px).
     supersample : int
         Sub-pixel sampling of the phantom (partial-volume edges).
+    anatomy : str
+        ``"fixed"`` (default): the phantom as always (specimens differ by about 3 per
+        cent); ``"varied"``: body, lungs, heart, position and rotation vary by 15 per cent
+        and more (:mod:`.anatomy`). ``lesions`` : int, regions of altered lung signal
+        per specimen (0: none).
     chunk : int
         Slices processed together (memory / progress granularity).
     """
@@ -153,6 +159,8 @@ class Physics:
     tiles: int = 0
     tile_amplitude: float = 0.002
     supersample: int = 2
+    anatomy: str = "fixed"
+    lesions: int = 0
     chunk: int = 4
 
     def validate(self) -> None:
@@ -175,9 +183,11 @@ class Physics:
             raise ValueError(
                 f"correlated_fraction must be in [0, 1], got {self.correlated_fraction!r}"
             )
-        for name in ("n_modes", "window", "supersample", "chunk", "tiles"):
+        if self.anatomy not in ANATOMIES:
+            raise ValueError(f"anatomy must be one of {ANATOMIES}, got {self.anatomy!r}")
+        for name in ("n_modes", "window", "supersample", "chunk", "tiles", "lesions"):
             value = getattr(self, name)
-            minimum = 0 if name in ("n_modes", "tiles") else 1
+            minimum = 0 if name in ("n_modes", "tiles", "lesions") else 1
             if int(value) != value or value < minimum:
                 raise ValueError(f"{name} must be an integer >= {minimum}, got {value!r}")
         for name in (
@@ -509,13 +519,18 @@ def simulate_dfct(
         specimen_seeds=seeds,
         shares=shares,
     )
+    from .realism import anatomy_spread
+
+    mask = body_mask(ph.labels)
+    meta["anatomy"] = {"kind": phys.anatomy, "lesions": phys.lesions, **(ph.anatomy or {})}
+    meta["anatomy"]["spread"] = anatomy_spread(mask, rois, ph.pixel_size_mm)
     return Simulation(
         input=rec["input"],
         target=rec["target"],
         truth=rec["truth"],
         meta=meta,
         phantom=ph,
-        mask=body_mask(ph.labels),
+        mask=mask,
     )
 
 
@@ -547,6 +562,8 @@ class _Run:
             vessel_fraction=p.vessel_fraction,
             supersample=p.supersample,
             coarse_texture=p.coarse_texture,
+            anatomy=p.anatomy,
+            lesions=p.lesions,
         )
 
     def outputs(self, n_slices: int) -> dict[str, np.ndarray]:
@@ -594,6 +611,7 @@ def _simulate_specimens(run: _Run, n: int, seed: int, progress):
         for k, dt in (("mu", np.float32), ("eps", np.float32), ("labels", np.uint8))
     }
     pixel_mm = spacing_mm = 1.0
+    drawn: list[dict | None] = []
     for z0 in range(0, n, run.chunk):
         z1 = min(n, z0 + run.chunk)
         errors = []
@@ -602,6 +620,7 @@ def _simulate_specimens(run: _Run, n: int, seed: int, progress):
             for name, volume in maps.items():
                 volume[k] = getattr(ph, name)[0]
             pixel_mm, spacing_mm = ph.pixel_size_mm, ph.slice_spacing_mm
+            drawn.append(ph.anatomy)
             errors.append(
                 _error_fields(
                     run.phys, seeds[k], run.rotations, run.n_views, run.n_det, np.zeros(1)
@@ -625,6 +644,7 @@ def _simulate_specimens(run: _Run, n: int, seed: int, progress):
         labels=maps["labels"],
         pixel_size_mm=pixel_mm,
         slice_spacing_mm=spacing_mm,
+        anatomy={"specimens": drawn},
     )
     return ph, seeds, out
 

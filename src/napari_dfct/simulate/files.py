@@ -19,6 +19,12 @@ complete new set, else the old one) by the next write or read (:func:`recover_da
 size and SHA-256 of every file written with it. :func:`check_dataset` refuses a folder
 whose files do not match it (files of different runs, a file replaced or cut short);
 folders written before generation ids existed are accepted as they are.
+
+A data set of many specimens (:func:`save_dataset`) is one folder ``OUT/<specimen>/`` per
+specimen, each a whole set as above, plus ``OUT/pairs.csv`` (the pairs table of
+:mod:`napari_dfct.io.dataset`) and ``OUT/meta.json``, whose generation lists
+``pairs.csv`` and the generation id of every specimen's set. It is written and swapped in
+as a whole in the same way, and :func:`check_dataset` checks every specimen's set too.
 """
 
 from __future__ import annotations
@@ -27,9 +33,11 @@ import contextlib
 import glob
 import json
 import os
+import re
 import secrets
 import shutil
 import uuid
+from collections.abc import Callable, Iterable
 from pathlib import Path
 
 import numpy as np
@@ -43,7 +51,9 @@ __all__ = [
     "dataset_files",
     "load_simulation",
     "recover_dataset",
+    "save_dataset",
     "save_simulation",
+    "specimen_folder",
 ]
 
 _FILES = ("input", "target", "truth")
@@ -53,13 +63,21 @@ _SET_NAMES = (*(f"{n}.tif" for n in _FILES), MASK_FILE, _META)
 #: {name: {"bytes": size, "sha256": hex}}}``.
 GENERATION_KEY = "generation"
 _WORK_KINDS = ("new", "old")
+#: Specimen folders of a data set (:func:`save_dataset`) and its pairs table.
+_SPECIMEN_DIR = re.compile(r"specimen-\d+")
+_PAIRS = "pairs.csv"  # napari_dfct.io.dataset.PAIRS_FILE (a test checks they agree)
+
+
+def specimen_folder(k: int, n: int) -> str:
+    """Folder name of specimen ``k`` of ``n`` in a data set: ``specimen-000``, ..."""
+    return f"specimen-{int(k):0{max(3, len(str(max(int(n) - 1, 0))))}d}"
 
 
 def dataset_files(out_dir: str | Path) -> list[Path]:
     """Files of a simulated set already in ``out_dir`` (volumes, mask, ``meta.json``);
     empty when there are none (or no such folder)."""
     d = Path(out_dir)
-    names = [f"{n}.tif" for n in _FILES] + [MASK_FILE, _META]
+    names = [f"{n}.tif" for n in _FILES] + [MASK_FILE, _PAIRS, _META]
     return [d / n for n in names if (d / n).exists()]
 
 
@@ -90,6 +108,19 @@ def save_simulation(
     dict
         ``{"input": path, "target": path, "truth": path, ["mask": path,] "meta": path}``.
     """
+    out, new = _prepare(out_dir, overwrite)
+    try:
+        names = _write_set(new, sim)
+        _swap_in(new, out)
+    except BaseException:
+        shutil.rmtree(new, ignore_errors=True)
+        raise
+    return {key: out / name for key, name in names.items()}
+
+
+def _prepare(out_dir: str | Path, overwrite: bool) -> tuple[Path, Path]:
+    """``(out, new)``: the real output folder (leftovers of a killed write cleaned, an
+    existing set refused unless ``overwrite``) and a new, empty hidden work folder."""
     out = _real(out_dir)
     if out.exists() and not out.is_dir():
         raise ValueError(f"{out} exists and is not a directory")
@@ -103,13 +134,64 @@ def save_simulation(
     out.parent.mkdir(parents=True, exist_ok=True)
     new = _work_folder(out, "new")
     new.mkdir()
+    return out, new
+
+
+def save_dataset(
+    specimens: Iterable[tuple[str, Simulation]],
+    out_dir: str | Path,
+    *,
+    overwrite: bool = True,
+    meta: Callable[[], dict] | dict | None = None,
+) -> dict[str, Path]:
+    """Write a data set of many specimens: ``OUT/<name>/`` per specimen (a whole set, as
+    :func:`save_simulation` writes it), ``OUT/pairs.csv`` (every slice of every specimen:
+    ``slices`` = ``all``) and ``OUT/meta.json`` (``meta``, or what ``meta()`` returns once
+    every specimen is written, plus the generation).
+
+    ``specimens`` is consumed one at a time (a generator holds one specimen in memory).
+    The set is written into a hidden folder and swapped in as a whole, as by
+    :func:`save_simulation`.
+
+    Returns
+    -------
+    dict
+        ``{"pairs": path, "meta": path, name: folder, ...}``.
+    """
+    from .._files import fingerprint, write_json
+
+    out, new = _prepare(out_dir, overwrite)
     try:
-        names = _write_set(new, sim)
+        ids: dict[str, str] = {}
+        for name, sim in specimens:
+            if not _SPECIMEN_DIR.fullmatch(name) or name in ids:
+                raise ValueError(f"bad or repeated specimen folder name {name!r}")
+            (new / name).mkdir()
+            _write_set(new / name, sim)
+            ids[name] = _read_generation(new / name)
+        rows = [f"{n},{n}/input.tif,{n}/target.tif,all" for n in ids]
+        (new / _PAIRS).write_text("\n".join(["name,input,target,slices", *rows]) + "\n")
+        top = dict((meta() if callable(meta) else meta) or {})
+        top["specimens"] = ids
+        top[GENERATION_KEY] = {
+            "id": uuid.uuid4().hex,
+            "files": {_PAIRS: fingerprint(new / _PAIRS)},
+        }
+        write_json(new / _META, top)
         _swap_in(new, out)
     except BaseException:
         shutil.rmtree(new, ignore_errors=True)
         raise
-    return {key: out / name for key, name in names.items()}
+    return {"pairs": out / _PAIRS, "meta": out / _META, **{n: out / n for n in ids}}
+
+
+def _read_generation(folder: Path) -> str:
+    from .._files import read_json
+
+    try:
+        return str(read_json(folder / _META)[GENERATION_KEY]["id"])
+    except (OSError, ValueError, KeyError, TypeError):  # unreadable, or no generation
+        return ""
 
 
 def _real(out_dir: str | os.PathLike) -> Path:
@@ -172,9 +254,13 @@ def _swap_in(new: Path, out: Path) -> None:
 
 
 def _is_set_file(name: str) -> bool:
-    """A file of a set, or a temporary file of an interrupted atomic write of one."""
-    return name in _SET_NAMES or any(
-        name.startswith(f".{n}.") and name.endswith(".tmp") for n in _SET_NAMES
+    """A file of a set, or a temporary file of an interrupted atomic write of one; or a
+    specimen folder or the pairs table of a data set of many specimens."""
+    return (
+        name in _SET_NAMES
+        or name == _PAIRS
+        or bool(_SPECIMEN_DIR.fullmatch(name))
+        or any(name.startswith(f".{n}.") and name.endswith(".tmp") for n in _SET_NAMES)
     )
 
 
@@ -203,6 +289,8 @@ def _discard(old: Path) -> None:
         if _is_set_file(entry.name) and not entry.is_dir():
             with contextlib.suppress(OSError):
                 entry.unlink()
+        elif entry.is_dir() and not entry.is_symlink() and _SPECIMEN_DIR.fullmatch(entry.name):
+            _discard(entry)  # a specimen's set: its files, then the folder if empty
     with contextlib.suppress(OSError):
         old.rmdir()
 
@@ -305,6 +393,16 @@ def check_dataset(folder: str | os.PathLike) -> None:
             f"{d} mixes files of different writes: {extra[0]} is not part of the set its "
             f"meta.json lists; {again}"
         )
+    specimens = meta.get("specimens")
+    for name, gen_id in specimens.items() if isinstance(specimens, dict) else ():
+        if not isinstance(name, str) or not _SPECIMEN_DIR.fullmatch(name):
+            raise ValueError(f"{meta_path}: its 'specimens' record is damaged")
+        check_dataset(d / name)
+        if not (d / name / _META).is_file() or _read_generation(d / name) != gen_id:
+            raise ValueError(
+                f"{d} mixes files of different writes: {name} is not the specimen written "
+                f"with its meta.json; {again}"
+            )
 
 
 def _write_mask(path: Path, mask: np.ndarray) -> Path:

@@ -57,6 +57,9 @@ class Phantom:
         Tissue class per pixel (majority), values of :data:`LABELS`.
     pixel_size_mm, slice_spacing_mm : float
         Voxel size.
+    anatomy : dict or None
+        What the seed drew (:func:`thorax_phantom`): ``kind`` (``fixed`` or ``varied``),
+        the body's ``pose``, the ``specimen`` variations and the ``lesions``.
     """
 
     mu: np.ndarray = field(repr=False)
@@ -64,6 +67,7 @@ class Phantom:
     labels: np.ndarray = field(repr=False)
     pixel_size_mm: float = 1.0
     slice_spacing_mm: float = 1.0
+    anatomy: dict | None = None
 
     @property
     def shape(self) -> tuple[int, int, int]:
@@ -131,39 +135,46 @@ def _specimen(rng) -> dict[str, float]:
     return {k: float(rng.uniform(*r)) for k, r in _SPECIMEN_RANGES.items()}
 
 
-def _paint_slice(
-    u1: np.ndarray, v1: np.ndarray, z: float, specimen: dict[str, float] | None = None
-) -> np.ndarray:
-    """Material index map of one axial slice (anterior up, patient right on the left).
+#: The keys of :func:`_paint_slice` and their neutral values (no variation).
+_NEUTRAL = {
+    "scale": 1.0,
+    "aspect": 1.0,
+    "gap": 0.0,
+    "heart": 1.0,
+    "heart_shift": 0.0,
+    "rib_phase": 0.0,
+    "bronchi": 0.0,
+    # the varied anatomy's (:mod:`.anatomy`): lung half-axis factors per side, outline
+    # exponent and tilt, chest-wall thickness the lungs keep (0: none), heart position
+    "lung_ru": 1.0,
+    "lung_rv": 1.0,
+    "lung_lu": 1.0,
+    "lung_lv": 1.0,
+    "lung_power": 0.0,
+    "lung_tilt": 0.0,
+    "wall": 0.0,
+    "heart_v": 0.0,
+    "heart_angle": 0.0,
+}
 
-    ``u1`` (columns) and ``v1`` (rows) are 1-D coordinates in units of ``_ANATOMY_MM``
-    from the image centre (the body is 2 x 0.86 units wide), ``z`` in [-1, 1] across the
-    stack; ``specimen`` holds the variations of :data:`_SPECIMEN_RANGES` (none if None).
-    """
-    sp = {
-        "scale": 1.0,
-        "aspect": 1.0,
-        "gap": 0.0,
-        "heart": 1.0,
-        "heart_shift": 0.0,
-        "rib_phase": 0.0,
-        "bronchi": 0.0,
-        **(specimen or {}),
-    }
-    u1, v1 = u1 / sp["scale"], v1 / sp["scale"]
-    cv = _Canvas(u1, v1)
+
+def _paint_lungs(cv: _Canvas, z: float, sp: dict, bu: float, bv: float, bc: float) -> None:
+    """Thoracic cavities, filled with lung, and the air gaps above them."""
     paint = cv.shape
+    dp, tilt = sp["lung_power"], sp["lung_tilt"]
+    cav_r = (-0.39, 0.01, (0.335 + 0.015 * z) * sp["lung_ru"], 0.45 * sp["lung_rv"])
+    cav_r += (-0.12 - tilt, 2.2 + dp)
+    cav_l = (0.39, 0.01, (0.325 + 0.015 * z) * sp["lung_lu"], 0.44 * sp["lung_lv"])
+    cav_l += (0.12 + tilt, 2.2 + dp)
+    inside = None
+    if sp["wall"] > 0:  # the lungs stay inside the chest wall
+        wu, wv = bu - sp["wall"], bv - sp["wall"]
 
-    # Body outline with a subcutaneous fat layer.
-    bu, bv, bc = (0.86 - 0.02 * z) * sp["aspect"], 0.60 + 0.01 * z, 0.02
-    paint("fat", 0.0, bc, bu, bv, power=2.4)
-    paint("soft", 0.0, bc, bu - 0.045, bv - 0.045, power=2.4)
+        def inside(uu, vv):
+            return (np.abs(uu) / wu) ** 2.4 + (np.abs(vv - bc) / wv) ** 2.4 <= 1.0
 
-    # Thoracic cavities, filled with lung; the air gap, mediastinum and heart follow.
-    cav_r = (-0.39, 0.01, 0.335 + 0.015 * z, 0.45, -0.12, 2.2)
-    cav_l = (0.39, 0.01, 0.325 + 0.015 * z, 0.44, 0.12, 2.2)
-    paint("lung", *cav_r[:4], angle=cav_r[4], power=cav_r[5])
-    paint("lung", *cav_l[:4], angle=cav_l[4], power=cav_l[5])
+    paint("lung", *cav_r[:4], angle=cav_r[4], power=cav_r[5], where=inside)
+    paint("lung", *cav_l[:4], angle=cav_l[4], power=cav_l[5], where=inside)
     # Air in the right pleural cavity, anterior to the lung, which has sunk dorsally:
     # the anterior lung surface is a gently curved, slightly wavy line.
     v_surf = sp["gap"] + 0.012 * z
@@ -182,16 +193,38 @@ def _paint_slice(
         "cavity", *cav_l[:4], angle=cav_l[4], power=cav_l[5], only=["lung"], where=above_left_lung
     )
 
+
+def _paint_slice(
+    u1: np.ndarray, v1: np.ndarray, z: float, specimen: dict[str, float] | None = None
+) -> np.ndarray:
+    """Material index map of one axial slice (anterior up, patient right on the left).
+
+    ``u1`` (columns) and ``v1`` (rows) are 1-D coordinates in units of ``_ANATOMY_MM``
+    from the image centre (the body is 2 x 0.86 units wide), ``z`` in [-1, 1] across the
+    stack; ``specimen`` holds the variations of :data:`_SPECIMEN_RANGES` (none if None)
+    and optionally those of the varied anatomy (:data:`_NEUTRAL`).
+    """
+    sp = {**_NEUTRAL, **(specimen or {})}
+    u1, v1 = u1 / sp["scale"], v1 / sp["scale"]
+    cv = _Canvas(u1, v1)
+    paint = cv.shape
+
+    # Body outline with a subcutaneous fat layer.
+    bu, bv, bc = (0.86 - 0.02 * z) * sp["aspect"], 0.60 + 0.01 * z, 0.02
+    paint("fat", 0.0, bc, bu, bv, power=2.4)
+    paint("soft", 0.0, bc, bu - 0.045, bv - 0.045, power=2.4)
+    _paint_lungs(cv, z, sp, bu, bv, bc)
+
     # Mediastinum, heart, aorta, oesophagus.
     paint("soft", 0.01, 0.02, 0.13, 0.46, power=2.6)
     hs = sp["heart"]
     paint(
         "blood",
         0.10 - 0.02 * z + sp["heart_shift"],
-        -0.13,
+        -0.13 + sp["heart_v"],
         0.23 * (1 - 0.15 * z * z) * hs,
         0.24 * hs,
-        angle=0.55,
+        angle=0.55 + sp["heart_angle"],
     )
     paint("blood", 0.11, 0.25, 0.065, 0.065)
     paint("soft", -0.04, 0.25, 0.035, 0.03)
@@ -228,6 +261,72 @@ def _paint_slice(
     return cv.mat
 
 
+def _posed_painter(pose: dict, coord: np.ndarray, specimen: dict):
+    """``paint(z)``: the material map of :func:`_paint_slice` on the sample grid ``coord``
+    (1-D, anatomy units) of the image, with the anatomy in ``pose`` (:mod:`.anatomy`).
+
+    The slice is painted on a regular grid in anatomy coordinates, at least as fine as the
+    image's samples, and looked up at each sample's anatomy position (nearest grid point);
+    samples off that grid are air.
+    """
+    from .anatomy import to_anatomy
+
+    h = float(coord[1] - coord[0]) / max(pose["width"], pose["depth"], 1.0)
+    ua, va = np.arange(-0.93, 0.93 + h, h), np.arange(-0.66, 0.70 + h, h)
+    au, av = to_anatomy(pose, coord[None, :], coord[:, None])
+    iu, iv = np.rint((au - ua[0]) / h).astype(np.intp), np.rint((av - va[0]) / h).astype(np.intp)
+    ok = (iu >= 0) & (iu < len(ua)) & (iv >= 0) & (iv < len(va))
+    iu[~ok], iv[~ok] = 0, 0
+
+    def paint(z: float) -> np.ndarray:
+        mat = _paint_slice(ua, va, z, specimen)[iv, iu]
+        mat[~ok] = _MAT["air"]
+        return mat
+
+    return paint
+
+
+def _draw_anatomy(rng, seed: int, anatomy: str, lesions: int, fov_mm: float):
+    """``(specimen, pose, lesions)`` of a seed: the fixed anatomy's small variations from
+    ``rng`` (always drawn, so that the texture that follows is the same for both kinds),
+    replaced by the varied anatomy's (:mod:`.anatomy`, a stream of its own) when asked."""
+    from .anatomy import ANATOMIES, draw_lesions, draw_varied
+
+    if anatomy not in ANATOMIES:
+        raise ValueError(f"anatomy must be one of {', '.join(ANATOMIES)}, got {anatomy!r}")
+    if isinstance(lesions, bool) or int(lesions) != lesions or lesions < 0:
+        raise ValueError(f"lesions must be an integer >= 0, got {lesions!r}")
+    specimen = _specimen(rng)
+    sc = specimen["scale"]
+    pose = {"width": sc, "depth": sc, "shift_u": 0.0, "shift_v": 0.0, "angle": 0.0}
+    if anatomy == "varied":
+        pose, varied = draw_varied(seed, fov_mm, _ANATOMY_MM)
+        specimen = {**specimen, "scale": 1.0, "aspect": 1.0, **varied}
+    return specimen, pose, draw_lesions(seed, int(lesions), specimen)
+
+
+def _anatomy_record(kind: str, specimen: dict, pose: dict, lesions: list, size: int, unit):
+    """JSON-ready record of what a seed drew (lesion centres also in pixels)."""
+    from .anatomy import to_image
+
+    c = (size - 1) / 2.0
+    les = []
+    for lesion in lesions:
+        cu, cv = to_image(pose, lesion["u"], lesion["v"])
+        les.append(
+            {
+                **lesion,
+                "center_px": [round(c + float(cv) / unit, 1), round(c + float(cu) / unit, 1)],
+            }
+        )
+    return {
+        "kind": kind,
+        "pose": {k: round(float(v), 5) for k, v in pose.items()},
+        "specimen": {k: round(float(v), 5) for k, v in specimen.items()},
+        "lesions": les,
+    }
+
+
 def _smooth_field(rng, shape, sigma) -> np.ndarray:
     """Zero-mean, unit-RMS Gaussian random field (float32)."""
     from scipy import ndimage  # on use: the dfct command's help does not load scipy
@@ -250,6 +349,8 @@ def thorax_phantom(
     vessel_fraction: float = 0.05,
     supersample: int = 2,
     coarse_texture: float = 0.08,
+    anatomy: str = "fixed",
+    lesions: int = 0,
 ) -> Phantom:
     """Draw the thorax phantom.
 
@@ -274,6 +375,14 @@ def thorax_phantom(
         Sub-samples per pixel and axis for partial-volume edges.
     coarse_texture : float
         Relative RMS of the coarse (about 10 mm) modulation of the lung dark-field signal.
+    anatomy : str
+        ``"fixed"`` (default): the phantom as always, the seed varies it by about 3 per
+        cent. ``"varied"``: body size, shape, position and rotation, lungs and heart vary
+        by 15 per cent and more (:mod:`napari_dfct.simulate.anatomy`); the texture is that
+        of ``"fixed"`` with the same seed.
+    lesions : int
+        Regions of altered lung signal (emphysema- or consolidation-like,
+        :func:`~napari_dfct.simulate.anatomy.draw_lesions`); 0 (default): none.
 
     Returns
     -------
@@ -309,10 +418,14 @@ def thorax_phantom(
     labels = np.zeros((n_slices, size, size), dtype=np.uint8)
     cls_of_mat = np.array([LABELS[MATERIALS[m][0]] for m in _MAT_NAMES], dtype=np.uint8)
     rng = np.random.default_rng(np.random.SeedSequence(int(seed), spawn_key=(0,)))
-    specimen = _specimen(rng)
+    specimen, pose, drawn = _draw_anatomy(rng, seed, anatomy, lesions, fov_mm)
+    if anatomy == "varied":
+        paint = _posed_painter(pose, coord_ss, specimen)
+    else:
+        paint = lambda z: _paint_slice(coord_ss, coord_ss, z, specimen)  # noqa: E731
     pix = np.arange(size * size, dtype=np.intp)[:, None]
     for k, z in enumerate(zs):
-        mat = _paint_slice(coord_ss, coord_ss, float(z), specimen)
+        mat = paint(float(z))
         mat = mat.reshape(size, ss, size, ss)
         mat = mat.transpose(0, 2, 1, 3).reshape(size * size, ss * ss).astype(np.intp)
         counts = np.bincount((pix * n_mat + mat).ravel(), minlength=size * size * n_mat)
@@ -335,6 +448,14 @@ def thorax_phantom(
     gravity = 1.0 - 0.12 * v_1[None]  # posterior (dependent) lung is denser: less scatter
     lung_eps_mod = np.clip(gravity * (1.0 + texture * fine + coarse_texture * coarse), 0.2, None)
     lung_mu_mod = np.clip(1.0 - 0.5 * texture * fine + 0.1 * (1 - gravity), 0.3, None)
+    if drawn:  # lesions: factors on the lung's signal
+        from .anatomy import lesion_factors
+
+        z_mm = zs * (0.5 * z_extent_mm)
+        f_eps, f_mu = lesion_factors(
+            drawn, pose, coord_1, coord_1, z_mm, _ANATOMY_MM, z_extent_mm / 2
+        )
+        lung_eps_mod, lung_mu_mod = lung_eps_mod * f_eps, lung_mu_mod * f_mu
 
     mu = np.zeros((n_slices, size, size), dtype=np.float32)
     eps = np.zeros((n_slices, size, size), dtype=np.float32)
@@ -362,4 +483,5 @@ def thorax_phantom(
         labels=labels,
         pixel_size_mm=float(pix_mm),
         slice_spacing_mm=float(spacing_mm),
+        anatomy=_anatomy_record(anatomy, specimen, pose, drawn, size, unit),
     )

@@ -16,6 +16,9 @@ Body mask
 Streaks against texture
     :func:`variance_shares`: in the signal (lung) ROI of each slice, the variance of the
     streaks (``input - truth``) against the truth's own (texture) variance.
+Spread of the anatomy
+    :func:`anatomy_spread`: how much body areas and ROI positions vary between the slices
+    (specimens) of a set.
 """
 
 from __future__ import annotations
@@ -27,6 +30,7 @@ import numpy as np
 
 __all__ = [
     "MASK_FILE",
+    "anatomy_spread",
     "body_mask",
     "specimen_seeds",
     "variance_shares",
@@ -72,6 +76,58 @@ def body_mask(labels: np.ndarray) -> np.ndarray:
         return out
     for k in range(lab.shape[0]):
         out[k] = ndimage.binary_fill_holes(inside[k])
+    return out
+
+
+def anatomy_spread(mask: np.ndarray, rois: Sequence[dict], pixel_size_mm: float) -> dict[str, Any]:
+    """Spread of the anatomy over the slices of ``mask`` (one per specimen in a set of
+    independent specimens): body area and ROI positions.
+
+    Parameters
+    ----------
+    mask : np.ndarray
+        ``(Z, Y, X)`` body mask (:func:`body_mask`).
+    rois : sequence of dict
+        One ROI set per slice (``signal_center``, ``background_center``,
+        ``background_region``).
+    pixel_size_mm : float
+        Pixel size.
+
+    Returns
+    -------
+    dict
+        ``body_area_mm2``: ``mean``, ``sd``, ``cv`` (sd / mean), ``min``, ``max`` over
+        the slices; ``signal_center`` and ``background_center``: the ``sd`` of rows and
+        columns (px) and the number of ``distinct`` positions; ``roi_size``: ``min`` and
+        ``max``; ``background_in_cavity``:
+        the share of slices whose air ROI lies in an air cavity inside the body.
+    """
+    m = np.asarray(mask)
+    m = m[None] if m.ndim == 2 else m
+    area = m.reshape(m.shape[0], -1).sum(axis=1) * float(pixel_size_mm) ** 2
+    mean = float(area.mean())
+    out: dict[str, Any] = {
+        "slices": int(m.shape[0]),
+        "body_area_mm2": {
+            "mean": round(mean, 1),
+            "sd": round(float(area.std()), 1),
+            "cv": round(float(area.std()) / mean, 4) if mean > 0 else 0.0,
+            "min": round(float(area.min()), 1),
+            "max": round(float(area.max()), 1),
+        },
+    }
+    for key in ("signal_center", "background_center"):
+        c = np.array([r[key] for r in rois], dtype=float).reshape(-1, 2)
+        out[key] = {
+            "row_sd": round(float(c[:, 0].std()), 2),
+            "col_sd": round(float(c[:, 1].std()), 2),
+            "distinct": len({tuple(p) for p in c.tolist()}),
+        }
+    sizes = [int(r["roi_size"]) for r in rois if "roi_size" in r]
+    if sizes:  # the ROI shrinks where a full square does not fit (small specimens)
+        out["roi_size"] = {"min": min(sizes), "max": max(sizes)}
+    cavity = [r.get("background_region") == "air_cavity" for r in rois]
+    out["background_in_cavity"] = round(float(np.mean(cavity)), 4) if cavity else 0.0
     return out
 
 
