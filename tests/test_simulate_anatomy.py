@@ -3,8 +3,8 @@ volumes (``dfct simulate OUT --specimens N --slices Z``)."""
 
 from __future__ import annotations
 
-import hashlib
 import json
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -27,41 +27,39 @@ from napari_dfct.simulate.files import _PAIRS
 SEEDS = specimen_seeds(0, 16)
 
 
-def _sha(a: np.ndarray) -> str:
-    return hashlib.sha256(np.ascontiguousarray(a).tobytes()).hexdigest()[:16]
+REFERENCE = Path(__file__).parent / "data" / "first_order_reference.npz"
+
+
+def _same(new: np.ndarray, ref: np.ndarray, name: str) -> None:
+    """Integer arrays (labels, masks) equal; float arrays equal up to rounding: within
+    1e-5 of the array's range (a changed model moves them by orders of magnitude more;
+    another CPU's FFT/BLAS/SIMD kernels may round differently, so no digits are asserted)."""
+    assert new.dtype == ref.dtype and new.shape == ref.shape, name
+    if np.issubdtype(ref.dtype, np.integer):
+        np.testing.assert_array_equal(new, ref, err_msg=name)
+    else:
+        span = float(np.ptp(ref)) or 1.0
+        np.testing.assert_allclose(new, ref, rtol=0, atol=1e-5 * span, err_msg=name)
 
 
 def test_the_default_anatomy_is_the_phantom_of_earlier_versions():
-    """SHA-256 (first 16 hex digits) of the arrays, taken before the anatomy options
-    existed: the default phantom and simulation are unchanged, bit for bit. The phantom is
-    element-wise arithmetic and scipy filters; the simulation digits also go through
-    numpy's FFT and BLAS (these were taken on x86_64 with the project's lock file)."""
+    """The default phantom and simulations against arrays written by the code before the
+    anatomy and physics options existed (``tests/data/first_order_reference.npz``): the
+    labels and masks equal, the values equal up to rounding. On the machine that wrote
+    them they are equal bit for bit, which the closing check of a change compares."""
+    ref = np.load(REFERENCE)
     ph = thorax_phantom(64, 3, seed=0)
-    assert {k: _sha(getattr(ph, k)) for k in ("mu", "eps", "labels")} == {
-        "mu": "4f0ffe0b07f574dc",
-        "eps": "56d8807c83933ecc",
-        "labels": "93a01d1bf11ac03e",
-    }
-    ph = thorax_phantom(64, 1, seed=123456, anatomy="fixed", lesions=0)
-    assert {k: _sha(getattr(ph, k)) for k in ("mu", "eps", "labels")} == {
-        "mu": "069768057fca6070",
-        "eps": "2891a87b5ee14e96",
-        "labels": "1f4feb5da43ac957",
-    }
+    for k in ("mu", "eps", "labels"):
+        _same(getattr(ph, k), ref[f"phantom_{k}"], f"phantom {k}")
+    ph_fixed = thorax_phantom(64, 3, seed=0, anatomy="fixed", lesions=0)
+    for k in ("mu", "eps", "labels"):
+        np.testing.assert_array_equal(getattr(ph_fixed, k), getattr(ph, k))
     sim = simulate_dfct(2, 64, seed=0)
-    assert {k: _sha(getattr(sim, k)) for k in ("input", "target", "truth", "mask")} == {
-        "input": "a21c5dbd20d936d9",
-        "target": "9936fb34225144b5",
-        "truth": "fdcce3993c0d840c",
-        "mask": "61fcee8e0edbcdb4",
-    }
+    for k in ("input", "target", "truth", "mask"):
+        _same(getattr(sim, k), ref[f"acq_{k}"], f"acquisition {k}")
     sim = simulate_dfct(3, 64, seed=0, specimens=True, anatomy="fixed")
-    assert {k: _sha(getattr(sim, k)) for k in ("input", "target", "truth", "mask")} == {
-        "input": "b1bbd6c3c953660e",
-        "target": "1ea84bbb0df8326a",
-        "truth": "2dcf88166f936e5f",
-        "mask": "6398f893fd06811b",
-    }
+    for k in ("input", "target", "truth", "mask"):
+        _same(getattr(sim, k), ref[f"spec_{k}"], f"specimens {k}")
 
 
 def _shape_of(mask2d: np.ndarray, pixel_mm: float) -> tuple[float, float, float, float, float]:
