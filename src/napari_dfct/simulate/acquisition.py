@@ -41,12 +41,15 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable
-from dataclasses import asdict, dataclass, field, fields
+from dataclasses import asdict, dataclass, field, fields, replace
 from typing import Any
 
 import numpy as np
 
+from . import fringe
 from .budget import check_memory
+from .fringe import FIRST_ORDER, FRINGE
+from .fringe import validate as validate_fringe
 from .phantom import LABELS, Phantom, thorax_phantom
 from .projector import _Geometry, detector_bins, geometry_plan
 from .realism import MASK_FILE, body_mask, specimen_seeds, variance_shares, views_for
@@ -126,6 +129,18 @@ class Physics:
         Sub-pixel sampling of the phantom (partial-volume edges).
     chunk : int
         Slices processed together (memory / progress granularity).
+    model : str
+        ``"first-order"`` (the error model above) or ``"fringe"``: fringe intensities,
+        photon noise and a sliding-window least-squares phase retrieval with a reference
+        scan (:mod:`.fringe`); ``window`` is then the retrieval window (>= 3 views).
+    vibration : float
+        Multiplier of every vibration and tile error (0: none).
+    phase_steps : int
+        Fringe model: nominal phase steps per fringe period (>= 3).
+    jitter_views : int
+        Fringe model: views over which the vibration jitter is correlated.
+    refraction_mm : float
+        Fringe model: differential phase (rad) per unit of ``d p_mu / du`` in 1/mm.
     """
 
     fov_mm: float = 460.0
@@ -154,9 +169,15 @@ class Physics:
     tile_amplitude: float = 0.002
     supersample: int = 2
     chunk: int = 4
+    model: str = FIRST_ORDER
+    vibration: float = 1.0
+    phase_steps: int = 3
+    jitter_views: int = 3
+    refraction_mm: float = 1.0
 
     def validate(self) -> None:
         """Raise ``ValueError`` for out-of-range values."""
+        validate_fringe(self)
         if self.filter not in ("ramp", "hann"):
             raise ValueError(f"filter must be 'ramp' or 'hann', got {self.filter!r}")
         positive = ("fov_mm", "z_extent_mm", "n0", "visibility", "max_mode")
@@ -260,8 +281,9 @@ def _rotation_errors(
     phys: Physics, seed: int, rotation: int | None, n_views: int, n_det: int, zeta: np.ndarray
 ):
     """(dV series, dphi series, dV profile, dphi profile) of one rotation, or the
-    gantry-locked component (``rotation=None``)."""
+    gantry-locked component (``rotation=None``), or of a spawn key (a tuple)."""
     key = (3,) if rotation is None else (1, int(rotation))
+    key = rotation if isinstance(rotation, tuple) else key
     rng = np.random.default_rng(np.random.SeedSequence(int(seed), spawn_key=key))
     dv = _view_series(
         rng,
@@ -300,6 +322,12 @@ def _error_fields(
     Returns ``(eV_in, ePhi_in, eV_mean, ePhi_mean)`` (float32); the error in the sinogram
     is ``eV * (offset + kappa * p_mu) + ePhi * L * dp_mu/du``.
     """
+    if phys.model == FRINGE:  # each rotation's own draws, packed (see fringe.py)
+        args = (_rotation_errors, _tile_profiles)
+        return fringe.vibration_fields(phys, seed, rotations, n_views, n_det, zeta, *args)
+    if phys.vibration != 1.0:
+        out = _error_fields(replace(phys, vibration=1.0), seed, rotations, n_views, n_det, zeta)
+        return tuple(e * np.float32(phys.vibration) for e in out)
     rho = phys.correlated_fraction
     a_ind, a_com = math.sqrt(1.0 - rho), math.sqrt(rho)
     com = _rotation_errors(phys, seed, None, n_views, n_det, zeta)
@@ -479,6 +507,7 @@ def simulate_dfct(
             f"tiles must be <= {n_det // 4} for {size} px slices (at least 4 "
             f"detector bins per tile), got {phys.tiles}"
         )
+    fringe.check_views(phys, n_views)
     check_memory(
         n_slices,
         size,
@@ -686,6 +715,9 @@ def _sinogram_errors(
     maps = np.concatenate([mu, eps], axis=0) * np.float32(pix_m)
     sino = run.geom.project(maps)  # (2nz, V, D), dimensionless
     p_mu, p_eps = sino[:nz], sino[nz:]
+    if phys.model == FRINGE:
+        args = (pixel_size_mm, errors, noise_keys)
+        return p_eps, *fringe.block_errors(phys, rotations, p_mu, p_eps, *args)
     grad = np.gradient(p_mu, axis=-1).astype(np.float32) * np.float32(edge)
     att = off + kappa * p_mu
     sigma = np.sqrt(2.0 * np.exp(p_mu + 2.0 * p_eps) / (phys.n0 * v0sq)).astype(np.float32)
