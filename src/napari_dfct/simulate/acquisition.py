@@ -139,6 +139,9 @@ class Physics:
         Fringe model: nominal phase steps per fringe period (>= 3).
     jitter_views : int
         Fringe model: views over which the vibration jitter is correlated.
+    shots : int
+        Fringe model: shots per rotation of the modelled scanner (the paper's 2400; 0:
+        the simulated views); a retrieval window spans ``window`` shots.
     refraction_mm : float
         Fringe model: differential phase (rad) per unit of ``d p_mu / du`` in 1/mm.
     """
@@ -173,6 +176,7 @@ class Physics:
     vibration: float = 1.0
     phase_steps: int = 3
     jitter_views: int = 3
+    shots: int = 2400
     refraction_mm: float = 1.0
 
     def validate(self) -> None:
@@ -282,8 +286,8 @@ def _rotation_errors(
 ):
     """(dV series, dphi series, dV profile, dphi profile) of one rotation, or the
     gantry-locked component (``rotation=None``), or of a spawn key (a tuple)."""
-    key = (3,) if rotation is None else (1, int(rotation))
-    key = rotation if isinstance(rotation, tuple) else key
+    key = (3,) if rotation is None else rotation
+    key = key if isinstance(key, tuple) else (1, int(rotation))
     rng = np.random.default_rng(np.random.SeedSequence(int(seed), spawn_key=key))
     dv = _view_series(
         rng,

@@ -76,9 +76,9 @@ def validate(phys) -> None:
     """Raise ``ValueError`` for out-of-range fringe-model fields of ``phys``."""
     if phys.model not in MODELS:
         raise ValueError(f"model must be one of {', '.join(MODELS)}, got {phys.model!r}")
-    for name in ("phase_steps", "jitter_views"):
+    for name in ("phase_steps", "jitter_views", "shots"):
         value = getattr(phys, name)
-        minimum = 3 if name == "phase_steps" else 1
+        minimum = {"phase_steps": 3, "jitter_views": 1, "shots": 0}[name]
         if int(value) != value or value < minimum:
             raise ValueError(f"{name} must be an integer >= {minimum}, got {value!r}")
     for name in ("vibration", "refraction_mm"):
@@ -92,21 +92,15 @@ def validate(phys) -> None:
 
 
 def check_views(phys, n_views: int) -> None:
-    """``ValueError`` unless the fringe model can step ``n_views`` views per rotation."""
-    if phys.model != FRINGE:
-        return
-    if n_views % int(phys.phase_steps):
-        raise ValueError(
-            f"views ({n_views}) must be a multiple of phase_steps ({phys.phase_steps}) for "
-            "the fringe model (every rotation repeats the same phase steps)"
-        )
-    if phys.window > n_views:
+    """``ValueError`` unless a fringe-model window fits into ``n_views`` views."""
+    if phys.model == FRINGE and phys.window > n_views:
         raise ValueError(f"window ({phys.window}) must be <= views ({n_views})")
 
 
-def nominal_phases(n_views: int, steps: int) -> np.ndarray:
-    """Nominal fringe phase of every view, ``2 pi (v mod K) / K`` (float64 ``(V,)``)."""
-    return 2.0 * np.pi * (np.arange(n_views) % int(steps)) / int(steps)
+def nominal_phases(n_views: int, steps: int, offset: int = 0) -> np.ndarray:
+    """Nominal fringe phase of shot ``v + offset`` for every view ``v``, ``2 pi ((v +
+    offset) mod K) / K`` (float64 ``(V,)``)."""
+    return 2.0 * np.pi * ((np.arange(n_views) + int(offset)) % int(steps)) / int(steps)
 
 
 # --------------------------------------------------------------------------------------
@@ -212,24 +206,32 @@ class _Perturbation:
 # --------------------------------------------------------------------------------------
 
 
-def _window_sum(x: np.ndarray, window: int) -> np.ndarray:
-    """Sum over the centred window of ``window`` views (axis -2), circular."""
-    out = np.zeros_like(x)
-    for j in np.arange(window) - window // 2:
-        out += np.roll(x, -int(j), axis=-2)
-    return out
+def _offsets(window: int) -> np.ndarray:
+    """Shot offsets ``j`` of a centred window of ``window`` shots."""
+    return np.arange(window) - window // 2
 
 
-def _fit(moments: np.ndarray, phases: np.ndarray, window: int, count: int) -> tuple:
-    """Least-squares ``a + b cos + c sin`` per view and bin from the per-view moments
-    ``(3, V, D)`` (sums over ``count`` rotations of ``y, y cos phi_v, y sin phi_v``);
-    returns the offset ``a`` and the amplitude ``sqrt(b**2 + c**2)``."""
-    g = np.stack([np.ones_like(phases), np.cos(phases), np.sin(phases)])  # (3, V)
-    design = _window_sum((g[:, None, :] * g[None, :, :])[..., None], window)[..., 0]
-    inv = np.linalg.inv(count * design.transpose(2, 0, 1))  # (V, 3, 3)
-    m = _window_sum(moments, window)
-    a, b, c = (np.einsum("vj,jvd->vd", inv[:, i, :], m) for i in range(3))
+def _fit(y: np.ndarray, steps: int, count: int) -> tuple[np.ndarray, np.ndarray]:
+    """Least-squares ``a + b cos phi + c sin phi`` per view and bin over the samples
+    ``y`` ``(W, V, D)`` (sums over ``count`` rotations) at the nominal phases of shots
+    ``v + j``; returns the offset ``a`` and the amplitude ``sqrt(b**2 + c**2)``."""
+    window, n_views = y.shape[:2]
+    phases = np.stack([nominal_phases(n_views, steps, j) for j in _offsets(window)])  # (W, V)
+    f = np.stack([np.ones_like(phases), np.cos(phases), np.sin(phases)])  # (3, W, V)
+    inv = np.linalg.inv(count * np.einsum("pjv,qjv->vpq", f, f))  # (V, 3, 3)
+    rhs = np.einsum("pjv,jvd->pvd", f, y)
+    a, b, c = (np.einsum("vq,qvd->vd", inv[:, i, :], rhs) for i in range(3))
     return a, np.hypot(b, c)
+
+
+def _at_shots(x, window: int, spacing: float) -> np.ndarray:
+    """``x`` ``(V, D)`` at the shots ``j`` of every view's window, ``(W, V, D)``: linear
+    in the angle, ``x[v] + j spacing dx/dv`` (central difference, circular)."""
+    x = np.asarray(x, np.float32)
+    if x.ndim == 0:
+        return x
+    slope = (np.roll(x, -1, axis=0) - np.roll(x, 1, axis=0)) * np.float32(spacing / 2.0)
+    return np.stack([x + np.float32(j) * slope for j in _offsets(window)])
 
 
 def retrieve(
@@ -242,6 +244,7 @@ def retrieve(
     steps: int,
     photons: float,
     visibility: float,
+    spacing: float = 1.0,
     noise: float = 1.0,
     rng: np.random.Generator | None = None,
     perturbation: _Perturbation | None = None,
@@ -257,11 +260,14 @@ def retrieve(
     phi_obj : numpy.ndarray or float
         The object's differential phase (rad), ``(V, D)`` or a constant.
     rotations, window, steps : int
-        Rotations ``R``, views per retrieval window, phase steps per fringe period.
+        Rotations ``R``, shots per retrieval window, phase steps per fringe period.
     photons : float
-        Photons per detector bin and view without object (``I0``).
+        Photons per detector bin and shot without object (``I0``).
     visibility : float
         Visibility of the interferometer ``V0``.
+    spacing : float
+        Angle between two shots, in views (``n_views / shots``): the object rotates by
+        ``j spacing`` views at shot ``j`` of a window.
     noise : float
         Multiplier of the photon-noise standard deviation (0: none; needs ``rng``).
     perturbation : optional
@@ -277,26 +283,26 @@ def retrieve(
     """
     p_mu = np.asarray(p_mu, np.float32)
     n_views, n_det = p_mu.shape
-    phases = nominal_phases(n_views, steps)
-    att = np.float32(coupling[0]) + np.float32(coupling[1]) * p_mu
+    phases = np.stack([nominal_phases(n_views, steps, j) for j in _offsets(window)])
+    mu_j = _at_shots(p_mu, window, spacing)
     obj = dict(
-        scale=np.float32(photons) * np.exp(-p_mu),
-        vis=np.float32(visibility) * np.exp(-np.asarray(p_eps, np.float32)),
-        phase=np.asarray(phi_obj, np.float32) + phases[:, None].astype(np.float32),
-        att=att,
+        scale=np.float32(photons) * np.exp(-mu_j),
+        vis=np.float32(visibility) * np.exp(-_at_shots(p_eps, window, spacing)),
+        phase=_at_shots(phi_obj, window, spacing) + phases[:, :, None].astype(np.float32),
+        att=np.float32(coupling[0]) + np.float32(coupling[1]) * mu_j,
     )
     ref = dict(
         scale=np.float32(photons),
         vis=np.float32(visibility),
-        phase=phases[:, None].astype(np.float32),
+        phase=phases[:, :, None].astype(np.float32),
         att=np.float32(coupling[0]),
     )
     out = []
     for scan, reference in ((obj, False), (ref, True)):
-        first, total = _scan_moments(
-            scan, phases, rotations, (n_views, n_det), noise, rng, perturbation, reference
+        first, total = _scan_samples(
+            scan, rotations, (window, n_views, n_det), noise, rng, perturbation, reference
         )
-        out.append(_fit(first, phases, window, 1) + _fit(total, phases, window, rotations))
+        out.append(_fit(first, steps, 1) + _fit(total, steps, rotations))
     (a_in, b_in, a_tg, b_tg), (ra_in, rb_in, ra_tg, rb_tg) = out
     return _dark_field(a_in, b_in, ra_in, rb_in), _dark_field(a_tg, b_tg, ra_tg, rb_tg)
 
@@ -310,31 +316,29 @@ def _dark_field(a, b, ra, rb) -> np.ndarray:
     return np.clip(np.log(v_ref) - np.log(v_obj), -12.0, 12.0)
 
 
-def _scan_moments(scan, phases, rotations, shape, noise, rng, perturbation, reference):
-    """Per-view moments ``(3, V, D)`` of rotation 0 and summed over all rotations."""
-    n_views, n_det = shape
-    cos_v = np.cos(phases).astype(np.float32)[:, None]
-    sin_v = np.sin(phases).astype(np.float32)[:, None]
-    total = np.zeros((3, n_views, n_det))
+def _scan_samples(scan, rotations, shape, noise, rng, perturbation, reference):
+    """Samples ``(W, V, D)`` of every window: of rotation 0, and summed over rotations."""
+    window, n_views, n_det = shape
+    total = np.zeros(shape)
     first = None
-    batch = max(1, min(rotations, _MAX_BATCH // max(1, n_views * n_det)))
+    batch = max(1, min(rotations, _MAX_BATCH // max(1, window * n_views * n_det)))
     for r0 in range(0, rotations, batch):
         rots = range(r0, min(rotations, r0 + batch))
         vis, phase = scan["vis"], scan["phase"]
         if perturbation is not None and not perturbation.zero:
-            nu, dphi = perturbation.get(rots, reference)
-            vis = vis * np.exp(-nu * scan["att"])
+            nu, dphi = perturbation.get(rots, reference)  # (B, V, D) at shot v
+            nu = np.stack([np.roll(nu, -j, axis=1) for j in _offsets(window)], 1)
+            dphi = np.stack([np.roll(dphi, -j, axis=1) for j in _offsets(window)], 1)
+            vis = np.minimum(vis * np.exp(-nu * scan["att"]), np.float32(1.0))
             phase = phase + dphi
         y = scan["scale"] * (1.0 + vis * np.cos(phase))
-        y = np.broadcast_to(y, (len(rots), n_views, n_det))
+        y = np.broadcast_to(y, (len(rots), *shape))
         if noise > 0:
             z = rng.standard_normal(y.shape, dtype=np.float32)
             y = y + np.float32(noise) * np.sqrt(y) * z
-        m = np.stack([y.sum(0, np.float64), (y * cos_v).sum(0, np.float64), (y * sin_v).sum(0, np.float64)])
         if r0 == 0:
-            f = y[0]
-            first = np.stack([f, f * cos_v, f * sin_v]).astype(np.float64)
-        total += m
+            first = y[0].astype(np.float64)
+        total += y.sum(0, dtype=np.float64)
     return first, total
 
 
@@ -362,6 +366,7 @@ def block_errors(
             steps=int(phys.phase_steps),
             photons=phys.n0 / phys.window,
             visibility=phys.visibility,
+            spacing=n_views / phys.shots if phys.shots > 0 else 1.0,
             noise=float(phys.noise),
             rng=rng,
             perturbation=pert,
