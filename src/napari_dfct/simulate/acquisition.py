@@ -46,9 +46,8 @@ from typing import Any
 
 import numpy as np
 
-from . import fringe
 from .budget import check_memory
-from .fringe import FIRST_ORDER, FRINGE
+from .fringe import FIRST_ORDER, FRINGE, block_errors, check_views, vibration_fields
 from .fringe import validate as validate_fringe
 from .phantom import LABELS, Phantom, thorax_phantom
 from .projector import _Geometry, detector_bins, geometry_plan
@@ -328,7 +327,7 @@ def _error_fields(
     """
     if phys.model == FRINGE:  # each rotation's own draws, packed (see fringe.py)
         args = (_rotation_errors, _tile_profiles)
-        return fringe.vibration_fields(phys, seed, rotations, n_views, n_det, zeta, *args)
+        return vibration_fields(phys, seed, rotations, n_views, n_det, zeta, *args)
     if phys.vibration != 1.0:
         out = _error_fields(replace(phys, vibration=1.0), seed, rotations, n_views, n_det, zeta)
         return tuple(e * np.float32(phys.vibration) for e in out)
@@ -511,7 +510,7 @@ def simulate_dfct(
             f"tiles must be <= {n_det // 4} for {size} px slices (at least 4 "
             f"detector bins per tile), got {phys.tiles}"
         )
-    fringe.check_views(phys, n_views)
+    check_views(phys, n_views)
     check_memory(
         n_slices,
         size,
@@ -721,7 +720,7 @@ def _sinogram_errors(
     p_mu, p_eps = sino[:nz], sino[nz:]
     if phys.model == FRINGE:
         args = (pixel_size_mm, errors, noise_keys)
-        return p_eps, *fringe.block_errors(phys, rotations, p_mu, p_eps, *args)
+        return p_eps, *block_errors(phys, rotations, p_mu, p_eps, *args)
     grad = np.gradient(p_mu, axis=-1).astype(np.float32) * np.float32(edge)
     att = off + kappa * p_mu
     sigma = np.sqrt(2.0 * np.exp(p_mu + 2.0 * p_eps) / (phys.n0 * v0sq)).astype(np.float32)
