@@ -17,6 +17,10 @@ and ``truth``. Timed in the same run:
   reconstructions and the input the first of them: **R + 1 iradon per slice** (the input
   is one of the R rotations, so it costs no extra reconstruction). Phantom, error
   fields and noise come from the same code as ours and take the same time in both.
+* **fringe**: the same call with ``model="fringe"`` (simulate/fringe.py): fringe
+  intensities of every rotation, window and bin for the object and the reference scan,
+  photon noise, the sliding-window least-squares retrieval and virtual phase stepping,
+  then the same FBP.
 * **naive, linear** (for reference): the same scikit-image pipeline using FBP linearity
   as ours does - 2 radon + 3 iradon per slice - to separate the gain from the projector
   and back-projector from the gain from doing fewer reconstructions.
@@ -41,6 +45,7 @@ import torch
 from skimage.transform import iradon, radon
 
 from napari_dfct import simulate as S
+from napari_dfct.simulate import acquisition as _acq
 
 
 def naive_pipeline(n_slices, size, n_views, rotations, seed=0, linear=False):
@@ -73,12 +78,12 @@ def naive_pipeline(n_slices, size, n_views, rotations, seed=0, linear=False):
         grad = np.gradient(p_mu, axis=-1) * (phys.edge_coupling_mm / ph.pixel_size_mm)
         att = phys.offset_coupling + phys.attenuation_coupling * p_mu
         sigma = np.sqrt(2 * np.exp(p_mu + 2 * p_eps) / (phys.n0 * phys.visibility**2))
-        com = S._rotation_errors(phys, seed, None, n_views, n_det, zeta)
+        com = _acq._rotation_errors(phys, seed, None, n_views, n_det, zeta)
         rng = np.random.default_rng(np.random.SeedSequence(seed, spawn_key=(2, z)))
 
         # err reads this iteration's slice state and is only called within the iteration
         def err(r):
-            dv, dp, pv, pp = S._rotation_errors(phys, seed, r, n_views, n_det, zeta)  # noqa: B023
+            dv, dp, pv, pp = _acq._rotation_errors(phys, seed, r, n_views, n_det, zeta)  # noqa: B023
             e_v = a_ind * np.outer(dv, pv[z]) + a_com * np.outer(com[0], com[2][z])  # noqa: B023
             e_p = a_ind * np.outer(dp, pp[z]) + a_com * np.outer(com[1], com[3][z])  # noqa: B023
             return e_v * att + e_p * grad + sigma * rng.standard_normal(p_mu.shape)  # noqa: B023
@@ -125,6 +130,9 @@ def main(argv=None):
         help="torch intra-op threads (0: torch's default); on a machine whose "
         "cores are busy with other work, 1 avoids thread contention",
     )
+    ap.add_argument(
+        "--skip-fringe-batch", action="store_true", help="time the fringe model on 1 slice only"
+    )
     args = ap.parse_args(argv)
     n, v, r = args.size, args.views, args.rotations
     if args.threads > 0:
@@ -151,6 +159,21 @@ def main(argv=None):
         f"ours    {args.slices:2d} slices: {tz:7.2f} s  -> {ours_z:7.2f} slices/s   "
         f"(CPU {cz:.2f} s)"
     )
+
+    # the fringe-level model (simulate/fringe.py), same slices, same run
+    kw = dict(size=n, n_views=v, rotations=r, model="fringe")
+    tf1, _ = timed(S.simulate_dfct, n_slices=1, **kw)
+    cf1 = CPU["simulate_dfct"]
+    print(
+        f"fringe   1 slice : {tf1:7.2f} s  -> {1 / tf1:7.2f} slices/s   (CPU {cf1:.2f} s; "
+        f"{tf1 / t1:.1f} x first-order)"
+    )
+    if not args.skip_fringe_batch:
+        tfz, _ = timed(S.simulate_dfct, n_slices=args.slices, **kw)
+        print(
+            f"fringe  {args.slices:2d} slices: {tfz:7.2f} s  -> {args.slices / tfz:7.2f} "
+            f"slices/s   (CPU {CPU['simulate_dfct']:.2f} s; {tfz / tz:.1f} x first-order)"
+        )
 
     zb = args.baseline_slices
     tl, lin = timed(naive_pipeline, zb, n, v, r, linear=True)

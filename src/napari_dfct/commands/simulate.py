@@ -50,6 +50,7 @@ ORDER = 10
 
 def register(parser: argparse.ArgumentParser) -> None:
     from ..simulate import ANATOMIES, PRESETS, Physics, views_for
+    from ..simulate.fringe import FIRST_ORDER, MODELS
 
     parser.add_argument("out_dir", metavar="OUT_DIR", help="output folder (created)")
     parser.add_argument(
@@ -136,6 +137,30 @@ def register(parser: argparse.ArgumentParser) -> None:
         "--lesions", type=int, default=0, metavar="K", help="lesions per specimen (0: none)"
     )
     parser.add_argument(
+        "--physics",
+        choices=MODELS,
+        default=FIRST_ORDER,
+        help="acquisition model: 'first-order' (an error model added to the dark-field "
+        "sinogram, the default) or 'fringe' (fringe intensities with photon noise, a "
+        "reference scan and sliding-window least-squares phase retrieval; the target by "
+        "virtual phase stepping over all rotations); see docs/simulator.md",
+    )
+    parser.add_argument(
+        "--vibration",
+        type=float,
+        default=None,
+        metavar="X",
+        help="multiplier of the grating-vibration and tile errors (default 1; 0: none)",
+    )
+    parser.add_argument(
+        "--window",
+        type=int,
+        default=None,
+        metavar="W",
+        help=f"views (fringe: shots) per phase-retrieval window (default "
+        f"{Physics().window}; >= 3 with --physics fringe)",
+    )
+    parser.add_argument(
         "--overwrite", action="store_true", help="replace a simulated set already in OUT_DIR"
     )
     parser.add_argument("--quiet", action="store_true", help="no progress bar")
@@ -164,10 +189,17 @@ def _check(args: argparse.Namespace) -> tuple[int, bool, Path]:
         checks.append(("--views", args.views, 8))
     if args.tiles is not None:
         checks.append(("--tiles", args.tiles, 0))
+    if args.window is not None:
+        checks.append(("--window", args.window, 1))
     for option, value, minimum in checks:
         if value < minimum:
             raise CLIError(f"{option} must be >= {minimum}, got {value}")
-    for option, value in (("--noise", args.noise), ("--texture", args.texture)):
+    options = (
+        ("--noise", args.noise),
+        ("--texture", args.texture),
+        ("--vibration", args.vibration),
+    )
+    for option, value in options:
         if value is not None and not value >= 0:
             raise CLIError(f"{option} must be >= 0, got {value}")
     out = Path(args.out_dir)
@@ -192,7 +224,11 @@ def run(args: argparse.Namespace) -> int:
     from ..simulate import preset_physics, save_simulation, simulate_dfct
 
     physics = preset_physics(args.preset, noise=args.noise, texture=args.texture, tiles=args.tiles)
-    physics.update(anatomy=args.anatomy, lesions=args.lesions)
+    physics.update(anatomy=args.anatomy, lesions=args.lesions, model=args.physics)
+    if args.vibration is not None:
+        physics["vibration"] = args.vibration
+    if args.window is not None:
+        physics["window"] = args.window
     if specimens and (args.slices or 1) > 1:
         return _run_volumes(args, n, out, physics)
     bar = tqdm(
@@ -238,7 +274,8 @@ def run(args: argparse.Namespace) -> int:
     kind = "independent specimens" if specimens else "slices of one acquisition"
     print(
         f"wrote {', '.join(p.name for p in paths.values())} to {out} "
-        f"({n} {kind}, {args.size} x {args.size}, {m['n_views']} views); ROIs "
+        f"({n} {kind}, {args.size} x {args.size}, {m['n_views']} views, "
+        f"{args.physics} physics); ROIs "
         f"{m['roi_size']} px per slice in meta.json (slice {m['slice']}: signal "
         f"{m['signal_center']}, background {m['background_center']})\n"
         f"streaks make up {100 * share['input']:.0f} % of the input's lung-ROI variance "

@@ -41,17 +41,20 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable
-from dataclasses import asdict, dataclass, field, fields
+from dataclasses import asdict, dataclass, field, fields, replace
 from typing import Any
 
 import numpy as np
 
 from .anatomy import ANATOMIES
 from .budget import check_memory
+from .fringe import FIRST_ORDER, FRINGE, block_errors, check_views, vibration_fields
+from .fringe import validate as validate_fringe
 from .phantom import LABELS, Phantom, thorax_phantom
 from .projector import _Geometry, detector_bins, geometry_plan
 from .realism import MASK_FILE, body_mask, specimen_seeds, variance_shares, views_for
 from .rois import suggest_rois
+from .tiles import _tile_fields, _tile_profiles
 
 __all__ = ["Physics", "Simulation", "simulate_dfct"]
 
@@ -132,6 +135,21 @@ class Physics:
         per specimen (0: none).
     chunk : int
         Slices processed together (memory / progress granularity).
+    model : str
+        ``"first-order"`` (the error model above) or ``"fringe"``: fringe intensities,
+        photon noise and a sliding-window least-squares phase retrieval with a reference
+        scan (:mod:`.fringe`); ``window`` is then the retrieval window (>= 3 views).
+    vibration : float
+        Multiplier of every vibration and tile error (0: none).
+    phase_steps : int
+        Fringe model: nominal phase steps per fringe period (>= 3).
+    jitter_views : int
+        Fringe model: views over which the vibration jitter is correlated.
+    shots : int
+        Fringe model: shots per rotation of the modelled scanner (the paper's 2400; 0:
+        the simulated views); a retrieval window spans ``window`` shots.
+    refraction_mm : float
+        Fringe model: differential phase (rad) per unit of ``d p_mu / du`` in 1/mm.
     """
 
     fov_mm: float = 460.0
@@ -162,9 +180,16 @@ class Physics:
     anatomy: str = "fixed"
     lesions: int = 0
     chunk: int = 4
+    model: str = FIRST_ORDER
+    vibration: float = 1.0
+    phase_steps: int = 3
+    jitter_views: int = 3
+    shots: int = 2400
+    refraction_mm: float = 1.0
 
     def validate(self) -> None:
         """Raise ``ValueError`` for out-of-range values."""
+        validate_fringe(self)
         if self.filter not in ("ramp", "hann"):
             raise ValueError(f"filter must be 'ramp' or 'hann', got {self.filter!r}")
         positive = ("fov_mm", "z_extent_mm", "n0", "visibility", "max_mode")
@@ -267,11 +292,22 @@ def _detector_profile(rng, n_det: int, zeta: np.ndarray, strength: float) -> np.
 
 
 def _rotation_errors(
-    phys: Physics, seed: int, rotation: int | None, n_views: int, n_det: int, zeta: np.ndarray
+    phys: Physics,
+    seed: int,
+    rotation: int | tuple[int, ...] | None,
+    n_views: int,
+    n_det: int,
+    zeta: np.ndarray,
 ):
     """(dV series, dphi series, dV profile, dphi profile) of one rotation, or the
-    gantry-locked component (``rotation=None``)."""
-    key = (3,) if rotation is None else (1, int(rotation))
+    gantry-locked component (``rotation=None``), or of a spawn key (a tuple)."""
+    key: tuple[int, ...]
+    if rotation is None:
+        key = (3,)
+    elif isinstance(rotation, tuple):
+        key = rotation
+    else:
+        key = (1, int(rotation))
     rng = np.random.default_rng(np.random.SeedSequence(int(seed), spawn_key=key))
     dv = _view_series(
         rng,
@@ -310,6 +346,12 @@ def _error_fields(
     Returns ``(eV_in, ePhi_in, eV_mean, ePhi_mean)`` (float32); the error in the sinogram
     is ``eV * (offset + kappa * p_mu) + ePhi * L * dp_mu/du``.
     """
+    if phys.model == FRINGE:  # each rotation's own draws, packed (see fringe.py)
+        args = (_rotation_errors, _tile_profiles)
+        return vibration_fields(phys, seed, rotations, n_views, n_det, zeta, *args)
+    if phys.vibration != 1.0:
+        out = _error_fields(replace(phys, vibration=1.0), seed, rotations, n_views, n_det, zeta)
+        return tuple(e * np.float32(phys.vibration) for e in out)
     rho = phys.correlated_fraction
     a_ind, a_com = math.sqrt(1.0 - rho), math.sqrt(rho)
     com = _rotation_errors(phys, seed, None, n_views, n_det, zeta)
@@ -333,49 +375,6 @@ def _error_fields(
         e_v_in += tiles[0][None]
         e_v_mean += tiles[1][None]
     return e_v_in, field(1, w_in, first), e_v_mean, field(1, w_mean, members)
-
-
-def _tile_profiles(rng, n_det: int, tiles: int, amplitude: float):
-    """(offset, drift) visibility-error profiles of one rotation across the detector:
-    one value per tile, plus an extra error on the two bins at each seam. The tiling is
-    shifted by a third of a tile, so that no seam meets the iso-centre."""
-    tile_of = ((np.arange(n_det) + n_det / (3.0 * tiles)) * tiles // n_det).astype(int)
-    tile_of = np.minimum(tile_of, tiles - 1)
-    offset = (amplitude * rng.standard_normal(tiles))[tile_of]
-    drift = (amplitude * rng.standard_normal(tiles))[tile_of]
-    seams = np.nonzero(np.diff(tile_of))[0]
-    extra = 3.0 * amplitude * rng.standard_normal(len(seams))
-    offset[seams] += extra
-    offset[seams + 1] += extra
-    return offset, drift
-
-
-def _tile_fields(phys: Physics, seed: int, rotations: int, n_views: int, n_det: int):
-    """Tile visibility errors ``(V, D)`` of the input rotation and of the R-mean, or None
-    without tiles. Rotation ``r`` carries ``sqrt(1 - rho) * t_r + sqrt(rho) * t_locked``
-    as the vibration does; each is ``offset(u) + drift(u) * s(v)``, with ``s`` rising
-    linearly over the rotation with unit RMS."""
-    if phys.tiles == 0 or phys.tile_amplitude == 0:
-        return None
-    rho = phys.correlated_fraction
-    a_ind, a_com = math.sqrt(1.0 - rho), math.sqrt(rho)
-
-    def draw(key):
-        rng = np.random.default_rng(np.random.SeedSequence(int(seed), spawn_key=key))
-        return _tile_profiles(rng, n_det, int(phys.tiles), phys.tile_amplitude)
-
-    com = draw((6,))
-    rots = [draw((5, r)) for r in range(rotations)]
-    ramp = math.sqrt(12.0) * ((np.arange(n_views) + 0.5) / n_views - 0.5)
-
-    def field(weighted) -> np.ndarray:
-        off = sum(w * m[0] for w, m in weighted)
-        drift = sum(w * m[1] for w, m in weighted)
-        return (off[None, :] + ramp[:, None] * drift[None, :]).astype(np.float32)
-
-    first = field([(a_ind, rots[0]), (a_com, com)])
-    mean = field([(a_ind / rotations, m) for m in rots] + [(a_com, com)])
-    return first, mean
 
 
 # --------------------------------------------------------------------------------------
@@ -489,6 +488,7 @@ def simulate_dfct(
             f"tiles must be <= {n_det // 4} for {size} px slices (at least 4 "
             f"detector bins per tile), got {phys.tiles}"
         )
+    check_views(phys, n_views)
     check_memory(
         n_slices,
         size,
@@ -706,6 +706,9 @@ def _sinogram_errors(
     maps = np.concatenate([mu, eps], axis=0) * np.float32(pix_m)
     sino = run.geom.project(maps)  # (2nz, V, D), dimensionless
     p_mu, p_eps = sino[:nz], sino[nz:]
+    if phys.model == FRINGE:
+        args = (pixel_size_mm, errors, noise_keys)
+        return p_eps, *block_errors(phys, rotations, p_mu, p_eps, *args)
     grad = np.gradient(p_mu, axis=-1).astype(np.float32) * np.float32(edge)
     att = off + kappa * p_mu
     sigma = np.sqrt(2.0 * np.exp(p_mu + 2.0 * p_eps) / (phys.n0 * v0sq)).astype(np.float32)

@@ -162,10 +162,10 @@ def _paint_lungs(cv: _Canvas, z: float, sp: dict, bu: float, bv: float, bc: floa
     """Thoracic cavities, filled with lung, and the air gaps above them."""
     paint = cv.shape
     dp, tilt = sp["lung_power"], sp["lung_tilt"]
-    cav_r = (-0.39, 0.01, (0.335 + 0.015 * z) * sp["lung_ru"], 0.45 * sp["lung_rv"])
-    cav_r += (-0.12 - tilt, 2.2 + dp)
-    cav_l = (0.39, 0.01, (0.325 + 0.015 * z) * sp["lung_lu"], 0.44 * sp["lung_lv"])
-    cav_l += (0.12 + tilt, 2.2 + dp)
+    ru, rv = (0.335 + 0.015 * z) * sp["lung_ru"], 0.45 * sp["lung_rv"]
+    lu, lv = (0.325 + 0.015 * z) * sp["lung_lu"], 0.44 * sp["lung_lv"]
+    cav_r = (-0.39, 0.01, ru, rv, -0.12 - tilt, 2.2 + dp)
+    cav_l = (0.39, 0.01, lu, lv, 0.12 + tilt, 2.2 + dp)
     inside = None
     if sp["wall"] > 0:  # the lungs stay inside the chest wall
         wu, wv = bu - sp["wall"], bv - sp["wall"]

@@ -17,6 +17,7 @@ Examples
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import Any
 
 import numpy as np
 from matplotlib.axes import Axes
@@ -99,7 +100,7 @@ class PlotCanvas(QWidget):
         self.axes: list[Axes] = list(axes)
         self._lines: dict[tuple[int, str], Line2D] = {}
         self._markers: dict[tuple[int, str], Line2D] = {}
-        self._figure_legend = None
+        self._figure_legend: Any = None
         self._figure_legend_axes: int | None = None
         self._figure_legend_ncol = 0
         self._labels = {

@@ -354,8 +354,8 @@ class WeightsWidget(QWidget):
             min(1.0, float(maps.a_s.min()), float(maps.a_f.min())),
             max(2.0, float(maps.a_s.max()), float(maps.a_f.max())),
         )
-        for key, data in (("spatial", maps.a_s), ("frequency", maps.a_f)):
-            self._draw(key, data, weight_limits, "magma", placement)
+        for key, wmap in (("spatial", maps.a_s), ("frequency", maps.a_f)):
+            self._draw(key, wmap, weight_limits, "magma", placement)
         self._show_directional(maps, weight_limits, placement)
         for key, data in (("loss", maps.loss), ("amplified", maps.amplified)):
             if data is None:
