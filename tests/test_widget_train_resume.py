@@ -70,18 +70,15 @@ def _click(qtbot, button):
 
 
 @pytest.fixture
-def finished_run(small_sim, tmp_path):
-    """A run trained to its end (2 of 2 epochs) by the core loop on the viewer's data,
-    with its resume state kept (the default)."""
-    from napari_dfct.losses import LossConfig
-    from napari_dfct.train import TrainConfig, run_fit
+def finished_run(trained_model, tmp_path):
+    """A copy of the shared run trained to its end (1 of 1 epochs) on the viewer's data,
+    its resume state kept (the default)."""
+    import shutil
 
-    config = TrainConfig(
-        loss=LossConfig(), preset="tiny", epochs=2, batch_size=4, patch=32, device="cpu"
-    )
-    out = tmp_path / "models" / "finished"
-    result = run_fit(small_sim.input, small_sim.target, config, out, preview=False)
-    assert result.stopped == "completed" and result.epochs_run == 2
+    from napari_dfct import checkpoint
+
+    out = shutil.copytree(trained_model, tmp_path / "models" / "finished")
+    assert checkpoint.training_state_summary(out)["epoch"] == 1
     return out
 
 
@@ -91,32 +88,32 @@ def test_a_finished_run_says_so_and_a_resumed_plot_shows_every_epoch(
 ):
     widget = _widget(viewer, tmp_path)
     widget.fields.resume.value = str(finished_run)
-    # choosing the folder fills the form (epochs 2) and says the run has finished
-    assert widget.fields.epochs.value == 2
+    # choosing the folder fills the form (epochs 1) and says the run has finished
+    assert widget.fields.epochs.value == 1
     message = (
-        "run 'finished' finished at epoch 2 of 2; nothing is left to train: raise epochs "
-        "above 2 to continue it"
+        "run 'finished' finished at epoch 1 of 1; nothing is left to train: raise epochs "
+        "above 1 to continue it"
     )
     assert notes["info"] == [message[0].upper() + message[1:] + "."]
     _click(qtbot, widget.start_button)  # nothing to do: not started, and said so
     assert not widget.is_running
     assert notes["error"] == [f"Cannot start training: {message}"]
 
-    widget.fields.epochs.value = 3
+    widget.fields.epochs.value = 2
     _click(qtbot, widget.start_button)
     assert widget.is_running
     past = json.loads((finished_run / "history.json").read_text())
-    epochs, val = widget.plot.line("val")  # the earlier epochs at once, before epoch 3
-    assert list(epochs) == [1, 2]
+    epochs, val = widget.plot.line("val")  # the earlier epoch at once, before epoch 2
+    assert list(epochs) == [1]
     np.testing.assert_allclose(val, [h["val_loss"] for h in past])
     qtbot.waitUntil(lambda: not widget.is_running, timeout=90_000)
     assert notes["error"] == [f"Cannot start training: {message}"]
     assert widget.last_result.stopped == "completed"
     history = json.loads((finished_run / "history.json").read_text())
-    assert [h["epoch"] for h in history] == [1, 2, 3]
+    assert [h["epoch"] for h in history] == [1, 2]
     for key, column in (("train", "train_loss"), ("val", "val_loss")):
         epochs, values = widget.plot.line(key)
-        assert list(epochs) == [1, 2, 3], key
+        assert list(epochs) == [1, 2], key
         np.testing.assert_allclose(values, [h[column] for h in history])
 
 
