@@ -80,14 +80,29 @@ def test_the_standalone_architecture_file_reproduces_the_model(tmp_path):
 def test_sample_input_is_a_central_crop_of_a_multiple():
     a = np.arange(300 * 410, dtype=np.float32).reshape(300, 410)
     crop, words = sample_input(a, 16)
-    assert crop.shape == (256, 256) and "256x256" in words
+    assert crop.shape == (256, 256) and "256x256" in words and "padded" not in words
     assert crop[0, 0] == a[22, 77]
-    with pytest.raises(ExportError, match="smaller than"):
-        sample_input(np.zeros((10, 40), np.float32), 16)
     crop, _ = sample_input(a, 16, smallest=288)  # at least the package's smallest input
     assert crop.shape == (288, 288)
-    with pytest.raises(ExportError, match="smallest input, 288x288"):
-        sample_input(a[:200], 16, smallest=288)
+    assert crop[0, 0] == a[6, 61]
+
+
+def test_a_slice_smaller_than_the_smallest_input_is_padded_by_reflection():
+    a = np.arange(256 * 256, dtype=np.float32).reshape(256, 256)
+    tile, words = sample_input(a, 16, smallest=288)
+    assert tile.shape == (288, 288) and tile.dtype == np.float32
+    np.testing.assert_array_equal(tile[16:272, 16:272], a)  # the slice, centred
+    np.testing.assert_array_equal(tile[15, 16:272], a[1])  # reflected, not repeated
+    np.testing.assert_array_equal(tile[16:272, 0], a[:, 16])
+    assert "256x256, smaller than the package's smallest input (288x288" in words
+    assert words.endswith("padded by reflection to 288x288")
+    # wider than the tile in one axis, too short in the other: cropped there, padded here
+    b = np.arange(200 * 410, dtype=np.float32).reshape(200, 410)
+    tile, words = sample_input(b, 16, smallest=288)
+    assert tile.shape == (288, 288) and "200x410" in words and "cropped and padded" in words
+    np.testing.assert_array_equal(tile[44:244], b[:, 61:349])
+    with pytest.raises(ExportError, match="NaN"):
+        sample_input(np.full((8, 8), np.nan, np.float32), 16, smallest=32)
 
 
 @pytest.mark.slow

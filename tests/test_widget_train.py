@@ -169,9 +169,10 @@ def test_train_to_completion_keeps_the_gui_responsive(viewer, tmp_path, qtbot, n
     assert len(widget.plot.line("val")[0]) == 3
     assert widget.progress.value == 3
     preview = viewer.layers["input (1 rotation) [training preview]"]
-    assert preview.data.shape == viewer.layers[0].data.shape[1:]
-    np.testing.assert_allclose(preview.scale, SCALE[1:])
-    np.testing.assert_allclose(preview.translate, TRANSLATE[1:])
+    k = preview.metadata["preview_slice"]  # one slice of the input's grid, at its place
+    assert preview.data.shape == (1, *viewer.layers[0].data.shape[1:])
+    np.testing.assert_allclose(preview.scale, SCALE)
+    np.testing.assert_allclose(preview.translate, (TRANSLATE[0] + k * SCALE[0], *TRANSLATE[1:]))
 
     # responsiveness: the Qt event loop kept ticking while the worker trained
     baseline, _ = _worst_gap(ticks, b0, b1)
@@ -413,7 +414,7 @@ def test_training_does_not_move_the_view(viewer, tmp_path, qtbot, notes, registr
     assert epoch.preview_index == 3
     preview = viewer.layers["input (1 rotation) [training preview]"]
     assert preview.visible
-    np.testing.assert_array_equal(preview.data, np.asarray(epoch.preview, np.float32))
+    np.testing.assert_array_equal(preview.data[0], np.asarray(epoch.preview, np.float32))
     assert preview.metadata["preview_slice"] == 3
 
 

@@ -74,6 +74,7 @@ from .state import (
     load_training_state,
     save_training_state,
     training_state_epoch,
+    training_state_summary,
     weights_epoch,
 )
 
@@ -111,6 +112,7 @@ __all__ = [
     "save_run",
     "save_training_state",
     "training_state_epoch",
+    "training_state_summary",
     "weights_epoch",
     "write_history",
 ]

@@ -64,14 +64,18 @@ def load_config(model_dir: str | os.PathLike) -> dict:
     return cfg
 
 
-def load_history(model_dir: str | os.PathLike) -> list[dict]:
-    """``history.json`` of a model folder (empty list when absent)."""
+def load_history(model_dir: str | os.PathLike, until: int | None = None) -> list[dict]:
+    """``history.json`` of a model folder (empty list when absent); with ``until``, the
+    records of epochs up to that one (a resumed run's past: the epochs of its resume
+    state, not those of a later epoch written before a kill)."""
     path = Path(model_dir) / HISTORY_FILE
     if not path.exists():
         return []
     hist = _read_json(path, "training history (history.json)")
     if not isinstance(hist, list):
         raise CheckpointError(f"training history is not a JSON list: {path}")
+    if until is not None:
+        hist = [rec for rec in hist if int(rec.get("epoch", 0)) <= until]
     return hist
 
 

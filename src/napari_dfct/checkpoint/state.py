@@ -217,6 +217,30 @@ def has_training_state(model_dir: str | os.PathLike) -> bool:
     return "index" in meta or (folder / STATE_FILE).is_file()
 
 
+def training_state_summary(model_dir: str | os.PathLike) -> dict | None:
+    """The counters of the resume state in ``model_dir``, read from its file's header
+    (no tensor is read): ``{"epoch", "best_epoch", "bad_epochs"}``; None when there is no
+    state or it cannot be read (resuming it then says why)."""
+    folder = Path(model_dir)
+    if not has_training_state(folder):
+        return None
+    try:
+        meta = _file_metadata(folder / STATE_TENSORS_FILE, "training state")
+        if "index" in meta:
+            doc = json.loads(meta["index"])
+        else:  # written before the state was one file: the index is training-state.json
+            doc = _read_json(folder / STATE_FILE, "training state")
+        state = doc["state"]
+        stopping = state["early_stopping"]
+        return {
+            "epoch": int(state["epoch"]),
+            "best_epoch": int(stopping["best_epoch"]),
+            "bad_epochs": int(stopping["bad_epochs"]),
+        }
+    except (CheckpointError, KeyError, TypeError, ValueError, RecursionError):
+        return None
+
+
 def training_state_epoch(model_dir: str | os.PathLike) -> int | None:
     """The epoch of the resume state in ``model_dir`` (None when there is none)."""
     if not has_training_state(model_dir):

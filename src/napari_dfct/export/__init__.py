@@ -17,8 +17,10 @@ from .package import (
     check_export_target,
     check_license,
     export_bioimageio,
+    model_input_sizes,
     read_sample,
     sample_input,
+    tile_plan,
 )
 
 __all__ = [
@@ -28,8 +30,10 @@ __all__ = [
     "check_export_target",
     "check_license",
     "export_bioimageio",
+    "model_input_sizes",
     "read_sample",
     "sample_input",
+    "tile_plan",
 ]
 
 # napari_dfct.export(...) calls napari_dfct.api.export: the package is also that function

@@ -13,7 +13,8 @@ consumers, the model zoo) load without napari-dfct:
 ``test_input.npy``, ``test_output.npy``
     a central crop of a slice in the input's units and the model's output on it
     (``(1, 1, H, W)`` float32): of a slice the caller passes (the training data), or of a
-    simulated slice when none is given;
+    simulated slice when none is given; a slice smaller than the package's smallest
+    input is padded by reflection to it (:func:`tile_plan`, which the README names);
 pre- and post-processing
     the intensity window as the spec's standard operations: ``clip`` and
     ``scale_linear`` to [0, 1] before the network, ``scale_linear`` back to the input's
@@ -56,8 +57,10 @@ __all__ = [
     "check_license",
     "clean_stale_exports",
     "export_bioimageio",
+    "model_input_sizes",
     "read_sample",
     "sample_input",
+    "tile_plan",
 ]
 
 #: The standalone architecture file shipped in every package.
@@ -202,13 +205,38 @@ def input_sizes(model: torch.nn.Module) -> tuple[int, int, int]:
     return multiple, halo, -(-(2 * halo + 1) // multiple) * multiple
 
 
+def tile_plan(
+    shape: tuple[int, ...], multiple: int, smallest: int = 1, max_size: int = MAX_TEST_SIZE
+) -> tuple[int, str | None]:
+    """The side of the square test tile cut from a slice of ``shape`` (rows, cols), and
+    None when it is a central crop, else the words saying how the slice is padded.
+
+    The tile is a multiple of ``multiple`` and at least ``smallest`` (the package's
+    smallest input: twice the network's halo and more); a crop takes at most
+    ``max_size``. A slice smaller than that in either axis is padded by reflection (the
+    network's own padding) to the smallest input; the words name both sizes.
+    """
+    h, w = (int(n) for n in shape[-2:])
+    need = max(int(multiple), int(smallest))
+    side = min(max(max_size, smallest), h, w) // multiple * multiple
+    if side >= need:
+        return side, None
+    how = "padded by reflection" if max(h, w) <= need else "cropped and padded by reflection"
+    return need, (
+        f"{h}x{w}, smaller than the package's smallest input ({need}x{need}: twice the "
+        f"network's receptive radius, a multiple of its pooling grid), {how} to "
+        f"{need}x{need}"
+    )
+
+
 def sample_input(
     sample: np.ndarray | None, multiple: int, smallest: int = 1, max_size: int = MAX_TEST_SIZE
 ) -> tuple[np.ndarray, str]:
     """The test input: a central square crop of ``sample`` (a 2-D slice, or the central
     slice of a volume) whose side is a multiple of ``multiple``, at least ``smallest`` and
-    otherwise at most ``max_size``; a simulated slice when ``sample`` is None. Returns
-    ``(crop, words)``."""
+    otherwise at most ``max_size``, or the slice padded to ``smallest`` when it is
+    smaller (:func:`tile_plan`); a simulated slice when ``sample`` is None. Returns
+    ``(tile, words)``."""
     words = "a central crop of the given data"
     if sample is None:
         sample = _simulated_slice(max(SIMULATED_SIZE, smallest))
@@ -222,19 +250,39 @@ def sample_input(
             f"the test data must be a 2-D slice or a 3-D volume, got shape "
             f"{tuple(np.shape(sample))}"
         )
-    side = min(max(max_size, smallest), *a.shape) // multiple * multiple
-    if side < max(multiple, smallest):
-        need = max(multiple, smallest)
-        raise ExportError(
-            f"the test slice ({a.shape[0]}x{a.shape[1]}) is smaller than the "
-            f"package's smallest input, {need}x{need} (twice the network's "
-            "receptive radius, a multiple of its pooling grid); give larger "
-            "data, or none (a simulated slice)"
-        )
+    if a.size == 0:
+        raise ExportError(f"the test slice is empty ({a.shape[0]}x{a.shape[1]})")
     if not np.isfinite(a).all():
         raise ExportError("the test slice contains NaN or infinite values")
-    r0, c0 = (a.shape[0] - side) // 2, (a.shape[1] - side) // 2
-    return np.ascontiguousarray(a[r0 : r0 + side, c0 : c0 + side]), f"{words}, {side}x{side}"
+    side, padded = tile_plan(a.shape, multiple, smallest, max_size)
+    r0, c0 = max((a.shape[0] - side) // 2, 0), max((a.shape[1] - side) // 2, 0)
+    tile = a[r0 : r0 + side, c0 : c0 + side]
+    if padded is None:
+        return np.ascontiguousarray(tile), f"{words}, {side}x{side}"
+    (h, w), top, left = tile.shape, (side - tile.shape[0]) // 2, (side - tile.shape[1]) // 2
+    tile = np.pad(tile, ((top, side - h - top), (left, side - w - left)), mode="reflect")
+    words = words.replace("a central crop of ", "")
+    return np.ascontiguousarray(tile, dtype=np.float32), f"{words}: {padded}"
+
+
+def model_input_sizes(model_dir: str | os.PathLike) -> tuple[int, int, int]:
+    """:func:`input_sizes` of the network a model folder describes, read from its
+    ``config.json`` (the network is built on PyTorch's meta device: no weights are read
+    or allocated); :class:`ExportError` for a folder that is not a model folder."""
+    from ..checkpoint import load_config
+    from ..model import ResidualUNet, check_architecture
+
+    try:
+        arch = load_config(model_dir).get("model")
+        if not isinstance(arch, dict):
+            raise ExportError(f"config.json in {model_dir} has no architecture ('model')")
+        with torch.device("meta"):
+            model = ResidualUNet(**check_architecture(**arch))
+    except CheckpointError as exc:
+        raise ExportError(str(exc)) from None
+    except (TypeError, ValueError) as exc:
+        raise ExportError(f"cannot read the network of {model_dir}: {exc}") from None
+    return input_sizes(model)
 
 
 def read_sample(path: str | os.PathLike, slice_index: int | None = None) -> tuple[np.ndarray, str]:
@@ -463,7 +511,8 @@ def export_bioimageio(
         ``overwrite``).
     sample : numpy.ndarray, optional
         A slice (or volume: its central slice) in the input's units to cut the test
-        tensors from, e.g. the model's training input; None simulates one.
+        tensors from, e.g. the model's training input (padded when it is smaller than
+        the package's smallest input: :func:`tile_plan`); None simulates one.
     sample_source : str, optional
         Words naming ``sample`` for the README (e.g. its file name).
     author, license : str
@@ -503,6 +552,7 @@ def export_bioimageio(
     x, words = sample_input(sample, multiple, smallest)
     if sample is not None and sample_source:
         words = words.replace("the given data", sample_source)
+    say(f"test tile: {words}")
     y = _run_package(loaded.model, x, loaded.window.low, loaded.window.high)
     if not np.isfinite(y).all():
         raise ExportError("the model's output on the test input is not finite")

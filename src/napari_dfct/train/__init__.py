@@ -44,6 +44,7 @@ from .config import (
     check_resume,
     recipe_config,
     resume_config,
+    resume_finished,
 )
 
 # The loop, the optimiser and the resource checks need torch: they load on first use
@@ -114,6 +115,7 @@ __all__ = [
     "recipe_config",
     "resolve_device",
     "resume_config",
+    "resume_finished",
     "run_fit",
     "scale_invariant_parameters",
     "training_split",

@@ -31,6 +31,7 @@ __all__ = [
     "recipe_config",
     "resume_config",
     "resume_differences",
+    "resume_finished",
 ]
 
 
@@ -355,6 +356,36 @@ def resume_config(
         if value is not None:
             setattr(config, name, type(getattr(config, name))(value))
     return config
+
+
+def resume_finished(model_dir: str | Path, config: TrainConfig) -> str | None:
+    """One line when continuing the run saved in ``model_dir`` with ``config`` (its
+    ``epochs`` and ``patience``) would train no epoch, saying how to extend it; None
+    when epochs are left, or when there is no readable resume state (resuming says why).
+
+    The rule is :func:`~napari_dfct.train.fit`'s: a run stops at ``epochs``, and early
+    when ``patience`` epochs in a row brought no improvement.
+    """
+    from .. import checkpoint as ckpt
+
+    state = ckpt.training_state_summary(model_dir)
+    if state is None:
+        return None
+    epoch, bad = state["epoch"], state["bad_epochs"]
+    done = epoch >= config.epochs
+    early = epoch > 0 and bad >= config.patience
+    if not (done or early):
+        return None
+    name = Path(model_dir).name
+    stalled = f"no improvement in its last {bad} epochs (patience {config.patience})"
+    if done:
+        limit = f"of {config.epochs}" if epoch == config.epochs else f"(epochs {config.epochs})"
+        head = f"run {name!r} finished at epoch {epoch} {limit}"
+        head += f", with {stalled}" if early else ""
+    else:
+        head = f"run {name!r} stopped early at epoch {epoch}: {stalled}"
+    need = [f"epochs above {epoch}"] * done + [f"patience above {bad}"] * early
+    return f"{head}; nothing is left to train: raise {' and '.join(need)} to continue it"
 
 
 #: The :class:`TrainConfig` fields a resumed run may change: none of them changes what

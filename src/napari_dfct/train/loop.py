@@ -545,9 +545,7 @@ def _restore(run: _Run) -> None:
     except (KeyError, RuntimeError, ValueError, TypeError) as exc:
         raise ckpt.CheckpointError(f"cannot resume from {out_path}: {exc}") from exc
     run.saved = True
-    run.history = [
-        rec for rec in ckpt.load_history(out_path) if int(rec.get("epoch", 0)) <= run.epoch
-    ]
+    run.history = ckpt.load_history(out_path, until=run.epoch)
     if run.best_epoch == 0:
         return
     if "best_model" in st:

@@ -10,7 +10,8 @@ slice and *Cancel* stops it between batches. A read-only panel shows what the mo
 (:func:`napari_dfct.checkpoint.describe_model`): its loss, preset, intensity window, and
 how its training went. *Export…* writes the chosen model as a bioimage.io package
 (:func:`napari_dfct.export.export_bioimageio`, in a background job), its test tensors cut
-from the image layer's current slice.
+from the image layer's current slice: a central crop, or the slice padded by reflection
+when it is smaller than the package's smallest input (a warning says so first).
 
 What other widgets see of a prediction:
 
@@ -89,6 +90,7 @@ class PredictWidget(QWidget):
         self._export_worker = None
         self.last_layer = None
         self.last_export: Path | None = None
+        self._export_tile = ""
 
         self.form = Container(
             widgets=[
@@ -332,8 +334,15 @@ class PredictWidget(QWidget):
             if not path.lower().endswith(".zip"):
                 path += ".zip"
         sample, words = self._export_sample()
+        try:
+            self._export_tile = self._test_tile(model_dir, sample, words)
+        except ValueError as err:
+            show_error(f"Cannot export: {err}")
+            return
         self.export_button.enabled = False
-        self.status.setText(f"Exporting {model_name(model_dir)} to {path}...")
+        self.status.setText(
+            f"Exporting {model_name(model_dir)} to {path} (test tile: {self._export_tile})..."
+        )
         self._export_worker, _cancel = _workers.start_job(
             self,
             _export_job,
@@ -360,9 +369,24 @@ class PredictWidget(QWidget):
         z = _layers.current_index(self._viewer, layer)
         return data[z].astype(np.float32), f"layer {layer.name!r}, slice {z}"
 
+    def _test_tile(self, model_dir, sample: np.ndarray | None, words: str | None) -> str:
+        """Words naming the export's test tile (:func:`napari_dfct.export.tile_plan`): a
+        central crop of the slice, or the slice padded when it is smaller than the
+        package's smallest input, which a warning says before the export starts."""
+        from napari_dfct.export import model_input_sizes, tile_plan
+
+        if sample is None:
+            return "a simulated slice (no image layer chosen)"
+        multiple, _halo, smallest = model_input_sizes(model_dir)
+        side, padded = tile_plan(sample.shape, multiple, smallest)
+        if padded is None:
+            return f"a central {side}x{side} crop of {words}"
+        show_warning(f"Export: the test tile is {words}: {padded}.")
+        return f"{words}, padded to {side}x{side}"
+
     def _on_exported(self, out) -> None:
         self.last_export = Path(out)
-        text = f"bioimage.io package written: {out}"
+        text = f"bioimage.io package written: {out} (test tile: {self._export_tile})"
         self.status.setText(text)
         show_info(text)
 

@@ -8,10 +8,14 @@ configuration and the paper's hyper-parameters, validates them, and runs
 (:func:`napari_dfct.widgets._workers.train_job`). Every epoch event updates, at most every
 ``GUI_INTERVAL_MS``, a progress bar, a live plot of the training and validation loss, the
 learning rate and best epoch, and a preview layer ``<input> [training preview]`` with the
-prediction on one validation slice (the layer shows that slice on every slice; the viewer
+prediction on one validation slice, drawn on that slice only; a preview the user deletes
+stays deleted for the rest of the run (:mod:`napari_dfct.widgets._preview`; the viewer
 stays where the user is). New runs go to ``<save under>/<run name>``
 (:func:`napari_dfct.checkpoint.new_run_dir`); *resume from* continues a stopped run in
-its folder (:func:`napari_dfct.train.resume_config`).
+its folder (:func:`napari_dfct.train.resume_config`): the plot shows its earlier epochs
+too, and a run with nothing left to train (its epochs done, or stopped early) is not
+started: a message says so and which limit to raise
+(:func:`napari_dfct.train.resume_finished`).
 
 *Stop* sets the cancel flag that :func:`~napari_dfct.train.fit` checks before every batch;
 the best checkpoint so far is kept. When the run ends (completed, early stopping or
@@ -44,7 +48,7 @@ from napari.utils.notifications import show_error, show_info, show_warning
 from qtpy.QtCore import Qt, QTimer
 from qtpy.QtWidgets import QFrame, QHBoxLayout, QLabel, QScrollArea, QTabWidget, QWidget
 
-from . import _layers, _models, _train_data, _train_params, _workers
+from . import _layers, _models, _preview, _train_data, _train_params, _workers
 from ._choices import (
     FREQUENCY_CHOICES,
     LOSS_CHOICES,
@@ -61,7 +65,7 @@ if TYPE_CHECKING:
 
 __all__ = ["TrainWidget", "default_models_dir"]
 
-PREVIEW_SUFFIX = " [training preview]"
+PREVIEW_SUFFIX = _preview.PREVIEW_SUFFIX
 _EXCLUDE = ("weights", "preview")
 
 
@@ -99,9 +103,10 @@ class TrainWidget(QWidget):
         self._run: SimpleNamespace | None = None
         self.last_result = None
         self._history: list = []
+        self._past: list = []  # a resumed run's earlier epochs (history.json)
         self._pending = None
         self._preview_event = None
-        self._preview_shown = False
+        self.training_preview = _preview.TrainingPreview(napari_viewer, self._on_preview_deleted)
         self._updates = _workers.Throttle(self, self.GUI_INTERVAL_MS, self._flush)
         _workers.warm_up_torch()
 
@@ -364,6 +369,15 @@ class TrainWidget(QWidget):
             f.seed.value = int(train["seed"])
         if "augment" in train:
             f.augment.value = bool(train["augment"])
+        from napari_dfct.train import resume_config, resume_finished
+
+        try:
+            finished = resume_finished(path, resume_config(path))
+        except ValueError:
+            finished = None  # Start says why it cannot resume
+        if finished:
+            show_info(finished[0].upper() + finished[1:] + ".")
+            return
         show_info(
             f"Resuming {cfg.get('name', Path(path).name)} after epoch "
             f"{cfg.get('epochs_run', '?')}; raise 'epochs' to train longer."
@@ -395,7 +409,7 @@ class TrainWidget(QWidget):
         """Collect and check everything a run needs; raise ValueError with a clear message."""
         from napari_dfct import checkpoint
         from napari_dfct.data import validate_pair
-        from napari_dfct.train import resolve_device, resume_config
+        from napari_dfct.train import resolve_device, resume_config, resume_finished
 
         f = self.fields
         config = self.train_config()
@@ -468,6 +482,9 @@ class TrainWidget(QWidget):
                 device=config.device,
                 keep_state=config.keep_state,
             )
+            finished = resume_finished(run.out_dir, run.config)
+            if finished:
+                raise ValueError(finished)
         else:
             run.out_dir = checkpoint.new_run_dir(
                 f.save_under.value or default_models_dir(),
@@ -510,14 +527,16 @@ class TrainWidget(QWidget):
 
         self._run = run
         self._history = []
+        self._past = _earlier_epochs(run)
         self._pending = self._preview_event = None
-        self._preview_shown = False
         self.plot.clear()
+        if self._past:
+            self._draw_curves(self._past)
         # the widget's own progress bar only: napari's activity indicator animates the
         # main window (a quarter of a core under software OpenGL) while a job runs
         self.progress.max = max(int(run.config.epochs), 1)
         self.progress.value = 0
-        self._prepare_preview(run)
+        self.training_preview.start(run)
         self.start_button.enabled = False
         self.stop_button.enabled = True
         self.tabs.setEnabled(False)
@@ -547,32 +566,6 @@ class TrainWidget(QWidget):
             self._cancel.set()
             self.stop_button.enabled = False
             self.status.setText("Stopping after the current batch (the best model is kept)...")
-
-    def _prepare_preview(self, run) -> None:
-        """Create the preview layer (hidden) now, so the first epoch only updates data.
-
-        Adding a layer builds its controls and canvas node, the most expensive GUI step;
-        doing it on the click keeps the event loop free while the worker trains.
-        """
-        if run.layer is None:
-            return
-        name = f"{run.name}{PREVIEW_SUFFIX}"
-        if name in self._viewer.layers:
-            return
-        shape = tuple(int(s) for s in run.shape[-2:])
-        layer = _layers.upsert_image(
-            self._viewer,
-            name,
-            np.zeros(shape, np.float32),
-            role="preview",
-            contrast_limits=tuple(run.layer.contrast_limits),
-            colormap="gray",
-            **(run.placement or {}),
-        )
-        layer.visible = False
-        layers = self._viewer.layers
-        if run.layer in layers:  # right above its input, under the ROI shapes
-            layers.move(layers.index(layer), layers.index(run.layer) + 1)
 
     # ------------------------------------------------------------------ worker signals
     def _on_event(self, event: _workers.JobEvent) -> None:
@@ -611,7 +604,14 @@ class TrainWidget(QWidget):
             f"{event.best_epoch} (validation {event.best_val_loss:.4g}; "
             f"{event.seconds:.1f} s/epoch){where}"
         )
-        history = list(self._history)
+        self._draw_curves(self._past + list(self._history), event)
+        if event.preview is not None:
+            self._preview_event = event
+            QTimer.singleShot(0, self._show_preview)
+
+    def _draw_curves(self, history: list, event=None) -> None:
+        """The training and validation curves of ``history`` (a resumed run's earlier
+        epochs first), and the best epoch of ``event``."""
         epochs = [e.epoch for e in history]
         self.plot.set_line(
             "train", epochs, [e.train_loss for e in history], label="training", color="#4fa3ff"
@@ -619,39 +619,23 @@ class TrainWidget(QWidget):
         self.plot.set_line(
             "val", epochs, [e.val_loss for e in history], label="validation", color="#ff9f40"
         )
-        if event.best_epoch > 0 and math.isfinite(event.best_val_loss):
+        if event is not None and event.best_epoch > 0 and math.isfinite(event.best_val_loss):
             self.plot.set_marker(
                 event.best_epoch, event.best_val_loss, color="#ffd166", label="best"
             )
         # the legend sits above the plot area: it never covers a point (the best star)
         self.plot.redraw()  # deferred: painted in Qt's paint event
-        if event.preview is not None:
-            self._preview_event = event
-            QTimer.singleShot(0, self._show_preview)
 
     def _show_preview(self) -> None:
         event, self._preview_event = self._preview_event, None
-        run = self._run
-        if event is None or run is None or event.preview is None:
+        if event is None or self._run is None or event.preview is None:
             return
-        name = f"{run.name}{PREVIEW_SUFFIX}"
-        first = not self._preview_shown
-        limits = tuple(run.layer.contrast_limits) if run.layer is not None else None
-        layer = _layers.upsert_image(
-            self._viewer,
-            name,
-            np.asarray(event.preview, np.float32),
-            role="preview",
-            contrast_limits=limits if first else None,
-            colormap="gray",
-            **dict(run.placement or {}),
-        )
-        layer.metadata["preview_slice"] = event.preview_index
-        if first:
-            # shown on top of every slice; the viewer's slice is the user's (Predict's
-            # "Current slice" works on it), so it is never moved
-            self._preview_shown = True
-            layer.visible = True
+        self.training_preview.show(event.preview, event.preview_index)
+
+    def _on_preview_deleted(self) -> None:
+        text = "Training preview deleted: it stays hidden until the next run."
+        self.status.setText(text)
+        show_info(text)
 
     def _on_returned(self, result) -> None:
         self._updates.flush()
@@ -672,9 +656,7 @@ class TrainWidget(QWidget):
                 f"Model saved in {result.model_dir}."
             )
             shown = [e.preview_index for e in self._history if e.preview_index is not None]
-            run = self._run
-            preview = None if run is None else f"{run.name}{PREVIEW_SUFFIX}"
-            if shown and preview in self._viewer.layers:
+            if shown and self.training_preview.layer is not None:
                 text += f" The preview layer shows slice {shown[-1]}."
             self.status.setText(text)
             show_info(text)
@@ -700,6 +682,7 @@ class TrainWidget(QWidget):
     def _on_finished(self) -> None:
         self._updates.flush()
         self._show_preview()
+        self.training_preview.end()
         self._worker = None
         self.start_button.enabled = True
         self.stop_button.enabled = False
@@ -711,3 +694,25 @@ class TrainWidget(QWidget):
         if self._cancel is not None:
             self._cancel.set()
         super().closeEvent(event)
+
+
+def _earlier_epochs(run) -> list[SimpleNamespace]:
+    """A resumed run's epochs before this run (``history.json`` up to its resume state),
+    as ``epoch``, ``train_loss``, ``val_loss`` records for the plot; empty otherwise."""
+    if not run.resume:
+        return []
+    from napari_dfct import checkpoint
+
+    state = checkpoint.training_state_summary(run.out_dir)
+    try:
+        records = checkpoint.load_history(run.out_dir, until=state and state["epoch"])
+    except ValueError:
+        return []  # an unreadable history: the run itself says what is wrong
+    out = []
+    for rec in records:
+        try:
+            epoch, train, val = int(rec["epoch"]), rec["train_loss"], rec["val_loss"]
+            out.append(SimpleNamespace(epoch=epoch, train_loss=float(train), val_loss=float(val)))
+        except (KeyError, TypeError, ValueError):
+            continue
+    return out
