@@ -49,16 +49,16 @@ def test_history_up_to_the_resume_state(tmp_path):
 @pytest.mark.parametrize(
     "epochs, patience, bad, expected",
     [
-        (5, 20, 0, "run 'l2-run' finished at epoch 5 of 5; nothing is left to train: raise "
-         "epochs above 5 to continue it"),
-        (4, 20, 0, "run 'l2-run' finished at epoch 5 (epochs 4); nothing is left to train: "
-         "raise epochs above 5 to continue it"),
-        (10, 3, 3, "run 'l2-run' stopped early at epoch 5: no improvement in its last 3 "
+        (5, 20, 0, ("run 'l2-run' finished at epoch 5 of 5; nothing is left to train: raise "
+         "epochs above 5 to continue it")),
+        (4, 20, 0, ("run 'l2-run' finished at epoch 5 (epochs 4); nothing is left to train: "
+         "raise epochs above 5 to continue it")),
+        (10, 3, 3, ("run 'l2-run' stopped early at epoch 5: no improvement in its last 3 "
          "epochs (patience 3); nothing is left to train: raise patience above 3 to "
-         "continue it"),
-        (5, 3, 4, "run 'l2-run' finished at epoch 5 of 5, with no improvement in its last 4 "
+         "continue it")),
+        (5, 3, 4, ("run 'l2-run' finished at epoch 5 of 5, with no improvement in its last 4 "
          "epochs (patience 3); nothing is left to train: raise epochs above 5 and patience "
-         "above 4 to continue it"),
+         "above 4 to continue it")),
         (6, 20, 0, None),
         (10, 5, 4, None),
     ],

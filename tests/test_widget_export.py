@@ -135,13 +135,17 @@ def test_export_of_the_sample_input_pads_its_slice_and_passes_the_model_test(
     assert notes["error"] == []
     # one message before the export, saying what is used instead of the too-small slice
     assert notes["warning"] == [
-        f"Export: the test tile is layer 'input (1 rotation)', slice 1: {size}x{size}, "
-        "smaller than the package's smallest input (288x288: twice the network's receptive "
-        "radius, a multiple of its pooling grid), padded by reflection to 288x288."
+        (
+            f"Export: the test tile is layer 'input (1 rotation)', slice 1: {size}x{size}, "
+            "smaller than the package's smallest input (288x288: twice the network's receptive "
+            "radius, a multiple of its pooling grid), padded by reflection to 288x288."
+        )
     ]
     assert notes["info"] == [
-        f"bioimage.io package written: {out} (test tile: layer 'input (1 rotation)', "
-        "slice 1, padded to 288x288)"
+        (
+            f"bioimage.io package written: {out} (test tile: layer 'input (1 rotation)', "
+            "slice 1, padded to 288x288)"
+        )
     ]
     with zipfile.ZipFile(out) as zf:
         zf.extract("test_input.npy", tmp_path)
