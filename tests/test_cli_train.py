@@ -186,10 +186,26 @@ def test_train_help_lists_the_recipes_and_their_differences(capsys):
     out = capsys.readouterr().out
     assert "stable (default):" in out and "paper: the paper's protocol exactly" in out
     assert "recipe stable: 8; recipe paper: 0" in " ".join(out.split())
+    assert "converge: stable without weight decay" in " ".join(out.split())
     with pytest.raises(SystemExit) as exc:
         main(["train", "--data", "x", "--out", "y", "--recipe", "fast"])
     assert exc.value.code == 2
     assert "invalid choice: 'fast'" in capsys.readouterr().err
+
+
+def test_the_converge_recipe_is_stable_without_decay_and_four_times_the_steps():
+    """The values the diagnosis evaluated (docs/reach-the-target.md): the stable recipe
+    with weight decay 0 and four times the patches per slice; nothing else differs."""
+    from dataclasses import asdict
+
+    from napari_dfct.train import recipe_config
+
+    stable, conv = asdict(recipe_config("stable")), asdict(recipe_config("converge"))
+    differ = {k for k in stable if stable[k] != conv[k]}
+    assert differ == {"weight_decay", "patches_per_slice", "recipe"}
+    assert (
+        conv["weight_decay"] == 0 and conv["patches_per_slice"] == 4 * stable["patches_per_slice"]
+    )
 
 
 def test_train_from_simulation_folder(files, capsys, tmp_path):

@@ -93,8 +93,8 @@ def test_a_recipe_change_refreshes_every_option(widget):
     from napari_dfct.widgets.train import _default_preset
 
     f = widget.fields
-    assert f.recipe.value == "stable" and set(RECIPES) == {"stable", "paper"}
-    for name in ("paper", "stable"):
+    assert f.recipe.value == "stable" and set(RECIPES) == {"stable", "paper", "converge"}
+    for name in ("paper", "converge", "stable"):
         for opt in option_fields():  # every option edited away from the recipe's value
             w = getattr(f, opt.name)
             _put(w, _other(opt, w, getattr(recipe_config(name), opt.name), _default_preset()))
