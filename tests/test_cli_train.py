@@ -591,3 +591,17 @@ def test_resume_without_training_settings_is_one_line(files, tmp_path, capsys):
     )
     assert rc == 2
     assert "holds no training settings" in _one_line_error(capsys, "train")
+
+
+def test_resuming_a_finished_run_says_so_and_trains_on_when_extended(files, tmp_path, capsys):
+    _, sim_dir = files
+    out = tmp_path / "m"
+    assert main(["train", "--data", str(sim_dir), "--out", str(out), "--epochs", "1", *TINY]) == 0
+    capsys.readouterr()
+    base = ["train", "--data", str(sim_dir), "--out", str(out), "--resume", "--no-progress"]
+    assert main(base) == 2
+    line = _one_line_error(capsys, "train")
+    assert "finished at epoch 1 of 1" in line and "raise --epochs above 1" in line
+    assert [e["epoch"] for e in json.loads((out / "history.json").read_text())] == [1]
+    assert main([*base, "--epochs", "2"]) == 0
+    assert [e["epoch"] for e in json.loads((out / "history.json").read_text())] == [1, 2]

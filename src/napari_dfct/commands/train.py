@@ -249,7 +249,7 @@ def _resume_config(args, out: Path):
     import dataclasses
 
     from ..checkpoint import CheckpointError
-    from ..train import check_resume, resume_config
+    from ..train import check_resume, resume_config, resume_finished
     from ._training import given_options, option_name
 
     try:
@@ -266,6 +266,9 @@ def _resume_config(args, out: Path):
         check_resume(saved, config, out, label=option_name)
     except (TypeError, ValueError) as exc:
         raise CLIError(str(exc)) from None
+    finished = resume_finished(out, config, label=option_name)
+    if finished:
+        raise CLIError(finished)
     return config
 
 

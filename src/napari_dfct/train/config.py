@@ -365,10 +365,13 @@ def resume_config(
     return config
 
 
-def resume_finished(model_dir: str | Path, config: TrainConfig) -> str | None:
+def resume_finished(
+    model_dir: str | Path, config: TrainConfig, label: Callable[[str], str | None] | None = None
+) -> str | None:
     """One line when continuing the run saved in ``model_dir`` with ``config`` (its
     ``epochs`` and ``patience``) would train no epoch, saying how to extend it; None
     when epochs are left, or when there is no readable resume state (resuming says why).
+    ``label`` names a field as the caller's interface does (the command line: ``--epochs``).
 
     The rule is :func:`~napari_dfct.train.fit`'s: a run stops at ``epochs``, and early
     when ``patience`` epochs in a row brought no improvement.
@@ -391,7 +394,12 @@ def resume_finished(model_dir: str | Path, config: TrainConfig) -> str | None:
         head += f", with {stalled}" if early else ""
     else:
         head = f"run {name!r} stopped early at epoch {epoch}: {stalled}"
-    need = [f"epochs above {epoch}"] * done + [f"patience above {bad}"] * early
+
+    def named(field_name: str) -> str:
+        return (label(field_name) if label else None) or field_name
+
+    need = [f"{named('epochs')} above {epoch}"] * done
+    need += [f"{named('patience')} above {bad}"] * early
     return f"{head}; nothing is left to train: raise {' and '.join(need)} to continue it"
 
 
