@@ -705,7 +705,7 @@ def _earlier_epochs(run) -> list[SimpleNamespace]:
 
     state = checkpoint.training_state_summary(run.out_dir)
     try:
-        records = checkpoint.load_history(run.out_dir, until=state and state["epoch"])
+        records = checkpoint.load_history(run.out_dir, until=state["epoch"] if state else None)
     except ValueError:
         return []  # an unreadable history: the run itself says what is wrong
     out = []
