@@ -1,7 +1,8 @@
 """Background jobs of the dock widgets: training and prediction off the GUI thread.
 
 One path starts every job (:func:`start_job`: a napari generator worker, a cancel flag
-that the widget's destruction sets, the widget's handlers connected) and one event type
+that the widget's destruction sets unless the viewer owns the job (:mod:`._jobs`), the
+handlers connected) and one event type
 reports progress (:class:`JobEvent`). The job bodies (:func:`train_job`,
 :func:`predict_job`) drive :func:`napari_dfct.train.fit` and
 :func:`napari_dfct.infer.predict_iter`; the widgets only start them and show the events.
@@ -80,7 +81,7 @@ class JobEvent:
 
 # ------------------------------------------------------------------------ start, errors
 def start_job(
-    owner: QObject,
+    owner: QObject | None,
     body: Callable[..., Generator[JobEvent, None, Any]],
     *args,
     on_event: Callable[[JobEvent], None],
@@ -94,7 +95,8 @@ def start_job(
     Every yielded :class:`JobEvent` goes to ``on_event``, the body's return value to
     ``on_returned``, an exception to ``on_error`` (never a traceback in the viewer), and
     ``on_finished`` runs last in every case; all on the GUI thread. The cancel flag is set
-    when ``owner`` is destroyed, so a closed widget stops its job.
+    when ``owner`` is destroyed, so a closed widget stops its job; a job without an owner
+    (a viewer's job, :mod:`._jobs`) is stopped through its flag only.
 
     Returns
     -------
@@ -104,7 +106,8 @@ def start_job(
     from napari.qt.threading import create_worker
 
     cancel = threading.Event()
-    owner.destroyed.connect(cancel.set)
+    if owner is not None:
+        owner.destroyed.connect(cancel.set)
 
     def errored(exc: BaseException) -> None:
         on_error(exc.error if isinstance(exc, JobFailed) else exc)
