@@ -76,10 +76,6 @@ class Job:
         """Make ``view`` the widget that shows the job from now on."""
         self.view = view
 
-    def stop(self) -> None:
-        """Ask the job to stop (it checks the flag between batches)."""
-        self.cancel.set()
-
     def close(self) -> None:
         """The viewer closed: stop the job and call no view any more."""
         self._closed = True
