@@ -29,12 +29,15 @@ from typing import Any
 
 from . import _workers
 
-__all__ = ["Job", "running", "start", "viewer_jobs"]
+__all__ = ["Job", "running", "start", "viewer_jobs", "viewer_open"]
 
 #: ``id(viewer)`` -> {kind: running job}
 _JOBS: dict[int, dict[str, Job]] = {}
 #: viewers whose window is watched (``id(viewer)``)
 _WATCHED: set[int] = set()
+#: How often running jobs check that their viewer is still open.
+WATCH_MS = 250
+_watchdog = None  # a QTimer while jobs run
 
 
 class Job:
@@ -84,7 +87,7 @@ class Job:
 
     # ---------------------------------------------------------------- worker signals
     def _forward(self, name: str, *args) -> None:
-        if not self._closed and not _viewer_open(self.viewer):
+        if not self._closed and not viewer_open(self.viewer):
             self.close()
         view = self.view
         if self._closed or view is None or _deleted(view):
@@ -152,6 +155,7 @@ def start(
         **kwargs,
     )
     _JOBS.setdefault(id(viewer), {})[kind] = job
+    _start_watchdog()
     return job
 
 
@@ -163,9 +167,37 @@ def _qt_window(viewer):
     return getattr(window, "_qt_window", None)
 
 
-def _viewer_open(viewer) -> bool:
+def viewer_open(viewer) -> bool:
+    """Whether ``viewer``'s window is still open (a deferred GUI update checks it)."""
     window = None if viewer is None else _qt_window(viewer)
     return window is not None and not _deleted(window)
+
+
+def _start_watchdog() -> None:
+    """Check every :data:`WATCH_MS` that each job's viewer is open (napari's
+    ``Window.close`` drops the main window at once; its ``destroyed`` signal comes only
+    when Qt deletes it later), until no job runs."""
+    global _watchdog
+    if _watchdog is None:
+        from qtpy.QtCore import QTimer
+
+        _watchdog = QTimer()
+        _watchdog.setInterval(WATCH_MS)
+        _watchdog.timeout.connect(_check_viewers)
+    if not _watchdog.isActive():
+        _watchdog.start()
+
+
+def _check_viewers() -> None:
+    for key, jobs in list(_JOBS.items()):
+        for kind, job in list(jobs.items()):
+            if not viewer_open(job.viewer):
+                del jobs[kind]
+                job.close()
+        if not jobs:
+            del _JOBS[key]
+    if not _JOBS and _watchdog is not None:
+        _watchdog.stop()
 
 
 def _watch(viewer) -> None:

@@ -18,6 +18,7 @@ at a bounded rate.
 
 from __future__ import annotations
 
+import functools
 import os
 import sys
 import threading
@@ -116,10 +117,43 @@ def start_job(
     if on_returned is not None:
         connect["returned"] = on_returned
     worker = create_worker(
-        _guarded, body, *args, cancel=cancel, **kwargs, _start_thread=False, _connect=connect
+        _guarded,
+        body,
+        *args,
+        cancel=cancel,
+        **kwargs,
+        _start_thread=False,
+        _connect=connect,
+        _worker_class=_cancelling_worker(),
     )
     worker.start()
     return worker, cancel
+
+
+@functools.cache
+def _cancelling_worker():
+    """napari's generator worker, whose ``quit()`` sets the job's cancel flag.
+
+    napari quits the workers of a closing window (and of a quitting application); a
+    plain worker then stops driving its generator and leaves it suspended, so the body's
+    cleanup (a training process stopped and joined) waits for garbage collection while
+    the process trains on. This one lets the body see its cancel flag and end as after
+    Stop.
+    """
+    from napari.qt.threading import GeneratorWorker
+
+    class CancellingWorker(GeneratorWorker):
+        def __init__(self, func, *args, **kwargs):
+            super().__init__(func, *args, **kwargs)
+            self._cancel = kwargs.get("cancel")
+
+        def quit(self) -> None:
+            if self._cancel is None:
+                super().quit()
+            else:
+                self._cancel.set()
+
+    return CancellingWorker
 
 
 class JobFailed(Exception):

@@ -677,6 +677,8 @@ class TrainWidget(QWidget):
         run = self._run
         if event is None or run is None or event.preview is None:
             return
+        if not _jobs.viewer_open(self._viewer):  # a deferred update after the viewer closed
+            return
         name = f"{run.name}{PREVIEW_SUFFIX}"
         first = not self._preview_shown
         limits = tuple(run.layer.contrast_limits) if run.layer is not None else None
