@@ -96,6 +96,15 @@ class TrainingPreview:
             finally:
                 self._ours = False
 
+    def attach(self, run, shown: bool) -> None:
+        """Take over the preview of a running ``run`` from a widget closed earlier:
+        its layer if it is in the viewer; a preview shown before whose layer is gone was
+        deleted by the user, so it stays deleted."""
+        self._run, self._running, self.shown = run, True, shown
+        name = preview_name(run.name)
+        self._layer = self._viewer.layers[name] if name in self._viewer.layers else None  # noqa: SIM401
+        self.dismissed = shown and self._layer is None
+
     def show(self, preview: np.ndarray, index: int | None) -> None:
         """Put the prediction ``preview`` of slice ``index`` in the layer (made visible
         the first time), unless the user deleted it during this run."""

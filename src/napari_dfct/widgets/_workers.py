@@ -1,7 +1,8 @@
 """Background jobs of the dock widgets: training and prediction off the GUI thread.
 
 One path starts every job (:func:`start_job`: a napari generator worker, a cancel flag
-that the widget's destruction sets, the widget's handlers connected) and one event type
+that the widget's destruction sets unless the viewer owns the job (:mod:`._jobs`), the
+handlers connected) and one event type
 reports progress (:class:`JobEvent`). The job bodies (:func:`train_job`,
 :func:`predict_job`) drive :func:`napari_dfct.train.fit` and
 :func:`napari_dfct.infer.predict_iter`; the widgets only start them and show the events.
@@ -17,6 +18,7 @@ at a bounded rate.
 
 from __future__ import annotations
 
+import functools
 import os
 import sys
 import threading
@@ -80,7 +82,7 @@ class JobEvent:
 
 # ------------------------------------------------------------------------ start, errors
 def start_job(
-    owner: QObject,
+    owner: QObject | None,
     body: Callable[..., Generator[JobEvent, None, Any]],
     *args,
     on_event: Callable[[JobEvent], None],
@@ -94,7 +96,8 @@ def start_job(
     Every yielded :class:`JobEvent` goes to ``on_event``, the body's return value to
     ``on_returned``, an exception to ``on_error`` (never a traceback in the viewer), and
     ``on_finished`` runs last in every case; all on the GUI thread. The cancel flag is set
-    when ``owner`` is destroyed, so a closed widget stops its job.
+    when ``owner`` is destroyed, so a closed widget stops its job; a job without an owner
+    (a viewer's job, :mod:`._jobs`) is stopped through its flag only.
 
     Returns
     -------
@@ -104,7 +107,8 @@ def start_job(
     from napari.qt.threading import create_worker
 
     cancel = threading.Event()
-    owner.destroyed.connect(cancel.set)
+    if owner is not None:
+        owner.destroyed.connect(cancel.set)
 
     def errored(exc: BaseException) -> None:
         on_error(exc.error if isinstance(exc, JobFailed) else exc)
@@ -113,10 +117,43 @@ def start_job(
     if on_returned is not None:
         connect["returned"] = on_returned
     worker = create_worker(
-        _guarded, body, *args, cancel=cancel, **kwargs, _start_thread=False, _connect=connect
+        _guarded,
+        body,
+        *args,
+        cancel=cancel,
+        **kwargs,
+        _start_thread=False,
+        _connect=connect,
+        _worker_class=_cancelling_worker(),
     )
     worker.start()
     return worker, cancel
+
+
+@functools.cache
+def _cancelling_worker():
+    """napari's generator worker, whose ``quit()`` sets the job's cancel flag.
+
+    napari quits the workers of a closing window (and of a quitting application); a
+    plain worker then stops driving its generator and leaves it suspended, so the body's
+    cleanup (a training process stopped and joined) waits for garbage collection while
+    the process trains on. This one lets the body see its cancel flag and end as after
+    Stop.
+    """
+    from napari.qt.threading import GeneratorWorker
+
+    class CancellingWorker(GeneratorWorker):
+        def __init__(self, func, *args, **kwargs):
+            super().__init__(func, *args, **kwargs)
+            self._cancel = kwargs.get("cancel")
+
+        def quit(self) -> None:
+            if self._cancel is None:
+                super().quit()
+            else:
+                self._cancel.set()
+
+    return CancellingWorker
 
 
 class JobFailed(Exception):

@@ -27,6 +27,11 @@ What other widgets see of a prediction:
   at most every :attr:`PredictWidget.REFRESH_MS`), so Measure recomputes at once; the
   canvas is refreshed only when a slice it shows was filled (in 2-D), so a whole volume
   costs one repaint for the slice in view instead of one per update.
+
+A prediction is the viewer's (:mod:`napari_dfct.widgets._jobs`): it goes on when the dock
+is closed, a Predict widget opened later shows it (Cancel works), and the form shows what
+it uses, a deleted image layer included. Deleting its output layer stops it, and nothing
+is claimed.
 """
 
 from __future__ import annotations
@@ -45,7 +50,7 @@ from napari.utils.notifications import show_error, show_info, show_warning
 from qtpy.QtGui import QFontDatabase
 from qtpy.QtWidgets import QFileDialog, QHBoxLayout, QLabel, QPlainTextEdit, QWidget
 
-from . import _layers, _models, _workers
+from . import _jobs, _layers, _models, _workers
 from ._devices import device_choices
 from ._layout import Section, scroll_body
 
@@ -86,6 +91,8 @@ class PredictWidget(QWidget):
         self._worker = None
         self._cancel: threading.Event | None = None
         self._job: SimpleNamespace | None = None
+        self._viewer_job: _jobs.Job | None = None
+        self._lost: set[str] = set()  # "image" when its layer was deleted during a run
         self._cache: dict[tuple, Any] = {}
         self._export_worker = None
         self.last_layer = None
@@ -159,14 +166,19 @@ class PredictWidget(QWidget):
         self.fields.model.changed.connect(self._on_model)
         self.fields.model_dir.changed.connect(self._on_model_dir)
         self.fields.image.changed.connect(self._update_status)
+        self.fields.image.changed.connect(lambda v: _jobs.found(self._lost, v, "image"))
         _models.connect_registry(self, self._on_registry)
         ev = self._viewer.layers.events
         for name in ("inserted", "removed", "reordered"):
             getattr(ev, name).connect(self.reset_choices)
+        ev.removed.connect(self._on_layer_removed)
         self.reset_choices()
         self._select_newest()
         self._on_model()
         self._update_status()
+        job = _jobs.running(napari_viewer, "prediction")
+        if job is not None:  # a dock reopened while the viewer predicts
+            self._attach(job)
 
     # ------------------------------------------------------------------ choices
     def _model_choices(self, _widget=None):
@@ -174,12 +186,16 @@ class PredictWidget(QWidget):
         return [(model_name(p), p) for p in models]
 
     def _layer_choices(self, _widget=None):
-        return _layers.image_layers(self._viewer, exclude_roles=_EXCLUDE)
+        choices = _layers.image_layers(self._viewer, exclude_roles=_EXCLUDE)
+        job = self._viewer_job  # a running prediction's image stays offered, deleted or not
+        return choices if job is None else _jobs.held_choices(choices, (job.run.layer,))
 
     def reset_choices(self, *_args) -> None:
-        """Refresh the model and layer pickers."""
+        """Refresh the model and layer pickers (not while a prediction holds them)."""
+        if self._viewer_job is not None:
+            return
         self.form.reset_choices()
-        if self.fields.image.value is None:
+        if self.fields.image.value is None and "image" not in self._lost:
             layers = [la for _, la in self._layer_choices()]
             preferred = [la for la in layers if la.name.lower().startswith("input")]
             if preferred or layers:
@@ -216,6 +232,8 @@ class PredictWidget(QWidget):
             self.fields.model.value = choices[0][1]
 
     def _on_registry(self, *_args) -> None:
+        if self._viewer_job is not None:  # the form shows the running prediction's model
+            return
         self.fields.model.reset_choices()
         self._select_newest()
 
@@ -270,7 +288,7 @@ class PredictWidget(QWidget):
             self.status.setText("Cancelling...")
 
     def _start(self, whole: bool) -> None:
-        if self.is_running:
+        if self.is_running or _jobs.running(self._viewer, "prediction") is not None:
             show_warning("A prediction is running; wait for it or press Cancel.")
             return
         try:
@@ -282,27 +300,58 @@ class PredictWidget(QWidget):
         # main window (a quarter of a core under software OpenGL) while a job runs
         self._job = job
         job.output = self._reusable_output(job)  # a new layer waits for the first slice
-        job.done = 0
+        job.done, job.output_lost = 0, False
         self.progress.max = max(len(job.slices), 1)
         self.progress.value = 0
         for b in (self.slice_button, self.volume_button):
             b.enabled = False
         self.cancel_button.enabled = True
-        what = f"{len(job.slices)} slices" if whole else f"slice {job.slices[0]}"
-        self.status.setText(f"Predicting {what} of {job.layer.name!r} with {job.model_name}...")
-        # closing the widget sets the cancel flag: prediction stops between batches
-        self._worker, self._cancel = _workers.start_job(
+        form = _jobs.form_values(self.fields)
+        self.form.enabled = False  # it shows what the prediction uses
+        self.status.setText(_predicting_text(job))
+        # the viewer's job, not the dock's: closing the viewer stops it between batches
+        vjob = _jobs.start(
+            self._viewer,
+            "prediction",
             self,
+            job,
             _workers.predict_job,
             job.model_dir,
             job.loaded,
             job.device,
             job.volume,
             job.slices if job.volume.ndim == 3 else None,
-            on_event=self._on_event,
-            on_error=self._on_errored,
-            on_finished=self._on_finished,
+            form=form,
         )
+        self._viewer_job, self._worker, self._cancel = vjob, vjob.worker, vjob.cancel
+
+    def _attach(self, vjob: _jobs.Job) -> None:
+        """Show the viewer's running prediction and take over its reports: its model,
+        image and device (locked), progress and status; Cancel stops it."""
+        vjob.attach(self)
+        self._viewer_job, self._job = vjob, vjob.run
+        self._worker, self._cancel = vjob.worker, vjob.cancel
+        self.form.reset_choices()  # offers its image, deleted or not
+        _jobs.show_form(self.fields, vjob.form, quiet=("model_dir",))
+        self.form.enabled = False
+        for b in (self.slice_button, self.volume_button):
+            b.enabled = False
+        self.cancel_button.enabled = not vjob.cancel.is_set()
+        _workers.set_progress(self.progress, vjob.run.done, len(vjob.run.slices))
+        self.status.setText(
+            "Cancelling..." if vjob.cancel.is_set() else _predicting_text(vjob.run)
+        )
+
+    def _on_layer_removed(self, event) -> None:
+        """The prediction's output layer deleted while it runs: stop it (nothing to fill)."""
+        job = self._job
+        if job is None or not self.is_running or event.value is not job.output:
+            return
+        job.output_lost = True
+        if self._cancel is not None:
+            self._cancel.set()
+        self.cancel_button.enabled = False
+        self.status.setText(f"Stopping: the prediction layer {job.output.name!r} was deleted...")
 
     def export_package(self, *_args, path: str | os.PathLike | None = None) -> None:
         """Write the chosen model as a bioimage.io package (:func:`napari_dfct.export.
@@ -514,6 +563,8 @@ class PredictWidget(QWidget):
             return
         z, y = event.index, event.value
         assert z is not None  # a slice event names its slice
+        if job.output_lost:  # deleted by the user: nothing more is written or announced
+            return
         out = job.output
         if out is None:
             out = job.output = self.last_layer = self._new_output(job, z, y)
@@ -564,28 +615,63 @@ class PredictWidget(QWidget):
 
     def _on_finished(self) -> None:
         job, self._job = self._job, None
-        self._worker = None
+        self._worker = self._viewer_job = None
         self._refresh.stop()
         for b in (self.slice_button, self.volume_button):
             b.enabled = True
         self.cancel_button.enabled = False
+        self.form.enabled = True
+        lost = _jobs.release_layers(
+            self._viewer, self.fields, ("image",), self.form.reset_choices, self._lost
+        )
+        self.reset_choices()
         if job is None:
             return
-        self._refresh_output(job)
         n = len(job.slices)
-        if job.done == n:
+        if not job.output_lost:
+            self._refresh_output(job)
+        if job.output_lost:
+            text = (
+                f"Prediction stopped after {job.done} of {n} slices: its layer "
+                f"{job.output.name!r} was deleted, so nothing was kept."
+            )
+            self.status.setText(text)
+            show_warning(text)
+        elif job.done == n:
             what = f"{n} slices" if job.whole else f"slice {job.slices[0]}"
             self.status.setText(f"Predicted {what} \u2192 {job.output.name!r}")
         elif self._cancel is not None and self._cancel.is_set():
-            if job.output is None:
-                text = "Prediction cancelled before the first slice; no layer was added."
-            else:
-                text = (
-                    f"Prediction cancelled after {job.done} of {n} slices; the others "
-                    "are marked as not predicted."
-                )
+            text = _cancelled_text(job)
             self.status.setText(text)
             show_info(text)
+        if lost:
+            self.status.setText(f"{self.status.text()} {lost}")
+            show_warning(lost)
+
+
+def _predicting_text(job) -> str:
+    what = f"{len(job.slices)} slices" if job.whole else f"slice {job.slices[0]}"
+    return f"Predicting {what} of {job.layer.name!r} with {job.model_name}..."
+
+
+def _cancelled_text(job) -> str:
+    """What a cancelled prediction left: the slices it wrote, and what the others hold."""
+    out, n = job.output, len(job.slices)
+    if out is None:
+        return "Prediction cancelled before the first slice; no layer was added."
+    if job.done == 0:
+        return f"Prediction cancelled before the first slice; {out.name!r} is unchanged."
+    text = f"Prediction cancelled after {job.done} of {n} slices"
+    if out.data.ndim < 3:
+        return text + "."
+    missing = len(_layers.missing_slices(out))
+    earlier = int(out.data.shape[0]) - missing - job.done  # slices this run left alone
+    held = [f"{earlier} other slices keep their earlier prediction"] if earlier else []
+    if missing:
+        held.append(
+            f"{missing} {'are' if earlier else 'other slices are'} marked as not predicted"
+        )
+    return f"{text}; {', '.join(held)}." if held else f"{text}."
 
 
 def _export_job(model_dir: Path, out: Path, sample, words, overwrite: bool, *, cancel):

@@ -21,6 +21,9 @@ started: a message says so and which limit to raise
 the best checkpoint so far is kept. When the run ends (completed, early stopping or
 stopped), the model folder is registered in :mod:`napari_dfct.widgets._models` so the
 Predict widget offers it.
+
+The run is the viewer's (:mod:`napari_dfct.widgets._jobs`): it outlives its dock, a Train
+widget opened later shows it, and the form shows what it uses, deleted layers included.
 """
 
 from __future__ import annotations
@@ -48,7 +51,7 @@ from napari.utils.notifications import show_error, show_info, show_warning
 from qtpy.QtCore import Qt, QTimer
 from qtpy.QtWidgets import QFrame, QHBoxLayout, QLabel, QScrollArea, QTabWidget, QWidget
 
-from . import _layers, _models, _preview, _train_data, _train_params, _workers
+from . import _jobs, _layers, _models, _preview, _train_data, _train_params, _workers
 from ._choices import (
     FREQUENCY_CHOICES,
     LOSS_CHOICES,
@@ -101,6 +104,8 @@ class TrainWidget(QWidget):
         self._worker = None
         self._cancel: threading.Event | None = None
         self._run: SimpleNamespace | None = None
+        self._viewer_job: _jobs.Job | None = None
+        self._lost: set[str] = set()  # pickers whose layer was deleted during a run
         self.last_result = None
         self._history: list = []
         self._past: list = []  # a resumed run's earlier epochs (history.json)
@@ -129,6 +134,9 @@ class TrainWidget(QWidget):
         self._on_recipe()
         self._pick_defaults()
         self.data_panel.update()
+        job = _jobs.running(napari_viewer, "training")
+        if job is not None:  # a dock reopened while the viewer trains
+            self._attach(job)
 
     # ------------------------------------------------------------------ form building
     def _data_form(self) -> Container:
@@ -267,16 +275,25 @@ class TrainWidget(QWidget):
         for name in ("loss", "spatial", "frequency", "directional", "order", "mode", "normalize"):
             getattr(self.fields, name).changed.connect(self._on_loss)
         self.fields.resume.changed.connect(self._on_resume)
+        for name in ("input", "target"):
+            getattr(self.fields, name).changed.connect(
+                lambda value, name=name: _jobs.found(self._lost, value, name)
+            )
         ev = self._viewer.layers.events
         for name in ("inserted", "removed", "reordered"):
             getattr(ev, name).connect(self.reset_choices)
 
     # ------------------------------------------------------------------ form helpers
     def _layer_choices(self, _widget=None):
-        return _layers.image_layers(self._viewer, exclude_roles=_EXCLUDE)
+        choices = _layers.image_layers(self._viewer, exclude_roles=_EXCLUDE)
+        job = self._viewer_job  # a run's layers stay offered, deleted or not
+        return choices if job is None else _jobs.held_choices(choices, job.run.layers)
 
     def reset_choices(self, *_args) -> None:
-        """Refresh the layer pickers (napari calls this when layers change)."""
+        """Refresh the layer pickers (napari calls this when layers change); not while a
+        run holds the form: it shows what the run uses."""
+        if self._viewer_job is not None:
+            return
         self.data_form.reset_choices()
         self._pick_defaults()
 
@@ -292,9 +309,9 @@ class TrainWidget(QWidget):
                     return layer
             return None
 
-        if f.input.value is None:
+        if f.input.value is None and "input" not in self._lost:
             f.input.value = find("input") or layers[0]
-        if f.target.value is None:
+        if f.target.value is None and "target" not in self._lost:
             rest = [la for la in layers if la is not f.input.value]
             choice = find("target") or (rest[0] if rest else None)
             if choice is not None:
@@ -418,7 +435,7 @@ class TrainWidget(QWidget):
         resume_dir = f.resume.value
         resume = bool(resume_dir) and str(resume_dir) not in ("", ".")
         run = SimpleNamespace(
-            config=config, resume=resume, layer=None, name="input", placement=None
+            config=config, resume=resume, layer=None, name="input", placement=None, layers=()
         )
         if f.source.value == "layers":
             inp, tgt = f.input.value, f.target.value
@@ -445,7 +462,7 @@ class TrainWidget(QWidget):
             except ValueError as err:
                 raise ValueError(f"{err} (input {inp.name!r}, target {tgt.name!r})") from None
             run.input, run.target = x, y
-            run.layer, run.name = inp, inp.name
+            run.layer, run.name, run.layers = inp, inp.name, (inp, tgt)
             run.placement = _layers.spatial_placement(inp)
             run.shape = x.shape
         elif f.source.value == "dataset":
@@ -515,9 +532,12 @@ class TrainWidget(QWidget):
         return self._worker is not None
 
     def start(self, *_args) -> None:
-        """Validate the form and start training in a worker thread."""
-        if self.is_running:
-            show_warning("Training is already running; press Stop first.")
+        """Validate the form and start training in a worker thread (one per viewer)."""
+        if self.is_running or _jobs.running(self._viewer, "training") is not None:
+            show_warning(
+                "Training is already running in this viewer; press Stop first (to train "
+                "a second model at the same time, use another viewer or `dfct train`)."
+            )
             return
         try:
             run = self._gather()
@@ -526,8 +546,8 @@ class TrainWidget(QWidget):
             return
 
         self._run = run
-        self._history = []
-        self._past = _earlier_epochs(run)
+        self._history = run.history = []  # shared with a Train widget reopened later
+        self._past = run.past = _earlier_epochs(run)
         self._pending = self._preview_event = None
         self.plot.clear()
         if self._past:
@@ -540,32 +560,56 @@ class TrainWidget(QWidget):
         self.start_button.enabled = False
         self.stop_button.enabled = True
         self.tabs.setEnabled(False)
-        self.status.setText(
-            f"Starting {run.config.loss.name} ({run.config.preset}) \u2192 {run.out_dir}"
-        )
-        # closing the widget sets the cancel flag: training stops within a batch
-        self._worker, self._cancel = _workers.start_job(
+        self.status.setText(_starting_text(run))
+        # the viewer's job, not the dock's: closing the viewer stops it within a batch
+        job = _jobs.start(
+            self._viewer,
+            "training",
             self,
+            run,
             _workers.train_job,
             run.input,
             run.target,
             run.config,
             run.out_dir,
+            form=_jobs.form_values(self.fields),
             resume=run.resume,
             preview_index=run.preview_index,
             threads=_workers.training_threads(run.config.device),
-            on_event=self._on_event,
-            on_returned=self._on_returned,
-            on_error=self._on_errored,
-            on_finished=self._on_finished,
         )
+        self._viewer_job, self._worker, self._cancel = job, job.worker, job.cancel
 
     def stop(self, *_args) -> None:
         """Ask the running training to stop after the current batch."""
         if self._cancel is not None and self.is_running:
             self._cancel.set()
             self.stop_button.enabled = False
-            self.status.setText("Stopping after the current batch (the best model is kept)...")
+            self.status.setText(_STOPPING)
+
+    def _attach(self, job: _jobs.Job) -> None:
+        """Show the viewer's running training and take over its reports: its settings
+        (locked), progress, status and curves; Stop stops it."""
+        job.attach(self)
+        self._viewer_job, self._run = job, job.run
+        self._worker, self._cancel = job.worker, job.cancel
+        self.data_form.reset_choices()  # offers the run's layers, deleted or not
+        # the recipe fills the options, the layers the window; resume without its note
+        last = ("window_low", "window_high")
+        _jobs.show_form(self.fields, job.form, first=("recipe",), last=last, quiet=("resume",))
+        self._history = job.run.history
+        self._past = getattr(job.run, "past", [])
+        self.start_button.enabled = False
+        self.stop_button.enabled = not job.cancel.is_set()
+        self.tabs.setEnabled(False)
+        self.progress.max = max(int(job.run.config.epochs), 1)
+        self.status.setText(_starting_text(job.run))
+        self.training_preview.attach(job.run, any(e.preview is not None for e in self._history))
+        if self._history:
+            self._pending = self._history[-1]
+            self._flush()
+            self._preview_event = None  # the preview layer has it already
+        if job.cancel.is_set():
+            self.status.setText(_STOPPING)
 
     # ------------------------------------------------------------------ worker signals
     def _on_event(self, event: _workers.JobEvent) -> None:
@@ -630,6 +674,8 @@ class TrainWidget(QWidget):
         event, self._preview_event = self._preview_event, None
         if event is None or self._run is None or event.preview is None:
             return
+        if not _jobs.viewer_open(self._viewer):  # a deferred update after the viewer closed
+            return
         self.training_preview.show(event.preview, event.preview_index)
 
     def _on_preview_deleted(self) -> None:
@@ -683,17 +729,24 @@ class TrainWidget(QWidget):
         self._updates.flush()
         self._show_preview()
         self.training_preview.end()
-        self._worker = None
+        self._worker = self._viewer_job = None
         self.start_button.enabled = True
         self.stop_button.enabled = False
         self.tabs.setEnabled(True)
+        pickers = ("input", "target")
+        reset = self.data_form.reset_choices
+        lost = _jobs.release_layers(self._viewer, self.fields, pickers, reset, self._lost)
+        self._pick_defaults()
+        if lost:
+            self.status.setText(f"{self.status.text()} {lost}")
+            show_warning(lost)
 
-    # ------------------------------------------------------------------ teardown
-    def closeEvent(self, event) -> None:  # noqa: N802 - Qt API
-        """Stop a running training when the widget closes."""
-        if self._cancel is not None:
-            self._cancel.set()
-        super().closeEvent(event)
+
+_STOPPING = "Stopping after the current batch (the best model is kept)..."
+
+
+def _starting_text(run) -> str:
+    return f"Starting {run.config.loss.name} ({run.config.preset}) \u2192 {run.out_dir}"
 
 
 def _earlier_epochs(run) -> list[SimpleNamespace]:
