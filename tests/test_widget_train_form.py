@@ -36,8 +36,8 @@ def _other(f, widget_field, *avoid):
             for v in (value + k * step, value - k * step):
                 if widget_field.min <= v <= widget_field.max and v not in avoid:
                     return v
-    for factor in (0.5, 0.25):  # floats: inside every bound of the metadata
-        v = round(value * factor, 4)
+    # floats: inside every bound of the metadata (a zero value has no half: the default)
+    for v in (round(value * 0.5, 4), round(value * 0.25, 4), f.default, 0.05):
         if not any(_same(v, a) for a in avoid):
             return v
     raise AssertionError(f"no other value for {f.name}")
