@@ -9,7 +9,7 @@ CNR, PSNR in the body, each slice with its own ROIs, median over slices) plus th
 squared error against the target in the model's normalised intensity window (the
 quantity training minimises).
 
-Usage: python docs/reach/fit_table.py WORK OUT.csv [--stage diag]
+Usage: python docs/reach/fit_table.py WORK OUT.csv [--stage diag] [--config l2]
 """
 
 from __future__ import annotations
@@ -81,6 +81,7 @@ def main(argv=None) -> int:
     ap.add_argument("work", type=Path)
     ap.add_argument("out", type=Path)
     ap.add_argument("--stage", default="diag")
+    ap.add_argument("--config", default="l2", help="the configuration diagnosed (default l2)")
     args = ap.parse_args(argv)
     torch.set_num_threads(1)
     test = _set(args.work / "data" / "test")
@@ -93,7 +94,8 @@ def main(argv=None) -> int:
         return sets[folder]
 
     rows = []
-    for mfile in sorted((args.work / args.stage).glob("*/runs/*/seed-*/metrics.json")):
+    pattern = f"*/runs/{args.config}/seed-*/metrics.json"
+    for mfile in sorted((args.work / args.stage).glob(pattern)):
         run = mfile.parent
         arm, config, seed = run.parts[-4], run.parts[-2], int(run.name[5:])
         grid = json.loads((run.parents[2] / "grid.json").read_text())

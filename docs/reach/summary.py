@@ -2,7 +2,9 @@
 ``diagnosis.csv``; writes ``diagnosis-summary.csv`` beside it and prints a Markdown table
 (the numbers docs/reach-the-target.md quotes).
 
-Usage: python docs/reach/summary.py docs/data/reach/diagnosis.csv
+Usage: python docs/reach/summary.py docs/data/reach/diagnosis.csv [--seeds 0-2] [--out CSV]
+(``--seeds``: only those seeds, e.g. the seeds a stage decided on; ``--out``: another
+summary file than ``diagnosis-summary.csv``)
 """
 
 from __future__ import annotations
@@ -16,9 +18,13 @@ MEASURES = ("mse_target", "error_cnr", "psnr_body", "cnr", "best_epoch", "second
 SETS = ("train", "val", "test")
 
 
-def main(path: str) -> int:
+def main(path: str, seeds: str | None = None, out_path: str | None = None) -> int:
     with open(path, newline="") as fh:
         rows = list(csv.DictReader(fh))
+    if seeds:
+        lo, _, hi = seeds.partition("-")
+        keep = set(range(int(lo), int(hi or lo) + 1))
+        rows = [r for r in rows if int(r["seed"]) in keep]
     arms = list(dict.fromkeys(r["arm"] for r in rows))
     out = []
     for arm in arms:
@@ -31,7 +37,7 @@ def main(path: str) -> int:
                 rec[f"{m}_min"] = f"{min(v):.6g}" if v else ""
                 rec[f"{m}_max"] = f"{max(v):.6g}" if v else ""
             out.append(rec)
-    dest = Path(path).with_name("diagnosis-summary.csv")
+    dest = Path(out_path) if out_path else Path(path).with_name("diagnosis-summary.csv")
     with open(dest, "w", newline="") as fh:
         w = csv.DictWriter(fh, fieldnames=list(out[0]))
         w.writeheader()
@@ -60,4 +66,11 @@ def main(path: str) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main(sys.argv[1]))
+    import argparse
+
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("csv")
+    ap.add_argument("--seeds")
+    ap.add_argument("--out")
+    a = ap.parse_args()
+    sys.exit(main(a.csv, a.seeds, a.out))
