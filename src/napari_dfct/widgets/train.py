@@ -51,7 +51,7 @@ from napari.utils.notifications import show_error, show_info, show_warning
 from qtpy.QtCore import Qt, QTimer
 from qtpy.QtWidgets import QFrame, QHBoxLayout, QLabel, QScrollArea, QTabWidget, QWidget
 
-from . import _jobs, _layers, _models, _preview, _train_data, _train_params, _workers
+from . import _jobs, _layers, _models, _preview, _progress, _train_data, _train_params, _workers
 from ._choices import (
     FREQUENCY_CHOICES,
     LOSS_CHOICES,
@@ -554,8 +554,7 @@ class TrainWidget(QWidget):
             self._draw_curves(self._past)
         # the widget's own progress bar only: napari's activity indicator animates the
         # main window (a quarter of a core under software OpenGL) while a job runs
-        self.progress.max = max(int(run.config.epochs), 1)
-        self.progress.value = 0
+        _progress.reset(self.progress, run.config.epochs)
         self.training_preview.start(run)
         self.start_button.enabled = False
         self.stop_button.enabled = True
@@ -601,7 +600,7 @@ class TrainWidget(QWidget):
         self.start_button.enabled = False
         self.stop_button.enabled = not job.cancel.is_set()
         self.tabs.setEnabled(False)
-        self.progress.max = max(int(job.run.config.epochs), 1)
+        _progress.reset(self.progress, job.run.config.epochs)
         self.status.setText(_starting_text(job.run))
         self.training_preview.attach(job.run, any(e.preview is not None for e in self._history))
         if self._history:
@@ -620,6 +619,8 @@ class TrainWidget(QWidget):
                     self._run.placement = {"scale": tuple(scale[-2:])}
         elif event.kind == "epoch":
             self._on_epoch(event.value)
+        elif event.kind == "batch":  # within an epoch: the bar and the time left
+            _progress.show_batch(self.progress, event.value)
 
     def _on_epoch(self, event) -> None:
         """Record an epoch; apply it to the GUI at most every ``GUI_INTERVAL_MS``.
@@ -638,9 +639,7 @@ class TrainWidget(QWidget):
         event, self._pending = self._pending, None
         if event is None:
             return
-        _workers.set_progress(
-            self.progress, min(int(event.epoch), int(event.epochs)), int(event.epochs)
-        )
+        _progress.show_epoch(self.progress, event)
         where = "" if event.preview_index is None else f"; preview: slice {event.preview_index}"
         self.status.setText(
             f"Epoch {event.epoch}/{event.epochs}: training {event.train_loss:.4g}, "
