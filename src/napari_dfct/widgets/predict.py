@@ -50,7 +50,7 @@ from napari.utils.notifications import show_error, show_info, show_warning
 from qtpy.QtGui import QFontDatabase
 from qtpy.QtWidgets import QFileDialog, QHBoxLayout, QLabel, QPlainTextEdit, QWidget
 
-from . import _jobs, _layers, _models, _workers
+from . import _help, _jobs, _layers, _models, _workers
 from ._devices import device_choices
 from ._layout import Section, scroll_body
 
@@ -153,6 +153,10 @@ class PredictWidget(QWidget):
         buttons.addWidget(self.volume_button.native)
         buttons.addWidget(self.cancel_button.native)
         buttons.addWidget(self.export_button.native)
+        self.help_button = _help.help_button("predict")
+        buttons.addWidget(self.help_button.native)
+        buttons_ = (self.slice_button, self.volume_button, self.cancel_button)
+        _help.add_tips("predict", [*self.form, *buttons_], [self.model_section])
         _body, layout = scroll_body(self)
         layout.addWidget(self.form.native)
         layout.addLayout(buttons)

@@ -51,7 +51,17 @@ from napari.utils.notifications import show_error, show_info, show_warning
 from qtpy.QtCore import Qt, QTimer
 from qtpy.QtWidgets import QFrame, QHBoxLayout, QLabel, QScrollArea, QTabWidget, QWidget
 
-from . import _jobs, _layers, _models, _preview, _progress, _train_data, _train_params, _workers
+from . import (
+    _help,
+    _jobs,
+    _layers,
+    _models,
+    _preview,
+    _progress,
+    _train_data,
+    _train_params,
+    _workers,
+)
 from ._choices import (
     FREQUENCY_CHOICES,
     LOSS_CHOICES,
@@ -156,9 +166,6 @@ class TrainWidget(QWidget):
                     label="directional",
                     choices=FREQUENCY_CHOICES,
                     value="none",
-                    tooltip="A_D: a frequency weight aimed at the streaks' directions, "
-                    "estimated per patch from input - target (spectral mode only; "
-                    "not with a frequency weight)",
                 ),
                 ComboBox(
                     name="order",
@@ -261,6 +268,11 @@ class TrainWidget(QWidget):
         buttons = QHBoxLayout()
         buttons.addWidget(self.start_button.native, 2)
         buttons.addWidget(self.stop_button.native, 1)
+        self.help_button = _help.help_button("train")
+        buttons.addWidget(self.help_button.native)
+        _help.add_tips(
+            "train", [*(w for f in forms for w in f), self.start_button, self.stop_button]
+        )
         # run controls first: in a short dock they stay in view above the settings
         _body, layout = scroll_body(self)
         layout.addLayout(buttons)
