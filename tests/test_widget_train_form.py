@@ -36,8 +36,8 @@ def _other(f, widget_field, *avoid):
             for v in (value + k * step, value - k * step):
                 if widget_field.min <= v <= widget_field.max and v not in avoid:
                     return v
-    for factor in (0.5, 0.25):  # floats: inside every bound of the metadata
-        v = round(value * factor, 4)
+    # floats: inside every bound of the metadata (0.05 where the value is 0)
+    for v in (round(value * 0.5, 4), round(value * 0.25, 4), 0.05):
         if not any(_same(v, a) for a in avoid):
             return v
     raise AssertionError(f"no other value for {f.name}")
@@ -93,7 +93,7 @@ def test_a_recipe_change_refreshes_every_option(widget):
     from napari_dfct.widgets.train import _default_preset
 
     f = widget.fields
-    assert f.recipe.value == "stable" and set(RECIPES) == {"stable", "paper", "converge"}
+    assert f.recipe.value == "stable" and set(RECIPES) == {"stable", "paper", "converge", "quick"}
     for name in ("paper", "converge", "stable"):
         for opt in option_fields():  # every option edited away from the recipe's value
             w = getattr(f, opt.name)
@@ -210,3 +210,25 @@ def test_the_loss_widgets_build_the_cli_loss(widget, monkeypatch):
                 with pytest.raises(ValueError) as err:
                     w.loss_config()
                 assert str(err.value) == refusal and "A(DC) = 1" in refusal
+
+
+def test_the_quick_cpu_recipe_fills_small_fast_settings(widget):
+    """Quick (CPU), next to the paper's: a small network, 64x64 patches, batch 8, 4
+    patches per slice, at most 20 epochs with patience 5, whatever the machine."""
+    f = widget.fields
+    f.recipe.value = "paper"
+    assert (f.preset.value, f.patch.value, f.batch_size.value) != ("small", 64, 8)
+    f.recipe.value = "quick"
+    shown = (f.preset.value, f.patch.value, f.batch_size.value, f.patches_per_slice.value)
+    assert shown == ("small", 64, 8, 4)
+    assert (f.epochs.value, f.patience.value) == (20, 5)
+    assert f.recipe_note.value.startswith("Quick (CPU)")
+    cfg = widget.train_config()
+    assert (cfg.recipe, cfg.preset, cfg.patch, cfg.batch_size, cfg.epochs) == (
+        "quick",
+        "small",
+        64,
+        8,
+        20,
+    )
+    assert cfg.bn_recalibrate == 8 and cfg.weight_decay == 0.1  # stable's protocol
