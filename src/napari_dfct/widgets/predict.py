@@ -106,7 +106,8 @@ class PredictWidget(QWidget):
                     label="model",
                     choices=self._model_choices,
                     nullable=True,
-                    tooltip="Models trained in this session, and folders opened below",
+                    tooltip="Models trained or opened in this session, then the recent "
+                    "ones in ~/napari-dfct/models (the Train widget's default), newest first",
                 ),
                 FileEdit(
                     name="model_dir",
@@ -187,6 +188,8 @@ class PredictWidget(QWidget):
     # ------------------------------------------------------------------ choices
     def _model_choices(self, _widget=None):
         models = list(reversed(_models.registered_models()))  # newest first
+        # then the default folder's, from earlier sessions too, newest first
+        models += [p for p in _models.recent_models() if p not in models]
         return [(model_name(p), p) for p in models]
 
     def _layer_choices(self, _widget=None):

@@ -72,6 +72,7 @@ from ._choices import (
 from ._curves import CurvePlot
 from ._devices import device_choices
 from ._layout import scroll_body
+from ._models import default_models_dir
 
 if TYPE_CHECKING:
     import napari
@@ -80,11 +81,6 @@ __all__ = ["TrainWidget", "default_models_dir"]
 
 PREVIEW_SUFFIX = _preview.PREVIEW_SUFFIX
 _EXCLUDE = ("weights", "preview")
-
-
-def default_models_dir() -> Path:
-    """Where new model folders go by default: ``~/napari-dfct/models``."""
-    return Path.home() / "napari-dfct" / "models"
 
 
 def _default_preset() -> str:
