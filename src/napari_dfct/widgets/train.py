@@ -342,7 +342,7 @@ class TrainWidget(QWidget):
         for name in ("input", "target"):
             getattr(self.fields, name).visible = source == "layers"
             getattr(self.fields, f"{name}_file").visible = source == "files"
-        self.fields.dataset.visible = source == "dataset"
+        self.fields.dataset.visible = self.fields.pairs_csv.visible = source == "dataset"
 
     def loss_config(self):
         """The :class:`napari_dfct.losses.LossConfig` of the form
