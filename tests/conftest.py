@@ -21,6 +21,22 @@ def pytest_collection_modifyitems(config, items):
             item.add_marker(pytest.mark.gui)
 
 
+@pytest.fixture(scope="session", autouse=True)
+def no_models_at_home(tmp_path_factory):
+    """The widgets' default model folder (which Predict lists) is an empty one of the
+    session, not the user's ``~/napari-dfct/models``."""
+    import os
+
+    folder = tmp_path_factory.mktemp("models-home")
+    old = os.environ.get("NAPARI_DFCT_MODELS_DIR")
+    os.environ["NAPARI_DFCT_MODELS_DIR"] = str(folder)
+    yield folder
+    if old is None:
+        os.environ.pop("NAPARI_DFCT_MODELS_DIR", None)
+    else:
+        os.environ["NAPARI_DFCT_MODELS_DIR"] = old
+
+
 @pytest.fixture(scope="session")
 def small_sim():
     """A tiny simulated DFCT set: 4 slices of 64x64, shared by the whole session.

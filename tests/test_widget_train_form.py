@@ -93,7 +93,7 @@ def test_a_recipe_change_refreshes_every_option(widget):
     from napari_dfct.widgets.train import _default_preset
 
     f = widget.fields
-    assert f.recipe.value == "stable" and set(RECIPES) == {"stable", "paper", "converge"}
+    assert f.recipe.value == "stable" and set(RECIPES) == {"stable", "paper", "converge", "quick"}
     for name in ("paper", "converge", "stable"):
         for opt in option_fields():  # every option edited away from the recipe's value
             w = getattr(f, opt.name)
@@ -210,3 +210,25 @@ def test_the_loss_widgets_build_the_cli_loss(widget, monkeypatch):
                 with pytest.raises(ValueError) as err:
                     w.loss_config()
                 assert str(err.value) == refusal and "A(DC) = 1" in refusal
+
+
+def test_the_quick_cpu_recipe_fills_small_fast_settings(widget):
+    """Quick (CPU), next to the paper's: a small network, 64x64 patches, batch 8, 4
+    patches per slice, at most 20 epochs with patience 5, whatever the machine."""
+    f = widget.fields
+    f.recipe.value = "paper"
+    assert (f.preset.value, f.patch.value, f.batch_size.value) != ("small", 64, 8)
+    f.recipe.value = "quick"
+    shown = (f.preset.value, f.patch.value, f.batch_size.value, f.patches_per_slice.value)
+    assert shown == ("small", 64, 8, 4)
+    assert (f.epochs.value, f.patience.value) == (20, 5)
+    assert f.recipe_note.value.startswith("Quick (CPU)")
+    cfg = widget.train_config()
+    assert (cfg.recipe, cfg.preset, cfg.patch, cfg.batch_size, cfg.epochs) == (
+        "quick",
+        "small",
+        64,
+        8,
+        20,
+    )
+    assert cfg.bn_recalibrate == 8 and cfg.weight_decay == 0.1  # stable's protocol

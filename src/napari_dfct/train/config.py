@@ -287,6 +287,16 @@ RECIPES: dict[str, dict] = {
     # docs/reach-the-target.md: Adam's coupled weight decay held the models back; without
     # it, four times the optimiser steps helped further.
     "converge": {"weight_decay": 0.0, "patches_per_slice": 4},
+    # a first model on a CPU in minutes (the bundled sample: about 10-20 s per epoch on 2
+    # cores): stable's protocol on a smaller network, patch and batch, for fewer epochs
+    "quick": {
+        "preset": "small",
+        "patch": 64,
+        "batch_size": 8,
+        "patches_per_slice": 4,
+        "epochs": 20,
+        "patience": 5,
+    },
 }
 
 #: One line per recipe: what it is, and every difference from the paper's protocol.
@@ -303,6 +313,10 @@ RECIPE_NOTES: dict[str, str] = {
     "back) and with four times the patches per training slice per epoch (4 instead of "
     "1: four times the optimiser steps, the same epochs and learning-rate schedule); "
     "fits the data closer at four times the training time (docs/reach-the-target.md)",
+    "quick": "Quick (CPU): stable on the small model preset with 64x64 patches, batch 8, "
+    "4 patches per slice, at most 20 epochs and patience 5: a first model on a CPU in "
+    "minutes (the sample: 10-20 s per epoch on 2 cores), to try settings before the "
+    "paper's (hours on a CPU)",
 }
 
 

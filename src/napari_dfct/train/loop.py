@@ -26,6 +26,7 @@ from .config import TrainConfig
 from .logs import TensorBoardLog
 from .optim import build_optimizer as _build_optimizer
 from .optim import recalibrate_batchnorm
+from .progress import BatchProgress, BatchTicker
 from .resources import EpochEstimate, OutOfMemory, StepTimer, check_memory
 from .start import (
     FINGERPRINT_KEY,
@@ -195,6 +196,7 @@ def fit(
     preview_index: int | None = None,
     preview: bool = True,
     on_estimate: Callable[[EpochEstimate], Any] | None = None,
+    on_batch: Callable[[BatchProgress], Any] | None = None,
     oracle: np.ndarray | None = None,
     val_input: np.ndarray | None = None,
     val_target: np.ndarray | None = None,
@@ -232,6 +234,9 @@ def fit(
     on_estimate : callable, optional
         Called once, after the first two optimiser steps of this call, with an
         :class:`EpochEstimate` (measured, not guessed) of the time per epoch.
+    on_batch : callable, optional
+        Called with a :class:`~napari_dfct.train.progress.BatchProgress` (batches within
+        the epoch, time left) after an epoch's first step, then at most every 0.5 s.
     oracle : numpy.ndarray, optional
         ``(Z, n_bins)`` known angular parts ``G`` of every slice's streaks
         (:func:`napari_dfct.simulate.slice_angular`): required by, and only used by, an
@@ -297,6 +302,7 @@ def fit(
         out_path=out_path,
         preview=bool(preview),
         on_estimate=on_estimate,
+        ticker=None if on_batch is None else BatchTicker(on_batch),
         scans=scans,
         oracle=oracle,
         fixed_split=fixed_split,
@@ -378,6 +384,7 @@ class _Run:
     best_state: dict | None = None
     saved: bool = False
     on_estimate: Any = None
+    ticker: BatchTicker | None = None
     tensorboard: Any = None
     preview_norm: Any = None
     scans: Any = None
@@ -580,6 +587,10 @@ def _train_one_epoch(run: _Run, check_cancel) -> tuple[float, int] | None:
     running = torch.zeros((), dtype=torch.float64, device=device)
     seen = steps = 0
     timer = StepTimer(run) if run.on_estimate is not None else None
+    if run.ticker is not None:
+        run.ticker.start_epoch(
+            run.epoch + 1, config.epochs, run.sampler.steps_per_epoch(config.batch_size)
+        )
     for batch in run.sampler.epoch(config.batch_size):
         xb, yb, wb = batch
         if check_cancel():
@@ -609,6 +620,8 @@ def _train_one_epoch(run: _Run, check_cancel) -> tuple[float, int] | None:
         steps += 1
         if timer is not None and timer.step(int(xb.shape[0])):
             timer = None
+        if run.ticker is not None:
+            run.ticker.step()
     train_loss = float(running.item()) / max(seen, 1)
     if not math.isfinite(train_loss):
         lr = float(run.optimizer.param_groups[0]["lr"])

@@ -112,6 +112,7 @@ def _child(events, cancel, spec: dict) -> None:
             preview=spec["preview"],
             oracle=spec.get("oracle"),
             on_estimate=lambda est: events.put(("estimate", est)),
+            on_batch=(lambda p: events.put(("batch", p))) if spec.get("batches") else None,
         )
         del x, y
         while True:
@@ -142,6 +143,7 @@ def fit_in_process(
     preview: bool = True,
     oracle: np.ndarray | None = None,
     on_estimate: Callable[[Any], Any] | None = None,
+    batches: bool = False,
     threads: int | None = None,
     nice: int = PRIORITY_STEP,
     poll: float = 0.05,
@@ -155,6 +157,10 @@ def fit_in_process(
     cancel : threading.Event or callable, optional
         Polled every ``poll`` seconds; when set, the child stops within one batch and the
         generator returns ``stopped="cancelled"``.
+    batches : bool
+        Also yield the child's :class:`~napari_dfct.train.progress.BatchProgress` reports
+        (within an epoch, at most every 0.5 s; ``fit``'s ``on_batch``) between the epochs'
+        events.
     threads : int, optional
         torch intra-op threads in the child (None: torch's default, all cores).
     nice : int
@@ -187,6 +193,7 @@ def fit_in_process(
             "preview_index": preview_index,
             "preview": bool(preview),
             "oracle": oracle,
+            "batches": bool(batches),
             "threads": threads,
             "nice": int(nice),
             "parent_pid": os.getpid(),
@@ -214,7 +221,7 @@ def fit_in_process(
                     continue
             if kind == "ready":
                 _release(blocks)
-            elif kind == "epoch":
+            elif kind in ("epoch", "batch"):
                 yield value
             elif kind == "estimate":
                 if on_estimate is not None:

@@ -1,7 +1,10 @@
-"""The session's model registry: model folders trained or opened in this session.
+"""The session's model registry: model folders trained or opened in this session, and
+the recent model folders on disk.
 
 The Train widget registers every model folder it finishes (or stops) here; the Predict
-widget lists them. The registry is a module-level :class:`psygnal.containers.EventedList`
+widget lists them, then the model folders in :func:`default_models_dir` (where the Train
+widget saves runs by default) from earlier sessions, newest first
+(:func:`recent_models`). The registry is a module-level :class:`psygnal.containers.EventedList`
 of resolved :class:`pathlib.Path` objects, newest last, so any widget can listen to
 ``MODELS.events`` (``inserted``, ``removed``, ...) and refresh its choices.
 
@@ -24,11 +27,54 @@ from psygnal.containers import EventedList
 
 __all__ = [
     "MODELS",
+    "RECENT_LIMIT",
     "clear",
     "connect_registry",
+    "default_models_dir",
+    "recent_models",
     "register_model",
     "registered_models",
 ]
+
+#: At most this many model folders from :func:`default_models_dir` are offered.
+RECENT_LIMIT = 20
+
+
+#: The environment variable that moves :func:`default_models_dir`.
+MODELS_DIR_ENV = "NAPARI_DFCT_MODELS_DIR"
+
+
+def default_models_dir() -> Path:
+    """Where new model folders go by default: ``~/napari-dfct/models``
+    (``NAPARI_DFCT_MODELS_DIR`` overrides it)."""
+    override = os.environ.get(MODELS_DIR_ENV)
+    if override:
+        return Path(override).expanduser()
+    return Path.home() / "napari-dfct" / "models"
+
+
+def recent_models(folder: str | os.PathLike | None = None, limit: int = RECENT_LIMIT):
+    """The model folders directly in ``folder`` (default: :func:`default_models_dir`),
+    newest first (by the time their ``config.json`` was last written: a run writes it
+    every epoch), at most ``limit``; resolved paths. A missing or unreadable folder has
+    none."""
+    from napari_dfct.checkpoint import CONFIG_FILE, is_model_dir
+
+    root = Path(default_models_dir() if folder is None else folder).expanduser()
+    found = []
+    try:
+        for entry in os.scandir(root):
+            try:
+                if entry.is_dir() and is_model_dir(entry.path):
+                    mtime = (Path(entry.path) / CONFIG_FILE).stat().st_mtime
+                    found.append((mtime, entry.name, _key(entry.path)))
+            except OSError:
+                continue
+    except OSError:
+        return []
+    found.sort(key=lambda t: (t[0], t[1]), reverse=True)
+    return [path for _, _, path in found[: max(int(limit), 0)]]
+
 
 #: Model folders trained or opened in this session, oldest first, without duplicates.
 MODELS: EventedList = EventedList()

@@ -32,6 +32,8 @@ __all__ = ["SOURCES", "DataPanel", "data_form"]
 
 #: The data sources of the Train widget.
 SOURCES = ["layers", "files", "dataset"]
+#: The pairs-CSV field's file filter.
+PAIRS_FILTER = "*.csv"
 _VOLUMES = "Volumes (*.tif *.tiff *.npy *.npz *.dcm)"
 
 
@@ -82,8 +84,15 @@ def data_form(layer_choices) -> Container:
                 mode=FileDialogMode.EXISTING_DIRECTORY,
                 nullable=True,
                 tooltip="A data-set folder: DATASET/<scan>/input.* + target.*, or a "
-                "pairs.csv in it (columns input,target[,slices]); a CSV file's path "
-                "may be typed. Validation holds out whole scans",
+                "pairs.csv in it (columns input,target[,slices]); or choose a pairs CSV "
+                "below. Validation holds out whole scans",
+            ),
+            FileEdit(
+                name="pairs_csv",
+                label="pairs CSV",
+                mode=FileDialogMode.EXISTING_FILE,
+                nullable=True,
+                filter=PAIRS_FILTER,
             ),
             LineEdit(
                 name="preview",
@@ -106,6 +115,11 @@ def data_form(layer_choices) -> Container:
         ],
         labels=True,
     )
+
+
+def _chosen(path) -> bool:
+    """Whether a file field holds a path (not None, empty or ".")."""
+    return bool(path) and str(path) not in ("", ".")
 
 
 def _scans_text(scans, val_fraction: float, seed: int) -> str:
@@ -154,6 +168,19 @@ class DataPanel:
         for name in ("window_low", "window_high"):
             getattr(fields, name).changed.connect(self._draw_window)
         fields.window_default.changed.connect(self.reset_window)
+        fields.pairs_csv.changed.connect(self._on_pairs_csv)
+        fields.dataset.changed.connect(self._on_dataset)
+
+    def _on_pairs_csv(self, value) -> None:
+        """A chosen pairs CSV is the data set."""
+        if _chosen(value):
+            self.fields.dataset.value = value
+
+    def _on_dataset(self, value) -> None:
+        """Another data set than the chosen CSV: the CSV field is cleared."""
+        csv = self.fields.pairs_csv.value
+        if _chosen(csv) and not (_chosen(value) and Path(value) == Path(csv)):
+            self.fields.pairs_csv.value = None
 
     # ------------------------------------------------------------------ data
     def scans(self):

@@ -51,7 +51,7 @@ WARM_UP_THREAD = "dfct-warm-up"
 
 
 #: What a :class:`JobEvent` reports.
-JobKind = Literal["data", "epoch", "model", "slice"]
+JobKind = Literal["data", "batch", "epoch", "model", "slice"]
 
 
 @dataclass(frozen=True)
@@ -60,9 +60,11 @@ class JobEvent:
 
     Attributes
     ----------
-    kind : {"data", "epoch", "model", "slice"}
+    kind : {"data", "batch", "epoch", "model", "slice"}
         ``"data"``: training read its data; ``info`` holds ``shape`` and, for files,
         ``scale`` and ``name``.
+        ``"batch"``: progress within a training epoch; ``value`` is the
+        :class:`napari_dfct.train.progress.BatchProgress`.
         ``"epoch"``: a training epoch finished; ``value`` is the
         :class:`napari_dfct.train.EpochEvent`.
         ``"model"``: prediction has its model; ``value`` is the
@@ -333,14 +335,20 @@ def warm_up_torch() -> threading.Thread:
 
 # ------------------------------------------------------------------------ job bodies
 def _relay(gen: Generator, kind: JobKind) -> Generator[JobEvent, None, Any]:
-    """Yield ``JobEvent(kind, value=item)`` for each item of ``gen``; return its value."""
+    """Yield ``JobEvent(kind, value=item)`` for each item of ``gen`` (a ``"batch"`` event
+    for a :class:`~napari_dfct.train.progress.BatchProgress`); return its value."""
+    from napari_dfct.train.progress import BatchProgress
+
     try:
         while True:
             try:
                 item = next(gen)
             except StopIteration as stop:
                 return stop.value
-            yield JobEvent(kind, value=item)
+            if isinstance(item, BatchProgress):
+                yield JobEvent("batch", value=item)  # progress within an epoch
+            else:
+                yield JobEvent(kind, value=item)
     finally:
         gen.close()
 
@@ -359,8 +367,9 @@ def train_job(
     """Read files if needed, then drive :func:`napari_dfct.train.fit`.
 
     ``input`` and ``target`` are arrays or volume files. Yields one ``"data"`` event, then
-    an ``"epoch"`` event per epoch; returns the :class:`~napari_dfct.train.FitResult`
-    (without its network when the model was saved: it is loaded from its folder).
+    ``"batch"`` events within an epoch and an ``"epoch"`` event per epoch; returns the
+    :class:`~napari_dfct.train.FitResult` (without its network when the model was saved:
+    it is loaded from its folder).
     Training runs in a child process (:func:`napari_dfct.train.process.fit_in_process`);
     ``threads`` sets its torch intra-op threads (None: torch's default).
     """
@@ -391,6 +400,7 @@ def train_job(
             cancel=cancel,
             resume=resume,
             preview_index=preview_index,
+            batches=True,
             threads=threads,
         ),
         "epoch",

@@ -55,7 +55,7 @@ from qtpy.QtWidgets import (
 )
 
 from .. import metrics, roi
-from . import _layers
+from . import _help, _layers
 from ._layout import scroll_body
 from ._measure_plot import ProfilePlot
 from ._measure_rois import (
@@ -208,6 +208,8 @@ class MeasureWidget(QWidget):
         for w in (self.layers_button, self.add_rois_button, self.copy_button, self.export_button):
             actions.addWidget(w)
         actions.addStretch(1)
+        self.help_button = _help.help_button("measure")
+        actions.addWidget(self.help_button.native)
         _body, layout = scroll_body(self)
         layout.setSpacing(4)
         layout.addLayout(top)

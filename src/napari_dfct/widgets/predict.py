@@ -50,7 +50,7 @@ from napari.utils.notifications import show_error, show_info, show_warning
 from qtpy.QtGui import QFontDatabase
 from qtpy.QtWidgets import QFileDialog, QHBoxLayout, QLabel, QPlainTextEdit, QWidget
 
-from . import _jobs, _layers, _models, _workers
+from . import _help, _jobs, _layers, _models, _workers
 from ._devices import device_choices
 from ._layout import Section, scroll_body
 
@@ -106,7 +106,8 @@ class PredictWidget(QWidget):
                     label="model",
                     choices=self._model_choices,
                     nullable=True,
-                    tooltip="Models trained in this session, and folders opened below",
+                    tooltip="Models trained or opened in this session, then the recent "
+                    "ones in ~/napari-dfct/models (the Train widget's default), newest first",
                 ),
                 FileEdit(
                     name="model_dir",
@@ -153,6 +154,10 @@ class PredictWidget(QWidget):
         buttons.addWidget(self.volume_button.native)
         buttons.addWidget(self.cancel_button.native)
         buttons.addWidget(self.export_button.native)
+        self.help_button = _help.help_button("predict")
+        buttons.addWidget(self.help_button.native)
+        buttons_ = (self.slice_button, self.volume_button, self.cancel_button)
+        _help.add_tips("predict", [*self.form, *buttons_], [self.model_section])
         _body, layout = scroll_body(self)
         layout.addWidget(self.form.native)
         layout.addLayout(buttons)
@@ -183,6 +188,8 @@ class PredictWidget(QWidget):
     # ------------------------------------------------------------------ choices
     def _model_choices(self, _widget=None):
         models = list(reversed(_models.registered_models()))  # newest first
+        # then the default folder's, from earlier sessions too, newest first
+        models += [p for p in _models.recent_models() if p not in models]
         return [(model_name(p), p) for p in models]
 
     def _layer_choices(self, _widget=None):

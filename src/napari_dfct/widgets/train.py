@@ -51,7 +51,17 @@ from napari.utils.notifications import show_error, show_info, show_warning
 from qtpy.QtCore import Qt, QTimer
 from qtpy.QtWidgets import QFrame, QHBoxLayout, QLabel, QScrollArea, QTabWidget, QWidget
 
-from . import _jobs, _layers, _models, _preview, _train_data, _train_params, _workers
+from . import (
+    _help,
+    _jobs,
+    _layers,
+    _models,
+    _preview,
+    _progress,
+    _train_data,
+    _train_params,
+    _workers,
+)
 from ._choices import (
     FREQUENCY_CHOICES,
     LOSS_CHOICES,
@@ -62,6 +72,7 @@ from ._choices import (
 from ._curves import CurvePlot
 from ._devices import device_choices
 from ._layout import scroll_body
+from ._models import default_models_dir
 
 if TYPE_CHECKING:
     import napari
@@ -70,11 +81,6 @@ __all__ = ["TrainWidget", "default_models_dir"]
 
 PREVIEW_SUFFIX = _preview.PREVIEW_SUFFIX
 _EXCLUDE = ("weights", "preview")
-
-
-def default_models_dir() -> Path:
-    """Where new model folders go by default: ``~/napari-dfct/models``."""
-    return Path.home() / "napari-dfct" / "models"
 
 
 def _default_preset() -> str:
@@ -156,9 +162,6 @@ class TrainWidget(QWidget):
                     label="directional",
                     choices=FREQUENCY_CHOICES,
                     value="none",
-                    tooltip="A_D: a frequency weight aimed at the streaks' directions, "
-                    "estimated per patch from input - target (spectral mode only; "
-                    "not with a frequency weight)",
                 ),
                 ComboBox(
                     name="order",
@@ -261,6 +264,11 @@ class TrainWidget(QWidget):
         buttons = QHBoxLayout()
         buttons.addWidget(self.start_button.native, 2)
         buttons.addWidget(self.stop_button.native, 1)
+        self.help_button = _help.help_button("train")
+        buttons.addWidget(self.help_button.native)
+        _help.add_tips(
+            "train", [*(w for f in forms for w in f), self.start_button, self.stop_button]
+        )
         # run controls first: in a short dock they stay in view above the settings
         _body, layout = scroll_body(self)
         layout.addLayout(buttons)
@@ -334,7 +342,7 @@ class TrainWidget(QWidget):
         for name in ("input", "target"):
             getattr(self.fields, name).visible = source == "layers"
             getattr(self.fields, f"{name}_file").visible = source == "files"
-        self.fields.dataset.visible = source == "dataset"
+        self.fields.dataset.visible = self.fields.pairs_csv.visible = source == "dataset"
 
     def loss_config(self):
         """The :class:`napari_dfct.losses.LossConfig` of the form
@@ -554,8 +562,7 @@ class TrainWidget(QWidget):
             self._draw_curves(self._past)
         # the widget's own progress bar only: napari's activity indicator animates the
         # main window (a quarter of a core under software OpenGL) while a job runs
-        self.progress.max = max(int(run.config.epochs), 1)
-        self.progress.value = 0
+        _progress.reset(self.progress, run.config.epochs)
         self.training_preview.start(run)
         self.start_button.enabled = False
         self.stop_button.enabled = True
@@ -601,7 +608,7 @@ class TrainWidget(QWidget):
         self.start_button.enabled = False
         self.stop_button.enabled = not job.cancel.is_set()
         self.tabs.setEnabled(False)
-        self.progress.max = max(int(job.run.config.epochs), 1)
+        _progress.reset(self.progress, job.run.config.epochs)
         self.status.setText(_starting_text(job.run))
         self.training_preview.attach(job.run, any(e.preview is not None for e in self._history))
         if self._history:
@@ -620,6 +627,8 @@ class TrainWidget(QWidget):
                     self._run.placement = {"scale": tuple(scale[-2:])}
         elif event.kind == "epoch":
             self._on_epoch(event.value)
+        elif event.kind == "batch":  # within an epoch: the bar and the time left
+            _progress.show_batch(self.progress, event.value)
 
     def _on_epoch(self, event) -> None:
         """Record an epoch; apply it to the GUI at most every ``GUI_INTERVAL_MS``.
@@ -638,9 +647,7 @@ class TrainWidget(QWidget):
         event, self._pending = self._pending, None
         if event is None:
             return
-        _workers.set_progress(
-            self.progress, min(int(event.epoch), int(event.epochs)), int(event.epochs)
-        )
+        _progress.show_epoch(self.progress, event)
         where = "" if event.preview_index is None else f"; preview: slice {event.preview_index}"
         self.status.setText(
             f"Epoch {event.epoch}/{event.epochs}: training {event.train_loss:.4g}, "

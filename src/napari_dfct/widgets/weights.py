@@ -36,7 +36,7 @@ from napari.utils.notifications import show_error
 from qtpy.QtCore import Qt, QTimer
 from qtpy.QtWidgets import QLabel, QWidget
 
-from . import _layers, _placement, _weights_profiles
+from . import _help, _layers, _placement, _weights_profiles
 from ._choices import (
     FREQUENCY_CHOICES,
     LOSS_CHOICES,
@@ -114,29 +114,24 @@ class WeightsWidget(QWidget):
                     label="spatial",
                     choices=PROFILE_CHOICES,
                     value="linear",
-                    tooltip="A_S: weight rising towards the iso-centre",
                 ),
                 ComboBox(
                     name="frequency",
                     label="frequency",
                     choices=FREQUENCY_CHOICES,
                     value="linear",
-                    tooltip="A_F: weight rising towards high frequencies",
                 ),
                 ComboBox(
                     name="directional",
                     label="directional",
                     choices=FREQUENCY_CHOICES,
                     value="none",
-                    tooltip="A_D: frequency weight aimed at the streaks' directions, "
-                    "estimated from input - target (spectral mode, frequency none)",
                 ),
                 ComboBox(
                     name="order",
                     label="order",
                     choices=ORDER_CHOICES,
                     value="sf",
-                    tooltip="Order of the two amplifications when both are on",
                 ),
                 ComboBox(name="loss", label="loss", choices=LOSS_CHOICES, value="l2"),
                 ComboBox(
@@ -144,8 +139,6 @@ class WeightsWidget(QWidget):
                     label="mode",
                     choices=MODE_CHOICES,
                     value="paper",
-                    tooltip="paper: the paper's formula; spectral: weight the error "
-                    "spectrum before the pointwise loss",
                 ),
                 CheckBox(name="normalize", text="normalise weights to mean 1", value=False),
                 ComboBox(
@@ -187,6 +180,9 @@ class WeightsWidget(QWidget):
         layout.addWidget(self.status)
         layout.addWidget(self.info)
         layout.addWidget(self.plot_section)
+        self.help_button = _help.help_button("weights")
+        layout.addWidget(self.help_button.native, 0, Qt.AlignmentFlag.AlignRight)
+        _help.add_tips("weights", self.form, [self.plot_section])
         layout.addStretch(1)
 
         # Debounce: many events (dragging the slider) collapse into one update.
