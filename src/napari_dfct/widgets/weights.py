@@ -369,7 +369,7 @@ class WeightsWidget(QWidget):
         dc = _DC_PAPER if config.mode == "paper" else _DC_SPECTRAL
         where = "patch (centre)" if size_mode == "patch" else "full slice"
         h, w = maps.shape
-        details = " \u00b7 ".join(html.escape(note) for note in notes)
+        details = " \u00b7 ".join(html.escape(note, quote=False) for note in notes)
         self._set_info(
             f"<b>{config.name}</b> ({config.scheme}, {config.mode} mode) \u00b7 {where} "
             f"{h}\u00d7{w}<br>{details}<br>"
