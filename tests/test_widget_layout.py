@@ -116,6 +116,8 @@ def test_form_labels_are_aligned(make_napari_viewer, qtbot):
             )
             for label in labels:
                 assert label.sizeHint().width() <= label.width(), (name, label.text())
+            # every tab readable: no clipped text on any page
+            assert _clipped(docks[name][1]) == [], (name, index)
 
 
 def test_train_tabs_and_plot_fit_their_content(make_napari_viewer, qtbot):

@@ -189,9 +189,10 @@ def fit_fields(root: QWidget, row_labels=()) -> None:
         pixmap = label.pixmap()
         if label not in row_labels and (pixmap is None or pixmap.isNull()):
             label.setWordWrap(True)
-            # a wrapped label may be narrower than its one-line width
-            policy = label.sizePolicy()
-            policy.setHorizontalPolicy(QSizePolicy.Policy.Preferred)
+            # narrower than its one-line width and as tall as its lines at its width
+            # (magicgui's fixed policy would cut the lines off at the top and bottom)
+            policy = QSizePolicy(QSizePolicy.Policy.Preferred, QSizePolicy.Policy.Preferred)
+            policy.setHeightForWidth(True)
             label.setSizePolicy(policy)
 
 
