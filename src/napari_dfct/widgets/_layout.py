@@ -17,6 +17,7 @@ from __future__ import annotations
 
 from qtpy.QtCore import QEvent, QObject, QSize, Qt, QTimer
 from qtpy.QtWidgets import (
+    QCheckBox,
     QComboBox,
     QDockWidget,
     QFrame,
@@ -48,6 +49,8 @@ __all__ = [
 BODY_NAME = "dfct_body"
 #: Space between a tab page's rows (tight: the longest page fits a 1280 x 1024 screen).
 FORM_SPACING = 2
+#: Width a form fits in a dock of napari's default width (check boxes indent within it).
+FORM_WIDTH = 380
 #: Characters a combo box keeps when its dock is narrow (it shows the rest when wider).
 COMBO_MIN_CHARS = 12
 
@@ -172,6 +175,14 @@ def align_labels(container) -> int:
     for label in labels:
         label.setFixedWidth(width)
         label.setAlignment(Qt.AlignmentFlag.AlignLeft | Qt.AlignmentFlag.AlignVCenter)
+    # check boxes (no row label) start in the fields' column, when all of the form's do
+    # within a dock's default width (else all stay at the left edge)
+    row = labels[0].parentWidget().layout()
+    indent = width + (row.spacing() if row is not None else 6)
+    boxes = [w.native for w in container if isinstance(w.native, QCheckBox)]
+    fits = all(indent + box.sizeHint().width() <= FORM_WIDTH for box in boxes)
+    for box in boxes:
+        box.setStyleSheet(f"QCheckBox {{ margin-left: {indent}px; }}" if fits else "")
     return width
 
 
