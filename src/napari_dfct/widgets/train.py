@@ -232,7 +232,7 @@ class TrainWidget(QWidget):
     PLOT_MAX_HEIGHT = 280
 
     def _build_layout(self, forms) -> None:
-        # as tall as the tallest tab (the window histogram fits): the body scrolls instead
+        # as tall as the current tab (the window histogram fits): the body scrolls instead
         self.tabs = tab_pages(forms, ("Data", "Loss", "Training", "Output"))
 
         self.start_button = PushButton(name="start", text="Start training")
