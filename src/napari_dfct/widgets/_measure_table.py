@@ -153,6 +153,18 @@ def signal_below_background(m: metrics.Measurement | None) -> bool:
     return math.isfinite(s) and math.isfinite(b) and s < b
 
 
+def wrap_words(text: str, fm: QFontMetrics, width: int) -> list[str]:
+    """``text`` broken at spaces into lines no wider than ``width`` (a longer word keeps
+    a line of its own)."""
+    lines: list[str] = []
+    for word in text.split(" "):
+        if lines and fm.horizontalAdvance(f"{lines[-1]} {word}") <= width:
+            lines[-1] = f"{lines[-1]} {word}"
+        else:
+            lines.append(word)
+    return lines or [text]
+
+
 def header_lines(name: str) -> list[str]:
     """A layer name as header lines: a prediction as ``prediction`` and its model, else
     the name and its bracketed part (``input``, ``(1 rotation)``)."""
@@ -291,26 +303,52 @@ class MetricsTable(QTableWidget):
                     item.setData(Qt.ItemDataRole.ForegroundRole, None)
                 item.setToolTip(tip or text)  # the full text where a cell is too narrow
         self._elide_headers()
+        self._fit_width()
         self._fit_height()
         if rows:
             self.selectColumn(min(max(selected, 0), len(rows) - 1))
 
     def _elide_headers(self) -> None:
-        """Header texts shortened line by line to their column's width."""
+        """Header texts wrapped at spaces to their column's width (a word longer than the
+        column is shortened; the tool tip has the whole name)."""
         header = self.horizontalHeader()
         assert header is not None  # a table widget always has one
         fm = QFontMetrics(header.font())
+        changed = False
         for j, name in enumerate(self._names):
             head = self.horizontalHeaderItem(j)
             if head is None:
                 continue
             width = max(header.sectionSize(j) - 10, 12)
+            lines = [part for line in header_lines(name) for part in wrap_words(line, fm, width)]
             text = "\n".join(
-                fm.elidedText(line, Qt.TextElideMode.ElideRight, width)
-                for line in header_lines(name)
+                fm.elidedText(line, Qt.TextElideMode.ElideRight, width) for line in lines
             )
             if head.text() != text:
                 head.setText(text)
+                changed = True
+        if changed:
+            self._fit_height()
+
+    #: Padding of a cell's text within its column (both sides together).
+    CELL_PADDING = 14
+
+    def _fit_width(self) -> None:
+        """At least as wide as the row names and every value cell's widest line (the
+        note, a sentence, may be shortened: its tool tip has it whole)."""
+        fm = QFontMetrics(self.font())
+        widest = 0
+        for j in range(self.columnCount()):
+            for i in range(len(METRICS) - 1):
+                item = self.item(i, j)
+                if item is not None and item.text():
+                    lines = item.text().split("\n")
+                    widest = max(widest, *(fm.horizontalAdvance(t) for t in lines))
+        rows = self.verticalHeader()
+        assert rows is not None  # a table widget always has one
+        names = max(rows.sizeHint().width(), rows.width() if rows.isVisible() else 0)
+        columns = self.columnCount() * (widest + self.CELL_PADDING)
+        self.setMinimumWidth(names + columns + 2 * self.frameWidth() + 2)
 
     def selected_column(self) -> int | None:
         """The selected column, or None."""

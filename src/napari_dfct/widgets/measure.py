@@ -56,7 +56,7 @@ from qtpy.QtWidgets import (
 
 from .. import metrics, roi
 from . import _help, _layers
-from ._layout import scroll_body
+from ._layout import scroll_body, settle
 from ._measure_plot import ProfilePlot
 from ._measure_rois import (
     _geometry_key,
@@ -193,6 +193,7 @@ class MeasureWidget(QWidget):
         self.table.itemSelectionChanged.connect(self._on_selection)
         self.detail = QLabel("")
         self.detail.setWordWrap(True)
+        self.detail.setTextFormat(Qt.TextFormat.PlainText)  # notes hold "<" and ">"
         self.detail.setTextInteractionFlags(Qt.TextInteractionFlag.TextSelectableByMouse)
         self.plot = ProfilePlot(self.viewer.theme)
         self.plot.setMinimumHeight(200)
@@ -219,6 +220,7 @@ class MeasureWidget(QWidget):
         layout.addWidget(self.detail)
         layout.addWidget(self.plot, 1)
         layout.addWidget(self.status)
+        settle(self)
 
     def _connect_viewer(self) -> None:
         v = self.viewer
@@ -763,7 +765,7 @@ class MeasureWidget(QWidget):
             return
         title = row.layer + (f"  (slice {row.slice})" if row.slice else "")
         notes = "; ".join(t for t in (row.note, row.reason) if t)
-        self.detail.setText(f"<b>{row.layer}</b>: {notes}" if notes else "")
+        self.detail.setText(f"{row.layer}: {notes}" if notes else "")
         self.detail.setVisible(bool(notes))
         m = row.measurement
         self.plot.show_result(title, m.fwhm if m is not None else None, row.reason)

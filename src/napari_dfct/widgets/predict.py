@@ -52,7 +52,7 @@ from qtpy.QtWidgets import QFileDialog, QHBoxLayout, QLabel, QPlainTextEdit, QWi
 
 from . import _help, _jobs, _layers, _models, _workers
 from ._devices import device_choices
-from ._layout import Section, scroll_body
+from ._layout import Section, scroll_body, settle
 
 if TYPE_CHECKING:
     import napari
@@ -84,6 +84,8 @@ class PredictWidget(QWidget):
 
     #: Shortest interval between two canvas refreshes while a volume streams in.
     REFRESH_MS = 100
+    #: Lines of the model description shown before it scrolls.
+    INFO_MAX_LINES = 16
 
     def __init__(self, napari_viewer: napari.viewer.Viewer, parent: QWidget | None = None):
         super().__init__(parent)
@@ -147,6 +149,7 @@ class PredictWidget(QWidget):
         self.info.setFont(font)
         self.info.setPlaceholderText("The model's configuration appears here.")
         self.info.setMinimumHeight(90)
+        self.info.setMaximumHeight(self.INFO_MAX_LINES * self.info.fontMetrics().lineSpacing())
         self.model_section = Section("Model", self.info)
 
         buttons = QHBoxLayout()
@@ -163,7 +166,9 @@ class PredictWidget(QWidget):
         layout.addLayout(buttons)
         layout.addWidget(self.progress.native)
         layout.addWidget(self.status)
-        layout.addWidget(self.model_section, 1)
+        layout.addWidget(self.model_section)
+        layout.addStretch(1)
+        settle(self, self.form)
         self._shown_choice: tuple | None = None
 
         self._refresh = _workers.Throttle(self, self.REFRESH_MS, self._refresh_output)

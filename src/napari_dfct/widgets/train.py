@@ -48,8 +48,8 @@ from magicgui.widgets import (
     SpinBox,
 )
 from napari.utils.notifications import show_error, show_info, show_warning
-from qtpy.QtCore import Qt, QTimer
-from qtpy.QtWidgets import QFrame, QHBoxLayout, QLabel, QScrollArea, QTabWidget, QWidget
+from qtpy.QtCore import QTimer
+from qtpy.QtWidgets import QHBoxLayout, QLabel, QWidget
 
 from . import (
     _help,
@@ -71,7 +71,7 @@ from ._choices import (
 )
 from ._curves import CurvePlot
 from ._devices import device_choices
-from ._layout import scroll_body
+from ._layout import scroll_body, settle, tab_pages
 from ._models import default_models_dir
 
 if TYPE_CHECKING:
@@ -231,23 +231,12 @@ class TrainWidget(QWidget):
             labels=True,
         )
 
-    #: Height of the settings tabs before they scroll (the loss plot gets the rest).
-    TABS_HEIGHT = 250
+    #: Tallest the loss plot grows (its minimum is 150 px); the rest stays empty below.
+    PLOT_MAX_HEIGHT = 280
 
     def _build_layout(self, forms) -> None:
-        self.tabs = QTabWidget()
-        for form, title in zip(forms, ("Data", "Loss", "Training", "Output"), strict=True):
-            form_layout = form.native.layout()
-            form_layout.setContentsMargins(6, 6, 6, 6)
-            if hasattr(form_layout, "addStretch"):
-                form_layout.addStretch(1)  # rows at the top, not spread over the page
-            page = QScrollArea()
-            page.setWidgetResizable(True)
-            page.setFrameShape(QFrame.Shape.NoFrame)
-            page.setHorizontalScrollBarPolicy(Qt.ScrollBarPolicy.ScrollBarAlwaysOff)
-            page.setWidget(form.native)
-            self.tabs.addTab(page, title)
-        self.tabs.setMaximumHeight(self.TABS_HEIGHT)
+        # as tall as the current tab (the window histogram fits): the body scrolls instead
+        self.tabs = tab_pages(forms, ("Data", "Loss", "Training", "Output"))
 
         self.start_button = PushButton(name="start", text="Start training")
         self.stop_button = PushButton(name="stop", text="Stop", enabled=False)
@@ -275,7 +264,10 @@ class TrainWidget(QWidget):
         layout.addWidget(self.progress.native)
         layout.addWidget(self.status)
         layout.addWidget(self.tabs)
+        self.plot.setMaximumHeight(self.PLOT_MAX_HEIGHT)
         layout.addWidget(self.plot, 1)
+        layout.addStretch(1)
+        settle(self, *forms)
 
     def _connect_fields(self) -> None:
         self.fields.recipe.changed.connect(self._on_recipe)

@@ -28,6 +28,7 @@ weights only.
 
 from __future__ import annotations
 
+import html
 from typing import TYPE_CHECKING
 
 import numpy as np
@@ -44,7 +45,7 @@ from ._choices import (
     ORDER_CHOICES,
     PROFILE_CHOICES,
 )
-from ._layout import Section, scroll_body
+from ._layout import Section, scroll_body, settle
 from ._plot import PlotCanvas
 
 if TYPE_CHECKING:
@@ -172,6 +173,7 @@ class WeightsWidget(QWidget):
         self._notified: str | None = None
         self.info = QLabel()
         self.info.setWordWrap(True)
+        self.info.setTextFormat(Qt.TextFormat.RichText)  # data in it is escaped
         self.info.setTextInteractionFlags(Qt.TextInteractionFlag.TextSelectableByMouse)
         self.info.setObjectName("dfct_weights_info")
 
@@ -184,6 +186,7 @@ class WeightsWidget(QWidget):
         layout.addWidget(self.help_button.native, 0, Qt.AlignmentFlag.AlignRight)
         _help.add_tips("weights", self.form, [self.plot_section])
         layout.addStretch(1)
+        settle(self, self.form)
 
         # Debounce: many events (dragging the slider) collapse into one update.
         self._timer = QTimer(self)
@@ -362,7 +365,7 @@ class WeightsWidget(QWidget):
         dc = _DC_PAPER if config.mode == "paper" else _DC_SPECTRAL
         where = "patch (centre)" if size_mode == "patch" else "full slice"
         h, w = maps.shape
-        details = " \u00b7 ".join(notes)
+        details = " \u00b7 ".join(html.escape(note, quote=False) for note in notes)
         self._set_info(
             f"<b>{config.name}</b> ({config.scheme}, {config.mode} mode) \u00b7 {where} "
             f"{h}\u00d7{w}<br>{details}<br>"
