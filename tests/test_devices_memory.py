@@ -116,7 +116,9 @@ def test_the_widget_job_trains_outside_the_viewers_process(pair, tmp_path, watch
         except StopIteration as stop:
             result = stop.value
             break
-    assert kinds == ["data", "epoch", "epoch"]
+    # batch progress within each epoch (the first right after its first batch), then the epoch
+    assert [k for k in kinds if k != "batch"] == ["data", "epoch", "epoch"]
+    assert kinds[1] == "batch" and kinds[kinds.index("epoch") + 1] == "batch"
     assert result.model is None and result.model_dir == tmp_path / "m"
     assert (tmp_path / "m" / "model.safetensors").is_file()
     assert watch_build == []  # no _build ran here
