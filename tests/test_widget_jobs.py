@@ -8,6 +8,8 @@ import multiprocessing as mp
 import numpy as np
 import pytest
 
+from widget_helpers import click, train_widget
+
 pytest.importorskip("napari")
 pytestmark = pytest.mark.gui
 
@@ -30,16 +32,10 @@ def viewer(make_napari_viewer, small_sim):
 
 
 def _train_widget(viewer, tmp_path=None, **settings):
-    from napari_dfct.widgets.train import TrainWidget
-
-    widget = TrainWidget(viewer)
-    viewer.window.add_dock_widget(widget, name="Train")
-    if tmp_path is not None:
-        base = dict(preset="tiny", epochs=200, patience=200, batch_size=4, patch=32)
-        base.update(save_under=str(tmp_path), run_name="run", device="cpu", **settings)
-        for name, value in base.items():
-            getattr(widget.fields, name).value = value
-    return widget
+    if tmp_path is None:
+        return train_widget(viewer)
+    base = dict(epochs=200, patience=200, patch=32, save_under=str(tmp_path))
+    return train_widget(viewer, **{**base, **settings})
 
 
 def _predict_widget(viewer):
@@ -50,19 +46,13 @@ def _predict_widget(viewer):
     return widget
 
 
-def _click(qtbot, button):
-    from qtpy.QtCore import Qt
-
-    qtbot.mouseClick(button.native, Qt.MouseButton.LeftButton)
-
-
 def _trainings() -> list:
     return [p for p in mp.active_children() if p.name == "dfct-train"]
 
 
 def _started(qtbot, widget, epochs: int = 1) -> None:
     """Start training and wait for its first ``epochs`` epochs."""
-    _click(qtbot, widget.start_button)
+    click(qtbot, widget.start_button)
     assert widget.is_running
     qtbot.waitUntil(lambda: len(widget._history) >= epochs, timeout=60_000)
 
@@ -92,7 +82,7 @@ def test_a_closed_dock_leaves_one_training_that_a_reopened_dock_shows_and_stops(
     assert len(_trainings()) == 1
 
     qtbot.waitUntil(lambda: len(new.plot.line("val")[0]) > shown, timeout=30_000)  # live
-    _click(qtbot, new.stop_button)
+    click(qtbot, new.stop_button)
     qtbot.waitUntil(lambda: not new.is_running, timeout=60_000)
     assert new.last_result.stopped == "cancelled"
     assert _trainings() == []
@@ -141,7 +131,7 @@ def test_a_deleted_input_layer_changes_neither_the_run_nor_the_form(
     assert f.input.value is inp and (f.window_low.value, f.window_high.value) == window
     done = len(widget._history)
     qtbot.waitUntil(lambda: len(widget._history) > done, timeout=30_000)  # it trains on
-    _click(qtbot, widget.stop_button)
+    click(qtbot, widget.stop_button)
     qtbot.waitUntil(lambda: not widget.is_running, timeout=60_000)
     assert notes["train"]["error"] == []
     # afterwards the input picker is empty (never "truth"), and the status says why
@@ -195,7 +185,7 @@ def test_a_deleted_prediction_layer_ends_the_prediction_claiming_nothing(
             viewer.layers.remove(name)
             gate.set()
 
-    _click(qtbot, widget.volume_button)
+    click(qtbot, widget.volume_button)
     widget._worker.yielded.connect(on_item)
     qtbot.waitUntil(lambda: not widget.is_running, timeout=60_000)
     text = widget.status.text()
@@ -212,7 +202,7 @@ def test_cancel_on_a_complete_layer_says_what_the_other_slices_hold(
     widget = _predict_widget(viewer)
     widget.fields.image.value, widget.fields.device.value = stack, "cpu"
     gate.set()
-    _click(qtbot, widget.volume_button)
+    click(qtbot, widget.volume_button)
     qtbot.waitUntil(lambda: not widget.is_running, timeout=60_000)
     gate.clear()
     out = viewer.layers[_prediction_name(trained_model)]
@@ -220,10 +210,10 @@ def test_cancel_on_a_complete_layer_says_what_the_other_slices_hold(
 
     def on_item(event):
         if event.kind == "slice" and not widget._cancel.is_set():
-            _click(qtbot, widget.cancel_button)
+            click(qtbot, widget.cancel_button)
             gate.set()
 
-    _click(qtbot, widget.volume_button)
+    click(qtbot, widget.volume_button)
     widget._worker.yielded.connect(on_item)
     qtbot.waitUntil(lambda: not widget.is_running, timeout=60_000)
     (text,) = notes["predict"]["info"]
@@ -249,10 +239,10 @@ def test_a_reopened_predict_dock_shows_the_prediction_and_cancels_it(
             seen["shown"] = (new.fields.image.value, new.is_running, new.progress.value)
             viewer.layers.remove(stack)  # the job has its copy; the picker keeps it
             seen["kept"] = new.fields.image.value
-            _click(qtbot, new.cancel_button)
+            click(qtbot, new.cancel_button)
             gate.set()
 
-    _click(qtbot, old.volume_button)
+    click(qtbot, old.volume_button)
     old._worker.yielded.connect(on_item)
     qtbot.waitUntil(lambda: "new" in seen and not seen["new"].is_running, timeout=60_000)
     new = seen["new"]

@@ -5,6 +5,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
+from widget_helpers import click
+
 pytest.importorskip("napari")
 pytestmark = pytest.mark.gui
 
@@ -41,12 +43,6 @@ def _widget(viewer):
     return widget
 
 
-def _click(qtbot, button):
-    from qtpy.QtCore import Qt
-
-    qtbot.mouseClick(button.native, Qt.MouseButton.LeftButton)
-
-
 def _wait(qtbot, widget):
     qtbot.waitUntil(lambda: not widget.is_running, timeout=60_000)
 
@@ -75,7 +71,7 @@ def test_current_slice_and_whole_volume(viewer, registry, trained_model, qtbot, 
 
     z = 2
     viewer.dims.set_point(0, TRANSLATE[0] + z * SCALE[0])
-    _click(qtbot, widget.slice_button)
+    click(qtbot, widget.slice_button)
     _wait(qtbot, widget)
     assert notes["error"] == []
     out = viewer.layers[name]
@@ -91,7 +87,7 @@ def test_current_slice_and_whole_volume(viewer, registry, trained_model, qtbot, 
 
     # the whole volume reuses the same layer (no pile-up) and fills every slice
     n_layers = len(viewer.layers)
-    _click(qtbot, widget.volume_button)
+    click(qtbot, widget.volume_button)
     _wait(qtbot, widget)
     assert len(viewer.layers) == n_layers
     assert viewer.layers[name] is out
@@ -147,7 +143,7 @@ def test_open_folder_and_2d_layer(
     widget.fields.model_dir.value = str(trained_model)
     assert widget.fields.model.value == trained_model.resolve()
     assert registry.registered_models() == [trained_model.resolve()]
-    _click(qtbot, widget.slice_button)
+    click(qtbot, widget.slice_button)
     _wait(qtbot, widget)
     out = viewer.layers[f"slice [prediction: {trained_model.name}]"]
     assert out.data.shape == small_sim.input.shape[1:]
@@ -159,10 +155,10 @@ def test_open_folder_and_2d_layer(
 def test_cancel_and_refusals(make_napari_viewer, registry, trained_model, qtbot, notes, small_sim):
     viewer = make_napari_viewer()
     widget = _widget(viewer)
-    _click(qtbot, widget.volume_button)  # no model, no layer
+    click(qtbot, widget.volume_button)  # no model, no layer
     assert notes["error"] and "choose a model" in notes["error"][-1]
     registry.register_model(trained_model)
-    _click(qtbot, widget.volume_button)
+    click(qtbot, widget.volume_button)
     assert "choose an image layer" in notes["error"][-1]
 
     big = np.tile(small_sim.input, (16, 1, 1))  # 64 slices
@@ -175,9 +171,9 @@ def test_cancel_and_refusals(make_napari_viewer, registry, trained_model, qtbot,
             seen.append(event.index)
             if len(seen) == 1:
                 widget.predict_current_slice()  # refused while running
-                _click(qtbot, widget.cancel_button)
+                click(qtbot, widget.cancel_button)
 
-    _click(qtbot, widget.volume_button)
+    click(qtbot, widget.volume_button)
     widget._worker.yielded.connect(on_item)
     _wait(qtbot, widget)
     assert any("running" in m for m in notes["warning"])
@@ -230,7 +226,7 @@ def test_measure_follows_the_prediction(
         )
 
     at(2)
-    _click(qtbot, widget.slice_button)
+    click(qtbot, widget.slice_button)
     _wait(qtbot, widget)
     qtbot.waitUntil(lambda: measured(2), timeout=5000)
     out = viewer.layers[name]
@@ -259,7 +255,7 @@ def test_measure_follows_the_prediction(
     assert len(train_notes["error"]) == 1 and "not predicted" in train_notes["error"][0]
 
     # the whole volume fills every slice: the values follow (no stale cache)
-    _click(qtbot, widget.volume_button)
+    click(qtbot, widget.volume_button)
     _wait(qtbot, widget)
     qtbot.waitUntil(lambda: measured(0), timeout=5000)
     m = _measure_column(measure, name).measurement
@@ -286,7 +282,7 @@ def test_failed_prediction_leaves_no_layer(
     before = [layer.name for layer in viewer.layers]
     for button in (widget.slice_button, widget.volume_button):
         notes["error"].clear()
-        _click(qtbot, button)
+        click(qtbot, button)
         _wait(qtbot, widget)
         assert len(notes["error"]) == 1 and "could not run" in notes["error"][0]
         assert [layer.name for layer in viewer.layers] == before

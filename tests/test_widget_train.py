@@ -8,6 +8,8 @@ import time
 import numpy as np
 import pytest
 
+from widget_helpers import click, train_widget
+
 pytest.importorskip("napari")
 pytestmark = pytest.mark.gui
 
@@ -36,30 +38,8 @@ def viewer(make_napari_viewer, small_sim):
 
 
 def _widget(viewer, tmp_path, **overrides):
-    from napari_dfct.widgets.train import TrainWidget
-
-    widget = TrainWidget(viewer)
-    viewer.window.add_dock_widget(widget, name="Train")
-    settings = dict(
-        preset="tiny",
-        epochs=2,
-        patience=5,
-        batch_size=4,
-        patch=32,
-        save_under=str(tmp_path),
-        run_name="run",
-        device="cpu",
-    )
-    settings.update(overrides)
-    for name, value in settings.items():
-        getattr(widget.fields, name).value = value
-    return widget
-
-
-def _click(qtbot, button):
-    from qtpy.QtCore import Qt
-
-    qtbot.mouseClick(button.native, Qt.MouseButton.LeftButton)
+    settings = dict(epochs=2, patience=5, patch=32, save_under=str(tmp_path))
+    return train_widget(viewer, **{**settings, **overrides})
 
 
 def test_defaults(viewer, tmp_path):
@@ -140,7 +120,7 @@ def test_train_to_completion_keeps_the_gui_responsive(viewer, tmp_path, qtbot, n
     for name in ("run", "again"):
         widget.fields.run_name.value = name
         events = []
-        _click(qtbot, widget.start_button)
+        click(qtbot, widget.start_button)
         assert widget.is_running
         widget._worker.yielded.connect(lambda e, ev=events: ev.append(e))
         t0 = time.perf_counter()
@@ -209,7 +189,7 @@ def test_stop_keeps_a_loadable_checkpoint(viewer, tmp_path, qtbot, notes, regist
     viewer.window.add_dock_widget(predict, name="Predict")
     assert predict.fields.model.value is None
     widget = _widget(viewer, tmp_path, epochs=200, patience=200)
-    _click(qtbot, widget.start_button)
+    click(qtbot, widget.start_button)
     seen = []
 
     def on_event(event):
@@ -218,7 +198,7 @@ def test_stop_keeps_a_loadable_checkpoint(viewer, tmp_path, qtbot, notes, regist
             if len(seen) == 1:
                 assert not widget.start_button.enabled
                 widget.start()  # refused while running (the button is disabled too)
-                _click(qtbot, widget.stop_button)
+                click(qtbot, widget.stop_button)
 
     widget._worker.yielded.connect(on_event)
     qtbot.waitUntil(lambda: not widget.is_running, timeout=90_000)
@@ -239,7 +219,7 @@ def test_stop_keeps_a_loadable_checkpoint(viewer, tmp_path, qtbot, notes, regist
     widget.fields.resume.value = str(tmp_path / "run")
     assert any("Resuming" in m for m in notes["info"])
     widget.fields.epochs.value = done + 1
-    _click(qtbot, widget.start_button)
+    click(qtbot, widget.start_button)
     qtbot.waitUntil(lambda: not widget.is_running, timeout=90_000)
     assert notes["error"] == []
     assert widget.last_result.stopped == "completed"
@@ -261,11 +241,11 @@ def test_train_from_files(make_napari_viewer, small_sim, tmp_path, qtbot, notes,
     assert widget.fields.input.native.isHidden()
     assert not widget.fields.input_file.native.isHidden()
     widget.fields.input_file.value = str(paths[0])
-    _click(qtbot, widget.start_button)
+    click(qtbot, widget.start_button)
     assert notes["error"] and "target file" in notes["error"][-1]
     widget.fields.target_file.value = str(paths[1])
     notes["error"].clear()
-    _click(qtbot, widget.start_button)
+    click(qtbot, widget.start_button)
     qtbot.waitUntil(lambda: not widget.is_running, timeout=90_000)
     assert notes["error"] == []
     assert (tmp_path / "run" / "model.safetensors").is_file()
@@ -294,7 +274,7 @@ def test_bad_inputs_notify(make_napari_viewer, small_sim, tmp_path, qtbot, notes
     for (inp, tgt, patch), expected in cases:
         notes["error"].clear()
         f.input.value, f.target.value, f.patch.value = inp, tgt, patch
-        _click(qtbot, widget.start_button)
+        click(qtbot, widget.start_button)
         assert not widget.is_running
         assert len(notes["error"]) == 1, (inp.name, tgt.name, notes)
         assert expected in notes["error"][0], notes["error"][0]
@@ -307,13 +287,13 @@ def test_bad_inputs_notify(make_napari_viewer, small_sim, tmp_path, qtbot, notes
     # a learning rate that is not a number
     notes["error"].clear()
     f.device.value, f.lr.value = "cpu", "fast"
-    _click(qtbot, widget.start_button)
+    click(qtbot, widget.start_button)
     assert not widget.is_running and "learning rate" in notes["error"][0]
 
     # a failure inside the worker (the loss diverges) is a notification, not a traceback
     notes["error"].clear()
     f.lr.value, f.run_name.value = "1e30", "diverged"
-    _click(qtbot, widget.start_button)
+    click(qtbot, widget.start_button)
     assert widget.is_running
     qtbot.waitUntil(lambda: not widget.is_running, timeout=60_000)
     assert len(notes["error"]) == 1 and "diverged" in notes["error"][0], notes["error"]
@@ -365,14 +345,14 @@ def test_output_folder_rules(viewer, tmp_path, qtbot, notes):
     for name in ("model.safetensors", "config.json"):
         (taken / name).write_text("{}")
     widget.fields.run_name.value = "taken"
-    _click(qtbot, widget.start_button)
+    click(qtbot, widget.start_button)
     assert not widget.is_running
     assert len(notes["error"]) == 1 and "already holds a model" in notes["error"][0]
 
     notes["error"].clear()
     widget.fields.resume.value = str(taken)  # a model, but no saved training state
     assert notes["error"] == []
-    _click(qtbot, widget.start_button)
+    click(qtbot, widget.start_button)
     assert not widget.is_running
     assert len(notes["error"]) == 1 and "nothing to resume" in notes["error"][0]
 
@@ -407,7 +387,7 @@ def test_training_does_not_move_the_view(viewer, tmp_path, qtbot, notes, registr
     widget.fields.preview.value = "3"
     before = tuple(viewer.dims.current_step), tuple(viewer.dims.point)
     events = []
-    _click(qtbot, widget.start_button)
+    click(qtbot, widget.start_button)
     widget._worker.yielded.connect(lambda e: events.append(e))
     qtbot.waitUntil(lambda: not widget.is_running, timeout=90_000)
     assert notes["error"] == []
@@ -480,7 +460,7 @@ def test_a_runtime_error_in_the_worker_is_reported(viewer, tmp_path, qtbot, note
 
     monkeypatch.setattr(process, "fit_in_process", broken)
     widget = _widget(viewer, tmp_path, epochs=1)
-    _click(qtbot, widget.start_button)
+    click(qtbot, widget.start_button)
     qtbot.waitUntil(lambda: not widget.is_running, timeout=30_000)
     assert len(notes["error"]) == 1 and "ran out of memory" in notes["error"][0]
     assert "batch size" in notes["error"][0]
@@ -491,7 +471,7 @@ def test_directional_in_paper_mode_notifies_and_does_not_start(viewer, tmp_path,
     widget = _widget(viewer, tmp_path)
     f = widget.fields
     f.frequency.value, f.directional.value, f.mode.value = "none", "nonlinear", "paper"
-    _click(qtbot, widget.start_button)
+    click(qtbot, widget.start_button)
     assert not widget.is_running
     assert len(notes["error"]) == 1 and "A(DC) = 1" in notes["error"][0], notes
     assert not any(tmp_path.iterdir())  # no run folder

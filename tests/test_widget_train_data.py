@@ -9,6 +9,8 @@ import numpy as np
 import pytest
 import tifffile
 
+from widget_helpers import train_widget
+
 pytest.importorskip("napari")
 pytestmark = pytest.mark.gui
 
@@ -35,24 +37,8 @@ def study(tmp_path):
 
 
 def _widget(viewer, tmp_path, **overrides):
-    from napari_dfct.widgets.train import TrainWidget
-
-    widget = TrainWidget(viewer)
-    viewer.window.add_dock_widget(widget, name="Train")
-    settings = dict(
-        preset="tiny",
-        epochs=1,
-        patience=5,
-        batch_size=4,
-        patch=16,
-        save_under=str(tmp_path / "models"),
-        run_name="run",
-        device="cpu",
-    )
-    settings.update(overrides)
-    for name, value in settings.items():
-        getattr(widget.fields, name).value = value
-    return widget
+    settings = dict(epochs=1, patience=5, patch=16, save_under=str(tmp_path / "models"))
+    return train_widget(viewer, **{**settings, **overrides})
 
 
 def _start_and_wait(qtbot, widget):

@@ -9,6 +9,8 @@ import json
 import numpy as np
 import pytest
 
+from widget_helpers import click, train_widget
+
 pytest.importorskip("napari")
 pytestmark = pytest.mark.gui
 
@@ -43,30 +45,8 @@ def shown_viewer(make_napari_viewer, small_sim):
 
 
 def _widget(viewer, tmp_path, **overrides):
-    from napari_dfct.widgets.train import TrainWidget
-
-    widget = TrainWidget(viewer)
-    viewer.window.add_dock_widget(widget, name="Train")
-    settings = dict(
-        preset="tiny",
-        epochs=2,
-        patience=20,
-        batch_size=4,
-        patch=32,
-        save_under=str(tmp_path),
-        run_name="run",
-        device="cpu",
-    )
-    settings.update(overrides)
-    for name, value in settings.items():
-        getattr(widget.fields, name).value = value
-    return widget
-
-
-def _click(qtbot, button):
-    from qtpy.QtCore import Qt
-
-    qtbot.mouseClick(button.native, Qt.MouseButton.LeftButton)
+    settings = dict(epochs=2, patience=20, patch=32, save_under=str(tmp_path))
+    return train_widget(viewer, **{**settings, **overrides})
 
 
 @pytest.fixture
@@ -95,12 +75,12 @@ def test_a_finished_run_says_so_and_a_resumed_plot_shows_every_epoch(
         "above 1 to continue it"
     )
     assert notes["info"] == [message[0].upper() + message[1:] + "."]
-    _click(qtbot, widget.start_button)  # nothing to do: not started, and said so
+    click(qtbot, widget.start_button)  # nothing to do: not started, and said so
     assert not widget.is_running
     assert notes["error"] == [f"Cannot start training: {message}"]
 
     widget.fields.epochs.value = 2
-    _click(qtbot, widget.start_button)
+    click(qtbot, widget.start_button)
     assert widget.is_running
     past = json.loads((finished_run / "history.json").read_text())
     epochs, val = widget.plot.line("val")  # the earlier epoch at once, before epoch 2
@@ -148,7 +128,7 @@ def test_the_preview_lives_on_its_slice_and_stays_deleted(
     widget = _widget(viewer, tmp_path, epochs=500, patience=500)
     widget.fields.preview.value = "2"
     epochs: list[int] = []
-    _click(qtbot, widget.start_button)
+    click(qtbot, widget.start_button)
     widget._worker.yielded.connect(lambda e: e.kind == "epoch" and epochs.append(e.value.epoch))
     qtbot.waitUntil(lambda: name in viewer.layers and viewer.layers[name].visible, timeout=90_000)
     preview = viewer.layers[name]
@@ -168,7 +148,7 @@ def test_the_preview_lives_on_its_slice_and_stays_deleted(
     qtbot.waitUntil(lambda: len(epochs) >= deleted_at + 2, timeout=90_000)
     assert name not in viewer.layers  # not brought back by the later epochs
     assert notes["info"] == ["Training preview deleted: it stays hidden until the next run."]
-    _click(qtbot, widget.stop_button)
+    click(qtbot, widget.stop_button)
     qtbot.waitUntil(lambda: not widget.is_running, timeout=90_000)
     assert name not in viewer.layers
     assert notes["error"] == []
@@ -176,7 +156,7 @@ def test_the_preview_lives_on_its_slice_and_stays_deleted(
     # the next run shows it again
     widget.fields.epochs.value = 1
     widget.fields.run_name.value = "again"
-    _click(qtbot, widget.start_button)
+    click(qtbot, widget.start_button)
     qtbot.waitUntil(lambda: not widget.is_running, timeout=90_000)
     assert notes["error"] == []
     assert name in viewer.layers and viewer.layers[name].visible
