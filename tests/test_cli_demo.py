@@ -15,7 +15,7 @@ from napari_dfct.cli import main
 def quick_demo(tmp_path_factory):
     out = tmp_path_factory.mktemp("demo") / "quick"
     status = main(
-        ["demo", "--quick", "--out", str(out), "--device", "cpu", "--quiet", "--jobs", "1"]
+        ["demo", "--quick", "--out", str(out), "--device", "cpu", "--quiet", "--jobs", "2"]
     )
     return status, out
 
@@ -86,7 +86,7 @@ def test_demo_again_reuses_the_runs(quick_demo, capsys):
     _, out = quick_demo
     before = sorted(p.stat().st_mtime_ns for p in (out / "grid" / "runs").rglob("metrics.json"))
     assert (
-        main(["demo", "--quick", "--out", str(out), "--device", "cpu", "--quiet", "--jobs", "1"])
+        main(["demo", "--quick", "--out", str(out), "--device", "cpu", "--quiet", "--jobs", "2"])
         == 0
     )
     after = sorted(p.stat().st_mtime_ns for p in (out / "grid" / "runs").rglob("metrics.json"))
