@@ -159,12 +159,13 @@ class _Data:
         self.names = list(study.candidates)
         idx = {n: i for i, n in enumerate(self.names)}
         kept, skipped = [], 0
-        for r in latest(rows):
+        for r in rows:
             t = study.trials[r["trial"]] if 0 <= r["trial"] < len(study.trials) else None
             if t is None or (t.slice, t.left, t.right) != (r["slice"], r["left"], r["right"]):
                 skipped += 1
                 continue
             kept.append(r)
+        kept = latest(kept)
         if skipped:
             warnings.warn(f"skipped {skipped} judgment(s) that match no trial of the study")
         self.skipped = skipped
