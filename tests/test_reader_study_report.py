@@ -146,7 +146,8 @@ def test_report_agreement_and_consistency_by_hand(tmp_path):
     # choices as sides: R1 = (L, R, L, R), R2 = (L, R, R, R) on trials 0-3 (alpha 8/15);
     # R2 also answers trials 4 and 5, which R1 did not (not pairable)
     rows = [("R1", t[i], c) for i, c in enumerate(("left", "right", "left", "right"))]
-    rows += [("R2", t[i], c) for i, c in enumerate(("left", "right", "right", "right", "left", "left"))]  # fmt: skip
+    r2 = ("left", "right", "right", "right", "left", "left")
+    rows += [("R2", t[i], c) for i, c in enumerate(r2)]
     _write_csv(s, rows)
     out = report(s.dir, n_boot=20)
     assert out["agreement"]["krippendorff_alpha"] == pytest.approx(8 / 15)
@@ -262,7 +263,8 @@ def test_cli_make_simulate_report(tmp_path, capsys):
     write_volume(tmp_path / "truth.tif", truth)
     study = str(tmp_path / "study")
     assert main(["reader-study", "make", study, *args, "--slices", "0-1", "--trials", "8",
-                 "--repeats", "0.25", "--reference", str(tmp_path / "truth.tif")]) == 0  # fmt: skip
+                 "--repeats", "0.25",
+                 "--reference", str(tmp_path / "truth.tif")]) == 0  # fmt: skip
     assert "10 trials (2 repeated" in capsys.readouterr().out
     assert main(["reader-study", "simulate", study, "--readers", "2", "--noise", "0.01"]) == 0
     capsys.readouterr()

@@ -56,7 +56,8 @@ def main(argv: list[str]) -> None:
         model = work / "models" / name
         if not (model / "model.safetensors").is_file():
             dfct("train", "--data", str(work / "train"), "--out", str(model), *loss,
-                 "--recipe", "quick", "--epochs", epochs, "--seed", "0", "--no-progress")  # fmt: skip
+                 "--recipe", "quick", "--epochs", epochs, "--seed", "0",
+                 "--no-progress")  # fmt: skip
         pred = work / f"pred-{name}.tif"
         if not pred.is_file():
             dfct("predict", "--model", str(model), "--input", str(images["input"]),
@@ -67,7 +68,8 @@ def main(argv: list[str]) -> None:
     if not (study / "study.json").is_file():
         dfct("reader-study", "make", str(study),
              *[a for n, p in images.items() for a in ("--image", f"{n}={p}")],
-             "--slices", "all", "--seed", "0", "--reference", str(work / "test" / "truth.tif"))  # fmt: skip
+             "--slices", "all", "--seed", "0",
+             "--reference", str(work / "test" / "truth.tif"))  # fmt: skip
     if not (study / "judgments.csv").is_file():
         dfct("reader-study", "simulate", str(study), "--readers", "5", "--noise", "0.01")
     text = dfct("reader-study", "report", str(study))

@@ -65,13 +65,19 @@ def register(parser: argparse.ArgumentParser) -> None:
         "--window",
         default=None,
         metavar="LOW,HIGH",
-        help="one intensity window for every slice (default: 1st-99th percentile of all candidates per slice)",
+        help=(
+            "one intensity window for every slice (default: 1st-99th percentile of all "
+            "candidates per slice)"
+        ),
     )
     make.add_argument(
         "--reference",
         default=None,
         metavar="TRUTH",
-        help="the truth, stored for the report's metrics and the model observer (with meta.json's ROIs and body.tif next to it)",
+        help=(
+            "the truth, stored for the report's metrics and the model observer (with "
+            "meta.json's ROIs and body.tif next to it)"
+        ),
     )
     make.add_argument("--question", default=None, help="the question shown to readers")
     make.add_argument(
@@ -101,7 +107,9 @@ def register(parser: argparse.ArgumentParser) -> None:
     sim = sub.add_parser(
         "simulate",
         help="let model observers answer every trial",
-        description="Model observers answer every trial they have not answered (readers observer-1..N).",
+        description=(
+            "Model observers answer every trial they have not answered (readers observer-1..N)."
+        ),
     )
     sim.add_argument("study_dir", metavar="STUDY_DIR")
     sim.add_argument("--readers", type=int, required=True, metavar="N")

@@ -167,7 +167,9 @@ class _Data:
             kept.append(r)
         kept = latest(kept)
         if skipped:
-            warnings.warn(f"skipped {skipped} judgment(s) that match no trial of the study")
+            warnings.warn(
+                f"skipped {skipped} judgment(s) that match no trial of the study", stacklevel=3
+            )
         self.skipped = skipped
         self.readers = sorted({r["reader"] for r in kept})
         rid = {n: i for i, n in enumerate(self.readers)}
@@ -294,7 +296,7 @@ def _pairs(wins: np.ndarray, names: list[str]) -> list[dict]:
     """Pairwise win rates with exact two-sided sign tests and Holm's correction."""
     from scipy.stats import binomtest
 
-    out = []
+    out: list[dict[str, Any]] = []
     for i, j in combinations(range(len(names)), 2):
         a, n = int(wins[i, j]), int(wins[i, j] + wins[j, i])
         out.append(
@@ -318,7 +320,8 @@ def _pairs(wins: np.ndarray, names: list[str]) -> list[dict]:
 
 def _consistency(study: Study, data: _Data, mask: np.ndarray) -> dict:
     """Repeated trials answered both times: how many, and how often with the same winner."""
-    winner = {(int(r), int(t)): int(w) for r, t, w in zip(data.reader[mask], data.trial[mask], data.winner[mask])}  # fmt: skip
+    rows = zip(data.reader[mask], data.trial[mask], data.winner[mask])
+    winner = {(int(r), int(t)): int(w) for r, t, w in rows}
     n = same = 0
     for (r, t), w in winner.items():
         first = study.trials[t].repeat_of
@@ -366,7 +369,7 @@ def _metrics(study: Study, reference: Any, scores: np.ndarray) -> dict | None:
             if s in body:
                 per["psnr_body"].append(metrics.psnr_body(img, ref2d, np.asarray(body[s]) != 0))
         values[name] = {m: (float(np.mean(v)) if v else None) for m, v in per.items()}
-    spearman = {}
+    spearman: dict[str, dict[str, float | None]] = {}
     for m in METRICS:
         column = [values[n][m] for n in study.candidates]
         if any(v is None or math.isnan(v) for v in column) or len(set(column)) < 2:
@@ -403,8 +406,10 @@ def format_report(result: dict) -> str:
         f"{result['readers']} reader(s), {result['judgments']} judgment(s)"
         + (f", {result['skipped']} skipped" if result.get("skipped") else ""),
         "",
-        "Bradley-Terry scores (log-strength, mean 0; 95% bootstrap interval over readers "
-        "and trials)",
+        (
+            "Bradley-Terry scores (log-strength, mean 0; 95% bootstrap interval over readers "
+            "and trials)"
+        ),
         f"  {'rank':>4}  {'candidate':<{width}}  {'score':>7}  {'95% interval':<19}  wins",
     ]
     for n in order:
@@ -419,8 +424,10 @@ def format_report(result: dict) -> str:
     a = result["agreement"]
     lines += [
         "",
-        f"Agreement: Krippendorff's alpha {_f(a['krippendorff_alpha'])} (trials, nominal); "
-        f"Kendall's W {_f(a['kendall_w'])} (readers' rankings)",
+        (
+            f"Agreement: Krippendorff's alpha {_f(a['krippendorff_alpha'])} (trials, nominal); "
+            f"Kendall's W {_f(a['kendall_w'])} (readers' rankings)"
+        ),
         "Consistency on repeated trials (same candidate preferred both times):",
     ]
     for name, r in result["per_reader"].items():

@@ -178,7 +178,8 @@ class Study:
         return cls(study_dir, meta)
 
     def __repr__(self) -> str:
-        return f"Study({str(self.dir)!r}, {len(self.candidates)} candidates, {len(self.trials)} trials)"
+        n, t = len(self.candidates), len(self.trials)
+        return f"Study({str(self.dir)!r}, {n} candidates, {t} trials)"
 
     # images ---------------------------------------------------------------------------
     def _array(self, key: str, path: Path) -> np.ndarray:
@@ -186,13 +187,13 @@ class Study:
             self._arrays[key] = np.load(path, mmap_mode="r", allow_pickle=False)
         return self._arrays[key]
 
-    def _slice_row(self, slice: int) -> int:
+    def _slice_row(self, slice: int) -> int:  # noqa: A002
         try:
             return self._row[int(slice)]
         except KeyError:
             raise ValueError(f"slice {slice} is not in the study (slices {self.slices})") from None
 
-    def image(self, name: str, slice: int) -> np.ndarray:
+    def image(self, name: str, slice: int) -> np.ndarray:  # noqa: A002
         """Slice ``slice`` (an index of the original volume) of candidate ``name``, 2-D."""
         if name not in self._files:
             raise ValueError(f"no candidate {name!r} in the study")
@@ -203,10 +204,11 @@ class Study:
         t = self.trials[int(trial_index)]
         return self.image(t.left, t.slice), self.image(t.right, t.slice)
 
-    def window(self, slice: int) -> tuple[float, float]:
+    def window(self, slice: int) -> tuple[float, float]:  # noqa: A002
         """The intensity window ``(low, high)`` of every image of slice ``slice``."""
         self._slice_row(slice)
-        return self._windows[int(slice)]
+        low, high = self._windows[int(slice)]
+        return low, high
 
     # the truth (never shown to readers) -------------------------------------------------
     @property
@@ -214,14 +216,14 @@ class Study:
         """Whether a truth was stored when the study was made."""
         return self.meta.get("reference") is not None
 
-    def reference(self, slice: int) -> np.ndarray | None:
+    def reference(self, slice: int) -> np.ndarray | None:  # noqa: A002
         """The stored truth's slice, or None."""
         ref = self.meta.get("reference")
         if ref is None:
             return None
         return self._array("reference", self.dir / ref["file"])[self._slice_row(slice)]
 
-    def body(self, slice: int) -> np.ndarray | None:
+    def body(self, slice: int) -> np.ndarray | None:  # noqa: A002
         """The stored body mask's slice (bool), or None."""
         ref = self.meta.get("reference") or {}
         mask = ref.get("mask")
@@ -229,7 +231,7 @@ class Study:
             return None
         return self._array("body", self.dir / mask["file"])[self._slice_row(slice)] != 0
 
-    def rois(self, slice: int) -> dict | None:
+    def rois(self, slice: int) -> dict | None:  # noqa: A002
         """The stored ROIs of slice ``slice`` (:meth:`napari_dfct.roi.ROISet.to_dict`), or
         None."""
         ref = self.meta.get("reference") or {}
