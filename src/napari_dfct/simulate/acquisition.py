@@ -48,7 +48,14 @@ import numpy as np
 
 from .anatomy import ANATOMIES
 from .budget import check_memory
-from .fringe import FIRST_ORDER, FRINGE, block_errors, check_views, vibration_fields
+from .fringe import (
+    FIRST_ORDER,
+    FRINGE,
+    FRINGE_DEFAULTS,
+    block_errors,
+    check_views,
+    vibration_fields,
+)
 from .fringe import validate as validate_fringe
 from .phantom import LABELS, Phantom, thorax_phantom
 from .projector import _Geometry, detector_bins, geometry_plan
@@ -656,6 +663,8 @@ def _physics(physics: dict[str, Any]) -> Physics:
     unknown = sorted(set(physics) - valid)
     if unknown:
         raise ValueError(f"unknown physics parameter(s) {unknown}; valid: {sorted(valid)}")
+    if physics.get("model") == FRINGE:
+        physics = {**FRINGE_DEFAULTS, **physics}
     phys = Physics(**physics)
     phys.validate()
     return phys

@@ -51,6 +51,7 @@ import numpy as np
 __all__ = [
     "FIRST_ORDER",
     "FRINGE",
+    "FRINGE_DEFAULTS",
     "MODELS",
     "block_errors",
     "check_views",
@@ -63,6 +64,17 @@ __all__ = [
 
 FIRST_ORDER = "first-order"
 FRINGE = "fringe"
+#: The fringe model's own defaults, which :func:`~napari_dfct.simulate.simulate_dfct` (and
+#: ``dfct simulate --physics fringe``) use where the caller gives none (``Physics()``'s
+#: defaults are the first-order model's). ``attenuation_coupling`` 0.5 instead of 3: the
+#: first-order coupling reaches +-1 in ``-ln V`` behind the spine, a factor e on the fringe
+#: visibility, whose average over rotations is biased (the target came out less clean than
+#: the input). ``phase_jitter`` 1.0 rad instead of 0.35: at the fringe level a fringe-phase
+#: error becomes a dark-field error only through its change within the retrieval window;
+#: 1.0 rad brings the vibration's lung-ROI error back to the first-order model's order while
+#: the target stays clean (docs/simulator.md, "Calibration of the fringe model").
+FRINGE_DEFAULTS: dict[str, float] = {"attenuation_coupling": 0.5, "phase_jitter": 1.0}
+
 #: The acquisition models of :func:`~napari_dfct.simulate.simulate_dfct` (``Physics.model``).
 MODELS = (FIRST_ORDER, FRINGE)
 
