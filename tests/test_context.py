@@ -256,35 +256,51 @@ def volumes(tmp_path_factory):
     return out
 
 
-def test_cli_trains_a_context_model_on_volumes_and_predicts_the_input_shape(
-    volumes, tmp_path, capsys
-):
-    model = tmp_path / "m"
+@pytest.fixture(scope="module")
+def ctx_model(volumes, tmp_path_factory):
+    """``dfct train --pairs VOLUMES --context 1``: the model folder and the stderr."""
+    model = tmp_path_factory.mktemp("ctxm") / "m"
     rc = main(
         ["train", "--pairs", str(volumes), "--out", str(model), "--epochs", "1", "--context"]
         + ["1", *TINY, "--no-progress"]
     )
-    assert rc == 0, capsys.readouterr().err
-    cfg = json.loads((model / "config.json").read_text())
+    assert rc == 0
+    return model
+
+
+def test_cli_trains_a_context_model_on_volumes_and_predicts_the_input_shape(
+    volumes, ctx_model, tmp_path, capsys
+):
+    import tifffile
+
+    cfg = json.loads((ctx_model / "config.json").read_text())
     assert cfg["model"]["context"] == 1 and len(cfg["dataset"]["val_scans"]) == 1
     src = volumes / "specimen-000" / "input.tif"
     out = tmp_path / "pred.tif"
-    argv = ["predict", "--model", str(model), "--input", str(src), "--out", str(out)]
+    argv = ["predict", "--model", str(ctx_model), "--input", str(src), "--out", str(out)]
     assert main([*argv, "--no-progress"]) == 0, capsys.readouterr().err
-    import tifffile
-
     assert tifffile.imread(out).shape == tifffile.imread(src).shape == (4, 64, 64)
 
 
-def test_cli_refuses_context_on_independent_specimens(tmp_path, capsys):
+def test_cli_refuses_context_on_independent_specimens(ctx_model, tmp_path, capsys):
+    from napari_dfct.export import ExportError, export_bioimageio
+
     flat = tmp_path / "flat"
     argv = ["simulate", str(flat), "--specimens", "3", "--size", "64", "--views", "32"]
     assert main([*argv, "--rotations", "2", "--quiet"]) == 0
     capsys.readouterr()
-    rc = main(["train", "--data", str(flat), "--out", str(tmp_path / "m"), "--context", "1"])
-    err = capsys.readouterr().err.strip()
-    assert rc == 2 and "holds independent specimens, one slice each" in err
-    assert len(err.splitlines()) == 1
+    for argv in (
+        ["train", "--data", str(flat), "--out", str(tmp_path / "m"), "--context", "1"],
+        ["predict", "--model", str(ctx_model), "--input", str(flat / "input.tif")]
+        + ["--out", str(tmp_path / "p.tif")],
+    ):
+        rc = main(argv)
+        err = capsys.readouterr().err.strip()
+        assert rc == 2 and "holds independent specimens, one slice each" in err, err
+        assert len(err.splitlines()) == 1
+    assert not (tmp_path / "p.tif").exists()
+    with pytest.raises(ExportError, match="2.5-D model .context 1"):
+        export_bioimageio(ctx_model, tmp_path / "x.zip")
 
 
 @pytest.mark.parametrize(

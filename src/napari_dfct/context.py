@@ -25,7 +25,13 @@ from collections.abc import Sequence
 
 import numpy as np
 
-__all__ = ["check_context_slices", "context_indices", "context_stack", "reflect_index"]
+__all__ = [
+    "check_context_slices",
+    "check_one_scan_folder",
+    "context_indices",
+    "context_stack",
+    "reflect_index",
+]
 
 
 def reflect_index(i: np.ndarray | int, n: int) -> np.ndarray:
@@ -94,6 +100,30 @@ def context_stack(
     rows = context_indices(index, len(volume), context, starts)
     out = np.asarray(volume[rows.reshape(-1)])
     return out.reshape(rows.shape[0], rows.shape[1], *out.shape[1:])
+
+
+def check_one_scan_folder(folder, context: int) -> None:
+    """Refuse (one :class:`ValueError` line) a context model on a ``dfct simulate
+    --specimens N`` folder: its slices are independent specimens (``meta.json``:
+    ``"acquisition": "independent"``), not neighbouring slices of one scan. Folders
+    without that record pass."""
+    import json
+    from pathlib import Path
+
+    k = int(context)
+    meta = Path(folder) / "meta.json" if folder is not None else None
+    if not k or meta is None or not meta.is_file():
+        return
+    try:
+        acquisition = json.loads(meta.read_text(encoding="utf-8")).get("acquisition")
+    except (OSError, ValueError, AttributeError):
+        return  # not a simulated set's record: nothing to learn from it
+    if acquisition == "independent":
+        raise ValueError(
+            f"{folder} holds independent specimens, one slice each: context {k} needs "
+            "neighbouring slices of one scan (dfct simulate OUT --specimens N --slices Z "
+            "writes volumes of specimens)"
+        )
 
 
 def check_context_slices(n: int, context: int, what: str = "the volume") -> None:

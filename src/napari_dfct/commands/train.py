@@ -206,27 +206,6 @@ def _inputs(args):
     return Path(args.input), Path(args.target)
 
 
-def _check_one_scan(folder: Path | None, context: int) -> None:
-    """Refuse a context model on a `dfct simulate --specimens N` folder: its slices are
-    independent specimens (``meta.json``: ``"acquisition": "independent"``), not the
-    neighbouring slices of one scan."""
-    import json
-
-    meta = folder / "meta.json" if folder is not None else None
-    if not context or meta is None or not meta.is_file():
-        return
-    try:
-        acquisition = json.loads(meta.read_text(encoding="utf-8")).get("acquisition")
-    except (OSError, ValueError, AttributeError):
-        return  # check_dataset has read it; nothing more to learn here
-    if acquisition == "independent":
-        raise CLIError(
-            f"{folder} holds independent specimens, one slice each: --context {context} "
-            "needs neighbouring slices of one scan (dfct simulate OUT --specimens N "
-            "--slices Z, then --pairs OUT)"
-        )
-
-
 def _loss_default(name: str):
     """The default of a :class:`~napari_dfct.losses.LossConfig` field (for the help)."""
     import dataclasses
@@ -398,8 +377,13 @@ def run(args: argparse.Namespace) -> int:
             config.validate()
         except ValueError as exc:
             raise CLIError(str(exc)) from None
+    from ..context import check_one_scan_folder
+
     for folder in (args.data, args.val_data):
-        _check_one_scan(Path(folder) if folder else None, config.context)
+        try:  # the slices of a --specimens N folder are not neighbours
+            check_one_scan_folder(folder, config.context)
+        except ValueError as exc:
+            raise CLIError(str(exc)) from None
     if tg_path is None:  # --pairs: slices of many scans
         x, y = _read_scans(in_path, config.patch, config.context), None
     else:
