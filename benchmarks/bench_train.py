@@ -17,6 +17,11 @@ optimiser (Adam, lr 1e-3, weight decay 0.1) and data (synthetic 800x800 slices),
 same run. Printed: sampler-only patches/s, training patches/s, inference seconds per
 800x800 slice, and the ratios ours / baseline (> 1 means ours is faster).
 
+2.5-D rows (``--context``, default ``1,2``): our training patches/s of the 2-D model and of
+context models (``2K + 1`` input slices, :mod:`napari_dfct.context`) on the same data in
+the same run, and their ratios to the 2-D model (< 1 means slower; only the first conv and
+the sampler's channels grow with K).
+
 Usage::
 
     python benchmarks/bench_train.py --quick            # a few steps, CPU-friendly
@@ -192,6 +197,46 @@ def bench_train(preset, xn, yn, a_s, patch, batch, steps, rounds, device, worker
     return batch / t_ours, batch / t_base
 
 
+def bench_context(preset, xn, yn, a_s, patch, batch, steps, rounds, device, contexts):
+    """Our training patches/s of the 2-D model (K = 0) and of each context model in
+    ``contexts`` on the same slices (every slice's 2K+1 neighbours, reflected at the
+    ends), measured in alternating rounds (best kept)."""
+    from napari_dfct.context import context_stack
+
+    loss_fn = AmplifiedLoss(LOSS).to(device)
+    cuda = device.type == "cuda"
+    idx = torch.arange(batch) % len(xn)
+    ks = [0, *contexts]
+    steps_of = []
+    for k in ks:
+        torch.manual_seed(0)
+        model = build_model(preset, context=k).to(device)
+        if cuda:
+            model = model.to(memory_format=torch.channels_last)
+        opt = torch.optim.Adam(model.parameters(), lr=1e-3, weight_decay=0.1)
+        inputs = context_stack(xn, np.arange(len(xn)), k)
+        sampler = PatchSampler(inputs, yn, a_s, patch=patch, seed=0, device=device)
+
+        def step(model=model, opt=opt, sampler=sampler):
+            _train_step(model, opt, loss_fn, *sampler.sample(idx), device, cuda, cuda)
+
+        step()  # warm-up
+        steps_of.append(step)
+    best = [math.inf] * len(ks)
+    for _ in range(rounds):
+        for j, fn in enumerate(steps_of):
+            _sync(device)
+            t0 = time.perf_counter()
+            for _ in range(steps):
+                fn()
+            _sync(device)
+            best[j] = min(best[j], (time.perf_counter() - t0) / steps)
+    steps_of = []  # release the models before emptying the cache
+    if cuda:
+        torch.cuda.empty_cache()
+    return {k: batch / t for k, t in zip(ks, best)}
+
+
 def bench_infer(preset, x, n_slices, rounds, device, window):
     torch.manual_seed(0)
     model = build_model(preset, zero_init=False).to(device).eval()
@@ -242,6 +287,11 @@ def main(argv=None):
         dest="train",
         action="store_false",
         help="sampler only: skip the training and inference figures",
+    )
+    p.add_argument(
+        "--context",
+        default="1,2",
+        help="context K of the 2.5-D training rows, comma-separated (empty: none)",
     )
     p.add_argument(
         "--workers",
@@ -305,6 +355,17 @@ def main(argv=None):
             f"  inference {args.size}x{args.size}  ours {in_ours:10.3f} s/slice     baseline "
             f"{in_base:10.3f} s/slice     ratio {in_base / in_ours:6.2f}x"
         )
+        contexts = [int(k) for k in args.context.split(",") if k.strip()]
+        if contexts:
+            rate = bench_context(
+                preset, xn, yn, a_s, args.patch, batch, steps, rounds, device, contexts
+            )
+            print(
+                "  2.5-D training      "
+                + "   ".join(
+                    f"K={k} {v:8.2f} patches/s ({v / rate[0]:4.2f}x)" for k, v in rate.items()
+                )
+            )
 
 
 if __name__ == "__main__":

@@ -633,7 +633,12 @@ def measure(
         net, window = _network(model)
         from .infer import predict as _predict
 
-        image2d = _predict(net, volume if k is None else volume[k], window=window)
+        # a volume's slice through the volume: a context model reads its neighbours
+        image2d = (
+            _predict(net, volume, window=window)
+            if k is None
+            else _predict(net, volume, slices=[k], window=window)[0]
+        )
     else:
         image2d = volume if k is None else volume[k]
 

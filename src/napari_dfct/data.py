@@ -6,7 +6,9 @@ torch-free :mod:`napari_dfct.window` and is re-exported here). Training draws on
 random 128x128 patch per training slice and step, with horizontal and vertical flips and an
 in-plane rotation of up to +-15 degrees, each with 50 % chance; the spatial amplification
 map A_S is computed on the whole slice and cropped (and transformed) exactly like the patch
-(:class:`PatchSampler`).
+(:class:`PatchSampler`). For a 2.5-D context model the input of a patch has ``2K + 1``
+channels, the slices ``z - K .. z + K`` of one scan (:mod:`napari_dfct.context`), and
+every channel is cropped, flipped and rotated by the same transform as the target.
 
 The sampler keeps the whole normalised training set on the training device (when it fits)
 and draws a batch with a handful of tensor operations: one bilinear gather at per-sample
@@ -36,6 +38,7 @@ __all__ = [
     "PatchSampler",
     "augment_angular",
     "available_memory",
+    "centre_slice",
     "format_bytes",
     "sample_coordinates",
     "split_slices",
@@ -341,6 +344,14 @@ def augment_angular(g: torch.Tensor, angle: torch.Tensor, mirror: torch.Tensor) 
     return g0 + frac * (torch.gather(g, 1, i1) - g0)
 
 
+def centre_slice(x: torch.Tensor) -> torch.Tensor:
+    """The centre channel ``x[:, C // 2]`` of a ``(B, C, H, W)`` batch, as ``(B, 1, H, W)``:
+    the slice a context model predicts (``C = 2K + 1``), or the batch itself (``C = 1``).
+    Losses that look at the input (``A_D``) see this slice."""
+    c = int(x.shape[1])
+    return x if c == 1 else x[:, c // 2 : c // 2 + 1]
+
+
 class Batch(tuple):
     """One batch ``(x, y, w)`` of a sampler, carrying the patches' known angular parts
     ``g`` (``(B, n_bins)``; None unless the sampler was given them)."""
@@ -359,7 +370,9 @@ class PatchSampler:
     Parameters
     ----------
     input, target : numpy.ndarray or torch.Tensor
-        Normalised training slices, (N, H, W).
+        Normalised training slices, (N, H, W); or ``input`` (N, C, H, W): C input
+        channels per training slice (a context model's ``2K + 1`` neighbouring slices,
+        :func:`napari_dfct.context.context_stack`), all cropped and augmented alike.
     spatial_weight : torch.Tensor, optional
         A_S for the full slice, (H, W); its crop travels with each patch. None when the
         loss uses no spatial weight.
@@ -403,12 +416,14 @@ class PatchSampler:
     ) -> None:
         x = torch.as_tensor(np.asarray(input) if not isinstance(input, torch.Tensor) else input)
         y = torch.as_tensor(np.asarray(target) if not isinstance(target, torch.Tensor) else target)
-        if x.ndim != 3 or x.shape != y.shape:
+        if x.ndim == 3:
+            x = x.unsqueeze(1)
+        if x.ndim != 4 or y.ndim != 3 or x.shape[:1] + x.shape[2:] != y.shape:
             raise ValueError(
-                f"input and target must be (N, H, W) of the same shape, got "
-                f"{tuple(x.shape)} and {tuple(y.shape)}"
+                f"input and target must be (N, H, W) of the same shape (or an input of "
+                f"(N, C, H, W)), got {tuple(x.shape)} and {tuple(y.shape)}"
             )
-        n, h, w = x.shape
+        n, c, h, w = x.shape
         if n < 1:
             raise ValueError("the sampler needs at least one training slice")
         if int(patch) > min(h, w):
@@ -426,11 +441,13 @@ class PatchSampler:
         self.max_angle = float(max_angle)
         self.shape = (int(h), int(w))
         self.n_slices = int(n)
-        self.storage = self._choose_storage(2 * x.numel() * 4, storage)
-        # pixel table (N*H*W, 2): one index_select fetches input and target together
-        x = x.to(self.storage, torch.float32)
-        y = y.to(self.storage, torch.float32)
-        self.data = torch.stack([x, y], -1).reshape(-1, 2).contiguous()
+        self.channels = int(c)
+        self.storage = self._choose_storage((x.numel() + y.numel()) * 4, storage)
+        # pixel table (N*H*W, C + 1): one index_select fetches every input channel and the
+        # target together, at the same (augmented) coordinates
+        x = x.to(self.storage, torch.float32).permute(0, 2, 3, 1)
+        y = y.to(self.storage, torch.float32).unsqueeze(-1)
+        self.data = torch.cat([x, y], -1).reshape(-1, c + 1).contiguous()
         self.weight = None
         if spatial_weight is not None:
             sw = torch.as_tensor(spatial_weight, dtype=torch.float32)
@@ -504,7 +521,8 @@ class PatchSampler:
         Returns
         -------
         x, y : torch.Tensor
-            (B, 1, P, P) float32 on the training device.
+            (B, C, P, P) and (B, 1, P, P) float32 on the training device (C = 1 but for
+            a context model's input).
         w : torch.Tensor or None
             (B, 1, P, P) A_S crop, transformed like the patch (None without weight).
 
@@ -528,8 +546,9 @@ class PatchSampler:
         got = _gather_mixed(
             tables, self.shape, index.to(self.storage), rows, cols, params["angle"] != 0
         )
-        x = got[0][:, 0:1].contiguous().to(self.device, non_blocking=True)
-        y = got[0][:, 1:2].contiguous().to(self.device, non_blocking=True)
+        c = self.channels
+        x = got[0][:, :c].contiguous().to(self.device, non_blocking=True)
+        y = got[0][:, c : c + 1].contiguous().to(self.device, non_blocking=True)
         w = None
         if self.weight is not None:
             w = got[1].contiguous().to(self.device, non_blocking=True)

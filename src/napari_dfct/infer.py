@@ -19,6 +19,16 @@ tile's zero padding; when ``overlap // 4`` is at least that radius
 (:func:`receptive_radius`) every pixel with non-zero weight is computed from exactly the
 same inputs as in the untiled pass, so tiled and untiled predictions agree to float
 rounding. With smaller overlaps the ramp hides the (small) seams.
+
+2.5-D context
+-------------
+A model with context ``K`` (``model.context``; :mod:`napari_dfct.model`) predicts slice
+``z`` from the slices ``z - K .. z + K`` of the volume: each batch reads exactly the slices
+its chosen slices need (predicting one slice reads ``2K + 1``), tiled in-plane as above.
+At the first and last slices the missing neighbours are reflected about the end slice
+(slice ``-1`` is slice ``1``: :mod:`napari_dfct.context`); the volume is taken as one
+scan. The output has one slice per chosen slice, as for a 2-D model. A single 2-D image
+has no neighbours and is refused.
 """
 
 from __future__ import annotations
@@ -33,6 +43,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from .context import context_indices
 from .data import IntensityWindow
 from .device import autocast as _autocast
 from .device import cancel_check as _cancel_check
@@ -248,6 +259,12 @@ def predict_iter(
     ------
     (int, numpy.ndarray)
         Slice index and float32 (Y, X) prediction in the input's units.
+
+    Notes
+    -----
+    With a context model (``model.context`` K > 0) slice ``z`` is predicted from slices
+    ``z - K .. z + K``, reflected at the ends of the volume (slice ``-1`` is slice ``1``);
+    a 2-D image (or a volume of one slice) has no neighbours and is refused.
     """
     arr = np.asarray(volume)
     if arr.ndim == 2:
@@ -267,6 +284,13 @@ def predict_iter(
     index = _parse_slices(slices, arr.shape[0])
     dev = resolve_device(device)
     net, win, home = _resolve_model(model, window, dev)
+    k = int(getattr(net, "context", 0))
+    if k and arr.shape[0] < 2:
+        net.to(home)
+        raise ValueError(
+            f"the model sees {k} neighbouring slice{'s' * (k > 1)} on each side of the one "
+            "it predicts (context): give it the volume, not a single slice"
+        )
     run = _Runner(net, dev, amp)
     check = _cancel_check(cancel)
     bs = int(batch_size)
@@ -278,11 +302,13 @@ def predict_iter(
             if check():
                 return
             chunk = index[pos : pos + (1 if cur_tile else bs)]
-            x = np.asarray(arr[chunk], dtype=np.float32)
+            rows = context_indices(chunk, arr.shape[0], k)  # (B, 2K + 1): z - K .. z + K
+            x = np.asarray(arr[rows.reshape(-1)], dtype=np.float32)
             if not np.isfinite(x).all():
-                raise ValueError(f"slice(s) {chunk} contain NaN or infinite values")
+                read = sorted({int(z) for z in rows.flat}) if k else chunk
+                raise ValueError(f"slice(s) {read} contain NaN or infinite values")
             xn = win.normalize(x) if win is not None else x
-            xt = torch.from_numpy(np.ascontiguousarray(xn)).unsqueeze(1)
+            xt = torch.from_numpy(np.ascontiguousarray(xn)).reshape(*rows.shape, h, w)
             oom = False
             try:
                 if cur_tile:

@@ -11,6 +11,14 @@ Architecture (``base_channels = c``, ``depth = D``; the paper: ``c = 64``, ``D =
   ``DoubleConv(c 2^(i+1) + c 2^i -> c 2^i)``;
 * a 1x1 output conv ``c -> out`` and the **global residual**: ``y = x + net(x)``.
 
+**2.5-D context** (``context = K > 0``): the network sees the ``2K + 1`` neighbouring slices
+``z - K .. z + K`` of a scan as input channels, in that order (``in_channels = 2K + 1``,
+``out_channels = 1``), and predicts the centre slice ``z``: the residual is added to the
+centre channel, ``y = x[:, K] + net(x)``. Only the first conv changes: its weights grow by
+``2K * c * 9``, the rest of the network, and its FLOPs but for the first conv's, stay those
+of the 2-D model. Which slices are neighbours (reflected at the ends of a scan, never
+across two scans) is :mod:`napari_dfct.context`'s rule.
+
 The paper states that channels double from 64 to 1024 at the deepest level, so the
 bottleneck keeps 1024 channels. (The widespread bilinear U-Net implementation halves the
 bottleneck to 512 so that the up path mirrors a transposed-conv U-Net; we follow the paper.)
@@ -68,6 +76,7 @@ LIMITS: dict[str, tuple[int, int]] = {
     "depth": (1, 8),
     "in_channels": (1, 64),
     "out_channels": (1, 64),
+    "context": (0, 31),
 }
 #: The most parameters a network may have (800 MB of float32 weights; the paper preset
 #: has 31 M): a model file describing more is refused before anything is built.
@@ -102,8 +111,10 @@ def check_architecture(**kwargs: Any) -> dict:
     """The :class:`ResidualUNet` arguments ``kwargs``, checked before anything is built.
 
     Integers within :data:`LIMITS`, booleans for ``bilinear`` and ``zero_init``, equal
-    input and output channels, at most :data:`MAX_PARAMETERS` parameters; one-line
-    :class:`ValueError` otherwise (unknown names included). Returns them normalised.
+    input and output channels (``in_channels = (2 context + 1) * out_channels`` for a
+    context model; ``in_channels`` left out is derived), at most :data:`MAX_PARAMETERS`
+    parameters; one-line :class:`ValueError` otherwise (unknown names included). Returns
+    them normalised.
     """
     unknown = set(kwargs) - set(LIMITS) - {"bilinear", "zero_init"}
     if unknown:
@@ -121,8 +132,22 @@ def check_architecture(**kwargs: Any) -> dict:
     for name in ("bilinear", "zero_init"):
         if name in out and not isinstance(out[name], bool):
             raise ValueError(f"{name} must be true or false, got {out[name]!r}")
-    cin, cout = out.get("in_channels", 1), out.get("out_channels", 1)
-    if cin != cout:
+    k = out.get("context", 0)
+    cout = out.get("out_channels", 1)
+    if k and "in_channels" not in out:
+        out["in_channels"] = (2 * k + 1) * cout
+        _, hi = LIMITS["in_channels"]
+        if out["in_channels"] > hi:
+            raise ValueError(
+                f"context {k} needs {out['in_channels']} input channels, at most {hi}"
+            )
+    cin = out.get("in_channels", 1)
+    if k and cin != (2 * k + 1) * cout:
+        raise ValueError(
+            f"context {k} needs in_channels == (2 x {k} + 1) x out_channels = "
+            f"{(2 * k + 1) * cout}, got {cin}"
+        )
+    if not k and cin != cout:
         raise ValueError(
             f"the global residual needs in_channels == out_channels, got {cin} and {cout}"
         )
@@ -173,7 +198,8 @@ class _Up(nn.Module):
 
 
 class ResidualUNet(nn.Module):
-    """2-D U-Net with a global residual connection, ``y = x + net(x)``.
+    """2-D U-Net with a global residual connection, ``y = x + net(x)`` (``context`` 0), or
+    a 2.5-D one, ``y = x[:, K] + net(x)`` (``context = K``: ``2K + 1`` slices in).
 
     Parameters
     ----------
@@ -183,29 +209,38 @@ class ResidualUNet(nn.Module):
         Number of down (and up) blocks; the deepest level has
         ``base_channels * 2**depth`` channels.
     in_channels, out_channels : int
-        Must be equal (the residual adds the input to the output).
+        Equal for a 2-D model (the residual adds the input to the output);
+        ``in_channels = (2 context + 1) * out_channels`` with context (None: derived).
     bilinear : bool
         Bilinear upsampling (the paper) or transposed convolutions.
     zero_init : bool
         Zero the output conv so the untrained model is the identity.
+    context : int
+        ``K``: the input holds the slices ``z - K .. z + K`` as channel groups of
+        ``out_channels`` (0: a 2-D model); the residual is added to the centre group.
     """
 
     def __init__(
         self,
         base_channels: int = 64,
         depth: int = 4,
-        in_channels: int = 1,
+        in_channels: int | None = None,
         out_channels: int = 1,
         bilinear: bool = True,
         zero_init: bool = True,
+        context: int = 0,
     ):
         super().__init__()
+        args: dict[str, Any] = {"in_channels": in_channels} if in_channels is not None else {}
+        if in_channels is None and not context:
+            args["in_channels"] = out_channels
         checked = check_architecture(
             base_channels=base_channels,
             depth=depth,
-            in_channels=in_channels,
             out_channels=out_channels,
             bilinear=bool(bilinear),
+            context=context,
+            **args,
         )
         base_channels, depth = checked["base_channels"], checked["depth"]
         in_channels, out_channels = checked["in_channels"], checked["out_channels"]
@@ -213,6 +248,7 @@ class ResidualUNet(nn.Module):
         self.depth = depth
         self.in_channels = in_channels
         self.out_channels = out_channels
+        self.context = checked["context"]
         self.bilinear = bool(bilinear)
         ch = [base_channels * 2**i for i in range(depth + 1)]
         self.inc = DoubleConv(in_channels, ch[0])
@@ -259,9 +295,18 @@ class ResidualUNet(nn.Module):
         y = self.outc(y)
         return y[..., top : top + h, left : left + w]
 
+    def centre(self, x: torch.Tensor) -> torch.Tensor:
+        """The channels of the predicted slice: ``x`` itself for a 2-D model, the centre
+        group ``x[:, K * out : (K + 1) * out]`` for context ``K``."""
+        if not self.context:
+            return x
+        c = self.context * self.out_channels
+        return x[:, c : c + self.out_channels]
+
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        """``x + net(x)`` for ``x`` of shape ``(B, C, H, W)``, any ``H, W``."""
-        return x + self.residual(x)
+        """``x + net(x)`` for ``x`` of shape ``(B, C, H, W)``, any ``H, W``; with context
+        ``K``, ``x[:, K] + net(x)``, of shape ``(B, out_channels, H, W)``."""
+        return self.centre(x) + self.residual(x)
 
 
 def build_model(preset: str = "paper", **overrides: Any) -> ResidualUNet:
@@ -273,7 +318,8 @@ def build_model(preset: str = "paper", **overrides: Any) -> ResidualUNet:
         ``paper``: base 64, depth 4 (64 -> 1024); ``small``: base 16, depth 4;
         ``tiny``: base 4, depth 2 (for tests and quick demos).
     **overrides
-        Any :class:`ResidualUNet` argument, e.g. ``base_channels=32``.
+        Any :class:`ResidualUNet` argument, e.g. ``base_channels=32``, or ``context=K``
+        (a 2.5-D model of ``2K + 1`` input slices).
         ``build_model(**model_config(m))`` rebuilds ``m``'s architecture.
 
     Raises
@@ -289,16 +335,22 @@ def build_model(preset: str = "paper", **overrides: Any) -> ResidualUNet:
 
 def model_config(model: nn.Module) -> dict:
     """JSON-able keyword arguments that rebuild ``model``'s architecture
-    (``ResidualUNet(**cfg)`` or ``build_model(**cfg)``)."""
+    (``ResidualUNet(**cfg)`` or ``build_model(**cfg)``).
+
+    ``context`` is recorded for a context model only: a 2-D model's arguments are those
+    of models saved before context existed, which load as 2-D (context 0)."""
     if not isinstance(model, ResidualUNet):
         raise ValueError(f"expected a ResidualUNet, got {type(model).__name__}")
-    return {
+    cfg = {
         "base_channels": model.base_channels,
         "depth": model.depth,
         "in_channels": model.in_channels,
         "out_channels": model.out_channels,
         "bilinear": model.bilinear,
     }
+    if model.context:
+        cfg["context"] = model.context
+    return cfg
 
 
 def count_parameters(model: nn.Module, trainable_only: bool = True) -> int:

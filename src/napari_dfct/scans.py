@@ -7,6 +7,10 @@ each one comes from; :func:`split_by_scan` holds whole scans out for validation,
 slices of one scan on both sides; :class:`GroupedSampler` draws patches from slices of
 any sizes, one :class:`~napari_dfct.data.PatchSampler` per slice size driven by one
 generator. Reading a data set from files is :mod:`napari_dfct.io.dataset`.
+
+For a 2.5-D context model (context ``K``) every slice also carries the ``2K + 1``
+neighbouring input slices of its own scan (:attr:`ScanSlices.contexts`, reflected at the
+scan's ends: :mod:`napari_dfct.context`), so a patch never mixes two scans.
 """
 
 from __future__ import annotations
@@ -38,6 +42,11 @@ class ScanSlices:
         The scan names, by scan index.
     origins : list of tuple
         ``(scan name, slice index in its volume)`` of every slice.
+    context : int
+        ``K``: the data set was read for a 2.5-D model with this context (0: 2-D).
+    contexts : list of numpy.ndarray, optional
+        With ``context`` K > 0: per slice, the float32 ``(2K + 1, Y, X)`` input slices
+        ``z - K .. z + K`` of its scan (its own input in the middle).
     """
 
     inputs: list
@@ -45,6 +54,8 @@ class ScanSlices:
     scans: np.ndarray
     names: list = field(default_factory=list)
     origins: list = field(default_factory=list)
+    context: int = 0
+    contexts: list | None = None
 
     def __len__(self) -> int:
         return len(self.inputs)
@@ -78,7 +89,37 @@ class ScanSlices:
                 )
             if not (np.isfinite(x).all() and np.isfinite(y).all()):
                 raise ValueError(f"{where} contains NaN or infinite values")
+        self._check_contexts()
         self._check_distinct()
+
+    def _check_contexts(self) -> None:
+        """A context data set's neighbouring slices: one ``(2K + 1, Y, X)`` stack per
+        slice, its own input in the middle, finite."""
+        k = int(self.context)
+        if not k:
+            return
+        if self.contexts is None or len(self.contexts) != len(self.inputs):
+            raise ValueError(f"context {k} needs the neighbouring slices of every slice")
+        for j, (x, c) in enumerate(zip(self.inputs, self.contexts)):
+            if tuple(np.shape(c)) != (2 * k + 1, *np.shape(x)):
+                raise ValueError(
+                    f"{self._where(j)}: its neighbouring slices are {tuple(np.shape(c))}, "
+                    f"not ({2 * k + 1}, {x.shape[0]}, {x.shape[1]})"
+                )
+            if not (np.array_equal(c[k], x) and np.isfinite(c).all()):
+                raise ValueError(
+                    f"{self._where(j)}: its neighbouring slices hold NaN or infinite "
+                    "values, or not the slice itself in the middle"
+                )
+
+    def model_inputs(self, normalized: list, window, context: int = 0) -> list:
+        """The network input of every slice, ``(C, Y, X)`` float32: its ``normalized``
+        slice (``C = 1``), or with ``context`` K its ``2K + 1`` neighbouring slices
+        normalised by ``window`` (an :class:`~napari_dfct.window.IntensityWindow`)."""
+        if not int(context):
+            return [np.asarray(a)[None] for a in normalized]
+        assert self.contexts is not None and int(self.context) == int(context)
+        return [window.normalize(np.asarray(c, dtype=np.float32)) for c in self.contexts]
 
     def _check_distinct(self) -> None:
         """Refuse two scans holding the same data: a slice whose input and target are
@@ -142,7 +183,8 @@ class GroupedSampler:
     Parameters
     ----------
     inputs, targets : list of numpy.ndarray
-        Normalised 2-D slices.
+        Normalised 2-D slices; ``inputs`` may be ``(C, Y, X)`` stacks (a context model's
+        neighbouring slices), augmented alike.
     spatial_weight : callable, optional
         ``(H, W) -> A_S`` of a full slice of that size (None: no spatial weight).
     **kwargs
@@ -176,7 +218,7 @@ class GroupedSampler:
             members = [k for k in range(n) if shapes[k] == shape]
             self.group_of[members] = g
             self.local[members] = np.arange(len(members))
-            weight = spatial_weight(shape) if spatial_weight is not None else None
+            weight = spatial_weight(shape[-2:]) if spatial_weight is not None else None
             self.samplers.append(
                 PatchSampler(
                     np.stack([inputs[k] for k in members]),

@@ -213,7 +213,9 @@ def describe_model(folder: str | os.PathLike) -> str:
         f"{name}  ({_scheme_text(loss)}; {loss.get('mode', 'paper')} mode"
         f"{', normalised weights' if loss.get('normalize') else ''})",
     )
-    arch_text = ", ".join(f"{k} {v}" for k, v in arch.items() if k in ("base_channels", "depth"))
+    arch_text = ", ".join(
+        f"{k} {v}" for k, v in arch.items() if k in ("base_channels", "depth", "context")
+    )
     n_params = _parameter_count(arch)
     if n_params is not None:
         arch_text += f", {n_params:,} parameters"

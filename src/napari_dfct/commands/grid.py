@@ -434,6 +434,13 @@ def run(args: argparse.Namespace) -> int:
         raise CLIError("--jobs must be at least 1")
     configs, seeds = loss_configs(args)
     config = train_config_from_args(args)
+    if config.context:
+        # the study's test volumes are independent specimens, one slice each: no
+        # neighbouring slices to predict from (docs/context.md)
+        raise CLIError(
+            "dfct grid does not train context models (--context) yet: train them with "
+            "dfct train --context K on volumes of neighbouring slices"
+        )
     try:
         with stop_on_signals(), grid_lock(out):
             return _run(args, configs, seeds, config)

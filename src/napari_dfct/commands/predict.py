@@ -134,6 +134,12 @@ def run(args: argparse.Namespace) -> int:
         model = load_model(args.model, device="cpu")
     except CheckpointError as exc:
         raise CLIError(str(exc)) from None
+    try:  # a context model on a --specimens N set would read other specimens' slices
+        from ..context import check_one_scan_folder
+
+        check_one_scan_folder(in_path.parent, getattr(model.model, "context", 0))
+    except ValueError as exc:
+        raise CLIError(str(exc)) from None
     try:
         data, info = read_volume(in_path)
     except ValueError as exc:

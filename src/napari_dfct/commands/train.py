@@ -28,6 +28,12 @@ profiles, or a full loss name such as --loss l2+s+f-nonlinear or l2+s+d-nonlinea
 directional weight (D) is spectral only: without --mode it trains in spectral mode, and
 --mode paper with D is refused (exit 2).
 
+--context K trains a 2.5-D model: its input is the 2K+1 neighbouring slices z-K..z+K of
+one scan, its output slice z (docs/context.md). A --data or --input volume is one scan;
+with --pairs each scan's neighbours come from its own volume (any slices value), and
+every scan needs at least 2K+1 slices. Neighbours beyond a scan's first or last slice are
+reflected; a set of independent specimens, one slice each, is refused.
+
 Examples:
   dfct simulate data/sim
   dfct train --data data/sim --out models/l2-s --spatial nonlinear --preset small
@@ -36,6 +42,7 @@ Examples:
   dfct train --data data/sim --out models/l2-paper --recipe paper --preset small
   dfct train --data data/sim --out models/l2-s --resume --epochs 150
   dfct train --pairs study/pairs.csv --out models/l2-study --preset small
+  dfct train --pairs data/volumes --out models/l2-ctx1 --preset small --context 1
 """
 ORDER = 20
 
@@ -163,12 +170,13 @@ def _read_validation_set(folder: str | None, pairs: bool) -> tuple:
     )
 
 
-def _read_scans(path: Path, patch: int):
-    """The chosen slices of a data set of scans (one summary line on stderr)."""
+def _read_scans(path: Path, patch: int, context: int = 0):
+    """The chosen slices of a data set of scans, with their neighbours for a context
+    model (one summary line on stderr)."""
     from ..io.dataset import describe_scans, load_scans
 
     try:
-        data = load_scans(path, patch=patch)
+        data = load_scans(path, patch=patch, context=context)
     except ValueError as exc:
         raise CLIError(str(exc).splitlines()[0]) from None
     print(f"dfct train: {path}: {describe_scans(data)}", file=sys.stderr)
@@ -369,8 +377,15 @@ def run(args: argparse.Namespace) -> int:
             config.validate()
         except ValueError as exc:
             raise CLIError(str(exc)) from None
+    from ..context import check_one_scan_folder
+
+    for folder in (args.data, args.val_data):
+        try:  # the slices of a --specimens N folder are not neighbours
+            check_one_scan_folder(folder, config.context)
+        except ValueError as exc:
+            raise CLIError(str(exc)) from None
     if tg_path is None:  # --pairs: slices of many scans
-        x, y = _read_scans(in_path, config.patch), None
+        x, y = _read_scans(in_path, config.patch, config.context), None
     else:
         x = _read(str(in_path), "input")
         y = _read(str(tg_path), "target")

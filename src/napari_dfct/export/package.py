@@ -539,6 +539,12 @@ def export_bioimageio(
         loaded = load_model(model_dir, device="cpu")
     except CheckpointError as exc:
         raise ExportError(str(exc)) from None
+    context = int(getattr(loaded.model, "context", 0))
+    if context:
+        raise ExportError(
+            f"{model_dir} is a 2.5-D model (context {context}: {2 * context + 1} slices in); "
+            "its bioimage.io package is not supported yet"
+        )
     missing = bioimageio_missing()
     if missing:
         raise ExportError(missing)

@@ -17,7 +17,10 @@ validation alike).
 
 Only the chosen slices are held in memory: TIFF pages and ``.npy`` files (memory-mapped)
 are read slice by slice; other formats (``.npz``, DICOM) are read whole, one scan at a
-time, and only the chosen slices are kept. :func:`load_scans` returns a
+time, and only the chosen slices are kept. For a 2.5-D context model (``context=K``)
+every chosen slice also keeps the ``2K + 1`` input slices ``z - K .. z + K`` of its own
+scan, reflected at the scan's ends (:mod:`napari_dfct.context`); a scan of fewer than
+``2K + 1`` slices is refused. :func:`load_scans` returns a
 :class:`napari_dfct.scans.ScanSlices`, which :func:`napari_dfct.train.fit` takes directly.
 """
 
@@ -29,6 +32,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
+
+from ..context import check_context_slices, context_indices
 
 __all__ = [
     "PAIRS_FILE",
@@ -271,8 +276,10 @@ def check_distinct_files(pairs: list[ScanPair]) -> None:
             seen.setdefault(key, (p, what))
 
 
-def load_scans(pairs: list[ScanPair] | str | Path, patch: int | None = None):
-    """Read the chosen slices of every scan into a :class:`~napari_dfct.scans.ScanSlices`.
+def load_scans(pairs: list[ScanPair] | str | Path, patch: int | None = None, context: int = 0):
+    """Read the chosen slices of every scan into a :class:`~napari_dfct.scans.ScanSlices`;
+    with ``context`` K > 0 also each slice's ``2K + 1`` neighbouring input slices of its
+    scan (:attr:`~napari_dfct.scans.ScanSlices.contexts`).
 
     Raises
     ------
@@ -280,15 +287,17 @@ def load_scans(pairs: list[ScanPair] | str | Path, patch: int | None = None):
         Unreadable, damaged, complex, colour or wrongly shaped files (the single-file
         reader's message), one file in two scans, two scans holding the same data, input
         and target of different shapes, a bad ``slices`` value, a slice smaller than
-        ``patch`` or with non-finite values (one line, naming the scan).
+        ``patch`` or with non-finite values, a scan of fewer than ``2K + 1`` slices with
+        ``context`` K (one line, naming the scan).
     """
     from ..scans import ScanSlices
 
     if not isinstance(pairs, list):
         pairs = read_pairs(pairs)
     check_distinct_files(pairs)
-    inputs, targets, scans, origins = [], [], [], []
-    for k, p in enumerate(pairs):
+    k = int(context)
+    inputs, targets, scans, origins, contexts = [], [], [], [], []
+    for s, p in enumerate(pairs):
         vi, vt = _Volume(p.input), _Volume(p.target)
         try:
             if vi.shape != vt.shape:
@@ -299,19 +308,36 @@ def load_scans(pairs: list[ScanPair] | str | Path, patch: int | None = None):
                 chosen = parse_slice_spec(p.slices, vi.shape[0])
             except ValueError as exc:
                 raise ValueError(f"scan {p.name!r}: {exc}") from None
+            if k:
+                check_context_slices(vi.shape[0], k, f"scan {p.name!r}")
+                contexts.extend(_neighbours(vi, chosen, k))
             for z in chosen:
                 inputs.append(vi.slice(z))
                 targets.append(vt.slice(z))
-                scans.append(k)
+                scans.append(s)
                 origins.append((p.name, z))
         finally:
             vi.close()
             vt.close()
     data = ScanSlices(
-        inputs, targets, np.asarray(scans, dtype=np.int64), [p.name for p in pairs], origins
+        inputs,
+        targets,
+        np.asarray(scans, dtype=np.int64),
+        [p.name for p in pairs],
+        origins,
+        context=k,
+        contexts=contexts if k else None,
     )
     data.validate(patch=patch)
     return data
+
+
+def _neighbours(volume: _Volume, chosen: list[int], k: int) -> list[np.ndarray]:
+    """The ``(2k + 1, Y, X)`` input slices around each chosen slice of one scan, every
+    slice read once (:func:`napari_dfct.context.context_indices`)."""
+    rows = context_indices(chosen, volume.shape[0], k)
+    read = {int(z): volume.slice(int(z)) for z in np.unique(rows)}
+    return [np.stack([read[int(z)] for z in row]) for row in rows]
 
 
 def describe_scans(data) -> str:

@@ -137,6 +137,10 @@ class TrainConfig:
     base_channels : int
         Channels of the U-Net's first level (doubling at each level below); 0 takes the
         preset's (``paper`` 64, ``small`` 16, ``tiny`` 4).
+    context : int
+        ``K``: a 2.5-D model that sees the ``2K + 1`` neighbouring slices ``z - K .. z + K``
+        of a scan as input channels and predicts slice ``z`` (0: a 2-D model); see
+        :mod:`napari_dfct.context` (neighbours within one scan, reflected at its ends).
     model_kwargs : dict
         Overrides of the preset's architecture (passed to ``build_model``).
 
@@ -194,6 +198,13 @@ class TrainConfig:
         min=0,
         max=128,
     )
+    context: int = _option(
+        0,
+        "2.5-D context K: the model sees the 2K+1 neighbouring slices z-K..z+K of a scan "
+        "as input channels and predicts slice z (0: a 2-D model); neighbours come from the "
+        "same scan only, reflected at its ends, and every scan needs at least 2K+1 slices",
+        min=0,
+    )
     recipe: str = "stable"
     decay_scope: str = _option(
         "all",
@@ -237,10 +248,12 @@ class TrainConfig:
 
     def model_args(self) -> dict:
         """Keyword arguments of ``build_model(self.preset, ...)``: ``model_kwargs`` with
-        ``base_channels`` when it is set."""
+        ``base_channels`` and ``context`` when they are set."""
         args = dict(self.model_kwargs)
         if int(self.base_channels):
             args["base_channels"] = int(self.base_channels)
+        if int(self.context):
+            args["context"] = int(self.context)
         return args
 
     def to_dict(self) -> dict:

@@ -14,7 +14,8 @@ from typing import Any
 import numpy as np
 import torch
 
-from ..data import IntensityWindow, PatchSampler, validate_pair
+from ..context import context_stack
+from ..data import IntensityWindow, PatchSampler, centre_slice, validate_pair
 from ..device import autocast as _autocast
 from ..device import cancel_check as _cancel_check
 from ..device import free_memory as _free_device_memory
@@ -30,8 +31,10 @@ from .progress import BatchProgress, BatchTicker
 from .resources import EpochEstimate, OutOfMemory, StepTimer, check_memory
 from .start import (
     FINGERPRINT_KEY,
+    _as_volume,
     _check_oracle,
     _check_resumed_data,
+    _context_starts,
     _data_shape,
     _record_resumed,
     _start_config,
@@ -111,18 +114,6 @@ class FitResult:
 
 
 # --------------------------------------------------------------------------- helpers
-def _as_volume(a: Any, name: str) -> np.ndarray:
-    if isinstance(a, torch.Tensor):
-        a = a.detach().cpu().numpy()
-    try:
-        arr = np.asarray(a)
-    except Exception as exc:
-        raise ValueError(f"{name} is not an array: {exc}") from exc
-    if arr.dtype.kind not in "fiub":
-        raise ValueError(f"{name} must be numeric, got dtype {arr.dtype}")
-    return np.ascontiguousarray(arr, dtype=np.float32)
-
-
 def _model_config_dict(model: torch.nn.Module, cfg: TrainConfig) -> dict:
     from ..model import model_config
 
@@ -143,9 +134,9 @@ def _validate(
     g_val: torch.Tensor | None = None,
 ) -> tuple[list[float], torch.Tensor | None]:
     """Mean of each loss over full validation slices; optionally keep one slice's
-    prediction. ``x_val`` and ``y_val`` may be lists of stacks (slices of several sizes,
-    ``keep`` None): every slice counts once. ``g_val``: the slices' known angular parts
-    (an oracle loss)."""
+    prediction. ``x_val`` (N, C, H, W) and ``y_val`` (N, H, W) may be lists of stacks
+    (slices of several sizes, ``keep`` None): every slice counts once. ``g_val``: the
+    slices' known angular parts (an oracle loss)."""
     if isinstance(x_val, list):
         sums, count = [0.0] * len(loss_fns), 0
         for xg, yg in zip(x_val, y_val):
@@ -158,7 +149,7 @@ def _validate(
     kept = None
     n = x_val.shape[0]
     for start in range(0, n, batch):
-        xb = x_val[start : start + batch].to(device, non_blocking=True).unsqueeze(1)
+        xb = x_val[start : start + batch].to(device, non_blocking=True)
         yb = y_val[start : start + batch].to(device, non_blocking=True).unsqueeze(1)
         if channels_last:
             xb = xb.contiguous(memory_format=torch.channels_last)
@@ -167,7 +158,7 @@ def _validate(
         pred = pred.float()
         g = None if g_val is None else g_val[start : start + batch].to(device)
         for total, loss_fn in zip(totals, loss_fns):
-            total += loss_fn(pred, yb, input=xb, angular=g).double() * xb.shape[0]
+            total += loss_fn(pred, yb, input=centre_slice(xb), angular=g).double() * len(xb)
         if keep is not None and start <= keep < start + xb.shape[0]:
             kept = pred[keep - start, 0].detach().to("cpu", torch.float32)
     return [float(t.item()) / n for t in totals], kept
@@ -176,7 +167,7 @@ def _validate(
 @torch.no_grad()
 def _predict_one(model, x2d: torch.Tensor, device, amp, channels_last) -> torch.Tensor:
     model.eval()
-    xb = x2d.to(device).reshape(1, 1, *x2d.shape[-2:])
+    xb = x2d.to(device).reshape(1, -1, *x2d.shape[-2:])  # (C, H, W): C channels
     if channels_last:
         xb = xb.contiguous(memory_format=torch.channels_last)
     with _autocast(device, amp):
@@ -209,7 +200,11 @@ def fit(
         float32 (Z, Y, X) volumes of the same shape, Z >= 2, finite. Slices are split into
         training and validation sets (``config.val_fraction``, seeded). Or ``input`` a
         :class:`napari_dfct.scans.ScanSlices` (2-D slices of several scans, any sizes;
-        ``target`` None): whole scans are held out for validation.
+        ``target`` None): whole scans are held out for validation. With
+        ``config.context`` K > 0 (a 2.5-D model) every slice's input is its ``2K + 1``
+        neighbouring slices of the same scan, reflected at the scan's ends
+        (:mod:`napari_dfct.context`): a volume is one scan, and a ``ScanSlices`` must
+        carry its slices' neighbours (``load_scans(..., context=K)``).
     config : TrainConfig, optional
         Training parameters (paper defaults).
     out_dir : path, optional
@@ -294,6 +289,7 @@ def fit(
                 "a separate validation set goes with one training volume and a loss "
                 "without an oracle (a data set of scans holds out whole scans itself)"
             )
+    starts = _context_starts(config, x_all, scans, fixed_split)
     fingerprint = data_fingerprint(x_all, y_all)
     _check_resumed_data(saved_cfg, out_path, _data_shape(x_all), fingerprint)
     oracle = _check_oracle(config, oracle, scans, _data_shape(x_all))
@@ -307,6 +303,7 @@ def fit(
         oracle=oracle,
         fixed_split=fixed_split,
         fingerprint=fingerprint,
+        starts=starts,
     )
     _plan(run, x_all, y_all, preview_index)
     check_cancel = _cancel_check(cancel)
@@ -392,6 +389,7 @@ class _Run:
     oracle: Any = None
     g_val: Any = None
     fingerprint: dict | None = None
+    starts: tuple = (0,)  # the first slice of every scan of a volume (context neighbours)
 
     def release(self) -> None:
         self.model = self.optimizer = self.scheduler = self.sampler = None
@@ -461,8 +459,9 @@ def _build(
         a_s = run.loss_fn.full_spatial_weight((h, w), device=device)
         xn = window.normalize(x_all)
         yn = window.normalize(y_all)
+        k = config.context  # (N, 2K + 1, H, W) inputs: neighbours within one scan
         run.sampler = PatchSampler(
-            xn[run.train_idx],
+            context_stack(xn, run.train_idx, k, run.starts),
             yn[run.train_idx],
             a_s,
             patch=config.patch,
@@ -474,9 +473,10 @@ def _build(
         )
         if run.oracle is not None:
             run.g_val = torch.from_numpy(run.oracle[run.val_idx]).to(run.sampler.storage)
-        run.x_val = torch.from_numpy(xn[run.val_idx]).to(run.sampler.storage)
+        run.x_val = torch.from_numpy(context_stack(xn, run.val_idx, k, run.starts))
+        run.x_val = run.x_val.to(run.sampler.storage)
         run.y_val = torch.from_numpy(yn[run.val_idx]).to(run.sampler.storage)
-        run.preview_x = torch.from_numpy(xn[run.preview_index])
+        run.preview_x = torch.from_numpy(context_stack(xn, [run.preview_index], k, run.starts)[0])
         if run.preview_index in set(run.val_idx.tolist()):
             run.keep = int(np.searchsorted(run.val_idx, run.preview_index))
     run.val_batch = max(1, (config.batch_size * config.patch * config.patch) // (h * w))
@@ -508,8 +508,9 @@ def _build_scans(run: _Run, x_all: list[np.ndarray], y_all: list[np.ndarray]) ->
     assert window is not None  # chosen by _plan
     xn = [window.normalize(a) for a in x_all]
     yn = [window.normalize(a) for a in y_all]
+    xc = run.scans.model_inputs(xn, window, config.context)  # (C, H, W) each
     run.sampler = GroupedSampler(
-        [xn[i] for i in run.train_idx],
+        [xc[i] for i in run.train_idx],
         [yn[i] for i in run.train_idx],
         lambda shape: run.loss_fn.full_spatial_weight(shape, device=device),
         patch=config.patch,
@@ -523,12 +524,12 @@ def _build_scans(run: _Run, x_all: list[np.ndarray], y_all: list[np.ndarray]) ->
     for shape in dict.fromkeys(xn[i].shape for i in val):
         members = [i for i in val if xn[i].shape == shape]
         run.x_val.append(
-            torch.from_numpy(np.stack([xn[i] for i in members])).to(run.sampler.storage)
+            torch.from_numpy(np.stack([xc[i] for i in members])).to(run.sampler.storage)
         )
         run.y_val.append(
             torch.from_numpy(np.stack([yn[i] for i in members])).to(run.sampler.storage)
         )
-    run.preview_x = torch.from_numpy(xn[run.preview_index])
+    run.preview_x = torch.from_numpy(xc[run.preview_index])
     run.keep = None  # the preview slice is predicted on its own
 
 
@@ -603,7 +604,7 @@ def _train_one_epoch(run: _Run, check_cancel) -> tuple[float, int] | None:
                 pred = model(xb)
             if timer is not None:
                 timer.forward_done()
-            loss = run.loss_fn(pred.float(), yb, wb, input=xb, angular=batch.g)
+            loss = run.loss_fn(pred.float(), yb, wb, input=centre_slice(xb), angular=batch.g)
             run.optimizer.zero_grad(set_to_none=True)
             loss.backward()
             run.optimizer.step()

@@ -60,7 +60,7 @@ class StepTimer:
         self.total = run.sampler.steps_per_epoch(config.batch_size)
         self.samples = run.sampler.samples_per_epoch
         stacks = run.x_val if isinstance(run.x_val, list) else [run.x_val]
-        pixels = sum(int(t.numel()) for t in stacks)  # validation slices of any sizes
+        pixels = sum(int(t[:, 0].numel()) for t in stacks)  # (N, C, H, W), any sizes
         # forward-only work per epoch, in patches: re-estimation batches, validation
         self.forward_patches = (
             int(config.bn_recalibrate) * int(config.batch_size) + pixels / int(config.patch) ** 2
@@ -124,7 +124,7 @@ def activation_bytes(config: TrainConfig) -> tuple[int, int]:
     ]
     try:
         model.eval()  # the same layer outputs as in training, without touching statistics
-        model(torch.empty(1, 1, config.patch, config.patch, device="meta"))
+        model(torch.empty(1, model.in_channels, config.patch, config.patch, device="meta"))
     finally:
         for h in hooks:
             h.remove()

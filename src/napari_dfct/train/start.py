@@ -9,9 +9,12 @@ import dataclasses
 import hashlib
 import json
 from pathlib import Path
+from typing import Any
 
 import numpy as np
+import torch
 
+from ..context import check_context_slices
 from .config import RESUME_MAY_CHANGE, TrainConfig, check_resume, resume_config
 from .logs import check_tensorboard
 
@@ -19,6 +22,42 @@ from .logs import check_tensorboard
 FINGERPRINT_KEY = "data_fingerprint"
 #: How the fingerprint is computed (saved with it).
 FINGERPRINT_METHOD = "sha256 of each slice stack's shape and float32 C-order bytes"
+
+
+def _as_volume(a: Any, name: str) -> np.ndarray:
+    """``a`` as a float32 C-contiguous array (a tensor is copied to the CPU); one
+    :class:`ValueError` line for what is not a numeric array."""
+    if isinstance(a, torch.Tensor):
+        a = a.detach().cpu().numpy()
+    try:
+        arr = np.asarray(a)
+    except Exception as exc:
+        raise ValueError(f"{name} is not an array: {exc}") from exc
+    if arr.dtype.kind not in "fiub":
+        raise ValueError(f"{name} must be numeric, got dtype {arr.dtype}")
+    return np.ascontiguousarray(arr, dtype=np.float32)
+
+
+def _context_starts(config, x_all, scans, fixed_split) -> tuple[int, ...]:
+    """The first slice of every scan of the training volume (one scan; or the training
+    volume and a separate validation volume appended to it: neighbours never cross from
+    one to the other), each checked to hold the ``2K + 1`` slices of ``config.context``;
+    for a data set of scans, that its slices carry their neighbours for that context."""
+    k = int(config.context)
+    if scans is not None:
+        if k and int(getattr(scans, "context", 0)) != k:
+            raise ValueError(
+                f"context {k} needs every slice's {2 * k} neighbouring slices, which this "
+                f"data set was read without: read it with load_scans(..., context={k})"
+            )
+        return (0,)
+    if fixed_split is None:
+        check_context_slices(len(x_all), k, "the volume")
+        return (0,)
+    n_train = len(fixed_split[0])
+    check_context_slices(n_train, k, "the training volume")
+    check_context_slices(len(x_all) - n_train, k, "the validation volume")
+    return (0, n_train)
 
 
 def data_fingerprint(x_all, y_all) -> dict:
