@@ -127,6 +127,7 @@ class ReaderStudyWidget(QWidget):
         self.study = None  # the open napari_dfct.reader.study.Study while reading
         self.reader = ""
         self.trial: int | None = None  # position in study.trials of the trial shown
+        self._positions: dict[int, int] = {}  # trial index -> position in study.trials
         self._report_worker = None
 
         self.form = Container(
@@ -231,13 +232,18 @@ class ReaderStudyWidget(QWidget):
     def start(self, *_args) -> bool:
         """Open the study and show the reader's first unanswered trial (Start / Resume)."""
         from napari_dfct.reader.judgments import next_trial
-        from napari_dfct.reader.study import Study
+        from napari_dfct.reader.study import Study, validate_name
 
         if self.running:
             return True
         reader = str(self.fields.reader.value or "").strip()
         if not reader:
             self._say("Enter your name or initials first.", error=True)
+            return False
+        try:
+            reader = validate_name(reader, "reader name")
+        except ValueError as exc:
+            self._say(f"{_one_line(exc)[:1].upper()}{_one_line(exc)[1:]}.", error=True)
             return False
         folder = self.fields.study.value
         if not folder or not Path(folder).is_dir() or str(folder) in ("", "."):
@@ -256,12 +262,13 @@ class ReaderStudyWidget(QWidget):
             self.progress.setText(progress_text(total, total))
             return False
         self.study, self.reader = study, reader
+        self._positions = {t.index: i for i, t in enumerate(study.trials)}
         self.report_text.clear()
         self.question.setText(str(study.question or ""))
         self._view.enter()
         self._view.bind({key: self._key_handler(side) for key, side in KEYS.items()})
         self._say("\u2190 A is better, \u2192 B is better.")
-        if not self._show(position):
+        if not self._show(self._positions[position]):
             return False
         self._set_running(True)
         return True
@@ -341,7 +348,7 @@ class ReaderStudyWidget(QWidget):
         if position is None:
             self._finish()
         else:
-            self._show(position)
+            self._show(self._positions[position])
         return True
 
     def back(self, *_args) -> None:
