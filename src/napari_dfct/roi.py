@@ -46,6 +46,7 @@ __all__ = [
     "ROLES",
     "SHAPE_TYPES",
     "ROISet",
+    "default_mask_path",
     "default_roi_size",
     "parse_line",
     "parse_point",
@@ -158,6 +159,21 @@ def read_meta(path: str | Path) -> tuple[dict | None, Path]:
     if not isinstance(meta, dict):
         raise ValueError(f"{meta_path} does not hold a JSON object")  # noqa: TRY004
     return meta, meta_path
+
+
+def default_mask_path(image: str | Path, meta: dict | None = None) -> Path | None:
+    """The body mask of a simulation folder: the file ``meta.json`` names (``"mask"``),
+    else ``body.tif`` next to ``image``; None when there is none. ``meta`` is read from
+    next to ``image`` when not given (an unreadable one counts as none)."""
+    folder = Path(image) if Path(image).is_dir() else Path(image).parent
+    if meta is None:
+        try:
+            meta, _ = read_meta(image)
+        except ValueError:
+            meta = None
+    name = meta.get("mask") if isinstance(meta, dict) else None
+    candidate = folder / (name if isinstance(name, str) and name else "body.tif")
+    return candidate if candidate.is_file() else None
 
 
 def square(center: Sequence[float], size: float) -> np.ndarray:

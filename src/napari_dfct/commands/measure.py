@@ -242,17 +242,10 @@ def run(args: argparse.Namespace) -> int:
 
 
 def _default_mask(image: str) -> Path | None:
-    """The body mask of a simulation folder: the file meta.json names (``"mask"``), else
-    ``body.tif`` next to IMAGE; None when there is none."""
-    from ..roi import read_meta
+    """The body mask of a simulation folder (:func:`napari_dfct.roi.default_mask_path`)."""
+    from ..roi import default_mask_path
 
-    try:
-        meta, meta_path = read_meta(Path(image))
-    except ValueError:
-        meta, meta_path = None, Path(image).parent / "meta.json"
-    name = meta.get("mask") if isinstance(meta, dict) else None
-    candidate = meta_path.parent / (name if isinstance(name, str) and name else "body.tif")
-    return candidate if candidate.is_file() else None
+    return default_mask_path(image)
 
 
 def _mask(
