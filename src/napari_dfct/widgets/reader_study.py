@@ -36,12 +36,12 @@ from typing import TYPE_CHECKING
 
 from magicgui.types import FileDialogMode
 from magicgui.widgets import Container, FileEdit, LineEdit, PushButton
-from napari.utils.notifications import show_error, show_info
+from napari.utils.notifications import show_error, show_info, show_warning
 from qtpy.QtCore import QEvent, Qt
 from qtpy.QtGui import QFontDatabase
 from qtpy.QtWidgets import QHBoxLayout, QLabel, QPlainTextEdit, QWidget
 
-from . import _help, _workers
+from . import _help, _jobs, _workers
 from ._layout import scroll_body, settle
 from ._reader_view import PairView
 
@@ -407,7 +407,9 @@ class ReaderStudyWidget(QWidget):
     # ------------------------------------------------------------------ teardown
     def _on_layer_lost(self) -> None:
         self.pause()
-        self._say("Paused: a study layer was deleted. Resume shows the trial again.")
+        if _jobs.viewer_open(self._viewer):  # not the viewer closing
+            self._say("Paused: a study layer was deleted. Resume shows the trial again.")
+            show_warning(self.status.text())
 
     def event(self, event) -> bool:  # noqa: D102 - Qt's name
         # napari's dock close button takes the widget out of its dock (parent None)
