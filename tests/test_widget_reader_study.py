@@ -211,11 +211,13 @@ def test_pause_resume_and_close_give_the_viewer_back(viewer, study, qtbot):
     assert len(_rows(study.dir)) == 1
 
 
-def test_deleting_a_study_layer_pauses(viewer, study, qtbot):
+def test_deleting_a_study_layer_pauses(viewer, study, qtbot, notes):
     widget = _widget(viewer, study.dir)
     assert widget.start()
     viewer.layers.remove(viewer.layers["B"])
-    assert not widget.running and "deleted" in widget.status.text()
+    assert not widget.running
+    qtbot.waitUntil(lambda: "deleted" in widget.status.text(), timeout=5_000)
+    assert notes["warning"] == [widget.status.text()]
     assert [layer.name for layer in viewer.layers] == ["scan", "A"]
 
 

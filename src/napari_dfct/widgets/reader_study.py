@@ -37,7 +37,7 @@ from typing import TYPE_CHECKING
 from magicgui.types import FileDialogMode
 from magicgui.widgets import Container, FileEdit, LineEdit, PushButton
 from napari.utils.notifications import show_error, show_info, show_warning
-from qtpy.QtCore import QEvent, Qt
+from qtpy.QtCore import QEvent, Qt, QTimer
 from qtpy.QtGui import QFontDatabase
 from qtpy.QtWidgets import QHBoxLayout, QLabel, QPlainTextEdit, QWidget
 
@@ -407,9 +407,18 @@ class ReaderStudyWidget(QWidget):
     # ------------------------------------------------------------------ teardown
     def _on_layer_lost(self) -> None:
         self.pause()
-        if _jobs.viewer_open(self._viewer):  # not the viewer closing
+        # napari's Viewer.close removes every layer before it closes the window: say
+        # something only when the viewer is still open once that is over
+        QTimer.singleShot(0, self._warn_lost)
+
+    def _warn_lost(self) -> None:
+        if not _jobs.viewer_open(self._viewer):
+            return
+        try:
             self._say("Paused: a study layer was deleted. Resume shows the trial again.")
-            show_warning(self.status.text())
+        except RuntimeError:  # the widget was deleted meanwhile
+            return
+        show_warning(self.status.text())
 
     def event(self, event) -> bool:  # noqa: D102 - Qt's name
         # napari's dock close button takes the widget out of its dock (parent None)
