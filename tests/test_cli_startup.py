@@ -38,7 +38,14 @@ def _top(modules: set[str]) -> set[str]:
 
 @pytest.mark.parametrize(
     "argv",
-    [["--help"], ["--version"], ["train", "--help"], ["grid", "--help"], ["simulate", "--help"]],
+    [
+        ["--help"],
+        ["--version"],
+        ["train", "--help"],
+        ["grid", "--help"],
+        ["simulate", "--help"],
+        ["reader-study", "--help"],
+    ],
 )
 def test_help_imports_no_torch(argv):
     rc, modules, _ = _run_cli(argv)

@@ -153,7 +153,7 @@ def append_judgment(
         raise ValueError(f"decision time must be a finite number of seconds >= 0, got {seconds}")
     if not (0 <= trial.index < len(study.trials)) or study.trials[trial.index] != trial:
         raise ValueError(f"trial {trial.index} is not a trial of {study.dir}")
-    if not study.allow_back and trial.index in answered(study, reader):
+    if not study.allow_back and _has_answer(_path(study.dir), reader, trial.index):
         raise ValueError(f"{reader} has already answered trial {trial.index}")
     fields = (reader, trial.index, trial.slice, trial.left, trial.right, choice)
     line = ",".join(map(str, fields)) + f",{seconds:.3f},{_time_text(time)}\n"
@@ -175,6 +175,23 @@ def append_judgment(
 def _ends_with_newline(fd: int) -> bool:
     size = os.fstat(fd).st_size
     return size == 0 or os.pread(fd, 1, size - 1) == b"\n"
+
+
+def _has_answer(path: Path, reader: str, index: int) -> bool:
+    """Whether ``path`` holds a complete, valid row of ``reader`` on trial ``index`` (the
+    rows :func:`read_judgments` returns), without parsing the whole file."""
+    try:
+        data = path.read_bytes()
+    except FileNotFoundError:
+        return False
+    key = f"\n{reader},{index},".encode()
+    at = data.find(key)
+    while at >= 0:
+        end = data.find(b"\n", at + 1)
+        if end >= 0 and _row(data[at + 1 : end].decode("utf-8", errors="replace")) is not None:
+            return True
+        at = data.find(key, at + 1)
+    return False
 
 
 def _row(line: str) -> dict | None:

@@ -64,6 +64,7 @@ __all__ = [
     "Study",
     "Trial",
     "make_study",
+    "reference_slices",
     "validate_name",
 ]
 
@@ -329,7 +330,7 @@ def make_study(
     files = {names[int(k)]: f"{IMAGES_DIR}/c{i}.npy" for i, k in enumerate(order)}
     windows = _windows(stacks, chosen, window)
     trial_list = _make_trials(names, chosen, trials, repeats, rng)
-    ref = _reference(reference, shape, chosen) if reference is not None else None
+    ref = reference_slices(reference, shape, chosen) if reference is not None else None
     meta = {
         "format": FORMAT,
         "version": FORMAT_VERSION,
@@ -505,7 +506,7 @@ def _with_repeats(first: list[tuple[int, str, str]], repeats: float, rng) -> lis
     ]
 
 
-def _reference(reference: Any, shape: tuple[int, ...], chosen: list[int]) -> dict:
+def reference_slices(reference: Any, shape: tuple[int, ...], chosen: list[int]) -> dict:
     """The truth's slices, and, next to a truth file, the ROIs of its meta.json and the body
     mask's slices."""
     from ..roi import ROISet, read_meta
