@@ -314,15 +314,12 @@ def test_report_button(viewer, study, qtbot, notes, monkeypatch):
     assert widget.report_text.isReadOnly()
     qtbot.waitUntil(lambda: widget.report_button.enabled, timeout=5_000)
 
-    from napari_dfct.reader import report as report_mod
-
-    def missing(*_a, **_k):
-        raise ImportError("No module named 'choix'")
-
-    monkeypatch.setattr(report_mod, "report", missing)
+    monkeypatch.setitem(sys.modules, "choix", None)  # not installed
     click(qtbot, widget.report_button)
     qtbot.waitUntil(lambda: bool(notes["error"]), timeout=10_000)
-    assert "missing" in notes["error"][-1] and "choix" in notes["error"][-1]
+    message = notes["error"][-1]
+    assert message.startswith("No report:") and "choix" in message and "pip install" in message
+    assert "\n" not in message
 
 
 _KILLED = """

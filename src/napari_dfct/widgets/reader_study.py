@@ -395,10 +395,8 @@ class ReaderStudyWidget(QWidget):
         self._say("Report ready.")
 
     def _on_report_error(self, exc: BaseException) -> None:
-        if isinstance(exc, ImportError):
-            self._say(f"The report needs a library that is missing: {_one_line(exc)}", True)
-        else:
-            self._say(f"No report: {_one_line(exc)}", error=True)
+        # a missing statistics library (ImportError) says how to install it
+        self._say(f"No report: {_one_line(exc)}", error=True)
 
     def _on_report_finished(self) -> None:
         self._report_worker = None
