@@ -211,6 +211,30 @@ def test_pause_resume_and_close_give_the_viewer_back(viewer, study, qtbot):
     assert len(_rows(study.dir)) == 1
 
 
+def test_a_shown_viewer_survives_leaving_the_study(make_napari_viewer, study, qtbot):
+    """Drawn canvas, the user's grid on: pause, delete, finish give the viewer back
+    (removing layers and laying out the grid again before a draw crashes napari 0.9)."""
+    viewer = make_napari_viewer(show=True)
+    viewer.add_image(np.zeros((4, 16, 16), np.float32), name="scan")
+    viewer.canvas.grid.enabled = True
+    widget = _widget(viewer, study.dir)
+    for leave in (widget.pause, lambda: viewer.layers.remove(viewer.layers["B"])):
+        assert widget.start()
+        qtbot.wait(50)
+        assert widget.answer("left")
+        qtbot.wait(50)
+        leave()
+        assert not widget.running
+        qtbot.waitUntil(lambda: viewer.canvas.grid.enabled, timeout=5_000)
+        assert [(layer.name, layer.visible) for layer in viewer.layers] == [("scan", True)]
+    assert widget.start()
+    while widget.running:
+        assert widget.answer("right")
+    qtbot.waitUntil(lambda: viewer.canvas.grid.enabled, timeout=5_000)
+    qtbot.wait(100)
+    assert len(_rows(study.dir)) == len(study.trials)
+
+
 def test_deleting_a_study_layer_pauses(viewer, study, qtbot, notes):
     widget = _widget(viewer, study.dir)
     assert widget.start()
