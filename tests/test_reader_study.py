@@ -283,3 +283,15 @@ def test_sigkill_mid_study_loses_no_recorded_answer(study):
     assert recorded == list(range(len(recorded)))
     resumed = Study.open(study.dir)
     assert next_trial(resumed, "AB") == len(recorded) < len(study.trials)
+
+
+def test_allow_back_and_a_foreign_file(tmp_path):
+    s = make_study(tmp_path / "s", _volumes(z=1), repeats=0, allow_back=True)
+    assert Study.open(s.dir).allow_back
+    t = s.trials[0]
+    append_judgment(s, "AB", t, "left", 1)
+    append_judgment(s, "AB", t, "right", 1)  # going back is allowed: both rows are kept
+    assert [r["choice"] for r in read_judgments(s.dir)] == ["left", "right"]
+    (s.dir / "judgments.csv").write_text("name,answer\nAB,left\n")
+    with pytest.raises(ValueError, match="header"):
+        read_judgments(s.dir)
