@@ -94,7 +94,7 @@ HELP_SECTIONS: dict[str, tuple[str, str, str]] = {
         "2-look-at-the-loss-you-are-about-to-train-with",
         "2. Look at the loss you are about to train with",
     ),
-    "reader": ("docs/reader-study.md", "read-a-study-in-napari", "Read a study in napari"),
+    "reader": ("docs/reader-study.md", "3-read", "3. Read"),
     "measure": (
         "README.md",
         "widgets-plugins--napari-dfct",
