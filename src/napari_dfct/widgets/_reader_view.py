@@ -14,8 +14,7 @@
 * :meth:`PairView.show` calls ``on_drawn`` at the first draw of the canvas after a new
   pair, the moment the reader sees it (the widget starts the decision clock there).
 * :meth:`PairView.bind` binds keys on the viewer; :meth:`PairView.leave` unbinds them,
-  removes ``A`` and ``B`` and restores names, visibilities, grid and dimensions (a grid
-  the user had on comes back one turn of the event loop later, see :meth:`leave`).
+  removes ``A`` and ``B`` and restores names, visibilities, grid and dimensions.
 """
 
 from __future__ import annotations
@@ -26,7 +25,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
-from qtpy.QtCore import QTimer
+from qtpy.QtCore import QCoreApplication, QEventLoop
 
 __all__ = ["NAMES", "PairView"]
 
@@ -75,7 +74,6 @@ class PairView:
         self._saved: _Saved | None = None
         self._window: tuple[float, float] | None = None
         self._busy = False  # True while this class changes the viewer itself
-        self._pending_grid: tuple | None = None  # the user's grid, restored after leave()
 
     @property
     def active(self) -> bool:
@@ -88,10 +86,10 @@ class PairView:
         if self.active:
             return
         viewer, grid = self.viewer, self.viewer.canvas.grid
-        state = (bool(grid.enabled), tuple(grid.shape), int(grid.stride))
-        if self._pending_grid is not None:  # left a moment ago: its grid is not back yet
-            state, self._pending_grid = self._pending_grid, None
-        saved = _Saved(grid=state, ndisplay=int(viewer.dims.ndisplay))
+        saved = _Saved(
+            grid=(bool(grid.enabled), tuple(grid.shape), int(grid.stride)),
+            ndisplay=int(viewer.dims.ndisplay),
+        )
         self._saved = saved
         self._busy = True
         try:
@@ -131,14 +129,20 @@ class PairView:
             viewer.bind_key(key, previous, overwrite=True)
         self._busy = True
         try:
-            # grid mode off first: napari 0.9's canvas can crash (a segmentation fault)
-            # when layers are removed and the grid is laid out again before the next
-            # draw; the user's grid comes back after the next turn of the event loop
-            viewer.canvas.grid.enabled = False
+            removed = 0
             for layer in self.layers:
                 self._unlock(layer)
-                if layer in viewer.layers:
-                    viewer.layers.remove(layer)
+                if layer not in viewer.layers:
+                    continue
+                if removed:
+                    # one layer removal per turn of the event loop: napari 0.9's canvas
+                    # crashes (a segmentation fault) at a later draw or resize when two
+                    # layers are removed before it has drawn
+                    QCoreApplication.processEvents(
+                        QEventLoop.ProcessEventsFlag.ExcludeUserInputEvents
+                    )
+                viewer.layers.remove(layer)
+                removed += 1
             self.layers = []
             for ref, name in saved.renamed:
                 layer = ref()
@@ -148,23 +152,12 @@ class PairView:
                 layer = ref()
                 if layer is not None and layer in viewer.layers:
                     layer.visible = visible
+            enabled, shape, stride = saved.grid
+            grid = viewer.canvas.grid
+            grid.stride, grid.shape, grid.enabled = stride, shape, enabled
             viewer.dims.ndisplay = saved.ndisplay
         finally:
             self._busy = False
-        self._pending_grid = saved.grid
-        if saved.grid[0]:
-            QTimer.singleShot(0, self._restore_grid)
-        else:
-            self._restore_grid()
-
-    def _restore_grid(self) -> None:
-        """Put the user's grid back (unless a new study started meanwhile)."""
-        state, self._pending_grid = self._pending_grid, None
-        if state is None or self.active:
-            return
-        enabled, shape, stride = state
-        grid = self.viewer.canvas.grid
-        grid.stride, grid.shape, grid.enabled = stride, shape, enabled
 
     def bind(self, keys: dict[str, Callable]) -> None:
         """Bind ``keys`` (napari key names) on the viewer until :meth:`leave`; the

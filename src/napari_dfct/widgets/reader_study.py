@@ -58,8 +58,8 @@ MIN_ANSWER_S = 0.15
 REPEAT_S = 2.0
 #: The answer keys (napari key names) and the side each one picks.
 KEYS = {"Left": "left", "Right": "right"}
-#: Lines of the report box before it scrolls.
-REPORT_LINES = 18
+#: Lines the report box shows at least.
+REPORT_LINES = 12
 
 
 def progress_text(position: int, total: int) -> str:
@@ -170,8 +170,7 @@ class ReaderStudyWidget(QWidget):
         mono = QFontDatabase.systemFont(QFontDatabase.SystemFont.FixedFont)
         self.report_text.setFont(mono)
         self.report_text.setPlaceholderText("The report appears here (it names the candidates).")
-        self.report_text.setMinimumHeight(90)
-        self.report_text.setMaximumHeight(REPORT_LINES * self.report_text.fontMetrics().height())
+        self.report_text.setMinimumHeight(REPORT_LINES * self.report_text.fontMetrics().height())
         self.report_text.setToolTip(_help.tip("reader", "report_text"))
 
         session = QHBoxLayout()
@@ -201,8 +200,7 @@ class ReaderStudyWidget(QWidget):
         layout.addLayout(answers)
         layout.addWidget(self.status)
         layout.addLayout(tail)
-        layout.addWidget(self.report_text)
-        layout.addStretch(1)
+        layout.addWidget(self.report_text, 1)  # the report takes the rest of the dock
         settle(self, self.form)
 
     # ------------------------------------------------------------------ state
