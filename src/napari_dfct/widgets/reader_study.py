@@ -244,7 +244,7 @@ class ReaderStudyWidget(QWidget):
             self._say(f"{_one_line(exc)[:1].upper()}{_one_line(exc)[1:]}.", error=True)
             return False
         folder = self.fields.study.value
-        if not folder or not Path(folder).is_dir() or str(folder) in ("", "."):
+        if not folder or str(folder) in ("", "."):  # nothing chosen
             self._say("Choose the study folder first.", error=True)
             return False
         try:
@@ -373,7 +373,7 @@ class ReaderStudyWidget(QWidget):
         if self.running or self._report_worker is not None:
             return
         folder = self.fields.study.value
-        if not folder or not Path(folder).is_dir():
+        if not folder or str(folder) in ("", "."):
             self._say("Choose the study folder first.", error=True)
             return
         self.report_button.enabled = False
