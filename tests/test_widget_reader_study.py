@@ -192,8 +192,12 @@ def test_pause_resume_and_close_give_the_viewer_back(viewer, study, qtbot):
     assert viewer.layers["A (yours)"].visible is False and not viewer.layers["scan"].visible
     assert widget.report_button.enabled is False  # names are not shown during reading
     _press(qtbot, viewer, Qt.Key.Key_Right)
+    points = viewer.add_points([[1.0, 1.0]], name="added during the study")
+    assert not points.visible  # hidden like every layer but A and B, shown again after
     click(qtbot, widget.pause_button)
+    viewer.layers.remove(points)
 
+    assert points.visible
     assert [layer.name for layer in viewer.layers] == ["scan", "A"]
     assert viewer.layers["scan"].visible and not viewer.layers["A"].visible
     assert not viewer.canvas.grid.enabled

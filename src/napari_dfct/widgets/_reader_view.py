@@ -11,7 +11,8 @@
   are locked: a change by the user is undone at once, so the display cannot tell the
   candidates apart. A user's own layer named ``A`` or ``B`` is renamed while the study
   runs, so the study's layers get these exact names.
-* :meth:`PairView.show` calls ``on_drawn`` at the first draw of the canvas after a new
+* :meth:`PairView.show` gives the canvas the keyboard focus (the answer keys are the
+  viewer's) and calls ``on_drawn`` at the first draw of the canvas after a new
   pair, the moment the reader sees it (the widget starts the decision clock there).
 * :meth:`PairView.bind` binds keys on the viewer; :meth:`PairView.leave` unbinds them,
   removes ``A`` and ``B`` and restores names, visibilities, grid and dimensions.
@@ -201,13 +202,19 @@ class PairView:
         self._waiting_draw = True
         if first:
             self.viewer.reset_view()
+        canvas = self._canvas()
+        if canvas is not None:  # the answer keys act where the canvas has the focus
+            canvas.native.setFocus()
+
+    def _canvas(self):
+        """napari's canvas (None without a Qt window)."""
+        window = getattr(self.viewer, "window", None)
+        qt_viewer = getattr(window, "_qt_viewer", None)
+        return getattr(qt_viewer, "canvas", None)
 
     def _draw_events(self):
         """The canvas's draw events (None without a Qt window)."""
-        window = getattr(self.viewer, "window", None)
-        qt_viewer = getattr(window, "_qt_viewer", None)
-        canvas = getattr(qt_viewer, "canvas", None)
-        events = getattr(canvas, "events", None)
+        events = getattr(self._canvas(), "events", None)
         return getattr(events, "draw", None)
 
     def _on_draw(self, event=None) -> None:
