@@ -51,6 +51,7 @@ def test_manifest_ships_inside_the_package():
         "Loss amplification",
         "Train",
         "Predict",
+        "Reader study",
     }
 
 

@@ -1,4 +1,4 @@
-"""Help in the four widgets, in a real viewer: a tooltip on every field and button, and a
+"""Help in the five widgets, in a real viewer: a tooltip on every field and button, and a
 Help button that opens the widget's section of the documentation (a local file)."""
 
 from __future__ import annotations
@@ -10,12 +10,13 @@ import pytest
 pytest.importorskip("napari")
 pytestmark = pytest.mark.gui
 
-KINDS = ("train", "predict", "measure", "weights")
+KINDS = ("train", "predict", "measure", "weights", "reader")
 
 
 def _widget(kind, viewer):
     from napari_dfct.widgets.measure import MeasureWidget
     from napari_dfct.widgets.predict import PredictWidget
+    from napari_dfct.widgets.reader_study import ReaderStudyWidget
     from napari_dfct.widgets.train import TrainWidget
     from napari_dfct.widgets.weights import WeightsWidget
 
@@ -24,6 +25,7 @@ def _widget(kind, viewer):
         "predict": PredictWidget,
         "measure": MeasureWidget,
         "weights": WeightsWidget,
+        "reader": ReaderStudyWidget,
     }[kind]
     return cls(viewer)
 

@@ -66,6 +66,20 @@ TIPS: dict[str, str] = {
     "predict.Model": "Show or hide the model's configuration",
     # Loss amplification
     "weights.Profiles": "Show or hide the weights' radial profiles",
+    # Reader study
+    "reader.reader": "Your name or initials: your answers are saved under it, and a later "
+    "session with the same name continues where you stopped",
+    "reader.study": "The study folder (study.json, the images, judgments.csv), made with "
+    "dfct reader-study make",
+    "reader.start": "Open the study and show your first unanswered trial",
+    "reader.pause": "Stop for now: every answer is already saved, and the viewer gets "
+    "its layers back; Resume continues at the next unanswered trial",
+    "reader.back": "Show the previous trial again (only in studies that allow it)",
+    "reader.a_better": "The left image, A, is better (key \u2190)",
+    "reader.b_better": "The right image, B, is better (key \u2192)",
+    "reader.report": "Rank the candidates from every reader's answers; the report names "
+    "the candidates, so it is for the study's organiser, not during reading",
+    "reader.report_text": "The study's report: scores, pairwise tests, agreement",
     # every widget
     "help": "Open this widget's section of the documentation (a local file)",
 }
@@ -80,6 +94,7 @@ HELP_SECTIONS: dict[str, tuple[str, str, str]] = {
         "2-look-at-the-loss-you-are-about-to-train-with",
         "2. Look at the loss you are about to train with",
     ),
+    "reader": ("docs/reader-study.md", "3-read", "3. Read"),
     "measure": (
         "README.md",
         "widgets-plugins--napari-dfct",
