@@ -32,7 +32,7 @@ from __future__ import annotations
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from magicgui.types import FileDialogMode
 from magicgui.widgets import Container, FileEdit, LineEdit, PushButton
@@ -47,6 +47,8 @@ from ._reader_view import PairView
 
 if TYPE_CHECKING:
     import napari
+
+    from napari_dfct.reader.study import Study
 
 __all__ = ["MIN_ANSWER_S", "AnswerGuard", "ReaderStudyWidget", "progress_text"]
 
@@ -124,7 +126,7 @@ class ReaderStudyWidget(QWidget):
         self._viewer = napari_viewer
         self._view = PairView(napari_viewer, on_lost=self._on_layer_lost, on_drawn=self._drawn)
         self._guard = AnswerGuard()
-        self.study = None  # the open napari_dfct.reader.study.Study while reading
+        self.study: Study | None = None  # the open napari_dfct.reader.study.Study while reading
         self.reader = ""
         self.trial: int | None = None  # position in study.trials of the trial shown
         self._positions: dict[int, int] = {}  # trial index -> position in study.trials
@@ -138,7 +140,7 @@ class ReaderStudyWidget(QWidget):
             labels=True,
         )
         self.form.native.layout().setContentsMargins(0, 0, 0, 0)
-        self.fields = self.form  # fields by name: self.fields.reader, self.fields.study
+        self.fields: Any = self.form  # fields by name: self.fields.reader, self.fields.study
         self.start_button = PushButton(name="start", text="Start")
         self.pause_button = PushButton(name="pause", text="Pause", enabled=False)
         self.back_button = PushButton(name="back", text="Back", enabled=False, visible=False)
@@ -297,6 +299,7 @@ class ReaderStudyWidget(QWidget):
     def _show(self, position: int) -> bool:
         """Show trial ``position`` of the study; False (and paused) when it cannot be read."""
         study = self.study
+        assert study is not None  # only called while a study is open
         trial = study.trials[position]
         self._guard.hidden()
         try:
@@ -334,6 +337,7 @@ class ReaderStudyWidget(QWidget):
         if seconds is None:
             return False
         study = self.study
+        assert study is not None  # running implies an open study
         trial = study.trials[self.trial]
         try:
             append_judgment(study, self.reader, trial, side, seconds)
@@ -351,7 +355,7 @@ class ReaderStudyWidget(QWidget):
 
     def back(self, *_args) -> None:
         """Show the trial before the current one (only when the study allows it)."""
-        if self.running and self.study.allow_back and self.trial:
+        if self.running and self.study is not None and self.study.allow_back and self.trial:
             self._show(self.trial - 1)
 
     # ------------------------------------------------------------------ keys
