@@ -18,7 +18,7 @@ import numpy as np
 import pytest
 
 from napari_dfct.io import write_volume
-from napari_dfct.reader import (
+from napari_dfct.reader_study import (
     JUDGMENT_COLUMNS,
     Study,
     Trial,
@@ -228,7 +228,7 @@ _WRITER = textwrap.dedent(
     """
     import sys, time
     from pathlib import Path
-    from napari_dfct.reader import Study, append_judgment
+    from napari_dfct.reader_study import Study, append_judgment
     study = Study.open(sys.argv[1])
     reader, start = sys.argv[2], float(sys.argv[3])
     pause = float(sys.argv[4])

@@ -15,9 +15,9 @@ from scipy.stats import friedmanchisquare, rankdata
 
 from napari_dfct.cli import main
 from napari_dfct.io import write_volume
-from napari_dfct.reader import JUDGMENT_COLUMNS, make_study
-from napari_dfct.reader.observer import display_errors, simulate_readers
-from napari_dfct.reader.report import (
+from napari_dfct.reader_study import JUDGMENT_COLUMNS, make_study
+from napari_dfct.reader_study.observer import display_errors, simulate_readers
+from napari_dfct.reader_study.report import (
     bt_scores,
     format_report,
     holm,

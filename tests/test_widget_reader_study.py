@@ -39,7 +39,7 @@ def notes(capture_notifications):
 
 
 def _study(root: Path, **kwargs):
-    from napari_dfct.reader.study import make_study
+    from napari_dfct.reader_study.study import make_study
 
     rng = np.random.default_rng(0)
     base = rng.random((2, 32, 32)).astype(np.float32)
@@ -78,7 +78,7 @@ def _widget(viewer, study_dir=None, reader=READER):
 
 
 def _rows(study_dir):
-    from napari_dfct.reader.judgments import read_judgments
+    from napari_dfct.reader_study.judgments import read_judgments
 
     return read_judgments(study_dir)
 

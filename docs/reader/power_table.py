@@ -1,5 +1,5 @@
 """The power table of docs/reader-study.md: how many readers x trials separate two
-candidates, for the model observer (napari_dfct.reader.observer).
+candidates, for the model observer (napari_dfct.reader_study.observer).
 
     python docs/reader/power_table.py
 
@@ -7,7 +7,7 @@ Two candidates A and B whose errors against the truth (RMSE in units of the wind
 differ by ``delta``; every observer decides with noise ``sigma``, so it prefers the better
 one with probability ``Phi(delta / sigma)``. A study of R readers x T trials of the pair is
 simulated REPS times with the observer's own decision function
-(:func:`~napari_dfct.reader.observer.observer_choices`), and the pair counts as separated
+(:func:`~napari_dfct.reader_study.observer.observer_choices`), and the pair counts as separated
 when the report's pooled exact sign test gives p < 0.05 (two-sided). Each power is checked
 against the exact binomial power (the script stops when they differ by more than 0.03).
 
@@ -24,8 +24,8 @@ from types import SimpleNamespace
 import numpy as np
 from scipy.stats import binom, binomtest
 
-from napari_dfct.reader.observer import observer_choices
-from napari_dfct.reader.study import Trial
+from napari_dfct.reader_study.observer import observer_choices
+from napari_dfct.reader_study.study import Trial
 
 OUT = Path(__file__).resolve().parents[1] / "data" / "reader" / "power.csv"
 RATIOS = (0.1, 0.2, 0.3, 0.5)  # delta / sigma

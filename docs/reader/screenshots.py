@@ -24,8 +24,8 @@ from qtpy.QtGui import QImage
 from qtpy.QtWidgets import QApplication
 from scipy.ndimage import gaussian_filter
 
-from napari_dfct.reader.judgments import append_judgment
-from napari_dfct.reader.study import make_study
+from napari_dfct.reader_study.judgments import append_judgment
+from napari_dfct.reader_study.study import make_study
 from napari_dfct.simulate import simulate_dfct
 from napari_dfct.widgets.reader_study import ReaderStudyWidget
 

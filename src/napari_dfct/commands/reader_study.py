@@ -161,7 +161,7 @@ def run(args: argparse.Namespace) -> int:
 
 
 def _make(args: argparse.Namespace) -> int:
-    from ..reader.study import DEFAULT_QUESTION, make_study
+    from ..reader_study.study import DEFAULT_QUESTION, make_study
 
     study = make_study(
         args.study_dir,
@@ -184,7 +184,7 @@ def _make(args: argparse.Namespace) -> int:
 
 
 def _report(args: argparse.Namespace) -> int:
-    from ..reader.report import format_report, report
+    from ..reader_study.report import format_report, report
 
     result = report(
         args.study_dir, reference=args.reference, n_boot=args.bootstrap, seed=args.seed
@@ -199,7 +199,7 @@ def _report(args: argparse.Namespace) -> int:
 
 
 def _simulate(args: argparse.Namespace) -> int:
-    from ..reader.observer import simulate_readers
+    from ..reader_study.observer import simulate_readers
 
     n = simulate_readers(
         args.study_dir,

@@ -1,16 +1,16 @@
 """Reader study dock widget: a blinded pairwise study, one trial at a time.
 
 The reader types a name (or initials) and picks the study folder (made by
-:func:`napari_dfct.reader.study.make_study` or ``dfct reader-study make``); *Start*
-opens it (:meth:`napari_dfct.reader.study.Study.open`, which checks the images) and
-shows the reader's first unanswered trial (:func:`napari_dfct.reader.judgments.next_trial`).
+:func:`napari_dfct.reader_study.study.make_study` or ``dfct reader-study make``); *Start*
+opens it (:meth:`napari_dfct.reader_study.study.Study.open`, which checks the images) and
+shows the reader's first unanswered trial (:func:`napari_dfct.reader_study.judgments.next_trial`).
 
 Each trial shows the two images of one slice side by side as layers ``A`` (left) and ``B``
 (right) in the viewer's grid mode, with the study's window of that slice locked and every
 other layer hidden (:class:`._reader_view.PairView`); nothing the reader sees names a
 candidate or a file. The reader answers with ← (A is better) or → (B is better), or with
 the buttons; each answer is appended to the study's ``judgments.csv`` at once
-(:func:`napari_dfct.reader.judgments.append_judgment`), with ``left`` the candidate shown
+(:func:`napari_dfct.reader_study.judgments.append_judgment`), with ``left`` the candidate shown
 as ``A`` and the decision time from the moment the pair was shown (``time.monotonic``, at
 the canvas's first draw of the pair; at the time it was set where nothing draws).
 
@@ -48,7 +48,7 @@ from ._reader_view import PairView
 if TYPE_CHECKING:
     import napari
 
-    from napari_dfct.reader.study import Study
+    from napari_dfct.reader_study.study import Study
 
 __all__ = ["MIN_ANSWER_S", "AnswerGuard", "ReaderStudyWidget", "progress_text"]
 
@@ -126,7 +126,9 @@ class ReaderStudyWidget(QWidget):
         self._viewer = napari_viewer
         self._view = PairView(napari_viewer, on_lost=self._on_layer_lost, on_drawn=self._drawn)
         self._guard = AnswerGuard()
-        self.study: Study | None = None  # the open napari_dfct.reader.study.Study while reading
+        self.study: Study | None = (
+            None  # the open napari_dfct.reader_study.study.Study while reading
+        )
         self.reader = ""
         self.trial: int | None = None  # position in study.trials of the trial shown
         self._positions: dict[int, int] = {}  # trial index -> position in study.trials
@@ -231,8 +233,8 @@ class ReaderStudyWidget(QWidget):
     # ------------------------------------------------------------------ session
     def start(self, *_args) -> bool:
         """Open the study and show the reader's first unanswered trial (Start / Resume)."""
-        from napari_dfct.reader.judgments import next_trial
-        from napari_dfct.reader.study import Study, validate_name
+        from napari_dfct.reader_study.judgments import next_trial
+        from napari_dfct.reader_study.study import Study, validate_name
 
         if self.running:
             return True
@@ -327,7 +329,7 @@ class ReaderStudyWidget(QWidget):
         Returns True when the answer was recorded (see :class:`AnswerGuard` for those
         that are ignored).
         """
-        from napari_dfct.reader.judgments import append_judgment, next_trial
+        from napari_dfct.reader_study.judgments import append_judgment, next_trial
 
         if side not in ("left", "right"):
             raise ValueError(f"side must be 'left' or 'right', not {side!r}")
@@ -434,7 +436,7 @@ class ReaderStudyWidget(QWidget):
 
 def _report_body(study_dir: Path, *, cancel=None):
     """The report job: the formatted report of ``study_dir`` (no progress events)."""
-    from napari_dfct.reader.report import format_report, report
+    from napari_dfct.reader_study.report import format_report, report
 
     return format_report(report(study_dir))
     yield  # a generator: start_job drives it

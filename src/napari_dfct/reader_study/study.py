@@ -13,7 +13,7 @@ A study folder is self-contained, so a collaborator opens it anywhere:
     the truth's slices and the body mask's slices, when a truth was given (used by the
     report and the model observer; never shown to a reader);
 ``judgments.csv``
-    the answers (:mod:`napari_dfct.reader.judgments`), appended while the study runs.
+    the answers (:mod:`napari_dfct.reader_study.judgments`), appended while the study runs.
 
 Rules (each written once, here):
 

@@ -91,7 +91,7 @@ def simulate_readers(
     seed: int = 0,
 ) -> int:
     """Let ``readers`` model observers (the module's model) answer every trial they have
-    not answered yet, through :func:`~napari_dfct.reader.judgments.append_judgment`, as
+    not answered yet, through :func:`~napari_dfct.reader_study.judgments.append_judgment`, as
     readers ``observer-1`` ... ``observer-N``; returns the number of answers written.
 
     ``noise`` is the decision noise in units of the window's width (a typical error
