@@ -19,6 +19,14 @@ centre channel, ``y = x[:, K] + net(x)``. Only the first conv changes: its weigh
 of the 2-D model. Which slices are neighbours (reflected at the ends of a scan, never
 across two scans) is :mod:`napari_dfct.context`'s rule.
 
+**3-D** (``dims = 3``): the same network on volumes ``(B, 1, Z, H, W)``: 3x3x3
+convolutions without bias, ``BatchNorm3d``, max pooling **in-plane only** (kernel
+``(1, 2, 2)``: a training patch holds a few slices, 8 by default, so z keeps its
+resolution at every level and any ``Z`` is accepted) and trilinear upsampling by
+``(1, 2, 2)`` (bilinear in-plane, nothing to interpolate along z), the residual added to the
+input, ``y = x + net(x)``. Every 3x3 conv weight becomes 3x3x3: about three times the 2-D
+parameters. A 3-D model takes no ``context`` (its input is the volume itself).
+
 The paper states that channels double from 64 to 1024 at the deepest level, so the
 bottleneck keeps 1024 channels. (The widespread bilinear U-Net implementation halves the
 bottleneck to 512 so that the up path mirrors a transposed-conv U-Net; we follow the paper.)
@@ -77,14 +85,16 @@ LIMITS: dict[str, tuple[int, int]] = {
     "in_channels": (1, 64),
     "out_channels": (1, 64),
     "context": (0, 31),
+    "dims": (2, 3),
 }
 #: The most parameters a network may have (800 MB of float32 weights; the paper preset
 #: has 31 M): a model file describing more is refused before anything is built.
 MAX_PARAMETERS = 200_000_000
 
 
-def _double_conv_parameters(cin: int, cout: int) -> int:
-    return 9 * cin * cout + 9 * cout * cout + 4 * cout  # two bias-free convs, two BNs
+def _double_conv_parameters(cin: int, cout: int, kernel: int = 9) -> int:
+    # two bias-free convs (``kernel`` weights per channel pair), two BNs
+    return kernel * cin * cout + kernel * cout * cout + 4 * cout
 
 
 def architecture_parameters(
@@ -93,17 +103,19 @@ def architecture_parameters(
     in_channels: int = 1,
     out_channels: int = 1,
     bilinear: bool = True,
+    dims: int = 2,
 ) -> int:
     """The number of parameters of ``ResidualUNet(...)`` with these arguments, computed
-    without building it."""
+    without building it (``dims = 3``: 3x3x3 convolutions, (1, 2, 2) transposed convs)."""
     ch = [base_channels * 2**i for i in range(depth + 1)]
-    n = _double_conv_parameters(in_channels, ch[0])
+    kv = 27 if int(dims) == 3 else 9
+    n = _double_conv_parameters(in_channels, ch[0], kv)
     for i in range(depth):
-        n += _double_conv_parameters(ch[i], ch[i + 1])  # down
+        n += _double_conv_parameters(ch[i], ch[i + 1], kv)  # down
         if bilinear:
-            n += _double_conv_parameters(ch[i + 1] + ch[i], ch[i])
-        else:  # a 2x2 transposed conv with bias, then the double conv
-            n += 4 * ch[i + 1] * ch[i] + ch[i] + _double_conv_parameters(2 * ch[i], ch[i])
+            n += _double_conv_parameters(ch[i + 1] + ch[i], ch[i], kv)
+        else:  # a 2x2 (1x2x2) transposed conv with bias, then the double conv
+            n += 4 * ch[i + 1] * ch[i] + ch[i] + _double_conv_parameters(2 * ch[i], ch[i], kv)
     return n + ch[0] * out_channels + out_channels
 
 
@@ -134,6 +146,10 @@ def check_architecture(**kwargs: Any) -> dict:
             raise ValueError(f"{name} must be true or false, got {out[name]!r}")
     k = out.get("context", 0)
     cout = out.get("out_channels", 1)
+    if k and out.get("dims", 2) == 3:
+        raise ValueError(
+            f"a 3-D model (dims 3) sees the volume itself and takes no context; got context {k}"
+        )
     if k and "in_channels" not in out:
         out["in_channels"] = (2 * k + 1) * cout
         _, hi = LIMITS["in_channels"]
@@ -152,7 +168,9 @@ def check_architecture(**kwargs: Any) -> dict:
             f"the global residual needs in_channels == out_channels, got {cin} and {cout}"
         )
     base, depth = out.get("base_channels", 64), out.get("depth", 4)
-    n = architecture_parameters(base, depth, cin, cout, out.get("bilinear", True))
+    n = architecture_parameters(
+        base, depth, cin, cout, out.get("bilinear", True), out.get("dims", 2)
+    )
     if n > MAX_PARAMETERS:
         raise ValueError(
             f"base_channels {base} with depth {depth} makes a network of "
@@ -163,42 +181,55 @@ def check_architecture(**kwargs: Any) -> dict:
 
 
 class DoubleConv(nn.Sequential):
-    """(3x3 conv without bias -> BatchNorm2d -> ReLU) x 2."""
+    """(3x3 conv without bias -> BatchNorm2d -> ReLU) x 2; with ``dims = 3``, 3x3x3
+    convs and ``BatchNorm3d``."""
 
-    def __init__(self, in_channels: int, out_channels: int):
+    def __init__(self, in_channels: int, out_channels: int, dims: int = 2):
+        conv, norm = (nn.Conv3d, nn.BatchNorm3d) if dims == 3 else (nn.Conv2d, nn.BatchNorm2d)
         super().__init__(
-            nn.Conv2d(in_channels, out_channels, 3, padding=1, bias=False),
-            nn.BatchNorm2d(out_channels),
+            conv(in_channels, out_channels, 3, padding=1, bias=False),
+            norm(out_channels),
             nn.ReLU(inplace=True),
-            nn.Conv2d(out_channels, out_channels, 3, padding=1, bias=False),
-            nn.BatchNorm2d(out_channels),
+            conv(out_channels, out_channels, 3, padding=1, bias=False),
+            norm(out_channels),
             nn.ReLU(inplace=True),
         )
 
 
+#: The pooling (and upsampling) step of a level: x2 in-plane; a 3-D model keeps z.
+_STEP_3D = (1, 2, 2)
+
+
 class _Down(nn.Sequential):
-    def __init__(self, in_channels: int, out_channels: int):
-        super().__init__(nn.MaxPool2d(2), DoubleConv(in_channels, out_channels))
+    def __init__(self, in_channels: int, out_channels: int, dims: int = 2):
+        pool = nn.MaxPool3d(_STEP_3D) if dims == 3 else nn.MaxPool2d(2)
+        super().__init__(pool, DoubleConv(in_channels, out_channels, dims))
 
 
 class _Up(nn.Module):
-    def __init__(self, below_channels: int, skip_channels: int, bilinear: bool):
+    def __init__(self, below_channels: int, skip_channels: int, bilinear: bool, dims: int = 2):
         super().__init__()
         self.up: nn.Module
-        if bilinear:
+        if bilinear and dims == 3:
+            self.up = nn.Upsample(scale_factor=_STEP_3D, mode="trilinear", align_corners=False)
+            conv_in = below_channels + skip_channels
+        elif bilinear:
             self.up = nn.Upsample(scale_factor=2, mode="bilinear", align_corners=False)
             conv_in = below_channels + skip_channels
         else:
-            self.up = nn.ConvTranspose2d(below_channels, skip_channels, kernel_size=2, stride=2)
+            kind = nn.ConvTranspose3d if dims == 3 else nn.ConvTranspose2d
+            step = _STEP_3D if dims == 3 else 2
+            self.up = kind(below_channels, skip_channels, kernel_size=step, stride=step)
             conv_in = 2 * skip_channels
-        self.conv = DoubleConv(conv_in, skip_channels)
+        self.conv = DoubleConv(conv_in, skip_channels, dims)
 
     def forward(self, below: torch.Tensor, skip: torch.Tensor) -> torch.Tensor:
         return self.conv(torch.cat([skip, self.up(below)], dim=1))
 
 
 class ResidualUNet(nn.Module):
-    """2-D U-Net with a global residual connection, ``y = x + net(x)`` (``context`` 0), or
+    """2-D U-Net with a global residual connection, ``y = x + net(x)`` (``context`` 0), a
+    3-D one on volumes (``dims = 3``), or
     a 2.5-D one, ``y = x[:, K] + net(x)`` (``context = K``: ``2K + 1`` slices in).
 
     Parameters
@@ -218,6 +249,9 @@ class ResidualUNet(nn.Module):
     context : int
         ``K``: the input holds the slices ``z - K .. z + K`` as channel groups of
         ``out_channels`` (0: a 2-D model); the residual is added to the centre group.
+    dims : {2, 3}
+        2: slices ``(B, C, H, W)``; 3: volumes ``(B, C, Z, H, W)`` (3-D convolutions,
+        in-plane pooling; no context).
     """
 
     def __init__(
@@ -229,6 +263,7 @@ class ResidualUNet(nn.Module):
         bilinear: bool = True,
         zero_init: bool = True,
         context: int = 0,
+        dims: int = 2,
     ):
         super().__init__()
         args: dict[str, Any] = {"in_channels": in_channels} if in_channels is not None else {}
@@ -240,6 +275,7 @@ class ResidualUNet(nn.Module):
             out_channels=out_channels,
             bilinear=bool(bilinear),
             context=context,
+            dims=dims,
             **args,
         )
         base_channels, depth = checked["base_channels"], checked["depth"]
@@ -249,14 +285,15 @@ class ResidualUNet(nn.Module):
         self.in_channels = in_channels
         self.out_channels = out_channels
         self.context = checked["context"]
+        self.dims = d = checked["dims"]
         self.bilinear = bool(bilinear)
         ch = [base_channels * 2**i for i in range(depth + 1)]
-        self.inc = DoubleConv(in_channels, ch[0])
-        self.downs = nn.ModuleList(_Down(ch[i], ch[i + 1]) for i in range(depth))
+        self.inc = DoubleConv(in_channels, ch[0], d)
+        self.downs = nn.ModuleList(_Down(ch[i], ch[i + 1], d) for i in range(depth))
         self.ups = nn.ModuleList(
-            _Up(ch[i + 1], ch[i], self.bilinear) for i in reversed(range(depth))
+            _Up(ch[i + 1], ch[i], self.bilinear, d) for i in reversed(range(depth))
         )
-        self.outc = nn.Conv2d(ch[0], out_channels, kernel_size=1)
+        self.outc = (nn.Conv3d if d == 3 else nn.Conv2d)(ch[0], out_channels, kernel_size=1)
         if zero_init:
             nn.init.zeros_(self.outc.weight)
             if self.outc.bias is not None:
@@ -264,7 +301,8 @@ class ResidualUNet(nn.Module):
 
     @property
     def multiple(self) -> int:
-        """Input sizes are padded internally to a multiple of this (``2**depth``)."""
+        """Input sizes (H, W) are padded internally to a multiple of this (``2**depth``;
+        a 3-D model's Z is not pooled and takes any size)."""
         return 2**self.depth
 
     def _pad(self, x: torch.Tensor) -> tuple[torch.Tensor, tuple[int, int, int, int]]:
@@ -276,13 +314,15 @@ class ResidualUNet(nn.Module):
         top, left = ph // 2, pw // 2
         pad = (left, pw - left, top, ph - top)  # F.pad order: W then H
         mode = "reflect" if max(pad[0], pad[1]) < w and max(pad[2], pad[3]) < h else "replicate"
-        return F.pad(x, pad, mode=mode), pad
+        # a volume (B, C, Z, H, W): non-constant padding of 5-D tensors names all three axes
+        return F.pad(x, pad + (0, 0) * (x.ndim == 5), mode=mode), pad
 
     def residual(self, x: torch.Tensor) -> torch.Tensor:
         """The correction ``net(x)`` (same shape as ``x``)."""
-        if x.ndim != 4 or x.shape[1] != self.in_channels:
+        if x.ndim != self.dims + 2 or x.shape[1] != self.in_channels:
+            axes = "Z, H, W" if self.dims == 3 else "H, W"
             raise ValueError(
-                f"expected a (B, {self.in_channels}, H, W) tensor, got shape {tuple(x.shape)}"
+                f"expected a (B, {self.in_channels}, {axes}) tensor, got shape {tuple(x.shape)}"
             )
         h, w = x.shape[-2:]
         xp, (left, _, top, _) = self._pad(x)
@@ -305,7 +345,8 @@ class ResidualUNet(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """``x + net(x)`` for ``x`` of shape ``(B, C, H, W)``, any ``H, W``; with context
-        ``K``, ``x[:, K] + net(x)``, of shape ``(B, out_channels, H, W)``."""
+        ``K``, ``x[:, K] + net(x)``, of shape ``(B, out_channels, H, W)``; a 3-D model
+        takes and returns ``(B, C, Z, H, W)``, any ``Z``."""
         return self.centre(x) + self.residual(x)
 
 
@@ -318,8 +359,8 @@ def build_model(preset: str = "paper", **overrides: Any) -> ResidualUNet:
         ``paper``: base 64, depth 4 (64 -> 1024); ``small``: base 16, depth 4;
         ``tiny``: base 4, depth 2 (for tests and quick demos).
     **overrides
-        Any :class:`ResidualUNet` argument, e.g. ``base_channels=32``, or ``context=K``
-        (a 2.5-D model of ``2K + 1`` input slices).
+        Any :class:`ResidualUNet` argument, e.g. ``base_channels=32``, ``context=K``
+        (a 2.5-D model of ``2K + 1`` input slices) or ``dims=3`` (a 3-D model).
         ``build_model(**model_config(m))`` rebuilds ``m``'s architecture.
 
     Raises
@@ -337,8 +378,9 @@ def model_config(model: nn.Module) -> dict:
     """JSON-able keyword arguments that rebuild ``model``'s architecture
     (``ResidualUNet(**cfg)`` or ``build_model(**cfg)``).
 
-    ``context`` is recorded for a context model only: a 2-D model's arguments are those
-    of models saved before context existed, which load as 2-D (context 0)."""
+    ``context`` is recorded for a context model only and ``dims`` for a 3-D model only:
+    a 2-D model's arguments are those of models saved before either existed, which load
+    as 2-D (context 0, dims 2)."""
     if not isinstance(model, ResidualUNet):
         raise ValueError(f"expected a ResidualUNet, got {type(model).__name__}")
     cfg = {
@@ -350,6 +392,8 @@ def model_config(model: nn.Module) -> dict:
     }
     if model.context:
         cfg["context"] = model.context
+    if model.dims == 3:
+        cfg["dims"] = 3
     return cfg
 
 
