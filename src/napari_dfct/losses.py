@@ -303,7 +303,20 @@ class AmplifiedLoss(torch.nn.Module):
         """Amplified pixel-wise loss map, float32, same shape as ``pred`` (``(B, 1, H, W)``),
         times the configuration's ``scale``. ``input`` (the network input batch, same
         shape) is needed by the directional weight only; ``angular`` (known angular parts
-        ``(B, n_bins)``) replaces its estimate."""
+        ``(B, n_bins)``) replaces its estimate.
+
+        A 3-D model's ``(B, 1, Z, H, W)`` output is compared slice by slice: the map is
+        the 2-D map of its ``B * Z`` slices (A_S about each slice's iso-centre, A_F and
+        A_D on each slice's spectrum; :func:`napari_dfct.volume3d.per_slice`), in the
+        output's shape."""
+        if pred.ndim == 5:
+            from .volume3d import from_slices, per_slice
+
+            flat = [
+                per_slice(t) if isinstance(t, torch.Tensor) and t.ndim == 5 else t
+                for t in (pred, target, spatial_weight, input)
+            ]
+            return from_slices(self.loss_map(*flat, angular), pred.shape)
         lmap = self._unscaled_map(pred, target, spatial_weight, input, angular)
         return lmap if self.config.scale == 1.0 else lmap * self.config.scale
 

@@ -137,6 +137,12 @@ class TrainConfig:
     base_channels : int
         Channels of the U-Net's first level (doubling at each level below); 0 takes the
         preset's (``paper`` 64, ``small`` 16, ``tiny`` 4).
+    dims : int
+        2 (slices, or 2.5-D with ``context``) or 3: a 3-D U-Net trained on
+        ``patch_depth x patch x patch`` patches of consecutive slices of one scan
+        (:mod:`napari_dfct.volume3d`).
+    patch_depth : int
+        Slices of a 3-D patch, and of the z-chunks a 3-D model predicts in.
     context : int
         ``K``: a 2.5-D model that sees the ``2K + 1`` neighbouring slices ``z - K .. z + K``
         of a scan as input channels and predicts slice ``z`` (0: a 2-D model); see
@@ -205,6 +211,22 @@ class TrainConfig:
         "same scan only, reflected at its ends, and every scan needs at least 2K+1 slices",
         min=0,
     )
+    dims: int = _option(
+        2,
+        "dimensionality of the model: 2 (slices, with --context a 2.5-D model) or 3 (a 3-D "
+        "U-Net on patches of patch-depth slices x patch x patch drawn inside one scan; "
+        "losses per slice; docs/context.md)",
+        min=2,
+        max=3,
+    )
+    patch_depth: int = _option(
+        8,
+        "slices of a 3-D training patch (--dims 3 only): consecutive slices of one scan, "
+        "never of two; every training scan needs at least this many, and prediction runs "
+        "in overlapping z-chunks of this depth",
+        min=2,
+        max=256,
+    )
     recipe: str = "stable"
     decay_scope: str = _option(
         "all",
@@ -248,12 +270,14 @@ class TrainConfig:
 
     def model_args(self) -> dict:
         """Keyword arguments of ``build_model(self.preset, ...)``: ``model_kwargs`` with
-        ``base_channels`` and ``context`` when they are set."""
+        ``base_channels``, ``context`` and ``dims`` when they are set."""
         args = dict(self.model_kwargs)
         if int(self.base_channels):
             args["base_channels"] = int(self.base_channels)
         if int(self.context):
             args["context"] = int(self.context)
+        if int(self.dims) == 3:
+            args["dims"] = 3
         return args
 
     def to_dict(self) -> dict:

@@ -28,7 +28,7 @@ from .logs import TensorBoardLog
 from .optim import build_optimizer as _build_optimizer
 from .optim import recalibrate_batchnorm
 from .progress import BatchProgress, BatchTicker
-from .resources import EpochEstimate, OutOfMemory, StepTimer, check_memory
+from .resources import EpochEstimate, OutOfMemory, StepTimer, check_memory, oom_message
 from .start import (
     FINGERPRINT_KEY,
     _as_volume,
@@ -41,6 +41,7 @@ from .start import (
     _with_validation_set,
     data_fingerprint,
 )
+from .volume import build_volume_data, predict_preview
 from .window import training_split, training_window
 
 __all__ = ["EpochEstimate", "EpochEvent", "FitResult", "OutOfMemory", "fit", "run_fit"]
@@ -141,8 +142,9 @@ def _validate(
         sums, count = [0.0] * len(loss_fns), 0
         for xg, yg in zip(x_val, y_val):
             means, _ = _validate(model, loss_fns, xg, yg, batch, device, amp, channels_last, None)
-            sums = [t + m * xg.shape[0] for t, m in zip(sums, means)]
-            count += int(xg.shape[0])
+            slices = int(xg.shape[0]) * (int(xg.shape[2]) if xg.ndim == 5 else 1)  # 3-D chunks
+            sums = [t + m * slices for t, m in zip(sums, means)]
+            count += slices
         return [t / count for t in sums], None
     model.eval()
     totals = [torch.zeros((), dtype=torch.float64, device=device) for _ in loss_fns]
@@ -162,17 +164,6 @@ def _validate(
         if keep is not None and start <= keep < start + xb.shape[0]:
             kept = pred[keep - start, 0].detach().to("cpu", torch.float32)
     return [float(t.item()) / n for t in totals], kept
-
-
-@torch.no_grad()
-def _predict_one(model, x2d: torch.Tensor, device, amp, channels_last) -> torch.Tensor:
-    model.eval()
-    xb = x2d.to(device).reshape(1, -1, *x2d.shape[-2:])  # (C, H, W): C channels
-    if channels_last:
-        xb = xb.contiguous(memory_format=torch.channels_last)
-    with _autocast(device, amp):
-        pred = model(xb)
-    return pred.float()[0, 0].to("cpu")
 
 
 # --------------------------------------------------------------------------- fit
@@ -390,6 +381,7 @@ class _Run:
     g_val: Any = None
     fingerprint: dict | None = None
     starts: tuple = (0,)  # the first slice of every scan of a volume (context neighbours)
+    preview_z: int | None = None  # a 3-D model: the preview slice within preview_x
 
     def release(self) -> None:
         self.model = self.optimizer = self.scheduler = self.sampler = None
@@ -410,7 +402,10 @@ def _plan(run: _Run, x_all, y_all, preview_index) -> None:
         run.train_idx, run.val_idx = run.fixed_split
     else:
         run.train_idx, run.val_idx = training_split(
-            run.scans if run.scans is not None else x_all, config.val_fraction, config.seed
+            run.scans if run.scans is not None else x_all,
+            config.val_fraction,
+            config.seed,
+            config.dims,
         )
     if preview_index is None:
         preview_index = int(run.val_idx[0])
@@ -423,6 +418,8 @@ def _plan(run: _Run, x_all, y_all, preview_index) -> None:
     run.device = resolve_device(config.device)
     run.use_amp = bool(config.amp) and run.device.type == "cuda"
     run.channels_last = run.device.type == "cuda"
+    if config.dims == 3:  # channels_last is a 4-D memory format
+        run.channels_last = False
     check_memory(config, run.device)
 
 
@@ -450,7 +447,9 @@ def _build(
     run.scheduler = torch.optim.lr_scheduler.StepLR(
         run.optimizer, step_size=config.step_size, gamma=config.gamma
     )
-    if isinstance(x_all, list):
+    if config.dims == 3:  # patches of consecutive slices of one scan
+        build_volume_data(run, x_all, y_all)
+    elif isinstance(x_all, list):
         assert isinstance(y_all, list)  # both from one ScanSlices
         _build_scans(run, x_all, y_all)
     else:
@@ -572,15 +571,6 @@ def _restore(run: _Run) -> None:
         ckpt.save_run(out_path, run.model_cfg, run.history, weights=run.best_state)
 
 
-def _oom_message(run: _Run) -> str:
-    c = run.config
-    return (
-        f"out of {run.device.type.upper()} memory at batch size {c.batch_size} with "
-        f"{c.patch}x{c.patch} patches (preset {c.preset!r}); try batch size "
-        f"{max(1, c.batch_size // 2)}"
-    )
-
-
 def _train_one_epoch(run: _Run, check_cancel) -> tuple[float, int] | None:
     """Step 4: one epoch of optimiser steps; None when cancelled (within one batch)."""
     config, device, model = run.config, run.device, run.model
@@ -615,7 +605,7 @@ def _train_one_epoch(run: _Run, check_cancel) -> tuple[float, int] | None:
         if oom:
             # raised outside the handler: no traceback keeps the activations alive
             pred = loss = xb = yb = wb = batch = None
-            raise OutOfMemory(_oom_message(run))
+            raise OutOfMemory(oom_message(run.config, run.device))
         running += loss.detach().double() * xb.shape[0]
         seen += xb.shape[0]
         steps += 1
@@ -665,7 +655,9 @@ def _validate_and_select(run: _Run, train_loss: float, lr: float, steps: int) ->
             run.g_val,
         )
         if want_preview and run.keep is None:
-            kept = _predict_one(run.model, run.preview_x, device, run.use_amp, run.channels_last)
+            kept = predict_preview(
+                run.model, run.preview_x, device, run.use_amp, run.channels_last, run.preview_z
+            )
     except Exception as exc:
         if not _is_oom(exc):
             raise

@@ -11,7 +11,14 @@ import torch
 from ..device import available_memory, format_bytes
 from .config import TrainConfig
 
-__all__ = ["EpochEstimate", "OutOfMemory", "StepTimer", "activation_bytes", "check_memory"]
+__all__ = [
+    "EpochEstimate",
+    "OutOfMemory",
+    "StepTimer",
+    "activation_bytes",
+    "check_memory",
+    "oom_message",
+]
 
 
 class OutOfMemory(RuntimeError):
@@ -124,7 +131,8 @@ def activation_bytes(config: TrainConfig) -> tuple[int, int]:
     ]
     try:
         model.eval()  # the same layer outputs as in training, without touching statistics
-        model(torch.empty(1, model.in_channels, config.patch, config.patch, device="meta"))
+        depth = [int(config.patch_depth)] if int(config.dims) == 3 else []  # a 3-D patch
+        model(torch.empty(1, model.in_channels, *depth, config.patch, config.patch, device="meta"))
     finally:
         for h in hooks:
             h.remove()
@@ -154,3 +162,13 @@ def check_memory(config: TrainConfig, device: torch.device) -> None:
             f"{device.type.upper()} memory, more than the {format_bytes(free)} "
             f"available; {hint}"
         )
+
+
+def oom_message(config: TrainConfig, device: torch.device) -> str:
+    """The one line of a training step that ran out of device memory."""
+    c = config
+    return (
+        f"out of {device.type.upper()} memory at batch size {c.batch_size} with "
+        f"{c.patch}x{c.patch} patches (preset {c.preset!r}); try batch size "
+        f"{max(1, c.batch_size // 2)}"
+    )

@@ -18,12 +18,18 @@ __all__ = ["default_window", "intensity_histogram", "training_split", "training_
 
 
 def training_split(
-    input, val_fraction: float = 0.2, seed: int = 0
+    input, val_fraction: float = 0.2, seed: int = 0, dims: int = 2
 ) -> tuple[np.ndarray, np.ndarray]:
     """The (training, validation) slice indices a run with these settings uses: by scan
-    for a :class:`ScanSlices`, by slice for a (Z, Y, X) volume."""
+    for a :class:`ScanSlices`, by slice for a (Z, Y, X) volume; for a 3-D model
+    (``dims = 3``) a volume's last slices validate as one block
+    (:func:`napari_dfct.volume3d.block_split`)."""
     if isinstance(input, ScanSlices):
         return split_by_scan(input.scans, val_fraction, seed)
+    if int(dims) == 3:
+        from ..volume3d import block_split
+
+        return block_split(len(input), val_fraction)
     return split_slices(len(input), val_fraction, seed)
 
 
