@@ -29,6 +29,18 @@ At the first and last slices the missing neighbours are reflected about the end 
 (slice ``-1`` is slice ``1``: :mod:`napari_dfct.context`); the volume is taken as one
 scan. The output has one slice per chosen slice, as for a 2-D model. A single 2-D image
 has no neighbours and is refused.
+
+3-D models
+----------
+A 3-D model (``model.dims == 3``) predicts the volume in z-chunks of its training depth
+``d`` (``TrainConfig.patch_depth``, kept on the network as ``patch_depth``; 8 when
+unknown) that overlap by ``d // 2`` slices and are blended with the in-plane ramps along
+z (:func:`_chunk_plan`). The volume is first extended by ``d // 4`` reflected slices at
+each end (slice ``-1`` is slice ``1``), so that its first and last slices sit inside a
+chunk, away from the chunk's zero-padded faces, as the middle slices of a training patch
+do; only a chunk's true slices count. Each chunk is tiled in-plane as above when ``tile``
+is set (or after running out of memory). Predicting some slices computes only the chunks
+that reach them (slice ``k`` alone reads at most ``2 d`` slices around it).
 """
 
 from __future__ import annotations
@@ -291,6 +303,16 @@ def predict_iter(
             f"the model sees {k} neighbouring slice{'s' * (k > 1)} on each side of the one "
             "it predicts (context): give it the volume, not a single slice"
         )
+    if int(getattr(net, "dims", 2)) == 3:  # a 3-D model: z-chunks
+        try:
+            yield from _predict_chunks(
+                net, arr, index, win, dev, amp, tile, overlap, batch_size, _cancel_check(cancel)
+            )
+        finally:
+            if home != dev:
+                net.to(home)
+            _free_device_memory(dev)
+        return
     run = _Runner(net, dev, amp)
     check = _cancel_check(cancel)
     bs = int(batch_size)
@@ -347,6 +369,108 @@ def predict_iter(
             net.to(home)
         net = None
         _free_device_memory(dev)
+
+
+def _chunk_plan(n: int, depth: int) -> tuple[int, int, list[int], int]:
+    """A 3-D model's z-chunks of a volume of ``n`` slices: ``(ends, chunk, starts,
+    overlap)``: ``ends`` reflected slices added at each end, chunks of ``chunk`` slices
+    starting at ``starts`` of the extended volume, overlapping by ``overlap``."""
+    d = max(int(depth), 1)
+    ends, overlap = d // 4, d // 2
+    length = int(n) + 2 * ends
+    chunk = min(d, length)
+    return ends, chunk, tile_starts(length, chunk, overlap), overlap
+
+
+def _forward_3d(net, x: torch.Tensor, dev, amp: bool, tile: int | None, overlap: int, bs: int):
+    """``net`` on ``(1, 1, Z, H, W)``, whole or in in-plane tiles blended as for 2-D;
+    float32 ``(Z, H, W)`` on the CPU."""
+
+    @torch.inference_mode()
+    def run(t: torch.Tensor) -> torch.Tensor:
+        with _autocast(dev, bool(amp) and dev.type == "cuda"):
+            return net(t.to(dev, non_blocking=True)).float().to("cpu")
+
+    if not tile:
+        return run(x)[0, 0]
+    m = _multiple(net)
+    xp, (left, _, top, _) = _pad_like_model(x[0], m)  # (1, Z, H, W): pads H and W
+    xp = xp[0]
+    hp, wp = xp.shape[-2:]
+    th, tw = (max(m, min(int(tile), s) // m * m) for s in (hp, wp))
+    rs, cs = tile_starts(hp, th, overlap, m), tile_starts(wp, tw, overlap, m)
+    acc = torch.zeros(xp.shape, dtype=torch.float32)
+    norm = torch.zeros((hp, wp), dtype=torch.float32)
+    jobs = [(r, c) for r in rs for c in cs]
+    for k in range(0, len(jobs), max(1, int(bs))):
+        chunk = jobs[k : k + max(1, int(bs))]
+        out = run(torch.stack([xp[:, r : r + th, c : c + tw] for r, c in chunk]).unsqueeze(1))
+        for j, (r, c) in enumerate(chunk):
+            wgt = _blend_weight((hp, wp), rs, cs, r, c, th, tw, overlap)
+            acc[:, r : r + th, c : c + tw] += out[j, 0] * wgt
+            norm[r : r + th, c : c + tw] += wgt
+    h, w = x.shape[-2:]
+    return (acc / norm)[:, top : top + h, left : left + w]
+
+
+def _predict_chunks(net, arr, index, win, dev, amp, tile, overlap, bs, check):
+    """Predictions ``(z, slice)`` of a 3-D model for the slices ``index`` of ``arr``, in
+    ``index``'s order, from the z-chunks that reach them (see the module docstring)."""
+    from .context import reflect_index
+
+    n, h, w = arr.shape
+    if n < 2:
+        raise ValueError("a 3-D model predicts volumes: give it the volume, not a single slice")
+    depth = getattr(net, "patch_depth", None) or _default_patch_depth()
+    ends, size, starts, ov = _chunk_plan(n, depth)
+    margin = ov // 4
+    wanted = sorted(set(index))
+    acc = {z: np.zeros((h, w), np.float64) for z in wanted}
+    norm = dict.fromkeys(wanted, 0.0)
+    cur_tile = int(tile) if tile is not None else None
+    for s in starts:
+        wz = _ramp(size, margin, max(ov - 2 * margin, 1), s > starts[0], s < starts[-1])
+        real = np.arange(s, s + size) - ends  # slice of each chunk position (-1: reflected)
+        used = [j for j in range(size) if 0 <= real[j] < n and real[j] in acc and wz[j] > 0]
+        if not used:
+            continue
+        if check():
+            return
+        zs = reflect_index(real, n)
+        x = np.asarray(arr[zs], dtype=np.float32)
+        if not np.isfinite(x).all():
+            raise ValueError(f"slice(s) {sorted(set(zs.tolist()))} contain NaN or infinite values")
+        xn = win.normalize(x) if win is not None else x
+        xt = torch.from_numpy(np.ascontiguousarray(xn))[None, None]
+        while True:
+            try:
+                y = _forward_3d(net, xt, dev, amp, cur_tile, int(overlap), bs).numpy()
+                break
+            except Exception as exc:
+                if not _is_oom(exc):
+                    raise
+            _free_device_memory(dev)  # outside the handler: the failed pass is released
+            cur_tile = (cur_tile or 2 ** math.ceil(math.log2(max(h, w)))) // 2
+            if cur_tile < 64:
+                raise MemoryError(
+                    f"out of {dev.type.upper()} memory even with {2 * cur_tile}px tiles; "
+                    "choose the device cpu"
+                )
+        for j in used:
+            acc[int(real[j])] += float(wz[j]) * y[j]
+            norm[int(real[j])] += float(wz[j])
+    for z in index:
+        pred = (acc[z] / norm[z]).astype(np.float32)
+        yield z, np.ascontiguousarray(win.denormalize(pred) if win is not None else pred)
+
+
+def _default_patch_depth() -> int:
+    """The training depth of a 3-D network that does not record its own."""
+    import dataclasses
+
+    from .train.config import TrainConfig
+
+    return int(next(f.default for f in dataclasses.fields(TrainConfig) if f.name == "patch_depth"))
 
 
 def predict(

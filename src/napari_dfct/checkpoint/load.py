@@ -159,6 +159,9 @@ def load_model(model_dir: str | os.PathLike, device: str | torch.device = "cpu")
     model = _build_from_config(cfg, folder)
     sd = _read_safetensors(folder / WEIGHTS_FILE, f"model weights ({WEIGHTS_FILE})")
     _check_and_load(model, sd, folder)
+    depth = (cfg.get("train") or {}).get("patch_depth")
+    if getattr(model, "dims", 2) == 3 and isinstance(depth, int) and depth > 0:
+        model.patch_depth = depth  # the z-chunks it predicts in (napari_dfct.infer)
     history = load_history(folder)
     if device == "auto":
         from ..device import resolve_device
@@ -214,7 +217,7 @@ def describe_model(folder: str | os.PathLike) -> str:
         f"{', normalised weights' if loss.get('normalize') else ''})",
     )
     arch_text = ", ".join(
-        f"{k} {v}" for k, v in arch.items() if k in ("base_channels", "depth", "context")
+        f"{k} {v}" for k, v in arch.items() if k in ("base_channels", "depth", "context", "dims")
     )
     n_params = _parameter_count(arch)
     if n_params is not None:

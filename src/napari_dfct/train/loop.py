@@ -436,6 +436,8 @@ def _build(
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(config.seed)
         model = build_model(config.preset, **config.model_args())
+    if config.dims == 3:  # the z-chunks a 3-D model predicts in (napari_dfct.infer)
+        model.patch_depth = int(config.patch_depth)
     model = model.to(device)
     if run.channels_last:
         # torch's stubs lack Module.to's memory_format overload (documented, and working)
