@@ -102,17 +102,17 @@ def context_stack(
     return out.reshape(rows.shape[0], rows.shape[1], *out.shape[1:])
 
 
-def check_one_scan_folder(folder, context: int) -> None:
-    """Refuse (one :class:`ValueError` line) a context model on a ``dfct simulate
-    --specimens N`` folder: its slices are independent specimens (``meta.json``:
-    ``"acquisition": "independent"``), not neighbouring slices of one scan. Folders
-    without that record pass."""
+def check_one_scan_folder(folder, context: int, dims: int = 2) -> None:
+    """Refuse (one :class:`ValueError` line) a context model, or a 3-D model
+    (``dims = 3``), on a ``dfct simulate --specimens N`` folder: its slices are
+    independent specimens (``meta.json``: ``"acquisition": "independent"``), not
+    neighbouring slices of one scan. Folders without that record pass."""
     import json
     from pathlib import Path
 
     k = int(context)
     meta = Path(folder) / "meta.json" if folder is not None else None
-    if not k or meta is None or not meta.is_file():
+    if not (k or int(dims) == 3) or meta is None or not meta.is_file():
         return
     try:
         acquisition = json.loads(meta.read_text(encoding="utf-8")).get("acquisition")
@@ -120,7 +120,8 @@ def check_one_scan_folder(folder, context: int) -> None:
         return  # not a simulated set's record: nothing to learn from it
     if acquisition == "independent":
         raise ValueError(
-            f"{folder} holds independent specimens, one slice each: context {k} needs "
+            f"{folder} holds independent specimens, one slice each: "
+            f"{f'context {k}' if k else 'a 3-D model'} needs "
             "neighbouring slices of one scan (dfct simulate OUT --specimens N --slices Z "
             "writes volumes of specimens)"
         )

@@ -441,6 +441,11 @@ def run(args: argparse.Namespace) -> int:
             "dfct grid does not train context models (--context) yet: train them with "
             "dfct train --context K on volumes of neighbouring slices"
         )
+    if config.dims == 3:
+        raise CLIError(
+            "dfct grid does not train 3-D models (--dims 3) yet: train them with "
+            "dfct train --dims 3 on volumes of neighbouring slices"
+        )
     try:
         with stop_on_signals(), grid_lock(out):
             return _run(args, configs, seeds, config)

@@ -137,7 +137,8 @@ def run(args: argparse.Namespace) -> int:
     try:  # a context model on a --specimens N set would read other specimens' slices
         from ..context import check_one_scan_folder
 
-        check_one_scan_folder(in_path.parent, getattr(model.model, "context", 0))
+        net = model.model
+        check_one_scan_folder(in_path.parent, getattr(net, "context", 0), getattr(net, "dims", 2))
     except ValueError as exc:
         raise CLIError(str(exc)) from None
     try:

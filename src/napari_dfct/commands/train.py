@@ -34,6 +34,10 @@ with --pairs each scan's neighbours come from its own volume (any slices value),
 every scan needs at least 2K+1 slices. Neighbours beyond a scan's first or last slice are
 reflected; a set of independent specimens, one slice each, is refused.
 
+--dims 3 trains a 3-D U-Net on patches of --patch-depth consecutive slices of one scan
+(never two), with the loss applied slice by slice; every training scan (or, for one
+volume, its first slices: the last validate) needs at least --patch-depth slices.
+
 Examples:
   dfct simulate data/sim
   dfct train --data data/sim --out models/l2-s --spatial nonlinear --preset small
@@ -43,6 +47,7 @@ Examples:
   dfct train --data data/sim --out models/l2-s --resume --epochs 150
   dfct train --pairs study/pairs.csv --out models/l2-study --preset small
   dfct train --pairs data/volumes --out models/l2-ctx1 --preset small --context 1
+  dfct train --pairs data/volumes --out models/l2-3d --preset small --dims 3
 """
 ORDER = 20
 
@@ -381,7 +386,7 @@ def run(args: argparse.Namespace) -> int:
 
     for folder in (args.data, args.val_data):
         try:  # the slices of a --specimens N folder are not neighbours
-            check_one_scan_folder(folder, config.context)
+            check_one_scan_folder(folder, config.context, config.dims)
         except ValueError as exc:
             raise CLIError(str(exc)) from None
     if tg_path is None:  # --pairs: slices of many scans

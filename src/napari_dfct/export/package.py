@@ -545,6 +545,10 @@ def export_bioimageio(
             f"{model_dir} is a 2.5-D model (context {context}: {2 * context + 1} slices in); "
             "its bioimage.io package is not supported yet"
         )
+    if int(getattr(loaded.model, "dims", 2)) == 3:
+        raise ExportError(
+            f"{model_dir} is a 3-D model (dims 3); its bioimage.io package is not supported yet"
+        )
     missing = bioimageio_missing()
     if missing:
         raise ExportError(missing)

@@ -416,6 +416,11 @@ class TrainWidget(QWidget):
             **_train_params.read(f),
         )
         config.validate()
+        if int(config.dims) == 3:
+            raise ValueError(
+                "3-D models (dims 3) train with `dfct train --dims 3`; this widget trains "
+                "2-D and 2.5-D models"
+            )
         if config.tensorboard:
             from napari_dfct.train.logs import check_tensorboard
 
