@@ -240,7 +240,7 @@ def test_a_3d_model_learns_the_z_shift():
     2-D model cannot beat the target's variance; a 3-D model reads slice z - 1 with its
     3x3x3 kernels and goes far below it (same steps and settings)."""
     rng = np.random.default_rng(0)
-    x = rng.random((24, 16, 16)).astype(np.float32)
+    x = rng.random((32, 16, 16)).astype(np.float32)
     y = np.concatenate([x[1:2], x[:-1]])  # slice 0's target: slice 1 (reflected)
     losses = {}
     for dims in (2, 3):
@@ -250,13 +250,12 @@ def test_a_3d_model_learns_the_z_shift():
             epochs=3,
             patch=16,
             batch_size=4,
-            patches_per_slice=8,
+            patches_per_slice=4,
             lr=0.02,
             weight_decay=0.0,
             step_size=100,
             bn_recalibrate=2,
             dims=dims,
-            patch_depth=4,
             augment=False,
             device="cpu",
         )
@@ -313,8 +312,8 @@ def test_cli_refuses_what_3d_does_not_do(volumes, model_3d, tmp_path, capsys):
             + ["--out", str(tmp_path / "p.tif")],
             "holds independent specimens, one slice each: a 3-D model",
         ),
-        (["grid", "--data", str(flat), "--out", str(tmp_path / "g"), "--dims", "3"], "3-D"),
-        (["train", "--pairs", str(volumes), "--out", str(tmp_path / "d"), "--dims", "4"], "3"),
+        (["grid", str(tmp_path / "g"), "--train", str(flat), "--dims", "3"], "3-D"),
+        (["train", "--pairs", str(volumes), "--out", str(tmp_path / "d"), "--dims", "4"], "2, 3"),
         (
             ["train", "--pairs", str(volumes), "--out", str(tmp_path / "c"), "--dims", "3"]
             + ["--context", "1"],
