@@ -466,11 +466,9 @@ def _predict_chunks(net, arr, index, win, dev, amp, tile, overlap, bs, check):
 
 def _default_patch_depth() -> int:
     """The training depth of a 3-D network that does not record its own."""
-    import dataclasses
-
     from .train.config import TrainConfig
 
-    return int(next(f.default for f in dataclasses.fields(TrainConfig) if f.name == "patch_depth"))
+    return int(TrainConfig().patch_depth)
 
 
 def predict(

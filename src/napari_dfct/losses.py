@@ -312,11 +312,13 @@ class AmplifiedLoss(torch.nn.Module):
         if pred.ndim == 5:
             from .volume3d import from_slices, per_slice
 
-            flat = [
-                per_slice(t) if isinstance(t, torch.Tensor) and t.ndim == 5 else t
-                for t in (pred, target, spatial_weight, input)
-            ]
-            return from_slices(self.loss_map(*flat, angular), pred.shape)
+            def flat(t: Any) -> Any:
+                return per_slice(t) if isinstance(t, torch.Tensor) and t.ndim == 5 else t
+
+            lmap = self.loss_map(
+                per_slice(pred), per_slice(target), flat(spatial_weight), flat(input), angular
+            )
+            return from_slices(lmap, pred.shape)
         lmap = self._unscaled_map(pred, target, spatial_weight, input, angular)
         return lmap if self.config.scale == 1.0 else lmap * self.config.scale
 

@@ -216,10 +216,13 @@ class _Up(nn.Module):
         elif bilinear:
             self.up = nn.Upsample(scale_factor=2, mode="bilinear", align_corners=False)
             conv_in = below_channels + skip_channels
+        elif dims == 3:
+            self.up = nn.ConvTranspose3d(
+                below_channels, skip_channels, kernel_size=_STEP_3D, stride=_STEP_3D
+            )
+            conv_in = 2 * skip_channels
         else:
-            kind = nn.ConvTranspose3d if dims == 3 else nn.ConvTranspose2d
-            step = _STEP_3D if dims == 3 else 2
-            self.up = kind(below_channels, skip_channels, kernel_size=step, stride=step)
+            self.up = nn.ConvTranspose2d(below_channels, skip_channels, kernel_size=2, stride=2)
             conv_in = 2 * skip_channels
         self.conv = DoubleConv(conv_in, skip_channels, dims)
 
@@ -286,6 +289,9 @@ class ResidualUNet(nn.Module):
         self.out_channels = out_channels
         self.context = checked["context"]
         self.dims = d = checked["dims"]
+        #: A 3-D model's training depth: the z-chunks it predicts in (set by training
+        #: and loading; None: the default depth).
+        self.patch_depth: int | None = None
         self.bilinear = bool(bilinear)
         ch = [base_channels * 2**i for i in range(depth + 1)]
         self.inc = DoubleConv(in_channels, ch[0], d)

@@ -161,7 +161,7 @@ def load_model(model_dir: str | os.PathLike, device: str | torch.device = "cpu")
     _check_and_load(model, sd, folder)
     depth = (cfg.get("train") or {}).get("patch_depth")
     if getattr(model, "dims", 2) == 3 and isinstance(depth, int) and depth > 0:
-        model.patch_depth = depth  # the z-chunks it predicts in (napari_dfct.infer)
+        model.patch_depth = depth  # type: ignore[assignment] # its z-chunks (napari_dfct.infer)
     history = load_history(folder)
     if device == "auto":
         from ..device import resolve_device

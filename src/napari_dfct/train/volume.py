@@ -43,7 +43,7 @@ def build_volume_data(run: Any, x_all, y_all) -> None:
             return window.normalize(np.stack([arrays[int(i)] for i in r]))
 
     else:
-        scan_of = z_of = None
+        scan_of = z_of = None  # type: ignore[assignment] # one volume: one scan
 
         def name(r: np.ndarray) -> str:
             return "the training volume" if run.fixed_split is not None else "the volume"
