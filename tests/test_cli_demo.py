@@ -100,6 +100,9 @@ def test_demo_refuses_other_settings_in_the_same_folder(quick_demo, capsys):
     assert main(["demo", "--quick", "--out", str(out), "--epochs", "1", "--quiet"]) == 2
     err = capsys.readouterr().err
     assert err.startswith("dfct demo: error:") and "other settings" in err
+    # another recipe is another setting too (the grid records its weight decay)
+    assert main(["demo", "--quick", "--out", str(out), "--recipe", "converge", "--quiet"]) == 2
+    assert "other settings" in capsys.readouterr().err
 
 
 def test_demo_rejects_bad_arguments(tmp_path, capsys):
@@ -107,3 +110,5 @@ def test_demo_rejects_bad_arguments(tmp_path, capsys):
     assert "--jobs" in capsys.readouterr().err
     assert main(["demo", "--out", str(tmp_path), "--seeds", "0", "--quick"]) == 2
     assert "at least one seed" in capsys.readouterr().err
+    assert main(["demo", "--out", str(tmp_path / "r"), "--recipe", "fast", "--quick"]) == 2
+    assert "unknown recipe 'fast'" in capsys.readouterr().err

@@ -56,6 +56,12 @@ def register(parser: argparse.ArgumentParser) -> None:
         action="store_true",
         help="smoke version: 64x64 slices, 10 epochs, two seeds (seconds)",
     )
+    parser.add_argument(
+        "--recipe",
+        default="stable",
+        help="training recipe (stable, converge, paper, ...): its optimiser settings apply, "
+        "the demo keeps its own sizes, patches and epochs",
+    )
     parser.add_argument("--quiet", action="store_true", help="only print the table")
 
 
@@ -77,6 +83,7 @@ def run(args: argparse.Namespace) -> int:
             jobs=args.jobs,
             progress=not args.quiet,
             print_fn=(lambda m: None) if args.quiet else None,
+            recipe=args.recipe,
         )
     except (ValueError, GridRunError) as exc:
         raise CLIError(str(exc)) from None

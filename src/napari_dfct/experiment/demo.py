@@ -112,6 +112,7 @@ def run_demo(
     jobs: int = 2,
     progress: bool = True,
     print_fn: Callable[[str], None] | None = None,
+    recipe: str = "stable",
 ) -> dict:
     """Run the demo end to end and write its table and figures under ``out_dir``.
 
@@ -138,6 +139,10 @@ def run_demo(
         Progress bar and per-run lines on stderr.
     print_fn : callable, optional
         Where messages go (default: stderr).
+    recipe : str
+        Training recipe (:data:`napari_dfct.train.config.RECIPES`): its optimiser settings
+        (weight decay, BatchNorm recalibration) apply; the demo's sizes (preset, patch,
+        batch, patches per slice, epochs, patience) stay the demo's.
 
     Returns
     -------
@@ -148,7 +153,7 @@ def run_demo(
         (against the truth); ``paired`` the rows of
         :func:`napari_dfct.experiment.paired.paired_results`.
     """
-    from ..train import TrainConfig
+    from ..train.config import recipe_config
     from .executors import run_grid
     from .report import _comparison_tables, collect_runs, comparison_rows, grid_report, summarize
 
@@ -164,7 +169,8 @@ def run_demo(
 
     train_dir = _simulate(out / "data" / "train", s.train_slices, s.size, 0, s, say)
     test_dir = _simulate(out / "data" / "test", s.test_slices, s.size, 1000, s, say)
-    config = TrainConfig(
+    config = recipe_config(
+        recipe,
         preset=s.preset,
         epochs=n_epochs,
         patience=min(s.patience, n_epochs),
@@ -175,7 +181,8 @@ def run_demo(
     )
     grid_dir = out / "grid"
     say(
-        f"training {len(DEMO_CONFIGS)} configurations x {n_seeds} seeds (preset {s.preset}, "
+        f"training {len(DEMO_CONFIGS)} configurations x {n_seeds} seeds (recipe {recipe}, "
+        f"preset {s.preset}, "
         f"{n_epochs} epochs, {s.patches_per_slice} patches of {s.patch}x{s.patch} per slice)"
     )
     run_grid(
@@ -241,6 +248,7 @@ def run_demo(
             "epochs": n_epochs,
             "device": device,
             "quick": quick,
+            "recipe": recipe,
         },
     }
     atomic_write_json(out / "demo.json", {"seconds": seconds, "settings": result["settings"]})
