@@ -418,8 +418,6 @@ def _plan(run: _Run, x_all, y_all, preview_index) -> None:
     run.device = resolve_device(config.device)
     run.use_amp = bool(config.amp) and run.device.type == "cuda"
     run.channels_last = run.device.type == "cuda"
-    if config.dims == 3:  # channels_last is a 4-D memory format
-        run.channels_last = False
     check_memory(config, run.device)
 
 
@@ -436,8 +434,9 @@ def _build(
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(config.seed)
         model = build_model(config.preset, **config.model_args())
-    if config.dims == 3:  # the z-chunks a 3-D model predicts in (napari_dfct.infer)
+    if config.dims == 3:  # the z-chunks it predicts in (napari_dfct.infer); 5-D tensors
         model.patch_depth = int(config.patch_depth)
+        run.channels_last = False  # (channels_last is a 4-D memory format)
     model = model.to(device)
     if run.channels_last:
         # torch's stubs lack Module.to's memory_format overload (documented, and working)
