@@ -113,6 +113,8 @@ def test_the_form_gives_every_option_to_the_train_config(widget):
     f = widget.fields
     set_to = {}
     for opt in option_fields():
+        if opt.name == "dims":  # 3-D models train with dfct train only: below
+            continue
         w = getattr(f, opt.name)
         _put(w, _other(opt, w, opt.default))
         set_to[opt.name] = _shown(opt, w)
@@ -122,6 +124,13 @@ def test_the_form_gives_every_option_to_the_train_config(widget):
         assert _same(getattr(cfg, name), value), name
     f.lr.value = "fast"
     with pytest.raises(ValueError, match="learning rate 'fast' is not a number"):
+        widget.train_config()
+    f.lr.value = "0.001"
+    f.context.value = 0
+    f.dims.value = 3
+    with pytest.raises(
+        ValueError, match=r"3-D models \(dims 3\) train with `dfct train --dims 3`"
+    ):
         widget.train_config()
 
 
