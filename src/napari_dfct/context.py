@@ -30,6 +30,8 @@ __all__ = [
     "check_one_scan_folder",
     "context_indices",
     "context_stack",
+    "describe_context",
+    "slice_names",
     "reflect_index",
 ]
 
@@ -100,6 +102,24 @@ def context_stack(
     rows = context_indices(index, len(volume), context, starts)
     out = np.asarray(volume[rows.reshape(-1)])
     return out.reshape(rows.shape[0], rows.shape[1], *out.shape[1:])
+
+
+def slice_names(context: int) -> list[str]:
+    """The names of a context-``K`` model's input channels, in channel order:
+    ``["z-1", "z", "z+1"]`` for ``K = 1`` (``["z"]`` for ``K = 0``)."""
+    k = int(context)
+    return [f"z{d:+d}" if d else "z" for d in range(-k, k + 1)]
+
+
+def describe_context(context: int) -> str:
+    """The input of a context-``K`` model in words: ``"2-D (one slice)"`` for ``K = 0``,
+    ``"2.5-D, context 1 (3 slices: z-1, z, z+1)"`` otherwise."""
+    k = int(context)
+    if not k:
+        return "2-D (one slice)"
+    names = slice_names(k)
+    shown = ", ".join(names) if k <= 2 else f"{names[0]} .. {names[-1]}"
+    return f"2.5-D, context {k} ({2 * k + 1} slices: {shown})"
 
 
 def check_one_scan_folder(folder, context: int) -> None:
