@@ -28,6 +28,7 @@ import numpy as np
 __all__ = [
     "check_context_slices",
     "check_one_scan_folder",
+    "check_one_scan_record",
     "context_indices",
     "context_stack",
     "describe_context",
@@ -135,12 +136,21 @@ def check_one_scan_folder(folder, context: int) -> None:
     if not k or meta is None or not meta.is_file():
         return
     try:
-        acquisition = json.loads(meta.read_text(encoding="utf-8")).get("acquisition")
-    except (OSError, ValueError, AttributeError):
+        record = json.loads(meta.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
         return  # not a simulated set's record: nothing to learn from it
-    if acquisition == "independent":
+    check_one_scan_record(record, k, str(folder))
+
+
+def check_one_scan_record(record, context: int, what: str) -> None:
+    """Refuse (one :class:`ValueError` line) a context model on data whose simulation
+    record (a ``meta.json``, or a sample layer's ``metadata["dfct"]``) says its slices
+    are independent specimens (``"acquisition": "independent"``); anything else passes."""
+    k = int(context)
+    acquisition = record.get("acquisition") if isinstance(record, dict) else None
+    if k and acquisition == "independent":
         raise ValueError(
-            f"{folder} holds independent specimens, one slice each: context {k} needs "
+            f"{what} holds independent specimens, one slice each: context {k} needs "
             "neighbouring slices of one scan (dfct simulate OUT --specimens N --slices Z "
             "writes volumes of specimens)"
         )
