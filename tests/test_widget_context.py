@@ -159,3 +159,40 @@ def test_data_without_neighbours_are_refused_in_the_form(
     click(qtbot, widget.start_button)
     assert not widget.is_running
     assert "holds independent specimens, one slice each" in notes["error"][-1]
+
+
+@pytest.mark.slow
+def test_export_a_context_model_from_the_slice_and_its_neighbours(
+    make_napari_viewer, small_sim, registry, tmp_path, qtbot, notes
+):
+    """Export... of a context model: the test input is the slice on view and its
+    neighbours of the layer (the last slice: slice 2 reflected); a 2-D layer is refused."""
+    pytest.importorskip("bioimageio.spec", reason="export needs napari-dfct[bioimageio]")
+    import zipfile
+
+    from napari_dfct.train import TrainConfig, run_fit
+    from napari_dfct.widgets.predict import PredictWidget
+
+    cfg = TrainConfig(preset="tiny", epochs=1, patch=32, batch_size=4, context=1, device="cpu")
+    run_fit(small_sim.input, small_sim.target, cfg, tmp_path / "ctx1", preview=False)
+    viewer = make_napari_viewer()
+    viewer.add_image(small_sim.input.copy(), name="input (1 rotation)")
+    viewer.dims.set_current_step(0, 3)
+    registry.register_model(tmp_path / "ctx1")
+    widget = PredictWidget(viewer)
+    viewer.window.add_dock_widget(widget, name="Predict")
+    widget.export_package(path=tmp_path / "ctx1.zip")
+    qtbot.waitUntil(lambda: widget._export_worker is None, timeout=60_000)
+    assert notes["error"] == [], notes["error"]
+    with zipfile.ZipFile(tmp_path / "ctx1.zip") as zf:
+        zf.extract("test_input.npy", tmp_path)
+        readme = zf.read("README.md").decode()
+    x = np.load(tmp_path / "test_input.npy")
+    assert x.shape == (1, 3, 64, 64)
+    np.testing.assert_array_equal(x[0], small_sim.input[[2, 3, 2]])
+    assert "layer 'input (1 rotation)', slice 3 and its 2 neighbours" in readme
+    viewer.add_image(small_sim.input[1].copy(), name="one slice")
+    widget.fields.image.value = viewer.layers["one slice"]
+    widget.export_package(path=tmp_path / "flat.zip")
+    assert "layer 'one slice' is a single slice: choose a volume layer" in notes["error"][-1]
+    assert widget._export_worker is None and not (tmp_path / "flat.zip").exists()
