@@ -143,6 +143,8 @@ def test_data_without_neighbours_are_refused_in_the_form(
 
     widget = train_widget(make_napari_viewer(), epochs=1, patch=16, context=2)
     f = widget.fields
+    assert f.context.label == "context (2.5-D)"
+    assert "an image layer or a volume file is one scan" in f.context.tooltip
     f.source.value = "dataset"
     f.dataset.value = str(_write_scans(tmp_path / "short", [5, 4]))
     assert "context 2 needs scans of at least 5 slices" in f.data_summary.value
