@@ -155,6 +155,17 @@ def test_data_without_neighbours_are_refused_in_the_form(
     flat = tmp_path / "flat"
     argv = ["simulate", str(flat), "--specimens", "3", "--size", "32", "--views", "16"]
     assert main([*argv, "--rotations", "2", "--quiet"]) == 0
+    # a layer whose simulation record says its slices are independent specimens
+    viewer = widget._viewer
+    meta = {"dfct": {"acquisition": "independent"}}
+    rng = np.random.default_rng(1)
+    vol = rng.random((6, 32, 32)).astype(np.float32)
+    f.source.value = "layers"
+    f.input.value = viewer.add_image(vol, name="specimens", metadata=meta)
+    f.target.value = viewer.add_image(vol.copy(), name="specimens target")
+    click(qtbot, widget.start_button)
+    assert not widget.is_running
+    assert "layer 'specimens' holds independent specimens" in notes["error"][-1]
     f.source.value = "files"
     f.input_file.value = flat / "input.tif"
     f.target_file.value = flat / "target.tif"
@@ -198,3 +209,8 @@ def test_export_a_context_model_from_the_slice_and_its_neighbours(
     widget.export_package(path=tmp_path / "flat.zip")
     assert "layer 'one slice' is a single slice: choose a volume layer" in notes["error"][-1]
     assert widget._export_worker is None and not (tmp_path / "flat.zip").exists()
+    widget.fields.device.value = "cpu"
+    widget.predict_current_slice()  # a 2-D layer has no neighbours to predict from
+    qtbot.waitUntil(lambda: not widget.is_running, timeout=60_000)
+    assert "give it the volume, not a single slice" in notes["error"][-1]
+    assert "one slice [prediction: ctx1]" not in viewer.layers
