@@ -165,3 +165,20 @@ def test_context_export_refuses_data_without_neighbours(ctx_model, ctx_volume, t
         err = [ln for ln in capsys.readouterr().err.splitlines() if "error" in ln]
         assert len(err) == 1 and words in err[0], err
         assert not out.exists()
+
+
+def test_test_data_from_a_data_set_is_its_first_scans_slice(tmp_path, capsys):
+    """``--data DATASET``: the first scan's first chosen slice (with its neighbours for a
+    context model), read from that scan's own volume."""
+    from napari_dfct.export import read_sample
+
+    vols = tmp_path / "vols"
+    argv = ["simulate", str(vols), "--specimens", "2", "--slices", "4", "--size", "64"]
+    assert main([*argv, "--views", "32", "--rotations", "2", "--quiet"]) == 0
+    first = tifffile.imread(vols / "specimen-000" / "input.tif")
+    flat, words = read_sample(vols)
+    np.testing.assert_array_equal(flat, first[0])
+    assert words == "scan 'specimen-000' of vols, slice 0"
+    stack, words = read_sample(vols, context=1)
+    np.testing.assert_array_equal(stack, first[[1, 0, 1]])
+    assert words.endswith("slice 0 and its 2 neighbours")

@@ -260,6 +260,8 @@ def _context_slices(sample, context: int) -> tuple[np.ndarray, str]:
             f"a 2.5-D model (context {k}) reads {2 * k + 1} neighbouring slices: its test "
             f"data must be a volume of 2 slices or more, got shape {tuple(np.shape(sample))}"
         )
+    if a.shape[0] == 2 * k + 1:  # a slice and its neighbours already (read_sample)
+        return a, ""
     z = a.shape[0] // 2
     return context_stack(a, [z], k)[0], f" (its central slice and {2 * k} neighbours)"
 
@@ -374,9 +376,9 @@ def read_sample(
     ends: :mod:`napari_dfct.context`); a single 2-D slice, and a ``dfct simulate
     --specimens N`` folder of independent specimens, are refused.
     """
-    from ..context import check_one_scan_folder, context_stack
+    from ..context import check_one_scan_folder
     from ..io import read_volume
-    from ..io.dataset import load_scans, read_pairs
+    from ..io.dataset import parse_slice_spec, read_pairs
 
     path = Path(path).expanduser()
     k = int(context)
@@ -387,12 +389,15 @@ def read_sample(
         if path.is_dir() and (path / "input.tif").is_file():
             path = path / "input.tif"
         if path.suffix.lower() == ".csv" or path.is_dir():
-            first = read_pairs(path)[0]
-            scans = load_scans([first], context=k)
-            words = f"scan {first.name!r} of {path.name}, slice {scans.origins[0][1]}"
+            first = read_pairs(path)[0]  # its first chosen slice, of its own volume
+            volume, _ = read_volume(first.input)
+            volume = np.asarray(volume, dtype=np.float32)
+            volume = volume if volume.ndim == 3 else volume[None]
+            z = parse_slice_spec(first.slices, volume.shape[0])[0]
+            words = f"scan {first.name!r} of {path.name}, slice {z}"
             if k:
-                return scans.contexts[0], f"{words} and its {2 * k} neighbours"
-            return scans.inputs[0], words
+                return _one_scan_context(volume, z, k), f"{words} and its {2 * k} neighbours"
+            return volume[z], words
         volume, _ = read_volume(path)
     except OSError as exc:
         raise ExportError(f"cannot read {path}: {exc.strerror or exc}") from None
@@ -415,10 +420,24 @@ def read_sample(
             f"slices (0-{volume.shape[0] - 1})"
         )
     if k:
-        return context_stack(volume, [z], k)[
-            0
-        ], f"{path.name}, slice {z} and its {2 * k} neighbours"
+        return _one_scan_context(
+            volume, z, k
+        ), f"{path.name}, slice {z} and its {2 * k} neighbours"
     return volume[z], f"{path.name}, slice {z}"
+
+
+def _one_scan_context(volume: np.ndarray, z: int, k: int) -> np.ndarray:
+    """Slice ``z`` of a scan and its ``2K`` neighbours
+    (:func:`napari_dfct.context.context_stack`); a scan of one slice has none
+    (:class:`ExportError`)."""
+    from ..context import context_stack
+
+    if volume.shape[0] < 2:
+        raise ExportError(
+            f"a 2.5-D model (context {k}) needs {2 * k} neighbouring slices; the test data "
+            "is a single slice: give a volume"
+        )
+    return context_stack(volume, [z], k)[0]
 
 
 def _run_package(model: torch.nn.Module, x: np.ndarray, low: float, high: float) -> np.ndarray:
