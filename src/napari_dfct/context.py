@@ -28,8 +28,11 @@ import numpy as np
 __all__ = [
     "check_context_slices",
     "check_one_scan_folder",
+    "check_one_scan_record",
     "context_indices",
     "context_stack",
+    "describe_context",
+    "slice_names",
     "reflect_index",
 ]
 
@@ -102,6 +105,24 @@ def context_stack(
     return out.reshape(rows.shape[0], rows.shape[1], *out.shape[1:])
 
 
+def slice_names(context: int) -> list[str]:
+    """The names of a context-``K`` model's input channels, in channel order:
+    ``["z-1", "z", "z+1"]`` for ``K = 1`` (``["z"]`` for ``K = 0``)."""
+    k = int(context)
+    return [f"z{d:+d}" if d else "z" for d in range(-k, k + 1)]
+
+
+def describe_context(context: int) -> str:
+    """The input of a context-``K`` model in words: ``"2-D (one slice)"`` for ``K = 0``,
+    ``"2.5-D, context 1 (3 slices: z-1, z, z+1)"`` otherwise."""
+    k = int(context)
+    if not k:
+        return "2-D (one slice)"
+    names = slice_names(k)
+    shown = ", ".join(names) if k <= 2 else f"{names[0]} .. {names[-1]}"
+    return f"2.5-D, context {k} ({2 * k + 1} slices: {shown})"
+
+
 def check_one_scan_folder(folder, context: int, dims: int = 2) -> None:
     """Refuse (one :class:`ValueError` line) a context model, or a 3-D model
     (``dims = 3``), on a ``dfct simulate --specimens N`` folder: its slices are
@@ -115,12 +136,22 @@ def check_one_scan_folder(folder, context: int, dims: int = 2) -> None:
     if not (k or int(dims) == 3) or meta is None or not meta.is_file():
         return
     try:
-        acquisition = json.loads(meta.read_text(encoding="utf-8")).get("acquisition")
-    except (OSError, ValueError, AttributeError):
+        record = json.loads(meta.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
         return  # not a simulated set's record: nothing to learn from it
-    if acquisition == "independent":
+    check_one_scan_record(record, k, str(folder), dims)
+
+
+def check_one_scan_record(record, context: int, what: str, dims: int = 2) -> None:
+    """Refuse (one :class:`ValueError` line) a context model, or a 3-D model
+    (``dims = 3``), on data whose simulation record (a ``meta.json``, or a sample layer's
+    ``metadata["dfct"]``) says its slices are independent specimens (``"acquisition":
+    "independent"``); anything else passes."""
+    k = int(context)
+    acquisition = record.get("acquisition") if isinstance(record, dict) else None
+    if (k or int(dims) == 3) and acquisition == "independent":
         raise ValueError(
-            f"{folder} holds independent specimens, one slice each: "
+            f"{what} holds independent specimens, one slice each: "
             f"{f'context {k}' if k else 'a 3-D model'} needs "
             "neighbouring slices of one scan (dfct simulate OUT --specimens N --slices Z "
             "writes volumes of specimens)"

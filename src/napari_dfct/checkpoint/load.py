@@ -8,6 +8,7 @@ from pathlib import Path
 
 import torch
 
+from ..context import describe_context
 from ._base import (
     CONFIG_FILE,
     HISTORY_FILE,
@@ -223,6 +224,7 @@ def describe_model(folder: str | os.PathLike) -> str:
     if n_params is not None:
         arch_text += f", {n_params:,} parameters"
     row("preset", f"{cfg.get('preset', '?')}" + (f"  ({arch_text})" if arch_text else ""))
+    row("input", describe_context(arch.get("context", 0) or 0))
     if window:
         row(
             "window",

@@ -26,6 +26,11 @@ tensors are a central crop of --data, at least that size and otherwise at most 2
 `dfct simulate` folder (its input.tif) or a data set of scans (the first scan's slice);
 without --data, a simulated slice. Give the model's own training data where you can.
 
+A 2.5-D model (dfct train --context K) takes the slice and its 2K neighbours of one scan
+as 2K+1 input channels (z_minus_1, z, z_plus_1 for K = 1; reflected at the scan's ends):
+its test input is the chosen slice of --data with its neighbours, so --data must be a
+volume or a data set of volumes (docs/context.md).
+
 Examples:
   dfct export models/l2-s l2-s.zip --data data/sim
   dfct export models/l2-s l2-s.zip --data scan.tif --slice 120 --author "A. Researcher"
@@ -59,14 +64,21 @@ def register(parser: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> int:
     """Export; print the package path; exit status 0 (2 on bad input)."""
-    from ..export import ExportError, check_export_target, export_bioimageio, read_sample
+    from ..export import (
+        ExportError,
+        check_export_target,
+        export_bioimageio,
+        model_context,
+        read_sample,
+    )
 
     model = Path(args.model).expanduser()
     try:
         out = check_export_target(args.out, overwrite=bool(args.overwrite))
         sample, words = (None, None)
         if args.data:
-            sample, words = read_sample(args.data, args.slice)
+            # a 2.5-D model's test input is the slice and its neighbours
+            sample, words = read_sample(args.data, args.slice, model_context(model))
         elif args.slice is not None:
             raise ExportError("--slice needs --data")
         export_bioimageio(

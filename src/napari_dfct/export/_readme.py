@@ -47,13 +47,59 @@ def loss_text(cfg: dict) -> str:
     return text + ")"
 
 
+def input_channel_names(context: int) -> list[str]:
+    """The input channels of the package of a context-``K`` model: ``dark_field`` for a
+    2-D model; else the ``2K + 1`` slices :func:`napari_dfct.context.slice_names` in
+    the spelling bioimage.io accepts (Python identifiers): ``z_minus_1, z, z_plus_1``."""
+    from ..context import slice_names
+
+    if not int(context):
+        return ["dark_field"]
+    return [n.replace("-", "_minus_").replace("+", "_plus_") for n in slice_names(context)]
+
+
+def _context(cfg: dict) -> int:
+    """The model's context ``K`` (0: 2-D, or saved before context existed)."""
+    return int((cfg.get("model") or {}).get("context", 0) or 0)
+
+
+def _slices_text(k: int) -> str:
+    """``2-D slices`` or ``2.5-D: each slice from its 3 neighbouring slices``."""
+    if not k:
+        return "2-D slices"
+    return f"2.5-D: each slice from the {2 * k + 1} neighbouring slices z-{k} .. z+{k}"
+
+
+def _input_text(k: int, multiple: int, smallest: int) -> str:
+    """The README's paragraph on the input tensor."""
+    sizes = (
+        f"in this package y and x are multiples of {multiple} of at least {smallest}, while "
+        "the network itself takes any size and pads internally"
+    )
+    if not k:
+        return (
+            "The input is one single-rotation dark-field CT slice (axes `batch, channel, y, x`, "
+            f"one channel, float32; {sizes})."
+        )
+    names = ", ".join(f"`{n}`" for n in input_channel_names(k))
+    return (
+        f"The input is {2 * k + 1} neighbouring single-rotation dark-field CT slices of one "
+        f"scan, z-{k} .. z+{k}, as the channels of one tensor (axes `batch, channel, y, x`, "
+        f"channels {names} in that order, float32; {sizes}): to reduce the streaks of slice "
+        f"z, stack slices z-{k} .. z+{k} of its own scan; at the first and last slices of a "
+        "scan, take the missing neighbours reflected about the end slice without repeating "
+        "it (NumPy's `reflect` padding: slice -1 is slice 1), as napari-dfct does in "
+        "training and prediction. The intensity window applies to every channel alike."
+    )
+
+
 def description_text(cfg: dict, n_params: int) -> str:
     """The package's one-paragraph description (bioimage.io ``description``)."""
     train = cfg.get("train") or {}
     window = cfg.get("window") or {}
     return (
         "Residual U-Net that reduces streaks in single-rotation X-ray dark-field CT (DFCT) "
-        f"reconstructions (2-D slices), preset {cfg.get('preset', '?')} "
+        f"reconstructions ({_slices_text(_context(cfg))}), preset {cfg.get('preset', '?')} "
         f"({n_params / 1e6:.2f} M parameters), trained against multi-rotation targets with "
         f"the loss {loss_text(cfg)} in the {train.get('recipe', 'paper')} recipe; intensity "
         f"window [{float(window.get('low', math.nan)):.6g}, "
@@ -113,19 +159,24 @@ def readme_text(
         data_text = f"one volume of {' x '.join(str(s) for s in shape)} (slices x rows x cols)"
     else:
         data_text = "not recorded"
+    k = _context(cfg)
+    kwargs = {
+        key: arch[key]
+        for key in ("base_channels", "depth", "in_channels", "out_channels", "bilinear", "context")
+        if key in arch
+    }
+    residual = "input + correction" if not k else f"centre slice z (channel {k}) + correction"
     return f"""# {cfg.get("name", "napari-dfct model")}: DFCT streak reduction
 
 {description_text(cfg, n_params)}
 
 ## What it does
 
-The input is one single-rotation dark-field CT slice (axes `batch, channel, y, x`, one
-channel, float32; in this package y and x are multiples of {2 ** int(arch.get("depth", 4))}
-of at least {smallest}, while the network itself takes any size and pads internally). The
-output is the streak-reduced slice in the same units, of the input's size; its halo of
+{_input_text(k, 2 ** int(arch.get("depth", 4)), smallest)} The
+output is the streak-reduced slice (z) in the same units, of the input's size; its halo of
 {halo} pixels is the network's receptive radius: a tool that predicts a large slice in
 tiles should crop that much from every tile's inner edges. The
-network is a 2-D residual U-Net (output = input + correction) with
+network is a 2-D residual U-Net (output = {residual}) with
 {arch.get("depth", "?")} down and up blocks (the paper: four), bilinear upsampling, batch
 normalisation, ReLU, {arch.get("base_channels", "?")} channels at the first level (the paper:
 64), doubling at every level.
@@ -167,11 +218,11 @@ both displayed in the intensity window.
 import numpy as np, torch
 from {arch_file[:-3]} import ResidualUNet
 
-net = ResidualUNet(**{ {k: arch[k] for k in ("base_channels", "depth", "in_channels", "out_channels", "bilinear") if k in arch} })
+net = ResidualUNet(**{kwargs})
 net.load_state_dict(torch.load("{weights_file}", weights_only=True))
 net.eval()
 low, high = {low!r}, {high!r}  # the intensity window
-x = np.load("test_input.npy")  # (1, 1, H, W), input units
+x = np.load("test_input.npy")  # (1, {2 * k + 1}, H, W), input units
 xn = (np.clip(x, low, high) - low) / (high - low)
 with torch.no_grad():
     y = net(torch.from_numpy(xn.astype(np.float32))).numpy() * (high - low) + low

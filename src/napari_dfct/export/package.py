@@ -14,11 +14,15 @@ consumers, the model zoo) load without napari-dfct:
     a central crop of a slice in the input's units and the model's output on it
     (``(1, 1, H, W)`` float32): of a slice the caller passes (the training data), or of a
     simulated slice when none is given; a slice smaller than the package's smallest
-    input is padded by reflection to it (:func:`tile_plan`, which the README names);
+    input is padded by reflection to it (:func:`tile_plan`, which the README names).
+    A 2.5-D context model (context ``K``) takes the slice and its ``2K`` neighbours as
+    ``2K + 1`` input channels (``(1, 2K + 1, H, W)``, channels named ``z_minus_1, z,
+    z_plus_1`` for ``K = 1``: :func:`input_channel_names`), cut from a volume by
+    :mod:`napari_dfct.context`'s rule (reflected at its ends); its output is one slice;
 pre- and post-processing
     the intensity window as the spec's standard operations: ``clip`` and
-    ``scale_linear`` to [0, 1] before the network, ``scale_linear`` back to the input's
-    units after it;
+    ``scale_linear`` to [0, 1] before the network (every input channel alike),
+    ``scale_linear`` back to the input's units after it;
 ``README.md``, ``cover.png``
     the documentation (loss configuration, training recipe and parameters, window, use
     without napari-dfct) and a 2:1 cover (test input | output);
@@ -47,7 +51,14 @@ import numpy as np
 import torch
 
 from ..checkpoint import CheckpointError, load_model
-from ._readme import PAPER, SOURCE_URL, config_block, description_text, readme_text
+from ._readme import (
+    PAPER,
+    SOURCE_URL,
+    config_block,
+    description_text,
+    input_channel_names,
+    readme_text,
+)
 
 __all__ = [
     "ARCHITECTURE_FILE",
@@ -57,6 +68,8 @@ __all__ = [
     "check_license",
     "clean_stale_exports",
     "export_bioimageio",
+    "input_channel_names",
+    "model_context",
     "model_input_sizes",
     "read_sample",
     "sample_input",
@@ -66,6 +79,8 @@ __all__ = [
 #: The standalone architecture file shipped in every package.
 ARCHITECTURE_FILE = "dfct_unet.py"
 WEIGHTS_FILE = "weights.pt"
+#: The network's keyword arguments the package's architecture entry names.
+ARCH_KWARGS = ("base_channels", "depth", "in_channels", "out_channels", "bilinear", "context")
 #: Largest side of the test tensors (a central crop).
 MAX_TEST_SIZE = 256
 #: Side of the simulated slice used when no data are given.
@@ -185,11 +200,15 @@ def clean_stale_exports(folder: str | os.PathLike) -> list[Path]:
     return removed
 
 
-def _simulated_slice(size: int) -> np.ndarray:
+def _simulated_slice(size: int, context: int = 0) -> np.ndarray:
+    """A simulated single-rotation slice ``(Y, X)``; with ``context`` K, ``2K + 1``
+    neighbouring slices of one acquisition ``(2K + 1, Y, X)``."""
     from ..simulate import simulate_dfct
 
-    sim = simulate_dfct(n_slices=1, size=size, rotations=1, seed=0)
-    return np.asarray(sim.input[0], dtype=np.float32)
+    k = int(context)
+    sim = simulate_dfct(n_slices=2 * k + 1, size=size, rotations=1, seed=0)
+    a = np.asarray(sim.input, dtype=np.float32)
+    return a if k else a[0]
 
 
 def input_sizes(model: torch.nn.Module) -> tuple[int, int, int]:
@@ -229,40 +248,97 @@ def tile_plan(
     )
 
 
+def _context_slices(sample, context: int) -> tuple[np.ndarray, str]:
+    """The central slice of a volume and its ``2K + 1`` neighbours ``(2K + 1, Y, X)``
+    (:func:`napari_dfct.context.context_stack`, reflected at the ends), and words."""
+    from ..context import context_stack
+
+    a = np.asarray(sample, dtype=np.float32)
+    k = int(context)
+    if a.ndim != 3 or a.shape[0] < 2:
+        raise ExportError(
+            f"a 2.5-D model (context {k}) reads {2 * k + 1} neighbouring slices: its test "
+            f"data must be a volume of 2 slices or more, got shape {tuple(np.shape(sample))}"
+        )
+    if a.shape[0] == 2 * k + 1:  # a slice and its neighbours already (read_sample)
+        return a, ""
+    z = a.shape[0] // 2
+    return context_stack(a, [z], k)[0], f" (its central slice and {2 * k} neighbours)"
+
+
 def sample_input(
-    sample: np.ndarray | None, multiple: int, smallest: int = 1, max_size: int = MAX_TEST_SIZE
+    sample: np.ndarray | None,
+    multiple: int,
+    smallest: int = 1,
+    max_size: int = MAX_TEST_SIZE,
+    context: int = 0,
 ) -> tuple[np.ndarray, str]:
     """The test input: a central square crop of ``sample`` (a 2-D slice, or the central
     slice of a volume) whose side is a multiple of ``multiple``, at least ``smallest`` and
     otherwise at most ``max_size``, or the slice padded to ``smallest`` when it is
     smaller (:func:`tile_plan`); a simulated slice when ``sample`` is None. Returns
-    ``(tile, words)``."""
+    ``(tile, words)``, the tile ``(side, side)``.
+
+    With ``context`` K > 0 (a 2.5-D model) ``sample`` is a volume: the tile is its central
+    slice and that slice's ``2K`` neighbours (reflected at the ends, as in training and
+    prediction), ``(2K + 1, side, side)``, every slice cropped or padded alike; a volume
+    of ``2K + 1`` slices is taken whole.
+    """
+    k = int(context)
     words = "a central crop of the given data"
     if sample is None:
-        sample = _simulated_slice(max(SIMULATED_SIZE, smallest))
+        sample = _simulated_slice(max(SIMULATED_SIZE, smallest), k)
         words = "a simulated single-rotation slice (napari-dfct's phantom, seed 0)"
-    a = np.asarray(sample, dtype=np.float32)
-    if a.ndim == 3:
-        a = a[a.shape[0] // 2]
-        words += " (its central slice)"
-    if a.ndim != 2:
-        raise ExportError(
-            f"the test data must be a 2-D slice or a 3-D volume, got shape "
-            f"{tuple(np.shape(sample))}"
-        )
+        if k:
+            words = words.replace("slice", f"volume of {2 * k + 1} slices")
+    if k:
+        a, more = _context_slices(sample, k)
+        words += more
+    else:
+        a = np.asarray(sample, dtype=np.float32)
+        if a.ndim == 3:
+            a = a[a.shape[0] // 2]
+            words += " (its central slice)"
+        if a.ndim != 2:
+            raise ExportError(
+                f"the test data must be a 2-D slice or a 3-D volume, got shape "
+                f"{tuple(np.shape(sample))}"
+            )
+        a = a[None]
+    h, w = a.shape[-2:]
     if a.size == 0:
-        raise ExportError(f"the test slice is empty ({a.shape[0]}x{a.shape[1]})")
+        raise ExportError(f"the test slice is empty ({h}x{w})")
     if not np.isfinite(a).all():
         raise ExportError("the test slice contains NaN or infinite values")
     side, padded = tile_plan(a.shape, multiple, smallest, max_size)
-    r0, c0 = max((a.shape[0] - side) // 2, 0), max((a.shape[1] - side) // 2, 0)
-    tile = a[r0 : r0 + side, c0 : c0 + side]
-    if padded is None:
-        return np.ascontiguousarray(tile), f"{words}, {side}x{side}"
-    (h, w), top, left = tile.shape, (side - tile.shape[0]) // 2, (side - tile.shape[1]) // 2
-    tile = np.pad(tile, ((top, side - h - top), (left, side - w - left)), mode="reflect")
-    words = words.replace("a central crop of ", "")
-    return np.ascontiguousarray(tile, dtype=np.float32), f"{words}: {padded}"
+    r0, c0 = max((h - side) // 2, 0), max((w - side) // 2, 0)
+    tile = a[:, r0 : r0 + side, c0 : c0 + side]
+    if padded is not None:
+        (h, w), top, left = (
+            tile.shape[-2:],
+            (side - tile.shape[1]) // 2,
+            (side - tile.shape[2]) // 2,
+        )
+        pad = ((0, 0), (top, side - h - top), (left, side - w - left))
+        tile = np.pad(tile, pad, mode="reflect")
+        words = words.replace("a central crop of ", "") + f": {padded}"
+    else:
+        words = f"{words}, {side}x{side}"
+    tile = np.ascontiguousarray(tile, dtype=np.float32)
+    return (tile if k else tile[0]), words
+
+
+def model_context(model_dir: str | os.PathLike) -> int:
+    """The context ``K`` of a model folder's network (0: a 2-D model, or a folder saved
+    before context existed), read from its ``config.json``; :class:`ExportError` for a
+    folder that is not a model folder."""
+    from ..checkpoint import load_config
+
+    try:
+        arch = load_config(model_dir).get("model")
+    except CheckpointError as exc:
+        raise ExportError(str(exc)) from None
+    return int(arch.get("context", 0) or 0) if isinstance(arch, dict) else 0
 
 
 def model_input_sizes(model_dir: str | os.PathLike) -> tuple[int, int, int]:
@@ -285,35 +361,54 @@ def model_input_sizes(model_dir: str | os.PathLike) -> tuple[int, int, int]:
     return input_sizes(model)
 
 
-def read_sample(path: str | os.PathLike, slice_index: int | None = None) -> tuple[np.ndarray, str]:
+def read_sample(
+    path: str | os.PathLike, slice_index: int | None = None, context: int = 0
+) -> tuple[np.ndarray, str]:
     """A 2-D slice (input units) to cut the test tensors from, and words naming it.
 
     ``path`` is a volume or slice file (any format :func:`napari_dfct.io.read_volume`
     reads), a ``dfct simulate`` folder (its ``input.tif``), or a data set of scans (a
     pairs CSV or folder: the chosen slice of its first scan). ``slice_index`` picks a
     slice of a volume (default: the central one).
+
+    With ``context`` K > 0 (a 2.5-D model): the slice and its ``2K`` neighbouring slices
+    of its scan, ``(2K + 1, Y, X)`` with the slice in the middle (reflected at the scan's
+    ends: :mod:`napari_dfct.context`); a single 2-D slice, and a ``dfct simulate
+    --specimens N`` folder of independent specimens, are refused.
     """
+    from ..context import check_one_scan_folder
     from ..io import read_volume
-    from ..io.dataset import load_scans, read_pairs
+    from ..io.dataset import parse_slice_spec, read_pairs
 
     path = Path(path).expanduser()
+    k = int(context)
     if not path.exists():
         raise ExportError(f"test data not found: {path}")
     try:
+        check_one_scan_folder(path if path.is_dir() else path.parent, k)
         if path.is_dir() and (path / "input.tif").is_file():
             path = path / "input.tif"
         if path.suffix.lower() == ".csv" or path.is_dir():
-            first = read_pairs(path)[0]
-            scans = load_scans([first])
-            return scans.inputs[
-                0
-            ], f"scan {first.name!r} of {path.name}, slice {scans.origins[0][1]}"
+            first = read_pairs(path)[0]  # its first chosen slice, of its own volume
+            volume, _ = read_volume(first.input)
+            volume = np.asarray(volume, dtype=np.float32)
+            volume = volume if volume.ndim == 3 else volume[None]
+            z = parse_slice_spec(first.slices, volume.shape[0])[0]
+            words = f"scan {first.name!r} of {path.name}, slice {z}"
+            if k:
+                return _one_scan_context(volume, z, k), f"{words} and its {2 * k} neighbours"
+            return volume[z], words
         volume, _ = read_volume(path)
     except OSError as exc:
         raise ExportError(f"cannot read {path}: {exc.strerror or exc}") from None
     except ValueError as exc:
         raise ExportError(f"cannot read {path}: {str(exc).splitlines()[0]}") from None
     volume = np.asarray(volume, dtype=np.float32)
+    if volume.ndim == 2 and k:
+        raise ExportError(
+            f"{path.name} is a single slice: a 2.5-D model (context {k}) needs its "
+            f"{2 * k} neighbouring slices; give the volume"
+        )
     if volume.ndim == 2:
         return volume, path.name
     if volume.ndim != 3:
@@ -324,17 +419,35 @@ def read_sample(path: str | os.PathLike, slice_index: int | None = None) -> tupl
             f"slice {z} is out of range: {path.name} has {volume.shape[0]} "
             f"slices (0-{volume.shape[0] - 1})"
         )
+    if k:
+        return _one_scan_context(
+            volume, z, k
+        ), f"{path.name}, slice {z} and its {2 * k} neighbours"
     return volume[z], f"{path.name}, slice {z}"
+
+
+def _one_scan_context(volume: np.ndarray, z: int, k: int) -> np.ndarray:
+    """Slice ``z`` of a scan and its ``2K`` neighbours
+    (:func:`napari_dfct.context.context_stack`); a scan of one slice has none
+    (:class:`ExportError`)."""
+    from ..context import context_stack
+
+    if volume.shape[0] < 2:
+        raise ExportError(
+            f"a 2.5-D model (context {k}) needs {2 * k} neighbouring slices; the test data "
+            "is a single slice: give a volume"
+        )
+    return context_stack(volume, [z], k)[0]
 
 
 def _run_package(model: torch.nn.Module, x: np.ndarray, low: float, high: float) -> np.ndarray:
     """The package's pipeline in its own order: clip, scale_linear, network, scale_linear
-    (float32), on ``x`` of shape (H, W)."""
+    (float32), on ``x`` of shape (C, H, W) (every channel alike); (1, 1, H, W) out."""
     width = high - low
     xn = np.clip(x, np.float32(low), np.float32(high))
     xn = xn * np.float32(1.0 / width) + np.float32(-low / width)
     with torch.inference_mode():
-        y = model(torch.from_numpy(xn[None, None].astype(np.float32))).float().numpy()
+        y = model(torch.from_numpy(xn[None].astype(np.float32))).float().numpy()
     return (y * np.float32(width) + np.float32(low)).astype(np.float32)
 
 
@@ -355,13 +468,14 @@ def architecture_source() -> Path:
 
 
 def _write_files(folder: Path, loaded, x: np.ndarray, y: np.ndarray, readme: str) -> None:
+    """The package's files; ``x`` the test input (C, H, W), ``y`` its output."""
     state = {k: v.detach().cpu().clone() for k, v in loaded.model.state_dict().items()}
     torch.save(state, folder / WEIGHTS_FILE)
     shutil.copyfile(architecture_source(), folder / ARCHITECTURE_FILE)
-    np.save(folder / "test_input.npy", x[None, None].astype(np.float32))
+    np.save(folder / "test_input.npy", x[None].astype(np.float32))
     np.save(folder / "test_output.npy", y.astype(np.float32))
     low, high = loaded.window.low, loaded.window.high
-    _cover(folder / "cover.png", x, y[0, 0], low, high)
+    _cover(folder / "cover.png", x[x.shape[0] // 2], y[0, 0], low, high)  # the centre slice
     (folder / "README.md").write_text(readme, encoding="utf-8")
 
 
@@ -379,7 +493,8 @@ def _file(v, folder: Path, name: str):
 
 
 def _axes(v, model: torch.nn.Module, output: bool) -> list:
-    """Batch, channel, y, x, with the sizes and halo of :func:`input_sizes`."""
+    """Batch, channel, y, x, with the sizes and halo of :func:`input_sizes`; the input of
+    a context model has one channel per slice (:func:`input_channel_names`)."""
     multiple, halo, smallest = input_sizes(model)
     space = []
     for name in ("y", "x"):
@@ -389,7 +504,8 @@ def _axes(v, model: torch.nn.Module, output: bool) -> list:
         else:
             size = v.ParameterizedSize(min=smallest, step=multiple)
             space.append(v.SpaceInputAxis(id=v.AxisId(name), size=size))
-    channel = v.ChannelAxis(channel_names=[v.Identifier("dark_field")])
+    names = input_channel_names(0 if output else int(getattr(model, "context", 0)))
+    channel = v.ChannelAxis(channel_names=[v.Identifier(n) for n in names])
     return [v.BatchAxis(), channel, *space]
 
 
@@ -402,16 +518,19 @@ def _description(folder: Path, loaded, sample_words: str, author: str, license: 
 
     cfg, low, high = loaded.config, loaded.window.low, loaded.window.high
     width = high - low
-    arch_kwargs = {
-        k: cfg["model"][k]
-        for k in ("base_channels", "depth", "in_channels", "out_channels", "bilinear")
-        if k in cfg["model"]
-    }
+    arch_kwargs = {k: cfg["model"][k] for k in ARCH_KWARGS if k in cfg["model"]}
+    k = int(getattr(loaded.model, "context", 0))
+    inp_words = (  # at most 128 characters
+        f"slices z-{k}..z+{k} of one single-rotation DFCT scan as channels (slice z in the "
+        "middle), in the input's units"
+        if k
+        else "single-rotation DFCT slice, in the input's units"
+    )
     with ValidationContext(root=folder, perform_io_checks=False):
         inp = v.InputTensorDescr(
             id=v.TensorId("input"),
             axes=_axes(v, loaded.model, output=False),
-            description="single-rotation DFCT slice, in the input's units",
+            description=inp_words,
             test_tensor=_file(v, folder, "test_input.npy"),
             data=v.IntervalOrRatioDataDescr(type="float32"),
             preprocessing=[
@@ -461,7 +580,7 @@ def _description(folder: Path, loaded, sample_words: str, author: str, license: 
                 "denoising",
                 "image-restoration",
                 "unet",
-                "2d",
+                "2.5d" if k else "2d",
                 "pytorch",
                 "napari-dfct",
             ],
@@ -512,7 +631,9 @@ def export_bioimageio(
     sample : numpy.ndarray, optional
         A slice (or volume: its central slice) in the input's units to cut the test
         tensors from, e.g. the model's training input (padded when it is smaller than
-        the package's smallest input: :func:`tile_plan`); None simulates one.
+        the package's smallest input: :func:`tile_plan`); None simulates one. For a
+        2.5-D model (context ``K``): a volume, whose central slice and its ``2K``
+        neighbours are the test input's channels (:func:`sample_input`).
     sample_source : str, optional
         Words naming ``sample`` for the README (e.g. its file name).
     author, license : str
@@ -540,11 +661,6 @@ def export_bioimageio(
     except CheckpointError as exc:
         raise ExportError(str(exc)) from None
     context = int(getattr(loaded.model, "context", 0))
-    if context:
-        raise ExportError(
-            f"{model_dir} is a 2.5-D model (context {context}: {2 * context + 1} slices in); "
-            "its bioimage.io package is not supported yet"
-        )
     if int(getattr(loaded.model, "dims", 2)) == 3:
         raise ExportError(
             f"{model_dir} is a 3-D model (dims 3); its bioimage.io package is not supported yet"
@@ -559,7 +675,8 @@ def export_bioimageio(
         )
     say("test tensors")
     multiple, halo, smallest = input_sizes(loaded.model)
-    x, words = sample_input(sample, multiple, smallest)
+    x, words = sample_input(sample, multiple, smallest, context=context)
+    x = x if context else x[None]  # (C, H, W)
     if sample is not None and sample_source:
         words = words.replace("the given data", sample_source)
     say(f"test tile: {words}")

@@ -9,6 +9,11 @@ compute (:func:`napari_dfct.train.default_window`, the rule of ``dfct train`` wi
 window as two lines. For files the data are read when training starts, so the window
 fields stay empty (the default) unless filled in. The window given here is stored in the
 model (``config.json``) and applied at prediction.
+
+With a 2.5-D context (the ``context`` option, K > 0) a data set is read with every
+slice's ``2K + 1`` neighbouring slices of its own scan (``load_scans(..., context=K)``, as
+``dfct train --pairs`` reads it), layers and files are one scan each, and the summary adds
+what the context costs in memory (:func:`context_text`).
 """
 
 from __future__ import annotations
@@ -122,6 +127,22 @@ def _chosen(path) -> bool:
     return bool(path) and str(path) not in ("", ".")
 
 
+def context_text(k: int, train_pixels: int) -> str:
+    """The summary's words on a context-``K`` run: what one input is, and the memory the
+    patch sampler keeps (per training slice, ``2K + 1`` input slices and the target, float32:
+    ``(2K + 2) / 2`` times a 2-D run's); ``""`` for a 2-D run."""
+    from napari_dfct._memory import format_bytes
+
+    k = int(k)
+    if not k:
+        return ""
+    need = format_bytes(4 * (2 * k + 2) * int(train_pixels))
+    return (
+        f"; context {k}: each input is {2 * k + 1} neighbouring slices of its scan, the "
+        f"training slices take {need} in memory ({k + 1}x a 2-D run's)"
+    )
+
+
 def _scans_text(scans, val_fraction: float, seed: int) -> str:
     from napari_dfct.io.dataset import describe_scans
     from napari_dfct.train import training_split
@@ -132,7 +153,12 @@ def _scans_text(scans, val_fraction: float, seed: int) -> str:
     except ValueError as err:
         return f"{text}; {err}"
     held = sorted({scans.names[int(scans.scans[i])] for i in val_idx})
-    return f"{text}; held out for validation: {', '.join(held)}"
+    train = sorted(set(range(len(scans))) - {int(i) for i in val_idx})
+    pixels = sum(int(np.prod(scans.shapes[i])) for i in train)
+    return (
+        f"{text}; held out for validation: {', '.join(held)}"
+        f"{context_text(getattr(scans, 'context', 0), pixels)}"
+    )
 
 
 class DataPanel:
@@ -147,7 +173,7 @@ class DataPanel:
 
     def __init__(self, fields: SimpleNamespace):
         self.fields = fields
-        self._scans_key: tuple[str, float] | None = None
+        self._scans_key: tuple[str, float, int] | None = None
         self._scans = None
         self._scans_error: str | None = None
         #: The default window of the current data (None when not computed).
@@ -163,7 +189,7 @@ class DataPanel:
         layout.setContentsMargins(0, 0, 0, 0)
         layout.addWidget(self.histogram)
         fields.data_summary.native.setWordWrap(True)
-        for name in ("source", "input", "target", "dataset", "val_fraction", "seed"):
+        for name in ("source", "input", "target", "dataset", "val_fraction", "seed", "context"):
             getattr(fields, name).changed.connect(self.update)
         for name in ("window_low", "window_high"):
             getattr(fields, name).changed.connect(self._draw_window)
@@ -183,23 +209,33 @@ class DataPanel:
             self.fields.pairs_csv.value = None
 
     # ------------------------------------------------------------------ data
-    def scans(self):
-        """The chosen data set's slices (:class:`napari_dfct.scans.ScanSlices`), read
-        once per path; :class:`ValueError` when it cannot be read."""
+    def context(self) -> int:
+        """The form's 2.5-D context K (0: a 2-D run)."""
+        field = getattr(self.fields, "context", None)
+        return int(field.value) if field is not None else 0
+
+    def scans(self, context: int | None = None):
+        """The chosen data set's slices (:class:`napari_dfct.scans.ScanSlices`), with
+        every slice's ``2K + 1`` neighbours for a context K (default: the form's), as
+        ``dfct train --pairs --context K`` reads them; read once per path and context;
+        :class:`ValueError` when it cannot be read."""
+        from napari_dfct.context import check_one_scan_folder
         from napari_dfct.io.dataset import load_scans
 
+        k = self.context() if context is None else int(context)
         path = self.fields.dataset.value
         if not path or str(path) in ("", "."):
             raise ValueError("choose a data set (a pairs CSV or a folder of scans)")
         path = Path(path).expanduser()
         try:
-            key = (str(path.resolve()), path.stat().st_mtime)
+            key = (str(path.resolve()), path.stat().st_mtime, k)
         except OSError:
             raise ValueError(f"data set not found: {path}") from None
         if key != self._scans_key:
             self._scans_key, self._scans, self._scans_error = key, None, None
             try:
-                self._scans = load_scans(path)
+                check_one_scan_folder(path if path.is_dir() else path.parent, k)
+                self._scans = load_scans(path, context=k)
             except ValueError as err:
                 self._scans_error = str(err).splitlines()[0]
         if self._scans_error:
@@ -235,11 +271,12 @@ class DataPanel:
         from napari_dfct.train import default_window, intensity_histogram, training_split
 
         f = self.fields
-        vf, seed = float(f.val_fraction.value), int(f.seed.value)
+        vf, seed, k = float(f.val_fraction.value), int(f.seed.value), self.context()
         key = (
             f.source.value,
             vf,
             seed,
+            k,
             str(f.dataset.value),
             *(id(getattr(getattr(f, n).value, "data", None)) for n in ("input", "target")),
         )
@@ -262,11 +299,15 @@ class DataPanel:
                 train_idx, _ = training_split(x, vf, seed)
                 values = [x.inputs[i] for i in train_idx] + [x.targets[i] for i in train_idx]
             else:
+                from napari_dfct.context import check_context_slices
+
+                check_context_slices(x.shape[0], k, "the input layer")
                 train_idx, val_idx = training_split(x, vf, seed)
                 f.data_summary.value = (
                     f"{x.shape[0]} slices of {x.shape[1]}x{x.shape[2]}; "
                     f"validation slices: "
                     f"{', '.join(str(int(i)) for i in val_idx)}"
+                    f"{context_text(k, len(train_idx) * x.shape[1] * x.shape[2])}"
                 )
                 values = [x[train_idx], y[train_idx]]
             self.default = default_window(x, y, val_fraction=vf, seed=seed)

@@ -29,6 +29,13 @@ _LABELS = {
     "step_size": "LR step (epochs)",
     "gamma": "LR factor",
     "bn_recalibrate": "BatchNorm batches",
+    "context": "context (2.5-D)",
+}
+#: What a tooltip adds to the option's help in the viewer.
+_MORE = {
+    "context": " In the viewer: an image layer or a volume file is one scan; a data set "
+    "reads every slice's neighbours from its own scan. The Data tab's summary says "
+    "what the context costs in memory.",
 }
 #: Numbers shown as text.
 _TEXT = ("lr",)
@@ -73,7 +80,7 @@ def option_widgets() -> list:
     out = []
     for f in _fields():
         meta = f.metadata
-        tip = meta["help"][:1].upper() + meta["help"][1:]
+        tip = meta["help"][:1].upper() + meta["help"][1:] + _MORE.get(f.name, "")
         common: dict[str, Any] = {"name": f.name, "tooltip": tip}
         w: Any
         if "choices" in meta:

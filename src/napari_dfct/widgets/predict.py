@@ -11,7 +11,10 @@ slice and *Cancel* stops it between batches. A read-only panel shows what the mo
 how its training went. *Export…* writes the chosen model as a bioimage.io package
 (:func:`napari_dfct.export.export_bioimageio`, in a background job), its test tensors cut
 from the image layer's current slice: a central crop, or the slice padded by reflection
-when it is smaller than the package's smallest input (a warning says so first).
+when it is smaller than the package's smallest input (a warning says so first); for a
+2.5-D model (context K) the slice and its 2K neighbours. The description shows a context
+model's input (e.g. "2.5-D, context 1 (3 slices: z-1, z, z+1)"), and *Current slice*
+reads the neighbouring slices of the layer it needs.
 
 What other widgets see of a prediction:
 
@@ -132,7 +135,8 @@ class PredictWidget(QWidget):
             name="export",
             text="Export\u2026",
             tooltip="Write the model as a bioimage.io "
-            "package (.zip); the test tensors come from the image's current slice",
+            "package (.zip); the test tensors come from the image's current slice (with "
+            "its neighbours for a 2.5-D model)",
         )
         self.export_button.changed.connect(self.export_package)
         self.slice_button.changed.connect(self.predict_current_slice)
@@ -394,8 +398,8 @@ class PredictWidget(QWidget):
                 return
             if not path.lower().endswith(".zip"):
                 path += ".zip"
-        sample, words = self._export_sample()
         try:
+            sample, words = self._export_sample(model_dir)
             self._export_tile = self._test_tile(model_dir, sample, words)
         except ValueError as err:
             show_error(f"Cannot export: {err}")
@@ -418,16 +422,31 @@ class PredictWidget(QWidget):
             on_finished=self._on_export_finished,
         )
 
-    def _export_sample(self) -> tuple[np.ndarray | None, str | None]:
+    def _export_sample(self, model_dir) -> tuple[np.ndarray | None, str | None]:
+        """The test data of an export: the image layer's current slice; for a 2.5-D model
+        (context K) that slice and its ``2K`` neighbours (reflected at the volume's ends),
+        and a 2-D layer is refused (:class:`ValueError`)."""
+        from napari_dfct.context import context_stack
+        from napari_dfct.export import model_context
+
         layer = self.fields.image.value
         if layer is None or layer.multiscale or layer.ndim not in (2, 3):
             return None, None
         data = np.asarray(layer.data)
         if data.dtype.kind not in "fiub":
             return None, None
+        k = model_context(model_dir)
+        if data.ndim == 2 and k:
+            raise ValueError(
+                f"a 2.5-D model (context {k}) reads {2 * k} neighbouring slices; layer "
+                f"{layer.name!r} is a single slice: choose a volume layer"
+            )
         if data.ndim == 2:
             return data.astype(np.float32), f"layer {layer.name!r}"
         z = _layers.current_index(self._viewer, layer)
+        if k:
+            words = f"layer {layer.name!r}, slice {z} and its {2 * k} neighbours"
+            return context_stack(data, [z], k)[0].astype(np.float32), words
         return data[z].astype(np.float32), f"layer {layer.name!r}, slice {z}"
 
     def _test_tile(self, model_dir, sample: np.ndarray | None, words: str | None) -> str:

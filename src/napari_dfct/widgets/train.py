@@ -430,6 +430,7 @@ class TrainWidget(QWidget):
     def _gather(self) -> SimpleNamespace:
         """Collect and check everything a run needs; raise ValueError with a clear message."""
         from napari_dfct import checkpoint
+        from napari_dfct.context import check_one_scan_folder, check_one_scan_record
         from napari_dfct.data import validate_pair
         from napari_dfct.train import resolve_device, resume_config, resume_finished
 
@@ -466,6 +467,8 @@ class TrainWidget(QWidget):
                 validate_pair(x, y, patch=None if resume else config.patch)
             except ValueError as err:
                 raise ValueError(f"{err} (input {inp.name!r}, target {tgt.name!r})") from None
+            # a layer is one scan: a context model reads its neighbours within it
+            check_one_scan_record(inp.metadata.get("dfct"), config.context, f"layer {inp.name!r}")
             run.input, run.target = x, y
             run.layer, run.name, run.layers = inp, inp.name, (inp, tgt)
             run.placement = _layers.spatial_placement(inp)
@@ -486,6 +489,7 @@ class TrainWidget(QWidget):
                 paths.append(Path(p))
             if paths[0].resolve() == paths[1].resolve():
                 raise ValueError("input file and target file are the same file")
+            check_one_scan_folder(paths[0].parent, config.context)  # a file is one scan
             run.input, run.target = str(paths[0]), str(paths[1])
             run.name = paths[0].stem
             run.shape = None
@@ -507,6 +511,8 @@ class TrainWidget(QWidget):
             finished = resume_finished(run.out_dir, run.config)
             if finished:
                 raise ValueError(finished)
+            if f.source.value == "dataset":  # read with the resumed run's context
+                run.input = self.data_panel.scans(context=run.config.context)
         else:
             run.out_dir = checkpoint.new_run_dir(
                 f.save_under.value or default_models_dir(),
