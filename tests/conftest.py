@@ -19,6 +19,9 @@ def pytest_collection_modifyitems(config, items):
     for item in items:
         if QT_FIXTURES.intersection(getattr(item, "fixturenames", ())):
             item.add_marker(pytest.mark.gui)
+            # with pytest-xdist (-n 2 --dist loadgroup): the viewer tests share one worker,
+            # one display and one napari settings file; the others spread over the rest
+            item.add_marker(pytest.mark.xdist_group("gui"))
 
 
 @pytest.fixture(scope="session", autouse=True)
