@@ -183,6 +183,11 @@ def _choose_backend(name: str, device: torch.device, n_slices: int, net) -> str:
     return "onnx"
 
 
+def _is_channels_last(model: torch.nn.Module) -> bool:
+    weights = [p for p in model.parameters() if p.ndim == 4]
+    return all(p.is_contiguous(memory_format=torch.channels_last) for p in weights)
+
+
 class _Runner:
     """Forward passes with the device, backend, autocast and memory-format settings."""
 
@@ -194,6 +199,7 @@ class _Runner:
         self.amp = bool(amp) and device.type == "cuda"
         self.channels_last = _channels_last(device)
         self.backend = backend  # "eager" or "onnx" (_choose_backend)
+        self._converted = False  # the weights were put in channels-last format here
 
     def __call__(self, x: torch.Tensor) -> torch.Tensor:
         if self.backend == "onnx":
@@ -206,10 +212,20 @@ class _Runner:
     def _eager(self, x: torch.Tensor) -> torch.Tensor:
         x = x.to(self.device, non_blocking=True)
         if self.channels_last:
+            if not self._converted and not _is_channels_last(self.model):
+                # the weights too: a channels-last input alone is hardly faster on a CPU
+                self.model.to(memory_format=torch.channels_last)  # type: ignore[call-overload]
+                self._converted = True
             x = x.contiguous(memory_format=torch.channels_last)
         with _autocast(self.device, self.amp):
             y = self.model(x)
         return y.float()
+
+    def release(self) -> None:
+        """Give the weights their default memory format back, if this runner changed it."""
+        if self._converted:
+            self.model.to(memory_format=torch.contiguous_format)  # type: ignore[call-overload]
+            self._converted = False
 
     def _onnx(self, x: torch.Tensor) -> torch.Tensor | None:
         """ONNX Runtime's forward of ``x`` (padded and cropped as the network does), or
@@ -410,6 +426,7 @@ def predict_iter(
     finally:
         # the caller's model goes back where it was (a model kept in a session must not
         # hold device memory between predictions), then the cache is emptied
+        run.release()
         del run
         if home != dev:
             net.to(home)
