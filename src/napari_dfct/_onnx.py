@@ -36,9 +36,25 @@ from typing import TYPE_CHECKING, Any
 if TYPE_CHECKING:
     import torch
 
-__all__ = ["CHECK_TOLERANCE", "OnnxUnavailable", "cached", "missing", "note", "session"]
+__all__ = [
+    "BACKENDS",
+    "CHECK_TOLERANCE",
+    "ONNX_MIN_SLICES",
+    "OnnxUnavailable",
+    "cached",
+    "missing",
+    "note",
+    "session",
+]
 
 log = logging.getLogger("napari_dfct.infer")
+
+#: The values of ``backend`` (:func:`napari_dfct.infer.predict`, ``dfct predict --backend``).
+BACKENDS = ("auto", "eager", "onnx")
+#: ``backend="auto"`` exports to ONNX Runtime for this many slices or more: the first
+#: export in a process (about 2 s, most of it loading the exporter) costs about what a
+#: few slices of ``small`` at 800 x 800 save.
+ONNX_MIN_SLICES = 8
 
 #: The most a fresh session may differ from the network on its check input (normalised
 #: units: a fraction of the intensity window), else it is not used.
@@ -98,9 +114,11 @@ class OnnxSession:
 
 
 def _weights_key(model: torch.nn.Module) -> tuple:
-    """Changes whenever a parameter or buffer is replaced or modified in place."""
+    """Changes whenever a parameter or buffer is replaced or modified in place (its
+    version counter: ``load_state_dict``, an optimiser step), but not when the module is
+    only moved to another device or memory format and back."""
     tensors = [*model.parameters(), *model.buffers()]
-    return tuple((t.data_ptr(), t._version, tuple(t.shape)) for t in tensors)
+    return tuple((id(t), t._version, tuple(t.shape)) for t in tensors)
 
 
 def _key(model: torch.nn.Module, channels: int, threads: int) -> tuple:

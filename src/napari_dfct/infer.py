@@ -45,6 +45,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from ._onnx import BACKENDS, ONNX_MIN_SLICES
 from .data import IntensityWindow
 from .device import autocast as _autocast
 from .device import cancel_check as _cancel_check
@@ -61,11 +62,6 @@ __all__ = [
     "receptive_radius",
     "tile_starts",
 ]
-
-#: The values of ``backend`` (:func:`predict`, ``dfct predict --backend``).
-BACKENDS = ("auto", "eager", "onnx")
-#: ``backend="auto"`` exports to ONNX Runtime for this many slices or more.
-ONNX_MIN_SLICES = 8
 
 
 class PredictionCancelled(RuntimeError):
