@@ -374,7 +374,7 @@ def main(argv=None) -> int:
     print_machine(info)
     roof = roofline(10 if not args.quick else 5)
     print(f"roofline: 2048^2 fp32 matmul {roof:.0f} GFLOPS (best of 10, torch.mm)")
-    # measured again after the inference runs: the better of the two is the roofline
+    # measured again before each preset: the best so far is the roofline
     patch = 128
     print(
         f"\nFLOPs (a multiply-add counts 2), slice {args.size}^2 forward, patch {patch}^2 "
