@@ -51,6 +51,7 @@ from .device import autocast as _autocast
 from .device import cancel_check as _cancel_check
 from .device import free_memory as _free_device_memory
 from .device import is_out_of_memory as _is_oom
+from .device import prefers_channels_last as _prefers_channels_last
 from .device import resolve_device
 
 __all__ = [
@@ -141,9 +142,8 @@ def _blend_weight(shape, starts_r, starts_c, r0, c0, tile_h, tile_w, overlap) ->
 
 
 def _channels_last(device: torch.device) -> bool:
-    """Whether the eager network runs in channels-last memory format on ``device``: on
-    CUDA and on the CPU, where it measured faster (docs/performance.md)."""
-    return device.type in ("cuda", "cpu")
+    """Whether the eager network runs in channels-last memory format on ``device``."""
+    return _prefers_channels_last(device)
 
 
 def _check_backend(backend: str, device: torch.device) -> str:
