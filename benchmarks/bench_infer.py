@@ -223,7 +223,8 @@ def print_rows(rows: list, flops: float, roof: float, base: float) -> None:
         )
 
 
-def bench_preset(preset, xn, flops, roof, args, info) -> dict:
+def bench_preset(preset, xn, args, info) -> tuple[dict, dict, bool]:
+    """Time every backend (and batch, for small); (results, one-off costs, bf16 run)."""
     net = calibrated(preset, xn)
     bf16 = "avx512_bf16" in info["flags"] or "amx_bf16" in info["flags"]
     fns, setup = backends(net, args.compile and preset in args.compile_presets, bf16)
@@ -236,10 +237,13 @@ def bench_preset(preset, xn, flops, roof, args, info) -> dict:
             for name, fn in fns.items():
                 if "NCHW" in name or "(eager)" in name or "(onnx)" in name:
                     cases[f"{name}, batch {b}"] = (fn, xb, b)
-    res = run_backends(cases, repeats, setup)
+    return run_backends(cases, repeats, setup), setup, bf16
+
+
+def print_preset(preset, size, res, setup, bf16, flops, roof) -> None:
     base = res["eager fp32 NCHW (before)"][0]
     rows = [(name, sec, diff) for name, (sec, diff) in res.items()]
-    print(f"\n{preset} at {xn.shape[0]}x{xn.shape[1]}: {flops / 1e9:.0f} GFLOP per slice")
+    print(f"\n{preset} at {size}x{size}: {flops / 1e9:.0f} GFLOP per slice")
     print_rows(rows, flops, roof, base)
     for what, sec in setup.items():
         print(f"  one-off {what}: {sec:.1f} s")
@@ -253,7 +257,6 @@ def bench_preset(preset, xn, flops, roof, args, info) -> dict:
         if diff <= TOLERANCE and "batch" not in name:
             parts.append(f"{name.split(' (')[0]} {(300 * sec + one_off) / 60:.1f} min")
     print("  a 300-slice volume: " + "; ".join(parts))
-    return res
 
 
 def bench_predict(net, image, window, repeats: int) -> None:
@@ -387,13 +390,11 @@ def main(argv=None) -> int:
     info = machine()
     print_machine(info)
     rates = roofline(10 if not args.quick else 5)
-    roof = max(rates.values())
     print(
         "roofline: 2048^2 fp32 matmul, best of 10: "
         + ", ".join(f"{k} {v:.0f} GFLOPS" for k, v in rates.items())
-        + f"; roofline {roof:.0f} GFLOPS"
     )
-    # measured again before each preset: the best so far is the roofline
+    roof = max(rates.values())
     patch = 128
     print(
         f"\nFLOPs (a multiply-add counts 2), slice {args.size}^2 forward, patch {patch}^2 "
@@ -406,10 +407,14 @@ def main(argv=None) -> int:
         print(f"  {p:6s} {fwd / 1e9:8.1f} GFLOP per slice, {train / 1e9:7.2f} GFLOP per patch")
     image, window, xn, yn = simulated_slice(args.size)
     print(f"window {window.low:.3f} .. {window.high:.3f} (percentiles of a simulated slice)")
-    for p in presets:
+    done = {}
+    for p in presets:  # the roofline is measured again around every preset
         roof = max(roof, *roofline(5).values())
-        print(f"(roofline now {roof:.0f} GFLOPS)")
-        bench_preset(p, xn, flops[p], roof, args, info)
+        done[p] = bench_preset(p, xn, args, info)
+    roof = max(roof, *roofline(5).values())
+    print(f"\nroofline: {roof:.0f} GFLOPS, the best matmul of this run (measured 4 times)")
+    for p, (res, setup, bf16) in done.items():
+        print_preset(p, args.size, res, setup, bf16, flops[p], roof)
     net = calibrated("small", xn)
     print(f"\nend to end, small at {args.size}^2:")
     bench_predict(net, image, window, args.repeats)
