@@ -141,6 +141,23 @@ def test_a_failed_export_falls_back_to_eager(loaded, small_sim, monkeypatch, cap
     assert _window_units(out, _reference(loaded, image), loaded) <= TOLERANCE
 
 
+def test_a_failing_batch_falls_back_to_eager(loaded, small_sim, monkeypatch, caplog, fresh_notes):
+    """ONNX Runtime's own errors (its allocation failures among them) end in eager, whose
+    out-of-memory handling then applies."""
+    monkeypatch.setattr(_onnx, "missing", lambda: None)
+
+    def failing(x):
+        raise RuntimeError("Failed to allocate memory for requested buffer")
+
+    monkeypatch.setattr(_onnx, "session", lambda *args: failing)
+    image = small_sim.input[:2]
+    with caplog.at_level(logging.WARNING, logger="napari_dfct.infer"):
+        out = predict(loaded, image, device="cpu", backend="onnx")
+    [line] = [r.getMessage() for r in caplog.records]
+    assert "ONNX Runtime failed on a batch of shape (2, 1, 64, 64) (RuntimeError)" in line
+    np.testing.assert_array_equal(out, predict(loaded, image, device="cpu", backend="eager"))
+
+
 def test_onnx_runtime_equals_eager_fp32(loaded, small_sim, monkeypatch, fresh_notes):
     pytest.importorskip("onnxruntime")
     pytest.importorskip("onnx")

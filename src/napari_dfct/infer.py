@@ -23,8 +23,9 @@ rounding. With smaller overlaps the ramp hides the (small) seams.
 Backends
 --------
 ``backend="eager"`` runs the torch module, in channels-last memory format on CUDA and on
-the CPU (on a 2-core x86_64 CPU 0.6x the time of the default format for an 800 x 800
-slice, same output to 1e-6 of the window: docs/performance.md). ``backend="onnx"`` runs
+the CPU (there the weights too, given back in their own format afterwards; on a 2-core
+x86_64 CPU 0.6-0.9x the time of the default format for an 800 x 800 slice, the output
+within 1e-4 of the window: docs/performance.md, "CPU"). ``backend="onnx"`` runs
 the network with ONNX Runtime on the CPU (the optional extra ``onnx``; exported at its first
 use, :mod:`napari_dfct._onnx`), which measured faster still; when onnxruntime is missing or
 the export fails it falls back to eager with one logged line. ``backend="auto"`` (the
@@ -208,7 +209,8 @@ class _Runner:
     def _eager(self, x: torch.Tensor) -> torch.Tensor:
         x = x.to(self.device, non_blocking=True)
         if self.channels_last:
-            if not self._converted and not _is_channels_last(self.model):
+            cpu = self.device.type == "cpu"
+            if cpu and not self._converted and not _is_channels_last(self.model):
                 # the weights too: a channels-last input alone is hardly faster on a CPU
                 self.model.to(memory_format=torch.channels_last)  # type: ignore[call-overload]
                 self._converted = True
@@ -237,7 +239,16 @@ class _Runner:
             return None
         h, w = x.shape[-2:]
         xp, (left, _, top, _) = _pad_like_model(x.to("cpu", torch.float32), m)
-        return sess(xp)[..., top : top + h, left : left + w]
+        try:
+            y = sess(xp)
+        except Exception as exc:  # noqa: BLE001 - the runtime's own errors, memory included
+            _onnx.note(
+                f"ONNX Runtime failed on a batch of shape {tuple(xp.shape)} "
+                f"({type(exc).__name__}); using the eager backend"
+            )
+            self.backend = "eager"
+            return None
+        return y[..., top : top + h, left : left + w]
 
     def tiled(self, x: torch.Tensor, tile: int, overlap: int, batch_size: int) -> torch.Tensor:
         """Tiled forward of (B, 1, H, W); returns (B, 1, H, W) float32 on the CPU."""
