@@ -149,6 +149,7 @@ def test_a_failing_batch_falls_back_to_eager(loaded, small_sim, monkeypatch, cap
     def failing(x):
         raise RuntimeError("Failed to allocate memory for requested buffer")
 
+    failing.release_memory = lambda: None
     monkeypatch.setattr(_onnx, "session", lambda *args: failing)
     image = small_sim.input[:2]
     with caplog.at_level(logging.WARNING, logger="napari_dfct.infer"):
@@ -164,8 +165,13 @@ def test_onnx_runtime_equals_eager_fp32(loaded, small_sim, monkeypatch, fresh_no
     image = small_sim.input
     ref = _reference(loaded, image)
     net = loaded.model
+    released = []
+    original = _onnx.OnnxSession.release_memory
+    monkeypatch.setattr(
+        _onnx.OnnxSession, "release_memory", lambda self: released.append(original(self))
+    )
     out = predict(net, image, window=loaded.window, device="cpu", backend="onnx")
-    assert _onnx.cached(net)
+    assert _onnx.cached(net) and len(released) == 1  # the arena is shrunk afterwards
     assert _window_units(out, ref, loaded) <= TOLERANCE
     # odd sizes are padded as the network pads them; tiles go through the same session
     odd = image[:, 3:, 5:]

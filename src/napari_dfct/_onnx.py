@@ -92,7 +92,7 @@ class OnnxSession:
     """An ONNX Runtime session of one exported network: ``(B, C, H, W)`` float32 tensor in
     (H, W multiples of the network's ``multiple``), float32 CPU tensor out."""
 
-    def __init__(self, path: str, threads: int):
+    def __init__(self, path: str, threads: int, example_shape: tuple[int, ...]):
         import onnxruntime as ort
 
         opts = ort.SessionOptions()
@@ -104,6 +104,18 @@ class OnnxSession:
         self._session = ort.InferenceSession(path, opts, providers=["CPUExecutionProvider"])
         self._input = self._session.get_inputs()[0].name
         self.threads = int(threads)
+        self._example_shape = tuple(example_shape)
+        self._shrink = ort.RunOptions()
+        self._shrink.add_run_config_entry("memory.enable_memory_arena_shrinkage", "cpu:0")
+
+    def release_memory(self) -> None:
+        """Give the memory arena's free blocks back (a tiny run that shrinks it): the arena
+        keeps its peak between runs, measured 2.4 GB after a batch of four 800 x 800
+        slices of ``small``, which a session kept for the next prediction must not hold."""
+        import numpy as np
+
+        tiny = np.zeros(self._example_shape, dtype=np.float32)
+        self._session.run(None, {self._input: tiny}, self._shrink)
 
     def __call__(self, x: torch.Tensor) -> torch.Tensor:
         import numpy as np
@@ -175,7 +187,7 @@ def _build(model: torch.nn.Module, channels: int, multiple: int, threads: int) -
             with torch.inference_mode(False), torch.no_grad():
                 example = _export(model, channels, multiple, path)
                 expected = model(example)
-            sess = OnnxSession(path, threads)
+            sess = OnnxSession(path, threads, tuple(example.shape))
     except Exception as exc:  # noqa: BLE001 - any failure of the exporter or the runtime
         first = (str(exc).strip().splitlines() or [""])[0][:200]
         raise OnnxUnavailable(f"the export failed ({type(exc).__name__}: {first})") from exc

@@ -36,6 +36,7 @@ as much as a few slices), else eager.
 
 from __future__ import annotations
 
+import contextlib
 import math
 import os
 from collections.abc import Callable, Iterator, Sequence
@@ -197,6 +198,7 @@ class _Runner:
         self.channels_last = _channels_last(device)
         self.backend = backend  # "eager" or "onnx" (_choose_backend)
         self._converted = False  # the weights were put in channels-last format here
+        self._session: Any = None  # the ONNX Runtime session this runner used
 
     def __call__(self, x: torch.Tensor) -> torch.Tensor:
         if self.backend == "onnx":
@@ -220,7 +222,12 @@ class _Runner:
         return y.float()
 
     def release(self) -> None:
-        """Give the weights their default memory format back, if this runner changed it."""
+        """Give the weights their default memory format back, if this runner changed it,
+        and ONNX Runtime's memory arena its free blocks."""
+        if self._session is not None:
+            with contextlib.suppress(Exception):  # never masks what the prediction raised
+                self._session.release_memory()
+            self._session = None
         if self._converted:
             self.model.to(memory_format=torch.contiguous_format)  # type: ignore[call-overload]
             self._converted = False
@@ -239,6 +246,7 @@ class _Runner:
             return None
         h, w = x.shape[-2:]
         xp, (left, _, top, _) = _pad_like_model(x.to("cpu", torch.float32), m)
+        self._session = sess
         try:
             y = sess(xp)
         except Exception as exc:  # noqa: BLE001 - the runtime's own errors, memory included
