@@ -161,7 +161,9 @@ def test_cancel_and_refusals(make_napari_viewer, registry, trained_model, qtbot,
     click(qtbot, widget.volume_button)
     assert "choose an image layer" in notes["error"][-1]
 
-    big = np.tile(small_sim.input, (16, 1, 1))  # 64 slices
+    # 256 slices: the prediction must outlast the first slice's layer creation (up to
+    # 400 ms, docs/performance.md), after which Cancel is clicked
+    big = np.tile(small_sim.input, (64, 1, 1))
     viewer.add_image(big, name="stack")
     widget.fields.device.value = "cpu"
     seen = []

@@ -388,6 +388,7 @@ def predict(
     tile: int | None = None,
     batch_size: int = 4,
     device: str = "auto",
+    backend: str = "auto",
 ) -> np.ndarray:
     """Reduce the streaks of a slice or a volume with a trained model.
 
@@ -407,6 +408,9 @@ def predict(
         Slices (or tiles) per forward pass.
     device : str
         ``"auto"`` (CUDA, then MPS, then CPU), ``"cpu"``, ``"cuda"``, ...
+    backend : str
+        ``"auto"``, ``"eager"`` (torch) or ``"onnx"`` (ONNX Runtime on the CPU, the extra
+        ``napari-dfct[onnx]``): :mod:`napari_dfct.infer`.
 
     Returns
     -------
@@ -430,7 +434,14 @@ def predict(
 
     net, window = _network(model)
     return _predict(
-        net, image, window=window, slices=slices, tile=tile, batch_size=batch_size, device=device
+        net,
+        image,
+        window=window,
+        slices=slices,
+        tile=tile,
+        batch_size=batch_size,
+        device=device,
+        backend=backend,
     )
 
 

@@ -29,6 +29,7 @@ __all__ = [
     "format_bytes",
     "free_memory",
     "is_out_of_memory",
+    "prefers_channels_last",
     "list_devices",
     "resolve_device",
 ]
@@ -150,6 +151,13 @@ def resolve_device(device: str | torch.device = "auto") -> torch.device:
     if dev.type not in ("cpu", "cuda", "mps"):
         raise ValueError(f"unsupported device {device!r}: choose auto, cpu, cuda, cuda:N or mps")
     return dev
+
+
+def prefers_channels_last(device: torch.device) -> bool:
+    """Whether networks run in channels-last memory format on ``device`` (inference and
+    training): on CUDA, and on the CPU, where it measured 1.4-2x faster for the U-Nets
+    (``benchmarks/bench_infer.py``, docs/performance.md "CPU"); not on MPS."""
+    return device.type in ("cuda", "cpu")
 
 
 def is_out_of_memory(exc: BaseException) -> bool:

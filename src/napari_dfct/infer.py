@@ -41,10 +41,24 @@ chunk, away from the chunk's zero-padded faces, as the middle slices of a traini
 do; only a chunk's true slices count. Each chunk is tiled in-plane as above when ``tile``
 is set (or after running out of memory). Predicting some slices computes only the chunks
 that reach them (slice ``k`` alone reads at most ``2 d`` slices around it).
+
+Backends
+--------
+``backend="eager"`` runs the torch module, in channels-last memory format on CUDA and on
+the CPU (there the weights too, given back in their own format afterwards; on a 2-core
+x86_64 CPU 0.6-0.9x the time of the default format for an 800 x 800 slice, the output
+within 1e-4 of the window: docs/performance.md, "CPU"). ``backend="onnx"`` runs
+the network with ONNX Runtime on the CPU (the optional extra ``onnx``; exported at its first
+use, :mod:`napari_dfct._onnx`), which measured faster still; when onnxruntime is missing or
+the export fails it falls back to eager with one logged line. ``backend="auto"`` (the
+default) takes ONNX Runtime on the CPU where it is installed and a session for the model
+is ready or at least :data:`ONNX_MIN_SLICES` slices are asked for (the export costs about
+as much as a few slices), else eager.
 """
 
 from __future__ import annotations
 
+import contextlib
 import math
 import os
 from collections.abc import Callable, Iterator, Sequence
@@ -55,15 +69,25 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from ._onnx import BACKENDS, ONNX_MIN_SLICES
 from .context import context_indices
 from .data import IntensityWindow
 from .device import autocast as _autocast
 from .device import cancel_check as _cancel_check
 from .device import free_memory as _free_device_memory
 from .device import is_out_of_memory as _is_oom
+from .device import prefers_channels_last as _prefers_channels_last
 from .device import resolve_device
 
-__all__ = ["PredictionCancelled", "predict", "predict_iter", "receptive_radius", "tile_starts"]
+__all__ = [
+    "BACKENDS",
+    "ONNX_MIN_SLICES",
+    "PredictionCancelled",
+    "predict",
+    "predict_iter",
+    "receptive_radius",
+    "tile_starts",
+]
 
 
 class PredictionCancelled(RuntimeError):
@@ -142,23 +166,120 @@ def _blend_weight(shape, starts_r, starts_c, r0, c0, tile_h, tile_w, overlap) ->
     return (wr[:, None] * wc[None, :]).to(torch.float32)
 
 
-class _Runner:
-    """Forward passes with the device, autocast and memory-format settings."""
+def _channels_last(device: torch.device) -> bool:
+    """Whether the eager network runs in channels-last memory format on ``device``."""
+    return _prefers_channels_last(device)
 
-    def __init__(self, model: torch.nn.Module, device: torch.device, amp: bool):
+
+def _check_backend(backend: str, device: torch.device) -> str:
+    """The backend's name (one of :data:`BACKENDS`); ValueError for an unknown one and for
+    ``"onnx"`` on a device other than the CPU."""
+    name = backend.strip().lower() if isinstance(backend, str) else backend
+    if name not in BACKENDS:
+        raise ValueError(f"unknown backend {backend!r}: choose {', '.join(BACKENDS)}")
+    if name == "onnx" and device.type != "cpu":
+        raise ValueError(
+            f"backend 'onnx' runs on the CPU, not on {device.type.upper()}: choose the "
+            "device cpu, or the backend auto or eager"
+        )
+    return name
+
+
+def _choose_backend(name: str, device: torch.device, n_slices: int, net) -> str:
+    """``"eager"`` or ``"onnx"`` for a checked backend name (the module docstring)."""
+    from . import _onnx
+
+    if name == "eager" or device.type != "cpu":
+        return "eager"
+    absent = _onnx.missing()
+    if absent is not None:
+        if name == "onnx":
+            _onnx.note(
+                f"backend 'onnx': {absent}; {_onnx.INSTALL_HINT}; predicting with the "
+                "eager backend"
+            )
+        return "eager"
+    if name == "auto" and n_slices < ONNX_MIN_SLICES and not _onnx.cached(net):
+        return "eager"
+    return "onnx"
+
+
+def _is_channels_last(model: torch.nn.Module) -> bool:
+    weights = [p for p in model.parameters() if p.ndim == 4]
+    return all(p.is_contiguous(memory_format=torch.channels_last) for p in weights)
+
+
+class _Runner:
+    """Forward passes with the device, backend, autocast and memory-format settings."""
+
+    def __init__(
+        self, model: torch.nn.Module, device: torch.device, amp: bool, backend: str = "eager"
+    ):
         self.model = model
         self.device = device
         self.amp = bool(amp) and device.type == "cuda"
-        self.channels_last = device.type == "cuda"
+        self.channels_last = _channels_last(device)
+        self.backend = backend  # "eager" or "onnx" (_choose_backend)
+        self._converted = False  # the weights were put in channels-last format here
+        self._session: Any = None  # the ONNX Runtime session this runner used
+
+    def __call__(self, x: torch.Tensor) -> torch.Tensor:
+        if self.backend == "onnx":
+            y = self._onnx(x)
+            if y is not None:
+                return y
+        return self._eager(x)
 
     @torch.inference_mode()
-    def __call__(self, x: torch.Tensor) -> torch.Tensor:
+    def _eager(self, x: torch.Tensor) -> torch.Tensor:
         x = x.to(self.device, non_blocking=True)
         if self.channels_last:
+            cpu = self.device.type == "cpu"
+            if cpu and not self._converted and not _is_channels_last(self.model):
+                # the weights too: a channels-last input alone is hardly faster on a CPU
+                self.model.to(memory_format=torch.channels_last)  # type: ignore[call-overload]
+                self._converted = True
             x = x.contiguous(memory_format=torch.channels_last)
         with _autocast(self.device, self.amp):
             y = self.model(x)
         return y.float()
+
+    def release(self) -> None:
+        """Give the weights their default memory format back, if this runner changed it,
+        and ONNX Runtime's memory arena its free blocks."""
+        if self._session is not None:
+            with contextlib.suppress(Exception):  # never masks what the prediction raised
+                self._session.release_memory()
+            self._session = None
+        if self._converted:
+            self.model.to(memory_format=torch.contiguous_format)  # type: ignore[call-overload]
+            self._converted = False
+
+    def _onnx(self, x: torch.Tensor) -> torch.Tensor | None:
+        """ONNX Runtime's forward of ``x`` (padded and cropped as the network does), or
+        None after falling back to eager for good."""
+        from . import _onnx
+
+        m = _multiple(self.model)
+        try:
+            sess = _onnx.session(self.model, int(x.shape[1]), m)
+        except _onnx.OnnxUnavailable as exc:
+            _onnx.note(f"ONNX Runtime cannot run this model: {exc}; using the eager backend")
+            self.backend = "eager"
+            return None
+        h, w = x.shape[-2:]
+        xp, (left, _, top, _) = _pad_like_model(x.to("cpu", torch.float32), m)
+        self._session = sess
+        try:
+            y = sess(xp)
+        except Exception as exc:  # noqa: BLE001 - the runtime's own errors, memory included
+            _onnx.note(
+                f"ONNX Runtime failed on a batch of shape {tuple(xp.shape)} "
+                f"({type(exc).__name__}); using the eager backend"
+            )
+            self.backend = "eager"
+            return None
+        return y[..., top : top + h, left : left + w]
 
     def tiled(self, x: torch.Tensor, tile: int, overlap: int, batch_size: int) -> torch.Tensor:
         """Tiled forward of (B, 1, H, W); returns (B, 1, H, W) float32 on the CPU."""
@@ -239,6 +360,7 @@ def predict_iter(
     device: str | torch.device = "auto",
     amp: bool = True,
     cancel: Any = None,
+    backend: str = "auto",
 ) -> Iterator[tuple[int, np.ndarray]]:
     """Stream predictions ``(z, slice)`` for slices of a volume (or one 2-D image, z = 0).
 
@@ -266,6 +388,8 @@ def predict_iter(
         bf16 autocast on CUDA.
     cancel : threading.Event or callable, optional
         Checked before every batch; when set the iterator stops.
+    backend : str
+        ``"auto"``, ``"eager"`` or ``"onnx"`` (:data:`BACKENDS`; the module docstring).
 
     Yields
     ------
@@ -295,6 +419,7 @@ def predict_iter(
         raise ValueError(f"overlap must be >= 0, got {overlap}")
     index = _parse_slices(slices, arr.shape[0])
     dev = resolve_device(device)
+    name = _check_backend(backend, dev)
     net, win, home = _resolve_model(model, window, dev)
     k = int(getattr(net, "context", 0))
     if k and arr.shape[0] < 2:
@@ -313,7 +438,7 @@ def predict_iter(
                 net.to(home)
             _free_device_memory(dev)
         return
-    run = _Runner(net, dev, amp)
+    run = _Runner(net, dev, amp, _choose_backend(name, dev, len(index), net))
     check = _cancel_check(cancel)
     bs = int(batch_size)
     cur_tile = int(tile) if tile is not None else None
@@ -364,6 +489,7 @@ def predict_iter(
     finally:
         # the caller's model goes back where it was (a model kept in a session must not
         # hold device memory between predictions), then the cache is emptied
+        run.release()
         del run
         if home != dev:
             net.to(home)
@@ -484,12 +610,13 @@ def predict(
     cancel: Any = None,
     amp: bool = True,
     progress: Callable[[int, int], Any] | None = None,
+    backend: str = "auto",
 ) -> np.ndarray:
     """Predict a 2-D slice or (slices of) a volume; float32 in the input's units.
 
     Parameters
     ----------
-    model, window, batch_size, tile, overlap, device, cancel, amp
+    model, window, batch_size, tile, overlap, device, cancel, amp, backend
         As for :func:`predict_iter`.
     image : numpy.ndarray
         (Y, X) or (Z, Y, X).
@@ -530,6 +657,7 @@ def predict(
             device=device,
             amp=amp,
             cancel=cancel,
+            backend=backend,
         )
     ):
         out[k] = y

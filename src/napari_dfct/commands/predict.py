@@ -8,6 +8,7 @@ import re
 import sys
 from pathlib import Path
 
+from .._onnx import BACKENDS, ONNX_MIN_SLICES
 from ._errors import CLIError
 
 NAME = "predict"
@@ -41,6 +42,14 @@ def register(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--overlap", type=int, default=32, help="tile overlap in pixels")
     parser.add_argument(
         "--device", default="auto", help="auto (CUDA, then MPS, then CPU), cpu, cuda, cuda:1, mps"
+    )
+    parser.add_argument(
+        "--backend",
+        default="auto",
+        choices=BACKENDS,
+        help=f"auto (ONNX Runtime on the CPU for {ONNX_MIN_SLICES} slices or more where it is "
+        "installed, else torch), eager (torch), onnx (ONNX Runtime on the CPU, from the extra "
+        "napari-dfct[onnx]; without it: eager, with a message)",
     )
     parser.add_argument(
         "--overwrite",
@@ -178,6 +187,7 @@ def run(args: argparse.Namespace) -> int:
                 tile=args.tile,
                 overlap=args.overlap,
                 device=device,
+                backend=args.backend,
             )
         ):
             result[k] = y

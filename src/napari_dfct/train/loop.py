@@ -20,7 +20,7 @@ from ..device import autocast as _autocast
 from ..device import cancel_check as _cancel_check
 from ..device import free_memory as _free_device_memory
 from ..device import is_out_of_memory as _is_oom
-from ..device import resolve_device
+from ..device import prefers_channels_last, resolve_device
 from ..scans import GroupedSampler, ScanSlices
 from ._rng import _rng_state, _set_rng_state
 from .config import TrainConfig
@@ -31,12 +31,14 @@ from .progress import BatchProgress, BatchTicker
 from .resources import EpochEstimate, OutOfMemory, StepTimer, check_memory, oom_message
 from .start import (
     FINGERPRINT_KEY,
+    MEMORY_FORMAT_KEY,
     _as_volume,
     _check_oracle,
     _check_resumed_data,
     _context_starts,
     _data_shape,
     _record_resumed,
+    _resume_memory_format,
     _start_config,
     _with_validation_set,
     data_fingerprint,
@@ -417,7 +419,7 @@ def _plan(run: _Run, x_all, y_all, preview_index) -> None:
     run.window = config.window
     run.device = resolve_device(config.device)
     run.use_amp = bool(config.amp) and run.device.type == "cuda"
-    run.channels_last = run.device.type == "cuda"
+    run.channels_last = prefers_channels_last(run.device)
     check_memory(config, run.device)
 
 
@@ -490,6 +492,7 @@ def _build(
         "split": {"train": run.train_idx.tolist(), "val": run.val_idx.tolist()},
         "data_shape": [int(n), int(h), int(w)],
         FINGERPRINT_KEY: run.fingerprint,
+        MEMORY_FORMAT_KEY: "channels_last" if run.channels_last else "contiguous",
     }
     if run.scans is not None:
         sc = run.scans
@@ -553,6 +556,7 @@ def _restore(run: _Run) -> None:
     except (KeyError, RuntimeError, ValueError, TypeError) as exc:
         raise ckpt.CheckpointError(f"cannot resume from {out_path}: {exc}") from exc
     run.saved = True
+    _resume_memory_format(run, ckpt.load_config(out_path))
     run.history = ckpt.load_history(out_path, until=run.epoch)
     if run.best_epoch == 0:
         return

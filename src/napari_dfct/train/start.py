@@ -22,6 +22,10 @@ from .logs import check_tensorboard
 FINGERPRINT_KEY = "data_fingerprint"
 #: How the fingerprint is computed (saved with it).
 FINGERPRINT_METHOD = "sha256 of each slice stack's shape and float32 C-order bytes"
+#: The ``config.json`` entry that holds the memory format the network was trained in
+#: (``"channels_last"`` or ``"contiguous"``): the CPU's kernels round differently in the
+#: two, so a resumed run keeps its own.
+MEMORY_FORMAT_KEY = "memory_format"
 
 
 def _as_volume(a: Any, name: str) -> np.ndarray:
@@ -172,12 +176,14 @@ def _check_resumed_data(saved_cfg: dict | None, out_path, shape, fingerprint: di
 
 def _record_resumed(out_path, model_cfg: dict) -> None:
     """Resuming: ``config.json`` takes the run's settings as they are now (the epochs,
-    patience and device may have changed) and the data's fingerprint (a folder saved
-    before it was recorded gains it), in one atomic write, before the first new epoch."""
+    patience and device may have changed), the data's fingerprint and the memory format
+    (a folder saved before they were recorded gains them), in one atomic write, before the
+    first new epoch."""
     from .. import checkpoint as ckpt
 
     cfg = ckpt.load_config(out_path)
     new = {**cfg, "train": model_cfg["train"], FINGERPRINT_KEY: model_cfg[FINGERPRINT_KEY]}
+    new[MEMORY_FORMAT_KEY] = model_cfg[MEMORY_FORMAT_KEY]
     if _as_json(new) != _as_json(cfg):
         ckpt.atomic_write_json(Path(out_path) / ckpt.CONFIG_FILE, new)
 
@@ -218,3 +224,18 @@ def _with_validation_set(x_all, y_all, val_input, val_target):
     n, k = len(x_all), len(vx)
     split = (np.arange(n), np.arange(n, n + k))
     return np.concatenate([x_all, vx]), np.concatenate([y_all, vy]), split
+
+
+def _resume_memory_format(run, saved_cfg: dict) -> None:
+    """Resuming on the CPU: the run goes on in the memory format it was trained in, so it
+    continues bit for bit (a folder saved before the format was recorded was trained in
+    the default one, as training on the CPU then was)."""
+    import torch
+
+    if run.device.type != "cpu":
+        return
+    fmt = saved_cfg.get(MEMORY_FORMAT_KEY, "contiguous")
+    run.channels_last = fmt == "channels_last"
+    run.model_cfg[MEMORY_FORMAT_KEY] = "channels_last" if run.channels_last else "contiguous"
+    memory_format = torch.channels_last if run.channels_last else torch.contiguous_format
+    run.model.to(memory_format=memory_format)
