@@ -4,8 +4,8 @@ Ours
     :class:`napari_dfct.data.PatchSampler` (whole normalised set resident on the training
     device; one batched bilinear gather does crop + flips + rotation for input, target and
     A_S), the training step of :func:`napari_dfct.train.fit` (bf16 autocast and
-    channels_last on CUDA), and :func:`napari_dfct.infer.predict` (inference mode,
-    batched; bf16 + channels_last on CUDA).
+    channels_last on CUDA and on the CPU), and :func:`napari_dfct.infer.predict` (inference mode,
+    batched; bf16 + channels_last on CUDA, channels_last on the CPU).
 Baseline
     the usual recipe: a ``torch.utils.data.Dataset`` that crops, flips and rotates each
     sample on the CPU (NumPy + ``scipy.ndimage.rotate``), a ``DataLoader`` that collates
