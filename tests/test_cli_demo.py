@@ -101,7 +101,7 @@ def test_demo_refuses_other_settings_in_the_same_folder(quick_demo, capsys):
     err = capsys.readouterr().err
     assert err.startswith("dfct demo: error:") and "other settings" in err
     # another recipe is another setting too (the grid records its weight decay)
-    assert main(["demo", "--quick", "--out", str(out), "--recipe", "converge", "--quiet"]) == 2
+    assert main(["demo", "--quick", "--out", str(out), "--recipe", "stable", "--quiet"]) == 2
     assert "other settings" in capsys.readouterr().err
 
 

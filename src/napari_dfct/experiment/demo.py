@@ -112,7 +112,7 @@ def run_demo(
     jobs: int = 2,
     progress: bool = True,
     print_fn: Callable[[str], None] | None = None,
-    recipe: str = "stable",
+    recipe: str = "converge",
 ) -> dict:
     """Run the demo end to end and write its table and figures under ``out_dir``.
 
@@ -140,7 +140,9 @@ def run_demo(
     print_fn : callable, optional
         Where messages go (default: stderr).
     recipe : str
-        Training recipe (:data:`napari_dfct.train.config.RECIPES`): its optimiser settings
+        Training recipe (:data:`napari_dfct.train.config.RECIPES`; default ``converge``,
+        whose optimiser settings are ``stable``'s without weight decay: under ``stable``
+        the demo's models under-fit, docs/reach-the-target.md): its optimiser settings
         (weight decay, BatchNorm recalibration) apply; the demo's sizes (preset, patch,
         batch, patches per slice, epochs, patience) stay the demo's.
 
