@@ -282,8 +282,6 @@ def test_cli_trains_a_3d_model_on_volumes_and_predicts_the_input_shape(
 
 
 def test_cli_refuses_what_3d_does_not_do(volumes, model_3d, tmp_path, capsys):
-    from napari_dfct.export import ExportError, export_bioimageio
-
     flat = tmp_path / "flat"
     argv = ["simulate", str(flat), "--specimens", "3", "--size", "64", "--views", "32"]
     assert main([*argv, "--rotations", "2", "--quiet"]) == 0
@@ -308,5 +306,3 @@ def test_cli_refuses_what_3d_does_not_do(volumes, model_3d, tmp_path, capsys):
         err = capsys.readouterr().err.strip()
         assert rc == 2 and words in err and len(err.splitlines()) == 1, (argv, err)
     assert not (tmp_path / "p.tif").exists()
-    with pytest.raises(ExportError, match="3-D model .dims 3"):
-        export_bioimageio(model_3d, tmp_path / "x.zip")

@@ -159,3 +159,57 @@ def test_export_of_the_sample_input_pads_its_slice_and_passes_the_model_test(
     summary = test_model(out, devices=["cpu"])
     failed = [(d.name, [e.msg for e in d.errors]) for d in summary.details if d.status != "passed"]
     assert summary.status == "passed", failed
+
+
+@pytest.mark.slow
+def test_export_of_a_3d_model_takes_the_slices_around_the_one_on_view(
+    make_napari_viewer, capture_notifications, registry, qtbot, tmp_path, monkeypatch
+):
+    """A 3-D model's Export... cuts its test input from the layer's consecutive slices
+    around the slice on view (moved inside the volume at its end), the ends reflected;
+    a 2-D layer is one notification."""
+    pytest.importorskip("bioimageio.spec", reason="export needs napari-dfct[bioimageio]")
+    import torch
+    from qtpy.QtCore import Qt
+
+    from napari_dfct.checkpoint import save_checkpoint
+    from napari_dfct.model import build_model
+    from napari_dfct.widgets import predict as mod
+    from napari_dfct.widgets.predict import PredictWidget
+
+    torch.manual_seed(0)
+    net = build_model("tiny", dims=3, zero_init=False).eval()
+    config = {"preset": "tiny", "window": {"low": 0.0, "high": 8.0}, "train": {"patch_depth": 8}}
+    model = save_checkpoint(tmp_path / "m3d", net, config)
+    volume = np.arange(8, dtype=np.float32)[:, None, None] + np.zeros((1, 64, 64), np.float32)
+    viewer = make_napari_viewer()
+    viewer.add_image(volume, name="volume")
+    viewer.dims.set_current_step(0, 7)  # the last slice: slices 4-7
+    registry.register_model(model)
+    widget = PredictWidget(viewer)
+    viewer.window.add_dock_widget(widget, name="Predict")
+    notes = capture_notifications(mod)
+    out = tmp_path / "m3d.zip"
+    monkeypatch.setattr(
+        mod.QFileDialog, "getSaveFileName", staticmethod(lambda *a, **k: (str(out), ""))
+    )
+    qtbot.mouseClick(widget.export_button.native, Qt.MouseButton.LeftButton)
+    qtbot.waitUntil(
+        lambda: widget._export_worker is None and widget.export_button.enabled, timeout=60_000
+    )
+    assert notes["error"] == []
+    with zipfile.ZipFile(out) as zf:
+        zf.extract("test_input.npy", tmp_path)
+        readme = zf.read("README.md").decode()
+    x = np.load(tmp_path / "test_input.npy")
+    assert x.shape == (1, 1, 8, 64, 64)
+    assert x[0, 0, :, 0, 0].tolist() == [6, 5, 4, 5, 6, 7, 6, 5]
+    assert "layer 'volume', slices 4-7" in readme
+
+    viewer.add_image(volume[3], name="one slice")
+    widget.fields.image.value = viewer.layers["one slice"]
+    widget.export_package(path=tmp_path / "flat.zip")
+    assert notes["error"][-1] == (
+        "Cannot export: a 3-D model reads volumes; layer 'one slice' is a single slice: "
+        "choose a volume layer"
+    )

@@ -469,7 +469,8 @@ def export(
         A slice or volume in the input's units (e.g. the training input) to cut the
         package's test tensors from; default: a simulated slice. For a 2.5-D model
         (context ``K``), a volume: its central slice and that slice's ``2K``
-        neighbours are the package's ``2K + 1`` input channels (docs/context.md).
+        neighbours are the package's ``2K + 1`` input channels (docs/context.md); for a
+        3-D model, a volume: its central slices are the test input's (docs/context.md).
     overwrite : bool
         Replace an existing ``path``.
     author, license_id : str

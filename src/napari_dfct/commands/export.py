@@ -31,6 +31,12 @@ as 2K+1 input channels (z_minus_1, z, z_plus_1 for K = 1; reflected at the scan'
 its test input is the chosen slice of --data with its neighbours, so --data must be a
 volume or a data set of volumes (docs/context.md).
 
+A 3-D model (dfct train --dims 3, patch depth d) takes a volume: axes batch, channel, z,
+y, x, z at least d slices, the output with a z halo of e = d // 4 slices. Its test input
+is one z-chunk of napari-dfct's prediction: d - 2e consecutive slices of --data around
+--slice (default the central ones; 4 for d = 8) with e slices reflected at each end, so
+--data must be a volume or a data set of volumes (docs/context.md).
+
 Examples:
   dfct export models/l2-s l2-s.zip --data data/sim
   dfct export models/l2-s l2-s.zip --data scan.tif --slice 120 --author "A. Researcher"
@@ -69,6 +75,7 @@ def run(args: argparse.Namespace) -> int:
         check_export_target,
         export_bioimageio,
         model_context,
+        model_patch_depth,
         read_sample,
     )
 
@@ -77,8 +84,10 @@ def run(args: argparse.Namespace) -> int:
         out = check_export_target(args.out, overwrite=bool(args.overwrite))
         sample, words = (None, None)
         if args.data:
-            # a 2.5-D model's test input is the slice and its neighbours
-            sample, words = read_sample(args.data, args.slice, model_context(model))
+            # a 2.5-D model's test input is the slice and its neighbours; a 3-D model's, the
+            # slices around it
+            context, depth = model_context(model), model_patch_depth(model)
+            sample, words = read_sample(args.data, args.slice, context, depth)
         elif args.slice is not None:
             raise ExportError("--slice needs --data")
         export_bioimageio(

@@ -24,6 +24,7 @@ from .package import (
     sample_input,
     tile_plan,
 )
+from .volume import model_patch_depth
 
 __all__ = [
     "ARCHITECTURE_FILE",
@@ -35,6 +36,7 @@ __all__ = [
     "input_channel_names",
     "model_context",
     "model_input_sizes",
+    "model_patch_depth",
     "read_sample",
     "sample_input",
     "tile_plan",

@@ -18,7 +18,11 @@ consumers, the model zoo) load without napari-dfct:
     A 2.5-D context model (context ``K``) takes the slice and its ``2K`` neighbours as
     ``2K + 1`` input channels (``(1, 2K + 1, H, W)``, channels named ``z_minus_1, z,
     z_plus_1`` for ``K = 1``: :func:`input_channel_names`), cut from a volume by
-    :mod:`napari_dfct.context`'s rule (reflected at its ends); its output is one slice;
+    :mod:`napari_dfct.context`'s rule (reflected at its ends); its output is one slice.
+    A 3-D model (``dims = 3``, patch depth ``d``) takes ``(1, 1, Z, H, W)``: the test input
+    is one z-chunk of ``d`` slices, ``d - 2 (d // 4)`` consecutive slices of a volume with
+    ``d // 4`` reflected slices at each end (:mod:`napari_dfct.export.volume`), and the
+    z axes are at least ``d`` slices, the output's with a halo of ``d // 4``;
 pre- and post-processing
     the intensity window as the spec's standard operations: ``clip`` and
     ``scale_linear`` to [0, 1] before the network (every input channel alike),
@@ -51,6 +55,7 @@ import numpy as np
 import torch
 
 from ..checkpoint import CheckpointError, load_model
+from ._errors import ExportError
 from ._readme import (
     PAPER,
     SOURCE_URL,
@@ -58,7 +63,9 @@ from ._readme import (
     description_text,
     input_channel_names,
     readme_text,
+    tensor_words,
 )
+from .volume import network_depth, simulated_block, volume_block, z_extend, z_plan
 
 __all__ = [
     "ARCHITECTURE_FILE",
@@ -80,17 +87,21 @@ __all__ = [
 ARCHITECTURE_FILE = "dfct_unet.py"
 WEIGHTS_FILE = "weights.pt"
 #: The network's keyword arguments the package's architecture entry names.
-ARCH_KWARGS = ("base_channels", "depth", "in_channels", "out_channels", "bilinear", "context")
+ARCH_KWARGS = (
+    "base_channels",
+    "depth",
+    "in_channels",
+    "out_channels",
+    "bilinear",
+    "context",
+    "dims",
+)
 #: Largest side of the test tensors (a central crop).
 MAX_TEST_SIZE = 256
 #: Side of the simulated slice used when no data are given.
 SIMULATED_SIZE = 128
 #: Name prefix of the hidden work folder of an export, beside the ``.zip``.
 WORK_PREFIX = ".dfct-export-"
-
-
-class ExportError(ValueError):
-    """A model folder that cannot be exported, or an output that may not be written."""
 
 
 def bioimageio_missing() -> str | None:
@@ -272,6 +283,7 @@ def sample_input(
     smallest: int = 1,
     max_size: int = MAX_TEST_SIZE,
     context: int = 0,
+    depth: int = 0,
 ) -> tuple[np.ndarray, str]:
     """The test input: a central square crop of ``sample`` (a 2-D slice, or the central
     slice of a volume) whose side is a multiple of ``multiple``, at least ``smallest`` and
@@ -283,15 +295,25 @@ def sample_input(
     slice and that slice's ``2K`` neighbours (reflected at the ends, as in training and
     prediction), ``(2K + 1, side, side)``, every slice cropped or padded alike; a volume
     of ``2K + 1`` slices is taken whole.
+
+    With ``depth`` d > 0 (a 3-D model of patch depth d) ``sample`` is a volume: the tile is
+    its central ``d - 2 (d // 4)`` slices, every slice cropped or padded alike, extended
+    by ``d // 4`` slices reflected at each end (:mod:`napari_dfct.export.volume`),
+    ``(d, side, side)``: one z-chunk of napari-dfct's prediction of those slices.
     """
-    k = int(context)
+    k, d = int(context), int(depth)
     words = "a central crop of the given data"
     if sample is None:
-        sample = _simulated_slice(max(SIMULATED_SIZE, smallest), k)
+        size = max(SIMULATED_SIZE, smallest)
+        sample = simulated_block(size, d) if d else _simulated_slice(size, k)
         words = "a simulated single-rotation slice (napari-dfct's phantom, seed 0)"
-        if k:
-            words = words.replace("slice", f"volume of {2 * k + 1} slices")
-    if k:
+        if k or d:
+            n = 2 * k + 1 if k else z_plan(d)[0]
+            words = words.replace("slice", f"volume of {n} slices")
+    if d:
+        a, more = volume_block(np.asarray(sample, dtype=np.float32), None, d)
+        words += f" ({more})" if len(sample) > len(a) else ""
+    elif k:
         a, more = _context_slices(sample, k)
         words += more
     else:
@@ -325,6 +347,17 @@ def sample_input(
     else:
         words = f"{words}, {side}x{side}"
     tile = np.ascontiguousarray(tile, dtype=np.float32)
+    if d:
+        ends = z_plan(d)[1]
+        words += (
+            (
+                f"; {ends} slices reflected at each end (slice -1 is slice 1), {d} slices: "
+                "one z-chunk of napari-dfct's prediction"
+            )
+            if ends
+            else f"; {d} slices: one z-chunk of napari-dfct's prediction"
+        )
+        return z_extend(tile, d), words
     return (tile if k else tile[0]), words
 
 
@@ -362,7 +395,7 @@ def model_input_sizes(model_dir: str | os.PathLike) -> tuple[int, int, int]:
 
 
 def read_sample(
-    path: str | os.PathLike, slice_index: int | None = None, context: int = 0
+    path: str | os.PathLike, slice_index: int | None = None, context: int = 0, depth: int = 0
 ) -> tuple[np.ndarray, str]:
     """A 2-D slice (input units) to cut the test tensors from, and words naming it.
 
@@ -375,6 +408,11 @@ def read_sample(
     of its scan, ``(2K + 1, Y, X)`` with the slice in the middle (reflected at the scan's
     ends: :mod:`napari_dfct.context`); a single 2-D slice, and a ``dfct simulate
     --specimens N`` folder of independent specimens, are refused.
+
+    With ``depth`` d > 0 (a 3-D model of patch depth d): the ``d - 2 (d // 4)``
+    consecutive slices of its scan around the slice (moved inside the scan at its ends:
+    :func:`napari_dfct.export.volume.volume_block`); a single slice, a scan of fewer
+    slices and a folder of independent specimens are refused.
     """
     from ..context import check_one_scan_folder
     from ..io import read_volume
@@ -385,7 +423,7 @@ def read_sample(
     if not path.exists():
         raise ExportError(f"test data not found: {path}")
     try:
-        check_one_scan_folder(path if path.is_dir() else path.parent, k)
+        check_one_scan_folder(path if path.is_dir() else path.parent, k, 3 if depth else 2)
         if path.is_dir() and (path / "input.tif").is_file():
             path = path / "input.tif"
         if path.suffix.lower() == ".csv" or path.is_dir():
@@ -395,12 +433,17 @@ def read_sample(
             volume = volume if volume.ndim == 3 else volume[None]
             z = parse_slice_spec(first.slices, volume.shape[0])[0]
             words = f"scan {first.name!r} of {path.name}, slice {z}"
+            if depth:
+                block, which = volume_block(volume, z, depth)
+                return block, f"scan {first.name!r} of {path.name}, {which}"
             if k:
                 return _one_scan_context(volume, z, k), f"{words} and its {2 * k} neighbours"
             return volume[z], words
         volume, _ = read_volume(path)
     except OSError as exc:
         raise ExportError(f"cannot read {path}: {exc.strerror or exc}") from None
+    except ExportError:
+        raise  # read, but not usable: its own line
     except ValueError as exc:
         raise ExportError(f"cannot read {path}: {str(exc).splitlines()[0]}") from None
     volume = np.asarray(volume, dtype=np.float32)
@@ -408,6 +451,11 @@ def read_sample(
         raise ExportError(
             f"{path.name} is a single slice: a 2.5-D model (context {k}) needs its "
             f"{2 * k} neighbouring slices; give the volume"
+        )
+    if volume.ndim == 2 and depth:
+        raise ExportError(
+            f"{path.name} is a single slice: a 3-D model (patch depth {depth}) reads "
+            f"{z_plan(depth)[0]} consecutive slices or more; give the volume"
         )
     if volume.ndim == 2:
         return volume, path.name
@@ -419,6 +467,9 @@ def read_sample(
             f"slice {z} is out of range: {path.name} has {volume.shape[0]} "
             f"slices (0-{volume.shape[0] - 1})"
         )
+    if depth:
+        block, which = volume_block(volume, z, depth)
+        return block, f"{path.name}, {which}"
     if k:
         return _one_scan_context(
             volume, z, k
@@ -442,7 +493,8 @@ def _one_scan_context(volume: np.ndarray, z: int, k: int) -> np.ndarray:
 
 def _run_package(model: torch.nn.Module, x: np.ndarray, low: float, high: float) -> np.ndarray:
     """The package's pipeline in its own order: clip, scale_linear, network, scale_linear
-    (float32), on ``x`` of shape (C, H, W) (every channel alike); (1, 1, H, W) out."""
+    (float32), on ``x`` of shape (C, H, W) (every channel alike); (1, 1, H, W) out; a
+    3-D model's ``x`` (1, Z, H, W) gives (1, 1, Z, H, W)."""
     width = high - low
     xn = np.clip(x, np.float32(low), np.float32(high))
     xn = xn * np.float32(1.0 / width) + np.float32(-low / width)
@@ -468,14 +520,18 @@ def architecture_source() -> Path:
 
 
 def _write_files(folder: Path, loaded, x: np.ndarray, y: np.ndarray, readme: str) -> None:
-    """The package's files; ``x`` the test input (C, H, W), ``y`` its output."""
+    """The package's files; ``x`` the test input (C, H, W) or (1, Z, H, W) of a 3-D
+    model, ``y`` its output."""
     state = {k: v.detach().cpu().clone() for k, v in loaded.model.state_dict().items()}
     torch.save(state, folder / WEIGHTS_FILE)
     shutil.copyfile(architecture_source(), folder / ARCHITECTURE_FILE)
     np.save(folder / "test_input.npy", x[None].astype(np.float32))
     np.save(folder / "test_output.npy", y.astype(np.float32))
     low, high = loaded.window.low, loaded.window.high
-    _cover(folder / "cover.png", x[x.shape[0] // 2], y[0, 0], low, high)  # the centre slice
+    if x.ndim == 4:  # a volume: its central slice
+        _cover(folder / "cover.png", x[0, x.shape[1] // 2], y[0, 0, x.shape[1] // 2], low, high)
+    else:  # the centre slice of a context model's channels
+        _cover(folder / "cover.png", x[x.shape[0] // 2], y[0, 0], low, high)
     (folder / "README.md").write_text(readme, encoding="utf-8")
 
 
@@ -494,15 +550,25 @@ def _file(v, folder: Path, name: str):
 
 def _axes(v, model: torch.nn.Module, output: bool) -> list:
     """Batch, channel, y, x, with the sizes and halo of :func:`input_sizes`; the input of
-    a context model has one channel per slice (:func:`input_channel_names`)."""
+    a context model has one channel per slice (:func:`input_channel_names`). A 3-D model
+    has a z space axis before y: at least its patch depth ``d`` slices, any number above,
+    and a halo of ``d // 4`` slices on the output (:mod:`napari_dfct.export.volume`)."""
     multiple, halo, smallest = input_sizes(model)
+    depth = network_depth(model)
+    sizes = {"y": (smallest, multiple, halo), "x": (smallest, multiple, halo)}
+    if depth:
+        sizes = {"z": (depth, 1, z_plan(depth)[1]), **sizes}
     space = []
-    for name in ("y", "x"):
+    for name, (least, step, margin) in sizes.items():
         if output:
             size = v.SizeReference(tensor_id=v.TensorId("input"), axis_id=v.AxisId(name))
-            space.append(v.SpaceOutputAxisWithHalo(id=v.AxisId(name), size=size, halo=halo))
+            space.append(
+                v.SpaceOutputAxisWithHalo(id=v.AxisId(name), size=size, halo=margin)
+                if margin
+                else v.SpaceOutputAxis(id=v.AxisId(name), size=size)
+            )
         else:
-            size = v.ParameterizedSize(min=smallest, step=multiple)
+            size = v.ParameterizedSize(min=least, step=step)
             space.append(v.SpaceInputAxis(id=v.AxisId(name), size=size))
     names = input_channel_names(0 if output else int(getattr(model, "context", 0)))
     channel = v.ChannelAxis(channel_names=[v.Identifier(n) for n in names])
@@ -520,12 +586,7 @@ def _description(folder: Path, loaded, sample_words: str, author: str, license: 
     width = high - low
     arch_kwargs = {k: cfg["model"][k] for k in ARCH_KWARGS if k in cfg["model"]}
     k = int(getattr(loaded.model, "context", 0))
-    inp_words = (  # at most 128 characters
-        f"slices z-{k}..z+{k} of one single-rotation DFCT scan as channels (slice z in the "
-        "middle), in the input's units"
-        if k
-        else "single-rotation DFCT slice, in the input's units"
-    )
+    inp_words, out_words = tensor_words(k, network_depth(loaded.model))
     with ValidationContext(root=folder, perform_io_checks=False):
         inp = v.InputTensorDescr(
             id=v.TensorId("input"),
@@ -543,7 +604,7 @@ def _description(folder: Path, loaded, sample_words: str, author: str, license: 
         out = v.OutputTensorDescr(
             id=v.TensorId("output"),
             axes=_axes(v, loaded.model, output=True),
-            description="streak-reduced slice, in the input's units",
+            description=out_words,
             test_tensor=_file(v, folder, "test_output.npy"),
             data=v.IntervalOrRatioDataDescr(type="float32"),
             postprocessing=[
@@ -580,7 +641,7 @@ def _description(folder: Path, loaded, sample_words: str, author: str, license: 
                 "denoising",
                 "image-restoration",
                 "unet",
-                "2.5d" if k else "2d",
+                "3d" if network_depth(loaded.model) else "2.5d" if k else "2d",
                 "pytorch",
                 "napari-dfct",
             ],
@@ -633,7 +694,9 @@ def export_bioimageio(
         tensors from, e.g. the model's training input (padded when it is smaller than
         the package's smallest input: :func:`tile_plan`); None simulates one. For a
         2.5-D model (context ``K``): a volume, whose central slice and its ``2K``
-        neighbours are the test input's channels (:func:`sample_input`).
+        neighbours are the test input's channels (:func:`sample_input`). For a 3-D model
+        (patch depth ``d``): a volume of at least ``d - 2 (d // 4)`` slices, whose central
+        ones are the test input's inner slices.
     sample_source : str, optional
         Words naming ``sample`` for the README (e.g. its file name).
     author, license : str
@@ -661,10 +724,7 @@ def export_bioimageio(
     except CheckpointError as exc:
         raise ExportError(str(exc)) from None
     context = int(getattr(loaded.model, "context", 0))
-    if int(getattr(loaded.model, "dims", 2)) == 3:
-        raise ExportError(
-            f"{model_dir} is a 3-D model (dims 3); its bioimage.io package is not supported yet"
-        )
+    depth = network_depth(loaded.model)  # 0, or a 3-D model's z-chunks
     missing = bioimageio_missing()
     if missing:
         raise ExportError(missing)
@@ -675,8 +735,8 @@ def export_bioimageio(
         )
     say("test tensors")
     multiple, halo, smallest = input_sizes(loaded.model)
-    x, words = sample_input(sample, multiple, smallest, context=context)
-    x = x if context else x[None]  # (C, H, W)
+    x, words = sample_input(sample, multiple, smallest, context=context, depth=depth)
+    x = x if context else x[None]  # (C, H, W), or (1, Z, H, W) for a 3-D model
     if sample is not None and sample_source:
         words = words.replace("the given data", sample_source)
     say(f"test tile: {words}")

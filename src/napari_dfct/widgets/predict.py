@@ -424,10 +424,13 @@ class PredictWidget(QWidget):
 
     def _export_sample(self, model_dir) -> tuple[np.ndarray | None, str | None]:
         """The test data of an export: the image layer's current slice; for a 2.5-D model
-        (context K) that slice and its ``2K`` neighbours (reflected at the volume's ends),
-        and a 2-D layer is refused (:class:`ValueError`)."""
+        (context K) that slice and its ``2K`` neighbours (reflected at the volume's ends);
+        for a 3-D model the consecutive slices around it
+        (:func:`napari_dfct.export.volume.volume_block`); a 2-D layer is refused for both
+        (:class:`ValueError`)."""
         from napari_dfct.context import context_stack
-        from napari_dfct.export import model_context
+        from napari_dfct.export import model_context, model_patch_depth
+        from napari_dfct.export.volume import volume_block
 
         layer = self.fields.image.value
         if layer is None or layer.multiscale or layer.ndim not in (2, 3):
@@ -435,15 +438,20 @@ class PredictWidget(QWidget):
         data = np.asarray(layer.data)
         if data.dtype.kind not in "fiub":
             return None, None
-        k = model_context(model_dir)
-        if data.ndim == 2 and k:
+        k, depth = model_context(model_dir), model_patch_depth(model_dir)
+        if data.ndim == 2 and (k or depth):
+            reads = f"2.5-D model (context {k}) reads {2 * k} neighbouring slices"
+            if depth:
+                reads = "3-D model reads volumes"
             raise ValueError(
-                f"a 2.5-D model (context {k}) reads {2 * k} neighbouring slices; layer "
-                f"{layer.name!r} is a single slice: choose a volume layer"
+                f"a {reads}; layer {layer.name!r} is a single slice: choose a volume layer"
             )
         if data.ndim == 2:
             return data.astype(np.float32), f"layer {layer.name!r}"
         z = _layers.current_index(self._viewer, layer)
+        if depth:
+            block, which = volume_block(data, z, depth)
+            return block.astype(np.float32), f"layer {layer.name!r}, {which}"
         if k:
             words = f"layer {layer.name!r}, slice {z} and its {2 * k} neighbours"
             return context_stack(data, [z], k)[0].astype(np.float32), words
