@@ -131,7 +131,10 @@ def _add_data_arguments(parser: argparse.ArgumentParser) -> None:
         "--test",
         metavar="DIR",
         help="held-out test set: a folder with input.tif, "
-        "target.tif, optional truth.tif and meta.json (ROIs, line, slice)",
+        "target.tif, optional truth.tif and meta.json (ROIs, line, slice); or a data set "
+        "of volumes (a folder with pairs.csv, e.g. `dfct simulate TEST --specimens N "
+        "--slices Z`): each volume is predicted from its own slices, --test-slices of "
+        "each are measured",
     )
     g.add_argument("--test-input", metavar="FILE", help="test input volume (with --test-target)")
     g.add_argument("--test-target", metavar="FILE", help="test target volume")
@@ -181,7 +184,17 @@ def register(parser: argparse.ArgumentParser) -> None:
         "--test-slice",
         type=int,
         default=None,
-        help="test slice index (default: meta.json's, else the central slice)",
+        help="the representative test slice shown in the report's panels (default: "
+        "meta.json's, else the central slice; of a data set of volumes: the K-th measured "
+        "slice, default the middle volume's own slice)",
+    )
+    g.add_argument(
+        "--test-slices",
+        metavar="RANGE",
+        default=None,
+        help="with a data set of test volumes: the slices of every volume to measure, "
+        "e.g. 2-3, 3,5 or all (default: the data set's slices column, all for a "
+        "`dfct simulate --specimens N --slices Z` folder)",
     )
 
     g = parser.add_argument_group("configurations")
@@ -434,18 +447,13 @@ def run(args: argparse.Namespace) -> int:
         raise CLIError("--jobs must be at least 1")
     configs, seeds = loss_configs(args)
     config = train_config_from_args(args)
-    if config.context:
-        # the study's test volumes are independent specimens, one slice each: no
-        # neighbouring slices to predict from (docs/context.md)
-        raise CLIError(
-            "dfct grid does not train context models (--context) yet: train them with "
-            "dfct train --context K on volumes of neighbouring slices"
-        )
-    if config.dims == 3:
-        raise CLIError(
-            "dfct grid does not train 3-D models (--dims 3) yet: train them with "
-            "dfct train --dims 3 on volumes of neighbouring slices"
-        )
+    if not args.simulate:  # independent specimens have no neighbouring slices
+        from ..experiment.volume_test import check_test_folder
+
+        try:
+            check_test_folder(args.test, config.context, config.dims)
+        except ValueError as exc:
+            raise CLIError(str(exc)) from None
     try:
         with stop_on_signals(), grid_lock(out):
             return _run(args, configs, seeds, config)
@@ -502,6 +510,7 @@ def _run(args: argparse.Namespace, configs: list, seeds: list, config) -> int:
                 resume=args.resume,
                 stale_after=60.0 * args.stale_after,
                 controls=args.controls,
+                test_slices=args.test_slices,
             )
     except (ValueError, GridRunError) as exc:
         raise CLIError(str(exc)) from None
