@@ -213,3 +213,14 @@ def test_test_slice_picks_among_the_measured_slices(volume_sets, tmp_path):
         prepare_grid(
             train, test, tmp_path / "h", ["l2"], [0], config, roi={"slice": 4}, test_slices="1-2"
         )
+
+
+def test_every_arm_holds_out_the_same_training_scans(grids):
+    """Paired by seed: 2-D, context and 3-D runs of one seed validate on the same scans."""
+    held = {
+        arm: json.loads((g / "runs" / "l2" / "seed-0" / "model" / "config.json").read_text())[
+            "dataset"
+        ]["val_scans"]
+        for arm, g in grids.items()
+    }
+    assert held["2d"] and held["2d"] == held["ctx1"] == held["3d"], held
