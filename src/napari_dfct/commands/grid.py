@@ -27,7 +27,10 @@ DESCRIPTION = """\
 Train one model per (loss configuration, seed) on a training pair, predict the held-out test
 slice with each and measure CNR, FWHM (and PSNR/SSIM against the truth when the test set has
 one). The default grid is the paper's: L1 and L2, amplification none / S / F / S+F / F+S,
-linear and non-linear weights (18 configurations), ten seeds (180 runs).
+linear and non-linear weights (18 configurations), ten seeds (180 runs). A test data set
+of volumes (--test a folder with pairs.csv) is predicted volume by volume, each from its
+own slices, so context (--context K) and 3-D (--dims 3) models take part; --test-slices
+chooses the measured slices of every volume (docs/datasets.md).
 
 Each run writes OUT/runs/<config>/seed-<k>/ (model/, prediction.tif, metrics.json; the
 metrics file is written last and marks the run as finished). Starting the grid again skips
@@ -44,6 +47,8 @@ Examples:
   dfct simulate data/train --seed 0 && dfct simulate data/test --seed 1000
   dfct grid runs/paper --train data/train --test data/test --seeds 0-9 --jobs 2
   dfct grid runs/small --simulate --sim-size 128 --preset small --epochs 20 --seeds 0-2
+  dfct simulate data/vtest --specimens 16 --slices 6 --seed 1000   # volumes of specimens
+  dfct grid runs/ctx1 --train data/vtrain --test data/vtest --test-slices 2-3 --context 1
   dfct grid runs/paper --train data/train --test data/test --executor slurm \\
       --partition gpu --gpus-per-job 1 --cpus-per-job 8 --time 240 --mem 32
 """
