@@ -97,6 +97,7 @@ def _recompute(grid: Path, test: Path, slices: list[int], predict_slice=None) ->
 def test_context_and_3d_grids_measure_every_test_volume_from_its_own_slices(
     grids, volume_sets, arm
 ):
+    from napari_dfct.experiment.volume_test import origin
     from napari_dfct.infer import predict
 
     grid, (_, test) = grids[arm], volume_sets
@@ -119,6 +120,7 @@ def test_context_and_3d_grids_measure_every_test_volume_from_its_own_slices(
     settings = json.loads((grid / "grid.json").read_text())
     assert settings["test_slices"] == [["specimen-000", [1, 2]], ["specimen-001", [1, 2]]]
     assert settings["roi"]["slice"] == metrics["slice"] == 3
+    assert origin(settings["test_slices"], 3) == ("specimen-001", 2)  # the panels' title
     src = tifffile.imread(test / "specimen-001" / "input.tif")[2]
     np.testing.assert_array_equal(tifffile.imread(grid / "test-slice" / "input.tif"), src)
     pred = tifffile.imread(run / "prediction.tif")

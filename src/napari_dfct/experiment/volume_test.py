@@ -49,6 +49,7 @@ from ._util import _find_file, _mask_name, read_json
 __all__ = [
     "check_neighbours",
     "check_test_folder",
+    "origin",
     "predict_measured",
     "read_measured",
     "resolve_volume_test",
@@ -232,6 +233,16 @@ def volume_test_settings(test: dict, roi: dict | None) -> tuple:
     }
     chosen = {"test_slices": [[s["name"], list(s["slices"])] for s in test["scans"]]}
     return rep, rois, volumes, files, data, chosen
+
+
+def origin(test_slices: list, k: int) -> tuple[str, int] | None:
+    """Scan and slice of measured slice ``k`` of a volume test set (``test_slices`` of its
+    ``grid.json`` or ``reference.json``); None when ``k`` is not one of them."""
+    for name, slices in test_slices or ():
+        if 0 <= k < len(slices):
+            return str(name), int(slices[k])
+        k -= len(slices)
+    return None
 
 
 # --------------------------------------------------------------------------- neighbours
