@@ -453,9 +453,12 @@ def run(args: argparse.Namespace) -> int:
     configs, seeds = loss_configs(args)
     config = train_config_from_args(args)
     if not args.simulate:  # independent specimens have no neighbouring slices
+        from ..context import check_one_scan_folder
         from ..experiment.volume_test import check_test_folder
 
         try:
+            for folder in (args.train, args.val):
+                check_one_scan_folder(folder, config.context, config.dims)
             check_test_folder(args.test, config.context, config.dims)
         except ValueError as exc:
             raise CLIError(str(exc)) from None
