@@ -293,7 +293,11 @@ def test_cli_refuses_what_3d_does_not_do(volumes, model_3d, tmp_path, capsys):
             + ["--out", str(tmp_path / "p.tif")],
             "holds independent specimens, one slice each: a 3-D model",
         ),
-        (["grid", str(tmp_path / "g"), "--train", str(flat), "--dims", "3"], "3-D"),
+        (
+            ["grid", str(tmp_path / "g"), "--train", str(flat), "--test", str(volumes)]
+            + ["--dims", "3"],
+            "holds independent specimens, one slice each: a 3-D model",
+        ),
         (["train", "--pairs", str(volumes), "--out", str(tmp_path / "d"), "--dims", "4"], "2, 3"),
         (
             ["train", "--pairs", str(volumes), "--out", str(tmp_path / "c"), "--dims", "3"]

@@ -27,7 +27,10 @@ DESCRIPTION = """\
 Train one model per (loss configuration, seed) on a training pair, predict the held-out test
 slice with each and measure CNR, FWHM (and PSNR/SSIM against the truth when the test set has
 one). The default grid is the paper's: L1 and L2, amplification none / S / F / S+F / F+S,
-linear and non-linear weights (18 configurations), ten seeds (180 runs).
+linear and non-linear weights (18 configurations), ten seeds (180 runs). A test data set
+of volumes (--test a folder with pairs.csv) is predicted volume by volume, each from its
+own slices, so context (--context K) and 3-D (--dims 3) models take part; --test-slices
+chooses the measured slices of every volume (docs/datasets.md).
 
 Each run writes OUT/runs/<config>/seed-<k>/ (model/, prediction.tif, metrics.json; the
 metrics file is written last and marks the run as finished). Starting the grid again skips
@@ -44,6 +47,8 @@ Examples:
   dfct simulate data/train --seed 0 && dfct simulate data/test --seed 1000
   dfct grid runs/paper --train data/train --test data/test --seeds 0-9 --jobs 2
   dfct grid runs/small --simulate --sim-size 128 --preset small --epochs 20 --seeds 0-2
+  dfct simulate data/vtest --specimens 16 --slices 6 --seed 1000   # volumes of specimens
+  dfct grid runs/ctx1 --train data/vtrain --test data/vtest --test-slices 2-3 --context 1
   dfct grid runs/paper --train data/train --test data/test --executor slurm \\
       --partition gpu --gpus-per-job 1 --cpus-per-job 8 --time 240 --mem 32
 """
@@ -131,7 +136,10 @@ def _add_data_arguments(parser: argparse.ArgumentParser) -> None:
         "--test",
         metavar="DIR",
         help="held-out test set: a folder with input.tif, "
-        "target.tif, optional truth.tif and meta.json (ROIs, line, slice)",
+        "target.tif, optional truth.tif and meta.json (ROIs, line, slice); or a data set "
+        "of volumes (a folder with pairs.csv, e.g. `dfct simulate TEST --specimens N "
+        "--slices Z`): each volume is predicted from its own slices, --test-slices of "
+        "each are measured",
     )
     g.add_argument("--test-input", metavar="FILE", help="test input volume (with --test-target)")
     g.add_argument("--test-target", metavar="FILE", help="test target volume")
@@ -181,7 +189,17 @@ def register(parser: argparse.ArgumentParser) -> None:
         "--test-slice",
         type=int,
         default=None,
-        help="test slice index (default: meta.json's, else the central slice)",
+        help="the representative test slice shown in the report's panels (default: "
+        "meta.json's, else the central slice; of a data set of volumes: the K-th measured "
+        "slice, default the middle volume's own slice)",
+    )
+    g.add_argument(
+        "--test-slices",
+        metavar="RANGE",
+        default=None,
+        help="with a data set of test volumes: the slices of every volume to measure, "
+        "e.g. 2-3, 3,5 or all (default: the data set's slices column, all for a "
+        "`dfct simulate --specimens N --slices Z` folder)",
     )
 
     g = parser.add_argument_group("configurations")
@@ -434,18 +452,16 @@ def run(args: argparse.Namespace) -> int:
         raise CLIError("--jobs must be at least 1")
     configs, seeds = loss_configs(args)
     config = train_config_from_args(args)
-    if config.context:
-        # the study's test volumes are independent specimens, one slice each: no
-        # neighbouring slices to predict from (docs/context.md)
-        raise CLIError(
-            "dfct grid does not train context models (--context) yet: train them with "
-            "dfct train --context K on volumes of neighbouring slices"
-        )
-    if config.dims == 3:
-        raise CLIError(
-            "dfct grid does not train 3-D models (--dims 3) yet: train them with "
-            "dfct train --dims 3 on volumes of neighbouring slices"
-        )
+    if not args.simulate:  # independent specimens have no neighbouring slices
+        from ..context import check_one_scan_folder
+        from ..experiment.volume_test import check_test_folder
+
+        try:
+            for folder in (args.train, args.val):
+                check_one_scan_folder(folder, config.context, config.dims)
+            check_test_folder(args.test, config.context, config.dims)
+        except ValueError as exc:
+            raise CLIError(str(exc)) from None
     try:
         with stop_on_signals(), grid_lock(out):
             return _run(args, configs, seeds, config)
@@ -502,6 +518,7 @@ def _run(args: argparse.Namespace, configs: list, seeds: list, config) -> int:
                 resume=args.resume,
                 stale_after=60.0 * args.stale_after,
                 controls=args.controls,
+                test_slices=args.test_slices,
             )
     except (ValueError, GridRunError) as exc:
         raise CLIError(str(exc)) from None

@@ -5,7 +5,8 @@ from __future__ import annotations
 import re
 import time
 from collections.abc import Iterable
-from typing import Any
+from pathlib import Path
+from typing import Any, Literal, overload
 
 import numpy as np
 
@@ -75,3 +76,27 @@ def parse_seeds(text: str | int | Iterable[int]) -> list[int]:
     if not out:
         raise ValueError(f"empty seed selection {text!r}")
     return out
+
+
+# --------------------------------------------------------------------------- data folders
+_SUFFIXES = (".tif", ".tiff", ".npy")
+
+
+@overload
+def _find_file(folder: Path, stem: str, required: Literal[True] = True) -> Path: ...
+@overload
+def _find_file(folder: Path, stem: str, required: bool) -> Path | None: ...
+def _find_file(folder: Path, stem: str, required: bool = True) -> Path | None:
+    for suffix in _SUFFIXES:
+        p = folder / f"{stem}{suffix}"
+        if p.is_file():
+            return p
+    if required:
+        raise ValueError(f"{folder} has no {stem}.tif (expected a `dfct simulate` folder)")
+    return None
+
+
+def _mask_name(meta: dict | None) -> str:
+    """File name of a test folder's body mask: meta.json's ``"mask"``, else body.tif."""
+    name = (meta or {}).get("mask")
+    return name if isinstance(name, str) and name else "body.tif"

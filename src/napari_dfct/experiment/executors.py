@@ -398,6 +398,7 @@ def run_grid(
     resume: bool = False,
     stale_after: float = 1800.0,
     controls: bool = False,
+    test_slices: str | None = None,
 ) -> Path:
     """Train and evaluate every (configuration, seed) of a grid; skip finished runs.
 
@@ -409,8 +410,11 @@ def run_grid(
         :class:`napari_dfct.simulate.Simulation`.
     test : path, dict or Simulation
         The held-out test set: a folder with ``input.tif``, ``target.tif``, optional
-        ``truth.tif`` and ``meta.json`` (ROIs, line, slice), a dict of such paths, or a
-        Simulation (saved under ``OUT/data/test``).
+        ``truth.tif`` and ``meta.json`` (ROIs, line, slice), a dict of such paths, a
+        Simulation (saved under ``OUT/data/test``), or a data set of scans (a pairs CSV or
+        a folder of scans, e.g. ``dfct simulate --specimens N --slices Z``): every scan is
+        predicted from its own volume and its ``test_slices`` are measured
+        (:mod:`napari_dfct.experiment.volume_test`).
     out_dir : path
         The grid folder (created; an existing one is continued).
     configs : iterable of LossConfig or names, optional
@@ -456,6 +460,10 @@ def run_grid(
         Also train each amplified configuration's scale-matched control (the plain loss
         times the configuration's effective loss scale, e.g. ``l2@1.47``;
         :func:`add_controls`).
+    test_slices : str, optional
+        With a test data set of scans: the slices of every scan to measure (``"2-3"``,
+        ``"3,5"``, ``"all"``, ``"center"``; default each scan's own choice in the data
+        set). Part of the grid's settings: a grid started again with others is refused.
 
     Returns
     -------
@@ -490,6 +498,7 @@ def run_grid(
             keep_state=keep_state,
             resume=resume,
             controls=controls,
+            test_slices=test_slices,
         )
         todo, skipped, busy, unknown = _sort_runs(specs, out_dir, stale_after)
         pruned = _prune_asides(specs, out_dir, busy)

@@ -29,7 +29,9 @@ float32 is 41 MB per run, 7 GB for the paper's 180 runs), and any slice can be p
 again from the run's ``model/``. The test data are read from where they are (their paths
 and fingerprints are in ``grid.json``), like the training data. A test volume whose slices
 are not independent specimens (a real scan) is measured on every slice as well; pass only
-the slices that the ROIs fit.
+the slices that the ROIs fit. A test **data set of scans** (e.g. volumes of specimens) is
+measured on chosen slices of every scan, each scan predicted from its own slices
+(:mod:`.volume_test`).
 
 :func:`prepare_grid` resolves the training and test data, the ROIs and the loss
 configurations (:func:`make_configs`, :func:`add_controls`), writes ``grid.json``, the test
@@ -45,13 +47,14 @@ import os
 import time
 from collections.abc import Iterable, Sequence
 from pathlib import Path
-from typing import Any, Literal, overload
+from typing import Any
 
 import numpy as np
 
 from .._files import fingerprint
-from ._util import atomic_write_json, json_safe, read_json, timestamp
+from ._util import _find_file, _mask_name, atomic_write_json, json_safe, read_json, timestamp
 from .scoring import measure_slices
+from .volume_test import check_neighbours, resolve_volume_test, volume_test_settings
 
 __all__ = [
     "GRID_FILE",
@@ -221,23 +224,6 @@ def _canonical_scheme(s: str) -> str:
 
 
 # --------------------------------------------------------------------------- data resolution
-_SUFFIXES = (".tif", ".tiff", ".npy")
-
-
-@overload
-def _find_file(folder: Path, stem: str, required: Literal[True] = True) -> Path: ...
-@overload
-def _find_file(folder: Path, stem: str, required: bool) -> Path | None: ...
-def _find_file(folder: Path, stem: str, required: bool = True) -> Path | None:
-    for suffix in _SUFFIXES:
-        p = folder / f"{stem}{suffix}"
-        if p.is_file():
-            return p
-    if required:
-        raise ValueError(f"{folder} has no {stem}.tif (expected a `dfct simulate` folder)")
-    return None
-
-
 def _is_pair_of_arrays(obj: Any) -> bool:
     return (
         isinstance(obj, (tuple, list))
@@ -347,39 +333,18 @@ def _train_slice_shape(train_data: dict) -> tuple[int, ...]:
     return _volume_shape(read_pairs(train_data["pairs"])[0].input)[-2:]
 
 
-def _test_stack(path: Path):
-    """The chosen slices of a test data set as one (input, target) stack."""
-    from types import SimpleNamespace
-
-    from ..io.dataset import describe_scans, load_scans
-
-    data = load_scans(path)
-    if len(set(data.shapes)) != 1:
-        raise ValueError(
-            f"the test scans of {path} differ in slice size "
-            f"({describe_scans(data)}); the grid measures the test set as one "
-            "stack: choose test slices of one size"
-        )
-    return SimpleNamespace(
-        input=np.stack(data.inputs),
-        target=np.stack(data.targets),
-        meta={"scans": [[str(n), int(z)] for n, z in data.origins]},
-    )
-
-
-def _mask_name(meta: dict | None) -> str:
-    """File name of a test folder's body mask: meta.json's ``"mask"``, else body.tif."""
-    name = (meta or {}).get("mask")
-    return name if isinstance(name, str) and name else "body.tif"
-
-
-def _resolve_test(test: Any, out_dir: Path) -> dict:
+def _resolve_test(test: Any, out_dir: Path, test_slices: str | None = None) -> dict:
     """Paths of the test volumes (input, target, optional truth and body mask) and the
-    test meta.json. A data set of scans (:func:`_is_dataset`) becomes one stack of its
-    chosen slices (they must share one size), saved under OUT/data/test."""
+    test meta.json; of a data set of scans (:func:`_is_dataset`), every scan's files and
+    measured slices (:func:`napari_dfct.experiment.volume_test.resolve_volume_test`)."""
     meta = None
     if isinstance(test, (str, os.PathLike)) and _is_dataset(Path(test)):
-        test = _test_stack(Path(test))
+        return resolve_volume_test(Path(test), test_slices)
+    if test_slices is not None:
+        raise ValueError(
+            f"test slices ({test_slices}) choose slices of the scans of a test data set (a "
+            "folder with pairs.csv); this test set is one volume, measured on every slice"
+        )
     if hasattr(test, "input") and hasattr(test, "target") and not isinstance(test, (str, Path)):
         meta = dict(getattr(test, "meta", None) or {})
         arrays = {
@@ -554,7 +519,7 @@ def _comparable(settings: dict) -> dict:
     # the data are compared by content (a moved data folder is still the same data); the
     # training options as the options they mean, so a grid.json written before an option
     # existed (its default then is the old behaviour) still matches
-    keys = ("data", "roi", "rois", "train")
+    keys = ("data", "roi", "rois", "train", "test_slices")
     out = {k: settings.get(k) for k in keys}
     if isinstance(out["train"], dict):
         try:
@@ -588,6 +553,7 @@ def prepare_grid(
     keep_state: bool = False,
     resume: bool = False,
     controls: bool = False,
+    test_slices: str | None = None,
 ) -> tuple[dict, list[dict]]:
     """Write the grid's settings and test slice, and return them with one spec per run.
 
@@ -598,7 +564,7 @@ def prepare_grid(
 
     Parameters
     ----------
-    train, test, out_dir, configs, seeds, train_config, roi, device
+    train, test, out_dir, configs, seeds, train_config, roi, device, test_slices
         See :func:`run_grid`.
     keep_state : bool
         Keep each run's resume files (optimizer state) after it finished.
@@ -630,8 +596,9 @@ def prepare_grid(
     seeds = parse_seeds(seeds)
     train_data = _resolve_train(train, out_dir)
     _check_oracle_data(configs, train_data)
-    test_paths = _resolve_test(test, out_dir)
+    test_paths = _resolve_test(test, out_dir, test_slices)
     tdict = _train_dict(train_config)
+    check_neighbours(train_data, test_paths, tdict.get("context", 0), tdict.get("dims", 2))
     run_device = device or tdict.get("device") or "auto"
     control_of: dict[str, str] = {}
     if controls:
@@ -642,15 +609,8 @@ def prepare_grid(
     for k in _PER_RUN_KEYS:
         tdict.pop(k, None)
 
-    roi, rois, volumes = _test_set(test_paths, roi)
-    test_files = {k: test_paths[k] for k in ("input", "target", "truth")}
-    data = {
-        **_train_fingerprints(train_data),
-        **{f"test_{k}": fingerprint(v) if v else None for k, v in test_files.items()},
-    }
-    if test_paths.get("mask"):  # only then: grids without a mask keep their settings
-        test_files["mask"] = test_paths["mask"]
-        data["test_mask"] = fingerprint(test_paths["mask"])
+    roi, rois, volumes, test_files, test_data, chosen = _test_settings(test_paths, roi)
+    data = {**_train_fingerprints(train_data), **test_data}
     settings = {
         "format": GRID_FORMAT,
         "train_data": train_data,
@@ -663,6 +623,7 @@ def prepare_grid(
         "configs": {c.name: json_safe(c.to_dict()) for c in configs},
         "controls": control_of,
         "seeds": seeds,
+        **chosen,
     }
     grid_file = out_dir / GRID_FILE
     if grid_file.is_file():
@@ -670,7 +631,7 @@ def prepare_grid(
     settings.setdefault("created", time.strftime("%Y-%m-%dT%H:%M:%S"))
     settings["updated"] = time.strftime("%Y-%m-%dT%H:%M:%S")
 
-    slice_paths = _write_test_slice(out_dir, volumes, roi, rois)
+    slice_paths = _write_test_slice(out_dir, volumes, roi, rois, chosen)
     atomic_write_json(grid_file, settings)
 
     specs = []
@@ -726,6 +687,21 @@ def read_test_set(paths: dict) -> dict[str, np.ndarray | None]:
     return volumes
 
 
+def _test_settings(test_paths: dict, roi: dict | None) -> tuple:
+    """The test set's representative ROIs, the ROIs of every test slice, the test volumes,
+    its files and fingerprints for ``grid.json`` and, for a data set of volumes, the
+    measured slices (``test_slices``; :mod:`.volume_test`)."""
+    if "scans" in test_paths:
+        return volume_test_settings(test_paths, roi)
+    roi, rois, volumes = _test_set(test_paths, roi)
+    test_files = {k: test_paths[k] for k in ("input", "target", "truth")}
+    data = {f"test_{k}": fingerprint(v) if v else None for k, v in test_files.items()}
+    if test_paths.get("mask"):  # only then: grids without a mask keep their settings
+        test_files["mask"] = test_paths["mask"]
+        data["test_mask"] = fingerprint(test_paths["mask"])
+    return roi, rois, volumes, test_files, data, {}
+
+
 def _test_set(test_paths: dict, roi: dict | None) -> tuple[dict, list[dict], dict]:
     """The representative slice's ROIs, the ROIs of every test slice and the test
     volumes."""
@@ -772,9 +748,12 @@ def _merge_settings(settings: dict, old: dict, out_dir: Path) -> None:
     settings["created"] = old.get("created")
 
 
-def _write_test_slice(out_dir: Path, volumes: dict, roi: dict, rois: list[dict]) -> dict:
+def _write_test_slice(
+    out_dir: Path, volumes: dict, roi: dict, rois: list[dict], extra: dict | None = None
+) -> dict:
     """Write the representative slice (``OUT/test-slice/*.tif``) and ``OUT/reference.json``
-    (input, target and truth measured on every test slice); return the slice paths."""
+    (input, target and truth measured on every test slice, and ``extra``); return the
+    slice paths."""
     from ..io import write_volume
 
     slice_dir = out_dir / TEST_SLICE_DIR
@@ -784,7 +763,7 @@ def _write_test_slice(out_dir: Path, volumes: dict, roi: dict, rois: list[dict])
     images = {k: volumes[k] for k in ("input", "target", "truth") if volumes[k] is not None}
     for k, vol in images.items():
         slice_paths[k] = str(write_volume(slice_dir / f"{k}.tif", _to_slice(vol, z)))
-    reference = {"slice": z, "roi": roi, "n_slices": len(rois)}
+    reference = {"slice": z, "roi": roi, "n_slices": len(rois), **(extra or {})}
     for k, vol in images.items():
         reference[k] = measure_slices(
             vol,

@@ -38,6 +38,7 @@ from .layout import (
     TEST_SLICE_DIR,
 )
 from .status import grid_status
+from .volume_test import origin
 
 __all__ = [
     "METRICS",
@@ -505,6 +506,9 @@ def _panels(
             )
         if images:
             where = f"test slice {z}" + (f" of {n_slices}" if n_slices else "")
+            scan = origin(reference.get("test_slices") or [], int(z)) if z is not None else None
+            if scan:  # a test set of volumes: which volume and slice
+                where += f" ({scan[0]}, slice {scan[1]})"
             files[f"panel-{loss}"] = _panel(
                 images,
                 roi,

@@ -220,7 +220,8 @@ def _train(spec: dict, run_dir: Path, config, callback, resume: bool):
     if "pairs" in spec["train_data"]:  # a data set of many scans: the chosen slices
         from ..io.dataset import load_scans
 
-        x, y = load_scans(spec["train_data"]["pairs"], patch=config.patch), None
+        pairs = spec["train_data"]["pairs"]  # with each slice's neighbours for a context
+        x, y = load_scans(pairs, patch=config.patch, context=config.context), None
     else:
         x, _ = read_volume(spec["train_data"]["input"])
         y, _ = read_volume(spec["train_data"]["target"])
@@ -268,10 +269,11 @@ def _train(spec: dict, run_dir: Path, config, callback, resume: bool):
 
 
 def _predict_and_measure(spec: dict, run_dir: Path, result, device) -> tuple[dict, float]:
-    """Predict every test slice with the trained model, write the representative slice's
-    prediction (``prediction.tif``) and measure every slice with its own ROIs
-    (:func:`measure_slices`: medians over the slices and ``per_slice``). Returns the
-    metrics and the prediction time in seconds."""
+    """Predict every test slice with the trained model (of a data set of volumes, the
+    measured slices, each scan from its own volume: :mod:`.volume_test`), write the
+    representative slice's prediction (``prediction.tif``) and measure every slice with
+    its own ROIs (:func:`measure_slices`: medians over the slices and ``per_slice``).
+    Returns the metrics and the prediction time in seconds."""
     from ..checkpoint import load_model
     from ..infer import predict
     from ..io import write_volume
@@ -283,12 +285,19 @@ def _predict_and_measure(spec: dict, run_dir: Path, result, device) -> tuple[dic
             "rois": [spec["roi"]],
             "roi": {**spec["roi"], "slice": 0},
         }
-    test = read_test_set(spec["test"])
-    assert test["input"] is not None  # read_test_set raises without one
     loaded = load_model(result.model_dir or (run_dir / "model"), device=str(device))
-    t1 = time.perf_counter()
-    pred = np.asarray(predict(loaded, test["input"], device=str(device)), dtype=np.float32)
-    seconds_predict = time.perf_counter() - t1
+    if "scans" in spec["test"]:  # a data set of volumes: each scan from its own slices
+        from .volume_test import predict_measured
+
+        test, seconds_predict = predict_measured(loaded, spec["test"], str(device))
+        pred = test["prediction"]
+        assert pred is not None  # predicted for every scan
+    else:
+        test = read_test_set(spec["test"])
+        assert test["input"] is not None  # read_test_set raises without one
+        t1 = time.perf_counter()
+        pred = np.asarray(predict(loaded, test["input"], device=str(device)), dtype=np.float32)
+        seconds_predict = time.perf_counter() - t1
     z = int(spec["roi"]["slice"])
     write_volume(run_dir / PREDICTION_FILE, pred if pred.ndim == 2 else pred[z])
     return measure_slices(
