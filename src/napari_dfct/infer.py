@@ -557,7 +557,8 @@ def _predict_chunks(net, arr, index, win, dev, amp, tile, overlap, bs, check):
     acc = {z: np.zeros((h, w), np.float64) for z in wanted}
     norm = dict.fromkeys(wanted, 0.0)
     cur_tile = int(tile) if tile is not None else None
-    plan, last = [], {}  # the chunks that reach a wanted slice; each slice's last one
+    plan: list[tuple] = []  # the chunks that reach a wanted slice
+    last: dict[int, int] = {}  # each wanted slice's last chunk in plan
     for s in starts:
         wz = _ramp(size, margin, max(ov - 2 * margin, 1), s > starts[0], s < starts[-1])
         real = np.arange(s, s + size) - ends  # slice of each chunk position (-1: reflected)
