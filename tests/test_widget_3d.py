@@ -182,3 +182,8 @@ def test_train_a_3d_model_and_predict_the_current_slice_and_the_volume(
     np.testing.assert_allclose(out.data, whole, rtol=1e-5, atol=1e-6)
     np.testing.assert_array_equal(out.data[z], one)  # current slice = the volume's slice
     assert not np.allclose(out.data, volume)  # a trained model, not the identity
+    pw.fields.image.value = viewer.add_image(volume[1].copy(), name="one slice")
+    click(qtbot, pw.slice_button)  # a single slice holds no volume to predict
+    _wait(qtbot, pw)
+    assert "a 3-D model predicts volumes: give it the volume" in notes["error"][-1]
+    assert "one slice [prediction: run]" not in viewer.layers
