@@ -8,8 +8,9 @@ says what the chosen model sees and predicts, and the memory one training step n
 :func:`napari_dfct.train.resources.memory_estimate`, the estimate that ``dfct train``
 and every run check before they allocate anything, a 3-D patch of
 ``patch_depth x patch x patch`` counted. The estimate runs on the meta device (a fraction
-of a second; the first one also imports torch's meta kernels), in a background thread
-after the fields settle, and is kept per model and patch: the form never waits for it.
+of a second; the first one also needs the modules that the widget's warm-up thread
+imports, and waits for it), in a background thread after the fields settle, and is kept
+per model and patch: the form never waits for it.
 """
 
 from __future__ import annotations
@@ -220,6 +221,11 @@ class DimsPanel(QObject):
     def _estimate(self, key: tuple, config) -> None:
         from napari_dfct.train.resources import memory_estimate
 
+        from ._workers import WARM_UP_THREAD
+
+        for thread in threading.enumerate():  # its imports are most of a first estimate's
+            if thread.name == WARM_UP_THREAD:
+                thread.join()
         estimate = memory_estimate(config)
         try:
             self._estimated.emit(key, estimate)
