@@ -7,6 +7,7 @@ current slice (the z-chunks that reach it) and the whole volume."""
 from __future__ import annotations
 
 import json
+import re
 
 import numpy as np
 import pytest
@@ -78,8 +79,12 @@ def test_the_form_offers_3d_with_what_it_sees_and_its_memory(make_napari_viewer)
 
 
 def test_what_a_3d_model_cannot_train_on_is_one_notification(
-    make_napari_viewer, small_sim, qtbot, notes
+    make_napari_viewer, small_sim, tmp_path, qtbot, notes
 ):
+    import tifffile
+
+    from napari_dfct.data import window_from_percentiles
+
     viewer = make_napari_viewer()
     viewer.add_image(small_sim.input[0].copy(), name="one slice")
     viewer.add_image(small_sim.target[0].copy(), name="its target")
@@ -103,6 +108,23 @@ def test_what_a_3d_model_cannot_train_on_is_one_notification(
     f.patch_depth.value = 3  # fits: the summary names the block split
     summary = f.data_summary.value
     assert "validation slices: 3" in summary and "3-D: patches of 3 consecutive" in summary
+    # the default window is the training block's, as fit() computes it for a 3-D model
+    block = window_from_percentiles(small_sim.input[:3], small_sim.target[:3])
+    assert widget.data_panel.default == block
+    # a data set read as dfct train --pairs reads it: a folder of scans gives each scan's
+    # central slice, one slice, no 3-D patch
+    rng = np.random.default_rng(0)
+    for name in ("s0", "s1"):
+        (tmp_path / name).mkdir()
+        for kind in ("input", "target"):
+            vol = rng.random((6, 32, 32)).astype(np.float32)
+            tifffile.imwrite(tmp_path / name / f"{kind}.tif", vol, photometric="minisblack")
+    f.source.value = "dataset"
+    f.dataset.value = str(tmp_path)
+    said = r"3-D patches are 3 consecutive slices of one scan; scan 's\d' has 1 consecutive"
+    assert re.search(said, f.data_summary.value), f.data_summary.value
+    click(qtbot, widget.start_button)
+    assert not widget.is_running and re.search(said, notes["error"][-1])
 
 
 @pytest.mark.slow
