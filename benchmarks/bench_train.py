@@ -22,6 +22,16 @@ context models (``2K + 1`` input slices, :mod:`napari_dfct.context`) on the same
 the same run, and their ratios to the 2-D model (< 1 means slower; only the first conv and
 the sampler's channels grow with K).
 
+3-D rows (``--dims 3``, the default; ``--dims ""`` leaves them out): the 2-D model and the
+3-D model of the same preset (:mod:`napari_dfct.volume3d`) trained in the same run at a
+matched number of slices per optimiser step: 2-D batches of ``batch`` patches against 3-D
+batches of ``batch / depth`` patches of ``--patch-depth`` slices (``2 x 4`` against ``8`` in
+``--quick``); printed as slices per second and seconds per step, with the ratio 3-D / 2-D
+(< 1: 3-D is slower per slice). Inference: seconds per slice of
+:func:`napari_dfct.infer.predict` on a volume of ``2 x depth`` slices (the 3-D model in
+overlapping z-chunks of ``depth`` slices) and of the network alone on one chunk of
+``depth`` slices against ``depth`` slices through the 2-D network.
+
 Usage::
 
     python benchmarks/bench_train.py --quick            # a few steps, CPU-friendly
@@ -237,6 +247,91 @@ def bench_context(preset, xn, yn, a_s, patch, batch, steps, rounds, device, cont
     return {k: batch / t for k, t in zip(ks, best)}
 
 
+def _best_of(fns, steps, rounds, device) -> list[float]:
+    """Best (minimum) seconds per call of each of ``fns``, in alternating rounds."""
+    best = [math.inf] * len(fns)
+    for _ in range(rounds):
+        for j, fn in enumerate(fns):
+            _sync(device)
+            t0 = time.perf_counter()
+            for _ in range(steps):
+                fn()
+            _sync(device)
+            best[j] = min(best[j], (time.perf_counter() - t0) / steps)
+    return best
+
+
+def bench_3d(preset, xn, yn, a_s, patch, batch, depth, steps, rounds, device):
+    """Seconds per optimiser step of the 2-D model (``batch`` patches) and of the 3-D
+    model (``batch // depth`` patches of ``depth`` slices: the same slices per step) on
+    the same slices, measured in alternating rounds (best kept); and the slices per step
+    of each."""
+    from napari_dfct.volume3d import VolumePatchSampler
+
+    loss_fn = AmplifiedLoss(LOSS).to(device)
+    cuda = device.type == "cuda"
+    n3 = max(1, batch // depth)
+    runs = []
+    for dims, n in ((2, batch), (3, n3)):
+        torch.manual_seed(0)
+        model = build_model(preset, dims=dims).to(device)
+        cl = cuda and dims == 2  # channels_last is a 4-D memory format
+        if cl:
+            model = model.to(memory_format=torch.channels_last)
+        opt = torch.optim.Adam(model.parameters(), lr=1e-3, weight_decay=0.1)
+        if dims == 2:
+            sampler = PatchSampler(xn, yn, a_s, patch=patch, seed=0, device=device)
+            idx = torch.arange(n) % len(xn)
+        else:
+            sampler = VolumePatchSampler(
+                xn, yn, a_s, lengths=[len(xn)], depth=depth, patch=patch, seed=0, device=device
+            )
+            idx = torch.arange(n) % sampler.n_slices
+
+        def step(model=model, opt=opt, sampler=sampler, idx=idx, cl=cl):
+            _train_step(model, opt, loss_fn, *sampler.sample(idx), device, cuda, cl)
+
+        step()  # warm-up
+        runs.append(step)
+    best = _best_of(runs, steps, rounds, device)
+    runs = []  # release the models before emptying the cache
+    if cuda:
+        torch.cuda.empty_cache()
+    return best, (batch, n3 * depth)
+
+
+def bench_infer_3d(preset, x, depth, rounds, device, window):
+    """Seconds per slice: :func:`predict` of ``2 x depth`` slices with the 2-D and with the
+    3-D model (z-chunks of ``depth``), and the networks alone on ``depth`` slices (the
+    2-D one batched, the 3-D one as one chunk)."""
+    torch.manual_seed(0)
+    nets = [build_model(preset, dims=d, zero_init=False).to(device).eval() for d in (2, 3)]
+    nets[1].patch_depth = depth
+    vol = x[: 2 * depth]
+    chunk = torch.from_numpy(window.normalize(vol[:depth])).to(device)
+
+    def pred(net):
+        return lambda: predict(net, vol, window=window, device=device, batch_size=4)
+
+    @torch.inference_mode()
+    def flat():
+        for k in range(0, depth, 4):
+            nets[0](chunk[k : k + 4, None])
+
+    @torch.inference_mode()
+    def volume():
+        nets[1](chunk[None, None])
+
+    fns = [pred(nets[0]), pred(nets[1]), flat, volume]
+    for fn in fns:
+        fn()  # warm-up
+    best = _best_of(fns, 1, rounds, device)
+    nets = fns = []  # released before emptying the cache
+    if device.type == "cuda":
+        torch.cuda.empty_cache()
+    return best[0] / len(vol), best[1] / len(vol), best[2] / depth, best[3] / depth
+
+
 def bench_infer(preset, x, n_slices, rounds, device, window):
     torch.manual_seed(0)
     model = build_model(preset, zero_init=False).to(device).eval()
@@ -292,6 +387,17 @@ def main(argv=None):
         "--context",
         default="1,2",
         help="context K of the 2.5-D training rows, comma-separated (empty: none)",
+    )
+    p.add_argument(
+        "--dims",
+        default="3",
+        help="3: the 3-D rows (3-D training and inference against 2-D); empty: none",
+    )
+    p.add_argument(
+        "--patch-depth",
+        type=int,
+        default=None,
+        help="slices of a 3-D patch and chunk (default 8; quick: 4)",
     )
     p.add_argument(
         "--workers",
@@ -366,6 +472,31 @@ def main(argv=None):
                     f"K={k} {v:8.2f} patches/s ({v / rate[0]:4.2f}x)" for k, v in rate.items()
                 )
             )
+        if "3" in args.dims.split(","):
+            _print_3d(preset, args, xn, yn, a_s, x, batch, steps, rounds, device, window)
+
+
+def _print_3d(preset, args, xn, yn, a_s, x, batch, steps, rounds, device, window) -> None:
+    """The 3-D rows of ``preset``: training at matched slices per step, inference."""
+    depth = args.patch_depth or (4 if args.quick else 8)
+    if batch < depth or len(xn) < 2 * depth:
+        print(f"  3-D: skipped (needs a batch and {2 * depth} slices for depth {depth})")
+        return
+    (t2, t3), (s2, s3) = bench_3d(
+        preset, xn, yn, a_s, args.patch, batch, depth, steps, rounds, device
+    )
+    print(
+        f"  3-D training        2-D batch {s2}: {s2 / t2:8.2f} slices/s {t2:7.3f} s/step   "
+        f"3-D batch {s3 // depth} x depth {depth}: {s3 / t3:8.2f} slices/s {t3:7.3f} s/step"
+        f"   ratio {(s3 / t3) / (s2 / t2):5.2f}x"
+    )
+    p2, p3, f2, f3 = bench_infer_3d(preset, x, depth, rounds, device, window)
+    size = f"{args.size}x{args.size}"
+    print(
+        f"  3-D inference {size}  predict {2 * depth} slices: 2-D {p2:8.3f} s/slice   "
+        f"3-D {p3:8.3f} s/slice   ratio {p2 / p3:5.2f}x;  network on {depth} slices: "
+        f"2-D {f2:8.3f} s/slice   3-D {f3:8.3f} s/slice   ratio {f2 / f3:5.2f}x"
+    )
 
 
 if __name__ == "__main__":

@@ -11,6 +11,13 @@ in fp32 and bf16, and prints patches/s, ms per slice, peak memory and the larges
 difference between the bf16 and the fp32 prediction (in the window's [0, 1] scale and in
 input units). Without CUDA it says so and exits 0.
 
+The 3-D row (``--patch-depth``, default 8; 0 leaves it out) trains the 3-D model of the
+same preset (:mod:`napari_dfct.volume3d`) the way the training loop does on CUDA (bf16, no
+channels-last: a 4-D memory format) at the same slices per step (``batch / depth`` patches
+of ``depth x patch x patch``: 4 x 8 for batch 32) and predicts a volume of ``2 x depth``
+slices in z-chunks, and prints slices/s, ms per slice and peak memory next to the 2-D
+figures.
+
 Usage::
 
     python benchmarks/gpu_check.py                 # cuda:0, 200 steps per setting
@@ -81,6 +88,68 @@ def train_speed(preset, xn, yn, device, steps, batch, patch, amp, channels_last)
     return steps * batch / seconds, peak, state
 
 
+def train_speed_3d(preset, xn, yn, device, steps, batch, patch, depth):
+    """Slices/s of ``steps`` optimiser steps of the 3-D model (after 3 warm-up steps):
+    ``batch // depth`` patches of ``depth`` slices, bf16 autocast on CUDA as in training
+    (no channels-last: a 4-D memory format); the peak memory and the weights."""
+    from napari_dfct.losses import AmplifiedLoss, LossConfig
+    from napari_dfct.model import build_model
+    from napari_dfct.volume3d import VolumePatchSampler
+
+    torch.manual_seed(0)
+    model = build_model(preset, dims=3).to(device)
+    loss_fn = AmplifiedLoss(LossConfig.from_name("l2+s+f-nonlinear")).to(device)
+    a_s = loss_fn.full_spatial_weight(xn.shape[1:], device=device)
+    sampler = VolumePatchSampler(
+        xn, yn, a_s, lengths=[len(xn)], depth=depth, patch=patch, seed=1, device=device
+    )
+    opt = torch.optim.Adam(model.parameters(), lr=1e-3, weight_decay=0.1)
+    model.train()
+    n = max(1, batch // depth)
+    amp = device.type == "cuda"
+
+    def step():
+        xb, yb, wb = sampler.sample(torch.randint(0, sampler.n_slices, (n,)))
+        _train_step(model, opt, loss_fn, xb, yb, wb, device, amp, False)
+
+    _peak_reset(device)
+    for _ in range(3):
+        step()
+    _sync(device)
+    t0 = time.perf_counter()
+    for _ in range(steps):
+        step()
+    _sync(device)
+    seconds = time.perf_counter() - t0
+    peak = _peak(device)
+    state = {k: v.detach().to("cpu") for k, v in model.state_dict().items()}
+    model = opt = sampler = loss_fn = None  # released before the peak reset
+    _peak_reset(device)
+    return steps * n * depth / seconds, peak, state
+
+
+def predict_speed_3d(preset, state, x, window, device, depth, repeats):
+    """ms per slice of a 3-D prediction of ``x`` (z-chunks of ``depth``; median of
+    ``repeats`` after a warm-up) and the peak memory."""
+    from napari_dfct.infer import predict
+    from napari_dfct.model import build_model
+
+    model = build_model(preset, dims=3)
+    model.load_state_dict(state)
+    model.patch_depth = depth
+    model.eval()
+    _peak_reset(device)
+    predict(model, x, window=window, device=device)
+    times = []
+    for _ in range(repeats):
+        _sync(device)
+        t0 = time.perf_counter()
+        predict(model, x, window=window, device=device)
+        _sync(device)
+        times.append(time.perf_counter() - t0)
+    return 1000 * float(np.median(times)) / len(x), _peak(device)
+
+
 def predict_speed(preset, state, x, window, device, amp, repeats):
     """ms per slice (median of ``repeats`` after a warm-up) and the prediction."""
     from napari_dfct.infer import predict
@@ -110,6 +179,12 @@ def main(argv=None) -> int:
     p.add_argument("--size", type=int, default=800, help="slice side")
     p.add_argument("--preset", default="paper")
     p.add_argument("--repeats", type=int, default=5, help="timed predictions per setting")
+    p.add_argument(
+        "--patch-depth",
+        type=int,
+        default=8,
+        help="slices of the 3-D row's patches and chunks (0: no 3-D row)",
+    )
     p.add_argument("--allow-cpu", action="store_true", help=argparse.SUPPRESS)
     args = p.parse_args(argv)
 
@@ -129,7 +204,8 @@ def main(argv=None) -> int:
         f"setting, {args.size}x{args.size} slices"
     )
     t_start = time.perf_counter()
-    x, y = make_data(8, args.size)
+    depth = int(args.patch_depth)
+    x, y = make_data(max(8, 2 * depth), args.size)
     window = window_from_percentiles(x, y)
     xn, yn = window.normalize(x), window.normalize(y)
     states = {}
@@ -148,6 +224,8 @@ def main(argv=None) -> int:
         ms, peak, pred = predict_speed(args.preset, state, x[0], window, device, amp, args.repeats)
         preds[amp] = pred
         print(f"{('bf16 + channels-last' if amp else 'fp32'):<28} {ms:>10.1f} {peak:>12}")
+    if depth:
+        _print_3d(args, xn, yn, x, window, device, depth)
     diff = np.abs(preds[True] - preds[False])
     print(
         f"largest |bf16 - fp32| prediction difference: {diff.max():.4g} in input units, "
@@ -156,6 +234,20 @@ def main(argv=None) -> int:
     )
     print(f"gpu_check: done in {time.perf_counter() - t_start:.0f} s")
     return 0
+
+
+def _print_3d(args, xn, yn, x, window, device, depth: int) -> None:
+    """The 3-D rows: training slices/s at the 2-D run's slices per step, prediction."""
+    n = max(1, args.batch // depth)
+    label = f"3-D {n} x {depth} slices" + (" (bf16)" if device.type == "cuda" else "")
+    rate, peak, state = train_speed_3d(
+        args.preset, xn, yn, device, args.steps, args.batch, args.patch, depth
+    )
+    print(f"{label:<28} {rate:>10.1f} {peak:>12}   (slices/s)")
+    ms, peak = predict_speed_3d(
+        args.preset, state, x[: 2 * depth], window, device, depth, args.repeats
+    )
+    print(f"{f'3-D predict {2 * depth} slices':<28} {ms:>10.1f} {peak:>12}   (ms/slice)")
 
 
 if __name__ == "__main__":

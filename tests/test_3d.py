@@ -236,6 +236,57 @@ def test_chunks_blend_to_the_input_with_an_identity_model(n, depth):
     np.testing.assert_allclose(predict(net, x, slices=[n - 1, 0], device="cpu"), x[[n - 1, 0]])
 
 
+def test_the_memory_estimate_counts_the_3d_patch():
+    """memory_estimate (the check before training, and the Train widget's figure) counts
+    the layer outputs of a depth x patch x patch patch: an independent count on a real
+    patch, depth times a 2-D patch's (in-plane pooling keeps z), and its refusal names
+    the 3-D patch."""
+    from napari_dfct.train import OutOfMemory, check_memory
+    from napari_dfct.train.resources import memory_estimate
+
+    cfg = TrainConfig(preset="tiny", patch=24, batch_size=3, dims=3, patch_depth=4)
+    model = build_model("tiny", dims=3).eval()
+    outputs = []
+    for m in model.modules():
+        if not list(m.children()):
+            m.register_forward_hook(lambda _m, _i, o: outputs.append(o.numel()))
+    with torch.no_grad():
+        model(torch.zeros(1, 1, 4, 24, 24))
+    need, per_patch, fixed = memory_estimate(cfg)
+    assert per_patch == 4 * sum(outputs)
+    assert fixed == 4 * 4 * sum(p.numel() for p in model.parameters())
+    assert need == fixed + 3 * per_patch
+    flat = memory_estimate(TrainConfig(preset="tiny", patch=24, batch_size=3))
+    assert per_patch == 4 * flat[1]
+    with pytest.raises(OutOfMemory, match=r"with 4x24x24 patches .* needs at least"):
+        check_memory(TrainConfig(**{**vars(cfg), "batch_size": 10**9}), torch.device("cpu"))
+
+
+def test_a_volume_streams_chunk_by_chunk():
+    """predict_iter gives each slice once the last chunk reaching it is computed: the
+    first slices come before the last chunk runs, every slice once, in the asked order,
+    and equal to what the whole volume gives."""
+    from napari_dfct.infer import predict_iter
+
+    torch.manual_seed(0)
+    net = build_model("tiny", dims=3, zero_init=False).eval()
+    net.patch_depth = 4
+    x = np.random.default_rng(3).random((16, 16, 16)).astype(np.float32)
+    passes = []
+    net.register_forward_hook(lambda *_: passes.append(1))
+    seen = []  # (slice, forward passes so far) at each yield
+    got = {}
+    for z, y in predict_iter(net, x, device="cpu"):
+        seen.append((z, len(passes)))
+        got[z] = y
+    assert [z for z, _ in seen] == list(range(16))
+    assert seen[0][1] < len(passes) / 2  # slice 0 came with the first chunks
+    whole = predict(net, x, device="cpu")
+    np.testing.assert_array_equal(np.stack([got[z] for z in range(16)]), whole)
+    order = [15, 2, 9]
+    assert [z for z, _ in predict_iter(net, x, order, device="cpu")] == order
+
+
 def test_a_3d_model_learns_the_z_shift():
     """The target of slice z is the input of slice z - 1 (independent noise slices): a
     2-D model cannot beat the target's variance; a 3-D model reads slice z - 1 with its

@@ -26,8 +26,9 @@ def _other(f, widget_field, *avoid):
     value = _shown(f, widget_field)
     avoid = (value, *avoid)
     meta = f.metadata
-    if "choices" in meta:
-        return next(c for c in meta["choices"] if not any(_same(c, a) for a in avoid))
+    choices = meta.get("choices") or getattr(widget_field, "choices", None)
+    if choices:  # an option's choices, or a number offered as a choice of words
+        return next(c for c in choices if not any(_same(c, a) for a in avoid))
     if type(f.default) is bool:
         return not value
     if type(f.default) is int:
@@ -73,6 +74,9 @@ def test_every_option_has_a_form_field_with_its_help_as_tooltip(widget):
         assert w.tooltip.lower().startswith(f.metadata["help"].lower())
         if "choices" in f.metadata:
             assert isinstance(w, ComboBox) and tuple(w.choices) == f.metadata["choices"]
+        elif f.name == "dims":  # its values, in words: 2-D / 2.5-D (slices), 3-D (volume)
+            bounds = (f.metadata["min"], f.metadata["max"])
+            assert isinstance(w, ComboBox) and tuple(w.choices) == bounds
         elif f.name == "lr":
             assert isinstance(w, LineEdit)  # decades: typed as text
         elif type(f.default) is int:
@@ -114,7 +118,7 @@ def test_the_form_gives_every_option_to_the_train_config(widget):
     f = widget.fields
     set_to = {}
     for opt in option_fields():
-        if opt.name == "dims":  # 3-D models train with dfct train only: below
+        if opt.name == "dims":  # a 3-D model takes no context: below
             continue
         w = getattr(f, opt.name)
         _put(w, _other(opt, w, opt.default))
@@ -127,12 +131,9 @@ def test_the_form_gives_every_option_to_the_train_config(widget):
     with pytest.raises(ValueError, match="learning rate 'fast' is not a number"):
         widget.train_config()
     f.lr.value = "0.001"
-    f.context.value = 0
-    f.dims.value = 3
-    with pytest.raises(
-        ValueError, match=r"3-D models \(dims 3\) train with `dfct train --dims 3`"
-    ):
-        widget.train_config()
+    f.dims.value = 3  # the context field is hidden and does not count
+    cfg = widget.train_config()
+    assert (cfg.dims, cfg.context, cfg.patch_depth) == (3, 0, set_to["patch_depth"])
 
 
 def test_a_new_option_appears_in_the_form_without_edits(make_napari_viewer, monkeypatch):

@@ -112,9 +112,16 @@ def slice_names(context: int) -> list[str]:
     return [f"z{d:+d}" if d else "z" for d in range(-k, k + 1)]
 
 
-def describe_context(context: int) -> str:
-    """The input of a context-``K`` model in words: ``"2-D (one slice)"`` for ``K = 0``,
-    ``"2.5-D, context 1 (3 slices: z-1, z, z+1)"`` otherwise."""
+def describe_context(context: int, dims: int = 2, patch_depth: int | None = None) -> str:
+    """The input of a model in words: ``"2-D (one slice)"`` for context 0,
+    ``"2.5-D, context 1 (3 slices: z-1, z, z+1)"`` for a context-``K`` model, and for a
+    3-D model (``dims = 3``) its training depth, the z-chunks it predicts in:
+    ``"3-D, patch depth 8 (a volume, in z-chunks of 8 slices)"``."""
+    if int(dims) == 3:
+        if patch_depth is None:  # not recorded: napari_dfct.infer takes the default depth
+            return "3-D (a volume, in z-chunks of the default patch depth)"
+        d = int(patch_depth)
+        return f"3-D, patch depth {d} (a volume, in z-chunks of {d} slices)"
     k = int(context)
     if not k:
         return "2-D (one slice)"

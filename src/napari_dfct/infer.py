@@ -40,7 +40,9 @@ each end (slice ``-1`` is slice ``1``), so that its first and last slices sit in
 chunk, away from the chunk's zero-padded faces, as the middle slices of a training patch
 do; only a chunk's true slices count. Each chunk is tiled in-plane as above when ``tile``
 is set (or after running out of memory). Predicting some slices computes only the chunks
-that reach them (slice ``k`` alone reads at most ``2 d`` slices around it).
+that reach them (slice ``k`` alone reads at most ``2 d`` slices around it); each slice is
+given as soon as the last chunk that reaches it is computed, so a whole volume streams
+chunk by chunk.
 
 Backends
 --------
@@ -58,6 +60,7 @@ as much as a few slices), else eager.
 
 from __future__ import annotations
 
+import collections
 import contextlib
 import math
 import os
@@ -554,12 +557,18 @@ def _predict_chunks(net, arr, index, win, dev, amp, tile, overlap, bs, check):
     acc = {z: np.zeros((h, w), np.float64) for z in wanted}
     norm = dict.fromkeys(wanted, 0.0)
     cur_tile = int(tile) if tile is not None else None
+    plan: list[tuple] = []  # the chunks that reach a wanted slice
+    last: dict[int, int] = {}  # each wanted slice's last chunk in plan
     for s in starts:
         wz = _ramp(size, margin, max(ov - 2 * margin, 1), s > starts[0], s < starts[-1])
         real = np.arange(s, s + size) - ends  # slice of each chunk position (-1: reflected)
         used = [j for j in range(size) if 0 <= real[j] < n and real[j] in acc and wz[j] > 0]
-        if not used:
-            continue
+        if used:
+            last.update({int(real[j]): len(plan) for j in used})
+            plan.append((wz, real, used))
+    done = 0  # index[:done] yielded: each slice as soon as its last chunk is in
+    left = collections.Counter(index)
+    for c, (wz, real, used) in enumerate(plan):
         if check():
             return
         zs = reflect_index(real, n)
@@ -585,9 +594,14 @@ def _predict_chunks(net, arr, index, win, dev, amp, tile, overlap, bs, check):
         for j in used:
             acc[int(real[j])] += float(wz[j]) * y[j]
             norm[int(real[j])] += float(wz[j])
-    for z in index:
-        pred = (acc[z] / norm[z]).astype(np.float32)
-        yield z, np.ascontiguousarray(win.denormalize(pred) if win is not None else pred)
+        while done < len(index) and last[index[done]] <= c:
+            z = index[done]
+            pred = (acc[z] / norm[z]).astype(np.float32)
+            yield z, np.ascontiguousarray(win.denormalize(pred) if win is not None else pred)
+            done += 1
+            left[z] -= 1
+            if not left[z]:  # asked for no more: its sums are released
+                del acc[z]
 
 
 def _default_patch_depth() -> int:

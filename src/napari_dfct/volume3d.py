@@ -41,6 +41,8 @@ __all__ = [
     "from_slices",
     "patch_starts",
     "per_slice",
+    "run_namer",
+    "scan_runs",
     "slice_runs",
     "validation_chunks",
 ]
@@ -76,13 +78,32 @@ def slice_runs(
     return np.split(idx, np.flatnonzero(breaks) + 1)
 
 
+def scan_runs(index: Sequence[int] | np.ndarray, scans=None) -> list[np.ndarray]:
+    """The runs (:func:`slice_runs`) of the slices ``index`` of a data set of scans
+    (``scans``, a :class:`~napari_dfct.scans.ScanSlices`: each slice's scan and position
+    in it) or of one volume (``scans`` None)."""
+    if scans is None:
+        return slice_runs(index)
+    scan_of = np.asarray(scans.scans, dtype=np.int64)
+    z_of = np.asarray([z for _, z in scans.origins], dtype=np.int64)
+    return slice_runs(index, scan_of, z_of)
+
+
+def run_namer(scans=None, volume: str = "the volume"):
+    """How :func:`check_runs` names a run of :func:`scan_runs`: by its scan of ``scans``
+    (``"scan 'name'"``), or ``volume`` for one volume."""
+    if scans is None:
+        return lambda run: volume
+    return lambda run: f"scan {scans.names[int(scans.scans[int(run[0])])]!r}"
+
+
 def check_runs(runs: list[np.ndarray], depth: int, name=lambda run: "the volume") -> None:
     """Refuse (one :class:`ValueError` line) a run of fewer than ``depth`` slices."""
     for run in runs:
         if len(run) < int(depth):
             raise ValueError(
                 f"3-D patches are {int(depth)} consecutive slices of one scan; {name(run)} "
-                f"has {len(run)} consecutive training slices: use a smaller --patch-depth, "
+                f"has {len(run)} consecutive training slices: use a smaller patch depth, "
                 "or scans of more slices"
             )
 

@@ -224,7 +224,9 @@ def describe_model(folder: str | os.PathLike) -> str:
     if n_params is not None:
         arch_text += f", {n_params:,} parameters"
     row("preset", f"{cfg.get('preset', '?')}" + (f"  ({arch_text})" if arch_text else ""))
-    row("input", describe_context(arch.get("context", 0) or 0))
+    depth = train.get("patch_depth")
+    depth = depth if isinstance(depth, int) and depth > 0 else None
+    row("input", describe_context(arch.get("context", 0) or 0, arch.get("dims", 2) or 2, depth))
     if window:
         row(
             "window",

@@ -17,6 +17,7 @@ __all__ = [
     "StepTimer",
     "activation_bytes",
     "check_memory",
+    "memory_estimate",
     "oom_message",
 ]
 
@@ -140,28 +141,48 @@ def activation_bytes(config: TrainConfig) -> tuple[int, int]:
     return total, params
 
 
+def memory_estimate(config: TrainConfig) -> tuple[int, int, int] | None:
+    """``(need, per_patch, fixed)``: the bytes a training step of ``config`` needs at
+    least, the activations of one patch (:func:`activation_bytes`: a 3-D model's patch of
+    ``patch_depth`` slices, a context model's ``2K + 1`` input slices) and the fixed part
+    (weights, gradients and the optimiser's two moments: four times the parameters);
+    ``need = fixed + batch_size * per_patch``. None where the model has an operation
+    without a meta kernel (no estimate)."""
+    try:
+        per_patch, params = activation_bytes(config)
+    except Exception:  # noqa: BLE001 - an operation without a meta kernel: no estimate
+        return None
+    fixed = 4 * params
+    return fixed + per_patch * int(config.batch_size), per_patch, fixed
+
+
 def check_memory(config: TrainConfig, device: torch.device) -> None:
     """Refuse a batch whose activations cannot fit in the memory ``device`` has
-    available, before anything is allocated (:class:`OutOfMemory`)."""
+    available, before anything is allocated (:class:`OutOfMemory`; the estimate is
+    :func:`memory_estimate`)."""
     device = torch.device(device)
     free = available_memory(device)
     if free is None:
         return
-    try:
-        per_sample, params = activation_bytes(config)
-    except Exception:  # noqa: BLE001 - an operation without a meta kernel: no estimate, no check
+    estimate = memory_estimate(config)
+    if estimate is None:
         return
-    fixed = 4 * params  # weights, gradients and the optimiser's two moments
-    need = fixed + per_sample * int(config.batch_size)
+    need, per_sample, fixed = estimate
     if need > free:
         fits = max(0, (free - fixed) // max(per_sample, 1))
         hint = f"try batch size {fits}" if fits >= 1 else "try a smaller patch or preset"
         raise OutOfMemory(
-            f"batch size {config.batch_size} with {config.patch}x{config.patch} patches "
+            f"batch size {config.batch_size} with {_patch_words(config)} patches "
             f"(preset {config.preset!r}) needs at least {format_bytes(need)} of "
             f"{device.type.upper()} memory, more than the {format_bytes(free)} "
             f"available; {hint}"
         )
+
+
+def _patch_words(config: TrainConfig) -> str:
+    """``"128x128"``, or ``"8x128x128"`` for a 3-D model's patches."""
+    side = f"{config.patch}x{config.patch}"
+    return f"{config.patch_depth}x{side}" if int(config.dims) == 3 else side
 
 
 def oom_message(config: TrainConfig, device: torch.device) -> str:
@@ -169,6 +190,6 @@ def oom_message(config: TrainConfig, device: torch.device) -> str:
     c = config
     return (
         f"out of {device.type.upper()} memory at batch size {c.batch_size} with "
-        f"{c.patch}x{c.patch} patches (preset {c.preset!r}); try batch size "
+        f"{_patch_words(c)} patches (preset {c.preset!r}); try batch size "
         f"{max(1, c.batch_size // 2)}"
     )

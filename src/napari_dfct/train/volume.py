@@ -16,7 +16,8 @@ from ..device import autocast as _autocast
 from ..volume3d import (
     GroupedVolumePatchSampler,
     check_runs,
-    slice_runs,
+    run_namer,
+    scan_runs,
     validation_chunks,
 )
 
@@ -32,28 +33,19 @@ def build_volume_data(run: Any, x_all, y_all) -> None:
     if run.oracle is not None:
         raise ValueError("an oracle directional loss trains 2-D models only (--dims 2)")
     if run.scans is not None:
-        sc = run.scans
-        scan_of = np.asarray(sc.scans, dtype=np.int64)
-        z_of = np.asarray([z for _, z in sc.origins], dtype=np.int64)
-
-        def name(r: np.ndarray) -> str:
-            return f"scan {sc.names[int(scan_of[r[0]])]!r}"
 
         def stack(arrays, r: np.ndarray) -> np.ndarray:
             return window.normalize(np.stack([arrays[int(i)] for i in r]))
 
     else:
-        scan_of = z_of = None  # type: ignore[assignment] # one volume: one scan
-
-        def name(r: np.ndarray) -> str:
-            return "the training volume" if run.fixed_split is not None else "the volume"
 
         def stack(arrays, r: np.ndarray) -> np.ndarray:
             return window.normalize(arrays[r[0] : r[-1] + 1])
 
-    train_runs = slice_runs(run.train_idx, scan_of, z_of)
-    val_runs = slice_runs(run.val_idx, scan_of, z_of)
-    check_runs(train_runs, depth, name)
+    train_runs = scan_runs(run.train_idx, run.scans)
+    val_runs = scan_runs(run.val_idx, run.scans)
+    volume = "the training volume" if run.fixed_split is not None else "the volume"
+    check_runs(train_runs, depth, run_namer(run.scans, volume))
     run.sampler = GroupedVolumePatchSampler(
         [(stack(x_all, r), stack(y_all, r)) for r in train_runs],
         lambda shape: run.loss_fn.full_spatial_weight(shape, device=device),

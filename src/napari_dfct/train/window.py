@@ -44,7 +44,7 @@ def training_window(x_all, y_all, train_idx) -> IntensityWindow:
 
 
 def default_window(
-    input, target=None, *, val_fraction: float = 0.2, seed: int = 0
+    input, target=None, *, val_fraction: float = 0.2, seed: int = 0, dims: int = 2
 ) -> IntensityWindow:
     """The window :func:`~napari_dfct.train.fit` computes for this data and split.
 
@@ -52,15 +52,16 @@ def default_window(
     ----------
     input, target : numpy.ndarray
         (Z, Y, X) volumes; or ``input`` a :class:`ScanSlices` and ``target`` None.
-    val_fraction, seed : float, int
-        The run's ``TrainConfig.val_fraction`` and ``TrainConfig.seed``.
+    val_fraction, seed, dims : float, int, int
+        The run's ``TrainConfig.val_fraction``, ``seed`` and ``dims`` (a 3-D model's
+        volume is split into two blocks, :func:`training_split`).
     """
     if isinstance(input, ScanSlices):
         train_idx, _ = training_split(input, val_fraction, seed)
         return training_window(list(input.inputs), list(input.targets), train_idx)
     x = np.asarray(input, dtype=np.float32)
     y = np.asarray(target, dtype=np.float32)
-    train_idx, _ = training_split(x, val_fraction, seed)
+    train_idx, _ = training_split(x, val_fraction, seed, dims)
     return training_window(x, y, train_idx)
 
 

@@ -60,7 +60,8 @@ TIPS: dict[str, str] = {
     "predict.image": "The image layer to predict (2-D or 3-D)",
     "predict.device": "Where prediction runs; the model goes back to the CPU afterwards",
     "predict.current_slice": "Predict the slice shown in the viewer; adds or updates the "
-    "layer <image> [prediction: <model>]",
+    "layer <image> [prediction: <model>]. A 2.5-D or 3-D model reads the neighbouring "
+    "slices it needs (a 3-D model: the z-chunks that reach the slice)",
     "predict.whole_volume": "Predict every slice, streamed into the prediction layer",
     "predict.cancel": "Stop predicting after the current slice; finished slices stay",
     "predict.Model": "Show or hide the model's configuration",

@@ -13,7 +13,11 @@ model (``config.json``) and applied at prediction.
 With a 2.5-D context (the ``context`` option, K > 0) a data set is read with every
 slice's ``2K + 1`` neighbouring slices of its own scan (``load_scans(..., context=K)``, as
 ``dfct train --pairs`` reads it), layers and files are one scan each, and the summary adds
-what the context costs in memory (:func:`context_text`).
+what the context costs in memory (:func:`context_text`). With a 3-D model (``dims`` 3)
+a layer's volume is split into two blocks (its last slices validate), the default window
+is that of its training block, and training slices that cannot hold a patch of
+``patch_depth`` consecutive slices of one scan are said in the summary
+(:func:`check_3d_runs`, the rule of :func:`napari_dfct.train.fit`).
 """
 
 from __future__ import annotations
@@ -33,7 +37,7 @@ from ._plot import PlotCanvas
 if TYPE_CHECKING:
     from napari_dfct.data import IntensityWindow
 
-__all__ = ["SOURCES", "DataPanel", "data_form"]
+__all__ = ["SOURCES", "DataPanel", "check_3d_runs", "data_form"]
 
 #: The data sources of the Train widget.
 SOURCES = ["layers", "files", "dataset"]
@@ -143,7 +147,32 @@ def context_text(k: int, train_pixels: int) -> str:
     )
 
 
-def _scans_text(scans, val_fraction: float, seed: int) -> str:
+def check_3d_runs(data, val_fraction: float, seed: int, depth: int, what: str) -> None:
+    """Refuse (one :class:`ValueError` line) training data whose training slices do not
+    hold a 3-D patch of ``depth`` consecutive slices of one scan: ``data`` a volume (named
+    ``what``) or a data set of scans, split as :func:`napari_dfct.train.fit` splits it for
+    a 3-D model."""
+    from napari_dfct.scans import ScanSlices
+    from napari_dfct.train import training_split
+    from napari_dfct.volume3d import check_runs, run_namer, scan_runs
+
+    scans = data if isinstance(data, ScanSlices) else None
+    train_idx, _ = training_split(data, val_fraction, seed, 3)
+    check_runs(scan_runs(train_idx, scans), depth, run_namer(scans, what))
+
+
+def _volume_text(depth: int | None, n_train: int) -> str:
+    """The summary's words on a 3-D run of one volume: its training block and patches."""
+    if depth is None:
+        return ""
+    return (
+        f"; 3-D: patches of {depth} consecutive slices of the {n_train} training slices "
+        "(the validation slices are the last ones, one block)"
+    )
+
+
+def _scans_text(scans, val_fraction: float, seed: int, depth: int | None = None) -> str:
+    """The summary of a data set of scans; ``depth`` for a 3-D model (its patch depth)."""
     from napari_dfct.io.dataset import describe_scans
     from napari_dfct.train import training_split
 
@@ -152,6 +181,8 @@ def _scans_text(scans, val_fraction: float, seed: int) -> str:
         _, val_idx = training_split(scans, val_fraction, seed)
     except ValueError as err:
         return f"{text}; {err}"
+    if depth is not None:
+        check_3d_runs(scans, val_fraction, seed, depth, "")
     held = sorted({scans.names[int(scans.scans[i])] for i in val_idx})
     train = sorted(set(range(len(scans))) - {int(i) for i in val_idx})
     pixels = sum(int(np.prod(scans.shapes[i])) for i in train)
@@ -189,7 +220,17 @@ class DataPanel:
         layout.setContentsMargins(0, 0, 0, 0)
         layout.addWidget(self.histogram)
         fields.data_summary.native.setWordWrap(True)
-        for name in ("source", "input", "target", "dataset", "val_fraction", "seed", "context"):
+        for name in (
+            "source",
+            "input",
+            "target",
+            "dataset",
+            "val_fraction",
+            "seed",
+            "context",
+            "dims",
+            "patch_depth",
+        ):
             getattr(fields, name).changed.connect(self.update)
         for name in ("window_low", "window_high"):
             getattr(fields, name).changed.connect(self._draw_window)
@@ -210,9 +251,14 @@ class DataPanel:
 
     # ------------------------------------------------------------------ data
     def context(self) -> int:
-        """The form's 2.5-D context K (0: a 2-D run)."""
+        """The form's 2.5-D context K (0: a 2-D run, and a 3-D one)."""
         field = getattr(self.fields, "context", None)
-        return int(field.value) if field is not None else 0
+        return int(field.value) if field is not None and self.depth() is None else 0
+
+    def depth(self) -> int | None:
+        """The patch depth of a 3-D run (the form's ``dims`` 3); None for 2-D and 2.5-D."""
+        f = self.fields
+        return int(f.patch_depth.value) if int(f.dims.value) == 3 else None
 
     def scans(self, context: int | None = None):
         """The chosen data set's slices (:class:`napari_dfct.scans.ScanSlices`), with
@@ -272,11 +318,14 @@ class DataPanel:
 
         f = self.fields
         vf, seed, k = float(f.val_fraction.value), int(f.seed.value), self.context()
+        depth = self.depth()
+        dims = 2 if depth is None else 3
         key = (
             f.source.value,
             vf,
             seed,
             k,
+            depth,
             str(f.dataset.value),
             *(id(getattr(getattr(f, n).value, "data", None)) for n in ("input", "target")),
         )
@@ -295,22 +344,25 @@ class DataPanel:
                 return
             x, y = pair
             if y is None:
-                f.data_summary.value = _scans_text(x, vf, seed)
+                f.data_summary.value = _scans_text(x, vf, seed, depth)
                 train_idx, _ = training_split(x, vf, seed)
                 values = [x.inputs[i] for i in train_idx] + [x.targets[i] for i in train_idx]
             else:
                 from napari_dfct.context import check_context_slices
 
                 check_context_slices(x.shape[0], k, "the input layer")
-                train_idx, val_idx = training_split(x, vf, seed)
+                if depth is not None:
+                    check_3d_runs(x, vf, seed, depth, f"layer {f.input.value.name!r}")
+                train_idx, val_idx = training_split(x, vf, seed, dims)
                 f.data_summary.value = (
                     f"{x.shape[0]} slices of {x.shape[1]}x{x.shape[2]}; "
                     f"validation slices: "
                     f"{', '.join(str(int(i)) for i in val_idx)}"
                     f"{context_text(k, len(train_idx) * x.shape[1] * x.shape[2])}"
+                    f"{_volume_text(depth, len(train_idx))}"
                 )
                 values = [x[train_idx], y[train_idx]]
-            self.default = default_window(x, y, val_fraction=vf, seed=seed)
+            self.default = default_window(x, y, val_fraction=vf, seed=seed, dims=dims)
             counts, edges = intensity_histogram(*values)
         except ValueError as err:
             f.data_summary.value = str(err)

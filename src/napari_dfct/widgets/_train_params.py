@@ -7,7 +7,8 @@ a check box for a bool, a spin box for an int or a float (limits from the field'
 a line of text otherwise. A new option appears in the form, in :func:`fill` (a recipe
 change, a resumed run) and in :func:`read` (the form's values) without further edits here.
 What is written here is presentation only: a few labels, the learning rate as text (its
-values span decades) and spin-box steps.
+values span decades), spin-box steps, and the model's dimensionality as a choice of words
+placed before its context (:data:`_NAMED`, :data:`_BEFORE`).
 """
 
 from __future__ import annotations
@@ -30,13 +31,26 @@ _LABELS = {
     "gamma": "LR factor",
     "bn_recalibrate": "BatchNorm batches",
     "context": "context (2.5-D)",
+    "dims": "dimensions",
+    "patch_depth": "patch depth (3-D)",
 }
 #: What a tooltip adds to the option's help in the viewer.
 _MORE = {
     "context": " In the viewer: an image layer or a volume file is one scan; a data set "
     "reads every slice's neighbours from its own scan. The Data tab's summary says "
     "what the context costs in memory.",
+    "dims": " In the viewer: an image layer or a volume file is one scan (a 3-D model's "
+    "validation slices are its last ones, one block); the 'model, memory' line below "
+    "says what the model sees and the memory a training step needs.",
+    "patch_depth": " In the viewer: the training slices of a layer or file, and of every "
+    "scan of a data set, must hold this many consecutive slices.",
 }
+#: Numeric options offered as a choice of words (the values stay the option's).
+_NAMED: dict[str, list[tuple[str, Any]]] = {
+    "dims": [("2-D / 2.5-D (slices)", 2), ("3-D (volume)", 3)],
+}
+#: Options placed before another one in the form (``{option: the one it precedes}``).
+_BEFORE = {"dims": "context"}
 #: Numbers shown as text.
 _TEXT = ("lr",)
 #: Spin-box limits and steps beyond the field's bounds.
@@ -83,8 +97,9 @@ def option_widgets() -> list:
         tip = meta["help"][:1].upper() + meta["help"][1:] + _MORE.get(f.name, "")
         common: dict[str, Any] = {"name": f.name, "tooltip": tip}
         w: Any
-        if "choices" in meta:
-            w = ComboBox(label=_label(f), choices=list(meta["choices"]), **common)
+        if "choices" in meta or f.name in _NAMED:
+            choices = _NAMED.get(f.name) or list(meta["choices"])
+            w = ComboBox(label=_label(f), choices=choices, **common)
         elif type(f.default) is bool:
             w = CheckBox(text=_label(f), **common)
         elif _is_text(f):
@@ -95,6 +110,10 @@ def option_widgets() -> list:
             w = FloatSpinBox(label=_label(f), **_limits(f), **common)
         _set(w, f, f.default)
         out.append(w)
+    for name, before in _BEFORE.items():
+        moved = next(w for w in out if w.name == name)
+        out.remove(moved)
+        out.insert(next(i for i, w in enumerate(out) if w.name == before), moved)
     return out
 
 

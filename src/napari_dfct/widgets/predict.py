@@ -14,7 +14,10 @@ from the image layer's current slice: a central crop, or the slice padded by ref
 when it is smaller than the package's smallest input (a warning says so first); for a
 2.5-D model (context K) the slice and its 2K neighbours. The description shows a context
 model's input (e.g. "2.5-D, context 1 (3 slices: z-1, z, z+1)"), and *Current slice*
-reads the neighbouring slices of the layer it needs.
+reads the neighbouring slices of the layer it needs. For a 3-D model the description
+names its patch depth ("3-D, patch depth 8 (a volume, in z-chunks of 8 slices)"),
+*Current slice* computes only the z-chunks that reach the slice (what the whole volume
+gives there) and *Whole volume* streams into the layer chunk by chunk.
 
 What other widgets see of a prediction:
 

@@ -59,6 +59,7 @@ from . import (
     _preview,
     _progress,
     _train_data,
+    _train_dims,
     _train_params,
     _workers,
 )
@@ -132,6 +133,7 @@ class TrainWidget(QWidget):
         self.fields.run_name.native.setPlaceholderText("auto: <loss>-<date>-<time>")
         self.fields.preview.native.setPlaceholderText("auto")
         self.data_panel = _train_data.DataPanel(self.fields)
+        self.dims_panel = _train_dims.DimsPanel(self.fields, self)
         self.data_form.native.layout().addWidget(self.data_panel.plot_box)
         self._build_layout(forms)
         self._connect_fields()
@@ -194,7 +196,7 @@ class TrainWidget(QWidget):
                     "the fields below",
                 ),
                 Label(name="recipe_note", label="", value=""),
-                *_train_params.option_widgets(),
+                *_train_dims.with_note(_train_params.option_widgets()),
                 SpinBox(name="seed", label="seed", value=0, min=0, max=2**31 - 1),
                 CheckBox(
                     name="augment", text="augment (flips, \u00b115\u00b0 rotations)", value=True
@@ -413,14 +415,9 @@ class TrainWidget(QWidget):
             device=f.device.value,
             augment=bool(f.augment.value),
             tensorboard=bool(f.tensorboard.value),
-            **_train_params.read(f),
+            **_train_dims.applicable(_train_params.read(f)),
         )
         config.validate()
-        if int(config.dims) == 3:
-            raise ValueError(
-                "3-D models (dims 3) train with `dfct train --dims 3`; this widget trains "
-                "2-D and 2.5-D models"
-            )
         if config.tensorboard:
             from napari_dfct.train.logs import check_tensorboard
 
@@ -433,6 +430,8 @@ class TrainWidget(QWidget):
         from napari_dfct.context import check_one_scan_folder, check_one_scan_record
         from napari_dfct.data import validate_pair
         from napari_dfct.train import resolve_device, resume_config, resume_finished
+
+        from ._train_data import check_3d_runs
 
         f = self.fields
         config = self.train_config()
@@ -452,6 +451,7 @@ class TrainWidget(QWidget):
                     f"input and target are the same layer ({inp.name!r}); choose the "
                     "multi-rotation reconstruction as target"
                 )
+            _train_dims.check_volume_layers((inp, tgt), config.dims)
             for layer in (inp, tgt):
                 if layer.multiscale:
                     raise ValueError(f"layer {layer.name!r} is multiscale; not supported")
@@ -468,7 +468,11 @@ class TrainWidget(QWidget):
             except ValueError as err:
                 raise ValueError(f"{err} (input {inp.name!r}, target {tgt.name!r})") from None
             # a layer is one scan: a context model reads its neighbours within it
-            check_one_scan_record(inp.metadata.get("dfct"), config.context, f"layer {inp.name!r}")
+            record = inp.metadata.get("dfct")
+            check_one_scan_record(record, config.context, f"layer {inp.name!r}", config.dims)
+            if config.dims == 3 and not resume:  # a patch's slices: the training block's
+                what = f"layer {inp.name!r}"
+                check_3d_runs(x, config.val_fraction, config.seed, config.patch_depth, what)
             run.input, run.target = x, y
             run.layer, run.name, run.layers = inp, inp.name, (inp, tgt)
             run.placement = _layers.spatial_placement(inp)
@@ -477,6 +481,8 @@ class TrainWidget(QWidget):
             scans = self.data_panel.scans()
             if not resume:
                 scans.validate(patch=config.patch)
+                if config.dims == 3:
+                    check_3d_runs(scans, config.val_fraction, config.seed, config.patch_depth, "")
             run.input, run.target = scans, None
             run.name = Path(f.dataset.value).stem
             run.shape = (len(scans),)
@@ -489,7 +495,7 @@ class TrainWidget(QWidget):
                 paths.append(Path(p))
             if paths[0].resolve() == paths[1].resolve():
                 raise ValueError("input file and target file are the same file")
-            check_one_scan_folder(paths[0].parent, config.context)  # a file is one scan
+            check_one_scan_folder(paths[0].parent, config.context, config.dims)  # one scan
             run.input, run.target = str(paths[0]), str(paths[1])
             run.name = paths[0].stem
             run.shape = None
