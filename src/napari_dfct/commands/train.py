@@ -475,6 +475,12 @@ def run(args: argparse.Namespace) -> int:
         bar.close()
         raise CLIError(f"cannot save the model in {out}: {exc.strerror or exc}") from None
     bar.close()
+    return _summary(result)
+
+
+def _summary(result) -> int:
+    """Print the one summary line of a finished training, export the saved model for ONNX
+    Runtime where it runs (:func:`_warm_onnx`); exit status 0."""
     where = result.model_dir if result.model_dir is not None else "(nothing saved)"
     print(
         f"{result.stopped}: {result.epochs_run} epochs, best validation loss "
