@@ -16,8 +16,15 @@ One run prints:
   (inductor; its compile time apart), ONNX Runtime (the package's ``onnx`` backend; its
   export time apart), bf16 autocast where the CPU has native bf16, and batches of 2 and 4
   slices for ``small``;
+* ONNX Runtime's session options on one slice of each preset: the package's session
+  against other graph optimisation levels, spinning threads, no memory arena, denormals
+  as zero (and one thread fewer, on more than one);
 * :func:`napari_dfct.infer.predict` of one 800 x 800 slice (the default backend against
-  the NCHW path of before) and of 8 slices, and ``dfct predict`` as a command;
+  the NCHW path of before: nothing cached, the export in the disk cache only, a session in
+  memory) and of 8 slices;
+* ``dfct predict`` of one slice as a command, a fresh process each time: eager fp32 NCHW
+  (before), ``--backend eager``, ``auto`` with a cold and with a warm disk cache of exports,
+  the whole command and the command after its imports;
 * training ``small`` (the ``quick`` recipe's patch and batch): steps per second in NCHW and
   channels-last from the same seed, and whether their losses are bit-identical.
 
@@ -27,13 +34,18 @@ an upper bound). Run it at normal priority::
 
     nice -n 0 python benchmarks/bench_infer.py            # about 15 minutes on 2 cores
     nice -n 0 python benchmarks/bench_infer.py --quick    # small only, no compile
+    python benchmarks/bench_infer.py --only cli ort --presets paper   # some parts
+
+Exports go to a temporary cache folder of the run, never the user's.
 """
 
 from __future__ import annotations
 
 import argparse
 import copy
+import json
 import os
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -260,7 +272,11 @@ def print_preset(preset, size, res, setup, bf16, flops, roof) -> None:
 
 
 def bench_predict(net, image, window, repeats: int) -> None:
-    """predict() of one slice and of 8: the default against the NCHW path of before."""
+    """predict() of one slice and of 8: the default against the NCHW path of before; one
+    slice also with the export in the disk cache but no session in memory (a new process's
+    first slice, the load and the check included) and with the session in memory."""
+    from napari_dfct import _onnx
+
     old = infer._channels_last
 
     def before(img):
@@ -273,13 +289,31 @@ def bench_predict(net, image, window, repeats: int) -> None:
     def now(img):
         return infer.predict(net, img, window=window, device="cpu")
 
-    for label, img in (("1 slice", image), ("8 slices", np.stack([image] * 8))):
-        ref, new = before(img), now(img)  # warm-up (and the export, for 8 slices)
-        diff = float(np.abs(ref - new).max()) / window.width
-        tb, tn = [], []
-        for _ in range(repeats if img.ndim == 2 else 1):
-            tb.append(_timed(lambda img=img: before(img)))
-            tn.append(_timed(lambda img=img: now(img)))
+    def from_disk(img):
+        _onnx._CACHE.clear()  # as in a new process: only the disk cache holds the export
+        _onnx._DIGESTS.clear()
+        return now(img)
+
+    arms = {"1 slice, nothing cached (eager channels-last)": (now, image, "cold")}
+    if _onnx.missing() is None:
+        arms["1 slice, export on disk, no session in memory"] = (from_disk, image, "warm")
+        arms["1 slice, session in memory"] = (now, image, "warm")
+    arms["8 slices (ONNX Runtime when installed; the export in the first call)"] = (
+        now,
+        np.stack([image] * 8),
+        "cold",
+    )
+    for label, (fn, img, cache) in arms.items():
+        with _cache_folder(cache == "cold"):
+            _onnx._DIGESTS.clear()
+            if cache == "warm":
+                _onnx.warm(net)
+            ref, new = before(img), fn(img)  # warm-up (and the export, for 8 slices)
+            diff = float(np.abs(ref - new).max()) / window.width
+            tb, tn = [], []
+            for _ in range(repeats if img.ndim == 2 else 1):
+                tb.append(_timed(lambda img=img: before(img)))
+                tn.append(_timed(lambda fn=fn, img=img: fn(img)))
         b, n = min(tb), min(tn)
         print(
             f"  predict(), {label}: before {b:.2f} s, now {n:.2f} s: {n / b:.2f}x "
@@ -287,28 +321,189 @@ def bench_predict(net, image, window, repeats: int) -> None:
         )
 
 
+class _cache_folder:
+    """A temporary package cache folder (``NAPARI_DFCT_CACHE_DIR``) for a block, emptied
+    first when ``fresh``; the benchmark never reads or fills the user's cache."""
+
+    def __init__(self, fresh: bool):
+        self.fresh = fresh
+
+    def __enter__(self):
+        from napari_dfct import _onnx
+
+        self.old = os.environ.get("NAPARI_DFCT_CACHE_DIR")
+        self.tmp = tempfile.TemporaryDirectory(prefix="dfct-bench-cache-")
+        os.environ["NAPARI_DFCT_CACHE_DIR"] = self.tmp.name if self.fresh else _SHARED_CACHE
+        _onnx._CACHE.clear()
+        return os.environ["NAPARI_DFCT_CACHE_DIR"]
+
+    def __exit__(self, *exc):
+        if self.old is None:
+            os.environ.pop("NAPARI_DFCT_CACHE_DIR", None)
+        else:
+            os.environ["NAPARI_DFCT_CACHE_DIR"] = self.old
+        self.tmp.cleanup()
+
+
+#: The cache folder of the "warm" cases (a temporary folder of the run, set in main()).
+_SHARED_CACHE = ""
+
+#: ``dfct predict`` in a fresh interpreter, timed inside: the imports (torch's among them,
+#: the same for every backend) apart from the command itself; ``NCHW=1`` runs the eager
+#: path in the default memory format, as before channels-last on the CPU.
+_CLI = """\
+import json, os, sys, time
+t0 = time.perf_counter()
+from napari_dfct import infer
+from napari_dfct.cli import main
+if os.environ.get("NCHW") == "1":
+    infer._channels_last = lambda dev: dev.type == "cuda"
+t1 = time.perf_counter()
+rc = main(sys.argv[1:])
+t2 = time.perf_counter()
+print(json.dumps({"imports": t1 - t0, "command": t2 - t1}), file=sys.stderr)
+sys.exit(rc)
+"""
+
+
 def bench_cli(net, image, window, repeats: int) -> None:
-    """``dfct predict`` of one slice as a command, per backend (wall time, process start
-    and torch's import included)."""
+    """``dfct predict`` of one slice as a command (a fresh process each time, interleaved
+    repeats): eager fp32 NCHW (before), ``--backend eager`` (channels-last), ``auto`` with
+    a cold and with a warm disk cache of exports; wall time of the whole command (process
+    start and imports included) and of the command after its imports."""
+    from napari_dfct import _onnx
     from napari_dfct.checkpoint import save_checkpoint
 
     with tempfile.TemporaryDirectory() as tmp:
         folder = save_checkpoint(Path(tmp) / "m", net, {"window": window.to_dict(), "name": "b"})
         src = Path(tmp) / "slice.npy"
         np.save(src, image)
+        warm, cold = Path(tmp) / "warm", Path(tmp) / "cold"
         env = {**os.environ, "PYTHONPATH": os.pathsep.join(sys.path)}
-        times: dict[str, list[float]] = {"eager": [], "auto": []}
+        arms = {
+            "eager fp32 NCHW (before)": ("eager", {"NCHW": "1"}, cold),
+            "--backend eager (channels-last)": ("eager", {}, cold),
+            "auto, cold cache": ("auto", {}, cold),
+        }
+        if _onnx.missing() is None:
+            arms["auto, warm cache"] = ("auto", {}, warm)
+
+        def run(name: str) -> tuple[float, dict, np.ndarray]:
+            backend, extra, cache = arms[name]
+            if cache == cold:
+                shutil.rmtree(cold, ignore_errors=True)
+            out = Path(tmp) / "p.npy"
+            cmd = [sys.executable, "-c", _CLI, "predict", "--model", str(folder)]
+            cmd += ["--input", str(src), "--out", str(out), "--overwrite", "--no-progress"]
+            cmd += ["--backend", backend]
+            e = {**env, **extra, "NAPARI_DFCT_CACHE_DIR": str(cache)}
+            t = time.perf_counter()
+            res = subprocess.run(cmd, check=True, env=e, capture_output=True, text=True)
+            wall = time.perf_counter() - t
+            inner = json.loads(res.stderr.strip().splitlines()[-1])
+            return wall, inner, np.load(out)
+
+        first = {}
+        if "auto, warm cache" in arms:  # the export, once: what `dfct train` leaves
+            t = time.perf_counter()
+            e = {**env, "NAPARI_DFCT_CACHE_DIR": str(warm)}
+            code = (
+                "import sys; from napari_dfct import _onnx; "
+                "from napari_dfct.checkpoint import load_model; "
+                "sys.exit(0 if _onnx.warm(load_model(sys.argv[1]).model) else 1)"
+            )
+            subprocess.run([sys.executable, "-c", code, str(folder)], check=True, env=e)
+            print(
+                f"  the export into the disk cache (a process of its own): "
+                f"{time.perf_counter() - t:.1f} s"
+            )
+        times: dict[str, list] = {name: [] for name in arms}
         for _ in range(repeats):
-            for backend in times:
-                cmd = [sys.executable, "-m", "napari_dfct", "predict", "--model", str(folder)]
-                cmd += ["--input", str(src), "--out", str(Path(tmp) / "p.npy"), "--overwrite"]
-                cmd += ["--no-progress", "--backend", backend]
-                t = time.perf_counter()
-                subprocess.run(cmd, check=True, env=env, capture_output=True)
-                times[backend].append(time.perf_counter() - t)
+            for name in arms:
+                wall, inner, out = run(name)
+                times[name].append((wall, inner["command"], inner["imports"]))
+                first.setdefault(name, out)
+        ref = first["eager fp32 NCHW (before)"]
+        base = min(t[0] for t in times["eager fp32 NCHW (before)"])
+        base_cmd = min(t[1] for t in times["eager fp32 NCHW (before)"])
         print(
-            "  dfct predict, 1 slice, whole command: "
-            + ", ".join(f"--backend {k} {min(v):.2f} s" for k, v in times.items())
+            f"  dfct predict, 1 slice, best of {repeats} interleaved (whole command; after "
+            "the imports):"
+        )
+        for name, ts in times.items():
+            wall, cmd_s = min(t[0] for t in ts), min(t[1] for t in ts)
+            imports = min(t[2] for t in ts)
+            diff = float(np.abs(first[name] - ref).max()) / window.width
+            print(
+                f"    {name:34s} {wall:6.2f} s ({wall / base:.2f}x); {cmd_s:5.2f} s "
+                f"({cmd_s / base_cmd:.2f}x); imports {imports:.2f} s; max |diff| {diff:.1e}"
+            )
+
+
+def bench_ort_options(net, xn: np.ndarray, repeats: int) -> dict:
+    """ONNX Runtime session options on one slice, interleaved, best of ``repeats``: the
+    package's session against variants; returns name -> (s/slice, max |diff| against the
+    package's)."""
+    import io
+
+    import onnxruntime as ort
+
+    from napari_dfct import _onnx
+
+    buf = io.BytesIO()
+    with torch.no_grad():
+        _onnx._export(net, 1, infer._multiple(net), buf)
+    data = buf.getvalue()
+    threads = torch.get_num_threads()
+    x = np.ascontiguousarray(xn[None, None], dtype=np.float32)
+
+    def make(level=None, spin="0", arena=True, pattern=True, denormal=False, threads=threads):
+        opts = ort.SessionOptions()
+        opts.intra_op_num_threads = threads
+        opts.inter_op_num_threads = 1
+        opts.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
+        opts.add_session_config_entry("session.intra_op.allow_spinning", spin)
+        if level is not None:
+            opts.graph_optimization_level = level
+        opts.enable_cpu_mem_arena = arena
+        opts.enable_mem_pattern = pattern
+        if denormal:
+            opts.add_session_config_entry("session.set_denormal_as_zero", "1")
+        opts.log_severity_level = 3
+        sess = ort.InferenceSession(data, opts, providers=["CPUExecutionProvider"])
+        name = sess.get_inputs()[0].name
+        return lambda: sess.run(None, {name: x})[0]
+
+    gol = ort.GraphOptimizationLevel
+    pkg = _onnx.OnnxSession(data, threads, (1, 1, 64, 64))
+    variants = {
+        "the package's session (ORT_ENABLE_ALL, no spinning)": lambda: pkg(
+            torch.from_numpy(x)
+        ).numpy(),
+        "ORT_ENABLE_EXTENDED (no NCHWc layout)": make(level=gol.ORT_ENABLE_EXTENDED),
+        "ORT_ENABLE_BASIC": make(level=gol.ORT_ENABLE_BASIC),
+        "spinning on": make(spin="1"),
+        "no memory arena, no memory pattern": make(arena=False, pattern=False),
+        "denormals as zero": make(denormal=True),
+    }
+    if threads > 1:
+        variants[f"intra_op_num_threads {threads - 1}"] = make(threads=threads - 1)
+    ref = variants["the package's session (ORT_ENABLE_ALL, no spinning)"]()
+    diffs = {name: float(np.abs(fn() - ref).max()) for name, fn in variants.items()}
+    times: dict[str, list[float]] = {name: [] for name in variants}
+    for _ in range(repeats):
+        for name, fn in variants.items():
+            times[name].append(_timed(fn))
+    return {name: (min(times[name]), diffs[name]) for name in variants}
+
+
+def print_ort_options(preset: str, res: dict, flops: float, roof: float) -> None:
+    print(f"\nONNX Runtime session options, {preset} (one slice, best of the run):")
+    base = next(iter(res.values()))[0]
+    for name, (sec, diff) in res.items():
+        print(
+            f"  {name:52s} {sec:7.3f} s {flops / sec / 1e9:6.1f} GFLOPS "
+            f"{flops / sec / 1e9 / roof:6.1%} {sec / base:5.2f}x  max|diff| {diff:.1e}"
         )
 
 
@@ -371,7 +566,12 @@ def bench_training(xn: np.ndarray, yn: np.ndarray, steps: int, repeats: int) -> 
     )
 
 
+#: The parts of a run (``--only``); every run prints the machine, the roofline and FLOPs.
+PARTS = ("backends", "ort", "predict", "cli", "training")
+
+
 def main(argv=None) -> int:
+    global _SHARED_CACHE
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--quick", action="store_true", help="small only, no torch.compile")
     ap.add_argument("--size", type=int, default=800, help="slice side (default 800)")
@@ -380,12 +580,26 @@ def main(argv=None) -> int:
     )
     ap.add_argument("--no-compile", dest="compile", action="store_false")
     ap.add_argument("--train-steps", type=int, default=20)
+    ap.add_argument(
+        "--only",
+        nargs="+",
+        choices=PARTS,
+        default=list(PARTS),
+        help="run only these parts (default: all): the backends' table, ONNX Runtime's "
+        "session options, predict() and dfct predict of one slice, training",
+    )
+    ap.add_argument("--presets", nargs="+", choices=["small", "paper"], help="default: both")
     args = ap.parse_args(argv)
     args.repeats = max(3, args.repeats)
-    presets = ["small"] if args.quick else ["small", "paper"]
+    presets = args.presets or (["small"] if args.quick else ["small", "paper"])
     args.compile = args.compile and not args.quick
     args.compile_presets = presets
     warnings.filterwarnings("ignore")
+    from napari_dfct import _onnx
+
+    ort = _onnx.missing() is None
+    tmp = tempfile.TemporaryDirectory(prefix="dfct-bench-cache-")
+    _SHARED_CACHE = tmp.name  # exports of this run: never the user's cache
 
     info = machine()
     print_machine(info)
@@ -407,20 +621,31 @@ def main(argv=None) -> int:
         print(f"  {p:6s} {fwd / 1e9:8.1f} GFLOP per slice, {train / 1e9:7.2f} GFLOP per patch")
     image, window, xn, yn = simulated_slice(args.size)
     print(f"window {window.low:.3f} .. {window.high:.3f} (percentiles of a simulated slice)")
-    done = {}
+    done, options = {}, {}
     for p in presets:  # the roofline is measured again around every preset
-        roof = max(roof, *roofline(5).values())
-        done[p] = bench_preset(p, xn, args, info)
+        if "backends" in args.only:
+            roof = max(roof, *roofline(5).values())
+            done[p] = bench_preset(p, xn, args, info)
+        if "ort" in args.only and ort:
+            roof = max(roof, *roofline(5).values())
+            reps = args.repeats if p == "small" else max(3, args.repeats - 2)
+            options[p] = bench_ort_options(calibrated(p, xn), xn, reps)
     roof = max(roof, *roofline(5).values())
-    print(f"\nroofline: {roof:.0f} GFLOPS, the best matmul of this run (measured 4 times)")
+    print(f"\nroofline: {roof:.0f} GFLOPS, the best matmul of this run")
     for p, (res, setup, bf16) in done.items():
         print_preset(p, args.size, res, setup, bf16, flops[p], roof)
+    for p, res in options.items():
+        print_ort_options(p, res, flops[p], roof)
     net = calibrated("small", xn)
-    print(f"\nend to end, small at {args.size}^2:")
-    bench_predict(net, image, window, args.repeats)
-    if not args.quick:
+    if "predict" in args.only or "cli" in args.only:
+        print(f"\nend to end, small at {args.size}^2:")
+    if "predict" in args.only:
+        bench_predict(net, image, window, args.repeats)
+    if "cli" in args.only:
         bench_cli(net, image, window, args.repeats)
-    bench_training(xn, yn, args.train_steps if not args.quick else 8, args.repeats)
+    if "training" in args.only:
+        bench_training(xn, yn, args.train_steps if not args.quick else 8, args.repeats)
+    tmp.cleanup()
     return 0
 
 

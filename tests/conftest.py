@@ -40,6 +40,21 @@ def no_models_at_home(tmp_path_factory):
         os.environ["NAPARI_DFCT_MODELS_DIR"] = old
 
 
+@pytest.fixture(scope="session", autouse=True)
+def no_cache_at_home(tmp_path_factory):
+    """The package's cache folder (ONNX exports, the sample data) is an empty one of the
+    session, not the user's ``~/.cache/napari-dfct``: a test never reads what an earlier
+    run left there, and leaves nothing there."""
+    folder = tmp_path_factory.mktemp("cache-home")
+    old = os.environ.get("NAPARI_DFCT_CACHE_DIR")
+    os.environ["NAPARI_DFCT_CACHE_DIR"] = str(folder)
+    yield folder
+    if old is None:
+        os.environ.pop("NAPARI_DFCT_CACHE_DIR", None)
+    else:
+        os.environ["NAPARI_DFCT_CACHE_DIR"] = old
+
+
 @pytest.fixture(scope="session")
 def small_sim():
     """A tiny simulated DFCT set: 4 slices of 64x64, shared by the whole session.

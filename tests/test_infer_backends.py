@@ -94,8 +94,9 @@ def test_unknown_backend_is_one_clear_error(loaded, small_sim):
     assert infer._check_backend(" ONNX ", CPU) == "onnx"
 
 
-def test_auto_exports_only_for_enough_slices(loaded, monkeypatch):
+def test_auto_exports_only_for_enough_slices(loaded, monkeypatch, tmp_path, fresh_notes):
     monkeypatch.setattr(_onnx, "missing", lambda: None)
+    monkeypatch.setenv("NAPARI_DFCT_CACHE_DIR", str(tmp_path))  # no export cached on disk
     net = loaded.model
     n = infer.ONNX_MIN_SLICES
     assert infer._choose_backend("auto", CPU, n - 1, net) == "eager"

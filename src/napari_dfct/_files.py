@@ -8,6 +8,9 @@
   with a plain ``open`` (mode ``"xb"``), so it honours the umask like any other file the
   package writes.
 * :func:`fingerprint` is the one identity of a file's content: its size and SHA-256.
+* :func:`user_cache_dir` is the one home of the package's caches (the sample data, ONNX
+  exports): ``$NAPARI_DFCT_CACHE_DIR``, else ``$XDG_CACHE_HOME/napari-dfct``, else
+  ``~/.cache/napari-dfct``.
 * :func:`json_safe` is the one NaN rule: NumPy scalars and arrays become Python values,
   paths strings, and **non-finite floats (NaN, +-inf) become** ``null``, so every JSON file
   written by :func:`write_json` is strict JSON that any reader accepts.
@@ -33,8 +36,24 @@ __all__ = [
     "fingerprint",
     "json_safe",
     "read_json",
+    "user_cache_dir",
     "write_json",
 ]
+
+#: The environment variable that moves every cache of the package (:func:`user_cache_dir`).
+CACHE_ENV = "NAPARI_DFCT_CACHE_DIR"
+
+
+def user_cache_dir() -> Path:
+    """The folder of the package's caches: ``$NAPARI_DFCT_CACHE_DIR``, else
+    ``$XDG_CACHE_HOME/napari-dfct``, else ``~/.cache/napari-dfct`` (not created here).
+    Everything in it can be deleted at any time: it is made again when needed."""
+    env = os.environ.get(CACHE_ENV)
+    if env:
+        return Path(env)
+    xdg = os.environ.get("XDG_CACHE_HOME")
+    base = Path(xdg) if xdg else Path.home() / ".cache"
+    return base / "napari-dfct"
 
 
 def _fsync_dir(folder: Path) -> None:

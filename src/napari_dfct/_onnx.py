@@ -1,17 +1,25 @@
 """ONNX Runtime for inference on the CPU (the optional extra ``onnx``): export, session, cache.
 
-:func:`session` exports a network with ``torch.onnx.export`` (its TorchScript exporter,
-which needs only the ``onnx`` package) to a temporary file at its first use, opens an ONNX
-Runtime session on it (the CPU execution provider) and keeps the session in memory, keyed
-by the network and the state of its weights: a changed weight makes a new export, a
-network that is garbage-collected drops its session. The graph takes any batch size and
-any height and width that are multiples of the network's ``multiple``;
-:mod:`napari_dfct.infer` pads every input the way the network pads it itself, so the
-traced graph never pads and one export serves every slice and tile size.
+:func:`session` gives the ONNX Runtime session of a network (the CPU execution provider),
+kept in memory per network and state of its weights: a changed weight makes a new
+session, a network that is garbage-collected drops its session. A new session comes from
+the disk cache of exports (:mod:`napari_dfct._onnx_cache`, in the package's cache folder)
+when the network, its weights and the versions there match, else from an export with
+``torch.onnx.export`` (its TorchScript exporter, which needs only the ``onnx`` package),
+which is then written to the disk cache: the export is paid once per network and weights
+on a machine, not once per process. :func:`ready` says whether a session can be had
+without an export (in memory or on disk), which is when ``backend="auto"`` takes ONNX
+Runtime even for one slice; :func:`warm` exports a saved model ahead of its first use.
 
-Every new session is checked against the network on a small input before it is used: a
-larger difference than :data:`CHECK_TOLERANCE` (in the normalised intensity units the
-network sees, i.e. fractions of the intensity window) counts as a failed export.
+The graph takes any batch size and any height and width that are multiples of the
+network's ``multiple``; :mod:`napari_dfct.infer` pads every input the way the network pads
+it itself, so the traced graph never pads and one export serves every slice and tile size.
+
+Every new session is checked against the network on a small input before it is used,
+whether exported or read from the disk cache: a larger difference than
+:data:`CHECK_TOLERANCE` (in the normalised intensity units the network sees, i.e.
+fractions of the intensity window) counts as a failed export, and a cached export that
+fails it, cannot be read or does not load is exported again (one logged line), never used.
 
 Threads: a session runs on as many threads as torch (``torch.get_num_threads()``; the
 package caps it to the usable cores through ``OMP_NUM_THREADS``, :mod:`napari_dfct._threads`),
@@ -25,13 +33,16 @@ Nothing here imports onnx or onnxruntime before a session is asked for.
 from __future__ import annotations
 
 import importlib.util
+import io
 import logging
-import os
-import tempfile
+import sys
 import threading
+import time
 import warnings
 import weakref
 from typing import TYPE_CHECKING, Any
+
+from . import _onnx_cache
 
 if TYPE_CHECKING:
     import torch
@@ -44,17 +55,22 @@ __all__ = [
     "cached",
     "missing",
     "note",
+    "ready",
     "session",
+    "warm",
 ]
 
 log = logging.getLogger("napari_dfct.infer")
 
 #: The values of ``backend`` (:func:`napari_dfct.infer.predict`, ``dfct predict --backend``).
 BACKENDS = ("auto", "eager", "onnx")
-#: ``backend="auto"`` exports to ONNX Runtime for this many slices or more: the first
-#: export in a process (about 2 s, most of it loading the exporter) costs about what a
-#: few slices of ``small`` at 800 x 800 save.
+#: ``backend="auto"`` exports to ONNX Runtime for this many slices or more when the export
+#: is in neither the memory nor the disk cache: the first export in a process (about 2 s,
+#: most of it loading the exporter) costs about what a few slices of ``small`` at
+#: 800 x 800 save.
 ONNX_MIN_SLICES = 8
+#: The ONNX opset of the export.
+OPSET = 17
 
 #: The most a fresh session may differ from the network on its check input (normalised
 #: units: a fraction of the intensity window), else it is not used.
@@ -66,6 +82,7 @@ INSTALL_HINT = "pip install 'napari-dfct[onnx]'"
 _LOCK = threading.Lock()
 _CACHE: weakref.WeakKeyDictionary[Any, tuple[tuple, OnnxSession]] = weakref.WeakKeyDictionary()
 _FAILED: weakref.WeakKeyDictionary[Any, tuple[tuple, str]] = weakref.WeakKeyDictionary()
+_DIGESTS: weakref.WeakKeyDictionary[Any, tuple[tuple, str]] = weakref.WeakKeyDictionary()
 _NOTED: set[str] = set()
 
 
@@ -92,7 +109,7 @@ class OnnxSession:
     """An ONNX Runtime session of one exported network: ``(B, C, H, W)`` float32 tensor in
     (H, W multiples of the network's ``multiple``), float32 CPU tensor out."""
 
-    def __init__(self, path: str, threads: int, example_shape: tuple[int, ...]):
+    def __init__(self, model: str | bytes, threads: int, example_shape: tuple[int, ...]):
         import onnxruntime as ort
 
         opts = ort.SessionOptions()
@@ -101,7 +118,7 @@ class OnnxSession:
         opts.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
         opts.add_session_config_entry("session.intra_op.allow_spinning", "0")
         opts.log_severity_level = 3  # errors only
-        self._session = ort.InferenceSession(path, opts, providers=["CPUExecutionProvider"])
+        self._session = ort.InferenceSession(model, opts, providers=["CPUExecutionProvider"])
         self._input = self._session.get_inputs()[0].name
         self.threads = int(threads)
         self._example_shape = tuple(example_shape)
@@ -138,8 +155,8 @@ def _key(model: torch.nn.Module, channels: int, threads: int) -> tuple:
 
 
 def cached(model: torch.nn.Module, channels: int | None = None) -> bool:
-    """Whether a session for ``model`` (its current weights) is ready, so using it costs
-    no export."""
+    """Whether a session for ``model`` (its current weights) is in memory, so using it
+    costs neither an export nor a load."""
     import torch
 
     with _LOCK:
@@ -150,29 +167,138 @@ def cached(model: torch.nn.Module, channels: int | None = None) -> bool:
     return hit[0] == _key(model, c, torch.get_num_threads())
 
 
-def _export(model: torch.nn.Module, channels: int, multiple: int, path: str) -> torch.Tensor:
-    """Trace ``model`` at a small size with a dynamic batch, height and width; return the
-    example input (for the check)."""
+def _multiple(model: torch.nn.Module) -> int:
+    """The multiple a network pads its input's height and width to."""
+    return int(getattr(model, "multiple", 2 ** int(getattr(model, "depth", 4))))
+
+
+def _example(channels: int, multiple: int) -> torch.Tensor:
+    """The input of the export and of the check: seeded, ``4 * multiple`` pixels square."""
     import torch
 
     side = 4 * int(multiple)
     gen = torch.Generator().manual_seed(0)
-    example = torch.rand((1, int(channels), side, side), generator=gen)
+    return torch.rand((1, int(channels), side, side), generator=gen)
+
+
+def _disk_key(model: torch.nn.Module, channels: int, multiple: int) -> str:
+    """The key of ``model``'s export in the disk cache (:func:`_onnx_cache.key`); the
+    weights' digest is computed once per state of the weights."""
+    wkey = _weights_key(model)
+    with _LOCK:
+        hit = _DIGESTS.get(model)
+    if hit is not None and hit[0] == wkey:
+        digest = hit[1]
+    else:
+        digest = _onnx_cache.weights_digest(model)
+        with _LOCK:
+            _DIGESTS[model] = (wkey, digest)
+    settings = {
+        "channels": int(channels),
+        "multiple": int(multiple),
+        "opset": OPSET,
+        "example": list(_example(channels, multiple).shape),
+    }
+    return _onnx_cache.key(model, digest, settings, sys.modules[__name__])  # this exporter
+
+
+def ready(
+    model: torch.nn.Module, channels: int | None = None, multiple: int | None = None
+) -> bool:
+    """Whether a session for ``model`` (its current weights) can be had without an export:
+    in memory, or in the disk cache (its files exist; they are verified when loaded)."""
+    if cached(model, channels):
+        return True
+    c = int(getattr(model, "in_channels", 1)) if channels is None else int(channels)
+    m = _multiple(model) if multiple is None else int(multiple)
+    try:
+        return _onnx_cache.lookup(_disk_key(model, c, m))
+    except Exception:  # noqa: BLE001 - a network the key cannot describe: not cached
+        return False
+
+
+def _export(model: torch.nn.Module, channels: int, multiple: int, f: Any) -> torch.Tensor:
+    """Trace ``model`` at a small size with a dynamic batch, height and width into ``f``
+    (a path or a binary file); return the example input (for the check)."""
+    import torch
+
+    example = _example(channels, multiple)
     axes = {0: "batch", 2: "height", 3: "width"}
     with warnings.catch_warnings():  # the tracer's notes on shape-dependent Python code
         warnings.simplefilter("ignore")
         torch.onnx.export(
             model,
             (example,),
-            path,
+            f,
             dynamo=False,
             input_names=["x"],
             output_names=["y"],
             dynamic_axes={"x": axes, "y": axes},
-            opset_version=17,
+            opset_version=OPSET,
             do_constant_folding=True,
         )
     return example
+
+
+def _check(sess: OnnxSession, model: torch.nn.Module, example: torch.Tensor) -> float:
+    """The largest difference between the session and ``model`` on ``example``."""
+    import torch
+
+    with torch.inference_mode(False), torch.no_grad():
+        expected = model(example)
+    return float((sess(example) - expected).abs().max())
+
+
+def _first_line(exc: BaseException) -> str:
+    return (str(exc).strip().splitlines() or [""])[0][:200]
+
+
+def _from_disk(
+    model: torch.nn.Module, key: str, channels: int, multiple: int, threads: int
+) -> OnnxSession | None:
+    """The session of the cached export of ``key``, checked against ``model``; None when
+    it is not cached, or when it is damaged (then removed, with one logged line)."""
+    try:
+        hit = _onnx_cache.read(key)
+        if hit is None:
+            return None
+        data, _, graph = hit
+        example = _example(channels, multiple)
+        try:
+            sess = OnnxSession(data, threads, tuple(example.shape))
+        except Exception as exc:  # noqa: BLE001 - ONNX Runtime's parser and loader
+            raise _onnx_cache.CacheDamaged(
+                f"ONNX Runtime cannot load it ({type(exc).__name__}: {_first_line(exc)})"
+            ) from None
+        diff = _check(sess, model, example)
+        if not diff <= CHECK_TOLERANCE:
+            raise _onnx_cache.CacheDamaged(
+                f"it differs from torch by {diff:.2g} (more than {CHECK_TOLERANCE:g})"
+            )
+    except _onnx_cache.CacheDamaged as exc:
+        log.warning(
+            "the cached ONNX export %s is damaged: %s; exporting the network again",
+            _onnx_cache.folder() / f"{key}.json",
+            exc,
+        )
+        _onnx_cache.discard(key)
+        return None
+    log.info("ONNX Runtime: the export %s from the disk cache (checked: %.1g)", graph, diff)
+    return sess
+
+
+def _to_disk(key: str, data: bytes, record: dict) -> None:
+    """Store an export in the disk cache; a folder that cannot be written is noted once
+    (every process then exports again), never an error."""
+    try:
+        graph = _onnx_cache.write(key, data, record)
+    except OSError as exc:
+        note(
+            f"the ONNX export cannot be cached in {_onnx_cache.folder()} "
+            f"({exc.strerror or exc}): every process exports the network again"
+        )
+        return
+    log.info("ONNX Runtime: exported the network to %s", graph)
 
 
 def _build(model: torch.nn.Module, channels: int, multiple: int, threads: int) -> OnnxSession:
@@ -182,28 +308,51 @@ def _build(model: torch.nn.Module, channels: int, multiple: int, threads: int) -
     if absent is not None:
         raise OnnxUnavailable(f"{absent}; {INSTALL_HINT}")
     try:
-        with tempfile.TemporaryDirectory(prefix="dfct-onnx-") as folder:
-            path = os.path.join(folder, "model.onnx")
-            with torch.inference_mode(False), torch.no_grad():
-                example = _export(model, channels, multiple, path)
-                expected = model(example)
-            sess = OnnxSession(path, threads, tuple(example.shape))
+        key = _disk_key(model, channels, multiple)
+    except Exception:  # noqa: BLE001 - a network the key cannot describe: no disk cache
+        key = None
+    if key is not None:
+        sess = _from_disk(model, key, channels, multiple, threads)
+        if sess is not None:
+            return sess
+    t0 = time.perf_counter()
+    try:
+        buffer = io.BytesIO()
+        with torch.inference_mode(False), torch.no_grad():
+            example = _export(model, channels, multiple, buffer)
+        data = buffer.getvalue()
+        sess = OnnxSession(data, threads, tuple(example.shape))
     except Exception as exc:  # noqa: BLE001 - any failure of the exporter or the runtime
-        first = (str(exc).strip().splitlines() or [""])[0][:200]
-        raise OnnxUnavailable(f"the export failed ({type(exc).__name__}: {first})") from exc
-    diff = float((sess(example) - expected).abs().max())
+        raise OnnxUnavailable(
+            f"the export failed ({type(exc).__name__}: {_first_line(exc)})"
+        ) from exc
+    seconds = time.perf_counter() - t0
+    diff = _check(sess, model, example)
     if not diff <= CHECK_TOLERANCE:
         raise OnnxUnavailable(
             f"the exported network differs from torch by {diff:.2g} (more than "
             f"{CHECK_TOLERANCE:g})"
         )
+    if key is not None:
+        record = {
+            "check": {
+                "max_diff": diff,
+                "tolerance": CHECK_TOLERANCE,
+                "input_shape": list(example.shape),
+                "units": "fractions of the intensity window (the network's input units)",
+            },
+            "network": f"{type(model).__module__}.{type(model).__qualname__}",
+            "export_seconds": round(seconds, 3),
+            "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+        }
+        _to_disk(key, data, record)
     return sess
 
 
 def session(model: torch.nn.Module, channels: int, multiple: int) -> OnnxSession:
     """The ONNX Runtime session of ``model`` (in its current state) for inputs of
-    ``channels`` channels whose height and width are multiples of ``multiple``; exported
-    at the first use and cached in memory.
+    ``channels`` channels whose height and width are multiples of ``multiple``: from the
+    memory cache, else the disk cache, else exported (and written to the disk cache).
 
     Raises
     ------
@@ -231,3 +380,18 @@ def session(model: torch.nn.Module, channels: int, multiple: int) -> OnnxSession
     with _LOCK:
         _CACHE[model] = (key, sess)
     return sess
+
+
+def warm(model: torch.nn.Module) -> bool:
+    """Put ``model``'s export in the disk cache ahead of its first prediction (nothing when
+    it is there already); True when it is there afterwards. Never raises: a network ONNX
+    Runtime cannot run is only noted, and is then predicted with torch as before."""
+    c, m = int(getattr(model, "in_channels", 1)), _multiple(model)
+    try:
+        session(model, c, m)
+        return _onnx_cache.lookup(_disk_key(model, c, m))
+    except OnnxUnavailable as exc:
+        note(f"ONNX Runtime cannot run this model: {exc}")
+    except Exception:  # noqa: BLE001 - a network the key cannot describe: not cached
+        pass
+    return False

@@ -20,14 +20,13 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
 from . import __version__
-from ._files import atomic_write
+from ._files import atomic_write, user_cache_dir
 from .roi import LAYER_NAME, ROISet
 
 __all__ = [
@@ -57,13 +56,9 @@ ROI_COLORS = {"signal": "orange", "background": "cyan", "line": "yellow"}
 
 
 def cache_dir() -> Path:
-    """Folder of the sample cache (see the module docstring)."""
-    env = os.environ.get("NAPARI_DFCT_CACHE_DIR")
-    if env:
-        return Path(env)
-    xdg = os.environ.get("XDG_CACHE_HOME")
-    base = Path(xdg) if xdg else Path.home() / ".cache"
-    return base / "napari-dfct"
+    """Folder of the sample cache (see the module docstring): the package's cache folder
+    (:func:`napari_dfct._files.user_cache_dir`)."""
+    return user_cache_dir()
 
 
 def _simulator_sources() -> list[tuple[str, Path]]:

@@ -51,10 +51,11 @@ the CPU (there the weights too, given back in their own format afterwards; on a 
 x86_64 CPU 0.6-0.9x the time of the default format for an 800 x 800 slice, the output
 within 1e-4 of the window: docs/performance.md, "CPU"). ``backend="onnx"`` runs
 the network with ONNX Runtime on the CPU (the optional extra ``onnx``; exported at its first
-use, :mod:`napari_dfct._onnx`), which measured faster still; when onnxruntime is missing or
-the export fails it falls back to eager with one logged line. ``backend="auto"`` (the
-default) takes ONNX Runtime on the CPU where it is installed and a session for the model
-is ready or at least :data:`ONNX_MIN_SLICES` slices are asked for (the export costs about
+use and kept in the disk cache of exports, :mod:`napari_dfct._onnx`), which measured faster
+still; when onnxruntime is missing or the export fails it falls back to eager with one
+logged line. ``backend="auto"`` (the default) takes ONNX Runtime on the CPU where it is
+installed and the model's export is ready (in memory or in the disk cache: any number of
+slices) or at least :data:`ONNX_MIN_SLICES` slices are asked for (an export costs about
 as much as a few slices), else eager.
 """
 
@@ -73,6 +74,7 @@ import torch
 import torch.nn.functional as F
 
 from ._onnx import BACKENDS, ONNX_MIN_SLICES
+from ._onnx import _multiple as _multiple  # the network's padding multiple
 from .context import context_indices
 from .data import IntensityWindow
 from .device import autocast as _autocast
@@ -108,10 +110,6 @@ def receptive_radius(model: torch.nn.Module) -> int:
     """
     d = int(getattr(model, "depth", 4))
     return 7 * (2**d - 1) + 2 ** (d + 1)
-
-
-def _multiple(model: torch.nn.Module) -> int:
-    return int(getattr(model, "multiple", 2 ** int(getattr(model, "depth", 4))))
 
 
 def _pad_like_model(x: torch.Tensor, m: int) -> tuple[torch.Tensor, tuple[int, int, int, int]]:
@@ -202,7 +200,7 @@ def _choose_backend(name: str, device: torch.device, n_slices: int, net) -> str:
                 "eager backend"
             )
         return "eager"
-    if name == "auto" and n_slices < ONNX_MIN_SLICES and not _onnx.cached(net):
+    if name == "auto" and n_slices < ONNX_MIN_SLICES and not _onnx.ready(net):
         return "eager"
     return "onnx"
 

@@ -47,9 +47,11 @@ def register(parser: argparse.ArgumentParser) -> None:
         "--backend",
         default="auto",
         choices=BACKENDS,
-        help=f"auto (ONNX Runtime on the CPU for {ONNX_MIN_SLICES} slices or more where it is "
-        "installed, else torch), eager (torch), onnx (ONNX Runtime on the CPU, from the extra "
-        "napari-dfct[onnx]; without it: eager, with a message)",
+        help="auto (ONNX Runtime on the CPU where it is installed and the model's export is "
+        f"cached, or for {ONNX_MIN_SLICES} slices or more; else torch), eager (torch), onnx "
+        "(ONNX Runtime on the CPU, from the extra napari-dfct[onnx]; without it: eager, with "
+        "a message). Exports are cached in ~/.cache/napari-dfct/onnx (NAPARI_DFCT_CACHE_DIR "
+        "moves it; deleting it is safe)",
     )
     parser.add_argument(
         "--overwrite",

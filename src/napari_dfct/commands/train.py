@@ -17,7 +17,10 @@ Train a residual U-Net on single-rotation inputs and multi-rotation targets (flo
 of the same shape, at least 2 slices; 20 % of the slices are held out for validation). The
 best model is saved to --out (model.safetensors, config.json, history.json) whenever the
 plain (un-amplified) validation loss improves; Ctrl-C stops after the current batch and
-keeps it. --resume continues a stopped run in the same folder.
+keeps it. --resume continues a stopped run in the same folder. On a machine without a
+GPU where ONNX Runtime is installed (napari-dfct[onnx]), the saved model is then exported
+for it once (a few seconds, into ~/.cache/napari-dfct/onnx), so that `dfct predict` runs
+it with ONNX Runtime from its first slice.
 
 Recipes (--recipe; every option below can still be set on its own):
 {recipes}
@@ -472,9 +475,44 @@ def run(args: argparse.Namespace) -> int:
         bar.close()
         raise CLIError(f"cannot save the model in {out}: {exc.strerror or exc}") from None
     bar.close()
+    return _summary(result)
+
+
+def _summary(result) -> int:
+    """Print the one summary line of a finished training, export the saved model for ONNX
+    Runtime where it runs (:func:`_warm_onnx`); exit status 0."""
     where = result.model_dir if result.model_dir is not None else "(nothing saved)"
     print(
         f"{result.stopped}: {result.epochs_run} epochs, best validation loss "
         f"{_fmt(result.best_val_loss)} at epoch {result.best_epoch}; model in {where}"
     )
+    if result.model_dir is not None:
+        _warm_onnx(result.model_dir)
     return 0
+
+
+def _warm_onnx(model_dir: Path) -> None:
+    """Put the saved model's ONNX export in the disk cache when this machine would predict
+    it with ONNX Runtime (installed, no GPU, a 2-D model), so that the first `dfct
+    predict` of even one slice runs on it; one line on stderr. Never fails the command."""
+    import time
+
+    from .. import _onnx
+    from ..checkpoint import CheckpointError, load_model
+    from ..device import resolve_device
+
+    if _onnx.missing() is not None or resolve_device("auto").type != "cpu":
+        return
+    try:
+        net = load_model(model_dir, device="cpu").model
+    except CheckpointError:
+        return
+    if int(getattr(net, "dims", 2)) != 2 or _onnx.ready(net):
+        return
+    t0 = time.perf_counter()
+    if _onnx.warm(net):
+        print(
+            f"dfct train: exported the model for ONNX Runtime ({time.perf_counter() - t0:.1f} "
+            "s, kept in the cache folder): `dfct predict` on this CPU runs it",
+            file=sys.stderr,
+        )
