@@ -232,15 +232,7 @@ def bench_context(preset, xn, yn, a_s, patch, batch, steps, rounds, device, cont
 
         step()  # warm-up
         steps_of.append(step)
-    best = [math.inf] * len(ks)
-    for _ in range(rounds):
-        for j, fn in enumerate(steps_of):
-            _sync(device)
-            t0 = time.perf_counter()
-            for _ in range(steps):
-                fn()
-            _sync(device)
-            best[j] = min(best[j], (time.perf_counter() - t0) / steps)
+    best = _best_of(steps_of, steps, rounds, device)
     steps_of = []  # release the models before emptying the cache
     if cuda:
         torch.cuda.empty_cache()

@@ -71,6 +71,17 @@ def train_speed(preset, xn, yn, device, steps, batch, patch, amp, channels_last)
         xb, yb, wb = sampler.sample(torch.randint(0, xn.shape[0], (batch,)))
         _train_step(model, opt, loss_fn, xb, yb, wb, device, amp, channels_last)
 
+    seconds, peak = _timed_steps(step, steps, device)
+    state = {k: v.detach().to("cpu") for k, v in model.state_dict().items()}
+    # released before the peak reset (the closure holds their cells)
+    model = opt = sampler = loss_fn = None
+    _peak_reset(device)
+    return steps * batch / seconds, peak, state
+
+
+def _timed_steps(step, steps, device) -> tuple[float, str]:
+    """Seconds of ``steps`` calls of ``step`` after 3 warm-up calls, and the peak memory
+    from before the warm-up."""
     _peak_reset(device)
     for _ in range(3):
         step()
@@ -79,13 +90,7 @@ def train_speed(preset, xn, yn, device, steps, batch, patch, amp, channels_last)
     for _ in range(steps):
         step()
     _sync(device)
-    seconds = time.perf_counter() - t0
-    peak = _peak(device)
-    state = {k: v.detach().to("cpu") for k, v in model.state_dict().items()}
-    # released before the peak reset (the closure holds their cells)
-    model = opt = sampler = loss_fn = None
-    _peak_reset(device)
-    return steps * batch / seconds, peak, state
+    return time.perf_counter() - t0, _peak(device)
 
 
 def train_speed_3d(preset, xn, yn, device, steps, batch, patch, depth):
@@ -112,16 +117,7 @@ def train_speed_3d(preset, xn, yn, device, steps, batch, patch, depth):
         xb, yb, wb = sampler.sample(torch.randint(0, sampler.n_slices, (n,)))
         _train_step(model, opt, loss_fn, xb, yb, wb, device, amp, False)
 
-    _peak_reset(device)
-    for _ in range(3):
-        step()
-    _sync(device)
-    t0 = time.perf_counter()
-    for _ in range(steps):
-        step()
-    _sync(device)
-    seconds = time.perf_counter() - t0
-    peak = _peak(device)
+    seconds, peak = _timed_steps(step, steps, device)
     state = {k: v.detach().to("cpu") for k, v in model.state_dict().items()}
     model = opt = sampler = loss_fn = None  # released before the peak reset
     _peak_reset(device)
