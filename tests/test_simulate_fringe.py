@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 
 from napari_dfct.cli import main
-from napari_dfct.simulate import detector_bins, simulate_dfct, view_error_energy
+from napari_dfct.simulate import detector_bins, load_simulation, simulate_dfct, view_error_energy
 from napari_dfct.simulate.acquisition import Physics, _error_fields, _Run, _sinogram_errors
 from napari_dfct.simulate.fringe import lsq_variance, nominal_phases, retrieve
 
@@ -200,3 +200,26 @@ def test_fringe_defaults_keep_the_target_cleaner_than_the_input():
 
     # measured 0.44 with the fringe defaults and 1.5 at the first-order amplitudes
     assert ratio(sim) < 0.7 < 1.0 < ratio(given)
+
+
+def test_fringe_benchmark_takes_four_times_the_dose(tmp_path):
+    """``--preset benchmark --physics fringe`` halves the noise's standard deviation (the
+    noise-only error variance falls to about a quarter of the first-order benchmark's dose,
+    ``--noise 1``); ``--noise`` still overrides it and the first-order benchmark keeps its
+    dose (docs/simulator.md, "Calibration")."""
+    common = ["--specimens", "1", "--size", "64", "--rotations", "1", "--quiet"]
+    common += ["--preset", "benchmark", "--vibration", "0"]
+
+    def noise_variance(name, *extra):
+        out = tmp_path / name
+        assert main(["simulate", str(out), *common, *extra]) == 0
+        meta = json.loads((out / "meta.json").read_text())
+        sim = load_simulation(out)
+        body = sim.mask.astype(bool)
+        return meta["physics"]["noise"], float((sim.input - sim.truth)[body].var())
+
+    level, low = noise_variance("fringe", "--physics", "fringe")
+    before, high = noise_variance("fringe-noise1", "--physics", "fringe", "--noise", "1")
+    first, _ = noise_variance("first-order", "--physics", "first-order")
+    assert (level, before, first) == (0.5, 1.0, 1.0)
+    assert 0.2 < low / high < 0.35

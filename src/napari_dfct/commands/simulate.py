@@ -49,7 +49,7 @@ ORDER = 10
 
 
 def register(parser: argparse.ArgumentParser) -> None:
-    from ..simulate import ANATOMIES, PRESETS, Physics, views_for
+    from ..simulate import ANATOMIES, MODEL_PRESETS, PRESETS, Physics, views_for
     from ..simulate.fringe import FIRST_ORDER, MODELS
 
     parser.add_argument("out_dir", metavar="OUT_DIR", help="output folder (created)")
@@ -100,7 +100,9 @@ def register(parser: argparse.ArgumentParser) -> None:
         help="realism options: 'default' is the plain simulator; "
         "'benchmark' = "
         + _describe(PRESETS["benchmark"])
-        + " (streaks dominate the input's lung-ROI variance); the "
+        + " (streaks dominate the input's lung-ROI variance; with --physics fringe "
+        + _describe(MODEL_PRESETS[("benchmark", "fringe")])
+        + ", a higher dose); the "
         "options below override the preset's",
     )
     parser.add_argument(
@@ -223,7 +225,9 @@ def run(args: argparse.Namespace) -> int:
 
     from ..simulate import preset_physics, save_simulation, simulate_dfct
 
-    physics = preset_physics(args.preset, noise=args.noise, texture=args.texture, tiles=args.tiles)
+    physics = preset_physics(
+        args.preset, model=args.physics, noise=args.noise, texture=args.texture, tiles=args.tiles
+    )
     physics.update(anatomy=args.anatomy, lesions=args.lesions, model=args.physics)
     if args.vibration is not None:
         physics["vibration"] = args.vibration

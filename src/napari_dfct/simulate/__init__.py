@@ -97,7 +97,7 @@ from .files import (
 )
 from .oracle import folder_angular, oracle_folder, slice_angular, view_error_energy
 from .phantom import LABELS, MATERIALS, Phantom, thorax_phantom
-from .presets import PRESETS, preset_physics
+from .presets import MODEL_PRESETS, PRESETS, preset_physics
 from .projector import _Geometry as _Geometry  # private, used by the projector tests
 from .projector import (
     back_project,
@@ -123,6 +123,7 @@ __all__ = [
     "LABELS",
     "MASK_FILE",
     "MATERIALS",
+    "MODEL_PRESETS",
     "PRESETS",
     "Phantom",
     "Physics",
