@@ -34,6 +34,9 @@ declare -A ARM=(
   [wd0-val8-48]="--weight-decay 0 --train data/train48 --val data/val8 --patches-per-slice 2"
   [wd0-val8-192]="--weight-decay 0 --train data/train192 --val data/val8 --patches-per-slice 1"
   [wd0-base32]="--weight-decay 0 --base-channels 32"
+  # stage 2 follow-up: the x16 step budget and the paper preset's 64 base channels
+  [wd0-x16]="--weight-decay 0 --patches-per-slice 128"
+  [wd0-base64]="--weight-decay 0 --base-channels 64"
 )
 arms=("$@")
 [ ${#arms[@]} -gt 0 ] || arms=(x1 wd0 adamw0.01 x4 wd0.01 adamw0.1 wd0.03 base32)
