@@ -25,6 +25,7 @@ from napari_dfct._onnx import _disk_key, _multiple
 from napari_dfct.checkpoint import load_model, save_checkpoint
 from napari_dfct.infer import predict
 from napari_dfct.model import build_model
+from test_onnx_cache import _reference  # eager fp32, NCHW; tests/ is on sys.path
 
 #: Largest difference from eager fp32, a fraction of the intensity window (issue 28).
 TOLERANCE = 1e-4
@@ -60,15 +61,6 @@ def _saved(tmp_path, name: str, **overrides) -> tuple:
     net = build_model("tiny", zero_init=False, **overrides).eval()
     folder = save_checkpoint(tmp_path / name, net, {"window": WINDOW, "name": name})
     return folder, load_model(folder)
-
-
-def _reference(loaded, volume: np.ndarray) -> np.ndarray:
-    """Eager fp32 in the default memory format, slice by slice, without :mod:`infer`."""
-    win, net = loaded.window, loaded.model.eval()
-    x = torch.from_numpy(np.ascontiguousarray(win.normalize(volume), dtype=np.float32))
-    with torch.no_grad():
-        y = net(x.reshape(-1, 1, *x.shape[-2:])).numpy()[:, 0]
-    return win.denormalize(y).reshape(volume.shape)
 
 
 def _predict(folder, src, out, *extra: str) -> tuple[dict, subprocess.CompletedProcess]:

@@ -197,4 +197,10 @@ def load(model_dir: str | Path, device: str, backend: str) -> FastModel | None:
         session = _onnx.OnnxSession(hit[0], default_threads(), shape)
     except Exception:  # noqa: BLE001 - ONNX Runtime's loader: the torch path re-exports
         return None
+    check = (hit[1].get("check") or {}).get("max_diff")
+    _onnx.log.info(
+        "ONNX Runtime: the export %s from the disk cache, without torch (checked at export: %s)",
+        hit[2],
+        f"{check:.1g}" if isinstance(check, float | int) else "?",
+    )
     return FastModel(display_name(cfg, folder), window, m, session)

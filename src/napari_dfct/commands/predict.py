@@ -21,7 +21,9 @@ prediction (float32, in the input's units) as TIFF or .npy (by the --out extensi
 order. --tile N processes N x N tiles with blending (also used automatically when a slice
 does not fit in GPU memory). An existing --out is replaced only with --overwrite, and never
 when it is the input file itself; the file is written atomically (a reader sees the old
-file or the complete new one).
+file or the complete new one). With the model's ONNX export in the disk cache (`dfct
+train` leaves it there on a machine without a GPU) and the CPU as the device, the command
+runs on ONNX Runtime without loading torch, with the same output as with torch.
 
 Examples:
   dfct predict --model models/l2-s --input data/sim/input.tif --out pred.tif
