@@ -210,6 +210,12 @@ def test_a_cached_export_predicts_without_torch(tmp_path, cache, small_sim):
     got, res = _predict(folder, src, tmp_path / "x.npy", "--slices", "7")
     assert got == {"rc": 2, "torch": False}
     assert "--slices 7 is out of range: the volume has 3 slices (0-2)" in res.stderr
+    volume[1, 3, 4] = np.nan
+    np.save(src, volume)
+    got, res = _predict(folder, src, tmp_path / "x.npy")
+    assert got == {"rc": 2, "torch": False}
+    assert "input slice(s) [1] contain NaN or infinite values" in res.stderr
+    assert not (tmp_path / "x.npy").exists()
 
 
 @needs_ort
