@@ -23,8 +23,9 @@ One run prints:
   the NCHW path of before: nothing cached, the export in the disk cache only, a session in
   memory) and of 8 slices;
 * ``dfct predict`` of one slice as a command, a fresh process each time: eager fp32 NCHW
-  (before), ``--backend eager``, ``auto`` with a cold and with a warm disk cache of exports,
-  the whole command and the command after its imports;
+  (before), ``--backend eager``, ``auto`` with a cold and with a warm disk cache of exports
+  (with a warm one: loading the model with torch, as before, and without torch), the whole
+  command and the command after its imports, and whether torch was imported;
 * training ``small`` (the ``quick`` recipe's patch and batch): steps per second in NCHW and
   channels-last from the same seed, and whether their losses are bit-identical.
 
@@ -348,20 +349,27 @@ class _cache_folder:
 #: The cache folder of the "warm" cases (a temporary folder of the run, set in main()).
 _SHARED_CACHE = ""
 
-#: ``dfct predict`` in a fresh interpreter, timed inside: the imports (torch's among them,
-#: the same for every backend) apart from the command itself; ``NCHW=1`` runs the eager
-#: path in the default memory format, as before channels-last on the CPU.
+#: ``dfct predict`` in a fresh interpreter, timed inside: the imports apart from the command
+#: itself (torch among the imports for every path that uses it, as before the command
+#: could run without it); ``NCHW=1`` runs the eager path in the default memory format, as
+#: before channels-last on the CPU; ``TORCH_PATH=1`` loads the model with torch even where
+#: the command would not (napari_dfct._fast_predict), as before that path existed.
 _CLI = """\
 import json, os, sys, time
 t0 = time.perf_counter()
-from napari_dfct import infer
 from napari_dfct.cli import main
+if os.environ.get("TORCH_PATH") == "1":
+    import torch
+    from napari_dfct import _fast_predict
+    _fast_predict.load = lambda *args: None
 if os.environ.get("NCHW") == "1":
+    from napari_dfct import infer
     infer._channels_last = lambda dev: dev.type == "cuda"
 t1 = time.perf_counter()
 rc = main(sys.argv[1:])
 t2 = time.perf_counter()
-print(json.dumps({"imports": t1 - t0, "command": t2 - t1}), file=sys.stderr)
+report = {"imports": t1 - t0, "command": t2 - t1, "torch": "torch" in sys.modules}
+print(json.dumps(report), file=sys.stderr)
 sys.exit(rc)
 """
 
@@ -369,8 +377,9 @@ sys.exit(rc)
 def bench_cli(net, image, window, repeats: int) -> None:
     """``dfct predict`` of one slice as a command (a fresh process each time, interleaved
     repeats): eager fp32 NCHW (before), ``--backend eager`` (channels-last), ``auto`` with
-    a cold and with a warm disk cache of exports; wall time of the whole command (process
-    start and imports included) and of the command after its imports."""
+    a cold and with a warm disk cache of exports (with torch, as before, and without it);
+    wall time of the whole command (process start and imports included) and of the command
+    after its imports (torch's among them where the command uses torch)."""
     from napari_dfct import _onnx
     from napari_dfct.checkpoint import save_checkpoint
 
@@ -380,13 +389,15 @@ def bench_cli(net, image, window, repeats: int) -> None:
         np.save(src, image)
         warm, cold = Path(tmp) / "warm", Path(tmp) / "cold"
         env = {**os.environ, "PYTHONPATH": os.pathsep.join(sys.path)}
+        torch_path = {"TORCH_PATH": "1"}
         arms = {
-            "eager fp32 NCHW (before)": ("eager", {"NCHW": "1"}, cold),
-            "--backend eager (channels-last)": ("eager", {}, cold),
-            "auto, cold cache": ("auto", {}, cold),
+            "eager fp32 NCHW (before)": ("eager", {"NCHW": "1", **torch_path}, cold),
+            "--backend eager (channels-last)": ("eager", torch_path, cold),
+            "auto, cold cache": ("auto", torch_path, cold),
         }
         if _onnx.missing() is None:
-            arms["auto, warm cache"] = ("auto", {}, warm)
+            arms["auto, warm cache, with torch"] = ("auto", torch_path, warm)
+            arms["auto, warm cache (no torch)"] = ("auto", {}, warm)
 
         def run(name: str) -> tuple[float, dict, np.ndarray]:
             backend, extra, cache = arms[name]
@@ -404,7 +415,7 @@ def bench_cli(net, image, window, repeats: int) -> None:
             return wall, inner, np.load(out)
 
         first = {}
-        if "auto, warm cache" in arms:  # the export, once: what `dfct train` leaves
+        if "auto, warm cache (no torch)" in arms:  # the export, once: what `dfct train` leaves
             t = time.perf_counter()
             e = {**env, "NAPARI_DFCT_CACHE_DIR": str(warm)}
             code = (
@@ -421,7 +432,7 @@ def bench_cli(net, image, window, repeats: int) -> None:
         for _ in range(repeats):
             for name in arms:
                 wall, inner, out = run(name)
-                times[name].append((wall, inner["command"], inner["imports"]))
+                times[name].append((wall, inner["command"], inner["imports"], inner["torch"]))
                 first.setdefault(name, out)
         ref = first["eager fp32 NCHW (before)"]
         base = min(t[0] for t in times["eager fp32 NCHW (before)"])
@@ -434,9 +445,17 @@ def bench_cli(net, image, window, repeats: int) -> None:
             wall, cmd_s = min(t[0] for t in ts), min(t[1] for t in ts)
             imports = min(t[2] for t in ts)
             diff = float(np.abs(first[name] - ref).max()) / window.width
+            used = (
+                "torch"
+                if all(t[3] for t in ts)
+                else "no torch"
+                if not any(t[3] for t in ts)
+                else "?"
+            )
             print(
                 f"    {name:34s} {wall:6.2f} s ({wall / base:.2f}x); {cmd_s:5.2f} s "
-                f"({cmd_s / base_cmd:.2f}x); imports {imports:.2f} s; max |diff| {diff:.1e}"
+                f"({cmd_s / base_cmd:.2f}x); imports {imports:.2f} s; max |diff| {diff:.1e}; "
+                f"{used}"
             )
 
 

@@ -56,6 +56,7 @@ __all__ = [
     "missing",
     "note",
     "ready",
+    "saved_key",
     "session",
     "warm",
 ]
@@ -78,6 +79,9 @@ CHECK_TOLERANCE = 1e-4
 
 #: How to install what the backend needs.
 INSTALL_HINT = "pip install 'napari-dfct[onnx]'"
+
+#: The module and the name of the package's network class (what a saved model is).
+_NETWORK = ("napari_dfct.model", "ResidualUNet")
 
 _LOCK = threading.Lock()
 _CACHE: weakref.WeakKeyDictionary[Any, tuple[tuple, OnnxSession]] = weakref.WeakKeyDictionary()
@@ -134,12 +138,17 @@ class OnnxSession:
         tiny = np.zeros(self._example_shape, dtype=np.float32)
         self._session.run(None, {self._input: tiny}, self._shrink)
 
-    def __call__(self, x: torch.Tensor) -> torch.Tensor:
+    def run(self, x: Any) -> Any:
+        """The network's output for the NumPy array ``x`` (made float32 and contiguous)."""
         import numpy as np
+
+        arr = np.ascontiguousarray(x, dtype=np.float32)
+        return self._session.run(None, {self._input: arr})[0]
+
+    def __call__(self, x: torch.Tensor) -> torch.Tensor:
         import torch
 
-        arr = np.ascontiguousarray(x.detach().to("cpu", torch.float32).numpy())
-        return torch.from_numpy(self._session.run(None, {self._input: arr})[0])
+        return torch.from_numpy(self.run(x.detach().to("cpu", torch.float32).numpy()))
 
 
 def _weights_key(model: torch.nn.Module) -> tuple:
@@ -172,13 +181,28 @@ def _multiple(model: torch.nn.Module) -> int:
     return int(getattr(model, "multiple", 2 ** int(getattr(model, "depth", 4))))
 
 
+def _example_shape(channels: int, multiple: int) -> tuple[int, int, int, int]:
+    """The shape of the export's example input: one ``4 * multiple`` pixels square."""
+    side = 4 * int(multiple)
+    return (1, int(channels), side, side)
+
+
 def _example(channels: int, multiple: int) -> torch.Tensor:
-    """The input of the export and of the check: seeded, ``4 * multiple`` pixels square."""
+    """The input of the export and of the check: seeded, :func:`_example_shape`."""
     import torch
 
-    side = 4 * int(multiple)
     gen = torch.Generator().manual_seed(0)
-    return torch.rand((1, int(channels), side, side), generator=gen)
+    return torch.rand(_example_shape(channels, multiple), generator=gen)
+
+
+def _settings(channels: int, multiple: int) -> dict:
+    """The export's settings, as its disk-cache key holds them."""
+    return {
+        "channels": int(channels),
+        "multiple": int(multiple),
+        "opset": OPSET,
+        "example": list(_example_shape(channels, multiple)),
+    }
 
 
 def _disk_key(model: torch.nn.Module, channels: int, multiple: int) -> str:
@@ -193,13 +217,30 @@ def _disk_key(model: torch.nn.Module, channels: int, multiple: int) -> str:
         digest = _onnx_cache.weights_digest(model)
         with _LOCK:
             _DIGESTS[model] = (wkey, digest)
-    settings = {
-        "channels": int(channels),
-        "multiple": int(multiple),
-        "opset": OPSET,
-        "example": list(_example(channels, multiple).shape),
-    }
+    settings = _settings(channels, multiple)
     return _onnx_cache.key(model, digest, settings, sys.modules[__name__])  # this exporter
+
+
+def saved_key(architecture: dict, digest: str, torch_version: str) -> str:
+    """:func:`_disk_key` of a saved :class:`napari_dfct.model.ResidualUNet` in eval mode,
+    computed without torch: its ``model_config`` (``architecture``), the digest of its
+    weights (:func:`napari_dfct._onnx_cache.digest_of` of the weights file) and the
+    version of the installed torch (as ``torch.__version__`` would give it). Equal to
+    :func:`_disk_key` of the loaded model (``tests/test_fast_predict.py``)."""
+    spec = importlib.util.find_spec(_NETWORK[0])
+    source = _onnx_cache.file_digest(spec.origin) if spec and spec.origin else ""
+    channels = int(architecture.get("in_channels", 1))
+    multiple = 2 ** int(architecture.get("depth", 4))
+    return _onnx_cache.key_of(
+        network=".".join(_NETWORK),
+        source=source,
+        architecture=architecture,
+        training=False,
+        digest=digest,
+        settings=_settings(channels, multiple),
+        exporter=_onnx_cache.file_digest(__file__),
+        torch_version=torch_version,
+    )
 
 
 def ready(

@@ -40,6 +40,7 @@ import json
 import os
 import re
 import time
+from collections.abc import Iterable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -52,9 +53,12 @@ __all__ = [
     "FORMAT",
     "LIMIT_BYTES",
     "CacheDamaged",
+    "digest_of",
     "discard",
+    "file_digest",
     "folder",
     "key",
+    "key_of",
     "lookup",
     "prune",
     "read",
@@ -90,12 +94,22 @@ def weights_digest(model: torch.nn.Module) -> str:
     of its values in their logical order (the same for any device or memory format)."""
     import torch
 
+    def tensors():
+        for name, t in [*model.named_parameters(), *model.named_buffers()]:
+            flat = t.detach().to("cpu").contiguous().reshape(-1)
+            yield name, str(flat.dtype), tuple(t.shape), flat.view(torch.uint8).numpy().data
+
+    return digest_of(tensors())
+
+
+def digest_of(tensors: Iterable[tuple[str, str, tuple, Any]]) -> str:
+    """:func:`weights_digest` of tensors given as ``(name, dtype, shape, data)``: torch's
+    name of the dtype (``"torch.float32"``), the shape as a tuple of ints and the bytes of
+    the values in their logical order (anything :meth:`hashlib.sha256.update` takes)."""
     h = hashlib.sha256()
-    tensors = [*model.named_parameters(), *model.named_buffers()]
-    for name, t in sorted(tensors, key=lambda item: item[0]):
-        flat = t.detach().to("cpu").contiguous().reshape(-1)
-        h.update(f"{name}\0{flat.dtype}\0{tuple(t.shape)}\0".encode())
-        h.update(flat.view(torch.uint8).numpy().data)
+    for name, dtype, shape, data in sorted(tensors, key=lambda item: item[0]):
+        h.update(f"{name}\0{dtype}\0{tuple(shape)}\0".encode())
+        h.update(data)
     return h.hexdigest()
 
 
@@ -105,14 +119,19 @@ def _source_digest(obj: Any) -> str:
         path = inspect.getsourcefile(obj)
     except TypeError:
         path = None
-    if not path:
-        return ""
-    if path not in _SOURCES:
+    return file_digest(path) if path else ""
+
+
+def file_digest(path: str | os.PathLike) -> str:
+    """SHA-256 of a source file's bytes (kept per path for the process); "" when it
+    cannot be read."""
+    name = str(path)
+    if name not in _SOURCES:
         try:
-            _SOURCES[path] = hashlib.sha256(Path(path).read_bytes()).hexdigest()
+            _SOURCES[name] = hashlib.sha256(Path(name).read_bytes()).hexdigest()
         except OSError:
             return ""
-    return _SOURCES[path]
+    return _SOURCES[name]
 
 
 def _version(dist: str) -> str:
@@ -140,17 +159,44 @@ def key(model: torch.nn.Module, digest: str, settings: dict, exporter: Any) -> s
     import torch
 
     cls = type(model)
+    return key_of(
+        network=f"{cls.__module__}.{cls.__qualname__}",
+        source=_source_digest(cls),
+        architecture=_architecture(model),
+        training=bool(model.training),
+        digest=digest,
+        settings=settings,
+        exporter=_source_digest(exporter),
+        torch_version=str(torch.__version__),
+    )
+
+
+def key_of(
+    *,
+    network: str,
+    source: str,
+    architecture: Any,
+    training: bool,
+    digest: str,
+    settings: dict,
+    exporter: str,
+    torch_version: str,
+) -> str:
+    """:func:`key` from its parts, without torch: the network's class (``module.name``),
+    the SHA-256 of its source file, its architecture (``model_config``), whether it is in
+    training mode, the weights' digest, the export's settings, the SHA-256 of the
+    exporter's source file and torch's version."""
     blob = {
         "format": FORMAT,
         "weights": digest,
-        "class": f"{cls.__module__}.{cls.__qualname__}",
-        "source": _source_digest(cls),
-        "architecture": _architecture(model),
-        "training": bool(model.training),
+        "class": network,
+        "source": source,
+        "architecture": architecture,
+        "training": bool(training),
         "settings": settings,
-        "exporter": _source_digest(exporter),
+        "exporter": exporter,
         "versions": {
-            "torch": torch.__version__,
+            "torch": torch_version,
             "onnx": _version("onnx"),
             "onnxruntime": _version("onnxruntime"),
         },

@@ -25,7 +25,7 @@ import os
 import sys
 from collections.abc import Mapping, MutableMapping
 
-__all__ = ["SPIN_COUNT", "usable_cores", "decide", "configure_openmp"]
+__all__ = ["SPIN_COUNT", "configure_openmp", "decide", "default_threads", "usable_cores"]
 
 #: Spin iterations of a waiting OpenMP thread before it sleeps (libgomp's default: 300000).
 SPIN_COUNT = 10_000
@@ -50,6 +50,20 @@ def usable_cores(cpu_max: str = "/sys/fs/cgroup/cpu.max") -> int:
     except (OSError, ValueError):
         pass
     return max(1, n)
+
+
+def default_threads(environ: Mapping[str, str] | None = None) -> int:
+    """The threads torch's CPU kernels take by default, told without importing torch (for
+    an ONNX Runtime session that must not take more): ``OMP_NUM_THREADS`` when it is a
+    positive integer (:func:`configure_openmp` sets it under a CPU quota), else the cores
+    of the process's affinity mask; the same as ``torch.get_num_threads()`` on a
+    2-core x86_64 machine with and without ``taskset -c 0``."""
+    env = os.environ if environ is None else environ
+    try:
+        n = int(env.get("OMP_NUM_THREADS", "").split(",")[0])
+    except ValueError:
+        n = 0
+    return n if n > 0 else _visible_cores()
 
 
 def decide(environ: Mapping[str, str], cores: int, torch_loaded: bool) -> dict[str, str]:

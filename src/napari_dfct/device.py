@@ -23,6 +23,7 @@ if TYPE_CHECKING:
 
 __all__ = [
     "DeviceInfo",
+    "auto_is_cpu",
     "autocast",
     "available_memory",
     "cancel_check",
@@ -151,6 +152,95 @@ def resolve_device(device: str | torch.device = "auto") -> torch.device:
     if dev.type not in ("cpu", "cuda", "mps"):
         raise ValueError(f"unsupported device {device!r}: choose auto, cpu, cuda, cuda:N or mps")
     return dev
+
+
+#: Traces of a GPU that CUDA or ROCm could use on Linux (:func:`auto_is_cpu`): the NVIDIA
+#: driver's files and device nodes (Jetson's included), WSL's GPU and ROCm's compute node.
+_GPU_TRACES = ("proc/driver/nvidia", "dev/nvidiactl", "dev/dxg", "dev/kfd")
+_GPU_NODE_PREFIXES = ("nvidia", "nvhost")
+#: PCI vendors of GPUs that CUDA (NVIDIA) or ROCm (AMD) drive; class 0x03: a display device.
+_GPU_VENDORS = ("0x10de", "0x1002")
+
+
+def _torch_build_has_gpu() -> bool | None:
+    """Whether the installed torch was built with CUDA or ROCm, read from its
+    ``torch/version.py`` without importing it; None when that cannot be told."""
+    import ast
+    import importlib.util
+    from pathlib import Path
+
+    try:
+        spec = importlib.util.find_spec("torch")
+        if spec is None or not spec.origin:
+            return None
+        tree = ast.parse((Path(spec.origin).parent / "version.py").read_text("utf-8"))
+    except (OSError, ValueError, SyntaxError, ImportError):
+        return None
+    found: dict[str, object] = {}
+    for node in tree.body:
+        target: ast.expr | None = node.target if isinstance(node, ast.AnnAssign) else None
+        if isinstance(node, ast.Assign) and len(node.targets) == 1:
+            target = node.targets[0]
+        value = getattr(node, "value", None)
+        if isinstance(target, ast.Name) and isinstance(value, ast.Constant):
+            found[target.id] = value.value
+    if "cuda" not in found or "hip" not in found:
+        return None
+    return found["cuda"] is not None or found["hip"] is not None
+
+
+def _gpu_traces(root: str = "/") -> bool:
+    """Whether this Linux machine shows any trace of a GPU that torch could use (see
+    :data:`_GPU_TRACES`, :data:`_GPU_VENDORS`); True when the PCI devices cannot be
+    listed (unsure)."""
+    import os
+    from pathlib import Path
+
+    base = Path(root)
+    if any((base / p).exists() for p in _GPU_TRACES):
+        return True
+    try:
+        nodes = os.listdir(base / "dev")
+    except OSError:
+        nodes = []
+    if any(n.startswith(_GPU_NODE_PREFIXES) for n in nodes):
+        return True
+    try:
+        devices = list((base / "sys/bus/pci/devices").iterdir())
+    except OSError:
+        return True
+    for dev in devices:
+        try:
+            vendor = (dev / "vendor").read_text().strip().lower()
+            cls = (dev / "class").read_text().strip().lower()
+        except OSError:
+            continue
+        if vendor in _GPU_VENDORS and cls.startswith("0x03"):
+            return True
+    return False
+
+
+def auto_is_cpu(root: str = "/") -> bool:
+    """Whether :func:`resolve_device` would turn ``"auto"`` into the CPU, told without
+    importing torch (cheap: a few small files); False whenever that is not certain.
+
+    True when torch is loaded and picks the CPU; else, not on macOS (MPS), when the
+    installed torch was built without CUDA and ROCm (its ``torch/version.py``), or, on
+    Linux, when the machine shows no trace of a GPU: no NVIDIA driver (``/proc/driver/
+    nvidia``, ``/dev/nvidia*``, ``/dev/nvhost*``), no WSL GPU (``/dev/dxg``), no ROCm
+    node (``/dev/kfd``) and no NVIDIA or AMD display device on the PCI bus. ``root``: the
+    file system's root (for tests).
+    """
+    import sys
+
+    if "torch" in sys.modules:
+        return resolve_device("auto").type == "cpu"
+    if sys.platform == "darwin":
+        return False
+    gpu_build = _torch_build_has_gpu()
+    if gpu_build is False:
+        return True
+    return sys.platform.startswith("linux") and not _gpu_traces(root)
 
 
 def prefers_channels_last(device: torch.device) -> bool:

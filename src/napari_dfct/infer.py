@@ -73,8 +73,10 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from . import _tiling
 from ._onnx import BACKENDS, ONNX_MIN_SLICES
 from ._onnx import _multiple as _multiple  # the network's padding multiple
+from ._tiling import tile_starts
 from .context import context_indices
 from .data import IntensityWindow
 from .device import autocast as _autocast
@@ -113,58 +115,19 @@ def receptive_radius(model: torch.nn.Module) -> int:
 
 
 def _pad_like_model(x: torch.Tensor, m: int) -> tuple[torch.Tensor, tuple[int, int, int, int]]:
-    """Pad (B, C, H, W) to a multiple of ``m`` the way :class:`ResidualUNet` does."""
-    h, w = x.shape[-2:]
-    ph, pw = (-h) % m, (-w) % m
-    if ph == 0 and pw == 0:
-        return x, (0, 0, 0, 0)
-    top, left = ph // 2, pw // 2
-    pad = (left, pw - left, top, ph - top)
-    mode = "reflect" if max(pad[0], pad[1]) < w and max(pad[2], pad[3]) < h else "replicate"
+    """Pad (B, C, H, W) to a multiple of ``m`` the way :class:`ResidualUNet` does
+    (:func:`napari_dfct._tiling.model_padding`)."""
+    pad, mode = _tiling.model_padding(x.shape[-2], x.shape[-1], m)
+    if not any(pad):
+        return x, pad
     return F.pad(x, pad, mode=mode), pad
 
 
-def tile_starts(length: int, tile: int, overlap: int, align: int = 1) -> list[int]:
-    """Start offsets of tiles covering ``range(length)``.
-
-    Consecutive tiles overlap by at least ``overlap`` pixels, every start is a multiple of
-    ``align`` (``length`` and ``tile`` must be multiples of ``align``), the first is 0
-    and the last is ``length - tile``.
-    """
-    if tile >= length:
-        return [0]
-    step = max(tile - overlap, align)
-    n = math.ceil((length - tile) / step) + 1
-    last = length - tile
-    starts = []
-    for i in range(n):
-        s = round(i * last / (n - 1) / align) * align if n > 1 else 0
-        starts.append(int(min(s, last)))
-    return sorted(set(starts))
-
-
-def _ramp(length: int, margin: int, ramp: int, lead: bool, trail: bool) -> torch.Tensor:
-    w = torch.ones(length, dtype=torch.float64)
-    i = torch.arange(length, dtype=torch.float64)
-    cosine = 0.5 - 0.5 * torch.cos(math.pi * (i - margin + 0.5) / max(ramp, 1))
-    rise = torch.where(
-        i < margin,
-        torch.zeros_like(i),
-        torch.where(i < margin + ramp, cosine, torch.ones_like(i)),
+def _blend_weight(starts_r, starts_c, r0, c0, tile_h, tile_w, overlap) -> torch.Tensor:
+    """:func:`napari_dfct._tiling.blend_weight` as a tensor."""
+    return torch.from_numpy(
+        _tiling.blend_weight(starts_r, starts_c, r0, c0, tile_h, tile_w, overlap)
     )
-    if lead:
-        w = w * rise
-    if trail:
-        w = w * rise.flip(0)
-    return w
-
-
-def _blend_weight(shape, starts_r, starts_c, r0, c0, tile_h, tile_w, overlap) -> torch.Tensor:
-    margin = overlap // 4
-    ramp = max(overlap - 2 * margin, 1)
-    wr = _ramp(tile_h, margin, ramp, r0 > starts_r[0], r0 < starts_r[-1])
-    wc = _ramp(tile_w, margin, ramp, c0 > starts_c[0], c0 < starts_c[-1])
-    return (wr[:, None] * wc[None, :]).to(torch.float32)
 
 
 def _channels_last(device: torch.device) -> bool:
@@ -283,31 +246,14 @@ class _Runner:
         return y[..., top : top + h, left : left + w]
 
     def tiled(self, x: torch.Tensor, tile: int, overlap: int, batch_size: int) -> torch.Tensor:
-        """Tiled forward of (B, 1, H, W); returns (B, 1, H, W) float32 on the CPU."""
-        m = _multiple(self.model)
-        xp, (left, _, top, _) = _pad_like_model(x, m)
-        hp, wp = xp.shape[-2:]
-        th = max(m, min(int(tile), hp) // m * m)
-        tw = max(m, min(int(tile), wp) // m * m)
-        ov = int(overlap)
-        rs = tile_starts(hp, th, ov, m)
-        cs = tile_starts(wp, tw, ov, m)
-        acc = torch.zeros(xp.shape, dtype=torch.float32)
-        norm = torch.zeros((hp, wp), dtype=torch.float32)
-        jobs = [(r, c) for r in rs for c in cs]
-        b = x.shape[0]
-        per = max(1, int(batch_size) // max(b, 1))
-        for k in range(0, len(jobs), per):
-            chunk = jobs[k : k + per]
-            tiles = torch.cat([xp[..., r : r + th, c : c + tw] for r, c in chunk], 0)
-            out = self(tiles).to("cpu")
-            for j, (r, c) in enumerate(chunk):
-                wgt = _blend_weight((hp, wp), rs, cs, r, c, th, tw, ov)
-                acc[..., r : r + th, c : c + tw] += out[j * b : (j + 1) * b] * wgt
-                norm[r : r + th, c : c + tw] += wgt
-        out = acc / norm
-        h, w = x.shape[-2:]
-        return out[..., top : top + h, left : left + w]
+        """Tiled forward of (B, C, H, W) (:func:`napari_dfct._tiling.tiled`); returns
+        (B, 1, H, W) float32 on the CPU."""
+
+        def forward(tiles: np.ndarray) -> np.ndarray:
+            return self(torch.from_numpy(tiles)).to("cpu").numpy()
+
+        out = _tiling.tiled(x.numpy(), forward, _multiple(self.model), tile, overlap, batch_size)
+        return torch.from_numpy(out)
 
 
 def _resolve_model(model: Any, window: IntensityWindow | dict | None, device: torch.device):
@@ -533,7 +479,7 @@ def _forward_3d(net, x: torch.Tensor, dev, amp: bool, tile: int | None, overlap:
         chunk = jobs[k : k + max(1, int(bs))]
         out = run(torch.stack([xp[:, r : r + th, c : c + tw] for r, c in chunk]).unsqueeze(1))
         for j, (r, c) in enumerate(chunk):
-            wgt = _blend_weight((hp, wp), rs, cs, r, c, th, tw, overlap)
+            wgt = _blend_weight(rs, cs, r, c, th, tw, overlap)
             acc[:, r : r + th, c : c + tw] += out[j, 0] * wgt
             norm[r : r + th, c : c + tw] += wgt
     h, w = x.shape[-2:]
@@ -558,7 +504,7 @@ def _predict_chunks(net, arr, index, win, dev, amp, tile, overlap, bs, check):
     plan: list[tuple] = []  # the chunks that reach a wanted slice
     last: dict[int, int] = {}  # each wanted slice's last chunk in plan
     for s in starts:
-        wz = _ramp(size, margin, max(ov - 2 * margin, 1), s > starts[0], s < starts[-1])
+        wz = _tiling.ramp(size, margin, max(ov - 2 * margin, 1), s > starts[0], s < starts[-1])
         real = np.arange(s, s + size) - ends  # slice of each chunk position (-1: reflected)
         used = [j for j in range(size) if 0 <= real[j] < n and real[j] in acc and wz[j] > 0]
         if used:

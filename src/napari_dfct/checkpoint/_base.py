@@ -11,8 +11,9 @@ from typing import Any
 import numpy as np
 import torch
 
-WEIGHTS_FILE = "model.safetensors"
-CONFIG_FILE = "config.json"
+from .._model_folder import CONFIG_FILE as CONFIG_FILE
+from .._model_folder import WEIGHTS_FILE as WEIGHTS_FILE
+
 HISTORY_FILE = "history.json"
 #: The same history as a table, one row per epoch (written with ``history.json``).
 HISTORY_CSV_FILE = "history.csv"

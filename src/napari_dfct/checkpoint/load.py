@@ -8,6 +8,7 @@ from pathlib import Path
 
 import torch
 
+from .._model_folder import display_name
 from ..context import describe_context
 from ._base import (
     CONFIG_FILE,
@@ -169,8 +170,8 @@ def load_model(model_dir: str | os.PathLike, device: str | torch.device = "cpu")
 
         device = resolve_device("auto")
     model = model.to(device).eval()
-    name = cfg.get("name") or (cfg.get("loss") or {}).get("name") or folder.name
-    return LoadedModel(model=model, config=cfg, history=history, path=folder, name=str(name))
+    name = display_name(cfg, folder)
+    return LoadedModel(model=model, config=cfg, history=history, path=folder, name=name)
 
 
 def describe_model(folder: str | os.PathLike) -> str:

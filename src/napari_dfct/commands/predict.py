@@ -7,6 +7,7 @@ import os
 import re
 import sys
 from pathlib import Path
+from typing import Any
 
 from .._onnx import BACKENDS, ONNX_MIN_SLICES
 from ._errors import CLIError
@@ -20,7 +21,9 @@ prediction (float32, in the input's units) as TIFF or .npy (by the --out extensi
 order. --tile N processes N x N tiles with blending (also used automatically when a slice
 does not fit in GPU memory). An existing --out is replaced only with --overwrite, and never
 when it is the input file itself; the file is written atomically (a reader sees the old
-file or the complete new one).
+file or the complete new one). With the model's ONNX export in the disk cache (`dfct
+train` leaves it there on a machine without a GPU) and the CPU as the device, the command
+runs on ONNX Runtime without loading torch, with the same output as with torch.
 
 Examples:
   dfct predict --model models/l2-s --input data/sim/input.tif --out pred.tif
@@ -116,16 +119,8 @@ def check_output(in_path: Path, out: Path, overwrite: bool) -> None:
         raise CLIError(f"{out} already exists: use --overwrite to replace it")
 
 
-def run(args: argparse.Namespace) -> int:
-    """Predict; write the output file; exit status 0 (2 on bad input)."""
-    import numpy as np
-    from tqdm import tqdm
-
-    from ..checkpoint import CheckpointError, load_model
-    from ..infer import predict_iter
-    from ..io import read_volume, write_volume
-    from ..train import resolve_device
-
+def _check_options(args: argparse.Namespace) -> tuple[Path, Path]:
+    """The input and output paths, after the checks that need neither torch nor files."""
     in_path = Path(args.input)
     if not in_path.exists():
         raise CLIError(f"input not found: {in_path}")
@@ -137,6 +132,14 @@ def run(args: argparse.Namespace) -> int:
         raise CLIError(f"--batch-size must be >= 1, got {args.batch_size}")
     if args.tile is not None and args.tile < 16:
         raise CLIError(f"--tile must be at least 16 pixels, got {args.tile}")
+    return in_path, out
+
+
+def _load_torch(args: argparse.Namespace, in_path: Path):
+    """The model loaded with torch and the device: (LoadedModel, torch.device)."""
+    from ..checkpoint import CheckpointError, load_model
+    from ..train import resolve_device
+
     try:
         device = resolve_device(args.device)
     except ValueError as exc:
@@ -152,6 +155,64 @@ def run(args: argparse.Namespace) -> int:
         check_one_scan_folder(in_path.parent, getattr(net, "context", 0), getattr(net, "dims", 2))
     except ValueError as exc:
         raise CLIError(str(exc)) from None
+    return model, device
+
+
+def _predict_into(result, model, device, volume, index, args: argparse.Namespace) -> None:
+    """Fill ``result`` with the predictions of slices ``index``: with the torch-free
+    :class:`napari_dfct._fast_predict.FastModel` when ``device`` is None, else with
+    :func:`napari_dfct.infer.predict_iter`; a progress bar on stderr."""
+    from tqdm import tqdm
+
+    if device is None:
+        stream = model.predict_iter(
+            volume, index, batch_size=args.batch_size, tile=args.tile, overlap=args.overlap
+        )
+    else:
+        from ..infer import predict_iter
+
+        stream = predict_iter(
+            model,
+            volume,
+            index,
+            batch_size=args.batch_size,
+            tile=args.tile,
+            overlap=args.overlap,
+            device=device,
+            backend=args.backend,
+        )
+    bar = tqdm(
+        total=len(index),
+        desc=f"predict {model.name}",
+        unit="slice",
+        file=sys.stderr,
+        disable=not args.progress,
+        dynamic_ncols=True,
+    )
+    try:
+        for k, (_, y) in enumerate(stream):
+            result[k] = y
+            bar.update(1)
+    except (ValueError, MemoryError) as exc:
+        raise CLIError(str(exc).splitlines()[0]) from None
+    finally:
+        bar.close()
+
+
+def run(args: argparse.Namespace) -> int:
+    """Predict; write the output file; exit status 0 (2 on bad input). Without torch where
+    the model's ONNX export is cached and the device is the CPU
+    (:mod:`napari_dfct._fast_predict`), else with it."""
+    import numpy as np
+
+    from .. import _fast_predict
+    from ..io import read_volume, write_volume
+
+    in_path, out = _check_options(args)
+    model: Any = _fast_predict.load(args.model, args.device, args.backend)
+    device = None
+    if model is None:
+        model, device = _load_torch(args, in_path)
     try:
         data, info = read_volume(in_path)
     except ValueError as exc:
@@ -171,33 +232,11 @@ def run(args: argparse.Namespace) -> int:
     if bad:
         raise CLIError(f"input slice(s) {bad[:5]} contain NaN or infinite values")
     result = np.empty((len(index), *volume.shape[1:]), dtype=np.float32)
-    bar = tqdm(
-        total=len(index),
-        desc=f"predict {model.name}",
-        unit="slice",
-        file=sys.stderr,
-        disable=not args.progress,
-        dynamic_ncols=True,
-    )
     try:
-        for k, (_, y) in enumerate(
-            predict_iter(
-                model,
-                volume,
-                index,
-                batch_size=args.batch_size,
-                tile=args.tile,
-                overlap=args.overlap,
-                device=device,
-                backend=args.backend,
-            )
-        ):
-            result[k] = y
-            bar.update(1)
-    except (ValueError, MemoryError) as exc:
-        raise CLIError(str(exc).splitlines()[0]) from None
-    finally:
-        bar.close()
+        _predict_into(result, model, device, volume, index, args)
+    except _fast_predict.Unavailable:  # before anything is written: torch predicts it all
+        model, device = _load_torch(args, in_path)
+        _predict_into(result, model, device, volume, index, args)
     if data.ndim == 2:
         result = result[0]
     scale = info.get("scale") if isinstance(info, dict) else None
