@@ -333,6 +333,40 @@ def test_activation_bytes_count_every_layer_output():
     assert params == 4 * sum(p.numel() for p in model.parameters())
 
 
+@pytest.mark.parametrize(
+    "kw",
+    [
+        dict(preset="small", patch=64),
+        dict(preset="small", patch=40),  # not a multiple of 16: the network pads it to 48
+        dict(preset="tiny", patch=24, context=1),
+        dict(preset="tiny", patch=32, dims=3, patch_depth=4),
+    ],
+)
+def test_activation_bytes_equal_a_count_on_the_full_patch(kw):
+    """The estimate (an m x m count, scaled) equals the layer outputs counted on the
+    whole patch on the meta device, and building the counted network leaves the random
+    state alone."""
+    from napari_dfct.model import build_model
+    from napari_dfct.train.resources import activation_bytes
+
+    cfg = _cfg(**kw)
+    outputs = []
+    with torch.device("meta"):
+        model = build_model(cfg.preset, **cfg.model_args())
+    hooks = [
+        m.register_forward_hook(lambda _m, _i, o: outputs.append(o.numel()))
+        for m in model.modules()
+        if not list(m.children())
+    ]
+    depth = [cfg.patch_depth] if cfg.dims == 3 else []
+    model.eval()(torch.empty(1, model.in_channels, *depth, cfg.patch, cfg.patch, device="meta"))
+    for h in hooks:
+        h.remove()
+    state = torch.get_rng_state()
+    assert activation_bytes(cfg)[0] == 4 * sum(outputs)
+    assert torch.equal(torch.get_rng_state(), state)
+
+
 def test_new_run_never_lands_on_a_model(pair, tmp_path):
     x, y = pair
     run_fit(x, y, _cfg(epochs=1), tmp_path / "m")

@@ -3,6 +3,7 @@ epoch, measured on its first optimiser steps."""
 
 from __future__ import annotations
 
+import functools
 import time
 from dataclasses import dataclass
 
@@ -112,8 +113,25 @@ class StepTimer:
 
 def activation_bytes(config: TrainConfig) -> tuple[int, int]:
     """Bytes of one training sample's activations (every layer's output on one patch,
-    float32: what autograd keeps at least) and of the parameters, counted on the meta
-    device, where nothing is allocated (and nothing is computed)."""
+    float32: what autograd keeps at least) and of the parameters.
+
+    Every layer's output of the U-Net has ``H / 2**l x W / 2**l`` pixels per channel at
+    its level ``l`` once the input is padded to the network's multiple ``m``, so the count
+    on a patch of ``P`` pixels is the count on an ``m x m`` patch times ``(P' / m)**2``,
+    ``P'`` the padded patch (a 3-D model's Z is not pooled and is counted as it is). The
+    ``m x m`` count runs the network once on the CPU (the random state kept) and is
+    remembered per architecture, so the estimate costs milliseconds after the first."""
+    args = tuple(sorted(config.model_args().items()))
+    depth = int(config.patch_depth) if int(config.dims) == 3 else 0
+    unit, params, m = _unit_activations(config.preset, args, depth)
+    side = -(-int(config.patch) // m) * m  # the patch as the network pads it
+    return unit * (side // m) ** 2, params
+
+
+@functools.lru_cache(maxsize=32)
+def _unit_activations(preset: str, args: tuple, depth: int) -> tuple[int, int, int]:
+    """Bytes of the layer outputs on one ``m x m`` patch (``depth`` slices for a 3-D
+    model), of the parameters, and ``m`` (the network's multiple)."""
     from ..model import build_model
 
     total = 0
@@ -123,22 +141,22 @@ def activation_bytes(config: TrainConfig) -> tuple[int, int]:
         if isinstance(output, torch.Tensor):
             total += output.numel() * 4
 
-    with torch.device("meta"):
-        model = build_model(config.preset, **config.model_args())
+    with torch.random.fork_rng(devices=[]):  # building draws initial weights: keep the state
+        model = build_model(preset, **dict(args))
     hooks = [
         m.register_forward_hook(count)
         for m in model.modules()
         if not any(True for _ in m.children())
     ]
+    m = int(model.multiple)
     try:
         model.eval()  # the same layer outputs as in training, without touching statistics
-        depth = [int(config.patch_depth)] if int(config.dims) == 3 else []  # a 3-D patch
-        model(torch.empty(1, model.in_channels, *depth, config.patch, config.patch, device="meta"))
+        with torch.no_grad():
+            model(torch.zeros(1, model.in_channels, *([depth] if depth else []), m, m))
     finally:
         for h in hooks:
             h.remove()
-    params = sum(p.numel() for p in model.parameters()) * 4
-    return total, params
+    return total, sum(p.numel() for p in model.parameters()) * 4, m
 
 
 def memory_estimate(config: TrainConfig) -> tuple[int, int, int] | None:
@@ -147,10 +165,10 @@ def memory_estimate(config: TrainConfig) -> tuple[int, int, int] | None:
     ``patch_depth`` slices, a context model's ``2K + 1`` input slices) and the fixed part
     (weights, gradients and the optimiser's two moments: four times the parameters);
     ``need = fixed + batch_size * per_patch``. None where the model has an operation
-    without a meta kernel (no estimate)."""
+    that cannot be run for the count (no estimate)."""
     try:
         per_patch, params = activation_bytes(config)
-    except Exception:  # noqa: BLE001 - an operation without a meta kernel: no estimate
+    except Exception:  # noqa: BLE001 - a network the count cannot run: no estimate
         return None
     fixed = 4 * params
     return fixed + per_patch * int(config.batch_size), per_patch, fixed
