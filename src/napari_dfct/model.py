@@ -58,8 +58,6 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ._tiling import model_padding
-
 __all__ = [
     "LIMITS",
     "MAX_PARAMETERS",
@@ -314,9 +312,14 @@ class ResidualUNet(nn.Module):
         return 2**self.depth
 
     def _pad(self, x: torch.Tensor) -> tuple[torch.Tensor, tuple[int, int, int, int]]:
-        pad, mode = model_padding(x.shape[-2], x.shape[-1], self.multiple)  # F.pad order
-        if not any(pad):
-            return x, pad
+        h, w = x.shape[-2:]
+        m = self.multiple
+        ph, pw = (-h) % m, (-w) % m
+        if ph == 0 and pw == 0:
+            return x, (0, 0, 0, 0)
+        top, left = ph // 2, pw // 2
+        pad = (left, pw - left, top, ph - top)  # F.pad order: W then H
+        mode = "reflect" if max(pad[0], pad[1]) < w and max(pad[2], pad[3]) < h else "replicate"
         # a volume (B, C, Z, H, W): non-constant padding of 5-D tensors names all three axes
         return F.pad(x, pad + (0, 0) * (x.ndim == 5), mode=mode), pad
 
