@@ -214,3 +214,21 @@ def test_sizes_beyond_the_bounds_are_refused_before_building():
     ]:
         with pytest.raises(ValueError, match=words):
             build_model("tiny", **kw)
+
+
+@pytest.mark.parametrize("shape", [(37, 50), (16, 16), (5, 3), (2, 9), (1, 6)])
+def test_the_network_pads_as_prediction_pads(shape):
+    """The exported network keeps its own copy of the padding rule (it imports nothing of
+    the package); it pads exactly as napari_dfct._tiling does for the torch-free path,
+    reflecting where it can and replicating where the image is too small."""
+    import numpy as np
+
+    from napari_dfct._tiling import pad_like_model
+    from napari_dfct.model import build_model
+
+    net = build_model("tiny")
+    x = torch.rand(1, 1, *shape, generator=torch.Generator().manual_seed(1))
+    padded, pad = net._pad(x)
+    want, want_pad = pad_like_model(x.numpy(), net.multiple)
+    assert pad == want_pad
+    np.testing.assert_array_equal(padded.numpy(), want)

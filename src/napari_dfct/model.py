@@ -312,6 +312,9 @@ class ResidualUNet(nn.Module):
         return 2**self.depth
 
     def _pad(self, x: torch.Tensor) -> tuple[torch.Tensor, tuple[int, int, int, int]]:
+        # This module is exported as a standalone file (dfct export): it imports nothing
+        # of the package, so the padding rule of napari_dfct._tiling.model_padding is
+        # written here again (tests/test_model.py checks that the two pad alike).
         h, w = x.shape[-2:]
         m = self.multiple
         ph, pw = (-h) % m, (-w) % m
