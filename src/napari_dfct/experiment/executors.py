@@ -449,7 +449,7 @@ def run_grid(
         size per run, so off by default).
     resume : bool
         A run folder without ``metrics.json`` whose model folder holds a training state
-        (saved after every epoch) continues from its last epoch
+        (saved every 30 s of training) continues from the state's epoch
         (:func:`napari_dfct.train.fit` with ``resume=True``) instead of being moved aside
         and redone. Off by default: an interrupted run is redone from scratch.
     stale_after : float

@@ -1,5 +1,5 @@
 """The random-number state of a training run (patch sampler, torch, NumPy, CUDA), saved
-with the resume state after every epoch and restored on resume."""
+with the resume state and restored on resume."""
 
 from __future__ import annotations
 

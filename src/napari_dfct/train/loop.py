@@ -22,7 +22,11 @@ from ..device import free_memory as _free_device_memory
 from ..device import is_out_of_memory as _is_oom
 from ..device import prefers_channels_last, resolve_device
 from ..scans import GroupedSampler, ScanSlices
-from ._rng import _rng_state, _set_rng_state
+from ._rng import _set_rng_state
+from ._state import due as _state_due
+from ._state import epoch_state, match_param_layouts, write_pending
+from ._state import keep as _keep_state
+from ._state import written as _state_written
 from .config import TrainConfig
 from .logs import TensorBoardLog
 from .optim import build_optimizer as _build_optimizer
@@ -202,9 +206,10 @@ def fit(
         Training parameters (paper defaults).
     out_dir : path, optional
         Model folder: the best model (``model.safetensors`` + ``config.json``) is saved
-        whenever the validation loss improves, ``history.json``, ``history.csv`` and the
-        resume state after every epoch (TensorBoard files in ``tensorboard/`` with
-        ``config.tensorboard``). None keeps everything in memory (``FitResult.model``).
+        whenever the validation loss improves, ``history.json`` and ``history.csv``
+        after every epoch, the resume state as :mod:`napari_dfct.train._state` says
+        (TensorBoard files in ``tensorboard/`` with ``config.tensorboard``). None keeps
+        everything in memory (``FitResult.model``).
     cancel : threading.Event or callable, optional
         Checked before every batch; when set, the run stops within one batch and returns
         ``stopped="cancelled"`` (the best checkpoint so far stays).
@@ -333,6 +338,8 @@ def fit(
                 stopped = "early_stopping"
         return _finish(run, stopped)
     finally:
+        # an error or a closed generator: the last finished epoch's state goes to disk
+        write_pending(run)
         # drop every device tensor held by the run (a traceback may keep this frame)
         device = run.device
         run.release()
@@ -373,6 +380,8 @@ class _Run:
     bad_epochs: int = 0
     best_state: dict | None = None
     saved: bool = False
+    state_written: float = 0.0
+    pending_state: dict | None = None
     on_estimate: Any = None
     ticker: BatchTicker | None = None
     tensorboard: Any = None
@@ -389,6 +398,7 @@ class _Run:
         self.model = self.optimizer = self.scheduler = self.sampler = None
         self.loss_fn = self.plain_fn = self.x_val = self.y_val = self.preview_x = None
         self.best_state = self.preview_norm = self.oracle = self.g_val = None
+        self.pending_state = None
         if self.tensorboard is not None:
             self.tensorboard.close()
             self.tensorboard = None
@@ -557,6 +567,7 @@ def _restore(run: _Run) -> None:
         raise ckpt.CheckpointError(f"cannot resume from {out_path}: {exc}") from exc
     run.saved = True
     _resume_memory_format(run, ckpt.load_config(out_path))
+    match_param_layouts(run.optimizer)  # after the model's memory format is settled
     run.history = ckpt.load_history(out_path, until=run.epoch)
     if run.best_epoch == 0:
         return
@@ -705,37 +716,27 @@ def _validate_and_select(run: _Run, train_loss: float, lr: float, steps: int) ->
 
 
 def _save_epoch(run: _Run, improved: bool) -> None:
-    """Step 6: best checkpoint (when improved), history and the resume state."""
+    """Step 6: best checkpoint (when improved), history and the resume state (on disk when
+    :func:`~napari_dfct.train._state.due`, else kept in memory)."""
     from .. import checkpoint as ckpt
 
     if run.out_path is None:
         return
     _set_best_fields(run)
-    state = {
-        "epoch": run.epoch,
-        "model": run.model.state_dict(),
-        "optimizer": run.optimizer.state_dict(),
-        "scheduler": run.scheduler.state_dict(),
-        "early_stopping": {
-            "best_epoch": run.best_epoch,
-            "best_val_loss": run.best_val,
-            "bad_epochs": run.bad_epochs,
-        },
-        "rng": _rng_state(run.sampler),
-    }
-    if run.best_state is not None and run.best_epoch != run.epoch:
-        state["best_model"] = run.best_state  # the state alone restores the whole run
+    state = epoch_state(run)
+    write_state = _state_due(run)
     # weights, config, history, then the state; the first save of a new run writes them
     # all into a hidden folder and renames it into place
     ckpt.save_run(
         run.out_path,
         run.model_cfg,
         run.history,
-        state,
+        state if write_state else None,
         weights=run.model.state_dict() if improved else None,
         new=not run.saved,
     )
     run.saved = True
+    _state_written(run, state) if write_state else _keep_state(run, state)
 
 
 def _log_epoch(run: _Run, event: EpochEvent) -> None:
@@ -760,6 +761,9 @@ def _finish(run: _Run, stopped: str) -> FitResult:
     """Step 7: drop the resume state if asked, and return the best model."""
     from .. import checkpoint as ckpt
 
+    if stopped == "cancelled":
+        write_pending(run)  # resume continues after the last finished epoch
+    run.pending_state = None
     if run.out_path is not None and stopped != "cancelled" and not run.config.keep_state:
         ckpt.delete_training_state(run.out_path)
     best_model = None
