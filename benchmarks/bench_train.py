@@ -3,9 +3,10 @@
 Ours
     :class:`napari_dfct.data.PatchSampler` (whole normalised set resident on the training
     device; one batched bilinear gather does crop + flips + rotation for input, target and
-    A_S), the training step of :func:`napari_dfct.train.fit` (bf16 autocast and
-    channels_last on CUDA and on the CPU), and :func:`napari_dfct.infer.predict` (inference mode,
-    batched; bf16 + channels_last on CUDA, channels_last on the CPU).
+    A_S), the training step of :func:`napari_dfct.train.fit` (bf16 autocast on CUDA,
+    channels_last on CUDA and on the CPU, torch's fused Adam), and
+    :func:`napari_dfct.infer.predict` (inference mode, batched; bf16 + channels_last on
+    CUDA, channels_last on the CPU).
 Baseline
     the usual recipe: a ``torch.utils.data.Dataset`` that crops, flips and rotates each
     sample on the CPU (NumPy + ``scipy.ndimage.rotate``), a ``DataLoader`` that collates
@@ -52,10 +53,11 @@ from scipy import ndimage
 
 from napari_dfct.data import PatchSampler, window_from_percentiles
 from napari_dfct.device import autocast as _autocast
-from napari_dfct.device import resolve_device
+from napari_dfct.device import prefers_channels_last, resolve_device
 from napari_dfct.infer import predict
 from napari_dfct.losses import AmplifiedLoss, LossConfig
 from napari_dfct.model import build_model, count_parameters
+from napari_dfct.train import TrainConfig, build_optimizer
 
 LOSS = LossConfig.from_name("l2+s+f-nonlinear")
 
@@ -132,13 +134,19 @@ def _train_step(model, opt, loss_fn, xb, yb, wb, device, amp, channels_last):
     return loss
 
 
-def _fresh(preset, device, channels_last):
+def _fresh(preset, device, ours):
+    """The model and optimiser of one side: ours as :func:`napari_dfct.train.fit` builds
+    them (channels-last where the device prefers it, ``build_optimizer``: fused Adam), the
+    baseline in the default memory format with torch's default Adam."""
     torch.manual_seed(0)
     model = build_model(preset).to(device)
-    if channels_last:
+    if ours and prefers_channels_last(device):
         model = model.to(memory_format=torch.channels_last)
     model.train()
-    opt = torch.optim.Adam(model.parameters(), lr=1e-3, weight_decay=0.1)
+    if ours:
+        opt = build_optimizer(model, TrainConfig(preset=preset, lr=1e-3, weight_decay=0.1))
+    else:
+        opt = torch.optim.Adam(model.parameters(), lr=1e-3, weight_decay=0.1)
     return model, opt
 
 
@@ -183,7 +191,8 @@ def bench_sampler(xn, yn, a_s, patch, batch, steps, rounds, device, workers):
 def bench_train(preset, xn, yn, a_s, patch, batch, steps, rounds, device, workers):
     loss_fn = AmplifiedLoss(LOSS).to(device)
     cuda = device.type == "cuda"
-    m_ours, o_ours = _fresh(preset, device, cuda)
+    m_ours, o_ours = _fresh(preset, device, True)
+    cl_ours = prefers_channels_last(device)
     sampler = PatchSampler(xn, yn, a_s, patch=patch, seed=0, device=device)
     idx = torch.arange(batch) % len(xn)
     m_base, o_base = _fresh(preset, device, False)
@@ -191,7 +200,7 @@ def bench_train(preset, xn, yn, a_s, patch, batch, steps, rounds, device, worker
     it = _loader(ds, batch, workers, cuda)
 
     def ours():
-        _train_step(m_ours, o_ours, loss_fn, *sampler.sample(idx), device, cuda, cuda)
+        _train_step(m_ours, o_ours, loss_fn, *sampler.sample(idx), device, cuda, cl_ours)
 
     def base():
         xb, yb, wb = (t.to(device, non_blocking=True) for t in next(it))

@@ -94,6 +94,40 @@ def test_parameter_groups_partition_the_parameters(scope):
         assert not decayed & (bn | si) and decayed  # the output conv is still decayed
 
 
+@pytest.mark.parametrize("optimizer", ["adam", "adamw"])
+@pytest.mark.parametrize("channels_last", [False, True])
+def test_the_fused_optimiser_steps_as_torchs_plain_one(optimizer, channels_last):
+    """build_optimizer's fused kernel against torch's one-tensor-at-a-time Adam/AdamW (an
+    independent implementation of the same update): equal to float rounding after a few
+    steps on the same gradients, in both memory formats the training uses on the CPU (the
+    same gradients: Adam divides a gradient by its running size, so rounding differences
+    of near-zero gradients would otherwise grow to the size of a step)."""
+    fmt = torch.channels_last if channels_last else torch.contiguous_format
+    gen = torch.Generator().manual_seed(0)
+    torch.manual_seed(0)
+    ours_model = build_model("tiny").to(memory_format=fmt)
+    plain_model = build_model("tiny").to(memory_format=fmt)
+    plain_model.load_state_dict(ours_model.state_dict())
+    start = {k: v.clone() for k, v in ours_model.named_parameters()}
+    cfg = TrainConfig(preset="tiny", optimizer=optimizer, weight_decay=0.1, lr=1e-2)
+    ours = build_optimizer(ours_model, cfg)
+    assert ours.defaults["fused"] is True
+    cls = torch.optim.AdamW if optimizer == "adamw" else torch.optim.Adam
+    plain = cls(parameter_groups(plain_model, 0.1, "all"), lr=1e-2, fused=False, foreach=False)
+    for _ in range(3):
+        x, y = _smooth_batch(gen)
+        x = x.contiguous(memory_format=fmt)
+        ours.zero_grad()
+        (ours_model(x) - y).square().mean().backward()
+        for a, b in zip(ours_model.parameters(), plain_model.parameters()):
+            b.grad = a.grad.clone()
+        ours.step()
+        plain.step()
+    for (name, a), b in zip(ours_model.named_parameters(), plain_model.parameters()):
+        assert not torch.equal(a, start[name]), name  # the steps moved every parameter
+        assert torch.allclose(a, b, rtol=1e-5, atol=1e-6), name
+
+
 def _smooth_batch(gen):
     y = torch.nn.functional.avg_pool2d(torch.rand(8, 1, 40, 40, generator=gen), 9, 1)
     return y + 0.2 * torch.randn(y.shape, generator=gen), y
