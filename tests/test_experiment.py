@@ -327,6 +327,26 @@ def test_other_settings_in_the_same_folder_are_refused(grid_copy, data_dirs):
     assert len(specs) == 2
 
 
+def test_runs_go_seed_by_seed(tmp_path, data_dirs):
+    """Every configuration and control of a seed comes before the next seed, so a grid
+    stopped part-way leaves whole seeds, which pair."""
+    train, test = data_dirs
+    settings, specs = prepare_grid(
+        train,
+        test,
+        tmp_path / "g",
+        ["l2", "l2+s-linear"],
+        [3, 1, 2],
+        _train_config(),
+        controls=True,
+    )
+    names = list(settings["configs"])
+    assert len(names) == 3  # the baseline, S and S's control
+    order = [(s["seed"], s["name"]) for s in specs]
+    assert order == [(seed, name) for seed in settings["seeds"] for name in names]
+    assert [seed for seed, _ in order[:: len(names)]] == settings["seeds"]
+
+
 def test_a_grid_written_before_newer_options_continues(grid_copy, data_dirs):
     """grid.json of an earlier version lacks the options added since (a loss field, a
     training option); their defaults are the old behaviour, so the grid continues, while

@@ -578,7 +578,8 @@ def prepare_grid(
     settings : dict
         The content of ``grid.json``.
     specs : list of dict
-        One spec per (configuration, seed), in grid order, for :func:`run_one`.
+        One spec per (configuration, seed), seed by seed (every configuration of the
+        first seed, then of the next), for :func:`run_one`.
     """
     from ..losses import LossConfig
     from ._util import parse_seeds
@@ -634,9 +635,11 @@ def prepare_grid(
     slice_paths = _write_test_slice(out_dir, volumes, roi, rois, chosen)
     atomic_write_json(grid_file, settings)
 
+    # seed by seed: a grid stopped part-way leaves whole seeds (every configuration and
+    # control of a seed), which pair, rather than some configurations with every seed
     specs = []
-    for c in configs:
-        for s in seeds:
+    for s in seeds:
+        for c in configs:
             specs.append(
                 {
                     "name": c.name,
