@@ -103,3 +103,30 @@ def test_console_script_runs():
     import napari_dfct
 
     assert napari_dfct.__version__ in out
+
+
+def test_a_source_tree_imported_from_elsewhere_does_not_claim_the_installed_version(tmp_path):
+    """A copy of the package without ``_version.py`` (a source tree that was never
+    installed), imported while another copy is installed: its version is unknown, not the
+    installed copy's, which would be recorded in every model it saves."""
+    from pathlib import Path
+
+    import napari_dfct
+
+    src = Path(napari_dfct.__file__).parent
+    shutil.copytree(
+        src, tmp_path / "napari_dfct", ignore=shutil.ignore_patterns("_version.py", "__pycache__")
+    )
+    out = subprocess.run(
+        [
+            sys.executable,
+            "-c",
+            "import napari_dfct; print(napari_dfct.__file__, napari_dfct.__version__)",
+        ],
+        capture_output=True,
+        text=True,
+        check=True,
+        env={**os.environ, "PYTHONPATH": str(tmp_path)},
+    ).stdout.split()
+    assert Path(out[0]).parent == tmp_path / "napari_dfct"
+    assert out[1] == "0.0.0+unknown"

@@ -20,15 +20,31 @@ import importlib
 
 from ._threads import configure_openmp as _configure_openmp
 
+
+def _installed_version() -> str:
+    """The installed distribution's version when it is this very source tree; otherwise
+    (a source tree imported from elsewhere, e.g. through PYTHONPATH, while another copy is
+    installed) "0.0.0+unknown": another copy's version would be recorded in every saved
+    model as the code that made it."""
+    from importlib.metadata import PackageNotFoundError, distribution
+    from pathlib import Path
+
+    try:
+        dist = distribution("napari-dfct")
+    except PackageNotFoundError:
+        return "0.0.0+unknown"
+    here = Path(__file__).resolve()
+    for f in dist.files or ():
+        is_init = f.name == "__init__.py" and f.parent.name == "napari_dfct"
+        if is_init and Path(str(dist.locate_file(f))).resolve() == here:
+            return dist.version
+    return "0.0.0+unknown"
+
+
 try:  # written from the git tag when the package is built or installed (hatch-vcs)
     from ._version import __version__
 except ImportError:  # a source tree that was not installed this way
-    from importlib.metadata import PackageNotFoundError, version
-
-    try:
-        __version__ = version("napari-dfct")
-    except PackageNotFoundError:
-        __version__ = "0.0.0+unknown"
+    __version__ = _installed_version()
 
 #: The public API: each name and the module it comes from, imported on first use.
 _API = {
