@@ -439,3 +439,41 @@ def test_bad_margins_are_one_line_exit_2(grid, capsys, value):
     err = capsys.readouterr().err.strip()
     assert err.count("\n") == 0 and "--margins" in err
     assert not (grid / "report").exists()  # nothing written
+
+
+def test_baseline_family_of_the_amplified_configurations_only(grid, capsys):
+    """--baseline-family amplified: the control's row against the baseline is shown but
+    stays out of the Holm family, whose corrections are over the amplified rows alone."""
+    assert main(["grid-report", str(grid), "--quiet", "--bootstrap", "300",
+                 "--baseline-family", "amplified"]) == 0  # fmt: skip
+    rows = _paired_csv(grid)
+    amplified = ["l2+s-nonlinear", "l2+f+s-nonlinear"]
+    for m in ("cnr", "fwhm", "error_cnr", "psnr_body"):
+        r = rows[("baseline", "l2@1.5", m)]
+        assert r["verdict"] == "outside" and r["p_holm"] == r["p_tost_holm"] == ""
+        assert "scale-matched control" in r["excluded_why"]
+        # its own difference and p are still reported (every seed worse: 8 of one sign;
+        # a worse FWHM is a higher one)
+        assert float(r["p"]) == pytest.approx(2 / 256)
+        assert float(r["median_diff"]) * (1 if m == "fwhm" else -1) > 0
+        assert {int(rows[("baseline", n, m)]["family_size"]) for n in amplified} == {2}
+        for key in ("p", "p_tost"):
+            p = [float(rows[("baseline", n, m)][key]) for n in amplified]
+            got = [float(rows[("baseline", n, m)][f"{key}_holm"]) for n in amplified]
+            np.testing.assert_allclose(got, holm(p), rtol=1e-12)
+        # the table against the control is the same in both designs: one row
+        r = rows[("control", "l2+s-nonlinear", m)]
+        assert int(r["family_size"]) == 1 and r["p_holm"] == r["p"]
+    # S vs the baseline in CNR: 2/256 corrected over 2 rows, not 3
+    assert float(rows[("baseline", "l2+s-nonlinear", "cnr")]["p_holm"]) == pytest.approx(4 / 256)
+    page = (grid / "report" / "report.md").read_text()
+    assert "Holm family (m = 2): l2+s-nonlinear, l2+f+s-nonlinear." in page
+    assert "Outside it: l2@1.5 (outside: a scale-matched control" in page
+    assert "--baseline-family amplified" in page
+    power = {r["metric"]: r for r in csv.DictReader((grid / "report" / "power.csv").open())}
+    assert int(power["cnr"]["family_size"]) == 2
+    # the default keeps every configuration in the family
+    assert main(["grid-report", str(grid), "--quiet", "--bootstrap", "300"]) == 0
+    assert _paired_csv(grid)[("baseline", "l2@1.5", "cnr")]["verdict"] == "worse"
+    with pytest.raises(ValueError, match="baseline's family"):
+        grid_report(grid, n_boot=10, baseline_family="controls")

@@ -24,7 +24,8 @@ equivalence (TOST) against the metric's margin (--margins), both corrected by Ho
 the table's family, and a verdict (better: the interval excludes zero on the good side and
 the corrected p is below 0.05; worse: the other side; else equivalent: the corrected TOST
 p is below 0.05; else inconclusive). Rows whose configuration trains identically to its
-reference (identity) or to another row's (duplicate) stay out of the family. power.md:
+reference (identity) or to another row's (duplicate) stay out of the family, and with
+--baseline-family amplified the scale-matched controls' rows against the baseline. power.md:
 per metric the spread of the paired differences and the seeds TOST needs for 80 % power
 at the margin. Also violin plots per configuration; and Fig.-3-like panels with the
 representative prediction of each configuration (the seed whose
@@ -61,6 +62,15 @@ def register(parser: argparse.ArgumentParser) -> None:
         metavar="METRIC=VALUE[,...]",
         help="equivalence margins (± in the metric's units) that replace the defaults, "
         "e.g. cnr=0.5,fwhm=0.3,error_cnr=0.5,psnr_body=0.3 (the defaults)",
+    )
+    parser.add_argument(
+        "--baseline-family",
+        choices=("all", "amplified"),
+        default="all",
+        help="the Holm family of the table against the baseline: every configuration's "
+        "row, or the amplified configurations' only (the scale-matched controls' rows are "
+        "shown outside it, verdict 'outside'), as a study that asks only about the "
+        "amplified configurations declares",
     )
     parser.add_argument("--quiet", action="store_true", help="do not print the tables")
 
@@ -109,6 +119,7 @@ def run(args: argparse.Namespace) -> int:
             n_boot=args.bootstrap,
             compare=parse_compare(args.compare),
             margins=margins,
+            baseline_family=args.baseline_family,
         )
         status = grid_status(out)
     except (ValueError, OSError) as exc:

@@ -45,6 +45,7 @@ from .stats import (
     DUPLICATE,
     HIGHER_IS_BETTER,
     IDENTITY,
+    OUTSIDE,
     PairedResult,
     equivalence_margins,
     paired_comparison,
@@ -54,8 +55,10 @@ from .stats import (
 )
 
 __all__ = [
+    "BASELINE_FAMILIES",
     "PAIRED_METRICS",
     "baseline_of",
+    "check_baseline_family",
     "paired_figure",
     "paired_results",
     "paired_tables",
@@ -63,6 +66,9 @@ __all__ = [
     "power_table",
 ]
 
+#: Which comparisons against the baseline form its Holm family
+#: (:func:`paired_results`): every configuration's, or the amplified configurations' only.
+BASELINE_FAMILIES = ("all", "amplified")
 #: Metrics compared by seed in the report.
 PAIRED_METRICS = ("cnr", "fwhm", "error_cnr", "psnr_body")
 _KINDS = {
@@ -77,8 +83,18 @@ _VERDICT_COLORS = {
     "inconclusive": "0.45",
     IDENTITY: "0.7",
     DUPLICATE: "0.82",
+    OUTSIDE: "0.6",
 }
 _UNITS = {"fwhm": " px", "psnr_body": " dB", "psnr": " dB", "psnr_target": " dB"}
+
+
+def check_baseline_family(baseline_family: str) -> None:
+    """Raise ValueError unless ``baseline_family`` is one of :data:`BASELINE_FAMILIES`."""
+    if baseline_family not in BASELINE_FAMILIES:
+        raise ValueError(
+            f"the baseline's family is one of {', '.join(BASELINE_FAMILIES)}, "
+            f"got {baseline_family!r}"
+        )
 
 
 def _is_baseline(entry: dict) -> bool:
@@ -219,12 +235,18 @@ def paired_results(
     alpha: float = 0.05,
     compare: Sequence[tuple[str, str]] = (),
     margins: dict[str, float] | None = None,
+    baseline_family: str = "all",
 ) -> list[dict]:
     """Every paired comparison of a grid summary (:func:`~.report.summarize`).
 
     ``compare`` adds chosen pairs ``(configuration, reference)`` (e.g. a directional
     weight against the isotropic one) as a third kind of table, ``"pair"``. ``margins``
     overrides equivalence margins (:func:`~.stats.equivalence_margins`).
+    ``baseline_family`` (:data:`BASELINE_FAMILIES`): ``"all"``, every configuration's
+    comparison with the baseline is in the baseline table's Holm family; ``"amplified"``,
+    the scale-matched controls' rows (the values of ``controls``) stay outside it, shown
+    with the verdict :data:`~.stats.OUTSIDE`, for a design whose questions are the
+    amplified configurations only.
 
     Returns
     -------
@@ -239,14 +261,27 @@ def paired_results(
     Raises
     ------
     ValueError
-        A configuration of ``compare`` without finished runs; an invalid margin.
+        A configuration of ``compare`` without finished runs; an invalid margin or
+        ``baseline_family``.
     """
+    check_baseline_family(baseline_family)
     pairs = _pairs(summary, controls, compare)
     margin_of = equivalence_margins(margins)
+    control_names = set((controls or {}).values())
     rows: list[dict] = []
     for kind in _KINDS:
         kind_pairs = [(a, b) for a, b, k in pairs if k == kind]
         excluded = _exclusions(summary, kind_pairs, metrics)
+        if kind == "baseline" and baseline_family == "amplified":
+            for a, b in kind_pairs:
+                if a in control_names and (a, b) not in excluded:
+                    excluded[(a, b)] = (
+                        OUTSIDE,
+                        (
+                            "outside: a scale-matched control; the family holds the "
+                            "amplified configurations (--baseline-family amplified)"
+                        ),
+                    )
         for m in metrics:
             if not kind_pairs or not _has_values(summary, m):
                 continue

@@ -548,13 +548,19 @@ def _paired_section(
     n_boot: int,
     compare=(),
     margins: dict | None = None,
+    baseline_family: str = "all",
 ) -> list[str]:
     """Write ``paired.md``/``.csv``/``.png`` and ``power.md``/``.csv`` (:mod:`.paired`);
     the report's section."""
     from .paired import paired_figure, paired_results, paired_tables, power_table
 
     rows = paired_results(
-        summary, settings.get("controls") or {}, n_boot=n_boot, compare=compare, margins=margins
+        summary,
+        settings.get("controls") or {},
+        n_boot=n_boot,
+        compare=compare,
+        margins=margins,
+        baseline_family=baseline_family,
     )
     if not rows:
         return []
@@ -583,7 +589,15 @@ def _paired_section(
             "TOST (Holm) < 0.05, the differences lie within the margin; else inconclusive "
             '(not "no effect"). *identity* (the configuration trains as its reference, or '
             "every difference is exactly 0) and *duplicate* (it trains as the configuration "
-            "of another row) rows are no comparisons and stay out of the family. With 5 seeds "
+            "of another row) rows are no comparisons and stay out of the family"
+            + (
+                "; so do the scale-matched controls' rows against the baseline (*outside*: "
+                "this report's baseline family holds the amplified configurations only, "
+                "--baseline-family amplified)"
+                if baseline_family == "amplified"
+                else ""
+            )
+            + ". With 5 seeds "
             "or fewer the smallest two-sided p is 0.0625, with 4 or fewer the smallest TOST p "
             "0.0625: such a grid can give no verdict.\n"
         ),
@@ -610,6 +624,7 @@ def grid_report(
     n_boot: int = 10_000,
     compare=(),
     margins: dict | None = None,
+    baseline_family: str = "all",
 ) -> dict:
     """Write the tables and figures of a grid folder (complete or not).
 
@@ -646,12 +661,19 @@ def grid_report(
     margins : dict of str to float, optional
         Equivalence margins that override :data:`~.stats.EQUIVALENCE_MARGINS`
         (:func:`~.stats.parse_margins`); the report states which were used.
+    baseline_family : {"all", "amplified"}
+        The Holm family of the table against the baseline: every configuration's row, or
+        only the amplified configurations' (the scale-matched controls' rows are shown
+        outside it) (:func:`~.paired.paired_results`).
 
     Returns
     -------
     dict of str to Path
         The files written, by short name (``"table-l2.md"``, ``"violin-cnr"``...).
     """
+    from .paired import check_baseline_family
+
+    check_baseline_family(baseline_family)
     out_dir = Path(out_dir)
     settings, reference, records, summary = _load(out_dir)
     rdir = Path(report_dir) if report_dir else out_dir / "report"
@@ -678,7 +700,9 @@ def grid_report(
         files["controls.csv"] = atomic_write_text(rdir / "controls.csv", ctrl["csv"])
     run_rows = [[r.get(k) if r.get(k) is not None else "" for k in _RUN_KEYS] for r in records]
     files["runs.csv"] = atomic_write_text(rdir / "runs.csv", _csv_text(_RUN_KEYS, run_rows))
-    paired_md = _paired_section(summary, settings, rdir, files, n_boot, compare, margins)
+    paired_md = _paired_section(
+        summary, settings, rdir, files, n_boot, compare, margins, baseline_family
+    )
 
     figures = []
     if summary:

@@ -55,6 +55,7 @@ __all__ = [
     "EQUIVALENCE_MARGINS",
     "HIGHER_IS_BETTER",
     "IDENTITY",
+    "OUTSIDE",
     "VERDICTS",
     "PairedResult",
     "bootstrap_median_ci",
@@ -97,6 +98,10 @@ IDENTITY = "identity"
 #: The verdict of a row outside the family: its configuration trains identically to the
 #: configuration of another row of the same table, against the same reference.
 DUPLICATE = "duplicate"
+#: The verdict of a row outside the family by the design of the study: a scale-matched
+#: control against the baseline, when the baseline's family holds only the amplified
+#: configurations (``dfct grid-report --baseline-family amplified``).
+OUTSIDE = "outside"
 #: Simulated samples per power estimate (Monte-Carlo error about 0.006 at power 0.8).
 POWER_SIMULATIONS = 4000
 
@@ -125,7 +130,7 @@ class PairedResult:
         (:func:`with_holm`); equal to ``p`` for a lone comparison, NaN outside a family.
     verdict : str
         One of :data:`VERDICTS` (:func:`verdict`), or :data:`IDENTITY` /
-        :data:`DUPLICATE` for a row outside the family.
+        :data:`DUPLICATE` / :data:`OUTSIDE` for a row outside the family.
     higher_is_better : bool
         The metric's good direction.
     confidence : float
@@ -142,8 +147,8 @@ class PairedResult:
         The ``1 - 2 alpha`` (90 %) bootstrap interval of the median, from the same
         resamples: inside ``(-margin, margin)`` it is the interval form of TOST.
     excluded : str
-        ``""`` for a row of the Holm family, else why it is not: :data:`IDENTITY` or
-        :data:`DUPLICATE`.
+        ``""`` for a row of the Holm family, else why it is not: :data:`IDENTITY`,
+        :data:`DUPLICATE` or :data:`OUTSIDE`.
     """
 
     seeds: tuple[int, ...]
@@ -461,8 +466,8 @@ def paired_comparison(
         Equivalence margin (:data:`EQUIVALENCE_MARGINS`); None or NaN: no TOST.
     excluded : str, optional
         Whether the row stays out of a Holm family: ``""`` (it is a comparison),
-        :data:`IDENTITY` or :data:`DUPLICATE` (its verdict). Default: :data:`IDENTITY`
-        when every difference is exactly 0, else ``""``.
+        :data:`IDENTITY`, :data:`DUPLICATE` or :data:`OUTSIDE` (its verdict). Default:
+        :data:`IDENTITY` when every difference is exactly 0, else ``""``.
 
     Returns
     -------
