@@ -271,6 +271,40 @@ def test_two_processes_appending_at_once_never_interleave(tmp_path):
     assert order != sorted(order)  # they really ran at the same time
 
 
+@pytest.mark.skipif(sys.platform == "win32", reason="no flock")
+def test_an_append_waits_for_another_append_in_flight(study):
+    """Another process's write in flight shows a size that ends mid-line (Linux grows the
+    size page by page); the append must wait for it, not take it for a torn line."""
+    import fcntl
+    import threading
+
+    append_judgment(study, "AB", study.trials[0], "left", 1.0)
+    path = study.dir / "judgments.csv"
+    t1 = study.trials[1]
+    row = f"CD,1,{t1.slice},{t1.left},{t1.right},right,2.000,2026-01-01T00:00:00+00:00\n"
+    other = row.encode()
+    fd = os.open(path, os.O_RDWR | os.O_APPEND)
+    fcntl.flock(fd, fcntl.LOCK_EX)
+    os.write(fd, other[:10])  # half of the other appender's line is in the file
+    waiter = threading.Thread(
+        target=append_judgment, args=(study, "AB", study.trials[1], "right", 1.0)
+    )
+    waiter.start()
+    waiter.join(0.5)
+    assert waiter.is_alive()  # it waits for the lock
+    os.write(fd, other[10:])
+    os.close(fd)  # releases the lock
+    waiter.join(10)
+    assert not waiter.is_alive()
+    lines = path.read_text().splitlines()
+    assert len(lines) == 4 and all(len(line.split(",")) == 8 for line in lines)
+    assert [(r["reader"], r["trial"]) for r in read_judgments(study.dir)] == [
+        ("AB", 0),
+        ("CD", 1),
+        ("AB", 1),
+    ]
+
+
 def test_sigkill_mid_study_loses_no_recorded_answer(study):
     proc = _writer(study.dir, "AB", time.time(), pause=0.05)
     done = [int(proc.stdout.readline()) for _ in range(5)]

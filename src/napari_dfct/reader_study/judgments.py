@@ -12,7 +12,9 @@ What the file guarantees:
   row is on disk. A kill or a power cut loses at most the answer being written.
 * **Readers never corrupt each other's rows.** With ``O_APPEND`` the kernel places every
   write at the current end of the file, so two processes appending at once write whole
-  lines one after the other, never interleaved.
+  lines one after the other, never interleaved. An exclusive advisory lock (``flock``,
+  where the platform has it) around the torn-line check and the write keeps one
+  appender from mistaking another's write in flight for a torn line.
 * **The header is written once,** with the file: it is created complete (header written
   into a temporary file, fsynced, then hard-linked into place, which fails when the file
   already exists), so no process ever appends to a file without its header.
@@ -35,6 +37,11 @@ import secrets
 import warnings
 from pathlib import Path
 from typing import Any
+
+try:
+    import fcntl
+except ImportError:  # pragma: no cover - Windows: appends are not serialised
+    fcntl = None  # type: ignore[assignment]
 
 from .._files import _fsync_dir
 from .study import Study, Trial, validate_name
@@ -161,6 +168,7 @@ def append_judgment(
     _create(path)
     fd = os.open(path, os.O_RDWR | os.O_APPEND)
     try:
+        _lock(fd)  # released by os.close, or by the kernel when the process dies
         data = line.encode("utf-8")
         if not _ends_with_newline(fd):
             data = b"\n" + data  # close a torn line left by a crash
@@ -170,6 +178,18 @@ def append_judgment(
         os.fsync(fd)
     finally:
         os.close(fd)
+
+
+def _lock(fd: int) -> None:
+    """Hold an exclusive advisory lock on ``fd`` until it is closed (no-op without fcntl).
+
+    The torn-line check reads the file's size and last byte; another process's append in
+    flight can show a size that ends mid-line (Linux grows the size page by page while it
+    copies a write that crosses a page boundary), and the check would then add a line break
+    of its own: an empty line. The lock makes check and write one step among appenders.
+    """
+    if fcntl is not None:
+        fcntl.flock(fd, fcntl.LOCK_EX)
 
 
 def _ends_with_newline(fd: int) -> bool:
