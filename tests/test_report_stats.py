@@ -441,7 +441,7 @@ def test_bad_margins_are_one_line_exit_2(grid, capsys, value):
     assert not (grid / "report").exists()  # nothing written
 
 
-def test_baseline_family_of_the_amplified_configurations_only(grid, capsys):
+def test_baseline_family_of_the_amplified_configurations_only(grid):
     """--baseline-family amplified: the control's row against the baseline is shown but
     stays out of the Holm family, whose corrections are over the amplified rows alone."""
     assert main(["grid-report", str(grid), "--quiet", "--bootstrap", "300",
