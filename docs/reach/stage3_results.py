@@ -69,10 +69,9 @@ def main(report: str) -> int:
             margin, family = rows[0]["margin"], rows[0]["family_size"]
             print(f"\n{label}, {title} (margin ±{margin}; Holm over {family}):\n")
             print(
-                "| configuration | vs | n | median Δ | 95 % CI | p (Holm) | p TOST (Holm) |",
-                end="",
+                "| configuration | vs | n | median Δ | 95 % CI | p (Holm) "
+                "| p TOST (Holm) | verdict |"
             )
-            print(" verdict |")
             print("| --- | --- | ---: | ---: | ---: | ---: | ---: | --- |")
             for r in rows:
                 if r["verdict"] == "outside":
@@ -97,7 +96,7 @@ def main(report: str) -> int:
                 low, high = _num(r["ci_low"], 2), _num(r["ci_high"], 2)
                 cells.append(f"{_num(r['median_diff'], 2)} [{low}, {high}]")
             print(f"| {name} | " + " | ".join(cells) + " |")
-    print("\nSpread of the paired differences (power.csv; 80 % power at the margin):\n")
+    print("\nSpread of the paired differences (80 % power at the margin):\n")
     print("| metric | SD of Δ (pooled) | range | seeds needed | with Holm (α/6) |")
     print("| --- | ---: | ---: | ---: | ---: |")
     for r in _read(folder / "power.csv"):
